@@ -1,0 +1,160 @@
+"""Settings: CALLIN_* environment variables, optionally a TOML file (CALLIN_CONFIG_FILE)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class IceServer(BaseModel):
+    """One entry of RTCConfiguration.iceServers, handed to clients and used by the relay."""
+
+    urls: list[str] = Field(min_length=1)
+    username: str | None = None
+    credential: str | None = None
+
+    @field_validator("urls")
+    @classmethod
+    def _schemes(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise ValueError(f"ICE server URL must start with stun:, turn: or turns: ({url!r})")
+        return urls
+
+
+class DemoAgent(BaseModel):
+    username: str
+    password: str
+    display_name: str
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway. Read from CALLIN_* env vars and an optional TOML file."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLIN_", env_nested_delimiter="__", extra="forbid")
+
+    # -- server
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = Field(None, description="URL clients use to reach the gateway, for printed links")
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    web_root: Path = REPO_ROOT / "web"
+    demo: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    shutdown_grace_s: float = Field(5.0, ge=0)
+
+    # -- caller tokens (JWT signed by the integrator's backend)
+    caller_token_secret: SecretStr | None = Field(None, description="HS256 shared secret")
+    caller_token_public_key: str | None = Field(None, description="PEM public key for RS256/ES256")
+    caller_token_public_key_file: Path | None = None
+    caller_token_audience: str = "callin"
+    caller_token_issuer: str | None = None
+    caller_token_leeway_s: int = Field(30, ge=0, le=600)
+    caller_token_max_ttl_s: int = Field(24 * 3600, ge=60, description="tokens valid for longer are refused")
+
+    # -- agents
+    agent_session_ttl_s: int = Field(12 * 3600, ge=60)
+    agent_secret: SecretStr | None = Field(None, description="signs agent session tokens; random per process if unset")
+    demo_agents: list[DemoAgent] = Field(
+        default_factory=lambda: [
+            DemoAgent(username="alice", password="alice-demo", display_name="Alice (demo agent)"),
+            DemoAgent(username="bob", password="bob-demo", display_name="Bob (demo agent)"),
+        ]
+    )
+
+    # -- calls
+    ring_timeout_s: float = Field(20.0, gt=0, le=600)
+    resume_grace_s: float = Field(30.0, ge=0, le=3600)
+    hello_timeout_s: float = Field(10.0, gt=0, le=120)
+    max_queue_length: int = Field(1000, ge=1)
+
+    # -- protocol limits
+    max_message_bytes: int = Field(64 * 1024, ge=1024, le=4 * 1024 * 1024)
+    max_sdp_bytes: int = Field(32 * 1024, ge=1024)
+    max_context_bytes: int = Field(8 * 1024, ge=256)
+
+    # -- media / network
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    media_host_addresses: list[str] = Field(
+        default_factory=list,
+        description="addresses the relay gathers host candidates on; empty = all non-loopback interfaces",
+    )
+    media_announced_address: str | None = Field(
+        None, description="public address announced instead of the gathered one (1:1 NAT)"
+    )
+    video_codecs: list[Literal["VP8", "H264"]] = Field(default_factory=lambda: ["VP8", "H264"], min_length=1)
+    video_queue_frames: int = Field(30, ge=2, le=600)
+    audio_queue_frames: int = Field(10, ge=2, le=600)
+    keyframe_request_interval_s: float = Field(0.3, ge=0.0, le=10)
+
+    @field_validator("media_host_addresses")
+    @classmethod
+    def _ips(cls, values: list[str]) -> list[str]:
+        for value in values:
+            ipaddress.ip_address(value)
+        return values
+
+    @field_validator("media_announced_address")
+    @classmethod
+    def _announced(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "Settings":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("CALLIN_CONFIG_FILE")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    # -- derived
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file else "http"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def caller_public_key(self) -> str | None:
+        if self.caller_token_public_key:
+            return self.caller_token_public_key
+        if self.caller_token_public_key_file:
+            return self.caller_token_public_key_file.read_text()
+        return None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

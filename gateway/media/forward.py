@@ -1,0 +1,196 @@
+"""Producers and consumers of encoded frames (mediasoup's object model, frame-level).
+
+A Producer is one incoming track of a leg: it receives whole encoded frames from an assembler. A ForwardTrack
+is one outgoing track of another leg: aiortc's sender pulls `av.Packet`s from it and packetizes them without
+encoding. A Producer fans out to any number of ForwardTracks; each has a bounded queue and drops to the next
+keyframe when its consumer falls behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .codecs import CLOCK_RATES, is_keyframe
+
+
+@dataclass(slots=True)
+class EncodedFrame:
+    data: bytes
+    timestamp: int  # RTP timestamp of the source stream
+    keyframe: bool
+    arrived: float  # time.monotonic() when the frame was complete at the relay
+
+
+@dataclass(slots=True)
+class ForwardStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped_overflow: int = 0
+    dropped_waiting_keyframe: int = 0
+    keyframe_requests: int = 0
+
+
+class ForwardTrack(MediaStreamTrack):
+    """An outgoing track fed with encoded frames. Bounded: never builds a backlog of stale media."""
+
+    def __init__(self, kind: str, max_frames: int, on_keyframe_needed: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self.kind = kind
+        self._max = max_frames
+        self._queue: deque[EncodedFrame] = deque()
+        self._ready = asyncio.Event()
+        self._on_keyframe_needed = on_keyframe_needed
+        self._needs_keyframe = kind == "video"
+        self._codec: str | None = None
+        self._time_base = fractions.Fraction(1, 90000 if kind == "video" else 48000)
+        self.paused = False
+        self.stats = ForwardStats()
+
+    def set_codec(self, codec: str) -> None:
+        self._codec = codec
+        self._time_base = fractions.Fraction(1, CLOCK_RATES.get(codec, 90000))
+
+    @property
+    def needs_keyframe(self) -> bool:
+        return self._needs_keyframe
+
+    def push(self, frame: EncodedFrame, discontinuity: bool = False) -> None:
+        if self.readyState != "live" or self.paused:
+            return
+        self.stats.frames_in += 1
+        if self.kind == "video":
+            if discontinuity and not frame.keyframe:
+                self._wait_for_keyframe()
+            if self._needs_keyframe:
+                if not frame.keyframe:
+                    self.stats.dropped_waiting_keyframe += 1
+                    return
+                self._needs_keyframe = False
+            if len(self._queue) >= self._max:
+                # The consumer is behind: drop the backlog, resume at the next keyframe.
+                self.stats.dropped_overflow += len(self._queue)
+                self._queue.clear()
+                if not frame.keyframe:
+                    self.stats.dropped_overflow += 1
+                    self._wait_for_keyframe()
+                    return
+        elif len(self._queue) >= self._max:
+            self._queue.popleft()
+            self.stats.dropped_overflow += 1
+        self._queue.append(frame)
+        self._ready.set()
+
+    def _wait_for_keyframe(self) -> None:
+        self._needs_keyframe = True
+        self.stats.keyframe_requests += 1
+        if self._on_keyframe_needed is not None:
+            self._on_keyframe_needed()
+
+    def request_keyframe(self) -> None:
+        """The remote side of this track asked for a keyframe (PLI/FIR)."""
+        self.stats.keyframe_requests += 1
+        if self._on_keyframe_needed is not None:
+            self._on_keyframe_needed()
+
+    def pause(self) -> None:
+        self.paused = True
+        self._queue.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.kind == "video":
+            self._wait_for_keyframe()
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        frame = self._queue.popleft()
+        packet = av.Packet(frame.data)
+        packet.pts = frame.timestamp
+        packet.time_base = self._time_base
+        self.stats.frames_out += 1
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        self._queue.clear()
+        self._ready.set()
+
+
+@dataclass
+class Producer:
+    """One incoming track of a leg. Fans its encoded frames out to the attached ForwardTracks."""
+
+    kind: str
+    codec: str
+    send_keyframe_request: Callable[[], None]
+    min_request_interval: float = 0.3
+    consumers: list[ForwardTrack] = field(default_factory=list)
+    frames: int = 0
+    keyframes: int = 0
+    keyframe_requests_sent: int = 0
+    last_frame_at: float | None = None
+    _last_request: float = -1e9
+    _pending_request: asyncio.TimerHandle | None = None
+    _closed: bool = False
+
+    def on_frame(self, data: bytes, timestamp: int, discontinuity: bool) -> None:
+        key = is_keyframe(self.codec, data)
+        now = time.monotonic()
+        frame = EncodedFrame(data=data, timestamp=timestamp, keyframe=key, arrived=now)
+        self.frames += 1
+        self.keyframes += key
+        self.last_frame_at = now
+        for consumer in self.consumers:
+            consumer.push(frame, discontinuity)
+
+    def attach(self, consumer: ForwardTrack) -> None:
+        consumer.set_codec(self.codec)
+        consumer._on_keyframe_needed = self.request_keyframe
+        self.consumers.append(consumer)
+        if self.kind == "video":
+            # A new consumer starts with a picture: ask the source for a keyframe now.
+            self.request_keyframe()
+
+    def detach(self, consumer: ForwardTrack) -> None:
+        if consumer in self.consumers:
+            self.consumers.remove(consumer)
+
+    def request_keyframe(self) -> None:
+        """Rate-limited: at most one request per interval, but a request inside the interval is not lost."""
+        if self._closed or self.kind != "video":
+            return
+        now = time.monotonic()
+        wait = self._last_request + self.min_request_interval - now
+        if wait <= 0:
+            self._send(now)
+        elif self._pending_request is None:
+            self._pending_request = asyncio.get_running_loop().call_later(wait, self._send_pending)
+
+    def _send_pending(self) -> None:
+        self._pending_request = None
+        if not self._closed:
+            self._send(time.monotonic())
+
+    def _send(self, now: float) -> None:
+        self._last_request = now
+        self.keyframe_requests_sent += 1
+        self.send_keyframe_request()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._pending_request is not None:
+            self._pending_request.cancel()
+            self._pending_request = None
+        self.consumers.clear()

@@ -1,0 +1,283 @@
+"""A Leg is one peer connection between the gateway and one participant (caller, agent)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ..config import Settings
+from ..errors import ClosedError, InvalidState, MediaError
+from . import hooks
+from .assembler import AudioAssembler, VideoAssembler
+from .codecs import OPUS
+from .forward import ForwardTrack, Producer
+
+log = logging.getLogger(__name__)
+
+_SENDS = {"sendrecv", "sendonly"}
+_RECEIVES = {"sendrecv", "recvonly"}
+
+
+class LegRole(StrEnum):
+    CALLER = "caller"
+    AGENT = "agent"
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    host_addresses: list[str] = field(default_factory=list)
+    announced_address: str | None = None
+    video_codecs: list[str] = field(default_factory=lambda: ["VP8", "H264"])
+    video_queue_frames: int = 30
+    audio_queue_frames: int = 10
+    keyframe_request_interval_s: float = 0.3
+    max_sdp_bytes: int = 32 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "MediaConfig":
+        return cls(
+            ice_servers=[s.model_dump(exclude_none=True) for s in settings.ice_servers],
+            host_addresses=list(settings.media_host_addresses),
+            announced_address=settings.media_announced_address,
+            video_codecs=list(settings.video_codecs),
+            video_queue_frames=settings.video_queue_frames,
+            audio_queue_frames=settings.audio_queue_frames,
+            keyframe_request_interval_s=settings.keyframe_request_interval_s,
+            max_sdp_bytes=settings.max_sdp_bytes,
+        )
+
+
+def _preferences(kind: str, names: list[str]) -> list[Any]:
+    capabilities = RTCRtpSender.getCapabilities(kind).codecs
+    chosen = [c for name in names for c in capabilities if c.name.lower() == name.lower()]
+    rtx = [c for c in capabilities if c.name == "rtx"]
+    return chosen + rtx if kind == "video" else chosen
+
+
+class Leg(AsyncIOEventEmitter):
+    """One RTCPeerConnection. Incoming tracks become Producers, outgoing tracks are ForwardTracks.
+
+    Events: "state" (connection state string), "failed", "closed".
+    """
+
+    def __init__(self, leg_id: str, role: LegRole, config: MediaConfig) -> None:
+        super().__init__()
+        self.id = leg_id
+        self.role = role
+        self._config = config
+        ice = [RTCIceServer(**server) for server in config.ice_servers]  # never aiortc's public STUN default
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
+        self.producers: dict[str, Producer] = {}
+        self.consumers: dict[str, ForwardTrack] = {}
+        self.connected = asyncio.Event()
+        self.closed = False
+        self._answered = False
+        self._close_task: asyncio.Task[None] | None = None
+        self.pc.on("connectionstatechange", self._on_state)
+
+    @property
+    def state(self) -> str:
+        return self.pc.connectionState
+
+    @property
+    def video_codec(self) -> str | None:
+        producer = self.producers.get("video")
+        if producer is not None:
+            return producer.codec
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video" and transceiver._codecs:
+                return transceiver._codecs[0].name
+        return None
+
+    def _on_state(self) -> None:
+        state = self.pc.connectionState
+        log.debug("leg %s (%s) connection %s", self.id, self.role, state)
+        if state == "connected":
+            self.connected.set()
+        self.emit("state", state)
+        if state == "failed":
+            self.emit("failed")
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClosedError(f"leg {self.id} is closed")
+
+    async def answer(self, offer_sdp: str, *, video_codec: str | None = None) -> str:
+        """Apply the participant's offer and return the gateway's answer.
+
+        `video_codec` forces one codec (an agent leg must use the caller's codec: nothing is transcoded).
+        """
+        self._check_open()
+        if self._answered:
+            raise InvalidState("this leg has already been negotiated; renegotiation is not supported", code="renegotiation")
+        if len(offer_sdp.encode()) > self._config.max_sdp_bytes:
+            raise MediaError(f"SDP larger than {self._config.max_sdp_bytes} bytes", code="sdp_too_large")
+        try:
+            parsed = SessionDescription.parse(offer_sdp)
+        except Exception as exc:  # aiortc's parser raises assorted errors on junk
+            raise MediaError(f"malformed SDP: {exc}", code="bad_sdp") from None
+        kinds = [m.kind for m in parsed.media]
+        if not kinds:
+            raise MediaError("the offer has no media", code="bad_sdp")
+        for kind in ("audio", "video"):
+            if kinds.count(kind) > 1:
+                raise MediaError(f"at most one {kind} section is supported", code="bad_sdp")
+        unsupported = [k for k in kinds if k not in ("audio", "video")]
+        if unsupported:
+            raise MediaError(f"unsupported media section(s): {', '.join(unsupported)}", code="bad_sdp")
+        if any(m.dtls is None or m.ice is None for m in parsed.media):
+            raise MediaError("the offer lacks ICE or DTLS parameters", code="bad_sdp")
+
+        self._answered = True
+        try:
+            for media in parsed.media:
+                self._prepare_transceiver(media.kind, media.direction or "sendrecv", video_codec)
+            if self._config.host_addresses:
+                hooks.restrict_host_addresses(self.pc, self._config.host_addresses)
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            for transceiver in self.pc.getTransceivers():
+                self._check_codec(transceiver, video_codec)
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+        except MediaError:
+            await self.close()
+            raise
+        except Exception as exc:
+            await self.close()
+            raise MediaError(f"the offer could not be negotiated: {exc}", code="negotiation_failed") from None
+        for transceiver in self.pc.getTransceivers():
+            self._bind(transceiver)
+        sdp = self.pc.localDescription.sdp
+        if self._config.announced_address:
+            sdp = hooks.announce_address(sdp, self._config.announced_address)
+        return sdp
+
+    def _prepare_transceiver(self, kind: str, remote_direction: str, video_codec: str | None) -> None:
+        remote_sends = remote_direction in _SENDS
+        remote_receives = remote_direction in _RECEIVES
+        direction = {
+            (True, True): "sendrecv",
+            (True, False): "recvonly",
+            (False, True): "sendonly",
+            (False, False): "inactive",
+        }[(remote_sends, remote_receives)]
+        track: ForwardTrack | None = None
+        if remote_receives:
+            max_frames = self._config.video_queue_frames if kind == "video" else self._config.audio_queue_frames
+            track = ForwardTrack(kind, max_frames)
+            self.consumers[kind] = track
+        transceiver = self.pc.addTransceiver(track if track is not None else kind, direction=direction)
+        names = [OPUS] if kind == "audio" else ([video_codec] if video_codec else self._config.video_codecs)
+        transceiver.setCodecPreferences(_preferences(kind, names))
+        if remote_sends:
+            self._tap(transceiver)
+        if track is not None:
+            hooks.on_keyframe_request(transceiver.sender, track.request_keyframe)
+
+    def _check_codec(self, transceiver: RTCRtpTransceiver, video_codec: str | None) -> None:
+        if transceiver.kind == "video" and video_codec and transceiver._codecs[0].name != video_codec:
+            raise MediaError(f"the offer does not support {video_codec}, the codec of this call", code="codec_mismatch")
+
+    def _tap(self, transceiver: RTCRtpTransceiver) -> None:
+        receiver: RTCRtpReceiver = transceiver.receiver
+        kind = transceiver.kind
+        last_ssrc: list[int] = [0]
+
+        def send_pli() -> None:
+            if last_ssrc[0]:
+                hooks.request_keyframe(receiver, last_ssrc[0])
+
+        def codec_name(payload_type: int) -> str | None:
+            codec = hooks.receiver_codecs(receiver).get(payload_type)
+            return codec.name if codec is not None else None
+
+        def sink(data: bytes, timestamp: int, ssrc: int, discontinuity: bool) -> None:
+            last_ssrc[0] = ssrc
+            producer = self.producers.get(kind)
+            if producer is not None:
+                producer.on_frame(data, timestamp, discontinuity)
+
+        self.producers[kind] = Producer(
+            kind=kind,
+            codec="",  # known once negotiated, see _bind
+            send_keyframe_request=send_pli,
+            min_request_interval=self._config.keyframe_request_interval_s,
+        )
+        assembler = VideoAssembler(codec_name, sink) if kind == "video" else AudioAssembler(sink)
+        hooks.tap_receiver(receiver, assembler)
+
+    def _bind(self, transceiver: RTCRtpTransceiver) -> None:
+        codec = transceiver._codecs[0].name if transceiver._codecs else ""
+        producer = self.producers.get(transceiver.kind)
+        if producer is not None:
+            producer.codec = codec
+        consumer = self.consumers.get(transceiver.kind)
+        if consumer is not None:
+            consumer.set_codec(codec)
+
+    async def add_ice_candidate(self, candidate: str | None, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
+        """Add a trickled remote candidate (a=candidate line without 'a='), or None for end-of-candidates."""
+        self._check_open()
+        if not self._answered:
+            raise InvalidState("send the offer before ICE candidates", code="no_offer")
+        if not candidate:
+            await self.pc.addIceCandidate(None)
+            return
+        line = candidate[len("candidate:") :] if candidate.startswith("candidate:") else candidate
+        try:
+            parsed = candidate_from_sdp(line)
+        except Exception as exc:
+            raise MediaError(f"malformed ICE candidate: {exc}", code="bad_candidate") from None
+        parsed.sdpMid = sdp_mid
+        parsed.sdpMLineIndex = sdp_mline_index
+        if sdp_mid is None and sdp_mline_index is None:
+            parsed.sdpMLineIndex = 0
+        await self.pc.addIceCandidate(parsed)
+
+    async def stats(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "producers": {k: {"codec": p.codec, "frames": p.frames, "keyframes": p.keyframes,
+                              "keyframe_requests_sent": p.keyframe_requests_sent} for k, p in self.producers.items()},
+            "consumers": {k: vars(c.stats) if hasattr(c.stats, "__dict__") else _slots(c.stats)
+                          for k, c in self.consumers.items()},
+        }
+
+    async def close(self) -> None:
+        """Close once; later calls wait for the same close."""
+        if self._close_task is None:
+            self.closed = True
+            self._close_task = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._close_task)
+
+    async def _close(self) -> None:
+        for producer in self.producers.values():
+            producer.close()
+        for consumer in self.consumers.values():
+            consumer.stop()
+        try:
+            await self.pc.close()
+        finally:
+            self.emit("closed")
+            self.remove_all_listeners()
+
+
+def _slots(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__slots__}
