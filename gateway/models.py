@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -79,7 +79,7 @@ class Location(Frozen):
     lon: float = Field(ge=-180, le=180)
     accuracy_m: float = Field(ge=0, le=1_000_000)
     timestamp: float = Field(description="when the device measured it, UNIX seconds")
-    source: str = "device"
+    source: Literal["device"] = "device"
 
 
 class CallContext(Frozen):

@@ -1,0 +1,72 @@
+"""The call and its state machine: queued -> offered -> connected -> ended (offered -> queued on decline/timeout)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidState
+from .models import CallContext, CallerIdentity, CallEvent, CallState, CallType, EndReason, Location, now
+
+_ALLOWED: dict[CallState, set[CallState]] = {
+    CallState.QUEUED: {CallState.OFFERED, CallState.ENDED},
+    CallState.OFFERED: {CallState.QUEUED, CallState.CONNECTED, CallState.ENDED},
+    CallState.CONNECTED: {CallState.ENDED},
+    CallState.ENDED: set(),
+}
+
+
+@dataclass
+class Call:
+    id: str
+    identity: CallerIdentity
+    call_type: CallType
+    location: Location | None
+    context: CallContext
+    caller_session: str
+    priority: int = 0
+    queue: str = "default"
+    state: CallState = CallState.QUEUED
+    created_at: float = field(default_factory=now)
+    offered_to: str | None = None
+    agent: str | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    end_reason: EndReason | None = None
+    ended_by: str | None = None
+    declined_by: set[str] = field(default_factory=set)
+    events: list[CallEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.log("queued", call_type=self.call_type.value)
+
+    def log(self, kind: str, **detail: Any) -> None:
+        self.events.append(CallEvent(at=now(), kind=kind, detail=detail))
+
+    def transition(self, target: CallState, **detail: Any) -> None:
+        if target not in _ALLOWED[self.state]:
+            raise InvalidState(f"call {self.id} is {self.state.value}, it cannot become {target.value}")
+        self.state = target
+        self.log(target.value, **detail)
+
+    @property
+    def waiting(self) -> bool:
+        return self.state in (CallState.QUEUED, CallState.OFFERED)
+
+    @property
+    def wait_s(self) -> float:
+        end = self.answered_at or self.ended_at or now()
+        return end - self.created_at
+
+    def card(self) -> dict[str, Any]:
+        """What the agent sees: verified identity, device location, app context."""
+        return {
+            "call_id": self.id,
+            "call_type": self.call_type.value,
+            "queue": self.queue,
+            "priority": self.priority,
+            "created_at": self.created_at,
+            "identity": self.identity.model_dump(),
+            "location": self.location.model_dump() if self.location else None,
+            "context": self.context.model_dump(),
+        }

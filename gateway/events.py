@@ -1,0 +1,63 @@
+"""Domain events the engine delivers to a participant's session. The signaling layer turns them into messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class QueueUpdate:
+    call_id: str
+    position: int  # 1 = next to be answered
+    queue_length: int
+    estimated_wait_s: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallOffered:
+    call_id: str
+    card: dict[str, Any]
+    ring_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class OfferWithdrawn:
+    call_id: str
+    reason: str  # caller_hangup, ring_timeout, declined, taken
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    call_id: str
+    agent_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    call_id: str
+    reason: str
+    by: str  # caller, agent, system
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatusChanged:
+    status: str
+    reason: str | None = None
+    call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaState:
+    call_id: str
+    leg: str
+    state: str
+
+
+Event = QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
+
+
+@dataclass
+class EventLog:
+    entries: list[dict[str, Any]] = field(default_factory=list)

@@ -1,0 +1,1 @@
+"""Callin's signaling server (aiohttp): the composition root. Knows nothing of RTP."""

@@ -1,0 +1,84 @@
+"""The agent WebSocket (/ws/agent): hello with an agent session token, status, accept/decline, SDP, hang-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.auth import AgentAccount
+from gateway.errors import InvalidState
+from gateway.models import CallState
+from gateway.sessions import Session
+
+from . import protocol as p
+from .keys import AGENT_SESSIONS
+from .ws import Connection
+
+
+class AgentConnection(Connection):
+    role = "agent"
+    adapter = p.agent_adapter
+
+    def authenticate(self, token: str) -> AgentAccount:
+        return self.request.app[AGENT_SESSIONS].verify(token)
+
+    authenticate_header = authenticate
+
+    def open_session(self, principal: AgentAccount) -> Session:
+        return self.board.open_agent(principal)
+
+    def same_principal(self, principal: AgentAccount, other: Any) -> bool:
+        return isinstance(other, AgentAccount) and other.username == principal.username
+
+    def welcome_extra(self, session: Session, resumed: bool) -> dict[str, Any]:
+        state = self.board.agents[session.principal.username]
+        extra: dict[str, Any] = {
+            "agent": {"username": state.username, "display_name": state.display_name, "status": state.status.value}
+        }
+        call = self.board.calls.get(state.call_id or "")
+        if call is not None and call.state is not CallState.ENDED:
+            extra["call"] = {"call_id": call.id, "state": call.state.value, "card": call.card()}
+        return extra
+
+    async def handle(self, message: Any) -> None:
+        assert self.session is not None
+        session = self.session
+        match message:
+            case p.SetStatus():
+                state = self.board.set_agent_status(session, message.status)
+                self.send(p.AgentStatusOut(id=message.id, status=state.status.value))
+            case p.Accept():
+                call = self.board.accept(session, message.call_id)
+                self.metrics.calls_answered.inc()
+                self.send(p.CallAcceptedOut(id=message.id, call_id=call.id, card=call.card()))
+            case p.Decline():
+                self.board.decline(session, message.call_id)
+                self.send(p.Ack(id=message.id))
+            case p.SdpOffer():
+                if not message.call_id:
+                    raise p.ProtocolError("call_id is required", code="invalid_message")
+                answer = await self.board.agent_offer(session, message.call_id, message.sdp)
+                self.send(p.SdpAnswer(id=message.id, call_id=message.call_id, sdp=answer))
+            case p.IceCandidate():
+                if not message.call_id:
+                    raise p.ProtocolError("call_id is required", code="invalid_message")
+                call = self.board.agent_call(session, message.call_id)
+                if call.state is CallState.ENDED:
+                    raise InvalidState("the call has ended", code="call_ended")
+                state = self.board.agents[session.principal.username]
+                await self.board.add_candidate(call, state.username, message.candidate, message.sdp_mid,
+                                               message.sdp_mline_index)
+                if message.id:
+                    self.send(p.Ack(id=message.id))
+            case p.Hangup():
+                if not message.call_id:
+                    raise p.ProtocolError("call_id is required", code="invalid_message")
+                await self.board.agent_hangup(session, message.call_id)
+                self.send(p.Ack(id=message.id))
+            case _:
+                raise p.ProtocolError(f"{message.type} is not an agent message", code="unknown_type")
+
+
+async def agent_ws(request: web.Request) -> web.StreamResponse:
+    return await AgentConnection(request).run()

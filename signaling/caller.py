@@ -1,0 +1,68 @@
+"""The caller WebSocket (/ws/caller): hello with the integrator-signed token, call.start, SDP, hang-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import InvalidState
+from gateway.models import CallerIdentity, CallState
+from gateway.sessions import Session
+
+from . import protocol as p
+from .keys import CALLER_TOKENS
+from .ws import Connection
+
+
+class CallerConnection(Connection):
+    role = "caller"
+    adapter = p.caller_adapter
+
+    def authenticate(self, token: str) -> CallerIdentity:
+        return self.request.app[CALLER_TOKENS].verify(token)
+
+    authenticate_header = authenticate
+
+    def open_session(self, principal: CallerIdentity) -> Session:
+        return self.board.open_caller(principal)
+
+    def same_principal(self, principal: CallerIdentity, other: Any) -> bool:
+        return isinstance(other, CallerIdentity) and other.subject == principal.subject and other.issuer == principal.issuer
+
+    def welcome_extra(self, session: Session, resumed: bool) -> dict[str, Any]:
+        extra: dict[str, Any] = {"caller": session.principal.model_dump()}
+        call = self.board.calls.get(session.call_id or "")
+        if resumed and call is not None and call.state is not CallState.ENDED:
+            extra["call"] = {"call_id": call.id, "state": call.state.value, "call_type": call.call_type.value}
+        return extra
+
+    async def handle(self, message: Any) -> None:
+        assert self.session is not None
+        session = self.session
+        match message:
+            case p.StartCall():
+                call = self.board.start_call(session, message.call_type, message.location, message.context)
+                position = self.board.queue.positions().get(call.id, 0)
+                self.metrics.calls_started.labels(call_type=call.call_type.value).inc()
+                self.send(p.CallQueued(id=message.id, call_id=call.id, position=position, queue_length=len(self.board.queue),
+                                       estimated_wait_s=self.board.estimator.estimate(position, self.board.staffed())))
+            case p.SdpOffer():
+                answer = await self.board.caller_offer(session, message.call_id, message.sdp)
+                self.send(p.SdpAnswer(id=message.id, call_id=session.call_id or message.call_id or "", sdp=answer))
+            case p.IceCandidate():
+                call = self.board.caller_call(session, message.call_id)
+                if call.state is CallState.ENDED:
+                    raise InvalidState("the call has ended", code="call_ended")
+                await self.board.add_candidate(call, "caller", message.candidate, message.sdp_mid, message.sdp_mline_index)
+                if message.id:
+                    self.send(p.Ack(id=message.id))
+            case p.Hangup():
+                await self.board.caller_hangup(session, message.call_id)
+                self.send(p.Ack(id=message.id))
+            case _:
+                raise p.ProtocolError(f"{message.type} is not a caller message", code="unknown_type")
+
+
+async def caller_ws(request: web.Request) -> web.StreamResponse:
+    return await CallerConnection(request).run()

@@ -1,0 +1,57 @@
+"""Prometheus metrics, in a registry of the app's own (no module globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.calls import Call
+from gateway.models import AgentStatus, CallState
+from gateway.switchboard import Switchboard
+
+
+class _LiveState(Collector):
+    def __init__(self, board: Switchboard) -> None:
+        self.board = board
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        queue = GaugeMetricFamily("callin_queue_length", "Calls waiting (queued or ringing)")
+        queue.add_metric([], len(self.board.queue))
+        yield queue
+        active = GaugeMetricFamily("callin_calls_active", "Calls not yet ended")
+        active.add_metric([], sum(1 for c in self.board.calls.values() if c.state is not CallState.ENDED))
+        yield active
+        agents = GaugeMetricFamily("callin_agents", "Agents by status", labels=["status"])
+        for status in AgentStatus:
+            agents.add_metric([status.value], sum(1 for a in self.board.agents.values() if a.status is status))
+        yield agents
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.ws_connections = Gauge("callin_ws_connections", "Open WebSockets", ["role"], registry=r)
+        self.protocol_errors = Counter("callin_protocol_errors", "Error messages sent, by code", ["role", "code"], registry=r)
+        self.calls_started = Counter("callin_calls_started", "Calls requested", ["call_type"], registry=r)
+        self.calls_answered = Counter("callin_calls_answered", "Calls answered by an agent", registry=r)
+        self.calls_ended = Counter("callin_calls_ended", "Calls ended, by reason", ["reason"], registry=r)
+        self.wait_seconds = Histogram(
+            "callin_call_wait_seconds", "Time from request to answer", registry=r,
+            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
+        )
+
+    def bind(self, board: Switchboard) -> None:
+        self.registry.register(_LiveState(board))
+
+        def answered(call: Call) -> None:
+            self.wait_seconds.observe(call.wait_s)
+
+        def ended(call: Call) -> None:
+            self.calls_ended.labels(reason=call.end_reason.value if call.end_reason else "unknown").inc()
+
+        board.on("call.answered", answered)
+        board.on("call.ended", ended)

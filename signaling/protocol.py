@@ -1,0 +1,283 @@
+"""The wire protocol of the caller and agent WebSockets: one JSON object per text frame, each with a `type`.
+
+Requests carry an `id` (client-chosen string) that the response echoes. Errors are
+`{"type": "error", "id": ..., "code": ..., "reason": ...}`. `docs/protocol.md` documents every message;
+`callin schema` and GET /api/v1/protocol/schema publish the JSON Schema generated from these models.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from gateway.errors import BadRequest
+from gateway.models import AgentStatus, CallContext, CallType, Location
+
+PROTOCOL_VERSION = 1
+MAX_SDP_CHARS = 32 * 1024
+RequestId = Annotated[str, Field(min_length=1, max_length=64, description="client-chosen, echoed in the response")]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- client -> server (both roles)
+class Hello(Message):
+    """First message on every socket. `token`: caller JWT or agent session token. `resume_token`: from an earlier
+    `welcome`, to get the session (and its call) back after a reconnect."""
+
+    type: Literal["hello"]
+    id: RequestId
+    token: str | None = Field(None, min_length=1, max_length=8192, description="omit only if an Authorization header was sent at upgrade")
+    resume_token: str | None = Field(None, max_length=128)
+    protocol: int = PROTOCOL_VERSION
+
+
+class SdpOffer(Message):
+    """The client's SDP offer for its peer connection with the gateway; answered by `sdp.answer`."""
+
+    type: Literal["sdp.offer"]
+    id: RequestId
+    call_id: str | None = Field(None, max_length=64, description="optional for callers (their current call)")
+    sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
+
+
+class IceCandidate(Message):
+    """A trickled ICE candidate (RTCIceCandidate.candidate); null/empty `candidate` means end of candidates."""
+
+    type: Literal["ice.candidate"]
+    id: RequestId | None = None
+    call_id: str | None = Field(None, max_length=64)
+    candidate: str | None = Field(None, max_length=1024)
+    sdp_mid: str | None = Field(None, max_length=64)
+    sdp_mline_index: int | None = Field(None, ge=0, le=16)
+
+
+class Hangup(Message):
+    type: Literal["call.hangup"]
+    id: RequestId
+    call_id: str | None = Field(None, max_length=64)
+
+
+class Ping(Message):
+    type: Literal["ping"]
+    id: RequestId
+
+
+class Bye(Message):
+    """Close the session for good (no resume)."""
+
+    type: Literal["bye"]
+    id: RequestId
+
+
+# ---------------------------------------------------------------- caller -> server
+class StartCall(Message):
+    """Ask for a call. Identity comes only from the token; location and context are device-reported."""
+
+    type: Literal["call.start"]
+    id: RequestId
+    call_type: CallType
+    location: Location | None = None
+    context: CallContext = Field(default_factory=CallContext)
+
+
+# ---------------------------------------------------------------- agent -> server
+class SetStatus(Message):
+    type: Literal["agent.status"]
+    id: RequestId
+    status: Literal[AgentStatus.AVAILABLE, AgentStatus.AWAY]
+
+
+class Accept(Message):
+    type: Literal["call.accept"]
+    id: RequestId
+    call_id: str = Field(max_length=64)
+
+
+class Decline(Message):
+    type: Literal["call.decline"]
+    id: RequestId
+    call_id: str = Field(max_length=64)
+
+
+CallerMessage = Annotated[
+    Hello | StartCall | SdpOffer | IceCandidate | Hangup | Ping | Bye, Field(discriminator="type")
+]
+AgentMessage = Annotated[
+    Hello | SetStatus | Accept | Decline | SdpOffer | IceCandidate | Hangup | Ping | Bye, Field(discriminator="type")
+]
+
+
+# ---------------------------------------------------------------- server -> client
+class IceServerOut(Message):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class Welcome(Message):
+    type: Literal["welcome"] = "welcome"
+    id: str
+    protocol: int = PROTOCOL_VERSION
+    session_id: str
+    resume_token: str
+    resumed: bool = False
+    resume_grace_s: float
+    ice_servers: list[IceServerOut]
+    max_message_bytes: int
+    caller: dict[str, Any] | None = Field(None, description="caller: the verified identity from the token")
+    agent: dict[str, Any] | None = Field(None, description="agent: account and current status")
+    call: dict[str, Any] | None = Field(None, description="the session's current call, when resumed")
+
+
+class CallQueued(Message):
+    type: Literal["call.queued"] = "call.queued"
+    id: str
+    call_id: str
+    position: int
+    queue_length: int
+    estimated_wait_s: int | None
+
+
+class SdpAnswer(Message):
+    type: Literal["sdp.answer"] = "sdp.answer"
+    id: str
+    call_id: str
+    sdp: str
+
+
+class Ack(Message):
+    type: Literal["ack"] = "ack"
+    id: str
+
+
+class Pong(Message):
+    type: Literal["pong"] = "pong"
+    id: str
+
+
+class QueuePosition(Message):
+    type: Literal["queue.position"] = "queue.position"
+    call_id: str
+    position: int
+    queue_length: int
+    estimated_wait_s: int | None
+
+
+class CallAnsweredOut(Message):
+    type: Literal["call.answered"] = "call.answered"
+    call_id: str
+    agent_name: str
+
+
+class CallOfferedOut(Message):
+    type: Literal["call.offered"] = "call.offered"
+    call_id: str
+    card: dict[str, Any]
+    ring_timeout_s: float
+
+
+class OfferWithdrawnOut(Message):
+    type: Literal["call.offer_withdrawn"] = "call.offer_withdrawn"
+    call_id: str
+    reason: str
+
+
+class CallAcceptedOut(Message):
+    type: Literal["call.accepted"] = "call.accepted"
+    id: str
+    call_id: str
+    card: dict[str, Any]
+
+
+class CallEndedOut(Message):
+    type: Literal["call.ended"] = "call.ended"
+    call_id: str
+    reason: str
+    by: str
+    duration_s: float | None = None
+
+
+class AgentStatusOut(Message):
+    type: Literal["agent.status"] = "agent.status"
+    status: str
+    reason: str | None = None
+    call_id: str | None = None
+    id: str | None = None
+
+
+class MediaStateOut(Message):
+    type: Literal["media.state"] = "media.state"
+    call_id: str
+    leg: str
+    state: str
+
+
+class ErrorOut(Message):
+    type: Literal["error"] = "error"
+    id: str | None = None
+    code: str
+    reason: str
+    retryable: bool = False
+
+
+ServerMessage = Annotated[
+    Welcome | CallQueued | SdpAnswer | Ack | Pong | QueuePosition | CallAnsweredOut | CallOfferedOut
+    | OfferWithdrawnOut | CallAcceptedOut | CallEndedOut | AgentStatusOut | MediaStateOut | ErrorOut,
+    Field(discriminator="type"),
+]
+
+caller_adapter: TypeAdapter[Any] = TypeAdapter(CallerMessage)
+agent_adapter: TypeAdapter[Any] = TypeAdapter(AgentMessage)
+server_adapter: TypeAdapter[Any] = TypeAdapter(ServerMessage)
+
+
+class ProtocolError(BadRequest):
+    code = "bad_message"
+
+
+def parse(adapter: TypeAdapter[Any], raw: str | bytes, max_bytes: int) -> Any:
+    """Size check, JSON check, then schema validation; each failure a ProtocolError with a stable code."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > max_bytes:
+        raise ProtocolError(f"message of {size} bytes exceeds the limit of {max_bytes}", code="message_too_large")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("message is not valid JSON", code="bad_json") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("a message is a JSON object", code="bad_message")
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            kind = data.get("type")
+            raise ProtocolError(f"unknown message type {kind!r}", code="unknown_type") from None
+        where = ".".join(str(p) for p in first["loc"][1:]) or "message"
+        raise ProtocolError(f"{where}: {first['msg']}", code="invalid_message") from None
+
+
+def request_id(raw: str | bytes) -> str | None:
+    """Best-effort id of a message that failed validation, so the error can echo it."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and len(value) <= 64 else None
+
+
+def json_schema() -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Callin signaling protocol",
+        "version": PROTOCOL_VERSION,
+        "caller_to_server": caller_adapter.json_schema(),
+        "agent_to_server": agent_adapter.json_schema(),
+        "server_to_client": server_adapter.json_schema(),
+    }

@@ -1,0 +1,185 @@
+"""REST: health, metrics, agent sign-in, the demo token endpoint, the protocol schema, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway import __version__
+from gateway.auth import mint_caller_token
+from gateway.errors import GatewayError
+
+from . import protocol
+from .keys import AGENT_DIRECTORY, AGENT_SESSIONS, METRICS, READY, SETTINGS, SWITCHBOARD
+
+routes = web.RouteTableDef()
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(Body):
+    username: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginResponse(BaseModel):
+    token: str
+    expires_in: int
+    agent: dict[str, str]
+
+
+class DemoTokenRequest(Body):
+    name: str = Field("Dana Demo", min_length=1, max_length=128)
+    sub: str | None = Field(None, max_length=128)
+    email: str | None = Field(None, max_length=320)
+    phone: str | None = Field(None, max_length=64)
+    account_tier: str | None = Field(None, max_length=32)
+
+
+class TokenResponse(BaseModel):
+    token: str
+    expires_in: int
+
+
+class ErrorBody(BaseModel):
+    code: str
+    reason: str
+
+
+def http_error(status: int, code: str, reason: str) -> GatewayError:
+    exc = GatewayError(reason, code=code)
+    exc.status = status
+    return exc
+
+
+def json_error(status: int, code: str, reason: str) -> web.Response:
+    return web.json_response({"code": code, "reason": reason}, status=status)
+
+
+async def read_body(request: web.Request, model: type[Body]) -> Any:
+    if request.content_type != "application/json":
+        raise http_error(415, "unsupported_media_type", "send a JSON body (Content-Type: application/json)")
+    try:
+        raw = await request.read()
+        return model.model_validate_json(raw or b"{}")
+    except web.HTTPRequestEntityTooLarge:
+        raise http_error(413, "body_too_large", "request body too large") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "body"
+        raise http_error(422, "invalid_body", f"{where}: {first['msg']}") from None
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return json_error(exc.status, exc.code, exc.reason)
+    except web.HTTPRequestEntityTooLarge:
+        return json_error(413, "body_too_large", "request body too large")
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the gateway is started and accepting calls, 503 while starting or shutting down."""
+    ready = request.app[READY].get("ready", False) and not request.app[SWITCHBOARD].closing
+    return web.json_response({"status": "ok" if ready else "unavailable", "version": __version__},
+                             status=200 if ready else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@routes.post("/api/v1/agent/login")
+async def agent_login(request: web.Request) -> web.Response:
+    body: LoginRequest = await read_body(request, LoginRequest)
+    account = request.app[AGENT_DIRECTORY].check_password(body.username, body.password)
+    token = request.app[AGENT_SESSIONS].issue(account)
+    settings = request.app[SETTINGS]
+    return web.json_response(LoginResponse(
+        token=token, expires_in=settings.agent_session_ttl_s,
+        agent={"username": account.username, "display_name": account.display_name, "role": account.role},
+    ).model_dump())
+
+
+@routes.post("/api/v1/demo/token")
+async def demo_token(request: web.Request) -> web.Response:
+    """Demo mode only: what an integrator's backend does, minting a caller token for the demo app."""
+    settings = request.app[SETTINGS]
+    if not settings.demo or settings.caller_token_secret is None:
+        return json_error(404, "not_found", "the demo token endpoint exists only in demo mode")
+    body: DemoTokenRequest = await read_body(request, DemoTokenRequest)
+    extra: dict[str, Any] = {}
+    if body.email:
+        extra["email"] = body.email
+    if body.phone:
+        extra["phone_number"] = body.phone
+    if body.account_tier:
+        extra["account_tier"] = body.account_tier
+    ttl = 3600
+    token = mint_caller_token(
+        settings.caller_token_secret.get_secret_value(),
+        sub=body.sub or f"demo-{secrets.token_hex(4)}",
+        name=body.name,
+        audience=settings.caller_token_audience,
+        issuer=settings.caller_token_issuer,
+        ttl_s=ttl,
+        extra=extra,
+    )
+    return web.json_response(TokenResponse(token=token, expires_in=ttl).model_dump())
+
+
+@routes.get("/api/v1/protocol/schema")
+async def protocol_schema(request: web.Request) -> web.Response:
+    return web.json_response(protocol.json_schema())
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def openapi_document() -> dict[str, Any]:
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    def error(description: str) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": ref(ErrorBody)}}}
+
+    models = [LoginRequest, LoginResponse, DemoTokenRequest, TokenResponse, ErrorBody]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Callin gateway", "version": __version__,
+                 "description": "REST side of Callin. The call itself runs on the WebSockets in docs/protocol.md."},
+        "paths": {
+            "/healthz": {"get": {"summary": "Readiness", "responses": {"200": {"description": "ready"},
+                                                                        "503": {"description": "not ready"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
+            "/api/v1/agent/login": {"post": {
+                "summary": "Agent sign-in; returns the token for the agent WebSocket's hello",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ref(LoginRequest)}}},
+                "responses": {"200": {"description": "signed in", "content": {"application/json": {"schema": ref(LoginResponse)}}},
+                              "401": error("bad credentials"), "422": error("invalid body")},
+            }},
+            "/api/v1/demo/token": {"post": {
+                "summary": "Demo mode only: mint a caller token",
+                "requestBody": {"content": {"application/json": {"schema": ref(DemoTokenRequest)}}},
+                "responses": {"200": {"description": "token", "content": {"application/json": {"schema": ref(TokenResponse)}}},
+                              "404": error("not in demo mode")},
+            }},
+            "/api/v1/protocol/schema": {"get": {"summary": "JSON Schema of the WebSocket protocol",
+                                                 "responses": {"200": {"description": "JSON Schema"}}}},
+        },
+        "components": {"schemas": {m.__name__: m.model_json_schema(ref_template="#/components/schemas/{model}")
+                                   for m in models}},
+    }

@@ -1,0 +1,264 @@
+"""What the caller and agent WebSockets share: hello/auth, validation, ordered sending, errors, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel, TypeAdapter
+
+from gateway.errors import GatewayError, Unauthorized
+from gateway.events import (
+    AgentStatusChanged,
+    CallAnswered,
+    CallEnded,
+    CallOffered,
+    Event,
+    MediaState,
+    OfferWithdrawn,
+    QueueUpdate,
+)
+from gateway.sessions import Session
+from gateway.switchboard import Switchboard
+
+from . import protocol as p
+from .keys import METRICS, SWITCHBOARD
+
+log = structlog.get_logger("callin.ws")
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_PROTOCOL = 4400
+CLOSE_TIMEOUT = 4408
+CLOSE_REPLACED = 4409
+OUTBOX_LIMIT = 256
+
+
+def event_message(event: Event) -> BaseModel:
+    match event:
+        case QueueUpdate():
+            return p.QueuePosition(call_id=event.call_id, position=event.position, queue_length=event.queue_length,
+                                   estimated_wait_s=event.estimated_wait_s)
+        case CallAnswered():
+            return p.CallAnsweredOut(call_id=event.call_id, agent_name=event.agent_name)
+        case CallOffered():
+            return p.CallOfferedOut(call_id=event.call_id, card=event.card, ring_timeout_s=event.ring_timeout_s)
+        case OfferWithdrawn():
+            return p.OfferWithdrawnOut(call_id=event.call_id, reason=event.reason)
+        case CallEnded():
+            return p.CallEndedOut(call_id=event.call_id, reason=event.reason, by=event.by, duration_s=event.duration_s)
+        case AgentStatusChanged():
+            return p.AgentStatusOut(status=event.status, reason=event.reason, call_id=event.call_id)
+        case MediaState():
+            return p.MediaStateOut(call_id=event.call_id, leg=event.leg, state=event.state)
+    raise TypeError(f"no message for {event!r}")
+
+
+class Connection:
+    """One WebSocket. Subclasses authenticate the hello and handle the role's messages."""
+
+    role = "?"
+    adapter: TypeAdapter[Any]
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.board: Switchboard = request.app[SWITCHBOARD]
+        self.settings = self.board.settings
+        self.metrics = request.app[METRICS]
+        self.ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4 * self.settings.max_message_bytes)
+        self.session: Session | None = None
+        self._outbox: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue()
+        self._overflowed = False
+        self._writer_task: asyncio.Task[None] | None = None
+        self._said_bye = False
+        self._header_principal: Any = None
+
+    # -- sending
+    def send(self, message: BaseModel) -> None:
+        if self._overflowed:
+            return
+        if self._outbox.qsize() >= OUTBOX_LIMIT:
+            log.warning("ws.outbox_full", role=self.role)
+            self._overflowed = True
+            self._outbox.put_nowait((CLOSE_PROTOCOL, "client too slow"))
+            return
+        self._outbox.put_nowait(message.model_dump_json())
+
+    def deliver(self, event: Event) -> None:
+        self.send(event_message(event))
+
+    def error(self, exc: GatewayError, request_id: str | None) -> None:
+        self.metrics.protocol_errors.labels(role=self.role, code=exc.code).inc()
+        self.send(p.ErrorOut(id=request_id, code=exc.code, reason=exc.reason, retryable=exc.retryable))
+
+    async def _writer(self) -> None:
+        """Sends queued messages in order; a (code, reason) item closes the socket after what came before it."""
+        while True:
+            item = await self._outbox.get()
+            if isinstance(item, tuple):
+                if not self.ws.closed:
+                    await self.ws.close(code=item[0], message=item[1].encode()[:120])
+                return
+            if self.ws.closed:
+                return
+            try:
+                await self.ws.send_str(item)
+            except (ConnectionError, RuntimeError):
+                return
+
+    # -- hooks for subclasses
+    def authenticate_header(self, token: str) -> Any:
+        raise NotImplementedError
+
+    def authenticate(self, token: str) -> Any:
+        raise NotImplementedError
+
+    def open_session(self, principal: Any) -> Session:
+        raise NotImplementedError
+
+    def same_principal(self, principal: Any, other: Any) -> bool:
+        raise NotImplementedError
+
+    def welcome_extra(self, session: Session, resumed: bool) -> dict[str, Any]:
+        return {}
+
+    async def handle(self, message: Any) -> None:
+        raise NotImplementedError
+
+    # -- main loop
+    async def run(self) -> web.StreamResponse:
+        header = self.request.headers.get("Authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            try:
+                if scheme.lower() != "bearer" or not token:
+                    raise Unauthorized("use 'Authorization: Bearer <token>'", code="invalid_token")
+                self._header_principal = self.authenticate_header(token)
+            except GatewayError as exc:
+                raise web.HTTPUnauthorized(
+                    text=p.ErrorOut(code=exc.code, reason=exc.reason).model_dump_json(), content_type="application/json"
+                ) from None
+        await self.ws.prepare(self.request)
+        self._writer_task = writer = asyncio.ensure_future(self._writer())
+        gauge = self.metrics.ws_connections.labels(role=self.role)
+        gauge.inc()
+        try:
+            if await self._hello():
+                await self._loop()
+        finally:
+            gauge.dec()
+            self._finish_session()
+            if not writer.done():
+                self._outbox.put_nowait((1000, ""))
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, timeout=2)
+            writer.cancel()
+            if not self.ws.closed:
+                await self.ws.close()
+        return self.ws
+
+    async def _receive_text(self, timeout: float | None) -> str | None:
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type == WSMsgType.TEXT:
+            return msg.data
+        if msg.type == WSMsgType.BINARY:
+            self.error(p.ProtocolError("binary frames are not part of the protocol", code="bad_json"), None)
+            return ""
+        if msg.type == WSMsgType.ERROR:
+            # e.g. a frame over max_msg_size: aiohttp closes the socket with 1009
+            log.info("ws.error", role=self.role, error=str(self.ws.exception()))
+        return None
+
+    async def _hello(self) -> bool:
+        try:
+            raw = await self._receive_text(self.settings.hello_timeout_s)
+        except asyncio.TimeoutError:
+            self.error(GatewayError("no hello within the time limit", code="hello_timeout"), None)
+            await self._close(CLOSE_TIMEOUT, "hello timeout")
+            return False
+        if raw is None:
+            return False
+        try:
+            message = p.parse(self.adapter, raw, self.settings.max_message_bytes)
+            if not isinstance(message, p.Hello):
+                raise Unauthorized("the first message must be hello", code="not_authenticated")
+            if message.token:
+                principal = self.authenticate(message.token)
+            elif self._header_principal is not None:
+                principal = self._header_principal
+            else:
+                raise Unauthorized("hello needs a token", code="invalid_token")
+            resumed = False
+            if message.resume_token:
+                session = self.board.sessions.resume(
+                    message.resume_token, self.role, lambda other: self.same_principal(principal, other)
+                )
+                resumed = True
+            else:
+                session = self.open_session(principal)
+        except GatewayError as exc:
+            self.error(exc, p.request_id(raw))
+            await self._close(CLOSE_UNAUTHORIZED if exc.status in (401, 403) else CLOSE_PROTOCOL, exc.code)
+            return False
+        self.session = session
+        missed = self.board.sessions.attach(session, self.deliver)
+        self.send(
+            p.Welcome(
+                id=message.id,
+                session_id=session.id,
+                resume_token=session.resume_token,
+                resumed=resumed,
+                resume_grace_s=self.settings.resume_grace_s,
+                ice_servers=[p.IceServerOut(**s.model_dump()) for s in self.settings.ice_servers],
+                max_message_bytes=self.settings.max_message_bytes,
+                **self.welcome_extra(session, resumed),
+            )
+        )
+        for event in missed:
+            self.deliver(event)
+        log.info("ws.hello", role=self.role, session=session.id, resumed=resumed)
+        return True
+
+    async def _loop(self) -> None:
+        while not self.ws.closed:
+            raw = await self._receive_text(None)
+            if raw is None:
+                return
+            if raw == "":
+                continue
+            try:
+                message = p.parse(self.adapter, raw, self.settings.max_message_bytes)
+                if isinstance(message, p.Hello):
+                    raise GatewayError("already said hello", code="invalid_state")
+                if isinstance(message, p.Ping):
+                    self.send(p.Pong(id=message.id))
+                elif isinstance(message, p.Bye):
+                    self._said_bye = True
+                    self.send(p.Ack(id=message.id))
+                    await self._close(1000, "bye")
+                    return
+                else:
+                    await self.handle(message)
+            except GatewayError as exc:
+                self.error(exc, p.request_id(raw))
+            except Exception:
+                log.exception("ws.internal_error", role=self.role)
+                self.error(GatewayError("internal error"), p.request_id(raw))
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Close after everything queued so far has been sent."""
+        self._outbox.put_nowait((code, reason))
+        if self._writer_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._writer_task), timeout=2)
+
+    def _finish_session(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        if self._said_bye:
+            self.board.release_session(session)
+        else:
+            self.board.sessions.detach(session, self.deliver)

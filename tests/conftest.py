@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway.auth import mint_caller_token  # noqa: E402
+from tests.support.server import TEST_SECRET, RunningGateway, running_gateway  # noqa: E402
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[RunningGateway]:
+    async with running_gateway() as gw:
+        yield gw
+
+
+@pytest.fixture
+def caller_token():
+    def make(sub: str = "cust-42", name: str = "Dana Caller", **extra):
+        return mint_caller_token(TEST_SECRET, sub=sub, name=name, extra=extra)
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(request):
+    """Media and browser tests run where no packet can leave the machine (scripts/test.sh uses `unshare -rn`)."""
+    if "media" in request.keywords or "browser" in request.keywords:
+        interfaces = {name for _, name in socket.if_nameindex()}
+        if not interfaces <= {"lo"} and os.environ.get("CALLIN_ALLOW_HOST_NETWORK") != "1":
+            pytest.fail(f"media tests must run in a loopback-only network namespace (found {sorted(interfaces)}); "
+                        "use scripts/test.sh")

@@ -1,0 +1,171 @@
+"""A real call through the gateway: real aiortc peers, real media frames, content checked."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.support.clients import Agent, Caller, wait_until
+
+pytestmark = pytest.mark.media
+
+LOCATION = {"lat": 52.52, "lon": 13.405, "accuracy_m": 12.5, "timestamp": 1_790_000_000.0}
+CONTEXT = {"screen": "card-blocked", "steps": ["login", "cards", "block card"], "crm": {"account": "DE-1234", "tier": "gold"}}
+
+
+def in_order(values: list[int]) -> bool:
+    return all(b > a for a, b in zip(values, values[1:]))
+
+
+async def test_video_call_end_to_end(gateway, caller_token):
+    agent = Agent(gateway.base_url)
+    caller = Caller(gateway.base_url, caller_token(sub="cust-42", name="Dana Caller", email="dana@example.com"))
+    await agent.connect()
+    welcome = await caller.connect()
+    assert welcome["caller"]["subject"] == "cust-42" and welcome["caller"]["verified"] is True
+    assert welcome["ice_servers"] == []
+
+    queued = await caller.start("video", tone_hz=880, location=LOCATION, context=CONTEXT)
+    assert queued["position"] == 1
+
+    offer = await agent.wait_offer()
+    card = offer["card"]
+    assert card["identity"]["subject"] == "cust-42"
+    assert card["identity"]["name"] == "Dana Caller"
+    assert card["identity"]["email"] == "dana@example.com"
+    assert card["identity"]["verified"] is True
+    assert card["location"]["lat"] == 52.52 and card["location"]["lon"] == 13.405
+    assert card["location"]["accuracy_m"] == 12.5 and card["location"]["source"] == "device"
+    assert card["context"]["steps"] == ["login", "cards", "block card"]
+    assert card["context"]["crm"]["account"] == "DE-1234"
+    assert card["call_type"] == "video"
+
+    # The caller's leg is up while queued: media already flows into the gateway before the answer.
+    caller_leg = gateway.board.relays[queued["call_id"]].caller
+    await asyncio.wait_for(caller_leg.connected.wait(), 10)
+    await wait_until(lambda: caller_leg.producers["video"].frames > 5)
+
+    await agent.accept(offer["call_id"], tone_hz=440)
+    answered = await caller.ws.wait("call.answered")
+    assert answered["agent_name"] == "Alice (demo agent)"
+
+    await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) >= 60, 15)
+    await wait_until(lambda: "audio" in caller.peer.sinks and len(caller.peer.sinks["audio"].audio) >= 50, 15)
+    await wait_until(lambda: "audio" in agent.peer.sinks and len(agent.peer.sinks["audio"].audio) >= 50, 15)
+
+    # Video: the frames the caller sent, in order, pixels intact (counter readable in every frame).
+    counters = agent.peer.sinks["video"].counters
+    assert None not in counters, counters
+    assert in_order(counters), counters
+    assert counters[-1] - counters[0] >= len(counters) - 1
+    gaps = sum(b - a - 1 for a, b in zip(counters, counters[1:]))
+    assert gaps <= len(counters) // 10, f"{gaps} frames lost of {len(counters)}"
+    assert counters[-1] <= caller.video.counter
+
+    # Audio both ways, told apart by their tones.
+    assert abs(agent.peer.sinks["audio"].dominant_frequency() - 880) < 30
+    assert abs(caller.peer.sinks["audio"].dominant_frequency() - 440) < 30
+
+    # Hang-up from the caller: both legs close, the agent is told and becomes available again.
+    await caller.hangup()
+    ended = await agent.ws.wait("call.ended")
+    assert ended["reason"] == "caller_hangup" and ended["by"] == "caller"
+    status = await agent.ws.wait(lambda m: m["type"] == "agent.status" and m["status"] == "available"
+                                 and m.get("id") is None)
+    assert status["status"] == "available"
+    assert queued["call_id"] not in gateway.board.relays
+    await wait_until(lambda: caller_leg.pc.connectionState == "closed")
+    await caller.close()
+    await agent.close()
+
+
+async def test_agent_hangup_frees_both_legs_and_no_tasks_leak(gateway, caller_token):
+    baseline = len(asyncio.all_tasks())
+    agent = Agent(gateway.base_url)
+    await agent.connect()
+    caller = Caller(gateway.base_url, caller_token())
+    await caller.connect()
+    queued = await caller.start("voice")
+    offer = await agent.wait_offer()
+    assert offer["card"]["call_type"] == "voice" and offer["card"]["location"] is None
+    await agent.accept(offer["call_id"])
+    await wait_until(lambda: "audio" in agent.peer.sinks and len(agent.peer.sinks["audio"].audio) > 20, 15)
+    relay = gateway.board.relays[queued["call_id"]]
+    legs = [relay.caller, *relay.agents.values()]
+    await agent.hangup(offer["call_id"])
+    ended = await caller.ws.wait("call.ended")
+    assert ended["reason"] == "agent_hangup" and ended["by"] == "agent"
+    for leg in legs:
+        assert leg.closed
+        await wait_until(lambda leg=leg: leg.pc.connectionState == "closed")
+    assert gateway.board.agents["alice"].status.value == "available"
+    await caller.close()
+    await agent.close()
+    # Everything the call started has stopped (peer tasks of the test clients included).
+    await wait_until(lambda: len(asyncio.all_tasks()) <= baseline + 1, 10)
+
+
+async def test_keyframe_request_from_agent_reaches_caller(gateway, caller_token):
+    agent = Agent(gateway.base_url)
+    await agent.connect()
+    caller = Caller(gateway.base_url, caller_token())
+    await caller.connect()
+    await caller.start("video")
+    offer = await agent.wait_offer()
+    await agent.accept(offer["call_id"])
+    await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) > 10, 15)
+
+    # Count keyframe requests that reach the caller's sender (the PLI arrives over RTCP at the caller's peer).
+    caller_sender = next(t.sender for t in caller.peer.pc.getTransceivers() if t.kind == "video")
+    received: list[float] = []
+    original = caller_sender._send_keyframe
+
+    def spy() -> None:
+        received.append(time.monotonic())
+        original()
+
+    caller_sender._send_keyframe = spy
+    producer = gateway.board.relays[offer["call_id"]].caller.producers["video"]
+    keyframes_before = producer.keyframes
+
+    # The agent's browser would send a PLI on its leg; send one from the agent's receiver.
+    agent_receiver = next(t.receiver for t in agent.peer.pc.getTransceivers() if t.kind == "video")
+    remote_ssrc = next(iter(agent_receiver._RTCRtpReceiver__remote_streams))
+    await agent_receiver._send_rtcp_pli(remote_ssrc)
+    await wait_until(lambda: len(received) >= 1, 5)
+    # ...and the caller's next frame is a keyframe that the relay forwards.
+    await wait_until(lambda: producer.keyframes > keyframes_before, 5)
+    await caller.close()
+    await agent.close()
+
+
+async def test_relay_never_decodes(gateway, caller_token, monkeypatch):
+    """The gateway's receivers never build a decoder: media is forwarded encoded."""
+    import aiortc.rtcrtpreceiver as receiver_module
+
+    built: list[str] = []
+    real = receiver_module.get_decoder
+
+    def counting(codec):
+        built.append(codec.name)
+        return real(codec)
+
+    monkeypatch.setattr(receiver_module, "get_decoder", counting)
+    agent = Agent(gateway.base_url)
+    await agent.connect()
+    caller = Caller(gateway.base_url, caller_token())
+    await caller.connect()
+    await caller.start("video")
+    offer = await agent.wait_offer()
+    await agent.accept(offer["call_id"])
+    await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) > 30, 15)
+    await wait_until(lambda: "audio" in caller.peer.sinks and len(caller.peer.sinks["audio"].audio) > 20, 15)
+    # The test clients decode what they receive (2 decoders each side: agent video+audio, caller audio); the
+    # gateway's four receivers (caller audio/video, agent audio) never do.
+    relay = gateway.board.relays[offer["call_id"]]
+    assert relay.caller.producers["video"].frames > 30
+    assert sorted(built) == ["VP8", "opus", "opus"], built
+    await caller.close()
+    await agent.close()

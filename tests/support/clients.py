@@ -1,0 +1,273 @@
+"""Protocol clients with real aiortc peers, used by the integration tests and the measurement scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from gateway.media import hooks
+
+from .media import CounterVideoTrack, ToneAudioTrack, audio_frame_mono, dominant_frequency, read_counter
+
+LOOPBACK = ["127.0.0.1"]
+
+
+class WsClient:
+    """A WebSocket client that keeps every message and can wait for one of a type."""
+
+    def __init__(self, base_url: str, path: str) -> None:
+        self.url = base_url.replace("http", "ws", 1) + path
+        self.http: aiohttp.ClientSession | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.messages: list[dict[str, Any]] = []
+        self._new = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._reader: asyncio.Task[None] | None = None
+        self.close_code: int | None = None
+
+    async def connect(self, headers: dict[str, str] | None = None) -> None:
+        self.http = aiohttp.ClientSession()
+        self.ws = await self.http.ws_connect(self.url, headers=headers)
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.messages.append(json.loads(msg.data))
+                self._new.set()
+        self.close_code = self.ws.close_code
+        self._new.set()
+
+    def next_id(self) -> str:
+        return f"r{next(self._ids)}"
+
+    async def send(self, payload: dict[str, Any] | str) -> None:
+        assert self.ws is not None
+        await self.ws.send_str(payload if isinstance(payload, str) else json.dumps(payload))
+
+    async def request(self, payload: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+        payload = {"id": self.next_id(), **payload}
+        start = len(self.messages)
+        await self.send(payload)
+        return await self.wait(lambda m: m.get("id") == payload["id"], timeout=timeout, since=start)
+
+    async def wait(self, predicate: Callable[[dict[str, Any]], bool] | str, timeout: float = 10,
+                   since: int = 0) -> dict[str, Any]:
+        if isinstance(predicate, str):
+            kind = predicate
+            predicate = lambda m: m.get("type") == kind  # noqa: E731
+        deadline = time.monotonic() + timeout
+        index = since
+        while True:
+            while index < len(self.messages):
+                message = self.messages[index]
+                index += 1
+                if predicate(message):
+                    return message
+            if self.ws is None or self.ws.closed and self._reader is not None and self._reader.done():
+                raise AssertionError(f"socket closed (code {self.close_code}) while waiting; got {self.messages}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out waiting; messages so far: {self.messages}")
+            self._new.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._new.wait(), remaining)
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type") == kind]
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader, 2)
+        if self.http is not None:
+            await self.http.close()
+
+
+class Sink:
+    """Consumes a received track, keeping what the assertions need (decoded at the test client, not the relay)."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        self.track = track
+        self.counters: list[int | None] = []
+        self.arrivals: list[float] = []
+        self.sizes: list[tuple[int, int]] = []
+        self.audio: list[np.ndarray] = []
+        self.sample_rate = 48000
+        self.first_at: float | None = None
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                frame = await self.track.recv()
+            except MediaStreamError:
+                return
+            now = time.monotonic()
+            if self.first_at is None:
+                self.first_at = now
+            self.arrivals.append(now)
+            if self.track.kind == "video":
+                self.counters.append(read_counter(frame))
+                self.sizes.append((frame.width, frame.height))
+            else:
+                self.sample_rate = frame.sample_rate
+                self.audio.append(audio_frame_mono(frame))
+                if len(self.audio) > 500:
+                    del self.audio[:250]
+
+    def dominant_frequency(self, last_frames: int = 50) -> float:
+        assert self.audio, "no audio received"
+        return dominant_frequency(np.concatenate(self.audio[-last_frames:]), self.sample_rate)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.task
+
+
+class Peer:
+    """An aiortc peer connection on loopback only, with no ICE servers."""
+
+    def __init__(self) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.sinks: dict[str, Sink] = {}
+        self.track_event = asyncio.Event()
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self.sinks[track.kind] = Sink(track)
+            self.track_event.set()
+
+    async def offer(self) -> str:
+        hooks.restrict_host_addresses(self.pc, LOOPBACK)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self.pc.localDescription.sdp
+
+    async def answer(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    async def close(self) -> None:
+        for sink in self.sinks.values():
+            await sink.stop()
+        await self.pc.close()
+
+
+class Caller:
+    def __init__(self, base_url: str, token: str) -> None:
+        self.ws = WsClient(base_url, "/ws/caller")
+        self.token = token
+        self.peer = Peer()
+        self.video: CounterVideoTrack | None = None
+        self.call_id: str | None = None
+        self.welcome: dict[str, Any] = {}
+
+    async def connect(self) -> dict[str, Any]:
+        await self.ws.connect()
+        self.welcome = await self.ws.request({"type": "hello", "token": self.token})
+        return self.welcome
+
+    async def start(self, call_type: str = "video", tone_hz: float = 880.0, *, location: dict[str, Any] | None = None,
+                    context: dict[str, Any] | None = None, fps: int = 30, width: int = 320, height: int = 240,
+                    receive_video: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": "call.start", "call_type": call_type}
+        if location is not None:
+            body["location"] = location
+        if context is not None:
+            body["context"] = context
+        queued = await self.ws.request(body)
+        assert queued["type"] == "call.queued", queued
+        self.call_id = queued["call_id"]
+        self.peer.pc.addTrack(ToneAudioTrack(tone_hz))
+        if call_type != "voice":
+            self.video = CounterVideoTrack(fps=fps, width=width, height=height)
+            if receive_video:
+                self.peer.pc.addTrack(self.video)
+            else:
+                self.peer.pc.addTransceiver(self.video, direction="sendonly")
+        answer = await self.ws.request({"type": "sdp.offer", "sdp": await self.peer.offer()})
+        assert answer["type"] == "sdp.answer", answer
+        await self.peer.answer(answer["sdp"])
+        return queued
+
+    async def hangup(self) -> dict[str, Any]:
+        return await self.ws.request({"type": "call.hangup"})
+
+    async def close(self) -> None:
+        await self.peer.close()
+        await self.ws.close()
+
+
+class Agent:
+    def __init__(self, base_url: str, username: str = "alice", password: str = "alice-demo") -> None:
+        self.base_url = base_url
+        self.username = username
+        self.password = password
+        self.ws = WsClient(base_url, "/ws/agent")
+        self.peer: Peer | None = None
+        self.token: str | None = None
+
+    async def login(self) -> str:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{self.base_url}/api/v1/agent/login",
+                                 json={"username": self.username, "password": self.password}) as response:
+                body = await response.json()
+                assert response.status == 200, body
+        self.token = body["token"]
+        return self.token
+
+    async def connect(self, available: bool = True) -> dict[str, Any]:
+        token = self.token or await self.login()
+        await self.ws.connect()
+        welcome = await self.ws.request({"type": "hello", "token": token})
+        assert welcome["type"] == "welcome", welcome
+        if available:
+            status = await self.ws.request({"type": "agent.status", "status": "available"})
+            assert status["status"] == "available", status
+        return welcome
+
+    async def wait_offer(self, timeout: float = 10) -> dict[str, Any]:
+        return await self.ws.wait("call.offered", timeout=timeout)
+
+    async def accept(self, call_id: str, *, tone_hz: float = 440.0, send_video: bool = False) -> dict[str, Any]:
+        accepted = await self.ws.request({"type": "call.accept", "call_id": call_id})
+        assert accepted["type"] == "call.accepted", accepted
+        self.peer = Peer()
+        self.peer.pc.addTrack(ToneAudioTrack(tone_hz))
+        if send_video:
+            self.peer.pc.addTrack(CounterVideoTrack())
+        else:
+            self.peer.pc.addTransceiver("video", direction="recvonly")
+        answer = await self.ws.request({"type": "sdp.offer", "call_id": call_id, "sdp": await self.peer.offer()})
+        assert answer["type"] == "sdp.answer", answer
+        await self.peer.answer(answer["sdp"])
+        return accepted
+
+    async def hangup(self, call_id: str) -> dict[str, Any]:
+        return await self.ws.request({"type": "call.hangup", "call_id": call_id})
+
+    async def close(self) -> None:
+        if self.peer is not None:
+            await self.peer.close()
+        await self.ws.close()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)

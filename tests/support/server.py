@@ -1,0 +1,62 @@
+"""Run the real gateway app on a free loopback port."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import Settings
+from gateway.switchboard import Switchboard
+from signaling.app import create_app
+from signaling.keys import SWITCHBOARD
+
+TEST_SECRET = "test-secret-0123456789-abcdefghij"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        host="127.0.0.1",
+        port=free_port(),
+        demo=True,
+        caller_token_secret=TEST_SECRET,
+        media_host_addresses=["127.0.0.1"],
+        ice_servers=[],
+        resume_grace_s=2.0,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+class RunningGateway:
+    def __init__(self, app: web.Application, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.base_url = f"http://127.0.0.1:{settings.port}"
+
+    @property
+    def board(self) -> Switchboard:
+        return self.app[SWITCHBOARD]
+
+
+@asynccontextmanager
+async def running_gateway(**overrides: Any) -> AsyncIterator[RunningGateway]:
+    settings = test_settings(**overrides)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", settings.port)
+    await site.start()
+    try:
+        yield RunningGateway(app, settings)
+    finally:
+        await runner.cleanup()
