@@ -76,7 +76,7 @@ class SessionRegistry:
         return missed
 
     def detach(self, session: Session, sink: Callable[[Event], None]) -> None:
-        if session.sink is not sink:
+        if session.sink != sink:  # bound methods are new objects on each access: compare by equality
             return  # an older socket closing after a newer one attached
         session.sink = None
         if session.ended:

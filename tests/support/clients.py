@@ -236,7 +236,7 @@ class Agent:
         assert welcome["type"] == "welcome", welcome
         if available:
             status = await self.ws.request({"type": "agent.status", "status": "available"})
-            assert status["status"] == "available", status
+            assert status["status"] in ("available", "ringing"), status  # a waiting call may ring at once
         return welcome
 
     async def wait_offer(self, timeout: float = 10) -> dict[str, Any]:

@@ -1,0 +1,18 @@
+# Callin gateway service image.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    CALLIN_HOST=0.0.0.0 CALLIN_PORT=8080 CALLIN_WEB_ROOT=/app/web
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY signaling ./signaling
+COPY web ./web
+RUN pip install . && useradd --system --uid 10001 --home-dir /app callin
+
+USER callin
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD python -c "import os,urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CALLIN_PORT','8080'), timeout=2).status == 200 else 1)"
+CMD ["callin", "serve"]
