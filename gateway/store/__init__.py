@@ -1,0 +1,1 @@
+"""State and records behind small Protocols: in-memory/SQLite by default, Redis/PostgreSQL when outgrown."""
