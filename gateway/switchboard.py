@@ -49,6 +49,7 @@ class Switchboard(AsyncIOEventEmitter):
         self.queue = CallQueue()
         self.estimator = WaitEstimator()
         self._ring_timers: dict[str, asyncio.TimerHandle] = {}
+        self._forget_timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_positions: dict[str, tuple[int, int, int | None]] = {}
         self.closing = False
@@ -352,8 +353,11 @@ class Switchboard(AsyncIOEventEmitter):
 
     def _forget_later(self, call: Call) -> None:
         # Live state keeps ended calls briefly (for late requests to get a clear "call_ended"); records keep them.
-        loop = asyncio.get_running_loop()
-        loop.call_later(300, self.calls.pop, call.id, None)
+        def forget() -> None:
+            self._forget_timers.pop(call.id, None)
+            self.calls.pop(call.id, None)
+
+        self._forget_timers[call.id] = asyncio.get_running_loop().call_later(300, forget)
 
     def _watch_leg(self, call: Call, leg: Leg, participant: str) -> None:
         def on_state(state: str) -> None:
@@ -426,9 +430,10 @@ class Switchboard(AsyncIOEventEmitter):
         for call in list(self.calls.values()):
             if call.state is not CallState.ENDED:
                 await self.end_call(call, EndReason.SHUTDOWN, "system")
-        for timer in self._ring_timers.values():
-            timer.cancel()
-        self._ring_timers.clear()
+        for timers in (self._ring_timers, self._forget_timers):
+            for timer in timers.values():
+                timer.cancel()
+            timers.clear()
         for relay in list(self.relays.values()):
             await relay.close()
         self.relays.clear()

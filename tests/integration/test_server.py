@@ -1,0 +1,133 @@
+"""The server around the call: health, metrics, schema, OpenAPI, demo token, CLI, settings file, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway.config import Settings
+from tests.support.server import TEST_SECRET, free_port, running_gateway
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_health_metrics_schema_openapi(gateway, caller_token):
+    async with aiohttp.ClientSession() as http:
+        async with http.get(gateway.base_url + "/healthz") as r:
+            assert r.status == 200 and (await r.json())["status"] == "ok"
+        async with http.get(gateway.base_url + "/api/v1/protocol/schema") as r:
+            schema = await r.json()
+            assert "call.start" in str(schema["caller_to_server"]) and "call.accept" in str(schema["agent_to_server"])
+        async with http.get(gateway.base_url + "/api/v1/openapi.json") as r:
+            doc = await r.json()
+            assert doc["openapi"].startswith("3.") and "/api/v1/agent/login" in doc["paths"]
+        ws = await http.ws_connect(gateway.base_url.replace("http", "ws") + "/ws/caller")
+        await ws.send_json({"type": "hello", "id": "1", "token": caller_token()})
+        await ws.receive_json()
+        await ws.send_json({"type": "call.start", "id": "2", "call_type": "voice"})
+        await ws.receive_json()
+        await ws.send_str("junk")
+        async with http.get(gateway.base_url + "/metrics") as r:
+            text = await r.text()
+        assert 'callin_calls_started_total{call_type="voice"} 1.0' in text
+        assert "callin_queue_length 1.0" in text
+        assert 'callin_ws_connections{role="caller"} 1.0' in text
+        assert 'callin_protocol_errors_total{code="bad_json",role="caller"} 1.0' in text
+        await ws.close()
+
+
+async def test_demo_token_endpoint_only_in_demo_mode():
+    async with running_gateway() as gw, aiohttp.ClientSession() as http:
+        async with http.post(gw.base_url + "/api/v1/demo/token", json={"name": "Ana", "email": "ana@example.com"}) as r:
+            token = (await r.json())["token"]
+        claims = jwt.decode(token, TEST_SECRET, algorithms=["HS256"], audience="callin")
+        assert claims["name"] == "Ana" and claims["email"] == "ana@example.com"
+        async with http.post(gw.base_url + "/api/v1/demo/token", json={"name": "x" * 500}) as r:
+            assert r.status == 422
+    async with running_gateway(demo=False) as gw, aiohttp.ClientSession() as http:
+        async with http.post(gw.base_url + "/api/v1/demo/token", json={}) as r:
+            assert r.status == 404 and (await r.json())["code"] == "not_found"
+        async with http.get(gw.base_url + "/demo/") as r:
+            assert r.status == 404
+        # outside demo mode there are no demo agents
+        async with http.post(gw.base_url + "/api/v1/agent/login", json={"username": "alice", "password": "alice-demo"}) as r:
+            assert r.status == 401
+
+
+def test_cli_token_is_verifiable():
+    out = subprocess.run([sys.executable, "-m", "signaling.cli", "token", "--sub", "cust-1", "--name", "Dana",
+                          "--claim", "tier=gold", "--secret", TEST_SECRET, "--ttl", "120"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    claims = jwt.decode(out, TEST_SECRET, algorithms=["HS256"], audience="callin")
+    assert claims["sub"] == "cust-1" and claims["tier"] == "gold" and claims["exp"] - claims["iat"] == 120
+    bad = subprocess.run([sys.executable, "-m", "signaling.cli", "token", "--sub", "x"], cwd=ROOT, capture_output=True,
+                         text=True, env={k: v for k, v in os.environ.items() if not k.startswith("CALLIN_")})
+    assert bad.returncode == 2 and "CALLIN_CALLER_TOKEN_SECRET" in bad.stderr
+
+
+def test_settings_from_env_and_toml(tmp_path, monkeypatch):
+    config = tmp_path / "callin.toml"
+    config.write_text('port = 9443\nring_timeout_s = 12.5\nmedia_host_addresses = ["10.1.2.3"]\n'
+                      '[[ice_servers]]\nurls = ["turn:turn.example.com:3478"]\nusername = "u"\ncredential = "p"\n')
+    monkeypatch.setenv("CALLIN_CONFIG_FILE", str(config))
+    monkeypatch.setenv("CALLIN_RING_TIMEOUT_S", "7")  # env wins over the file
+    settings = Settings()
+    assert settings.port == 9443 and settings.ring_timeout_s == 7 and settings.media_host_addresses == ["10.1.2.3"]
+    assert settings.ice_servers[0].urls == ["turn:turn.example.com:3478"]
+    monkeypatch.setenv("CALLIN_MEDIA_HOST_ADDRESSES", '["not-an-ip"]')
+    with pytest.raises(ValueError):
+        Settings()
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+async def test_serve_with_tls_and_graceful_stop(tmp_path):
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    env = dict(os.environ, CALLIN_PORT=str(port), CALLIN_CALLER_TOKEN_SECRET=TEST_SECRET,
+               CALLIN_TLS_CERT_FILE=str(cert), CALLIN_TLS_KEY_FILE=str(key))
+    proc = subprocess.Popen([sys.executable, "-m", "signaling.cli", "serve"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    try:
+        status = None
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    async with http.get(f"https://127.0.0.1:{port}/healthz", ssl=context) as r:
+                        status = r.status
+                        break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+        assert status == 200
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert f"https://127.0.0.1:{port}" in out.decode()
