@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     video_queue_frames: int = Field(30, ge=2, le=600)
     audio_queue_frames: int = Field(10, ge=2, le=600)
     keyframe_request_interval_s: float = Field(0.3, ge=0.0, le=10)
+    relay_mode: Literal["packet", "frame"] = Field(
+        "packet", description="packet: forward RTP packets as they arrive (~1 ms); frame: whole encoded frames"
+    )
 
     @field_validator("media_host_addresses")
     @classmethod

@@ -14,11 +14,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from .codecs import CLOCK_RATES, is_keyframe
+from .codecs import CLOCK_RATES, is_keyframe, is_keyframe_start
 
 
 @dataclass(slots=True)
@@ -136,7 +137,7 @@ class Producer:
     codec: str
     send_keyframe_request: Callable[[], None]
     min_request_interval: float = 0.3
-    consumers: list[ForwardTrack] = field(default_factory=list)
+    consumers: list[Any] = field(default_factory=list)  # ForwardTrack (frames) or RtpForwarder (packets)
     frames: int = 0
     keyframes: int = 0
     keyframe_requests_sent: int = 0
@@ -155,7 +156,17 @@ class Producer:
         for consumer in self.consumers:
             consumer.push(frame, discontinuity)
 
-    def attach(self, consumer: ForwardTrack) -> None:
+    def on_packet(self, packet: Any) -> None:
+        """Packet-level forwarding: hand one RTP packet to every consumer at once."""
+        self.last_frame_at = time.monotonic()
+        key = self.kind == "video" and is_keyframe_start(self.codec, packet.payload)
+        if packet.marker or self.kind == "audio":
+            self.frames += 1
+        self.keyframes += key
+        for consumer in self.consumers:
+            consumer.forward(packet, key)
+
+    def attach(self, consumer: Any) -> None:
         consumer.set_codec(self.codec)
         consumer._on_keyframe_needed = self.request_keyframe
         self.consumers.append(consumer)
@@ -163,7 +174,7 @@ class Producer:
             # A new consumer starts with a picture: ask the source for a keyframe now.
             self.request_keyframe()
 
-    def detach(self, consumer: ForwardTrack) -> None:
+    def detach(self, consumer: Any) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
 

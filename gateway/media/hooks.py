@@ -15,8 +15,9 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, clock
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
 
 from ..errors import GatewayError
 
@@ -63,6 +64,80 @@ def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> "asyncio.Task
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
     """Call `callback` when the remote asks this sender for a keyframe (PLI or FIR)."""
     sender._send_keyframe = callback  # type: ignore[method-assign]
+
+
+def send_now(coro: Any) -> None:
+    """Run a send coroutine to completion now if it does not suspend (a UDP pair never does); if it suspends
+    (e.g. a TURN channel being bound), finish it from the loop. Saves a Task per forwarded packet."""
+    try:
+        waiting = coro.send(None)
+    except StopIteration:
+        return
+    except (ConnectionError, OSError):
+        return
+
+    def resume(_: Any = None) -> None:
+        try:
+            pending = coro.send(None)
+        except StopIteration:
+            return
+        except (ConnectionError, OSError):
+            return
+        _wait(pending)
+
+    def _wait(pending: Any) -> None:
+        if pending is None:
+            asyncio.get_running_loop().call_soon(resume)
+        else:
+            pending._asyncio_future_blocking = False
+            pending.add_done_callback(resume)
+
+    _wait(waiting)
+
+
+class SenderPort:
+    """Sends already-encoded RTP packets through one aiortc sender: its SSRC, MID, header extension map,
+    retransmission history (aiortc answers the remote's NACKs from it) and RTCP sender-report counters."""
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self._sender = sender
+        for name in ("started", "mid", "rtp_header_extensions_map", "rtp_history", "ntp_timestamp",
+                     "rtp_timestamp", "octet_count", "packet_count"):
+            _private(sender, RTCRtpSender, name)
+        self.ssrc = sender._ssrc
+        self._history: dict[int, RtpPacket] = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+        self._ext_map = sender._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
+        self.mid: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        """The sender runs (negotiated, DTLS up): packets can go out."""
+        sender = self._sender
+        if not sender._RTCRtpSender__started or sender.transport.state != "connected":  # type: ignore[attr-defined]
+            return False
+        if self.mid is None:
+            self.mid = sender._RTCRtpSender__mid  # type: ignore[attr-defined]
+        return True
+
+    def backlog(self) -> int:
+        """Bytes waiting in the UDP socket's user-space buffer (asyncio buffers when the kernel's is full)."""
+        try:
+            connection = self._sender.transport.transport._connection
+            pair = connection._nominated.get(1)
+            return pair.protocol.transport.get_write_buffer_size() if pair is not None else 0
+        except AttributeError:
+            return 0
+
+    def send(self, packet: RtpPacket) -> None:
+        packet.extensions.mid = self.mid
+        packet.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet
+        send_now(self._sender.transport._send_rtp(packet.serialize(self._ext_map)))
+        sender = self._sender
+        sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()  # type: ignore[attr-defined]
+        sender._RTCRtpSender__rtp_timestamp = packet.timestamp  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count += len(packet.payload)  # type: ignore[attr-defined]
+        sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
 
 
 def restrict_host_addresses(pc: RTCPeerConnection, addresses: Sequence[str]) -> None:

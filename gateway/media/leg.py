@@ -18,6 +18,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.sdp import candidate_from_sdp
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import SessionDescription
 from pyee.asyncio import AsyncIOEventEmitter
 
@@ -27,6 +28,7 @@ from . import hooks
 from .assembler import AudioAssembler, VideoAssembler
 from .codecs import OPUS
 from .forward import ForwardTrack, Producer
+from .packets import IdleTrack, PacketTap, RtpForwarder
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class MediaConfig:
     audio_queue_frames: int = 10
     keyframe_request_interval_s: float = 0.3
     max_sdp_bytes: int = 32 * 1024
+    relay_mode: str = "packet"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "MediaConfig":
@@ -61,6 +64,7 @@ class MediaConfig:
             audio_queue_frames=settings.audio_queue_frames,
             keyframe_request_interval_s=settings.keyframe_request_interval_s,
             max_sdp_bytes=settings.max_sdp_bytes,
+            relay_mode=settings.relay_mode,
         )
 
 
@@ -85,7 +89,10 @@ class Leg(AsyncIOEventEmitter):
         ice = [RTCIceServer(**server) for server in config.ice_servers]  # never aiortc's public STUN default
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
         self.producers: dict[str, Producer] = {}
-        self.consumers: dict[str, ForwardTrack] = {}
+        # Outgoing streams: ForwardTrack (frame mode) or RtpForwarder (packet mode), created once negotiated.
+        self.consumers: dict[str, Any] = {}
+        self._outgoing: dict[str, MediaStreamTrack] = {}
+        self.packet_mode = config.relay_mode == "packet"
         self.connected = asyncio.Event()
         self.closed = False
         self._answered = False
@@ -178,18 +185,20 @@ class Leg(AsyncIOEventEmitter):
             (False, True): "sendonly",
             (False, False): "inactive",
         }[(remote_sends, remote_receives)]
-        track: ForwardTrack | None = None
+        track: MediaStreamTrack | None = None
         if remote_receives:
-            max_frames = self._config.video_queue_frames if kind == "video" else self._config.audio_queue_frames
-            track = ForwardTrack(kind, max_frames)
-            self.consumers[kind] = track
+            if self.packet_mode:
+                track = IdleTrack(kind)
+            else:
+                max_frames = self._config.video_queue_frames if kind == "video" else self._config.audio_queue_frames
+                track = ForwardTrack(kind, max_frames)
+                self.consumers[kind] = track
+            self._outgoing[kind] = track
         transceiver = self.pc.addTransceiver(track if track is not None else kind, direction=direction)
         names = [OPUS] if kind == "audio" else ([video_codec] if video_codec else self._config.video_codecs)
         transceiver.setCodecPreferences(_preferences(kind, names))
         if remote_sends:
             self._tap(transceiver)
-        if track is not None:
-            hooks.on_keyframe_request(transceiver.sender, track.request_keyframe)
 
     def _check_codec(self, transceiver: RTCRtpTransceiver, video_codec: str | None) -> None:
         if transceiver.kind == "video" and video_codec and transceiver._codecs[0].name != video_codec:
@@ -220,17 +229,32 @@ class Leg(AsyncIOEventEmitter):
             send_keyframe_request=send_pli,
             min_request_interval=self._config.keyframe_request_interval_s,
         )
-        assembler = VideoAssembler(codec_name, sink) if kind == "video" else AudioAssembler(sink)
+        def packet_sink(packet: Any) -> None:
+            last_ssrc[0] = packet.ssrc
+            self.producers[kind].on_packet(packet)
+
+        assembler: Any
+        if self.packet_mode:
+            assembler = PacketTap(packet_sink)
+        elif kind == "video":
+            assembler = VideoAssembler(codec_name, sink)
+        else:
+            assembler = AudioAssembler(sink)
         hooks.tap_receiver(receiver, assembler)
 
     def _bind(self, transceiver: RTCRtpTransceiver) -> None:
-        codec = transceiver._codecs[0].name if transceiver._codecs else ""
-        producer = self.producers.get(transceiver.kind)
-        if producer is not None:
-            producer.codec = codec
-        consumer = self.consumers.get(transceiver.kind)
-        if consumer is not None:
-            consumer.set_codec(codec)
+        kind = transceiver.kind
+        codec = transceiver._codecs[0] if transceiver._codecs else None
+        producer = self.producers.get(kind)
+        if producer is not None and codec is not None:
+            producer.codec = codec.name
+        if kind not in self._outgoing or codec is None:
+            return
+        if self.packet_mode:
+            self.consumers[kind] = RtpForwarder(kind, transceiver.sender, codec.payloadType)
+        consumer = self.consumers[kind]
+        consumer.set_codec(codec.name)
+        hooks.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
 
     async def add_ice_candidate(self, candidate: str | None, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
         """Add a trickled remote candidate (a=candidate line without 'a='), or None for end-of-candidates."""
@@ -256,8 +280,7 @@ class Leg(AsyncIOEventEmitter):
             "state": self.state,
             "producers": {k: {"codec": p.codec, "frames": p.frames, "keyframes": p.keyframes,
                               "keyframe_requests_sent": p.keyframe_requests_sent} for k, p in self.producers.items()},
-            "consumers": {k: vars(c.stats) if hasattr(c.stats, "__dict__") else _slots(c.stats)
-                          for k, c in self.consumers.items()},
+            "consumers": {k: _slots(c.stats) for k, c in self.consumers.items()},
         }
 
     async def close(self) -> None:
@@ -272,6 +295,8 @@ class Leg(AsyncIOEventEmitter):
             producer.close()
         for consumer in self.consumers.values():
             consumer.stop()
+        for track in self._outgoing.values():
+            track.stop()
         try:
             await self.pc.close()
         finally:

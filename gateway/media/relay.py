@@ -64,10 +64,6 @@ class Relay:
             consumer = sink.consumers.get(kind)
             if consumer is None:
                 continue
-            if producer.codec and consumer._codec and producer.codec != consumer._codec:
-                log.warning("call %s: %s codec mismatch %s -> %s, not forwarded",
-                            self.call_id, kind, producer.codec, consumer._codec)
-                continue
             producer.attach(consumer)
 
     async def remove_agent(self, agent_id: str) -> None:

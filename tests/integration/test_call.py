@@ -9,7 +9,16 @@ import pytest
 
 from tests.support.clients import Agent, Caller, wait_until
 
+from tests.support.server import running_gateway
+
 pytestmark = pytest.mark.media
+
+
+@pytest.fixture(params=["packet", "frame"])
+async def gateway(request):
+    """Every call test runs against both forwarding modes of the relay."""
+    async with running_gateway(relay_mode=request.param) as gw:
+        yield gw
 
 LOCATION = {"lat": 52.52, "lon": 13.405, "accuracy_m": 12.5, "timestamp": 1_790_000_000.0}
 CONTEXT = {"screen": "card-blocked", "steps": ["login", "cards", "block card"], "crm": {"account": "DE-1234", "tier": "gold"}}

@@ -1,0 +1,178 @@
+"""Packet-level forwarding: the caller's RTP packets go out on the agent's leg as they arrive (about 1 ms added,
+no jitter buffer), rewritten for the outgoing stream (SSRC, payload type, sequence numbers, timestamps, MID).
+
+Each outgoing stream keeps its own retransmission history (aiortc's sender answers the agent's NACKs from it) and
+its own RTCP sender reports; receiver reports and NACKs towards the caller come from aiortc's receiver as usual.
+A new consumer, or one that had to drop packets, resumes at the first packet of a keyframe; sequence numbers stay
+contiguous across what was skipped, so the agent never NACKs packets that were never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_gt
+
+from . import hooks
+from .codecs import CLOCK_RATES
+from .forward import ForwardStats
+
+# Packets older than the resume point are from the skipped range; after this many the check is dropped (wrap).
+RESUME_WINDOW = 1000
+
+
+class PacketTap:
+    """Stands in for a receiver's jitter buffer: hands every packet on at once."""
+
+    def __init__(self, sink: Callable[[RtpPacket], None]) -> None:
+        self._sink = sink
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        self._sink(packet)
+        return False, None
+
+
+class IdleTrack(MediaStreamTrack):
+    """Keeps an aiortc sender's own RTP loop parked (packets are sent by an RtpForwarder instead)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._stopped = asyncio.Event()
+
+    async def recv(self) -> None:  # type: ignore[override]
+        await self._stopped.wait()
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        super().stop()
+        self._stopped.set()
+
+
+class RtpForwarder:
+    """Consumer of a Producer's packets, sending them on one outgoing aiortc sender."""
+
+    def __init__(self, kind: str, sender: RTCRtpSender, payload_type: int, max_backlog_bytes: int = 256 * 1024) -> None:
+        self.kind = kind
+        self._port = hooks.SenderPort(sender)
+        self._payload_type = payload_type
+        self._max_backlog = max_backlog_bytes
+        self._clock_rate = 90000 if kind == "video" else 48000
+        self._needs_keyframe = kind == "video"
+        self._source: int | None = None
+        self._seq_offset: int | None = None
+        self._ts_offset = random.getrandbits(32)
+        self._last_seq = random.getrandbits(15)  # next packet is _last_seq + 1
+        self._last_ts: int | None = None
+        self._last_time = 0.0
+        self._resume_seq: int | None = None
+        self._since_resume = 0
+        self._on_keyframe_needed: Callable[[], None] | None = None
+        self._unready = True
+        self.paused = False
+        self.closed = False
+        self.stats = ForwardStats()
+
+    def set_codec(self, codec: str) -> None:
+        self._clock_rate = CLOCK_RATES.get(codec, self._clock_rate)
+
+    @property
+    def needs_keyframe(self) -> bool:
+        return self._needs_keyframe
+
+    def request_keyframe(self) -> None:
+        """The agent asked this stream for a keyframe (PLI/FIR): pass it on to the source."""
+        self.stats.keyframe_requests += 1
+        if self._on_keyframe_needed is not None:
+            self._on_keyframe_needed()
+
+    def _skip_to_keyframe(self) -> None:
+        if not self._needs_keyframe:
+            self._needs_keyframe = True
+            self._seq_offset = None
+            self.request_keyframe()
+
+    def forward(self, packet: RtpPacket, keyframe_start: bool) -> None:
+        if self.paused or self.closed:
+            return
+        self.stats.frames_in += 1
+        port = self._port
+        if not port.ready:
+            if self.kind == "video":
+                self._needs_keyframe = True
+                self._seq_offset = None
+            self._unready = True
+            self.stats.dropped_waiting_keyframe += 1
+            return
+        if self._unready:
+            # The outgoing leg just came up: whatever keyframe came before went nowhere, ask for a fresh one.
+            self._unready = False
+            if self._needs_keyframe:
+                self.request_keyframe()
+        if packet.ssrc != self._source:
+            # A new source stream: re-anchor sequence numbers and timestamps, start at a keyframe.
+            self._source = packet.ssrc
+            self._seq_offset = None
+            if self._last_ts is not None:
+                elapsed = int((time.monotonic() - self._last_time) * self._clock_rate) + 1
+                self._ts_offset = (self._last_ts + elapsed - packet.timestamp) & 0xFFFFFFFF
+            else:
+                self._ts_offset = (self._ts_offset - packet.timestamp) & 0xFFFFFFFF
+            if self.kind == "video" and not keyframe_start:
+                self._skip_to_keyframe()
+        if self._needs_keyframe:
+            if not keyframe_start:
+                self.stats.dropped_waiting_keyframe += 1
+                return
+            self._needs_keyframe = False
+        if self._seq_offset is None:
+            self._seq_offset = (self._last_seq + 1 - packet.sequence_number) & 0xFFFF
+            self._resume_seq = packet.sequence_number
+            self._since_resume = 0
+        elif self._resume_seq is not None:
+            if uint16_gt(self._resume_seq, packet.sequence_number):
+                return  # late packet from before the resume point: it was never announced downstream
+            self._since_resume += 1
+            if self._since_resume > RESUME_WINDOW:
+                self._resume_seq = None
+        if port.backlog() > self._max_backlog:
+            self.stats.dropped_overflow += 1
+            if self.kind == "video":
+                self._skip_to_keyframe()
+            return
+        seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
+        out = RtpPacket(
+            payload_type=self._payload_type,
+            marker=packet.marker,
+            sequence_number=seq,
+            timestamp=(packet.timestamp + self._ts_offset) & 0xFFFFFFFF,
+            ssrc=port.ssrc,
+            payload=packet.payload,
+        )
+        out.padding_size = packet.padding_size
+        out.extensions.audio_level = packet.extensions.audio_level
+        port.send(out)
+        self.stats.frames_out += 1
+        if uint16_gt(seq, self._last_seq) or self._last_ts is None:
+            self._last_seq = seq
+            self._last_ts = out.timestamp
+            self._last_time = time.monotonic()
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.kind == "video":
+            self._needs_keyframe = True
+            self._seq_offset = None
+            self.request_keyframe()
+
+    def stop(self) -> None:
+        self.closed = True
