@@ -113,7 +113,7 @@ class RtpForwarder:
         if self._unready:
             # The outgoing leg just came up: whatever keyframe came before went nowhere, ask for a fresh one.
             self._unready = False
-            if self._needs_keyframe:
+            if self._needs_keyframe and not keyframe_start:
                 self.request_keyframe()
         if packet.ssrc != self._source:
             # A new source stream: re-anchor sequence numbers and timestamps, start at a keyframe.
