@@ -76,6 +76,28 @@ class Settings(BaseSettings):
         ]
     )
 
+    # -- storage (records, accounts, API keys, webhooks)
+    data_dir: Path = Field(Path("data"), description="folder of the embedded SQLite database")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL, e.g. postgresql+asyncpg://user@host/db; default SQLite in data_dir"
+    )
+    migrate_on_start: bool = Field(True, description="apply schema migrations when the server starts")
+
+    # -- accounts and access
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to open the agent WebSocket besides the gateway's own (CSWSH protection)",
+    )
+    password_hash_time_cost: int = Field(3, ge=1, le=20, description="argon2id iterations")
+    password_hash_memory_kib: int = Field(64 * 1024, ge=1024, description="argon2id memory")
+    session_cookie_name: str = "callin_session"
+
+    # -- webhooks
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_retry_base_s: float = Field(2.0, gt=0, le=600, description="backoff: base * 4**(attempt-1)")
+    webhook_queue_size: int = Field(10_000, ge=10)
+
     # -- calls
     ring_timeout_s: float = Field(20.0, gt=0, le=600)
     resume_grace_s: float = Field(30.0, ge=0, le=3600)
@@ -100,8 +122,10 @@ class Settings(BaseSettings):
     video_queue_frames: int = Field(30, ge=2, le=600)
     audio_queue_frames: int = Field(10, ge=2, le=600)
     keyframe_request_interval_s: float = Field(0.3, ge=0.0, le=10)
-    relay_mode: Literal["packet", "frame"] = Field(
-        "packet", description="packet: forward RTP packets as they arrive (~1 ms); frame: whole encoded frames"
+    relay_mode: Literal["packet", "frame", "transcode"] = Field(
+        "packet",
+        description="packet: forward RTP packets as they arrive (~1 ms); frame: whole encoded frames; "
+        "transcode: decode and re-encode (aiortc's stock MediaRelay path, a core per few calls)",
     )
 
     @field_validator("media_host_addresses")
@@ -150,6 +174,12 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
         return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'callin.db'}"
 
     def caller_public_key(self) -> str | None:
         if self.caller_token_public_key:

@@ -29,6 +29,7 @@ from .assembler import AudioAssembler, VideoAssembler
 from .codecs import OPUS
 from .forward import ForwardTrack, Producer
 from .packets import IdleTrack, PacketTap, RtpForwarder
+from .transcode import SwitchTrack
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,10 @@ class Leg(AsyncIOEventEmitter):
         self.consumers: dict[str, Any] = {}
         self._outgoing: dict[str, MediaStreamTrack] = {}
         self.packet_mode = config.relay_mode == "packet"
+        # "transcode": aiortc's stock path (decode, MediaRelay, encode). A baseline for the benchmark, and a way
+        # out when two legs cannot agree on a codec. The receivers decode, so nothing is tapped.
+        self.transcode = config.relay_mode == "transcode"
+        self.remote_tracks: dict[str, MediaStreamTrack] = {}
         self.connected = asyncio.Event()
         self.closed = False
         self._answered = False
@@ -187,7 +192,10 @@ class Leg(AsyncIOEventEmitter):
         }[(remote_sends, remote_receives)]
         track: MediaStreamTrack | None = None
         if remote_receives:
-            if self.packet_mode:
+            if self.transcode:
+                track = SwitchTrack(kind)
+                self.consumers[kind] = track
+            elif self.packet_mode:
                 track = IdleTrack(kind)
             else:
                 max_frames = self._config.video_queue_frames if kind == "video" else self._config.audio_queue_frames
@@ -197,7 +205,7 @@ class Leg(AsyncIOEventEmitter):
         transceiver = self.pc.addTransceiver(track if track is not None else kind, direction=direction)
         names = [OPUS] if kind == "audio" else ([video_codec] if video_codec else self._config.video_codecs)
         transceiver.setCodecPreferences(_preferences(kind, names))
-        if remote_sends:
+        if remote_sends and not self.transcode:
             self._tap(transceiver)
 
     def _check_codec(self, transceiver: RTCRtpTransceiver, video_codec: str | None) -> None:
@@ -248,6 +256,10 @@ class Leg(AsyncIOEventEmitter):
         producer = self.producers.get(kind)
         if producer is not None and codec is not None:
             producer.codec = codec.name
+        if self.transcode:
+            if transceiver.receiver.track is not None and transceiver.direction in _RECEIVES:
+                self.remote_tracks[kind] = transceiver.receiver.track
+            return
         if kind not in self._outgoing or codec is None:
             return
         if self.packet_mode:
@@ -280,7 +292,7 @@ class Leg(AsyncIOEventEmitter):
             "state": self.state,
             "producers": {k: {"codec": p.codec, "frames": p.frames, "keyframes": p.keyframes,
                               "keyframe_requests_sent": p.keyframe_requests_sent} for k, p in self.producers.items()},
-            "consumers": {k: _slots(c.stats) for k, c in self.consumers.items()},
+            "consumers": {k: _slots(c.stats) for k, c in self.consumers.items() if hasattr(c, "stats")},
         }
 
     async def close(self) -> None:

@@ -21,6 +21,14 @@ class Relay:
         self.caller: Leg | None = None
         self.agents: dict[str, Leg] = {}
         self.closed = False
+        self._decoded_relay: Any = None
+
+    def _media_relay(self) -> Any:
+        if self._decoded_relay is None:
+            from aiortc.contrib.media import MediaRelay
+
+            self._decoded_relay = MediaRelay()
+        return self._decoded_relay
 
     def _check_open(self) -> None:
         if self.closed:
@@ -60,6 +68,12 @@ class Relay:
         return leg, answer
 
     def _link(self, source: Leg, sink: Leg) -> None:
+        if source.transcode:
+            for kind, track in source.remote_tracks.items():
+                consumer = sink.consumers.get(kind)
+                if consumer is not None:
+                    consumer.set_source(self._media_relay().subscribe(track, buffered=False))
+            return
         for kind, producer in source.producers.items():
             consumer = sink.consumers.get(kind)
             if consumer is None:

@@ -178,3 +178,22 @@ async def test_relay_never_decodes(gateway, caller_token, monkeypatch):
     assert sorted(built) == ["VP8", "opus", "opus"], built
     await caller.close()
     await agent.close()
+
+
+async def test_transcoding_baseline_still_carries_the_content(caller_token):
+    """relay_mode=transcode (the benchmark's baseline) decodes and re-encodes, and must still deliver the call."""
+    async with running_gateway(relay_mode="transcode") as gw:
+        agent = Agent(gw.base_url)
+        await agent.connect()
+        caller = Caller(gw.base_url, caller_token())
+        await caller.connect()
+        await caller.start("video", tone_hz=880)
+        offer = await agent.wait_offer()
+        await agent.accept(offer["call_id"], tone_hz=440)
+        await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) >= 30, 20)
+        await wait_until(lambda: "audio" in caller.peer.sinks and len(caller.peer.sinks["audio"].audio) >= 50, 15)
+        counters = [c for c in agent.peer.sinks["video"].counters if c is not None]
+        assert len(counters) >= 25 and in_order(counters)
+        assert abs(caller.peer.sinks["audio"].dominant_frequency() - 440) < 30
+        await caller.close()
+        await agent.close()
