@@ -54,6 +54,7 @@ class EncodedLoop:
     key: list[bytes]
     opus: list[bytes]
     index_of: dict[bytes, int] = field(default_factory=dict)
+    audio_index_of: dict[bytes, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, seconds: int = 10, width: int = 640, height: int = 480, fps: int = 30,
@@ -69,6 +70,14 @@ class EncodedLoop:
         for i, (d, k) in enumerate(zip(loop.delta, loop.key)):
             loop.index_of[hashlib.blake2b(d, digest_size=8).digest()] = i
             loop.index_of[hashlib.blake2b(k, digest_size=8).digest()] = i
+        seen: dict[bytes, int] = {}
+        for packet in loop.opus:
+            digest = hashlib.blake2b(packet, digest_size=8).digest()
+            seen[digest] = seen.get(digest, 0) + 1
+        for i, packet in enumerate(loop.opus):
+            digest = hashlib.blake2b(packet, digest_size=8).digest()
+            if seen[digest] == 1:  # packets that repeat within the loop cannot be told apart: not timed
+                loop.audio_index_of[digest] = i
         return loop
 
     @staticmethod
@@ -121,6 +130,9 @@ class EncodedLoop:
 
     def identify(self, data: bytes) -> int | None:
         return self.index_of.get(hashlib.blake2b(data, digest_size=8).digest())
+
+    def identify_audio(self, data: bytes) -> int | None:
+        return self.audio_index_of.get(hashlib.blake2b(data, digest_size=8).digest())
 
 
 class ReplayTrack(MediaStreamTrack):
@@ -205,8 +217,8 @@ class FrameMeter:
 
     def _on_frame(self, data: bytes, timestamp: int, ssrc: int, discontinuity: bool) -> None:
         self.arrivals.append(time.monotonic())
-        if self.kind == "video" and self.loop is not None:
-            self.indices.append(self.loop.identify(data))
+        if self.loop is not None:
+            self.indices.append(self.loop.identify(data) if self.kind == "video" else self.loop.identify_audio(data))
 
     def expected_packets(self) -> int:
         if self.first_seq is None or self.max_seq_ext is None:

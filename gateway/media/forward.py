@@ -170,8 +170,9 @@ class Producer:
         consumer.set_codec(self.codec)
         consumer._on_keyframe_needed = self.request_keyframe
         self.consumers.append(consumer)
-        if self.kind == "video":
-            # A new consumer starts with a picture: ask the source for a keyframe now.
+        if self.kind == "video" and getattr(consumer, "ready", True):
+            # A new consumer starts with a picture: ask the source for a keyframe now. (A packet consumer whose leg
+            # is not up yet asks when it comes up, so the rate limit does not hold back the request that counts.)
             self.request_keyframe()
 
     def detach(self, consumer: Any) -> None:

@@ -86,6 +86,10 @@ class RtpForwarder:
     def needs_keyframe(self) -> bool:
         return self._needs_keyframe
 
+    @property
+    def ready(self) -> bool:
+        return self._port.ready
+
     def request_keyframe(self) -> None:
         """The agent asked this stream for a keyframe (PLI/FIR): pass it on to the source."""
         self.stats.keyframe_requests += 1

@@ -1,0 +1,375 @@
+"""Relay capacity and call-setup benchmark: Callin (packet and frame forwarding) against a transcoding relay and
+Janus, swept over the number of concurrent calls, in one run on this machine.
+
+    python -m bench.run                       # full sweep, all systems (Janus if installed)
+    python -m bench.run --systems callin-packet --calls 5,10 --hold 8
+
+Each system runs pinned to CPU 0 (`taskset`), the load generator's workers to the other CPUs. Writes
+results/bench-<timestamp>.json, .md (table of ratios) and .png (calls vs CPU and vs fps) under results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.netns import ensure_loopback_namespace  # noqa: E402
+
+RESULTS = ROOT / "results"
+SECRET = "bench-secret-0123456789-abcdefghij"
+AGENT_PASSWORD = "bench-password"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CALLS_PER_WORKER = 12
+FPS_TARGET = 29.0
+LOSS_LIMIT = 0.01
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def pinned(cpu_list: list[int], argv: list[str]) -> list[str]:
+    if shutil.which("taskset") and len(cpus()) > 1:
+        return ["taskset", "-c", ",".join(map(str, cpu_list)), *argv]
+    return argv
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class CallinSystem:
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.name = {"packet": "callin-packet", "frame": "callin-frame", "transcode": "transcoding-relay"}[mode]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    async def start(self, calls: int) -> int:
+        port = free_port()
+        agents = [{"username": f"bench{i}", "password": AGENT_PASSWORD, "display_name": f"Bench {i}"}
+                  for i in range(calls)]
+        env = dict(os.environ, CALLIN_HOST="127.0.0.1", CALLIN_PORT=str(port), CALLIN_DEMO="true",
+                   CALLIN_CALLER_TOKEN_SECRET=SECRET, CALLIN_MEDIA_HOST_ADDRESSES='["127.0.0.1"]',
+                   CALLIN_LOG_LEVEL="warning", CALLIN_RELAY_MODE=self.mode, CALLIN_DEMO_AGENTS=json.dumps(agents),
+                   CALLIN_RING_TIMEOUT_S="60")
+        self.proc = subprocess.Popen(pinned([cpus()[0]], [sys.executable, "-m", "signaling.cli", "serve"]), cwd=ROOT,
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.url = f"http://127.0.0.1:{port}"
+        await wait_healthy(self.url, self.proc)
+        return self.proc.pid
+
+    def loadgen_args(self) -> list[str]:
+        return ["--url", self.url, "--secret", SECRET, "--agent-password", AGENT_PASSWORD]
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"system exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                async with http.get(url + "/healthz") as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("system did not become healthy")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+async def measure(system: Any, calls: int, hold: float, warmup: float) -> dict[str, Any]:
+    pid = await system.start(calls)
+    rss0 = proc_rss_mb(pid)
+    workers = max(1, math.ceil(calls / CALLS_PER_WORKER))
+    placement = 4 + 0.35 * calls
+    start_at = time.time() + placement
+    lock = RESULTS / f"bench-{os.getpid()}.lock"
+    generator_cpus = cpus()[1:] or cpus()
+    procs = []
+    for w in range(workers):
+        share = calls // workers + (1 if w < calls % workers else 0)
+        offset = sum(calls // workers + (1 if i < calls % workers else 0) for i in range(w))
+        argv = [sys.executable, "-m", "bench.loadgen", *system.loadgen_args(), "--calls", str(share),
+                "--agent-offset", str(offset), "--hold", str(hold), "--warmup", str(warmup),
+                "--start-at", str(start_at), "--lock", str(lock)]
+        procs.append(await asyncio.create_subprocess_exec(*pinned(generator_cpus, argv), cwd=ROOT,
+                                                          stdout=asyncio.subprocess.PIPE,
+                                                          stderr=asyncio.subprocess.PIPE))
+    # The system's CPU over the same window as the workers' measurement.
+    await asyncio.sleep(max(0.0, start_at + warmup - time.time()))
+    cpu0, t0 = proc_cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(hold)
+    cpu1, t1 = proc_cpu_seconds(pid), time.monotonic()
+    rss1 = proc_rss_mb(pid)
+    outputs = []
+    for proc in procs:
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed: {err.decode()[-3000:]}")
+        outputs.append(json.loads(out.decode().strip().splitlines()[-1]))
+    await system.stop()
+    results = [c for o in outputs for c in o["calls"]]
+    good = [c for c in results if c["ok"]]
+    sent_video = sum(c["video_sent"] for c in good) or 1
+    sent_audio = sum(c["audio_sent"] + c["audio_back_sent"] for c in good) or 1
+    received_audio = sum(c["audio_received"] + c["audio_back_received"] for c in good)
+    fps = [c["video_fps"] for c in good]
+    rtp_expected = sum(c["video_packets_expected"] for c in good) or 1
+    rtp_received = sum(c["video_packets_received"] for c in good)
+    video_loss = max(0.0, 1 - sum(c["video_received"] for c in good) / sent_video)
+    audio_loss = max(0.0, 1 - received_audio / sent_audio)
+    row = {
+        "system": system.name,
+        "calls": calls,
+        "calls_ok": len(good),
+        "errors": [c["error"] for c in results if c["error"]][:3],
+        "cpu_core_fraction": (cpu1 - cpu0) / (t1 - t0),
+        "rss_mb": rss1,
+        "rss_mb_per_call": (rss1 - rss0) / calls,
+        "fps_mean": statistics.mean(fps) if fps else 0.0,
+        "fps_min": min(fps) if fps else 0.0,
+        "video_frame_loss": video_loss,
+        "audio_packet_loss": audio_loss,
+        "freezes": sum(c["freezes"] for c in good),
+        "video_delay_ms_p50": percentile([d for c in good for d in c["video_delay_ms"]], 50),
+        "video_delay_ms_p99": percentile([d for c in good for d in c["video_delay_ms"]], 99),
+        "audio_delay_ms_p50": percentile([d for c in good for d in c["audio_delay_ms"]], 50),
+        "audio_delay_ms_p99": percentile([d for c in good for d in c["audio_delay_ms"]], 99),
+        "setup_offered_ms_p50": percentile([c["request_to_offered_ms"] for c in good if c["request_to_offered_ms"]], 50),
+        "setup_offered_ms_p99": percentile([c["request_to_offered_ms"] for c in good if c["request_to_offered_ms"]], 99),
+        "setup_first_frame_ms_p50": percentile([c["accept_to_first_frame_ms"] for c in good
+                                                if c["accept_to_first_frame_ms"]], 50),
+        "setup_first_frame_ms_p99": percentile([c["accept_to_first_frame_ms"] for c in good
+                                                if c["accept_to_first_frame_ms"]], 99),
+        "generator_cpu": sum(o["worker_cpu"] for o in outputs),
+        "generator_cpus": len(generator_cpus),
+        # RTP sequence gaps at the agent over the whole call (set-up included), retransmissions counted as received
+        "video_rtp_loss_whole_call": max(0.0, 1 - rtp_received / rtp_expected),
+    }
+    row["passed"] = (row["calls_ok"] == calls and row["fps_min"] >= FPS_TARGET and video_loss < LOSS_LIMIT
+                     and audio_loss < LOSS_LIMIT)
+    row["generator_saturated"] = row["generator_cpu"] > 0.9 * len(generator_cpus)
+    return row
+
+
+def make_systems(names: list[str]) -> list[Any]:
+    systems: list[Any] = []
+    for name in names:
+        if name == "callin-packet":
+            systems.append(CallinSystem("packet"))
+        elif name == "callin-frame":
+            systems.append(CallinSystem("frame"))
+        elif name == "transcoding-relay":
+            systems.append(CallinSystem("transcode"))
+        elif name == "janus":
+            from bench.janus import JanusSystem
+
+            systems.append(JanusSystem())
+        else:
+            raise SystemExit(f"unknown system {name}")
+    return systems
+
+
+async def sweep(args: argparse.Namespace) -> dict[str, Any]:
+    RESULTS.mkdir(exist_ok=True)
+    from bench.media import EncodedLoop
+
+    EncodedLoop.load()  # encode (or load) the replayed media once, before anything is timed
+    rows = []
+    for system in make_systems(args.systems.split(",")):
+        for calls in [int(n) for n in args.calls.split(",")]:
+            row = await measure(system, calls, args.hold, args.warmup)
+            rows.append(row)
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
+                              if k not in ("errors",)}), flush=True)
+            if not row["passed"] and not args.keep_going:
+                break
+            if row["generator_saturated"]:
+                print(f"{system.name}: the load generator is saturated at {calls} calls; stopping this sweep",
+                      flush=True)
+                break
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine(), "hold_s": args.hold, "rows": rows, "summary": summarize(rows)}
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "kernel": platform.release()}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(r["system"] for r in rows):
+        mine = [r for r in rows if r["system"] == name]
+        passed = [r for r in mine if r["passed"]]
+        best = max(passed, key=lambda r: r["calls"]) if passed else None
+        # CPU per call from the largest passing point (its fixed share is small next to N calls)
+        per_call = best["cpu_core_fraction"] / best["calls"] if best else None
+        out[name] = {
+            "max_calls_passing": best["calls"] if best else 0,
+            "limited_by_generator": any(r["generator_saturated"] for r in mine),
+            "cpu_per_call": per_call,
+            "calls_per_core_extrapolated": (1 / per_call) if per_call else None,
+            "mb_per_call": best["rss_mb_per_call"] if best else None,
+            "setup_first_frame_ms_p50": best["setup_first_frame_ms_p50"] if best else None,
+            "setup_first_frame_ms_p99": best["setup_first_frame_ms_p99"] if best else None,
+            "setup_offered_ms_p50": best["setup_offered_ms_p50"] if best else None,
+            "setup_offered_ms_p99": best["setup_offered_ms_p99"] if best else None,
+            "video_delay_ms_p99": best["video_delay_ms_p99"] if best else None,
+            "audio_delay_ms_p99": best["audio_delay_ms_p99"] if best else None,
+        }
+    return out
+
+
+def write_outputs(result: dict[str, Any]) -> Path:
+    stamp = result["date"].replace(":", "").replace("-", "")[:15]
+    base = RESULTS / f"bench-{stamp}"
+    base.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    base.with_suffix(".md").write_text(markdown(result))
+    try:
+        plot(result, base.with_suffix(".png"))
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)")
+    return base
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    summary = result["summary"]
+    reference = summary.get("callin-packet")
+    m = result["machine"]
+    lines = [f"Measured {result['date'][:10]} on {m['cpus']} CPUs ({m['cpu_model']}), system pinned to one CPU, "
+             f"load generator on the other; {result['hold_s']:.0f} s holds; pass = every call ≥ {FPS_TARGET:.0f} fps "
+             f"and < {LOSS_LIMIT:.0%} loss.", "",
+             "| system | calls passing on 1 core | CPU per call | calls/core (extrapolated) | MB per call "
+             "| accept→first frame p50 / p99 ms | request→offered p50 / p99 ms | video delay p99 ms "
+             "| audio delay p99 ms | callin-packet is ×|",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in summary.items():
+        ratio = None
+        if reference and reference["calls_per_core_extrapolated"] and s["calls_per_core_extrapolated"]:
+            ratio = reference["calls_per_core_extrapolated"] / s["calls_per_core_extrapolated"]
+        limited = " (generator-bound)" if s["limited_by_generator"] else ""
+        lines.append(
+            f"| {name} | {s['max_calls_passing']}{limited} | {fmt(s['cpu_per_call'] and s['cpu_per_call'] * 100)}% "
+            f"| {fmt(s['calls_per_core_extrapolated'], 0)} | {fmt(s['mb_per_call'], 2)} "
+            f"| {fmt(s['setup_first_frame_ms_p50'], 0)} / {fmt(s['setup_first_frame_ms_p99'], 0)} "
+            f"| {fmt(s['setup_offered_ms_p50'], 0)} / {fmt(s['setup_offered_ms_p99'], 0)} "
+            f"| {fmt(s['video_delay_ms_p99'])} | {fmt(s['audio_delay_ms_p99'])} | {fmt(ratio, 2)} |")
+    lines += ["", "Delays are end to end on loopback (sender hands the encoded frame to aiortc → frame complete at the "
+              "receiving peer), including the load generator's own scheduling."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_cpu, ax_fps) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in result["summary"]:
+        rows = [r for r in result["rows"] if r["system"] == name]
+        calls = [r["calls"] for r in rows]
+        ax_cpu.plot(calls, [r["cpu_core_fraction"] * 100 for r in rows], marker="o", label=name)
+        ax_fps.plot(calls, [r["fps_min"] for r in rows], marker="o", label=name)
+    ax_cpu.set_xlabel("concurrent two-way calls")
+    ax_cpu.set_ylabel("system CPU (% of one core)")
+    ax_cpu.axhline(100, color="grey", lw=0.8, ls="--")
+    ax_fps.set_xlabel("concurrent two-way calls")
+    ax_fps.set_ylabel("worst call's delivered fps")
+    ax_fps.axhline(FPS_TARGET, color="grey", lw=0.8, ls="--")
+    for ax in (ax_cpu, ax_fps):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Callin relay capacity — {result['date'][:10]}, {result['machine']['cpus']} CPUs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--systems", default="callin-packet,callin-frame,transcoding-relay,janus")
+    parser.add_argument("--calls", default="1,5,10,20,30,40,50,60,80,100")
+    parser.add_argument("--hold", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--keep-going", action="store_true", help="continue a system's sweep after a failing point")
+    args = parser.parse_args()
+    if "janus" in args.systems and not shutil.which("janus"):
+        print("janus is not installed (apt-get install janus): leaving it out", flush=True)
+        args.systems = ",".join(s for s in args.systems.split(",") if s != "janus")
+    ensure_loopback_namespace()
+    result = asyncio.run(sweep(args))
+    base = write_outputs(result)
+    print(markdown(result))
+    print(f"written: {base}.json .md .png")
+
+
+if __name__ == "__main__":
+    main()
