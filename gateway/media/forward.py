@@ -22,6 +22,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from .codecs import CLOCK_RATES, is_keyframe, is_keyframe_start
 
 
+GOP_CACHE_PACKETS = 600
+GOP_CACHE_SECONDS = 1.0
+
+
 @dataclass(slots=True)
 class EncodedFrame:
     data: bytes
@@ -145,6 +149,8 @@ class Producer:
     _last_request: float = -1e9
     _pending_request: asyncio.TimerHandle | None = None
     _closed: bool = False
+    gop: list[Any] = field(default_factory=list)
+    gop_started: float = 0.0
 
     def on_frame(self, data: bytes, timestamp: int, discontinuity: bool) -> None:
         key = is_keyframe(self.codec, data)
@@ -158,21 +164,41 @@ class Producer:
 
     def on_packet(self, packet: Any) -> None:
         """Packet-level forwarding: hand one RTP packet to every consumer at once."""
-        self.last_frame_at = time.monotonic()
+        now = time.monotonic()
+        self.last_frame_at = now
         key = self.kind == "video" and is_keyframe_start(self.codec, packet.payload)
         if packet.marker or self.kind == "audio":
             self.frames += 1
         self.keyframes += key
         for consumer in self.consumers:
             consumer.forward(packet, key)
+        if self.kind == "video":
+            # Keep the packets since the latest keyframe, so a consumer whose leg just came up starts at once.
+            if key:
+                self.gop = [packet]
+                self.gop_started = now
+            elif self.gop:
+                self.gop.append(packet)
+                if len(self.gop) > GOP_CACHE_PACKETS:
+                    self.gop = []
+
+    def replay(self, consumer: Any) -> bool:
+        """Send the cached packets since the latest keyframe to one consumer, if that keyframe is recent."""
+        if not self.gop or time.monotonic() - self.gop_started > GOP_CACHE_SECONDS:
+            return False
+        for packet in list(self.gop):
+            consumer.forward(packet, packet is self.gop[0])
+        return True
 
     def attach(self, consumer: Any) -> None:
         consumer.set_codec(self.codec)
         consumer._on_keyframe_needed = self.request_keyframe
+        if hasattr(consumer, "_replay"):
+            consumer._replay = self.replay
         self.consumers.append(consumer)
-        if self.kind == "video" and getattr(consumer, "ready", True):
+        if self.kind == "video":
             # A new consumer starts with a picture: ask the source for a keyframe now. (A packet consumer whose leg
-            # is not up yet asks when it comes up, so the rate limit does not hold back the request that counts.)
+            # is not up yet gets it from the keyframe cache when it comes up.)
             self.request_keyframe()
 
     def detach(self, consumer: Any) -> None:
@@ -202,6 +228,7 @@ class Producer:
 
     def close(self) -> None:
         self._closed = True
+        self.gop = []
         if self._pending_request is not None:
             self._pending_request.cancel()
             self._pending_request = None

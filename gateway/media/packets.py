@@ -74,6 +74,7 @@ class RtpForwarder:
         self._resume_seq: int | None = None
         self._since_resume = 0
         self._on_keyframe_needed: Callable[[], None] | None = None
+        self._replay: Callable[[RtpForwarder], bool] | None = None
         self._unready = True
         self.paused = False
         self.closed = False
@@ -85,10 +86,6 @@ class RtpForwarder:
     @property
     def needs_keyframe(self) -> bool:
         return self._needs_keyframe
-
-    @property
-    def ready(self) -> bool:
-        return self._port.ready
 
     def request_keyframe(self) -> None:
         """The agent asked this stream for a keyframe (PLI/FIR): pass it on to the source."""
@@ -118,7 +115,8 @@ class RtpForwarder:
             # The outgoing leg just came up: whatever keyframe came before went nowhere, ask for a fresh one.
             self._unready = False
             if self._needs_keyframe and not keyframe_start:
-                self.request_keyframe()
+                if self._replay is None or not self._replay(self):
+                    self.request_keyframe()
         if packet.ssrc != self._source:
             # A new source stream: re-anchor sequence numbers and timestamps, start at a keyframe.
             self._source = packet.ssrc

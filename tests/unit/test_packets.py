@@ -125,3 +125,23 @@ def test_not_ready_drops_and_asks_for_keyframe_when_up():
     assert requests == [1] and port.sent == []
     fwd.forward(pkt(3, 6000, KEY), True)
     assert len(port.sent) == 1
+
+
+def test_leg_coming_up_starts_from_the_cached_keyframe():
+    from gateway.media.forward import Producer
+
+    requests: list[int] = []
+    producer = Producer(kind="video", codec="VP8", send_keyframe_request=lambda: requests.append(1))
+    fwd, port, _ = forwarder()
+    port.ready = False
+    producer.attach(fwd)
+    producer.on_packet(pkt(1, 0, KEY))
+    producer.on_packet(pkt(2, 3000, DELTA))
+    assert port.sent == []
+    port.ready = True
+    producer.on_packet(pkt(3, 6000, DELTA))
+    assert [bytes(p.payload) for p in port.sent] == [KEY, DELTA, DELTA]
+    seqs = [p.sequence_number for p in port.sent]
+    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(3)]
+    assert len(requests) == 1  # only the one at attach: the cache answered the rest
+    producer.close()
