@@ -137,14 +137,15 @@ class AgentAccount:
 
 
 class AgentDirectory:
-    """Agent accounts. The embedded default holds the configured (demo) accounts in memory."""
+    """Agent accounts in memory (the configured demo accounts), for tests and tools. The server keeps accounts in
+    the database: gateway.store.accounts.AccountStore."""
 
     def __init__(self, settings: Settings) -> None:
         self._accounts: dict[str, tuple[AgentAccount, str]] = {}
         if settings.demo:
             for demo in settings.demo_agents:
                 self._accounts[demo.username] = (
-                    AgentAccount(username=demo.username, display_name=demo.display_name),
+                    AgentAccount(username=demo.username, display_name=demo.display_name, role=demo.role),
                     demo.password,
                 )
 
@@ -166,7 +167,7 @@ class AgentSessions:
 
     AUDIENCE = "callin-agent"
 
-    def __init__(self, settings: Settings, directory: AgentDirectory) -> None:
+    def __init__(self, settings: Settings, directory: AgentDirectory | None = None) -> None:
         secret = settings.agent_secret.get_secret_value() if settings.agent_secret else secrets.token_urlsafe(32)
         self._secret = secret
         self._ttl = settings.agent_session_ttl_s
@@ -181,6 +182,16 @@ class AgentSessions:
         )
 
     def verify(self, token: str) -> AgentAccount:
+        """Check the token and look the account up in the in-memory directory given to the constructor."""
+        if self._directory is None:
+            raise ConfigError("no directory: use subject() and look the account up in the account store")
+        account = self._directory.get(self.subject(token))
+        if account is None:
+            raise TokenError("the agent account no longer exists")
+        return account
+
+    def subject(self, token: str) -> str:
+        """The username a valid, unexpired agent session token (or session cookie) was issued to."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
             raise TokenError("an agent session token is required")
         try:
@@ -189,7 +200,4 @@ class AgentSessions:
             raise ExpiredToken("the agent session has expired; sign in again") from None
         except jwt.PyJWTError:
             raise TokenError("the agent session token is not valid") from None
-        account = self._directory.get(str(claims.get("sub")))
-        if account is None:
-            raise TokenError("the agent account no longer exists")
-        return account
+        return str(claims.get("sub"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,7 @@ class DemoAgent(BaseModel):
     username: str
     password: str
     display_name: str
+    role: Literal["agent", "supervisor", "admin"] = "agent"
 
 
 class Settings(BaseSettings):
@@ -73,6 +75,7 @@ class Settings(BaseSettings):
         default_factory=lambda: [
             DemoAgent(username="alice", password="alice-demo", display_name="Alice (demo agent)"),
             DemoAgent(username="bob", password="bob-demo", display_name="Bob (demo agent)"),
+            DemoAgent(username="admin", password="admin-demo", display_name="Admin (demo)", role="admin"),
         ]
     )
 
@@ -81,6 +84,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL, e.g. postgresql+asyncpg://user@host/db; default SQLite in data_dir"
     )
+    node_name: str = Field(default_factory=socket.gethostname,
+                           description="this node's name in call records; open records of this node are closed "
+                                       "as interrupted when it starts")
     migrate_on_start: bool = Field(True, description="apply schema migrations when the server starts")
 
     # -- accounts and access

@@ -1,8 +1,8 @@
 """The Switchboard: the call engine's façade. Calls, the queue, agents, sessions and each call's media relay.
 
 It knows nothing of HTTP or of the wire protocol: participants are Sessions that receive domain events.
-Observers (metrics, records, webhooks) subscribe to its pyee events: call.queued, call.offered, call.answered,
-call.ended.
+Observers (metrics, records, webhooks) subscribe to its pyee events: call.queued, call.offered (call, username),
+call.declined (call, username), call.answered, call.ended.
 """
 
 from __future__ import annotations
@@ -203,6 +203,7 @@ class Switchboard(AsyncIOEventEmitter):
         state.status = AgentStatus.AVAILABLE
         state.idle_since = now()
         session.deliver(AgentStatusChanged(status=state.status.value))
+        self.emit("call.declined", call, state.username)
         self._dispatch()
         return call
 

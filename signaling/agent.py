@@ -1,4 +1,4 @@
-"""The agent WebSocket (/ws/agent): hello with an agent session token, status, accept/decline, SDP, hang-up."""
+"""The agent WebSocket (/ws/agent): hello with an agent session token (or the session cookie), status, accept/decline, SDP, hang-up."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from gateway.models import CallState
 from gateway.sessions import Session
 
 from . import protocol as p
-from .keys import AGENT_SESSIONS
+from .access import account_for_token, origin_allowed
+from .keys import SETTINGS
 from .ws import Connection
 
 
@@ -20,10 +21,15 @@ class AgentConnection(Connection):
     role = "agent"
     adapter = p.agent_adapter
 
-    def authenticate(self, token: str) -> AgentAccount:
-        return self.request.app[AGENT_SESSIONS].verify(token)
+    async def authenticate(self, token: str) -> AgentAccount:
+        return await account_for_token(self.request.app, token)
 
     authenticate_header = authenticate
+
+    async def fallback_principal(self) -> AgentAccount | None:
+        """A console that signed in has the session cookie: its hello may omit the token."""
+        cookie = self.request.cookies.get(self.request.app[SETTINGS].session_cookie_name)
+        return await account_for_token(self.request.app, cookie) if cookie else None
 
     def open_session(self, principal: AgentAccount) -> Session:
         return self.board.open_agent(principal)
@@ -81,4 +87,10 @@ class AgentConnection(Connection):
 
 
 async def agent_ws(request: web.Request) -> web.StreamResponse:
+    # Cross-site WebSocket hijacking: a browser always sends Origin; refuse foreign ones before the upgrade.
+    if not origin_allowed(request):
+        raise web.HTTPForbidden(
+            text=p.ErrorOut(code="origin_not_allowed",
+                            reason=f"origin {request.headers.get('Origin')!r} is not allowed").model_dump_json(),
+            content_type="application/json")
     return await AgentConnection(request).run()

@@ -6,16 +6,37 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import structlog
 from aiohttp import web
 
-from gateway.auth import AgentDirectory, AgentSessions, CallerTokenVerifier
+from gateway.auth import AgentSessions, CallerTokenVerifier
 from gateway.config import Settings
+from gateway.store.accounts import AccountStore
+from gateway.store.apikeys import ApiKeyStore
+from gateway.store.db import Database
+from gateway.store.records import CallQueries, CallRecorder
+from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
 
 from .agent import agent_ws
+from .api import api_routes
 from .caller import caller_ws
-from .keys import AGENT_DIRECTORY, AGENT_SESSIONS, CALLER_TOKENS, METRICS, READY, SETTINGS, SWITCHBOARD
+from .keys import (
+    ACCOUNTS,
+    AGENT_SESSIONS,
+    API_KEYS,
+    CALLER_TOKENS,
+    CALLS,
+    DATABASE,
+    METRICS,
+    READY,
+    RECORDER,
+    SETTINGS,
+    SWITCHBOARD,
+    WEBHOOK_DISPATCHER,
+    WEBHOOKS,
+)
 from .metrics import Metrics
 from .rest import errors_middleware, routes
 
@@ -36,17 +57,54 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[CALLER_TOKENS] = CallerTokenVerifier(settings)
-    directory = AgentDirectory(settings)
-    app[AGENT_DIRECTORY] = directory
-    app[AGENT_SESSIONS] = AgentSessions(settings, directory)
+    db = Database(settings.db_url)
+    app[DATABASE] = db
+    app[ACCOUNTS] = AccountStore(db, time_cost=settings.password_hash_time_cost,
+                                 memory_kib=settings.password_hash_memory_kib)
+    app[API_KEYS] = ApiKeyStore(db)
+    app[RECORDER] = CallRecorder(db, settings.node_name)
+    app[CALLS] = CallQueries(db)
+    app[WEBHOOKS] = WebhookStore(db)
+    app[AGENT_SESSIONS] = AgentSessions(settings)
     app[METRICS] = Metrics()
     app[READY] = {"ready": False}
     app.router.add_routes(routes)
+    app.router.add_routes(api_routes)
     app.router.add_get("/ws/caller", caller_ws)
     app.router.add_get("/ws/agent", agent_ws)
     _static(app, settings.web_root, settings.demo)
+    app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_switchboard_ctx)
     return app
+
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Migrate, seed the demo accounts (demo mode only), start the recorder; stop it after the switchboard."""
+    settings = app[SETTINGS]
+    db = app[DATABASE]
+    try:
+        if settings.migrate_on_start:
+            await db.upgrade()
+        if settings.demo:
+            await seed_demo_accounts(app[ACCOUNTS], settings)
+        elif not await app[ACCOUNTS].list():
+            log.warning("no_accounts", hint="create one with: callin user add USERNAME --role admin")
+        closed = await app[RECORDER].start()
+        if closed:
+            log.warning("calls_interrupted", count=closed)
+    except BaseException:
+        await db.close()
+        raise
+    yield
+    await app[RECORDER].stop()
+    await db.close()
+
+
+async def seed_demo_accounts(accounts: AccountStore, settings: Settings) -> None:
+    for demo in settings.demo_agents:
+        if not await accounts.exists(demo.username):
+            await accounts.add(demo.username, demo.password, role=demo.role, display_name=demo.display_name,
+                               min_password=1)
 
 
 def _static(app: web.Application, root: Path, demo: bool) -> None:
@@ -71,10 +129,28 @@ def _static(app: web.Application, root: Path, demo: bool) -> None:
 
 
 async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
-    board = Switchboard(app[SETTINGS])
+    settings = app[SETTINGS]
+    board = Switchboard(settings)
     app[SWITCHBOARD] = board
     app[METRICS].bind(board)
+    app[RECORDER].attach(board)
+    http = aiohttp.ClientSession()
+
+    async def send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        async with http.post(url, data=body, headers=headers, allow_redirects=False,
+                             timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            await response.read()
+            return response.status
+
+    dispatcher = WebhookDispatcher(app[WEBHOOKS], send, queue_size=settings.webhook_queue_size,
+                                   timeout_s=settings.webhook_timeout_s, max_attempts=settings.webhook_max_attempts,
+                                   retry_base_s=settings.webhook_retry_base_s)
+    dispatcher.attach(board)
+    dispatcher.start()
+    app[WEBHOOK_DISPATCHER] = dispatcher
     app[READY]["ready"] = True
     yield
     app[READY]["ready"] = False
-    await board.close()
+    await board.close()  # ends live calls: their records are written before the recorder stops
+    await dispatcher.stop()
+    await http.close()

@@ -6,8 +6,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.auth import AgentDirectory, AgentSessions, CallerTokenVerifier
+from gateway.auth import AgentSessions, CallerTokenVerifier
 from gateway.config import Settings
+from gateway.store.accounts import AccountStore
+from gateway.store.apikeys import ApiKeyStore
+from gateway.store.db import Database
+from gateway.store.records import CallQueries, CallRecorder
+from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
 
 if TYPE_CHECKING:
@@ -16,7 +21,13 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
 CALLER_TOKENS = web.AppKey("caller_tokens", CallerTokenVerifier)
-AGENT_DIRECTORY = web.AppKey("agent_directory", AgentDirectory)
 AGENT_SESSIONS = web.AppKey("agent_sessions", AgentSessions)
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
 READY = web.AppKey("ready", dict)
+DATABASE = web.AppKey("database", Database)
+ACCOUNTS = web.AppKey("accounts", AccountStore)
+API_KEYS = web.AppKey("api_keys", ApiKeyStore)
+RECORDER = web.AppKey("recorder", CallRecorder)
+CALLS = web.AppKey("calls", CallQueries)
+WEBHOOKS = web.AppKey("webhooks", WebhookStore)
+WEBHOOK_DISPATCHER = web.AppKey("webhook_dispatcher", WebhookDispatcher)

@@ -14,7 +14,7 @@ from gateway.auth import mint_caller_token
 from gateway.errors import GatewayError
 
 from . import protocol
-from .keys import AGENT_DIRECTORY, AGENT_SESSIONS, METRICS, READY, SETTINGS, SWITCHBOARD
+from .keys import ACCOUNTS, AGENT_SESSIONS, METRICS, READY, SETTINGS, SWITCHBOARD
 
 routes = web.RouteTableDef()
 
@@ -102,14 +102,27 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/agent/login")
 async def agent_login(request: web.Request) -> web.Response:
+    """Checks the password; returns the token for the WebSocket hello and sets the same as the session cookie."""
     body: LoginRequest = await read_body(request, LoginRequest)
-    account = request.app[AGENT_DIRECTORY].check_password(body.username, body.password)
+    account = await request.app[ACCOUNTS].check_password(body.username, body.password)
     token = request.app[AGENT_SESSIONS].issue(account)
     settings = request.app[SETTINGS]
-    return web.json_response(LoginResponse(
+    response = web.json_response(LoginResponse(
         token=token, expires_in=settings.agent_session_ttl_s,
         agent={"username": account.username, "display_name": account.display_name, "role": account.role},
     ).model_dump())
+    secure = settings.scheme == "https" or (settings.public_url or "").startswith("https:") or request.secure
+    response.set_cookie(settings.session_cookie_name, token, max_age=settings.agent_session_ttl_s, path="/",
+                        httponly=True, secure=secure, samesite="Strict")
+    return response
+
+
+@routes.post("/api/v1/agent/logout")
+async def agent_logout(request: web.Request) -> web.Response:
+    """Clears the session cookie (tokens expire on their own)."""
+    response = web.json_response({"signed_out": True})
+    response.del_cookie(request.app[SETTINGS].session_cookie_name, path="/")
+    return response
 
 
 @routes.post("/api/v1/demo/token")
@@ -156,7 +169,10 @@ def openapi_document() -> dict[str, Any]:
     def error(description: str) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": ref(ErrorBody)}}}
 
-    models = [LoginRequest, LoginResponse, DemoTokenRequest, TokenResponse, ErrorBody]
+    from .api import openapi_paths
+
+    api_paths, api_models = openapi_paths(ref, error)
+    models = [LoginRequest, LoginResponse, DemoTokenRequest, TokenResponse, ErrorBody, *api_models]
     return {
         "openapi": "3.1.0",
         "info": {"title": "Callin gateway", "version": __version__,
@@ -166,7 +182,7 @@ def openapi_document() -> dict[str, Any]:
                                                                         "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
             "/api/v1/agent/login": {"post": {
-                "summary": "Agent sign-in; returns the token for the agent WebSocket's hello",
+                "summary": "Agent sign-in; returns the token for the agent WebSocket's hello and sets the session cookie",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": ref(LoginRequest)}}},
                 "responses": {"200": {"description": "signed in", "content": {"application/json": {"schema": ref(LoginResponse)}}},
                               "401": error("bad credentials"), "422": error("invalid body")},
@@ -177,9 +193,19 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": {"description": "token", "content": {"application/json": {"schema": ref(TokenResponse)}}},
                               "404": error("not in demo mode")},
             }},
+            "/api/v1/agent/logout": {"post": {"summary": "Clear the session cookie",
+                                              "responses": {"200": {"description": "signed out"}}}},
             "/api/v1/protocol/schema": {"get": {"summary": "JSON Schema of the WebSocket protocol",
                                                  "responses": {"200": {"description": "JSON Schema"}}}},
+            **api_paths,
         },
-        "components": {"schemas": {m.__name__: m.model_json_schema(ref_template="#/components/schemas/{model}")
-                                   for m in models}},
+        "components": {
+            "schemas": {m.__name__: m.model_json_schema(ref_template="#/components/schemas/{model}") for m in models},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "an integrator API key (ck_...) or an agent session token from sign-in"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "callin_session",
+                           "description": "the console's session cookie, set by /api/v1/agent/login"},
+            },
+        },
     }

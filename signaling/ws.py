@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from typing import Any
 
 import structlog
@@ -54,6 +55,10 @@ def event_message(event: Event) -> BaseModel:
         case MediaState():
             return p.MediaStateOut(call_id=event.call_id, leg=event.leg, state=event.state)
     raise TypeError(f"no message for {event!r}")
+
+
+async def _resolved(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
 
 
 class Connection:
@@ -115,6 +120,10 @@ class Connection:
     def authenticate(self, token: str) -> Any:
         raise NotImplementedError
 
+    async def fallback_principal(self) -> Any:
+        """Who the client is when the hello carries no token and no Authorization header was sent (None: nobody)."""
+        return None
+
     def open_session(self, principal: Any) -> Session:
         raise NotImplementedError
 
@@ -135,7 +144,7 @@ class Connection:
             try:
                 if scheme.lower() != "bearer" or not token:
                     raise Unauthorized("use 'Authorization: Bearer <token>'", code="invalid_token")
-                self._header_principal = self.authenticate_header(token)
+                self._header_principal = await _resolved(self.authenticate_header(token))
             except GatewayError as exc:
                 raise web.HTTPUnauthorized(
                     text=p.ErrorOut(code=exc.code, reason=exc.reason).model_dump_json(), content_type="application/json"
@@ -185,11 +194,13 @@ class Connection:
             if not isinstance(message, p.Hello):
                 raise Unauthorized("the first message must be hello", code="not_authenticated")
             if message.token:
-                principal = self.authenticate(message.token)
+                principal = await _resolved(self.authenticate(message.token))
             elif self._header_principal is not None:
                 principal = self._header_principal
             else:
-                raise Unauthorized("hello needs a token", code="invalid_token")
+                principal = await self.fallback_principal()
+                if principal is None:
+                    raise Unauthorized("hello needs a token", code="invalid_token")
             resumed = False
             if message.resume_token:
                 session = self.board.sessions.resume(

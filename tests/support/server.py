@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,6 +34,9 @@ def test_settings(**overrides: Any) -> Settings:
         media_host_addresses=["127.0.0.1"],
         ice_servers=[],
         resume_grace_s=2.0,
+        password_hash_time_cost=1,
+        password_hash_memory_kib=8192,
+        webhook_retry_base_s=0.2,
     )
     values.update(overrides)
     return Settings(**values)
@@ -50,13 +55,20 @@ class RunningGateway:
 
 @asynccontextmanager
 async def running_gateway(**overrides: Any) -> AsyncIterator[RunningGateway]:
+    """Each gateway gets its own database: a fresh SQLite file, unless a database_url is given."""
+    data_dir = None
+    if "database_url" not in overrides and "data_dir" not in overrides:
+        data_dir = tempfile.mkdtemp(prefix="callin-test-")
+        overrides["data_dir"] = data_dir
     settings = test_settings(**overrides)
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", settings.port)
-    await site.start()
     try:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", settings.port)
+        await site.start()
         yield RunningGateway(app, settings)
     finally:
         await runner.cleanup()
+        if data_dir is not None:
+            shutil.rmtree(data_dir, ignore_errors=True)

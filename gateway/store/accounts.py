@@ -1,0 +1,88 @@
+"""Agent, supervisor and admin accounts, with argon2id password hashes (argon2-cffi)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from enum import StrEnum
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+
+from ..auth import AgentAccount
+from ..errors import BadRequest, InvalidState, Unauthorized
+from ..models import now
+from .db import Database
+from .models import UserRow
+
+USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
+MIN_PASSWORD = 10
+
+
+class Role(StrEnum):
+    AGENT = "agent"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+def _account(row: UserRow) -> AgentAccount:
+    return AgentAccount(username=row.username, display_name=row.display_name, role=row.role)
+
+
+class AccountStore:
+    """Accounts in the database. Hashing and verifying run in a thread: argon2 is slow on purpose."""
+
+    def __init__(self, db: Database, *, time_cost: int = 3, memory_kib: int = 64 * 1024) -> None:
+        self.db = db
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1)
+        self._dummy_hash = self._hasher.hash("no-such-user-0123456789")
+
+    async def add(self, username: str, password: str, *, role: Role | str = Role.AGENT,
+                  display_name: str | None = None, min_password: int = MIN_PASSWORD) -> AgentAccount:
+        if not USERNAME.match(username):
+            raise BadRequest("usernames are 1-128 letters, digits or . _ @ -", code="invalid_username")
+        try:
+            role = Role(role)
+        except ValueError:
+            raise BadRequest(f"role must be one of {', '.join(r.value for r in Role)}", code="invalid_role") from None
+        if len(password) < min_password:
+            raise BadRequest(f"passwords have at least {min_password} characters", code="weak_password")
+        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        async with self.db.session() as session, session.begin():
+            if await session.get(UserRow, username) is not None:
+                raise InvalidState(f"the user {username} exists already", code="user_exists")
+            row = UserRow(username=username, display_name=display_name or username, role=role.value,
+                          password_hash=password_hash, created_at=now(), disabled=False)
+            session.add(row)
+        return _account(row)
+
+    async def check_password(self, username: str, password: str) -> AgentAccount:
+        async with self.db.session() as session:
+            row = await session.get(UserRow, username)
+        # Verify even when the user is unknown, so timing does not tell which usernames exist.
+        stored = row.password_hash if row is not None and not row.disabled else self._dummy_hash
+        try:
+            await asyncio.to_thread(self._hasher.verify, stored, password)
+            ok = row is not None and not row.disabled
+        except (VerificationError, InvalidHashError):
+            ok = False
+        if not ok:
+            raise Unauthorized("wrong username or password", code="bad_credentials")
+        assert row is not None
+        return _account(row)
+
+    async def get(self, username: str) -> AgentAccount | None:
+        async with self.db.session() as session:
+            row = await session.get(UserRow, username)
+        return _account(row) if row is not None and not row.disabled else None
+
+    async def list(self) -> list[dict[str, object]]:
+        async with self.db.session() as session:
+            rows = (await session.scalars(select(UserRow).order_by(UserRow.username))).all()
+        return [{"username": r.username, "display_name": r.display_name, "role": r.role,
+                 "created_at": r.created_at, "disabled": r.disabled} for r in rows]
+
+    async def exists(self, username: str) -> bool:
+        async with self.db.session() as session:
+            return await session.get(UserRow, username) is not None

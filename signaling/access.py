@@ -1,0 +1,94 @@
+"""Who is asking: a signed-in user (agent token as Bearer, or the session cookie) or an integrator's API key.
+Also the Origin allow-list (cross-site WebSocket hijacking, CSRF on cookie-authenticated writes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from gateway.auth import AgentAccount, TokenError
+from gateway.errors import Forbidden, Unauthorized
+from gateway.store.apikeys import looks_like_api_key
+
+from .keys import ACCOUNTS, AGENT_SESSIONS, API_KEYS, SETTINGS
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: Literal["user", "api_key"]
+    name: str  # username, or the API key's id
+    role: str  # agent / supervisor / admin, or "integrator" for API keys
+    via: Literal["bearer", "cookie", "api_key"]
+
+    @property
+    def is_user(self) -> bool:
+        return self.kind == "user"
+
+
+async def account_for_token(app: web.Application, token: str) -> AgentAccount:
+    username = app[AGENT_SESSIONS].subject(token)
+    account = await app[ACCOUNTS].get(username)
+    if account is None:
+        raise TokenError("the agent account no longer exists or is disabled")
+    return account
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def origin_allowed(request: web.Request) -> bool:
+    """No Origin header (not a browser) is allowed; a browser's Origin must be ours or in the allow-list."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    settings = request.app[SETTINGS]
+    allowed = {_origin(f"{request.scheme}://{request.host}"), _origin(settings.base_url)}
+    allowed |= {_origin(o) for o in settings.allowed_origins}
+    return origin.strip().lower().rstrip("/") in allowed
+
+
+def check_origin(request: web.Request) -> None:
+    if not origin_allowed(request):
+        raise Forbidden(f"origin {request.headers.get('Origin')!r} is not allowed", code="origin_not_allowed")
+
+
+async def principal(request: web.Request) -> Principal:
+    app = request.app
+    header = request.headers.get("Authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("use 'Authorization: Bearer <token or API key>'", code="invalid_token")
+        if looks_like_api_key(token):
+            info = await app[API_KEYS].verify(token)
+            return Principal("api_key", info.id, "integrator", "api_key")
+        account = await account_for_token(app, token)
+        return Principal("user", account.username, account.role, "bearer")
+    cookie = request.cookies.get(app[SETTINGS].session_cookie_name)
+    if cookie:
+        account = await account_for_token(app, cookie)
+        if request.method not in SAFE_METHODS:
+            check_origin(request)
+        return Principal("user", account.username, account.role, "cookie")
+    raise Unauthorized("sign in (session cookie or agent token) or send an API key as a Bearer token",
+                       code="not_authenticated")
+
+
+async def require(request: web.Request, *, roles: set[str] | None = None, api_key: bool = False) -> Principal:
+    """roles: user roles allowed (None: any signed-in user); api_key: whether integrator keys are allowed."""
+    who = await principal(request)
+    if who.kind == "api_key":
+        if not api_key:
+            raise Forbidden("API keys cannot use this endpoint; sign in as a user", code="forbidden")
+        return who
+    if roles is not None and who.role not in roles:
+        raise Forbidden(f"this needs the role {' or '.join(sorted(roles))}", code="forbidden")
+    return who

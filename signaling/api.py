@@ -1,0 +1,267 @@
+"""REST API v1 for integrators and the console: call records, wrap-up, agents, queues, stats, users, API keys,
+webhooks. Inputs are validated by pydantic; errors are JSON {code, reason} (see errors_middleware)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.errors import Forbidden, NotFound
+from gateway.models import AgentStatus, now
+from gateway.store.accounts import Role
+from gateway.store.records import CallFilter, Outcome
+
+from .access import require
+from .keys import ACCOUNTS, API_KEYS, CALLS, RECORDER, SWITCHBOARD, WEBHOOKS
+from .rest import Body, http_error, read_body
+
+api_routes = web.RouteTableDef()
+
+MAX_PAGE = 200
+STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}
+ADMIN = {Role.ADMIN.value}
+WebhookEvent = Literal["call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned"]
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CallListQuery(Query):
+    since: float | None = Field(None, description="created at or after (UNIX seconds)")
+    until: float | None = Field(None, description="created before (UNIX seconds)")
+    outcome: Outcome | None = None
+    agent: str | None = Field(None, max_length=128)
+    queue: str | None = Field(None, max_length=64)
+    subject: str | None = Field(None, max_length=256, description="the caller's subject (sub claim)")
+    limit: int = Field(50, ge=1, le=MAX_PAGE)
+    cursor: str | None = Field(None, max_length=512)
+
+
+class StatsQuery(Query):
+    since: float | None = None
+    until: float | None = None
+
+
+class WrapUpRequest(Body):
+    disposition: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    notes: str | None = Field(None, max_length=10_000)
+
+
+class UserCreate(Body):
+    username: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=10, max_length=1024)
+    role: Role = Role.AGENT
+    display_name: str | None = Field(None, max_length=256)
+
+
+class ApiKeyCreate(Body):
+    name: str = Field(min_length=1, max_length=128)
+
+
+class WebhookCreate(Body):
+    url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")
+    events: list[WebhookEvent] = Field(min_length=1, max_length=5)
+
+
+class CallPage(BaseModel):
+    calls: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def parse_query(request: web.Request, model: type[Query]) -> Any:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "query"
+        raise http_error(422, "invalid_query", f"{where}: {first['msg']}") from None
+
+
+# ------------------------------------------------------------------------------------------------ calls
+@api_routes.get("/api/v1/calls")
+async def list_calls(request: web.Request) -> web.Response:
+    who = await require(request, api_key=True)
+    q: CallListQuery = parse_query(request, CallListQuery)
+    agent = q.agent
+    if who.is_user and who.role == Role.AGENT.value:
+        if agent not in (None, who.name):
+            raise Forbidden("agents see only their own calls", code="forbidden")
+        agent = who.name
+    where = CallFilter(since=q.since, until=q.until, outcome=q.outcome.value if q.outcome else None, agent=agent,
+                       queue=q.queue, subject=q.subject)
+    calls, cursor = await request.app[CALLS].list(where, q.limit, q.cursor)
+    return web.json_response(CallPage(calls=calls, next_cursor=cursor).model_dump())
+
+
+@api_routes.get("/api/v1/calls/{call_id}")
+async def get_call(request: web.Request) -> web.Response:
+    who = await require(request, api_key=True)
+    call = await request.app[CALLS].get(request.match_info["call_id"])
+    if who.is_user and who.role == Role.AGENT.value and who.name not in (call["agents"] or []):
+        raise NotFound(f"no call {call['id']}", code="unknown_call")
+    return web.json_response(call)
+
+
+@api_routes.post("/api/v1/calls/{call_id}/wrap-up")
+async def wrap_up(request: web.Request) -> web.Response:
+    who = await require(request)
+    body: WrapUpRequest = await read_body(request, WrapUpRequest)
+    call_id = request.match_info["call_id"]
+    await request.app[RECORDER].wrap_up(call_id, who.name, body.disposition, body.notes)
+    return web.json_response(await request.app[CALLS].get(call_id))
+
+
+# ------------------------------------------------------------------------------------------------ live state
+@api_routes.get("/api/v1/agents")
+async def agents(request: web.Request) -> web.Response:
+    await require(request, roles=STAFF, api_key=True)
+    board = request.app[SWITCHBOARD]
+    result = []
+    for account in await request.app[ACCOUNTS].list():
+        live = board.agents.get(str(account["username"]))
+        result.append({
+            "username": account["username"], "display_name": account["display_name"], "role": account["role"],
+            "status": live.status.value if live else AgentStatus.OFFLINE.value,
+            "call_id": live.call_id if live else None,
+            "idle_since": live.idle_since if live and live.status is AgentStatus.AVAILABLE else None,
+        })
+    return web.json_response({"agents": result})
+
+
+@api_routes.get("/api/v1/queues")
+async def queues(request: web.Request) -> web.Response:
+    await require(request, roles=STAFF, api_key=True)
+    board = request.app[SWITCHBOARD]
+    t = now()
+    by_name: dict[str, dict[str, Any]] = {"default": {"name": "default", "length": 0, "longest_wait_s": None}}
+    for call in board.queue.ordered():
+        entry = by_name.setdefault(call.queue, {"name": call.queue, "length": 0, "longest_wait_s": None})
+        entry["length"] += 1
+        wait = round(t - call.created_at, 3)
+        entry["longest_wait_s"] = max(entry["longest_wait_s"] or 0.0, wait)
+    return web.json_response({"queues": list(by_name.values()), "agents_staffed": board.staffed()})
+
+
+@api_routes.get("/api/v1/stats")
+async def stats(request: web.Request) -> web.Response:
+    await require(request, roles=STAFF, api_key=True)
+    q: StatsQuery = parse_query(request, StatsQuery)
+    return web.json_response(await request.app[CALLS].stats(q.since, q.until))
+
+
+# ------------------------------------------------------------------------------------------------ admin
+@api_routes.get("/api/v1/users")
+async def list_users(request: web.Request) -> web.Response:
+    await require(request, roles=ADMIN)
+    return web.json_response({"users": await request.app[ACCOUNTS].list()})
+
+
+@api_routes.post("/api/v1/users")
+async def create_user(request: web.Request) -> web.Response:
+    await require(request, roles=ADMIN)
+    body: UserCreate = await read_body(request, UserCreate)
+    account = await request.app[ACCOUNTS].add(body.username, body.password, role=body.role,
+                                              display_name=body.display_name)
+    return web.json_response({"username": account.username, "display_name": account.display_name,
+                              "role": account.role}, status=201)
+
+
+@api_routes.get("/api/v1/api-keys")
+async def list_api_keys(request: web.Request) -> web.Response:
+    await require(request, roles=ADMIN)
+    return web.json_response({"api_keys": [k.public() for k in await request.app[API_KEYS].list()]})
+
+
+@api_routes.post("/api/v1/api-keys")
+async def create_api_key(request: web.Request) -> web.Response:
+    who = await require(request, roles=ADMIN)
+    body: ApiKeyCreate = await read_body(request, ApiKeyCreate)
+    info, key = await request.app[API_KEYS].create(body.name, created_by=who.name)
+    return web.json_response({**info.public(), "key": key}, status=201)
+
+
+@api_routes.delete("/api/v1/api-keys/{key_id}")
+async def revoke_api_key(request: web.Request) -> web.Response:
+    await require(request, roles=ADMIN)
+    info = await request.app[API_KEYS].revoke(request.match_info["key_id"])
+    return web.json_response(info.public())
+
+
+@api_routes.get("/api/v1/webhooks")
+async def list_webhooks(request: web.Request) -> web.Response:
+    await require(request, roles=ADMIN, api_key=True)
+    return web.json_response({"webhooks": await request.app[WEBHOOKS].list()})
+
+
+@api_routes.post("/api/v1/webhooks")
+async def create_webhook(request: web.Request) -> web.Response:
+    await require(request, roles=ADMIN, api_key=True)
+    body: WebhookCreate = await read_body(request, WebhookCreate)
+    return web.json_response(await request.app[WEBHOOKS].create(body.url, list(body.events)), status=201)
+
+
+@api_routes.delete("/api/v1/webhooks/{webhook_id}")
+async def delete_webhook(request: web.Request) -> web.Response:
+    await require(request, roles=ADMIN, api_key=True)
+    await request.app[WEBHOOKS].delete(request.match_info["webhook_id"])
+    return web.json_response({"deleted": request.match_info["webhook_id"]})
+
+
+@api_routes.get("/api/v1/webhooks/{webhook_id}/deliveries")
+async def webhook_deliveries(request: web.Request) -> web.Response:
+    await require(request, roles=ADMIN, api_key=True)
+    return web.json_response({"deliveries": await request.app[WEBHOOKS].deliveries(request.match_info["webhook_id"])})
+
+
+# ------------------------------------------------------------------------------------------------ OpenAPI
+def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseModel]]]:
+    secured = [{"bearer": []}, {"cookie": []}]
+
+    def query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
+        schema = model.model_json_schema()
+        return [{"name": name, "in": "query", "required": False, "schema": prop,
+                 "description": prop.get("description", "")} for name, prop in schema["properties"].items()]
+
+    def op(summary: str, *, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+           ok: str = "200", path_param: str | None = None, response: type[BaseModel] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = {"summary": summary, "security": secured,
+                                  "responses": {ok: {"description": "OK", **({"content": {"application/json": {
+                                      "schema": ref(response)}}} if response else {})},
+                                                "401": error("not signed in / bad token or key"),
+                                                "403": error("role or key not allowed"),
+                                                "422": error("invalid input")}}
+        params = query_params(query) if query else []
+        if path_param:
+            params.append({"name": path_param, "in": "path", "required": True, "schema": {"type": "string"}})
+        if params:
+            result["parameters"] = params
+        if body:
+            result["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
+        return result
+
+    paths = {
+        "/api/v1/calls": {"get": op("List call records (filters, newest first, cursor pagination)",
+                                    query=CallListQuery, response=CallPage)},
+        "/api/v1/calls/{call_id}": {"get": op("One call record with its ordered event log", path_param="call_id")},
+        "/api/v1/calls/{call_id}/wrap-up": {"post": op("Wrap-up (disposition, notes) by the agent who took the call",
+                                                       body=WrapUpRequest, path_param="call_id")},
+        "/api/v1/agents": {"get": op("Agents and their live state (supervisor, admin, API key)")},
+        "/api/v1/queues": {"get": op("Queues with live length and longest wait")},
+        "/api/v1/stats": {"get": op("Calls, answer rate, average and p90 wait, average handle time, abandonment",
+                                    query=StatsQuery)},
+        "/api/v1/users": {"get": op("List accounts (admin)"),
+                          "post": op("Create an account (admin)", body=UserCreate, ok="201")},
+        "/api/v1/api-keys": {"get": op("List API keys (admin)"),
+                             "post": op("Create an API key; the key is shown once (admin)", body=ApiKeyCreate, ok="201")},
+        "/api/v1/api-keys/{key_id}": {"delete": op("Revoke an API key (admin)", path_param="key_id")},
+        "/api/v1/webhooks": {"get": op("List webhook endpoints"),
+                             "post": op("Register a webhook endpoint; the signing secret is shown once",
+                                        body=WebhookCreate, ok="201")},
+        "/api/v1/webhooks/{webhook_id}": {"delete": op("Delete a webhook endpoint", path_param="webhook_id")},
+        "/api/v1/webhooks/{webhook_id}/deliveries": {"get": op("Delivery log (every attempt with its outcome)",
+                                                               path_param="webhook_id")},
+    }
+    return paths, [WrapUpRequest, UserCreate, ApiKeyCreate, WebhookCreate, CallPage]
