@@ -1,8 +1,10 @@
-"""The `callin` command: serve, demo, token, schema."""
+"""The `callin` command: serve, demo, token, schema, user, apikey, db."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
 import json
 import ssl
 import sys
@@ -13,6 +15,10 @@ from pydantic import ValidationError
 
 from gateway.auth import ConfigError, mint_caller_token
 from gateway.config import Settings
+from gateway.errors import GatewayError
+from gateway.store.accounts import AccountStore, Role
+from gateway.store.apikeys import ApiKeyStore
+from gateway.store.db import Database
 
 from . import logs
 from .app import create_app
@@ -55,7 +61,7 @@ Callin demo is running (embedded defaults: in-memory state, no external servers)
 
   Demo caller app : {base}/demo/
   Agent console   : {base}/console/
-  Demo agents     : alice / alice-demo    bob / bob-demo
+  Demo accounts   : alice / alice-demo    bob / bob-demo  (agents)    admin / admin-demo  (admin)
   Health          : {base}/healthz    Metrics: {base}/metrics    API: {base}/api/v1/openapi.json
 
 Open the console, sign in as alice, set yourself available, then place a call from the demo app
@@ -104,6 +110,83 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _with_db(job: Any) -> int:
+    settings = Settings()
+    db = Database(settings.db_url)
+    try:
+        await db.upgrade()
+        return await job(settings, db)
+    finally:
+        await db.close()
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass(f"password for {args.username}: ")
+    if first != getpass.getpass("again: "):
+        raise GatewayError("the passwords differ", code="password_mismatch")
+    return first
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    password = _read_password(args)
+
+    async def job(settings: Settings, db: Database) -> int:
+        accounts = AccountStore(db, time_cost=settings.password_hash_time_cost,
+                                memory_kib=settings.password_hash_memory_kib)
+        account = await accounts.add(args.username, password, role=args.role, display_name=args.display_name)
+        print(f"created {account.role} {account.username} ({account.display_name})")
+        return 0
+
+    return asyncio.run(_with_db(job))
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    async def job(settings: Settings, db: Database) -> int:
+        for user in await AccountStore(db, time_cost=1, memory_kib=1024).list():
+            print(f"{user['username']:24} {user['role']:11} {user['display_name']}")
+        return 0
+
+    return asyncio.run(_with_db(job))
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    async def job(settings: Settings, db: Database) -> int:
+        keys = ApiKeyStore(db)
+        if args.action == "create":
+            info, key = await keys.create(args.name, created_by="cli")
+            print(f"API key {info.id} ({info.name}); shown once, store it now:\n{key}")
+        elif args.action == "revoke":
+            info = await keys.revoke(args.name)
+            print(f"revoked {info.id} ({info.name})")
+        else:
+            for info in await keys.list():
+                state = "revoked" if info.revoked_at else "active"
+                print(f"{info.id:14} {state:8} {info.name}")
+        return 0
+
+    if args.action in ("create", "revoke") and not args.name:
+        print(f"callin apikey {args.action}: give a {'name' if args.action == 'create' else 'key id'}", file=sys.stderr)
+        return 2
+    return asyncio.run(_with_db(job))
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        db = Database(Settings().db_url)
+        try:
+            if args.action == "upgrade":
+                await db.upgrade()
+            current, head = await db.revision()
+            print(f"database at revision {current} (code head {head})")
+            return 0 if current == head else 1
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callin", description="Callin visual call-in gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_token)
     p = sub.add_parser("schema", help="print the JSON Schema of the WebSocket protocol")
     p.set_defaults(func=cmd_schema)
+    user = sub.add_parser("user", help="accounts: agents, supervisors, admins").add_subparsers(dest="action",
+                                                                                                required=True)
+    p = user.add_parser("add", help="create an account (asks for the password)")
+    p.add_argument("username")
+    p.add_argument("--role", choices=[r.value for r in Role], default="agent")
+    p.add_argument("--display-name")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    p.set_defaults(func=cmd_user_add)
+    p = user.add_parser("list", help="list accounts")
+    p.set_defaults(func=cmd_user_list)
+    p = sub.add_parser("apikey", help="integrator API keys for the REST API")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("name", nargs="?", help="create: a name for the key; revoke: the key id")
+    p.set_defaults(func=cmd_apikey)
+    p = sub.add_parser("db", help="database schema migrations")
+    p.add_argument("action", choices=["upgrade", "current"])
+    p.set_defaults(func=cmd_db)
     return parser
 
 
@@ -139,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"callin: {exc.reason}", file=sys.stderr)
         return 2
+    except GatewayError as exc:
+        print(f"callin: {exc.reason} ({exc.code})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -35,3 +35,30 @@ def _loopback_only(request):
         if not interfaces <= {"lo"} and os.environ.get("CALLIN_ALLOW_HOST_NETWORK") != "1":
             pytest.fail(f"media tests must run in a loopback-only network namespace (found {sorted(interfaces)}); "
                         "use scripts/test.sh")
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """One PostgreSQL database for the test session, dropped at the end."""
+    from tests.support.databases import create_pg_database, drop_pg_database
+
+    try:
+        name = create_pg_database()
+    except OSError as exc:
+        pytest.fail(f"PostgreSQL is not reachable through {os.environ.get('CALLIN_TEST_PG_HOST', '/var/run/postgresql')}: "
+                    f"{exc}")
+    yield name
+    drop_pg_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request, tmp_path) -> AsyncIterator[str]:
+    """Each record test runs against the embedded SQLite and against the real PostgreSQL (an empty schema)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'callin.db'}"
+        return
+    from tests.support.databases import pg_url, reset_pg_schema
+
+    name = request.getfixturevalue("pg_database")
+    await reset_pg_schema(name)
+    yield pg_url(name)

@@ -162,6 +162,7 @@ class CallRecorder:
             else:
                 for key, value in columns.items():
                     setattr(row, key, value)
+            await session.flush()  # the call row before its events (foreign key)
             for seq, event in enumerate(events, start=start):
                 session.add(CallEventRow(call_id=call.id, seq=seq, at=event.at, kind=event.kind,
                                          detail=_jsonable(event.detail)))
