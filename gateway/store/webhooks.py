@@ -142,7 +142,7 @@ class WebhookDispatcher:
             self._queue.put_nowait((event, data))
         except asyncio.QueueFull:
             self.dropped += 1
-            log.error("webhooks.queue_full", event=event, call_id=call.id, dropped=self.dropped)
+            log.error("webhooks.queue_full", hook_event=event, call_id=call.id, dropped=self.dropped)
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -163,7 +163,7 @@ class WebhookDispatcher:
             try:
                 targets = await self.store.subscribers(event)
             except Exception:
-                log.exception("webhooks.lookup_failed", event=event)
+                log.exception("webhooks.lookup_failed", hook_event=event)
                 continue
             for webhook_id, url, secret in targets:
                 body = json.dumps({"id": secrets.token_hex(8), "event": event, "created_at": now(), "data": data},
@@ -176,6 +176,8 @@ class WebhookDispatcher:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._deliveries.discard(task)
         self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhooks.delivery_crashed", error=repr(task.exception()))
 
     async def _deliver(self, webhook_id: str, url: str, secret: str, event: str, call_id: str | None,
                        body: bytes) -> None:
@@ -199,9 +201,9 @@ class WebhookDispatcher:
                 await self.store.log_attempt(webhook_id=webhook_id, delivery_id=delivery_id, event=event,
                                              call_id=call_id, attempt=attempt, at=now(), status_code=status, ok=ok,
                                              error=error, duration_ms=duration)
-            log.info("webhooks.attempt", webhook=webhook_id, event=event, attempt=attempt, status=status, ok=ok)
+            log.info("webhooks.attempt", webhook=webhook_id, hook_event=event, attempt=attempt, status=status, ok=ok)
             if ok:
                 return
             if attempt < self.max_attempts:
                 await asyncio.sleep(self.retry_base_s * 4 ** (attempt - 1))
-        log.warning("webhooks.gave_up", webhook=webhook_id, event=event, delivery=delivery_id)
+        log.warning("webhooks.gave_up", webhook=webhook_id, hook_event=event, delivery=delivery_id)

@@ -1,0 +1,145 @@
+"""Webhooks: signed deliveries to a real local HTTP receiver, retried after a 500, logged with their outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+
+from aiohttp import web
+
+from gateway.store.webhooks import verify_signature
+from tests.support.api import Api, agent_socket, caller_socket
+from tests.support.clients import wait_until
+from tests.support.server import free_port, running_gateway
+
+
+class Receiver:
+    """A real HTTP server on loopback that answers 500 to the first `fail_first` requests."""
+
+    def __init__(self, fail_first: int = 1) -> None:
+        self.fail_first = fail_first
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hooks/callin"
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), await request.read()))
+        if len(self.requests) <= self.fail_first:
+            return web.Response(status=500, text="try again")
+        return web.Response(status=204)
+
+    async def __aenter__(self) -> "Receiver":
+        app = web.Application()
+        app.router.add_post("/hooks/callin", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    def events(self) -> list[str]:
+        return [json.loads(body)["event"] for _, body in self.requests]
+
+
+async def test_signed_deliveries_retried_and_logged(database_url, caller_token):
+    async with Receiver(fail_first=1) as receiver, running_gateway(database_url=database_url) as gw:
+        admin = Api(gw.base_url)
+        await admin.login("admin", "admin-demo")
+        status, body = await admin.post("/api/v1/api-keys", {"name": "crm"})
+        integrator = Api(gw.base_url, bearer=body["key"])
+        status, hook = await integrator.post("/api/v1/webhooks", {
+            "url": receiver.url, "events": ["call.queued", "call.offered", "call.answered", "call.ended",
+                                            "call.abandoned"]})
+        assert status == 201 and hook["secret"].startswith("whsec_")
+        status, body = await integrator.post("/api/v1/webhooks", {"url": "ftp://x", "events": ["call.ended"]})
+        assert status == 422 and body["code"] == "invalid_body"
+        status, body = await integrator.post("/api/v1/webhooks", {"url": receiver.url, "events": ["call.exploded"]})
+        assert status == 422 and body["code"] == "invalid_body"
+        status, listed = await integrator.get("/api/v1/webhooks")
+        assert [h["id"] for h in listed["webhooks"]] == [hook["id"]] and "secret" not in listed["webhooks"][0]
+
+        # an abandoned call: queued, ended, abandoned
+        caller, abandoned_id = await caller_socket(gw.base_url, caller_token(sub="hook-1"))
+        await caller.request({"type": "call.hangup"})
+        await caller.close()
+        # an answered call: queued, offered, answered, ended
+        agent = await agent_socket(gw.base_url)
+        caller, answered_id = await caller_socket(gw.base_url, caller_token(sub="hook-2"))
+        await agent.wait("call.offered")
+        await agent.request({"type": "call.accept", "call_id": answered_id})
+        await caller.request({"type": "call.hangup"})
+        await caller.close()
+        await agent.close()
+
+        # 7 events, plus one retry of the delivery that got a 500
+        await wait_until(lambda: len(receiver.requests) >= 8, 15)
+        await asyncio.sleep(0.3)
+        assert len(receiver.requests) == 8
+        for headers, body in receiver.requests:
+            assert verify_signature(hook["secret"], headers["Callin-Signature"], body)
+            # the documented check, spelled out: HMAC-SHA256 over "<t>." + body
+            parts = dict(p.split("=", 1) for p in headers["Callin-Signature"].split(","))
+            mac = hmac.new(hook["secret"].encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
+            assert hmac.compare_digest(mac, parts["v1"]) and abs(int(parts["t"]) - time.time()) < 60
+            assert headers["Content-Type"] == "application/json"
+            assert headers["Callin-Event"] == json.loads(body)["event"]
+            assert not verify_signature("whsec_wrong", headers["Callin-Signature"], body)
+            assert not verify_signature(hook["secret"], headers["Callin-Signature"], body + b" ")
+        first = receiver.requests[0]
+        retries = [r for r in receiver.requests if r[0]["Callin-Attempt"] != "1"]
+        assert len(retries) == 1 and retries[0][0]["Callin-Attempt"] == "2"
+        assert retries[0][0]["Callin-Delivery"] == first[0]["Callin-Delivery"] and retries[0][1] == first[1]
+
+        by_call: dict[str, list[str]] = {}
+        payloads = [json.loads(body) for headers, body in receiver.requests if headers["Callin-Attempt"] == "1"]
+        for payload in sorted(payloads, key=lambda p: p["created_at"]):
+            by_call.setdefault(payload["data"]["id"], []).append(payload["event"])
+        assert by_call[abandoned_id] == ["call.queued", "call.ended", "call.abandoned"]
+        assert by_call[answered_id] == ["call.queued", "call.offered", "call.answered", "call.ended"]
+        ended = [json.loads(b) for _, b in receiver.requests if json.loads(b)["event"] == "call.ended"]
+        assert {e["data"]["outcome"] for e in ended} == {"abandoned", "answered"}
+        assert ended[0]["data"]["identity"]["subject"] in ("hook-1", "hook-2")
+
+        # every attempt is logged with its outcome
+        status, log = await integrator.get(f"/api/v1/webhooks/{hook['id']}/deliveries")
+        attempts = sorted(log["deliveries"], key=lambda d: (d["at"]))
+        assert len(attempts) == 8
+        failed = [d for d in attempts if not d["ok"]]
+        assert len(failed) == 1 and failed[0]["status_code"] == 500 and failed[0]["attempt"] == 1
+        retried = [d for d in attempts if d["delivery_id"] == failed[0]["delivery_id"] and d["ok"]]
+        assert retried and retried[0]["attempt"] == 2 and retried[0]["status_code"] == 204
+
+        status, _ = await integrator.request("DELETE", f"/api/v1/webhooks/{hook['id']}")
+        assert status == 200
+        await admin.close()
+        await integrator.close()
+
+
+async def test_unreachable_endpoint_does_not_block_calls(caller_token):
+    dead = f"http://127.0.0.1:{free_port()}/nothing"
+    async with running_gateway(webhook_retry_base_s=5) as gw:
+        admin = Api(gw.base_url)
+        await admin.login("admin", "admin-demo")
+        status, hook = await admin.post("/api/v1/webhooks", {"url": dead, "events": ["call.queued", "call.ended"]})
+        assert status == 201
+        started = time.monotonic()
+        caller, call_id = await caller_socket(gw.base_url, caller_token(sub="hook-3"))
+        await caller.request({"type": "call.hangup"})
+        await caller.close()
+        record = await admin.ended_record(call_id)
+        assert record["outcome"] == "abandoned" and time.monotonic() - started < 3
+        for _ in range(100):  # the first attempts failed, are logged, and wait for their retry
+            status, log = await admin.get(f"/api/v1/webhooks/{hook['id']}/deliveries")
+            if len(log["deliveries"]) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert {d["event"] for d in log["deliveries"]} == {"call.queued", "call.ended"}
+        assert all(not d["ok"] and d["status_code"] is None and "Connect" in d["error"] for d in log["deliveries"])
+        await admin.close()  # stopping the gateway cancels the pending retries
