@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     shutdown_grace_s: float = Field(5.0, ge=0)
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="auto: uvloop when installed (the relay's per-packet work is mostly event-loop work)"
+    )
 
     # -- caller tokens (JWT signed by the integrator's backend)
     caller_token_secret: SecretStr | None = Field(None, description="HS256 shared secret")

@@ -53,7 +53,20 @@ def _run(settings: Settings, banner: str | None = None) -> None:
 
     app.on_startup.append(print_banner)
     web.run_app(app, host=settings.host, port=settings.port, ssl_context=_ssl_context(settings),
-                shutdown_timeout=settings.shutdown_grace_s, print=None, access_log=None)
+                shutdown_timeout=settings.shutdown_grace_s, print=None, access_log=None,
+                loop=_event_loop(settings.event_loop))
+
+
+def _event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise ConfigError("event_loop=uvloop but uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 DEMO_BANNER = """
