@@ -2,14 +2,17 @@
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    CALLIN_HOST=0.0.0.0 CALLIN_PORT=8080 CALLIN_WEB_ROOT=/app/web
+    CALLIN_HOST=0.0.0.0 CALLIN_PORT=8080 CALLIN_WEB_ROOT=/app/web CALLIN_DATA_DIR=/app/data
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY signaling ./signaling
 COPY web ./web
-RUN pip install . && useradd --system --uid 10001 --home-dir /app callin
+RUN pip install . && useradd --system --uid 10001 --home-dir /app callin \
+    && mkdir -p /app/data && chown callin /app/data
+# call records, accounts, keys (embedded SQLite); use CALLIN_DATABASE_URL for PostgreSQL
+VOLUME /app/data
 
 USER callin
 EXPOSE 8080

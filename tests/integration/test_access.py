@@ -208,4 +208,11 @@ async def test_no_default_accounts_outside_demo_and_cli_user_add(tmp_path):
         assert status == 200 and body["agent"] == {"username": "root", "display_name": "Root", "role": "admin"}
         status, body = await api.get("/api/v1/users")
         assert [u["username"] for u in body["users"]] == ["root"]
+        async with api.http.get(gw.base_url + "/api/v1/openapi.json") as r:
+            doc = await r.json()
+        for path in ("/api/v1/calls", "/api/v1/calls/{call_id}", "/api/v1/calls/{call_id}/wrap-up", "/api/v1/stats",
+                     "/api/v1/api-keys", "/api/v1/webhooks", "/api/v1/agents", "/api/v1/queues"):
+            assert path in doc["paths"], path
+        assert {"bearer", "cookie"} <= set(doc["components"]["securitySchemes"])
+        assert "WrapUpRequest" in doc["components"]["schemas"]
         await api.close()
