@@ -70,9 +70,10 @@ def proc_rss_mb(pid: int) -> float:
 
 
 class CallinSystem:
-    def __init__(self, mode: str) -> None:
+    def __init__(self, name: str, mode: str, **env: str) -> None:
         self.mode = mode
-        self.name = {"packet": "callin-packet", "frame": "callin-frame", "transcode": "transcoding-relay"}[mode]
+        self.name = name
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -83,7 +84,7 @@ class CallinSystem:
         env = dict(os.environ, CALLIN_HOST="127.0.0.1", CALLIN_PORT=str(port), CALLIN_DEMO="true",
                    CALLIN_CALLER_TOKEN_SECRET=SECRET, CALLIN_MEDIA_HOST_ADDRESSES='["127.0.0.1"]',
                    CALLIN_LOG_LEVEL="warning", CALLIN_RELAY_MODE=self.mode, CALLIN_DEMO_AGENTS=json.dumps(agents),
-                   CALLIN_RING_TIMEOUT_S="60")
+                   CALLIN_RING_TIMEOUT_S="60", **self.env)
         self.proc = subprocess.Popen(pinned([cpus()[0]], [sys.executable, "-m", "signaling.cli", "serve"]), cwd=ROOT,
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.url = f"http://127.0.0.1:{port}"
@@ -207,11 +208,13 @@ def make_systems(names: list[str]) -> list[Any]:
     systems: list[Any] = []
     for name in names:
         if name == "callin-packet":
-            systems.append(CallinSystem("packet"))
+            systems.append(CallinSystem(name, "packet"))
+        elif name == "callin-packet-stock-receive":  # before the profile-driven receive path (for the ratio)
+            systems.append(CallinSystem(name, "packet", CALLIN_RELAY_LEAN_RECEIVE="false"))
         elif name == "callin-frame":
-            systems.append(CallinSystem("frame"))
+            systems.append(CallinSystem(name, "frame"))
         elif name == "transcoding-relay":
-            systems.append(CallinSystem("transcode"))
+            systems.append(CallinSystem(name, "transcode"))
         elif name == "janus":
             from bench.janus import JanusSystem
 

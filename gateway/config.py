@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     video_queue_frames: int = Field(30, ge=2, le=600)
     audio_queue_frames: int = Field(10, ge=2, le=600)
     keyframe_request_interval_s: float = Field(0.3, ge=0.0, le=10)
+    relay_lean_receive: bool = Field(True, description="packet mode: skip aiortc's decoder-only receive work")
     relay_mode: Literal["packet", "frame", "transcode"] = Field(
         "packet",
         description="packet: forward RTP packets as they arrive (~1 ms); frame: whole encoded frames; "

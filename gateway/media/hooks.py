@@ -51,6 +51,55 @@ def tap_receiver(receiver: RTCRtpReceiver, assembler: Any) -> None:
     setattr(receiver, _private(receiver, RTCRtpReceiver, "decoder_queue"), _NoDecoding())
 
 
+def lean_receive(receiver: RTCRtpReceiver, sink: Callable[[RtpPacket], None]) -> None:
+    """Packet forwarding's receive path: aiortc's `_handle_rtp_packet` without what only a decoder needs.
+
+    Kept: bitrate estimation (REMB to the sender), per-SSRC statistics (for receiver reports), RTX unwrapping and
+    NACKs. Dropped, per packet: the wall-clock datetime for getSynchronizationSources, depayloading, the jitter
+    buffer and the decoder queue (measured with py-spy under load: see docs/benchmark.md).
+    """
+    from aiortc.rtcrtpreceiver import StreamStatistics
+    from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci, unwrap_rtx
+
+    name = "_RTCRtpReceiver__"
+    for attr in ("codecs", "remote_streams", "rtx_ssrc", "nack_generator", "remote_bitrate_estimator", "rtcp_ssrc"):
+        _private(receiver, RTCRtpReceiver, attr)
+    codecs: dict[int, RTCRtpCodecParameters] = getattr(receiver, name + "codecs")
+    streams: dict[int, Any] = getattr(receiver, name + "remote_streams")
+    rtx_ssrc: dict[int, int] = getattr(receiver, name + "rtx_ssrc")
+    nack = getattr(receiver, name + "nack_generator")
+    estimator = getattr(receiver, name + "remote_bitrate_estimator")
+
+    async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+        if not receiver._enabled:
+            return
+        if estimator is not None and packet.extensions.abs_send_time is not None:
+            remb = estimator.add(abs_send_time=packet.extensions.abs_send_time, arrival_time_ms=arrival_time_ms,
+                                 payload_size=len(packet.payload) + packet.padding_size, ssrc=packet.ssrc)
+            rtcp_ssrc = getattr(receiver, name + "rtcp_ssrc")
+            if rtcp_ssrc is not None and remb is not None:
+                await receiver._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
+                                                         fci=pack_remb_fci(*remb)))
+        codec = codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        stream = streams.get(packet.ssrc)
+        if stream is None:
+            stream = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stream.add(packet)
+        if codec.name == "rtx":
+            original = rtx_ssrc.get(packet.ssrc)
+            apt = codec.parameters.get("apt")
+            if original is None or len(packet.payload) < 2 or not isinstance(apt, int) or apt not in codecs:
+                return
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original)
+        if nack is not None and nack.add(packet):
+            await receiver._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
+        sink(packet)
+
+    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+
+
 def receiver_codecs(receiver: RTCRtpReceiver) -> dict[int, RTCRtpCodecParameters]:
     """Payload type -> codec, as negotiated (filled when the receiver starts)."""
     return getattr(receiver, _private(receiver, RTCRtpReceiver, "codecs"))
@@ -129,12 +178,13 @@ class SenderPort:
             return 0
 
     def send(self, packet: RtpPacket) -> None:
+        ntp = clock.current_ntp_time()
         packet.extensions.mid = self.mid
-        packet.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        packet.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
         self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet
         send_now(self._sender.transport._send_rtp(packet.serialize(self._ext_map)))
         sender = self._sender
-        sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()  # type: ignore[attr-defined]
+        sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
         sender._RTCRtpSender__rtp_timestamp = packet.timestamp  # type: ignore[attr-defined]
         sender._RTCRtpSender__octet_count += len(packet.payload)  # type: ignore[attr-defined]
         sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]

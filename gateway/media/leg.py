@@ -53,6 +53,7 @@ class MediaConfig:
     keyframe_request_interval_s: float = 0.3
     max_sdp_bytes: int = 32 * 1024
     relay_mode: str = "packet"
+    lean_receive: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "MediaConfig":
@@ -66,6 +67,7 @@ class MediaConfig:
             keyframe_request_interval_s=settings.keyframe_request_interval_s,
             max_sdp_bytes=settings.max_sdp_bytes,
             relay_mode=settings.relay_mode,
+            lean_receive=settings.relay_lean_receive,
         )
 
 
@@ -249,6 +251,8 @@ class Leg(AsyncIOEventEmitter):
         else:
             assembler = AudioAssembler(sink)
         hooks.tap_receiver(receiver, assembler)
+        if self.packet_mode and self._config.lean_receive:
+            hooks.lean_receive(receiver, packet_sink)
 
     def _bind(self, transceiver: RTCRtpTransceiver) -> None:
         kind = transceiver.kind
