@@ -1,0 +1,943 @@
+/**
+ * callin-client.js: the caller's side of a Callin call, with no UI.
+ *
+ * For integrators who build their own interface (the Callin widget is built on it). One ES module, no
+ * dependencies, no build step:
+ *
+ *   import { CallinClient, getDeviceLocation } from "https://gateway.example.com/static/caller/callin-client.js";
+ *   const client = new CallinClient({ getToken: async () => (await fetch("/my/callin-token")).text() });
+ *   client.addEventListener("queue", (e) => show(`You are number ${e.detail.position}`));
+ *   client.addEventListener("answered", (e) => show(`Connected to ${e.detail.agentName}`));
+ *   client.addEventListener("ended", (e) => show(`Call ended (${e.detail.reason})`));
+ *   await client.connect();
+ *   const { location } = await getDeviceLocation();
+ *   await client.startCall({ callType: "video", location, context: { screen: "checkout" } });
+ *   client.setMuted(true); await client.shareScreen(); await client.useCamera(); await client.hangup();
+ *
+ * The wire protocol is documented in docs/protocol.md. Events (CustomEvent, data in `detail`):
+ *   statechange {state, previous}   idle | connecting | ready | starting | queued | connected | ended
+ *   queue {position, queueLength, estimatedWaitS}   answered {agentName, callId}
+ *   ended {reason, by, durationS, callId}   error {error: CallinError, fatal}
+ *   reconnecting {attempt}   reconnected {resumed}   localstream {stream}   remotetrack {track, stream}
+ *   mediastate {state} (the peer connection's connectionState)   videosource {source: camera|screen|null}
+ *   devicewarning {code, reason} (e.g. no camera: the call continues as a voice call)
+ */
+
+export const VERSION = "1.0.0";
+export const CALL_TYPES = Object.freeze(["voice", "video", "screen"]);
+
+/** An error with a stable `code` (the gateway's codes, plus a few of the client's own). */
+export class CallinError extends Error {
+  constructor(code, reason, { retryable = false } = {}) {
+    super(reason || code);
+    this.name = "CallinError";
+    this.code = code;
+    this.reason = reason || code;
+    this.retryable = retryable;
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The gateway's base URL (http[s]://host:port) from a URL inside it (e.g. a script's import.meta.url). */
+export function gatewayOrigin(url) {
+  return new URL(url).origin;
+}
+
+function webSocketUrl(gateway, path) {
+  const url = new URL(path, gateway);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  return url.href;
+}
+
+// ------------------------------------------------------------------------------------------------ signaling
+/**
+ * One WebSocket to the gateway: requests carry an `id` that the response echoes; everything else is an
+ * event. Dispatches "message" (detail: the message) and "close" (detail: {code, reason}).
+ */
+export class Signaling extends EventTarget {
+  #ws = null;
+  #pending = new Map();
+  #seq = 0;
+  #prefix = Math.random().toString(36).slice(2, 7);
+
+  constructor(url) {
+    super();
+    this.url = url;
+  }
+
+  get open() {
+    return this.#ws !== null && this.#ws.readyState === WebSocket.OPEN;
+  }
+
+  connect(timeoutMs = 10000) {
+    return new Promise((resolve, reject) => {
+      let opened = false;
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (err) {
+        reject(new CallinError("network_error", `cannot open ${this.url}: ${err.message}`, { retryable: true }));
+        return;
+      }
+      this.#ws = ws;
+      const timer = setTimeout(() => {
+        if (!opened) {
+          ws.close();
+          reject(new CallinError("network_error", "the gateway did not answer in time", { retryable: true }));
+        }
+      }, timeoutMs);
+      ws.onopen = () => {
+        opened = true;
+        clearTimeout(timer);
+        resolve();
+      };
+      ws.onmessage = (event) => this.#onMessage(event);
+      ws.onclose = (event) => {
+        clearTimeout(timer);
+        const error = new CallinError("disconnected", "the connection to the gateway was lost", { retryable: true });
+        for (const { reject: fail, timer: t } of this.#pending.values()) {
+          clearTimeout(t);
+          fail(error);
+        }
+        this.#pending.clear();
+        if (!opened) {
+          reject(new CallinError("network_error", "could not reach the gateway", { retryable: true }));
+          return;
+        }
+        this.dispatchEvent(new CustomEvent("close", { detail: { code: event.code, reason: event.reason } }));
+      };
+    });
+  }
+
+  #onMessage(event) {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    const waiting = message.id != null ? this.#pending.get(message.id) : undefined;
+    if (waiting) {
+      this.#pending.delete(message.id);
+      clearTimeout(waiting.timer);
+      if (message.type === "error") {
+        waiting.reject(new CallinError(message.code, message.reason, { retryable: message.retryable }));
+      } else {
+        waiting.resolve(message);
+      }
+      return;
+    }
+    this.dispatchEvent(new CustomEvent("message", { detail: message }));
+  }
+
+  nextId() {
+    this.#seq += 1;
+    return `${this.#prefix}${this.#seq}`;
+  }
+
+  /** Send without waiting; returns false when the socket is not open. */
+  send(message) {
+    if (!this.open) return false;
+    this.#ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  /** Send a request and wait for its response; an `error` response rejects with a CallinError. */
+  request(message, timeoutMs = 15000) {
+    const id = message.id ?? this.nextId();
+    return new Promise((resolve, reject) => {
+      if (!this.open) {
+        reject(new CallinError("disconnected", "not connected to the gateway", { retryable: true }));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new CallinError("timeout", `no answer to ${message.type} in time`, { retryable: true }));
+      }, timeoutMs);
+      this.#pending.set(id, { resolve, reject, timer });
+      this.#ws.send(JSON.stringify({ ...message, id }));
+    });
+  }
+
+  close(code = 1000, reason = "") {
+    if (this.#ws && this.#ws.readyState <= WebSocket.OPEN) this.#ws.close(code, reason);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ media helpers
+/** RTCConfiguration.iceServers from the welcome message's ice_servers. */
+export function iceServersFrom(list) {
+  return (list || []).map(({ urls, username, credential }) => {
+    const server = { urls };
+    if (username != null) server.username = username;
+    if (credential != null) server.credential = credential;
+    return server;
+  });
+}
+
+/** Put `mimeType` (e.g. "video/VP8") first in a transceiver's codec list, when the browser allows it. */
+export function preferCodec(transceiver, mimeType) {
+  const kind = mimeType.split("/")[0];
+  if (typeof transceiver.setCodecPreferences !== "function" || !globalThis.RTCRtpReceiver?.getCapabilities) return false;
+  const codecs = RTCRtpReceiver.getCapabilities(kind)?.codecs ?? [];
+  const wanted = codecs.filter((c) => c.mimeType.toLowerCase() === mimeType.toLowerCase());
+  if (!wanted.length) return false;
+  const rest = codecs.filter((c) => c.mimeType.toLowerCase() !== mimeType.toLowerCase());
+  try {
+    transceiver.setCodecPreferences([...wanted, ...rest]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Sends a trickled candidate as the protocol's ice.candidate (null candidate = end of candidates). */
+export function candidateMessage(candidate, callId) {
+  const message = { type: "ice.candidate", candidate: null, sdp_mid: null, sdp_mline_index: null };
+  if (callId) message.call_id = callId;
+  if (candidate && candidate.candidate) {
+    message.candidate = candidate.candidate;
+    message.sdp_mid = candidate.sdpMid ?? null;
+    message.sdp_mline_index = candidate.sdpMLineIndex ?? null;
+  }
+  return message;
+}
+
+/**
+ * A small summary of RTCPeerConnection.getStats(): what arrives and leaves, round-trip time, and (given the
+ * previous summary) loss, bitrates and frame rate over the interval, with a quality verdict.
+ */
+export async function summarizeStats(pc, previous = null) {
+  const report = await pc.getStats();
+  const s = {
+    at: performance.now(),
+    rttMs: null,
+    audioIn: null,
+    videoIn: null,
+    audioOut: null,
+    videoOut: null,
+  };
+  report.forEach((r) => {
+    if (r.type === "inbound-rtp" && (r.kind === "audio" || r.kind === "video")) {
+      const entry = {
+        packetsReceived: r.packetsReceived ?? 0,
+        packetsLost: r.packetsLost ?? 0,
+        bytesReceived: r.bytesReceived ?? 0,
+        jitterMs: r.jitter != null ? r.jitter * 1000 : null,
+      };
+      if (r.kind === "video") {
+        Object.assign(entry, {
+          framesDecoded: r.framesDecoded ?? 0,
+          frameWidth: r.frameWidth ?? 0,
+          frameHeight: r.frameHeight ?? 0,
+          framesPerSecond: r.framesPerSecond ?? null,
+          keyFramesDecoded: r.keyFramesDecoded ?? 0,
+        });
+        s.videoIn = entry;
+      } else {
+        entry.audioLevel = r.audioLevel ?? null;
+        s.audioIn = entry;
+      }
+    } else if (r.type === "outbound-rtp" && (r.kind === "audio" || r.kind === "video")) {
+      const entry = { packetsSent: r.packetsSent ?? 0, bytesSent: r.bytesSent ?? 0 };
+      if (r.kind === "video") {
+        Object.assign(entry, {
+          framesEncoded: r.framesEncoded ?? 0,
+          frameWidth: r.frameWidth ?? 0,
+          frameHeight: r.frameHeight ?? 0,
+          framesPerSecond: r.framesPerSecond ?? null,
+          qualityLimitationReason: r.qualityLimitationReason ?? null,
+        });
+        s.videoOut = entry;
+      } else {
+        s.audioOut = entry;
+      }
+    } else if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded" && r.currentRoundTripTime != null) {
+      s.rttMs = r.currentRoundTripTime * 1000;
+    } else if (r.type === "remote-inbound-rtp" && r.roundTripTime != null && s.rttMs == null) {
+      s.rttMs = r.roundTripTime * 1000;
+    }
+  });
+
+  const seconds = previous ? (s.at - previous.at) / 1000 : 0;
+  const delta = (key, sub) => (s[key] && previous?.[key] ? s[key][sub] - previous[key][sub] : 0);
+  let received = delta("videoIn", "packetsReceived") + delta("audioIn", "packetsReceived");
+  let lost = Math.max(0, delta("videoIn", "packetsLost") + delta("audioIn", "packetsLost"));
+  s.lossPct = received + lost > 0 ? (100 * lost) / (received + lost) : 0;
+  s.inKbps = seconds > 0 ? ((delta("videoIn", "bytesReceived") + delta("audioIn", "bytesReceived")) * 8) / 1000 / seconds : null;
+  s.outKbps = seconds > 0 ? ((delta("videoOut", "bytesSent") + delta("audioOut", "bytesSent")) * 8) / 1000 / seconds : null;
+  s.videoFps = seconds > 0 && s.videoIn && previous?.videoIn ? delta("videoIn", "framesDecoded") / seconds : s.videoIn?.framesPerSecond ?? null;
+  s.videoFlowing = s.videoIn ? delta("videoIn", "framesDecoded") > 0 || (!previous && s.videoIn.framesDecoded > 0) : false;
+  s.audioFlowing = s.audioIn ? delta("audioIn", "packetsReceived") > 0 : false;
+  if (s.lossPct > 8 || (s.rttMs ?? 0) > 450) s.quality = "poor";
+  else if (s.lossPct > 2 || (s.rttMs ?? 0) > 200) s.quality = "fair";
+  else s.quality = "good";
+  if (previous && received === 0 && (s.audioIn || s.videoIn)) s.quality = "poor";
+  return s;
+}
+
+/** Maps a getUserMedia/getDisplayMedia failure to a CallinError with a stable code. */
+export function mediaError(err, what = "microphone") {
+  const name = err?.name ?? "";
+  if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+    if (what === "screen") return new CallinError("screen_share_cancelled", "screen sharing was cancelled or blocked");
+    return new CallinError("permission_denied", `access to the ${what} was denied`);
+  }
+  if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
+    return new CallinError("no_device", `no ${what} was found`);
+  }
+  if (name === "NotReadableError" || name === "TrackStartError" || name === "AbortError") {
+    return new CallinError("device_busy", `the ${what} is in use by another application`);
+  }
+  if (name === "TypeError" || !navigator.mediaDevices) {
+    return new CallinError("unsupported", "this browser cannot make calls here (a secure https page is needed)");
+  }
+  return new CallinError("media_error", err?.message || `the ${what} could not be started`);
+}
+
+export const AUDIO_CONSTRAINTS = Object.freeze({ echoCancellation: true, noiseSuppression: true, autoGainControl: true });
+export const CAMERA_CONSTRAINTS = Object.freeze({
+  facingMode: "user",
+  width: { ideal: 640 },
+  height: { ideal: 480 },
+  frameRate: { ideal: 30, max: 30 },
+});
+export const SCREEN_CONSTRAINTS = Object.freeze({ frameRate: { ideal: 15, max: 30 } });
+
+/**
+ * The device's position with the user's consent, as the protocol's `location` ({lat, lon, accuracy_m,
+ * timestamp}), or null. Never throws: `status` says what happened (shared, denied, unavailable, timeout,
+ * unsupported). A call works without a location.
+ */
+export function getDeviceLocation({ timeoutMs = 8000, maximumAgeMs = 120000, highAccuracy = false } = {}) {
+  return new Promise((resolve) => {
+    if (!globalThis.navigator?.geolocation) {
+      resolve({ location: null, status: "unsupported" });
+      return;
+    }
+    let done = false;
+    const finish = (value) => {
+      if (!done) {
+        done = true;
+        clearTimeout(timer);
+        resolve(value);
+      }
+    };
+    // getCurrentPosition's own timeout does not count the time a permission prompt is open; ours does.
+    const timer = setTimeout(() => finish({ location: null, status: "timeout" }), timeoutMs + 200);
+    navigator.geolocation.getCurrentPosition(
+      (pos) =>
+        finish({
+          status: "shared",
+          location: {
+            lat: pos.coords.latitude,
+            lon: pos.coords.longitude,
+            accuracy_m: Math.min(Math.max(pos.coords.accuracy ?? 0, 0), 1_000_000),
+            timestamp: (pos.timestamp || Date.now()) / 1000,
+          },
+        }),
+      (err) => finish({ location: null, status: err.code === 1 ? "denied" : err.code === 3 ? "timeout" : "unavailable" }),
+      { enableHighAccuracy: highAccuracy, timeout: timeoutMs, maximumAge: maximumAgeMs },
+    );
+  });
+}
+
+// ------------------------------------------------------------------------------------------------ the client
+const CLOSE_UNAUTHORIZED = 4401;
+const FINAL_ERRORS = new Set(["invalid_token", "token_expired", "resume_failed", "not_authenticated"]);
+
+export class CallinClient extends EventTarget {
+  #signal = null;
+  #getToken;
+  #token = null;
+  #welcome = null;
+  #pc = null;
+  #audioTx = null;
+  #videoTx = null;
+  #camera = null; // the live camera track, if any
+  #screen = null; // the live screen track, if any
+  #mic = null;
+  #pendingCandidates = [];
+  #offerSent = false;
+  #pingTimer = null;
+  #closing = false;
+  #reconnecting = false;
+  #connectPromise = null;
+  #answeredAt = null;
+
+  /**
+   * @param {object} options
+   * @param {string} [options.gateway] the gateway's base URL (default: where this module was loaded from)
+   * @param {() => Promise<string>|string} [options.getToken] returns a caller token signed by your backend
+   * @param {string} [options.token] a token, instead of getToken
+   */
+  constructor({ gateway, getToken, token } = {}) {
+    super();
+    this.gateway = (gateway || gatewayOrigin(import.meta.url)).replace(/\/+$/, "");
+    if (!getToken && !token) throw new CallinError("config_error", "CallinClient needs getToken or token");
+    this.#getToken = getToken || (async () => token);
+    this.state = "idle";
+    this.callId = null;
+    this.callType = null;
+    this.agentName = null;
+    this.queue = null;
+    this.identity = null;
+    this.muted = false;
+    this.videoSource = null;
+    this.localStream = new MediaStream();
+    this.remoteStream = new MediaStream();
+    this.lastEnd = null;
+  }
+
+  get reconnecting() {
+    return this.#reconnecting;
+  }
+
+  get peerConnection() {
+    return this.#pc;
+  }
+
+  get cameraOn() {
+    return this.videoSource === "camera";
+  }
+
+  get answeredAt() {
+    return this.#answeredAt;
+  }
+
+  #emit(type, detail = {}) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #setState(state) {
+    if (state === this.state) return;
+    const previous = this.state;
+    this.state = state;
+    this.#emit("statechange", { state, previous });
+  }
+
+  #fail(error, fatal = true) {
+    this.#emit("error", { error, fatal });
+  }
+
+  async #fetchToken() {
+    let token;
+    try {
+      token = await this.#getToken();
+    } catch (err) {
+      throw new CallinError("token_unavailable", `could not get a caller token: ${err?.message ?? err}`, { retryable: true });
+    }
+    if (token && typeof token === "object") token = token.token;
+    if (typeof token !== "string" || !token) throw new CallinError("token_unavailable", "getToken returned no token");
+    this.#token = token;
+    return token;
+  }
+
+  /** Get a token, open the caller WebSocket and say hello. Safe to call again (returns the same promise). */
+  connect() {
+    if (this.#signal?.open && this.#welcome) return Promise.resolve(this.#welcome);
+    if (!this.#connectPromise) {
+      this.#closing = false;
+      this.#connectPromise = this.#connect().finally(() => {
+        this.#connectPromise = null;
+      });
+    }
+    return this.#connectPromise;
+  }
+
+  async #connect() {
+    const quiet = this.state === "starting"; // connecting as part of startCall: keep its state
+    if (!quiet) this.#setState("connecting");
+    try {
+      const token = this.#token ?? (await this.#fetchToken());
+      let welcome;
+      try {
+        welcome = await this.#hello(token, null);
+      } catch (err) {
+        if (err.code !== "token_expired") throw err;
+        welcome = await this.#hello(await this.#fetchToken(), null); // a cached token ran out: one fresh try
+      }
+      if (!quiet) this.#setState("ready");
+      return welcome;
+    } catch (err) {
+      if (!quiet) this.#setState("idle");
+      throw err;
+    }
+  }
+
+  async #hello(token, resumeToken) {
+    const signal = new Signaling(webSocketUrl(this.gateway, "/ws/caller"));
+    await signal.connect();
+    const hello = { type: "hello", token };
+    if (resumeToken) hello.resume_token = resumeToken;
+    let welcome;
+    try {
+      welcome = await signal.request(hello, 10000);
+    } catch (err) {
+      signal.close();
+      throw err;
+    }
+    this.#adopt(signal);
+    this.#welcome = welcome;
+    this.identity = welcome.caller ?? null;
+    return welcome;
+  }
+
+  #adopt(signal) {
+    const old = this.#signal;
+    this.#signal = signal;
+    if (old && old !== signal) old.close();
+    signal.addEventListener("message", (e) => this.#onMessage(e.detail));
+    signal.addEventListener("close", (e) => this.#onSocketClose(signal, e.detail));
+    clearInterval(this.#pingTimer);
+    this.#pingTimer = setInterval(() => this.#ping(signal), 15000);
+  }
+
+  async #ping(signal) {
+    if (signal !== this.#signal || !signal.open) return;
+    try {
+      await signal.request({ type: "ping" }, 8000);
+    } catch (err) {
+      if (err.code === "timeout" && signal === this.#signal) signal.close(4000, "no pong"); // -> reconnect
+    }
+  }
+
+  #onSocketClose(signal, { code }) {
+    if (signal !== this.#signal) return;
+    clearInterval(this.#pingTimer);
+    if (this.#closing) return;
+    if (code === CLOSE_UNAUTHORIZED) {
+      this.#fail(new CallinError("invalid_token", "the gateway refused this session"));
+      this.#endLocally("unauthorized");
+      return;
+    }
+    if (["queued", "connected", "starting"].includes(this.state)) {
+      this.#reconnect();
+    } else {
+      this.#welcome = null;
+      if (this.state === "ready") this.#setState("idle");
+    }
+  }
+
+  /** Get the session (and call) back after the socket dropped, within the gateway's grace period. */
+  async #reconnect() {
+    if (this.#reconnecting) return;
+    this.#reconnecting = true;
+    const graceMs = Math.max(5000, (this.#welcome?.resume_grace_s ?? 30) * 1000);
+    const deadline = performance.now() + graceMs;
+    const resumeToken = this.#welcome?.resume_token;
+    let delay = 300;
+    let attempt = 0;
+    let failure = new CallinError("network_lost", "the connection to the gateway was lost", { retryable: true });
+    while (!this.#closing && performance.now() < deadline && resumeToken) {
+      attempt += 1;
+      this.#emit("reconnecting", { attempt });
+      try {
+        let token = this.#token;
+        try {
+          await this.#hello(token, resumeToken);
+        } catch (err) {
+          if (err.code !== "token_expired") throw err;
+          token = await this.#fetchToken();
+          await this.#hello(token, resumeToken);
+        }
+        this.#reconnecting = false;
+        const call = this.#welcome.call;
+        this.#emit("reconnected", { resumed: true });
+        this.#flushCandidates();
+        if (!call || call.call_id !== this.callId) {
+          // Missed events (e.g. call.ended) arrive right after the welcome; if none ends the call, it is gone.
+          setTimeout(() => {
+            if (["queued", "connected", "starting"].includes(this.state) && !this.#welcome?.call) {
+              this.#endLocally("caller_disconnected");
+            }
+          }, 1000);
+        }
+        return;
+      } catch (err) {
+        if (err.code && FINAL_ERRORS.has(err.code)) {
+          failure = err;
+          break;
+        }
+      }
+      await sleep(Math.min(delay, Math.max(0, deadline - performance.now())));
+      delay = Math.min(delay * 2, 3000);
+    }
+    this.#reconnecting = false;
+    if (this.#closing) return;
+    this.#fail(failure.code === "resume_failed" ? new CallinError("network_lost", "the call was lost while offline") : failure);
+    this.#endLocally("connection_lost");
+  }
+
+  #onMessage(message) {
+    switch (message.type) {
+      case "queue.position":
+        if (message.call_id !== this.callId) return;
+        this.#setQueue(message);
+        break;
+      case "call.answered":
+        if (message.call_id !== this.callId) return;
+        this.agentName = message.agent_name;
+        this.#answeredAt = Date.now();
+        this.#setState("connected");
+        this.#emit("answered", { agentName: message.agent_name, callId: message.call_id });
+        break;
+      case "call.ended":
+        if (message.call_id !== this.callId) return;
+        this.#finishCall({ reason: message.reason, by: message.by, durationS: message.duration_s });
+        break;
+      case "media.state":
+        if (message.leg === "caller") this.#emit("gatewaymedia", { state: message.state });
+        break;
+      case "error":
+        this.#fail(new CallinError(message.code, message.reason, { retryable: message.retryable }), false);
+        break;
+      default:
+        break;
+    }
+  }
+
+  #setQueue(message) {
+    this.queue = {
+      position: message.position,
+      queueLength: message.queue_length,
+      estimatedWaitS: message.estimated_wait_s ?? null,
+    };
+    this.#emit("queue", { ...this.queue });
+  }
+
+  /**
+   * Acquire the media for `callType` (call it from a click handler: screen sharing needs the user's gesture).
+   * A video call without a usable camera continues as voice (a "devicewarning" event says so).
+   */
+  async acquireMedia(callType) {
+    if (!navigator.mediaDevices?.getUserMedia) {
+      throw new CallinError("unsupported", "this browser cannot make calls here (a secure https page is needed)");
+    }
+    let video = null;
+    let audio = null;
+    if (callType === "screen") {
+      if (!navigator.mediaDevices.getDisplayMedia) throw new CallinError("unsupported", "this browser cannot share its screen");
+      try {
+        const display = await navigator.mediaDevices.getDisplayMedia({ video: SCREEN_CONSTRAINTS, audio: false });
+        video = display.getVideoTracks()[0];
+      } catch (err) {
+        throw mediaError(err, "screen");
+      }
+      try {
+        audio = (await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS })).getAudioTracks()[0];
+      } catch (err) {
+        video.stop();
+        throw mediaError(err, "microphone");
+      }
+    } else if (callType === "video") {
+      try {
+        const stream = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS, video: CAMERA_CONSTRAINTS });
+        audio = stream.getAudioTracks()[0];
+        video = stream.getVideoTracks()[0];
+      } catch (err) {
+        const first = mediaError(err, "camera and microphone");
+        try {
+          audio = (await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS })).getAudioTracks()[0];
+        } catch (err2) {
+          throw mediaError(err2, "microphone");
+        }
+        this.#emit("devicewarning", { code: first.code, reason: "the camera is not available: continuing as a voice call" });
+      }
+    } else {
+      try {
+        audio = (await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS })).getAudioTracks()[0];
+      } catch (err) {
+        throw mediaError(err, "microphone");
+      }
+    }
+    return { audio, video, source: video ? (callType === "screen" ? "screen" : "camera") : null };
+  }
+
+  /**
+   * Start a call: acquire media (unless `media` is given), queue the call, set up the peer connection.
+   * Resolves once the call is queued; "answered" follows when an agent picks up.
+   * @param {object} options
+   * @param {"voice"|"video"|"screen"} options.callType
+   * @param {object|null} [options.location] from getDeviceLocation(); null when not shared
+   * @param {object} [options.context] {screen, steps: [...], crm: {...}} what the caller was doing in the app
+   * @param {object} [options.media] {audio, video, source} from acquireMedia(), when acquired beforehand
+   */
+  async startCall({ callType = "voice", location = null, context = {}, media = null } = {}) {
+    if (!CALL_TYPES.includes(callType)) throw new CallinError("invalid_message", `unknown call type ${callType}`);
+    if (["starting", "queued", "connected"].includes(this.state)) {
+      throw new CallinError("call_in_progress", "a call is already in progress");
+    }
+    this.#setState("starting");
+    this.callType = callType;
+    this.agentName = null;
+    this.queue = null;
+    this.lastEnd = null;
+    this.#answeredAt = null;
+    try {
+      const [acquired] = await Promise.all([media ?? this.acquireMedia(callType), this.connect()]);
+      this.#useTracks(acquired);
+      if (this.state !== "starting" || this.#closing) throw new CallinError("cancelled", "the call was cancelled");
+      const body = { type: "call.start", call_type: callType, context: cleanContext(context) };
+      if (location) body.location = location;
+      const queued = await this.#signal.request(body);
+      this.callId = queued.call_id;
+      this.#setQueue(queued);
+      if (this.state === "starting") this.#setState("queued");
+      await this.#negotiate();
+      return queued;
+    } catch (err) {
+      // Hung up (or cancelled) while the call was being set up: not an error.
+      if (this.state === "ended" || (this.state === "ready" && !this.callId)) return null;
+      const error = err instanceof CallinError ? err : new CallinError("media_error", err?.message ?? String(err));
+      if (this.callId && this.#signal?.open) this.#signal.send({ type: "call.hangup", id: this.#signal.nextId(), call_id: this.callId });
+      this.#teardownMedia();
+      this.callId = null;
+      if (this.state !== "idle") this.#setState(this.#signal?.open ? "ready" : "idle");
+      throw error;
+    }
+  }
+
+  #useTracks({ audio, video, source }) {
+    this.#mic = audio ?? null;
+    if (source === "screen") this.#screen = video;
+    else if (video) this.#camera = video;
+    for (const t of this.localStream.getTracks()) this.localStream.removeTrack(t);
+    if (audio) {
+      audio.enabled = !this.muted;
+      this.localStream.addTrack(audio);
+    }
+    if (video) {
+      this.#watchVideoEnd(video, source);
+      if (source === "screen") video.contentHint = "detail";
+      this.localStream.addTrack(video);
+    }
+    this.videoSource = video ? source : null;
+    this.#emit("localstream", { stream: this.localStream });
+    this.#emit("videosource", { source: this.videoSource });
+  }
+
+  async #negotiate() {
+    const pc = new RTCPeerConnection({ iceServers: iceServersFrom(this.#welcome?.ice_servers), bundlePolicy: "max-bundle" });
+    this.#pc = pc;
+    this.#offerSent = false;
+    this.#pendingCandidates = [];
+    const streams = [this.localStream];
+    // Audio and video both sendrecv: the agent's voice comes back, and the agent may turn a camera on. A
+    // voice call gets a video transceiver too, so the caller can share the camera or screen later by
+    // replaceTrack (the gateway does not renegotiate).
+    this.#audioTx = pc.addTransceiver(this.#mic ?? "audio", { direction: "sendrecv", streams });
+    const video = this.videoSource === "screen" ? this.#screen : this.#camera;
+    this.#videoTx = pc.addTransceiver(video ?? "video", { direction: "sendrecv", streams });
+    preferCodec(this.#videoTx, "video/VP8");
+    pc.addEventListener("icecandidate", (e) => this.#sendCandidate(e.candidate));
+    pc.addEventListener("track", (e) => {
+      this.remoteStream.addTrack(e.track);
+      this.#emit("remotetrack", { track: e.track, stream: this.remoteStream });
+    });
+    pc.addEventListener("connectionstatechange", () => this.#emit("mediastate", { state: pc.connectionState }));
+    await pc.setLocalDescription(await pc.createOffer());
+    const answer = await this.#signal.request({ type: "sdp.offer", call_id: this.callId, sdp: pc.localDescription.sdp });
+    this.#offerSent = true;
+    this.#flushCandidates();
+    if (pc.signalingState === "closed") return;
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+  }
+
+  #sendCandidate(candidate) {
+    const message = candidateMessage(candidate, this.callId);
+    if (!this.#offerSent || !this.#signal?.open) {
+      this.#pendingCandidates.push(message);
+      return;
+    }
+    this.#signal.send({ ...message, id: this.#signal.nextId() });
+  }
+
+  #flushCandidates() {
+    if (!this.#offerSent || !this.#signal?.open) return;
+    const queued = this.#pendingCandidates;
+    this.#pendingCandidates = [];
+    for (const message of queued) this.#signal.send({ ...message, id: this.#signal.nextId() });
+  }
+
+  #watchVideoEnd(track, source) {
+    track.addEventListener("ended", () => {
+      // The user stopped sharing from the browser's own bar (or the camera went away).
+      if (source === "screen" && this.#screen === track) {
+        this.#screen = null;
+        if (this.videoSource === "screen") this.#replaceVideo(null, null);
+      } else if (source === "camera" && this.#camera === track) {
+        this.#camera = null;
+        if (this.videoSource === "camera") this.#replaceVideo(null, null);
+      }
+    });
+  }
+
+  async #replaceVideo(track, source) {
+    const previous = this.localStream.getVideoTracks();
+    if (this.#videoTx) await this.#videoTx.sender.replaceTrack(track);
+    for (const t of previous) this.localStream.removeTrack(t);
+    if (track) this.localStream.addTrack(track);
+    this.videoSource = track ? source : null;
+    this.#emit("localstream", { stream: this.localStream });
+    this.#emit("videosource", { source: this.videoSource });
+  }
+
+  /** Mute or unmute the microphone (the track keeps running: unmuting is instant). */
+  setMuted(muted) {
+    this.muted = Boolean(muted);
+    if (this.#mic) this.#mic.enabled = !this.muted;
+    this.#emit("mute", { muted: this.muted });
+  }
+
+  /** Show the camera (replacing a screen share), without a new call or renegotiation. */
+  async useCamera() {
+    if (!this.#camera || this.#camera.readyState === "ended") {
+      let stream;
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ video: CAMERA_CONSTRAINTS });
+      } catch (err) {
+        throw mediaError(err, "camera");
+      }
+      this.#camera = stream.getVideoTracks()[0];
+      this.#watchVideoEnd(this.#camera, "camera");
+    }
+    await this.#replaceVideo(this.#camera, "camera");
+    this.#stopScreen();
+  }
+
+  /** Turn the camera off (the light goes off; the agent sees that video stopped). */
+  async cameraOff() {
+    const camera = this.#camera;
+    this.#camera = null;
+    if (this.videoSource === "camera") await this.#replaceVideo(null, null);
+    camera?.stop();
+  }
+
+  async setCamera(on) {
+    return on ? this.useCamera() : this.cameraOff();
+  }
+
+  /** Share the screen instead of the camera (call from a click handler), without a new call. */
+  async shareScreen() {
+    if (!navigator.mediaDevices?.getDisplayMedia) throw new CallinError("unsupported", "this browser cannot share its screen");
+    let track;
+    try {
+      track = (await navigator.mediaDevices.getDisplayMedia({ video: SCREEN_CONSTRAINTS, audio: false })).getVideoTracks()[0];
+    } catch (err) {
+      throw mediaError(err, "screen");
+    }
+    track.contentHint = "detail";
+    this.#stopScreen();
+    this.#screen = track;
+    this.#watchVideoEnd(track, "screen");
+    await this.#replaceVideo(track, "screen");
+    const camera = this.#camera;
+    this.#camera = null;
+    camera?.stop();
+  }
+
+  /** Stop sharing the screen (video off). */
+  async stopScreen() {
+    if (this.videoSource === "screen") await this.#replaceVideo(null, null);
+    this.#stopScreen();
+  }
+
+  #stopScreen() {
+    const screen = this.#screen;
+    this.#screen = null;
+    if (screen && this.localStream.getVideoTracks()[0] !== screen) screen.stop();
+  }
+
+  /** Hang up (or cancel while queued). */
+  async hangup() {
+    if (this.state === "starting" && !this.callId) {
+      this.#setState("ready");
+      this.#teardownMedia();
+      return;
+    }
+    if (!this.callId || !["queued", "connected", "starting"].includes(this.state)) return;
+    const callId = this.callId;
+    const duration = this.#answeredAt ? (Date.now() - this.#answeredAt) / 1000 : null;
+    try {
+      await this.#signal?.request({ type: "call.hangup", call_id: callId }, 5000);
+    } catch (err) {
+      if (err.code !== "call_ended" && err.code !== "unknown_call") this.#fail(err, false);
+    }
+    if (this.callId === callId) this.#finishCall({ reason: "caller_hangup", by: "caller", durationS: duration });
+  }
+
+  #finishCall(detail) {
+    const callId = this.callId;
+    this.#teardownMedia();
+    this.callId = null;
+    this.lastEnd = { ...detail, callId };
+    this.#setState("ended");
+    this.#emit("ended", this.lastEnd);
+  }
+
+  #endLocally(reason) {
+    if (!this.callId && !["queued", "connected", "starting"].includes(this.state)) return;
+    const duration = this.#answeredAt ? (Date.now() - this.#answeredAt) / 1000 : null;
+    this.#finishCall({ reason, by: "system", durationS: duration });
+  }
+
+  #teardownMedia() {
+    if (this.#pc) {
+      this.#pc.close();
+      this.#pc = null;
+    }
+    this.#audioTx = this.#videoTx = null;
+    for (const t of [this.#mic, this.#camera, this.#screen]) t?.stop();
+    this.#mic = this.#camera = this.#screen = null;
+    for (const t of this.localStream.getTracks()) this.localStream.removeTrack(t);
+    for (const t of this.remoteStream.getTracks()) this.remoteStream.removeTrack(t);
+    this.remoteStream = new MediaStream();
+    this.videoSource = null;
+    this.#offerSent = false;
+    this.#pendingCandidates = [];
+  }
+
+  /** A summary of the call's media (see summarizeStats); null without a call. */
+  async getStats(previous = null) {
+    return this.#pc ? summarizeStats(this.#pc, previous) : null;
+  }
+
+  /** Hang up if needed, say goodbye (no resume) and close the socket. */
+  async close() {
+    if (["queued", "connected"].includes(this.state)) await this.hangup();
+    this.#closing = true;
+    clearInterval(this.#pingTimer);
+    const signal = this.#signal;
+    this.#signal = null;
+    this.#welcome = null;
+    if (signal?.open) {
+      try {
+        await signal.request({ type: "bye" }, 2000);
+      } catch {
+        /* closing anyway */
+      }
+      signal.close();
+    }
+    this.#teardownMedia();
+    this.#setState("idle");
+  }
+}
+
+/** Drop what the gateway would refuse: unknown keys, over-long strings, nested CRM values. */
+export function cleanContext(context) {
+  const out = {};
+  if (!context || typeof context !== "object") return out;
+  if (typeof context.screen === "string" && context.screen) out.screen = context.screen.slice(0, 256);
+  if (Array.isArray(context.steps)) out.steps = context.steps.slice(-50).map((s) => String(s).slice(0, 256));
+  if (context.crm && typeof context.crm === "object") {
+    out.crm = {};
+    for (const [key, value] of Object.entries(context.crm).slice(0, 64)) {
+      if (!key || key.length > 64) continue;
+      if (value === null || ["number", "boolean"].includes(typeof value)) out.crm[key] = value;
+      else out.crm[key] = String(value).slice(0, 1024);
+    }
+  }
+  return out;
+}
