@@ -1,4 +1,4 @@
-.PHONY: demo test bench-setup install
+.PHONY: demo test bench bench-setup install
 
 # Run the gateway with the built-in demo on http://127.0.0.1:8080 (installs what it needs first).
 demo:
@@ -15,3 +15,10 @@ install:
 bench-setup:
 	scripts/setup.sh --test
 	.venv/bin/python -m bench.setup_latency --calls 20
+
+# Relay capacity and call-setup benchmark against the frame relay, a transcoding relay and Janus (apt: janus).
+bench:
+	scripts/setup.sh --test
+	.venv/bin/python -m pip install --quiet -e ".[test,bench,fast]"
+	command -v janus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus)
+	.venv/bin/python -m bench.run
