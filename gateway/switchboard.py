@@ -2,7 +2,7 @@
 
 It knows nothing of HTTP or of the wire protocol: participants are Sessions that receive domain events.
 Observers (metrics, records, webhooks) subscribe to its pyee events: call.queued, call.offered (call, username),
-call.declined (call, username), call.answered, call.ended.
+call.withdrawn (call, username, reason: declined / ring_timeout / agent_disconnected), call.answered, call.ended.
 """
 
 from __future__ import annotations
@@ -203,7 +203,6 @@ class Switchboard(AsyncIOEventEmitter):
         state.status = AgentStatus.AVAILABLE
         state.idle_since = now()
         session.deliver(AgentStatusChanged(status=state.status.value))
-        self.emit("call.declined", call, state.username)
         self._dispatch()
         return call
 
@@ -283,6 +282,7 @@ class Switchboard(AsyncIOEventEmitter):
             session.deliver(OfferWithdrawn(call_id=call.id, reason=reason))
         if len(call.declined_by) >= len(self.agents):
             call.declined_by.clear()  # everyone passed: start a new round rather than strand the caller
+        self.emit("call.withdrawn", call, agent.username, reason)
 
     def _cancel_ring(self, call_id: str) -> None:
         timer = self._ring_timers.pop(call_id, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -17,6 +18,7 @@ from . import protocol
 from .keys import ACCOUNTS, AGENT_SESSIONS, METRICS, READY, SETTINGS, SWITCHBOARD
 
 routes = web.RouteTableDef()
+log = structlog.get_logger("callin.rest")
 
 
 class Body(BaseModel):
@@ -84,6 +86,16 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         return json_error(exc.status, exc.code, exc.reason)
     except web.HTTPRequestEntityTooLarge:
         return json_error(413, "body_too_large", "request body too large")
+    except web.HTTPException as exc:
+        if request.path.startswith("/api/") and exc.status in (404, 405):
+            code = "not_found" if exc.status == 404 else "method_not_allowed"
+            return json_error(exc.status, code, f"{request.method} {request.path}: {exc.reason.lower()}")
+        raise
+    except Exception:
+        if not request.path.startswith("/api/"):
+            raise
+        log.exception("rest.internal_error", path=request.path)
+        return json_error(500, "internal_error", "internal error")
 
 
 @routes.get("/healthz")

@@ -143,7 +143,7 @@ class CallRecorder:
         for name in ("call.queued", "call.answered", "call.ended"):
             board.on(name, self.record)
         board.on("call.offered", lambda call, _agent: self.record(call))
-        board.on("call.declined", lambda call, _agent: self.record(call))
+        board.on("call.withdrawn", lambda call, _agent, _reason: self.record(call))
 
     # -- writing
     def record(self, call: Call) -> None:

@@ -201,6 +201,10 @@ async def test_call_list_filters_and_pagination(database_url, caller_token):
         assert status == 400 and body["code"] == "invalid_cursor"
         status, body = await admin.get("/api/v1/calls/nope")
         assert status == 404 and body["code"] == "unknown_call"
+        status, body = await admin.get("/api/v1/nothing-here")
+        assert status == 404 and body["code"] == "not_found"
+        status, body = await admin.request("DELETE", "/api/v1/calls")
+        assert status == 405 and body["code"] == "method_not_allowed"
 
         # stats over the same calls
         status, stats = await admin.get("/api/v1/stats")
@@ -215,3 +219,20 @@ async def test_call_list_filters_and_pagination(database_url, caller_token):
         await caller.close()
         await agent.close()
         await admin.close()
+
+
+async def test_missed_call_record_keeps_the_ring_timeout(caller_token):
+    async with running_gateway(ring_timeout_s=0.3) as gw:
+        api = Api(gw.base_url)
+        await api.login("admin", "admin-demo")
+        agent = await agent_socket(gw.base_url)
+        caller, call_id = await caller_socket(gw.base_url, caller_token(sub="cust-ring"))
+        await agent.wait("call.offered")
+        await agent.wait(lambda m: m.get("type") == "call.offer_withdrawn" and m["reason"] == "ring_timeout")
+        await caller.request({"type": "call.hangup"})
+        record = await api.ended_record(call_id)
+        assert record["outcome"] == "missed" and record["agents"] == ["alice"] and record["agent"] is None
+        assert any(e["kind"] == "queued" and e["detail"].get("reason") == "ring_timeout" for e in record["events"])
+        await caller.close()
+        await agent.close()
+        await api.close()
