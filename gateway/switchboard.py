@@ -181,6 +181,7 @@ class Switchboard(AsyncIOEventEmitter):
         self.queue.remove(call.id)
         call.answered_at = now()
         call.agent = state.username
+        self.relays[call.id].set_scene(agent=state.username)
         call.transition(CallState.CONNECTED, agent=state.username)
         state.status = AgentStatus.BUSY
         state.call_id = call.id
