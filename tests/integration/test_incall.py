@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 
+from tests.support.api import Api
 from tests.support.clients import Agent, Caller, wait_until
 
 pytestmark = pytest.mark.media
@@ -215,6 +216,16 @@ async def test_supervisor_monitor_whisper_barge(gateway, caller_token):
     await silent(alice.peer.slots["audio:1"])
     await hears(alice.peer.slots["audio"], CALLER_HZ)
     assert gateway.board.calls[call_id].state.value == "connected"
+    await alice.hangup(call_id)
+
+    # ... and in the durable record, in order, with who did it.
+    api = Api(gateway.base_url)
+    await api.login("admin", "admin-demo")
+    record = await api.ended_record(call_id)
+    logged = [(e["kind"], e["detail"].get("mode")) for e in record["events"] if e["kind"].startswith("supervise")]
+    assert logged == [("supervise", "monitor"), ("supervise", "whisper"), ("supervise", "barge"),
+                      ("supervise_stopped", None)], record["events"]
+    await api.close()
     await caller.close()
     await alice.close()
     await bob.close()
