@@ -11,7 +11,7 @@ from .models import CallContext, CallerIdentity, CallEvent, CallState, CallType,
 _ALLOWED: dict[CallState, set[CallState]] = {
     CallState.QUEUED: {CallState.OFFERED, CallState.ENDED},
     CallState.OFFERED: {CallState.QUEUED, CallState.CONNECTED, CallState.ENDED},
-    CallState.CONNECTED: {CallState.ENDED},
+    CallState.CONNECTED: {CallState.ENDED, CallState.OFFERED, CallState.QUEUED},  # the latter two: blind transfer
     CallState.ENDED: set(),
 }
 
@@ -36,6 +36,12 @@ class Call:
     ended_by: str | None = None
     declined_by: set[str] = field(default_factory=set)
     events: list[CallEvent] = field(default_factory=list)
+    # in-call handling (gateway/incall.py)
+    held: bool = False
+    consult: str | None = None  # colleague consulted for a warm transfer (ringing or joined)
+    consult_joined: bool = False
+    transferred_from: str | None = None
+    supervisors: dict[str, str] = field(default_factory=dict)  # username -> monitor | whisper | barge
 
     def __post_init__(self) -> None:
         self.log("queued", call_type=self.call_type.value)
@@ -69,4 +75,6 @@ class Call:
             "identity": self.identity.model_dump(),
             "location": self.location.model_dump() if self.location else None,
             "context": self.context.model_dump(),
+            "transferred_from": self.transferred_from,
+            "history": [{"at": e.at, "kind": e.kind, **e.detail} for e in self.events],
         }

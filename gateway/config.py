@@ -78,6 +78,7 @@ class Settings(BaseSettings):
         default_factory=lambda: [
             DemoAgent(username="alice", password="alice-demo", display_name="Alice (demo agent)"),
             DemoAgent(username="bob", password="bob-demo", display_name="Bob (demo agent)"),
+            DemoAgent(username="sam", password="sam-demo", display_name="Sam (demo supervisor)", role="supervisor"),
             DemoAgent(username="admin", password="admin-demo", display_name="Admin (demo)", role="admin"),
         ]
     )

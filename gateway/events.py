@@ -55,7 +55,41 @@ class MediaState:
     state: str
 
 
-Event = QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
+@dataclass(frozen=True, slots=True)
+class CallHeld:
+    call_id: str
+    held: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallTransferring:
+    """To the caller: the agent is handing the call on (blind or warm)."""
+
+    call_id: str
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallTransferred:
+    """To the agent who handed the call on: their part is over."""
+
+    call_id: str
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsultState:
+    """To the two agents of a warm transfer: the colleague joined, or the consult ended (cancelled/declined)."""
+
+    call_id: str
+    state: str  # joined, declined, cancelled, completed
+    colleague: str
+
+
+Event = (
+    QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
+    | CallHeld | CallTransferring | CallTransferred | ConsultState
+)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from .events import (
     OfferWithdrawn,
     QueueUpdate,
 )
+from .incall import InCallControls
 from .media import Leg, MediaConfig, Relay
 from .models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason, Location, now
 from .routing import AgentState, CallQueue, WaitEstimator, pick_agent
@@ -37,7 +38,7 @@ log = structlog.get_logger("callin.switchboard")
 SETTABLE_STATUS = {AgentStatus.AVAILABLE, AgentStatus.AWAY}
 
 
-class Switchboard(AsyncIOEventEmitter):
+class Switchboard(InCallControls, AsyncIOEventEmitter):
     def __init__(self, settings: Settings, media: MediaConfig | None = None) -> None:
         super().__init__()
         self.settings = settings
@@ -175,12 +176,15 @@ class Switchboard(AsyncIOEventEmitter):
 
     def accept(self, session: Session, call_id: str) -> Call:
         state, call = self._agent_call(session, call_id)
+        if call.consult == state.username and not call.consult_joined:
+            return self.accept_consult(session, call)
         if call.state is not CallState.OFFERED or call.offered_to != state.username:
             raise InvalidState("this call is not ringing at this agent", code="not_offered")
         self._cancel_ring(call.id)
         self.queue.remove(call.id)
         call.answered_at = now()
         call.agent = state.username
+        self.relays[call.id].set_scene(agent=state.username)
         call.transition(CallState.CONNECTED, agent=state.username)
         state.status = AgentStatus.BUSY
         state.call_id = call.id
@@ -197,6 +201,8 @@ class Switchboard(AsyncIOEventEmitter):
 
     def decline(self, session: Session, call_id: str) -> Call:
         state, call = self._agent_call(session, call_id)
+        if call.consult == state.username and not call.consult_joined:
+            return self.decline_consult(session, call)
         if call.state is not CallState.OFFERED or call.offered_to != state.username:
             raise InvalidState("this call is not ringing at this agent", code="not_offered")
         self._withdraw(call, state, "declined")
@@ -208,17 +214,17 @@ class Switchboard(AsyncIOEventEmitter):
 
     async def agent_offer(self, session: Session, call_id: str, sdp: str) -> str:
         state, call = self._agent_call(session, call_id)
-        if call.state is not CallState.CONNECTED or call.agent != state.username:
+        if call.state is not CallState.CONNECTED or not self.is_participant(call, state.username):
             raise InvalidState("accept the call before sending media", code="not_accepted")
         relay = self.relays[call.id]
         leg, answer = await relay.agent_offer(state.username, sdp)
-        self._watch_leg(call, leg, "agent")
+        self._watch_leg(call, leg, "agent" if call.agent == state.username else state.username)
         call.log("agent_media_offered", agent=state.username)
         return answer
 
     def agent_call(self, session: Session, call_id: str) -> Call:
         state, call = self._agent_call(session, call_id)
-        if call.agent != state.username:
+        if not self.is_participant(call, state.username):
             raise Forbidden("this call belongs to another agent", code="not_your_call")
         return call
 
@@ -226,6 +232,12 @@ class Switchboard(AsyncIOEventEmitter):
         call = self.agent_call(session, call_id)
         if call.state is CallState.ENDED:
             raise InvalidState("the call has already ended", code="call_ended")
+        username = session.principal.username
+        if username in call.supervisors:  # a supervisor leaves; the call goes on
+            return await self.stop_supervising(session, call_id)
+        if username == call.consult:  # the consulted colleague leaves; back to the agent and the caller
+            await self._end_consult(call, "cancelled")
+            return call
         await self.end_call(call, EndReason.AGENT_HANGUP, "agent")
         return call
 
@@ -343,6 +355,7 @@ class Switchboard(AsyncIOEventEmitter):
                     if session is not None:
                         session.deliver(AgentStatusChanged(status=agent.status.value))
         call.offered_to = None
+        await self.release_participants(call, event)
         relay = self.relays.pop(call.id, None)
         if relay is not None:
             await relay.close()

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.auth import AgentAccount
 from gateway.errors import InvalidState
+from gateway.media.topology import SuperviseMode
 from gateway.models import CallState
 from gateway.sessions import Session
 
@@ -81,6 +82,25 @@ class AgentConnection(Connection):
                 if not message.call_id:
                     raise p.ProtocolError("call_id is required", code="invalid_message")
                 await self.board.agent_hangup(session, message.call_id)
+                self.send(p.Ack(id=message.id))
+            case p.Hold():
+                self.board.hold(session, message.call_id, held=message.type == "call.hold")
+                self.send(p.Ack(id=message.id))
+            case p.Transfer():
+                await self.board.transfer(session, message.call_id, to_agent=message.to_agent,
+                                          to_queue=message.to_queue, mode=message.mode)
+                self.send(p.Ack(id=message.id))
+            case p.TransferStep():
+                if message.type == "transfer.complete":
+                    await self.board.complete_transfer(session, message.call_id)
+                else:
+                    await self.board.cancel_transfer(session, message.call_id)
+                self.send(p.Ack(id=message.id))
+            case p.Supervise():
+                call = self.board.supervise(session, message.call_id, SuperviseMode(message.mode))
+                self.send(p.SuperviseStarted(id=message.id, call_id=call.id, mode=message.mode, card=call.card()))
+            case p.SuperviseStop():
+                await self.board.stop_supervising(session, message.call_id)
                 self.send(p.Ack(id=message.id))
             case _:
                 raise p.ProtocolError(f"{message.type} is not an agent message", code="unknown_type")

@@ -104,11 +104,55 @@ class Decline(Message):
     call_id: str = Field(max_length=64)
 
 
+class Hold(Message):
+    """Put the caller on hold (nothing flows either way; the caller is told) or take them off it."""
+
+    type: Literal["call.hold", "call.resume"]
+    id: RequestId
+    call_id: str = Field(max_length=64)
+
+
+class Transfer(Message):
+    """Blind: the call rings at `to_agent` (or goes to `to_queue`) at once and leaves you. Warm: `to_agent` is
+    consulted first while the caller is on hold; finish with transfer.complete or transfer.cancel."""
+
+    type: Literal["call.transfer"]
+    id: RequestId
+    call_id: str = Field(max_length=64)
+    mode: Literal["blind", "warm"]
+    to_agent: str | None = Field(None, min_length=1, max_length=128)
+    to_queue: str | None = Field(None, min_length=1, max_length=64)
+
+
+class TransferStep(Message):
+    type: Literal["transfer.complete", "transfer.cancel"]
+    id: RequestId
+    call_id: str = Field(max_length=64)
+
+
+class Supervise(Message):
+    """Supervisors: monitor (listen and watch unheard), whisper (the agent hears you) or barge (both do). Then send
+    sdp.offer for the call: audio section 1 = caller, audio section 2 = agent, video = the caller's."""
+
+    type: Literal["supervise.start"]
+    id: RequestId
+    call_id: str = Field(max_length=64)
+    mode: Literal["monitor", "whisper", "barge"]
+
+
+class SuperviseStop(Message):
+    type: Literal["supervise.stop"]
+    id: RequestId
+    call_id: str = Field(max_length=64)
+
+
 CallerMessage = Annotated[
     Hello | StartCall | SdpOffer | IceCandidate | Hangup | Ping | Bye, Field(discriminator="type")
 ]
 AgentMessage = Annotated[
-    Hello | SetStatus | Accept | Decline | SdpOffer | IceCandidate | Hangup | Ping | Bye, Field(discriminator="type")
+    Hello | SetStatus | Accept | Decline | SdpOffer | IceCandidate | Hangup | Ping | Bye | Hold | Transfer
+    | TransferStep | Supervise | SuperviseStop,
+    Field(discriminator="type"),
 ]
 
 
@@ -217,6 +261,43 @@ class MediaStateOut(Message):
     state: str
 
 
+class CallHeldOut(Message):
+    type: Literal["call.held"] = "call.held"
+    call_id: str
+    held: bool
+
+
+class CallTransferringOut(Message):
+    """To the caller: you are being handed to another agent (stay on the line)."""
+
+    type: Literal["call.transferring"] = "call.transferring"
+    call_id: str
+    mode: str
+
+
+class CallTransferredOut(Message):
+    """To the agent who transferred the call: your part is over."""
+
+    type: Literal["call.transferred"] = "call.transferred"
+    call_id: str
+    to: str
+
+
+class ConsultStateOut(Message):
+    type: Literal["consult.state"] = "consult.state"
+    call_id: str
+    state: str
+    colleague: str
+
+
+class SuperviseStarted(Message):
+    type: Literal["supervise.started"] = "supervise.started"
+    id: str
+    call_id: str
+    mode: str
+    card: dict[str, Any]
+
+
 class ErrorOut(Message):
     type: Literal["error"] = "error"
     id: str | None = None
@@ -227,7 +308,8 @@ class ErrorOut(Message):
 
 ServerMessage = Annotated[
     Welcome | CallQueued | SdpAnswer | Ack | Pong | QueuePosition | CallAnsweredOut | CallOfferedOut
-    | OfferWithdrawnOut | CallAcceptedOut | CallEndedOut | AgentStatusOut | MediaStateOut | ErrorOut,
+    | OfferWithdrawnOut | CallAcceptedOut | CallEndedOut | AgentStatusOut | MediaStateOut | ErrorOut
+    | CallHeldOut | CallTransferringOut | CallTransferredOut | ConsultStateOut | SuperviseStarted,
     Field(discriminator="type"),
 ]
 

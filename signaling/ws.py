@@ -16,7 +16,11 @@ from gateway.events import (
     AgentStatusChanged,
     CallAnswered,
     CallEnded,
+    CallHeld,
     CallOffered,
+    CallTransferred,
+    CallTransferring,
+    ConsultState,
     Event,
     MediaState,
     OfferWithdrawn,
@@ -54,6 +58,14 @@ def event_message(event: Event) -> BaseModel:
             return p.AgentStatusOut(status=event.status, reason=event.reason, call_id=event.call_id)
         case MediaState():
             return p.MediaStateOut(call_id=event.call_id, leg=event.leg, state=event.state)
+        case CallHeld():
+            return p.CallHeldOut(call_id=event.call_id, held=event.held)
+        case CallTransferring():
+            return p.CallTransferringOut(call_id=event.call_id, mode=event.mode)
+        case CallTransferred():
+            return p.CallTransferredOut(call_id=event.call_id, to=event.to)
+        case ConsultState():
+            return p.ConsultStateOut(call_id=event.call_id, state=event.state, colleague=event.colleague)
     raise TypeError(f"no message for {event!r}")
 
 

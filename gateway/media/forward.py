@@ -105,6 +105,12 @@ class ForwardTrack(MediaStreamTrack):
         if self._on_keyframe_needed is not None:
             self._on_keyframe_needed()
 
+    def restart(self) -> None:
+        """A new source: drop what is queued from the old one and start the new one at a keyframe."""
+        self._queue.clear()
+        if self.kind == "video":
+            self._needs_keyframe = True
+
     def pause(self) -> None:
         self.paused = True
         self._queue.clear()
@@ -191,6 +197,8 @@ class Producer:
         return True
 
     def attach(self, consumer: Any) -> None:
+        if hasattr(consumer, "restart"):
+            consumer.restart()
         consumer.set_codec(self.codec)
         consumer._on_keyframe_needed = self.request_keyframe
         if hasattr(consumer, "_replay"):

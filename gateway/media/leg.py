@@ -33,6 +33,7 @@ from .transcode import SwitchTrack
 
 log = logging.getLogger(__name__)
 
+MAX_SECTIONS = {"audio": 3, "video": 2}
 _SENDS = {"sendrecv", "sendonly"}
 _RECEIVES = {"sendrecv", "recvonly"}
 
@@ -91,10 +92,13 @@ class Leg(AsyncIOEventEmitter):
         self._config = config
         ice = [RTCIceServer(**server) for server in config.ice_servers]  # never aiortc's public STUN default
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
+        # Streams by slot: "audio" and "video" for the first section of each kind, "audio:1", "audio:2", "video:1"
+        # for further ones (e.g. a console's second audio section for a whispering supervisor or a consult).
         self.producers: dict[str, Producer] = {}
         # Outgoing streams: ForwardTrack (frame mode) or RtpForwarder (packet mode), created once negotiated.
         self.consumers: dict[str, Any] = {}
         self._outgoing: dict[str, MediaStreamTrack] = {}
+        self._slots: dict[RTCRtpTransceiver, str] = {}
         self.packet_mode = config.relay_mode == "packet"
         # "transcode": aiortc's stock path (decode, MediaRelay, encode). A baseline for the benchmark, and a way
         # out when two legs cannot agree on a codec. The receivers decode, so nothing is tapped.
@@ -150,9 +154,9 @@ class Leg(AsyncIOEventEmitter):
         kinds = [m.kind for m in parsed.media]
         if not kinds:
             raise MediaError("the offer has no media", code="bad_sdp")
-        for kind in ("audio", "video"):
-            if kinds.count(kind) > 1:
-                raise MediaError(f"at most one {kind} section is supported", code="bad_sdp")
+        for kind, most in MAX_SECTIONS.items():
+            if kinds.count(kind) > most:
+                raise MediaError(f"at most {most} {kind} section(s) are supported", code="bad_sdp")
         unsupported = [k for k in kinds if k not in ("audio", "video")]
         if unsupported:
             raise MediaError(f"unsupported media section(s): {', '.join(unsupported)}", code="bad_sdp")
@@ -161,8 +165,11 @@ class Leg(AsyncIOEventEmitter):
 
         self._answered = True
         try:
+            seen: dict[str, int] = {}
             for media in parsed.media:
-                self._prepare_transceiver(media.kind, media.direction or "sendrecv", video_codec)
+                n = seen[media.kind] = seen.get(media.kind, -1) + 1
+                slot = media.kind if n == 0 else f"{media.kind}:{n}"
+                self._prepare_transceiver(media.kind, slot, media.direction or "sendrecv", video_codec)
             if self._config.host_addresses:
                 hooks.restrict_host_addresses(self.pc, self._config.host_addresses)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -183,7 +190,7 @@ class Leg(AsyncIOEventEmitter):
             sdp = hooks.announce_address(sdp, self._config.announced_address)
         return sdp
 
-    def _prepare_transceiver(self, kind: str, remote_direction: str, video_codec: str | None) -> None:
+    def _prepare_transceiver(self, kind: str, slot: str, remote_direction: str, video_codec: str | None) -> None:
         remote_sends = remote_direction in _SENDS
         remote_receives = remote_direction in _RECEIVES
         direction = {
@@ -196,25 +203,26 @@ class Leg(AsyncIOEventEmitter):
         if remote_receives:
             if self.transcode:
                 track = SwitchTrack(kind)
-                self.consumers[kind] = track
+                self.consumers[slot] = track
             elif self.packet_mode:
                 track = IdleTrack(kind)
             else:
                 max_frames = self._config.video_queue_frames if kind == "video" else self._config.audio_queue_frames
                 track = ForwardTrack(kind, max_frames)
-                self.consumers[kind] = track
-            self._outgoing[kind] = track
+                self.consumers[slot] = track
+            self._outgoing[slot] = track
         transceiver = self.pc.addTransceiver(track if track is not None else kind, direction=direction)
+        self._slots[transceiver] = slot
         names = [OPUS] if kind == "audio" else ([video_codec] if video_codec else self._config.video_codecs)
         transceiver.setCodecPreferences(_preferences(kind, names))
         if remote_sends and not self.transcode:
-            self._tap(transceiver)
+            self._tap(transceiver, slot)
 
     def _check_codec(self, transceiver: RTCRtpTransceiver, video_codec: str | None) -> None:
         if transceiver.kind == "video" and video_codec and transceiver._codecs[0].name != video_codec:
             raise MediaError(f"the offer does not support {video_codec}, the codec of this call", code="codec_mismatch")
 
-    def _tap(self, transceiver: RTCRtpTransceiver) -> None:
+    def _tap(self, transceiver: RTCRtpTransceiver, slot: str) -> None:
         receiver: RTCRtpReceiver = transceiver.receiver
         kind = transceiver.kind
         last_ssrc: list[int] = [0]
@@ -229,11 +237,11 @@ class Leg(AsyncIOEventEmitter):
 
         def sink(data: bytes, timestamp: int, ssrc: int, discontinuity: bool) -> None:
             last_ssrc[0] = ssrc
-            producer = self.producers.get(kind)
+            producer = self.producers.get(slot)
             if producer is not None:
                 producer.on_frame(data, timestamp, discontinuity)
 
-        self.producers[kind] = Producer(
+        self.producers[slot] = Producer(
             kind=kind,
             codec="",  # known once negotiated, see _bind
             send_keyframe_request=send_pli,
@@ -241,7 +249,7 @@ class Leg(AsyncIOEventEmitter):
         )
         def packet_sink(packet: Any) -> None:
             last_ssrc[0] = packet.ssrc
-            self.producers[kind].on_packet(packet)
+            self.producers[slot].on_packet(packet)
 
         assembler: Any
         if self.packet_mode:
@@ -256,19 +264,20 @@ class Leg(AsyncIOEventEmitter):
 
     def _bind(self, transceiver: RTCRtpTransceiver) -> None:
         kind = transceiver.kind
+        slot = self._slots[transceiver]
         codec = transceiver._codecs[0] if transceiver._codecs else None
-        producer = self.producers.get(kind)
+        producer = self.producers.get(slot)
         if producer is not None and codec is not None:
             producer.codec = codec.name
         if self.transcode:
             if transceiver.receiver.track is not None and transceiver.direction in _RECEIVES:
-                self.remote_tracks[kind] = transceiver.receiver.track
+                self.remote_tracks[slot] = transceiver.receiver.track
             return
-        if kind not in self._outgoing or codec is None:
+        if slot not in self._outgoing or codec is None:
             return
         if self.packet_mode:
-            self.consumers[kind] = RtpForwarder(kind, transceiver.sender, codec.payloadType)
-        consumer = self.consumers[kind]
+            self.consumers[slot] = RtpForwarder(kind, transceiver.sender, codec.payloadType)
+        consumer = self.consumers[slot]
         consumer.set_codec(codec.name)
         hooks.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
 

@@ -166,6 +166,14 @@ class RtpForwarder:
             self._last_ts = out.timestamp
             self._last_time = time.monotonic()
 
+    def restart(self) -> None:
+        """Attached to a source (again): continue our sequence numbers with no gap (a gap would make the remote
+        wait for packets that will never come), and for video start at a keyframe."""
+        self._seq_offset = None
+        self._source = None
+        if self.kind == "video":
+            self._needs_keyframe = True
+
     def pause(self) -> None:
         self.paused = True
 

@@ -1,4 +1,4 @@
-"""A Relay per call: the caller's leg and the agents' legs, and which producer feeds which consumer."""
+"""A Relay per call: one leg per participant, and the forwarding edges its scene asks for."""
 
 from __future__ import annotations
 
@@ -8,20 +8,100 @@ from typing import Any
 
 from ..errors import ClosedError, InvalidState
 from .leg import Leg, LegRole, MediaConfig
+from .topology import CALLER, Edge, Scene, edges
 
 log = logging.getLogger(__name__)
 
 
 class Relay:
-    """Forwards the caller's encoded tracks to the agent's leg and the agent's back, without transcoding."""
+    """Forwards encoded streams between the legs of one call, as its Scene says, without transcoding."""
 
     def __init__(self, call_id: str, config: MediaConfig) -> None:
         self.call_id = call_id
         self.config = config
-        self.caller: Leg | None = None
-        self.agents: dict[str, Leg] = {}
+        self.legs: dict[str, Leg] = {}
+        self.scene = Scene()
+        self._applied: set[Edge] = set()
         self.closed = False
         self._decoded_relay: Any = None
+
+    @property
+    def caller(self) -> Leg | None:
+        return self.legs.get(CALLER)
+
+    @property
+    def agents(self) -> dict[str, Leg]:
+        return {name: leg for name, leg in self.legs.items() if name != CALLER}
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClosedError(f"the media of call {self.call_id} is closed")
+
+    async def caller_offer(self, sdp: str) -> tuple[Leg, str]:
+        return await self._add_leg(CALLER, LegRole.CALLER, sdp, video_codec=None)
+
+    async def agent_offer(self, agent_id: str, sdp: str) -> tuple[Leg, str]:
+        caller = self.caller
+        return await self._add_leg(agent_id, LegRole.AGENT, sdp, video_codec=caller.video_codec if caller else None)
+
+    async def _add_leg(self, participant: str, role: LegRole, sdp: str, video_codec: str | None) -> tuple[Leg, str]:
+        self._check_open()
+        if participant in self.legs:
+            raise InvalidState("this participant's media is already set up", code="renegotiation")
+        leg = Leg(f"{self.call_id}:{participant}", role, self.config)
+        self.legs[participant] = leg
+        try:
+            answer = await leg.answer(sdp, video_codec=video_codec)
+        except Exception:
+            self.legs.pop(participant, None)
+            raise
+        self.refresh()
+        return leg, answer
+
+    def set_scene(self, **changes: Any) -> None:
+        for name, value in changes.items():
+            if not hasattr(self.scene, name):
+                raise AttributeError(name)
+            setattr(self.scene, name, value)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Make the forwarding match the scene: detach what must stop, then attach what must start."""
+        if self.closed:
+            return
+        wanted = {e for e in edges(self.scene) if self._endpoints(e) is not None}
+        for edge in self._applied - wanted:
+            ends = self._endpoints(edge)
+            if ends is not None:
+                self._detach(*ends)
+        for edge in wanted - self._applied:
+            self._attach(*self._endpoints(edge))  # type: ignore[misc]
+        self._applied = wanted
+
+    def _endpoints(self, edge: Edge) -> tuple[Any, Any] | None:
+        source, sink = self.legs.get(edge.source), self.legs.get(edge.sink)
+        if source is None or sink is None:
+            return None
+        if source.transcode:
+            producer = source.remote_tracks.get(edge.source_slot)
+        else:
+            producer = source.producers.get(edge.source_slot)
+        consumer = sink.consumers.get(edge.sink_slot)
+        if producer is None or consumer is None:
+            return None
+        return producer, consumer
+
+    def _attach(self, producer: Any, consumer: Any) -> None:
+        if hasattr(producer, "attach"):
+            producer.attach(consumer)
+        else:  # transcode mode: a decoded track, fanned out by aiortc's MediaRelay
+            consumer.set_source(self._media_relay().subscribe(producer, buffered=False))
+
+    def _detach(self, producer: Any, consumer: Any) -> None:
+        if hasattr(producer, "detach"):
+            producer.detach(consumer)
+        else:
+            consumer.set_source(None)
 
     def _media_relay(self) -> Any:
         if self._decoded_relay is None:
@@ -30,83 +110,32 @@ class Relay:
             self._decoded_relay = MediaRelay()
         return self._decoded_relay
 
-    def _check_open(self) -> None:
-        if self.closed:
-            raise ClosedError(f"the media of call {self.call_id} is closed")
-
-    async def caller_offer(self, sdp: str) -> tuple[Leg, str]:
-        self._check_open()
-        if self.caller is not None:
-            raise InvalidState("the caller's media is already set up", code="renegotiation")
-        leg = Leg(f"{self.call_id}:caller", LegRole.CALLER, self.config)
-        self.caller = leg
-        try:
-            answer = await leg.answer(sdp)
-        except Exception:
-            self.caller = None
-            raise
-        for agent_leg in self.agents.values():
-            self._link(leg, agent_leg)
-            self._link(agent_leg, leg)
-        return leg, answer
-
-    async def agent_offer(self, agent_id: str, sdp: str) -> tuple[Leg, str]:
-        self._check_open()
-        if agent_id in self.agents:
-            raise InvalidState("this agent's media is already set up", code="renegotiation")
-        video_codec = self.caller.video_codec if self.caller is not None else None
-        leg = Leg(f"{self.call_id}:agent:{agent_id}", LegRole.AGENT, self.config)
-        self.agents[agent_id] = leg
-        try:
-            answer = await leg.answer(sdp, video_codec=video_codec)
-        except Exception:
-            self.agents.pop(agent_id, None)
-            raise
-        if self.caller is not None:
-            self._link(self.caller, leg)
-            self._link(leg, self.caller)
-        return leg, answer
-
-    def _link(self, source: Leg, sink: Leg) -> None:
-        if source.transcode:
-            for kind, track in source.remote_tracks.items():
-                consumer = sink.consumers.get(kind)
-                if consumer is not None:
-                    consumer.set_source(self._media_relay().subscribe(track, buffered=False))
-            return
-        for kind, producer in source.producers.items():
-            consumer = sink.consumers.get(kind)
-            if consumer is None:
-                continue
-            producer.attach(consumer)
+    def hears(self, listener: str) -> set[str]:
+        """Whose audio actually flows to `listener` now."""
+        return {e.source for e in self._applied if e.sink == listener and e.sink_slot.startswith("audio")}
 
     async def remove_agent(self, agent_id: str) -> None:
-        leg = self.agents.pop(agent_id, None)
+        leg = self.legs.pop(agent_id, None)
         if leg is None:
             return
+        self.refresh()  # edges to and from the leg are gone with it
+        self._applied = {e for e in self._applied if agent_id not in (e.source, e.sink)}
         for producer in leg.producers.values():
             producer.close()
-        if self.caller is not None:
-            for kind, consumer in leg.consumers.items():
-                producer = self.caller.producers.get(kind)
-                if producer is not None:
+        for other in self.legs.values():
+            for producer in other.producers.values():
+                for consumer in leg.consumers.values():
                     producer.detach(consumer)
         await leg.close()
 
     def leg(self, participant: str) -> Leg | None:
-        return self.caller if participant == "caller" else self.agents.get(participant)
+        return self.legs.get(participant)
 
     async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        if self.caller is not None:
-            result["caller"] = await self.caller.stats()
-        for agent_id, leg in self.agents.items():
-            result[f"agent:{agent_id}"] = await leg.stats()
-        return result
+        return {name: await leg.stats() for name, leg in self.legs.items()}
 
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        legs = ([self.caller] if self.caller else []) + list(self.agents.values())
-        await asyncio.gather(*(leg.close() for leg in legs), return_exceptions=True)
+        await asyncio.gather(*(leg.close() for leg in self.legs.values()), return_exceptions=True)

@@ -23,7 +23,7 @@ class SwitchTrack(MediaStreamTrack):
     def request_keyframe(self) -> None:  # aiortc's encoder answers PLI/FIR itself
         return None
 
-    def set_source(self, track: MediaStreamTrack) -> None:
+    def set_source(self, track: MediaStreamTrack | None) -> None:
         self._source = track
         self._changed.set()
 

@@ -140,7 +140,7 @@ class CallRecorder:
         self._task = None
 
     def attach(self, board: EventSource) -> None:
-        for name in ("call.queued", "call.answered", "call.ended"):
+        for name in ("call.queued", "call.answered", "call.ended", "call.updated"):
             board.on(name, self.record)
         board.on("call.offered", lambda call, _agent: self.record(call))
         board.on("call.withdrawn", lambda call, _agent, _reason: self.record(call))

@@ -106,6 +106,7 @@ class Sink:
         self.arrivals: list[float] = []
         self.sizes: list[tuple[int, int]] = []
         self.audio: list[np.ndarray] = []
+        self.audio_total = 0  # audio frames received so far (self.audio keeps only the latest)
         self.sample_rate = 48000
         self.first_at: float | None = None
         self.task = asyncio.ensure_future(self._run())
@@ -126,8 +127,21 @@ class Sink:
             else:
                 self.sample_rate = frame.sample_rate
                 self.audio.append(audio_frame_mono(frame))
+                self.audio_total += 1
                 if len(self.audio) > 500:
                     del self.audio[:250]
+
+    def mark(self) -> int:
+        return self.audio_total
+
+    def audio_since(self, mark: int) -> int:
+        return self.audio_total - mark
+
+    def frequency_since(self, mark: int, at_most: int = 50) -> float:
+        """Dominant frequency of the audio received after `mark` (at most the last `at_most` frames)."""
+        count = min(self.audio_total - mark, len(self.audio), at_most)
+        assert count > 0, "no audio since the mark"
+        return dominant_frequency(np.concatenate(self.audio[-count:]), self.sample_rate)
 
     def dominant_frequency(self, last_frames: int = 50) -> float:
         assert self.audio, "no audio received"
@@ -144,12 +158,17 @@ class Peer:
 
     def __init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.sinks: dict[str, Sink] = {}
+        self.sinks: dict[str, Sink] = {}  # the first received track of each kind
+        self.slots: dict[str, Sink] = {}  # every received track by the gateway's slot name: audio, audio:1, video
         self.track_event = asyncio.Event()
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            self.sinks[track.kind] = Sink(track)
+            sink = Sink(track)
+            self.sinks.setdefault(track.kind, sink)
+            same_kind = [t for t in self.pc.getTransceivers() if t.kind == track.kind]
+            index = next(i for i, t in enumerate(same_kind) if t.receiver.track is track)
+            self.slots[track.kind if index == 0 else f"{track.kind}:{index}"] = sink
             self.track_event.set()
 
     async def offer(self) -> str:
@@ -161,7 +180,7 @@ class Peer:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
     async def close(self) -> None:
-        for sink in self.sinks.values():
+        for sink in self.slots.values():
             await sink.stop()
         await self.pc.close()
 
@@ -182,7 +201,7 @@ class Caller:
 
     async def start(self, call_type: str = "video", tone_hz: float = 880.0, *, location: dict[str, Any] | None = None,
                     context: dict[str, Any] | None = None, fps: int = 30, width: int = 320, height: int = 240,
-                    receive_video: bool = False) -> dict[str, Any]:
+                    receive_video: bool = False, aux_audio: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {"type": "call.start", "call_type": call_type}
         if location is not None:
             body["location"] = location
@@ -192,6 +211,8 @@ class Caller:
         assert queued["type"] == "call.queued", queued
         self.call_id = queued["call_id"]
         self.peer.pc.addTrack(ToneAudioTrack(tone_hz))
+        if aux_audio:  # a second audio section: a barging supervisor
+            self.peer.pc.addTransceiver("audio", direction="recvonly")
         if call_type != "voice":
             self.video = CounterVideoTrack(fps=fps, width=width, height=height)
             if receive_video:
@@ -242,11 +263,21 @@ class Agent:
     async def wait_offer(self, timeout: float = 10) -> dict[str, Any]:
         return await self.ws.wait("call.offered", timeout=timeout)
 
-    async def accept(self, call_id: str, *, tone_hz: float = 440.0, send_video: bool = False) -> dict[str, Any]:
+    async def accept(self, call_id: str, *, tone_hz: float = 440.0, send_video: bool = False,
+                     aux_audio: bool = False) -> dict[str, Any]:
         accepted = await self.ws.request({"type": "call.accept", "call_id": call_id})
         assert accepted["type"] == "call.accepted", accepted
+        await self.join_media(call_id, tone_hz=tone_hz, send_video=send_video, aux_audio=aux_audio)
+        return accepted
+
+    async def join_media(self, call_id: str, *, tone_hz: float = 440.0, send_video: bool = False,
+                         aux_audio: bool = False) -> None:
+        """Set up this console's peer connection for the call: mic (a tone), a second audio section if asked
+        (a consulted colleague or a whispering supervisor), and the caller's video."""
         self.peer = Peer()
         self.peer.pc.addTrack(ToneAudioTrack(tone_hz))
+        if aux_audio:
+            self.peer.pc.addTransceiver("audio", direction="recvonly")
         if send_video:
             self.peer.pc.addTrack(CounterVideoTrack())
         else:
@@ -254,7 +285,6 @@ class Agent:
         answer = await self.ws.request({"type": "sdp.offer", "call_id": call_id, "sdp": await self.peer.offer()})
         assert answer["type"] == "sdp.answer", answer
         await self.peer.answer(answer["sdp"])
-        return accepted
 
     async def hangup(self, call_id: str) -> dict[str, Any]:
         return await self.ws.request({"type": "call.hangup", "call_id": call_id})

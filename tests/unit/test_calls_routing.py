@@ -26,7 +26,7 @@ def test_state_machine_happy_path_and_log():
 
 @pytest.mark.parametrize("path, bad", [
     ([], CallState.CONNECTED),
-    ([CallState.OFFERED, CallState.CONNECTED], CallState.QUEUED),
+    ([CallState.OFFERED, CallState.CONNECTED], CallState.CONNECTED),
     ([CallState.ENDED], CallState.QUEUED),
     ([CallState.ENDED], CallState.ENDED),
 ])
@@ -39,6 +39,16 @@ def test_illegal_transitions(path, bad):
         call.transition(bad)
     assert info.value.code == "invalid_state" and "cannot become" in info.value.reason
     assert call.events == before
+
+
+def test_blind_transfer_transitions():
+    call = make_call("t")
+    call.transition(CallState.OFFERED)
+    call.transition(CallState.CONNECTED)
+    call.transition(CallState.OFFERED, transfer="blind")  # straight to the target agent
+    call.transition(CallState.CONNECTED)
+    call.transition(CallState.QUEUED, transfer="blind")  # to a queue
+    assert [e.kind for e in call.events][-2:] == ["connected", "queued"]
 
 
 def test_queue_order_priority_then_fifo():

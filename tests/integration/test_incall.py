@@ -1,0 +1,232 @@
+"""Hold, blind and warm transfer, supervisor monitor/whisper/barge: who hears whom, checked by content.
+
+Every party sends a tone of its own: caller 880 Hz, Alice 440 Hz, Bob 550 Hz, supervisor Sam 660 Hz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.api import Api
+from tests.support.clients import Agent, Caller, wait_until
+
+pytestmark = pytest.mark.media
+
+CALLER_HZ, ALICE_HZ, BOB_HZ, SAM_HZ = 880, 440, 550, 660
+QUIET_FRAMES = 8  # in-flight frames allowed after a stream is cut
+
+
+def near(freq: float, expected: float) -> bool:
+    return abs(freq - expected) < 30
+
+
+async def hears(sink, expected_hz: float, frames: int = 30, timeout: float = 10) -> None:
+    mark = sink.mark()
+    await wait_until(lambda: sink.audio_since(mark) >= frames, timeout)
+    freq = sink.frequency_since(mark, at_most=frames)
+    assert near(freq, expected_hz), f"heard {freq:.0f} Hz, expected {expected_hz} Hz"
+
+
+async def silent(sink, seconds: float = 1.0) -> None:
+    await asyncio.sleep(0.3)  # let what was in flight arrive
+    mark = sink.mark() if sink is not None else 0
+    await asyncio.sleep(seconds)
+    if sink is not None:
+        assert sink.audio_since(mark) <= QUIET_FRAMES, f"{sink.audio_since(mark)} frames arrived"
+
+
+async def connected_call(gateway, caller_token, *, caller_aux: bool = False, agent_aux: bool = False):
+    alice = Agent(gateway.base_url)
+    await alice.connect()
+    caller = Caller(gateway.base_url, caller_token())
+    await caller.connect()
+    await caller.start("video", tone_hz=CALLER_HZ, aux_audio=caller_aux)
+    offer = await alice.wait_offer()
+    await alice.accept(offer["call_id"], tone_hz=ALICE_HZ, aux_audio=agent_aux)
+    await wait_until(lambda: "audio" in caller.peer.slots and "audio" in alice.peer.slots, 10)
+    await hears(alice.peer.slots["audio"], CALLER_HZ)
+    await hears(caller.peer.slots["audio"], ALICE_HZ)
+    return caller, alice, offer["call_id"]
+
+
+async def test_hold_stops_media_both_ways_and_resume_restores_it(gateway, caller_token):
+    caller, alice, call_id = await connected_call(gateway, caller_token)
+    assert (await alice.ws.request({"type": "call.hold", "call_id": call_id}))["type"] == "ack"
+    held = await caller.ws.wait("call.held")
+    assert held["held"] is True
+    video = alice.peer.slots["video"]
+    frames_before = len(video.counters)
+    await silent(alice.peer.slots["audio"])
+    await silent(caller.peer.slots["audio"])
+    assert len(video.counters) - frames_before <= 15  # at most what was in flight: no video on hold
+    again = await alice.ws.request({"type": "call.hold", "call_id": call_id})
+    assert again["code"] == "hold_unchanged"
+    await alice.ws.request({"type": "call.resume", "call_id": call_id})
+    assert (await caller.ws.wait(lambda m: m["type"] == "call.held" and m["held"] is False))["held"] is False
+    await hears(alice.peer.slots["audio"], CALLER_HZ)
+    await hears(caller.peer.slots["audio"], ALICE_HZ)
+    frames = len(video.counters)
+    await wait_until(lambda: len(video.counters) > frames + 20, 10)
+    kinds = [e.kind for e in gateway.board.calls[call_id].events]
+    assert "hold" in kinds and "resume" in kinds
+    await caller.close()
+    await alice.close()
+
+
+async def test_blind_transfer_to_an_agent(gateway, caller_token):
+    caller, alice, call_id = await connected_call(gateway, caller_token)
+    bob = Agent(gateway.base_url, "bob", "bob-demo")
+    await bob.connect()
+    alice_leg = gateway.board.relays[call_id].legs["alice"]
+    assert (await alice.ws.request({"type": "call.transfer", "call_id": call_id, "mode": "blind",
+                                    "to_agent": "bob"}))["type"] == "ack"
+    assert (await caller.ws.wait("call.transferring"))["mode"] == "blind"
+    assert (await alice.ws.wait("call.transferred"))["to"] == "bob"
+    offer = await bob.wait_offer()
+    assert offer["call_id"] == call_id and offer["card"]["transferred_from"] == "alice"
+    assert any(h["kind"] == "offered" and h.get("transfer") == "blind" for h in offer["card"]["history"])
+    await wait_until(lambda: alice_leg.closed)
+    assert gateway.board.agents["alice"].status.value == "available"
+    await bob.accept(call_id, tone_hz=BOB_HZ)
+    answered = await caller.ws.wait(lambda m: m["type"] == "call.answered" and m["agent_name"].startswith("Bob"))
+    assert answered["call_id"] == call_id
+    await wait_until(lambda: "audio" in bob.peer.slots, 10)
+    await hears(bob.peer.slots["audio"], CALLER_HZ)
+    await hears(caller.peer.slots["audio"], BOB_HZ)
+    await wait_until(lambda: len(bob.peer.slots["video"].counters) > 20, 10)
+    assert None not in bob.peer.slots["video"].counters
+    # Errors: transfer to oneself, to an unknown agent, a non-existing queue.
+    for body, code in (({"to_agent": "bob"}, "transfer_to_self"), ({"to_agent": "zed"}, "unknown_agent"),
+                       ({"to_queue": "nowhere"}, "unknown_queue")):
+        reply = await bob.ws.request({"type": "call.transfer", "call_id": call_id, "mode": "blind", **body})
+        assert reply["code"] == code, reply
+    await caller.close()
+    await alice.close()
+    await bob.close()
+
+
+async def test_blind_transfer_to_the_queue_rings_the_next_agent(gateway, caller_token):
+    caller, alice, call_id = await connected_call(gateway, caller_token)
+    bob = Agent(gateway.base_url, "bob", "bob-demo")
+    await bob.connect()
+    await alice.ws.request({"type": "call.transfer", "call_id": call_id, "mode": "blind", "to_queue": "default"})
+    offer = await bob.wait_offer()  # alice just became available, bob has been idle longer
+    assert offer["call_id"] == call_id
+    await caller.close()
+    await alice.close()
+    await bob.close()
+
+
+async def test_warm_transfer_consults_then_hands_over(gateway, caller_token):
+    caller, alice, call_id = await connected_call(gateway, caller_token, agent_aux=True)
+    bob = Agent(gateway.base_url, "bob", "bob-demo")
+    await bob.connect()
+    await alice.ws.request({"type": "call.transfer", "call_id": call_id, "mode": "warm", "to_agent": "bob"})
+    offer = await bob.wait_offer()
+    assert offer["card"]["consult"]["from"] == "alice"
+    await bob.accept(call_id, tone_hz=BOB_HZ)
+    assert (await alice.ws.wait("consult.state"))["state"] == "joined"
+    assert (await caller.ws.wait("call.held"))["held"] is True
+    # Consult: Alice and Bob hear each other, the caller hears neither (on hold).
+    await wait_until(lambda: "audio" in bob.peer.slots and "audio:1" in alice.peer.slots, 10)
+    await hears(bob.peer.slots["audio"], ALICE_HZ)
+    await hears(alice.peer.slots["audio:1"], BOB_HZ)
+    await silent(caller.peer.slots["audio"])
+    assert gateway.board.relays[call_id].hears("caller") == set()
+    # Hand over: the caller and Bob talk, Alice is gone.
+    await alice.ws.request({"type": "transfer.complete", "call_id": call_id})
+    answered = await caller.ws.wait(lambda m: m["type"] == "call.answered" and m["agent_name"].startswith("Bob"))
+    assert answered["call_id"] == call_id
+    assert (await alice.ws.wait("call.transferred"))["to"] == "bob"
+    await hears(bob.peer.slots["audio"], CALLER_HZ)
+    await hears(caller.peer.slots["audio"], BOB_HZ)
+    assert gateway.board.calls[call_id].agent == "bob"
+    assert "alice" not in gateway.board.relays[call_id].legs
+    # Bob hangs up: the call ends for the caller.
+    await bob.hangup(call_id)
+    assert (await caller.ws.wait("call.ended"))["reason"] == "agent_hangup"
+    await caller.close()
+    await alice.close()
+    await bob.close()
+
+
+async def test_warm_transfer_cancelled_returns_to_the_caller(gateway, caller_token):
+    caller, alice, call_id = await connected_call(gateway, caller_token, agent_aux=True)
+    bob = Agent(gateway.base_url, "bob", "bob-demo")
+    await bob.connect()
+    await alice.ws.request({"type": "call.transfer", "call_id": call_id, "mode": "warm", "to_agent": "bob"})
+    await bob.wait_offer()
+    await bob.accept(call_id, tone_hz=BOB_HZ)
+    await alice.ws.wait("consult.state")
+    await alice.ws.request({"type": "transfer.cancel", "call_id": call_id})
+    assert (await bob.ws.wait(lambda m: m["type"] == "consult.state" and m["state"] == "cancelled"))
+    await caller.ws.wait(lambda m: m["type"] == "call.held" and m["held"] is False)
+    await hears(caller.peer.slots["audio"], ALICE_HZ)
+    await hears(alice.peer.slots["audio"], CALLER_HZ)
+    assert gateway.board.agents["bob"].status.value == "available"
+    await caller.close()
+    await alice.close()
+    await bob.close()
+
+
+async def test_supervisor_monitor_whisper_barge(gateway, caller_token):
+    caller, alice, call_id = await connected_call(gateway, caller_token, caller_aux=True, agent_aux=True)
+    # An agent may not supervise.
+    bob = Agent(gateway.base_url, "bob", "bob-demo")
+    await bob.connect(available=False)
+    refused = await bob.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
+    assert refused["code"] == "not_supervisor"
+    sam = Agent(gateway.base_url, "sam", "sam-demo")
+    await sam.connect(available=False)
+
+    started = await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
+    assert started["type"] == "supervise.started" and started["card"]["call_id"] == call_id
+    await sam.join_media(call_id, tone_hz=SAM_HZ, aux_audio=True)
+    await wait_until(lambda: {"audio", "audio:1", "video"} <= set(sam.peer.slots), 10)
+    # Monitor: Sam hears the caller and Alice and sees the caller; nobody hears Sam.
+    await hears(sam.peer.slots["audio"], CALLER_HZ)
+    await hears(sam.peer.slots["audio:1"], ALICE_HZ)
+    await wait_until(lambda: len(sam.peer.slots["video"].counters) > 10, 10)
+    assert "sam" not in gateway.board.relays[call_id].hears("alice")
+    assert "sam" not in gateway.board.relays[call_id].hears("caller")
+    await silent(alice.peer.slots.get("audio:1"))
+    await silent(caller.peer.slots.get("audio:1"))
+
+    # Whisper: Alice hears Sam on her second section; the caller still does not.
+    await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "whisper"})
+    await wait_until(lambda: "audio:1" in alice.peer.slots, 10)
+    await hears(alice.peer.slots["audio:1"], SAM_HZ)
+    await hears(alice.peer.slots["audio"], CALLER_HZ)
+    await silent(caller.peer.slots.get("audio:1"))
+
+    # Barge: the caller hears Sam too, and still Alice.
+    await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "barge"})
+    await wait_until(lambda: "audio:1" in caller.peer.slots, 10)
+    await hears(caller.peer.slots["audio:1"], SAM_HZ)
+    await hears(caller.peer.slots["audio"], ALICE_HZ)
+
+    # Everything was logged in the call.
+    modes = [e.detail.get("mode") for e in gateway.board.calls[call_id].events if e.kind == "supervise"]
+    assert modes == ["monitor", "whisper", "barge"]
+
+    # Sam leaves: Alice's second section falls silent; the call goes on.
+    assert (await sam.ws.request({"type": "supervise.stop", "call_id": call_id}))["type"] == "ack"
+    await silent(alice.peer.slots["audio:1"])
+    await hears(alice.peer.slots["audio"], CALLER_HZ)
+    assert gateway.board.calls[call_id].state.value == "connected"
+    await alice.hangup(call_id)
+
+    # ... and in the durable record, in order, with who did it.
+    api = Api(gateway.base_url)
+    await api.login("admin", "admin-demo")
+    record = await api.ended_record(call_id)
+    logged = [(e["kind"], e["detail"].get("mode")) for e in record["events"] if e["kind"].startswith("supervise")]
+    assert logged == [("supervise", "monitor"), ("supervise", "whisper"), ("supervise", "barge"),
+                      ("supervise_stopped", None)], record["events"]
+    await api.close()
+    await caller.close()
+    await alice.close()
+    await bob.close()
+    await sam.close()
