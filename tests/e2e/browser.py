@@ -45,7 +45,9 @@ async def new_page(browser: Browser, base_url: str, *, viewport: dict[str, int],
     if is_mobile:
         options.update(device_scale_factor=2, has_touch=True)
     if geolocation is not None:
-        options.update(geolocation=geolocation, permissions=["geolocation"])
+        # Granting a permission through CDP denies every other one: grant camera and microphone too, as a user
+        # who allowed everything would have (with camera/mic denied, Chrome gathers no local ICE candidates).
+        options.update(geolocation=geolocation, permissions=["geolocation", "camera", "microphone"])
     context = await browser.new_context(**options)
     page = await context.new_page()
     page.set_default_timeout(15000)
@@ -87,7 +89,8 @@ async def open_console(page: Page, username: str = "alice", password: str = "ali
     await eventually(lambda: page.evaluate("document.getElementById('status-pill').dataset.status !== 'offline'"),
                      what="the console's socket")
     if auto_answer:
-        await page.check("#auto-answer")
+        await page.locator("label.switch").click()  # the checkbox itself is visually hidden behind its track
+        assert await page.is_checked("#auto-answer")
     if available:
         await page.click("#go-available")
         await eventually(lambda: page.evaluate("document.getElementById('status-pill').dataset.status === 'available'"),

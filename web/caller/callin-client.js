@@ -192,7 +192,12 @@ export function preferCodec(transceiver, mimeType) {
   }
 }
 
-/** Sends a trickled candidate as the protocol's ice.candidate (null candidate = end of candidates). */
+/**
+ * The protocol's ice.candidate for a trickled candidate (null candidate = end of candidates).
+ * Tell the gateway "end of candidates" only after at least one candidate: a browser that gathered none
+ * (e.g. local addresses withheld) still connects through the gateway's peer-reflexive discovery of its
+ * checks, which an early end-of-candidates would cut short.
+ */
 export function candidateMessage(candidate, callId) {
   const message = { type: "ice.candidate", candidate: null, sdp_mid: null, sdp_mline_index: null };
   if (callId) message.call_id = callId;
@@ -359,6 +364,7 @@ export class CallinClient extends EventTarget {
   #screen = null; // the live screen track, if any
   #mic = null;
   #pendingCandidates = [];
+  #candidatesGathered = 0;
   #offerSent = false;
   #pingTimer = null;
   #closing = false;
@@ -723,6 +729,7 @@ export class CallinClient extends EventTarget {
     this.#pc = pc;
     this.#offerSent = false;
     this.#pendingCandidates = [];
+    this.#candidatesGathered = 0;
     const streams = [this.localStream];
     // Audio and video both sendrecv: the agent's voice comes back, and the agent may turn a camera on. A
     // voice call gets a video transceiver too, so the caller can share the camera or screen later by
@@ -747,6 +754,8 @@ export class CallinClient extends EventTarget {
 
   #sendCandidate(candidate) {
     const message = candidateMessage(candidate, this.callId);
+    if (message.candidate) this.#candidatesGathered += 1;
+    else if (!this.#candidatesGathered) return; // see candidateMessage
     if (!this.#offerSent || !this.#signal?.open) {
       this.#pendingCandidates.push(message);
       return;

@@ -137,6 +137,7 @@ const state = {
   reconnecting: false,
   autoAnswer: localStorage.getItem(AUTO_ANSWER_KEY) === "on",
   staleCallId: null,
+  prepared: null, // the peer connection prepared while a call rings
 };
 const ringer = new Ringer();
 
@@ -526,6 +527,7 @@ function refreshAges() {
 function onOffered(message) {
   state.offer = message;
   state.ringStarted = performance.now();
+  window.dispatchEvent(new CustomEvent("callin:ring", { detail: { callId: message.call_id, at: performance.timeOrigin + performance.now() } }));
   state.lastCard = message.card;
   const card = message.card;
   const id = card.identity ?? {};
@@ -554,6 +556,8 @@ function onOffered(message) {
     accept();
     return;
   }
+  discardPrepared();
+  if (!state.call) state.prepared = preparePeer(message);
   ringer.start();
   $("accept-button").focus({ preventScroll: true });
 }
@@ -561,6 +565,7 @@ function onOffered(message) {
 function stopRinging() {
   ringer.stop();
   state.offer = null;
+  discardPrepared();
 }
 
 async function decline() {
@@ -577,50 +582,83 @@ async function decline() {
 }
 
 // ------------------------------------------------------------------------------------------------ the call
-async function accept() {
-  const offer = state.offer;
-  if (!offer || state.call) return;
-  stopRinging();
-  const callId = offer.call_id;
-  const card = offer.card;
+/**
+ * The agent's peer connection for a ringing call, prepared while it rings so that accepting only has to send
+ * the offer. Audio sendrecv (the microphone arrives by replaceTrack once the call is accepted); video sendrecv
+ * with no track until the agent turns the camera on (the gateway does not renegotiate).
+ */
+function preparePeer(offer) {
   const pc = new RTCPeerConnection({ iceServers: iceServersFrom(state.welcome?.ice_servers), bundlePolicy: "max-bundle" });
   const call = {
-    id: callId,
-    card,
+    id: offer.call_id,
+    card: offer.card,
     pc,
-    audioTx: null,
-    videoTx: null,
+    audioTx: pc.addTransceiver("audio", { direction: "sendrecv" }),
+    videoTx: pc.addTransceiver("video", { direction: "sendrecv" }),
     mic: null,
     camera: null,
     muted: false,
     startedAt: null,
-    acceptedAt: performance.timeOrigin + performance.now(),
+    acceptedAt: null,
     firstFrameAt: null,
     stats: null,
     stalls: 0,
     timers: [],
     offerSent: false,
     pendingCandidates: [],
+    candidatesGathered: 0,
     ended: false,
+    timings: {}, // ms since accept: accepted, offerSent, answered, connected, firstFrame
+    localOffer: null,
   };
-  state.call = call;
-  showCallView(call);
-
-  // Audio sendrecv (the agent's mic arrives by replaceTrack, so asking for it does not delay the offer);
-  // video sendrecv with no track until the agent turns the camera on (the gateway does not renegotiate).
-  call.audioTx = pc.addTransceiver("audio", { direction: "sendrecv" });
-  call.videoTx = pc.addTransceiver("video", { direction: "sendrecv" });
   preferCodec(call.videoTx, "video/VP8");
   pc.addEventListener("track", (e) => onRemoteTrack(call, e.track));
   pc.addEventListener("icecandidate", (e) => {
-    const message = candidateMessage(e.candidate, callId);
+    const message = candidateMessage(e.candidate, call.id);
+    if (message.candidate) call.candidatesGathered += 1;
+    else if (!call.candidatesGathered) return; // no end-of-candidates without candidates (see candidateMessage)
     if (!call.offerSent) call.pendingCandidates.push(message);
     else state.signal?.send({ ...message, id: state.signal.nextId() });
   });
   pc.addEventListener("connectionstatechange", () => {
-    if (pc.connectionState === "connected") $("ph-text").textContent = waitingText(call);
-    if (pc.connectionState === "failed") toast("The media connection failed.", { bad: true });
+    if (pc.connectionState === "connected") {
+      step(call, "connected");
+      if (state.call === call) $("ph-text").textContent = waitingText(call);
+    }
+    if (pc.connectionState === "failed" && state.call === call) toast("The media connection failed.", { bad: true });
   });
+  call.localOffer = pc.createOffer().then((o) => pc.setLocalDescription(o));
+  call.localOffer.catch(() => {});
+  return call;
+}
+
+function step(call, name) {
+  if (call.acceptedAt != null && call.timings[name] == null) {
+    call.timings[name] = Math.round(performance.timeOrigin + performance.now() - call.acceptedAt);
+  }
+}
+
+function discardPrepared() {
+  const prepared = state.prepared;
+  state.prepared = null;
+  if (prepared && prepared !== state.call) {
+    prepared.ended = true;
+    prepared.pc.close();
+  }
+}
+
+async function accept() {
+  const offer = state.offer;
+  if (!offer || state.call) return;
+  const callId = offer.call_id;
+  const prepared = state.prepared?.id === callId ? state.prepared : null;
+  state.prepared = null; // taken: stopRinging must not close it
+  stopRinging();
+  const call = prepared ?? preparePeer(offer);
+  call.acceptedAt = performance.timeOrigin + performance.now();
+  state.call = call;
+  showCallView(call);
+
   navigator.mediaDevices
     .getUserMedia({ audio: AUDIO_CONSTRAINTS })
     .then(async (stream) => {
@@ -635,9 +673,17 @@ async function accept() {
     })
     .catch(() => toast("Microphone blocked: the caller can't hear you. Allow the microphone for this site.", { bad: true, ms: 10000 }));
 
-  const offering = pc.createOffer().then((o) => pc.setLocalDescription(o));
+  // The gateway handles a socket's messages in order: the offer follows the accept without waiting for its
+  // answer (if the accept fails, so does the offer, and the accept's error is the one shown).
+  const accepting = state.signal.request({ type: "call.accept", call_id: callId });
+  const answering = call.localOffer.then(() => {
+    step(call, "offerSent");
+    return state.signal.request({ type: "sdp.offer", call_id: callId, sdp: call.pc.localDescription.sdp });
+  });
+  answering.catch(() => {}); // handled below, after the accept
   try {
-    await state.signal.request({ type: "call.accept", call_id: callId });
+    await accepting;
+    step(call, "accepted");
   } catch (e) {
     cleanupCall(call);
     show("idle");
@@ -646,12 +692,12 @@ async function accept() {
     return;
   }
   try {
-    await offering;
-    const answer = await state.signal.request({ type: "sdp.offer", call_id: callId, sdp: pc.localDescription.sdp });
+    const answer = await answering;
+    step(call, "answered");
     call.offerSent = true;
     for (const m of call.pendingCandidates) state.signal.send({ ...m, id: state.signal.nextId() });
     call.pendingCandidates = [];
-    if (!call.ended) await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    if (!call.ended) await call.pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
   } catch (e) {
     if (!call.ended) toast(`The call's media could not be set up: ${e.reason ?? e.message}`, { bad: true });
   }
@@ -709,9 +755,10 @@ function watchFirstFrame(call, video) {
   const mark = () => {
     if (call.firstFrameAt || call.ended) return;
     call.firstFrameAt = performance.timeOrigin + performance.now();
+    call.timings.firstFrame = Math.round(call.firstFrameAt - call.acceptedAt);
     performance.mark("callin:first-frame");
     $("video-stage").classList.add("has-video");
-    window.dispatchEvent(new CustomEvent("callin:firstframe", { detail: { callId: call.id, at: call.firstFrameAt, sinceAcceptMs: call.firstFrameAt - call.acceptedAt } }));
+    window.dispatchEvent(new CustomEvent("callin:firstframe", { detail: { callId: call.id, at: call.firstFrameAt, sinceAcceptMs: call.firstFrameAt - call.acceptedAt, timings: { ...call.timings } } }));
   };
   video.addEventListener("loadeddata", mark, { once: true });
   video.addEventListener("resize", () => video.videoWidth > 0 && mark(), { once: true });

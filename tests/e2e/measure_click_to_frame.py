@@ -1,0 +1,181 @@
+"""Click-to-first-frame in real browsers: the caller taps "Video call" in the demo app's widget, the agent
+console (auto-answer on) shows the first decoded frame of the caller's camera. Prints each call and the p50.
+
+    unshare -rn sh -c 'ip link set lo up; python -m tests.e2e.measure_click_to_frame --calls 7'
+
+The gateway runs in a child process (its own event loop, as in production), not in this process, which
+drives the browser. Both pages run in one Chromium, so their clocks agree: the click is the click event's timestamp in the caller
+page (performance.timeOrigin + event.timeStamp), the first frame is the console's `callin:firstframe` event
+(the earliest of the video element's first frame, requestVideoFrameCallback and getStats framesDecoded > 0).
+With --accept-after S the agent instead clicks Accept S seconds after the ring (the console prepares the
+call's peer connection while it rings), and "accept -> first frame" is the figure to read. The auto-answer
+takes the agent's reaction time out; everything else (permissions prompt auto-accepted,
+geolocation, token, queueing, ringing, both peer connections, the first keyframe) is in the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from playwright.async_api import async_playwright  # noqa: E402
+
+from tests.e2e.browser import DESKTOP, PHONE, POSITION, eventually, launch, new_page, open_console, open_demo, open_widget  # noqa: E402
+from tests.support.server import running_gateway  # noqa: E402
+
+CLICK_PROBE = """
+window.__clicks = [];
+document.addEventListener("click", (event) => {
+  const target = event.composedPath()[0];
+  if (target && target.closest && target.closest("[data-call-type]")) window.__clicks.push(performance.timeOrigin + event.timeStamp);
+}, true);
+"""
+CONSOLE_PROBE = """
+window.__frames = []; window.__rings = [];
+window.addEventListener("callin:firstframe", (e) => window.__frames.push(e.detail));
+window.addEventListener("callin:ring", (e) => window.__rings.push(e.detail));
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = (len(ordered) - 1) * q
+    low = int(index)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (index - low)
+
+
+class GatewayProcess:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(relay_mode: str) -> AsyncIterator[GatewayProcess]:
+    """The test gateway (demo mode, loopback media) in a child process; yields once it serves."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.e2e.measure_click_to_frame", "--serve", "--relay-mode", relay_mode,
+        cwd=str(Path(__file__).resolve().parents[2]), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        assert child.stdout is not None
+        line = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().strip()
+        if not line.startswith("http"):
+            raise RuntimeError(f"the gateway did not start: {line!r}")
+        yield GatewayProcess(line)
+    finally:
+        if child.returncode is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(child.wait(), 10)
+            except asyncio.TimeoutError:
+                child.kill()
+                await child.wait()
+
+
+async def serve(relay_mode: str) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with running_gateway(relay_mode=relay_mode) as gateway:
+        print(gateway.base_url, flush=True)
+        await stop.wait()
+
+
+async def measure(calls: int, hold_s: float, relay_mode: str, warmup: int = 1,
+                  accept_after: float | None = None) -> list[dict[str, float]]:
+    results: list[dict[str, float]] = []
+    async with gateway_process(relay_mode) as gateway, async_playwright() as pw:
+        browser = await launch(pw)
+        agent_ctx, agent = await new_page(browser, gateway.base_url, viewport=DESKTOP)
+        await agent.add_init_script(CONSOLE_PROBE)
+        await open_console(agent, auto_answer=accept_after is None)
+        caller_ctx, caller = await new_page(browser, gateway.base_url, viewport=PHONE, geolocation=POSITION, is_mobile=True)
+        await caller.add_init_script(CLICK_PROBE)
+        for n in range(1 - warmup, calls + 1):
+            await open_demo(caller)  # a fresh page for every call
+            await open_widget(caller)  # token + WebSocket + hello happen when the panel opens, before the click
+            frames_before = await agent.evaluate("window.__frames.length")
+            await caller.locator('callin-widget .option[data-call-type="video"]').click()
+            if accept_after is not None:
+                await agent.wait_for_selector("#view-ringing:not([hidden])")
+                await asyncio.sleep(accept_after)
+                await agent.click("#accept-button")
+            try:
+                await eventually(lambda: agent.evaluate(f"window.__frames.length > {frames_before}"), timeout=20,
+                                 what=f"first frame of call {n}")
+            except AssertionError:
+                print("console:", await agent.evaluate("callinConsole.state"),
+                      await agent.evaluate("callinConsole.peerConnection && [callinConsole.peerConnection.connectionState, callinConsole.peerConnection.iceConnectionState, callinConsole.peerConnection.signalingState]"),
+                      await agent.evaluate("callinConsole.stats()"), file=sys.stderr)
+                print("caller:", await caller.evaluate("(() => { const c = Callin.widgets[0].client; const pc = c.peerConnection; return [c.state, c.callId, pc && pc.connectionState, pc && pc.iceConnectionState, pc && pc.signalingState]; })()"),
+                      await caller.evaluate("Callin.widgets[0].client.getStats()"), file=sys.stderr)
+                raise
+            click = await caller.evaluate("window.__clicks[window.__clicks.length - 1]")
+            frame = await agent.evaluate("window.__frames[window.__frames.length - 1]")
+            ring = await agent.evaluate("window.__rings[window.__rings.length - 1]")
+            result = {
+                "click_to_frame_ms": frame["at"] - click,
+                "click_to_ring_ms": ring["at"] - click,
+                "accept_to_frame_ms": frame["sinceAcceptMs"],
+            }
+            if n > 0:
+                results.append(result)
+            print(f"{'call ' + str(n) if n > 0 else 'warm-up'}: click -> first frame {result['click_to_frame_ms']:6.0f} ms   "
+                  f"(click -> ring {result['click_to_ring_ms']:5.0f} ms, accept -> frame {result['accept_to_frame_ms']:5.0f} ms; "
+                  f"after accept: {frame.get('timings')})",
+                  flush=True)
+            await asyncio.sleep(hold_s)
+            await caller.locator('callin-widget [data-action="hangup"]').click()
+            await agent.wait_for_selector("#view-ended:not([hidden])")
+            await eventually(lambda: agent.evaluate("document.getElementById('status-pill').dataset.status === 'available'"),
+                             what="the agent available again")
+            await eventually(lambda: caller.evaluate("Callin.widgets[0].client.state === 'ended'"), what="the caller's end")
+        await caller_ctx.close()
+        await agent_ctx.close()
+        await browser.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=7, help="calls to measure (at least 5)")
+    parser.add_argument("--hold", type=float, default=1.0, help="seconds each call stays up after its first frame")
+    parser.add_argument("--relay-mode", choices=["packet", "frame"], default="packet")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured calls first (a fresh gateway's first call "
+                        "pays one-off costs)")
+    parser.add_argument("--accept-after", type=float, default=None, metavar="S",
+                        help="no auto-answer: click Accept S seconds after the ring")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args(argv)
+    if args.serve:
+        asyncio.run(serve(args.relay_mode))
+        return 0
+    if args.calls < 5:
+        parser.error("measure at least 5 calls")
+    interfaces = {name for _, name in socket.if_nameindex()}
+    if not interfaces <= {"lo"} and os.environ.get("CALLIN_ALLOW_HOST_NETWORK") != "1":
+        print("run inside a loopback-only network namespace: unshare -rn sh -c 'ip link set lo up; python -m "
+              "tests.e2e.measure_click_to_frame'", file=sys.stderr)
+        return 2
+    results = asyncio.run(measure(args.calls, args.hold, args.relay_mode, args.warmup, args.accept_after))
+    for key, label in (("click_to_frame_ms", "click -> first frame"), ("click_to_ring_ms", "click -> ring at the agent"),
+                       ("accept_to_frame_ms", "accept -> first frame")):
+        values = [r[key] for r in results]
+        if args.accept_after is not None and key == "click_to_frame_ms":
+            label += f" (incl. {args.accept_after:g} s ring)"
+        print(f"{label:28s} p50 {statistics.median(values):6.0f} ms   p90 {percentile(values, 0.9):6.0f} ms   "
+              f"min {min(values):6.0f} ms   max {max(values):6.0f} ms   (n={len(values)}, relay {args.relay_mode})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
