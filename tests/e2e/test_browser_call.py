@@ -191,6 +191,20 @@ async def test_refused_location_still_connects_and_agent_hangup_ends_both(gatewa
     await rising(lambda: caller_stats(caller), "audioIn.packetsReceived", "agent audio at the caller", by=50)
     await rising(lambda: console_stats(agent), "audioIn.packetsReceived", "caller audio at the agent", by=50)
     await expect(agent.locator("#ph-text")).to_have_text("Voice call")
+    call_id = (await console_state(agent))["callId"]
+
+    # Both sockets drop (as on a network change): each page resumes its session with its resume token and
+    # keeps the same call; the peer connections never depended on the sockets.
+    await drop_socket(gateway, gateway.board.calls[call_id].caller_session)
+    await drop_socket(gateway, gateway.board.agents["bob"].session_id)
+    await eventually(lambda: caller.evaluate("Callin.widgets[0].client.reconnecting"), timeout=5, interval=0.01,
+                     what="the widget reconnecting")
+    await eventually(lambda: _resumed(caller), what="the widget's session resumed")
+    await expect(agent.locator("#toasts")).to_contain_text("Reconnected.")
+    await expect(widget(caller, ".banner")).to_be_hidden()
+    assert await caller.evaluate("Callin.widgets[0].client.callId") == call_id
+    assert (await console_state(agent))["callId"] == call_id
+    await rising(lambda: caller_stats(caller), "audioIn.packetsReceived", "agent audio after the resume", by=25)
 
     # Mute on both sides (the buttons say so), then the agent hangs up with the H shortcut.
     await agent.keyboard.press("m")
@@ -226,6 +240,17 @@ async def test_refused_location_still_connects_and_agent_hangup_ends_both(gatewa
     await agent_ctx.close()
 
 
+async def drop_socket(gateway, session_id: str) -> None:
+    """Close a session's WebSocket from the server side, without a goodbye: the client sees a dropped socket."""
+    session = gateway.board.sessions.get(session_id)
+    assert session is not None and session.sink is not None, "no live socket for this session"
+    await session.sink.__self__.ws.close(code=1001, message=b"test: connection dropped")
+
+
+async def _resumed(caller: Page):
+    return await caller.evaluate("(() => { const c = Callin.widgets[0].client; return !c.reconnecting && c.state === 'connected'; })()")
+
+
 async def _rings_again(agent: Page, first_ring: str):
     state = await console_state(agent)
     visible = await agent.locator("#view-ringing").is_visible()
@@ -236,13 +261,24 @@ async def test_error_and_waiting_states(gateway, browser):
     caller_ctx, caller = await new_page(browser, gateway.base_url, viewport=PHONE, is_mobile=True)
 
     # No agent is signed in: the caller waits, told its position but no minutes (no estimate).
+    # All by keyboard: Enter opens the panel, focus lands on the first way to call, Enter starts it.
     await open_demo(caller)
-    await open_widget(caller)
-    await widget(caller, '.option[data-call-type="voice"]').click()
+    await widget(caller, ".launcher").focus()
+    await caller.keyboard.press("Enter")
+    await expect(widget(caller, '.option[data-call-type="voice"]')).to_be_focused()
+    await caller.keyboard.press("Enter")
     await expect(widget(caller, ".presence .who")).to_have_text("You are number 1 in line")
+    await expect(widget(caller, '[data-action="mute"]')).to_be_focused()
     await expect(widget(caller, ".presence .sub")).to_contain_text("No agent is free right now")
     assert "minute" not in (await widget(caller, ".presence .status").text_content())
     await shot(caller, "caller-waiting-no-agents")
+    # Escape minimizes (the call goes on, the button says so); Enter brings it back.
+    await caller.keyboard.press("Escape")
+    await expect(widget(caller, ".panel")).to_be_hidden()
+    await expect(widget(caller, ".launcher")).to_be_focused()
+    await expect(widget(caller, ".launch-label")).to_have_text("Waiting for an agent…")
+    await caller.keyboard.press("Enter")
+    await expect(widget(caller, ".panel")).to_be_visible()
     await widget(caller, '[data-action="hangup"]').click()
     await expect(widget(caller, ".ended-text")).to_have_text("You ended the call.")
 

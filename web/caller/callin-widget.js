@@ -518,6 +518,7 @@ export class CallinWidget extends HTMLElement {
     clearTimeout(this.#permissionTimer);
     this.#resetCallView(callType);
     this.#show("call");
+    this.#focusFirst();
     this.#els.status.textContent = "Connecting…";
     const { location, status } = await locating;
     this.#locationStatus = status;
