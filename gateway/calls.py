@@ -42,6 +42,8 @@ class Call:
     consult_joined: bool = False
     transferred_from: str | None = None
     supervisors: dict[str, str] = field(default_factory=dict)  # username -> monitor | whisper | barge
+    pushed: dict[str, dict[str, Any]] = field(default_factory=dict)  # content_id -> pushed content and its status
+    attachments: set[str] = field(default_factory=set)  # ids of files exchanged in the call
 
     def __post_init__(self) -> None:
         self.log("queued", call_type=self.call_type.value)

@@ -118,6 +118,8 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=4 * 1024 * 1024)
     max_sdp_bytes: int = Field(32 * 1024, ge=1024)
     max_context_bytes: int = Field(8 * 1024, ge=256)
+    max_attachment_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    max_chat_chars: int = Field(2000, ge=1, le=20000)
 
     # -- media / network
     ice_servers: list[IceServer] = Field(default_factory=list)

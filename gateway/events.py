@@ -86,9 +86,28 @@ class ConsultState:
     colleague: str
 
 
+@dataclass(frozen=True, slots=True)
+class ContentPushed:
+    call_id: str
+    content: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ContentStatus:
+    call_id: str
+    content_id: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    call_id: str
+    message: dict[str, Any]
+
+
 Event = (
     QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
-    | CallHeld | CallTransferring | CallTransferred | ConsultState
+    | CallHeld | CallTransferring | CallTransferred | ConsultState | ContentPushed | ContentStatus | ChatMessage
 )
 
 

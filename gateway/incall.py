@@ -8,6 +8,7 @@ the relay then forwards exactly what the scene says, so "who hears whom" is deci
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -17,6 +18,9 @@ from .errors import Forbidden, InvalidState, NotFound
 from .events import (
     AgentStatusChanged,
     CallAnswered,
+    ChatMessage,
+    ContentPushed,
+    ContentStatus,
     CallHeld,
     CallOffered,
     CallTransferred,
@@ -312,3 +316,68 @@ class InCallControls:
         for username in list(call.supervisors):
             self._to_agent(username, event)
         call.supervisors.clear()
+
+    # -- content and chat ----------------------------------------------------------------------------------
+    def _staff_in_call(self: "Switchboard", session: Session, call_id: str) -> Call:
+        state, call = self._agent_call(session, call_id)
+        if not self.is_participant(call, state.username):
+            raise Forbidden("you are not in this call", code="not_your_call")
+        if call.state is not CallState.CONNECTED:
+            raise InvalidState(f"the call is {call.state.value}, not connected", code="not_connected")
+        return call
+
+    def check_attachment(self: "Switchboard", call: Call, attachment: dict[str, Any] | None) -> None:
+        if attachment is not None and attachment["id"] not in call.attachments:
+            raise NotFound("no such attachment in this call; upload it first", code="unknown_attachment")
+
+    def push_content(self: "Switchboard", session: Session, call_id: str, content: dict[str, Any]) -> dict[str, Any]:
+        """Show a link, an image or a text card on the caller's screen; the caller reports seen/opened."""
+        call = self._staff_in_call(session, call_id)
+        self.check_attachment(call, content.get("attachment"))
+        item = {**content, "content_id": secrets.token_hex(6), "by": session.principal.username, "at": now(),
+                "status": "sent"}
+        call.pushed[item["content_id"]] = item
+        call.log("content_pushed", by=item["by"], content_kind=item["kind"], content_id=item["content_id"],
+                 title=item.get("title"), url=item.get("url"))
+        self._to_caller(call, ContentPushed(call_id=call.id, content=item))
+        self._changed(call)
+        return item
+
+    def content_status(self: "Switchboard", session: Session, call_id: str | None, content_id: str,
+                       status: str) -> None:
+        call = self.caller_call(session, call_id)
+        item = call.pushed.get(content_id)
+        if item is None:
+            raise NotFound("no such pushed content", code="unknown_content")
+        order = ["sent", "seen", "opened", "dismissed"]
+        if order.index(status) <= order.index(item["status"]) and status != "dismissed":
+            return  # already reported (seen after opened says nothing new)
+        item["status"] = status
+        call.log("content_" + status, content_id=content_id)
+        self._to_agent(item["by"], ContentStatus(call_id=call.id, content_id=content_id, status=status))
+        self._changed(call)
+
+    def chat(self: "Switchboard", session: Session, call_id: str | None, text: str | None,
+             attachment: dict[str, Any] | None) -> dict[str, Any]:
+        """A chat line (and/or a file) from the caller or from someone in the call, to everyone in it."""
+        if session.role == "caller":
+            call = self.caller_call(session, call_id)
+            if call.state is CallState.ENDED:
+                raise InvalidState("the call has ended", code="call_ended")
+            sender = {"role": "caller", "name": call.identity.name or "Caller"}
+        else:
+            call = self._staff_in_call(session, call_id or "")
+            account = session.principal
+            sender = {"role": "supervisor" if account.username in call.supervisors else "agent",
+                      "name": account.display_name, "username": account.username}
+        self.check_attachment(call, attachment)
+        message = {"message_id": secrets.token_hex(6), "from": sender, "text": text, "attachment": attachment,
+                   "at": now()}
+        call.log("chat", **{"from": sender["role"], "text": text,
+                            "attachment": attachment["id"] if attachment else None})
+        event = ChatMessage(call_id=call.id, message=message)
+        self._to_caller(call, event)
+        for username in {call.agent, call.consult, *call.supervisors} - {None}:
+            self._to_agent(username, event)
+        self._changed(call)
+        return message

@@ -99,6 +99,17 @@ class AgentConnection(Connection):
             case p.Supervise():
                 call = self.board.supervise(session, message.call_id, SuperviseMode(message.mode))
                 self.send(p.SuperviseStarted(id=message.id, call_id=call.id, mode=message.mode, card=call.card()))
+            case p.PushContent():
+                content = message.model_dump(include={"kind", "title", "url", "text"}, exclude_none=True)
+                content["attachment"] = self.attachment(message.call_id, message.attachment_id)
+                item = self.board.push_content(session, message.call_id, content)
+                self.send(p.ContentSent(id=message.id, call_id=message.call_id, content=item))
+            case p.ChatSend():
+                if not message.call_id:
+                    raise p.ProtocolError("call_id is required", code="invalid_message")
+                self.board.chat(session, message.call_id, message.text,
+                                self.attachment(message.call_id, message.attachment_id))
+                self.send(p.Ack(id=message.id))
             case p.SuperviseStop():
                 await self.board.stop_supervising(session, message.call_id)
                 self.send(p.Ack(id=message.id))

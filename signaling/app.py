@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.auth import AgentSessions, CallerTokenVerifier
 from gateway.config import Settings
+from gateway.store.attachments import AttachmentStore
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
@@ -24,6 +25,7 @@ from .api import api_routes
 from .caller import caller_ws
 from .keys import (
     ACCOUNTS,
+    ATTACHMENTS,
     AGENT_SESSIONS,
     API_KEYS,
     CALLER_TOKENS,
@@ -37,6 +39,7 @@ from .keys import (
     WEBHOOK_DISPATCHER,
     WEBHOOKS,
 )
+from .files import file_routes
 from .metrics import Metrics
 from .rest import errors_middleware, routes
 
@@ -54,7 +57,9 @@ def demo_settings(settings: Settings) -> Settings:
 def create_app(settings: Settings) -> web.Application:
     if settings.demo:
         settings = demo_settings(settings)
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
+    # JSON bodies are capped at 256 KiB in read_body; uploads (attachments) up to max_attachment_bytes.
+    app = web.Application(middlewares=[errors_middleware],
+                          client_max_size=max(MAX_BODY, settings.max_attachment_bytes + 4096))
     app[SETTINGS] = settings
     app[CALLER_TOKENS] = CallerTokenVerifier(settings)
     db = Database(settings.db_url)
@@ -68,8 +73,10 @@ def create_app(settings: Settings) -> web.Application:
     app[AGENT_SESSIONS] = AgentSessions(settings)
     app[METRICS] = Metrics()
     app[READY] = {"ready": False}
+    app[ATTACHMENTS] = AttachmentStore(settings.data_dir / "attachments", settings.max_attachment_bytes)
     app.router.add_routes(routes)
     app.router.add_routes(api_routes)
+    app.router.add_routes(file_routes)
     app.router.add_get("/ws/caller", caller_ws)
     app.router.add_get("/ws/agent", agent_ws)
     _static(app, settings.web_root, settings.demo)

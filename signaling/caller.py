@@ -60,6 +60,13 @@ class CallerConnection(Connection):
             case p.Hangup():
                 await self.board.caller_hangup(session, message.call_id)
                 self.send(p.Ack(id=message.id))
+            case p.ChatSend():
+                call = self.board.caller_call(session, message.call_id)
+                self.board.chat(session, call.id, message.text, self.attachment(call.id, message.attachment_id))
+                self.send(p.Ack(id=message.id))
+            case p.ContentStatusIn():
+                self.board.content_status(session, message.call_id, message.content_id, message.status)
+                self.send(p.Ack(id=message.id))
             case _:
                 raise p.ProtocolError(f"{message.type} is not a caller message", code="unknown_type")
 

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.auth import AgentSessions, CallerTokenVerifier
 from gateway.config import Settings
+from gateway.store.attachments import AttachmentStore
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
@@ -24,6 +25,7 @@ CALLER_TOKENS = web.AppKey("caller_tokens", CallerTokenVerifier)
 AGENT_SESSIONS = web.AppKey("agent_sessions", AgentSessions)
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
 READY = web.AppKey("ready", dict)
+ATTACHMENTS = web.AppKey("attachments", AttachmentStore)
 DATABASE = web.AppKey("database", Database)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 API_KEYS = web.AppKey("api_keys", ApiKeyStore)

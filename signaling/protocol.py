@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from gateway.errors import BadRequest
 from gateway.models import AgentStatus, CallContext, CallType, Location
@@ -146,12 +146,61 @@ class SuperviseStop(Message):
     call_id: str = Field(max_length=64)
 
 
+class PushContent(Message):
+    """Show something on the caller's screen: a link (url), an image (attachment_id of an uploaded image, or an
+    https url) or a text card (text). The caller reports content.status seen/opened/dismissed."""
+
+    type: Literal["content.push"]
+    id: RequestId
+    call_id: str = Field(max_length=64)
+    kind: Literal["link", "image", "text"]
+    title: str | None = Field(None, max_length=200)
+    url: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    text: str | None = Field(None, max_length=2000)
+    attachment_id: str | None = Field(None, pattern=r"^[0-9a-f]{16}$")
+
+    @model_validator(mode="after")
+    def _needs_payload(self) -> "PushContent":
+        if self.kind == "link" and not self.url:
+            raise ValueError("a link needs url")
+        if self.kind == "image" and not (self.attachment_id or (self.url and self.url.startswith("https://"))):
+            raise ValueError("an image needs attachment_id or an https url")
+        if self.kind == "text" and not self.text:
+            raise ValueError("a text card needs text")
+        return self
+
+
+class ChatSend(Message):
+    """A chat line and/or a file (attachment_id from POST /api/v1/calls/{call_id}/attachments)."""
+
+    type: Literal["chat.send"]
+    id: RequestId
+    call_id: str | None = Field(None, max_length=64)
+    text: str | None = Field(None, min_length=1, max_length=2000)
+    attachment_id: str | None = Field(None, pattern=r"^[0-9a-f]{16}$")
+
+    @model_validator(mode="after")
+    def _something(self) -> "ChatSend":
+        if not self.text and not self.attachment_id:
+            raise ValueError("send text, an attachment, or both")
+        return self
+
+
+class ContentStatusIn(Message):
+    type: Literal["content.status"]
+    id: RequestId
+    call_id: str | None = Field(None, max_length=64)
+    content_id: str = Field(max_length=32)
+    status: Literal["seen", "opened", "dismissed"]
+
+
 CallerMessage = Annotated[
-    Hello | StartCall | SdpOffer | IceCandidate | Hangup | Ping | Bye, Field(discriminator="type")
+    Hello | StartCall | SdpOffer | IceCandidate | Hangup | Ping | Bye | ChatSend | ContentStatusIn,
+    Field(discriminator="type"),
 ]
 AgentMessage = Annotated[
     Hello | SetStatus | Accept | Decline | SdpOffer | IceCandidate | Hangup | Ping | Bye | Hold | Transfer
-    | TransferStep | Supervise | SuperviseStop,
+    | TransferStep | Supervise | SuperviseStop | PushContent | ChatSend,
     Field(discriminator="type"),
 ]
 
@@ -298,6 +347,37 @@ class SuperviseStarted(Message):
     card: dict[str, Any]
 
 
+class ContentPushedOut(Message):
+    """To the caller: show this. `content` has content_id, kind, title, url, text, attachment (with its url)."""
+
+    type: Literal["content.pushed"] = "content.pushed"
+    call_id: str
+    content: dict[str, Any]
+
+
+class ContentSent(Message):
+    type: Literal["content.sent"] = "content.sent"
+    id: str
+    call_id: str
+    content: dict[str, Any]
+
+
+class ContentStatusOut(Message):
+    type: Literal["content.status"] = "content.status"
+    call_id: str
+    content_id: str
+    status: str
+
+
+class ChatMessageOut(Message):
+    """A chat line to everyone in the call (the sender included): message has message_id, from {role, name},
+    text, attachment {id, name, mime, size, url} or null, at."""
+
+    type: Literal["chat.message"] = "chat.message"
+    call_id: str
+    message: dict[str, Any]
+
+
 class ErrorOut(Message):
     type: Literal["error"] = "error"
     id: str | None = None
@@ -309,7 +389,8 @@ class ErrorOut(Message):
 ServerMessage = Annotated[
     Welcome | CallQueued | SdpAnswer | Ack | Pong | QueuePosition | CallAnsweredOut | CallOfferedOut
     | OfferWithdrawnOut | CallAcceptedOut | CallEndedOut | AgentStatusOut | MediaStateOut | ErrorOut
-    | CallHeldOut | CallTransferringOut | CallTransferredOut | ConsultStateOut | SuperviseStarted,
+    | CallHeldOut | CallTransferringOut | CallTransferredOut | ConsultStateOut | SuperviseStarted
+    | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut,
     Field(discriminator="type"),
 ]
 

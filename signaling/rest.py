@@ -64,11 +64,18 @@ def json_error(status: int, code: str, reason: str) -> web.Response:
     return web.json_response({"code": code, "reason": reason}, status=status)
 
 
+MAX_JSON_BODY = 256 * 1024
+
+
 async def read_body(request: web.Request, model: type[Body]) -> Any:
     if request.content_type != "application/json":
         raise http_error(415, "unsupported_media_type", "send a JSON body (Content-Type: application/json)")
+    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
+        raise http_error(413, "body_too_large", f"JSON bodies are at most {MAX_JSON_BODY} bytes")
     try:
         raw = await request.read()
+        if len(raw) > MAX_JSON_BODY:
+            raise http_error(413, "body_too_large", f"JSON bodies are at most {MAX_JSON_BODY} bytes")
         return model.model_validate_json(raw or b"{}")
     except web.HTTPRequestEntityTooLarge:
         raise http_error(413, "body_too_large", "request body too large") from None

@@ -20,7 +20,10 @@ from gateway.events import (
     CallOffered,
     CallTransferred,
     CallTransferring,
+    ChatMessage,
     ConsultState,
+    ContentPushed,
+    ContentStatus,
     Event,
     MediaState,
     OfferWithdrawn,
@@ -30,7 +33,7 @@ from gateway.sessions import Session
 from gateway.switchboard import Switchboard
 
 from . import protocol as p
-from .keys import METRICS, SWITCHBOARD
+from .keys import ATTACHMENTS, METRICS, SWITCHBOARD
 
 log = structlog.get_logger("callin.ws")
 
@@ -66,6 +69,12 @@ def event_message(event: Event) -> BaseModel:
             return p.CallTransferredOut(call_id=event.call_id, to=event.to)
         case ConsultState():
             return p.ConsultStateOut(call_id=event.call_id, state=event.state, colleague=event.colleague)
+        case ContentPushed():
+            return p.ContentPushedOut(call_id=event.call_id, content=event.content)
+        case ContentStatus():
+            return p.ContentStatusOut(call_id=event.call_id, content_id=event.content_id, status=event.status)
+        case ChatMessage():
+            return p.ChatMessageOut(call_id=event.call_id, message=event.message)
     raise TypeError(f"no message for {event!r}")
 
 
@@ -144,6 +153,13 @@ class Connection:
 
     def welcome_extra(self, session: Session, resumed: bool) -> dict[str, Any]:
         return {}
+
+    def attachment(self, call_id: str, attachment_id: str | None) -> dict[str, Any] | None:
+        """The public description of a file uploaded to this call (its id alone proves nothing)."""
+        if attachment_id is None:
+            return None
+        attachment, _ = self.request.app[ATTACHMENTS].get(call_id, attachment_id)
+        return attachment.public()
 
     async def handle(self, message: Any) -> None:
         raise NotImplementedError

@@ -156,6 +156,7 @@ class Producer:
     _pending_request: asyncio.TimerHandle | None = None
     _closed: bool = False
     gop: list[Any] = field(default_factory=list)
+    gop_frames: list[bytes] = field(default_factory=list)
     gop_started: float = 0.0
 
     def on_frame(self, data: bytes, timestamp: int, discontinuity: bool) -> None:
@@ -167,6 +168,12 @@ class Producer:
         self.last_frame_at = now
         for consumer in self.consumers:
             consumer.push(frame, discontinuity)
+        if self.kind == "video":  # frames since the latest keyframe, for snapshots
+            if key:
+                self.gop_frames = [data]
+                self.gop_started = now
+            elif self.gop_frames and len(self.gop_frames) < GOP_CACHE_PACKETS:
+                self.gop_frames.append(data)
 
     def on_packet(self, packet: Any) -> None:
         """Packet-level forwarding: hand one RTP packet to every consumer at once."""
