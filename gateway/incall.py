@@ -381,3 +381,32 @@ class InCallControls:
             self._to_agent(username, event)
         self._changed(call)
         return message
+
+    # -- wallboard -----------------------------------------------------------------------------------------
+    def wallboard(self: "Switchboard") -> dict[str, Any]:
+        """What a supervisor's wallboard shows. Times are absolute (UNIX seconds) so clients count up locally."""
+        waiting = [
+            {"call_id": c.id, "queue": c.queue, "priority": c.priority, "call_type": c.call_type.value,
+             "caller": c.identity.name or c.identity.subject, "since": c.created_at, "state": c.state.value,
+             "ringing_at": c.offered_to, "callback": bool(getattr(c, "callback", False))}
+            for c in self.queue.ordered()
+        ]
+        in_progress = [
+            {"call_id": c.id, "queue": c.queue, "call_type": c.call_type.value,
+             "caller": c.identity.name or c.identity.subject, "agent": c.agent, "since": c.answered_at,
+             "held": c.held, "consult": c.consult, "supervisors": dict(c.supervisors)}
+            for c in self.calls.values() if c.state is CallState.CONNECTED
+        ]
+        agents = [
+            {"username": a.username, "display_name": a.display_name, "status": a.status.value, "call_id": a.call_id,
+             "since": a.idle_since}
+            for a in self.agents.values()
+        ]
+        queues: dict[str, dict[str, Any]] = {}
+        for item in waiting:
+            q = queues.setdefault(item["queue"], {"name": item["queue"], "waiting": 0, "oldest_since": None})
+            q["waiting"] += 1
+            if q["oldest_since"] is None or item["since"] < q["oldest_since"]:
+                q["oldest_since"] = item["since"]
+        return {"queues": list(queues.values()), "waiting": waiting, "calls": in_progress, "agents": agents,
+                "at": now()}

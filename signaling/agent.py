@@ -7,14 +7,15 @@ from typing import Any
 from aiohttp import web
 
 from gateway.auth import AgentAccount
-from gateway.errors import InvalidState
+from gateway.errors import Forbidden, InvalidState
+from gateway.incall import SUPERVISOR_ROLES
 from gateway.media.topology import SuperviseMode
 from gateway.models import CallState
 from gateway.sessions import Session
 
 from . import protocol as p
 from .access import account_for_token, origin_allowed
-from .keys import SETTINGS
+from .keys import SETTINGS, WALLBOARD
 from .ws import Connection
 
 
@@ -47,6 +48,12 @@ class AgentConnection(Connection):
         if call is not None and call.state is not CallState.ENDED:
             extra["call"] = {"call_id": call.id, "state": call.state.value, "card": call.card()}
         return extra
+
+    def send_wallboard(self, data: dict[str, Any]) -> None:
+        self.send(p.WallboardOut(**data))
+
+    def closed(self) -> None:
+        self.request.app[WALLBOARD].unsubscribe(self.send_wallboard)
 
     async def handle(self, message: Any) -> None:
         assert self.session is not None
@@ -110,6 +117,15 @@ class AgentConnection(Connection):
                 self.board.chat(session, message.call_id, message.text,
                                 self.attachment(message.call_id, message.attachment_id))
                 self.send(p.Ack(id=message.id))
+            case p.WallboardSubscribe():
+                if message.type == "wallboard.unsubscribe":
+                    self.request.app[WALLBOARD].unsubscribe(self.send_wallboard)
+                    self.send(p.Ack(id=message.id))
+                    return
+                if session.principal.role not in SUPERVISOR_ROLES:
+                    raise Forbidden("the wallboard is for supervisors", code="not_supervisor")
+                data = self.request.app[WALLBOARD].subscribe(self.send_wallboard)
+                self.send(p.WallboardOut(id=message.id, **data))
             case p.SuperviseStop():
                 await self.board.stop_supervising(session, message.call_id)
                 self.send(p.Ack(id=message.id))

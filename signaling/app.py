@@ -26,6 +26,7 @@ from .caller import caller_ws
 from .keys import (
     ACCOUNTS,
     ATTACHMENTS,
+    WALLBOARD,
     AGENT_SESSIONS,
     API_KEYS,
     CALLER_TOKENS,
@@ -41,6 +42,7 @@ from .keys import (
 )
 from .files import file_routes
 from .metrics import Metrics
+from .wallboard import WallboardHub
 from .rest import errors_middleware, routes
 
 log = structlog.get_logger("callin.app")
@@ -155,9 +157,13 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     dispatcher.attach(board)
     dispatcher.start()
     app[WEBHOOK_DISPATCHER] = dispatcher
+    wallboard = WallboardHub(board)
+    wallboard.start()
+    app[WALLBOARD] = wallboard
     app[READY]["ready"] = True
     yield
     app[READY]["ready"] = False
+    await wallboard.stop()
     await board.close()  # ends live calls: their records are written before the recorder stops
     await dispatcher.stop()
     await http.close()

@@ -17,6 +17,7 @@ from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
 
 if TYPE_CHECKING:
+    from .wallboard import WallboardHub
     from .metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -26,6 +27,7 @@ AGENT_SESSIONS = web.AppKey("agent_sessions", AgentSessions)
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
 READY = web.AppKey("ready", dict)
 ATTACHMENTS = web.AppKey("attachments", AttachmentStore)
+WALLBOARD: web.AppKey["WallboardHub"] = web.AppKey("wallboard")
 DATABASE = web.AppKey("database", Database)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 API_KEYS = web.AppKey("api_keys", ApiKeyStore)

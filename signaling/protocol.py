@@ -146,6 +146,13 @@ class SuperviseStop(Message):
     call_id: str = Field(max_length=64)
 
 
+class WallboardSubscribe(Message):
+    """Supervisors: receive `wallboard` now and whenever queues, waiting callers, agents or calls change."""
+
+    type: Literal["wallboard.subscribe", "wallboard.unsubscribe"]
+    id: RequestId
+
+
 class PushContent(Message):
     """Show something on the caller's screen: a link (url), an image (attachment_id of an uploaded image, or an
     https url) or a text card (text). The caller reports content.status seen/opened/dismissed."""
@@ -200,7 +207,7 @@ CallerMessage = Annotated[
 ]
 AgentMessage = Annotated[
     Hello | SetStatus | Accept | Decline | SdpOffer | IceCandidate | Hangup | Ping | Bye | Hold | Transfer
-    | TransferStep | Supervise | SuperviseStop | PushContent | ChatSend,
+    | TransferStep | Supervise | SuperviseStop | PushContent | ChatSend | WallboardSubscribe,
     Field(discriminator="type"),
 ]
 
@@ -378,6 +385,20 @@ class ChatMessageOut(Message):
     message: dict[str, Any]
 
 
+class WallboardOut(Message):
+    """queues [{name, waiting, oldest_since}], waiting [{call_id, queue, priority, call_type, caller, since, state,
+    ringing_at, callback}], calls [{call_id, queue, call_type, caller, agent, since, held, consult, supervisors}],
+    agents [{username, display_name, status, call_id, since}], at. Times are UNIX seconds."""
+
+    type: Literal["wallboard"] = "wallboard"
+    id: str | None = None
+    queues: list[dict[str, Any]]
+    waiting: list[dict[str, Any]]
+    calls: list[dict[str, Any]]
+    agents: list[dict[str, Any]]
+    at: float
+
+
 class ErrorOut(Message):
     type: Literal["error"] = "error"
     id: str | None = None
@@ -390,7 +411,7 @@ ServerMessage = Annotated[
     Welcome | CallQueued | SdpAnswer | Ack | Pong | QueuePosition | CallAnsweredOut | CallOfferedOut
     | OfferWithdrawnOut | CallAcceptedOut | CallEndedOut | AgentStatusOut | MediaStateOut | ErrorOut
     | CallHeldOut | CallTransferringOut | CallTransferredOut | ConsultStateOut | SuperviseStarted
-    | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut,
+    | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut | WallboardOut,
     Field(discriminator="type"),
 ]
 

@@ -154,6 +154,9 @@ class Connection:
     def welcome_extra(self, session: Session, resumed: bool) -> dict[str, Any]:
         return {}
 
+    def closed(self) -> None:
+        """The socket is gone (subclasses drop their subscriptions)."""
+
     def attachment(self, call_id: str, attachment_id: str | None) -> dict[str, Any] | None:
         """The public description of a file uploaded to this call (its id alone proves nothing)."""
         if attachment_id is None:
@@ -186,6 +189,7 @@ class Connection:
                 await self._loop()
         finally:
             gauge.dec()
+            self.closed()
             self._finish_session()
             if not writer.done():
                 self._outbox.put_nowait((1000, ""))

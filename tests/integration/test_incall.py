@@ -230,3 +230,29 @@ async def test_supervisor_monitor_whisper_barge(gateway, caller_token):
     await alice.close()
     await bob.close()
     await sam.close()
+
+
+async def test_wallboard_is_pushed_to_supervisors_only(gateway, caller_token):
+    sam = Agent(gateway.base_url, "sam", "sam-demo")
+    await sam.connect(available=False)
+    board = await sam.ws.request({"type": "wallboard.subscribe"})
+    assert board["type"] == "wallboard" and board["calls"] == [] and board["waiting"] == []
+    assert {a["username"] for a in board["agents"]} == {"sam"}
+    alice = Agent(gateway.base_url)
+    await alice.connect(available=False)
+    refused = await alice.ws.request({"type": "wallboard.subscribe"})
+    assert refused["code"] == "not_supervisor"
+    caller = Caller(gateway.base_url, caller_token(name="Wanda Waiting"))
+    await caller.connect()
+    await caller.ws.request({"type": "call.start", "call_type": "voice"})
+    waiting = await sam.ws.wait(lambda m: m["type"] == "wallboard" and m["waiting"])
+    assert waiting["waiting"][0]["caller"] == "Wanda Waiting" and waiting["queues"][0]["waiting"] == 1
+    await alice.ws.request({"type": "agent.status", "status": "available"})
+    offer = await alice.wait_offer()
+    await alice.ws.request({"type": "call.accept", "call_id": offer["call_id"]})
+    live = await sam.ws.wait(lambda m: m["type"] == "wallboard" and m["calls"])
+    assert live["calls"][0]["agent"] == "alice" and live["waiting"] == []
+    assert next(a for a in live["agents"] if a["username"] == "alice")["status"] == "busy"
+    await caller.close()
+    await alice.close()
+    await sam.close()

@@ -1,0 +1,65 @@
+"""The supervisors' live wallboard: pushed on every call event (debounced), and re-checked every few seconds for
+changes that raise no call event (an agent going away)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from gateway.switchboard import Switchboard
+
+DEBOUNCE_S = 0.15
+RECHECK_S = 2.0
+
+
+class WallboardHub:
+    def __init__(self, board: Switchboard) -> None:
+        self.board = board
+        self._subscribers: set[Callable[[dict[str, Any]], None]] = set()
+        self._last = ""
+        self._pending: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        for name in ("call.queued", "call.offered", "call.withdrawn", "call.answered", "call.ended", "call.updated"):
+            board.on(name, lambda *_: self.poke())
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._recheck())
+
+    async def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._subscribers.clear()
+
+    def subscribe(self, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        self._subscribers.add(send)
+        return self.board.wallboard()
+
+    def unsubscribe(self, send: Callable[[dict[str, Any]], None]) -> None:
+        self._subscribers.discard(send)
+
+    def poke(self) -> None:
+        if self._pending is None and self._subscribers:
+            self._pending = asyncio.get_running_loop().call_later(DEBOUNCE_S, self._publish)
+
+    def _publish(self) -> None:
+        self._pending = None
+        data = self.board.wallboard()
+        key = json.dumps({k: v for k, v in data.items() if k != "at"}, sort_keys=True, default=str)
+        if key == self._last:
+            return
+        self._last = key
+        for send in list(self._subscribers):
+            send(data)
+
+    async def _recheck(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_S)
+            if self._subscribers:
+                self._publish()
