@@ -36,6 +36,13 @@ class Call:
     ended_by: str | None = None
     declined_by: set[str] = field(default_factory=set)
     events: list[CallEvent] = field(default_factory=list)
+    closed_reason: str | None = None  # after_hours / no_agents / max_wait: what the caller was told
+    callback: bool = False  # the caller asked to be called back and may have left
+    callback_phone: str | None = None
+    callback_offered: bool = False
+    callback_ready_at: float | None = None  # an agent accepted the callback; the caller is asked to rejoin
+    rejoined_at: float | None = None
+    message: str | None = None  # left for the team instead of waiting
 
     def __post_init__(self) -> None:
         self.log("queued", call_type=self.call_type.value)
@@ -69,4 +76,6 @@ class Call:
             "identity": self.identity.model_dump(),
             "location": self.location.model_dump() if self.location else None,
             "context": self.context.model_dump(),
+            "callback": self.callback,
+            "callback_phone": self.callback_phone,
         }

@@ -22,7 +22,8 @@ api_routes = web.RouteTableDef()
 MAX_PAGE = 200
 STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}
 ADMIN = {Role.ADMIN.value}
-WebhookEvent = Literal["call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned"]
+WebhookEvent = Literal["call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned",
+                       "call.callback_ready"]
 
 
 class Query(BaseModel):
@@ -63,7 +64,7 @@ class ApiKeyCreate(Body):
 
 class WebhookCreate(Body):
     url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")
-    events: list[WebhookEvent] = Field(min_length=1, max_length=5)
+    events: list[WebhookEvent] = Field(min_length=1, max_length=6)
 
 
 class CallPage(BaseModel):
@@ -111,6 +112,7 @@ async def wrap_up(request: web.Request) -> web.Response:
     body: WrapUpRequest = await read_body(request, WrapUpRequest)
     call_id = request.match_info["call_id"]
     await request.app[RECORDER].wrap_up(call_id, who.name, body.disposition, body.notes)
+    request.app[SWITCHBOARD].finish_wrap_up(who.name, call_id)  # ends the agent's wrap-up time early
     return web.json_response(await request.app[CALLS].get(call_id))
 
 

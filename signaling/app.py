@@ -104,7 +104,7 @@ async def seed_demo_accounts(accounts: AccountStore, settings: Settings) -> None
     for demo in settings.demo_agents:
         if not await accounts.exists(demo.username):
             await accounts.add(demo.username, demo.password, role=demo.role, display_name=demo.display_name,
-                               min_password=1)
+                               min_password=1, skills=demo.skills, capacity=demo.capacity)
 
 
 def _static(app: web.Application, root: Path, demo: bool) -> None:
