@@ -445,12 +445,11 @@ class Switchboard(AsyncIOEventEmitter):
         call.callback = True
         call.callback_phone = phone
         call.log("callback_requested", phone_given=phone is not None)
-        # The caller leaves: its media goes (a fresh relay waits for the rejoin), its session no longer owns the call.
+        # The caller may leave: its media goes (a fresh relay waits for the rejoin) and its session going away no
+        # longer ends the call; while the session lives it is still told positions and callback.ready.
         old = self.relays.get(call.id)
         self.relays[call.id] = Relay(call.id, self.media)
         session.call_id = None
-        call.caller_session = ""
-        self._last_positions.pop(call.id, None)
         self._cancel_timer(self._wait_timers, call.id)
         log.info("call.callback_requested", call_id=call.id, queue=call.queue)
         self.emit("call.updated", call)
