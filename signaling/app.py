@@ -15,6 +15,7 @@ from gateway.config import Settings
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
+from gateway.store.queues import QueueStore
 from gateway.store.records import CallQueries, CallRecorder
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
@@ -30,6 +31,7 @@ from .keys import (
     CALLS,
     DATABASE,
     METRICS,
+    QUEUES,
     READY,
     RECORDER,
     SETTINGS,
@@ -65,6 +67,7 @@ def create_app(settings: Settings) -> web.Application:
     app[RECORDER] = CallRecorder(db, settings.node_name)
     app[CALLS] = CallQueries(db)
     app[WEBHOOKS] = WebhookStore(db)
+    app[QUEUES] = QueueStore(db)
     app[AGENT_SESSIONS] = AgentSessions(settings)
     app[METRICS] = Metrics()
     app[READY] = {"ready": False}
@@ -131,6 +134,8 @@ def _static(app: web.Application, root: Path, demo: bool) -> None:
 async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     board = Switchboard(settings)
+    for config in await app[QUEUES].list():  # queues changed through the admin API win over the settings file
+        board.queues.put(config)
     app[SWITCHBOARD] = board
     app[METRICS].bind(board)
     app[RECORDER].attach(board)

@@ -11,6 +11,7 @@ from gateway.config import Settings
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
+from gateway.store.queues import QueueStore
 from gateway.store.records import CallQueries, CallRecorder
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
@@ -30,4 +31,5 @@ API_KEYS = web.AppKey("api_keys", ApiKeyStore)
 RECORDER = web.AppKey("recorder", CallRecorder)
 CALLS = web.AppKey("calls", CallQueries)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
+QUEUES = web.AppKey("queues", QueueStore)
 WEBHOOK_DISPATCHER = web.AppKey("webhook_dispatcher", WebhookDispatcher)

@@ -293,3 +293,53 @@ async def test_many_callers_at_once_get_gap_free_positions(caller_token):
         assert [told[call_id] for call_id in order] == list(range(1, left + 1))
         for ws, _ in callers:
             await ws.close()
+
+
+async def test_admin_queue_api_changes_routing_and_persists(caller_token, tmp_path):
+    async with running_gateway(data_dir=str(tmp_path)) as gw:
+        admin, agent_api = Api(gw.base_url), Api(gw.base_url)
+        await admin.login("admin", "admin-demo")
+        await agent_api.login("alice", "alice-demo")
+        status, body = await admin.get("/api/v1/queues")
+        assert status == 200 and [q["name"] for q in body["queues"]] == ["default"]
+        assert body["queues"][0]["open"] is True and body["queues"][0]["config"]["skills"] == []
+        sales = {"name": "sales", "skills": ["sales"], "timezone": "America/New_York",
+                 "hours": {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}
+        status, body = await agent_api.post("/api/v1/queues", sales)
+        assert status == 403 and body["code"] == "forbidden"
+        status, body = await admin.post("/api/v1/queues", {**sales, "timezone": "Nowhere/Land"})
+        assert status == 422 and body["code"] == "invalid_body" and "unknown time zone" in body["reason"]
+        status, body = await admin.post("/api/v1/queues", sales)
+        assert status == 201 and body["name"] == "sales" and body["open"] is True and body["agents_staffed"] == 0
+        status, body = await admin.post("/api/v1/queues", sales)
+        assert status == 409 and body["code"] == "queue_exists"
+
+        # No agent has the sales skill: a sales caller is told so. Giving alice the skill (next sign-in) routes it.
+        caller, call_id = await caller_socket(gw.base_url, caller_token(sub="buyer", queue="sales"))
+        assert (await caller.wait("queue.closed"))["reason"] == "no_agents"
+        status, body = await admin.request("DELETE", "/api/v1/queues/sales")
+        assert status == 409 and body["code"] == "queue_not_empty"
+        status, body = await admin.request("PUT", "/api/v1/users/alice/routing", json={"skills": ["sales", "billing"]})
+        assert status == 200 and body["skills"] == ["billing", "sales"]
+        alice = await agent_socket(gw.base_url)
+        assert (await alice.wait("call.offered"))["call_id"] == call_id
+        await caller.request({"type": "call.hangup"})
+
+        status, body = await admin.request("PUT", "/api/v1/queues/sales",
+                                           json={"skills": ["sales"], "max_wait_s": 300, "name": "other"})
+        assert status == 422 and "differs" in body["reason"]
+        status, body = await admin.request("PUT", "/api/v1/queues/sales", json={"skills": ["sales"], "max_wait_s": 300})
+        assert status == 200 and body["config"]["max_wait_s"] == 300 and body["config"]["hours"] == {}
+        status, body = await admin.request("DELETE", "/api/v1/queues/default")
+        assert status == 400 and body["code"] == "default_queue"
+        for client in (caller, alice):
+            await client.close()
+        await admin.close()
+        await agent_api.close()
+    async with running_gateway(data_dir=str(tmp_path)) as gw:  # the stored queue is back after a restart
+        assert gw.board.queues.get("sales").config.max_wait_s == 300
+        admin = Api(gw.base_url)
+        await admin.login("admin", "admin-demo")
+        status, body = await admin.request("DELETE", "/api/v1/queues/sales")
+        assert status == 200 and "sales" not in gw.board.queues
+        await admin.close()
