@@ -134,6 +134,8 @@ class AgentAccount:
     username: str
     display_name: str
     role: str = "agent"
+    skills: tuple[str, ...] = ()
+    capacity: int = 1
 
 
 class AgentDirectory:
@@ -145,7 +147,8 @@ class AgentDirectory:
         if settings.demo:
             for demo in settings.demo_agents:
                 self._accounts[demo.username] = (
-                    AgentAccount(username=demo.username, display_name=demo.display_name, role=demo.role),
+                    AgentAccount(username=demo.username, display_name=demo.display_name, role=demo.role,
+                                 skills=tuple(demo.skills), capacity=demo.capacity),
                     demo.password,
                 )
 

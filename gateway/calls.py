@@ -44,6 +44,13 @@ class Call:
     supervisors: dict[str, str] = field(default_factory=dict)  # username -> monitor | whisper | barge
     pushed: dict[str, dict[str, Any]] = field(default_factory=dict)  # content_id -> pushed content and its status
     attachments: set[str] = field(default_factory=set)  # ids of files exchanged in the call
+    closed_reason: str | None = None  # after_hours / no_agents / max_wait: what the caller was told
+    callback: bool = False  # the caller asked to be called back and may have left
+    callback_phone: str | None = None
+    callback_offered: bool = False
+    callback_ready_at: float | None = None  # an agent accepted the callback; the caller is asked to rejoin
+    rejoined_at: float | None = None
+    message: str | None = None  # left for the team instead of waiting
 
     def __post_init__(self) -> None:
         self.log("queued", call_type=self.call_type.value)
@@ -79,4 +86,6 @@ class Call:
             "context": self.context.model_dump(),
             "transferred_from": self.transferred_from,
             "history": [{"at": e.at, "kind": e.kind, **e.detail} for e in self.events],
+            "callback": self.callback,
+            "callback_phone": self.callback_phone,
         }

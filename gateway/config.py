@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -40,6 +43,100 @@ class DemoAgent(BaseModel):
     password: str
     display_name: str
     role: Literal["agent", "supervisor", "admin"] = "agent"
+    skills: list[str] = Field(default_factory=list)
+    capacity: int = Field(1, ge=1, le=10)
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+QUEUE_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+SKILL = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_SPAN = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+def check_skills(values: list[str]) -> list[str]:
+    for value in values:
+        if not SKILL.match(value):
+            raise ValueError(f"a skill is 1-64 letters, digits or _ . : - (not {value!r})")
+    return sorted(set(values))
+
+
+def parse_span(text: str) -> tuple[int, int]:
+    """"HH:MM-HH:MM" -> (start minute, end minute) of the day; the end may be 24:00."""
+    match = _SPAN.match(text)
+    if not match:
+        raise ValueError(f"opening hours are 'HH:MM-HH:MM' (not {text!r})")
+    start = int(match[1]) * 60 + int(match[2])
+    end = int(match[3]) * 60 + int(match[4])
+    if end > 24 * 60 or end <= start:
+        raise ValueError(f"the span {text!r} must end after it starts, at 24:00 at the latest")
+    return start, end
+
+
+class PriorityRule(BaseModel):
+    """A call whose token has claim `claim` equal to `equals` gets at least `priority` (higher is answered first)."""
+
+    model_config = {"extra": "forbid"}
+
+    claim: str = Field(min_length=1, max_length=64)
+    equals: str | int | bool
+    priority: int = Field(ge=-100, le=100)
+
+
+class QueueConfig(BaseModel):
+    """One queue: who may answer it (skills), when it is open, and what callers are told when it is not."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(pattern=QUEUE_NAME)
+    display_name: str | None = Field(None, max_length=128)
+    skills: list[str] = Field(default_factory=list, max_length=32,
+                              description="an agent needs every one of them to be offered this queue's calls")
+    timezone: str = Field("UTC", description="IANA zone of the opening hours, e.g. Europe/Paris")
+    hours: dict[Weekday, list[str]] = Field(
+        default_factory=dict,
+        description="weekday -> spans 'HH:MM-HH:MM' in the queue's time zone; empty: always open; "
+                    "a weekday left out is closed all day",
+    )
+    holidays: list[date] = Field(default_factory=list, max_length=366, description="closed all day (local dates)")
+    max_wait_s: float | None = Field(None, gt=0, description="past it, the caller is offered a callback or a message")
+    callback_threshold_s: float | None = Field(
+        None, ge=0, description="offer a callback when the estimated wait exceeds this; None: never offered")
+    callbacks: bool = Field(True, description="callers may ask to be called back")
+    messages: bool = Field(True, description="callers may leave a message when the queue is closed or unstaffed")
+    after_hours_message: str = Field("We are closed right now.", max_length=1000)
+    closed_message: str = Field("Nobody can take your call right now.", max_length=1000,
+                                description="told when the queue is open but no agent with its skills is staffed")
+    max_wait_message: str = Field("Sorry for the long wait.", max_length=1000)
+    priority_rules: list[PriorityRule] = Field(default_factory=list, max_length=32)
+
+    @field_validator("skills")
+    @classmethod
+    def _skills(cls, value: list[str]) -> list[str]:
+        return check_skills(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for spans in value.values():
+            if len(spans) > 8:
+                raise ValueError("at most 8 spans a day")
+            for span in spans:
+                parse_span(span)
+        return value
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
 
 
 class Settings(BaseSettings):
@@ -76,9 +173,12 @@ class Settings(BaseSettings):
     agent_secret: SecretStr | None = Field(None, description="signs agent session tokens; random per process if unset")
     demo_agents: list[DemoAgent] = Field(
         default_factory=lambda: [
-            DemoAgent(username="alice", password="alice-demo", display_name="Alice (demo agent)"),
-            DemoAgent(username="bob", password="bob-demo", display_name="Bob (demo agent)"),
-            DemoAgent(username="sam", password="sam-demo", display_name="Sam (demo supervisor)", role="supervisor"),
+            DemoAgent(username="alice", password="alice-demo", display_name="Alice (demo agent)",
+                      skills=["billing", "general"]),
+            DemoAgent(username="bob", password="bob-demo", display_name="Bob (demo agent)",
+                      skills=["general", "tech"]),
+            DemoAgent(username="sam", password="sam-demo", display_name="Sam (demo supervisor)", role="supervisor",
+                      skills=["billing", "general", "tech"]),
             DemoAgent(username="admin", password="admin-demo", display_name="Admin (demo)", role="admin"),
         ]
     )
@@ -113,6 +213,16 @@ class Settings(BaseSettings):
     resume_grace_s: float = Field(30.0, ge=0, le=3600)
     hello_timeout_s: float = Field(10.0, gt=0, le=120)
     max_queue_length: int = Field(1000, ge=1)
+    ring_outs_before_away: int = Field(2, ge=1, le=20,
+                                       description="calls an agent lets ring out in a row before being set away")
+    wrap_up_s: float = Field(0.0, ge=0, le=3600,
+                             description="after a call the agent stays in wrap-up this long (0: available at once)")
+    callback_rejoin_s: float = Field(120.0, gt=0, le=3600,
+                                     description="how long an accepted callback waits for the caller to rejoin")
+    max_left_message_chars: int = Field(2000, ge=1, le=20_000)
+
+    # -- queues (the queue "default" always exists; configure it here to change its hours or messages)
+    queues: list[QueueConfig] = Field(default_factory=list)
 
     # -- protocol limits
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=4 * 1024 * 1024)
@@ -159,6 +269,15 @@ class Settings(BaseSettings):
     def _tls_pair(self) -> "Settings":
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+    @model_validator(mode="after")
+    def _queues(self) -> "Settings":
+        names = [q.name for q in self.queues]
+        if len(names) != len(set(names)):
+            raise ValueError("queue names must be unique")
+        if "default" not in names:
+            self.queues.insert(0, QueueConfig(name="default", display_name="Default"))
         return self
 
     @classmethod

@@ -12,6 +12,7 @@ class QueueUpdate:
     position: int  # 1 = next to be answered
     queue_length: int
     estimated_wait_s: int | None
+    queue: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class AgentStatusChanged:
     status: str
     reason: str | None = None
     call_id: str | None = None
+    wrap_up_s: float | None = None  # with status wrap_up: how long before the agent is available again
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +107,37 @@ class ChatMessage:
     message: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class QueueClosed:
+    """The caller is told why nobody will answer soon, and what it may do instead."""
+
+    call_id: str
+    queue: str
+    reason: str  # after_hours / no_agents / max_wait
+    message: str
+    callback_available: bool
+    message_allowed: bool
+    opens_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackOffer:
+    call_id: str
+    queue: str
+    estimated_wait_s: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackReady:
+    call_id: str
+    agent_name: str
+    rejoin_within_s: float
+
+
 Event = (
     QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
     | CallHeld | CallTransferring | CallTransferred | ConsultState | ContentPushed | ContentStatus | ChatMessage
+    | QueueClosed | CallbackOffer | CallbackReady
 )
 
 

@@ -140,7 +140,7 @@ class InCallControls:
         return call
 
     def queue_names(self: "Switchboard") -> set[str]:
-        return {"default"}
+        return {queue.name for queue in self.queues.all()}
 
     def _offer_to(self: "Switchboard", call: Call, agent: Any) -> None:
         """Ring one chosen agent (a blind transfer's target), with the normal ring timeout and re-offer."""

@@ -35,6 +35,8 @@ class EndReason(StrEnum):
     MEDIA_FAILED = "media_failed"
     SHUTDOWN = "shutdown"
     QUEUE_FULL = "queue_full"
+    MESSAGE_LEFT = "message_left"  # the caller left a message instead of waiting
+    CALLBACK_EXPIRED = "callback_expired"  # an agent took the callback but the caller did not rejoin in time
 
 
 class AgentStatus(StrEnum):
@@ -43,6 +45,7 @@ class AgentStatus(StrEnum):
     AWAY = "away"
     RINGING = "ringing"
     BUSY = "busy"
+    WRAP_UP = "wrap_up"  # after a call: notes and disposition, then available
 
 
 class Frozen(BaseModel):

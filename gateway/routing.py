@@ -46,11 +46,19 @@ class AgentState:
     call_id: str | None = None
     missed_rings: int = 0
     session_id: str | None = None
+    skills: frozenset[str] = frozenset()
+    capacity: int = 1
+    wrap_up_call: str | None = None  # the call being wrapped up while status is WRAP_UP
+
+    def can_take(self, skills: frozenset[str]) -> bool:
+        return skills <= self.skills
 
 
-def pick_agent(agents: list[AgentState], exclude: set[str]) -> AgentState | None:
-    """The longest-idle available agent not excluded (declined or already rang out for this call)."""
-    candidates = [a for a in agents if a.status is AgentStatus.AVAILABLE and a.username not in exclude]
+def pick_agent(agents: list[AgentState], exclude: set[str], skills: frozenset[str] = frozenset()) -> AgentState | None:
+    """The longest-idle available agent with every required skill, not excluded (declined or already rang out for
+    this call)."""
+    candidates = [a for a in agents
+                  if a.status is AgentStatus.AVAILABLE and a.username not in exclude and a.can_take(skills)]
     if not candidates:
         return None
     return min(candidates, key=lambda a: a.idle_since)
@@ -58,7 +66,7 @@ def pick_agent(agents: list[AgentState], exclude: set[str]) -> AgentState | None
 
 @dataclass
 class WaitEstimator:
-    """Estimated wait = ceil(position / staffed agents) x average handle time of recent calls."""
+    """Estimated wait = ceil(position / staffed agents) x average handle time of recent calls (one per queue)."""
 
     default_handle_s: float = 180.0
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=50))

@@ -2,7 +2,8 @@
 
 It knows nothing of HTTP or of the wire protocol: participants are Sessions that receive domain events.
 Observers (metrics, records, webhooks) subscribe to its pyee events: call.queued, call.offered (call, username),
-call.withdrawn (call, username, reason: declined / ring_timeout / agent_disconnected), call.answered, call.ended.
+call.withdrawn (call, username, reason: declined / ring_timeout / agent_disconnected), call.answered, call.ended,
+call.updated (a change worth recording: closed notice, callback request, rejoin), call.callback_ready.
 """
 
 from __future__ import annotations
@@ -16,40 +17,54 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from .auth import AgentAccount
 from .calls import Call
+from .clock import Clock, SystemClock
 from .config import Settings
-from .errors import Forbidden, InvalidState, NotFound, Unavailable
+from .errors import BadRequest, Forbidden, InvalidState, NotFound, Unavailable
 from .events import (
     AgentStatusChanged,
     CallAnswered,
+    CallbackOffer,
+    CallbackReady,
     CallEnded,
     CallOffered,
     MediaState,
     OfferWithdrawn,
+    QueueClosed,
     QueueUpdate,
 )
 from .incall import InCallControls
 from .media import Leg, MediaConfig, Relay
 from .models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason, Location, now
+from .queues import ClosedReason, Queue, QueueDirectory
 from .routing import AgentState, CallQueue, WaitEstimator, pick_agent
 from .sessions import Session, SessionRegistry
 
 log = structlog.get_logger("callin.switchboard")
 
 SETTABLE_STATUS = {AgentStatus.AVAILABLE, AgentStatus.AWAY}
+STAFFED_STATUS = {AgentStatus.AVAILABLE, AgentStatus.BUSY, AgentStatus.RINGING, AgentStatus.WRAP_UP}
+HOURS_RECHECK_MAX_S = 300.0
 
 
 class Switchboard(InCallControls, AsyncIOEventEmitter):
-    def __init__(self, settings: Settings, media: MediaConfig | None = None) -> None:
+    def __init__(self, settings: Settings, media: MediaConfig | None = None, clock: Clock | None = None) -> None:
         super().__init__()
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.queues = QueueDirectory(settings.queues)
         self.media = media or MediaConfig.from_settings(settings)
         self.sessions = SessionRegistry(settings.resume_grace_s, self._session_expired)
         self.calls: dict[str, Call] = {}
         self.relays: dict[str, Relay] = {}
         self.agents: dict[str, AgentState] = {}
         self.queue = CallQueue()
-        self.estimator = WaitEstimator()
+        self.estimator = WaitEstimator()  # the default queue's
+        self.estimators: dict[str, WaitEstimator] = {"default": self.estimator}
         self._ring_timers: dict[str, asyncio.TimerHandle] = {}
+        self._wait_timers: dict[str, asyncio.TimerHandle] = {}  # max wait per call
+        self._rejoin_timers: dict[str, asyncio.TimerHandle] = {}  # accepted callbacks waiting for the caller
+        self._wrap_timers: dict[str, asyncio.TimerHandle] = {}  # by agent username
+        self._hours_timer: asyncio.TimerHandle | None = None
         self._forget_timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_positions: dict[str, tuple[int, int, int | None]] = {}
@@ -76,7 +91,7 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         if context.encoded_size() > self.settings.max_context_bytes:
             raise InvalidState(f"context larger than {self.settings.max_context_bytes} bytes", code="context_too_large")
         identity: CallerIdentity = session.principal
-        priority = identity.claims.get("priority", 0)
+        queue = self.queues.for_caller(identity)
         call = Call(
             id=secrets.token_hex(8),
             identity=identity,
@@ -84,15 +99,25 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             location=location,
             context=context,
             caller_session=session.id,
-            priority=priority if isinstance(priority, int) and not isinstance(priority, bool) else 0,
+            priority=queue.priority_for(identity),
+            queue=queue.name,
+            created_at=self.clock.time(),
         )
         self.calls[call.id] = call
         self.relays[call.id] = Relay(call.id, self.media)
         session.call_id = call.id
         self.queue.add(call)
-        log.info("call.queued", call_id=call.id, call_type=call_type.value, subject=identity.subject)
+        log.info("call.queued", call_id=call.id, call_type=call_type.value, subject=identity.subject, queue=queue.name)
+        if queue.config.max_wait_s is not None:
+            self._wait_timers[call.id] = asyncio.get_running_loop().call_later(
+                queue.config.max_wait_s, self._max_wait, call.id)
         self.emit("call.queued", call)
         self._dispatch()
+        if call.state is CallState.QUEUED:
+            if not queue.is_open(self.clock.time()):
+                self._tell_closed(call, queue, ClosedReason.AFTER_HOURS)
+            elif self.staffed(queue.name) == 0:
+                self._tell_closed(call, queue, ClosedReason.NO_AGENTS)
         self._publish_positions()
         return call
 
@@ -142,6 +167,8 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             session.call_id = previous.call_id
             self.sessions.remove(previous)
         state.session_id = session.id
+        state.skills = frozenset(account.skills)
+        state.capacity = account.capacity
         if state.status is AgentStatus.OFFLINE:
             state.status = AgentStatus.AWAY
         return session
@@ -158,6 +185,8 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             raise InvalidState(f"an agent can set itself to available or away, not {status.value}", code="bad_status")
         if state.status in (AgentStatus.BUSY, AgentStatus.RINGING):
             raise InvalidState(f"the agent is {state.status.value}; finish the call first", code="agent_busy")
+        if state.status is AgentStatus.WRAP_UP:
+            self._cancel_wrap_up(state)
         if status is AgentStatus.AVAILABLE and state.status is not AgentStatus.AVAILABLE:
             state.idle_since = now()
             state.missed_rings = 0
@@ -191,11 +220,15 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         state.missed_rings = 0
         session.call_id = call.id
         caller = self.sessions.get(call.caller_session)
-        if caller is not None:
+        if call.callback:
+            self._callback_ready(call, state)
+        elif caller is not None:
             caller.deliver(CallAnswered(call_id=call.id, agent_name=state.display_name))
         session.deliver(AgentStatusChanged(status=state.status.value, call_id=call.id))
         log.info("call.answered", call_id=call.id, agent=state.username, wait_s=round(call.wait_s, 3))
         self.emit("call.answered", call)
+        if call.callback:
+            self.emit("call.callback_ready", call)
         self._publish_positions()
         return call
 
@@ -247,13 +280,20 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         if self.closing:
             return
         agents = list(self.agents.values())
+        at = self.clock.time()
+        closed: set[str] = set()
         for call in self.queue.ordered():
             if call.state is not CallState.QUEUED:
                 continue
-            agent = pick_agent(agents, call.declined_by)
+            queue = self._queue_of(call)
+            if not queue.is_open(at):
+                closed.add(queue.name)
+                continue
+            agent = pick_agent(agents, call.declined_by, queue.skills)
             if agent is None:
                 continue
             self._offer(call, agent)
+        self._recheck_hours_later(closed, at)
 
     def _offer(self, call: Call, agent: AgentState) -> None:
         call.transition(CallState.OFFERED, agent=agent.username)
@@ -277,10 +317,17 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             return
         self._withdraw(call, agent, "ring_timeout")
         agent.missed_rings += 1
-        agent.status = AgentStatus.AWAY
         session = self.sessions.get(agent.session_id or "")
-        if session is not None:
-            session.deliver(AgentStatusChanged(status=AgentStatus.AWAY.value, reason="missed_call"))
+        if agent.missed_rings >= self.settings.ring_outs_before_away:
+            # Told why: the console shows "set away after N missed calls".
+            agent.status = AgentStatus.AWAY
+            if session is not None:
+                session.deliver(AgentStatusChanged(status=AgentStatus.AWAY.value, reason="missed_call"))
+        else:
+            agent.status = AgentStatus.AVAILABLE
+            agent.idle_since = now()  # to the back of the line of idle agents
+            if session is not None:
+                session.deliver(AgentStatusChanged(status=AgentStatus.AVAILABLE.value, reason="ring_timeout"))
         self._dispatch()
 
     def _withdraw(self, call: Call, agent: AgentState, reason: str) -> None:
@@ -292,7 +339,8 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         session = self.sessions.get(agent.session_id or "")
         if session is not None:
             session.deliver(OfferWithdrawn(call_id=call.id, reason=reason))
-        if len(call.declined_by) >= len(self.agents):
+        skills = self._queue_of(call).skills
+        if {a.username for a in self.agents.values() if a.can_take(skills)} <= call.declined_by:
             call.declined_by.clear()  # everyone passed: start a new round rather than strand the caller
         self.emit("call.withdrawn", call, agent.username, reason)
 
@@ -301,28 +349,239 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         if timer is not None:
             timer.cancel()
 
-    def staffed(self) -> int:
-        return sum(1 for a in self.agents.values() if a.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY, AgentStatus.RINGING))
+    def staffed(self, queue: str | None = None) -> int:
+        """Agents signed in and not away (available, ringing, busy, wrapping up); for a queue: those with its skills."""
+        skills = self.queues.get(queue).skills if queue is not None else frozenset()
+        return sum(1 for a in self.agents.values() if a.status in STAFFED_STATUS and a.can_take(skills))
+
+    def _queue_of(self, call: Call) -> Queue:
+        if call.queue in self.queues:
+            return self.queues.get(call.queue)
+        return self.queues.get("default")  # its queue was removed by an admin while the call was live
+
+    def _estimator(self, queue: str) -> WaitEstimator:
+        return self.estimators.setdefault(queue, WaitEstimator())
+
+    def queue_positions(self) -> dict[str, tuple[int, int, int | None]]:
+        """call id -> (position in its queue, that queue's length, estimated wait in seconds or None)."""
+        by_queue: dict[str, list[Call]] = {}
+        for call in self.queue.ordered():
+            by_queue.setdefault(call.queue, []).append(call)
+        result: dict[str, tuple[int, int, int | None]] = {}
+        for name, calls in by_queue.items():
+            staffed = self.staffed(name) if name in self.queues else 0
+            estimator = self._estimator(name)
+            for position, call in enumerate(calls, start=1):
+                result[call.id] = (position, len(calls), estimator.estimate(position, staffed))
+        return result
 
     def _publish_positions(self) -> None:
-        ordered = self.queue.ordered()
-        staffed = self.staffed()
-        for position, call in enumerate(ordered, start=1):
-            estimate = self.estimator.estimate(position, staffed)
-            update = (position, len(ordered), estimate)
-            if self._last_positions.get(call.id) == update:
+        for call_id, update in self.queue_positions().items():
+            if self._last_positions.get(call_id) == update:
                 continue
-            self._last_positions[call.id] = update
+            self._last_positions[call_id] = update
+            call = self.calls[call_id]
+            position, length, estimate = update
             session = self.sessions.get(call.caller_session)
             if session is not None:
-                session.deliver(QueueUpdate(call_id=call.id, position=position, queue_length=len(ordered),
-                                            estimated_wait_s=estimate))
+                session.deliver(QueueUpdate(call_id=call.id, position=position, queue_length=length,
+                                            estimated_wait_s=estimate, queue=call.queue))
+            self._maybe_offer_callback(call, estimate, session)
+
+    # ------------------------------------------------------------------ queues: closed, callbacks, messages
+    def _tell_closed(self, call: Call, queue: Queue, reason: ClosedReason) -> None:
+        """Tell a waiting caller why nobody will answer soon and what it may do instead (no silent queue)."""
+        if call.callback:
+            return
+        config = queue.config
+        message = {ClosedReason.AFTER_HOURS: config.after_hours_message, ClosedReason.NO_AGENTS: config.closed_message,
+                   ClosedReason.MAX_WAIT: config.max_wait_message}[reason]
+        call.closed_reason = reason.value
+        call.log("queue_closed", reason=reason.value)
+        session = self.sessions.get(call.caller_session)
+        if session is not None:
+            opens_at = queue.schedule.next_opening(self.clock.time()) if reason is ClosedReason.AFTER_HOURS else None
+            session.deliver(QueueClosed(call_id=call.id, queue=queue.name, reason=reason.value, message=message,
+                                        callback_available=config.callbacks, message_allowed=config.messages,
+                                        opens_at=opens_at))
+        log.info("call.queue_closed", call_id=call.id, queue=queue.name, reason=reason.value)
+        self.emit("call.updated", call)
+
+    def _max_wait(self, call_id: str) -> None:
+        self._wait_timers.pop(call_id, None)
+        call = self.calls.get(call_id)
+        if call is not None and call.state is CallState.QUEUED:
+            self._tell_closed(call, self._queue_of(call), ClosedReason.MAX_WAIT)
+
+    def _recheck_hours_later(self, closed: set[str], at: float) -> None:
+        """While calls (callbacks, mostly) wait in a closed queue, look again when the first of those queues opens."""
+        if self._hours_timer is not None:
+            self._hours_timer.cancel()
+            self._hours_timer = None
+        if not closed or self.closing:
+            return
+        openings = [t for t in (self.queues.get(n).schedule.next_opening(at) for n in closed if n in self.queues)
+                    if t is not None]
+        delay = min([HOURS_RECHECK_MAX_S] + [t - at for t in openings])
+        self._hours_timer = asyncio.get_running_loop().call_later(max(1.0, delay), self.recheck)
+
+    def recheck(self) -> None:
+        """Dispatch and publish positions again (hours may have changed: a queue opened, its config was edited)."""
+        self._hours_timer = None
+        self._dispatch()
+        self._publish_positions()
+
+    def _maybe_offer_callback(self, call: Call, estimate: int | None, session: Session | None) -> None:
+        config = self._queue_of(call).config
+        threshold = config.callback_threshold_s
+        if (session is None or call.callback or call.callback_offered or not config.callbacks or threshold is None
+                or estimate is None or estimate <= threshold or call.state is not CallState.QUEUED):
+            return
+        call.callback_offered = True
+        call.log("callback_offered", estimated_wait_s=estimate)
+        session.deliver(CallbackOffer(call_id=call.id, queue=call.queue, estimated_wait_s=estimate))
+
+    def _waiting_call(self, session: Session, call_id: str | None) -> Call:
+        call = self.caller_call(session, call_id)
+        if not call.waiting:
+            raise InvalidState("the call is not waiting in a queue", code="not_queued")
+        return call
+
+    async def request_callback(self, session: Session, call_id: str | None, phone: str | None) -> Call:
+        """The caller keeps its place and may leave; when an agent accepts, it is told (callback.ready, webhook)."""
+        call = self._waiting_call(session, call_id)
+        if call.callback:
+            raise InvalidState("a callback is already requested", code="callback_requested")
+        if not self._queue_of(call).config.callbacks:
+            raise Forbidden("this queue does not offer callbacks", code="callbacks_disabled")
+        call.callback = True
+        call.callback_phone = phone
+        call.log("callback_requested", phone_given=phone is not None)
+        # The caller may leave: its media goes (a fresh relay waits for the rejoin) and its session going away no
+        # longer ends the call; while the session lives it is still told positions and callback.ready.
+        old = self.relays.get(call.id)
+        self.relays[call.id] = Relay(call.id, self.media)
+        session.call_id = None
+        self._cancel_timer(self._wait_timers, call.id)
+        log.info("call.callback_requested", call_id=call.id, queue=call.queue)
+        self.emit("call.updated", call)
+        if old is not None:
+            await old.close()
+        return call
+
+    async def leave_message(self, session: Session, call_id: str | None, text: str) -> Call:
+        """Instead of waiting in a closed or unstaffed queue (or past its max wait): a message kept with the record."""
+        call = self._waiting_call(session, call_id)
+        if call.closed_reason is None:
+            raise InvalidState("messages are for closed or unstaffed queues; wait or ask for a callback",
+                               code="queue_open")
+        if not self._queue_of(call).config.messages:
+            raise Forbidden("this queue does not take messages", code="messages_disabled")
+        text = text.strip()
+        if not text:
+            raise BadRequest("the message is empty", code="empty_message")
+        if len(text) > self.settings.max_left_message_chars:
+            raise BadRequest(f"a message has at most {self.settings.max_left_message_chars} characters",
+                             code="message_too_long")
+        call.message = text
+        call.log("message_left", chars=len(text))
+        await self.end_call(call, EndReason.MESSAGE_LEFT, "caller")
+        return call
+
+    def _callback_ready(self, call: Call, agent: AgentState) -> None:
+        call.callback_ready_at = self.clock.time()
+        call.log("callback_ready", agent=agent.username)
+        caller = self.sessions.get(call.caller_session)
+        event = CallbackReady(call_id=call.id, agent_name=agent.display_name,
+                              rejoin_within_s=self.settings.callback_rejoin_s)
+        if caller is not None:
+            caller.deliver(event)
+        self._rejoin_timers[call.id] = asyncio.get_running_loop().call_later(
+            self.settings.callback_rejoin_s, self._rejoin_expired, call.id)
+        log.info("call.callback_ready", call_id=call.id, agent=agent.username)
+
+    def _rejoin_expired(self, call_id: str) -> None:
+        self._rejoin_timers.pop(call_id, None)
+        call = self.calls.get(call_id)
+        if call is not None and call.state is not CallState.ENDED and call.rejoined_at is None:
+            self._spawn(self.end_call(call, EndReason.CALLBACK_EXPIRED, "system"))
+
+    def rejoin(self, session: Session, call_id: str) -> Call:
+        """A caller who asked for a callback comes back (with its token) once an agent has taken it."""
+        call = self.calls.get(call_id)
+        identity: CallerIdentity = session.principal
+        if call is None or call.identity.subject != identity.subject or call.identity.issuer != identity.issuer:
+            raise NotFound("no such call for this caller", code="unknown_call")
+        if call.state is CallState.ENDED:
+            raise InvalidState("the call has ended", code="call_ended")
+        if not call.callback or call.callback_ready_at is None:
+            raise InvalidState("rejoin when told callback.ready", code="callback_not_ready")
+        if call.rejoined_at is not None and call.caller_session and call.caller_session != session.id:
+            raise InvalidState("the caller has rejoined already", code="already_rejoined")
+        if session.call_id not in (None, call.id) and session.call_id in self.calls \
+                and self.calls[session.call_id].state is not CallState.ENDED:
+            raise InvalidState("this session already has a call", code="call_in_progress")
+        call.caller_session = session.id
+        session.call_id = call.id
+        call.rejoined_at = self.clock.time()
+        self._cancel_timer(self._rejoin_timers, call.id)
+        call.log("rejoined")
+        log.info("call.rejoined", call_id=call.id)
+        self.emit("call.updated", call)
+        return call
+
+    # ------------------------------------------------------------------ wrap-up
+    def _start_wrap_up(self, agent: AgentState, call: Call, session: Session) -> None:
+        agent.status = AgentStatus.WRAP_UP
+        agent.wrap_up_call = call.id
+        self._cancel_timer(self._wrap_timers, agent.username)
+        self._wrap_timers[agent.username] = asyncio.get_running_loop().call_later(
+            self.settings.wrap_up_s, self._end_wrap_up, agent.username, "wrap_up_timeout")
+        session.deliver(AgentStatusChanged(status=agent.status.value, call_id=call.id,
+                                           wrap_up_s=self.settings.wrap_up_s))
+
+    def _end_wrap_up(self, username: str, reason: str) -> None:
+        self._wrap_timers.pop(username, None)
+        agent = self.agents.get(username)
+        if agent is None or agent.status is not AgentStatus.WRAP_UP:
+            return
+        agent.status = AgentStatus.AVAILABLE
+        agent.wrap_up_call = None
+        agent.idle_since = now()
+        session = self.sessions.get(agent.session_id or "")
+        if session is not None:
+            session.deliver(AgentStatusChanged(status=agent.status.value, reason=reason))
+        self._dispatch()
+        self._publish_positions()
+
+    def finish_wrap_up(self, username: str, call_id: str) -> bool:
+        """The agent submitted the wrap-up of call_id (REST or agent message): available now, if still wrapping up."""
+        agent = self.agents.get(username)
+        if agent is None or agent.status is not AgentStatus.WRAP_UP or agent.wrap_up_call != call_id:
+            return False
+        self._end_wrap_up(username, "wrap_up_done")
+        return True
+
+    def _cancel_wrap_up(self, agent: AgentState) -> None:
+        self._cancel_timer(self._wrap_timers, agent.username)
+        agent.wrap_up_call = None
+
+    @staticmethod
+    def _cancel_timer(timers: dict[str, asyncio.TimerHandle], key: str) -> None:
+        timer = timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _cancel_call_timers(self, call_id: str) -> None:
+        self._cancel_timer(self._wait_timers, call_id)
+        self._cancel_timer(self._rejoin_timers, call_id)
 
     # ------------------------------------------------------------------ endings
     async def end_call(self, call: Call, reason: EndReason, by: str) -> None:
         if call.state is CallState.ENDED:
             return
         self._cancel_ring(call.id)
+        self._cancel_call_timers(call.id)
         was_waiting = call.waiting
         self.queue.remove(call.id)
         self._last_positions.pop(call.id, None)
@@ -332,7 +591,7 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         call.transition(CallState.ENDED, reason=reason.value, by=by)
         duration = call.ended_at - call.answered_at if call.answered_at else None
         if duration is not None:
-            self.estimator.record_handle_time(duration)
+            self._estimator(call.queue).record_handle_time(duration)
         event = CallEnded(call_id=call.id, reason=reason.value, by=by, duration_s=duration)
         caller = self.sessions.get(call.caller_session)
         if caller is not None:
@@ -349,7 +608,9 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
                 session.call_id = None
             if agent.call_id == call.id:
                 agent.call_id = None
-                if agent.status in (AgentStatus.BUSY, AgentStatus.RINGING):
+                if agent.status is AgentStatus.BUSY and session is not None and self.settings.wrap_up_s > 0:
+                    self._start_wrap_up(agent, call, session)
+                elif agent.status in (AgentStatus.BUSY, AgentStatus.RINGING):
                     agent.status = AgentStatus.AVAILABLE if session is not None else AgentStatus.OFFLINE
                     agent.idle_since = now()
                     if session is not None:
@@ -381,6 +642,9 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
                     session.deliver(MediaState(call_id=call.id, leg=participant, state=state))
 
         def on_failed() -> None:
+            relay = self.relays.get(call.id)
+            if relay is None or (leg is not relay.caller and leg not in relay.agents.values()):
+                return  # a leg already replaced (the caller left for a callback)
             call.log("media_failed", leg=participant)
             self._spawn(self.end_call(call, EndReason.MEDIA_FAILED, "system"))
 
@@ -397,13 +661,14 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         """A participant did not come back within the grace period."""
         if session.role == "caller":
             call = self.calls.get(session.call_id or "")
-            if call is not None and call.state is not CallState.ENDED:
+            if call is not None and call.state is not CallState.ENDED and call.caller_session == session.id:
                 self._spawn(self.end_call(call, EndReason.CALLER_GONE, "caller"))
             return
         state = self.agents.get(session.principal.username)
         if state is None or state.session_id != session.id:
             return
         state.session_id = None
+        self._cancel_wrap_up(state)
         if state.call_id:
             call = self.calls.get(state.call_id)
             if call is not None and call.state is CallState.OFFERED:
@@ -428,11 +693,13 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
     def snapshot(self) -> dict[str, Any]:
         return {
             "queue": [
-                {"call_id": c.id, "state": c.state.value, "wait_s": round(c.wait_s, 1), "call_type": c.call_type.value}
+                {"call_id": c.id, "state": c.state.value, "wait_s": round(c.wait_s, 1), "call_type": c.call_type.value,
+                 "queue": c.queue, "priority": c.priority, "callback": c.callback}
                 for c in self.queue.ordered()
             ],
             "agents": [
-                {"username": a.username, "display_name": a.display_name, "status": a.status.value, "call_id": a.call_id}
+                {"username": a.username, "display_name": a.display_name, "status": a.status.value, "call_id": a.call_id,
+                 "skills": sorted(a.skills)}
                 for a in self.agents.values()
             ],
             "calls_active": sum(1 for c in self.calls.values() if c.state is not CallState.ENDED),
@@ -444,10 +711,14 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         for call in list(self.calls.values()):
             if call.state is not CallState.ENDED:
                 await self.end_call(call, EndReason.SHUTDOWN, "system")
-        for timers in (self._ring_timers, self._forget_timers):
+        for timers in (self._ring_timers, self._forget_timers, self._wait_timers, self._rejoin_timers,
+                       self._wrap_timers):
             for timer in timers.values():
                 timer.cancel()
             timers.clear()
+        if self._hours_timer is not None:
+            self._hours_timer.cancel()
+            self._hours_timer = None
         for relay in list(self.relays.values()):
             await relay.close()
         self.relays.clear()

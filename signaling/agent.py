@@ -15,7 +15,7 @@ from gateway.sessions import Session
 
 from . import protocol as p
 from .access import account_for_token, origin_allowed
-from .keys import SETTINGS, WALLBOARD
+from .keys import RECORDER, SETTINGS, WALLBOARD
 from .ws import Connection
 
 
@@ -68,6 +68,11 @@ class AgentConnection(Connection):
                 self.send(p.CallAcceptedOut(id=message.id, call_id=call.id, card=call.card()))
             case p.Decline():
                 self.board.decline(session, message.call_id)
+                self.send(p.Ack(id=message.id))
+            case p.WrapUp():
+                username = self.board.agent_state(session).username
+                await self.request.app[RECORDER].wrap_up(message.call_id, username, message.disposition, message.notes)
+                self.board.finish_wrap_up(username, message.call_id)
                 self.send(p.Ack(id=message.id))
             case p.SdpOffer():
                 if not message.call_id:

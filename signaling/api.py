@@ -8,13 +8,15 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.errors import Forbidden, NotFound
+from gateway.config import QueueConfig
+from gateway.errors import Forbidden, InvalidState, NotFound
 from gateway.models import AgentStatus, now
+from gateway.queues import Queue
 from gateway.store.accounts import Role
 from gateway.store.records import CallFilter, Outcome
 
 from .access import require
-from .keys import ACCOUNTS, API_KEYS, CALLS, RECORDER, SWITCHBOARD, WEBHOOKS
+from .keys import ACCOUNTS, API_KEYS, CALLS, QUEUES, RECORDER, SWITCHBOARD, WEBHOOKS
 from .rest import Body, http_error, read_body
 
 api_routes = web.RouteTableDef()
@@ -22,7 +24,8 @@ api_routes = web.RouteTableDef()
 MAX_PAGE = 200
 STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}
 ADMIN = {Role.ADMIN.value}
-WebhookEvent = Literal["call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned"]
+WebhookEvent = Literal["call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned",
+                       "call.callback_ready"]
 
 
 class Query(BaseModel):
@@ -55,6 +58,13 @@ class UserCreate(Body):
     password: str = Field(min_length=10, max_length=1024)
     role: Role = Role.AGENT
     display_name: str | None = Field(None, max_length=256)
+    skills: list[str] = Field(default_factory=list, max_length=32)
+    capacity: int = Field(1, ge=1, le=10)
+
+
+class UserRouting(Body):
+    skills: list[str] | None = Field(None, max_length=32)
+    capacity: int | None = Field(None, ge=1, le=10)
 
 
 class ApiKeyCreate(Body):
@@ -63,7 +73,7 @@ class ApiKeyCreate(Body):
 
 class WebhookCreate(Body):
     url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")
-    events: list[WebhookEvent] = Field(min_length=1, max_length=5)
+    events: list[WebhookEvent] = Field(min_length=1, max_length=6)
 
 
 class CallPage(BaseModel):
@@ -111,6 +121,7 @@ async def wrap_up(request: web.Request) -> web.Response:
     body: WrapUpRequest = await read_body(request, WrapUpRequest)
     call_id = request.match_info["call_id"]
     await request.app[RECORDER].wrap_up(call_id, who.name, body.disposition, body.notes)
+    request.app[SWITCHBOARD].finish_wrap_up(who.name, call_id)  # ends the agent's wrap-up time early
     return web.json_response(await request.app[CALLS].get(call_id))
 
 
@@ -131,18 +142,90 @@ async def agents(request: web.Request) -> web.Response:
     return web.json_response({"agents": result})
 
 
+def _queue_view(board: Any, queue: Queue) -> dict[str, Any]:
+    t = board.clock.time()
+    waiting = [c for c in board.queue.ordered() if c.queue == queue.name]
+    return {
+        "name": queue.name,
+        "length": len(waiting),
+        "longest_wait_s": round(max(t - c.created_at for c in waiting), 3) if waiting else None,
+        "callbacks_waiting": sum(1 for c in waiting if c.callback),
+        "open": queue.is_open(t),
+        "opens_at": queue.schedule.next_opening(t),
+        "agents_staffed": board.staffed(queue.name),
+        "average_handle_s": round(board.estimators[queue.name].average_handle_s, 1)
+        if queue.name in board.estimators else None,
+        "config": queue.config.model_dump(mode="json"),
+    }
+
+
 @api_routes.get("/api/v1/queues")
 async def queues(request: web.Request) -> web.Response:
     await require(request, roles=STAFF, api_key=True)
     board = request.app[SWITCHBOARD]
-    t = now()
-    by_name: dict[str, dict[str, Any]] = {"default": {"name": "default", "length": 0, "longest_wait_s": None}}
-    for call in board.queue.ordered():
-        entry = by_name.setdefault(call.queue, {"name": call.queue, "length": 0, "longest_wait_s": None})
-        entry["length"] += 1
-        wait = round(t - call.created_at, 3)
-        entry["longest_wait_s"] = max(entry["longest_wait_s"] or 0.0, wait)
-    return web.json_response({"queues": list(by_name.values()), "agents_staffed": board.staffed()})
+    return web.json_response({"queues": [_queue_view(board, q) for q in board.queues.all()],
+                              "agents_staffed": board.staffed()})
+
+
+@api_routes.get("/api/v1/queues/{name}")
+async def get_queue(request: web.Request) -> web.Response:
+    await require(request, roles=STAFF, api_key=True)
+    board = request.app[SWITCHBOARD]
+    return web.json_response(_queue_view(board, board.queues.get(request.match_info["name"])))
+
+
+class _AnyObject(Body):
+    model_config = ConfigDict(extra="allow")
+
+
+async def _queue_body(request: web.Request, name: str | None) -> QueueConfig:
+    """The body is a QueueConfig; on PUT the name comes from the path (a different name in the body is refused)."""
+    body = await read_body(request, _AnyObject)
+    data = dict(body.model_extra or {})
+    if name is not None:
+        if data.setdefault("name", name) != name:
+            raise http_error(422, "invalid_body", "name: differs from the queue in the path")
+    try:
+        return QueueConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "body"
+        raise http_error(422, "invalid_body", f"{where}: {first['msg']}") from None
+
+
+async def _apply_queue(request: web.Request, config: QueueConfig, by: str) -> web.Response:
+    board = request.app[SWITCHBOARD]
+    await request.app[QUEUES].save(config, by)
+    queue = board.queues.put(config)
+    board.recheck()  # hours or skills may have changed: dispatch and positions again
+    return web.json_response(_queue_view(board, queue))
+
+
+@api_routes.post("/api/v1/queues")
+async def create_queue(request: web.Request) -> web.Response:
+    who = await require(request, roles=ADMIN)
+    config = await _queue_body(request, None)
+    if config.name in request.app[SWITCHBOARD].queues:
+        raise InvalidState(f"the queue {config.name} exists already; PUT changes it", code="queue_exists")
+    response = await _apply_queue(request, config, who.name)
+    response.set_status(201)
+    return response
+
+
+@api_routes.put("/api/v1/queues/{name}")
+async def put_queue(request: web.Request) -> web.Response:
+    who = await require(request, roles=ADMIN)
+    return await _apply_queue(request, await _queue_body(request, request.match_info["name"]), who.name)
+
+
+@api_routes.delete("/api/v1/queues/{name}")
+async def delete_queue(request: web.Request) -> web.Response:
+    await require(request, roles=ADMIN)
+    board = request.app[SWITCHBOARD]
+    name = request.match_info["name"]
+    board.queues.remove(name, waiting=sum(1 for c in board.queue.ordered() if c.queue == name))
+    await request.app[QUEUES].delete(name)
+    return web.json_response({"deleted": name})
 
 
 @api_routes.get("/api/v1/stats")
@@ -164,9 +247,22 @@ async def create_user(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN)
     body: UserCreate = await read_body(request, UserCreate)
     account = await request.app[ACCOUNTS].add(body.username, body.password, role=body.role,
-                                              display_name=body.display_name)
+                                              display_name=body.display_name, skills=body.skills,
+                                              capacity=body.capacity)
     return web.json_response({"username": account.username, "display_name": account.display_name,
-                              "role": account.role}, status=201)
+                              "role": account.role, "skills": list(account.skills),
+                              "capacity": account.capacity}, status=201)
+
+
+@api_routes.put("/api/v1/users/{username}/routing")
+async def user_routing(request: web.Request) -> web.Response:
+    """Skills and capacity; a signed-in agent gets them at its next sign-in."""
+    await require(request, roles=ADMIN)
+    body: UserRouting = await read_body(request, UserRouting)
+    account = await request.app[ACCOUNTS].set_routing(request.match_info["username"], skills=body.skills,
+                                                      capacity=body.capacity)
+    return web.json_response({"username": account.username, "skills": list(account.skills),
+                              "capacity": account.capacity})
 
 
 @api_routes.get("/api/v1/api-keys")
@@ -249,11 +345,19 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/calls/{call_id}/wrap-up": {"post": op("Wrap-up (disposition, notes) by the agent who took the call",
                                                        body=WrapUpRequest, path_param="call_id")},
         "/api/v1/agents": {"get": op("Agents and their live state (supervisor, admin, API key)")},
-        "/api/v1/queues": {"get": op("Queues with live length and longest wait")},
+        "/api/v1/queues": {"get": op("Queues: configuration, open now, live length, longest wait, staffed agents"),
+                           "post": op("Create a queue (admin); kept in the database", body=QueueConfig, ok="201")},
+        "/api/v1/queues/{name}": {"get": op("One queue", path_param="name"),
+                                  "put": op("Create or replace a queue's configuration (admin)", body=QueueConfig,
+                                            path_param="name"),
+                                  "delete": op("Remove a queue with no waiting call (admin; not the default)",
+                                               path_param="name")},
         "/api/v1/stats": {"get": op("Calls, answer rate, average and p90 wait, average handle time, abandonment",
                                     query=StatsQuery)},
         "/api/v1/users": {"get": op("List accounts (admin)"),
                           "post": op("Create an account (admin)", body=UserCreate, ok="201")},
+        "/api/v1/users/{username}/routing": {"put": op("Set an account's skills and capacity (admin)",
+                                                       body=UserRouting, path_param="username")},
         "/api/v1/api-keys": {"get": op("List API keys (admin)"),
                              "post": op("Create an API key; the key is shown once (admin)", body=ApiKeyCreate, ok="201")},
         "/api/v1/api-keys/{key_id}": {"delete": op("Revoke an API key (admin)", path_param="key_id")},
@@ -264,4 +368,4 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/webhooks/{webhook_id}/deliveries": {"get": op("Delivery log (every attempt with its outcome)",
                                                                path_param="webhook_id")},
     }
-    return paths, [WrapUpRequest, UserCreate, ApiKeyCreate, WebhookCreate, CallPage]
+    return paths, [WrapUpRequest, UserCreate, UserRouting, ApiKeyCreate, WebhookCreate, CallPage, QueueConfig]

@@ -16,6 +16,7 @@ from gateway.store.attachments import AttachmentStore
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
+from gateway.store.queues import QueueStore
 from gateway.store.records import CallQueries, CallRecorder
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
@@ -33,6 +34,7 @@ from .keys import (
     CALLS,
     DATABASE,
     METRICS,
+    QUEUES,
     READY,
     RECORDER,
     SETTINGS,
@@ -72,6 +74,7 @@ def create_app(settings: Settings) -> web.Application:
     app[RECORDER] = CallRecorder(db, settings.node_name)
     app[CALLS] = CallQueries(db)
     app[WEBHOOKS] = WebhookStore(db)
+    app[QUEUES] = QueueStore(db)
     app[AGENT_SESSIONS] = AgentSessions(settings)
     app[METRICS] = Metrics()
     app[READY] = {"ready": False}
@@ -113,7 +116,7 @@ async def seed_demo_accounts(accounts: AccountStore, settings: Settings) -> None
     for demo in settings.demo_agents:
         if not await accounts.exists(demo.username):
             await accounts.add(demo.username, demo.password, role=demo.role, display_name=demo.display_name,
-                               min_password=1)
+                               min_password=1, skills=demo.skills, capacity=demo.capacity)
 
 
 def _static(app: web.Application, root: Path, demo: bool) -> None:
@@ -140,6 +143,8 @@ def _static(app: web.Application, root: Path, demo: bool) -> None:
 async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     board = Switchboard(settings)
+    for config in await app[QUEUES].list():  # queues changed through the admin API win over the settings file
+        board.queues.put(config)
     app[SWITCHBOARD] = board
     app[METRICS].bind(board)
     app[RECORDER].attach(board)

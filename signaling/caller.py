@@ -43,10 +43,22 @@ class CallerConnection(Connection):
         match message:
             case p.StartCall():
                 call = self.board.start_call(session, message.call_type, message.location, message.context)
-                position = self.board.queue.positions().get(call.id, 0)
+                position, length, estimate = self.board.queue_positions().get(call.id, (0, 0, None))
                 self.metrics.calls_started.labels(call_type=call.call_type.value).inc()
-                self.send(p.CallQueued(id=message.id, call_id=call.id, position=position, queue_length=len(self.board.queue),
-                                       estimated_wait_s=self.board.estimator.estimate(position, self.board.staffed())))
+                self.send(p.CallQueued(id=message.id, call_id=call.id, position=position, queue_length=length,
+                                       estimated_wait_s=estimate, queue=call.queue))
+            case p.CallbackRequest():
+                call = await self.board.request_callback(session, message.call_id, message.phone)
+                position = self.board.queue_positions().get(call.id, (None, 0, None))[0]
+                self.send(p.CallbackAcceptedOut(id=message.id, call_id=call.id, position=position))
+            case p.LeaveMessage():
+                await self.board.leave_message(session, message.call_id, message.text)
+                self.send(p.Ack(id=message.id))
+            case p.Rejoin():
+                call = self.board.rejoin(session, message.call_id)
+                agent = self.board.agents.get(call.agent or "")
+                self.send(p.CallRejoinedOut(id=message.id, call_id=call.id, state=call.state.value,
+                                            agent_name=agent.display_name if agent else None))
             case p.SdpOffer():
                 answer = await self.board.caller_offer(session, message.call_id, message.sdp)
                 self.send(p.SdpAnswer(id=message.id, call_id=session.call_id or message.call_id or "", sdp=answer))

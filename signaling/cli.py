@@ -148,8 +148,11 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     async def job(settings: Settings, db: Database) -> int:
         accounts = AccountStore(db, time_cost=settings.password_hash_time_cost,
                                 memory_kib=settings.password_hash_memory_kib)
-        account = await accounts.add(args.username, password, role=args.role, display_name=args.display_name)
-        print(f"created {account.role} {account.username} ({account.display_name})")
+        skills = [s.strip() for s in (args.skills or "").split(",") if s.strip()]
+        account = await accounts.add(args.username, password, role=args.role, display_name=args.display_name,
+                                     skills=skills, capacity=args.capacity)
+        extra = f", skills {','.join(account.skills)}" if account.skills else ""
+        print(f"created {account.role} {account.username} ({account.display_name}{extra})")
         return 0
 
     return asyncio.run(_with_db(job))
@@ -158,7 +161,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 def cmd_user_list(args: argparse.Namespace) -> int:
     async def job(settings: Settings, db: Database) -> int:
         for user in await AccountStore(db, time_cost=1, memory_kib=1024).list():
-            print(f"{user['username']:24} {user['role']:11} {user['display_name']}")
+            print(f"{user['username']:24} {user['role']:11} {user['display_name']:32} {','.join(user['skills'])}")
         return 0
 
     return asyncio.run(_with_db(job))
@@ -228,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("username")
     p.add_argument("--role", choices=[r.value for r in Role], default="agent")
     p.add_argument("--display-name")
+    p.add_argument("--skills", help="comma-separated skills, e.g. billing,fr (queues route by them)")
+    p.add_argument("--capacity", type=int, default=1, help="simultaneous calls (default 1)")
     p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     p.set_defaults(func=cmd_user_add)
     p = user.add_parser("list", help="list accounts")

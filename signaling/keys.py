@@ -12,6 +12,7 @@ from gateway.store.attachments import AttachmentStore
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
+from gateway.store.queues import QueueStore
 from gateway.store.records import CallQueries, CallRecorder
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
@@ -34,4 +35,5 @@ API_KEYS = web.AppKey("api_keys", ApiKeyStore)
 RECORDER = web.AppKey("recorder", CallRecorder)
 CALLS = web.AppKey("calls", CallQueries)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
+QUEUES = web.AppKey("queues", QueueStore)
 WEBHOOK_DISPATCHER = web.AppKey("webhook_dispatcher", WebhookDispatcher)

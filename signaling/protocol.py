@@ -85,6 +85,35 @@ class StartCall(Message):
     context: CallContext = Field(default_factory=CallContext)
 
 
+class CallbackRequest(Message):
+    """Keep my place and let me leave: I am told (callback.ready, or the integrator's webhook
+    call.callback_ready) when an agent takes the call, then I rejoin with call.rejoin."""
+
+    type: Literal["callback.request"]
+    id: RequestId
+    call_id: str | None = Field(None, max_length=64)
+    phone: str | None = Field(None, min_length=3, max_length=32, pattern=r"^\+?[0-9 ().-]{3,32}$",
+                              description="optional number the team may call instead; kept with the record")
+
+
+class LeaveMessage(Message):
+    """Instead of waiting in a closed or unstaffed queue (after queue.closed): a message for the team. Ends the call."""
+
+    type: Literal["message.leave"]
+    id: RequestId
+    call_id: str | None = Field(None, max_length=64)
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class Rejoin(Message):
+    """After callback.ready: take the call back (then sdp.offer as usual). Any session with the same caller token
+    subject may rejoin."""
+
+    type: Literal["call.rejoin"]
+    id: RequestId
+    call_id: str = Field(min_length=1, max_length=64)
+
+
 # ---------------------------------------------------------------- agent -> server
 class SetStatus(Message):
     type: Literal["agent.status"]
@@ -201,13 +230,24 @@ class ContentStatusIn(Message):
     status: Literal["seen", "opened", "dismissed"]
 
 
+class WrapUp(Message):
+    """Submit the wrap-up of the call just ended (same as POST /api/v1/calls/{id}/wrap-up); ends wrap-up time."""
+
+    type: Literal["wrap_up.submit"]
+    id: RequestId
+    call_id: str = Field(max_length=64)
+    disposition: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    notes: str | None = Field(None, max_length=10_000)
+
+
 CallerMessage = Annotated[
-    Hello | StartCall | SdpOffer | IceCandidate | Hangup | Ping | Bye | ChatSend | ContentStatusIn,
+    Hello | StartCall | SdpOffer | IceCandidate | Hangup | Ping | Bye | ChatSend | ContentStatusIn | CallbackRequest
+    | LeaveMessage | Rejoin,
     Field(discriminator="type"),
 ]
 AgentMessage = Annotated[
     Hello | SetStatus | Accept | Decline | SdpOffer | IceCandidate | Hangup | Ping | Bye | Hold | Transfer
-    | TransferStep | Supervise | SuperviseStop | PushContent | ChatSend | WallboardSubscribe,
+    | TransferStep | Supervise | SuperviseStop | PushContent | ChatSend | WallboardSubscribe | WrapUp,
     Field(discriminator="type"),
 ]
 
@@ -238,9 +278,10 @@ class CallQueued(Message):
     type: Literal["call.queued"] = "call.queued"
     id: str
     call_id: str
-    position: int
+    position: int = Field(description="in its queue; 1 = next")
     queue_length: int
     estimated_wait_s: int | None
+    queue: str = "default"
 
 
 class SdpAnswer(Message):
@@ -266,6 +307,56 @@ class QueuePosition(Message):
     position: int
     queue_length: int
     estimated_wait_s: int | None
+    queue: str = "default"
+
+
+class QueueClosedOut(Message):
+    """Nobody will answer soon: after_hours, no_agents (nobody staffed with the queue's skills) or max_wait.
+    The call stays queued (unless the caller leaves); callback.request and message.leave are the alternatives."""
+
+    type: Literal["queue.closed"] = "queue.closed"
+    call_id: str
+    queue: str
+    reason: Literal["after_hours", "no_agents", "max_wait"]
+    message: str
+    callback_available: bool
+    message_allowed: bool
+    opens_at: float | None = Field(None, description="after_hours: when the queue opens next (UNIX seconds)")
+
+
+class CallbackOfferOut(Message):
+    """The estimated wait is past the queue's callback threshold: the caller may ask for a callback."""
+
+    type: Literal["callback.offer"] = "callback.offer"
+    call_id: str
+    queue: str
+    estimated_wait_s: int | None
+
+
+class CallbackAcceptedOut(Message):
+    """Reply to callback.request: the place is kept; the caller may close the socket."""
+
+    type: Literal["callback.accepted"] = "callback.accepted"
+    id: str
+    call_id: str
+    position: int | None = None
+
+
+class CallbackReadyOut(Message):
+    """An agent took the callback: rejoin (call.rejoin, then sdp.offer) within rejoin_within_s."""
+
+    type: Literal["callback.ready"] = "callback.ready"
+    call_id: str
+    agent_name: str
+    rejoin_within_s: float
+
+
+class CallRejoinedOut(Message):
+    type: Literal["call.rejoined"] = "call.rejoined"
+    id: str
+    call_id: str
+    state: str
+    agent_name: str | None = None
 
 
 class CallAnsweredOut(Message):
@@ -308,6 +399,7 @@ class AgentStatusOut(Message):
     reason: str | None = None
     call_id: str | None = None
     id: str | None = None
+    wrap_up_s: float | None = None
 
 
 class MediaStateOut(Message):
@@ -411,7 +503,8 @@ ServerMessage = Annotated[
     Welcome | CallQueued | SdpAnswer | Ack | Pong | QueuePosition | CallAnsweredOut | CallOfferedOut
     | OfferWithdrawnOut | CallAcceptedOut | CallEndedOut | AgentStatusOut | MediaStateOut | ErrorOut
     | CallHeldOut | CallTransferringOut | CallTransferredOut | ConsultStateOut | SuperviseStarted
-    | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut | WallboardOut,
+    | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut | WallboardOut
+    | QueueClosedOut | CallbackOfferOut | CallbackAcceptedOut | CallbackReadyOut | CallRejoinedOut,
     Field(discriminator="type"),
 ]
 

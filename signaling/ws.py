@@ -15,6 +15,8 @@ from gateway.errors import GatewayError, Unauthorized
 from gateway.events import (
     AgentStatusChanged,
     CallAnswered,
+    CallbackOffer,
+    CallbackReady,
     CallEnded,
     CallHeld,
     CallOffered,
@@ -27,6 +29,7 @@ from gateway.events import (
     Event,
     MediaState,
     OfferWithdrawn,
+    QueueClosed,
     QueueUpdate,
 )
 from gateway.sessions import Session
@@ -48,7 +51,7 @@ def event_message(event: Event) -> BaseModel:
     match event:
         case QueueUpdate():
             return p.QueuePosition(call_id=event.call_id, position=event.position, queue_length=event.queue_length,
-                                   estimated_wait_s=event.estimated_wait_s)
+                                   estimated_wait_s=event.estimated_wait_s, queue=event.queue)
         case CallAnswered():
             return p.CallAnsweredOut(call_id=event.call_id, agent_name=event.agent_name)
         case CallOffered():
@@ -58,7 +61,8 @@ def event_message(event: Event) -> BaseModel:
         case CallEnded():
             return p.CallEndedOut(call_id=event.call_id, reason=event.reason, by=event.by, duration_s=event.duration_s)
         case AgentStatusChanged():
-            return p.AgentStatusOut(status=event.status, reason=event.reason, call_id=event.call_id)
+            return p.AgentStatusOut(status=event.status, reason=event.reason, call_id=event.call_id,
+                                    wrap_up_s=event.wrap_up_s)
         case MediaState():
             return p.MediaStateOut(call_id=event.call_id, leg=event.leg, state=event.state)
         case CallHeld():
@@ -75,6 +79,15 @@ def event_message(event: Event) -> BaseModel:
             return p.ContentStatusOut(call_id=event.call_id, content_id=event.content_id, status=event.status)
         case ChatMessage():
             return p.ChatMessageOut(call_id=event.call_id, message=event.message)
+        case QueueClosed():
+            return p.QueueClosedOut(call_id=event.call_id, queue=event.queue, reason=event.reason,  # type: ignore[arg-type]
+                                    message=event.message, callback_available=event.callback_available,
+                                    message_allowed=event.message_allowed, opens_at=event.opens_at)
+        case CallbackOffer():
+            return p.CallbackOfferOut(call_id=event.call_id, queue=event.queue, estimated_wait_s=event.estimated_wait_s)
+        case CallbackReady():
+            return p.CallbackReadyOut(call_id=event.call_id, agent_name=event.agent_name,
+                                      rejoin_within_s=event.rejoin_within_s)
     raise TypeError(f"no message for {event!r}")
 
 

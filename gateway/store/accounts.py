@@ -11,7 +11,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 
 from ..auth import AgentAccount
-from ..errors import BadRequest, InvalidState, Unauthorized
+from ..config import check_skills
+from ..errors import BadRequest, InvalidState, NotFound, Unauthorized
 from ..models import now
 from .db import Database
 from .models import UserRow
@@ -27,7 +28,15 @@ class Role(StrEnum):
 
 
 def _account(row: UserRow) -> AgentAccount:
-    return AgentAccount(username=row.username, display_name=row.display_name, role=row.role)
+    return AgentAccount(username=row.username, display_name=row.display_name, role=row.role,
+                        skills=tuple(row.skills or ()), capacity=row.capacity or 1)
+
+
+def _skills(skills: list[str] | tuple[str, ...] | None) -> list[str]:
+    try:
+        return check_skills(list(skills or []))
+    except ValueError as exc:
+        raise BadRequest(str(exc), code="invalid_skills") from None
 
 
 class AccountStore:
@@ -39,7 +48,11 @@ class AccountStore:
         self._dummy_hash = self._hasher.hash("no-such-user-0123456789")
 
     async def add(self, username: str, password: str, *, role: Role | str = Role.AGENT,
-                  display_name: str | None = None, min_password: int = MIN_PASSWORD) -> AgentAccount:
+                  display_name: str | None = None, min_password: int = MIN_PASSWORD,
+                  skills: list[str] | tuple[str, ...] | None = None, capacity: int = 1) -> AgentAccount:
+        skill_list = _skills(skills)
+        if not 1 <= capacity <= 10:
+            raise BadRequest("capacity is 1-10 simultaneous calls", code="invalid_capacity")
         if not USERNAME.match(username):
             raise BadRequest("usernames are 1-128 letters, digits or . _ @ -", code="invalid_username")
         try:
@@ -53,7 +66,8 @@ class AccountStore:
             if await session.get(UserRow, username) is not None:
                 raise InvalidState(f"the user {username} exists already", code="user_exists")
             row = UserRow(username=username, display_name=display_name or username, role=role.value,
-                          password_hash=password_hash, created_at=now(), disabled=False)
+                          password_hash=password_hash, created_at=now(), disabled=False, skills=skill_list,
+                          capacity=capacity)
             session.add(row)
         return _account(row)
 
@@ -81,7 +95,24 @@ class AccountStore:
         async with self.db.session() as session:
             rows = (await session.scalars(select(UserRow).order_by(UserRow.username))).all()
         return [{"username": r.username, "display_name": r.display_name, "role": r.role,
-                 "created_at": r.created_at, "disabled": r.disabled} for r in rows]
+                 "created_at": r.created_at, "disabled": r.disabled, "skills": list(r.skills or []),
+                 "capacity": r.capacity or 1} for r in rows]
+
+    async def set_routing(self, username: str, *, skills: list[str] | None = None,
+                          capacity: int | None = None) -> AgentAccount:
+        """Change an account's skills and/or capacity (taken into account at the agent's next sign-in)."""
+        skill_list = _skills(skills) if skills is not None else None
+        if capacity is not None and not 1 <= capacity <= 10:
+            raise BadRequest("capacity is 1-10 simultaneous calls", code="invalid_capacity")
+        async with self.db.session() as session, session.begin():
+            row = await session.get(UserRow, username)
+            if row is None:
+                raise NotFound(f"no user {username}", code="unknown_user")
+            if skill_list is not None:
+                row.skills = skill_list
+            if capacity is not None:
+                row.capacity = capacity
+        return _account(row)
 
     async def exists(self, username: str) -> bool:
         async with self.db.session() as session:

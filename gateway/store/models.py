@@ -24,6 +24,8 @@ class UserRow(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[float] = mapped_column(Float)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    skills: Mapped[list[str]] = mapped_column(JSON, default=list)
+    capacity: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class ApiKeyRow(Base):
@@ -66,6 +68,24 @@ class CallRow(Base):
     wrapped_up_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     wrapped_up_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     node: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    closed_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    callback: Mapped[bool] = mapped_column(Boolean, default=False)
+    callback_phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    callback_ready_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rejoined_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class QueueRow(Base):
+    """Queues created or changed through the admin API (they override the settings file's queue of that name)."""
+
+    __tablename__ = "queues"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[float] = mapped_column(Float)
+    updated_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class CallEventRow(Base):

@@ -36,7 +36,9 @@ class Outcome(StrEnum):
     MISSED = "missed"  # it rang (ring timeout / agent gone) but nobody answered before the caller left
     DECLINED = "declined"  # an agent declined it and nobody answered before the caller left
     FAILED = "failed"  # media failure, queue full, shutdown before an answer
-    AFTER_HOURS = "after_hours"  # refused outside business hours
+    AFTER_HOURS = "after_hours"  # placed outside business hours and not answered (see `message` for one left)
+    MESSAGE_LEFT = "message_left"  # the caller left a message instead of waiting (unstaffed queue, max wait)
+    CALLBACK_EXPIRED = "callback_expired"  # an agent took the callback but the caller did not rejoin in time
     INTERRUPTED = "interrupted"  # the gateway stopped without closing it (crash); closed on the next start
 
 
@@ -45,10 +47,16 @@ def outcome_of(call: Call) -> Outcome | None:
         return None
     if call.end_reason is EndReason.MEDIA_FAILED:
         return Outcome.FAILED
+    if call.end_reason is EndReason.CALLBACK_EXPIRED:
+        return Outcome.CALLBACK_EXPIRED
     if call.answered_at is not None:
         return Outcome.ANSWERED
     if call.end_reason in (EndReason.SHUTDOWN, EndReason.QUEUE_FULL):
         return Outcome.FAILED
+    if call.closed_reason == "after_hours":
+        return Outcome.AFTER_HOURS
+    if call.message is not None:
+        return Outcome.MESSAGE_LEFT
     requeued = [e.detail.get("reason") for e in call.events if e.kind == CallState.QUEUED.value]
     if "declined" in requeued:
         return Outcome.DECLINED
@@ -93,6 +101,13 @@ def call_columns(call: Call, node: str | None = None) -> dict[str, Any]:
         "end_reason": call.end_reason.value if call.end_reason else None,
         "hangup_side": call.ended_by,
         "node": node,
+        "priority": call.priority,
+        "closed_reason": call.closed_reason,
+        "callback": call.callback,
+        "callback_phone": call.callback_phone,
+        "callback_ready_at": call.callback_ready_at,
+        "rejoined_at": call.rejoined_at,
+        "message": call.message,
     }
 
 
@@ -140,7 +155,7 @@ class CallRecorder:
         self._task = None
 
     def attach(self, board: EventSource) -> None:
-        for name in ("call.queued", "call.answered", "call.ended", "call.updated"):
+        for name in ("call.queued", "call.answered", "call.ended", "call.updated", "call.callback_ready"):
             board.on(name, self.record)
         board.on("call.offered", lambda call, _agent: self.record(call))
         board.on("call.withdrawn", lambda call, _agent, _reason: self.record(call))

@@ -32,7 +32,7 @@ from .records import Outcome, call_columns
 
 log = structlog.get_logger("callin.webhooks")
 
-EVENTS = ("call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned")
+EVENTS = ("call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned", "call.callback_ready")
 SIGNATURE_HEADER = "Callin-Signature"
 
 # (url, body, headers, timeout_s) -> HTTP status; raises on network errors
@@ -126,6 +126,8 @@ class WebhookDispatcher:
         board.on("call.queued", lambda call: self.publish("call.queued", call))
         board.on("call.offered", lambda call, agent: self.publish("call.offered", call, agent=agent))
         board.on("call.answered", lambda call: self.publish("call.answered", call))
+        board.on("call.callback_ready", lambda call: self.publish("call.callback_ready", call,
+                                                                  subject=call.identity.subject))
 
         def ended(call: Call) -> None:
             self.publish("call.ended", call)

@@ -34,7 +34,7 @@ async def test_positions_update_as_the_queue_moves(gateway, caller_token):
 
 
 async def test_decline_and_ring_timeout_reoffer_to_another_agent(caller_token):
-    async with running_gateway(ring_timeout_s=0.5) as gw:
+    async with running_gateway(ring_timeout_s=0.5, ring_outs_before_away=1) as gw:
         alice, bob = Agent(gw.base_url), Agent(gw.base_url, "bob", "bob-demo")
         await alice.connect()
         await asyncio.sleep(0.01)

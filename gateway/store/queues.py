@@ -1,0 +1,42 @@
+"""Queue configurations changed through the admin API, kept in the database so they survive a restart.
+
+At start-up they are laid over the settings file's queues (a stored queue replaces the configured one of the
+same name). Deleting a stored queue that the settings file also defines brings the file's version back at the next
+start; the default queue always exists.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from ..config import QueueConfig
+from ..models import now
+from .db import Database
+from .models import QueueRow
+
+
+class QueueStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def list(self) -> list[QueueConfig]:
+        async with self.db.session() as session:
+            rows = (await session.scalars(select(QueueRow).order_by(QueueRow.name))).all()
+        return [QueueConfig.model_validate(row.config) for row in rows]
+
+    async def save(self, config: QueueConfig, by: str | None) -> None:
+        async with self.db.session() as session, session.begin():
+            row = await session.get(QueueRow, config.name)
+            data = config.model_dump(mode="json")
+            if row is None:
+                session.add(QueueRow(name=config.name, config=data, updated_at=now(), updated_by=by))
+            else:
+                row.config = data
+                row.updated_at = now()
+                row.updated_by = by
+
+    async def delete(self, name: str) -> None:
+        async with self.db.session() as session, session.begin():
+            row = await session.get(QueueRow, name)
+            if row is not None:
+                await session.delete(row)
