@@ -231,17 +231,33 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
     EncodedLoop.load()  # encode (or load) the replayed media once, before anything is timed
     rows = []
     for system in make_systems(args.systems.split(",")):
-        for calls in [int(n) for n in args.calls.split(",")]:
+        async def point(calls: int) -> dict[str, Any]:
             row = await measure(system, calls, args.hold, args.warmup)
             rows.append(row)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                               if k not in ("errors",)}), flush=True)
-            if not row["passed"] and not args.keep_going:
-                break
+            return row
+
+        last_pass, first_fail = 0, None
+        for calls in [int(n) for n in args.calls.split(",")]:
+            row = await point(calls)
+            if row["passed"]:
+                last_pass = calls
+            else:
+                first_fail = calls
+                if not args.keep_going:
+                    break
             if row["generator_saturated"]:
                 print(f"{system.name}: the load generator is saturated at {calls} calls; stopping this sweep",
                       flush=True)
                 break
+        # Refine between the last passing and the first failing point (bisection, to within 10%).
+        while first_fail is not None and first_fail - last_pass > max(1, last_pass // 10):
+            mid = (last_pass + first_fail) // 2
+            if (await point(mid))["passed"]:
+                last_pass = mid
+            else:
+                first_fail = mid
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine(), "hold_s": args.hold, "rows": rows, "summary": summarize(rows)}
 
@@ -338,7 +354,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     fig, (ax_cpu, ax_fps) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name in result["summary"]:
-        rows = [r for r in result["rows"] if r["system"] == name]
+        rows = sorted((r for r in result["rows"] if r["system"] == name), key=lambda r: r["calls"])
         calls = [r["calls"] for r in rows]
         ax_cpu.plot(calls, [r["cpu_core_fraction"] * 100 for r in rows], marker="o", label=name)
         ax_fps.plot(calls, [r["fps_min"] for r in rows], marker="o", label=name)
