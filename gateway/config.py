@@ -210,6 +210,8 @@ class Settings(BaseSettings):
 
     # -- calls
     ring_timeout_s: float = Field(20.0, gt=0, le=600)
+    reoffer_after_decline_s: float = Field(
+        15.0, ge=0, le=3600, description="when every agent who could take a call passed on it, ring again after this")
     resume_grace_s: float = Field(30.0, ge=0, le=3600)
     hello_timeout_s: float = Field(10.0, gt=0, le=120)
     max_queue_length: int = Field(1000, ge=1)
@@ -219,17 +221,17 @@ class Settings(BaseSettings):
                              description="after a call the agent stays in wrap-up this long (0: available at once)")
     callback_rejoin_s: float = Field(120.0, gt=0, le=3600,
                                      description="how long an accepted callback waits for the caller to rejoin")
-    max_left_message_chars: int = Field(2000, ge=1, le=20_000)
+    max_left_message_chars: int = Field(2000, ge=1, le=2000, description="the protocol caps it at 2000")
 
     # -- queues (the queue "default" always exists; configure it here to change its hours or messages)
     queues: list[QueueConfig] = Field(default_factory=list)
 
     # -- protocol limits
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=4 * 1024 * 1024)
-    max_sdp_bytes: int = Field(32 * 1024, ge=1024)
+    max_sdp_bytes: int = Field(32 * 1024, ge=1024, le=32 * 1024, description="the protocol caps it at 32 KiB")
     max_context_bytes: int = Field(8 * 1024, ge=256)
     max_attachment_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
-    max_chat_chars: int = Field(2000, ge=1, le=20000)
+    max_chat_chars: int = Field(2000, ge=1, le=2000, description="the protocol caps it at 2000")
 
     # -- media / network
     ice_servers: list[IceServer] = Field(default_factory=list)

@@ -262,6 +262,7 @@ class InCallControls:
         await self._release_agent_from_call(call, previous, CallTransferred(call_id=call.id, to=colleague or ""))
         call.log("transferred", transfer="warm", by=previous, to=colleague)
         new_agent = self.agents[colleague]  # type: ignore[index]
+        self._to_caller(call, CallHeld(call_id=call.id, held=False))
         self._to_caller(call, CallAnswered(call_id=call.id, agent_name=new_agent.display_name))
         self._to_agent(colleague, ConsultState(call_id=call.id, state="completed", colleague=previous or ""))
         self._changed(call)
@@ -370,6 +371,9 @@ class InCallControls:
             account = session.principal
             sender = {"role": "supervisor" if account.username in call.supervisors else "agent",
                       "name": account.display_name, "username": account.username}
+        if text is not None and len(text) > self.settings.max_chat_chars:
+            raise InvalidState(f"a chat line has at most {self.settings.max_chat_chars} characters",
+                               code="chat_too_long")
         self.check_attachment(call, attachment)
         message = {"message_id": secrets.token_hex(6), "from": sender, "text": text, "attachment": attachment,
                    "at": now()}

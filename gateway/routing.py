@@ -78,7 +78,10 @@ class WaitEstimator:
     def average_handle_s(self) -> float:
         return sum(self.recent) / len(self.recent) if self.recent else self.default_handle_s
 
-    def estimate(self, position: int, staffed: int) -> int | None:
+    def estimate(self, position: int, staffed: int, ready: int = 0) -> int | None:
+        """`ready`: agents free now or ringing (the first `ready` callers are being connected: no wait)."""
         if staffed <= 0:
             return None
-        return int(math.ceil(position / staffed) * self.average_handle_s)
+        if position <= ready:
+            return 0
+        return int(math.ceil((position - ready) / staffed) * self.average_handle_s)

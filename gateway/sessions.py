@@ -24,6 +24,7 @@ class Session:
     resume_token: str
     call_id: str | None = None
     sink: Callable[[Event], None] | None = None
+    closer: Callable[[], None] | None = None  # closes the attached socket when a newer one takes over
     backlog: deque[Event] = field(default_factory=lambda: deque(maxlen=BACKLOG))
     expiry: asyncio.TimerHandle | None = None
     ended: bool = False
@@ -65,8 +66,12 @@ class SessionRegistry:
             raise Unauthorized("the resume token belongs to someone else", code="resume_failed")
         return session
 
-    def attach(self, session: Session, sink: Callable[[Event], None]) -> list[Event]:
-        """Attach a socket; returns the events it missed. A previous socket is replaced."""
+    def attach(self, session: Session, sink: Callable[[Event], None],
+               closer: Callable[[], None] | None = None) -> list[Event]:
+        """Attach a socket; returns the events it missed. A previous socket is replaced (and closed)."""
+        if session.sink is not None and session.sink != sink and session.closer is not None:
+            session.closer()
+        session.closer = closer
         if session.expiry is not None:
             session.expiry.cancel()
             session.expiry = None
@@ -91,7 +96,9 @@ class SessionRegistry:
             self.remove(session)
             self._on_expire(session)
 
-    def remove(self, session: Session) -> None:
+    def remove(self, session: Session, close_socket: bool = False) -> None:
+        if close_socket and session.closer is not None:
+            session.closer()
         session.ended = True
         if session.expiry is not None:
             session.expiry.cancel()

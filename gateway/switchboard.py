@@ -165,7 +165,7 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             # The same agent signed in again elsewhere: the newest console wins, the call stays.
             previous.deliver(AgentStatusChanged(status=state.status.value, reason="signed_in_elsewhere"))
             session.call_id = previous.call_id
-            self.sessions.remove(previous)
+            self.sessions.remove(previous, close_socket=True)
         state.session_id = session.id
         state.skills = frozenset(account.skills)
         state.capacity = account.capacity
@@ -340,9 +340,22 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         if session is not None:
             session.deliver(OfferWithdrawn(call_id=call.id, reason=reason))
         skills = self._queue_of(call).skills
-        if {a.username for a in self.agents.values() if a.can_take(skills)} <= call.declined_by:
-            call.declined_by.clear()  # everyone passed: start a new round rather than strand the caller
+        if pick_agent(list(self.agents.values()), call.declined_by, skills) is None:
+            # Nobody else can take it now: a new round after a pause (the agents who passed may take it then, and
+            # an agent who becomes available meanwhile is offered it at once), rather than strand the caller or
+            # ring the same agent again at once.
+            key = f"round:{call.id}"
+            if key not in self._ring_timers:
+                self._ring_timers[key] = asyncio.get_running_loop().call_later(
+                    self.settings.reoffer_after_decline_s, self._new_round, call.id)
         self.emit("call.withdrawn", call, agent.username, reason)
+
+    def _new_round(self, call_id: str) -> None:
+        self._ring_timers.pop(f"round:{call_id}", None)
+        call = self.calls.get(call_id)
+        if call is not None and call.state is CallState.QUEUED:
+            call.declined_by.clear()
+            self._dispatch()
 
     def _cancel_ring(self, call_id: str) -> None:
         timer = self._ring_timers.pop(call_id, None)
@@ -353,6 +366,14 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         """Agents signed in and not away (available, ringing, busy, wrapping up); for a queue: those with its skills."""
         skills = self.queues.get(queue).skills if queue is not None else frozenset()
         return sum(1 for a in self.agents.values() if a.status in STAFFED_STATUS and a.can_take(skills))
+
+    def ready(self, queue: str) -> int:
+        """Callers of this queue who are being connected now: its calls ringing at an agent, plus the agents with
+        its skills who are free."""
+        skills = self.queues.get(queue).skills
+        ringing = sum(1 for c in self.queue.ordered() if c.queue == queue and c.state is CallState.OFFERED)
+        free = sum(1 for a in self.agents.values() if a.status is AgentStatus.AVAILABLE and a.can_take(skills))
+        return ringing + free
 
     def _queue_of(self, call: Call) -> Queue:
         if call.queue in self.queues:
@@ -370,9 +391,10 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         result: dict[str, tuple[int, int, int | None]] = {}
         for name, calls in by_queue.items():
             staffed = self.staffed(name) if name in self.queues else 0
+            ready = self.ready(name) if name in self.queues else 0
             estimator = self._estimator(name)
             for position, call in enumerate(calls, start=1):
-                result[call.id] = (position, len(calls), estimator.estimate(position, staffed))
+                result[call.id] = (position, len(calls), estimator.estimate(position, staffed, ready))
         return result
 
     def _publish_positions(self) -> None:
@@ -581,6 +603,7 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         if call.state is CallState.ENDED:
             return
         self._cancel_ring(call.id)
+        self._cancel_ring(f"round:{call.id}")
         self._cancel_call_timers(call.id)
         was_waiting = call.waiting
         self.queue.remove(call.id)
@@ -635,7 +658,13 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         self._forget_timers[call.id] = asyncio.get_running_loop().call_later(300, forget)
 
     def _watch_leg(self, call: Call, leg: Leg, participant: str) -> None:
+        """participant: "caller", "agent" (the call's agent) or the username of a colleague or supervisor."""
+        side = participant not in ("caller", "agent")
+
         def on_state(state: str) -> None:
+            if side:  # a supervisor's or colleague's leg is their own business: the caller must not see it
+                self._to_agent(participant, MediaState(call_id=call.id, leg="self", state=state))
+                return
             for session_id in self._participant_sessions(call):
                 session = self.sessions.get(session_id)
                 if session is not None:
@@ -646,7 +675,12 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             if relay is None or (leg is not relay.caller and leg not in relay.agents.values()):
                 return  # a leg already replaced (the caller left for a callback)
             call.log("media_failed", leg=participant)
-            self._spawn(self.end_call(call, EndReason.MEDIA_FAILED, "system"))
+            if side and participant in call.supervisors:
+                self._spawn(self._drop_supervisor(call, participant))
+            elif side and participant == call.consult:
+                self._spawn(self._end_consult(call, "media_failed"))
+            else:
+                self._spawn(self.end_call(call, EndReason.MEDIA_FAILED, "system"))
 
         leg.on("state", on_state)
         leg.on("failed", on_failed)

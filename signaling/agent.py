@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 from aiohttp import web
@@ -141,8 +143,8 @@ class AgentConnection(Connection):
 async def agent_ws(request: web.Request) -> web.StreamResponse:
     # Cross-site WebSocket hijacking: a browser always sends Origin; refuse foreign ones before the upgrade.
     if not origin_allowed(request):
-        raise web.HTTPForbidden(
-            text=p.ErrorOut(code="origin_not_allowed",
-                            reason=f"origin {request.headers.get('Origin')!r} is not allowed").model_dump_json(),
+        raise web.HTTPForbidden(  # the same {code, reason} body as every REST error
+            text=json.dumps({"code": "origin_not_allowed",
+                             "reason": f"origin {request.headers.get('Origin')!r} is not allowed"}),
             content_type="application/json")
     return await AgentConnection(request).run()

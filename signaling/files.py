@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.auth import TokenError
 from gateway.calls import Call
-from gateway.errors import Forbidden, NotFound, Unauthorized
+from gateway.errors import Forbidden, NotFound
 from gateway.media.snapshot import snapshot
 from gateway.models import CallState
 from gateway.store.attachments import AttachmentError
@@ -109,7 +109,7 @@ async def take_snapshot(request: web.Request) -> web.Response:
     call = live_call(request)
     person = await who(request, call)
     if person.is_caller:
-        raise Unauthorized("snapshots are taken by the agent", code="forbidden")
+        raise Forbidden("snapshots are taken by the agent", code="forbidden")
     must_be_in_call(request, call, person)
     relay = request.app[SWITCHBOARD].relays.get(call.id)
     producer = relay.caller.producers.get("video") if relay is not None and relay.caller is not None else None

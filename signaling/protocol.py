@@ -416,7 +416,8 @@ class CallHeldOut(Message):
 
 
 class CallTransferringOut(Message):
-    """To the caller: you are being handed to another agent (stay on the line)."""
+    """To the caller, on a blind transfer: you are being handed to another agent (stay on the line). A warm transfer
+    shows as call.held (consult), then call.held false and call.answered with the new agent's name."""
 
     type: Literal["call.transferring"] = "call.transferring"
     call_id: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import inspect
 from typing import Any
@@ -170,6 +171,12 @@ class Connection:
     def closed(self) -> None:
         """The socket is gone (subclasses drop their subscriptions)."""
 
+    def replaced(self) -> None:
+        """A newer socket took this session over (a resume elsewhere, or the agent signed in again)."""
+        self.session = None  # this socket no longer speaks for the session
+        self.error(GatewayError("this session continues on a newer connection", code="session_replaced"), None)
+        self._outbox.put_nowait((CLOSE_REPLACED, "replaced"))
+
     def attachment(self, call_id: str, attachment_id: str | None) -> dict[str, Any] | None:
         """The public description of a file uploaded to this call (its id alone proves nothing)."""
         if attachment_id is None:
@@ -190,8 +197,8 @@ class Connection:
                     raise Unauthorized("use 'Authorization: Bearer <token>'", code="invalid_token")
                 self._header_principal = await _resolved(self.authenticate_header(token))
             except GatewayError as exc:
-                raise web.HTTPUnauthorized(
-                    text=p.ErrorOut(code=exc.code, reason=exc.reason).model_dump_json(), content_type="application/json"
+                raise web.HTTPUnauthorized(  # the same {code, reason} body as every REST error
+                    text=json.dumps({"code": exc.code, "reason": exc.reason}), content_type="application/json"
                 ) from None
         await self.ws.prepare(self.request)
         self._writer_task = writer = asyncio.ensure_future(self._writer())
@@ -259,7 +266,7 @@ class Connection:
             await self._close(CLOSE_UNAUTHORIZED if exc.status in (401, 403) else CLOSE_PROTOCOL, exc.code)
             return False
         self.session = session
-        missed = self.board.sessions.attach(session, self.deliver)
+        missed = self.board.sessions.attach(session, self.deliver, closer=self.replaced)
         self.send(
             p.Welcome(
                 id=message.id,
@@ -278,12 +285,14 @@ class Connection:
         return True
 
     async def _loop(self) -> None:
-        while not self.ws.closed:
+        while not self.ws.closed and self.session is not None:
             raw = await self._receive_text(None)
             if raw is None:
                 return
             if raw == "":
                 continue
+            if self.session is None:  # replaced while this message was on its way
+                return
             try:
                 message = p.parse(self.adapter, raw, self.settings.max_message_bytes)
                 if isinstance(message, p.Hello):

@@ -107,6 +107,8 @@ class Leg(AsyncIOEventEmitter):
         self.connected = asyncio.Event()
         self.closed = False
         self._answered = False
+        self._remote_candidates = 0
+        self._end_pending = False
         self._close_task: asyncio.Task[None] | None = None
         self.pc.on("connectionstatechange", self._on_state)
 
@@ -164,6 +166,7 @@ class Leg(AsyncIOEventEmitter):
             raise MediaError("the offer lacks ICE or DTLS parameters", code="bad_sdp")
 
         self._answered = True
+        self._remote_candidates = offer_sdp.count("a=candidate:")
         try:
             seen: dict[str, int] = {}
             for media in parsed.media:
@@ -287,6 +290,12 @@ class Leg(AsyncIOEventEmitter):
         if not self._answered:
             raise InvalidState("send the offer before ICE candidates", code="no_offer")
         if not candidate:
+            if self._remote_candidates == 0:
+                # End-of-candidates before any candidate would make aioice fail the leg at once, though the
+                # client's connectivity checks may be on their way (e.g. it gathered nothing but is reachable as a
+                # peer-reflexive candidate). Keep it until a candidate arrives.
+                self._end_pending = True
+                return
             await self.pc.addIceCandidate(None)
             return
         line = candidate[len("candidate:") :] if candidate.startswith("candidate:") else candidate
@@ -299,6 +308,10 @@ class Leg(AsyncIOEventEmitter):
         if sdp_mid is None and sdp_mline_index is None:
             parsed.sdpMLineIndex = 0
         await self.pc.addIceCandidate(parsed)
+        self._remote_candidates += 1
+        if self._end_pending:
+            self._end_pending = False
+            await self.pc.addIceCandidate(None)
 
     async def stats(self) -> dict[str, Any]:
         return {

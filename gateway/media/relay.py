@@ -38,7 +38,10 @@ class Relay:
             raise ClosedError(f"the media of call {self.call_id} is closed")
 
     async def caller_offer(self, sdp: str) -> tuple[Leg, str]:
-        return await self._add_leg(CALLER, LegRole.CALLER, sdp, video_codec=None)
+        # Normally the caller's leg comes first and sets the call's codec; after a callback the agent's leg may
+        # already exist, and then the caller must use its codec (nothing is transcoded).
+        codecs = [leg.video_codec for leg in self.legs.values() if leg.video_codec]
+        return await self._add_leg(CALLER, LegRole.CALLER, sdp, video_codec=codecs[0] if codecs else None)
 
     async def agent_offer(self, agent_id: str, sdp: str) -> tuple[Leg, str]:
         caller = self.caller

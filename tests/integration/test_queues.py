@@ -65,7 +65,7 @@ async def test_queue_and_priority_from_the_token_and_skills_routing(caller_token
 
 
 async def test_two_ring_outs_set_the_agent_away_and_say_why(caller_token):
-    async with running_gateway(ring_timeout_s=0.3) as gw:
+    async with running_gateway(ring_timeout_s=0.3, reoffer_after_decline_s=0.3) as gw:
         alice = await agent_socket(gw.base_url)
         caller, call_id = await caller_socket(gw.base_url, caller_token())
         first = await alice.wait("call.offered")

@@ -34,7 +34,7 @@ async def test_positions_update_as_the_queue_moves(gateway, caller_token):
 
 
 async def test_decline_and_ring_timeout_reoffer_to_another_agent(caller_token):
-    async with running_gateway(ring_timeout_s=0.5, ring_outs_before_away=1) as gw:
+    async with running_gateway(ring_timeout_s=0.5, ring_outs_before_away=1, reoffer_after_decline_s=0.2) as gw:
         alice, bob = Agent(gw.base_url), Agent(gw.base_url, "bob", "bob-demo")
         await alice.connect()
         await asyncio.sleep(0.01)
@@ -125,4 +125,55 @@ async def test_bye_ends_the_session_at_once(gateway, caller_token):
     assert ack["type"] == "ack"
     await wait_until(lambda: gateway.board.calls[queued["call_id"]].state.value == "ended")
     assert gateway.board.calls[queued["call_id"]].end_reason.value == "caller_disconnected"
+    await caller.close()
+
+
+async def test_a_lone_agent_who_declines_is_not_rung_again_at_once(caller_token):
+    async with running_gateway(reoffer_after_decline_s=1.0) as gw:
+        alice = Agent(gw.base_url)
+        await alice.connect()
+        caller = Caller(gw.base_url, caller_token())
+        await caller.connect()
+        await caller.ws.request({"type": "call.start", "call_type": "voice"})
+        first = await alice.wait_offer()
+        await alice.ws.request({"type": "call.decline", "call_id": first["call_id"]})
+        mark = len(alice.ws.messages)
+        await asyncio.sleep(0.5)
+        assert not [m for m in alice.ws.messages[mark:] if m["type"] == "call.offered"]  # no ring loop
+        again = await alice.ws.wait(lambda m: m["type"] == "call.offered", since=mark, timeout=3)
+        assert again["call_id"] == first["call_id"]  # a new round, after the pause
+        await caller.close()
+        await alice.close()
+
+
+async def test_an_offline_agent_does_not_strand_a_declined_call(caller_token):
+    async with running_gateway(reoffer_after_decline_s=0.3) as gw:
+        bob = Agent(gw.base_url, "bob", "bob-demo")
+        await bob.connect()
+        await bob.close()  # signed in once, now gone
+        alice = Agent(gw.base_url)
+        await alice.connect()
+        caller = Caller(gw.base_url, caller_token())
+        await caller.connect()
+        await caller.ws.request({"type": "call.start", "call_type": "voice"})
+        first = await alice.wait_offer()
+        await alice.ws.request({"type": "call.decline", "call_id": first["call_id"]})
+        again = await alice.ws.wait(lambda m: m["type"] == "call.offered", since=len(alice.ws.messages), timeout=3)
+        assert again["call_id"] == first["call_id"]
+        await caller.close()
+        await alice.close()
+
+
+async def test_a_newer_connection_closes_the_replaced_one(gateway, caller_token):
+    token = caller_token()
+    caller = Caller(gateway.base_url, token)
+    welcome = await caller.connect()
+    newer = WsClient(gateway.base_url, "/ws/caller")
+    await newer.connect()
+    resumed = await newer.request({"type": "hello", "token": token, "resume_token": welcome["resume_token"]})
+    assert resumed["resumed"] is True
+    error = await caller.ws.wait("error")
+    assert error["code"] == "session_replaced"
+    await wait_until(lambda: caller.ws.close_code == 4409, 5)
+    await newer.close()
     await caller.close()

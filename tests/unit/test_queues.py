@@ -241,25 +241,26 @@ async def test_positions_and_estimates_are_per_queue():
         board.set_agent_status(alice, AgentStatus.AVAILABLE)  # the oldest call of all (d1) rings at her
         assert alice_events.of(CallOffered)[0].call_id == sessions["d1"][0].call_id
         by_sub = {board.calls[cid].identity.subject: value for cid, value in board.queue_positions().items()}
-        assert by_sub["b2"] == (2, 2, 360)  # ceil(2 / 1 staffed) x 180 s default handle time
-        assert by_sub["d2"] == (2, 2, 360)  # the default queue needs no skill: alice staffs both
-        bob_session, _ = agent(board, "bob", ("tech",))  # bob staffs only the default queue
+        assert by_sub["b2"] == (2, 2, 360)  # ceil(2 / 1 staffed) x 180 s default handle time: nobody ready
+        assert by_sub["d1"] == (1, 2, 0)  # ringing at alice: being connected
+        assert by_sub["d2"] == (2, 2, 180)  # ceil((2 - 1 ringing) / 1 staffed) x 180; alice staffs both queues
+        bob_session, _ = agent(board, "bob", ("tech",))  # bob staffs only the default queue: d2 rings at him
         by_sub = {board.calls[cid].identity.subject: value for cid, value in board.queue_positions().items()}
-        assert by_sub["b2"] == (2, 2, 360) and by_sub["d2"][2] == 180
+        assert by_sub["b2"] == (2, 2, 360) and by_sub["d2"][2] == 0
     finally:
         await board.close()
 
 
 async def test_callback_offered_past_the_threshold_once():
-    board = board_with(queues=[{"name": "default", "callback_threshold_s": 200}])
+    board = board_with(queues=[{"name": "default", "callback_threshold_s": 100}])
     try:
         _, _ = agent(board, "alice")
         first, _ = caller(board, "c1")
         start(board, first)  # rings at alice
         second, events = caller(board, "c2")
-        start(board, second)  # position 2, 1 staffed: 2 x 180 = 360 s > 200
+        start(board, second)  # position 2, 1 ringing, 1 staffed: (2 - 1) x 180 = 180 s > 100
         offers = events.of(CallbackOffer)
-        assert len(offers) == 1 and offers[0].estimated_wait_s == 360
+        assert len(offers) == 1 and offers[0].estimated_wait_s == 180
         board.recheck()
         assert len(events.of(CallbackOffer)) == 1
     finally:
@@ -267,7 +268,7 @@ async def test_callback_offered_past_the_threshold_once():
 
 
 async def test_two_ring_outs_set_away():
-    board = board_with(ring_timeout_s=0.05)
+    board = board_with(ring_timeout_s=0.05, reoffer_after_decline_s=0.05)
     try:
         _, alice_events = agent(board, "alice")
         session, _ = caller(board, "c1")
