@@ -70,11 +70,12 @@ def _event_loop(choice: str) -> asyncio.AbstractEventLoop:
 
 
 DEMO_BANNER = """
-Callin demo is running (embedded defaults: in-memory state, no external servers).
+Callin demo is running (embedded defaults: in-memory live state, SQLite records in ./data, no external servers).
 
   Demo caller app : {base}/demo/
   Agent console   : {base}/console/
-  Demo accounts   : alice / alice-demo    bob / bob-demo  (agents)    admin / admin-demo  (admin)
+  Demo accounts   : alice / alice-demo    bob / bob-demo  (agents)    sam / sam-demo  (supervisor)
+                    admin / admin-demo  (admin)
   Health          : {base}/healthz    Metrics: {base}/metrics    API: {base}/api/v1/openapi.json
 
 Open the console, sign in as alice, set yourself available, then place a call from the demo app
