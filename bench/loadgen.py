@@ -32,7 +32,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  #
 from bench.media import EncodedLoop, FrameMeter, ReplayTrack, answer_keyframe_requests  # noqa: E402
 from gateway.auth import mint_caller_token  # noqa: E402
 from gateway.media import hooks  # noqa: E402
-from tests.support.clients import LOOPBACK, WsClient  # noqa: E402
+from tests.support.clients import WsClient  # noqa: E402
 
 FREEZE_S = 0.2
 

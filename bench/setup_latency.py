@@ -25,30 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.netns import ensure_loopback_namespace  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-async def wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
-    import aiohttp
-
-    deadline = time.monotonic() + 20
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"gateway exited with {proc.returncode}")
-            try:
-                async with http.get(base + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit("gateway did not become healthy")
+from bench.run import percentile, wait_healthy  # noqa: E402
 
 
 async def one_call(base: str, secret: str, index: int) -> tuple[float, float]:

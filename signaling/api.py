@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.config import QueueConfig
 from gateway.errors import Forbidden, InvalidState, NotFound
-from gateway.models import AgentStatus, now
+from gateway.models import AgentStatus
 from gateway.queues import Queue
 from gateway.store.accounts import Role
 from gateway.store.records import CallFilter, Outcome
