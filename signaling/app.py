@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import structlog
 from aiohttp import web
+from pydantic import SecretStr
 
 from gateway.auth import AgentSessions, CallerTokenVerifier
 from gateway.config import Settings
@@ -56,7 +57,7 @@ MAX_BODY = 256 * 1024
 def demo_settings(settings: Settings) -> Settings:
     """Demo mode needs a caller-token secret; make one up for this process if none is configured."""
     if settings.caller_token_secret is None and settings.caller_public_key() is None:
-        return settings.model_copy(update={"caller_token_secret": secrets.token_urlsafe(32)})
+        return settings.model_copy(update={"caller_token_secret": SecretStr(secrets.token_urlsafe(32))})
     return settings
 
 

@@ -131,3 +131,40 @@ async def test_serve_with_tls_and_graceful_stop(tmp_path):
         out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
     assert f"https://127.0.0.1:{port}" in out.decode()
+
+
+async def test_callin_demo_runs_with_no_configuration_at_all(tmp_path):
+    """README's demo command: no env, no secret, no database server; it serves the pages and a working call."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLIN_")}
+    proc = subprocess.Popen([sys.executable, "-m", "signaling.cli", "demo", "--port", str(port)], cwd=tmp_path,
+                            env=env | {"PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    async with http.get(base + "/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            for page in ("/demo/", "/console/", "/caller/", "/static/caller/callin-widget.js"):
+                async with http.get(base + page) as r:
+                    assert r.status == 200, page
+            async with http.post(base + "/api/v1/demo/token", json={"name": "Dana"}) as r:
+                token = (await r.json())["token"]
+            ws = await http.ws_connect(base.replace("http", "ws") + "/ws/caller")
+            await ws.send_json({"type": "hello", "id": "1", "token": token})
+            welcome = await ws.receive_json()
+            assert welcome["type"] == "welcome" and welcome["caller"]["name"] == "Dana"
+            await ws.close()
+            async with http.post(base + "/api/v1/agent/login", json={"username": "sam", "password": "sam-demo"}) as r:
+                assert r.status == 200
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert "/console/" in out.decode() and "alice / alice-demo" in out.decode()
+    assert (tmp_path / "data").is_dir()  # records in the data folder of the working directory
