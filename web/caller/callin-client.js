@@ -21,6 +21,13 @@
  *   reconnecting {attempt}   reconnected {resumed}   localstream {stream}   remotetrack {track, stream}
  *   mediastate {state} (the peer connection's connectionState)   videosource {source: camera|screen|null}
  *   devicewarning {code, reason} (e.g. no camera: the call continues as a voice call)
+ * In-call and contact-center events:
+ *   held {held}   transferring {mode}   closed {reason, message, callbackAvailable, messageAllowed, opensAt, queue}
+ *   callbackoffer {estimatedWaitS}   callbackaccepted {position}   callbackready {callId, agentName, rejoinWithinS}
+ *   rejoined {callId, agentName}   content {content} (pushed by the agent: report it with reportContent)
+ *   chat {message} (every line of the call's chat, your own included)
+ * State "callback": the call keeps its place in the queue without media; rejoin() when callbackready arrives.
+ * Remote tracks carry a `slot`: "main" (the agent) or "aux" (a barging supervisor's voice, a second audio section).
  */
 
 export const VERSION = "1.0.0";
@@ -371,6 +378,8 @@ export class CallinClient extends EventTarget {
   #reconnecting = false;
   #connectPromise = null;
   #answeredAt = null;
+  #auxTx = null;
+  #early = []; // events about a call that arrived before the call.start response named it
 
   /**
    * @param {object} options
@@ -394,6 +403,10 @@ export class CallinClient extends EventTarget {
     this.localStream = new MediaStream();
     this.remoteStream = new MediaStream();
     this.lastEnd = null;
+    this.held = false;
+    this.transferring = false;
+    this.closedNotice = null;
+    this.callback = null; // {position} after callback.accepted; {ready: {...}} after callback.ready
   }
 
   get reconnecting() {
@@ -518,7 +531,7 @@ export class CallinClient extends EventTarget {
       this.#endLocally("unauthorized");
       return;
     }
-    if (["queued", "connected", "starting"].includes(this.state)) {
+    if (["queued", "connected", "starting", "callback"].includes(this.state)) {
       this.#reconnect();
     } else {
       this.#welcome = null;
@@ -577,17 +590,70 @@ export class CallinClient extends EventTarget {
   }
 
   #onMessage(message) {
+    if (message.call_id && !this.callId && this.state === "starting") {
+      // The gateway may tell about the new call (queue.closed, callback.offer) before call.queued arrives.
+      this.#early.push(message);
+      return;
+    }
     switch (message.type) {
       case "queue.position":
         if (message.call_id !== this.callId) return;
         this.#setQueue(message);
         break;
-      case "call.answered":
+      case "call.answered": {
         if (message.call_id !== this.callId) return;
+        const transferred = this.state === "connected";
         this.agentName = message.agent_name;
         this.#answeredAt = Date.now();
+        this.transferring = false;
+        this.closedNotice = null;
+        if (this.held) {
+          this.held = false;
+          this.#emit("held", { held: false });
+        }
         this.#setState("connected");
-        this.#emit("answered", { agentName: message.agent_name, callId: message.call_id });
+        this.#emit("answered", { agentName: message.agent_name, callId: message.call_id, transferred });
+        break;
+      }
+      case "call.held":
+        if (message.call_id !== this.callId) return;
+        this.held = Boolean(message.held);
+        this.#emit("held", { held: this.held });
+        break;
+      case "call.transferring":
+        if (message.call_id !== this.callId) return;
+        this.transferring = true;
+        this.held = false;
+        this.#emit("transferring", { mode: message.mode });
+        break;
+      case "queue.closed":
+        if (message.call_id !== this.callId) return;
+        this.closedNotice = {
+          reason: message.reason,
+          message: message.message,
+          queue: message.queue,
+          callbackAvailable: Boolean(message.callback_available),
+          messageAllowed: Boolean(message.message_allowed),
+          opensAt: message.opens_at ?? null,
+        };
+        this.#emit("closed", { ...this.closedNotice });
+        break;
+      case "callback.offer":
+        if (message.call_id !== this.callId) return;
+        this.#emit("callbackoffer", { estimatedWaitS: message.estimated_wait_s ?? null, queue: message.queue });
+        break;
+      case "callback.ready":
+        if (message.call_id !== this.callId) return;
+        this.callback = { ...(this.callback ?? {}), ready: { callId: message.call_id, agentName: message.agent_name, rejoinWithinS: message.rejoin_within_s, at: Date.now() } };
+        this.#emit("callbackready", { ...this.callback.ready });
+        break;
+      case "content.pushed":
+        if (message.call_id !== this.callId) return;
+        this.#emit("content", { content: message.content });
+        break;
+      case "chat.message":
+        if (message.call_id !== this.callId) return;
+        this.#emit("chat", { message: message.message });
         break;
       case "call.ended":
         if (message.call_id !== this.callId) return;
@@ -681,16 +747,24 @@ export class CallinClient extends EventTarget {
     this.queue = null;
     this.lastEnd = null;
     this.#answeredAt = null;
+    this.held = false;
+    this.transferring = false;
+    this.closedNotice = null;
+    this.callback = null;
     try {
       const [acquired] = await Promise.all([media ?? this.acquireMedia(callType), this.connect()]);
       this.#useTracks(acquired);
       if (this.state !== "starting" || this.#closing) throw new CallinError("cancelled", "the call was cancelled");
       const body = { type: "call.start", call_type: callType, context: cleanContext(context) };
       if (location) body.location = location;
+      this.#early = [];
       const queued = await this.#signal.request(body);
       this.callId = queued.call_id;
       this.#setQueue(queued);
       if (this.state === "starting") this.#setState("queued");
+      const early = this.#early.filter((m) => m.call_id === queued.call_id);
+      this.#early = [];
+      for (const m of early) this.#onMessage(m);
       await this.#negotiate();
       return queued;
     } catch (err) {
@@ -738,10 +812,16 @@ export class CallinClient extends EventTarget {
     const video = this.videoSource === "screen" ? this.#screen : this.#camera;
     this.#videoTx = pc.addTransceiver(video ?? "video", { direction: "sendrecv", streams });
     preferCodec(this.#videoTx, "video/VP8");
+    // A second audio section, receive only: a supervisor who barges in is heard on it (never mixed).
+    this.#auxTx = pc.addTransceiver("audio", { direction: "recvonly" });
     pc.addEventListener("icecandidate", (e) => this.#sendCandidate(e.candidate));
     pc.addEventListener("track", (e) => {
+      if (e.transceiver === this.#auxTx) {
+        this.#emit("remotetrack", { track: e.track, stream: new MediaStream([e.track]), slot: "aux" });
+        return;
+      }
       this.remoteStream.addTrack(e.track);
-      this.#emit("remotetrack", { track: e.track, stream: this.remoteStream });
+      this.#emit("remotetrack", { track: e.track, stream: this.remoteStream, slot: "main" });
     });
     pc.addEventListener("connectionstatechange", () => this.#emit("mediastate", { state: pc.connectionState }));
     await pc.setLocalDescription(await pc.createOffer());
@@ -859,6 +939,111 @@ export class CallinClient extends EventTarget {
     if (screen && this.localStream.getVideoTracks()[0] !== screen) screen.stop();
   }
 
+  // -------------------------------------------------------------------------------------------- queues and callbacks
+  /**
+   * Keep my place and stop waiting on the line: the media is released and "callback" is the state. When an agent
+   * takes the call, "callbackready" arrives (or your backend gets the webhook call.callback_ready): rejoin().
+   * @param {object} [options] {phone}: a number the team may call instead (kept with the record)
+   */
+  async requestCallback({ phone = null } = {}) {
+    if (!this.callId || !["queued", "connected"].includes(this.state)) throw new CallinError("not_queued", "there is no waiting call");
+    const body = { type: "callback.request", call_id: this.callId };
+    if (phone) body.phone = phone;
+    const accepted = await this.#signal.request(body);
+    this.callback = { position: accepted.position ?? null };
+    this.#teardownMedia();
+    this.#setState("callback");
+    this.#emit("callbackaccepted", { position: accepted.position ?? null, callId: this.callId });
+    return accepted;
+  }
+
+  /** After a "closed" event: leave a message for the team instead of waiting. Ends the call (reason message_left). */
+  async leaveMessage(text) {
+    const body = String(text ?? "").trim();
+    if (!body) throw new CallinError("empty_message", "write a message first");
+    if (!this.callId) throw new CallinError("not_queued", "there is no waiting call");
+    await this.#signal.request({ type: "message.leave", call_id: this.callId, text: body.slice(0, 2000) });
+  }
+
+  /**
+   * Take a callback's call back (after "callbackready"; or with the callId your app was notified of, from a new
+   * page): acquires media (call it from a click), sends call.rejoin, then connects the media with the agent.
+   */
+  async rejoin({ callId = this.callId, callType = this.callType || "voice", media = null } = {}) {
+    if (!callId) throw new CallinError("callback_not_ready", "no call to rejoin");
+    this.#setState("starting");
+    this.callType = callType;
+    try {
+      const [acquired] = await Promise.all([media ?? this.acquireMedia(callType), this.connect()]);
+      this.#useTracks(acquired);
+      const rejoined = await this.#signal.request({ type: "call.rejoin", call_id: callId });
+      this.callId = rejoined.call_id;
+      this.agentName = rejoined.agent_name ?? this.agentName;
+      this.callback = null;
+      this.closedNotice = null;
+      this.#answeredAt = Date.now();
+      await this.#negotiate();
+      this.#setState(rejoined.state === "connected" ? "connected" : "queued");
+      this.#emit("rejoined", { callId: rejoined.call_id, agentName: this.agentName });
+      if (rejoined.state === "connected") this.#emit("answered", { agentName: this.agentName, callId: rejoined.call_id, rejoined: true });
+      return rejoined;
+    } catch (err) {
+      this.#teardownMedia();
+      this.#setState(this.callback ? "callback" : this.#signal?.open ? "ready" : "idle");
+      throw err instanceof CallinError ? err : new CallinError("media_error", err?.message ?? String(err));
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------- chat, files, content
+  /** Send a chat line and/or a file (a Blob/File, uploaded first) to everyone in the call. */
+  async sendChat({ text = null, file = null, name = null } = {}) {
+    if (!this.callId) throw new CallinError("not_connected", "there is no call");
+    const line = text != null ? String(text).trim().slice(0, 2000) : "";
+    let attachment = null;
+    if (file) attachment = await this.uploadAttachment(file, name ?? file.name ?? "file");
+    if (!line && !attachment) throw new CallinError("empty_message", "write a message or attach a file");
+    const body = { type: "chat.send", call_id: this.callId };
+    if (line) body.text = line;
+    if (attachment) body.attachment_id = attachment.id;
+    await this.#signal.request(body);
+    return attachment;
+  }
+
+  /** Upload a file to the call (POST /api/v1/calls/{id}/attachments, authenticated with the caller token). */
+  async uploadAttachment(blob, name = "file") {
+    if (!this.callId) throw new CallinError("not_connected", "there is no call");
+    const url = `${this.gateway}/api/v1/calls/${encodeURIComponent(this.callId)}/attachments?name=${encodeURIComponent(name)}`;
+    let response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${this.#token}`, "Content-Type": "application/octet-stream" },
+        body: blob,
+      });
+    } catch {
+      throw new CallinError("network_error", "the file could not be sent", { retryable: true });
+    }
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      if (response.status === 413) throw new CallinError("attachment_too_large", "the file is too large");
+      throw new CallinError(body.code || "upload_failed", body.reason || `the upload failed (${response.status})`);
+    }
+    return body;
+  }
+
+  /** A call's file as a Blob (attachment URLs need the caller token, so an <img> cannot load them by itself). */
+  async fetchAttachment(url) {
+    const response = await fetch(new URL(url, this.gateway).href, { headers: { Authorization: `Bearer ${this.#token}` } });
+    if (!response.ok) throw new CallinError("unknown_attachment", `the file could not be loaded (${response.status})`);
+    return response.blob();
+  }
+
+  /** Tell the agent what became of pushed content: "seen", "opened" or "dismissed". */
+  reportContent(contentId, status) {
+    if (!this.callId || !this.#signal?.open) return Promise.resolve(null);
+    return this.#signal.request({ type: "content.status", call_id: this.callId, content_id: contentId, status }).catch(() => null);
+  }
+
   /** Hang up (or cancel while queued). */
   async hangup() {
     if (this.state === "starting" && !this.callId) {
@@ -866,7 +1051,7 @@ export class CallinClient extends EventTarget {
       this.#teardownMedia();
       return;
     }
-    if (!this.callId || !["queued", "connected", "starting"].includes(this.state)) return;
+    if (!this.callId || !["queued", "connected", "starting", "callback"].includes(this.state)) return;
     const callId = this.callId;
     const duration = this.#answeredAt ? (Date.now() - this.#answeredAt) / 1000 : null;
     try {
@@ -897,7 +1082,7 @@ export class CallinClient extends EventTarget {
       this.#pc.close();
       this.#pc = null;
     }
-    this.#audioTx = this.#videoTx = null;
+    this.#audioTx = this.#videoTx = this.#auxTx = null;
     for (const t of [this.#mic, this.#camera, this.#screen]) t?.stop();
     this.#mic = this.#camera = this.#screen = null;
     for (const t of this.localStream.getTracks()) this.localStream.removeTrack(t);
