@@ -240,6 +240,108 @@ button { font: inherit; color: inherit; }
 .toast .icon { margin-top: 1px; }
 .footer-note { margin: 0; padding: 0 20px 14px; text-align: center; font-size: 11.5px; color: var(--muted); display: flex; justify-content: center; gap: 6px; align-items: center; }
 .panel[data-view="call"] .footer-note { color: #64748b; }
+/* ---------------------------------------------------------------- small buttons */
+.btn.sm { min-height: 36px; padding: 0 14px; border-radius: 11px; font-size: 13.5px; gap: 6px; }
+.btn.quiet { background: transparent; color: var(--muted); }
+.btn.quiet:hover { background: var(--soft); color: var(--ink); }
+.icon-btn.sm { width: 34px; height: 34px; border-radius: 10px; }
+.controls { gap: 8px; }
+.ctl { min-width: 56px; }
+.ctl button { position: relative; }
+.unread { position: absolute; top: 6px; right: 6px; width: 11px; height: 11px; border-radius: 50%; background: #f43f5e; box-shadow: 0 0 0 2px var(--night); }
+
+/* ---------------------------------------------------------------- hold / transfer overlay */
+.overlay {
+  position: absolute; inset: 0; z-index: 3; display: flex; flex-direction: column; align-items: center; justify-content: center;
+  text-align: center; padding: 24px; background: rgba(8, 12, 26, .82); backdrop-filter: blur(6px);
+}
+.overlay .ov-ico { display: grid; place-items: center; width: 72px; height: 72px; border-radius: 50%; margin-bottom: 16px;
+  background: rgba(251, 191, 36, .16); color: #fbbf24; animation: beat 2s ease-in-out infinite; }
+.overlay[data-kind="transfer"] .ov-ico { background: color-mix(in srgb, var(--accent) 25%, transparent); color: color-mix(in srgb, var(--accent) 45%, white); }
+.overlay h3 { margin: 0 0 6px; color: white; font-size: 19px; font-weight: 700; }
+.overlay p { margin: 0; color: #cbd5e1; font-size: 14px; max-width: 260px; }
+
+/* ---------------------------------------------------------------- callback offer (while waiting) */
+.offer-card {
+  position: absolute; left: 10px; right: 10px; bottom: 10px; z-index: 2; display: flex; gap: 12px; padding: 14px;
+  border-radius: 16px; background: var(--surface); color: var(--ink); box-shadow: 0 18px 40px -12px rgba(0,0,0,.6);
+  animation: rise .22s ease-out;
+}
+.oc-ico { display: grid; place-items: center; width: 38px; height: 38px; border-radius: 12px; flex: none; background: var(--accent-soft); color: var(--accent); }
+.oc-body b { font-size: 15px; }
+.oc-body p { margin: 2px 0 10px; font-size: 13px; color: var(--ink-2); }
+.oc-actions { display: flex; gap: 8px; flex-wrap: wrap; }
+
+/* ---------------------------------------------------------------- pushed content */
+.panel.chatting .tray { display: none; }
+.tray { list-style: none; margin: 10px 12px 0; padding: 0; display: flex; flex-direction: column; gap: 8px; max-height: 42%; overflow-y: auto; flex: none; }
+.pushed { background: var(--surface); color: var(--ink); border-radius: 16px; padding: 10px 10px 12px 14px; box-shadow: 0 10px 30px -14px rgba(0,0,0,.7); animation: rise .22s ease-out; }
+.p-head { display: flex; align-items: center; gap: 8px; }
+.p-ico { display: grid; place-items: center; width: 28px; height: 28px; border-radius: 9px; flex: none; background: var(--accent-soft); color: var(--accent); }
+.p-title { flex: 1; min-width: 0; font-size: 14px; font-weight: 650; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.p-dismiss { color: var(--muted); }
+.p-text { margin: 6px 4px 0 0; font-size: 13.5px; color: var(--ink-2); white-space: pre-wrap; overflow-wrap: anywhere; }
+.p-link { display: flex; align-items: center; gap: 10px; margin-top: 8px; }
+.p-host { flex: 1; min-width: 0; font-size: 12.5px; color: var(--muted); overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.pushed.opened .p-link .btn { background: var(--soft); color: var(--ink); }
+.p-img { display: block; margin: 8px 4px 0 0; padding: 0; border: 0; border-radius: 12px; overflow: hidden; cursor: zoom-in; background: var(--soft); width: calc(100% - 4px); }
+.p-img img { display: block; width: 100%; max-height: 150px; object-fit: contain; background: #0f172a; }
+
+/* ---------------------------------------------------------------- chat sheet */
+.sheet {
+  position: absolute; left: 0; right: 0; bottom: 0; top: 0; z-index: 4; display: flex; flex-direction: column;
+  background: var(--surface); color: var(--ink); border-radius: 18px 18px 0 0; box-shadow: 0 -18px 40px -16px rgba(0,0,0,.6);
+  animation: rise .2s ease-out;
+}
+.sheet-bar { display: flex; align-items: center; justify-content: space-between; padding: 8px 8px 6px 16px; border-bottom: 1px solid var(--line); }
+.sheet-bar b { display: inline-flex; align-items: center; gap: 8px; font-size: 14.5px; }
+.sheet .icon-btn { color: var(--muted); }
+.sheet .icon-btn:hover { background: var(--soft); color: var(--ink); }
+.messages { list-style: none; margin: 0; padding: 12px 12px 4px; flex: 1; min-height: 0; overflow-y: auto; display: flex; flex-direction: column; gap: 8px; }
+.messages .empty { margin: auto 10px; text-align: center; color: var(--muted); font-size: 13px; }
+.msg { display: flex; flex-direction: column; max-width: 82%; }
+.msg.mine { align-self: flex-end; align-items: flex-end; }
+.msg.theirs { align-self: flex-start; }
+.msg .from { font-size: 11.5px; color: var(--muted); font-weight: 600; margin: 0 0 2px 10px; }
+.bubble { padding: 8px 12px; border-radius: 16px; background: var(--soft); font-size: 14px; overflow-wrap: anywhere; }
+.msg.mine .bubble { background: var(--accent); color: var(--accent-ink); border-bottom-right-radius: 6px; }
+.msg.theirs .bubble { border-bottom-left-radius: 6px; }
+.bubble p { margin: 0; white-space: pre-wrap; }
+.bubble .att-img + p, .bubble .att-file + p { margin-top: 6px; }
+.msg time { font-size: 10.5px; color: var(--muted); margin: 2px 8px 0; }
+.att-img { display: block; padding: 0; border: 0; background: none; cursor: zoom-in; }
+.att-img img { display: block; max-width: 200px; max-height: 160px; border-radius: 10px; background: rgba(0,0,0,.1); }
+.att-file { display: flex; align-items: center; gap: 8px; border: 0; padding: 6px 8px; border-radius: 10px; background: rgba(255,255,255,.55); color: inherit; cursor: pointer; text-align: left; }
+.msg.mine .att-file { background: rgba(255,255,255,.16); }
+.att-file span { display: flex; flex-direction: column; min-width: 0; }
+.att-file b { font-size: 13px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; max-width: 170px; }
+.att-file small { font-size: 11px; opacity: .8; }
+.chat-error { margin: 0 12px 4px; padding: 8px 10px; border-radius: 10px; background: #fef2f2; color: var(--danger-dark); font-size: 12.5px; }
+.composer { display: flex; align-items: center; gap: 4px; padding: 8px 8px 10px; border-top: 1px solid var(--line); }
+.composer.busy { opacity: .6; pointer-events: none; }
+.chat-input { flex: 1; min-width: 0; font: inherit; font-size: 14.5px; padding: 9px 12px; border-radius: 999px; border: 1px solid var(--line); background: var(--soft); color: var(--ink); }
+.chat-input:focus { outline: none; border-color: var(--accent); background: white; }
+.send { display: grid; place-items: center; width: 38px; height: 38px; border-radius: 50%; border: 0; background: var(--accent); color: var(--accent-ink); cursor: pointer; flex: none; }
+.pending { display: flex; align-items: center; gap: 10px; margin: 0 8px 8px; padding: 8px; border-radius: 14px; background: var(--accent-soft); }
+.pending-img { width: 46px; height: 64px; object-fit: cover; border-radius: 8px; background: white; flex: none; box-shadow: 0 2px 6px rgba(0,0,0,.15); }
+.pending-txt { flex: 1; display: flex; flex-direction: column; font-size: 13px; min-width: 0; }
+.pending-txt small { color: var(--muted); font-size: 11.5px; }
+.lightbox { position: absolute; inset: 0; z-index: 6; display: grid; place-items: center; background: rgba(2,6,23,.92); padding: 14px; }
+.lightbox img { max-width: 100%; max-height: 100%; border-radius: 10px; }
+.lightbox .icon-btn { position: absolute; top: 8px; right: 8px; color: white; background: rgba(255,255,255,.12); }
+
+/* ---------------------------------------------------------------- closed queue, callback, rejoin */
+.closed-ico { background: #eef2ff !important; color: #4338ca !important; }
+.leave-form { width: 100%; max-width: 310px; margin-top: 18px; text-align: left; }
+.leave-form label { font-size: 13.5px; font-weight: 650; color: var(--ink-2); }
+.leave-text { display: block; width: 100%; margin-top: 6px; font: inherit; font-size: 14.5px; padding: 10px 12px; border-radius: 12px; border: 1.5px solid var(--line); resize: vertical; min-height: 110px; color: var(--ink); }
+.leave-text:focus { outline: none; border-color: var(--accent); }
+.leave-meta { margin: 4px 0 0 !important; text-align: right; font-size: 12px; color: var(--muted) !important; max-width: none !important; }
+.form-err { margin: 6px 0 0 !important; padding: 8px 10px; border-radius: 10px; background: #fef2f2; color: var(--danger-dark) !important; font-size: 13px; }
+.leave-form .actions { margin-top: 12px; max-width: none; }
+.ringing-ico { background: #f0fdf4 !important; color: var(--ok) !important; animation: beat 1.4s ease-in-out infinite; }
+.btn.join { background: var(--ok); }
+.btn.join:hover { background: #15803d; }
 @media (max-height: 560px) { .avatar { width: 72px; height: 72px; font-size: 26px; margin-bottom: 12px; } }
 @media (prefers-reduced-motion: reduce) { *, *::before, *::after { animation: none !important; transition: none !important; } }
 `;

@@ -20,6 +20,8 @@
  *   target      element or selector for an inline "Call us" button (default: floating, bottom right)
  *   brand       {name, accent}   label: the button's text   callTypes: ["voice", "video", "screen"]
  *   askLocation true (default) offers to share the device's location; false never asks
+ *   getAppScreenshot  async () => Blob (PNG/JPEG) of your app's screen: offered in the call's chat as
+ *               "Screenshot of the app" (the caller sees it before it is sent)
  * The element dispatches callin:* events (callin:statechange, callin:queue, callin:answered, callin:ended,
  * callin:error) and exposes .client (a CallinClient), .open(), .minimize(), .start(callType).
  */
@@ -93,6 +95,8 @@ const ENDED_TEXT = {
   agent_disconnected: () => "The agent's connection dropped",
   media_failed: () => "The call dropped because of a network problem",
   shutdown: () => "The service is restarting: please call again",
+  message_left: () => "Your message was sent. The team will get back to you",
+  callback_expired: () => "The callback expired because nobody rejoined in time",
 };
 
 const capitalize = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
@@ -253,16 +257,109 @@ export class CallinWidget extends HTMLElement {
               </div>
               <div class="self" hidden><video playsinline autoplay muted></video><span class="tag">You</span></div>
               <div class="banner" hidden><span class="spin-sm"></span><span>Reconnecting…</span></div>
+              <div class="overlay" hidden role="status">
+                <div class="ov-ico"></div>
+                <h3 class="ov-title"></h3>
+                <p class="ov-text"></p>
+              </div>
+              <div class="offer-card" hidden role="region" aria-label="Callback offer">
+                <div class="oc-ico">${icon("phone-incoming", { size: 20 })}</div>
+                <div class="oc-body">
+                  <b>Don't want to wait?</b>
+                  <p class="oc-text">We can call you back when an agent is free. You keep your place in line.</p>
+                  <div class="oc-actions">
+                    <button class="btn primary sm" data-action="callback">Call me back</button>
+                    <button class="btn ghost sm" data-action="leave-from-card" hidden>Leave a message</button>
+                    <button class="btn quiet sm" data-action="dismiss-offer">Keep waiting</button>
+                  </div>
+                </div>
+              </div>
+              <section class="sheet" hidden aria-label="Chat with the agent">
+                <header class="sheet-bar">
+                  <b>${icon("message-square", { size: 16 })}Chat</b>
+                  <button class="icon-btn sm" data-action="chat-close" aria-label="Close the chat">${icon("chevron-down", { size: 18 })}</button>
+                </header>
+                <ol class="messages" aria-live="polite"><li class="empty">Send a message, a photo or a screenshot of the app. The agent sees it right away.</li></ol>
+                <p class="chat-error" role="alert" hidden></p>
+                <form class="composer">
+                  <button type="button" class="icon-btn sm" data-action="attach" aria-label="Attach a photo or file" title="Attach a photo or file">${icon("paperclip", { size: 18 })}</button>
+                  <button type="button" class="icon-btn sm" data-action="app-shot" aria-label="Attach a screenshot of the app" title="Screenshot of the app" hidden>${icon("smartphone", { size: 18 })}</button>
+                  <input class="chat-input" type="text" maxlength="2000" placeholder="Write a message…" aria-label="Message" autocomplete="off">
+                  <button type="submit" class="send" aria-label="Send">${icon("send", { size: 17 })}</button>
+                  <input class="file-input" type="file" accept="image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain" hidden>
+                </form>
+                <div class="pending" hidden>
+                  <img class="pending-img" alt="">
+                  <div class="pending-txt"><b class="pending-name"></b><small>This is what the agent will see.</small></div>
+                  <button type="button" class="btn primary sm" data-action="pending-send">Send</button>
+                  <button type="button" class="icon-btn sm" data-action="pending-cancel" aria-label="Don't send">${icon("x", { size: 16 })}</button>
+                </div>
+              </section>
+              <div class="lightbox" hidden><img alt=""><button class="icon-btn" data-action="lightbox-close" aria-label="Close the picture">${icon("x")}</button></div>
             </div>
+            <ul class="tray" aria-label="Shared by the agent" hidden></ul>
             <div class="toast" role="alert" hidden></div>
             <div class="controls">
               <div class="ctl"><button data-action="mute" aria-pressed="false" aria-label="Mute microphone">${icon("mic", { size: 22 })}</button><span aria-hidden="true">Mute</span></div>
               <div class="ctl"><button data-action="camera" aria-pressed="false" aria-label="Turn camera on">${icon("video-off", { size: 22 })}</button><span aria-hidden="true">Camera</span></div>
               <div class="ctl screen-ctl"><button data-action="screen" aria-pressed="false" aria-label="Share your screen">${icon("monitor", { size: 22 })}</button><span aria-hidden="true">Screen</span></div>
+              <div class="ctl chat-ctl" hidden><button data-action="chat" aria-pressed="false" aria-label="Chat">${icon("message-square", { size: 22 })}<i class="unread" hidden></i></button><span aria-hidden="true">Chat</span></div>
               <div class="ctl"><button class="end" data-action="hangup" aria-label="End call">${icon("phone", { size: 22 })}</button><span aria-hidden="true" class="end-label">End</span></div>
             </div>
             <p class="footer-note">${icon("lock", { size: 12 })}Encrypted call</p>
             <audio class="remote-audio" autoplay></audio>
+            <audio class="aux-audio" autoplay></audio>
+          </div>
+
+          <div class="view" data-view="closed" hidden>
+            <div class="notice">
+              <div class="big-ico closed-ico">${icon("moon", { size: 32 })}</div>
+              <h3 class="closed-title"></h3>
+              <p class="closed-text"></p>
+              <p class="meta closed-meta"></p>
+              <div class="actions closed-actions">
+                <button class="btn primary" data-action="callback">${icon("phone-incoming", { size: 18 })}Request a callback</button>
+                <button class="btn ghost" data-action="leave">${icon("message-square", { size: 18 })}Leave a message</button>
+                <button class="btn ghost" data-action="keep-waiting">Keep waiting</button>
+                <button class="btn quiet" data-action="end-call">End the call</button>
+              </div>
+              <form class="leave-form" hidden>
+                <label for="leave-text">Your message for the team</label>
+                <textarea id="leave-text" class="leave-text" rows="5" maxlength="2000" placeholder="What can we help you with?"></textarea>
+                <p class="leave-meta"><span class="leave-count">0 / 2000</span></p>
+                <p class="form-err" role="alert" hidden></p>
+                <div class="actions">
+                  <button class="btn primary" type="submit">${icon("send", { size: 18 })}Send message</button>
+                  <button class="btn ghost" type="button" data-action="leave-cancel">Back</button>
+                </div>
+              </form>
+            </div>
+          </div>
+
+          <div class="view" data-view="callback" hidden>
+            <div class="notice good">
+              <div class="big-ico">${icon("phone-incoming", { size: 32 })}</div>
+              <h3>We'll call you back</h3>
+              <p class="cb-text">You keep your place in line. When an agent is ready, we'll let you know here and in the app.</p>
+              <p class="meta cb-meta"></p>
+              <div class="actions">
+                <button class="btn ghost" data-action="minimize">Got it</button>
+                <button class="btn quiet" data-action="end-call">Cancel the callback</button>
+              </div>
+            </div>
+          </div>
+
+          <div class="view" data-view="rejoin" hidden>
+            <div class="notice">
+              <div class="big-ico ringing-ico">${icon("phone", { size: 32 })}</div>
+              <h3 class="rejoin-title">An agent is ready for you</h3>
+              <p class="rejoin-text"></p>
+              <p class="meta rejoin-meta"></p>
+              <div class="actions">
+                <button class="btn primary join" data-action="rejoin">${icon("phone", { size: 18 })}Join the call</button>
+                <button class="btn quiet" data-action="end-call">Cancel the call</button>
+              </div>
+            </div>
           </div>
 
           <div class="view" data-view="ended" hidden>
@@ -331,9 +428,43 @@ export class CallinWidget extends HTMLElement {
       endedText: $(".ended-text"),
       endedMeta: $(".ended-meta"),
       live: $("#live"),
+      overlay: $(".overlay"),
+      offerCard: $(".offer-card"),
+      sheet: $(".sheet"),
+      messages: $(".messages"),
+      chatError: $(".chat-error"),
+      composer: $(".composer"),
+      chatInput: $(".chat-input"),
+      fileInput: $(".file-input"),
+      appShot: $('[data-action="app-shot"]'),
+      pending: $(".pending"),
+      lightbox: $(".lightbox"),
+      tray: $(".tray"),
+      chatCtl: $(".chat-ctl"),
+      chatBtn: $('[data-action="chat"]'),
+      unread: $(".unread"),
+      auxAudio: $("audio.aux-audio"),
+      leaveForm: $(".leave-form"),
+      leaveText: $(".leave-text"),
     };
     this.#applyBrand();
     this.#root.addEventListener("click", (e) => this.#onClick(e));
+    this.#els.composer.addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.#sendChat({ text: this.#els.chatInput.value });
+    });
+    this.#els.fileInput.addEventListener("change", () => {
+      const file = this.#els.fileInput.files?.[0];
+      this.#els.fileInput.value = "";
+      if (file) this.#sendChat({ file });
+    });
+    this.#els.leaveText.addEventListener("input", () => {
+      this.#root.querySelector(".leave-count").textContent = `${this.#els.leaveText.value.length} / 2000`;
+    });
+    this.#els.leaveForm.addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.#leaveMessage();
+    });
     this.#els.panel.addEventListener("keydown", (e) => {
       if (e.key === "Escape") {
         e.preventDefault();
@@ -349,6 +480,7 @@ export class CallinWidget extends HTMLElement {
     this.#els.title.textContent = o.brand.name && o.brand.name !== "us" ? o.brand.name : "Talk to us";
     this.#els.locationToggle.hidden = !o.askLocation;
     this.#els.screenCtl.hidden = !screenShareSupported();
+    this.#els.appShot.hidden = typeof this.#opts.getAppScreenshot !== "function";
     this.#els.options.innerHTML = o.callTypes
       .map((type) => {
         const opt = CALL_OPTIONS[type];
@@ -384,9 +516,10 @@ export class CallinWidget extends HTMLElement {
     const { panel, launcher } = this.#els;
     panel.hidden = false;
     launcher.setAttribute("aria-expanded", "true");
-    const inCall = this.#client && ["starting", "queued", "connected"].includes(this.#client.state);
-    if (!inCall && !["ended", "error", "permission"].includes(this.#view)) this.#prepare();
+    const inCall = this.#client && ["starting", "queued", "connected", "callback"].includes(this.#client.state);
+    if (!inCall && !["ended", "error", "permission", "closed", "rejoin", "callback"].includes(this.#view)) this.#prepare();
     else this.#show(this.#view);
+    if (this.#view === "call") this.#reportUnseen();
     requestAnimationFrame(() => this.#focusFirst());
   }
 
@@ -412,17 +545,21 @@ export class CallinWidget extends HTMLElement {
 
   #focusFirst() {
     const view = this.#root.querySelector(`.view[data-view="${this.#view}"]`);
-    const target = view?.querySelector("button:not([disabled]):not([hidden])") ?? this.#root.querySelector('[data-action="minimize"]');
+    // The first button actually shown (buttons inside hidden overlays, sheets or cards don't count).
+    const shown = [...(view?.querySelectorAll("button:not([disabled])") ?? [])].find((b) => b.getClientRects().length > 0);
+    const target = shown ?? this.#root.querySelector('[data-action="minimize"]');
     target?.focus();
   }
 
   #updateLauncher() {
     const { launcher, launchLabel } = this.#els;
     const c = this.#client;
-    const active = c && ["starting", "queued", "connected"].includes(c.state);
+    const active = c && ["starting", "queued", "connected", "callback"].includes(c.state);
     launcher.classList.toggle("in-call", Boolean(active));
     if (active && this.#els.panel.hidden) {
-      launchLabel.textContent = c.state === "connected" ? `On call · ${this.#els.clock.textContent}` : "Waiting for an agent…";
+      launchLabel.textContent = c.state === "connected" ? `On call · ${this.#els.clock.textContent}`
+        : c.state === "callback" ? (c.callback?.ready ? "An agent is ready: join" : "We'll call you back")
+        : "Waiting for an agent…";
       launcher.setAttribute("aria-label", "Return to your call");
     } else {
       launchLabel.textContent = this.options.label;
@@ -457,6 +594,14 @@ export class CallinWidget extends HTMLElement {
       this.#say("Reconnected.");
     });
     on("devicewarning", (d) => this.#toast(capitalize(d.reason) + "."));
+    on("held", (d) => this.#onHeld(d));
+    on("transferring", () => this.#onTransferring());
+    on("closed", (d) => this.#onClosed(d));
+    on("callbackoffer", (d) => this.#onCallbackOffer(d));
+    on("callbackaccepted", (d) => this.#onCallbackAccepted(d));
+    on("callbackready", (d) => this.#onCallbackReady(d));
+    on("content", (d) => this.#onContent(d.content));
+    on("chat", (d) => this.#onChat(d.message));
     return client;
   }
 
@@ -565,6 +710,21 @@ export class CallinWidget extends HTMLElement {
     e.toast.hidden = true;
     e.endLabel.textContent = "Cancel";
     e.hangup.setAttribute("aria-label", "Cancel call");
+    e.overlay.hidden = true;
+    e.offerCard.hidden = true;
+    e.sheet.hidden = true;
+    e.panel.classList.remove("chatting");
+    e.lightbox.hidden = true;
+    e.pending.hidden = true;
+    e.chatCtl.hidden = true;
+    e.unread.hidden = true;
+    e.chatBtn.setAttribute("aria-pressed", "false");
+    e.chatError.hidden = true;
+    e.tray.hidden = true;
+    e.tray.innerHTML = "";
+    e.messages.innerHTML = '<li class="empty">Send a message, a photo or a screenshot of the app. The agent sees it right away.</li>';
+    e.auxAudio.srcObject = null;
+    this.#revokeBlobs();
     this.#stats = null;
     this.#stalls = 0;
     this.#startClock(Date.now());
@@ -596,6 +756,7 @@ export class CallinWidget extends HTMLElement {
   // ---------------------------------------------------------------------------------------------- client events
   #onState({ state }) {
     this.#emit("statechange", { state });
+    if (state === "callback" && this.#view !== "callback") this.#show("callback");
     if (state === "queued" && !this.#client?.queue) this.#els.status.textContent = "Finding you an agent…";
     this.#updateControls();
     this.#updateLauncher();
@@ -628,6 +789,10 @@ export class CallinWidget extends HTMLElement {
     e.sub.textContent = "";
     e.endLabel.textContent = "End";
     e.hangup.setAttribute("aria-label", "End call");
+    e.overlay.hidden = true;
+    e.offerCard.hidden = true;
+    e.chatCtl.hidden = false;
+    if (this.#view !== "call") this.#show("call");
     this.#startClock(Date.now());
     this.#updateControls();
     this.#say(`Connected to ${agentName}.`);
@@ -649,8 +814,12 @@ export class CallinWidget extends HTMLElement {
     this.#els.endedText.textContent = `${text}.`;
     this.#els.endedMeta.textContent = durationS ? `Duration ${formatDuration(durationS)} · Thanks for calling.` : "Thanks for getting in touch.";
     this.#els.remoteAudio.srcObject = null;
+    this.#els.auxAudio.srcObject = null;
     this.#els.remoteVideo.srcObject = null;
     this.#els.selfVideo.srcObject = null;
+    this.#els.panel.dataset.ended = reason;
+    if (reason === "message_left") this.#els.endedMeta.textContent = "Thanks for getting in touch.";
+    this.#root.querySelector('.view[data-view="ended"] h3').textContent = reason === "message_left" ? "Message sent" : "Call ended";
     this.#show("ended");
     this.#say(`Call ended. ${text}.`);
     if (!this.#els.panel.hidden) this.#focusFirst();
@@ -694,8 +863,14 @@ export class CallinWidget extends HTMLElement {
     this._toastTimer = setTimeout(() => (t.hidden = true), 6000);
   }
 
-  #onRemoteTrack({ track }) {
+  #onRemoteTrack({ track, slot }) {
     const e = this.#els;
+    if (slot === "aux") {
+      // A supervisor who joins the conversation (barge) is heard on this second section.
+      e.auxAudio.srcObject = new MediaStream([track]);
+      e.auxAudio.play?.().catch(() => {});
+      return;
+    }
     if (track.kind === "audio") {
       e.remoteAudio.srcObject = new MediaStream([track]);
       e.remoteAudio.play?.().catch(() => {});
@@ -763,6 +938,381 @@ export class CallinWidget extends HTMLElement {
     }, 1000);
   }
 
+  // ---------------------------------------------------------------------------------------------- hold, transfer
+  #overlay(kind, title, text) {
+    const o = this.#els.overlay;
+    if (!kind) {
+      o.hidden = true;
+      return;
+    }
+    o.dataset.kind = kind;
+    o.querySelector(".ov-ico").innerHTML = icon(kind === "hold" ? "pause" : "phone-forwarded", { size: 28 });
+    o.querySelector(".ov-title").textContent = title;
+    o.querySelector(".ov-text").textContent = text;
+    o.hidden = false;
+    this.#say(`${title}. ${text}`);
+  }
+
+  #onHeld({ held }) {
+    this.#emit("held", { held });
+    if (held) this.#overlay("hold", "You're on hold", "Please stay on the line: the agent will be right back with you.");
+    else if (this.#els.overlay.dataset.kind === "hold") this.#overlay(null);
+  }
+
+  #onTransferring() {
+    this.#emit("transferring", {});
+    this.#overlay("transfer", "Connecting you to another agent", "Please stay on the line. You won't need to repeat anything.");
+    this.#els.status.textContent = "";
+  }
+
+  // ---------------------------------------------------------------------------------------------- closed queue, callbacks
+  #closedNotice = null;
+
+  #onClosed(notice) {
+    this.#emit("closed", notice);
+    this.#closedNotice = notice;
+    const titles = { after_hours: "We're closed right now", no_agents: "No one is available right now", max_wait: "Sorry for the long wait" };
+    if (notice.reason !== "after_hours" && this.#view === "call") {
+      // The call keeps waiting: say so on the waiting screen, with the alternatives, without leaving it.
+      const card = this.#els.offerCard;
+      card.querySelector(".oc-body b").textContent = titles[notice.reason] ?? "We can't answer right now";
+      card.querySelector(".oc-text").textContent = notice.message || "You can keep waiting, or choose another way.";
+      card.querySelector('[data-action="callback"]').hidden = !notice.callbackAvailable;
+      card.querySelector('[data-action="leave-from-card"]').hidden = !notice.messageAllowed;
+      card.hidden = !(notice.callbackAvailable || notice.messageAllowed);
+      this.#say(notice.message || titles[notice.reason]);
+      return;
+    }
+    this.#showClosed(notice, titles);
+  }
+
+  #showClosed(notice, titles) {
+    const root = this.#root;
+    root.querySelector(".closed-title").textContent = titles[notice.reason] ?? (notice.reason === "after_hours" ? "We're closed right now" : "Leave us a message");
+    root.querySelector(".closed-text").textContent = notice.message || "Nobody can take your call at the moment.";
+    let meta = "";
+    if (notice.opensAt) {
+      const opens = new Date(notice.opensAt * 1000);
+      const sameDay = opens.toDateString() === new Date().toDateString();
+      meta = `We open again ${sameDay ? "today" : opens.toLocaleDateString([], { weekday: "long", day: "numeric", month: "long" })} at ${opens.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}.`;
+    }
+    root.querySelector(".closed-meta").textContent = meta;
+    root.querySelector(".closed-ico").innerHTML = icon(notice.reason === "after_hours" ? "moon" : "clock", { size: 32 });
+    root.querySelector('.closed-actions [data-action="callback"]').hidden = !notice.callbackAvailable;
+    root.querySelector('.closed-actions [data-action="leave"]').hidden = !notice.messageAllowed;
+    root.querySelector('.closed-actions [data-action="keep-waiting"]').hidden = notice.reason === "after_hours";
+    this.#els.leaveForm.hidden = true;
+    root.querySelector(".closed-actions").hidden = false;
+    this.#show("closed");
+    if (this.#els.panel.hidden) this.open();
+    this.#say(`${root.querySelector(".closed-title").textContent}. ${notice.message}`);
+    this.#focusFirst();
+  }
+
+  #onCallbackOffer({ estimatedWaitS }) {
+    this.#emit("callbackoffer", { estimatedWaitS });
+    const wait = waitText(estimatedWaitS);
+    this.#els.offerCard.querySelector(".oc-body b").textContent = "Don't want to wait?";
+    this.#els.offerCard.querySelector('[data-action="callback"]').hidden = false;
+    this.#els.offerCard.querySelector('[data-action="leave-from-card"]').hidden = true;
+    this.#els.offerCard.querySelector(".oc-text").textContent = wait
+      ? `The wait is ${wait}. We can call you back when an agent is free, and you keep your place in line.`
+      : "We can call you back when an agent is free, and you keep your place in line.";
+    this.#els.offerCard.hidden = false;
+    this.#say("Don't want to wait? We can call you back.");
+  }
+
+  async #requestCallback() {
+    const c = this.#client;
+    if (!c) return;
+    try {
+      await c.requestCallback();
+    } catch (err) {
+      if (this.#view === "call") this.#toast(capitalize(err.reason ?? "The callback could not be requested") + ".");
+      else this.#showError(err);
+    }
+  }
+
+  #onCallbackAccepted({ position }) {
+    this.#emit("callbackaccepted", { position });
+    clearInterval(this.#timer);
+    clearInterval(this.#statsTimer);
+    this.#root.querySelector(".cb-meta").textContent = position ? `You're number ${position} in line.` : "";
+    this.#show("callback");
+    this.#say("We'll call you back. You keep your place in line.");
+    this.#focusFirst();
+  }
+
+  #onCallbackReady({ agentName, rejoinWithinS, at }) {
+    this.#emit("callbackready", { agentName, rejoinWithinS });
+    const root = this.#root;
+    root.querySelector(".rejoin-title").textContent = `${agentName || "An agent"} is ready for you`;
+    root.querySelector(".rejoin-text").textContent = "Join the call now: they're waiting on the line.";
+    const meta = root.querySelector(".rejoin-meta");
+    clearInterval(this.#timer);
+    const tick = () => {
+      const left = Math.max(0, rejoinWithinS - (Date.now() - at) / 1000);
+      meta.textContent = `The agent waits ${formatDuration(left)} more.`;
+    };
+    tick();
+    this.#timer = setInterval(tick, 1000);
+    this.#show("rejoin");
+    if (this.#els.panel.hidden) this.open();
+    this.#say(`${agentName} is ready for you. Join the call.`);
+    this.#focusFirst();
+  }
+
+  async #rejoin() {
+    const c = this.#client;
+    if (!c) return;
+    clearInterval(this.#timer);
+    const callType = this.#lastCallType || c.callType || "voice";
+    this.#resetCallView(callType);
+    this.#show("call");
+    this.#els.status.textContent = "Joining the call…";
+    try {
+      await c.rejoin({ callType });
+    } catch (err) {
+      this.#showError(err);
+    }
+  }
+
+  async #leaveMessage() {
+    const c = this.#client;
+    const err = this.#root.querySelector(".leave-form .form-err");
+    err.hidden = true;
+    const text = this.#els.leaveText.value.trim();
+    if (!text) {
+      err.textContent = "Write your message first.";
+      err.hidden = false;
+      return;
+    }
+    const button = this.#els.leaveForm.querySelector('button[type="submit"]');
+    button.disabled = true;
+    try {
+      await c.leaveMessage(text);
+      this.#els.leaveText.value = "";
+    } catch (e) {
+      err.textContent = `${capitalize(e.reason ?? "The message could not be sent")}.`;
+      err.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------- pushed content
+  #blobs = [];
+
+  #revokeBlobs() {
+    for (const url of this.#blobs) URL.revokeObjectURL(url);
+    this.#blobs = [];
+  }
+
+  async #blobUrl(url) {
+    const blob = await this.#client.fetchAttachment(url);
+    const objectUrl = URL.createObjectURL(blob);
+    this.#blobs.push(objectUrl);
+    return objectUrl;
+  }
+
+  #onContent(content) {
+    this.#emit("content", { content });
+    const e = this.#els;
+    const li = document.createElement("li");
+    li.className = `pushed ${content.kind}`;
+    li.dataset.contentId = content.content_id;
+    const kindIcon = { link: "link", image: "image", text: "file-text" }[content.kind] ?? "file-text";
+    const title = content.title || { link: "A link from the agent", image: "A picture from the agent", text: "From the agent" }[content.kind];
+    let host = "";
+    if (content.kind === "link") {
+      try {
+        host = new URL(content.url).host;
+      } catch {
+        host = content.url;
+      }
+    }
+    li.innerHTML = `
+      <div class="p-head"><span class="p-ico">${icon(kindIcon, { size: 16 })}</span><b class="p-title"></b>
+        <button class="icon-btn sm p-dismiss" data-action="dismiss-content" aria-label="Dismiss">${icon("x", { size: 15 })}</button></div>
+      ${content.kind === "text" ? '<p class="p-text"></p>' : ""}
+      ${content.kind === "image" ? '<button class="p-img" data-action="open-image" aria-label="Show the picture larger"><img alt=""></button>' : ""}
+      ${content.kind === "link" ? `<div class="p-link"><span class="p-host"></span><button class="btn primary sm" data-action="open-link">${icon("external-link", { size: 15 })}Open</button></div>` : ""}`;
+    li.querySelector(".p-title").textContent = title;
+    if (content.kind === "text") li.querySelector(".p-text").textContent = content.text ?? "";
+    if (content.kind === "link") li.querySelector(".p-host").textContent = host;
+    li._content = content;
+    if (content.kind === "image") {
+      const img = li.querySelector("img");
+      img.alt = title;
+      const source = content.attachment?.url ?? content.url;
+      (content.attachment ? this.#blobUrl(source) : Promise.resolve(source))
+        .then((src) => (img.src = src))
+        .catch(() => li.querySelector(".p-img").replaceWith(Object.assign(document.createElement("p"), { className: "p-text", textContent: "The picture could not be loaded." })));
+    }
+    e.tray.prepend(li);
+    e.tray.hidden = false;
+    this.#say(`${title}, shared by the agent.`);
+    if (!e.panel.hidden) this.#client?.reportContent(content.content_id, "seen");
+    else li.dataset.unseen = "1";
+  }
+
+  #reportUnseen() {
+    for (const li of this.#els.tray.querySelectorAll('[data-unseen="1"]')) {
+      delete li.dataset.unseen;
+      this.#client?.reportContent(li.dataset.contentId, "seen");
+    }
+  }
+
+  #contentAction(action, li) {
+    const content = li?._content;
+    if (!content) return;
+    const c = this.#client;
+    if (action === "dismiss-content") {
+      c?.reportContent(content.content_id, "dismissed");
+      li.remove();
+      this.#els.tray.hidden = !this.#els.tray.children.length;
+    } else if (action === "open-link") {
+      window.open(content.url, "_blank", "noopener,noreferrer");
+      c?.reportContent(content.content_id, "opened");
+      li.classList.add("opened");
+    } else if (action === "open-image") {
+      const lb = this.#els.lightbox;
+      lb.querySelector("img").src = li.querySelector("img").src;
+      lb.querySelector("img").alt = content.title || "Picture from the agent";
+      lb.hidden = false;
+      c?.reportContent(content.content_id, "opened");
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------- chat
+  #toggleChat(open = this.#els.sheet.hidden) {
+    const e = this.#els;
+    e.sheet.hidden = !open;
+    e.panel.classList.toggle("chatting", open); // the chat takes the pushed cards' room while it is open
+    e.chatBtn.setAttribute("aria-pressed", String(open));
+    if (open) {
+      e.unread.hidden = true;
+      e.messages.scrollTop = e.messages.scrollHeight;
+      e.chatInput.focus();
+    }
+  }
+
+  #chatError(text) {
+    const el = this.#els.chatError;
+    el.hidden = !text;
+    el.textContent = text || "";
+  }
+
+  async #sendChat({ text = null, file = null, name = null }) {
+    const c = this.#client;
+    if (!c) return;
+    this.#chatError(null);
+    const line = (text ?? "").trim();
+    if (!line && !file) return;
+    if (file && file.size > 5 * 1024 * 1024) {
+      this.#chatError(`“${name ?? file.name ?? "This file"}” is too large: files can be up to 5 MB.`);
+      return;
+    }
+    const e = this.#els;
+    e.composer.classList.add("busy");
+    try {
+      await c.sendChat({ text: line || null, file, name });
+      if (line) e.chatInput.value = "";
+    } catch (err) {
+      const why = {
+        attachment_too_large: "That file is too large to send.",
+        attachment_type: "That kind of file can't be sent: use a photo (PNG, JPEG, GIF, WebP), a PDF or a text file.",
+        empty_attachment: "That file is empty.",
+      }[err.code];
+      this.#chatError(why ?? `${capitalize(err.reason ?? "The message could not be sent")}.`);
+    } finally {
+      e.composer.classList.remove("busy");
+    }
+  }
+
+  async #attachAppScreenshot() {
+    const fn = this.#opts.getAppScreenshot;
+    if (typeof fn !== "function") return;
+    let blob;
+    try {
+      blob = await fn();
+    } catch {
+      blob = null;
+    }
+    if (!(blob instanceof Blob)) {
+      this.#chatError("The app could not take a screenshot.");
+      return;
+    }
+    const e = this.#els;
+    this.#pendingShot = blob;
+    const url = URL.createObjectURL(blob);
+    this.#blobs.push(url);
+    e.pending.querySelector(".pending-img").src = url;
+    e.pending.querySelector(".pending-name").textContent = "Screenshot of the app";
+    e.pending.hidden = false;
+  }
+
+  #pendingShot = null;
+
+  #onChat(message) {
+    this.#emit("chat", { message });
+    const e = this.#els;
+    e.messages.querySelector(".empty")?.remove();
+    const mine = message.from?.role === "caller";
+    const li = document.createElement("li");
+    li.className = `msg ${mine ? "mine" : "theirs"}`;
+    li.innerHTML = `${mine ? "" : '<span class="from"></span>'}<div class="bubble"></div><time></time>`;
+    if (!mine) li.querySelector(".from").textContent = message.from?.name ?? "Agent";
+    const bubble = li.querySelector(".bubble");
+    const a = message.attachment;
+    if (a) {
+      if (a.mime?.startsWith("image/")) {
+        const b = document.createElement("button");
+        b.className = "att-img";
+        b.dataset.action = "open-chat-image";
+        b.setAttribute("aria-label", `Show ${a.name}`);
+        const img = document.createElement("img");
+        img.alt = a.name;
+        b.append(img);
+        bubble.append(b);
+        this.#blobUrl(a.url).then((src) => (img.src = src)).catch(() => (img.alt = `${a.name} (could not be loaded)`));
+      } else {
+        const b = document.createElement("button");
+        b.className = "att-file";
+        b.dataset.action = "download";
+        b.innerHTML = `${icon("file-text", { size: 18 })}<span><b></b><small></small></span>`;
+        b.querySelector("b").textContent = a.name;
+        b.querySelector("small").textContent = `${Math.max(1, Math.round(a.size / 1024))} KB · tap to download`;
+        b._attachment = a;
+        bubble.append(b);
+      }
+    }
+    if (message.text) {
+      const p = document.createElement("p");
+      p.textContent = message.text;
+      bubble.append(p);
+    }
+    li.querySelector("time").textContent = new Date((message.at ?? Date.now() / 1000) * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    e.messages.append(li);
+    e.messages.scrollTop = e.messages.scrollHeight;
+    if (!mine) {
+      if (e.sheet.hidden) e.unread.hidden = false;
+      this.#say(`${message.from?.name ?? "The agent"} wrote: ${message.text ?? a?.name ?? ""}`);
+    }
+  }
+
+  async #download(attachment) {
+    try {
+      const url = await this.#blobUrl(attachment.url);
+      const link = Object.assign(document.createElement("a"), { href: url, download: attachment.name });
+      this.#root.append(link);
+      link.click();
+      link.remove();
+    } catch (err) {
+      this.#chatError(`${capitalize(err.reason ?? "The file could not be downloaded")}.`);
+    }
+  }
+
   // ---------------------------------------------------------------------------------------------- clicks
   async #onClick(event) {
     const target = event.target.closest("button");
@@ -784,7 +1334,7 @@ export class CallinWidget extends HTMLElement {
           this.minimize();
           break;
         case "close":
-          if (c && ["queued", "connected"].includes(c.state)) this.minimize();
+          if (c && ["queued", "connected", "callback"].includes(c.state)) this.minimize();
           else await this.close();
           break;
         case "cancel":
@@ -805,7 +1355,75 @@ export class CallinWidget extends HTMLElement {
           else await c?.shareScreen();
           break;
         case "hangup":
+        case "end-call":
           await c?.hangup();
+          break;
+        case "chat":
+          this.#toggleChat();
+          break;
+        case "chat-close":
+          this.#toggleChat(false);
+          break;
+        case "attach":
+          this.#els.fileInput.click();
+          break;
+        case "app-shot":
+          await this.#attachAppScreenshot();
+          break;
+        case "pending-send": {
+          const blob = this.#pendingShot;
+          this.#pendingShot = null;
+          this.#els.pending.hidden = true;
+          if (blob) await this.#sendChat({ file: blob, name: "app-screenshot.png" });
+          break;
+        }
+        case "pending-cancel":
+          this.#pendingShot = null;
+          this.#els.pending.hidden = true;
+          break;
+        case "open-chat-image": {
+          const lb = this.#els.lightbox;
+          lb.querySelector("img").src = target.querySelector("img").src;
+          lb.hidden = false;
+          break;
+        }
+        case "lightbox-close":
+          this.#els.lightbox.hidden = true;
+          break;
+        case "download":
+          await this.#download(target._attachment);
+          break;
+        case "dismiss-content":
+        case "open-link":
+        case "open-image":
+          this.#contentAction(target.dataset.action, target.closest(".pushed"));
+          break;
+        case "callback":
+          await this.#requestCallback();
+          break;
+        case "dismiss-offer":
+          this.#els.offerCard.hidden = true;
+          break;
+        case "leave-from-card":
+          this.#showClosed({ ...this.#closedNotice, reason: this.#closedNotice?.reason ?? "no_agents" }, {});
+          this.#root.querySelector(".closed-actions").hidden = true;
+          this.#els.leaveForm.hidden = false;
+          this.#els.leaveText.focus();
+          break;
+        case "leave":
+          this.#root.querySelector(".closed-actions").hidden = true;
+          this.#els.leaveForm.hidden = false;
+          this.#els.leaveText.focus();
+          break;
+        case "leave-cancel":
+          this.#els.leaveForm.hidden = true;
+          this.#root.querySelector(".closed-actions").hidden = false;
+          break;
+        case "keep-waiting":
+          this.#show("call");
+          break;
+        case "rejoin":
+          await this.#rejoin();
           break;
         case "again":
         case "back":
