@@ -51,7 +51,8 @@ const CALL_TYPE = {
   screen: { icon: "monitor", label: "Screen share" },
 };
 
-const STATUS_TEXT = { available: "Available", away: "Away", ringing: "Ringing", busy: "On a call", offline: "Offline" };
+const STATUS_TEXT = { available: "Available", away: "Away", ringing: "Ringing", busy: "On a call", wrap_up: "Wrap-up", offline: "Offline" };
+const SUPERVISOR_ROLES = new Set(["supervisor", "admin"]);
 
 const END_TEXT = {
   caller_hangup: "The caller hung up",
@@ -60,6 +61,8 @@ const END_TEXT = {
   agent_disconnected: "Your connection was lost",
   media_failed: "The media connection failed",
   shutdown: "The gateway is shutting down",
+  transferred: "You transferred the call",
+  consult_ended: "The consult ended",
 };
 
 const WITHDRAWN_TEXT = {
@@ -138,6 +141,11 @@ const state = {
   autoAnswer: localStorage.getItem(AUTO_ANSWER_KEY) === "on",
   staleCallId: null,
   prepared: null, // the peer connection prepared while a call rings
+  wrapUp: null, // {callId, until} while the gateway keeps the agent in wrap-up
+  endedCallId: null, // the call the ended view (and its wrap-up form) is about
+  tab: "calls",
+  wallboard: null, // the last wallboard message, with clockOffset
+  supervise: null, // {callId, mode, pc, audioTx, videoTx, auxTx, mic, card}
 };
 const ringer = new Ringer();
 
@@ -152,7 +160,30 @@ window.callinConsole = {
   async stats() {
     return state.call?.pc ? summarizeStats(state.call.pc) : null;
   },
+  /** Inbound audio on the second audio section (a consulted colleague or a whispering supervisor). */
+  async auxAudio() {
+    return inboundAudio(state.call?.pc, state.call?.auxTx);
+  },
+  get supervising() {
+    return state.supervise ? { callId: state.supervise.callId, mode: state.supervise.mode } : null;
+  },
+  async superviseStats() {
+    const sv = state.supervise;
+    if (!sv?.pc) return null;
+    return { caller: await inboundAudio(sv.pc, sv.audioTx), agent: await inboundAudio(sv.pc, sv.auxTx), video: (await summarizeStats(sv.pc)).videoIn };
+  },
 };
+
+/** packetsReceived and audioLevel of one transceiver's inbound audio (null without one). */
+async function inboundAudio(pc, transceiver) {
+  if (!pc || !transceiver?.receiver) return null;
+  const report = await transceiver.receiver.getStats().catch(() => null);
+  let found = null;
+  report?.forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "audio") found = { packetsReceived: r.packetsReceived ?? 0, audioLevel: r.audioLevel ?? null };
+  });
+  return found ?? { packetsReceived: 0, audioLevel: null };
+}
 
 // ------------------------------------------------------------------------------------------------ toasts
 function toast(text, { bad = false, ms = 5000 } = {}) {
@@ -236,6 +267,7 @@ async function signIn(event) {
 async function signOut() {
   state.closing = true;
   if (state.call) await hangup();
+  await stopSupervising(true);
   if (state.signal?.open) {
     try {
       await state.signal.request({ type: "bye" }, 2000);
@@ -341,6 +373,7 @@ async function onSocketClose(signal) {
       banner(null);
       setStatus(welcome.agent?.status ?? "away");
       toast("Reconnected.");
+      if (state.tab === "wallboard") subscribeWallboard();
       pingLoop(state.signal);
       return;
     } catch (e) {
@@ -363,6 +396,7 @@ function onMessage(message) {
   switch (message.type) {
     case "agent.status":
       setStatus(message.status);
+      onWrapUpStatus(message);
       if (message.reason === "missed_call") toast("You missed a call, so you were set to Away.", { bad: true, ms: 8000 });
       if (message.reason === "signed_in_elsewhere") {
         state.closing = true;
@@ -382,6 +416,10 @@ function onMessage(message) {
       }
       break;
     case "call.ended":
+      if (state.supervise?.callId === message.call_id) {
+        stopSupervising(false);
+        toast("The call you were supervising ended.");
+      }
       if (state.call?.id === message.call_id) endCallView(message);
       else if (state.staleCallId === message.call_id) {
         state.staleCallId = null;
@@ -393,6 +431,27 @@ function onMessage(message) {
       if (state.call?.id === message.call_id && message.leg === "caller" && message.state === "failed") {
         toast("The caller's connection is failing.", { bad: true });
       }
+      break;
+    case "call.held":
+      if (state.call?.id === message.call_id) {
+        state.call.held = message.held;
+        updateCallControls();
+      }
+      break;
+    case "consult.state":
+      onConsultState(message);
+      break;
+    case "call.transferred":
+      if (state.call?.id === message.call_id) endCallView({ call_id: message.call_id, reason: "transferred", by: "agent", to: message.to });
+      break;
+    case "content.status":
+      onContentStatus(message);
+      break;
+    case "chat.message":
+      onChatMessage(message);
+      break;
+    case "wallboard":
+      renderWallboard(message);
       break;
     case "error":
       toast(message.reason || message.code, { bad: true });
@@ -445,11 +504,14 @@ function renderMe() {
   const name = state.account?.display_name || state.account?.username || "";
   $("me-name").textContent = name;
   $("me-avatar").textContent = initials(name);
+  $("nav-tabs").hidden = !isSupervisor();
+  if (!isSupervisor() && state.tab !== "calls") setTab("calls");
 }
 
 // ------------------------------------------------------------------------------------------------ views
 const VIEWS = ["idle", "ringing", "call", "ended", "stale"];
 function show(view) {
+  if ((view === "ringing" || view === "call") && state.tab !== "calls") setTab("calls");
   for (const v of VIEWS) $(`view-${v}`).hidden = v !== view;
   $("history-section").hidden = view === "ringing" || view === "call";
   document.body.dataset.view = view;
@@ -533,7 +595,7 @@ function onOffered(message) {
   const id = card.identity ?? {};
   const type = CALL_TYPE[card.call_type] ?? CALL_TYPE.voice;
   $("ring-icon").innerHTML = icon(type.icon, { size: 40 });
-  $("ring-title").textContent = `Incoming ${type.label.toLowerCase()}`;
+  $("ring-title").textContent = card.consult ? `${card.consult.from_name ?? card.consult.from} wants to consult you` : card.transferred_from ? `Transferred ${type.label.toLowerCase()} from ${card.transferred_from}` : card.callback ? `Callback · ${type.label.toLowerCase()}` : `Incoming ${type.label.toLowerCase()}`;
   $("ring-name").innerHTML = `${escapeHtml(id.name || id.subject || "Unknown caller")}${id.verified ? `<span class="verified">${icon("shield", { size: 14 })}Verified</span>` : ""}`;
   const bits = [];
   if (card.context?.screen) bits.push(`from “${card.context.screen}”`);
@@ -595,7 +657,15 @@ function preparePeer(offer) {
     pc,
     audioTx: pc.addTransceiver("audio", { direction: "sendrecv" }),
     videoTx: pc.addTransceiver("video", { direction: "sendrecv" }),
+    // A second audio section, receive only: a consulted colleague or a whispering supervisor is heard on it.
+    auxTx: pc.addTransceiver("audio", { direction: "recvonly" }),
     mic: null,
+    held: false,
+    consult: null, // {colleague, state} while this agent consults a colleague (warm transfer)
+    consultFrom: offer.card?.consult ?? null, // set when this agent was called in for a consult
+    pushed: new Map(),
+    chat: [],
+    unread: 0,
     camera: null,
     muted: false,
     startedAt: null,
@@ -612,7 +682,7 @@ function preparePeer(offer) {
     localOffer: null,
   };
   preferCodec(call.videoTx, "video/VP8");
-  pc.addEventListener("track", (e) => onRemoteTrack(call, e.track));
+  pc.addEventListener("track", (e) => onRemoteTrack(call, e.track, e.transceiver === call.auxTx ? "aux" : "main"));
   pc.addEventListener("icecandidate", (e) => {
     const message = candidateMessage(e.candidate, call.id);
     if (message.candidate) call.candidatesGathered += 1;
@@ -722,6 +792,10 @@ function showCallView(call) {
   $("net-detail").textContent = "";
   call.startedAt = Date.now();
   $("call-timer").textContent = "0:00";
+  $("hold-veil").hidden = true;
+  $("aux-chip").hidden = true;
+  resetInCallPanes();
+  renderConsultBar(call);
   updateCallControls();
   show("call");
   setStatus("busy");
@@ -731,7 +805,24 @@ function showCallView(call) {
   $("hangup-button").focus({ preventScroll: true });
 }
 
-function onRemoteTrack(call, track) {
+function audioElement(id) {
+  let audio = document.getElementById(id);
+  if (!audio) {
+    audio = document.createElement("audio");
+    audio.id = id;
+    audio.autoplay = true;
+    document.body.append(audio);
+  }
+  return audio;
+}
+
+function onRemoteTrack(call, track, slot = "main") {
+  if (slot === "aux") {
+    const audio = audioElement("remote-audio-2");
+    audio.srcObject = new MediaStream([track]);
+    audio.play().catch(() => {});
+    return;
+  }
   if (track.kind === "audio") {
     let audio = document.getElementById("remote-audio");
     if (!audio) {
@@ -792,6 +883,11 @@ async function pollStats(call) {
     stage.classList.remove("has-video");
     $("ph-text").textContent = call.firstFrameAt ? "The caller's video is paused" : waitingText(call);
   }
+  const aux = await inboundAudio(call.pc, call.auxTx);
+  const auxFlowing = aux && call.auxPackets != null && aux.packetsReceived > call.auxPackets;
+  call.auxPackets = aux?.packetsReceived ?? null;
+  $("aux-chip").hidden = !auxFlowing;
+  if (auxFlowing) $("aux-text").textContent = call.consult ? `You hear ${call.consult.colleague}` : "A supervisor is speaking to you · the caller can't hear";
   const q = $("quality");
   q.dataset.quality = s.quality;
   $("quality-text").textContent = { good: "Good connection", fair: "Fair connection", poor: "Poor connection" }[s.quality];
@@ -853,6 +949,29 @@ function updateCallControls() {
   camera.setAttribute("aria-label", cam ? "Turn camera off (C)" : "Turn camera on (C)");
   camera.innerHTML = `${icon(cam ? "video" : "video-off", { size: 22 })}<kbd>C</kbd>`;
   $("hangup-button").innerHTML = `${icon("phone", { size: 24 })}<kbd>H</kbd>`;
+  const held = Boolean(call?.held);
+  const consulting = Boolean(call?.consult);
+  const colleague = Boolean(call?.consultFrom);
+  const hold = $("hold-button");
+  hold.setAttribute("aria-pressed", String(held && !consulting));
+  hold.setAttribute("aria-label", held ? "Resume the call" : "Put the caller on hold");
+  hold.title = held ? "Resume" : "Hold";
+  hold.innerHTML = icon(held && !consulting ? "play" : "pause", { size: 22 });
+  hold.disabled = consulting || colleague;
+  const transfer = $("transfer-button");
+  transfer.innerHTML = icon("phone-forwarded", { size: 22 });
+  transfer.disabled = consulting || colleague;
+  $("snapshot-button").innerHTML = icon("camera", { size: 22 });
+  $("snapshot-button").disabled = colleague;
+  $("hold-veil").hidden = !(held && !consulting);
+  if (consulting) {
+    $("hold-veil").hidden = false;
+    $("hold-title").textContent = "Caller on hold during the consult";
+    $("hold-text").textContent = "The caller hears nothing while you talk with your colleague.";
+  } else {
+    $("hold-title").textContent = "Caller on hold";
+    $("hold-text").textContent = "They hear nothing and see a hold notice. Resume when you're ready.";
+  }
 }
 
 async function hangup() {
@@ -883,8 +1002,10 @@ function cleanupCall(call) {
   call.pc?.close();
   call.mic?.stop();
   call.camera?.stop();
-  const audio = document.getElementById("remote-audio");
-  if (audio) audio.srcObject = null;
+  for (const id of ["remote-audio", "remote-audio-2"]) {
+    const audio = document.getElementById(id);
+    if (audio) audio.srcObject = null;
+  }
   $("remote-video").srcObject = null;
   $("self-video").srcObject = null;
   if (state.call === call) state.call = null;
@@ -894,20 +1015,27 @@ function endCallView(message) {
   const call = state.call;
   if (!call) return;
   cleanupCall(call);
+  $("side-tabs").hidden = true;
+  selectPane("card");
+  $("consult-bar").hidden = true;
   const seconds = message.duration_s ?? (Date.now() - call.startedAt) / 1000;
   const id = call.card.identity ?? {};
   const type = CALL_TYPE[call.card.call_type] ?? CALL_TYPE.voice;
   state.history.unshift({ name: id.name || id.subject, type: call.card.call_type, seconds, reason: message.reason, at: new Date() });
   renderHistory();
-  $("ended-icon").innerHTML = icon("check-circle", { size: 44 });
-  $("ended-title").textContent = `Call with ${id.name || "the caller"} ended`;
-  $("ended-text").textContent = `${END_TEXT[message.reason] ?? "The call ended"}.`;
+  $("ended-icon").innerHTML = icon(message.reason === "transferred" ? "phone-forwarded" : "check-circle", { size: 44 });
+  $("ended-title").textContent = message.reason === "transferred" ? `Call with ${id.name || "the caller"} transferred` : `Call with ${id.name || "the caller"} ended`;
+  $("ended-text").textContent = message.reason === "transferred" ? `You handed the call to ${message.to}.` : `${END_TEXT[message.reason] ?? "The call ended"}.`;
   $("ended-facts").innerHTML = `
     <div><dt>Duration</dt><dd>${duration(seconds)}</dd></div>
     <div><dt>Type</dt><dd>${type.label}</dd></div>
     <div><dt>Ended by</dt><dd>${escapeHtml({ caller: "Caller", agent: "You", system: "System" }[message.by] ?? message.by ?? "–")}</dd></div>`;
   show("ended");
-  $("ended-dismiss").focus({ preventScroll: true });
+  // Wrap-up belongs to the agent who had the call at its end (not after a transfer or a consult).
+  const wrap = !["transferred", "consult_ended"].includes(message.reason);
+  state.endedCallId = wrap ? call.id : null;
+  showWrapUp(wrap);
+  (wrap ? $("wrapup-disposition") : $("ended-next")).focus({ preventScroll: true });
   if (state.status === "busy") setStatus("available");
 }
 
@@ -928,6 +1056,800 @@ function renderHistory() {
         <span class="h-dur">${duration(h.seconds)}</span></li>`;
     })
     .join("");
+}
+
+// ------------------------------------------------------------------------------------------------ REST helper
+async function api(path, { method = "GET", body = undefined, headers = {} } = {}) {
+  let response;
+  try {
+    response = await fetch(path, { method, body, headers: { Authorization: `Bearer ${state.token}`, ...headers } });
+  } catch {
+    throw new CallinError("network_error", "Can't reach the gateway.");
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new CallinError(data.code || `http_${response.status}`, data.reason || `The gateway answered ${response.status}.`);
+  return data;
+}
+
+const FILE_ERRORS = {
+  attachment_too_large: "That file is too large (5 MB at most).",
+  attachment_type: "Only PNG, JPEG, GIF, WebP, PDF and plain text files can be sent.",
+  empty_attachment: "That file is empty.",
+};
+
+/** Upload a file to the call (the caller can fetch it with its token, staff with their session). */
+async function uploadFile(callId, blob, name) {
+  try {
+    return await api(`/api/v1/calls/${encodeURIComponent(callId)}/attachments?name=${encodeURIComponent(name)}`, {
+      method: "POST",
+      body: blob,
+      headers: { "Content-Type": "application/octet-stream" },
+    });
+  } catch (e) {
+    throw new CallinError(e.code, FILE_ERRORS[e.code] ?? e.reason);
+  }
+}
+
+function formError(id, text) {
+  const el = $(id);
+  el.hidden = !text;
+  el.textContent = text ?? "";
+}
+
+// ------------------------------------------------------------------------------------------------ in-call panes
+function resetInCallPanes() {
+  $("side-tabs").hidden = false;
+  selectPane("card");
+  $("chat-log").innerHTML = '<li class="empty">Messages and files you exchange with the caller appear here.</li>';
+  $("chat-badge").hidden = true;
+  $("pushed-list").innerHTML = '<li class="empty">Nothing shared yet.</li>';
+  formError("chat-error", null);
+  formError("share-error", null);
+}
+
+function selectPane(name) {
+  for (const b of $("side-tabs").querySelectorAll("[role=tab]")) b.setAttribute("aria-selected", String(b.dataset.pane === name));
+  $("card").hidden = name !== "card";
+  $("pane-chat").hidden = name !== "chat";
+  $("pane-share").hidden = name !== "share";
+  if (name === "chat") {
+    $("chat-badge").hidden = true;
+    if (state.call) state.call.unread = 0;
+    const log = $("chat-log");
+    log.scrollTop = log.scrollHeight;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ hold and transfer
+async function toggleHold() {
+  const call = state.call;
+  if (!call || call.consult) return;
+  const held = !call.held;
+  try {
+    await state.signal.request({ type: held ? "call.hold" : "call.resume", call_id: call.id });
+    call.held = held;
+    updateCallControls();
+  } catch (e) {
+    toast(e.reason, { bad: true });
+  }
+}
+
+let transferMode = "blind";
+
+function setTransferMode(mode) {
+  transferMode = mode;
+  for (const b of $("transfer-modes").querySelectorAll("button")) b.setAttribute("aria-checked", String(b.dataset.mode === mode));
+  const queueRow = $("transfer-queue-row");
+  queueRow.hidden = mode === "warm";
+  $("transfer-queue").hidden = mode === "warm";
+  if (mode === "warm") document.querySelector('#transfer-form input[value="agent"]').checked = true;
+  $("transfer-help").textContent = mode === "warm"
+    ? "You talk to your colleague first while the caller waits on hold; then hand the call over or take it back."
+    : "The call leaves you now and rings at the colleague or queue you choose.";
+  $("transfer-go").textContent = mode === "warm" ? "Call colleague" : "Transfer";
+}
+
+async function openTransfer() {
+  const call = state.call;
+  if (!call || call.consult || call.consultFrom) return;
+  formError("transfer-error", null);
+  setTransferMode("blind");
+  $("transfer-agent").value = "";
+  $("transfer-queue").value = "";
+  $("transfer-dialog").showModal();
+  $("transfer-agent").focus();
+  // Supervisors and admins may list agents and queues; agents type a name.
+  try {
+    const { agents } = await api("/api/v1/agents");
+    $("transfer-agents").innerHTML = agents
+      .filter((a) => a.username !== state.account?.username)
+      .map((a) => `<option value="${escapeHtml(a.username)}">${escapeHtml(a.display_name ?? a.username)} · ${escapeHtml(a.status ?? "")}</option>`)
+      .join("");
+  } catch {
+    /* not allowed: free text */
+  }
+  try {
+    const body = await api("/api/v1/queues");
+    $("transfer-queues").innerHTML = (body.queues ?? []).map((q) => `<option value="${escapeHtml(q.name)}">${escapeHtml(q.display_name ?? q.name)}</option>`).join("");
+  } catch {
+    /* not allowed: free text */
+  }
+}
+
+async function submitTransfer(event) {
+  event.preventDefault();
+  const call = state.call;
+  if (!call) return;
+  const toQueue = document.querySelector('#transfer-form input[name="target"]:checked').value === "queue" && transferMode === "blind";
+  const target = (toQueue ? $("transfer-queue") : $("transfer-agent")).value.trim();
+  if (!target) {
+    formError("transfer-error", toQueue ? "Enter the queue's name." : "Enter your colleague's username.");
+    return;
+  }
+  const body = { type: "call.transfer", call_id: call.id, mode: transferMode };
+  body[toQueue ? "to_queue" : "to_agent"] = target;
+  $("transfer-go").disabled = true;
+  try {
+    await state.signal.request(body);
+    $("transfer-dialog").close();
+    if (transferMode === "warm") {
+      call.consult = { colleague: target, state: "ringing" };
+      renderConsultBar(call);
+      updateCallControls();
+    }
+  } catch (e) {
+    const why = { unknown_agent: `${target} is not signed in.`, target_unavailable: e.reason ? `${capitalize(e.reason)}: try again when they're available.` : null, unknown_queue: `There is no queue “${target}”.`, transfer_to_self: "You can't transfer a call to yourself." }[e.code];
+    formError("transfer-error", why ?? e.reason);
+  } finally {
+    $("transfer-go").disabled = false;
+  }
+}
+
+const capitalize = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
+
+function renderConsultBar(call) {
+  const bar = $("consult-bar");
+  if (call?.consultFrom) {
+    bar.hidden = false;
+    bar.dataset.state = "colleague";
+    $("consult-title").textContent = `${call.consultFrom.from_name ?? call.consultFrom.from} is consulting you`;
+    $("consult-text").textContent = "The caller is on hold and can't hear you. They may hand the call over to you.";
+    $("consult-complete").hidden = true;
+    $("consult-cancel").hidden = true;
+    return;
+  }
+  if (!call?.consult) {
+    bar.hidden = true;
+    return;
+  }
+  bar.hidden = false;
+  bar.dataset.state = call.consult.state;
+  $("consult-complete").hidden = false;
+  $("consult-cancel").hidden = false;
+  const joined = call.consult.state === "joined";
+  $("consult-title").textContent = joined ? `Talking with ${call.consult.colleague}` : `Calling ${call.consult.colleague}…`;
+  $("consult-text").textContent = joined ? "The caller is on hold. Hand the call over, or cancel to go back to the caller." : "The caller is on hold while it rings.";
+  $("consult-complete").disabled = !joined;
+}
+
+function onConsultState(message) {
+  const call = state.call;
+  if (!call || call.id !== message.call_id) return;
+  if (call.consultFrom) {
+    // This console was called in for the consult.
+    if (message.state === "completed") {
+      call.consultFrom = null;
+      renderConsultBar(call);
+      updateCallControls();
+      toast(`${message.colleague} handed the caller to you.`);
+    } else {
+      endCallView({ call_id: call.id, reason: "consult_ended", by: "agent" });
+      toast(message.state === "cancelled" ? `${message.colleague || "Your colleague"} went back to the caller.` : "The consult ended.");
+    }
+    return;
+  }
+  if (message.state === "joined") {
+    call.consult = { colleague: message.colleague, state: "joined" };
+  } else {
+    const text = { declined: `${message.colleague} declined the consult.`, ring_timeout: `${message.colleague} didn't answer.`, cancelled: "You're back with the caller." }[message.state];
+    call.consult = null;
+    call.held = false;
+    if (text) toast(text, { bad: message.state !== "cancelled" });
+  }
+  renderConsultBar(call);
+  updateCallControls();
+}
+
+async function consultStep(type) {
+  const call = state.call;
+  if (!call?.consult) return;
+  try {
+    await state.signal.request({ type, call_id: call.id });
+    if (type === "transfer.cancel") {
+      call.consult = null;
+      call.held = false;
+      renderConsultBar(call);
+      updateCallControls();
+    }
+  } catch (e) {
+    toast(e.reason, { bad: true });
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ chat
+function onChatMessage(message) {
+  const call = state.call;
+  if (!call || call.id !== message.call_id) return;
+  const m = message.message;
+  const log = $("chat-log");
+  log.querySelector(".empty")?.remove();
+  const mine = m.from?.username && m.from.username === state.account?.username;
+  const li = document.createElement("li");
+  li.className = `chat-msg ${mine ? "mine" : m.from?.role === "caller" ? "caller" : "staff"}`;
+  const at = new Date((m.at ?? Date.now() / 1000) * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  li.innerHTML = `<div class="chat-meta"><b></b><time>${at}</time></div><div class="chat-bubble"></div>`;
+  li.querySelector("b").textContent = mine ? "You" : m.from?.name ?? "Caller";
+  const bubble = li.querySelector(".chat-bubble");
+  const a = m.attachment;
+  if (a) {
+    const link = document.createElement("a");
+    link.href = a.url;
+    link.download = a.name;
+    link.className = a.mime?.startsWith("image/") ? "chat-image" : "chat-file";
+    link.dataset.testid = "chat-attachment";
+    if (a.mime?.startsWith("image/")) {
+      link.innerHTML = `<img alt=""><span class="dl">${icon("download", { size: 14 })}${escapeHtml(a.name)} · ${Math.max(1, Math.round(a.size / 1024))} KB</span>`;
+      link.querySelector("img").src = a.url;
+      link.querySelector("img").alt = a.name;
+    } else {
+      link.innerHTML = `${icon("file-text", { size: 18 })}<span>${escapeHtml(a.name)}<small>${Math.max(1, Math.round(a.size / 1024))} KB · download</small></span>`;
+    }
+    bubble.append(link);
+  }
+  if (m.text) {
+    const p = document.createElement("p");
+    p.textContent = m.text;
+    bubble.append(p);
+  }
+  log.append(li);
+  log.scrollTop = log.scrollHeight;
+  if (!mine && $("pane-chat").hidden) {
+    call.unread += 1;
+    const badge = $("chat-badge");
+    badge.hidden = false;
+    badge.textContent = String(call.unread);
+    if (m.from?.role === "caller") toast(`${m.from.name ?? "The caller"}: ${m.text ?? a?.name ?? "sent a file"}`);
+  }
+}
+
+async function sendChat({ text = "", file = null } = {}) {
+  const call = state.call;
+  if (!call) return;
+  formError("chat-error", null);
+  const line = text.trim();
+  if (!line && !file) return;
+  const form = $("chat-form");
+  form.classList.add("busy");
+  try {
+    let attachment = null;
+    if (file) attachment = await uploadFile(call.id, file, file.name || "file");
+    const body = { type: "chat.send", call_id: call.id };
+    if (line) body.text = line;
+    if (attachment) body.attachment_id = attachment.id;
+    await state.signal.request(body);
+    if (line) $("chat-input").value = "";
+  } catch (e) {
+    formError("chat-error", e.reason);
+  } finally {
+    form.classList.remove("busy");
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ pushed content
+let shareKind = "link";
+
+function setShareKind(kind) {
+  shareKind = kind;
+  for (const b of $("share-kinds").querySelectorAll("button")) b.setAttribute("aria-checked", String(b.dataset.kind === kind));
+  for (const f of $("share-form").querySelectorAll("[data-for]")) f.hidden = f.dataset.for !== kind;
+  formError("share-error", null);
+}
+
+async function pushContent(content) {
+  const call = state.call;
+  if (!call) return null;
+  const sent = await state.signal.request({ type: "content.push", call_id: call.id, ...content });
+  call.pushed.set(sent.content.content_id, sent.content);
+  renderPushed(call);
+  return sent.content;
+}
+
+async function submitShare(event) {
+  event.preventDefault();
+  const call = state.call;
+  if (!call) return;
+  formError("share-error", null);
+  const title = $("share-title").value.trim();
+  const content = { kind: shareKind };
+  if (title) content.title = title;
+  const button = $("share-send");
+  button.disabled = true;
+  try {
+    if (shareKind === "link") {
+      const url = $("share-url").value.trim();
+      if (!/^https?:\/\/\S+$/.test(url)) throw new CallinError("invalid", "Enter a web address starting with https://");
+      content.url = url;
+    } else if (shareKind === "text") {
+      const text = $("share-text").value.trim();
+      if (!text) throw new CallinError("invalid", "Write the text to show.");
+      content.text = text;
+    } else {
+      const file = $("share-file").files?.[0];
+      if (!file) throw new CallinError("invalid", "Choose an image.");
+      const attachment = await uploadFile(call.id, file, file.name || "image");
+      if (!attachment.mime?.startsWith("image/")) throw new CallinError("invalid", "That file is not an image.");
+      content.attachment_id = attachment.id;
+    }
+    await pushContent(content);
+    $("share-title").value = "";
+    $("share-url").value = "";
+    $("share-text").value = "";
+    $("share-file").value = "";
+  } catch (e) {
+    formError("share-error", e.reason);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+const CONTENT_STATUS = { sent: "Sent", seen: "Seen", opened: "Opened", dismissed: "Dismissed" };
+
+function renderPushed(call) {
+  const list = $("pushed-list");
+  if (!call.pushed.size) {
+    list.innerHTML = '<li class="empty">Nothing shared yet.</li>';
+    return;
+  }
+  list.innerHTML = [...call.pushed.values()]
+    .reverse()
+    .map((c) => {
+      const kindIcon = { link: "link", image: "image", text: "file-text" }[c.kind] ?? "file-text";
+      const detail = c.kind === "link" ? c.url : c.kind === "text" ? c.text : c.attachment?.name ?? c.url ?? "";
+      const thumb = c.kind === "image" && c.attachment ? `<img class="pushed-thumb" src="${escapeHtml(c.attachment.url)}" alt="">` : `<span class="pushed-ico">${icon(kindIcon, { size: 16 })}</span>`;
+      return `<li class="pushed-item" data-content-id="${escapeHtml(c.content_id)}">${thumb}
+        <span class="pushed-main"><b>${escapeHtml(c.title || { link: "Link", text: "Text card", image: "Image" }[c.kind])}</b><small>${escapeHtml(detail)}</small></span>
+        <span class="pushed-status" data-status="${escapeHtml(c.status)}" data-testid="content-status">${icon(c.status === "opened" ? "eye" : c.status === "dismissed" ? "x" : "check", { size: 13 })}${CONTENT_STATUS[c.status] ?? c.status}</span></li>`;
+    })
+    .join("");
+}
+
+function onContentStatus(message) {
+  const call = state.call;
+  if (!call || call.id !== message.call_id) return;
+  const item = call.pushed.get(message.content_id);
+  if (!item) return;
+  item.status = message.status;
+  renderPushed(call);
+  if (message.status === "opened") toast(`The caller opened “${item.title || item.url || "what you shared"}”.`);
+}
+
+// ------------------------------------------------------------------------------------------------ snapshot
+const PEN_COLOURS = [["#ef4444", "Red"], ["#facc15", "Yellow"], ["#22c55e", "Green"], ["#3b82f6", "Blue"], ["#ffffff", "White"]];
+const snap = { image: null, strokes: [], colour: PEN_COLOURS[0][0], drawing: null, attachment: null };
+
+async function openSnapshot() {
+  const call = state.call;
+  if (!call) return;
+  const dialog = $("snapshot-dialog");
+  formError("snap-error", null);
+  snap.image = null;
+  snap.strokes = [];
+  snap.attachment = null;
+  $("snap-loading").hidden = false;
+  $("snap-loading").textContent = "Taking a snapshot…";
+  $("snap-send").disabled = true;
+  const canvas = $("snap-canvas");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  dialog.showModal();
+  try {
+    const still = await api(`/api/v1/calls/${encodeURIComponent(call.id)}/snapshot`, { method: "POST" });
+    snap.attachment = still;
+    const response = await fetch(still.url, { headers: { Authorization: `Bearer ${state.token}` } });
+    if (!response.ok) throw new CallinError("snapshot", "The snapshot could not be loaded.");
+    const bitmap = await createImageBitmap(await response.blob());
+    snap.image = bitmap;
+    canvas.width = bitmap.width;
+    canvas.height = bitmap.height;
+    canvas.style.width = `min(100%, ${((62 * bitmap.width) / bitmap.height).toFixed(2)}vh)`; // keeps the picture's shape
+    $("snap-loading").hidden = true;
+    $("snap-send").disabled = false;
+    redrawSnapshot();
+  } catch (e) {
+    $("snap-loading").textContent = e.code === "no_video" ? "The caller isn't sending video, so there is nothing to take a picture of." : e.reason ?? "The snapshot failed.";
+  }
+}
+
+function redrawSnapshot() {
+  const canvas = $("snap-canvas");
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  if (snap.image) g.drawImage(snap.image, 0, 0);
+  g.lineCap = "round";
+  g.lineJoin = "round";
+  for (const stroke of snap.strokes) {
+    g.strokeStyle = stroke.colour;
+    g.lineWidth = Math.max(3, canvas.width / 110);
+    g.shadowColor = "rgba(0,0,0,.45)";
+    g.shadowBlur = 2;
+    g.beginPath();
+    stroke.points.forEach(([x, y], i) => (i ? g.lineTo(x, y) : g.moveTo(x, y)));
+    if (stroke.points.length === 1) g.lineTo(stroke.points[0][0] + 0.1, stroke.points[0][1]);
+    g.stroke();
+  }
+  g.shadowBlur = 0;
+}
+
+function canvasPoint(event) {
+  const canvas = $("snap-canvas");
+  const rect = canvas.getBoundingClientRect();
+  return [((event.clientX - rect.left) * canvas.width) / rect.width, ((event.clientY - rect.top) * canvas.height) / rect.height];
+}
+
+function initSnapshotCanvas() {
+  const canvas = $("snap-canvas");
+  canvas.addEventListener("pointerdown", (e) => {
+    if (!snap.image) return;
+    canvas.setPointerCapture(e.pointerId);
+    snap.drawing = { colour: snap.colour, points: [canvasPoint(e)] };
+    snap.strokes.push(snap.drawing);
+    redrawSnapshot();
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!snap.drawing) return;
+    snap.drawing.points.push(canvasPoint(e));
+    redrawSnapshot();
+  });
+  const stop = () => (snap.drawing = null);
+  canvas.addEventListener("pointerup", stop);
+  canvas.addEventListener("pointercancel", stop);
+  const swatches = $("snap-colors");
+  swatches.innerHTML = PEN_COLOURS.map(([c, name], i) => `<button type="button" role="radio" aria-checked="${i === 0}" aria-label="${name}" title="${name}" data-colour="${c}" style="--swatch:${c}"></button>`).join("");
+  swatches.addEventListener("click", (e) => {
+    const b = e.target.closest("button");
+    if (!b) return;
+    snap.colour = b.dataset.colour;
+    for (const x of swatches.querySelectorAll("button")) x.setAttribute("aria-checked", String(x === b));
+  });
+  $("snap-undo").addEventListener("click", () => {
+    snap.strokes.pop();
+    redrawSnapshot();
+  });
+  $("snap-clear").addEventListener("click", () => {
+    snap.strokes = [];
+    redrawSnapshot();
+  });
+  $("snap-close").addEventListener("click", () => $("snapshot-dialog").close());
+  $("snap-send").addEventListener("click", sendSnapshot);
+}
+
+async function sendSnapshot() {
+  const call = state.call;
+  if (!call || !snap.image) return;
+  const button = $("snap-send");
+  button.disabled = true;
+  formError("snap-error", null);
+  try {
+    const blob = await new Promise((resolve) => $("snap-canvas").toBlob(resolve, "image/png"));
+    const attachment = await uploadFile(call.id, blob, "snapshot-annotated.png");
+    const title = $("snap-title").value.trim() || "From your agent";
+    await pushContent({ kind: "image", title, attachment_id: attachment.id });
+    $("snapshot-dialog").close();
+    selectPane("share");
+    toast("The picture is on the caller's screen.");
+  } catch (e) {
+    formError("snap-error", e.reason ?? "The picture could not be sent.");
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ wrap-up
+function showWrapUp(visible) {
+  $("wrapup").hidden = !visible;
+  $("ended-next").hidden = visible;
+  formError("wrapup-error", null);
+  $("wrapup-disposition").value = "";
+  $("wrapup-notes").value = "";
+  $("wrapup-submit").disabled = false;
+  renderWrapUpTimer();
+}
+
+function onWrapUpStatus(message) {
+  if (message.status === "wrap_up") {
+    state.wrapUp = { callId: message.call_id, until: Date.now() + (message.wrap_up_s ?? 0) * 1000 };
+  } else if (state.wrapUp) {
+    const reason = message.reason;
+    state.wrapUp = null;
+    if (reason === "wrap_up_timeout" && !$("view-ended").hidden && !$("wrapup").hidden) {
+      toast("Wrap-up time is over: you can take calls again. You can still save the wrap-up.");
+    }
+  }
+  renderWrapUpTimer();
+}
+
+function renderWrapUpTimer() {
+  const el = $("wrapup-timer");
+  const w = state.wrapUp;
+  if (!w || (state.endedCallId && w.callId !== state.endedCallId)) {
+    el.hidden = true;
+    $("ended-dismiss").textContent = "Ready for the next call";
+    return;
+  }
+  const left = Math.max(0, (w.until - Date.now()) / 1000);
+  el.hidden = false;
+  el.textContent = `${duration(left)} left · no calls meanwhile`;
+  $("ended-dismiss").textContent = "Skip wrap-up";
+}
+
+async function submitWrapUp(event) {
+  event.preventDefault();
+  const callId = state.endedCallId;
+  if (!callId) return;
+  const body = { type: "wrap_up.submit", call_id: callId };
+  const disposition = $("wrapup-disposition").value;
+  const notes = $("wrapup-notes").value.trim();
+  if (disposition) body.disposition = disposition;
+  if (notes) body.notes = notes;
+  if (!disposition && !notes) {
+    formError("wrapup-error", "Choose an outcome or write a note.");
+    return;
+  }
+  $("wrapup-submit").disabled = true;
+  formError("wrapup-error", null);
+  try {
+    // The call's record is written just after it ends: wait for it rather than fail.
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        await state.signal.request(body);
+        break;
+      } catch (e) {
+        if (e.code !== "call_not_ended" && e.code !== "unknown_call") throw e;
+        if (attempt >= 5) throw e;
+        await sleep(400);
+      }
+    }
+    state.endedCallId = null;
+    state.wrapUp = null;
+    toast("Wrap-up saved.");
+    show("idle");
+    renderCard(null);
+  } catch (e) {
+    formError("wrapup-error", e.reason ?? "The wrap-up could not be saved.");
+    $("wrapup-submit").disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ wallboard
+function isSupervisor() {
+  return SUPERVISOR_ROLES.has(state.account?.role);
+}
+
+async function setTab(tab) {
+  if (tab === "wallboard" && !isSupervisor()) tab = "calls";
+  state.tab = tab;
+  for (const b of $("nav-tabs").querySelectorAll("button")) {
+    if (b.dataset.tab === tab) b.setAttribute("aria-current", "page");
+    else b.removeAttribute("aria-current");
+  }
+  document.querySelector(".workspace").hidden = tab !== "calls";
+  $("wallboard").hidden = tab !== "wallboard";
+  $("shortcuts").hidden = tab !== "calls";
+  document.body.dataset.tab = tab;
+  if (tab === "wallboard") await subscribeWallboard();
+}
+
+async function subscribeWallboard() {
+  if (!state.signal?.open) return;
+  try {
+    renderWallboard(await state.signal.request({ type: "wallboard.subscribe" }));
+  } catch (e) {
+    toast(e.reason, { bad: true });
+  }
+}
+
+const AGENT_STATUS_ORDER = ["busy", "ringing", "wrap_up", "available", "away", "offline"];
+
+function since(unix, offset) {
+  return unix ? duration(Date.now() / 1000 + offset - unix) : "–";
+}
+
+function renderWallboard(board) {
+  const offset = board.at - Date.now() / 1000; // the gateway's clock minus ours
+  state.wallboard = { ...board, offset };
+  const tiles = $("wb-tiles");
+  const available = board.agents.filter((a) => a.status === "available").length;
+  const staffed = board.agents.filter((a) => a.status !== "offline").length;
+  const queues = board.queues.length ? board.queues : [{ name: "default", waiting: 0, oldest_since: null }];
+  tiles.innerHTML =
+    queues
+      .map(
+        (q) => `<div class="tile${q.waiting ? " busy" : ""}" data-queue="${escapeHtml(q.name)}"><span class="t-label">${icon("users", { size: 14 })}Queue · ${escapeHtml(q.name)}</span>
+      <b class="t-value">${q.waiting}</b><span class="t-sub">waiting${q.oldest_since ? ` · longest <span class="tick" data-since="${q.oldest_since}">${since(q.oldest_since, offset)}</span>` : ""}</span></div>`,
+      )
+      .join("") +
+    `<div class="tile"><span class="t-label">${icon("phone", { size: 14 })}Calls in progress</span><b class="t-value">${board.calls.length}</b><span class="t-sub">${board.calls.filter((c) => c.held).length} on hold · ${board.calls.filter((c) => c.consult).length} in consult</span></div>
+     <div class="tile"><span class="t-label">${icon("headphones", { size: 14 })}Agents</span><b class="t-value">${available}<small> / ${staffed}</small></b><span class="t-sub">available / signed in</span></div>`;
+
+  $("wb-calls-count").textContent = String(board.calls.length);
+  $("wb-calls").innerHTML = board.calls.length
+    ? `<table class="wb-table"><thead><tr><th>Caller</th><th>Agent</th><th>Queue</th><th>Duration</th><th>State</th><th></th></tr></thead><tbody>${board.calls
+        .map((c) => {
+          const flags = [];
+          if (c.held) flags.push('<span class="flag hold">On hold</span>');
+          if (c.consult) flags.push(`<span class="flag consult">Consult · ${escapeHtml(c.consult)}</span>`);
+          for (const [who, mode] of Object.entries(c.supervisors ?? {})) flags.push(`<span class="flag sv">${escapeHtml(who)} · ${escapeHtml(mode)}</span>`);
+          if (!flags.length) flags.push('<span class="flag talk">Talking</span>');
+          const mine = state.supervise?.callId === c.call_id;
+          const actions = ["monitor", "whisper", "barge"]
+            .map((m) => `<button class="btn xs${mine && state.supervise.mode === m ? " on" : ""}" data-supervise="${m}" data-call="${escapeHtml(c.call_id)}">${capitalize(m)}</button>`)
+            .join("");
+          return `<tr data-call-id="${escapeHtml(c.call_id)}"${mine ? ' class="mine"' : ""}><td><b>${escapeHtml(c.caller)}</b><small>${escapeHtml(c.call_type)}</small></td><td>${escapeHtml(c.agent ?? "–")}</td><td>${escapeHtml(c.queue)}</td>
+            <td class="num"><span class="tick" data-since="${c.since ?? ""}">${since(c.since, offset)}</span></td><td>${flags.join(" ")}</td><td class="sv-buttons">${actions}${mine ? '<button class="btn xs danger" data-supervise-stop>Stop</button>' : ""}</td></tr>`;
+        })
+        .join("")}</tbody></table>`
+    : '<p class="wb-empty">No calls in progress.</p>';
+
+  $("wb-waiting-count").textContent = String(board.waiting.length);
+  $("wb-waiting").innerHTML = board.waiting.length
+    ? `<table class="wb-table"><thead><tr><th>Caller</th><th>Queue</th><th>Priority</th><th>Waiting</th><th>State</th></tr></thead><tbody>${board.waiting
+        .map((w) => {
+          const st = w.callback ? '<span class="flag cb">Callback</span>' : w.ringing_at ? `<span class="flag ring">Ringing ${escapeHtml(w.ringing_at)}</span>` : '<span class="flag wait">Waiting</span>';
+          return `<tr><td><b>${escapeHtml(w.caller)}</b><small>${escapeHtml(w.call_type)}</small></td><td>${escapeHtml(w.queue)}</td><td class="num">${w.priority ?? 0}</td><td class="num"><span class="tick" data-since="${w.since}">${since(w.since, offset)}</span></td><td>${st}</td></tr>`;
+        })
+        .join("")}</tbody></table>`
+    : '<p class="wb-empty">Nobody is waiting.</p>';
+
+  const agents = [...board.agents].sort((a, b) => AGENT_STATUS_ORDER.indexOf(a.status) - AGENT_STATUS_ORDER.indexOf(b.status) || a.username.localeCompare(b.username));
+  $("wb-agents-count").textContent = String(agents.length);
+  $("wb-agents").innerHTML = `<ul class="wb-agent-list">${agents
+    .map(
+      (a) => `<li><span class="a-avatar">${escapeHtml(initials(a.display_name || a.username))}</span><span class="a-main"><b>${escapeHtml(a.display_name || a.username)}</b><small>${escapeHtml(a.username)}</small></span>
+      <span class="status-tag" data-status="${escapeHtml(a.status)}">${escapeHtml(STATUS_TEXT[a.status] ?? a.status)}</span><span class="a-since">${a.since && a.status === "available" ? `idle <span class="tick" data-since="${a.since}">${since(a.since, offset)}</span>` : ""}</span></li>`,
+    )
+    .join("")}</ul>`;
+  renderSupervisePanel();
+}
+
+function tickWallboard() {
+  const board = state.wallboard;
+  if (!board || $("wallboard").hidden) return;
+  for (const el of document.querySelectorAll("#wallboard .tick")) {
+    const at = Number(el.dataset.since);
+    if (at) el.textContent = since(at, board.offset);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ supervise
+async function supervise(callId, mode) {
+  if (state.supervise && state.supervise.callId !== callId) await stopSupervising(true);
+  const existing = state.supervise;
+  try {
+    const started = await state.signal.request({ type: "supervise.start", call_id: callId, mode });
+    if (existing) {
+      existing.mode = mode;
+      if (existing.mic) existing.mic.enabled = mode !== "monitor" && !existing.muted;
+      renderSupervisePanel();
+      if (state.wallboard) renderWallboard(state.wallboard);
+      return;
+    }
+    await startSupervisePeer(callId, mode, started.card);
+  } catch (e) {
+    toast(e.reason ?? "Supervision failed.", { bad: true });
+  }
+}
+
+async function startSupervisePeer(callId, mode, card) {
+  const pc = new RTCPeerConnection({ iceServers: iceServersFrom(state.welcome?.ice_servers), bundlePolicy: "max-bundle" });
+  // Section 1: my microphone out, the caller in. Video: the caller's, receive only. Section 2: the agent in.
+  const sv = {
+    callId,
+    mode,
+    card,
+    pc,
+    audioTx: pc.addTransceiver("audio", { direction: "sendrecv" }),
+    videoTx: pc.addTransceiver("video", { direction: "recvonly" }),
+    auxTx: pc.addTransceiver("audio", { direction: "recvonly" }),
+    mic: null,
+    muted: false,
+    pending: [],
+    offerSent: false,
+    gathered: 0,
+  };
+  preferCodec(sv.videoTx, "video/VP8");
+  state.supervise = sv;
+  pc.addEventListener("track", (e) => {
+    if (e.transceiver === sv.videoTx) {
+      const video = $("sv-video");
+      video.srcObject = new MediaStream([e.track]);
+      video.play().catch(() => {});
+      $("sv-novideo").hidden = true;
+      return;
+    }
+    const audio = audioElement(e.transceiver === sv.auxTx ? "sv-audio-agent" : "sv-audio-caller");
+    audio.srcObject = new MediaStream([e.track]);
+    audio.play().catch(() => {});
+  });
+  pc.addEventListener("icecandidate", (e) => {
+    const message = candidateMessage(e.candidate, callId);
+    if (message.candidate) sv.gathered += 1;
+    else if (!sv.gathered) return;
+    if (!sv.offerSent) sv.pending.push(message);
+    else state.signal?.send({ ...message, id: state.signal.nextId() });
+  });
+  renderSupervisePanel();
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS });
+    sv.mic = stream.getAudioTracks()[0];
+    sv.mic.enabled = mode !== "monitor";
+    await sv.audioTx.sender.replaceTrack(sv.mic);
+  } catch {
+    toast("Microphone blocked: you can listen, but nobody can hear you.", { bad: true });
+  }
+  await pc.setLocalDescription(await pc.createOffer());
+  const answer = await state.signal.request({ type: "sdp.offer", call_id: callId, sdp: pc.localDescription.sdp });
+  sv.offerSent = true;
+  for (const m of sv.pending) state.signal.send({ ...m, id: state.signal.nextId() });
+  sv.pending = [];
+  if (state.supervise === sv) await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+  if (state.wallboard) renderWallboard(state.wallboard);
+}
+
+async function stopSupervising(tell = true) {
+  const sv = state.supervise;
+  if (!sv) return;
+  state.supervise = null;
+  if (tell && state.signal?.open) {
+    try {
+      await state.signal.request({ type: "supervise.stop", call_id: sv.callId });
+    } catch {
+      /* the call may have ended */
+    }
+  }
+  sv.pc.close();
+  sv.mic?.stop();
+  $("sv-video").srcObject = null;
+  for (const id of ["sv-audio-agent", "sv-audio-caller"]) {
+    const a = document.getElementById(id);
+    if (a) a.srcObject = null;
+  }
+  renderSupervisePanel();
+  if (state.wallboard) renderWallboard(state.wallboard);
+}
+
+const MODE_TEXT = {
+  monitor: "You hear the caller and the agent and see the caller's video. Nobody hears you.",
+  whisper: "The agent hears you; the caller doesn't. Coach them quietly.",
+  barge: "You've joined the conversation: the caller and the agent both hear you.",
+};
+
+function renderSupervisePanel() {
+  const sv = state.supervise;
+  const panel = $("wb-supervise");
+  panel.hidden = !sv;
+  if (!sv) return;
+  const live = state.wallboard?.calls.find((c) => c.call_id === sv.callId);
+  const caller = live?.caller ?? sv.card?.identity?.name ?? "the caller";
+  const username = live?.agent ?? sv.card?.agent;
+  const agent = state.wallboard?.agents.find((a) => a.username === username)?.display_name ?? username ?? "the agent";
+  panel.dataset.mode = sv.mode;
+  $("sv-eyebrow").textContent = { monitor: "Monitoring", whisper: "Whispering", barge: "Barged in" }[sv.mode];
+  $("sv-title").textContent = `${caller} with ${agent}`;
+  $("sv-text").textContent = MODE_TEXT[sv.mode];
+  for (const b of $("sv-modes").querySelectorAll("button")) b.setAttribute("aria-checked", String(b.dataset.mode === sv.mode));
+  const mute = $("sv-mute");
+  mute.hidden = sv.mode === "monitor";
+  mute.setAttribute("aria-pressed", String(sv.muted));
+  mute.textContent = sv.muted ? "Unmute me" : "Mute me";
 }
 
 // ------------------------------------------------------------------------------------------------ keyboard
@@ -969,10 +1891,63 @@ function init() {
   $("camera-button").addEventListener("click", toggleCamera);
   $("hangup-button").addEventListener("click", hangup);
   $("stale-hangup").addEventListener("click", hangup);
-  $("ended-dismiss").addEventListener("click", () => {
+  const ready = () => {
+    if (state.status === "wrap_up") requestStatus("available");
+    state.endedCallId = null;
     show("idle");
     renderCard(null);
+  };
+  $("ended-dismiss").addEventListener("click", ready);
+  $("ended-next").addEventListener("click", ready);
+  $("wrapup").addEventListener("submit", submitWrapUp);
+  $("hold-button").addEventListener("click", toggleHold);
+  $("transfer-button").addEventListener("click", openTransfer);
+  $("snapshot-button").addEventListener("click", openSnapshot);
+  $("transfer-form").addEventListener("submit", submitTransfer);
+  $("transfer-cancel").addEventListener("click", () => $("transfer-dialog").close());
+  $("transfer-modes").addEventListener("click", (e) => e.target.closest("button") && setTransferMode(e.target.closest("button").dataset.mode));
+  $("transfer-agent").addEventListener("focus", () => (document.querySelector('#transfer-form input[value="agent"]').checked = true));
+  $("transfer-queue").addEventListener("focus", () => (document.querySelector('#transfer-form input[value="queue"]').checked = true));
+  $("consult-complete").addEventListener("click", () => consultStep("transfer.complete"));
+  $("consult-cancel").addEventListener("click", () => consultStep("transfer.cancel"));
+  $("side-tabs").addEventListener("click", (e) => e.target.closest("[role=tab]") && selectPane(e.target.closest("[role=tab]").dataset.pane));
+  $("chat-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sendChat({ text: $("chat-input").value });
   });
+  $("chat-attach").innerHTML = icon("paperclip", { size: 18 });
+  $("chat-attach").addEventListener("click", () => $("chat-file").click());
+  $("chat-file").addEventListener("change", () => {
+    const file = $("chat-file").files?.[0];
+    $("chat-file").value = "";
+    if (file) sendChat({ file });
+  });
+  $("share-kinds").addEventListener("click", (e) => e.target.closest("button") && setShareKind(e.target.closest("button").dataset.kind));
+  $("share-form").addEventListener("submit", submitShare);
+  initSnapshotCanvas();
+  $("nav-tabs").addEventListener("click", (e) => e.target.closest("button") && setTab(e.target.closest("button").dataset.tab));
+  $("wb-calls").addEventListener("click", (e) => {
+    const b = e.target.closest("button");
+    if (!b) return;
+    if (b.dataset.supervise) supervise(b.dataset.call, b.dataset.supervise);
+    else if (b.hasAttribute("data-supervise-stop")) stopSupervising(true);
+  });
+  $("sv-modes").addEventListener("click", (e) => {
+    const b = e.target.closest("button");
+    if (b && state.supervise) supervise(state.supervise.callId, b.dataset.mode);
+  });
+  $("sv-stop").addEventListener("click", () => stopSupervising(true));
+  $("sv-mute").addEventListener("click", () => {
+    const sv = state.supervise;
+    if (!sv) return;
+    sv.muted = !sv.muted;
+    if (sv.mic) sv.mic.enabled = sv.mode !== "monitor" && !sv.muted;
+    renderSupervisePanel();
+  });
+  setInterval(() => {
+    tickWallboard();
+    renderWrapUpTimer();
+  }, 1000);
   $("signout-button").innerHTML = icon("log-out", { size: 18 });
   $("signout-button").addEventListener("click", signOut);
   $("help-button").innerHTML = icon("keyboard", { size: 18 });
