@@ -639,12 +639,15 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
                     if session is not None:
                         session.deliver(AgentStatusChanged(status=agent.status.value))
         call.offered_to = None
+        # Observers (the record first) see the end before anything is awaited: a wrap-up sent by the agent as soon
+        # as it gets call.ended must find the record already ended.
+        log.info("call.ended", call_id=call.id, reason=reason.value, by=by, abandoned=was_waiting)
+        self.emit("call.ended", call)
         await self.release_participants(call, event)
         relay = self.relays.pop(call.id, None)
         if relay is not None:
             await relay.close()
-        log.info("call.ended", call_id=call.id, reason=reason.value, by=by, abandoned=was_waiting)
-        self.emit("call.ended", call)
+
         self._dispatch()
         self._publish_positions()
         self._forget_later(call)
