@@ -123,3 +123,8 @@ async def caller_stats(page: Page) -> dict[str, Any] | None:
 
 async def caller_state(page: Page) -> str:
     return await page.evaluate("Callin.widgets[0].client?.state ?? null")
+
+
+def widget(page: Page, selector: str):
+    """A locator inside the caller widget (it renders in its own element)."""
+    return page.locator(f"callin-widget {selector}")

@@ -8,10 +8,9 @@ Screenshots land in artifacts/screenshots/ (phone size for the caller, desktop f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
 from tests.e2e.browser import (
     DESKTOP,
@@ -22,29 +21,15 @@ from tests.e2e.browser import (
     console_state,
     console_stats,
     eventually,
-    launch,
     new_page,
     open_console,
     open_demo,
     open_widget,
     shot,
+    widget,
 )
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await launch(pw)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-def widget(page: Page, selector: str):
-    return page.locator(f"callin-widget {selector}")
 
 
 async def rising(read, key: str, what: str, by: int = 10, timeout: float = 10) -> tuple[int, int]:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import struct
 import zlib
-from collections.abc import AsyncIterator
 from datetime import date, timedelta
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from tests.e2e.browser import (
     DESKTOP,
@@ -24,32 +23,18 @@ from tests.e2e.browser import (
     console_state,
     console_stats,
     eventually,
-    launch,
     new_page,
     open_console,
     open_demo,
     open_widget,
     shot,
+    widget,
 )
 from tests.support.api import Api
 from tests.support.clients import Caller
 from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await launch(pw)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-def widget(page: Page, selector: str):
-    return page.locator(f"callin-widget {selector}")
 
 
 def png(width: int = 96, height: int = 64, rgb: tuple[int, int, int] = (14, 116, 144)) -> bytes:
