@@ -245,6 +245,9 @@ class Connection:
             message = p.parse(self.adapter, raw, self.settings.max_message_bytes)
             if not isinstance(message, p.Hello):
                 raise Unauthorized("the first message must be hello", code="not_authenticated")
+            if message.protocol != p.PROTOCOL_VERSION:
+                raise p.ProtocolError(f"this gateway speaks protocol {p.PROTOCOL_VERSION}, not {message.protocol}",
+                                      code="unsupported_protocol")
             if message.token:
                 principal = await _resolved(self.authenticate(message.token))
             elif self._header_principal is not None:

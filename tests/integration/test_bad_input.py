@@ -228,3 +228,13 @@ async def test_bad_agent_credentials(gateway):
     await ws.send({"type": "hello", "id": "1", "token": mint_caller_token(TEST_SECRET, sub="alice")})
     assert (await ws.wait("error"))["code"] == "invalid_token"
     await ws.close()
+
+
+async def test_an_unknown_protocol_version_is_refused(gateway, caller_token):
+    ws = WsClient(gateway.base_url, "/ws/caller")
+    await ws.connect()
+    await ws.send({"type": "hello", "id": "h", "token": caller_token(), "protocol": 2})
+    error = await ws.wait("error")
+    assert error["code"] == "unsupported_protocol" and "protocol 1" in error["reason"]
+    await ws.close()
+    assert ws.close_code == 4400 and len(gateway.board.sessions) == 0
