@@ -126,9 +126,8 @@ class InCallControls:
         self.relays[call.id].set_scene(agent=None, held=False)
         self._to_caller(call, CallTransferring(call_id=call.id, mode="blind"))
         if target is not None:
-            call.transition(CallState.OFFERED, transfer="blind", by=previous, to=target.username)
             self.queue.add(call)
-            self._offer_to(call, target)
+            self._offer(call, target, transfer="blind", by=previous)
         else:
             call.transition(CallState.QUEUED, transfer="blind", by=previous, to=to_queue)
             call.queue = to_queue or call.queue
@@ -141,18 +140,6 @@ class InCallControls:
 
     def queue_names(self: "Switchboard") -> set[str]:
         return {queue.name for queue in self.queues.all()}
-
-    def _offer_to(self: "Switchboard", call: Call, agent: Any) -> None:
-        """Ring one chosen agent (a blind transfer's target), with the normal ring timeout and re-offer."""
-        call.offered_to = agent.username
-        agent.status = AgentStatus.RINGING
-        agent.call_id = call.id
-        self._to_agent(agent.username, CallOffered(call_id=call.id, card=call.card(),
-                                                   ring_timeout_s=self.settings.ring_timeout_s))
-        loop = asyncio.get_running_loop()
-        self._ring_timers[call.id] = loop.call_later(self.settings.ring_timeout_s, self._ring_timeout, call.id,
-                                                     agent.username)
-        self.emit("call.offered", call, agent.username)
 
     async def _release_agent_from_call(self: "Switchboard", call: Call, username: str | None, event: Any) -> None:
         """The agent's part is over (transferred on): close their leg, tell them, make them available."""

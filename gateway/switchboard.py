@@ -295,8 +295,9 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             self._offer(call, agent)
         self._recheck_hours_later(closed, at)
 
-    def _offer(self, call: Call, agent: AgentState) -> None:
-        call.transition(CallState.OFFERED, agent=agent.username)
+    def _offer(self, call: Call, agent: AgentState, **detail: Any) -> None:
+        """Ring `agent` with the normal ring timeout and re-offer (`detail` goes to the call's log)."""
+        call.transition(CallState.OFFERED, agent=agent.username, **detail)
         call.offered_to = agent.username
         agent.status = AgentStatus.RINGING
         agent.call_id = call.id

@@ -118,17 +118,17 @@ class Relay:
         return {e.source for e in self._applied if e.sink == listener and e.sink_slot.startswith("audio")}
 
     async def remove_agent(self, agent_id: str) -> None:
-        leg = self.legs.pop(agent_id, None)
+        leg = self.legs.get(agent_id)
         if leg is None:
             return
-        self.refresh()  # edges to and from the leg are gone with it
-        self._applied = {e for e in self._applied if agent_id not in (e.source, e.sink)}
-        for producer in leg.producers.values():
-            producer.close()
-        for other in self.legs.values():
-            for producer in other.producers.values():
-                for consumer in leg.consumers.values():
-                    producer.detach(consumer)
+        # Undo the leg's edges while it is still there to resolve them, then let the scene decide the rest.
+        for edge in [e for e in self._applied if agent_id in (e.source, e.sink)]:
+            ends = self._endpoints(edge)
+            if ends is not None:
+                self._detach(*ends)
+            self._applied.discard(edge)
+        del self.legs[agent_id]
+        self.refresh()
         await leg.close()
 
     def leg(self, participant: str) -> Leg | None:
