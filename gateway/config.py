@@ -21,6 +21,11 @@ from pydantic_settings import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Remote ICE candidates the relay never sends to unless the operator says otherwise: link-local, where the cloud
+# metadata services live (169.254.169.254: AWS, GCP, Azure, OpenStack; fd00:ec2::254: AWS over IPv6), and
+# Alibaba Cloud's metadata address.
+DEFAULT_DENIED_NETWORKS = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
+
 
 class IceServer(BaseModel):
     """One entry of RTCConfiguration.iceServers, handed to clients and used by the relay."""
@@ -252,12 +257,33 @@ class Settings(BaseSettings):
         description="packet: forward RTP packets as they arrive (~1 ms); frame: whole encoded frames; "
         "transcode: decode and re-encode (aiortc's stock MediaRelay path, a core per few calls)",
     )
+    # -- media / remote ICE candidates: where a peer may make the relay send checks, how many, how long
+    media_max_remote_candidates: int = Field(
+        20, ge=1, le=200, description="distinct UDP ICE candidates a peer connection may give (offer + trickled)")
+    media_max_ice_checks: int = Field(
+        40, ge=1, le=1000, description="connectivity checks one peer connection may start (each up to 7 STUN "
+        "requests); then its remaining pairs fail")
+    media_remote_allow: list[str] = Field(
+        default_factory=list, description="networks (CIDR) remote candidates must be in; empty = any not denied")
+    media_remote_deny: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DENIED_NETWORKS),
+        description="networks (CIDR) the relay never sends to: link-local and cloud metadata by default")
+    media_connect_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="a peer connection not connected this long after its answer fails "
+        "(the call ends with media_failed)")
 
     @field_validator("media_host_addresses")
     @classmethod
     def _ips(cls, values: list[str]) -> list[str]:
         for value in values:
             ipaddress.ip_address(value)
+        return values
+
+    @field_validator("media_remote_allow", "media_remote_deny")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            ipaddress.ip_network(value.strip(), strict=False)
         return values
 
     @field_validator("media_announced_address")

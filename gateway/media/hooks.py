@@ -6,7 +6,8 @@ Three hooks make aiortc forward instead of transcode:
 - `on_keyframe_request`: a PLI/FIR that reaches one of our senders calls us instead of flagging an encoder.
 - `request_keyframe`: send a PLI from a receiver to the remote sender.
 The sender side needs no hook: a track that yields `av.Packet` is packetized by aiortc without encoding.
-Plus `restrict_host_addresses`, because aioice gathers on every interface but loopback and has no setting.
+Plus `restrict_host_addresses`, because aioice gathers on every interface but loopback and has no setting, and
+`guard_ice`, because aioice sends checks to any remote candidate it is given, for as long as it is given more.
 """
 
 from __future__ import annotations
@@ -190,21 +191,79 @@ class SenderPort:
         sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
 
 
-def restrict_host_addresses(pc: RTCPeerConnection, addresses: Sequence[str]) -> None:
-    """Make the connection gather host candidates on exactly `addresses` (loopback allowed)."""
-    seen: set[int] = set()
+def ice_connections(pc: RTCPeerConnection) -> list[Any]:
+    """The aioice Connection of each of the peer connection's transports (before BUNDLE merges them)."""
+    found: dict[int, Any] = {}
     for transceiver in pc.getTransceivers():
-        dtls = transceiver.sender.transport
-        connection = dtls.transport.iceGatherer._connection
-        if id(connection) in seen:
-            continue
-        seen.add(id(connection))
-        _patch_gather(connection, list(addresses))
+        connection = transceiver.sender.transport.transport.iceGatherer._connection
+        found.setdefault(id(connection), connection)
     sctp = pc.sctp
     if sctp is not None:
         connection = sctp.transport.transport.iceGatherer._connection
-        if id(connection) not in seen:
-            _patch_gather(connection, list(addresses))
+        found.setdefault(id(connection), connection)
+    return list(found.values())
+
+
+def restrict_host_addresses(pc: RTCPeerConnection, addresses: Sequence[str]) -> None:
+    """Make the connection gather host candidates on exactly `addresses` (loopback allowed)."""
+    for connection in ice_connections(pc):
+        _patch_gather(connection, list(addresses))
+
+
+def guard_ice(pc: RTCPeerConnection, allows: Callable[[str], bool], take_check: Callable[[], bool],
+              max_learned: int) -> None:
+    """Bound what aioice sends, whatever reaches it (offer, trickle, mDNS resolution, the peer's own checks):
+
+    - a remote candidate whose address `allows` refuses is dropped before it is paired;
+    - a check (a STUN request sent up to 7 times) starts only if `take_check()` grants it; once refused, every
+      pair still waiting fails at once, so ICE fails instead of waiting;
+    - an incoming check from a refused address is not answered, and at most `max_learned` new peer-reflexive
+      addresses are learned from incoming checks (each would become a pair to check).
+    Call before setRemoteDescription.
+    """
+    from aioice.ice import CandidatePair
+
+    pending = (CandidatePair.State.WAITING, CandidatePair.State.FROZEN)
+    for connection in ice_connections(pc):
+        for name in ("_add_remote_candidate", "check_start_task", "request_received", "check_state",
+                     "check_complete", "_check_list", "_remote_candidates"):
+            if not hasattr(connection, name):
+                raise HookError(f"aioice Connection has no {name!r}: this aioice version is not supported")
+        _guard_connection(connection, allows, take_check, max_learned, pending, CandidatePair.State.FAILED)
+
+
+def _guard_connection(connection: Any, allows: Callable[[str], bool], take_check: Callable[[], bool],
+                      max_learned: int, pending: tuple[Any, ...], failed: Any) -> None:
+    add_remote = connection._add_remote_candidate
+    start_check = connection.check_start_task
+    request_received = connection.request_received
+
+    def _add_remote_candidate(remote_candidate: Any, network_host: str) -> None:
+        if allows(network_host):
+            add_remote(remote_candidate, network_host)
+
+    def check_start_task(pair: Any) -> None:
+        if pair.task is not None or take_check():
+            start_check(pair)
+            return
+        for other in list(connection._check_list):
+            if other.task is None and other.state in pending:
+                connection.check_state(other, failed)
+        connection.check_state(pair, failed)
+        connection.check_complete(pair)  # may conclude that ICE failed
+
+    def on_request(message: Any, addr: tuple[Any, ...], protocol: Any) -> None:
+        host, port = addr[0], addr[1]
+        if not allows(host):
+            return
+        known = any(c._network_host == host and c.port == port for c in connection._remote_candidates)
+        if not known and sum(c.type == "prflx" for c in connection._remote_candidates) >= max_learned:
+            return
+        request_received(message, addr, protocol)
+
+    connection._add_remote_candidate = _add_remote_candidate
+    connection.check_start_task = check_start_task
+    connection.request_received = on_request
 
 
 def _patch_gather(connection: Any, addresses: list[str]) -> None:

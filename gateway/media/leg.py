@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -26,6 +27,7 @@ from ..config import Settings
 from ..errors import ClosedError, InvalidState, MediaError
 from . import hooks
 from .assembler import AudioAssembler, VideoAssembler
+from .candidates import CandidateGate, CandidatePolicy, CheckBudget, networks
 from .codecs import OPUS
 from .forward import ForwardTrack, Producer
 from .packets import IdleTrack, PacketTap, RtpForwarder
@@ -34,6 +36,7 @@ from .transcode import SwitchTrack
 log = logging.getLogger(__name__)
 
 MAX_SECTIONS = {"audio": 3, "video": 2}
+DTLS_FINGERPRINTS = frozenset({"sha-256", "sha-384", "sha-512"})  # what aiortc can verify
 _SENDS = {"sendrecv", "sendonly"}
 _RECEIVES = {"sendrecv", "recvonly"}
 
@@ -55,6 +58,8 @@ class MediaConfig:
     max_sdp_bytes: int = 32 * 1024
     relay_mode: str = "packet"
     lean_receive: bool = True
+    candidates: CandidatePolicy = field(default_factory=CandidatePolicy)
+    connect_timeout_s: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "MediaConfig":
@@ -69,6 +74,16 @@ class MediaConfig:
             max_sdp_bytes=settings.max_sdp_bytes,
             relay_mode=settings.relay_mode,
             lean_receive=settings.relay_lean_receive,
+            candidates=CandidatePolicy(
+                max_candidates=settings.media_max_remote_candidates,
+                max_checks=settings.media_max_ice_checks,
+                allow=networks(settings.media_remote_allow),
+                deny=networks(settings.media_remote_deny),
+                # A relay that gathers on loopback (demo, tests) has loopback peers; any other must never be
+                # steered at the services listening on its own host.
+                allow_loopback=any(ipaddress.ip_address(a).is_loopback for a in settings.media_host_addresses),
+            ),
+            connect_timeout_s=settings.media_connect_timeout_s,
         )
 
 
@@ -107,8 +122,11 @@ class Leg(AsyncIOEventEmitter):
         self.connected = asyncio.Event()
         self.closed = False
         self._answered = False
-        self._remote_candidates = 0
+        self.candidates = CandidateGate(config.candidates)
+        self.checks = CheckBudget(config.candidates.max_checks)
+        self._connect_timer: asyncio.TimerHandle | None = None
         self._end_pending = False
+        self.connect_timed_out = False
         self._close_task: asyncio.Task[None] | None = None
         self.pc.on("connectionstatechange", self._on_state)
 
@@ -131,6 +149,7 @@ class Leg(AsyncIOEventEmitter):
         log.debug("leg %s (%s) connection %s", self.id, self.role, state)
         if state == "connected":
             self.connected.set()
+            self._stop_connect_timer()
         self.emit("state", state)
         if state == "failed":
             self.emit("failed")
@@ -164,9 +183,17 @@ class Leg(AsyncIOEventEmitter):
             raise MediaError(f"unsupported media section(s): {', '.join(unsupported)}", code="bad_sdp")
         if any(m.dtls is None or m.ice is None for m in parsed.media):
             raise MediaError("the offer lacks ICE or DTLS parameters", code="bad_sdp")
+        for media in parsed.media:
+            if not any(f.algorithm.lower() in DTLS_FINGERPRINTS for f in media.dtls.fingerprints):
+                raise MediaError(f"each media section needs an a=fingerprint with one of "
+                                 f"{', '.join(sorted(DTLS_FINGERPRINTS))}", code="bad_sdp")
+        offer = self.candidates.filter_offer(offer_sdp)
+        if offer.refused:
+            log.info("leg %s: %d offered ICE candidate(s) left out: %s", self.id, len(offer.refused),
+                     "; ".join(offer.refused[:5]))
 
         self._answered = True
-        self._remote_candidates = offer_sdp.count("a=candidate:")
+        self.candidates.record_offer(offer)
         try:
             seen: dict[str, int] = {}
             for media in parsed.media:
@@ -175,7 +202,9 @@ class Leg(AsyncIOEventEmitter):
                 self._prepare_transceiver(media.kind, slot, media.direction or "sendrecv", video_codec)
             if self._config.host_addresses:
                 hooks.restrict_host_addresses(self.pc, self._config.host_addresses)
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            policy = self._config.candidates
+            hooks.guard_ice(self.pc, self.candidates.allows, self.checks.take, max_learned=policy.max_candidates)
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             for transceiver in self.pc.getTransceivers():
                 self._check_codec(transceiver, video_codec)
             answer = await self.pc.createAnswer()
@@ -191,7 +220,25 @@ class Leg(AsyncIOEventEmitter):
         sdp = self.pc.localDescription.sdp
         if self._config.announced_address:
             sdp = hooks.announce_address(sdp, self._config.announced_address)
+        if not self.connected.is_set() and not self.closed:
+            self._connect_timer = asyncio.get_running_loop().call_later(
+                self._config.connect_timeout_s, self._connect_timed_out)
         return sdp
+
+    def _connect_timed_out(self) -> None:
+        """Not connected (ICE and DTLS) in time after the answer: a half-open leg fails like a broken one."""
+        self._connect_timer = None
+        if self.closed or self.connected.is_set():
+            return
+        log.warning("leg %s (%s) did not connect within %.0f s (state %s)", self.id, self.role,
+                    self._config.connect_timeout_s, self.state)
+        self.connect_timed_out = True
+        self.emit("failed")
+
+    def _stop_connect_timer(self) -> None:
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
 
     def _prepare_transceiver(self, kind: str, slot: str, remote_direction: str, video_codec: str | None) -> None:
         remote_sends = remote_direction in _SENDS
@@ -290,7 +337,7 @@ class Leg(AsyncIOEventEmitter):
         if not self._answered:
             raise InvalidState("send the offer before ICE candidates", code="no_offer")
         if not candidate:
-            if self._remote_candidates == 0:
+            if self.candidates.accepted == 0:
                 # End-of-candidates before any candidate would make aioice fail the leg at once, though the
                 # client's connectivity checks may be on their way (e.g. it gathered nothing but is reachable as a
                 # peer-reflexive candidate). Keep it until a candidate arrives.
@@ -298,6 +345,9 @@ class Leg(AsyncIOEventEmitter):
                 return
             await self.pc.addIceCandidate(None)
             return
+        checked = self.candidates.check(candidate)  # bad_candidate, candidate_refused, too_many_candidates
+        if checked is None:
+            return  # not UDP: the relay does ICE over UDP only
         line = candidate[len("candidate:") :] if candidate.startswith("candidate:") else candidate
         try:
             parsed = candidate_from_sdp(line)
@@ -308,7 +358,7 @@ class Leg(AsyncIOEventEmitter):
         if sdp_mid is None and sdp_mline_index is None:
             parsed.sdpMLineIndex = 0
         await self.pc.addIceCandidate(parsed)
-        self._remote_candidates += 1
+        self.candidates.record(checked)
         if self._end_pending:
             self._end_pending = False
             await self.pc.addIceCandidate(None)
@@ -329,6 +379,7 @@ class Leg(AsyncIOEventEmitter):
         await asyncio.shield(self._close_task)
 
     async def _close(self) -> None:
+        self._stop_connect_timer()
         for producer in self.producers.values():
             producer.close()
         for consumer in self.consumers.values():

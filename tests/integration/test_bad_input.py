@@ -9,7 +9,7 @@ import aiohttp
 import jwt
 import pytest
 
-from tests.support.clients import Agent, Caller, WsClient
+from tests.support.clients import Agent, Caller, WsClient, wait_until
 from tests.support.server import TEST_SECRET
 
 pytestmark = pytest.mark.media
@@ -238,3 +238,28 @@ async def test_an_unknown_protocol_version_is_refused(gateway, caller_token):
     assert error["code"] == "unsupported_protocol" and "protocol 1" in error["reason"]
     await ws.close()
     assert ws.close_code == 4400 and len(gateway.board.sessions) == 0
+
+
+async def test_offer_without_a_usable_fingerprint_is_bad_sdp(gateway, caller_token):
+    caller = Caller(gateway.base_url, caller_token())
+    await caller.connect()
+    queued = await caller.ws.request({"type": "call.start", "call_type": "voice"})
+    from tests.support.media import ToneAudioTrack
+
+    caller.peer.pc.addTrack(ToneAudioTrack(500))
+    sdp = await caller.peer.offer()
+    lines = sdp.split("\r\n")
+    no_fingerprint = "\r\n".join(line for line in lines if not line.startswith("a=fingerprint:"))
+    sha1_only = "\r\n".join(line for line in lines if not line.startswith("a=fingerprint:")
+                            or line.startswith("a=fingerprint:sha-256")).replace("a=fingerprint:sha-256", "a=fingerprint:sha-1")
+    for junk in (no_fingerprint, sha1_only):
+        bad = await caller.ws.request({"type": "sdp.offer", "sdp": junk})
+        assert bad["type"] == "error" and bad["code"] == "bad_sdp", bad
+        assert "fingerprint" in bad["reason"]
+        assert gateway.board.relays[queued["call_id"]].caller is None
+    good = await caller.ws.request({"type": "sdp.offer", "sdp": sdp})
+    assert good["type"] == "sdp.answer", good
+    await caller.peer.answer(good["sdp"])
+    leg = gateway.board.relays[queued["call_id"]].caller
+    await wait_until(lambda: leg.state == "connected")
+    await caller.close()
