@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aioice import stun
 from aioice.ice import CandidatePair
 
 from gateway.config import DEFAULT_DENIED_NETWORKS
@@ -53,7 +54,30 @@ async def half_open(gateway, token: str, sdp_edit=without_candidates) -> tuple[C
     caller.peer.pc.addTrack(ToneAudioTrack(500))
     answer = await caller.ws.request({"type": "sdp.offer", "sdp": sdp_edit(await caller.peer.offer())})
     assert answer["type"] == "sdp.answer", answer
+    caller.answer_sdp = answer["sdp"]  # type: ignore[attr-defined]
     return caller, queued["call_id"]
+
+
+def sdp_value(sdp: str, prefix: str) -> str:
+    return next(line[len(prefix):] for line in sdp.split("\r\n") if line.startswith(prefix))
+
+
+def binding_request(caller: Caller) -> bytes:
+    """A connectivity check to the relay as the caller's peer would send it: valid credentials, controlling."""
+    answer = caller.answer_sdp  # type: ignore[attr-defined]
+    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    request.attributes["USERNAME"] = (f"{sdp_value(answer, 'a=ice-ufrag:')}:"
+                                      f"{sdp_value(caller.peer.pc.localDescription.sdp, 'a=ice-ufrag:')}")
+    request.attributes["PRIORITY"] = 1853824767
+    request.attributes["ICE-CONTROLLING"] = 1
+    request.add_message_integrity(sdp_value(answer, "a=ice-pwd:").encode())
+    request.add_fingerprint()
+    return bytes(request)
+
+
+def relay_address(caller: Caller) -> tuple[str, int]:
+    bits = sdp_value(caller.answer_sdp, "a=candidate:").split()  # type: ignore[attr-defined]
+    return bits[4], int(bits[5])
 
 
 def remote_addresses(leg) -> set[tuple[str, int]]:
@@ -201,6 +225,34 @@ async def test_candidates_and_checks_per_leg_are_capped(caller_token):
         finally:
             await caller.close()
             for trap in traps:
+                trap.close()
+
+
+async def test_checks_from_refused_addresses_get_no_answer_and_learning_is_capped(caller_token):
+    cap = 3
+    async with running_gateway(media_remote_deny=DENY_127_0_0_2, media_max_remote_candidates=cap) as gateway:
+        denied = await UdpTrap.open("127.0.0.2")
+        sources = [await UdpTrap.open("127.0.0.3") for _ in range(cap + 1)]
+        caller, call_id = await half_open(gateway, caller_token())
+        leg = gateway.board.relays[call_id].caller
+        relay = relay_address(caller)
+        try:
+            # A check from a denied address first, then from allowed ones: the relay answers a check in the order
+            # the datagrams reach its socket.
+            denied.send(binding_request(caller), relay)
+            for source in sources[:cap]:
+                source.send(binding_request(caller), relay)
+                await wait_until(lambda: source.responses() == 1)
+            sources[cap].send(binding_request(caller), relay)  # one address too many to learn
+            sources[0].send(binding_request(caller), relay)  # a known one: still answered
+            await wait_until(lambda: sources[0].responses() == 2)
+            assert denied.datagrams == 0
+            assert sources[cap].responses() == 0
+            learned = {s.address for s in sources[:cap]}
+            await wait_until(lambda: remote_addresses(leg) == learned)
+        finally:
+            await caller.close()
+            for trap in (denied, *sources):
                 trap.close()
 
 

@@ -20,6 +20,7 @@ class UdpTrap(asyncio.DatagramProtocol):
         self.datagrams = 0
         self.stun = 0
         self.sources: set[tuple[Any, ...]] = set()
+        self.received: list[bytes] = []
         self.transport: asyncio.DatagramTransport | None = None
         self.address: tuple[str, int] = ("", 0)
 
@@ -37,6 +38,16 @@ class UdpTrap(asyncio.DatagramProtocol):
         self.datagrams += 1
         self.stun += is_stun(data)
         self.sources.add(addr)
+        if len(self.received) < 1000:
+            self.received.append(data)
+
+    def responses(self) -> int:
+        """STUN success responses received (answers to our own binding requests)."""
+        return sum(1 for data in self.received if is_stun(data) and data[0] == 0x01 and data[1] == 0x01)
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data, addr)
 
     def candidate(self, priority: int = 2122260223, foundation: str = "9") -> str:
         host, port = self.address

@@ -200,7 +200,9 @@ export function preferCodec(transceiver, mimeType) {
 }
 
 /**
- * The protocol's ice.candidate for a trickled candidate (null candidate = end of candidates).
+ * The protocol's ice.candidate for a trickled candidate (null candidate = end of candidates), or null for a
+ * candidate not worth sending: the gateway refuses mDNS names (`*.local`, from a browser that hides its local
+ * addresses) with candidate_refused, as it does not resolve names.
  * Tell the gateway "end of candidates" only after at least one candidate: a browser that gathered none
  * (e.g. local addresses withheld) still connects through the gateway's peer-reflexive discovery of its
  * checks, which an early end-of-candidates would cut short.
@@ -209,6 +211,8 @@ export function candidateMessage(candidate, callId) {
   const message = { type: "ice.candidate", candidate: null, sdp_mid: null, sdp_mline_index: null };
   if (callId) message.call_id = callId;
   if (candidate && candidate.candidate) {
+    const address = candidate.address ?? candidate.candidate.split(" ")[4] ?? "";
+    if (address.toLowerCase().replace(/\.$/, "").endsWith(".local")) return null;
     message.candidate = candidate.candidate;
     message.sdp_mid = candidate.sdpMid ?? null;
     message.sdp_mline_index = candidate.sdpMLineIndex ?? null;
@@ -834,6 +838,7 @@ export class CallinClient extends EventTarget {
 
   #sendCandidate(candidate) {
     const message = candidateMessage(candidate, this.callId);
+    if (!message) return;
     if (message.candidate) this.#candidatesGathered += 1;
     else if (!this.#candidatesGathered) return; // see candidateMessage
     if (!this.#offerSent || !this.#signal?.open) {

@@ -685,6 +685,7 @@ function preparePeer(offer) {
   pc.addEventListener("track", (e) => onRemoteTrack(call, e.track, e.transceiver === call.auxTx ? "aux" : "main"));
   pc.addEventListener("icecandidate", (e) => {
     const message = candidateMessage(e.candidate, call.id);
+    if (!message) return; // a candidate the gateway refuses (see candidateMessage)
     if (message.candidate) call.candidatesGathered += 1;
     else if (!call.candidatesGathered) return; // no end-of-candidates without candidates (see candidateMessage)
     if (!call.offerSent) call.pendingCandidates.push(message);
@@ -1781,6 +1782,7 @@ async function startSupervisePeer(callId, mode, card) {
   });
   pc.addEventListener("icecandidate", (e) => {
     const message = candidateMessage(e.candidate, callId);
+    if (!message) return; // a candidate the gateway refuses (see candidateMessage)
     if (message.candidate) sv.gathered += 1;
     else if (!sv.gathered) return;
     if (!sv.offerSent) sv.pending.push(message);
