@@ -290,16 +290,45 @@ async def test_half_open_legs_end_after_the_connect_timeout(caller_token):
         await asyncio.wait_for(good_leg.connected.wait(), 10)
 
         half = [await half_open(gateway, caller_token(sub=f"half-{i}"), sdp_edit=lambda sdp: sdp) for i in range(3)]
+        legs = [gateway.board.relays[call_id].caller for _, call_id in half]
         try:
-            for caller, call_id in half:
+            for (caller, call_id), leg in zip(half, legs, strict=True):
                 ended = await caller.ws.wait(lambda m: m["type"] == "call.ended", timeout=15)
                 assert ended["call_id"] == call_id and ended["reason"] == "media_failed" and ended["by"] == "system"
                 assert caller.ws.close_code is None  # the caller's socket stayed open: only the media timed out
                 await wait_until(lambda: call_id not in gateway.board.relays)
                 assert gateway.board.calls[call_id].state.value == "ended"
+                assert leg.connect_timed_out and leg.closed
             assert gateway.board.calls[good_call["call_id"]].state.value == "queued"
             assert not good_leg.closed and good_leg.state == "connected"
         finally:
             for caller, _ in half:
                 await caller.close()
             await good.close()
+
+
+async def test_an_agent_leg_that_never_connects_ends_the_call(caller_token):
+    async with running_gateway(media_connect_timeout_s=1.5) as gateway:
+        agent = Agent(gateway.base_url)
+        caller = Caller(gateway.base_url, caller_token())
+        await agent.connect()
+        await caller.connect()
+        try:
+            queued = await caller.start("voice")
+            caller_leg = gateway.board.relays[queued["call_id"]].caller
+            await asyncio.wait_for(caller_leg.connected.wait(), 10)
+            offer = await agent.wait_offer()
+            accepted = await agent.ws.request({"type": "call.accept", "call_id": offer["call_id"]})
+            assert accepted["type"] == "call.accepted", accepted
+            agent.peer = Peer()  # the console's peer connection offers, but never applies the answer
+            agent.peer.pc.addTrack(ToneAudioTrack(440))
+            answer = await agent.ws.request({"type": "sdp.offer", "call_id": offer["call_id"],
+                                             "sdp": await agent.peer.offer()})
+            assert answer["type"] == "sdp.answer", answer
+            for ws in (caller.ws, agent.ws):
+                ended = await ws.wait("call.ended", timeout=15)
+                assert ended["reason"] == "media_failed" and ended["by"] == "system", ended
+            assert caller_leg.closed and not caller_leg.connect_timed_out  # the caller's own leg had connected
+        finally:
+            await caller.close()
+            await agent.close()
