@@ -207,6 +207,15 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(5, ge=1, le=20)
     webhook_retry_base_s: float = Field(2.0, gt=0, le=600, description="backoff: base * 4**(attempt-1)")
     webhook_queue_size: int = Field(10_000, ge=10)
+    # -- webhooks: destinations and per-destination queues (hostile callers and outsiders)
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="networks (CIDR) webhooks may reach although they are loopback, link-local, private or "
+                    "reserved, e.g. [\"10.0.5.0/24\"]; by default only public addresses are reached")
+    webhook_per_destination_concurrency: int = Field(
+        4, ge=1, le=64, description="attempts in flight at once to one destination (scheme://host:port)")
+    webhook_per_destination_queue: int = Field(
+        1000, ge=1, le=100_000, description="deliveries waiting for one destination; more are dropped and logged")
 
     # -- calls
     ring_timeout_s: float = Field(20.0, gt=0, le=600)
@@ -258,6 +267,13 @@ class Settings(BaseSettings):
     def _ips(cls, values: list[str]) -> list[str]:
         for value in values:
             ipaddress.ip_address(value)
+        return values
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            ipaddress.ip_network(value, strict=False)
         return values
 
     @field_validator("media_announced_address")

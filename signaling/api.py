@@ -16,7 +16,7 @@ from gateway.store.accounts import Role
 from gateway.store.records import CallFilter, Outcome
 
 from .access import require
-from .keys import ACCOUNTS, API_KEYS, CALLS, QUEUES, RECORDER, SWITCHBOARD, WEBHOOKS
+from .keys import ACCOUNTS, API_KEYS, CALLS, DESTINATIONS, QUEUES, RECORDER, SWITCHBOARD, WEBHOOK_DISPATCHER, WEBHOOKS
 from .rest import Body, http_error, read_body
 
 api_routes = web.RouteTableDef()
@@ -296,6 +296,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 async def create_webhook(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN, api_key=True)
     body: WebhookCreate = await read_body(request, WebhookCreate)
+    await request.app[DESTINATIONS].check_url(body.url)  # no internal addresses (checked again at connect time)
     return web.json_response(await request.app[WEBHOOKS].create(body.url, list(body.events)), status=201)
 
 
@@ -303,6 +304,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 async def delete_webhook(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN, api_key=True)
     await request.app[WEBHOOKS].delete(request.match_info["webhook_id"])
+    request.app[WEBHOOK_DISPATCHER].cancel_webhook(request.match_info["webhook_id"])  # pending deliveries too
     return web.json_response({"deleted": request.match_info["webhook_id"]})
 
 

@@ -8,13 +8,13 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
 from gateway.auth import AgentSessions, CallerTokenVerifier
 from gateway.config import Settings
+from gateway.destinations import DestinationPolicy, parse_networks
 from gateway.store.attachments import AttachmentStore
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
@@ -36,6 +36,7 @@ from .keys import (
     CALLER_TOKENS,
     CALLS,
     DATABASE,
+    DESTINATIONS,
     METRICS,
     QUEUES,
     READY,
@@ -47,6 +48,7 @@ from .keys import (
 )
 from .files import file_routes
 from .metrics import Metrics
+from .outbound import guarded_session, webhook_sender
 from .wallboard import WallboardHub
 from .rest import errors_middleware, routes
 
@@ -77,6 +79,7 @@ def create_app(settings: Settings) -> web.Application:
     app[RECORDER] = CallRecorder(db, settings.node_name)
     app[CALLS] = CallQueries(db)
     app[WEBHOOKS] = WebhookStore(db)
+    app[DESTINATIONS] = DestinationPolicy(parse_networks(settings.webhook_allowed_networks))
     app[QUEUES] = QueueStore(db)
     app[AGENT_SESSIONS] = AgentSessions(settings)
     app[METRICS] = Metrics()
@@ -159,18 +162,14 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SWITCHBOARD] = board
     app[METRICS].bind(board)
     app[RECORDER].attach(board)
-    http = aiohttp.ClientSession()
-
-    async def send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        async with http.post(url, data=body, headers=headers, allow_redirects=False,
-                             timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            await response.read()
-            return response.status
-
-    dispatcher = WebhookDispatcher(app[WEBHOOKS], send, queue_size=settings.webhook_queue_size,
+    http = guarded_session(app[DESTINATIONS])  # webhooks reach only the addresses the policy allows
+    dispatcher = WebhookDispatcher(app[WEBHOOKS], webhook_sender(http), queue_size=settings.webhook_queue_size,
                                    timeout_s=settings.webhook_timeout_s, max_attempts=settings.webhook_max_attempts,
-                                   retry_base_s=settings.webhook_retry_base_s)
+                                   retry_base_s=settings.webhook_retry_base_s,
+                                   per_destination_concurrency=settings.webhook_per_destination_concurrency,
+                                   per_destination_queue=settings.webhook_per_destination_queue)
     dispatcher.attach(board)
+    app[METRICS].bind_webhooks(dispatcher)
     dispatcher.start()
     app[WEBHOOK_DISPATCHER] = dispatcher
     wallboard = WallboardHub(board)

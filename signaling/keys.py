@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.auth import AgentSessions, CallerTokenVerifier
 from gateway.config import Settings
+from gateway.destinations import DestinationPolicy
 from gateway.store.attachments import AttachmentStore
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
@@ -37,3 +38,4 @@ CALLS = web.AppKey("calls", CallQueries)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 QUEUES = web.AppKey("queues", QueueStore)
 WEBHOOK_DISPATCHER = web.AppKey("webhook_dispatcher", WebhookDispatcher)
+DESTINATIONS = web.AppKey("destinations", DestinationPolicy)

@@ -37,6 +37,8 @@ def test_settings(**overrides: Any) -> Settings:
         password_hash_time_cost=1,
         password_hash_memory_kib=8192,
         webhook_retry_base_s=0.2,
+        # the tests' webhook receivers listen on loopback, which webhooks may not reach by default
+        webhook_allowed_networks=["127.0.0.0/8"],
     )
     values.update(overrides)
     return Settings(**values)
