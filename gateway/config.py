@@ -200,6 +200,17 @@ class Settings(BaseSettings):
     )
     password_hash_time_cost: int = Field(3, ge=1, le=20, description="argon2id iterations")
     password_hash_memory_kib: int = Field(64 * 1024, ge=1024, description="argon2id memory")
+    # -- sign-in throttling (hostile callers and outsiders)
+    password_hash_concurrency: int = Field(
+        2, ge=1, le=64, description="password hashes computed at once (each takes password_hash_memory_kib)")
+    password_hash_queue: int = Field(
+        64, ge=0, le=10_000, description="sign-ins waiting for a hash slot; more are refused with 503")
+    signin_free_failures_per_account: int = Field(
+        5, ge=1, le=1000, description="wrong passwords for one account before each further one blocks it")
+    signin_free_failures_per_address: int = Field(
+        20, ge=1, le=100_000, description="wrong passwords from one client address before each further one blocks it")
+    signin_backoff_base_s: float = Field(1.0, gt=0, le=3600, description="first block; doubles with each failure")
+    signin_backoff_max_s: float = Field(900.0, gt=0, le=86_400, description="the longest block")
     session_cookie_name: str = "callin_session"
 
     # -- webhooks

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from gateway.auth import AgentSessions, CallerTokenVerifier
 from gateway.config import Settings
 from gateway.destinations import DestinationPolicy, parse_networks
+from gateway.signin_throttle import SignInThrottle, ThrottleRule
 from gateway.store.attachments import AttachmentStore
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
@@ -42,6 +43,7 @@ from .keys import (
     READY,
     RECORDER,
     SETTINGS,
+    SIGNIN_THROTTLE,
     SWITCHBOARD,
     WEBHOOK_DISPATCHER,
     WEBHOOKS,
@@ -63,6 +65,13 @@ def demo_settings(settings: Settings) -> Settings:
     return settings
 
 
+def signin_throttle(settings: Settings) -> SignInThrottle:
+    def rule(free: int) -> ThrottleRule:
+        return ThrottleRule(free, settings.signin_backoff_base_s, settings.signin_backoff_max_s)
+    return SignInThrottle(account=rule(settings.signin_free_failures_per_account),
+                          address=rule(settings.signin_free_failures_per_address))
+
+
 def create_app(settings: Settings) -> web.Application:
     if settings.demo:
         settings = demo_settings(settings)
@@ -74,7 +83,9 @@ def create_app(settings: Settings) -> web.Application:
     db = Database(settings.db_url)
     app[DATABASE] = db
     app[ACCOUNTS] = AccountStore(db, time_cost=settings.password_hash_time_cost,
-                                 memory_kib=settings.password_hash_memory_kib)
+                                 memory_kib=settings.password_hash_memory_kib,
+                                 concurrency=settings.password_hash_concurrency, queue=settings.password_hash_queue)
+    app[SIGNIN_THROTTLE] = signin_throttle(settings)
     app[API_KEYS] = ApiKeyStore(db)
     app[RECORDER] = CallRecorder(db, settings.node_name)
     app[CALLS] = CallQueries(db)

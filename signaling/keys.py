@@ -9,6 +9,7 @@ from aiohttp import web
 from gateway.auth import AgentSessions, CallerTokenVerifier
 from gateway.config import Settings
 from gateway.destinations import DestinationPolicy
+from gateway.signin_throttle import SignInThrottle
 from gateway.store.attachments import AttachmentStore
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
@@ -39,3 +40,4 @@ WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 QUEUES = web.AppKey("queues", QueueStore)
 WEBHOOK_DISPATCHER = web.AppKey("webhook_dispatcher", WebhookDispatcher)
 DESTINATIONS = web.AppKey("destinations", DestinationPolicy)
+SIGNIN_THROTTLE = web.AppKey("signin_throttle", SignInThrottle)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Any
 
@@ -12,13 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway import __version__
 from gateway.auth import mint_caller_token
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, Unauthorized
 
 from . import protocol
-from .keys import ACCOUNTS, AGENT_SESSIONS, METRICS, READY, SETTINGS, SWITCHBOARD
+from .keys import ACCOUNTS, AGENT_SESSIONS, METRICS, READY, SETTINGS, SIGNIN_THROTTLE, SWITCHBOARD
 
 routes = web.RouteTableDef()
 log = structlog.get_logger("callin.rest")
+audit = structlog.get_logger("callin.audit")
 
 
 class Body(BaseModel):
@@ -123,7 +125,24 @@ async def metrics(request: web.Request) -> web.Response:
 async def agent_login(request: web.Request) -> web.Response:
     """Checks the password; returns the token for the WebSocket hello and sets the same as the session cookie."""
     body: LoginRequest = await read_body(request, LoginRequest)
-    account = await request.app[ACCOUNTS].check_password(body.username, body.password)
+    throttle = request.app[SIGNIN_THROTTLE]
+    address = request.remote or "unknown"
+    wait = throttle.retry_after(body.username, address)
+    if wait > 0:  # refused before any hash is computed
+        audit.warning("auth.sign_in_throttled", username=body.username, address=address, retry_after_s=round(wait, 1))
+        response = json_error(429, "too_many_attempts",
+                              f"too many wrong passwords; try again in {math.ceil(wait)} s")
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    try:
+        account = await request.app[ACCOUNTS].check_password(body.username, body.password)
+    except Unauthorized:
+        account_failures, address_failures = throttle.failed(body.username, address)
+        audit.warning("auth.sign_in_failed", username=body.username, address=address,
+                      account_failures=account_failures, address_failures=address_failures)
+        raise
+    throttle.succeeded(body.username, address)
+    audit.info("auth.signed_in", username=account.username, address=address)
     token = request.app[AGENT_SESSIONS].issue(account)
     settings = request.app[SETTINGS]
     response = web.json_response(LoginResponse(
