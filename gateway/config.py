@@ -169,8 +169,15 @@ class Settings(BaseSettings):
     caller_token_max_ttl_s: int = Field(24 * 3600, ge=60, description="tokens valid for longer are refused")
 
     # -- agents
-    agent_session_ttl_s: int = Field(12 * 3600, ge=60)
-    agent_secret: SecretStr | None = Field(None, description="signs agent session tokens; random per process if unset")
+    agent_session_ttl_s: int = Field(
+        30 * 60, ge=60, description="an agent session ends this long after its last refresh (the console refreshes "
+                                    "while open)")
+    agent_session_max_s: int = Field(12 * 3600, ge=60, description="no agent session lives longer than this")
+    agent_session_check_s: float = Field(
+        15.0, gt=0, le=600, description="how often live agent sockets are checked against ended sessions "
+                                        "(expiry, or sign-out through another node)")
+    agent_secret: SecretStr | None = Field(
+        None, description="no longer used: agent sessions are kept server-side (accepted so old configs load)")
     demo_agents: list[DemoAgent] = Field(
         default_factory=lambda: [
             DemoAgent(username="alice", password="alice-demo", display_name="Alice (demo agent)",

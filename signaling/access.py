@@ -12,8 +12,9 @@ from aiohttp import web
 from gateway.auth import AgentAccount, TokenError
 from gateway.errors import Forbidden, Unauthorized
 from gateway.store.apikeys import looks_like_api_key
+from gateway.store.signins import SignIn
 
-from .keys import ACCOUNTS, AGENT_SESSIONS, API_KEYS, SETTINGS
+from .keys import ACCOUNTS, API_KEYS, SETTINGS, SIGNINS
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -24,18 +25,24 @@ class Principal:
     name: str  # username, or the API key's id
     role: str  # agent / supervisor / admin, or "integrator" for API keys
     via: Literal["bearer", "cookie", "api_key"]
+    session_id: str | None = None  # the sign-in session, for users
 
     @property
     def is_user(self) -> bool:
         return self.kind == "user"
 
 
-async def account_for_token(app: web.Application, token: str) -> AgentAccount:
-    username = app[AGENT_SESSIONS].subject(token)
-    account = await app[ACCOUNTS].get(username)
+async def signin_for_token(app: web.Application, token: str) -> tuple[SignIn, AgentAccount]:
+    """The live server-side session a token (Bearer or cookie) belongs to, and its account."""
+    signin = await app[SIGNINS].verify(token)
+    account = await app[ACCOUNTS].get(signin.username)
     if account is None:
         raise TokenError("the agent account no longer exists or is disabled")
-    return account
+    return signin, account
+
+
+async def account_for_token(app: web.Application, token: str) -> AgentAccount:
+    return (await signin_for_token(app, token))[1]
 
 
 def _origin(url: str) -> str:
@@ -70,14 +77,14 @@ async def principal(request: web.Request) -> Principal:
         if looks_like_api_key(token):
             info = await app[API_KEYS].verify(token)
             return Principal("api_key", info.id, "integrator", "api_key")
-        account = await account_for_token(app, token)
-        return Principal("user", account.username, account.role, "bearer")
+        signin, account = await signin_for_token(app, token)
+        return Principal("user", account.username, account.role, "bearer", signin.id)
     cookie = request.cookies.get(app[SETTINGS].session_cookie_name)
     if cookie:
-        account = await account_for_token(app, cookie)
+        signin, account = await signin_for_token(app, cookie)
         if request.method not in SAFE_METHODS:
             check_origin(request)
-        return Principal("user", account.username, account.role, "cookie")
+        return Principal("user", account.username, account.role, "cookie", signin.id)
     raise Unauthorized("sign in (session cookie or agent token) or send an API key as a Bearer token",
                        code="not_authenticated")
 

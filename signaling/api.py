@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -16,10 +17,12 @@ from gateway.store.accounts import Role
 from gateway.store.records import CallFilter, Outcome
 
 from .access import require
-from .keys import ACCOUNTS, API_KEYS, CALLS, DESTINATIONS, QUEUES, RECORDER, SWITCHBOARD, WEBHOOK_DISPATCHER, WEBHOOKS
+from .keys import (ACCOUNTS, API_KEYS, CALLS, DESTINATIONS, LIVE_SIGNINS, QUEUES, RECORDER, SIGNINS, SWITCHBOARD,
+                   WEBHOOK_DISPATCHER, WEBHOOKS)
 from .rest import Body, http_error, read_body
 
 api_routes = web.RouteTableDef()
+audit = structlog.get_logger("callin.audit")
 
 MAX_PAGE = 200
 STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}
@@ -263,6 +266,25 @@ async def user_routing(request: web.Request) -> web.Response:
                                                       capacity=body.capacity)
     return web.json_response({"username": account.username, "skills": list(account.skills),
                               "capacity": account.capacity})
+
+
+@api_routes.get("/api/v1/users/{username}/sessions")
+async def user_sessions(request: web.Request) -> web.Response:
+    """The account's live sign-in sessions (admin)."""
+    await require(request, roles=ADMIN)
+    return web.json_response({"sessions": [s.public() for s in
+                                           await request.app[SIGNINS].live(request.match_info["username"])]})
+
+
+@api_routes.delete("/api/v1/users/{username}/sessions")
+async def end_user_sessions(request: web.Request) -> web.Response:
+    """Ends every session of the account (admin): its tokens stop working and its agent sockets close."""
+    who = await require(request, roles=ADMIN)
+    username = request.match_info["username"]
+    ended = await request.app[SIGNINS].revoke_user(username, "ended_by_admin")
+    request.app[LIVE_SIGNINS].end(ended, "ended_by_admin")
+    audit.info("auth.sessions_ended", username=username, by=who.name, sessions=len(ended))
+    return web.json_response({"username": username, "sessions_ended": len(ended)})
 
 
 @api_routes.get("/api/v1/api-keys")

@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
-from gateway.auth import AgentSessions, CallerTokenVerifier
+from gateway.auth import CallerTokenVerifier
 from gateway.config import Settings
 from gateway.destinations import DestinationPolicy, parse_networks
 from gateway.signin_throttle import SignInThrottle, ThrottleRule
@@ -22,6 +22,7 @@ from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
 from gateway.store.queues import QueueStore
 from gateway.store.records import CallQueries, CallRecorder
+from gateway.store.signins import SignInStore
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
 
@@ -32,7 +33,8 @@ from .keys import (
     ACCOUNTS,
     ATTACHMENTS,
     WALLBOARD,
-    AGENT_SESSIONS,
+    LIVE_SIGNINS,
+    SIGNINS,
     API_KEYS,
     CALLER_TOKENS,
     CALLS,
@@ -50,6 +52,7 @@ from .keys import (
 )
 from .files import file_routes
 from .metrics import Metrics
+from .signins import LiveSignIns
 from .outbound import guarded_session, webhook_sender
 from .wallboard import WallboardHub
 from .rest import errors_middleware, routes
@@ -92,7 +95,8 @@ def create_app(settings: Settings) -> web.Application:
     app[WEBHOOKS] = WebhookStore(db)
     app[DESTINATIONS] = DestinationPolicy(parse_networks(settings.webhook_allowed_networks))
     app[QUEUES] = QueueStore(db)
-    app[AGENT_SESSIONS] = AgentSessions(settings)
+    app[SIGNINS] = SignInStore(db, ttl_s=settings.agent_session_ttl_s, max_s=settings.agent_session_max_s)
+    app[LIVE_SIGNINS] = LiveSignIns(app[SIGNINS], settings.agent_session_check_s)
     app[METRICS] = Metrics()
     app[READY] = {"ready": False}
     app[ATTACHMENTS] = AttachmentStore(settings.data_dir / "attachments", settings.max_attachment_bytes)
@@ -186,9 +190,11 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     wallboard = WallboardHub(board)
     wallboard.start()
     app[WALLBOARD] = wallboard
+    app[LIVE_SIGNINS].start()
     app[READY]["ready"] = True
     yield
     app[READY]["ready"] = False
+    await app[LIVE_SIGNINS].stop()
     await wallboard.stop()
     await board.close()  # ends live calls: their records are written before the recorder stops
     await dispatcher.stop()

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.auth import AgentSessions, CallerTokenVerifier
+from gateway.auth import CallerTokenVerifier
 from gateway.config import Settings
 from gateway.destinations import DestinationPolicy
 from gateway.signin_throttle import SignInThrottle
@@ -15,6 +15,7 @@ from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
 from gateway.store.queues import QueueStore
+from gateway.store.signins import SignInStore
 from gateway.store.records import CallQueries, CallRecorder
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
@@ -22,11 +23,13 @@ from gateway.switchboard import Switchboard
 if TYPE_CHECKING:
     from .wallboard import WallboardHub
     from .metrics import Metrics
+    from .signins import LiveSignIns
 
 SETTINGS = web.AppKey("settings", Settings)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
 CALLER_TOKENS = web.AppKey("caller_tokens", CallerTokenVerifier)
-AGENT_SESSIONS = web.AppKey("agent_sessions", AgentSessions)
+SIGNINS = web.AppKey("signins", SignInStore)  # server-side agent sessions
+LIVE_SIGNINS: web.AppKey["LiveSignIns"] = web.AppKey("live_signins")
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
 READY = web.AppKey("ready", dict)
 ATTACHMENTS = web.AppKey("attachments", AttachmentStore)

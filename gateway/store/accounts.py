@@ -105,6 +105,16 @@ class AccountStore:
         assert row is not None
         return _account(row)
 
+    async def set_password(self, username: str, password: str, *, min_password: int = MIN_PASSWORD) -> None:
+        if len(password) < min_password:
+            raise BadRequest(f"passwords have at least {min_password} characters", code="weak_password")
+        password_hash = await self._hash_work(self._hasher.hash, password)
+        async with self.db.session() as session, session.begin():
+            row = await session.get(UserRow, username)
+            if row is None:
+                raise NotFound(f"no user {username}", code="unknown_user")
+            row.password_hash = password_hash
+
     async def get(self, username: str) -> AgentAccount | None:
         async with self.db.session() as session:
             row = await session.get(UserRow, username)

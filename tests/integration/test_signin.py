@@ -12,7 +12,9 @@ from structlog.testing import capture_logs
 from gateway.errors import Unavailable, Unauthorized
 from gateway.store.accounts import AccountStore
 from gateway.store.db import Database
+from signaling.keys import SIGNINS
 from tests.support.api import Api
+from tests.support.clients import WsClient, wait_until
 from tests.support.server import running_gateway
 
 
@@ -100,3 +102,106 @@ async def test_concurrent_password_hashes_are_bounded(tmp_path):
     assert all(isinstance(r, Unauthorized) for r in results if r not in busy)
     assert (await store.check_password("alice", "alice-password-1")).username == "alice"
     await db.close()
+
+
+async def _agent_ws(base: str, token: str | None = None, cookie: str | None = None) -> WsClient:
+    ws = WsClient(base, "/ws/agent")
+    await ws.connect(headers={"Cookie": f"callin_session={cookie}"} if cookie else None)
+    hello: dict = {"type": "hello"}
+    if token:
+        hello["token"] = token
+    welcome = await ws.request(hello)
+    assert welcome["type"] == "welcome", welcome
+    return ws
+
+
+async def _ended(ws: WsClient) -> None:
+    """The socket was told its session ended and was closed as unauthorized."""
+    error = await ws.wait(lambda m: m.get("type") == "error" and m.get("code") == "session_revoked", timeout=5)
+    assert error["reason"] == "this session was ended; sign in again"
+    await wait_until(lambda: ws.close_code is not None, 5)
+    assert ws.close_code == 4401
+
+
+async def test_sign_out_password_change_and_admin_end_sessions_and_their_sockets():
+    async with running_gateway() as gw:
+        base = gw.base_url
+        # sign-out: the token stops working as Bearer, as cookie, in a new hello, and its live socket closes
+        api = Api(base)
+        status, body = await api.login("alice", "alice-demo")
+        token = body["token"]
+        assert status == 200 and token.startswith("as_") and body["expires_in"] == gw.settings.agent_session_ttl_s
+        ws = await _agent_ws(base, token=token)
+        status, body = await api.post("/api/v1/agent/logout")
+        assert status == 200
+        await _ended(ws)
+        status, body = await Api(base, bearer=token).get("/api/v1/calls")
+        assert status == 401 and body == {"code": "session_revoked", "reason": "this session was ended; sign in again"}
+        status, body = await api.get("/api/v1/calls", auth=False, headers={"Cookie": f"callin_session={token}"})
+        assert status == 401 and body["code"] == "session_revoked"
+        late = WsClient(base, "/ws/agent")
+        await late.connect()
+        refused = await late.request({"type": "hello", "token": token})
+        assert refused["type"] == "error" and refused["code"] == "session_revoked"
+        for client in (ws, late):
+            await client.close()
+
+        # a browser sign-in: the token stays in the HttpOnly cookie, none in the body
+        browser = Api(base)
+        status, body = await browser.request("POST", "/api/v1/agent/login", auth=False, json={
+            "username": "alice", "password": "alice-demo", "cookie_only": True})
+        assert status == 200 and body["token"] is None
+        status, me = await browser.get("/api/v1/agent/session", auth=False)
+        assert status == 200 and me["agent"]["username"] == "alice" and 0 < me["expires_in"] <= me["ends_in"]
+        status, refreshed = await browser.post("/api/v1/agent/refresh", auth=False, headers={"Origin": base})
+        assert status == 200 and refreshed["session_id"] == me["session_id"]
+        browser_cookie = next(c.value for c in browser.http.cookie_jar if c.key == "callin_session")
+        browser_ws = await _agent_ws(base, cookie=browser_cookie)
+
+        # a password change ends every other session of the account (and its sockets), not the one changing it
+        other = Api(base)
+        await other.login("alice", "alice-demo")
+        status, body = await other.request("PUT", "/api/v1/agent/password", json={
+            "current_password": "wrong", "new_password": "alice-new-password"})
+        assert status == 401 and body["code"] == "bad_credentials"
+        status, body = await other.request("PUT", "/api/v1/agent/password", json={
+            "current_password": "alice-demo", "new_password": "alice-new-password"})
+        assert status == 200 and body == {"changed": True, "sessions_ended": 1}
+        await _ended(browser_ws)
+        status, body = await browser.get("/api/v1/agent/session", auth=False)
+        assert status == 401 and body["code"] == "session_revoked"
+        status, body = await other.get("/api/v1/agent/session")
+        assert status == 200
+        assert (await Api(base).login("alice", "alice-demo"))[0] == 401
+        await browser_ws.close()
+
+        # an admin ends all of an account's sessions
+        admin = Api(base)
+        await admin.login("admin", "admin-demo")
+        other_ws = await _agent_ws(base, token=other.bearer)
+        status, listed = await admin.get("/api/v1/users/alice/sessions")
+        assert status == 200 and len(listed["sessions"]) == 1 and "secret" not in str(listed)
+        status, body = await other.get("/api/v1/users/alice/sessions")
+        assert status == 403
+        status, body = await admin.request("DELETE", "/api/v1/users/alice/sessions")
+        assert status == 200 and body == {"username": "alice", "sessions_ended": 1}
+        await _ended(other_ws)
+        status, body = await other.get("/api/v1/calls")
+        assert status == 401 and body["code"] == "session_revoked"
+        await other_ws.close()
+        for client in (api, browser, other, admin):
+            await client.close()
+
+
+async def test_sockets_close_when_a_session_ends_elsewhere():
+    """A session ended through another node (here: straight in the database) closes this node's sockets at the
+    next check."""
+    async with running_gateway(agent_session_check_s=0.2) as gw:
+        api = Api(gw.base_url)
+        status, body = await api.login("bob", "bob-demo")
+        ws = await _agent_ws(gw.base_url, token=body["token"])
+        signin = await gw.app[SIGNINS].verify(body["token"])
+        await gw.app[SIGNINS].revoke(signin.id, "elsewhere")
+        await _ended(ws)
+        await ws.close()
+        await api.close()
