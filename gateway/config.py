@@ -158,6 +158,12 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto", description="auto: uvloop when installed (the relay's per-packet work is mostly event-loop work)"
     )
+    # -- HTTP hardening (hostile callers and outsiders)
+    http_header_timeout_s: float = Field(
+        15.0, gt=0, le=600, description="a client must send a complete request head within this of connecting (or "
+                                        "of its previous response); idle keep-alive connections close after it too")
+    hsts_max_age_s: int = Field(
+        180 * 24 * 3600, ge=0, description="Strict-Transport-Security max-age sent over HTTPS (0: no header)")
 
     # -- caller tokens (JWT signed by the integrator's backend)
     caller_token_secret: SecretStr | None = Field(None, description="HS256 shared secret")
@@ -203,7 +209,8 @@ class Settings(BaseSettings):
     # -- accounts and access
     allowed_origins: list[str] = Field(
         default_factory=list,
-        description="Origins allowed to open the agent WebSocket besides the gateway's own (CSWSH protection)",
+        description="Origins allowed to open the agent WebSocket and send cookie-signed writes besides the "
+                    "gateway's public URL (CSWSH and CSRF protection); the request's Host header is never trusted",
     )
     password_hash_time_cost: int = Field(3, ge=1, le=20, description="argon2id iterations")
     password_hash_memory_kib: int = Field(64 * 1024, ge=1024, description="argon2id memory")

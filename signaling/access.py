@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -14,6 +13,7 @@ from gateway.errors import Forbidden, Unauthorized
 from gateway.store.apikeys import looks_like_api_key
 from gateway.store.signins import SignIn
 
+from .hardening import origin_is_public
 from .keys import ACCOUNTS, API_KEYS, SETTINGS, SIGNINS
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -45,20 +45,13 @@ async def account_for_token(app: web.Application, token: str) -> AgentAccount:
     return (await signin_for_token(app, token))[1]
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
 def origin_allowed(request: web.Request) -> bool:
-    """No Origin header (not a browser) is allowed; a browser's Origin must be ours or in the allow-list."""
+    """No Origin header (not a browser) is allowed; a browser's Origin must be one of the configured public origins
+    (CALLIN_PUBLIC_URL, CALLIN_ALLOWED_ORIGINS), never derived from the request's own Host header."""
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    settings = request.app[SETTINGS]
-    allowed = {_origin(f"{request.scheme}://{request.host}"), _origin(settings.base_url)}
-    allowed |= {_origin(o) for o in settings.allowed_origins}
-    return origin.strip().lower().rstrip("/") in allowed
+    return origin_is_public(request.app[SETTINGS], origin)
 
 
 def check_origin(request: web.Request) -> None:

@@ -51,6 +51,7 @@ from .keys import (
     WEBHOOKS,
 )
 from .files import file_routes
+from .hardening import security_headers
 from .metrics import Metrics
 from .signins import LiveSignIns
 from .outbound import guarded_session, webhook_sender
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_middleware],
                           client_max_size=max(MAX_BODY, settings.max_attachment_bytes + 4096))
     app[SETTINGS] = settings
+    app.on_response_prepare.append(security_headers)
     app[CALLER_TOKENS] = CallerTokenVerifier(settings)
     db = Database(settings.db_url)
     app[DATABASE] = db

@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.switchboard import Switchboard
 from signaling.app import create_app
+from signaling.hardening import server_options
 from signaling.keys import SWITCHBOARD
 
 TEST_SECRET = "test-secret-0123456789-abcdefghij"
@@ -64,7 +65,7 @@ async def running_gateway(**overrides: Any) -> AsyncIterator[RunningGateway]:
         overrides["data_dir"] = data_dir
     settings = test_settings(**overrides)
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2, **server_options(settings))
     try:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", settings.port)
