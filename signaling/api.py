@@ -3,6 +3,7 @@ webhooks. Inputs are validated by pydantic; errors are JSON {code, reason} (see 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 import structlog
@@ -177,6 +178,13 @@ async def get_queue(request: web.Request) -> web.Response:
     return web.json_response(_queue_view(board, board.queues.get(request.match_info["name"])))
 
 
+class QueueConfigPut(QueueConfig):
+    """The body of PUT /api/v1/queues/{name} (documentation only): the name may be left out (the path names it)."""
+
+    name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",  # type: ignore[assignment]
+                             description="the queue in the path; another name is refused")
+
+
 class _AnyObject(Body):
     model_config = ConfigDict(extra="allow")
 
@@ -188,8 +196,8 @@ async def _queue_body(request: web.Request, name: str | None) -> QueueConfig:
     if name is not None:
         if data.setdefault("name", name) != name:
             raise http_error(422, "invalid_body", "name: differs from the queue in the path")
-    try:
-        return QueueConfig.model_validate(data)
+    try:  # strict: JSON types as the schema says (no false for a number, no "1" for a count)
+        return QueueConfig.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "body"
@@ -341,7 +349,7 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
     secured = [{"bearer": []}, {"cookie": []}]
 
     def query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
-        schema = model.model_json_schema()
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")  # its $defs: see models below
         return [{"name": name, "in": "query", "required": False, "schema": prop,
                  "description": prop.get("description", "")} for name, prop in schema["properties"].items()]
 
@@ -350,8 +358,11 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         result: dict[str, Any] = {"summary": summary, "security": secured,
                                   "responses": {ok: {"description": "OK", **({"content": {"application/json": {
                                       "schema": ref(response)}}} if response else {})},
+                                                "400": error("the request does not fit (e.g. an invalid cursor)"),
                                                 "401": error("not signed in / bad token or key"),
                                                 "403": error("role or key not allowed"),
+                                                "404": error("no such resource"),
+                                                "409": error("conflicts with the current state"),
                                                 "422": error("invalid input")}}
         params = query_params(query) if query else []
         if path_param:
@@ -360,6 +371,8 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
             result["parameters"] = params
         if body:
             result["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
+            result["responses"]["413"] = error("body too large")
+            result["responses"]["415"] = error("not a JSON body")
         return result
 
     paths = {
@@ -372,7 +385,7 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/queues": {"get": op("Queues: configuration, open now, live length, longest wait, staffed agents"),
                            "post": op("Create a queue (admin); kept in the database", body=QueueConfig, ok="201")},
         "/api/v1/queues/{name}": {"get": op("One queue", path_param="name"),
-                                  "put": op("Create or replace a queue's configuration (admin)", body=QueueConfig,
+                                  "put": op("Create or replace a queue's configuration (admin)", body=QueueConfigPut,
                                             path_param="name"),
                                   "delete": op("Remove a queue with no waiting call (admin; not the default)",
                                                path_param="name")},
@@ -382,6 +395,9 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
                           "post": op("Create an account (admin)", body=UserCreate, ok="201")},
         "/api/v1/users/{username}/routing": {"put": op("Set an account's skills and capacity (admin)",
                                                        body=UserRouting, path_param="username")},
+        "/api/v1/users/{username}/sessions": {
+            "get": op("The account's live sign-in sessions (admin)", path_param="username"),
+            "delete": op("End every session of the account; its agent sockets close (admin)", path_param="username")},
         "/api/v1/api-keys": {"get": op("List API keys (admin)"),
                              "post": op("Create an API key; the key is shown once (admin)", body=ApiKeyCreate, ok="201")},
         "/api/v1/api-keys/{key_id}": {"delete": op("Revoke an API key (admin)", path_param="key_id")},
@@ -392,4 +408,5 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/webhooks/{webhook_id}/deliveries": {"get": op("Delivery log (every attempt with its outcome)",
                                                                path_param="webhook_id")},
     }
-    return paths, [WrapUpRequest, UserCreate, UserRouting, ApiKeyCreate, WebhookCreate, CallPage, QueueConfig]
+    return paths, [WrapUpRequest, UserCreate, UserRouting, ApiKeyCreate, WebhookCreate, CallPage, QueueConfig,
+                   QueueConfigPut, CallListQuery, StatsQuery]

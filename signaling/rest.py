@@ -27,7 +27,9 @@ audit = structlog.get_logger("callin.audit")
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A JSON request body: unknown fields refused, JSON types as the schema says (no false for a number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class LoginRequest(Body):
@@ -115,7 +117,10 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     except web.HTTPException as exc:
         if request.path.startswith("/api/") and exc.status in (404, 405):
             code = "not_found" if exc.status == 404 else "method_not_allowed"
-            return json_error(exc.status, code, f"{request.method} {request.path}: {exc.reason.lower()}")
+            response = json_error(exc.status, code, f"{request.method} {request.path}: {exc.reason.lower()}")
+            if "Allow" in exc.headers:  # a 405 says which methods the resource has
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         raise
     except Exception:
         if not request.path.startswith("/api/"):
@@ -290,10 +295,23 @@ def openapi_document() -> dict[str, Any]:
     def error(description: str) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": ref(ErrorBody)}}}
 
+    def responses(ok: dict[str, Any], *codes: tuple[str, str]) -> dict[str, Any]:
+        return {"200": ok, **{code: error(text) for code, text in codes}}
+
     from .api import openapi_paths
 
     api_paths, api_models = openapi_paths(ref, error)
-    models = [LoginRequest, LoginResponse, DemoTokenRequest, TokenResponse, ErrorBody, *api_models]
+    models = [LoginRequest, LoginResponse, SessionInfo, PasswordChange, DemoTokenRequest, TokenResponse, ErrorBody,
+              *api_models]
+    schemas: dict[str, Any] = {}
+    for model in models:  # nested models ($defs) become components of their own, so every $ref resolves
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, nested in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, nested)
+        schemas[model.__name__] = schema
+    secured = [{"bearer": []}, {"cookie": []}]
+    json_body = {"400": "bad request", "413": "body too large", "415": "not a JSON body", "422": "invalid body"}
+    signed_in = {"401": "not signed in, or the session ended", "403": "not for API keys / foreign Origin"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Callin gateway", "version": __version__,
@@ -303,28 +321,50 @@ def openapi_document() -> dict[str, Any]:
                                                                         "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
             "/api/v1/agent/login": {"post": {
-                "summary": "Agent sign-in; returns the token for the agent WebSocket's hello and sets the session cookie",
+                "summary": "Agent sign-in: opens a server-side session, sets the HttpOnly session cookie and (unless "
+                           "cookie_only) returns the token for the agent WebSocket's hello and Bearer use",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": ref(LoginRequest)}}},
-                "responses": {"200": {"description": "signed in", "content": {"application/json": {"schema": ref(LoginResponse)}}},
-                              "401": error("bad credentials"), "422": error("invalid body")},
+                "responses": responses(
+                    {"description": "signed in", "content": {"application/json": {"schema": ref(LoginResponse)}}},
+                    ("401", "bad credentials"), *json_body.items(),
+                    ("429", "too many wrong passwords: wait Retry-After seconds"),
+                    ("503", "too many sign-ins at once")),
             }},
+            "/api/v1/agent/logout": {"post": {
+                "summary": "End the session (Bearer or cookie) on the server, close its agent sockets, clear the cookie",
+                "responses": {"200": {"description": "signed out"}}}},
+            "/api/v1/agent/refresh": {"post": {
+                "summary": "Keep the session going: its expiry moves to agent_session_ttl_s from now", "security": secured,
+                "responses": responses({"description": "refreshed",
+                                        "content": {"application/json": {"schema": ref(SessionInfo)}}},
+                                       *signed_in.items())}},
+            "/api/v1/agent/session": {"get": {
+                "summary": "Whose session this is and when it ends", "security": secured,
+                "responses": responses({"description": "the session",
+                                        "content": {"application/json": {"schema": ref(SessionInfo)}}},
+                                       *signed_in.items(), ("404", "no such session"))}},
+            "/api/v1/agent/password": {"put": {
+                "summary": "Change the signed-in user's password; the account's other sessions end", "security": secured,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ref(PasswordChange)}}},
+                "responses": responses({"description": "changed"}, *signed_in.items(), *json_body.items(),
+                                       ("429", "too many wrong passwords: wait Retry-After seconds"),
+                                       ("503", "too many password checks at once"))}},
             "/api/v1/demo/token": {"post": {
                 "summary": "Demo mode only: mint a caller token",
                 "requestBody": {"content": {"application/json": {"schema": ref(DemoTokenRequest)}}},
-                "responses": {"200": {"description": "token", "content": {"application/json": {"schema": ref(TokenResponse)}}},
-                              "404": error("not in demo mode")},
+                "responses": responses(
+                    {"description": "token", "content": {"application/json": {"schema": ref(TokenResponse)}}},
+                    ("404", "not in demo mode"), *json_body.items()),
             }},
-            "/api/v1/agent/logout": {"post": {"summary": "Clear the session cookie",
-                                              "responses": {"200": {"description": "signed out"}}}},
             "/api/v1/protocol/schema": {"get": {"summary": "JSON Schema of the WebSocket protocol",
                                                  "responses": {"200": {"description": "JSON Schema"}}}},
             **api_paths,
         },
         "components": {
-            "schemas": {m.__name__: m.model_json_schema(ref_template="#/components/schemas/{model}") for m in models},
+            "schemas": schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "an integrator API key (ck_...) or an agent session token from sign-in"},
+                           "description": "an integrator API key (ck_...) or an agent session token (as_...)"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "callin_session",
                            "description": "the console's session cookie, set by /api/v1/agent/login"},
             },
