@@ -51,7 +51,7 @@ from .keys import (
     WEBHOOKS,
 )
 from .files import file_routes
-from .hardening import security_headers
+from .hardening import security_headers, warn_without_public_url
 from .metrics import Metrics
 from .signins import LiveSignIns
 from .outbound import guarded_session, webhook_sender
@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> web.Application:
                           client_max_size=max(MAX_BODY, settings.max_attachment_bytes + 4096))
     app[SETTINGS] = settings
     app.on_response_prepare.append(security_headers)
+    warn_without_public_url(settings, log)
     app[CALLER_TOKENS] = CallerTokenVerifier(settings)
     db = Database(settings.db_url)
     app[DATABASE] = db

@@ -44,6 +44,14 @@ def public_origins(settings: Settings) -> frozenset[str]:
     return frozenset(origins)
 
 
+def warn_without_public_url(settings: Settings, log: Any) -> None:
+    """Listening beyond loopback without CALLIN_PUBLIC_URL: consoles opened through any other name are refused."""
+    if not settings.public_url and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("public_url_unset", host=settings.host,
+                    hint="set CALLIN_PUBLIC_URL to the URL agents open; the agent WebSocket accepts only the "
+                         "configured origins: " + ", ".join(sorted(public_origins(settings))))
+
+
 def origin_is_public(settings: Settings, origin: str) -> bool:
     return origin.strip().lower().rstrip("/") in public_origins(settings)
 
