@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from .errors import BadRequest
 
+RESOLVE_TIMEOUT_S = 5.0
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -77,8 +78,9 @@ class DestinationPolicy:
             raise DestinationRefused("credentials in the URL are not allowed; use the signature instead",
                                      code="invalid_url")
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S)
+        except (OSError, UnicodeError, asyncio.TimeoutError):
             raise DestinationRefused(f"the host {host!r} does not resolve", code="destination_unresolvable") from None
         addresses = {str(info[4][0]) for info in infos}
         if not addresses or not all(self.address_allowed(a) for a in addresses):
