@@ -272,7 +272,6 @@ async def test_silent_destination_delays_only_its_own_deliveries(caller_token):
         assert time.monotonic() - ended_at < 6
         assert sorted(healthy.events()) == ["call.ended", "call.queued"]
         await wait_until(lambda: silent.connections >= 1, 5)
-        assert len(silent.open) <= gw.settings.webhook_per_destination_concurrency
         assert await _metric(admin, "callin_webhook_backlog") > 0
 
         for hook_id in silent_hooks:
