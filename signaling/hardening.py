@@ -17,7 +17,8 @@ from .keys import SETTINGS
 CONSOLE_CSP = "; ".join([
     "default-src 'self'",
     "script-src 'self'",
-    "style-src 'self' 'unsafe-inline'",  # style="" attributes in rendered cards; no script runs from them
+    "style-src 'self'",
+    "style-src-attr 'unsafe-inline'",  # one style="--swatch:…" attribute (pen colours); no <style> elements
     "img-src 'self' data: blob:",
     "media-src 'self' blob: mediastream:",
     "connect-src 'self'",
