@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.config import QueueConfig
+from gateway.destinations import DestinationRefused
 from gateway.errors import Forbidden, InvalidState, NotFound
 from gateway.models import AgentStatus
 from gateway.queues import Queue
@@ -18,8 +19,9 @@ from gateway.store.accounts import Role
 from gateway.store.records import CallFilter, Outcome
 
 from .access import require
-from .keys import (ACCOUNTS, API_KEYS, CALLS, DESTINATIONS, LIVE_SIGNINS, QUEUES, RECORDER, SIGNINS, SWITCHBOARD,
-                   WEBHOOK_DISPATCHER, WEBHOOKS)
+from .hardening import origin_is_public, origin_of
+from .keys import (ACCOUNTS, API_KEYS, CALLS, DESTINATIONS, LIVE_SIGNINS, QUEUES, RECORDER, SETTINGS, SIGNINS,
+                   SWITCHBOARD, WEBHOOK_DISPATCHER, WEBHOOKS)
 from .rest import Body, http_error, read_body
 
 api_routes = web.RouteTableDef()
@@ -326,6 +328,8 @@ async def list_webhooks(request: web.Request) -> web.Response:
 async def create_webhook(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN, api_key=True)
     body: WebhookCreate = await read_body(request, WebhookCreate)
+    if origin_is_public(request.app[SETTINGS], origin_of(body.url)):
+        raise DestinationRefused("webhooks cannot point at this gateway itself")
     await request.app[DESTINATIONS].check_url(body.url)  # no internal addresses (checked again at connect time)
     return web.json_response(await request.app[WEBHOOKS].create(body.url, list(body.events)), status=201)
 

@@ -29,7 +29,7 @@ CONSOLE_CSP = "; ".join([
 ])
 
 
-def _origin(url: str) -> str:
+def origin_of(url: str) -> str:
     parts = urlsplit(url.strip())
     return f"{parts.scheme}://{parts.netloc}".lower().rstrip("/")
 
@@ -38,7 +38,7 @@ def public_origins(settings: Settings) -> frozenset[str]:
     """The origins the console is served from, as configured: CALLIN_PUBLIC_URL (or, without it, the listening
     address, with localhost and 127.0.0.1 for local use) and CALLIN_ALLOWED_ORIGINS. Never the request's own Host
     header, which the client chooses."""
-    origins = {_origin(settings.base_url)} | {_origin(o) for o in settings.allowed_origins}
+    origins = {origin_of(settings.base_url)} | {origin_of(o) for o in settings.allowed_origins}
     if not settings.public_url:
         for host in ("127.0.0.1", "localhost", "[::1]"):
             origins.add(f"{settings.scheme}://{host}:{settings.port}")

@@ -206,8 +206,7 @@ async def test_internal_destinations_refused_at_registration(caller_token):
         for url in ["http://127.0.0.1:8080/x", "http://169.254.169.254/latest/meta-data/", "http://10.0.0.7/x",
                     "http://192.168.1.1/", "http://172.16.0.1/", "http://[::1]:8080/", "http://[::ffff:127.0.0.1]/",
                     "http://2130706433/", "http://0x7f000001/", "http://0177.0.0.1/", "http://localhost:8080/",
-                    "http://100.64.0.1/", "http://0.0.0.0/", "http://[fe80::1]/", "http://224.0.0.1/",
-                    f"http://127.0.0.1:{gw.settings.port}/api/v1/users"]:
+                    "http://100.64.0.1/", "http://0.0.0.0/", "http://[fe80::1]/", "http://224.0.0.1/"]:
             for who in (admin, integrator):
                 status, body = await who.post("/api/v1/webhooks", {"url": url, "events": ["call.ended"]})
                 assert status == 422 and body["code"] == "destination_not_allowed", (url, status, body)
@@ -218,10 +217,22 @@ async def test_internal_destinations_refused_at_registration(caller_token):
         status, body = await integrator.post("/api/v1/webhooks", {"url": "http://no-such-host.invalid/",
                                                                   "events": ["call.ended"]})
         assert status == 422 and body["code"] == "destination_unresolvable"
+        status, body = await integrator.post("/api/v1/webhooks", {
+            "url": f"http://127.0.0.1:{gw.settings.port}/api/v1/users", "events": ["call.ended"]})
+        assert status == 422 and body["code"] == "destination_not_allowed"
         status, listed = await admin.get("/api/v1/webhooks")
         assert listed["webhooks"] == []
         await admin.close()
         await integrator.close()
+    # the gateway's own public URL, even where it resolves to a public address
+    async with running_gateway(public_url="https://callin.example.com") as gw:
+        admin = Api(gw.base_url)
+        await admin.login("admin", "admin-demo")
+        status, body = await admin.post("/api/v1/webhooks", {"url": "https://callin.example.com/api/v1/users",
+                                                             "events": ["call.ended"]})
+        assert status == 422 and body == {"code": "destination_not_allowed",
+                                          "reason": "webhooks cannot point at this gateway itself"}
+        await admin.close()
 
 
 async def test_internal_destination_refused_at_connect_time(caller_token):
