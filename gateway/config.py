@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto", description="auto: uvloop when installed (the relay's per-packet work is mostly event-loop work)"
     )
+    # -- HTTP hardening (hostile callers and outsiders)
+    http_header_timeout_s: float = Field(
+        15.0, gt=0, le=600, description="a client must send a complete request head within this of connecting (or "
+                                        "of its previous response); idle keep-alive connections close after it too")
+    hsts_max_age_s: int = Field(
+        180 * 24 * 3600, ge=0, description="Strict-Transport-Security max-age sent over HTTPS (0: no header)")
 
     # -- caller tokens (JWT signed by the integrator's backend)
     caller_token_secret: SecretStr | None = Field(None, description="HS256 shared secret")
@@ -174,8 +180,15 @@ class Settings(BaseSettings):
     caller_token_max_ttl_s: int = Field(24 * 3600, ge=60, description="tokens valid for longer are refused")
 
     # -- agents
-    agent_session_ttl_s: int = Field(12 * 3600, ge=60)
-    agent_secret: SecretStr | None = Field(None, description="signs agent session tokens; random per process if unset")
+    agent_session_ttl_s: int = Field(
+        30 * 60, ge=60, description="an agent session ends this long after its last refresh (the console refreshes "
+                                    "while open)")
+    agent_session_max_s: int = Field(12 * 3600, ge=60, description="no agent session lives longer than this")
+    agent_session_check_s: float = Field(
+        15.0, gt=0, le=600, description="how often live agent sockets are checked against ended sessions "
+                                        "(expiry, or sign-out through another node)")
+    agent_secret: SecretStr | None = Field(
+        None, description="no longer used: agent sessions are kept server-side (accepted so old configs load)")
     demo_agents: list[DemoAgent] = Field(
         default_factory=lambda: [
             DemoAgent(username="alice", password="alice-demo", display_name="Alice (demo agent)",
@@ -201,10 +214,22 @@ class Settings(BaseSettings):
     # -- accounts and access
     allowed_origins: list[str] = Field(
         default_factory=list,
-        description="Origins allowed to open the agent WebSocket besides the gateway's own (CSWSH protection)",
+        description="Origins allowed to open the agent WebSocket and send cookie-signed writes besides the "
+                    "gateway's public URL (CSWSH and CSRF protection); the request's Host header is never trusted",
     )
     password_hash_time_cost: int = Field(3, ge=1, le=20, description="argon2id iterations")
     password_hash_memory_kib: int = Field(64 * 1024, ge=1024, description="argon2id memory")
+    # -- sign-in throttling (hostile callers and outsiders)
+    password_hash_concurrency: int = Field(
+        2, ge=1, le=64, description="password hashes computed at once (each takes password_hash_memory_kib)")
+    password_hash_queue: int = Field(
+        64, ge=0, le=10_000, description="sign-ins waiting for a hash slot; more are refused with 503")
+    signin_free_failures_per_account: int = Field(
+        5, ge=1, le=1000, description="wrong passwords for one account before each further one blocks it")
+    signin_free_failures_per_address: int = Field(
+        20, ge=1, le=100_000, description="wrong passwords from one client address before each further one blocks it")
+    signin_backoff_base_s: float = Field(1.0, gt=0, le=3600, description="first block; doubles with each failure")
+    signin_backoff_max_s: float = Field(900.0, gt=0, le=86_400, description="the longest block")
     session_cookie_name: str = "callin_session"
 
     # -- webhooks
@@ -212,6 +237,15 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(5, ge=1, le=20)
     webhook_retry_base_s: float = Field(2.0, gt=0, le=600, description="backoff: base * 4**(attempt-1)")
     webhook_queue_size: int = Field(10_000, ge=10)
+    # -- webhooks: destinations and per-destination queues (hostile callers and outsiders)
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="networks (CIDR) webhooks may reach although they are loopback, link-local, private or "
+                    "reserved, e.g. [\"10.0.5.0/24\"]; by default only public addresses are reached")
+    webhook_per_destination_concurrency: int = Field(
+        4, ge=1, le=64, description="attempts in flight at once to one destination (scheme://host:port)")
+    webhook_per_destination_queue: int = Field(
+        1000, ge=1, le=100_000, description="deliveries waiting for one destination; more are dropped and logged")
 
     # -- calls
     ring_timeout_s: float = Field(20.0, gt=0, le=600)
@@ -279,7 +313,7 @@ class Settings(BaseSettings):
             ipaddress.ip_address(value)
         return values
 
-    @field_validator("media_remote_allow", "media_remote_deny")
+    @field_validator("media_remote_allow", "media_remote_deny", "webhook_allowed_networks")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
         for value in values:

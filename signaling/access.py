@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from gateway.auth import AgentAccount, TokenError
 from gateway.errors import Forbidden, Unauthorized
 from gateway.store.apikeys import looks_like_api_key
+from gateway.store.signins import SignIn
 
-from .keys import ACCOUNTS, AGENT_SESSIONS, API_KEYS, SETTINGS
+from .hardening import origin_is_public
+from .keys import ACCOUNTS, API_KEYS, SETTINGS, SIGNINS
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -24,34 +25,33 @@ class Principal:
     name: str  # username, or the API key's id
     role: str  # agent / supervisor / admin, or "integrator" for API keys
     via: Literal["bearer", "cookie", "api_key"]
+    session_id: str | None = None  # the sign-in session, for users
 
     @property
     def is_user(self) -> bool:
         return self.kind == "user"
 
 
-async def account_for_token(app: web.Application, token: str) -> AgentAccount:
-    username = app[AGENT_SESSIONS].subject(token)
-    account = await app[ACCOUNTS].get(username)
+async def signin_for_token(app: web.Application, token: str) -> tuple[SignIn, AgentAccount]:
+    """The live server-side session a token (Bearer or cookie) belongs to, and its account."""
+    signin = await app[SIGNINS].verify(token)
+    account = await app[ACCOUNTS].get(signin.username)
     if account is None:
         raise TokenError("the agent account no longer exists or is disabled")
-    return account
+    return signin, account
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+async def account_for_token(app: web.Application, token: str) -> AgentAccount:
+    return (await signin_for_token(app, token))[1]
 
 
 def origin_allowed(request: web.Request) -> bool:
-    """No Origin header (not a browser) is allowed; a browser's Origin must be ours or in the allow-list."""
+    """No Origin header (not a browser) is allowed; a browser's Origin must be one of the configured public origins
+    (CALLIN_PUBLIC_URL, CALLIN_ALLOWED_ORIGINS), never derived from the request's own Host header."""
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    settings = request.app[SETTINGS]
-    allowed = {_origin(f"{request.scheme}://{request.host}"), _origin(settings.base_url)}
-    allowed |= {_origin(o) for o in settings.allowed_origins}
-    return origin.strip().lower().rstrip("/") in allowed
+    return origin_is_public(request.app[SETTINGS], origin)
 
 
 def check_origin(request: web.Request) -> None:
@@ -70,14 +70,14 @@ async def principal(request: web.Request) -> Principal:
         if looks_like_api_key(token):
             info = await app[API_KEYS].verify(token)
             return Principal("api_key", info.id, "integrator", "api_key")
-        account = await account_for_token(app, token)
-        return Principal("user", account.username, account.role, "bearer")
+        signin, account = await signin_for_token(app, token)
+        return Principal("user", account.username, account.role, "bearer", signin.id)
     cookie = request.cookies.get(app[SETTINGS].session_cookie_name)
     if cookie:
-        account = await account_for_token(app, cookie)
+        signin, account = await signin_for_token(app, cookie)
         if request.method not in SAFE_METHODS:
             check_origin(request)
-        return Principal("user", account.username, account.role, "cookie")
+        return Principal("user", account.username, account.role, "cookie", signin.id)
     raise Unauthorized("sign in (session cookie or agent token) or send an API key as a Bearer token",
                        code="not_authenticated")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -14,26 +14,43 @@ from gateway.incall import SUPERVISOR_ROLES
 from gateway.media.topology import SuperviseMode
 from gateway.models import CallState
 from gateway.sessions import Session
+from gateway.store.signins import SessionRevoked
 
 from . import protocol as p
-from .access import account_for_token, origin_allowed
-from .keys import RECORDER, SETTINGS, WALLBOARD
-from .ws import Connection
+from .access import origin_allowed, signin_for_token
+from .keys import LIVE_SIGNINS, RECORDER, SETTINGS, WALLBOARD
+from .ws import CLOSE_UNAUTHORIZED, Connection
 
 
 class AgentConnection(Connection):
     role = "agent"
     adapter = p.agent_adapter
 
+    _unregister: Callable[[], None] | None = None
+
     async def authenticate(self, token: str) -> AgentAccount:
-        return await account_for_token(self.request.app, token)
+        signin, account = await signin_for_token(self.request.app, token)
+        self._bind_signin(signin.id)
+        return account
 
     authenticate_header = authenticate
 
     async def fallback_principal(self) -> AgentAccount | None:
         """A console that signed in has the session cookie: its hello may omit the token."""
         cookie = self.request.cookies.get(self.request.app[SETTINGS].session_cookie_name)
-        return await account_for_token(self.request.app, cookie) if cookie else None
+        return await self.authenticate(cookie) if cookie else None
+
+    def _bind_signin(self, sid: str) -> None:
+        """This socket lives as long as the sign-in session: ending the session closes it."""
+        if self._unregister is not None:
+            self._unregister()
+        self._unregister = self.request.app[LIVE_SIGNINS].register(sid, self._signin_ended)
+
+    def _signin_ended(self, reason: str) -> None:
+        self._unregister = None
+        self._said_bye = True  # the agent leaves as with bye: no resume grace for an ended session
+        self.error(SessionRevoked("this session was ended; sign in again"), None)
+        self._outbox.put_nowait((CLOSE_UNAUTHORIZED, "session ended"))
 
     def open_session(self, principal: AgentAccount) -> Session:
         return self.board.open_agent(principal)
@@ -56,6 +73,9 @@ class AgentConnection(Connection):
 
     def closed(self) -> None:
         self.request.app[WALLBOARD].unsubscribe(self.send_wallboard)
+        if self._unregister is not None:
+            self._unregister()
+            self._unregister = None
 
     async def handle(self, message: Any) -> None:
         assert self.session is not None

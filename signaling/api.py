@@ -3,12 +3,15 @@ webhooks. Inputs are validated by pydantic; errors are JSON {code, reason} (see 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
+import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.config import QueueConfig
+from gateway.destinations import DestinationRefused
 from gateway.errors import Forbidden, InvalidState, NotFound
 from gateway.models import AgentStatus
 from gateway.queues import Queue
@@ -16,10 +19,13 @@ from gateway.store.accounts import Role
 from gateway.store.records import CallFilter, Outcome
 
 from .access import require
-from .keys import ACCOUNTS, API_KEYS, CALLS, QUEUES, RECORDER, SWITCHBOARD, WEBHOOKS
+from .hardening import origin_is_public, origin_of
+from .keys import (ACCOUNTS, API_KEYS, CALLS, DESTINATIONS, LIVE_SIGNINS, QUEUES, RECORDER, SETTINGS, SIGNINS,
+                   SWITCHBOARD, WEBHOOK_DISPATCHER, WEBHOOKS)
 from .rest import Body, http_error, read_body
 
 api_routes = web.RouteTableDef()
+audit = structlog.get_logger("callin.audit")
 
 MAX_PAGE = 200
 STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}
@@ -174,6 +180,13 @@ async def get_queue(request: web.Request) -> web.Response:
     return web.json_response(_queue_view(board, board.queues.get(request.match_info["name"])))
 
 
+class QueueConfigPut(QueueConfig):
+    """The body of PUT /api/v1/queues/{name} (documentation only): the name may be left out (the path names it)."""
+
+    name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",  # type: ignore[assignment]
+                             description="the queue in the path; another name is refused")
+
+
 class _AnyObject(Body):
     model_config = ConfigDict(extra="allow")
 
@@ -185,8 +198,8 @@ async def _queue_body(request: web.Request, name: str | None) -> QueueConfig:
     if name is not None:
         if data.setdefault("name", name) != name:
             raise http_error(422, "invalid_body", "name: differs from the queue in the path")
-    try:
-        return QueueConfig.model_validate(data)
+    try:  # strict: JSON types as the schema says (no false for a number, no "1" for a count)
+        return QueueConfig.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "body"
@@ -265,6 +278,25 @@ async def user_routing(request: web.Request) -> web.Response:
                               "capacity": account.capacity})
 
 
+@api_routes.get("/api/v1/users/{username}/sessions")
+async def user_sessions(request: web.Request) -> web.Response:
+    """The account's live sign-in sessions (admin)."""
+    await require(request, roles=ADMIN)
+    return web.json_response({"sessions": [s.public() for s in
+                                           await request.app[SIGNINS].live(request.match_info["username"])]})
+
+
+@api_routes.delete("/api/v1/users/{username}/sessions")
+async def end_user_sessions(request: web.Request) -> web.Response:
+    """Ends every session of the account (admin): its tokens stop working and its agent sockets close."""
+    who = await require(request, roles=ADMIN)
+    username = request.match_info["username"]
+    ended = await request.app[SIGNINS].revoke_user(username, "ended_by_admin")
+    request.app[LIVE_SIGNINS].end(ended, "ended_by_admin")
+    audit.info("auth.sessions_ended", username=username, by=who.name, sessions=len(ended))
+    return web.json_response({"username": username, "sessions_ended": len(ended)})
+
+
 @api_routes.get("/api/v1/api-keys")
 async def list_api_keys(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN)
@@ -296,6 +328,9 @@ async def list_webhooks(request: web.Request) -> web.Response:
 async def create_webhook(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN, api_key=True)
     body: WebhookCreate = await read_body(request, WebhookCreate)
+    if origin_is_public(request.app[SETTINGS], origin_of(body.url)):
+        raise DestinationRefused("webhooks cannot point at this gateway itself")
+    await request.app[DESTINATIONS].check_url(body.url)  # no internal addresses (checked again at connect time)
     return web.json_response(await request.app[WEBHOOKS].create(body.url, list(body.events)), status=201)
 
 
@@ -303,6 +338,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 async def delete_webhook(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN, api_key=True)
     await request.app[WEBHOOKS].delete(request.match_info["webhook_id"])
+    request.app[WEBHOOK_DISPATCHER].cancel_webhook(request.match_info["webhook_id"])  # pending deliveries too
     return web.json_response({"deleted": request.match_info["webhook_id"]})
 
 
@@ -317,7 +353,7 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
     secured = [{"bearer": []}, {"cookie": []}]
 
     def query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
-        schema = model.model_json_schema()
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")  # its $defs: see models below
         return [{"name": name, "in": "query", "required": False, "schema": prop,
                  "description": prop.get("description", "")} for name, prop in schema["properties"].items()]
 
@@ -326,8 +362,11 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         result: dict[str, Any] = {"summary": summary, "security": secured,
                                   "responses": {ok: {"description": "OK", **({"content": {"application/json": {
                                       "schema": ref(response)}}} if response else {})},
+                                                "400": error("the request does not fit (e.g. an invalid cursor)"),
                                                 "401": error("not signed in / bad token or key"),
                                                 "403": error("role or key not allowed"),
+                                                "404": error("no such resource"),
+                                                "409": error("conflicts with the current state"),
                                                 "422": error("invalid input")}}
         params = query_params(query) if query else []
         if path_param:
@@ -336,6 +375,8 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
             result["parameters"] = params
         if body:
             result["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
+            result["responses"]["413"] = error("body too large")
+            result["responses"]["415"] = error("not a JSON body")
         return result
 
     paths = {
@@ -348,7 +389,7 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/queues": {"get": op("Queues: configuration, open now, live length, longest wait, staffed agents"),
                            "post": op("Create a queue (admin); kept in the database", body=QueueConfig, ok="201")},
         "/api/v1/queues/{name}": {"get": op("One queue", path_param="name"),
-                                  "put": op("Create or replace a queue's configuration (admin)", body=QueueConfig,
+                                  "put": op("Create or replace a queue's configuration (admin)", body=QueueConfigPut,
                                             path_param="name"),
                                   "delete": op("Remove a queue with no waiting call (admin; not the default)",
                                                path_param="name")},
@@ -358,6 +399,9 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
                           "post": op("Create an account (admin)", body=UserCreate, ok="201")},
         "/api/v1/users/{username}/routing": {"put": op("Set an account's skills and capacity (admin)",
                                                        body=UserRouting, path_param="username")},
+        "/api/v1/users/{username}/sessions": {
+            "get": op("The account's live sign-in sessions (admin)", path_param="username"),
+            "delete": op("End every session of the account; its agent sockets close (admin)", path_param="username")},
         "/api/v1/api-keys": {"get": op("List API keys (admin)"),
                              "post": op("Create an API key; the key is shown once (admin)", body=ApiKeyCreate, ok="201")},
         "/api/v1/api-keys/{key_id}": {"delete": op("Revoke an API key (admin)", path_param="key_id")},
@@ -368,4 +412,5 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/webhooks/{webhook_id}/deliveries": {"get": op("Delivery log (every attempt with its outcome)",
                                                                path_param="webhook_id")},
     }
-    return paths, [WrapUpRequest, UserCreate, UserRouting, ApiKeyCreate, WebhookCreate, CallPage, QueueConfig]
+    return paths, [WrapUpRequest, UserCreate, UserRouting, ApiKeyCreate, WebhookCreate, CallPage, QueueConfig,
+                   QueueConfigPut, CallListQuery, StatsQuery]

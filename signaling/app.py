@@ -8,19 +8,21 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
-from gateway.auth import AgentSessions, CallerTokenVerifier
+from gateway.auth import CallerTokenVerifier
 from gateway.config import Settings
+from gateway.destinations import DestinationPolicy, parse_networks
+from gateway.signin_throttle import SignInThrottle, ThrottleRule
 from gateway.store.attachments import AttachmentStore
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
 from gateway.store.queues import QueueStore
 from gateway.store.records import CallQueries, CallRecorder
+from gateway.store.signins import SignInStore
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
 
@@ -31,22 +33,28 @@ from .keys import (
     ACCOUNTS,
     ATTACHMENTS,
     WALLBOARD,
-    AGENT_SESSIONS,
+    LIVE_SIGNINS,
+    SIGNINS,
     API_KEYS,
     CALLER_TOKENS,
     CALLS,
     DATABASE,
+    DESTINATIONS,
     METRICS,
     QUEUES,
     READY,
     RECORDER,
     SETTINGS,
+    SIGNIN_THROTTLE,
     SWITCHBOARD,
     WEBHOOK_DISPATCHER,
     WEBHOOKS,
 )
 from .files import file_routes
+from .hardening import security_headers, warn_without_public_url
 from .metrics import Metrics
+from .signins import LiveSignIns
+from .outbound import guarded_session, webhook_sender
 from .wallboard import WallboardHub
 from .rest import errors_middleware, routes
 
@@ -61,6 +69,13 @@ def demo_settings(settings: Settings) -> Settings:
     return settings
 
 
+def signin_throttle(settings: Settings) -> SignInThrottle:
+    def rule(free: int) -> ThrottleRule:
+        return ThrottleRule(free, settings.signin_backoff_base_s, settings.signin_backoff_max_s)
+    return SignInThrottle(account=rule(settings.signin_free_failures_per_account),
+                          address=rule(settings.signin_free_failures_per_address))
+
+
 def create_app(settings: Settings) -> web.Application:
     if settings.demo:
         settings = demo_settings(settings)
@@ -68,17 +83,23 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_middleware],
                           client_max_size=max(MAX_BODY, settings.max_attachment_bytes + 4096))
     app[SETTINGS] = settings
+    app.on_response_prepare.append(security_headers)
+    warn_without_public_url(settings, log)
     app[CALLER_TOKENS] = CallerTokenVerifier(settings)
     db = Database(settings.db_url)
     app[DATABASE] = db
     app[ACCOUNTS] = AccountStore(db, time_cost=settings.password_hash_time_cost,
-                                 memory_kib=settings.password_hash_memory_kib)
+                                 memory_kib=settings.password_hash_memory_kib,
+                                 concurrency=settings.password_hash_concurrency, queue=settings.password_hash_queue)
+    app[SIGNIN_THROTTLE] = signin_throttle(settings)
     app[API_KEYS] = ApiKeyStore(db)
     app[RECORDER] = CallRecorder(db, settings.node_name)
     app[CALLS] = CallQueries(db)
     app[WEBHOOKS] = WebhookStore(db)
+    app[DESTINATIONS] = DestinationPolicy(parse_networks(settings.webhook_allowed_networks))
     app[QUEUES] = QueueStore(db)
-    app[AGENT_SESSIONS] = AgentSessions(settings)
+    app[SIGNINS] = SignInStore(db, ttl_s=settings.agent_session_ttl_s, max_s=settings.agent_session_max_s)
+    app[LIVE_SIGNINS] = LiveSignIns(app[SIGNINS], settings.agent_session_check_s)
     app[METRICS] = Metrics()
     app[READY] = {"ready": False}
     app[ATTACHMENTS] = AttachmentStore(settings.data_dir / "attachments", settings.max_attachment_bytes)
@@ -159,26 +180,24 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SWITCHBOARD] = board
     app[METRICS].bind(board)
     app[RECORDER].attach(board)
-    http = aiohttp.ClientSession()
-
-    async def send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        async with http.post(url, data=body, headers=headers, allow_redirects=False,
-                             timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            await response.read()
-            return response.status
-
-    dispatcher = WebhookDispatcher(app[WEBHOOKS], send, queue_size=settings.webhook_queue_size,
+    http = guarded_session(app[DESTINATIONS])  # webhooks reach only the addresses the policy allows
+    dispatcher = WebhookDispatcher(app[WEBHOOKS], webhook_sender(http), queue_size=settings.webhook_queue_size,
                                    timeout_s=settings.webhook_timeout_s, max_attempts=settings.webhook_max_attempts,
-                                   retry_base_s=settings.webhook_retry_base_s)
+                                   retry_base_s=settings.webhook_retry_base_s,
+                                   per_destination_concurrency=settings.webhook_per_destination_concurrency,
+                                   per_destination_queue=settings.webhook_per_destination_queue)
     dispatcher.attach(board)
+    app[METRICS].bind_webhooks(dispatcher)
     dispatcher.start()
     app[WEBHOOK_DISPATCHER] = dispatcher
     wallboard = WallboardHub(board)
     wallboard.start()
     app[WALLBOARD] = wallboard
+    app[LIVE_SIGNINS].start()
     app[READY]["ready"] = True
     yield
     app[READY]["ready"] = False
+    await app[LIVE_SIGNINS].stop()
     await wallboard.stop()
     await board.close()  # ends live calls: their records are written before the recorder stops
     await dispatcher.stop()

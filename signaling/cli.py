@@ -21,6 +21,7 @@ from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
 
 from . import logs
+from .hardening import server_options
 from .app import create_app
 from .keys import SETTINGS
 from .protocol import json_schema
@@ -54,7 +55,7 @@ def _run(settings: Settings, banner: str | None = None) -> None:
     app.on_startup.append(print_banner)
     web.run_app(app, host=settings.host, port=settings.port, ssl_context=_ssl_context(settings),
                 shutdown_timeout=settings.shutdown_grace_s, print=None, access_log=None,
-                loop=_event_loop(settings.event_loop))
+                loop=_event_loop(settings.event_loop), **server_options(settings))
 
 
 def _event_loop(choice: str) -> asyncio.AbstractEventLoop:

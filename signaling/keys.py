@@ -6,13 +6,16 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.auth import AgentSessions, CallerTokenVerifier
+from gateway.auth import CallerTokenVerifier
 from gateway.config import Settings
+from gateway.destinations import DestinationPolicy
+from gateway.signin_throttle import SignInThrottle
 from gateway.store.attachments import AttachmentStore
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
 from gateway.store.queues import QueueStore
+from gateway.store.signins import SignInStore
 from gateway.store.records import CallQueries, CallRecorder
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
@@ -20,11 +23,13 @@ from gateway.switchboard import Switchboard
 if TYPE_CHECKING:
     from .wallboard import WallboardHub
     from .metrics import Metrics
+    from .signins import LiveSignIns
 
 SETTINGS = web.AppKey("settings", Settings)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
 CALLER_TOKENS = web.AppKey("caller_tokens", CallerTokenVerifier)
-AGENT_SESSIONS = web.AppKey("agent_sessions", AgentSessions)
+SIGNINS = web.AppKey("signins", SignInStore)  # server-side agent sessions
+LIVE_SIGNINS: web.AppKey["LiveSignIns"] = web.AppKey("live_signins")
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
 READY = web.AppKey("ready", dict)
 ATTACHMENTS = web.AppKey("attachments", AttachmentStore)
@@ -37,3 +42,5 @@ CALLS = web.AppKey("calls", CallQueries)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 QUEUES = web.AppKey("queues", QueueStore)
 WEBHOOK_DISPATCHER = web.AppKey("webhook_dispatcher", WebhookDispatcher)
+DESTINATIONS = web.AppKey("destinations", DestinationPolicy)
+SIGNIN_THROTTLE = web.AppKey("signin_throttle", SignInThrottle)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.calls import Call
 from gateway.models import AgentStatus, CallState
+from gateway.store.webhooks import WebhookDispatcher
 from gateway.switchboard import Switchboard
 
 
@@ -30,6 +31,20 @@ class _LiveState(Collector):
         yield agents
 
 
+class _Webhooks(Collector):
+    def __init__(self, dispatcher: WebhookDispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        backlog = GaugeMetricFamily("callin_webhook_backlog",
+                                    "Webhook deliveries not finished (queued, waiting for a retry or in flight)")
+        backlog.add_metric([], self.dispatcher.backlog())
+        yield backlog
+        dropped = CounterMetricFamily("callin_webhook_dropped", "Webhook deliveries dropped (a queue was full)")
+        dropped.add_metric([], self.dispatcher.dropped)
+        yield dropped
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -43,6 +58,9 @@ class Metrics:
             "callin_call_wait_seconds", "Time from request to answer", registry=r,
             buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
         )
+
+    def bind_webhooks(self, dispatcher: WebhookDispatcher) -> None:
+        self.registry.register(_Webhooks(dispatcher))
 
     def bind(self, board: Switchboard) -> None:
         self.registry.register(_LiveState(board))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import secrets
 from typing import Any
 
@@ -12,28 +14,47 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway import __version__
 from gateway.auth import mint_caller_token
-from gateway.errors import GatewayError
+from gateway.models import now
+from gateway.errors import GatewayError, Unauthorized
 
 from . import protocol
-from .keys import ACCOUNTS, AGENT_SESSIONS, METRICS, READY, SETTINGS, SWITCHBOARD
+from .access import principal, require
+from .keys import ACCOUNTS, LIVE_SIGNINS, METRICS, READY, SETTINGS, SIGNIN_THROTTLE, SIGNINS, SWITCHBOARD
 
 routes = web.RouteTableDef()
 log = structlog.get_logger("callin.rest")
+audit = structlog.get_logger("callin.audit")
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A JSON request body: unknown fields refused, JSON types as the schema says (no false for a number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class LoginRequest(Body):
     username: str = Field(min_length=1, max_length=128)
     password: str = Field(min_length=1, max_length=1024)
+    cookie_only: bool = Field(False, description="browsers: the token stays in the HttpOnly session cookie and is "
+                                                 "not returned in the body")
 
 
 class LoginResponse(BaseModel):
-    token: str
-    expires_in: int
+    token: str | None = Field(description="the session token (Bearer, WebSocket hello); null with cookie_only")
+    expires_in: int = Field(description="seconds until the session ends unless refreshed")
     agent: dict[str, str]
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    expires_in: int = Field(description="seconds until the session ends unless refreshed")
+    ends_in: int = Field(description="seconds until the session ends anyway")
+    agent: dict[str, str]
+
+
+class PasswordChange(Body):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=10, max_length=1024)
 
 
 class DemoTokenRequest(Body):
@@ -96,7 +117,10 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     except web.HTTPException as exc:
         if request.path.startswith("/api/") and exc.status in (404, 405):
             code = "not_found" if exc.status == 404 else "method_not_allowed"
-            return json_error(exc.status, code, f"{request.method} {request.path}: {exc.reason.lower()}")
+            response = json_error(exc.status, code, f"{request.method} {request.path}: {exc.reason.lower()}")
+            if "Allow" in exc.headers:  # a 405 says which methods the resource has
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         raise
     except Exception:
         if not request.path.startswith("/api/"):
@@ -119,29 +143,112 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def _set_session_cookie(request: web.Request, response: web.Response, token: str) -> None:
+    settings = request.app[SETTINGS]
+    secure = settings.scheme == "https" or (settings.public_url or "").startswith("https:") or request.secure
+    response.set_cookie(settings.session_cookie_name, token, max_age=settings.agent_session_max_s, path="/",
+                        httponly=True, secure=secure, samesite="Strict")
+
+
 @routes.post("/api/v1/agent/login")
 async def agent_login(request: web.Request) -> web.Response:
-    """Checks the password; returns the token for the WebSocket hello and sets the same as the session cookie."""
+    """Checks the password and opens a server-side session: its token is set as the HttpOnly session cookie and,
+    unless cookie_only is set (browsers), returned for the WebSocket hello and Bearer use."""
     body: LoginRequest = await read_body(request, LoginRequest)
-    account = await request.app[ACCOUNTS].check_password(body.username, body.password)
-    token = request.app[AGENT_SESSIONS].issue(account)
-    settings = request.app[SETTINGS]
+    throttle = request.app[SIGNIN_THROTTLE]
+    address = request.remote or "unknown"
+    wait = throttle.retry_after(body.username, address)
+    if wait > 0:  # refused before any hash is computed
+        audit.warning("auth.sign_in_throttled", username=body.username, address=address, retry_after_s=round(wait, 1))
+        response = json_error(429, "too_many_attempts",
+                              f"too many wrong passwords; try again in {math.ceil(wait)} s")
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    try:
+        account = await request.app[ACCOUNTS].check_password(body.username, body.password)
+    except Unauthorized:
+        account_failures, address_failures = throttle.failed(body.username, address)
+        audit.warning("auth.sign_in_failed", username=body.username, address=address,
+                      account_failures=account_failures, address_failures=address_failures)
+        raise
+    throttle.succeeded(body.username, address)
+    signin, token = await request.app[SIGNINS].open(account.username, address)
+    audit.info("auth.signed_in", username=account.username, address=address, session=signin.id)
     response = web.json_response(LoginResponse(
-        token=token, expires_in=settings.agent_session_ttl_s,
+        token=None if body.cookie_only else token, expires_in=round(signin.expires_at - signin.created_at),
         agent={"username": account.username, "display_name": account.display_name, "role": account.role},
     ).model_dump())
-    secure = settings.scheme == "https" or (settings.public_url or "").startswith("https:") or request.secure
-    response.set_cookie(settings.session_cookie_name, token, max_age=settings.agent_session_ttl_s, path="/",
-                        httponly=True, secure=secure, samesite="Strict")
+    _set_session_cookie(request, response, token)
     return response
 
 
 @routes.post("/api/v1/agent/logout")
 async def agent_logout(request: web.Request) -> web.Response:
-    """Clears the session cookie (tokens expire on their own)."""
+    """Ends the session (Bearer token or cookie) on the server, closes its agent sockets, clears the cookie."""
+    who = None
+    with contextlib.suppress(GatewayError):
+        who = await principal(request)
+    if who is not None and who.session_id is not None:
+        await request.app[SIGNINS].revoke(who.session_id, "signed_out")
+        request.app[LIVE_SIGNINS].end([who.session_id], "signed_out")
+        audit.info("auth.signed_out", username=who.name, session=who.session_id)
     response = web.json_response({"signed_out": True})
     response.del_cookie(request.app[SETTINGS].session_cookie_name, path="/")
     return response
+
+
+@routes.post("/api/v1/agent/refresh")
+async def agent_refresh(request: web.Request) -> web.Response:
+    """Keeps a live session going: its expiry moves to agent_session_ttl_s from now (not past its absolute end)."""
+    who = await require(request)
+    assert who.session_id is not None
+    signin = await request.app[SIGNINS].refresh(who.session_id)
+    return web.json_response(SessionInfo(
+        session_id=signin.id, expires_in=max(0, round(signin.expires_at - now())),
+        ends_in=max(0, round(signin.ends_at - now())), agent=await _agent(request, who.name)).model_dump())
+
+
+@routes.get("/api/v1/agent/session")
+async def agent_session(request: web.Request) -> web.Response:
+    """Who this session (cookie or Bearer) belongs to and when it ends; 401 once it has ended."""
+    who = await require(request)
+    assert who.session_id is not None
+    signin = await request.app[SIGNINS].get(who.session_id)
+    return web.json_response(SessionInfo(
+        session_id=signin.id, expires_in=max(0, round(signin.expires_at - now())),
+        ends_in=max(0, round(signin.ends_at - now())), agent=await _agent(request, who.name)).model_dump())
+
+
+@routes.put("/api/v1/agent/password")
+async def agent_password(request: web.Request) -> web.Response:
+    """Changes the signed-in user's password; every other session of the account ends (sockets closed)."""
+    who = await require(request)
+    body: PasswordChange = await read_body(request, PasswordChange)
+    throttle = request.app[SIGNIN_THROTTLE]
+    address = request.remote or "unknown"
+    wait = throttle.retry_after(who.name, address)
+    if wait > 0:
+        response = json_error(429, "too_many_attempts", f"too many wrong passwords; try again in {math.ceil(wait)} s")
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    try:
+        await request.app[ACCOUNTS].check_password(who.name, body.current_password)
+    except Unauthorized:
+        throttle.failed(who.name, address)
+        audit.warning("auth.password_change_failed", username=who.name, address=address)
+        raise Unauthorized("the current password is wrong", code="bad_credentials") from None
+    await request.app[ACCOUNTS].set_password(who.name, body.new_password)
+    ended = await request.app[SIGNINS].revoke_user(who.name, "password_changed", keep=who.session_id)
+    request.app[LIVE_SIGNINS].end(ended, "password_changed")
+    audit.info("auth.password_changed", username=who.name, sessions_ended=len(ended))
+    return web.json_response({"changed": True, "sessions_ended": len(ended)})
+
+
+async def _agent(request: web.Request, username: str) -> dict[str, str]:
+    account = await request.app[ACCOUNTS].get(username)
+    if account is None:
+        raise Unauthorized("the agent account no longer exists or is disabled", code="invalid_token")
+    return {"username": account.username, "display_name": account.display_name, "role": account.role}
 
 
 @routes.post("/api/v1/demo/token")
@@ -188,10 +295,23 @@ def openapi_document() -> dict[str, Any]:
     def error(description: str) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": ref(ErrorBody)}}}
 
+    def responses(ok: dict[str, Any], *codes: tuple[str, str]) -> dict[str, Any]:
+        return {"200": ok, **{code: error(text) for code, text in codes}}
+
     from .api import openapi_paths
 
     api_paths, api_models = openapi_paths(ref, error)
-    models = [LoginRequest, LoginResponse, DemoTokenRequest, TokenResponse, ErrorBody, *api_models]
+    models = [LoginRequest, LoginResponse, SessionInfo, PasswordChange, DemoTokenRequest, TokenResponse, ErrorBody,
+              *api_models]
+    schemas: dict[str, Any] = {}
+    for model in models:  # nested models ($defs) become components of their own, so every $ref resolves
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, nested in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, nested)
+        schemas[model.__name__] = schema
+    secured = [{"bearer": []}, {"cookie": []}]
+    json_body = {"400": "bad request", "413": "body too large", "415": "not a JSON body", "422": "invalid body"}
+    signed_in = {"401": "not signed in, or the session ended", "403": "not for API keys / foreign Origin"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Callin gateway", "version": __version__,
@@ -201,28 +321,50 @@ def openapi_document() -> dict[str, Any]:
                                                                         "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
             "/api/v1/agent/login": {"post": {
-                "summary": "Agent sign-in; returns the token for the agent WebSocket's hello and sets the session cookie",
+                "summary": "Agent sign-in: opens a server-side session, sets the HttpOnly session cookie and (unless "
+                           "cookie_only) returns the token for the agent WebSocket's hello and Bearer use",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": ref(LoginRequest)}}},
-                "responses": {"200": {"description": "signed in", "content": {"application/json": {"schema": ref(LoginResponse)}}},
-                              "401": error("bad credentials"), "422": error("invalid body")},
+                "responses": responses(
+                    {"description": "signed in", "content": {"application/json": {"schema": ref(LoginResponse)}}},
+                    ("401", "bad credentials"), *json_body.items(),
+                    ("429", "too many wrong passwords: wait Retry-After seconds"),
+                    ("503", "too many sign-ins at once")),
             }},
+            "/api/v1/agent/logout": {"post": {
+                "summary": "End the session (Bearer or cookie) on the server, close its agent sockets, clear the cookie",
+                "responses": {"200": {"description": "signed out"}}}},
+            "/api/v1/agent/refresh": {"post": {
+                "summary": "Keep the session going: its expiry moves to agent_session_ttl_s from now", "security": secured,
+                "responses": responses({"description": "refreshed",
+                                        "content": {"application/json": {"schema": ref(SessionInfo)}}},
+                                       *signed_in.items())}},
+            "/api/v1/agent/session": {"get": {
+                "summary": "Whose session this is and when it ends", "security": secured,
+                "responses": responses({"description": "the session",
+                                        "content": {"application/json": {"schema": ref(SessionInfo)}}},
+                                       *signed_in.items(), ("404", "no such session"))}},
+            "/api/v1/agent/password": {"put": {
+                "summary": "Change the signed-in user's password; the account's other sessions end", "security": secured,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ref(PasswordChange)}}},
+                "responses": responses({"description": "changed"}, *signed_in.items(), *json_body.items(),
+                                       ("429", "too many wrong passwords: wait Retry-After seconds"),
+                                       ("503", "too many password checks at once"))}},
             "/api/v1/demo/token": {"post": {
                 "summary": "Demo mode only: mint a caller token",
                 "requestBody": {"content": {"application/json": {"schema": ref(DemoTokenRequest)}}},
-                "responses": {"200": {"description": "token", "content": {"application/json": {"schema": ref(TokenResponse)}}},
-                              "404": error("not in demo mode")},
+                "responses": responses(
+                    {"description": "token", "content": {"application/json": {"schema": ref(TokenResponse)}}},
+                    ("404", "not in demo mode"), *json_body.items()),
             }},
-            "/api/v1/agent/logout": {"post": {"summary": "Clear the session cookie",
-                                              "responses": {"200": {"description": "signed out"}}}},
             "/api/v1/protocol/schema": {"get": {"summary": "JSON Schema of the WebSocket protocol",
                                                  "responses": {"200": {"description": "JSON Schema"}}}},
             **api_paths,
         },
         "components": {
-            "schemas": {m.__name__: m.model_json_schema(ref_template="#/components/schemas/{model}") for m in models},
+            "schemas": schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "an integrator API key (ck_...) or an agent session token from sign-in"},
+                           "description": "an integrator API key (ck_...) or an agent session token (as_...)"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "callin_session",
                            "description": "the console's session cookie, set by /api/v1/agent/login"},
             },

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from enum import StrEnum
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -12,7 +13,7 @@ from sqlalchemy import select
 
 from ..auth import AgentAccount
 from ..config import check_skills
-from ..errors import BadRequest, InvalidState, NotFound, Unauthorized
+from ..errors import BadRequest, InvalidState, NotFound, Unauthorized, Unavailable
 from ..models import now
 from .db import Database
 from .models import UserRow
@@ -42,10 +43,28 @@ def _skills(skills: list[str] | tuple[str, ...] | None) -> list[str]:
 class AccountStore:
     """Accounts in the database. Hashing and verifying run in a thread: argon2 is slow on purpose."""
 
-    def __init__(self, db: Database, *, time_cost: int = 3, memory_kib: int = 64 * 1024) -> None:
+    def __init__(self, db: Database, *, time_cost: int = 3, memory_kib: int = 64 * 1024, concurrency: int = 2,
+                 queue: int = 64) -> None:
         self.db = db
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1)
         self._dummy_hash = self._hasher.hash("no-such-user-0123456789")
+        # argon2 takes memory_kib per hash: a bound on hashes at once bounds the memory sign-in floods can take
+        self._hash_slots = asyncio.Semaphore(concurrency)
+        self._max_waiting = queue
+        self._waiting = 0
+
+    async def _hash_work(self, fn: Any, *args: str) -> Any:
+        if self._hash_slots.locked() and self._waiting >= self._max_waiting:
+            raise Unavailable("too many sign-ins at once; try again in a moment", code="sign_in_busy")
+        self._waiting += 1
+        try:
+            await self._hash_slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            return await asyncio.to_thread(fn, *args)
+        finally:
+            self._hash_slots.release()
 
     async def add(self, username: str, password: str, *, role: Role | str = Role.AGENT,
                   display_name: str | None = None, min_password: int = MIN_PASSWORD,
@@ -61,7 +80,7 @@ class AccountStore:
             raise BadRequest(f"role must be one of {', '.join(r.value for r in Role)}", code="invalid_role") from None
         if len(password) < min_password:
             raise BadRequest(f"passwords have at least {min_password} characters", code="weak_password")
-        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        password_hash = await self._hash_work(self._hasher.hash, password)
         async with self.db.session() as session, session.begin():
             if await session.get(UserRow, username) is not None:
                 raise InvalidState(f"the user {username} exists already", code="user_exists")
@@ -77,7 +96,7 @@ class AccountStore:
         # Verify even when the user is unknown, so timing does not tell which usernames exist.
         stored = row.password_hash if row is not None and not row.disabled else self._dummy_hash
         try:
-            await asyncio.to_thread(self._hasher.verify, stored, password)
+            await self._hash_work(self._hasher.verify, stored, password)
             ok = row is not None and not row.disabled
         except (VerificationError, InvalidHashError):
             ok = False
@@ -85,6 +104,16 @@ class AccountStore:
             raise Unauthorized("wrong username or password", code="bad_credentials")
         assert row is not None
         return _account(row)
+
+    async def set_password(self, username: str, password: str, *, min_password: int = MIN_PASSWORD) -> None:
+        if len(password) < min_password:
+            raise BadRequest(f"passwords have at least {min_password} characters", code="weak_password")
+        password_hash = await self._hash_work(self._hasher.hash, password)
+        async with self.db.session() as session, session.begin():
+            row = await session.get(UserRow, username)
+            if row is None:
+                raise NotFound(f"no user {username}", code="unknown_user")
+            row.password_hash = password_hash
 
     async def get(self, username: str) -> AgentAccount | None:
         async with self.db.session() as session:

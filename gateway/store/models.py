@@ -28,6 +28,23 @@ class UserRow(Base):
     capacity: Mapped[int] = mapped_column(Integer, default=1)
 
 
+class SignInRow(Base):
+    """A server-side agent session (sign-in): ended by sign-out, a password change or an admin."""
+
+    __tablename__ = "signin_sessions"
+    __table_args__ = (Index("ix_signin_sessions_username", "username"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    username: Mapped[str] = mapped_column(String(128))
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)  # moved forward by refresh, never past ends_at
+    ends_at: Mapped[float] = mapped_column(Float)  # the absolute end
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class ApiKeyRow(Base):
     __tablename__ = "api_keys"
 

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import aiohttp
-import jwt
 import pytest
 
+from gateway.store.signins import SignInStore
+from signaling.keys import DATABASE
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import WsClient
 from tests.support.server import running_gateway
@@ -165,9 +166,8 @@ async def test_sign_in_cookie_expiry_and_origin(tmp_path):
         assert status == 403 and body["code"] == "origin_not_allowed"
 
         # an expired session is refused with a clear error, on REST and on the WebSocket
-        now = int(time.time())
-        expired = jwt.encode({"sub": "alice", "aud": "callin-agent", "iat": now - 7200, "exp": now - 3600},
-                             AGENT_SECRET, algorithm="HS256")
+        past = SignInStore(gw.app[DATABASE], ttl_s=60, max_s=3600, clock=lambda: time.time() - 7200)
+        _, expired = await past.open("alice")  # a session whose last refresh was two hours ago
         status, body = await Api(base, bearer=expired).get("/api/v1/calls")
         assert status == 401 and body == {"code": "token_expired", "reason": "the agent session has expired; sign in again"}
         ws = WsClient(base, "/ws/agent")
@@ -201,7 +201,7 @@ async def test_no_default_accounts_outside_demo_and_cli_user_add(tmp_path):
     assert out.returncode == 0 and "created admin root" in out.stdout, out.stderr
     out = subprocess.run([sys.executable, "-m", "signaling.cli", "db", "current"], cwd=ROOT, env=env,
                          capture_output=True, text=True)
-    assert out.returncode == 0 and "revision 0002" in out.stdout
+    assert out.returncode == 0 and "revision 0003" in out.stdout
     async with running_gateway(demo=False, data_dir=tmp_path) as gw:
         api = Api(gw.base_url)
         status, body = await api.login("alice", "alice-demo")

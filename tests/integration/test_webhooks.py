@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway.store.webhooks import verify_signature
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import wait_until
+from signaling.keys import WEBHOOK_DISPATCHER, WEBHOOKS
 from tests.support.server import free_port, running_gateway
 
 
@@ -141,5 +142,156 @@ async def test_unreachable_endpoint_does_not_block_calls(caller_token):
                 break
             await asyncio.sleep(0.05)
         assert {d["event"] for d in log["deliveries"]} == {"call.queued", "call.ended"}
-        assert all(not d["ok"] and d["status_code"] is None and "Connect" in d["error"] for d in log["deliveries"])
+        assert all(not d["ok"] and d["status_code"] is None and d["error"] == "connection_failed" for d in log["deliveries"])
         await admin.close()  # stopping the gateway cancels the pending retries
+
+
+class SilentEndpoint:
+    """A real TCP server on loopback that accepts connections and never answers (a hung receiver)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.connections = 0
+        self.open: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.AbstractServer | None = None
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open.add(writer)
+        try:
+            while await reader.read(4096):
+                pass
+        finally:
+            self.open.discard(writer)
+            writer.close()
+
+    async def __aenter__(self) -> "SilentEndpoint":
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self.open):
+            writer.close()
+        await self.server.wait_closed()
+
+
+async def until(predicate, timeout: float) -> None:
+    """wait_until for an async predicate."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def _metric(api: Api, name: str) -> float:
+    async with api.http.get(api.base_url + "/metrics") as response:
+        text = await response.text()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+async def test_internal_destinations_refused_at_registration(caller_token):
+    """Without an allow-list, loopback, link-local, private and reserved addresses are refused in every spelling."""
+    async with running_gateway(webhook_allowed_networks=[]) as gw:
+        admin = Api(gw.base_url)
+        await admin.login("admin", "admin-demo")
+        status, body = await admin.post("/api/v1/api-keys", {"name": "crm"})
+        integrator = Api(gw.base_url, bearer=body["key"])
+        for url in ["http://127.0.0.1:8080/x", "http://169.254.169.254/latest/meta-data/", "http://10.0.0.7/x",
+                    "http://192.168.1.1/", "http://172.16.0.1/", "http://[::1]:8080/", "http://[::ffff:127.0.0.1]/",
+                    "http://2130706433/", "http://0x7f000001/", "http://0177.0.0.1/", "http://localhost:8080/",
+                    "http://100.64.0.1/", "http://0.0.0.0/", "http://[fe80::1]/", "http://224.0.0.1/"]:
+            for who in (admin, integrator):
+                status, body = await who.post("/api/v1/webhooks", {"url": url, "events": ["call.ended"]})
+                assert status == 422 and body["code"] == "destination_not_allowed", (url, status, body)
+                assert "CALLIN_WEBHOOK_ALLOWED_NETWORKS" in body["reason"]
+        status, body = await integrator.post("/api/v1/webhooks", {"url": "http://user:pw@example.com/",
+                                                                  "events": ["call.ended"]})
+        assert status == 422 and body["code"] == "invalid_url"
+        status, body = await integrator.post("/api/v1/webhooks", {"url": "http://no-such-host.invalid/",
+                                                                  "events": ["call.ended"]})
+        assert status == 422 and body["code"] == "destination_unresolvable"
+        status, body = await integrator.post("/api/v1/webhooks", {
+            "url": f"http://127.0.0.1:{gw.settings.port}/api/v1/users", "events": ["call.ended"]})
+        assert status == 422 and body["code"] == "destination_not_allowed"
+        status, listed = await admin.get("/api/v1/webhooks")
+        assert listed["webhooks"] == []
+        await admin.close()
+        await integrator.close()
+    # the gateway's own public URL, even where it resolves to a public address
+    async with running_gateway(public_url="https://callin.example.com") as gw:
+        admin = Api(gw.base_url)
+        await admin.login("admin", "admin-demo")
+        status, body = await admin.post("/api/v1/webhooks", {"url": "https://callin.example.com/api/v1/users",
+                                                             "events": ["call.ended"]})
+        assert status == 422 and body == {"code": "destination_not_allowed",
+                                          "reason": "webhooks cannot point at this gateway itself"}
+        await admin.close()
+
+
+async def test_internal_destination_refused_at_connect_time(caller_token):
+    """A webhook whose address became internal after registration (DNS rebinding, or a row written before the
+    check) is refused when connecting: the receiver gets nothing, the log says only destination_not_allowed."""
+    async with Receiver(fail_first=0) as receiver, running_gateway(webhook_allowed_networks=[],
+                                                                   webhook_max_attempts=1) as gw:
+        admin = Api(gw.base_url)
+        await admin.login("admin", "admin-demo")
+        by_ip = await gw.app[WEBHOOKS].create(receiver.url, ["call.queued"])  # bypasses the registration check
+        by_name = await gw.app[WEBHOOKS].create(receiver.url.replace("127.0.0.1", "localhost"), ["call.queued"])
+        caller, call_id = await caller_socket(gw.base_url, caller_token(sub="hook-rebind"))
+        for hook in (by_ip, by_name):
+            async def logged() -> bool:
+                status, log = await admin.get(f"/api/v1/webhooks/{hook['id']}/deliveries")
+                return len(log["deliveries"]) == 1
+            await until(logged, 10)
+            status, log = await admin.get(f"/api/v1/webhooks/{hook['id']}/deliveries")
+            assert log["deliveries"][0]["error"] == "destination_not_allowed" and not log["deliveries"][0]["ok"]
+        assert receiver.requests == []
+        await caller.close()
+        await admin.close()
+
+
+async def test_silent_destination_delays_only_its_own_deliveries(caller_token):
+    """40 webhooks to a receiver that never answers do not delay a healthy receiver's call.ended; deleting them
+    cancels their pending deliveries and the backlog metric returns to 0."""
+    async with SilentEndpoint() as silent, Receiver(fail_first=0) as healthy, \
+            running_gateway(webhook_timeout_s=4, webhook_retry_base_s=0.5) as gw:
+        admin = Api(gw.base_url)
+        await admin.login("admin", "admin-demo")
+        silent_hooks = []
+        for _ in range(40):
+            status, hook = await admin.post("/api/v1/webhooks", {"url": silent.url,
+                                                                 "events": ["call.queued", "call.ended"]})
+            assert status == 201
+            silent_hooks.append(hook["id"])
+        status, _ = await admin.post("/api/v1/webhooks", {"url": healthy.url, "events": ["call.queued", "call.ended"]})
+        assert status == 201
+
+        caller, call_id = await caller_socket(gw.base_url, caller_token(sub="hook-slow"))
+        await caller.request({"type": "call.hangup"})
+        await caller.close()
+        ended_at = time.monotonic()
+        # the old shared slots held every silent delivery through all its retries (5 attempts x 4 s): the healthy
+        # receiver waited for minutes; now only the silent destination's own queue waits
+        await wait_until(lambda: "call.ended" in healthy.events(), 6)
+        assert time.monotonic() - ended_at < 6
+        assert sorted(healthy.events()) == ["call.ended", "call.queued"]
+        await wait_until(lambda: silent.connections >= 1, 5)
+        assert await _metric(admin, "callin_webhook_backlog") > 0
+
+        for hook_id in silent_hooks:
+            status, _ = await admin.request("DELETE", f"/api/v1/webhooks/{hook_id}")
+            assert status == 200
+
+        async def drained() -> bool:
+            return await _metric(admin, "callin_webhook_backlog") == 0
+        await until(drained, 5)
+        await wait_until(lambda: not silent.open, 5)  # the attempts in flight were cancelled
+        assert gw.app[WEBHOOK_DISPATCHER].backlog() == 0  # no retry left waiting on a timer
+        await admin.close()

@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.switchboard import Switchboard
 from signaling.app import create_app
+from signaling.hardening import server_options
 from signaling.keys import SWITCHBOARD
 
 TEST_SECRET = "test-secret-0123456789-abcdefghij"
@@ -37,6 +38,8 @@ def test_settings(**overrides: Any) -> Settings:
         password_hash_time_cost=1,
         password_hash_memory_kib=8192,
         webhook_retry_base_s=0.2,
+        # the tests' webhook receivers listen on loopback, which webhooks may not reach by default
+        webhook_allowed_networks=["127.0.0.0/8"],
     )
     values.update(overrides)
     return Settings(**values)
@@ -62,7 +65,7 @@ async def running_gateway(**overrides: Any) -> AsyncIterator[RunningGateway]:
         overrides["data_dir"] = data_dir
     settings = test_settings(**overrides)
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2, **server_options(settings))
     try:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", settings.port)

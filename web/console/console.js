@@ -6,8 +6,8 @@
 import { AUDIO_CONSTRAINTS, CallinError, Signaling, candidateMessage, iceServersFrom, preferCodec, summarizeStats } from "../caller/callin-client.js";
 import { icon } from "../caller/icons.js";
 
-const TOKEN_KEY = "callin.agent.token";
-const AGENT_KEY = "callin.agent.account";
+// The session token lives only in the HttpOnly session cookie: no script (ours or injected) can read it.
+const SESSION_ENDED = ["invalid_token", "token_expired", "not_authenticated", "session_revoked"];
 const AUTO_ANSWER_KEY = "callin.agent.autoAnswer";
 const SOUND_KEY = "callin.agent.sound";
 
@@ -126,8 +126,8 @@ class Ringer {
 
 // ------------------------------------------------------------------------------------------------ state
 const state = {
-  token: sessionStorage.getItem(TOKEN_KEY),
-  account: JSON.parse(sessionStorage.getItem(AGENT_KEY) || "null"),
+  account: null, // {username, display_name, role} of the signed-in agent
+  refreshTimer: null,
   signal: null,
   welcome: null,
   status: "offline",
@@ -243,16 +243,14 @@ async function signIn(event) {
     const response = await fetch("/api/v1/agent/login", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username, password }),
+      body: JSON.stringify({ username, password, cookie_only: true }),
     });
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
       throw new CallinError(body.code || "login_failed", body.code === "bad_credentials" ? "Wrong username or password." : body.reason || `Sign-in failed (${response.status}).`);
     }
-    state.token = body.token;
     state.account = body.agent;
-    sessionStorage.setItem(TOKEN_KEY, body.token);
-    sessionStorage.setItem(AGENT_KEY, JSON.stringify(body.agent));
+    keepSessionAlive(body.expires_in);
     $("password").value = "";
     await start();
   } catch (e) {
@@ -277,9 +275,13 @@ async function signOut() {
   }
   state.signal?.close();
   state.signal = null;
-  sessionStorage.removeItem(TOKEN_KEY);
-  sessionStorage.removeItem(AGENT_KEY);
-  state.token = null;
+  try {
+    await fetch("/api/v1/agent/logout", { method: "POST" }); // ends the session on the server too
+  } catch {
+    /* the session ends on its own */
+  }
+  clearInterval(state.refreshTimer);
+  state.account = null;
   ringer.stop();
   showSignin();
 }
@@ -294,7 +296,7 @@ function wsUrl(path) {
 async function openSocket(resumeToken = null) {
   const signal = new Signaling(wsUrl("/ws/agent"));
   await signal.connect();
-  const hello = { type: "hello", token: state.token };
+  const hello = { type: "hello" }; // the session cookie signs the socket in
   if (resumeToken) hello.resume_token = resumeToken;
   let welcome;
   try {
@@ -320,8 +322,7 @@ async function start() {
   try {
     welcome = await openSocket();
   } catch (e) {
-    if (["invalid_token", "token_expired", "not_authenticated"].includes(e.code)) {
-      sessionStorage.removeItem(TOKEN_KEY);
+    if (SESSION_ENDED.includes(e.code)) {
       showSignin("Your session has expired. Please sign in again.");
       return;
     }
@@ -377,7 +378,7 @@ async function onSocketClose(signal) {
       pingLoop(state.signal);
       return;
     } catch (e) {
-      if (["invalid_token", "token_expired"].includes(e.code)) {
+      if (SESSION_ENDED.includes(e.code)) {
         showSignin("Your session has expired. Please sign in again.");
         return;
       }
@@ -1063,7 +1064,7 @@ function renderHistory() {
 async function api(path, { method = "GET", body = undefined, headers = {} } = {}) {
   let response;
   try {
-    response = await fetch(path, { method, body, headers: { Authorization: `Bearer ${state.token}`, ...headers } });
+    response = await fetch(path, { method, body, headers }); // the session cookie signs the request in
   } catch {
     throw new CallinError("network_error", "Can't reach the gateway.");
   }
@@ -1455,7 +1456,7 @@ async function openSnapshot() {
   try {
     const still = await api(`/api/v1/calls/${encodeURIComponent(call.id)}/snapshot`, { method: "POST" });
     snap.attachment = still;
-    const response = await fetch(still.url, { headers: { Authorization: `Bearer ${state.token}` } });
+    const response = await fetch(still.url);
     if (!response.ok) throw new CallinError("snapshot", "The snapshot could not be loaded.");
     const bitmap = await createImageBitmap(await response.blob());
     snap.image = bitmap;
@@ -1980,8 +1981,42 @@ function init() {
       state.signal.send({ type: "bye", id: "unload" });
     }
   });
-  if (state.token) start();
-  else showSignin();
+  resumeSignedIn();
+}
+
+/** A reload keeps the sign-in: the cookie is still there; ask the gateway whose it is. */
+async function resumeSignedIn() {
+  try {
+    const response = await fetch("/api/v1/agent/session");
+    if (response.ok) {
+      const session = await response.json();
+      state.account = session.agent;
+      keepSessionAlive(session.expires_in);
+      start();
+      return;
+    }
+  } catch {
+    /* gateway unreachable: sign in again */
+  }
+  showSignin();
+}
+
+/** Sessions end a while after their last refresh: refresh while the console is open. */
+function keepSessionAlive(expiresIn) {
+  clearInterval(state.refreshTimer);
+  const every = Math.max(20, Math.floor((expiresIn || 1800) / 3)) * 1000;
+  state.refreshTimer = setInterval(async () => {
+    try {
+      const response = await fetch("/api/v1/agent/refresh", { method: "POST" });
+      if (response.status === 401) {
+        clearInterval(state.refreshTimer);
+        state.signal?.close();
+        showSignin("Your session has ended. Please sign in again.");
+      }
+    } catch {
+      /* offline for a moment: the next refresh will tell */
+    }
+  }, every);
 }
 
 init();
