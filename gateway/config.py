@@ -76,7 +76,7 @@ def parse_span(text: str) -> tuple[int, int]:
 class PriorityRule(BaseModel):
     """A call whose token has claim `claim` equal to `equals` gets at least `priority` (higher is answered first)."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "allow_inf_nan": False}
 
     claim: str = Field(min_length=1, max_length=64)
     equals: str | int | bool
@@ -86,7 +86,7 @@ class PriorityRule(BaseModel):
 class QueueConfig(BaseModel):
     """One queue: who may answer it (skills), when it is open, and what callers are told when it is not."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "allow_inf_nan": False}
 
     name: str = Field(pattern=QUEUE_NAME)
     display_name: str | None = Field(None, max_length=128)
@@ -142,7 +142,8 @@ class QueueConfig(BaseModel):
 class Settings(BaseSettings):
     """Every knob of the gateway. Read from CALLIN_* env vars and an optional TOML file."""
 
-    model_config = SettingsConfigDict(env_prefix="CALLIN_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="CALLIN_", env_nested_delimiter="__", extra="forbid",
+                                      allow_inf_nan=False)
 
     # -- server
     host: str = "127.0.0.1"

@@ -17,7 +17,7 @@ from gateway.store.records import CallFilter, Outcome
 
 from .access import require
 from .keys import ACCOUNTS, API_KEYS, CALLS, QUEUES, RECORDER, SWITCHBOARD, WEBHOOKS
-from .rest import Body, http_error, read_body
+from .rest import Body, http_error, json_response, read_body
 
 api_routes = web.RouteTableDef()
 
@@ -29,7 +29,7 @@ WebhookEvent = Literal["call.queued", "call.offered", "call.answered", "call.end
 
 
 class Query(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CallListQuery(Query):
@@ -103,7 +103,7 @@ async def list_calls(request: web.Request) -> web.Response:
     where = CallFilter(since=q.since, until=q.until, outcome=q.outcome.value if q.outcome else None, agent=agent,
                        queue=q.queue, subject=q.subject)
     calls, cursor = await request.app[CALLS].list(where, q.limit, q.cursor)
-    return web.json_response(CallPage(calls=calls, next_cursor=cursor).model_dump())
+    return json_response(CallPage(calls=calls, next_cursor=cursor).model_dump())
 
 
 @api_routes.get("/api/v1/calls/{call_id}")
@@ -112,7 +112,7 @@ async def get_call(request: web.Request) -> web.Response:
     call = await request.app[CALLS].get(request.match_info["call_id"])
     if who.is_user and who.role == Role.AGENT.value and who.name not in (call["agents"] or []):
         raise NotFound(f"no call {call['id']}", code="unknown_call")
-    return web.json_response(call)
+    return json_response(call)
 
 
 @api_routes.post("/api/v1/calls/{call_id}/wrap-up")
@@ -122,7 +122,7 @@ async def wrap_up(request: web.Request) -> web.Response:
     call_id = request.match_info["call_id"]
     await request.app[RECORDER].wrap_up(call_id, who.name, body.disposition, body.notes)
     request.app[SWITCHBOARD].finish_wrap_up(who.name, call_id)  # ends the agent's wrap-up time early
-    return web.json_response(await request.app[CALLS].get(call_id))
+    return json_response(await request.app[CALLS].get(call_id))
 
 
 # ------------------------------------------------------------------------------------------------ live state
@@ -139,7 +139,7 @@ async def agents(request: web.Request) -> web.Response:
             "call_id": live.call_id if live else None,
             "idle_since": live.idle_since if live and live.status is AgentStatus.AVAILABLE else None,
         })
-    return web.json_response({"agents": result})
+    return json_response({"agents": result})
 
 
 def _queue_view(board: Any, queue: Queue) -> dict[str, Any]:
@@ -163,7 +163,7 @@ def _queue_view(board: Any, queue: Queue) -> dict[str, Any]:
 async def queues(request: web.Request) -> web.Response:
     await require(request, roles=STAFF, api_key=True)
     board = request.app[SWITCHBOARD]
-    return web.json_response({"queues": [_queue_view(board, q) for q in board.queues.all()],
+    return json_response({"queues": [_queue_view(board, q) for q in board.queues.all()],
                               "agents_staffed": board.staffed()})
 
 
@@ -171,7 +171,7 @@ async def queues(request: web.Request) -> web.Response:
 async def get_queue(request: web.Request) -> web.Response:
     await require(request, roles=STAFF, api_key=True)
     board = request.app[SWITCHBOARD]
-    return web.json_response(_queue_view(board, board.queues.get(request.match_info["name"])))
+    return json_response(_queue_view(board, board.queues.get(request.match_info["name"])))
 
 
 class _AnyObject(Body):
@@ -198,7 +198,7 @@ async def _apply_queue(request: web.Request, config: QueueConfig, by: str) -> we
     await request.app[QUEUES].save(config, by)
     queue = board.queues.put(config)
     board.recheck()  # hours or skills may have changed: dispatch and positions again
-    return web.json_response(_queue_view(board, queue))
+    return json_response(_queue_view(board, queue))
 
 
 @api_routes.post("/api/v1/queues")
@@ -225,21 +225,21 @@ async def delete_queue(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     board.queues.remove(name, waiting=sum(1 for c in board.queue.ordered() if c.queue == name))
     await request.app[QUEUES].delete(name)
-    return web.json_response({"deleted": name})
+    return json_response({"deleted": name})
 
 
 @api_routes.get("/api/v1/stats")
 async def stats(request: web.Request) -> web.Response:
     await require(request, roles=STAFF, api_key=True)
     q: StatsQuery = parse_query(request, StatsQuery)
-    return web.json_response(await request.app[CALLS].stats(q.since, q.until))
+    return json_response(await request.app[CALLS].stats(q.since, q.until))
 
 
 # ------------------------------------------------------------------------------------------------ admin
 @api_routes.get("/api/v1/users")
 async def list_users(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN)
-    return web.json_response({"users": await request.app[ACCOUNTS].list()})
+    return json_response({"users": await request.app[ACCOUNTS].list()})
 
 
 @api_routes.post("/api/v1/users")
@@ -249,7 +249,7 @@ async def create_user(request: web.Request) -> web.Response:
     account = await request.app[ACCOUNTS].add(body.username, body.password, role=body.role,
                                               display_name=body.display_name, skills=body.skills,
                                               capacity=body.capacity)
-    return web.json_response({"username": account.username, "display_name": account.display_name,
+    return json_response({"username": account.username, "display_name": account.display_name,
                               "role": account.role, "skills": list(account.skills),
                               "capacity": account.capacity}, status=201)
 
@@ -261,14 +261,14 @@ async def user_routing(request: web.Request) -> web.Response:
     body: UserRouting = await read_body(request, UserRouting)
     account = await request.app[ACCOUNTS].set_routing(request.match_info["username"], skills=body.skills,
                                                       capacity=body.capacity)
-    return web.json_response({"username": account.username, "skills": list(account.skills),
+    return json_response({"username": account.username, "skills": list(account.skills),
                               "capacity": account.capacity})
 
 
 @api_routes.get("/api/v1/api-keys")
 async def list_api_keys(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN)
-    return web.json_response({"api_keys": [k.public() for k in await request.app[API_KEYS].list()]})
+    return json_response({"api_keys": [k.public() for k in await request.app[API_KEYS].list()]})
 
 
 @api_routes.post("/api/v1/api-keys")
@@ -276,40 +276,40 @@ async def create_api_key(request: web.Request) -> web.Response:
     who = await require(request, roles=ADMIN)
     body: ApiKeyCreate = await read_body(request, ApiKeyCreate)
     info, key = await request.app[API_KEYS].create(body.name, created_by=who.name)
-    return web.json_response({**info.public(), "key": key}, status=201)
+    return json_response({**info.public(), "key": key}, status=201)
 
 
 @api_routes.delete("/api/v1/api-keys/{key_id}")
 async def revoke_api_key(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN)
     info = await request.app[API_KEYS].revoke(request.match_info["key_id"])
-    return web.json_response(info.public())
+    return json_response(info.public())
 
 
 @api_routes.get("/api/v1/webhooks")
 async def list_webhooks(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN, api_key=True)
-    return web.json_response({"webhooks": await request.app[WEBHOOKS].list()})
+    return json_response({"webhooks": await request.app[WEBHOOKS].list()})
 
 
 @api_routes.post("/api/v1/webhooks")
 async def create_webhook(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN, api_key=True)
     body: WebhookCreate = await read_body(request, WebhookCreate)
-    return web.json_response(await request.app[WEBHOOKS].create(body.url, list(body.events)), status=201)
+    return json_response(await request.app[WEBHOOKS].create(body.url, list(body.events)), status=201)
 
 
 @api_routes.delete("/api/v1/webhooks/{webhook_id}")
 async def delete_webhook(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN, api_key=True)
     await request.app[WEBHOOKS].delete(request.match_info["webhook_id"])
-    return web.json_response({"deleted": request.match_info["webhook_id"]})
+    return json_response({"deleted": request.match_info["webhook_id"]})
 
 
 @api_routes.get("/api/v1/webhooks/{webhook_id}/deliveries")
 async def webhook_deliveries(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN, api_key=True)
-    return web.json_response({"deliveries": await request.app[WEBHOOKS].deliveries(request.match_info["webhook_id"])})
+    return json_response({"deliveries": await request.app[WEBHOOKS].deliveries(request.match_info["webhook_id"])})
 
 
 # ------------------------------------------------------------------------------------------------ OpenAPI

@@ -23,6 +23,7 @@ from gateway.store.attachments import AttachmentError
 
 from .access import principal
 from .keys import ATTACHMENTS, CALLER_TOKENS, SWITCHBOARD
+from .rest import json_response
 
 file_routes = web.RouteTableDef()
 STAFF_ALL = {"supervisor", "admin"}
@@ -83,7 +84,7 @@ async def upload(request: web.Request) -> web.Response:
     call.attachments.add(attachment.id)
     call.log("attachment", id=attachment.id, by=person.name, name=attachment.name, mime=attachment.mime,
              size=attachment.size)
-    return web.json_response(attachment.public(), status=201)
+    return json_response(attachment.public(), status=201)
 
 
 @file_routes.get("/api/v1/calls/{call_id}/attachments/{attachment_id}")
@@ -119,4 +120,4 @@ async def take_snapshot(request: web.Request) -> web.Response:
     attachment = request.app[ATTACHMENTS].save(call.id, "snapshot.jpg", jpeg, person.name)
     call.attachments.add(attachment.id)
     call.log("snapshot", id=attachment.id, by=person.name, width=width, height=height)
-    return web.json_response(attachment.public() | {"width": width, "height": height}, status=201)
+    return json_response(attachment.public() | {"width": width, "height": height}, status=201)

@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway import __version__
+from gateway import __version__, strictjson
 from gateway.auth import mint_caller_token
 from gateway.errors import GatewayError
 
@@ -22,7 +22,7 @@ log = structlog.get_logger("callin.rest")
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LoginRequest(Body):
@@ -60,8 +60,14 @@ def http_error(status: int, code: str, reason: str) -> GatewayError:
     return exc
 
 
+def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
+    """web.json_response written strictly: a NaN or Infinity raises (an internal error) instead of going out as
+    invalid JSON."""
+    return web.json_response(data, status=status, dumps=strictjson.dumps, **kwargs)
+
+
 def json_error(status: int, code: str, reason: str) -> web.Response:
-    return web.json_response({"code": code, "reason": reason}, status=status)
+    return json_response({"code": code, "reason": reason}, status=status)
 
 
 MAX_JSON_BODY = 256 * 1024
@@ -76,7 +82,10 @@ async def read_body(request: web.Request, model: type[Body]) -> Any:
         raw = await request.read()
         if len(raw) > MAX_JSON_BODY:
             raise http_error(413, "body_too_large", f"JSON bodies are at most {MAX_JSON_BODY} bytes")
+        strictjson.loads(raw or b"{}")  # NaN, Infinity, unpaired surrogates and deep nesting are refused first
         return model.model_validate_json(raw or b"{}")
+    except strictjson.StrictJSONError as exc:
+        raise http_error(422, "invalid_body", f"body: {exc.reason}") from None
     except web.HTTPRequestEntityTooLarge:
         raise http_error(413, "body_too_large", "request body too large") from None
     except ValidationError as exc:
@@ -109,7 +118,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
 async def healthz(request: web.Request) -> web.Response:
     """200 when the gateway is started and accepting calls, 503 while starting or shutting down."""
     ready = request.app[READY].get("ready", False) and not request.app[SWITCHBOARD].closing
-    return web.json_response({"status": "ok" if ready else "unavailable", "version": __version__},
+    return json_response({"status": "ok" if ready else "unavailable", "version": __version__},
                              status=200 if ready else 503)
 
 
@@ -126,7 +135,7 @@ async def agent_login(request: web.Request) -> web.Response:
     account = await request.app[ACCOUNTS].check_password(body.username, body.password)
     token = request.app[AGENT_SESSIONS].issue(account)
     settings = request.app[SETTINGS]
-    response = web.json_response(LoginResponse(
+    response = json_response(LoginResponse(
         token=token, expires_in=settings.agent_session_ttl_s,
         agent={"username": account.username, "display_name": account.display_name, "role": account.role},
     ).model_dump())
@@ -139,7 +148,7 @@ async def agent_login(request: web.Request) -> web.Response:
 @routes.post("/api/v1/agent/logout")
 async def agent_logout(request: web.Request) -> web.Response:
     """Clears the session cookie (tokens expire on their own)."""
-    response = web.json_response({"signed_out": True})
+    response = json_response({"signed_out": True})
     response.del_cookie(request.app[SETTINGS].session_cookie_name, path="/")
     return response
 
@@ -168,17 +177,17 @@ async def demo_token(request: web.Request) -> web.Response:
         ttl_s=ttl,
         extra=extra,
     )
-    return web.json_response(TokenResponse(token=token, expires_in=ttl).model_dump())
+    return json_response(TokenResponse(token=token, expires_in=ttl).model_dump())
 
 
 @routes.get("/api/v1/protocol/schema")
 async def protocol_schema(request: web.Request) -> web.Response:
-    return web.json_response(protocol.json_schema())
+    return json_response(protocol.json_schema())
 
 
 @routes.get("/api/v1/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return json_response(openapi_document())
 
 
 def openapi_document() -> dict[str, Any]:
