@@ -13,7 +13,7 @@ from gateway.errors import Forbidden, InvalidState, NotFound
 from gateway.models import AgentStatus
 from gateway.queues import Queue
 from gateway.store.accounts import Role
-from gateway.store.records import CallFilter, Outcome
+from gateway.store.records import CallFilter, Outcome, handled_by
 
 from .access import require
 from .keys import ACCOUNTS, API_KEYS, CALLS, QUEUES, RECORDER, SWITCHBOARD, WEBHOOKS
@@ -110,7 +110,8 @@ async def list_calls(request: web.Request) -> web.Response:
 async def get_call(request: web.Request) -> web.Response:
     who = await require(request, api_key=True)
     call = await request.app[CALLS].get(request.match_info["call_id"])
-    if who.is_user and who.role == Role.AGENT.value and who.name not in (call["agents"] or []):
+    if who.is_user and who.role == Role.AGENT.value and who.name not in handled_by(call):
+        # a call that only rang at this agent (declined or missed) is not theirs to read
         raise NotFound(f"no call {call['id']}", code="unknown_call")
     return json_response(call)
 

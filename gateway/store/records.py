@@ -316,6 +316,17 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[index]
 
 
+HANDLING_EVENTS = ("connected", "consult_joined")
+
+
+def handled_by(record: dict[str, Any]) -> set[str]:
+    """The agents who handled a call (were connected to it, took part in a warm transfer or wrapped it up), from a
+    record with its events. An agent the call only rang at is not among them."""
+    names = {record.get("agent"), record.get("wrapped_up_by")}
+    names.update(e["detail"].get("agent") for e in record.get("events", []) if e["kind"] in HANDLING_EVENTS)
+    return {name for name in names if isinstance(name, str) and name}
+
+
 class CallQueries:
     def __init__(self, db: Database) -> None:
         self.db = db
