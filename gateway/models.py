@@ -39,6 +39,7 @@ class EndReason(StrEnum):
     QUEUE_FULL = "queue_full"
     MESSAGE_LEFT = "message_left"  # the caller left a message instead of waiting
     CALLBACK_EXPIRED = "callback_expired"  # an agent took the callback but the caller did not rejoin in time
+    REPLACED = "replaced"  # the same caller started a new call, which took this one's place in line
 
 
 class AgentStatus(StrEnum):

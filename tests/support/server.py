@@ -17,6 +17,11 @@ from signaling.app import create_app
 from signaling.keys import SWITCHBOARD
 
 TEST_SECRET = "test-secret-0123456789-abcdefghij"
+LOOSE_CALLER_LIMITS: dict[str, Any] = dict(
+    caller_max_sessions_per_subject=1000, caller_max_calls_per_subject=100, caller_call_starts_per_minute=10_000,
+    chat_burst=1000, chat_lines_per_minute=6000,
+)
+LIMIT_DEFAULTS: dict[str, Any] = {name: Settings.model_fields[name].default for name in LOOSE_CALLER_LIMITS}
 
 
 def free_port() -> int:
@@ -37,6 +42,9 @@ def test_settings(**overrides: Any) -> Settings:
         password_hash_time_cost=1,
         password_hash_memory_kib=8192,
         webhook_retry_base_s=0.2,
+        # Tests of other features place many calls with one caller token; the caller limits have their own tests
+        # (tests/integration/test_caller_limits.py), which put the production defaults back (LIMIT_DEFAULTS).
+        **LOOSE_CALLER_LIMITS,
     )
     values.update(overrides)
     return Settings(**values)
