@@ -109,6 +109,7 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             priority=queue.priority_for(identity),
             queue=queue.name,
             created_at=self.clock.time(),
+            history_limit=self.settings.card_history_events,
         )
         self.calls[call.id] = call
         self.relays[call.id] = Relay(call.id, self.media)

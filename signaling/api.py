@@ -116,6 +116,29 @@ async def get_call(request: web.Request) -> web.Response:
     return json_response(call)
 
 
+class HistoryQuery(Query):
+    before: int | None = Field(None, ge=0, description="events before this seq (default: the newest)")
+    limit: int = Field(50, ge=1, le=MAX_PAGE)
+
+
+@api_routes.get("/api/v1/calls/{call_id}/history")
+async def call_history(request: web.Request) -> web.Response:
+    """The events of a live call, newest page first, for the agent it rings at or who is in it, and staff: the
+    card of call.offered holds only the newest settings.card_history_events of them."""
+    who = await require(request)
+    q: HistoryQuery = parse_query(request, HistoryQuery)
+    board = request.app[SWITCHBOARD]
+    call = board.calls.get(request.match_info["call_id"])
+    if call is None or (who.role == Role.AGENT.value and who.name != call.offered_to
+                        and not board.is_participant(call, who.name) and who.name != call.consult):
+        raise NotFound("no such call in progress; ended calls are in GET /api/v1/calls/{call_id}",
+                       code="unknown_call")
+    end = min(q.before if q.before is not None else len(call.events), len(call.events))
+    start = max(0, end - q.limit)
+    return json_response({"call_id": call.id, "events": call.history(start, end - start), "total": len(call.events),
+                          "next_before": start if start > 0 else None})
+
+
 @api_routes.post("/api/v1/calls/{call_id}/wrap-up")
 async def wrap_up(request: web.Request) -> web.Response:
     who = await require(request)
