@@ -40,6 +40,7 @@ class Outcome(StrEnum):
     MESSAGE_LEFT = "message_left"  # the caller left a message instead of waiting (unstaffed queue, max wait)
     CALLBACK_EXPIRED = "callback_expired"  # an agent took the callback but the caller did not rejoin in time
     INTERRUPTED = "interrupted"  # the gateway stopped without closing it (crash); closed on the next start
+    REPLACED = "replaced"  # the same caller started a new call while this one waited; the new one took its place
 
 
 def outcome_of(call: Call) -> Outcome | None:
@@ -53,6 +54,8 @@ def outcome_of(call: Call) -> Outcome | None:
         return Outcome.ANSWERED
     if call.end_reason in (EndReason.SHUTDOWN, EndReason.QUEUE_FULL):
         return Outcome.FAILED
+    if call.end_reason is EndReason.REPLACED:
+        return Outcome.REPLACED
     if call.closed_reason == "after_hours":
         return Outcome.AFTER_HOURS
     if call.message is not None:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.support.api import agent_socket, caller_socket
+from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import WsClient
 from tests.support.server import LIMIT_DEFAULTS, running_gateway
 
@@ -65,6 +65,13 @@ async def test_a_returning_caller_keeps_its_place_and_the_old_call_is_told(gatew
     assert ended["reason"] == "replaced"
     assert [c.id for c in gateway.board.queue.ordered()] == [again_id, other_id]
     assert any(e.kind == "replaced" for e in gateway.board.calls[first_id].events)
+    admin = Api(gateway.base_url)
+    await admin.login("admin", "admin-demo")
+    record = await admin.ended_record(first_id)
+    assert record["outcome"] == "replaced" and record["end_reason"] == "replaced"  # not counted as abandoned
+    status, stats = await admin.get("/api/v1/stats")
+    assert stats["by_outcome"]["replaced"] == 1 and stats["abandoned"] == 0
+    await admin.close()
     for ws in (first, other, again):
         await ws.close()
 

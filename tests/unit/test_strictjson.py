@@ -59,3 +59,17 @@ def test_value_objects_refuse_non_finite_numbers_built_in_python() -> None:
         CallContext(crm={"x": math.inf})
     with pytest.raises(ValueError):
         CallContext(screen="\ud800")
+
+
+@pytest.mark.parametrize("value", ["inf", "Infinity", "nan", "-inf"])
+def test_settings_refuse_non_finite_numbers(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.config import QueueConfig, Settings
+
+    monkeypatch.setenv("CALLIN_SHUTDOWN_GRACE_S", value)
+    with pytest.raises(ValueError, match="finite"):
+        Settings()
+    monkeypatch.delenv("CALLIN_SHUTDOWN_GRACE_S")
+    with pytest.raises(ValueError, match="finite"):
+        QueueConfig(name="q", max_wait_s=float(value))
+    with pytest.raises(ValueError, match="finite"):
+        Settings(queues=[{"name": "q", "callback_threshold_s": value}])
