@@ -1,8 +1,9 @@
 """Limits per caller identity and per source address, so one token (or one host) cannot fill the queue.
 
 - sessions: at most `caller_max_sessions_per_subject` live sessions per identity (issuer + subject) and
-  `caller_max_sessions_per_address` per source address. A hello over the limit first evicts the oldest session of
-  that identity (or address) whose socket is gone; only if every one is connected is it refused (rate_limited).
+  `caller_max_sessions_per_address` per source address. A hello over the limit first evicts a session of that
+  identity (or address) whose socket is gone: one without a live call before one with a call, the oldest first;
+  only if every one is connected is it refused (too_many_sessions).
 - calls: at most `caller_max_calls_per_subject` live calls per identity. A new call.start over the limit REPLACES
   the oldest call of that identity that is still waiting (queued or ringing, not a kept callback): the old call ends
   with reason `replaced` and the new call takes its place in line. A connected call or a kept callback is never
@@ -14,7 +15,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .calls import Call
 from .clock import Clock
@@ -42,10 +43,11 @@ class CallerGuard:
         self._starts_by_address = SlidingWindow(settings.caller_call_starts_per_address_per_minute, 60.0, clock)
 
     # -- sessions
-    def session_to_evict(self, identity: CallerIdentity, address: str | None,
-                         sessions: Iterable[Session]) -> list[Session]:
-        """Before a new caller session: the detached sessions to drop to stay within the limits (oldest first), or
-        RateLimited when the limit is held by connected sessions only. Changes nothing."""
+    def session_to_evict(self, identity: CallerIdentity, address: str | None, sessions: Iterable[Session],
+                         holds_call: Callable[[Session], bool] = lambda _s: False) -> list[Session]:
+        """Before a new caller session: the detached sessions to drop to stay within the limits (those without a
+        live call first, then the oldest), or RateLimited when the limit is held by connected sessions only.
+        Changes nothing."""
         key = subject_key(identity)
         live = [s for s in sessions if s.role == "caller" and not s.ended]
         evict: list[Session] = []
@@ -59,7 +61,8 @@ class CallerGuard:
             excess = len(members) + 1 - limit
             if excess <= 0:
                 continue
-            detached = [s for s in members if not s.attached]  # oldest first: the registry keeps creation order
+            # oldest first (the registry keeps creation order), those still holding a call's place last
+            detached = sorted((s for s in members if not s.attached), key=holds_call)
             if len(detached) < excess:
                 raise RateLimited(f"{who} has {len(members)} open sessions, the most allowed is {limit}; "
                                   "close one (bye) or resume it with its resume token", code="too_many_sessions")

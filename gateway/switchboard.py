@@ -74,7 +74,11 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
 
     # ------------------------------------------------------------------ callers
     def open_caller(self, identity: CallerIdentity, address: str | None = None) -> Session:
-        for stale in self.guard.session_to_evict(identity, address, self.sessions.of_role("caller")):
+        def holds_call(session: Session) -> bool:
+            call = self.calls.get(session.call_id or "")
+            return call is not None and call.state is not CallState.ENDED
+
+        for stale in self.guard.session_to_evict(identity, address, self.sessions.of_role("caller"), holds_call):
             self.release_session(stale)  # its socket is gone and the same caller (or address) is back
         session = self.sessions.create("caller", identity)
         session.address = address

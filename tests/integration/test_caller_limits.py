@@ -131,3 +131,22 @@ async def test_sessions_and_starts_per_address_behind_a_trusted_proxy(caller_tok
         assert {s.address for s in gw.board.sessions.of_role("caller")} == {"203.0.113.9", "203.0.113.10"}
         for ws in (a, b, c, d):
             await ws.close()
+
+
+async def test_eviction_spares_a_session_holding_a_call_while_it_can(caller_token):
+    async with running_gateway(**LIMIT_DEFAULTS | dict(caller_max_sessions_per_subject=2, resume_grace_s=60)) as gw:
+        token = caller_token(sub="crashy")
+        a, call_id = await caller_socket(gw.base_url, token)
+        await a.close()  # gone, its call waiting
+        b, _ = await _hello(gw, token)
+        await b.close()  # gone, no call
+        c, welcome = await _hello(gw, token)
+        assert welcome["type"] == "welcome"
+        await _until(lambda: len(gw.board.sessions.of_role("caller")) == 2)
+        assert gw.board.calls[call_id].state.value == "queued"  # b went, not a
+        d, welcome = await _hello(gw, token)  # now only a's session can go: its call ends
+        assert welcome["type"] == "welcome"
+        await _until(lambda: gw.board.calls[call_id].state.value == "ended")
+        assert gw.board.calls[call_id].end_reason.value == "caller_disconnected"
+        for ws in (c, d):
+            await ws.close()
