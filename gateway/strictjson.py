@@ -1,14 +1,15 @@
 """JSON read and written strictly: no NaN or Infinity (they are not JSON, and a record or a card holding one makes
 every page that contains it unreadable to a strict client), no unpaired surrogates, bounded nesting.
 
-Every network input (WebSocket messages, REST bodies) is read with `loads`; every JSON response and webhook body is
-written with `dumps`.
+Every network input (WebSocket messages, REST bodies) is read with `loads`; every REST response is written with
+`dumps`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 MAX_DEPTH = 32
@@ -34,8 +35,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _has_surrogate(text: str) -> bool:
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
+    return _SURROGATE.search(text) is not None
 
 
 def check(value: Any, max_depth: int = MAX_DEPTH) -> None:
@@ -79,6 +83,21 @@ def loads(raw: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
     return value
 
 
+def finite(value: Any) -> Any:
+    """A copy of a decoded value with every NaN or Infinity replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def dumps(value: Any, **kwargs: Any) -> str:
-    """json.dumps that refuses NaN and Infinity (ValueError) instead of writing invalid JSON."""
-    return json.dumps(value, allow_nan=False, **kwargs)
+    """json.dumps that never writes NaN or Infinity (not JSON): such a value (from data stored before it was refused
+    at the input) is written as null."""
+    try:
+        return json.dumps(value, allow_nan=False, **kwargs)
+    except ValueError:
+        return json.dumps(finite(value), allow_nan=False, **kwargs)

@@ -61,8 +61,8 @@ def http_error(status: int, code: str, reason: str) -> GatewayError:
 
 
 def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
-    """web.json_response written strictly: a NaN or Infinity raises (an internal error) instead of going out as
-    invalid JSON."""
+    """web.json_response written strictly: never a NaN or Infinity (written as null), which strict JSON parsers
+    refuse."""
     return web.json_response(data, status=status, dumps=strictjson.dumps, **kwargs)
 
 

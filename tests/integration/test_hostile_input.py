@@ -91,3 +91,36 @@ async def test_rest_refuses_non_finite_numbers_in_queries_and_bodies(gateway):
     status, body = await admin.get("/api/v1/queues")
     assert status == 200 and all(q["name"] != "evil" for q in body["queues"])
     await admin.close()
+
+
+def _strict(text: str):
+    def refuse(name: str):
+        raise AssertionError(f"{name} in a response")
+    return json.loads(text, parse_constant=refuse)
+
+
+async def test_a_record_stored_with_nan_before_the_fix_is_still_valid_json(gateway, caller_token):
+    from gateway.store.models import CallRow
+    from signaling.keys import DATABASE
+
+    ws, call_id = await caller_socket(gateway.base_url, caller_token(sub="legacy"))
+    await ws.request({"type": "call.hangup"})
+    admin = Api(gateway.base_url)
+    await admin.login("admin", "admin-demo")
+    await admin.ended_record(call_id)
+    async with gateway.app[DATABASE].session() as session, session.begin():  # as an older version stored it
+        row = await session.get(CallRow, call_id)
+        row.location = {"lat": 1.0, "lon": 2.0, "accuracy_m": 3.0, "timestamp": float("nan"), "source": "device"}
+        row.context = {"screen": None, "steps": [], "crm": {"balance": float("inf")}}
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {admin.bearer}"}
+        for path in (f"/api/v1/calls/{call_id}", "/api/v1/calls"):
+            async with http.get(gateway.base_url + path, headers=headers) as r:
+                assert r.status == 200
+                body = _strict(await r.text())
+        async with http.get(gateway.base_url + f"/api/v1/calls/{call_id}", headers=headers) as r:
+            record = _strict(await r.text())
+    assert record["location"]["timestamp"] is None and record["context"]["crm"]["balance"] is None
+    assert any(c["id"] == call_id for c in body["calls"])
+    await admin.close()
+    await ws.close()

@@ -31,9 +31,10 @@ def test_accepted() -> None:
     assert strictjson.loads('{"a": [1.5, "\\ud83d\\ude00", null]}') == {"a": [1.5, "\U0001F600", None]}
 
 
-def test_dumps_refuses_non_finite() -> None:
-    with pytest.raises(ValueError):
-        strictjson.dumps({"x": math.nan})
+def test_dumps_never_writes_non_finite_numbers() -> None:
+    # a record stored before NaN was refused at the input still comes out as valid JSON
+    assert strictjson.dumps({"x": math.nan, "y": [math.inf, {"z": -math.inf}], "ok": 1.5}) == \
+        '{"x": null, "y": [null, {"z": null}], "ok": 1.5}'
     assert strictjson.dumps({"x": 1.0}) == '{"x": 1.0}'
 
 
