@@ -124,3 +124,21 @@ async def test_a_record_stored_with_nan_before_the_fix_is_still_valid_json(gatew
     assert any(c["id"] == call_id for c in body["calls"])
     await admin.close()
     await ws.close()
+
+
+async def test_a_caller_token_with_non_finite_or_surrogate_claims_is_refused(gateway):
+    import time as _time
+
+    import jwt
+
+    from tests.support.server import TEST_SECRET
+
+    base = {"sub": "signed", "aud": "callin", "exp": int(_time.time()) + 600}
+    for extra in ({"score": float("nan")}, {"score": float("inf")}, {"name": "\ud800"}):
+        token = jwt.encode(base | extra, TEST_SECRET, algorithm="HS256")
+        ws, reply = WsClient(gateway.base_url, "/ws/caller"), None
+        await ws.connect()
+        reply = await ws.request({"type": "hello", "token": token})
+        assert reply["code"] == "invalid_token" and "claims" in reply["reason"], (extra, reply)
+        await ws.close()
+    assert len(gateway.board.sessions) == 0
