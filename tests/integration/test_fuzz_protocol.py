@@ -91,20 +91,23 @@ class Side:
             if call is not None and call.state.value == "offered" and fuzzer.rng.random() < 0.7:
                 await self.ws.request({"type": "call.accept", "call_id": call.id})  # so in-call messages get deep
 
-    async def batch(self, fuzzer: Fuzzer, count: int) -> None:
+    async def batch(self, fuzzer: Fuzzer, count: int) -> int:
+        """Send up to `count` messages (a bye ends the batch); returns how many were sent."""
         assert self.ws is not None and self.ws.ws is not None
         sent_bye = False
+        sent = 0
         start = len(self.ws.messages)
-        for _ in range(count):
+        while sent < count and not sent_bye:
             kind, raw = fuzzer.message(self.kinds, self.ws.next_id())
-            sent_bye = sent_bye or kind == "bye"
+            sent_bye = kind == "bye"
             try:
                 if isinstance(raw, bytes):
                     await self.ws.ws.send_bytes(raw)
                 else:
                     await self.ws.ws.send_str(raw)
             except ConnectionError:
-                break  # closed by the protocol meanwhile (bye, replaced): checked below
+                break  # closed by the protocol meanwhile (replaced): checked below
+            sent += 1
         try:
             ping = self.ws.next_id()
             await self.ws.send({"type": "ping", "id": ping})
@@ -115,6 +118,7 @@ class Side:
             self.closes.append(code)
             assert code in PROTOCOL_CLOSES or (code == 1000 and sent_bye), \
                 f"{self.role} socket closed with {code} (seed {SEED}); last messages {self.ws.messages[-5:]}"
+        return sent
 
 
 async def test_fuzzed_protocol_messages_never_crash_the_gateway(caller_token):
@@ -138,8 +142,7 @@ async def test_fuzzed_protocol_messages_never_crash_the_gateway(caller_token):
             while sent < TOTAL:
                 for side in (caller, agent):
                     await side.ensure(fuzzer)
-                    await side.batch(fuzzer, BATCH)
-                    sent += BATCH
+                    sent += await side.batch(fuzzer, BATCH)
             for side in (caller, agent):
                 await side.ensure(fuzzer)
                 assert (await side.ws.request({"type": "ping"}))["type"] == "pong"
