@@ -150,3 +150,18 @@ async def test_eviction_spares_a_session_holding_a_call_while_it_can(caller_toke
         assert gw.board.calls[call_id].end_reason.value == "caller_disconnected"
         for ws in (c, d):
             await ws.close()
+
+
+async def test_call_starts_per_address(caller_token):
+    async with running_gateway(**LIMIT_DEFAULTS | dict(caller_call_starts_per_address_per_minute=3)) as gw:
+        sockets = []
+        for i in range(3):
+            ws, _ = await caller_socket(gw.base_url, caller_token(sub=f"neighbour-{i}"))
+            sockets.append(ws)
+        ws, _ = await _hello(gw, caller_token(sub="neighbour-3"))
+        sockets.append(ws)
+        error = await ws.request({"type": "call.start", "call_type": "voice"})
+        assert error["code"] == "rate_limited" and "one address" in error["reason"] and error["retryable"]
+        assert len(gw.board.queue) == 3
+        for ws in sockets:
+            await ws.close()
