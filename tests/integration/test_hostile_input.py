@@ -142,3 +142,20 @@ async def test_a_caller_token_with_non_finite_or_surrogate_claims_is_refused(gat
         assert reply["code"] == "invalid_token" and "claims" in reply["reason"], (extra, reply)
         await ws.close()
     assert len(gateway.board.sessions) == 0
+
+
+async def test_a_queue_stored_with_infinity_before_the_fix_still_loads(tmp_path):
+    from gateway.store.db import Database
+    from gateway.store.models import QueueRow
+    from gateway.store.queues import QueueStore
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'callin.db'}")
+    await db.upgrade()
+    async with db.session() as session, session.begin():
+        session.add(QueueRow(name="legacy", config={"name": "legacy", "max_wait_s": float("inf")}, updated_at=1.0,
+                             updated_by="admin"))
+        session.add(QueueRow(name="broken", config={"name": "broken", "timezone": "Nowhere/Void"}, updated_at=1.0,
+                             updated_by="admin"))
+    configs = await QueueStore(db).list()
+    await db.close()
+    assert [(c.name, c.max_wait_s) for c in configs] == [("legacy", None)]  # the invalid one is left out, logged
