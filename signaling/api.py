@@ -366,6 +366,9 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/calls": {"get": op("List call records (filters, newest first, cursor pagination)",
                                     query=CallListQuery, response=CallPage)},
         "/api/v1/calls/{call_id}": {"get": op("One call record with its ordered event log", path_param="call_id")},
+        "/api/v1/calls/{call_id}/history": {"get": op("The events of a call in progress, a page before `before` "
+                                                      "(the agent it rings at or who is in it, supervisor, admin)",
+                                                      query=HistoryQuery, path_param="call_id")},
         "/api/v1/calls/{call_id}/wrap-up": {"post": op("Wrap-up (disposition, notes) by the agent who took the call",
                                                        body=WrapUpRequest, path_param="call_id")},
         "/api/v1/agents": {"get": op("Agents and their live state (supervisor, admin, API key)")},
