@@ -84,7 +84,10 @@ class CallinSystem:
         env = dict(os.environ, CALLIN_HOST="127.0.0.1", CALLIN_PORT=str(port), CALLIN_DEMO="true",
                    CALLIN_CALLER_TOKEN_SECRET=SECRET, CALLIN_MEDIA_HOST_ADDRESSES='["127.0.0.1"]',
                    CALLIN_LOG_LEVEL="warning", CALLIN_RELAY_MODE=self.mode, CALLIN_DEMO_AGENTS=json.dumps(agents),
-                   CALLIN_RING_TIMEOUT_S="60", **self.env)
+                   CALLIN_RING_TIMEOUT_S="60",
+                   # every simulated caller comes from 127.0.0.1: lift the per-address caller limits
+                   CALLIN_CALLER_MAX_SESSIONS_PER_ADDRESS="100000",
+                   CALLIN_CALLER_CALL_STARTS_PER_ADDRESS_PER_MINUTE="100000", **self.env)
         self.proc = subprocess.Popen(pinned([cpus()[0]], [sys.executable, "-m", "signaling.cli", "serve"]), cwd=ROOT,
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.url = f"http://127.0.0.1:{port}"

@@ -51,6 +51,8 @@ class Call:
     callback_ready_at: float | None = None  # an agent accepted the callback; the caller is asked to rejoin
     rejoined_at: float | None = None
     message: str | None = None  # left for the team instead of waiting
+    history_limit: int = 50  # newest events shown in the card (settings.card_history_events)
+    chat_guard: Any = field(default=None, repr=False)  # gateway/chatguard.py, made on the first chat line
 
     def __post_init__(self) -> None:
         self.log("queued", call_type=self.call_type.value)
@@ -73,8 +75,14 @@ class Call:
         end = self.answered_at or self.ended_at or now()
         return end - self.created_at
 
+    def history(self, start: int, limit: int) -> list[dict[str, Any]]:
+        """Events start .. start+limit-1, oldest first, each with its index `seq` (GET .../history pages by it)."""
+        return [{"seq": i, "at": e.at, "kind": e.kind, **e.detail}
+                for i, e in enumerate(self.events[start:start + limit], start=start)]
+
     def card(self) -> dict[str, Any]:
-        """What the agent sees: verified identity, device location, app context."""
+        """What the agent sees: verified identity, device location, app context, and the newest `history_limit`
+        events (`history_omitted` older ones are left out: GET /api/v1/calls/{id}/history has them)."""
         return {
             "call_id": self.id,
             "call_type": self.call_type.value,
@@ -85,7 +93,8 @@ class Call:
             "location": self.location.model_dump() if self.location else None,
             "context": self.context.model_dump(),
             "transferred_from": self.transferred_from,
-            "history": [{"at": e.at, "kind": e.kind, **e.detail} for e in self.events],
+            "history": self.history(max(0, len(self.events) - self.history_limit), self.history_limit),
+            "history_omitted": max(0, len(self.events) - self.history_limit),
             "callback": self.callback,
             "callback_phone": self.callback_phone,
         }

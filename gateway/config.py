@@ -81,7 +81,7 @@ def parse_span(text: str) -> tuple[int, int]:
 class PriorityRule(BaseModel):
     """A call whose token has claim `claim` equal to `equals` gets at least `priority` (higher is answered first)."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "allow_inf_nan": False}
 
     claim: str = Field(min_length=1, max_length=64)
     equals: str | int | bool
@@ -91,7 +91,7 @@ class PriorityRule(BaseModel):
 class QueueConfig(BaseModel):
     """One queue: who may answer it (skills), when it is open, and what callers are told when it is not."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "allow_inf_nan": False}
 
     name: str = Field(pattern=QUEUE_NAME)
     display_name: str | None = Field(None, max_length=128)
@@ -147,7 +147,8 @@ class QueueConfig(BaseModel):
 class Settings(BaseSettings):
     """Every knob of the gateway. Read from CALLIN_* env vars and an optional TOML file."""
 
-    model_config = SettingsConfigDict(env_prefix="CALLIN_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="CALLIN_", env_nested_delimiter="__", extra="forbid",
+                                      allow_inf_nan=False)
 
     # -- server
     host: str = "127.0.0.1"
@@ -262,6 +263,23 @@ class Settings(BaseSettings):
                                      description="how long an accepted callback waits for the caller to rejoin")
     max_left_message_chars: int = Field(2000, ge=1, le=2000, description="the protocol caps it at 2000")
 
+    # -- hostile callers: limits per caller identity (issuer + subject) and per source address (docs/threat-model.md)
+    caller_max_sessions_per_subject: int = Field(
+        5, ge=1, le=1000, description="open sessions per caller; a hello over it evicts the oldest one whose socket "
+                                      "is gone, or is refused (too_many_sessions)")
+    caller_max_calls_per_subject: int = Field(
+        1, ge=1, le=100, description="live calls per caller; a new call replaces the oldest waiting one (reason "
+                                     "replaced, its place in line kept) and is refused if the others are connected")
+    caller_call_starts_per_minute: int = Field(6, ge=1, le=10_000, description="call.start per caller per minute")
+    caller_max_sessions_per_address: int = Field(
+        200, ge=1, le=100_000, description="open caller sessions per source address (offices share one behind NAT)")
+    caller_call_starts_per_address_per_minute: int = Field(120, ge=1, le=100_000,
+                                                            description="call.start per source address per minute")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For names the client; "
+                    "empty: the TCP peer is the client")
+
     # -- queues (the queue "default" always exists; configure it here to change its hours or messages)
     queues: list[QueueConfig] = Field(default_factory=list)
 
@@ -271,6 +289,22 @@ class Settings(BaseSettings):
     max_context_bytes: int = Field(8 * 1024, ge=256)
     max_attachment_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
     max_chat_chars: int = Field(2000, ge=1, le=2000, description="the protocol caps it at 2000")
+
+    # -- hostile callers: chat and attachments (docs/threat-model.md)
+    chat_max_lines_per_call: int = Field(300, ge=1, le=100_000,
+                                         description="chat lines one sender may send in one call (chat_limit_reached)")
+    chat_burst: int = Field(10, ge=1, le=1000, description="chat lines a sender may send at once ...")
+    chat_lines_per_minute: float = Field(30.0, gt=0, le=6000, description="... then this many a minute (chat_rate_limited)")
+    card_history_events: int = Field(
+        50, ge=1, le=10_000, description="newest events of a call in the agent's card; the record has all of them")
+    attachments_per_call_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="files of one call, all senders")
+    attachments_per_caller_bytes: int = Field(25 * 1024 * 1024, ge=1024,
+                                              description="files one caller identity uploaded, over all its calls kept")
+    attachments_per_call_count: int = Field(50, ge=1, le=10_000, description="files in one call")
+    attachments_total_bytes: int = Field(10 * 1024 * 1024 * 1024, ge=1024 * 1024,
+                                         description="disk budget of every kept file (attachments_full past it)")
+    attachments_retention_s: float = Field(30 * 24 * 3600.0, gt=0,
+                                           description="files are deleted this long after upload")
 
     # -- media / network
     ice_servers: list[IceServer] = Field(default_factory=list)
@@ -313,7 +347,7 @@ class Settings(BaseSettings):
             ipaddress.ip_address(value)
         return values
 
-    @field_validator("media_remote_allow", "media_remote_deny", "webhook_allowed_networks")
+    @field_validator("media_remote_allow", "media_remote_deny", "webhook_allowed_networks", "trusted_proxies")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
         for value in values:

@@ -66,3 +66,11 @@ class ClosedError(InvalidState):
     """Use of an object after it was closed."""
 
     code = "closed"
+
+
+class RateLimited(GatewayError):
+    """Too many of something from one caller or address; `reason` says what and when to try again."""
+
+    code = "rate_limited"
+    status = 429
+    retryable = True

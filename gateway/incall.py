@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .calls import Call
+from .chatguard import ChatGuard
 from .errors import Forbidden, InvalidState, NotFound
 from .events import (
     AgentStatusChanged,
@@ -362,6 +363,11 @@ class InCallControls:
             raise InvalidState(f"a chat line has at most {self.settings.max_chat_chars} characters",
                                code="chat_too_long")
         self.check_attachment(call, attachment)
+        if call.chat_guard is None:
+            call.chat_guard = ChatGuard(self.settings, self.clock)
+        sender_key = sender.get("username", "caller")
+        call.chat_guard.check(sender_key)
+        call.chat_guard.sent(sender_key)
         message = {"message_id": secrets.token_hex(6), "from": sender, "text": text, "attachment": attachment,
                    "at": now()}
         call.log("chat", **{"from": sender["role"], "text": text,

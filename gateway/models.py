@@ -7,7 +7,9 @@ import time
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from . import strictjson
 
 
 class CallType(StrEnum):
@@ -37,6 +39,7 @@ class EndReason(StrEnum):
     QUEUE_FULL = "queue_full"
     MESSAGE_LEFT = "message_left"  # the caller left a message instead of waiting
     CALLBACK_EXPIRED = "callback_expired"  # an agent took the callback but the caller did not rejoin in time
+    REPLACED = "replaced"  # the same caller started a new call, which took this one's place in line
 
 
 class AgentStatus(StrEnum):
@@ -49,7 +52,17 @@ class AgentStatus(StrEnum):
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """No NaN or Infinity and no unpaired surrogates anywhere inside: what these hold is written to records, cards
+    and webhook bodies as JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_json(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            strictjson.check(data)
+        return data
 
 
 class CallerIdentity(Frozen):

@@ -24,6 +24,11 @@ class CallQueue:
     def remove(self, call_id: str) -> None:
         self._entries.pop(call_id, None)
 
+    def take_place(self, call: Call, old_id: str) -> None:
+        """Queue `call` where `old_id` stood (same arrival order, its own priority) and drop `old_id`."""
+        old = self._entries.pop(old_id, None)
+        self._entries[call.id] = (-call.priority, old[1] if old else next(self._seq), call)
+
     def __contains__(self, call_id: object) -> bool:
         return call_id in self._entries
 

@@ -28,6 +28,7 @@ class Session:
     backlog: deque[Event] = field(default_factory=lambda: deque(maxlen=BACKLOG))
     expiry: asyncio.TimerHandle | None = None
     ended: bool = False
+    address: str | None = None  # the client's address when the session was opened (limits per address)
 
     def deliver(self, event: Event) -> None:
         if self.ended:
@@ -57,6 +58,10 @@ class SessionRegistry:
 
     def get(self, session_id: str) -> Session | None:
         return self._by_id.get(session_id)
+
+    def of_role(self, role: str) -> list[Session]:
+        """Live sessions of a role, oldest first."""
+        return [s for s in self._by_id.values() if s.role == role]
 
     def resume(self, token: str, role: str, same_principal: Callable[[Any], bool]) -> Session:
         session = self._by_token.get(token)

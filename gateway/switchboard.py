@@ -16,6 +16,7 @@ import structlog
 from pyee.asyncio import AsyncIOEventEmitter
 
 from .auth import AgentAccount
+from .callerguard import CallerGuard
 from .calls import Call
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -54,6 +55,7 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         self.queues = QueueDirectory(settings.queues)
         self.media = media or MediaConfig.from_settings(settings)
         self.sessions = SessionRegistry(settings.resume_grace_s, self._session_expired)
+        self.guard = CallerGuard(settings, self.clock)
         self.calls: dict[str, Call] = {}
         self.relays: dict[str, Relay] = {}
         self.agents: dict[str, AgentState] = {}
@@ -71,8 +73,16 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         self.closing = False
 
     # ------------------------------------------------------------------ callers
-    def open_caller(self, identity: CallerIdentity) -> Session:
-        return self.sessions.create("caller", identity)
+    def open_caller(self, identity: CallerIdentity, address: str | None = None) -> Session:
+        def holds_call(session: Session) -> bool:
+            call = self.calls.get(session.call_id or "")
+            return call is not None and call.state is not CallState.ENDED
+
+        for stale in self.guard.session_to_evict(identity, address, self.sessions.of_role("caller"), holds_call):
+            self.release_session(stale)  # its socket is gone and the same caller (or address) is back
+        session = self.sessions.create("caller", identity)
+        session.address = address
+        return session
 
     def start_call(
         self,
@@ -86,7 +96,8 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             raise Unavailable("the gateway is shutting down", code="shutting_down")
         if session.call_id is not None and self.calls.get(session.call_id) and self.calls[session.call_id].state is not CallState.ENDED:
             raise InvalidState("this session already has a call", code="call_in_progress")
-        if len(self.queue) >= self.settings.max_queue_length:
+        replaced = self.guard.check_start(session, (c for c in self.calls.values() if c.state is not CallState.ENDED))
+        if len(self.queue) - (replaced is not None and replaced.id in self.queue) >= self.settings.max_queue_length:
             raise Unavailable("the queue is full, try again later", code="queue_full")
         if context.encoded_size() > self.settings.max_context_bytes:
             raise InvalidState(f"context larger than {self.settings.max_context_bytes} bytes", code="context_too_large")
@@ -102,11 +113,18 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             priority=queue.priority_for(identity),
             queue=queue.name,
             created_at=self.clock.time(),
+            history_limit=self.settings.card_history_events,
         )
         self.calls[call.id] = call
         self.relays[call.id] = Relay(call.id, self.media)
         session.call_id = call.id
-        self.queue.add(call)
+        self.guard.started(session)
+        if replaced is not None and replaced.queue == call.queue:
+            self.queue.take_place(call, replaced.id)  # the caller came back: its place in line is kept
+        else:
+            self.queue.add(call)
+        if replaced is not None:
+            self._replace(replaced, call)
         log.info("call.queued", call_id=call.id, call_type=call_type.value, subject=identity.subject, queue=queue.name)
         if queue.config.max_wait_s is not None:
             self._wait_timers[call.id] = asyncio.get_running_loop().call_later(
@@ -120,6 +138,14 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
                 self._tell_closed(call, queue, ClosedReason.NO_AGENTS)
         self._publish_positions()
         return call
+
+    def _replace(self, old: Call, new: Call) -> None:
+        """The same caller started `new`: `old` leaves the line now and ends (reason replaced)."""
+        self.queue.remove(old.id)
+        old.log("replaced", by_call=new.id)
+        new.log("replaces", call=old.id)
+        log.info("call.replaced", call_id=old.id, by_call=new.id)
+        self._spawn(self.end_call(old, EndReason.REPLACED, "caller"))
 
     def caller_call(self, session: Session, call_id: str | None) -> Call:
         call_id = call_id or session.call_id

@@ -16,13 +16,13 @@ from gateway.errors import Forbidden, InvalidState, NotFound
 from gateway.models import AgentStatus
 from gateway.queues import Queue
 from gateway.store.accounts import Role
-from gateway.store.records import CallFilter, Outcome
+from gateway.store.records import CallFilter, Outcome, handled_by
 
 from .access import require
 from .hardening import origin_is_public, origin_of
 from .keys import (ACCOUNTS, API_KEYS, CALLS, DESTINATIONS, LIVE_SIGNINS, QUEUES, RECORDER, SETTINGS, SIGNINS,
                    SWITCHBOARD, WEBHOOK_DISPATCHER, WEBHOOKS)
-from .rest import Body, http_error, read_body
+from .rest import Body, http_error, json_response, read_body
 
 api_routes = web.RouteTableDef()
 audit = structlog.get_logger("callin.audit")
@@ -35,7 +35,7 @@ WebhookEvent = Literal["call.queued", "call.offered", "call.answered", "call.end
 
 
 class Query(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CallListQuery(Query):
@@ -109,16 +109,40 @@ async def list_calls(request: web.Request) -> web.Response:
     where = CallFilter(since=q.since, until=q.until, outcome=q.outcome.value if q.outcome else None, agent=agent,
                        queue=q.queue, subject=q.subject)
     calls, cursor = await request.app[CALLS].list(where, q.limit, q.cursor)
-    return web.json_response(CallPage(calls=calls, next_cursor=cursor).model_dump())
+    return json_response(CallPage(calls=calls, next_cursor=cursor).model_dump())
 
 
 @api_routes.get("/api/v1/calls/{call_id}")
 async def get_call(request: web.Request) -> web.Response:
     who = await require(request, api_key=True)
     call = await request.app[CALLS].get(request.match_info["call_id"])
-    if who.is_user and who.role == Role.AGENT.value and who.name not in (call["agents"] or []):
+    if who.is_user and who.role == Role.AGENT.value and who.name not in handled_by(call):
+        # a call that only rang at this agent (declined or missed) is not theirs to read
         raise NotFound(f"no call {call['id']}", code="unknown_call")
-    return web.json_response(call)
+    return json_response(call)
+
+
+class HistoryQuery(Query):
+    before: int | None = Field(None, ge=0, description="events before this seq (default: the newest)")
+    limit: int = Field(50, ge=1, le=MAX_PAGE)
+
+
+@api_routes.get("/api/v1/calls/{call_id}/history")
+async def call_history(request: web.Request) -> web.Response:
+    """The events of a live call, newest page first, for the agent it rings at or who is in it, and staff: the
+    card of call.offered holds only the newest settings.card_history_events of them."""
+    who = await require(request)
+    q: HistoryQuery = parse_query(request, HistoryQuery)
+    board = request.app[SWITCHBOARD]
+    call = board.calls.get(request.match_info["call_id"])
+    if call is None or (who.role == Role.AGENT.value and who.name != call.offered_to
+                        and not board.is_participant(call, who.name) and who.name != call.consult):
+        raise NotFound("no such call in progress; ended calls are in GET /api/v1/calls/{call_id}",
+                       code="unknown_call")
+    end = min(q.before if q.before is not None else len(call.events), len(call.events))
+    start = max(0, end - q.limit)
+    return json_response({"call_id": call.id, "events": call.history(start, end - start), "total": len(call.events),
+                          "next_before": start if start > 0 else None})
 
 
 @api_routes.post("/api/v1/calls/{call_id}/wrap-up")
@@ -128,7 +152,7 @@ async def wrap_up(request: web.Request) -> web.Response:
     call_id = request.match_info["call_id"]
     await request.app[RECORDER].wrap_up(call_id, who.name, body.disposition, body.notes)
     request.app[SWITCHBOARD].finish_wrap_up(who.name, call_id)  # ends the agent's wrap-up time early
-    return web.json_response(await request.app[CALLS].get(call_id))
+    return json_response(await request.app[CALLS].get(call_id))
 
 
 # ------------------------------------------------------------------------------------------------ live state
@@ -145,7 +169,7 @@ async def agents(request: web.Request) -> web.Response:
             "call_id": live.call_id if live else None,
             "idle_since": live.idle_since if live and live.status is AgentStatus.AVAILABLE else None,
         })
-    return web.json_response({"agents": result})
+    return json_response({"agents": result})
 
 
 def _queue_view(board: Any, queue: Queue) -> dict[str, Any]:
@@ -169,7 +193,7 @@ def _queue_view(board: Any, queue: Queue) -> dict[str, Any]:
 async def queues(request: web.Request) -> web.Response:
     await require(request, roles=STAFF, api_key=True)
     board = request.app[SWITCHBOARD]
-    return web.json_response({"queues": [_queue_view(board, q) for q in board.queues.all()],
+    return json_response({"queues": [_queue_view(board, q) for q in board.queues.all()],
                               "agents_staffed": board.staffed()})
 
 
@@ -177,7 +201,7 @@ async def queues(request: web.Request) -> web.Response:
 async def get_queue(request: web.Request) -> web.Response:
     await require(request, roles=STAFF, api_key=True)
     board = request.app[SWITCHBOARD]
-    return web.json_response(_queue_view(board, board.queues.get(request.match_info["name"])))
+    return json_response(_queue_view(board, board.queues.get(request.match_info["name"])))
 
 
 class QueueConfigPut(QueueConfig):
@@ -211,7 +235,7 @@ async def _apply_queue(request: web.Request, config: QueueConfig, by: str) -> we
     await request.app[QUEUES].save(config, by)
     queue = board.queues.put(config)
     board.recheck()  # hours or skills may have changed: dispatch and positions again
-    return web.json_response(_queue_view(board, queue))
+    return json_response(_queue_view(board, queue))
 
 
 @api_routes.post("/api/v1/queues")
@@ -238,21 +262,21 @@ async def delete_queue(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     board.queues.remove(name, waiting=sum(1 for c in board.queue.ordered() if c.queue == name))
     await request.app[QUEUES].delete(name)
-    return web.json_response({"deleted": name})
+    return json_response({"deleted": name})
 
 
 @api_routes.get("/api/v1/stats")
 async def stats(request: web.Request) -> web.Response:
     await require(request, roles=STAFF, api_key=True)
     q: StatsQuery = parse_query(request, StatsQuery)
-    return web.json_response(await request.app[CALLS].stats(q.since, q.until))
+    return json_response(await request.app[CALLS].stats(q.since, q.until))
 
 
 # ------------------------------------------------------------------------------------------------ admin
 @api_routes.get("/api/v1/users")
 async def list_users(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN)
-    return web.json_response({"users": await request.app[ACCOUNTS].list()})
+    return json_response({"users": await request.app[ACCOUNTS].list()})
 
 
 @api_routes.post("/api/v1/users")
@@ -262,7 +286,7 @@ async def create_user(request: web.Request) -> web.Response:
     account = await request.app[ACCOUNTS].add(body.username, body.password, role=body.role,
                                               display_name=body.display_name, skills=body.skills,
                                               capacity=body.capacity)
-    return web.json_response({"username": account.username, "display_name": account.display_name,
+    return json_response({"username": account.username, "display_name": account.display_name,
                               "role": account.role, "skills": list(account.skills),
                               "capacity": account.capacity}, status=201)
 
@@ -274,7 +298,7 @@ async def user_routing(request: web.Request) -> web.Response:
     body: UserRouting = await read_body(request, UserRouting)
     account = await request.app[ACCOUNTS].set_routing(request.match_info["username"], skills=body.skills,
                                                       capacity=body.capacity)
-    return web.json_response({"username": account.username, "skills": list(account.skills),
+    return json_response({"username": account.username, "skills": list(account.skills),
                               "capacity": account.capacity})
 
 
@@ -282,7 +306,7 @@ async def user_routing(request: web.Request) -> web.Response:
 async def user_sessions(request: web.Request) -> web.Response:
     """The account's live sign-in sessions (admin)."""
     await require(request, roles=ADMIN)
-    return web.json_response({"sessions": [s.public() for s in
+    return json_response({"sessions": [s.public() for s in
                                            await request.app[SIGNINS].live(request.match_info["username"])]})
 
 
@@ -294,13 +318,13 @@ async def end_user_sessions(request: web.Request) -> web.Response:
     ended = await request.app[SIGNINS].revoke_user(username, "ended_by_admin")
     request.app[LIVE_SIGNINS].end(ended, "ended_by_admin")
     audit.info("auth.sessions_ended", username=username, by=who.name, sessions=len(ended))
-    return web.json_response({"username": username, "sessions_ended": len(ended)})
+    return json_response({"username": username, "sessions_ended": len(ended)})
 
 
 @api_routes.get("/api/v1/api-keys")
 async def list_api_keys(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN)
-    return web.json_response({"api_keys": [k.public() for k in await request.app[API_KEYS].list()]})
+    return json_response({"api_keys": [k.public() for k in await request.app[API_KEYS].list()]})
 
 
 @api_routes.post("/api/v1/api-keys")
@@ -308,20 +332,20 @@ async def create_api_key(request: web.Request) -> web.Response:
     who = await require(request, roles=ADMIN)
     body: ApiKeyCreate = await read_body(request, ApiKeyCreate)
     info, key = await request.app[API_KEYS].create(body.name, created_by=who.name)
-    return web.json_response({**info.public(), "key": key}, status=201)
+    return json_response({**info.public(), "key": key}, status=201)
 
 
 @api_routes.delete("/api/v1/api-keys/{key_id}")
 async def revoke_api_key(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN)
     info = await request.app[API_KEYS].revoke(request.match_info["key_id"])
-    return web.json_response(info.public())
+    return json_response(info.public())
 
 
 @api_routes.get("/api/v1/webhooks")
 async def list_webhooks(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN, api_key=True)
-    return web.json_response({"webhooks": await request.app[WEBHOOKS].list()})
+    return json_response({"webhooks": await request.app[WEBHOOKS].list()})
 
 
 @api_routes.post("/api/v1/webhooks")
@@ -331,7 +355,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     if origin_is_public(request.app[SETTINGS], origin_of(body.url)):
         raise DestinationRefused("webhooks cannot point at this gateway itself")
     await request.app[DESTINATIONS].check_url(body.url)  # no internal addresses (checked again at connect time)
-    return web.json_response(await request.app[WEBHOOKS].create(body.url, list(body.events)), status=201)
+    return json_response(await request.app[WEBHOOKS].create(body.url, list(body.events)), status=201)
 
 
 @api_routes.delete("/api/v1/webhooks/{webhook_id}")
@@ -339,13 +363,13 @@ async def delete_webhook(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN, api_key=True)
     await request.app[WEBHOOKS].delete(request.match_info["webhook_id"])
     request.app[WEBHOOK_DISPATCHER].cancel_webhook(request.match_info["webhook_id"])  # pending deliveries too
-    return web.json_response({"deleted": request.match_info["webhook_id"]})
+    return json_response({"deleted": request.match_info["webhook_id"]})
 
 
 @api_routes.get("/api/v1/webhooks/{webhook_id}/deliveries")
 async def webhook_deliveries(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN, api_key=True)
-    return web.json_response({"deliveries": await request.app[WEBHOOKS].deliveries(request.match_info["webhook_id"])})
+    return json_response({"deliveries": await request.app[WEBHOOKS].deliveries(request.match_info["webhook_id"])})
 
 
 # ------------------------------------------------------------------------------------------------ OpenAPI
@@ -383,6 +407,9 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/calls": {"get": op("List call records (filters, newest first, cursor pagination)",
                                     query=CallListQuery, response=CallPage)},
         "/api/v1/calls/{call_id}": {"get": op("One call record with its ordered event log", path_param="call_id")},
+        "/api/v1/calls/{call_id}/history": {"get": op("The events of a call in progress, a page before `before` "
+                                                      "(the agent it rings at or who is in it, supervisor, admin)",
+                                                      query=HistoryQuery, path_param="call_id")},
         "/api/v1/calls/{call_id}/wrap-up": {"post": op("Wrap-up (disposition, notes) by the agent who took the call",
                                                        body=WrapUpRequest, path_param="call_id")},
         "/api/v1/agents": {"get": op("Agents and their live state (supervisor, admin, API key)")},

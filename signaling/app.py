@@ -16,7 +16,7 @@ from gateway.auth import CallerTokenVerifier
 from gateway.config import Settings
 from gateway.destinations import DestinationPolicy, parse_networks
 from gateway.signin_throttle import SignInThrottle, ThrottleRule
-from gateway.store.attachments import AttachmentStore
+from gateway.store.attachments import AttachmentLimits, AttachmentStore
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
@@ -102,7 +102,7 @@ def create_app(settings: Settings) -> web.Application:
     app[LIVE_SIGNINS] = LiveSignIns(app[SIGNINS], settings.agent_session_check_s)
     app[METRICS] = Metrics()
     app[READY] = {"ready": False}
-    app[ATTACHMENTS] = AttachmentStore(settings.data_dir / "attachments", settings.max_attachment_bytes)
+    app[ATTACHMENTS] = AttachmentStore(settings.data_dir / "attachments", AttachmentLimits.from_settings(settings))
     app.router.add_routes(routes)
     app.router.add_routes(api_routes)
     app.router.add_routes(file_routes)
@@ -110,6 +110,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/ws/agent", agent_ws)
     _static(app, settings.web_root, settings.demo)
     app.cleanup_ctx.append(_database_ctx)
+    app.cleanup_ctx.append(_attachments_ctx)
     app.cleanup_ctx.append(_switchboard_ctx)
     app.on_shutdown.append(_end_calls_before_sockets_close)
     return app
@@ -135,6 +136,15 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[RECORDER].stop()
     await db.close()
+
+
+async def _attachments_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The files kept from before (for their quotas), and the sweeper that deletes them after the retention time."""
+    store = app[ATTACHMENTS]
+    await store.open()
+    store.start()
+    yield
+    await store.stop()
 
 
 async def seed_demo_accounts(accounts: AccountStore, settings: Settings) -> None:

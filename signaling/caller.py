@@ -11,6 +11,7 @@ from gateway.models import CallerIdentity, CallState
 from gateway.sessions import Session
 
 from . import protocol as p
+from .clientaddr import client_address, networks
 from .keys import CALLER_TOKENS
 from .ws import Connection
 
@@ -25,7 +26,8 @@ class CallerConnection(Connection):
     authenticate_header = authenticate
 
     def open_session(self, principal: CallerIdentity) -> Session:
-        return self.board.open_caller(principal)
+        trusted = networks(self.settings.trusted_proxies)
+        return self.board.open_caller(principal, address=client_address(self.request, trusted))
 
     def same_principal(self, principal: CallerIdentity, other: Any) -> bool:
         return isinstance(other, CallerIdentity) and other.subject == principal.subject and other.issuer == principal.issuer

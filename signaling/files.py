@@ -23,6 +23,7 @@ from gateway.store.attachments import AttachmentError
 
 from .access import principal
 from .keys import ATTACHMENTS, CALLER_TOKENS, SWITCHBOARD
+from .rest import json_response
 
 file_routes = web.RouteTableDef()
 STAFF_ALL = {"supervisor", "admin"}
@@ -33,6 +34,7 @@ class Uploader:
     name: str  # "caller" or a username
     is_caller: bool
     role: str
+    owner: str | None = None  # a caller's identity (issuer|subject): its files count toward its quota
 
 
 async def who(request: web.Request, call: Call | None) -> Uploader:
@@ -46,7 +48,7 @@ async def who(request: web.Request, call: Call | None) -> Uploader:
         if identity is not None:
             if call is None or call.identity.subject != identity.subject:
                 raise NotFound("no such call", code="unknown_call")
-            return Uploader("caller", True, "caller")
+            return Uploader("caller", True, "caller", owner=f"{identity.issuer or ''}|{identity.subject}")
     person = await principal(request)
     if not person.is_user:
         return Uploader(person.name, False, "integrator")
@@ -79,11 +81,12 @@ async def upload(request: web.Request) -> web.Response:
         data = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise AttachmentError(f"files are at most {limit} bytes", code="attachment_too_large") from None
-    attachment = request.app[ATTACHMENTS].save(call.id, request.query.get("name", "file"), data, person.name)
+    attachment = await request.app[ATTACHMENTS].save(call.id, request.query.get("name", "file"), data, person.name,
+                                                     owner=person.owner)
     call.attachments.add(attachment.id)
     call.log("attachment", id=attachment.id, by=person.name, name=attachment.name, mime=attachment.mime,
              size=attachment.size)
-    return web.json_response(attachment.public(), status=201)
+    return json_response(attachment.public(), status=201)
 
 
 @file_routes.get("/api/v1/calls/{call_id}/attachments/{attachment_id}")
@@ -116,7 +119,7 @@ async def take_snapshot(request: web.Request) -> web.Response:
     if producer is None:
         raise NotFound("the caller sends no video", code="no_video")
     jpeg, width, height = await snapshot(producer)
-    attachment = request.app[ATTACHMENTS].save(call.id, "snapshot.jpg", jpeg, person.name)
+    attachment = await request.app[ATTACHMENTS].save(call.id, "snapshot.jpg", jpeg, person.name)
     call.attachments.add(attachment.id)
     call.log("snapshot", id=attachment.id, by=person.name, width=width, height=height)
-    return web.json_response(attachment.public() | {"width": width, "height": height}, status=201)
+    return json_response(attachment.public() | {"width": width, "height": height}, status=201)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from gateway import strictjson
 from gateway.errors import BadRequest
 from gateway.models import AgentStatus, CallContext, CallType, Location
 
@@ -21,7 +22,7 @@ RequestId = Annotated[str, Field(min_length=1, max_length=64, description="clien
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- client -> server (both roles)
@@ -524,9 +525,11 @@ def parse(adapter: TypeAdapter[Any], raw: str | bytes, max_bytes: int) -> Any:
     if size > max_bytes:
         raise ProtocolError(f"message of {size} bytes exceeds the limit of {max_bytes}", code="message_too_large")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("message is not valid JSON", code="bad_json") from None
+        data = strictjson.loads(raw)
+    except strictjson.StrictJSONError as exc:
+        if not exc.syntax:
+            raise ProtocolError(f"message text is not valid Unicode: {exc.reason}", code="invalid_message") from None
+        raise ProtocolError(f"message is not valid JSON: {exc.reason}", code="bad_json") from None
     if not isinstance(data, dict):
         raise ProtocolError("a message is a JSON object", code="bad_message")
     try:
@@ -544,10 +547,16 @@ def request_id(raw: str | bytes) -> str | None:
     """Best-effort id of a message that failed validation, so the error can echo it."""
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     value = data.get("id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) and len(value) <= 64 else None
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # an unpaired surrogate cannot be echoed
+        return None
+    return value
 
 
 def json_schema() -> dict[str, Any]:

@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway import __version__
+from gateway import __version__, strictjson
 from gateway.auth import mint_caller_token
 from gateway.models import now
 from gateway.errors import GatewayError, Unauthorized
@@ -29,7 +29,7 @@ audit = structlog.get_logger("callin.audit")
 class Body(BaseModel):
     """A JSON request body: unknown fields refused, JSON types as the schema says (no false for a number)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class LoginRequest(Body):
@@ -81,8 +81,14 @@ def http_error(status: int, code: str, reason: str) -> GatewayError:
     return exc
 
 
+def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
+    """web.json_response written strictly: never a NaN or Infinity (written as null), which strict JSON parsers
+    refuse."""
+    return web.json_response(data, status=status, dumps=strictjson.dumps, **kwargs)
+
+
 def json_error(status: int, code: str, reason: str) -> web.Response:
-    return web.json_response({"code": code, "reason": reason}, status=status)
+    return json_response({"code": code, "reason": reason}, status=status)
 
 
 MAX_JSON_BODY = 256 * 1024
@@ -97,7 +103,10 @@ async def read_body(request: web.Request, model: type[Body]) -> Any:
         raw = await request.read()
         if len(raw) > MAX_JSON_BODY:
             raise http_error(413, "body_too_large", f"JSON bodies are at most {MAX_JSON_BODY} bytes")
+        strictjson.loads(raw or b"{}")  # NaN, Infinity, unpaired surrogates and deep nesting are refused first
         return model.model_validate_json(raw or b"{}")
+    except strictjson.StrictJSONError as exc:
+        raise http_error(422, "invalid_body", f"body: {exc.reason}") from None
     except web.HTTPRequestEntityTooLarge:
         raise http_error(413, "body_too_large", "request body too large") from None
     except ValidationError as exc:
@@ -133,7 +142,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
 async def healthz(request: web.Request) -> web.Response:
     """200 when the gateway is started and accepting calls, 503 while starting or shutting down."""
     ready = request.app[READY].get("ready", False) and not request.app[SWITCHBOARD].closing
-    return web.json_response({"status": "ok" if ready else "unavailable", "version": __version__},
+    return json_response({"status": "ok" if ready else "unavailable", "version": __version__},
                              status=200 if ready else 503)
 
 
@@ -174,7 +183,7 @@ async def agent_login(request: web.Request) -> web.Response:
     throttle.succeeded(body.username, address)
     signin, token = await request.app[SIGNINS].open(account.username, address)
     audit.info("auth.signed_in", username=account.username, address=address, session=signin.id)
-    response = web.json_response(LoginResponse(
+    response = json_response(LoginResponse(
         token=None if body.cookie_only else token, expires_in=round(signin.expires_at - signin.created_at),
         agent={"username": account.username, "display_name": account.display_name, "role": account.role},
     ).model_dump())
@@ -192,7 +201,7 @@ async def agent_logout(request: web.Request) -> web.Response:
         await request.app[SIGNINS].revoke(who.session_id, "signed_out")
         request.app[LIVE_SIGNINS].end([who.session_id], "signed_out")
         audit.info("auth.signed_out", username=who.name, session=who.session_id)
-    response = web.json_response({"signed_out": True})
+    response = json_response({"signed_out": True})
     response.del_cookie(request.app[SETTINGS].session_cookie_name, path="/")
     return response
 
@@ -203,7 +212,7 @@ async def agent_refresh(request: web.Request) -> web.Response:
     who = await require(request)
     assert who.session_id is not None
     signin = await request.app[SIGNINS].refresh(who.session_id)
-    return web.json_response(SessionInfo(
+    return json_response(SessionInfo(
         session_id=signin.id, expires_in=max(0, round(signin.expires_at - now())),
         ends_in=max(0, round(signin.ends_at - now())), agent=await _agent(request, who.name)).model_dump())
 
@@ -214,7 +223,7 @@ async def agent_session(request: web.Request) -> web.Response:
     who = await require(request)
     assert who.session_id is not None
     signin = await request.app[SIGNINS].get(who.session_id)
-    return web.json_response(SessionInfo(
+    return json_response(SessionInfo(
         session_id=signin.id, expires_in=max(0, round(signin.expires_at - now())),
         ends_in=max(0, round(signin.ends_at - now())), agent=await _agent(request, who.name)).model_dump())
 
@@ -241,7 +250,7 @@ async def agent_password(request: web.Request) -> web.Response:
     ended = await request.app[SIGNINS].revoke_user(who.name, "password_changed", keep=who.session_id)
     request.app[LIVE_SIGNINS].end(ended, "password_changed")
     audit.info("auth.password_changed", username=who.name, sessions_ended=len(ended))
-    return web.json_response({"changed": True, "sessions_ended": len(ended)})
+    return json_response({"changed": True, "sessions_ended": len(ended)})
 
 
 async def _agent(request: web.Request, username: str) -> dict[str, str]:
@@ -275,17 +284,17 @@ async def demo_token(request: web.Request) -> web.Response:
         ttl_s=ttl,
         extra=extra,
     )
-    return web.json_response(TokenResponse(token=token, expires_in=ttl).model_dump())
+    return json_response(TokenResponse(token=token, expires_in=ttl).model_dump())
 
 
 @routes.get("/api/v1/protocol/schema")
 async def protocol_schema(request: web.Request) -> web.Response:
-    return web.json_response(protocol.json_schema())
+    return json_response(protocol.json_schema())
 
 
 @routes.get("/api/v1/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return json_response(openapi_document())
 
 
 def openapi_document() -> dict[str, Any]:

@@ -268,6 +268,11 @@ class Connection:
             self.error(exc, p.request_id(raw))
             await self._close(CLOSE_UNAUTHORIZED if exc.status in (401, 403) else CLOSE_PROTOCOL, exc.code)
             return False
+        except Exception:  # a bug must still answer with an error, not a bare close
+            log.exception("ws.internal_error", role=self.role, during="hello")
+            self.error(GatewayError("internal error"), p.request_id(raw))
+            await self._close(CLOSE_PROTOCOL, "internal_error")
+            return False
         self.session = session
         missed = self.board.sessions.attach(session, self.deliver, closer=self.replaced)
         self.send(

@@ -7,12 +7,17 @@ start; the default queue always exists.
 
 from __future__ import annotations
 
+import structlog
+from pydantic import ValidationError
 from sqlalchemy import select
 
+from .. import strictjson
 from ..config import QueueConfig
 from ..models import now
 from .db import Database
 from .models import QueueRow
+
+log = structlog.get_logger("callin.queues")
 
 
 class QueueStore:
@@ -22,7 +27,16 @@ class QueueStore:
     async def list(self) -> list[QueueConfig]:
         async with self.db.session() as session:
             rows = (await session.scalars(select(QueueRow).order_by(QueueRow.name))).all()
-        return [QueueConfig.model_validate(row.config) for row in rows]
+        configs = []
+        for row in rows:
+            data = strictjson.finite(row.config)  # Infinity stored by an older version: "no limit"
+            if data != row.config:
+                log.warning("queues.non_finite_numbers_dropped", queue=row.name)
+            try:
+                configs.append(QueueConfig.model_validate(data))
+            except ValidationError as exc:
+                log.warning("queues.stored_config_invalid", queue=row.name, error=str(exc).splitlines()[0])
+        return configs
 
     async def save(self, config: QueueConfig, by: str | None) -> None:
         async with self.db.session() as session, session.begin():

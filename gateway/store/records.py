@@ -40,6 +40,7 @@ class Outcome(StrEnum):
     MESSAGE_LEFT = "message_left"  # the caller left a message instead of waiting (unstaffed queue, max wait)
     CALLBACK_EXPIRED = "callback_expired"  # an agent took the callback but the caller did not rejoin in time
     INTERRUPTED = "interrupted"  # the gateway stopped without closing it (crash); closed on the next start
+    REPLACED = "replaced"  # the same caller started a new call while this one waited; the new one took its place
 
 
 def outcome_of(call: Call) -> Outcome | None:
@@ -53,6 +54,8 @@ def outcome_of(call: Call) -> Outcome | None:
         return Outcome.ANSWERED
     if call.end_reason in (EndReason.SHUTDOWN, EndReason.QUEUE_FULL):
         return Outcome.FAILED
+    if call.end_reason is EndReason.REPLACED:
+        return Outcome.REPLACED
     if call.closed_reason == "after_hours":
         return Outcome.AFTER_HOURS
     if call.message is not None:
@@ -314,6 +317,17 @@ def percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     index = max(0, math.ceil(q / 100 * len(ordered)) - 1)
     return ordered[index]
+
+
+HANDLING_EVENTS = ("connected", "consult_joined")
+
+
+def handled_by(record: dict[str, Any]) -> set[str]:
+    """The agents who handled a call (were connected to it, took part in a warm transfer or wrapped it up), from a
+    record with its events. An agent the call only rang at is not among them."""
+    names = {record.get("agent"), record.get("wrapped_up_by")}
+    names.update(e["detail"].get("agent") for e in record.get("events", []) if e["kind"] in HANDLING_EVENTS)
+    return {name for name in names if isinstance(name, str) and name}
 
 
 class CallQueries:

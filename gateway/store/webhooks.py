@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from collections import deque
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 import structlog
 from sqlalchemy import select
 
+from .. import strictjson
 from ..calls import Call
 from ..errors import NotFound
 from ..models import now
@@ -51,14 +51,17 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 def verify_signature(secret: str, header: str, body: bytes, tolerance_s: int = 300) -> bool:
     """What a receiver does (the same code is in docs/api.md)."""
     parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
-    try:
-        timestamp = int(parts["t"])
-    except (KeyError, ValueError):
+    stamp = parts.get("t", "")
+    if not (stamp.isascii() and stamp.isdigit()):
         return False
+    timestamp = int(stamp)
     if abs(time.time() - timestamp) > tolerance_s:
         return False
+    given = parts.get("v1", "")
+    if not given.isascii():  # compare_digest raises on non-ASCII text: a forged header is just a mismatch
+        return False
     expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, parts.get("v1", ""))
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 def _public(row: WebhookRow) -> dict[str, Any]:
@@ -257,7 +260,7 @@ class WebhookDispatcher:
                 continue
             for webhook_id, url, secret in targets:
                 delivery_id = secrets.token_hex(8)
-                body = json.dumps({"id": delivery_id, "event": event, "created_at": now(), "data": data},
+                body = strictjson.dumps({"id": delivery_id, "event": event, "created_at": now(), "data": data},
                                   separators=(",", ":"), default=str).encode()
                 self._enqueue(Delivery(webhook_id, url, secret, event, data.get("id"), body, delivery_id))
 

@@ -18,6 +18,12 @@ from signaling.hardening import server_options
 from signaling.keys import SWITCHBOARD
 
 TEST_SECRET = "test-secret-0123456789-abcdefghij"
+LOOSE_CALLER_LIMITS: dict[str, Any] = dict(
+    caller_max_sessions_per_subject=1000, caller_max_calls_per_subject=100, caller_call_starts_per_minute=10_000,
+    caller_max_sessions_per_address=100_000, caller_call_starts_per_address_per_minute=100_000,
+    chat_burst=1000, chat_lines_per_minute=6000,
+)
+LIMIT_DEFAULTS: dict[str, Any] = {name: Settings.model_fields[name].default for name in LOOSE_CALLER_LIMITS}
 
 
 def free_port() -> int:
@@ -40,6 +46,9 @@ def test_settings(**overrides: Any) -> Settings:
         webhook_retry_base_s=0.2,
         # the tests' webhook receivers listen on loopback, which webhooks may not reach by default
         webhook_allowed_networks=["127.0.0.0/8"],
+        # Tests of other features place many calls with one caller token; the caller limits have their own tests
+        # (tests/integration/test_caller_limits.py), which put the production defaults back (LIMIT_DEFAULTS).
+        **LOOSE_CALLER_LIMITS,
     )
     values.update(overrides)
     return Settings(**values)

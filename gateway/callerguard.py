@@ -1,0 +1,102 @@
+"""Limits per caller identity and per source address, so one token (or one host) cannot fill the queue.
+
+- sessions: at most `caller_max_sessions_per_subject` live sessions per identity (issuer + subject) and
+  `caller_max_sessions_per_address` per source address. A hello over the limit first evicts a session of that
+  identity (or address) whose socket is gone: one without a live call before one with a call, the oldest first;
+  only if every one is connected is it refused (too_many_sessions).
+- calls: at most `caller_max_calls_per_subject` live calls per identity. A new call.start over the limit REPLACES
+  the oldest call of that identity that is still waiting (queued or ringing, not a kept callback): the old call ends
+  with reason `replaced` and the new call takes its place in line. A connected call or a kept callback is never
+  replaced: then the new call is refused (call_in_progress / callback_pending).
+- call starts: at most `caller_call_starts_per_minute` per identity and `caller_call_starts_per_address_per_minute`
+  per address (rate_limited, retryable, with the wait in the reason).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+from .calls import Call
+from .clock import Clock
+from .config import Settings
+from .errors import InvalidState, RateLimited
+from .limits import SlidingWindow
+from .models import CallerIdentity
+from .sessions import Session
+
+SubjectKey = tuple[str | None, str]
+
+
+def subject_key(identity: CallerIdentity) -> SubjectKey:
+    return identity.issuer, identity.subject
+
+
+def _wait(seconds: float) -> str:
+    return f"try again in {max(1, math.ceil(seconds))} s"
+
+
+class CallerGuard:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.settings = settings
+        self._starts_by_subject = SlidingWindow(settings.caller_call_starts_per_minute, 60.0, clock)
+        self._starts_by_address = SlidingWindow(settings.caller_call_starts_per_address_per_minute, 60.0, clock)
+
+    # -- sessions
+    def session_to_evict(self, identity: CallerIdentity, address: str | None, sessions: Iterable[Session],
+                         holds_call: Callable[[Session], bool] = lambda _s: False) -> list[Session]:
+        """Before a new caller session: the detached sessions to drop to stay within the limits (those without a
+        live call first, then the oldest), or RateLimited when the limit is held by connected sessions only.
+        Changes nothing."""
+        key = subject_key(identity)
+        live = [s for s in sessions if s.role == "caller" and not s.ended]
+        evict: list[Session] = []
+        groups = [([s for s in live if subject_key(s.principal) == key], self.settings.caller_max_sessions_per_subject,
+                   "this caller")]
+        if address is not None:
+            groups.append(([s for s in live if s.address == address], self.settings.caller_max_sessions_per_address,
+                           "this address"))
+        for members, limit, who in groups:
+            members = [s for s in members if s not in evict]
+            excess = len(members) + 1 - limit
+            if excess <= 0:
+                continue
+            # oldest first (the registry keeps creation order), those still holding a call's place last
+            detached = sorted((s for s in members if not s.attached), key=holds_call)
+            if len(detached) < excess:
+                raise RateLimited(f"{who} has {len(members)} open sessions, the most allowed is {limit}; "
+                                  "close one (bye) or resume it with its resume token", code="too_many_sessions")
+            evict.extend(detached[:excess])
+        return evict
+
+    # -- calls
+    def check_start(self, session: Session, live_calls: Iterable[Call]) -> Call | None:
+        """Before a new call from `session`: the call it replaces (or None), or an error. Changes nothing."""
+        identity: CallerIdentity = session.principal
+        retry = self._starts_by_subject.check(subject_key(identity))
+        if retry is not None:
+            raise RateLimited(f"at most {self.settings.caller_call_starts_per_minute} calls a minute per caller; "
+                              + _wait(retry))
+        if session.address is not None:
+            retry = self._starts_by_address.check(session.address)
+            if retry is not None:
+                raise RateLimited(f"at most {self.settings.caller_call_starts_per_address_per_minute} calls a minute "
+                                  "from one address; " + _wait(retry))
+        key = subject_key(identity)
+        mine = sorted((c for c in live_calls if subject_key(c.identity) == key), key=lambda c: c.created_at)
+        limit = self.settings.caller_max_calls_per_subject
+        if len(mine) < limit:
+            return None
+        replaceable = [c for c in mine if c.waiting and not c.callback]
+        if replaceable:
+            return replaceable[0]
+        if any(c.callback for c in mine):
+            raise InvalidState("a callback is kept for you: rejoin it (call.rejoin) when told callback.ready",
+                               code="callback_pending")
+        raise InvalidState("you are already in a call on another connection; hang up there first",
+                           code="call_in_progress")
+
+    def started(self, session: Session) -> None:
+        self._starts_by_subject.hit(subject_key(session.principal))
+        if session.address is not None:
+            self._starts_by_address.hit(session.address)
