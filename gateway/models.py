@@ -37,6 +37,7 @@ class EndReason(StrEnum):
     QUEUE_FULL = "queue_full"
     MESSAGE_LEFT = "message_left"  # the caller left a message instead of waiting
     CALLBACK_EXPIRED = "callback_expired"  # an agent took the callback but the caller did not rejoin in time
+    RECORDS_UNAVAILABLE = "records_unavailable"  # the call's record could not be written in time: not queued
 
 
 class AgentStatus(StrEnum):

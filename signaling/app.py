@@ -20,7 +20,7 @@ from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
 from gateway.store.queues import QueueStore
-from gateway.store.records import CallQueries, CallRecorder
+from gateway.store.records import CallQueries, CallRecorder, RecorderSettings
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
 
@@ -74,7 +74,9 @@ def create_app(settings: Settings) -> web.Application:
     app[ACCOUNTS] = AccountStore(db, time_cost=settings.password_hash_time_cost,
                                  memory_kib=settings.password_hash_memory_kib)
     app[API_KEYS] = ApiKeyStore(db)
-    app[RECORDER] = CallRecorder(db, settings.node_name)
+    app[RECORDER] = CallRecorder(db, settings.node_name, RecorderSettings(
+        lease_s=settings.node_lease_s, heartbeat_s=settings.node_heartbeat_s, batch_max=settings.records_batch_max,
+        durable_timeout_s=settings.records_durable_timeout_s, stop_timeout_s=settings.records_stop_timeout_s))
     app[CALLS] = CallQueries(db)
     app[WEBHOOKS] = WebhookStore(db)
     app[QUEUES] = QueueStore(db)
@@ -171,6 +173,7 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
                                    timeout_s=settings.webhook_timeout_s, max_attempts=settings.webhook_max_attempts,
                                    retry_base_s=settings.webhook_retry_base_s)
     dispatcher.attach(board)
+    app[RECORDER].on_interrupted(lambda record: dispatcher.publish_record("call.ended", record))
     dispatcher.start()
     app[WEBHOOK_DISPATCHER] = dispatcher
     wallboard = WallboardHub(board)

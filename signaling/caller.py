@@ -6,12 +6,14 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.calls import Call
 from gateway.errors import InvalidState
-from gateway.models import CallerIdentity, CallState
+from gateway.models import CallerIdentity, CallState, EndReason
 from gateway.sessions import Session
+from gateway.store.records import RecordsUnavailable
 
 from . import protocol as p
-from .keys import CALLER_TOKENS
+from .keys import CALLER_TOKENS, RECORDER
 from .ws import Connection
 
 
@@ -37,12 +39,21 @@ class CallerConnection(Connection):
             extra["call"] = {"call_id": call.id, "state": call.state.value, "call_type": call.call_type.value}
         return extra
 
+    async def durable(self, call: Call) -> None:
+        """The caller is told "queued" only once the call's record is committed; if it cannot be, the call ends."""
+        try:
+            await self.request.app[RECORDER].durable(call.id)
+        except RecordsUnavailable:
+            await self.board.end_call(call, EndReason.RECORDS_UNAVAILABLE, "system")
+            raise
+
     async def handle(self, message: Any) -> None:
         assert self.session is not None
         session = self.session
         match message:
             case p.StartCall():
                 call = self.board.start_call(session, message.call_type, message.location, message.context)
+                await self.durable(call)
                 position, length, estimate = self.board.queue_positions().get(call.id, (0, 0, None))
                 self.metrics.calls_started.labels(call_type=call.call_type.value).inc()
                 self.send(p.CallQueued(id=message.id, call_id=call.id, position=position, queue_length=length,
