@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.test_webhooks import Receiver
 from tests.support.api import Api, agent_socket, caller_socket
-from tests.support.clients import wait_until
+from tests.support.clients import WsClient, wait_until
 from tests.support.process import GatewayProcess
 from tests.support.server import running_gateway
 LOCATION = {"lat": 52.52, "lon": 13.405, "accuracy_m": 12.5, "timestamp": 1_790_000_000.0}
@@ -317,3 +317,105 @@ async def test_missed_call_record_keeps_the_ring_timeout(caller_token):
         await caller.close()
         await agent.close()
         await api.close()
+
+
+async def test_sigterm_with_800_queued_writes_every_final_state_and_keeps_the_callback(database_url, caller_token,
+                                                                                       tmp_path):
+    """A graceful stop drains the records: 800 queued calls all end as failed (shutdown), none is left for the next
+    start to close as interrupted; a callback request is not ended by the stop but waits for the next start."""
+    queues = [{"name": f"q{i}", "display_name": f"Queue {i}"} for i in range(20)]
+    gateway = GatewayProcess(database_url, tmp_path, max_queue_length=5000, queues=json.dumps(queues), **FAST_LEASE)
+    told: dict[str, str] = {}
+    try:
+        await gateway.start()
+        cb_token = caller_token(sub="wants-callback", queue="q0")
+        cb_caller, cb_id = await caller_socket(gateway.base_url, cb_token)
+        accepted = await cb_caller.request({"type": "callback.request", "call_id": cb_id})
+        assert accepted["type"] == "callback.accepted", accepted
+        await cb_caller.request({"type": "bye"})
+        await cb_caller.close()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            slots = asyncio.Semaphore(50)
+            joins = [asyncio.ensure_future(_join(gateway.base_url, caller_token(sub=f"term-{i}", queue=f"q{i % 20}"),
+                                                 told, http, slots)) for i in range(800)]
+            try:
+                await wait_until(lambda: len(told) == 800, 300)
+                assert await gateway.terminate() == 0, gateway.stderr()
+            finally:
+                await asyncio.wait_for(asyncio.gather(*joins, return_exceptions=True), 60)
+
+        gateway.set(node_name="after-stop")
+        await gateway.start()
+        api = await admin_api(gateway.base_url)
+        records = {r["id"]: r for r in await _all_records(api)}
+        outcomes = [(records[c]["outcome"], records[c]["end_reason"]) for c in told if c in records]
+        assert len(outcomes) == 800 and set(outcomes) == {("failed", "shutdown")}, set(outcomes)
+        # the callback is back in the live queue: an agent who signs in gets it, and callback.ready fires
+        status, record = await api.get(f"/api/v1/calls/{cb_id}")
+        assert record["ended_at"] is None and record["callback"] is True, record
+        agent = await agent_socket(gateway.base_url)
+        offer = await agent.wait(lambda m: m.get("type") == "call.offered" and m["call_id"] == cb_id, timeout=30)
+        assert offer["card"]["callback"] is True
+        await api.close()
+        await agent.close()
+    finally:
+        gateway.close()
+
+
+async def test_callback_request_survives_kill_9(database_url, caller_token, tmp_path):
+    """A callback request is a promise: after kill -9 and a restart (under another name), it is back in the queue;
+    the agent takes it, call.callback_ready fires, the caller rejoins with its token and the record goes on."""
+    gateway = GatewayProcess(database_url, tmp_path, node_name="node-a", **FAST_LEASE)
+    try:
+        async with Receiver(fail_first=0) as receiver:
+            await gateway.start()
+            api = await admin_api(gateway.base_url)
+            status, _ = await api.post("/api/v1/webhooks", {"url": receiver.url,
+                                                           "events": ["call.callback_ready", "call.ended"]})
+            assert status == 201
+            await api.close()
+            token = caller_token(sub="cb-crash")
+            caller, call_id = await caller_socket(gateway.base_url, token)
+            accepted = await caller.request({"type": "callback.request", "call_id": call_id, "phone": "+33612345678"})
+            assert accepted["type"] == "callback.accepted", accepted
+            other, other_id = await caller_socket(gateway.base_url, caller_token(sub="plain-crash"))
+            gateway.kill()
+            await caller.close()
+            await other.close()
+
+            gateway.set(node_name="node-b")
+            await gateway.start()
+            api = await admin_api(gateway.base_url)
+            assert (await api.ended_record(other_id, timeout=30))["outcome"] == "interrupted"
+            agent = await agent_socket(gateway.base_url)
+            offer = await agent.wait(lambda m: m.get("type") == "call.offered" and m["call_id"] == call_id, timeout=30)
+            assert offer["card"]["callback"] is True and offer["card"]["callback_phone"] == "+33612345678"
+            await agent.request({"type": "call.accept", "call_id": call_id})
+            await wait_until(lambda: "call.callback_ready" in receiver.events(), 30)
+            hook = next(json.loads(b) for _, b in receiver.requests if json.loads(b)["event"] == "call.callback_ready")
+            assert hook["data"]["id"] == call_id and hook["data"]["callback_phone"] == "+33612345678"
+            ended = [json.loads(b)["data"]["id"] for _, b in receiver.requests if json.loads(b)["event"] == "call.ended"]
+            assert call_id not in ended and other_id in ended
+
+            back = await caller_socket_hello(gateway.base_url, token)
+            rejoined = await back.request({"type": "call.rejoin", "call_id": call_id})
+            assert rejoined["type"] == "call.rejoined" and rejoined["state"] == "connected", rejoined
+            await back.request({"type": "call.hangup", "call_id": call_id})
+            record = await api.ended_record(call_id)
+            assert record["outcome"] == "answered" and record["callback"] is True and record["rejoined_at"]
+            kinds = [e["kind"] for e in record["events"]]
+            assert kinds.index("callback_requested") < kinds.index("callback_restored") < kinds.index("rejoined")
+            assert [e["seq"] for e in record["events"]] == list(range(len(kinds)))
+            await back.close()
+            await agent.close()
+            await api.close()
+    finally:
+        gateway.close()
+
+
+async def caller_socket_hello(base: str, token: str) -> WsClient:
+    ws = WsClient(base, "/ws/caller")
+    await ws.connect()
+    welcome = await ws.request({"type": "hello", "token": token})
+    assert welcome["type"] == "welcome", welcome
+    return ws
