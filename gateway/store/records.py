@@ -270,7 +270,11 @@ class CallRecorder:
             else:
                 self._interrupted.append(record)
         for row, events in reaped.callbacks:
-            call = call_from_record(row, events)
+            try:
+                call = call_from_record(row, events)
+            except ValueError:  # a record this version cannot read back: it stays open, claimed by this node
+                log.exception("records.callback_unreadable", call_id=row.get("id"))
+                continue
             self._written[call.id] = len(call.events)
             log.warning("records.callback_restored", call_id=call.id, queue=call.queue)
             if self._board is not None:

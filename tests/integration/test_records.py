@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from typing import Any
 
@@ -419,3 +420,26 @@ async def caller_socket_hello(base: str, token: str) -> WsClient:
     welcome = await ws.request({"type": "hello", "token": token})
     assert welcome["type"] == "welcome", welcome
     return ws
+
+
+async def test_a_call_that_cannot_be_recorded_is_refused_not_queued(caller_token, tmp_path):
+    """While another process holds the SQLite database, call.start waits for the record, then refuses with
+    records_unavailable (retryable) instead of telling the caller it is queued; once the database is free again
+    the call's record is written, ended as failed (nothing is lost)."""
+    async with running_gateway(data_dir=str(tmp_path), records_durable_timeout_s=0.5) as gw:
+        lock = sqlite3.connect(tmp_path / "callin.db", timeout=30)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            ws = await caller_socket_hello(gw.base_url, caller_token(sub="refused"))
+            reply = await ws.request({"type": "call.start", "call_type": "voice"})
+            assert reply["type"] == "error" and reply["code"] == "records_unavailable" and reply["retryable"] is True
+            call_id = next(c.id for c in gw.board.calls.values() if c.identity.subject == "refused")
+            assert gw.board.calls[call_id].state.value == "ended"
+        finally:
+            lock.rollback()
+            lock.close()
+        api = await admin_api(gw.base_url)
+        record = await api.ended_record(call_id, timeout=30)
+        assert record["outcome"] == "failed" and record["end_reason"] == "records_unavailable"
+        await ws.close()
+        await api.close()

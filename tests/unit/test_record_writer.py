@@ -1,0 +1,135 @@
+"""The record writer and node leases on a real SQLite file: coalescing, batching, durability, retry, reaping."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+from sqlalchemy import func, select
+
+from gateway.calls import Call
+from gateway.models import CallContext, CallerIdentity, CallType
+from gateway.store import nodes
+from gateway.store.db import Database
+from gateway.store.models import CallEventRow, CallRow, NodeRow
+from gateway.store.record_writer import RecordWriter
+from gateway.store.records import call_columns
+
+
+def make_call(call_id: str) -> Call:
+    return Call(id=call_id, identity=CallerIdentity(subject=f"s-{call_id}", expires_at=2_000_000_000), call_type=CallType.VOICE, location=None,
+                context=CallContext(), caller_session="sess")
+
+
+def snapshot(call: Call, node: nodes.NodeLease, start: int) -> tuple[dict, list[dict]]:
+    columns = {**call_columns(call, node.name), "node_id": node.id}
+    events = [{"call_id": call.id, "seq": seq, "at": e.at, "kind": e.kind, "detail": e.detail}
+              for seq, e in enumerate(call.events[start:], start=start)]
+    return columns, events
+
+
+async def migrated(tmp_path) -> tuple[str, Database]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'records.db'}"
+    db = Database(url)
+    await db.upgrade()
+    return url, db
+
+
+class Committed:
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.event = threading.Event()
+
+    def __call__(self, ids: list[str]) -> None:
+        self.ids += ids
+        self.event.set()
+
+
+async def test_changes_of_one_call_are_coalesced_into_one_row_with_every_event(tmp_path):
+    url, db = await migrated(tmp_path)
+    node = nodes.NodeLease(id="n1", name="one", lease_s=10)
+    committed = Committed()
+    writer = RecordWriter(url, node, heartbeat_s=5, batch_max=500, on_committed=committed, on_reaped=lambda r: None)
+    call = make_call("c1")
+    written = 0
+    for i in range(5):  # five changes before the writer comes round
+        call.log("note", i=i)
+        columns, events = snapshot(call, node, written)
+        written += len(events)
+        writer.put(call.id, columns, events)
+    await asyncio.wrap_future(writer.start())
+    await asyncio.to_thread(committed.event.wait, 10)
+    await asyncio.wrap_future(writer.stop())
+    assert committed.ids == ["c1"] and writer.batches == 1 and writer.rows == 1
+    async with db.session() as session:
+        kinds = (await session.scalars(select(CallEventRow.kind).where(CallEventRow.call_id == "c1")
+                                       .order_by(CallEventRow.seq))).all()
+        row = await session.get(CallRow, "c1")
+        node_row = await session.get(NodeRow, "n1")
+    assert kinds == ["queued"] + ["note"] * 5 and row.node_id == "n1" and row.state == "queued"
+    assert node_row.stopped_at is not None  # a clean stop: any node may take over its callbacks at once
+    await db.close()
+
+
+async def test_many_calls_are_written_in_batches_and_a_locked_database_delays_but_loses_nothing(tmp_path):
+    url, db = await migrated(tmp_path)
+    node = nodes.NodeLease(id="n2", name="two", lease_s=10)
+    committed = Committed()
+    writer = RecordWriter(url, node, heartbeat_s=5, batch_max=500, on_committed=committed, on_reaped=lambda r: None)
+    await asyncio.wrap_future(writer.start())
+    lock = sqlite3.connect(tmp_path / "records.db", timeout=30)
+    lock.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    calls = [make_call(f"b{i}") for i in range(1200)]
+    for call in calls:
+        writer.put(call.id, *snapshot(call, node, 0))
+    await asyncio.sleep(0.5)
+    assert committed.ids == []  # nothing is durable while the lock is held
+    lock.rollback()
+    lock.close()
+    for _ in range(200):
+        if len(committed.ids) == 1200:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.wrap_future(writer.stop())
+    assert sorted(committed.ids) == sorted(c.id for c in calls)
+    assert writer.rows == 1200 and 3 <= writer.batches < 1200
+    async with db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(CallRow)) == 1200
+    await db.close()
+
+
+async def test_a_dead_nodes_records_are_closed_once_its_lease_ran_out_by_exactly_one_node(tmp_path):
+    _url, db = await migrated(tmp_path)
+    dead = nodes.NodeLease(id="dead", name="same-name", lease_s=10)
+    b = nodes.NodeLease(id="b", name="same-name", lease_s=10)  # the same name does not matter
+    c = nodes.NodeLease(id="c", name="other", lease_s=10)
+    open_call, callback = make_call("open"), make_call("cb")
+    callback.callback = True
+    async with db.session() as session, session.begin():
+        for lease in (dead, b, c):
+            await nodes.register(session, lease, 1000.0)
+        for call in (open_call, callback):
+            columns, events = snapshot(call, dead, 0)
+            session.add(CallRow(**columns))
+            await session.flush()
+            session.add_all(CallEventRow(**e) for e in events)
+    async with db.session() as session, session.begin():
+        await nodes.heartbeat(session, b, 1009.0)
+        early = await nodes.reap(session, b, 1009.0)
+    assert not early  # the dead node's lease holds until 1010
+    async with db.session() as session, session.begin():
+        await nodes.heartbeat(session, b, 1011.0)
+        await nodes.heartbeat(session, c, 1011.0)
+        first = await nodes.reap(session, b, 1011.0)
+    async with db.session() as session, session.begin():
+        second = await nodes.reap(session, c, 1011.0)
+    assert first.nodes == ["dead"] and [r["id"] for r in first.closed] == ["open"]
+    assert first.closed[0]["outcome"] == "interrupted" and "node_id" not in first.closed[0]
+    assert [row["id"] for row, _ in first.callbacks] == ["cb"]
+    assert [e["kind"] for e in first.callbacks[0][1]] == ["queued", "callback_restored"]
+    assert not second  # claimed once
+    async with db.session() as session:
+        cb = await session.get(CallRow, "cb")
+        assert cb.ended_at is None and cb.node_id == "b"  # the callback now belongs to the live node
+    await db.close()
