@@ -53,9 +53,9 @@ class CallerConnection(Connection):
         match message:
             case p.StartCall():
                 call = self.board.start_call(session, message.call_type, message.location, message.context)
+                self.metrics.calls_started.labels(call_type=call.call_type.value).inc()
                 await self.durable(call)
                 position, length, estimate = self.board.queue_positions().get(call.id, (0, 0, None))
-                self.metrics.calls_started.labels(call_type=call.call_type.value).inc()
                 self.send(p.CallQueued(id=message.id, call_id=call.id, position=position, queue_length=length,
                                        estimated_wait_s=estimate, queue=call.queue))
             case p.CallbackRequest():
