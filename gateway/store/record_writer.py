@@ -83,6 +83,7 @@ class RecordWriter:
         self._thread: threading.Thread | None = None
         self._ready: concurrent.futures.Future[nodes.Reaped] = concurrent.futures.Future()
         self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._retry_s = 0.05
         self.batches = 0  # transactions committed (for metrics and the benchmark)
         self.rows = 0
 
@@ -209,32 +210,32 @@ class RecordWriter:
             log.exception("records.heartbeat_failed")
 
     async def _drain(self, db: Database) -> None:
-        """Write what was handed over, in batches, until nothing is left (or giving up was asked)."""
-        delay = 0.05
-        while not self._abandon:
-            with self._lock:
-                taken, self._pending = self._pending, {}
-                jobs = list(self._jobs)
-                self._jobs.clear()
-                self._woken = False
-            if not taken and not jobs:
+        """Write what was handed over so far, in batches. One pass: the caller loops (and keeps the heartbeat
+        going between passes, however busy); a failed batch goes back into the buffer and is retried later."""
+        with self._lock:
+            taken, self._pending = self._pending, {}
+            jobs = list(self._jobs)
+            self._jobs.clear()
+            self._woken = False
+        if not taken and not jobs:
+            return
+        items = list(taken.items())
+        for start in range(0, len(items), self.batch_max):
+            batch = items[start:start + self.batch_max]
+            try:
+                await self._write(db, batch)
+            except Exception:
+                log.exception("records.batch_failed", calls=len(items) - start, retry_in_s=self._retry_s)
+                self._give_back(items[start:], jobs)
+                await asyncio.sleep(self._retry_s)
+                self._retry_s = min(self._retry_s * 2, 5.0)
+                assert self._wake is not None
+                self._wake.set()
                 return
-            items = list(taken.items())
-            for start in range(0, len(items), self.batch_max):
-                batch = items[start:start + self.batch_max]
-                try:
-                    await self._write(db, batch)
-                except Exception:
-                    log.exception("records.batch_failed", calls=len(batch), retry_in_s=delay)
-                    self._give_back(items[start:], jobs)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    break
-                self.on_committed([call_id for call_id, _ in batch])
-            else:
-                for job, future in jobs:
-                    await self._run_job(db, job, future)
-                delay = 0.05
+            self.on_committed([call_id for call_id, _ in batch])
+        self._retry_s = 0.05
+        for job, future in jobs:
+            await self._run_job(db, job, future)
 
     def _give_back(self, items: list[tuple[str, Pending]], jobs: list[tuple[Job, concurrent.futures.Future[Any]]]) -> None:
         with self._lock:

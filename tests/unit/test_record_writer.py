@@ -133,3 +133,27 @@ async def test_a_dead_nodes_records_are_closed_once_its_lease_ran_out_by_exactly
         cb = await session.get(CallRow, "cb")
         assert cb.ended_at is None and cb.node_id == "b"  # the callback now belongs to the live node
     await db.close()
+
+
+async def test_records_are_committed_while_the_server_loop_is_blocked(tmp_path):
+    """The writer has its own thread and loop: a server loop busy with media (here: blocked outright) does not
+    hold the records back. The previous writer, a task on the server's loop, wrote nothing until the loop was free."""
+    import time
+
+    from gateway.store.records import CallRecorder, RecorderSettings
+
+    url, db = await migrated(tmp_path)
+    recorder = CallRecorder(db, "busy-node", RecorderSettings(lease_s=10, heartbeat_s=3))
+    await recorder.start()
+    call = make_call("busy")
+    recorder.record(call)
+    deadline = time.monotonic() + 10
+    found = None
+    with sqlite3.connect(tmp_path / "records.db") as check:
+        while found is None and time.monotonic() < deadline:  # the event loop does not run in here
+            found = check.execute("SELECT state FROM calls WHERE id = 'busy'").fetchone()
+            time.sleep(0.02)
+    assert found == ("queued",)
+    await recorder.durable("busy")
+    await recorder.stop()
+    await db.close()
