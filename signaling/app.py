@@ -108,6 +108,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         elif not await app[ACCOUNTS].list():
             log.warning("no_accounts", hint="create one with: callin user add USERNAME --role admin")
         closed = await app[RECORDER].start()
+        app[METRICS].bind_records(app[RECORDER])
         if closed:
             log.warning("calls_interrupted", count=closed)
     except BaseException:

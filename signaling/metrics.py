@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from gateway.calls import Call
 from gateway.models import AgentStatus, CallState
+from gateway.store.records import CallRecorder
 from gateway.switchboard import Switchboard
 
 
@@ -30,6 +31,17 @@ class _LiveState(Collector):
         yield agents
 
 
+class _Records(Collector):
+    def __init__(self, recorder: CallRecorder) -> None:
+        self.recorder = recorder
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        backlog = GaugeMetricFamily("callin_records_backlog",
+                                    "Calls (and wrap-ups) handed to the record writer and not yet committed")
+        backlog.add_metric([], self.recorder.backlog)
+        yield backlog
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -43,6 +55,9 @@ class Metrics:
             "callin_call_wait_seconds", "Time from request to answer", registry=r,
             buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
         )
+
+    def bind_records(self, recorder: CallRecorder) -> None:
+        self.registry.register(_Records(recorder))
 
     def bind(self, board: Switchboard) -> None:
         self.registry.register(_LiveState(board))

@@ -84,6 +84,7 @@ class RecordWriter:
         self._ready: concurrent.futures.Future[nodes.Reaped] = concurrent.futures.Future()
         self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._retry_s = 0.05
+        self._in_flight = 0
         self.batches = 0  # transactions committed (for metrics and the benchmark)
         self.rows = 0
 
@@ -111,8 +112,9 @@ class RecordWriter:
 
     @property
     def backlog(self) -> int:
+        """Snapshots and jobs handed over and not committed yet (those being written included)."""
         with self._lock:
-            return len(self._pending) + len(self._jobs)
+            return len(self._pending) + len(self._jobs) + self._in_flight
 
     def start(self) -> concurrent.futures.Future[nodes.Reaped]:
         """Register the node, reap dead ones, then write. The future resolves once registered and reaped."""
@@ -217,8 +219,17 @@ class RecordWriter:
             jobs = list(self._jobs)
             self._jobs.clear()
             self._woken = False
+            self._in_flight = len(taken) + len(jobs)
         if not taken and not jobs:
             return
+        try:
+            await self._write_taken(db, taken, jobs)
+        finally:
+            with self._lock:
+                self._in_flight = 0
+
+    async def _write_taken(self, db: Database, taken: dict[str, Pending],
+                           jobs: list[tuple[Job, concurrent.futures.Future[Any]]]) -> None:
         items = list(taken.items())
         for start in range(0, len(items), self.batch_max):
             batch = items[start:start + self.batch_max]
@@ -239,6 +250,7 @@ class RecordWriter:
 
     def _give_back(self, items: list[tuple[str, Pending]], jobs: list[tuple[Job, concurrent.futures.Future[Any]]]) -> None:
         with self._lock:
+            self._in_flight = 0
             for call_id, old in items:
                 newer = self._pending.get(call_id)
                 if newer is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
 from typing import Any
@@ -435,6 +436,9 @@ async def test_a_call_that_cannot_be_recorded_is_refused_not_queued(caller_token
             assert reply["type"] == "error" and reply["code"] == "records_unavailable" and reply["retryable"] is True
             call_id = next(c.id for c in gw.board.calls.values() if c.identity.subject == "refused")
             assert gw.board.calls[call_id].state.value == "ended"
+            async with aiohttp.ClientSession() as http, http.get(gw.base_url + "/metrics") as r:
+                backlog = re.search(r"^callin_records_backlog (\S+)$", await r.text(), re.M)
+                assert backlog and float(backlog.group(1)) >= 1  # the operator sees what waits
         finally:
             lock.rollback()
             lock.close()
