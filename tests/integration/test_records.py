@@ -179,14 +179,14 @@ async def _join(base: str, token: str, told: dict[str, str], http: aiohttp.Clien
 async def test_two_thousand_callers_join_then_kill_9_every_call_has_a_record(database_url, caller_token, tmp_path):
     """The issue's load case: 2,000 callers join; the process is killed (-9) while the last ones are still joining.
     Every caller that was told "queued" has a record after the restart, closed as interrupted; no record stays open."""
-    queues = [{"name": f"q{i}", "display_name": f"Queue {i}"} for i in range(40)]
+    queues = [{"name": f"q{i}", "display_name": f"Queue {i}"} for i in range(100)]  # fewer position updates each
     gateway = GatewayProcess(database_url, tmp_path, max_queue_length=5000, queues=json.dumps(queues), **FAST_LEASE)
     told: dict[str, str] = {}
     try:
         await gateway.start()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             slots = asyncio.Semaphore(50)
-            joins = [asyncio.ensure_future(_join(gateway.base_url, caller_token(sub=f"load-{i}", queue=f"q{i % 40}"),
+            joins = [asyncio.ensure_future(_join(gateway.base_url, caller_token(sub=f"load-{i}", queue=f"q{i % 100}"),
                                                  told, http, slots)) for i in range(2000)]
             try:
                 await wait_until(lambda: len(told) >= 1900, 600)
