@@ -189,8 +189,8 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy async URL, e.g. postgresql+asyncpg://user@host/db; default SQLite in data_dir"
     )
     node_name: str = Field(default_factory=socket.gethostname,
-                           description="this node's name in call records; open records of this node are closed "
-                                       "as interrupted when it starts")
+                           description="this node's name in call records and logs (informative: open records "
+                                       "are owned by a node instance and closed by its lease, see node_lease_s)")
     migrate_on_start: bool = Field(True, description="apply schema migrations when the server starts")
     # -- records: durability and node lease (issue 9, docs/deployment.md "Call records")
     node_lease_s: float = Field(15.0, ge=1, le=3600,

@@ -60,6 +60,7 @@ class CallerConnection(Connection):
                                        estimated_wait_s=estimate, queue=call.queue))
             case p.CallbackRequest():
                 call = await self.board.request_callback(session, message.call_id, message.phone)
+                await self.request.app[RECORDER].durable(call.id)  # a promise: confirmed once it is on disk
                 position = self.board.queue_positions().get(call.id, (None, 0, None))[0]
                 self.send(p.CallbackAcceptedOut(id=message.id, call_id=call.id, position=position))
             case p.LeaveMessage():

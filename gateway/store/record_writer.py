@@ -37,7 +37,7 @@ from .models import CallEventRow, CallRow
 log = structlog.get_logger("callin.records.writer")
 
 Job = Callable[[AsyncSession], Awaitable[Any]]
-Committed = Callable[[list[str]], None]  # call ids whose snapshot is now durable (called in the writer thread)
+Committed = Callable[[list[tuple[str, int]]], None]  # (call id, generation) now durable; called in the writer thread
 ReapedHook = Callable[[nodes.Reaped], None]  # called in the writer thread
 
 
@@ -47,6 +47,7 @@ class Pending:
 
     columns: dict[str, Any]
     events: list[dict[str, Any]] = field(default_factory=list)
+    generation: int = 0  # of the latest snapshot: what a commit of this row makes durable
 
 
 def upsert_calls(dialect: str, columns: list[str]) -> Insert:
@@ -89,14 +90,15 @@ class RecordWriter:
         self.rows = 0
 
     # ------------------------------------------------------------------ the engine's side (any thread)
-    def put(self, call_id: str, columns: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    def put(self, call_id: str, columns: dict[str, Any], events: list[dict[str, Any]], generation: int = 0) -> None:
         with self._lock:
             pending = self._pending.get(call_id)
             if pending is None:
-                self._pending[call_id] = Pending(columns, list(events))
+                self._pending[call_id] = Pending(columns, list(events), generation)
             else:
                 pending.columns = columns
                 pending.events.extend(events)
+                pending.generation = generation
             wake = not self._woken
             self._woken = True
         if wake:
@@ -243,7 +245,7 @@ class RecordWriter:
                 assert self._wake is not None
                 self._wake.set()
                 return
-            self.on_committed([call_id for call_id, _ in batch])
+            self.on_committed([(call_id, pending.generation) for call_id, pending in batch])
         self._retry_s = 0.05
         for job, future in jobs:
             await self._run_job(db, job, future)

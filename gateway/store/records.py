@@ -151,7 +151,8 @@ class CallRecorder:
         self.settings = settings or RecorderSettings()
         self.lease = NodeLease(id=secrets.token_hex(8), name=node, lease_s=self.settings.lease_s)
         self._written: dict[str, int] = {}
-        self._durable: dict[str, asyncio.Future[None]] = {}
+        self._handed: dict[str, int] = {}  # call id -> generation of its latest snapshot not known to be committed
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._writer: RecordWriter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._board: EventSource | None = None
@@ -184,10 +185,11 @@ class CallRecorder:
             writer.abandon()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.wrap_future(done), 5)
-        for future in self._durable.values():
-            if not future.done():
-                future.set_exception(RecordsUnavailable("the gateway is stopping", code="records_unavailable"))
-        self._durable.clear()
+        for waiters in self._waiters.values():
+            for _, future in waiters:
+                if not future.done():
+                    future.set_exception(RecordsUnavailable("the gateway is stopping", code="records_unavailable"))
+        self._waiters.clear()
 
     def attach(self, board: EventSource) -> None:
         for name in ("call.queued", "call.answered", "call.ended", "call.updated", "call.callback_ready"):
@@ -222,32 +224,44 @@ class CallRecorder:
         self._written[call.id] = start + len(events)
         if call.state is CallState.ENDED:
             self._written.pop(call.id, None)
-        if call.id not in self._durable and start == 0 and self._loop is not None:
-            self._durable[call.id] = self._loop.create_future()
         if self._writer is None:
             log.error("records.not_started", call_id=call.id)
             return
-        self._writer.put(call.id, columns, events)
+        generation = self._handed.get(call.id, 0) + 1
+        self._handed[call.id] = generation
+        self._writer.put(call.id, columns, events, generation)
 
     async def durable(self, call_id: str) -> None:
-        """Wait until the call's first record is committed; RecordsUnavailable after durable_timeout_s."""
-        future = self._durable.get(call_id)
-        if future is None:
-            return
+        """Wait until the call's record, as last handed to the writer, is committed (a new call: before the caller
+        is told "queued"; a callback request: before it is confirmed). RecordsUnavailable after durable_timeout_s."""
+        target = self._handed.get(call_id)
+        if target is None or self._loop is None:
+            return  # nothing outstanding
+        future: asyncio.Future[None] = self._loop.create_future()
+        entry = (target, future)
+        self._waiters.setdefault(call_id, []).append(entry)
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.settings.durable_timeout_s)
+            await asyncio.wait_for(future, self.settings.durable_timeout_s)
         except asyncio.TimeoutError:
             raise RecordsUnavailable("the call could not be recorded in time; please try again shortly",
                                      code="records_unavailable") from None
+        finally:
+            waiters = self._waiters.get(call_id)
+            if waiters is not None and entry in waiters:
+                waiters.remove(entry)
+                if not waiters:
+                    del self._waiters[call_id]
 
-    def _committed_threadsafe(self, call_ids: list[str]) -> None:
-        self._threadsafe(self._committed, call_ids)
+    def _committed_threadsafe(self, committed: list[tuple[str, int]]) -> None:
+        self._threadsafe(self._committed, committed)
 
-    def _committed(self, call_ids: list[str]) -> None:
-        for call_id in call_ids:
-            future = self._durable.pop(call_id, None)
-            if future is not None and not future.done():
-                future.set_result(None)
+    def _committed(self, committed: list[tuple[str, int]]) -> None:
+        for call_id, generation in committed:
+            if self._handed.get(call_id, 0) <= generation:
+                self._handed.pop(call_id, None)
+            for target, future in self._waiters.get(call_id, ()):
+                if target <= generation and not future.done():
+                    future.set_result(None)
 
     def _reaped_threadsafe(self, reaped: Reaped) -> None:
         self._threadsafe(self._reaped, reaped)

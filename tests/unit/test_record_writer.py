@@ -41,8 +41,8 @@ class Committed:
         self.ids: list[str] = []
         self.event = threading.Event()
 
-    def __call__(self, ids: list[str]) -> None:
-        self.ids += ids
+    def __call__(self, committed: list[tuple[str, int]]) -> None:
+        self.ids += [call_id for call_id, _ in committed]
         self.event.set()
 
 
@@ -155,5 +155,37 @@ async def test_records_are_committed_while_the_server_loop_is_blocked(tmp_path):
             time.sleep(0.02)
     assert found == ("queued",)
     await recorder.durable("busy")
+    await recorder.stop()
+    await db.close()
+
+
+async def test_durable_waits_for_the_latest_snapshot_not_an_earlier_commit(tmp_path):
+    """durable() after a change (a callback request) waits for *that* snapshot: an earlier commit of the same call
+    does not count, and a database that cannot take it makes durable() fail (records_unavailable) rather than lie."""
+    import pytest
+
+    from gateway.store.records import CallRecorder, RecorderSettings, RecordsUnavailable
+
+    url, db = await migrated(tmp_path)
+    recorder = CallRecorder(db, "n", RecorderSettings(lease_s=10, heartbeat_s=3, durable_timeout_s=0.5))
+    await recorder.start()
+    call = make_call("promise")
+    recorder.record(call)
+    await recorder.durable("promise")  # the first insert
+    lock = sqlite3.connect(tmp_path / "records.db", timeout=30)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        call.callback = True
+        call.log("callback_requested")
+        recorder.record(call)
+        with pytest.raises(RecordsUnavailable) as refused:
+            await recorder.durable("promise")
+        assert refused.value.code == "records_unavailable" and refused.value.retryable
+    finally:
+        lock.rollback()
+        lock.close()
+    await recorder.durable("promise")  # written once the database is free again
+    async with db.session() as session:
+        assert (await session.get(CallRow, "promise")).callback is True
     await recorder.stop()
     await db.close()
