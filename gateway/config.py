@@ -208,9 +208,20 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy async URL, e.g. postgresql+asyncpg://user@host/db; default SQLite in data_dir"
     )
     node_name: str = Field(default_factory=socket.gethostname,
-                           description="this node's name in call records; open records of this node are closed "
-                                       "as interrupted when it starts")
+                           description="this node's name in call records and logs (informative: open records "
+                                       "are owned by a node instance and closed by its lease, see node_lease_s)")
     migrate_on_start: bool = Field(True, description="apply schema migrations when the server starts")
+    # -- records: durability and node lease (issue 9, docs/deployment.md "Call records")
+    node_lease_s: float = Field(15.0, ge=1, le=3600,
+                                description="a node whose heartbeat is older than this is taken for dead: any node "
+                                            "closes its open call records (interrupted) and restores its callbacks")
+    node_heartbeat_s: float = Field(5.0, gt=0, le=600, description="how often a node renews its lease (< lease)")
+    records_batch_max: int = Field(500, ge=1, le=10_000, description="call rows written per transaction")
+    records_durable_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="how long a new call waits for its record to be committed before the "
+                                        "caller is refused with records_unavailable")
+    records_stop_timeout_s: float = Field(60.0, gt=0, le=3600,
+                                          description="on stop, how long to wait for the records backlog to be written")
 
     # -- accounts and access
     allowed_origins: list[str] = Field(
@@ -365,6 +376,12 @@ class Settings(BaseSettings):
     def _tls_pair(self) -> "Settings":
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+    @model_validator(mode="after")
+    def _node_lease(self) -> "Settings":
+        if self.node_heartbeat_s >= self.node_lease_s:
+            raise ValueError("node_heartbeat_s must be shorter than node_lease_s (a third of it is a good choice)")
         return self
 
     @model_validator(mode="after")

@@ -40,6 +40,7 @@ class EndReason(StrEnum):
     MESSAGE_LEFT = "message_left"  # the caller left a message instead of waiting
     CALLBACK_EXPIRED = "callback_expired"  # an agent took the callback but the caller did not rejoin in time
     REPLACED = "replaced"  # the same caller started a new call, which took this one's place in line
+    RECORDS_UNAVAILABLE = "records_unavailable"  # the call's record could not be written in time: not queued
 
 
 class AgentStatus(StrEnum):

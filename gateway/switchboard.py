@@ -518,6 +518,19 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             await old.close()
         return call
 
+    def restore_callback(self, call: Call) -> None:
+        """A callback request read back from the records (its node stopped or crashed): waiting here again, so the
+        promise is kept; the caller is not connected (when an agent takes it, callback.ready fires as usual)."""
+        if call.id in self.calls or call.state is not CallState.QUEUED:
+            return
+        self.calls[call.id] = call
+        self.relays[call.id] = Relay(call.id, self.media)
+        self.queue.add(call)
+        log.info("call.callback_restored", call_id=call.id, queue=call.queue)
+        self.emit("call.updated", call)
+        self._dispatch()
+        self._publish_positions()
+
     async def leave_message(self, session: Session, call_id: str | None, text: str) -> Call:
         """Instead of waiting in a closed or unstaffed queue (or past its max wait): a message kept with the record."""
         call = self._waiting_call(session, call_id)
@@ -770,10 +783,11 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         }
 
     async def close(self) -> None:
-        """End every call (media legs closed once) and stop every timer and task."""
+        """End every call (media legs closed once) and stop every timer and task. A callback request the caller
+        has not rejoined stays open: it is a promise, restored from the records by the next node that starts."""
         self.closing = True
         for call in list(self.calls.values()):
-            if call.state is not CallState.ENDED:
+            if call.state is not CallState.ENDED and not (call.callback and call.rejoined_at is None):
                 await self.end_call(call, EndReason.SHUTDOWN, "system")
         for timers in (self._ring_timers, self._forget_timers, self._wait_timers, self._rejoin_timers,
                        self._wrap_timers):

@@ -21,7 +21,7 @@ from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
 from gateway.store.queues import QueueStore
-from gateway.store.records import CallQueries, CallRecorder
+from gateway.store.records import CallQueries, CallRecorder, RecorderSettings
 from gateway.store.signins import SignInStore
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
@@ -93,7 +93,9 @@ def create_app(settings: Settings) -> web.Application:
                                  concurrency=settings.password_hash_concurrency, queue=settings.password_hash_queue)
     app[SIGNIN_THROTTLE] = signin_throttle(settings)
     app[API_KEYS] = ApiKeyStore(db)
-    app[RECORDER] = CallRecorder(db, settings.node_name)
+    app[RECORDER] = CallRecorder(db, settings.node_name, RecorderSettings(
+        lease_s=settings.node_lease_s, heartbeat_s=settings.node_heartbeat_s, batch_max=settings.records_batch_max,
+        durable_timeout_s=settings.records_durable_timeout_s, stop_timeout_s=settings.records_stop_timeout_s))
     app[CALLS] = CallQueries(db)
     app[WEBHOOKS] = WebhookStore(db)
     app[DESTINATIONS] = DestinationPolicy(parse_networks(settings.webhook_allowed_networks))
@@ -128,6 +130,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         elif not await app[ACCOUNTS].list():
             log.warning("no_accounts", hint="create one with: callin user add USERNAME --role admin")
         closed = await app[RECORDER].start()
+        app[METRICS].bind_records(app[RECORDER])
         if closed:
             log.warning("calls_interrupted", count=closed)
     except BaseException:
@@ -198,6 +201,7 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
                                    per_destination_queue=settings.webhook_per_destination_queue)
     dispatcher.attach(board)
     app[METRICS].bind_webhooks(dispatcher)
+    app[RECORDER].on_interrupted(lambda record: dispatcher.publish_record("call.ended", record))
     dispatcher.start()
     app[WEBHOOK_DISPATCHER] = dispatcher
     wallboard = WallboardHub(board)

@@ -6,13 +6,15 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.calls import Call
 from gateway.errors import InvalidState
-from gateway.models import CallerIdentity, CallState
+from gateway.models import CallerIdentity, CallState, EndReason
 from gateway.sessions import Session
+from gateway.store.records import RecordsUnavailable
 
 from . import protocol as p
 from .clientaddr import client_address, networks
-from .keys import CALLER_TOKENS
+from .keys import CALLER_TOKENS, RECORDER
 from .ws import Connection
 
 
@@ -39,18 +41,28 @@ class CallerConnection(Connection):
             extra["call"] = {"call_id": call.id, "state": call.state.value, "call_type": call.call_type.value}
         return extra
 
+    async def durable(self, call: Call) -> None:
+        """The caller is told "queued" only once the call's record is committed; if it cannot be, the call ends."""
+        try:
+            await self.request.app[RECORDER].durable(call.id)
+        except RecordsUnavailable:
+            await self.board.end_call(call, EndReason.RECORDS_UNAVAILABLE, "system")
+            raise
+
     async def handle(self, message: Any) -> None:
         assert self.session is not None
         session = self.session
         match message:
             case p.StartCall():
                 call = self.board.start_call(session, message.call_type, message.location, message.context)
-                position, length, estimate = self.board.queue_positions().get(call.id, (0, 0, None))
                 self.metrics.calls_started.labels(call_type=call.call_type.value).inc()
+                await self.durable(call)
+                position, length, estimate = self.board.queue_positions().get(call.id, (0, 0, None))
                 self.send(p.CallQueued(id=message.id, call_id=call.id, position=position, queue_length=length,
                                        estimated_wait_s=estimate, queue=call.queue))
             case p.CallbackRequest():
                 call = await self.board.request_callback(session, message.call_id, message.phone)
+                await self.request.app[RECORDER].durable(call.id)  # a promise: confirmed once it is on disk
                 position = self.board.queue_positions().get(call.id, (None, 0, None))[0]
                 self.send(p.CallbackAcceptedOut(id=message.id, call_id=call.id, position=position))
             case p.LeaveMessage():

@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 from gateway.calls import Call
 from gateway.models import AgentStatus, CallState
 from gateway.store.webhooks import WebhookDispatcher
+from gateway.store.records import CallRecorder
 from gateway.switchboard import Switchboard
 
 
@@ -45,6 +46,17 @@ class _Webhooks(Collector):
         yield dropped
 
 
+class _Records(Collector):
+    def __init__(self, recorder: CallRecorder) -> None:
+        self.recorder = recorder
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        backlog = GaugeMetricFamily("callin_records_backlog",
+                                    "Calls (and wrap-ups) handed to the record writer and not yet committed")
+        backlog.add_metric([], self.recorder.backlog)
+        yield backlog
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -61,6 +73,9 @@ class Metrics:
 
     def bind_webhooks(self, dispatcher: WebhookDispatcher) -> None:
         self.registry.register(_Webhooks(dispatcher))
+
+    def bind_records(self, recorder: CallRecorder) -> None:
+        self.registry.register(_Records(recorder))
 
     def bind(self, board: Switchboard) -> None:
         self.registry.register(_LiveState(board))

@@ -85,6 +85,9 @@ class CallRow(Base):
     wrapped_up_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     wrapped_up_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     node: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the node instance (NodeRow.id) that writes this record while it is open: its lease decides when a crash
+    # has orphaned it (see gateway/store/nodes.py)
+    node_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     closed_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     callback: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -92,6 +95,25 @@ class CallRow(Base):
     callback_ready_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     rejoined_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class NodeRow(Base):
+    """One row per server process start: the owner of the call records it opens, alive while its lease holds.
+
+    A node renews `heartbeat_at` every few seconds; once `heartbeat_at + lease_s` has passed (a crash) or it has
+    stopped, any node closes the records it left open (and restores its callback requests) and sets `reaped_by`.
+    """
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    lease_s: Mapped[float] = mapped_column(Float)
+    stopped_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reaped_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reaped_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class QueueRow(Base):

@@ -1,9 +1,12 @@
 """Durable call records, written as the call happens.
 
-The CallRecorder subscribes to the Switchboard's events and writes each change through one writer task, in
-order: a row per call (identity snapshot, location, context, queue, agents, timestamps, outcome, wrap-up) and
-its ordered event log. A call left open by a crash is closed as "interrupted" on the next start.
-CallQueries reads them back for the REST API (filters, cursor pagination, stats).
+The CallRecorder subscribes to the Switchboard's events and hands each change to the RecordWriter (its own
+thread, event loop and engine; coalesced per call, written in batches): a row per call (identity snapshot,
+location, context, queue, agents, timestamps, outcome, wrap-up) and its ordered event log. A new call's first
+row is committed before the caller is told it is queued (durable()). A call left open by a node that crashed
+is closed as "interrupted" by the first live node that sees the node's lease run out (gateway/store/nodes.py);
+a callback request is restored into the live queue instead. CallQueries reads them back for the REST API
+(filters, cursor pagination, stats).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import asyncio
 import base64
 import contextlib
 import math
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -22,10 +26,12 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..calls import Call
-from ..errors import BadRequest, Forbidden, InvalidState, NotFound
-from ..models import CallState, EndReason, now
+from ..errors import BadRequest, Forbidden, InvalidState, NotFound, Unavailable
+from ..models import CallContext, CallerIdentity, CallEvent, CallState, CallType, EndReason, Location, now
 from .db import Database
 from .models import CallEventRow, CallRow
+from .nodes import NodeLease, Reaped, public_record
+from .record_writer import Job, RecordWriter
 
 log = structlog.get_logger("callin.records")
 
@@ -35,7 +41,7 @@ class Outcome(StrEnum):
     ABANDONED = "abandoned"  # the caller left while queued; it never rang
     MISSED = "missed"  # it rang (ring timeout / agent gone) but nobody answered before the caller left
     DECLINED = "declined"  # an agent declined it and nobody answered before the caller left
-    FAILED = "failed"  # media failure, queue full, shutdown before an answer
+    FAILED = "failed"  # media failure, queue full, records unavailable, shutdown before an answer
     AFTER_HOURS = "after_hours"  # placed outside business hours and not answered (see `message` for one left)
     MESSAGE_LEFT = "message_left"  # the caller left a message instead of waiting (unstaffed queue, max wait)
     CALLBACK_EXPIRED = "callback_expired"  # an agent took the callback but the caller did not rejoin in time
@@ -52,7 +58,7 @@ def outcome_of(call: Call) -> Outcome | None:
         return Outcome.CALLBACK_EXPIRED
     if call.answered_at is not None:
         return Outcome.ANSWERED
-    if call.end_reason in (EndReason.SHUTDOWN, EndReason.QUEUE_FULL):
+    if call.end_reason in (EndReason.SHUTDOWN, EndReason.QUEUE_FULL, EndReason.RECORDS_UNAVAILABLE):
         return Outcome.FAILED
     if call.end_reason is EndReason.REPLACED:
         return Outcome.REPLACED
@@ -114,135 +120,191 @@ def call_columns(call: Call, node: str | None = None) -> dict[str, Any]:
     }
 
 
-Job = Callable[[AsyncSession], Awaitable[Any]]
-
-
 class EventSource(Protocol):
     def on(self, event: str, f: Callable[..., Any]) -> Any: ...
 
+    def restore_callback(self, call: Call) -> None: ...
+
+
+class RecordsUnavailable(Unavailable):
+    code = "records_unavailable"
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    lease_s: float = 15.0  # a node that misses its heartbeat this long is taken for dead
+    heartbeat_s: float = 5.0
+    batch_max: int = 500  # call rows per transaction
+    durable_timeout_s: float = 10.0  # how long a new call waits for its first record
+    stop_timeout_s: float = 60.0  # how long stop() waits for the backlog to be written
+
 
 class CallRecorder:
-    """One writer task; every write (call snapshots, wrap-ups, closing interrupted calls) goes through it in order.
+    """Hands call snapshots to the RecordWriter (own thread, loop and engine) and keeps the node's lease.
 
-    The queue is not bounded on purpose: records must not be lost. A write that fails is retried, then logged.
+    record() runs in the engine's event handlers and never waits; durable(call_id) is the promise that a call's
+    first record is committed (the caller is told "queued" only then). A call interrupted by a crash (of this
+    node or any other, by node lease, not by name) is closed as "interrupted" and reported to the listeners of
+    on_interrupted (the call.ended webhook); a pending callback request is put back in the live queue instead.
     """
 
-    RETRIES = 3
-
-    def __init__(self, db: Database, node: str) -> None:
+    def __init__(self, db: Database, node: str, settings: RecorderSettings | None = None) -> None:
         self.db = db
         self.node = node
-        self._queue: asyncio.Queue[tuple[Job, asyncio.Future[Any] | None] | None] = asyncio.Queue()
+        self.settings = settings or RecorderSettings()
+        self.lease = NodeLease(id=secrets.token_hex(8), name=node, lease_s=self.settings.lease_s)
         self._written: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._handed: dict[str, int] = {}  # call id -> generation of its latest snapshot not known to be committed
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._writer: RecordWriter | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._board: EventSource | None = None
+        self._interrupted_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._interrupted: list[dict[str, Any]] = []  # closed before anyone listened (at start)
+        self._callbacks: list[Call] = []  # restored before the switchboard existed (at start)
 
     # -- lifecycle
     async def start(self) -> int:
-        """Close the calls a previous process left open, then start writing. Returns how many were closed."""
-        closed = await self._close_interrupted()
-        self._task = asyncio.ensure_future(self._run())
-        return closed
+        """Register this node, close the records of dead nodes, then start writing. Returns how many were closed."""
+        self._loop = asyncio.get_running_loop()
+        writer = RecordWriter(self.db.url, self.lease, heartbeat_s=self.settings.heartbeat_s,
+                              batch_max=self.settings.batch_max, on_committed=self._committed_threadsafe,
+                              on_reaped=self._reaped_threadsafe)
+        reaped = await asyncio.wrap_future(writer.start())
+        self._writer = writer
+        self._reaped(reaped)
+        return len(reaped.closed)
 
-    async def stop(self, timeout: float = 10) -> None:
-        """Write everything queued so far, then stop."""
-        if self._task is None:
+    async def stop(self) -> None:
+        """Write everything handed over so far, then stop (the node is marked stopped)."""
+        writer, self._writer = self._writer, None
+        if writer is None:
             return
-        self._queue.put_nowait(None)
+        done = writer.stop()
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            await asyncio.wait_for(asyncio.wrap_future(done), self.settings.stop_timeout_s)
         except asyncio.TimeoutError:
-            log.error("records.stop_timeout", pending=self._queue.qsize())
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = None
+            log.error("records.stop_timeout", pending=writer.backlog)
+            writer.abandon()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.wrap_future(done), 5)
+        for waiters in self._waiters.values():
+            for _, future in waiters:
+                if not future.done():
+                    future.set_exception(RecordsUnavailable("the gateway is stopping", code="records_unavailable"))
+        self._waiters.clear()
 
     def attach(self, board: EventSource) -> None:
         for name in ("call.queued", "call.answered", "call.ended", "call.updated", "call.callback_ready"):
             board.on(name, self.record)
         board.on("call.offered", lambda call, _agent: self.record(call))
         board.on("call.withdrawn", lambda call, _agent, _reason: self.record(call))
+        self._board = board
+        callbacks, self._callbacks = self._callbacks, []
+        for call in callbacks:
+            board.restore_callback(call)
+
+    def on_interrupted(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """listener(record) for every call closed as interrupted (those closed at start are replayed now)."""
+        self._interrupted_listeners.append(listener)
+        replay, self._interrupted = self._interrupted, []
+        for record in replay:
+            listener(record)
+
+    @property
+    def backlog(self) -> int:
+        return self._writer.backlog if self._writer is not None else 0
 
     # -- writing
     def record(self, call: Call) -> None:
-        """Snapshot the call now (synchronously, in the engine's event handler) and queue the write."""
+        """Snapshot the call now (synchronously, in the engine's event handler) and hand it to the writer."""
         columns = call_columns(call, self.node)
+        columns["node_id"] = self.lease.id
         start = self._written.get(call.id, 0)
-        events = list(call.events[start:])
+        events = [{"call_id": call.id, "seq": seq, "at": event.at, "kind": event.kind,
+                   "detail": _jsonable(event.detail)}
+                  for seq, event in enumerate(call.events[start:], start=start)]
         self._written[call.id] = start + len(events)
         if call.state is CallState.ENDED:
             self._written.pop(call.id, None)
+        if self._writer is None:
+            log.error("records.not_started", call_id=call.id)
+            return
+        generation = self._handed.get(call.id, 0) + 1
+        self._handed[call.id] = generation
+        self._writer.put(call.id, columns, events, generation)
 
-        async def write(session: AsyncSession) -> None:
-            row = await session.get(CallRow, call.id)
-            if row is None:
-                session.add(CallRow(**columns))
+    async def durable(self, call_id: str) -> None:
+        """Wait until the call's record, as last handed to the writer, is committed (a new call: before the caller
+        is told "queued"; a callback request: before it is confirmed). RecordsUnavailable after durable_timeout_s."""
+        target = self._handed.get(call_id)
+        if target is None or self._loop is None:
+            return  # nothing outstanding
+        future: asyncio.Future[None] = self._loop.create_future()
+        entry = (target, future)
+        self._waiters.setdefault(call_id, []).append(entry)
+        try:
+            await asyncio.wait_for(future, self.settings.durable_timeout_s)
+        except asyncio.TimeoutError:
+            raise RecordsUnavailable("the call could not be recorded in time; please try again shortly",
+                                     code="records_unavailable") from None
+        finally:
+            waiters = self._waiters.get(call_id)
+            if waiters is not None and entry in waiters:
+                waiters.remove(entry)
+                if not waiters:
+                    del self._waiters[call_id]
+
+    def _committed_threadsafe(self, committed: list[tuple[str, int]]) -> None:
+        self._threadsafe(self._committed, committed)
+
+    def _committed(self, committed: list[tuple[str, int]]) -> None:
+        for call_id, generation in committed:
+            if self._handed.get(call_id, 0) <= generation:
+                self._handed.pop(call_id, None)
+            for target, future in self._waiters.get(call_id, ()):
+                if target <= generation and not future.done():
+                    future.set_result(None)
+
+    def _reaped_threadsafe(self, reaped: Reaped) -> None:
+        self._threadsafe(self._reaped, reaped)
+
+    def _threadsafe(self, f: Callable[[Any], None], arg: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the server's loop is closed: nothing waits any more
+            loop.call_soon_threadsafe(f, arg)
+
+    def _reaped(self, reaped: Reaped) -> None:
+        if reaped.closed:
+            log.warning("records.interrupted_calls_closed", count=len(reaped.closed),
+                        calls=[r["id"] for r in reaped.closed][:100])
+        for record in reaped.closed:
+            if self._interrupted_listeners:
+                for listener in self._interrupted_listeners:
+                    listener(record)
             else:
-                for key, value in columns.items():
-                    setattr(row, key, value)
-            await session.flush()  # the call row before its events (foreign key)
-            for seq, event in enumerate(events, start=start):
-                session.add(CallEventRow(call_id=call.id, seq=seq, at=event.at, kind=event.kind,
-                                         detail=_jsonable(event.detail)))
-
-        self._queue.put_nowait((write, None))
+                self._interrupted.append(record)
+        for row, events in reaped.callbacks:
+            try:
+                call = call_from_record(row, events)
+            except ValueError:  # a record this version cannot read back: it stays open, claimed by this node
+                log.exception("records.callback_unreadable", call_id=row.get("id"))
+                continue
+            self._written[call.id] = len(call.events)
+            log.warning("records.callback_restored", call_id=call.id, queue=call.queue)
+            if self._board is not None:
+                self._board.restore_callback(call)
+            else:
+                self._callbacks.append(call)
 
     async def submit(self, job: Job) -> Any:
-        """Run a write in order with the others and wait for its result."""
-        if self._task is None:
+        """Run a write in order with the snapshots handed over before it, and wait for its result."""
+        if self._writer is None:
             async with self.db.session() as session, session.begin():
                 return await job(session)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((job, future))
-        return await future
-
-    async def _run(self) -> None:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            job, future = item
-            for attempt in range(1, self.RETRIES + 1):
-                try:
-                    async with self.db.session() as session, session.begin():
-                        result = await job(session)
-                except (BadRequest, Forbidden, NotFound, InvalidState) as exc:
-                    if future is not None and not future.done():
-                        future.set_exception(exc)
-                    break
-                except Exception as exc:
-                    if attempt == self.RETRIES:
-                        log.exception("records.write_failed")
-                        if future is not None and not future.done():
-                            future.set_exception(exc)
-                        break
-                    await asyncio.sleep(0.2 * attempt)
-                else:
-                    if future is not None and not future.done():
-                        future.set_result(result)
-                    break
-
-    async def _close_interrupted(self) -> int:
-        async with self.db.session() as session, session.begin():
-            rows = (await session.scalars(
-                select(CallRow).where(CallRow.ended_at.is_(None), or_(CallRow.node == self.node, CallRow.node.is_(None)))
-            )).all()
-            for row in rows:
-                last = await session.scalar(select(func.max(CallEventRow.at)).where(CallEventRow.call_id == row.id))
-                seq = await session.scalar(select(func.max(CallEventRow.seq)).where(CallEventRow.call_id == row.id))
-                ended = last or row.created_at
-                row.ended_at = ended
-                row.state = CallState.ENDED.value
-                row.outcome = Outcome.INTERRUPTED.value
-                row.end_reason = Outcome.INTERRUPTED.value
-                row.hangup_side = "system"
-                row.wait_s = (row.answered_at or ended) - row.created_at
-                row.talk_s = ended - row.answered_at if row.answered_at is not None else None
-                session.add(CallEventRow(call_id=row.id, seq=(seq if seq is not None else -1) + 1, at=now(),
-                                         kind="interrupted", detail={"closed_at_start": True, "last_seen": ended}))
-            if rows:
-                log.warning("records.interrupted_calls_closed", count=len(rows), calls=[r.id for r in rows])
-            return len(rows)
+        return await asyncio.wrap_future(self._writer.submit(job))
 
     async def wrap_up(self, call_id: str, username: str, disposition: str | None, notes: str | None) -> CallRow:
         async def job(session: AsyncSession) -> CallRow:
@@ -304,7 +366,28 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
 
 def row_dict(row: CallRow) -> dict[str, Any]:
-    return {c.name: getattr(row, c.name) for c in CallRow.__table__.columns if c.name != "node"}
+    return public_record(row)
+
+
+def call_from_record(row: dict[str, Any], events: list[dict[str, Any]]) -> Call:
+    """A callback request read back from its record, waiting again (no caller session: the caller rejoins)."""
+    call = Call(
+        id=row["id"],
+        identity=CallerIdentity.model_validate(row["identity"]),
+        call_type=CallType(row["call_type"]),
+        location=Location.model_validate(row["location"]) if row["location"] else None,
+        context=CallContext.model_validate(row["context"]),
+        caller_session="",
+        priority=row["priority"],
+        queue=row["queue"],
+        created_at=row["created_at"],
+        closed_reason=row["closed_reason"],
+        callback=True,
+        callback_phone=row["callback_phone"],
+        callback_offered=True,
+    )
+    call.events = [CallEvent(at=e["at"], kind=e["kind"], detail=e["detail"] or {}) for e in events]
+    return call
 
 
 def event_dict(row: CallEventRow) -> dict[str, Any]:

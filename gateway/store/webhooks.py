@@ -199,11 +199,16 @@ class WebhookDispatcher:
         data = call_columns(call)
         data.pop("node", None)
         data.update(extra)
+        self.publish_record(event, data)
+
+    def publish_record(self, event: str, data: dict[str, Any]) -> None:
+        """An event about a call known by its record only (a call a crashed node left open, closed as interrupted)."""
+        call = data.get("id")
         try:
             self._queue.put_nowait((event, data))
         except asyncio.QueueFull:
             self.dropped += 1
-            log.error("webhooks.queue_full", hook_event=event, call_id=call.id, dropped=self.dropped)
+            log.error("webhooks.queue_full", hook_event=event, call_id=call, dropped=self.dropped)
 
     # -- what the metrics read
     def backlog(self) -> int:

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
+import json
+import re
+import sqlite3
 import time
-from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.integration.test_webhooks import Receiver
 from tests.support.api import Api, agent_socket, caller_socket
-from tests.support.server import TEST_SECRET, free_port, running_gateway
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.clients import WsClient, wait_until
+from tests.support.process import GatewayProcess
+from tests.support.server import running_gateway
 LOCATION = {"lat": 52.52, "lon": 13.405, "accuracy_m": 12.5, "timestamp": 1_790_000_000.0}
 CONTEXT = {"screen": "card-blocked", "steps": ["login", "cards"], "crm": {"account": "DE-1234"}}
 
@@ -74,73 +74,156 @@ async def test_records_of_answered_abandoned_and_declined_calls(database_url, ca
         await api.close()
 
 
-async def _wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            assert proc.poll() is None, f"gateway exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}"
-            try:
-                async with http.get(base + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("gateway did not become healthy")
+FAST_LEASE = {"node_lease_s": 2, "node_heartbeat_s": 0.5}
 
 
-async def test_crash_mid_call_leaves_an_interrupted_record(database_url, caller_token, tmp_path):
-    port = free_port()
-    env = dict(os.environ, CALLIN_PORT=str(port), CALLIN_HOST="127.0.0.1", CALLIN_DEMO="true",
-               CALLIN_CALLER_TOKEN_SECRET=TEST_SECRET, CALLIN_MEDIA_HOST_ADDRESSES='["127.0.0.1"]',
-               CALLIN_LOG_LEVEL="warning", CALLIN_DATABASE_URL=database_url, CALLIN_DATA_DIR=str(tmp_path),
-               CALLIN_PASSWORD_HASH_TIME_COST="1", CALLIN_PASSWORD_HASH_MEMORY_KIB="8192")
-    base = f"http://127.0.0.1:{port}"
+async def admin_api(base: str) -> Api:
+    api = Api(base)
+    status, body = await api.login("admin", "admin-demo")
+    assert status == 200, body
+    return api
 
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "signaling.cli", "serve"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    proc = start()
+async def test_crash_mid_call_closed_by_a_node_of_another_name_with_its_webhook(database_url, caller_token, tmp_path):
+    """kill -9 mid-call; the node comes back under another name: the open record is closed by the dead node's
+    lease (not its name), as interrupted, and the call.ended webhook fires for it."""
+    gateway = GatewayProcess(database_url, tmp_path, node_name="node-a", **FAST_LEASE)
     try:
-        await _wait_healthy(base, proc)
-        agent = await agent_socket(base)
-        caller, call_id = await caller_socket(base, caller_token(sub="crash-1"))
-        offer = await agent.wait("call.offered")
-        await agent.request({"type": "call.accept", "call_id": offer["call_id"]})
-        api = Api(base)
-        await api.login("admin", "admin-demo")
-        deadline = time.monotonic() + 10
-        while True:  # written as it happens: the answer is in the record before the call ends
-            status, record = await api.get(f"/api/v1/calls/{call_id}")
-            if status == 200 and record["answered_at"]:
-                break
-            assert time.monotonic() < deadline, record
-            await asyncio.sleep(0.05)
-        assert record["outcome"] is None and record["ended_at"] is None and record["state"] == "connected"
-        await api.close()
+        async with Receiver(fail_first=0) as receiver:
+            await gateway.start()
+            api = await admin_api(gateway.base_url)
+            status, _ = await api.post("/api/v1/webhooks", {"url": receiver.url, "events": ["call.ended"]})
+            assert status == 201
+            agent = await agent_socket(gateway.base_url)
+            caller, call_id = await caller_socket(gateway.base_url, caller_token(sub="crash-1"))
+            offer = await agent.wait("call.offered")
+            await agent.request({"type": "call.accept", "call_id": offer["call_id"]})
+            deadline = time.monotonic() + 10
+            while True:  # written as it happens: the answer is in the record before the call ends
+                status, record = await api.get(f"/api/v1/calls/{call_id}")
+                if status == 200 and record["answered_at"]:
+                    break
+                assert time.monotonic() < deadline, record
+                await asyncio.sleep(0.05)
+            assert record["outcome"] is None and record["ended_at"] is None and record["state"] == "connected"
+            await api.close()
 
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+            gateway.kill()
+            await caller.close()
+            await agent.close()
+
+            gateway.set(node_name="node-b")
+            await gateway.start()
+            api = await admin_api(gateway.base_url)
+            record = await api.ended_record(call_id, timeout=30)
+            assert record["outcome"] == "interrupted" and record["state"] == "ended"
+            assert record["end_reason"] == "interrupted" and record["hangup_side"] == "system"
+            assert record["agent"] == "alice" and record["answered_at"] <= record["ended_at"]
+            assert record["events"][-1]["kind"] == "interrupted"
+            assert record["events"][-1]["detail"]["closed_by_node"] == "node-b"
+            assert "node" not in record and "node_id" not in record  # the REST shape is unchanged
+            await wait_until(lambda: "call.ended" in receiver.events(), 30)
+            hook = next(json.loads(b) for _, b in receiver.requests if json.loads(b)["event"] == "call.ended")
+            assert hook["data"]["id"] == call_id and hook["data"]["outcome"] == "interrupted"
+            await api.close()
+    finally:
+        gateway.close()
+
+
+async def test_a_live_node_closes_the_records_of_a_crashed_one(database_url, caller_token, tmp_path):
+    """Two nodes on one database: node A is killed; node B, running all along, closes A's calls once A's lease has
+    run out (and not before: B leaves A's live calls alone while A heartbeats)."""
+    a = GatewayProcess(database_url, tmp_path / "a", node_name="node-a", **FAST_LEASE)
+    b = GatewayProcess(database_url, tmp_path / "b", node_name="node-b", node_lease_s=2, node_heartbeat_s=0.3,
+                       migrate_on_start="false")
+    try:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        await a.start()
+        await b.start()
+        caller, call_id = await caller_socket(a.base_url, caller_token(sub="on-a"))
+        api = await admin_api(b.base_url)
+        await asyncio.sleep(3)  # longer than the lease: A heartbeats, so B must not touch A's call
+        status, record = await api.get(f"/api/v1/calls/{call_id}")
+        assert status == 200 and record["state"] == "queued" and record["ended_at"] is None
+        a.kill()
         await caller.close()
-        await agent.close()
-
-        proc = start()
-        await _wait_healthy(base, proc)
-        api = Api(base)
-        await api.login("admin", "admin-demo")
-        record = await api.ended_record(call_id)
-        assert record["outcome"] == "interrupted" and record["state"] == "ended"
-        assert record["end_reason"] == "interrupted" and record["hangup_side"] == "system"
-        assert record["agent"] == "alice" and record["answered_at"] <= record["ended_at"]
-        assert record["events"][-1]["kind"] == "interrupted"
+        record = await api.ended_record(call_id, timeout=30)
+        assert record["outcome"] == "interrupted" and record["events"][-1]["detail"]["closed_by_node"] == "node-b"
         await api.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        a.close()
+        b.close()
+
+
+async def _join(base: str, token: str, told: dict[str, str], http: aiohttp.ClientSession,
+                slots: asyncio.Semaphore) -> None:
+    """One caller: hello, call.start; remembers the call id once told "queued", then keeps its socket open."""
+    async with slots:  # at most so many callers mid-join at once
+        ws = await http.ws_connect(base.replace("http", "ws", 1) + "/ws/caller")
+        await ws.send_json({"type": "hello", "id": "h", "token": token})
+        await ws.send_json({"type": "call.start", "id": "s", "call_type": "voice"})
+        async for message in ws:
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                return
+            data = json.loads(message.data)
+            if data.get("id") == "s":
+                assert data["type"] == "call.queued", data
+                told[data["call_id"]] = token
+                break
+    async for message in ws:  # queue updates, until the gateway goes
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            return
+
+
+async def test_two_thousand_callers_join_then_kill_9_every_call_has_a_record(database_url, caller_token, tmp_path):
+    """The issue's load case: 2,000 callers join; the process is killed (-9) while the last ones are still joining.
+    Every caller that was told "queued" has a record after the restart, closed as interrupted; no record stays open."""
+    queues = [{"name": f"q{i}", "display_name": f"Queue {i}"} for i in range(100)]  # fewer position updates each
+    gateway = GatewayProcess(database_url, tmp_path, max_queue_length=5000, queues=json.dumps(queues), **FAST_LEASE)
+    told: dict[str, str] = {}
+    try:
+        await gateway.start()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            slots = asyncio.Semaphore(50)
+            joins = [asyncio.ensure_future(_join(gateway.base_url, caller_token(sub=f"load-{i}", queue=f"q{i % 100}"),
+                                                 told, http, slots)) for i in range(2000)]
+            try:
+                await wait_until(lambda: len(told) >= 1900, 600)
+                gateway.kill()  # the last ~100 callers are mid-join
+            finally:
+                await asyncio.wait_for(asyncio.gather(*joins, return_exceptions=True), 60)
+        assert len(told) >= 1900
+        gateway.set(node_name="after-crash")
+        await gateway.start()
+        api = await admin_api(gateway.base_url)
+        deadline = time.monotonic() + 120
+        while True:
+            records = await _all_records(api)
+            open_records = [r["id"] for r in records if r["ended_at"] is None]
+            if not open_records:
+                break
+            assert time.monotonic() < deadline, f"{len(open_records)} records still open"
+            await asyncio.sleep(0.5)
+        by_id = {r["id"]: r for r in records}
+        missing = [call_id for call_id in told if call_id not in by_id]
+        assert not missing, f"{len(missing)} of {len(told)} callers told 'queued' have no record"
+        assert all(by_id[call_id]["outcome"] == "interrupted" for call_id in told)
+        await api.close()
+    finally:
+        gateway.close()
+
+
+async def _all_records(api: Api) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        status, page = await api.get("/api/v1/calls", params={"limit": 200, **({"cursor": cursor} if cursor else {})})
+        assert status == 200, page
+        records += page["calls"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return records
 
 
 async def test_call_list_filters_and_pagination(database_url, caller_token):
@@ -235,4 +318,132 @@ async def test_missed_call_record_keeps_the_ring_timeout(caller_token):
         assert any(e["kind"] == "queued" and e["detail"].get("reason") == "ring_timeout" for e in record["events"])
         await caller.close()
         await agent.close()
+        await api.close()
+
+
+async def test_sigterm_with_800_queued_writes_every_final_state_and_keeps_the_callback(database_url, caller_token,
+                                                                                       tmp_path):
+    """A graceful stop drains the records: 800 queued calls all end as failed (shutdown), none is left for the next
+    start to close as interrupted; a callback request is not ended by the stop but waits for the next start."""
+    queues = [{"name": f"q{i}", "display_name": f"Queue {i}"} for i in range(20)]
+    gateway = GatewayProcess(database_url, tmp_path, max_queue_length=5000, queues=json.dumps(queues), **FAST_LEASE)
+    told: dict[str, str] = {}
+    try:
+        await gateway.start()
+        cb_token = caller_token(sub="wants-callback", queue="q0")
+        cb_caller, cb_id = await caller_socket(gateway.base_url, cb_token)
+        accepted = await cb_caller.request({"type": "callback.request", "call_id": cb_id})
+        assert accepted["type"] == "callback.accepted", accepted
+        await cb_caller.request({"type": "bye"})
+        await cb_caller.close()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            slots = asyncio.Semaphore(50)
+            joins = [asyncio.ensure_future(_join(gateway.base_url, caller_token(sub=f"term-{i}", queue=f"q{i % 20}"),
+                                                 told, http, slots)) for i in range(800)]
+            try:
+                await wait_until(lambda: len(told) == 800, 300)
+                assert await gateway.terminate() == 0, gateway.stderr()
+            finally:
+                await asyncio.wait_for(asyncio.gather(*joins, return_exceptions=True), 60)
+
+        gateway.set(node_name="after-stop")
+        await gateway.start()
+        api = await admin_api(gateway.base_url)
+        records = {r["id"]: r for r in await _all_records(api)}
+        outcomes = [(records[c]["outcome"], records[c]["end_reason"]) for c in told if c in records]
+        assert len(outcomes) == 800 and set(outcomes) == {("failed", "shutdown")}, set(outcomes)
+        # the callback is back in the live queue: an agent who signs in gets it, and callback.ready fires
+        status, record = await api.get(f"/api/v1/calls/{cb_id}")
+        assert record["ended_at"] is None and record["callback"] is True, record
+        agent = await agent_socket(gateway.base_url)
+        offer = await agent.wait(lambda m: m.get("type") == "call.offered" and m["call_id"] == cb_id, timeout=30)
+        assert offer["card"]["callback"] is True
+        await api.close()
+        await agent.close()
+    finally:
+        gateway.close()
+
+
+async def test_callback_request_survives_kill_9(database_url, caller_token, tmp_path):
+    """A callback request is a promise: after kill -9 and a restart (under another name), it is back in the queue;
+    the agent takes it, call.callback_ready fires, the caller rejoins with its token and the record goes on."""
+    gateway = GatewayProcess(database_url, tmp_path, node_name="node-a", **FAST_LEASE)
+    try:
+        async with Receiver(fail_first=0) as receiver:
+            await gateway.start()
+            api = await admin_api(gateway.base_url)
+            status, _ = await api.post("/api/v1/webhooks", {"url": receiver.url,
+                                                           "events": ["call.callback_ready", "call.ended"]})
+            assert status == 201
+            await api.close()
+            token = caller_token(sub="cb-crash")
+            caller, call_id = await caller_socket(gateway.base_url, token)
+            accepted = await caller.request({"type": "callback.request", "call_id": call_id, "phone": "+33612345678"})
+            assert accepted["type"] == "callback.accepted", accepted
+            other, other_id = await caller_socket(gateway.base_url, caller_token(sub="plain-crash"))
+            gateway.kill()
+            await caller.close()
+            await other.close()
+
+            gateway.set(node_name="node-b")
+            await gateway.start()
+            api = await admin_api(gateway.base_url)
+            assert (await api.ended_record(other_id, timeout=30))["outcome"] == "interrupted"
+            agent = await agent_socket(gateway.base_url)
+            offer = await agent.wait(lambda m: m.get("type") == "call.offered" and m["call_id"] == call_id, timeout=30)
+            assert offer["card"]["callback"] is True and offer["card"]["callback_phone"] == "+33612345678"
+            await agent.request({"type": "call.accept", "call_id": call_id})
+            await wait_until(lambda: "call.callback_ready" in receiver.events(), 30)
+            hook = next(json.loads(b) for _, b in receiver.requests if json.loads(b)["event"] == "call.callback_ready")
+            assert hook["data"]["id"] == call_id and hook["data"]["callback_phone"] == "+33612345678"
+            ended = [json.loads(b)["data"]["id"] for _, b in receiver.requests if json.loads(b)["event"] == "call.ended"]
+            assert call_id not in ended and other_id in ended
+
+            back = await caller_socket_hello(gateway.base_url, token)
+            rejoined = await back.request({"type": "call.rejoin", "call_id": call_id})
+            assert rejoined["type"] == "call.rejoined" and rejoined["state"] == "connected", rejoined
+            await back.request({"type": "call.hangup", "call_id": call_id})
+            record = await api.ended_record(call_id)
+            assert record["outcome"] == "answered" and record["callback"] is True and record["rejoined_at"]
+            kinds = [e["kind"] for e in record["events"]]
+            assert kinds.index("callback_requested") < kinds.index("callback_restored") < kinds.index("rejoined")
+            assert [e["seq"] for e in record["events"]] == list(range(len(kinds)))
+            await back.close()
+            await agent.close()
+            await api.close()
+    finally:
+        gateway.close()
+
+
+async def caller_socket_hello(base: str, token: str) -> WsClient:
+    ws = WsClient(base, "/ws/caller")
+    await ws.connect()
+    welcome = await ws.request({"type": "hello", "token": token})
+    assert welcome["type"] == "welcome", welcome
+    return ws
+
+
+async def test_a_call_that_cannot_be_recorded_is_refused_not_queued(caller_token, tmp_path):
+    """While another process holds the SQLite database, call.start waits for the record, then refuses with
+    records_unavailable (retryable) instead of telling the caller it is queued; once the database is free again
+    the call's record is written, ended as failed (nothing is lost)."""
+    async with running_gateway(data_dir=str(tmp_path), records_durable_timeout_s=0.5) as gw:
+        lock = sqlite3.connect(tmp_path / "callin.db", timeout=30)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            ws = await caller_socket_hello(gw.base_url, caller_token(sub="refused"))
+            reply = await ws.request({"type": "call.start", "call_type": "voice"})
+            assert reply["type"] == "error" and reply["code"] == "records_unavailable" and reply["retryable"] is True
+            call_id = next(c.id for c in gw.board.calls.values() if c.identity.subject == "refused")
+            assert gw.board.calls[call_id].state.value == "ended"
+            async with aiohttp.ClientSession() as http, http.get(gw.base_url + "/metrics") as r:
+                backlog = re.search(r"^callin_records_backlog (\S+)$", await r.text(), re.M)
+                assert backlog and float(backlog.group(1)) >= 1  # the operator sees what waits
+        finally:
+            lock.rollback()
+            lock.close()
+        api = await admin_api(gw.base_url)
+        record = await api.ended_record(call_id, timeout=30)
+        assert record["outcome"] == "failed" and record["end_reason"] == "records_unavailable"
+        await ws.close()
         await api.close()

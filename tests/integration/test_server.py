@@ -38,8 +38,11 @@ async def test_health_metrics_schema_openapi(gateway, caller_token):
         await ws.send_json({"type": "hello", "id": "1", "token": caller_token()})
         await ws.receive_json()
         await ws.send_json({"type": "call.start", "id": "2", "call_type": "voice"})
-        await ws.receive_json()
+        while (await ws.receive_json()).get("id") != "2":  # queue.closed may come first; then the reply
+            pass
         await ws.send_str("junk")
+        while (await ws.receive_json()).get("code") != "bad_json":
+            pass
         async with http.get(gateway.base_url + "/metrics") as r:
             text = await r.text()
         assert 'callin_calls_started_total{call_type="voice"} 1.0' in text

@@ -1,0 +1,191 @@
+"""The record writer and node leases on a real SQLite file: coalescing, batching, durability, retry, reaping."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+from sqlalchemy import func, select
+
+from gateway.calls import Call
+from gateway.models import CallContext, CallerIdentity, CallType
+from gateway.store import nodes
+from gateway.store.db import Database
+from gateway.store.models import CallEventRow, CallRow, NodeRow
+from gateway.store.record_writer import RecordWriter
+from gateway.store.records import call_columns
+
+
+def make_call(call_id: str) -> Call:
+    return Call(id=call_id, identity=CallerIdentity(subject=f"s-{call_id}", expires_at=2_000_000_000), call_type=CallType.VOICE, location=None,
+                context=CallContext(), caller_session="sess")
+
+
+def snapshot(call: Call, node: nodes.NodeLease, start: int) -> tuple[dict, list[dict]]:
+    columns = {**call_columns(call, node.name), "node_id": node.id}
+    events = [{"call_id": call.id, "seq": seq, "at": e.at, "kind": e.kind, "detail": e.detail}
+              for seq, e in enumerate(call.events[start:], start=start)]
+    return columns, events
+
+
+async def migrated(tmp_path) -> tuple[str, Database]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'records.db'}"
+    db = Database(url)
+    await db.upgrade()
+    return url, db
+
+
+class Committed:
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.event = threading.Event()
+
+    def __call__(self, committed: list[tuple[str, int]]) -> None:
+        self.ids += [call_id for call_id, _ in committed]
+        self.event.set()
+
+
+async def test_changes_of_one_call_are_coalesced_into_one_row_with_every_event(tmp_path):
+    url, db = await migrated(tmp_path)
+    node = nodes.NodeLease(id="n1", name="one", lease_s=10)
+    committed = Committed()
+    writer = RecordWriter(url, node, heartbeat_s=5, batch_max=500, on_committed=committed, on_reaped=lambda r: None)
+    call = make_call("c1")
+    written = 0
+    for i in range(5):  # five changes before the writer comes round
+        call.log("note", i=i)
+        columns, events = snapshot(call, node, written)
+        written += len(events)
+        writer.put(call.id, columns, events)
+    await asyncio.wrap_future(writer.start())
+    await asyncio.to_thread(committed.event.wait, 10)
+    await asyncio.wrap_future(writer.stop())
+    assert committed.ids == ["c1"] and writer.batches == 1 and writer.rows == 1
+    async with db.session() as session:
+        kinds = (await session.scalars(select(CallEventRow.kind).where(CallEventRow.call_id == "c1")
+                                       .order_by(CallEventRow.seq))).all()
+        row = await session.get(CallRow, "c1")
+        node_row = await session.get(NodeRow, "n1")
+    assert kinds == ["queued"] + ["note"] * 5 and row.node_id == "n1" and row.state == "queued"
+    assert node_row.stopped_at is not None  # a clean stop: any node may take over its callbacks at once
+    await db.close()
+
+
+async def test_many_calls_are_written_in_batches_and_a_locked_database_delays_but_loses_nothing(tmp_path):
+    url, db = await migrated(tmp_path)
+    node = nodes.NodeLease(id="n2", name="two", lease_s=10)
+    committed = Committed()
+    writer = RecordWriter(url, node, heartbeat_s=5, batch_max=500, on_committed=committed, on_reaped=lambda r: None)
+    await asyncio.wrap_future(writer.start())
+    lock = sqlite3.connect(tmp_path / "records.db", timeout=30)
+    lock.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    calls = [make_call(f"b{i}") for i in range(1200)]
+    for call in calls:
+        writer.put(call.id, *snapshot(call, node, 0))
+    await asyncio.sleep(0.5)
+    assert committed.ids == []  # nothing is durable while the lock is held
+    lock.rollback()
+    lock.close()
+    for _ in range(200):
+        if len(committed.ids) == 1200:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.wrap_future(writer.stop())
+    assert sorted(committed.ids) == sorted(c.id for c in calls)
+    assert writer.rows == 1200 and 3 <= writer.batches < 1200
+    async with db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(CallRow)) == 1200
+    await db.close()
+
+
+async def test_a_dead_nodes_records_are_closed_once_its_lease_ran_out_by_exactly_one_node(tmp_path):
+    _url, db = await migrated(tmp_path)
+    dead = nodes.NodeLease(id="dead", name="same-name", lease_s=10)
+    b = nodes.NodeLease(id="b", name="same-name", lease_s=10)  # the same name does not matter
+    c = nodes.NodeLease(id="c", name="other", lease_s=10)
+    open_call, callback = make_call("open"), make_call("cb")
+    callback.callback = True
+    async with db.session() as session, session.begin():
+        for lease in (dead, b, c):
+            await nodes.register(session, lease, 1000.0)
+        for call in (open_call, callback):
+            columns, events = snapshot(call, dead, 0)
+            session.add(CallRow(**columns))
+            await session.flush()
+            session.add_all(CallEventRow(**e) for e in events)
+    async with db.session() as session, session.begin():
+        await nodes.heartbeat(session, b, 1009.0)
+        early = await nodes.reap(session, b, 1009.0)
+    assert not early  # the dead node's lease holds until 1010
+    async with db.session() as session, session.begin():
+        await nodes.heartbeat(session, b, 1011.0)
+        await nodes.heartbeat(session, c, 1011.0)
+        first = await nodes.reap(session, b, 1011.0)
+    async with db.session() as session, session.begin():
+        second = await nodes.reap(session, c, 1011.0)
+    assert first.nodes == ["dead"] and [r["id"] for r in first.closed] == ["open"]
+    assert first.closed[0]["outcome"] == "interrupted" and "node_id" not in first.closed[0]
+    assert [row["id"] for row, _ in first.callbacks] == ["cb"]
+    assert [e["kind"] for e in first.callbacks[0][1]] == ["queued", "callback_restored"]
+    assert not second  # claimed once
+    async with db.session() as session:
+        cb = await session.get(CallRow, "cb")
+        assert cb.ended_at is None and cb.node_id == "b"  # the callback now belongs to the live node
+    await db.close()
+
+
+async def test_records_are_committed_while_the_server_loop_is_blocked(tmp_path):
+    """The writer has its own thread and loop: a server loop busy with media (here: blocked outright) does not
+    hold the records back. The previous writer, a task on the server's loop, wrote nothing until the loop was free."""
+    import time
+
+    from gateway.store.records import CallRecorder, RecorderSettings
+
+    url, db = await migrated(tmp_path)
+    recorder = CallRecorder(db, "busy-node", RecorderSettings(lease_s=10, heartbeat_s=3))
+    await recorder.start()
+    call = make_call("busy")
+    recorder.record(call)
+    deadline = time.monotonic() + 10
+    found = None
+    with sqlite3.connect(tmp_path / "records.db") as check:
+        while found is None and time.monotonic() < deadline:  # the event loop does not run in here
+            found = check.execute("SELECT state FROM calls WHERE id = 'busy'").fetchone()
+            time.sleep(0.02)
+    assert found == ("queued",)
+    await recorder.durable("busy")
+    await recorder.stop()
+    await db.close()
+
+
+async def test_durable_waits_for_the_latest_snapshot_not_an_earlier_commit(tmp_path):
+    """durable() after a change (a callback request) waits for *that* snapshot: an earlier commit of the same call
+    does not count, and a database that cannot take it makes durable() fail (records_unavailable) rather than lie."""
+    import pytest
+
+    from gateway.store.records import CallRecorder, RecorderSettings, RecordsUnavailable
+
+    url, db = await migrated(tmp_path)
+    recorder = CallRecorder(db, "n", RecorderSettings(lease_s=10, heartbeat_s=3, durable_timeout_s=0.5))
+    await recorder.start()
+    call = make_call("promise")
+    recorder.record(call)
+    await recorder.durable("promise")  # the first insert
+    lock = sqlite3.connect(tmp_path / "records.db", timeout=30)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        call.callback = True
+        call.log("callback_requested")
+        recorder.record(call)
+        with pytest.raises(RecordsUnavailable) as refused:
+            await recorder.durable("promise")
+        assert refused.value.code == "records_unavailable" and refused.value.retryable
+    finally:
+        lock.rollback()
+        lock.close()
+    await recorder.durable("promise")  # written once the database is free again
+    async with db.session() as session:
+        assert (await session.get(CallRow, "promise")).callback is True
+    await recorder.stop()
+    await db.close()
