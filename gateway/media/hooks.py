@@ -6,12 +6,16 @@ Three hooks make aiortc forward instead of transcode:
 - `on_keyframe_request`: a PLI/FIR that reaches one of our senders calls us instead of flagging an encoder.
 - `request_keyframe`: send a PLI from a receiver to the remote sender.
 The sender side needs no hook: a track that yields `av.Packet` is packetized by aiortc without encoding.
-Plus `restrict_host_addresses`, because aioice gathers on every interface but loopback and has no setting.
+Plus `restrict_host_addresses`, because aioice gathers on every interface but loopback and has no setting, and
+`LinkProbe`, which reads how much a peer connection received and how much waits to be sent on its socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import struct
+import termios
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -240,3 +244,60 @@ def announce_address(sdp: str, address: str) -> str:
             line = f"c=IN IP4 {address}"
         lines.append(line)
     return "\r\n".join(lines)
+
+
+def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
+    seen: dict[int, Any] = {}
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.sender.transport.transport._connection
+        seen.setdefault(id(connection), connection)
+    return list(seen.values())
+
+
+class LinkProbe:
+    """What one peer connection received, and what waits to be sent to it, without per-packet work.
+
+    - `received()`: datagrams received from the remote so far: SRTP/SRTCP/DTLS (the DTLS transports' own counter)
+      plus ICE connectivity/consent checks (counted by wrapping aioice's `request_received`, a few per second).
+    - `backlog()`: bytes queued for the remote on the nominated pair's socket: asyncio's user-space buffer plus the
+      kernel's send queue (SIOCOUTQ: what sits in the socket and the qdisc, e.g. behind a traffic shaper).
+    Create it once the description is applied (the transports exist).
+    """
+
+    def __init__(self, pc: RTCPeerConnection) -> None:
+        self._dtls = list({id(t.sender.transport): t.sender.transport for t in pc.getTransceivers()}.values())
+        for dtls in self._dtls:
+            if not hasattr(dtls, "_RTCDtlsTransport__rx_packets"):
+                raise HookError("aiortc RTCDtlsTransport has no rx counter: this aiortc version is not supported")
+        self._connections = _ice_connections(pc)
+        self._checks = 0
+        for connection in self._connections:
+            if not hasattr(connection, "request_received") or not hasattr(connection, "_nominated"):
+                raise HookError("aioice Connection has no request_received: this aioice version is not supported")
+            original = connection.request_received
+
+            def counting(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                self._checks += 1
+                return _original(*args, **kwargs)
+
+            connection.request_received = counting
+
+    def received(self) -> int:
+        return self._checks + sum(dtls._RTCDtlsTransport__rx_packets for dtls in self._dtls)  # type: ignore[attr-defined]
+
+    def backlog(self) -> int:
+        total = 0
+        for connection in self._connections:
+            pair = connection._nominated.get(1)
+            transport = getattr(getattr(pair, "protocol", None), "transport", None)
+            if transport is None or transport.is_closing():
+                continue
+            total += transport.get_write_buffer_size()
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # == SIOCOUTQ
+                    total += struct.unpack("i", queued)[0]
+                except OSError:
+                    pass
+        return total
