@@ -114,3 +114,69 @@ async def test_caller_losing_its_address_is_reported_then_recovers_then_fails(ca
             assert causes == ["media_timeout"], record["events"]
             await caller.close()
             await alice.close()
+
+
+async def test_slow_viewer_gets_audio_only_instead_of_a_keyframe_storm(caller_token):
+    """A supervisor on a link slower than the caller's video (htb at 300 kbit/s: the test caller sends ~500 kbit/s
+    of VP8 and ~100 kbit/s of Opus) has its video paused with an event; its audio goes on, the agent's video goes
+    on, the caller is asked for keyframes within the viewer's budget only; once the link is fast again the video
+    resumes."""
+    interval = 2.0
+    async with running_gateway(viewer_keyframe_interval_s=interval, viewer_resume_after_s=2.0) as gw:
+        async with netns.extra_address("10.77.0.3") as address:
+            caller, alice, call_id = await connected_call(gw, caller_token)
+            sam = Agent(gw.base_url, "sam", "sam-demo", addresses=[address])
+            await sam.connect(available=False)
+            started = await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
+            assert started["type"] == "supervise.started", started
+            await sam.join_media(call_id, tone_hz=SAM_HZ, aux_audio=True)
+            await wait_until(lambda: {"audio", "video"} <= set(sam.peer.slots), 10)
+            await wait_until(lambda: len(sam.peer.slots["video"].counters) > 20, 10)
+            await hears(sam.peer.slots["audio"], CALLER_HZ)
+
+            # Count the keyframe requests that reach the caller (a PLI arriving at its video sender).
+            sender = next(t.sender for t in caller.peer.pc.getTransceivers() if t.kind == "video")
+            asked: list[float] = []
+            original = sender._send_keyframe
+
+            def spy() -> None:
+                asked.append(time.monotonic())
+                original()
+
+            sender._send_keyframe = spy
+            alice_video = alice.peer.slots["video"]
+
+            def paused(m) -> bool:
+                return m.get("type") == "media.video" and m["state"] == "paused"
+
+            async with netns.shaped(address, "300kbit"):
+                shaped_at = time.monotonic()
+                event = await sam.ws.wait(paused, timeout=15)
+                assert event == {"type": "media.video", "call_id": call_id, "leg": "self", "state": "paused",
+                                 "reason": event["reason"]} and event["reason"] in ("backlog", "keyframes"), event
+                # Audio only, and current: the caller's tone keeps arriving over the slow link.
+                await hears(sam.peer.slots["audio"], CALLER_HZ, frames=50, timeout=15)
+                # The agent is not affected: its video goes on, in order.
+                frames = len(alice_video.counters)
+                await wait_until(lambda: len(alice_video.counters) > frames + 60, 10)
+                tail = [c for c in alice_video.counters[frames:] if c is not None]
+                assert all(b > a for a, b in zip(tail, tail[1:]))
+                elapsed = time.monotonic() - shaped_at
+                during = [t for t in asked if t >= shaped_at]
+                # Within the slow viewer's budget (a burst of 2, then one per interval), however long it lasted.
+                assert len(during) <= 2 + elapsed / interval + 1, (len(during), elapsed)
+                assert gw.board.calls[call_id].state.value == "connected"
+            mark = len(sam.ws.messages)
+
+            # The link is fast again: the video comes back.
+            resumed = await sam.ws.wait(lambda m: m.get("type") == "media.video" and m["state"] == "resumed",
+                                        timeout=70, since=mark)
+            assert resumed["leg"] == "self"
+            video = sam.peer.slots["video"]
+            frames = len(video.counters)
+            await wait_until(lambda: len(video.counters) > frames + 30, 15)
+            logged = [e.kind for e in gw.board.calls[call_id].events if e.kind.startswith("video_")]
+            assert logged[0] == "video_paused" and "video_resumed" in logged, logged
+            await sam.close()
+            await caller.close()
+            await alice.close()
