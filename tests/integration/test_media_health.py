@@ -6,6 +6,7 @@ Real aiortc peers; the network faults are real too: the caller's address is take
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -180,3 +181,51 @@ async def test_slow_viewer_gets_audio_only_instead_of_a_keyframe_storm(caller_to
             await sam.close()
             await caller.close()
             await alice.close()
+
+
+@pytest.mark.parametrize("relay_mode", ["packet", "frame"])
+async def test_a_viewer_flooding_keyframe_requests_is_held_to_its_budget(caller_token, relay_mode):
+    """A supervisor whose video keeps breaking up (a lossy link far away, invisible in our send queue) sends PLI
+    after PLI: the caller is asked at the budget's pace only, and the supervisor's video is paused."""
+    interval = 2.0
+    async with running_gateway(relay_mode=relay_mode, viewer_keyframe_interval_s=interval,
+                               viewer_resume_after_s=2.0) as gw:
+        caller, alice, call_id = await connected_call(gw, caller_token)
+        sam = Agent(gw.base_url, "sam", "sam-demo")
+        await sam.connect(available=False)
+        await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
+        await sam.join_media(call_id, tone_hz=SAM_HZ, aux_audio=True)
+        await wait_until(lambda: "video" in sam.peer.slots and len(sam.peer.slots["video"].counters) > 20, 10)
+
+        sender = next(t.sender for t in caller.peer.pc.getTransceivers() if t.kind == "video")
+        asked: list[float] = []
+        original = sender._send_keyframe
+
+        def spy() -> None:
+            asked.append(time.monotonic())
+            original()
+
+        sender._send_keyframe = spy
+        receiver = next(t.receiver for t in sam.peer.pc.getTransceivers() if t.kind == "video")
+        ssrc = next(iter(receiver._RTCRtpReceiver__remote_streams))
+        started = time.monotonic()
+        plis = 0
+        while not sam.ws.of_type("media.video") and time.monotonic() - started < 10:
+            await receiver._send_rtcp_pli(ssrc)  # ten a second, as a viewer losing packets all the time might
+            plis += 1
+            await asyncio.sleep(0.1)
+        paused = await sam.ws.wait("media.video", timeout=1)
+        assert paused["state"] == "paused" and paused["reason"] == "keyframes" and paused["leg"] == "self", paused
+        await asyncio.sleep(interval + 0.5)  # a deferred request may still go out: it is part of the budget
+        elapsed = time.monotonic() - started
+        assert plis >= 4
+        assert len(asked) <= 2 + elapsed / interval + 1, (len(asked), plis, elapsed)
+        await hears(sam.peer.slots["audio"], CALLER_HZ)  # audio goes on
+        # The PLIs stopped: the video comes back.
+        await sam.ws.wait(lambda m: m.get("type") == "media.video" and m["state"] == "resumed", timeout=10)
+        video = sam.peer.slots["video"]
+        frames = len(video.counters)
+        await wait_until(lambda: len(video.counters) > frames + 30, 10)
+        await sam.close()
+        await caller.close()
+        await alice.close()
