@@ -246,6 +246,22 @@ def announce_address(sdp: str, address: str) -> str:
     return "\r\n".join(lines)
 
 
+def _is_rtp_of(data: bytes, ssrcs: set[int]) -> bool:
+    # (S)RTP: version 2, not RTCP (packet types 192-223 in the second byte); the SSRC is in the clear.
+    return (len(data) >= 12 and data[0] >> 6 == 2 and not 192 <= data[1] <= 223
+            and int.from_bytes(data[8:12], "big") in ssrcs)
+
+
+def forget_sent(sender: RTCRtpSender) -> None:
+    """Empty a sender's retransmission history (a paused viewer's NACKs must not bring its video back)."""
+    history = getattr(sender, _private(sender, RTCRtpSender, "rtp_history"))
+    history.clear()
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> set[int]:
+    return {s for s in (sender._ssrc, getattr(sender, "_rtx_ssrc", None)) if s}
+
+
 def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
     seen: dict[int, Any] = {}
     for transceiver in pc.getTransceivers():
@@ -284,6 +300,23 @@ class LinkProbe:
 
     def received(self) -> int:
         return self._checks + sum(dtls._RTCDtlsTransport__rx_packets for dtls in self._dtls)  # type: ignore[attr-defined]
+
+    def drop_queued(self, ssrcs: set[int]) -> int:
+        """Drop the RTP packets of these streams that wait in asyncio's user-space send buffer (the kernel's queue
+        cannot be touched): video that a viewer will not get in time, queued ahead of its audio. Returns bytes."""
+        dropped = 0
+        for connection in self._connections:
+            pair = connection._nominated.get(1)
+            transport = getattr(getattr(pair, "protocol", None), "transport", None)
+            buffer = getattr(transport, "_buffer", None)
+            if buffer is None or not hasattr(transport, "_buffer_size") or not buffer:
+                continue
+            kept = [item for item in buffer if not _is_rtp_of(item[0], ssrcs)]
+            dropped += sum(len(item[0]) for item in buffer) - sum(len(item[0]) for item in kept)
+            buffer.clear()
+            buffer.extend(kept)
+            transport._buffer_size = sum(len(item[0]) for item in kept) + len(kept) * getattr(transport, "_header_size", 0)
+        return dropped
 
     def backlog(self) -> int:
         total = 0

@@ -127,6 +127,7 @@ class Leg(AsyncIOEventEmitter):
         self._close_task: asyncio.Task[None] | None = None
         self.failure: str | None = None  # why the leg ended without the gateway ending it
         self._monitor: asyncio.Task[None] | None = None
+        self._probe: hooks.LinkProbe | None = None
         self.watchdog = MediaWatchdog(config.watchdog, self._on_liveness)
         self.viewer = ViewerGuard(config.viewer, lambda: self.consumers.values(), self._on_viewer)
         self.pc.on("connectionstatechange", self._on_state)
@@ -177,6 +178,7 @@ class Leg(AsyncIOEventEmitter):
         except hooks.HookError as exc:
             log.error("leg %s: no media watchdog: %s", self.id, exc)
             return
+        self._probe = probe
         interval = self._config.watchdog.check_interval_s
         while not self.closed:
             await asyncio.sleep(interval)
@@ -194,6 +196,14 @@ class Leg(AsyncIOEventEmitter):
 
     def _on_viewer(self, paused: bool, reason: str) -> None:
         log.info("leg %s (%s) video %s (%s)", self.id, self.role, "paused" if paused else "resumed", reason)
+        if paused and self._probe is not None:
+            # What is queued of the video would arrive late and hold the audio up: drop it, and do not resend it.
+            ssrcs: set[int] = set()
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.kind == "video" and self._slots.get(transceiver) in self.consumers:
+                    ssrcs |= hooks.sender_ssrcs(transceiver.sender)
+                    hooks.forget_sent(transceiver.sender)
+            self._probe.drop_queued(ssrcs)
         if not self.closed:
             self.emit("video", paused, reason)
 

@@ -142,7 +142,9 @@ class ViewerGuard:
         limit = self.config.max_backlog_bytes
         self._over = self._over + 1 if backlog > limit else 0
         if not self.paused:
-            if self._over >= BACKLOG_CHECKS_TO_PAUSE:
+            # Just resumed (on probation): the first check over the limit pauses again.
+            probation = self._resumed_at is not None and now - self._resumed_at < RELAPSE_S
+            if self._over >= (1 if probation else BACKLOG_CHECKS_TO_PAUSE):
                 self._pause(video, PauseReason.BACKLOG, now)
                 return
             overruns = sum(c.budget.overruns_since(now - OVERRUN_WINDOW_S) for c in video if c.budget is not None)
