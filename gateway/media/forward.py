@@ -106,7 +106,7 @@ class ForwardTrack(MediaStreamTrack):
         if self.budget is None:
             self._on_keyframe_needed()
         else:
-            self.budget.ask(self._on_keyframe_needed)
+            self.budget.ask(self._on_keyframe_needed, counts=not self._needs_keyframe)
 
     def restart(self) -> None:
         """A new source: drop what is queued from the old one and start the new one at a keyframe."""

@@ -98,7 +98,7 @@ class RtpForwarder:
         if self.budget is None:
             self._on_keyframe_needed()
         else:
-            self.budget.ask(self._on_keyframe_needed)
+            self.budget.ask(self._on_keyframe_needed, counts=not self._needs_keyframe)
 
     def _skip_to_keyframe(self) -> None:
         if not self._needs_keyframe:

@@ -66,8 +66,11 @@ class KeyframeBudget:
             self._tokens = min(float(self.burst), self._tokens + (now - self._at) / self.interval_s)
         self._at = now
 
-    def ask(self, send: Callable[[], None]) -> bool:
-        """Send a keyframe request through `send` now if the budget allows (True), else once it does."""
+    def ask(self, send: Callable[[], None], counts: bool = True) -> bool:
+        """Send a keyframe request through `send` now if the budget allows (True), else once it does.
+
+        `counts=False`: a request while the viewer already waits for a keyframe (a browser repeats its PLI until
+        the picture comes back): deferred like any other, but not held against the viewer as an overrun."""
         if self.closed:
             return False
         now = self._clock()
@@ -78,7 +81,8 @@ class KeyframeBudget:
             send()
             return True
         self._send = send
-        self._overruns.append(now)
+        if counts:
+            self._overruns.append(now)
         if self._pending is None:
             self.deferred += 1
             wait = (1 - self._tokens) * self.interval_s

@@ -124,3 +124,47 @@ def test_guard_ignores_a_leg_that_receives_no_video():
     guard.check(10_000_000, 0.0)
     guard.check(10_000_000, 1.0)
     assert not guard.paused
+
+
+def test_drop_queued_removes_only_the_paused_streams_rtp_from_the_send_buffer():
+    from collections import deque
+    from types import SimpleNamespace
+
+    from aiortc.rtp import RtpPacket
+
+    from gateway.media import hooks
+
+    def rtp(ssrc: int, size: int = 100) -> bytes:
+        return RtpPacket(payload_type=96, sequence_number=1, timestamp=1, ssrc=ssrc, payload=b"x" * size).serialize()
+
+    rtcp = bytes([0x80, 201, 0, 1]) + (7).to_bytes(4, "big")  # a receiver report from SSRC 7
+    transport = SimpleNamespace(_buffer=deque([(rtp(7), None), (rtp(9), None), (rtcp, None), (b"\x16\xfe\xfd", None),
+                                               (rtp(7), None)]), _buffer_size=0)
+    transport._buffer_size = sum(len(d) for d, _ in transport._buffer)
+    probe = hooks.LinkProbe.__new__(hooks.LinkProbe)
+    probe._connections = [SimpleNamespace(_nominated={1: SimpleNamespace(protocol=SimpleNamespace(transport=transport))})]
+    dropped = probe.drop_queued({7})
+    assert dropped == 2 * len(rtp(7))
+    assert [d for d, _ in transport._buffer] == [rtp(9), rtcp, b"\x16\xfe\xfd"]  # audio, RTCP and DTLS stay
+    assert transport._buffer_size == sum(len(d) for d, _ in transport._buffer)
+
+
+async def test_repeated_requests_while_waiting_for_a_keyframe_are_not_held_against_the_viewer():
+    """A browser repeats its PLI until the picture comes back (e.g. every 200 ms at the start of a stream): that is
+    one outstanding request, not a viewer that keeps losing the picture."""
+    from gateway.media.forward import EncodedFrame
+
+    clock = Clock()
+    track = ForwardTrack("video", 30)
+    track._on_keyframe_needed = lambda: None
+    track.budget = KeyframeBudget(interval_s=2.0, burst=2, clock=clock)
+    assert track.needs_keyframe  # a new video consumer starts at a keyframe
+    for _ in range(10):
+        track.request_keyframe()
+    assert track.budget.overruns_since(0) == 0
+    track.push(EncodedFrame(data=b"k", timestamp=1, keyframe=True, arrived=0.0))
+    assert not track.needs_keyframe
+    for _ in range(5):  # the picture was there, and is lost again and again: that counts
+        track.request_keyframe()
+    assert track.budget.overruns_since(0) == 5
+    track.stop()
