@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import socket
 import struct
 import termios
 from collections.abc import Callable, Sequence
@@ -301,22 +302,42 @@ class LinkProbe:
     def received(self) -> int:
         return self._checks + sum(dtls._RTCDtlsTransport__rx_packets for dtls in self._dtls)  # type: ignore[attr-defined]
 
-    def drop_queued(self, ssrcs: set[int]) -> int:
+    def limit_send_queue(self, size: int) -> None:
+        """Make the kernel's send queue of this connection's socket small (SO_SNDBUF; Linux doubles it): what does
+        not fit waits in asyncio's buffer instead, where `drop_queued` can still take it back."""
+        for connection in self._connections:
+            pair = connection._nominated.get(1)
+            transport = getattr(getattr(pair, "protocol", None), "transport", None)
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+                except OSError:
+                    pass
+
+    def drop_queued(self, ssrcs: set[int]) -> dict[int, int]:
         """Drop the RTP packets of these streams that wait in asyncio's user-space send buffer (the kernel's queue
-        cannot be touched): video that a viewer will not get in time, queued ahead of its audio. Returns bytes."""
-        dropped = 0
+        cannot be touched): video that a viewer will not get in time, queued ahead of its audio. Returns, per
+        stream, the sequence number of the first packet dropped (everything from it on was dropped: the buffer
+        holds the newest packets)."""
+        first: dict[int, int] = {}
         for connection in self._connections:
             pair = connection._nominated.get(1)
             transport = getattr(getattr(pair, "protocol", None), "transport", None)
             buffer = getattr(transport, "_buffer", None)
             if buffer is None or not hasattr(transport, "_buffer_size") or not buffer:
                 continue
-            kept = [item for item in buffer if not _is_rtp_of(item[0], ssrcs)]
-            dropped += sum(len(item[0]) for item in buffer) - sum(len(item[0]) for item in kept)
+            kept = []
+            for item in buffer:
+                data = item[0]
+                if _is_rtp_of(data, ssrcs):
+                    first.setdefault(int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big"))
+                else:
+                    kept.append(item)
             buffer.clear()
             buffer.extend(kept)
             transport._buffer_size = sum(len(item[0]) for item in kept) + len(kept) * getattr(transport, "_header_size", 0)
-        return dropped
+        return first
 
     def backlog(self) -> int:
         total = 0

@@ -179,6 +179,10 @@ class Leg(AsyncIOEventEmitter):
             log.error("leg %s: no media watchdog: %s", self.id, exc)
             return
         self._probe = probe
+        if self.packet_mode and any(getattr(c, "kind", None) == "video" for c in self.consumers.values()):
+            # Keep the kernel's send queue to a viewer short (a few dozen packets): on a slow link, what waits
+            # beyond it stays in asyncio's buffer, where a paused viewer's video can still be dropped.
+            probe.limit_send_queue(self._config.viewer.max_backlog_bytes // 4)
         interval = self._config.watchdog.check_interval_s
         while not self.closed:
             await asyncio.sleep(interval)
@@ -196,14 +200,19 @@ class Leg(AsyncIOEventEmitter):
 
     def _on_viewer(self, paused: bool, reason: str) -> None:
         log.info("leg %s (%s) video %s (%s)", self.id, self.role, "paused" if paused else "resumed", reason)
-        if paused and self._probe is not None:
-            # What is queued of the video would arrive late and hold the audio up: drop it, and do not resend it.
+        if paused and self._probe is not None and self.packet_mode:
+            # What is queued of the video would arrive late and hold the audio up: drop it, do not resend it, and
+            # number the next packets on from the last one really sent (the viewer must not wait for the dropped).
+            forwarders = [c for c in self.consumers.values() if isinstance(c, RtpForwarder) and c.kind == "video"]
             ssrcs: set[int] = set()
             for transceiver in self.pc.getTransceivers():
                 if transceiver.kind == "video" and self._slots.get(transceiver) in self.consumers:
                     ssrcs |= hooks.sender_ssrcs(transceiver.sender)
                     hooks.forget_sent(transceiver.sender)
-            self._probe.drop_queued(ssrcs)
+            dropped = self._probe.drop_queued(ssrcs)
+            for forwarder in forwarders:
+                if forwarder.ssrc in dropped:
+                    forwarder.rewind(dropped[forwarder.ssrc])
         if not self.closed:
             self.emit("video", paused, reason)
 

@@ -173,6 +173,16 @@ class RtpForwarder:
             self._last_ts = out.timestamp
             self._last_time = time.monotonic()
 
+    @property
+    def ssrc(self) -> int:
+        return self._port.ssrc
+
+    def rewind(self, first_unsent: int) -> None:
+        """Packets from `first_unsent` on were taken back before they left (a paused viewer): continue numbering
+        from there, so that the viewer sees no gap. Call while paused."""
+        self._last_seq = (first_unsent - 1) & 0xFFFF
+        self._seq_offset = None
+
     def restart(self) -> None:
         """Attached to a source (again): continue our sequence numbers with no gap (a gap would make the remote
         wait for packets that will never come), and for video start at a keyframe."""
