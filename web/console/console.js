@@ -436,7 +436,7 @@ function onMessage(message) {
       }
       break;
     case "media.video":
-      if (message.leg === "self") {
+      if (message.leg === "self" || (message.leg === "agent" && state.call?.id === message.call_id)) {
         toast(message.state === "paused" ? "Your connection is too slow for video: audio only for now."
           : "Video is back.", { bad: message.state === "paused" });
       }
