@@ -117,13 +117,15 @@ async def test_caller_losing_its_address_is_reported_then_recovers_then_fails(ca
             await alice.close()
 
 
-async def test_slow_viewer_gets_audio_only_instead_of_a_keyframe_storm(caller_token):
+@pytest.mark.parametrize("relay_mode", ["packet", "frame"])
+async def test_slow_viewer_gets_audio_only_instead_of_a_keyframe_storm(caller_token, relay_mode):
     """A supervisor on a link slower than the caller's video (htb at 300 kbit/s: the test caller sends ~500 kbit/s
     of VP8 and ~100 kbit/s of Opus) has its video paused with an event; its audio goes on, the agent's video goes
     on, the caller is asked for keyframes within the viewer's budget only; once the link is fast again the video
     resumes."""
     interval = 2.0
-    async with running_gateway(viewer_keyframe_interval_s=interval, viewer_resume_after_s=2.0) as gw:
+    async with running_gateway(relay_mode=relay_mode, viewer_keyframe_interval_s=interval,
+                               viewer_resume_after_s=2.0) as gw:
         async with netns.extra_address("10.77.0.3") as address:
             caller, alice, call_id = await connected_call(gw, caller_token)
             sam = Agent(gw.base_url, "sam", "sam-demo", addresses=[address])
