@@ -689,6 +689,8 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             relay = self.relays.get(call.id)
             if relay is None or (leg is not relay.caller and leg not in relay.agents.values()):
                 return  # a leg already replaced (the caller left for a callback)
+            if call.state is CallState.ENDED:
+                return  # the call ended first (a peer closes its connection once told)
             call.log("media_failed", leg=participant, cause=reason)
             if side and participant in call.supervisors:
                 self._spawn(self._drop_supervisor(call, participant))
