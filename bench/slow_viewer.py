@@ -113,7 +113,6 @@ async def main(seconds: float, rate: str, aux_audio: bool) -> dict:
                 await asyncio.sleep(seconds / 3 - 3)
                 # The caller's tone changes: how long until the supervisor hears it?
                 audio_mark = sam_audio.mark()
-                assert caller.peer.pc.getSenders()
                 tone = next(s.track for s in caller.peer.pc.getSenders() if s.track and s.track.kind == "audio")
                 changed = time.monotonic()
                 tone.frequency = 1320

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 OVERRUN_WINDOW_S = 10.0
 OVERRUNS_TO_PAUSE = 3  # budget overruns within the window that pause a viewer's video
@@ -112,16 +112,9 @@ class KeyframeBudget:
             self._pending = None
 
 
-class VideoConsumer(Protocol):
-    budget: KeyframeBudget | None
-
-    def pause(self) -> None: ...
-
-    def resume(self) -> None: ...
-
-
 class ViewerGuard:
-    """Pauses and resumes the video sent to one viewer (one leg); driven by `check(backlog, now)`."""
+    """Pauses and resumes the video sent to one viewer (one leg); driven by `check(backlog, now)`. `consumers` are
+    the leg's outgoing streams (RtpForwarder / ForwardTrack: `kind`, `budget`, `pause()`, `resume()`)."""
 
     def __init__(self, config: ViewerConfig, consumers: Callable[[], Iterable[Any]],
                  on_change: Callable[[bool, str], None]) -> None:
