@@ -350,6 +350,26 @@ class Settings(BaseSettings):
     media_connect_timeout_s: float = Field(
         30.0, gt=0, le=600, description="a peer connection not connected this long after its answer fails "
         "(the call ends with media_failed)")
+    # -- media health: dead legs and slow viewers (issue 9, "nothing lost")
+    media_silence_s: float = Field(
+        4.0, ge=0.5, le=60,
+        description="nothing (RTP, RTCP, ICE checks) received from a participant this long: media.state disconnected",
+    )
+    media_failure_grace_s: float = Field(
+        20.0, ge=0, le=600,
+        description="disconnected this long (after media_silence_s): the call ends with media_failed",
+    )
+    viewer_keyframe_interval_s: float = Field(
+        2.0, ge=0, le=60, description="one viewer may cause at most one keyframe request per interval (burst of 2)"
+    )
+    viewer_max_backlog_bytes: int = Field(
+        64 * 1024, ge=4096, le=16 * 1024 * 1024,
+        description="bytes waiting to be sent to one participant (buffer + kernel send queue) above which its "
+        "video is paused",
+    )
+    viewer_resume_after_s: float = Field(
+        5.0, gt=0, le=600, description="a paused viewer's video is retried after this (doubling on relapse, max 60 s)"
+    )
 
     @field_validator("media_host_addresses")
     @classmethod

@@ -58,6 +58,16 @@ class MediaState:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaVideo:
+    """The video sent to a participant was paused (its link cannot keep up; its audio goes on), or resumed."""
+
+    call_id: str
+    leg: str
+    state: str  # paused, resumed
+    reason: str  # backlog, keyframes
+
+
+@dataclass(frozen=True, slots=True)
 class CallHeld:
     call_id: str
     held: bool
@@ -136,7 +146,7 @@ class CallbackReady:
 
 Event = (
     QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
-    | CallHeld | CallTransferring | CallTransferred | ConsultState | ContentPushed | ContentStatus | ChatMessage
+    | MediaVideo | CallHeld | CallTransferring | CallTransferred | ConsultState | ContentPushed | ContentStatus | ChatMessage
     | QueueClosed | CallbackOffer | CallbackReady
 )
 

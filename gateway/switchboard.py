@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -28,7 +29,9 @@ from .events import (
     CallbackReady,
     CallEnded,
     CallOffered,
+    Event,
     MediaState,
+    MediaVideo,
     OfferWithdrawn,
     QueueClosed,
     QueueUpdate,
@@ -704,20 +707,30 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         """participant: "caller", "agent" (the call's agent) or the username of a colleague or supervisor."""
         side = participant not in ("caller", "agent")
 
-        def on_state(state: str) -> None:
+        def tell(event: Callable[[str], Event]) -> None:
             if side:  # a supervisor's or colleague's leg is their own business: the caller must not see it
-                self._to_agent(participant, MediaState(call_id=call.id, leg="self", state=state))
+                self._to_agent(participant, event("self"))
                 return
             for session_id in self._participant_sessions(call):
                 session = self.sessions.get(session_id)
                 if session is not None:
-                    session.deliver(MediaState(call_id=call.id, leg=participant, state=state))
+                    session.deliver(event(participant))
 
-        def on_failed() -> None:
+        def on_state(state: str) -> None:  # connection states, and the watchdog's disconnected/connected
+            tell(lambda name: MediaState(call_id=call.id, leg=name, state=state))
+
+        def on_video(paused: bool, reason: str) -> None:
+            call.log("video_paused" if paused else "video_resumed", leg=participant, reason=reason)
+            tell(lambda name: MediaVideo(call_id=call.id, leg=name, state="paused" if paused else "resumed",
+                                         reason=reason))
+
+        def on_failed(reason: str = "failed") -> None:
             relay = self.relays.get(call.id)
             if relay is None or (leg is not relay.caller and leg not in relay.agents.values()):
                 return  # a leg already replaced (the caller left for a callback)
-            call.log("media_failed", leg=participant)
+            if call.state is CallState.ENDED:
+                return  # the call ended first (a peer closes its connection once told)
+            call.log("media_failed", leg=participant, cause=reason)
             if side and participant in call.supervisors:
                 self._spawn(self._drop_supervisor(call, participant))
             elif side and participant == call.consult:
@@ -726,6 +739,8 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
                 self._spawn(self.end_call(call, EndReason.MEDIA_FAILED, "system"))
 
         leg.on("state", on_state)
+        leg.on("media", on_state)
+        leg.on("video", on_video)
         leg.on("failed", on_failed)
 
     def _participant_sessions(self, call: Call) -> list[str]:

@@ -410,6 +410,14 @@ class MediaStateOut(Message):
     state: str
 
 
+class MediaVideoOut(Message):
+    type: Literal["media.video"] = "media.video"
+    call_id: str
+    leg: str
+    state: Literal["paused", "resumed"]
+    reason: Literal["backlog", "keyframes"]
+
+
 class CallHeldOut(Message):
     type: Literal["call.held"] = "call.held"
     call_id: str

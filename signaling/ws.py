@@ -29,6 +29,7 @@ from gateway.events import (
     ContentStatus,
     Event,
     MediaState,
+    MediaVideo,
     OfferWithdrawn,
     QueueClosed,
     QueueUpdate,
@@ -66,6 +67,8 @@ def event_message(event: Event) -> BaseModel:
                                     wrap_up_s=event.wrap_up_s)
         case MediaState():
             return p.MediaStateOut(call_id=event.call_id, leg=event.leg, state=event.state)
+        case MediaVideo():
+            return p.MediaVideoOut(call_id=event.call_id, leg=event.leg, state=event.state, reason=event.reason)
         case CallHeld():
             return p.CallHeldOut(call_id=event.call_id, held=event.held)
         case CallTransferring():

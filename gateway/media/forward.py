@@ -58,6 +58,7 @@ class ForwardTrack(MediaStreamTrack):
         self._time_base = fractions.Fraction(1, 90000 if kind == "video" else 48000)
         self.paused = False
         self.stats = ForwardStats()
+        self.budget: Any = None  # this viewer's KeyframeBudget (video)
 
     def set_codec(self, codec: str) -> None:
         self._codec = codec
@@ -95,15 +96,17 @@ class ForwardTrack(MediaStreamTrack):
 
     def _wait_for_keyframe(self) -> None:
         self._needs_keyframe = True
-        self.stats.keyframe_requests += 1
-        if self._on_keyframe_needed is not None:
-            self._on_keyframe_needed()
+        self.request_keyframe()
 
     def request_keyframe(self) -> None:
-        """The remote side of this track asked for a keyframe (PLI/FIR)."""
+        """The remote side of this track asked for a keyframe (PLI/FIR), or it needs one: within its budget."""
         self.stats.keyframe_requests += 1
-        if self._on_keyframe_needed is not None:
+        if self._on_keyframe_needed is None or self.paused:
+            return
+        if self.budget is None:
             self._on_keyframe_needed()
+        else:
+            self.budget.ask(self._on_keyframe_needed, counts=not self._needs_keyframe)
 
     def restart(self) -> None:
         """A new source: drop what is queued from the old one and start the new one at a keyframe."""
@@ -137,6 +140,8 @@ class ForwardTrack(MediaStreamTrack):
         super().stop()
         self._queue.clear()
         self._ready.set()
+        if self.budget is not None:
+            self.budget.close()
 
 
 @dataclass

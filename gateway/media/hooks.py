@@ -8,11 +8,16 @@ Three hooks make aiortc forward instead of transcode:
 The sender side needs no hook: a track that yields `av.Packet` is packetized by aiortc without encoding.
 Plus `restrict_host_addresses`, because aioice gathers on every interface but loopback and has no setting, and
 `guard_ice`, because aioice sends checks to any remote candidate it is given, for as long as it is given more.
+And `LinkProbe`, which reads how much a peer connection received and how much waits to be sent on its socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import socket
+import struct
+import termios
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -299,3 +304,113 @@ def announce_address(sdp: str, address: str) -> str:
             line = f"c=IN IP4 {address}"
         lines.append(line)
     return "\r\n".join(lines)
+
+
+def _is_rtp_of(data: bytes, ssrcs: set[int]) -> bool:
+    # (S)RTP: version 2, not RTCP (packet types 192-223 in the second byte); the SSRC is in the clear.
+    return (len(data) >= 12 and data[0] >> 6 == 2 and not 192 <= data[1] <= 223
+            and int.from_bytes(data[8:12], "big") in ssrcs)
+
+
+def forget_sent(sender: RTCRtpSender) -> None:
+    """Empty a sender's retransmission history (a paused viewer's NACKs must not bring its video back)."""
+    history = getattr(sender, _private(sender, RTCRtpSender, "rtp_history"))
+    history.clear()
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> set[int]:
+    return {s for s in (sender._ssrc, getattr(sender, "_rtx_ssrc", None)) if s}
+
+
+def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
+    seen: dict[int, Any] = {}
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.sender.transport.transport._connection
+        seen.setdefault(id(connection), connection)
+    return list(seen.values())
+
+
+class LinkProbe:
+    """What one peer connection received, and what waits to be sent to it, without per-packet work.
+
+    - `received()`: datagrams received from the remote so far: SRTP/SRTCP/DTLS (the DTLS transports' own counter)
+      plus ICE connectivity/consent checks (counted by wrapping aioice's `request_received`, a few per second).
+    - `backlog()`: bytes queued for the remote on the nominated pair's socket: asyncio's user-space buffer plus the
+      kernel's send queue (SIOCOUTQ: what sits in the socket and the qdisc, e.g. behind a traffic shaper).
+    Create it once the description is applied (the transports exist).
+    """
+
+    def __init__(self, pc: RTCPeerConnection) -> None:
+        self._dtls = list({id(t.sender.transport): t.sender.transport for t in pc.getTransceivers()}.values())
+        for dtls in self._dtls:
+            if not hasattr(dtls, "_RTCDtlsTransport__rx_packets"):
+                raise HookError("aiortc RTCDtlsTransport has no rx counter: this aiortc version is not supported")
+        self._connections = _ice_connections(pc)
+        self._checks = 0
+        for connection in self._connections:
+            if not hasattr(connection, "request_received") or not hasattr(connection, "_nominated"):
+                raise HookError("aioice Connection has no request_received: this aioice version is not supported")
+            original = connection.request_received
+
+            def counting(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                self._checks += 1
+                return _original(*args, **kwargs)
+
+            connection.request_received = counting
+
+    def received(self) -> int:
+        return self._checks + sum(dtls._RTCDtlsTransport__rx_packets for dtls in self._dtls)  # type: ignore[attr-defined]
+
+    def limit_send_queue(self, size: int) -> None:
+        """Make the kernel's send queue of this connection's socket small (SO_SNDBUF; Linux doubles it): what does
+        not fit waits in asyncio's buffer instead, where `drop_queued` can still take it back."""
+        for connection in self._connections:
+            pair = connection._nominated.get(1)
+            transport = getattr(getattr(pair, "protocol", None), "transport", None)
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+                except OSError:
+                    pass
+
+    def drop_queued(self, ssrcs: set[int]) -> dict[int, int]:
+        """Drop the RTP packets of these streams that wait in asyncio's user-space send buffer (the kernel's queue
+        cannot be touched): video that a viewer will not get in time, queued ahead of its audio. Returns, per
+        stream, the sequence number of the first packet dropped (everything from it on was dropped: the buffer
+        holds the newest packets)."""
+        first: dict[int, int] = {}
+        for connection in self._connections:
+            pair = connection._nominated.get(1)
+            transport = getattr(getattr(pair, "protocol", None), "transport", None)
+            buffer = getattr(transport, "_buffer", None)
+            if buffer is None or not hasattr(transport, "_buffer_size") or not buffer:
+                continue
+            kept = []
+            for item in buffer:
+                data = item[0]
+                if _is_rtp_of(data, ssrcs):
+                    first.setdefault(int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big"))
+                else:
+                    kept.append(item)
+            buffer.clear()
+            buffer.extend(kept)
+            transport._buffer_size = sum(len(item[0]) for item in kept) + len(kept) * getattr(transport, "_header_size", 0)
+        return first
+
+    def backlog(self) -> int:
+        total = 0
+        for connection in self._connections:
+            pair = connection._nominated.get(1)
+            transport = getattr(getattr(pair, "protocol", None), "transport", None)
+            if transport is None or transport.is_closing():
+                continue
+            total += transport.get_write_buffer_size()
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # == SIOCOUTQ
+                    total += struct.unpack("i", queued)[0]
+                except OSError:
+                    pass
+        return total

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -30,8 +32,10 @@ from .assembler import AudioAssembler, VideoAssembler
 from .candidates import CandidateGate, CandidatePolicy, CheckBudget, networks
 from .codecs import OPUS
 from .forward import ForwardTrack, Producer
+from .health import Liveness, MediaWatchdog, WatchdogConfig
 from .packets import IdleTrack, PacketTap, RtpForwarder
 from .transcode import SwitchTrack
+from .viewer import KeyframeBudget, ViewerConfig, ViewerGuard
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,8 @@ class MediaConfig:
     lean_receive: bool = True
     candidates: CandidatePolicy = field(default_factory=CandidatePolicy)
     connect_timeout_s: float = 30.0
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    viewer: ViewerConfig = field(default_factory=ViewerConfig)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "MediaConfig":
@@ -84,6 +90,10 @@ class MediaConfig:
                 allow_loopback=any(ipaddress.ip_address(a).is_loopback for a in settings.media_host_addresses),
             ),
             connect_timeout_s=settings.media_connect_timeout_s,
+            watchdog=WatchdogConfig(silence_s=settings.media_silence_s, grace_s=settings.media_failure_grace_s),
+            viewer=ViewerConfig(keyframe_interval_s=settings.viewer_keyframe_interval_s,
+                                max_backlog_bytes=settings.viewer_max_backlog_bytes,
+                                resume_after_s=settings.viewer_resume_after_s),
         )
 
 
@@ -97,7 +107,12 @@ def _preferences(kind: str, names: list[str]) -> list[Any]:
 class Leg(AsyncIOEventEmitter):
     """One RTCPeerConnection. Incoming tracks become Producers, outgoing tracks are ForwardTracks.
 
-    Events: "state" (connection state string), "failed", "closed".
+    Events: "state" (connection state string); "media" ("disconnected" when nothing arrived from the participant
+    for the watchdog's silence, "connected" when it arrives again); "video" (paused: bool, reason: str) when the
+    video sent to this participant is paused because it cannot keep up, or resumed; "failed" (reason: str), once,
+    for any end of the leg that the gateway did not start: "ice_failed" / "dtls_failed" (connection state failed),
+    "closed_by_remote" (the remote closed DTLS, or ICE consent expired), "media_timeout" (silent for the watchdog's
+    silence plus grace); "closed".
     """
 
     def __init__(self, leg_id: str, role: LegRole, config: MediaConfig) -> None:
@@ -128,6 +143,11 @@ class Leg(AsyncIOEventEmitter):
         self._end_pending = False
         self.connect_timed_out = False
         self._close_task: asyncio.Task[None] | None = None
+        self.failure: str | None = None  # why the leg ended without the gateway ending it
+        self._monitor: asyncio.Task[None] | None = None
+        self._probe: hooks.LinkProbe | None = None
+        self.watchdog = MediaWatchdog(config.watchdog, self._on_liveness)
+        self.viewer = ViewerGuard(config.viewer, lambda: self.consumers.values(), self._on_viewer)
         self.pc.on("connectionstatechange", self._on_state)
 
     @property
@@ -150,9 +170,70 @@ class Leg(AsyncIOEventEmitter):
         if state == "connected":
             self.connected.set()
             self._stop_connect_timer()
+            if self._monitor is None and not self.closed:
+                self._monitor = asyncio.ensure_future(self._watch())
         self.emit("state", state)
-        if state == "failed":
-            self.emit("failed")
+        if state in ("failed", "closed") and not self.closed:
+            # Nobody here closed it: the participant's side went away (no hang-up), a failure of the call's media.
+            self._fail(self._failure_cause() if state == "failed" else "closed_by_remote")
+
+    def _failure_cause(self) -> str:
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.sender.transport.state == "failed":
+                return "dtls_failed"
+        return "ice_failed"
+
+    def _fail(self, reason: str) -> None:
+        if self.failure is not None or self.closed:
+            return
+        self.failure = reason
+        log.info("leg %s (%s) failed: %s", self.id, self.role, reason)
+        self.emit("failed", reason)
+
+    async def _watch(self) -> None:
+        """Every few hundred ms: did anything arrive from the participant, and does its send backlog grow?"""
+        try:
+            probe = hooks.LinkProbe(self.pc)
+        except hooks.HookError as exc:
+            log.error("leg %s: no media watchdog: %s", self.id, exc)
+            return
+        self._probe = probe
+        if self.packet_mode and any(getattr(c, "kind", None) == "video" for c in self.consumers.values()):
+            # Keep the kernel's send queue to a viewer short (a few dozen packets): on a slow link, what waits
+            # beyond it stays in asyncio's buffer, where a paused viewer's video can still be dropped.
+            probe.limit_send_queue(self._config.viewer.max_backlog_bytes // 4)
+        interval = self._config.watchdog.check_interval_s
+        while not self.closed:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if self.watchdog.check(probe.received(), now) is Liveness.DEAD:
+                return
+            if not self.transcode:
+                self.viewer.check(probe.backlog(), now)
+
+    def _on_liveness(self, state: Liveness) -> None:
+        if state is Liveness.DEAD:
+            self._fail("media_timeout")
+        elif not self.closed:
+            self.emit("media", state.value)
+
+    def _on_viewer(self, paused: bool, reason: str) -> None:
+        log.info("leg %s (%s) video %s (%s)", self.id, self.role, "paused" if paused else "resumed", reason)
+        if paused and self._probe is not None and self.packet_mode:
+            # What is queued of the video would arrive late and hold the audio up: drop it, do not resend it, and
+            # number the next packets on from the last one really sent (the viewer must not wait for the dropped).
+            forwarders = [c for c in self.consumers.values() if isinstance(c, RtpForwarder) and c.kind == "video"]
+            ssrcs: set[int] = set()
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.kind == "video" and self._slots.get(transceiver) in self.consumers:
+                    ssrcs |= hooks.sender_ssrcs(transceiver.sender)
+                    hooks.forget_sent(transceiver.sender)
+            dropped = self._probe.drop_queued(ssrcs)
+            for forwarder in forwarders:
+                if forwarder.ssrc in dropped:
+                    forwarder.rewind(dropped[forwarder.ssrc])
+        if not self.closed:
+            self.emit("video", paused, reason)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -233,7 +314,7 @@ class Leg(AsyncIOEventEmitter):
         log.warning("leg %s (%s) did not connect within %.0f s (state %s)", self.id, self.role,
                     self._config.connect_timeout_s, self.state)
         self.connect_timed_out = True
-        self.emit("failed")
+        self._fail("connect_timeout")
 
     def _stop_connect_timer(self) -> None:
         if self._connect_timer is not None:
@@ -329,6 +410,8 @@ class Leg(AsyncIOEventEmitter):
             self.consumers[slot] = RtpForwarder(kind, transceiver.sender, codec.payloadType)
         consumer = self.consumers[slot]
         consumer.set_codec(codec.name)
+        if kind == "video":
+            consumer.budget = KeyframeBudget(self._config.viewer.keyframe_interval_s, self._config.viewer.keyframe_burst)
         hooks.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
 
     async def add_ice_candidate(self, candidate: str | None, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
@@ -369,6 +452,10 @@ class Leg(AsyncIOEventEmitter):
             "producers": {k: {"codec": p.codec, "frames": p.frames, "keyframes": p.keyframes,
                               "keyframe_requests_sent": p.keyframe_requests_sent} for k, p in self.producers.items()},
             "consumers": {k: _slots(c.stats) for k, c in self.consumers.items() if hasattr(c, "stats")},
+            "media": self.watchdog.state.value,
+            "video_paused": self.viewer.reason.value if self.viewer.paused and self.viewer.reason else None,
+            "keyframe_budget": {k: {"sent": c.budget.sent, "deferred": c.budget.deferred}
+                                for k, c in self.consumers.items() if getattr(c, "budget", None) is not None},
         }
 
     async def close(self) -> None:
@@ -380,6 +467,10 @@ class Leg(AsyncIOEventEmitter):
 
     async def _close(self) -> None:
         self._stop_connect_timer()
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
         for producer in self.producers.values():
             producer.close()
         for consumer in self.consumers.values():

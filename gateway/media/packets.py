@@ -22,6 +22,7 @@ from aiortc.utils import uint16_gt
 from . import hooks
 from .codecs import CLOCK_RATES
 from .forward import ForwardStats
+from .viewer import KeyframeBudget
 
 # Packets older than the resume point are from the skipped range; after this many the check is dropped (wrap).
 RESUME_WINDOW = 1000
@@ -79,6 +80,7 @@ class RtpForwarder:
         self.paused = False
         self.closed = False
         self.stats = ForwardStats()
+        self.budget: KeyframeBudget | None = None  # this viewer's keyframe budget (video)
 
     def set_codec(self, codec: str) -> None:
         self._clock_rate = CLOCK_RATES.get(codec, self._clock_rate)
@@ -88,10 +90,15 @@ class RtpForwarder:
         return self._needs_keyframe
 
     def request_keyframe(self) -> None:
-        """The agent asked this stream for a keyframe (PLI/FIR): pass it on to the source."""
+        """The agent asked this stream for a keyframe (PLI/FIR), or it needs one: pass it on to the source, within
+        this viewer's budget."""
         self.stats.keyframe_requests += 1
-        if self._on_keyframe_needed is not None:
+        if self._on_keyframe_needed is None or self.paused:
+            return
+        if self.budget is None:
             self._on_keyframe_needed()
+        else:
+            self.budget.ask(self._on_keyframe_needed, counts=not self._needs_keyframe)
 
     def _skip_to_keyframe(self) -> None:
         if not self._needs_keyframe:
@@ -166,6 +173,16 @@ class RtpForwarder:
             self._last_ts = out.timestamp
             self._last_time = time.monotonic()
 
+    @property
+    def ssrc(self) -> int:
+        return self._port.ssrc
+
+    def rewind(self, first_unsent: int) -> None:
+        """Packets from `first_unsent` on were taken back before they left (a paused viewer): continue numbering
+        from there, so that the viewer sees no gap. Call while paused."""
+        self._last_seq = (first_unsent - 1) & 0xFFFF
+        self._seq_offset = None
+
     def restart(self) -> None:
         """Attached to a source (again): continue our sequence numbers with no gap (a gap would make the remote
         wait for packets that will never come), and for video start at a keyframe."""
@@ -178,11 +195,14 @@ class RtpForwarder:
         self.paused = True
 
     def resume(self) -> None:
+        """Forward again from the next keyframe: the cached one if recent, else a fresh one (see `forward`)."""
         self.paused = False
         if self.kind == "video":
             self._needs_keyframe = True
             self._seq_offset = None
-            self.request_keyframe()
+            self._unready = True
 
     def stop(self) -> None:
         self.closed = True
+        if self.budget is not None:
+            self.budget.close()

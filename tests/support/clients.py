@@ -154,9 +154,10 @@ class Sink:
 
 
 class Peer:
-    """An aiortc peer connection on loopback only, with no ICE servers."""
+    """An aiortc peer connection on loopback only (or the given addresses of this host), with no ICE servers."""
 
-    def __init__(self) -> None:
+    def __init__(self, addresses: list[str] | None = None) -> None:
+        self.addresses = addresses or LOOPBACK
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.sinks: dict[str, Sink] = {}  # the first received track of each kind
         self.slots: dict[str, Sink] = {}  # every received track by the gateway's slot name: audio, audio:1, video
@@ -172,7 +173,7 @@ class Peer:
             self.track_event.set()
 
     async def offer(self) -> str:
-        hooks.restrict_host_addresses(self.pc, LOOPBACK)
+        hooks.restrict_host_addresses(self.pc, self.addresses)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return self.pc.localDescription.sdp
 
@@ -186,10 +187,10 @@ class Peer:
 
 
 class Caller:
-    def __init__(self, base_url: str, token: str) -> None:
+    def __init__(self, base_url: str, token: str, addresses: list[str] | None = None) -> None:
         self.ws = WsClient(base_url, "/ws/caller")
         self.token = token
-        self.peer = Peer()
+        self.peer = Peer(addresses)
         self.video: CounterVideoTrack | None = None
         self.call_id: str | None = None
         self.welcome: dict[str, Any] = {}
@@ -233,8 +234,10 @@ class Caller:
 
 
 class Agent:
-    def __init__(self, base_url: str, username: str = "alice", password: str = "alice-demo") -> None:
+    def __init__(self, base_url: str, username: str = "alice", password: str = "alice-demo",
+                 addresses: list[str] | None = None) -> None:
         self.base_url = base_url
+        self.addresses = addresses
         self.username = username
         self.password = password
         self.ws = WsClient(base_url, "/ws/agent")
@@ -274,7 +277,7 @@ class Agent:
                          aux_audio: bool = False) -> None:
         """Set up this console's peer connection for the call: mic (a tone), a second audio section if asked
         (a consulted colleague or a whispering supervisor), and the caller's video."""
-        self.peer = Peer()
+        self.peer = Peer(self.addresses)
         self.peer.pc.addTrack(ToneAudioTrack(tone_hz))
         if aux_audio:
             self.peer.pc.addTransceiver("audio", direction="recvonly")

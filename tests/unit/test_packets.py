@@ -145,3 +145,19 @@ def test_leg_coming_up_starts_from_the_cached_keyframe():
     assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(3)]
     assert len(requests) == 1  # only the one at attach: the cache answered the rest
     producer.close()
+
+
+def test_paused_viewer_rewound_to_the_last_packet_really_sent_resumes_without_a_gap():
+    fwd, port, requests = forwarder()
+    fwd.forward(pkt(100, 9000, KEY), True)
+    for i in range(1, 6):
+        fwd.forward(pkt(100 + i, 9000 + i * 3000, DELTA), False)
+    sent = [p.sequence_number for p in port.sent]
+    assert sent == [(sent[0] + i) & 0xFFFF for i in range(6)]
+    fwd.pause()
+    fwd.rewind(sent[3])  # the last three were taken back from the send buffer before they left
+    fwd.resume()
+    fwd.forward(pkt(200, 99000, DELTA), False)  # waits for a keyframe (and asks for one)
+    assert len(port.sent) == 6 and requests
+    fwd.forward(pkt(201, 102000, KEY), True)
+    assert port.sent[-1].sequence_number == sent[3]  # numbered on from sent[2]: the viewer sees no gap

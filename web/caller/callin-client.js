@@ -20,6 +20,8 @@
  *   ended {reason, by, durationS, callId}   error {error: CallinError, fatal}
  *   reconnecting {attempt}   reconnected {resumed}   localstream {stream}   remotetrack {track, stream}
  *   mediastate {state} (the peer connection's connectionState)   videosource {source: camera|screen|null}
+ *   gatewaymedia {state} (media.state of this caller's leg as the gateway sees it, e.g. disconnected)
+ *   videopaused {paused, reason} (the gateway paused/resumed the video it sends you: your link is too slow)
  *   devicewarning {code, reason} (e.g. no camera: the call continues as a voice call)
  * In-call and contact-center events:
  *   held {held}   transferring {mode}   closed {reason, message, callbackAvailable, messageAllowed, opensAt, queue}
@@ -665,6 +667,9 @@ export class CallinClient extends EventTarget {
         break;
       case "media.state":
         if (message.leg === "caller") this.#emit("gatewaymedia", { state: message.state });
+        break;
+      case "media.video":
+        if (message.leg === "caller") this.#emit("videopaused", { paused: message.state === "paused", reason: message.reason });
         break;
       case "error":
         this.#fail(new CallinError(message.code, message.reason, { retryable: message.retryable }), false);

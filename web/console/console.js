@@ -432,6 +432,15 @@ function onMessage(message) {
       if (state.call?.id === message.call_id && message.leg === "caller" && message.state === "failed") {
         toast("The caller's connection is failing.", { bad: true });
       }
+      if (state.call?.id === message.call_id && message.leg === "caller" && message.state === "disconnected") {
+        toast("No media from the caller: the call ends unless it comes back.", { bad: true });
+      }
+      break;
+    case "media.video":
+      if (message.leg === "self" || (message.leg === "agent" && state.call?.id === message.call_id)) {
+        toast(message.state === "paused" ? "Your connection is too slow for video: audio only for now."
+          : "Video is back.", { bad: message.state === "paused" });
+      }
       break;
     case "call.held":
       if (state.call?.id === message.call_id) {

@@ -1,0 +1,170 @@
+"""The media watchdog, the per-viewer keyframe budget and the slow-viewer guard, driven by a fake clock (the
+real-peer proof is tests/integration/test_media_health.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.media.forward import ForwardTrack
+from gateway.media.health import Liveness, MediaWatchdog, WatchdogConfig
+from gateway.media.viewer import KeyframeBudget, ViewerConfig, ViewerGuard
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_watchdog_disconnected_after_silence_connected_on_recovery_dead_after_grace():
+    changes: list[Liveness] = []
+    dog = MediaWatchdog(WatchdogConfig(silence_s=4, grace_s=20), changes.append)
+    assert dog.check(10, 0.0) is Liveness.CONNECTED and changes == []
+    assert dog.check(20, 3.0) is Liveness.CONNECTED
+    assert dog.check(20, 6.9) is Liveness.CONNECTED  # 3.9 s of silence
+    assert dog.check(20, 7.0) is Liveness.DISCONNECTED and changes == [Liveness.DISCONNECTED]
+    assert dog.check(21, 9.0) is Liveness.CONNECTED and changes[-1] is Liveness.CONNECTED  # something arrived
+    assert dog.check(21, 13.0) is Liveness.DISCONNECTED
+    assert dog.check(21, 32.9) is Liveness.DISCONNECTED  # the grace counts from the report
+    assert dog.check(21, 33.0) is Liveness.DEAD
+    assert dog.check(99, 34.0) is Liveness.DEAD  # dead stays dead: the call is ending
+    assert changes == [Liveness.DISCONNECTED, Liveness.CONNECTED, Liveness.DISCONNECTED, Liveness.DEAD]
+
+
+async def test_keyframe_budget_defers_beyond_the_burst_and_never_loses_a_request():
+    clock = Clock()
+    sent: list[float] = []
+    budget = KeyframeBudget(interval_s=0.2, burst=2, clock=clock)
+    send = lambda: sent.append(clock.t)  # noqa: E731
+    assert budget.ask(send) and budget.ask(send)  # the burst
+    assert not budget.ask(send) and not budget.ask(send) and not budget.ask(send)  # merged into one pending
+    assert len(sent) == 2 and budget.deferred == 1 and budget.overruns_since(0) == 3
+    clock.t += 0.2
+    await asyncio.sleep(0.25)  # the pending request goes out once a token is back
+    assert len(sent) == 3 and budget.sent == 3
+    clock.t += 10  # a quiet viewer gets its burst back, not more
+    assert budget.ask(send) and budget.ask(send) and not budget.ask(send)
+    budget.close()
+    await asyncio.sleep(0.25)
+    assert len(sent) == 5  # closed: the pending request is dropped with its viewer
+
+
+async def test_a_viewer_over_its_budget_costs_the_source_one_request_per_interval():
+    """Many PLIs from one viewer (a lossy link) reach the source at the budget's pace, not the viewer's."""
+    clock = Clock()
+    to_source: list[float] = []
+    track = ForwardTrack("video", 30)
+    track._on_keyframe_needed = lambda: to_source.append(clock.t)
+    track.budget = KeyframeBudget(interval_s=2.0, burst=2, clock=clock)
+    for _ in range(50):  # 50 PLIs within 5 s
+        track.request_keyframe()
+        clock.t += 0.1
+    assert len(to_source) == 2 and track.stats.keyframe_requests == 50
+    track.stop()
+
+
+class FakeConsumer:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.paused = False
+        self.budget = KeyframeBudget(interval_s=2.0, burst=2) if kind == "video" else None
+        self.resumes = 0
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.resumes += 1
+
+
+def test_guard_pauses_video_only_on_a_lasting_backlog_and_resumes_once_drained():
+    video, audio = FakeConsumer("video"), FakeConsumer("audio")
+    changes: list[tuple[bool, str]] = []
+    guard = ViewerGuard(ViewerConfig(max_backlog_bytes=64_000, resume_after_s=5), lambda: [video, audio],
+                        lambda paused, reason: changes.append((paused, reason)))
+    guard.check(200_000, 0.0)  # one check above the limit: a keyframe burst, not yet a slow link
+    guard.check(1_000, 0.5)
+    assert not video.paused and changes == []
+    guard.check(100_000, 1.0)
+    guard.check(120_000, 1.5)
+    assert video.paused and not audio.paused and changes == [(True, "backlog")]
+    guard.check(0, 3.0)  # drained, but the hold-off is not over
+    assert video.paused
+    guard.check(40_000, 6.6)  # hold-off over, but still too much queued
+    assert video.paused
+    guard.check(2_000, 7.0)
+    assert not video.paused and video.resumes == 1 and changes[-1] == (False, "backlog")
+    # Slow again soon after (on probation: one check is enough): paused again, the next try waits twice as long.
+    guard.check(100_000, 8.0)
+    assert video.paused and guard.pauses == 2
+    guard.check(0, 8.0 + 9.9)
+    assert video.paused
+    guard.check(0, 8.0 + 10.0)
+    assert not video.paused
+
+
+def test_guard_pauses_a_viewer_that_keeps_overrunning_its_keyframe_budget():
+    video = FakeConsumer("video")
+    changes: list[tuple[bool, str]] = []
+    guard = ViewerGuard(ViewerConfig(), lambda: [video], lambda paused, reason: changes.append((paused, reason)))
+    video.budget._overruns.extend([0.0, 1.0])  # two requests over the budget: not yet
+    guard.check(0, 1.0)
+    assert not video.paused
+    video.budget._overruns.append(2.0)
+    guard.check(0, 2.0)
+    assert video.paused and changes == [(True, "keyframes")]
+
+
+def test_guard_ignores_a_leg_that_receives_no_video():
+    audio = FakeConsumer("audio")
+    guard = ViewerGuard(ViewerConfig(), lambda: [audio], lambda *_: None)
+    guard.check(10_000_000, 0.0)
+    guard.check(10_000_000, 1.0)
+    assert not guard.paused
+
+
+def test_drop_queued_removes_only_the_paused_streams_rtp_from_the_send_buffer():
+    from collections import deque
+    from types import SimpleNamespace
+
+    from aiortc.rtp import RtpPacket
+
+    from gateway.media import hooks
+
+    def rtp(ssrc: int, size: int = 100) -> bytes:
+        return RtpPacket(payload_type=96, sequence_number=1, timestamp=1, ssrc=ssrc, payload=b"x" * size).serialize()
+
+    rtcp = bytes([0x80, 201, 0, 1]) + (7).to_bytes(4, "big")  # a receiver report from SSRC 7
+    transport = SimpleNamespace(_buffer=deque([(rtp(7), None), (rtp(9), None), (rtcp, None), (b"\x16\xfe\xfd", None),
+                                               (rtp(7), None)]), _buffer_size=0)
+    transport._buffer_size = sum(len(d) for d, _ in transport._buffer)
+    probe = hooks.LinkProbe.__new__(hooks.LinkProbe)
+    probe._connections = [SimpleNamespace(_nominated={1: SimpleNamespace(protocol=SimpleNamespace(transport=transport))})]
+    dropped = probe.drop_queued({7})
+    assert dropped == {7: 1}  # the first dropped packet of stream 7 had sequence number 1
+    assert [d for d, _ in transport._buffer] == [rtp(9), rtcp, b"\x16\xfe\xfd"]  # audio, RTCP and DTLS stay
+    assert transport._buffer_size == sum(len(d) for d, _ in transport._buffer)
+
+
+async def test_repeated_requests_while_waiting_for_a_keyframe_are_not_held_against_the_viewer():
+    """A browser repeats its PLI until the picture comes back (e.g. every 200 ms at the start of a stream): that is
+    one outstanding request, not a viewer that keeps losing the picture."""
+    from gateway.media.forward import EncodedFrame
+
+    clock = Clock()
+    track = ForwardTrack("video", 30)
+    track._on_keyframe_needed = lambda: None
+    track.budget = KeyframeBudget(interval_s=2.0, burst=2, clock=clock)
+    assert track.needs_keyframe  # a new video consumer starts at a keyframe
+    for _ in range(10):
+        track.request_keyframe()
+    assert track.budget.overruns_since(0) == 0
+    track.push(EncodedFrame(data=b"k", timestamp=1, keyframe=True, arrived=0.0))
+    assert not track.needs_keyframe
+    for _ in range(5):  # the picture was there, and is lost again and again: that counts
+        track.request_keyframe()
+    assert track.budget.overruns_since(0) == 5
+    track.stop()
