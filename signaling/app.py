@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,6 +33,7 @@ from .keys import (
     API_KEYS,
     CALLER_TOKENS,
     CALLS,
+    LIVE_SOCKETS,
     DATABASE,
     METRICS,
     QUEUES,
@@ -46,6 +45,7 @@ from .keys import (
     WEBHOOKS,
 )
 from .files import file_routes
+from .shutdown import LiveSockets, graceful_stop
 from .metrics import Metrics
 from .wallboard import WallboardHub
 from .rest import errors_middleware, routes
@@ -90,7 +90,8 @@ def create_app(settings: Settings) -> web.Application:
     _static(app, settings.web_root, settings.demo)
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_switchboard_ctx)
-    app.on_shutdown.append(_end_calls_before_sockets_close)
+    app[LIVE_SOCKETS] = LiveSockets()
+    app.on_shutdown.append(graceful_stop)
     return app
 
 
@@ -142,13 +143,6 @@ def _static(app: web.Application, root: Path, demo: bool) -> None:
     if demo:
         app.router.add_get("/demo/", page(root / "caller" / "demo.html"))
     app.router.add_static("/static/", root, show_index=False, append_version=False)
-
-
-async def _end_calls_before_sockets_close(app: web.Application) -> None:
-    """Graceful stop: end every call while the sockets are still open, so clients get call.ended (shutdown)."""
-    if SWITCHBOARD in app:
-        await app[SWITCHBOARD].close()
-        await asyncio.sleep(0.2)  # let the sockets' writers send what was queued
 
 
 async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:

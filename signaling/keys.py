@@ -20,6 +20,7 @@ from gateway.switchboard import Switchboard
 if TYPE_CHECKING:
     from .wallboard import WallboardHub
     from .metrics import Metrics
+    from .shutdown import LiveSockets
 
 SETTINGS = web.AppKey("settings", Settings)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
@@ -37,3 +38,4 @@ CALLS = web.AppKey("calls", CallQueries)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 QUEUES = web.AppKey("queues", QueueStore)
 WEBHOOK_DISPATCHER = web.AppKey("webhook_dispatcher", WebhookDispatcher)
+LIVE_SOCKETS: web.AppKey["LiveSockets"] = web.AppKey("live_sockets")
