@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -113,8 +114,10 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         await db.close()
         raise
     yield
-    await app[RECORDER].stop()
+    started = time.monotonic()
+    await app[RECORDER].stop()  # after the switchboard's cleanup: the calls it ended are written
     await db.close()
+    log.info("shutdown.records_flushed", seconds=round(time.monotonic() - started, 3))
 
 
 async def seed_demo_accounts(accounts: AccountStore, settings: Settings) -> None:
