@@ -224,7 +224,7 @@ class Settings(BaseSettings):
         256, ge=16, le=100_000,
         description="events kept per session for replay on resume (a newer queue position replaces the older)")
     ws_heartbeat_s: float = Field(
-        5.0, ge=1, le=120,
+        10.0, ge=1, le=120,
         description="WebSocket ping interval; a peer that does not answer within half of it is treated as gone "
                     "(its session detaches and waits resume_grace_s)")
     hello_timeout_s: float = Field(10.0, gt=0, le=120)

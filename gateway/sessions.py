@@ -229,9 +229,6 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(list(self._by_id.values()))
-
     def close(self) -> None:
         for session in list(self._by_id.values()):
             self.remove(session, why="shutdown")

@@ -118,6 +118,7 @@ class Connection:
         self.session: Session | None = None
         self._outbox: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue()
         self._overflowed = False
+        self._outbox_limit = OUTBOX_LIMIT  # raised by the size of a resume's replay
         self._writer_task: asyncio.Task[None] | None = None
         self._said_bye = False
         self._header_principal: Any = None
@@ -126,7 +127,7 @@ class Connection:
     def send(self, message: BaseModel) -> None:
         if self._overflowed:
             return
-        if self._outbox.qsize() >= OUTBOX_LIMIT:
+        if self._outbox.qsize() >= self._outbox_limit:
             log.warning("ws.outbox_full", role=self.role)
             self._overflowed = True
             self._outbox.put_nowait((CLOSE_PROTOCOL, "client too slow"))
@@ -294,6 +295,7 @@ class Connection:
             return False
         self.session = session
         replay = self.board.sessions.attach(session, self.deliver, closer=self.replaced, last_seq=message.last_seq)
+        self._outbox_limit = OUTBOX_LIMIT + len(replay.events)  # a full replay is not a slow client
         self.send(
             p.Welcome(
                 id=message.id,

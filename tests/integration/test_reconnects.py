@@ -118,18 +118,19 @@ async def test_a_resume_after_the_grace_period_says_why_and_how_the_call_ended(c
 
 
 async def test_a_replay_that_no_longer_holds_every_missed_event_says_so(caller_token):
-    async with running_gateway(resume_grace_s=30, resume_replay_events=16) as gw:
+    async with running_gateway(resume_grace_s=30) as gw:  # the default buffer: 256 events
         caller, agent, call_id = await connected_call(gw, caller_token)
         last_seen = caller.ws.last_seq
         await caller.ws.close()
         await agent.ws.wait("participant.reconnecting")
-        for i in range(20):
+        for i in range(300):
             await agent.ws.request({"type": "chat.send", "call_id": call_id, "text": f"line {i}"})
         ws, welcome = await resume(gw, caller.token, caller.welcome["resume_token"], last_seen)
-        assert welcome["replay_complete"] is False and welcome["replayed"] == 16
-        await ws.wait(lambda m: m["type"] == "chat.message" and m["message"]["text"] == "line 19")
+        assert welcome["replay_complete"] is False and welcome["replayed"] == 256
+        await ws.wait(lambda m: m["type"] == "chat.message" and m["message"]["text"] == "line 299")
         texts = [m["message"]["text"] for m in ws.of_type("chat.message")]
-        assert texts == [f"line {i}" for i in range(4, 20)]  # the newest 16, in order
+        assert texts == [f"line {i}" for i in range(44, 300)]  # the newest 256, in order, on a socket left open
+        assert ws.close_code is None
         # A last_seq ahead of the session's events is refused, and nothing changes.
         bad = WsClient(gw.base_url, "/ws/caller")
         await bad.connect()

@@ -9,6 +9,7 @@ import contextlib
 import datetime
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -164,6 +165,9 @@ async def stop_under_load(connected: int, waiting: int, *, extra_env: dict[str, 
                CALLIN_PASSWORD_HASH_TIME_COST="1", CALLIN_PASSWORD_HASH_MEMORY_KIB="8192",
                CALLIN_MAX_QUEUE_LENGTH=str(waiting + connected + 10), CALLIN_MEDIA_HOST_ADDRESSES='["127.0.0.1"]',
                CALLIN_ICE_SERVERS="[]", CALLIN_LOG_LEVEL="info", CALLIN_EVENT_LOOP="asyncio",
+               # One client process holds every socket here: on a busy machine its pongs can be late, and a
+               # socket cut by the heartbeat before the stop would not be the stop's doing.
+               CALLIN_WS_HEARTBEAT_S="60",
                PYTHONPATH=str(ROOT), **(extra_env or {}))
     log_path = data_dir / "callin.log"  # a file, not a pipe: nobody reads a pipe until the end, and a full one blocks
     log_file = open(log_path, "wb")  # noqa: SIM115
@@ -237,6 +241,7 @@ async def stop_under_load(connected: int, waiting: int, *, extra_env: dict[str, 
             proc.kill()
             proc.wait()
         log_file.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
         for s in sockets:
             s.task.cancel()
         await http.close()
