@@ -34,6 +34,8 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connected", type=int, default=50)
     parser.add_argument("--waiting", type=int, default=1000)
+    parser.add_argument("--compare", type=Path, help="another checkout (e.g. the previous release) stopped the same "
+                                                     "way in the same run")
     args = parser.parse_args()
     idle = await stop_under_load(0, 0)
     loaded = await stop_under_load(args.connected, args.waiting)
@@ -41,6 +43,9 @@ async def main() -> int:
     print("|---|---|---|---|---|---|")
     print(row("idle (baseline)", idle))
     print(row(f"{args.connected} calls + {args.waiting} waiting", loaded))
+    if args.compare:
+        other = await stop_under_load(args.connected, args.waiting, code=args.compare.resolve())
+        print(row(f"{args.compare}: {args.connected} calls + {args.waiting} waiting", other))
     print(f"\nexit time ratio loaded/idle: {loaded.exit_s / idle.exit_s:.1f}x")
     return 1 if loaded.problems() or idle.problems() else 0
 

@@ -154,8 +154,10 @@ async def _wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("callin serve did not become healthy")
 
 
-async def stop_under_load(connected: int, waiting: int, *, extra_env: dict[str, str] | None = None) -> StopResult:
-    """Start `callin serve`, put up `connected` calls (caller + agent) and `waiting` queued callers, SIGTERM it."""
+async def stop_under_load(connected: int, waiting: int, *, extra_env: dict[str, str] | None = None,
+                          code: Path = ROOT) -> StopResult:
+    """Start `callin serve` (from the checkout `code`), put up `connected` calls (caller + agent) and `waiting`
+    queued callers, SIGTERM it."""
     data_dir = Path(tempfile.mkdtemp(prefix="callin-stop-"))
     await _make_agents(data_dir, connected)
     port = free_port()
@@ -168,7 +170,7 @@ async def stop_under_load(connected: int, waiting: int, *, extra_env: dict[str, 
                # One client process holds every socket here: on a busy machine its pongs can be late, and a
                # socket cut by the heartbeat before the stop would not be the stop's doing.
                CALLIN_WS_HEARTBEAT_S="60",
-               PYTHONPATH=str(ROOT), **(extra_env or {}))
+               PYTHONPATH=str(code), **(extra_env or {}))
     log_path = data_dir / "callin.log"  # a file, not a pipe: nobody reads a pipe until the end, and a full one blocks
     log_file = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "signaling.cli", "serve"], cwd=data_dir, env=env,
