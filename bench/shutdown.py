@@ -25,8 +25,9 @@ from tests.support.shutdown import StopResult, stop_under_load  # noqa: E402
 def row(label: str, result: StopResult) -> str:
     sockets = result.phase_s("shutdown.sockets_closed")
     records = result.phase_s("shutdown.records_flushed")
+    loop = result.phase_s("shutdown.loop_closed")
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    return (f"| {label} | {len(result.sockets)} | {fmt(sockets)} | {fmt(records)} | {result.exit_s:.2f} | "
+    return (f"| {label} | {len(result.sockets)} | {fmt(sockets)} | {fmt(records)} | {fmt(loop)} | {result.exit_s:.2f} | "
             f"{'ok' if not result.problems() else '; '.join(result.problems())} |")
 
 
@@ -39,8 +40,9 @@ async def main() -> int:
     args = parser.parse_args()
     idle = await stop_under_load(0, 0)
     loaded = await stop_under_load(args.connected, args.waiting)
-    print("| run | sockets | SIGTERM -> sockets closed (s) | -> records flushed (s) | -> exited (s) | checks |")
-    print("|---|---|---|---|---|---|")
+    print("| run | sockets | SIGTERM -> sockets closed (s) | -> records flushed (s) | -> event loop closed (s) "
+          "| -> process exited (s) | checks |")
+    print("|---|---|---|---|---|---|---|")
     print(row("idle (baseline)", idle))
     print(row(f"{args.connected} calls + {args.waiting} waiting", loaded))
     if args.compare:

@@ -10,6 +10,7 @@ import ssl
 import sys
 from typing import Any
 
+import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -60,6 +61,7 @@ def _run(settings: Settings, banner: str | None = None) -> None:
     web.run_app(app, host=settings.host, port=settings.port, ssl_context=_ssl_context(settings),
                 shutdown_timeout=HANDLER_CUTOFF_S, print=None, access_log=None,
                 loop=_event_loop(settings.event_loop))
+    structlog.get_logger("callin.cli").info("shutdown.loop_closed")
 
 
 def _event_loop(choice: str) -> asyncio.AbstractEventLoop:
