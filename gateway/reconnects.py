@@ -55,6 +55,7 @@ class Reconnects:
         if call is None or call.state is not CallState.OFFERED or call.offered_to != state.username:
             return
         self._withdraw(call, state, "agent_disconnected")
+        call.declined_by.discard(state.username)  # it did not decline: once back, it may be offered the call again
         state.status = AgentStatus.AVAILABLE  # still signed in: offered calls again once its console is back
         state.idle_since = now()
         self._dispatch()

@@ -204,3 +204,25 @@ async def test_a_call_ringing_at_a_console_that_drops_goes_to_another_agent_at_o
         assert offer["call_id"] == queued["call_id"]
         await caller.close()
         await bob.close()
+
+
+async def test_a_lone_agent_whose_console_dropped_while_ringing_is_offered_the_call_again_once_back(caller_token):
+    async with running_gateway(resume_grace_s=30, ring_timeout_s=60, reoffer_after_decline_s=600) as gw:
+        alice = Agent(gw.base_url)
+        welcome = await alice.connect()
+        caller = Caller(gw.base_url, caller_token())
+        await caller.connect()
+        queued = await caller.ws.request({"type": "call.start", "call_type": "voice"})
+        await alice.wait_offer()
+        await alice.ws.close()
+        await wait_until(lambda: gw.board.calls[queued["call_id"]].state.value == "queued")
+        console = WsClient(gw.base_url, "/ws/agent")
+        await console.connect()
+        await console.request({"type": "hello", "token": alice.token, "resume_token": welcome["resume_token"],
+                               "last_seq": alice.ws.last_seq})
+        withdrawn = await console.wait("call.offer_withdrawn")  # replayed: what happened while she was away
+        assert withdrawn["reason"] == "agent_disconnected"
+        again = await console.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == queued["call_id"])
+        assert again["seq"] > withdrawn["seq"]  # at once, not after the 10-minute new round
+        await console.close()
+        await caller.close()
