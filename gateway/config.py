@@ -160,7 +160,13 @@ class Settings(BaseSettings):
     demo: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
-    shutdown_grace_s: float = Field(5.0, ge=0)
+    shutdown_grace_s: float = Field(
+        3.0, ge=0, le=60,
+        description="on SIGTERM: how long the sockets get to take their shutdown message and close (1001) "
+                    "before the rest is cut; the whole stop stays within this plus about a second")
+    # -- graceful shutdown (issue 9)
+    shutdown_retry_after_s: float = Field(
+        5.0, ge=0, le=3600, description="the retry-after hint in the shutdown message sent to every socket")
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto", description="auto: uvloop when installed (the relay's per-packet work is mostly event-loop work)"
     )
@@ -264,6 +270,14 @@ class Settings(BaseSettings):
     reoffer_after_decline_s: float = Field(
         15.0, ge=0, le=3600, description="when every agent who could take a call passed on it, ring again after this")
     resume_grace_s: float = Field(30.0, ge=0, le=3600)
+    # -- sessions: replay on resume and dead-peer detection (issue 9)
+    resume_replay_events: int = Field(
+        256, ge=16, le=100_000,
+        description="events kept per session for replay on resume (a newer queue position replaces the older)")
+    ws_heartbeat_s: float = Field(
+        10.0, ge=1, le=120,
+        description="WebSocket ping interval; a peer that does not answer within half of it is treated as gone "
+                    "(its session detaches and waits resume_grace_s)")
     hello_timeout_s: float = Field(10.0, gt=0, le=120)
     max_queue_length: int = Field(1000, ge=1)
     ring_outs_before_away: int = Field(2, ge=1, le=20,

@@ -144,10 +144,20 @@ class CallbackReady:
     rejoin_within_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class ParticipantConnection:
+    """To the others in a call: a participant's socket went away (reconnecting) or came back (reconnected)."""
+
+    call_id: str
+    role: str  # caller, agent, colleague, supervisor
+    name: str | None
+    connected: bool
+
+
 Event = (
     QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
     | MediaVideo | CallHeld | CallTransferring | CallTransferred | ConsultState | ContentPushed | ContentStatus | ChatMessage
-    | QueueClosed | CallbackOffer | CallbackReady
+    | QueueClosed | CallbackOffer | CallbackReady | ParticipantConnection
 )
 
 

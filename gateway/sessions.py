@@ -1,19 +1,76 @@
 """Sessions outlive sockets: a client that reconnects with its resume token within the grace period gets its
-session (and its call) back. While detached, events are kept in a bounded backlog."""
+session (and its call) back.
+
+Every event delivered to a session gets the next number of that session's sequence (1, 2, 3 ...) and is kept in a
+bounded replay buffer, whether a socket is attached or not: a socket that died silently may have swallowed what was
+written to it, so a client that resumes says the last number it saw and gets everything after it again. A queue
+position replaces the earlier position of the same call in the buffer (only the latest one matters)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Unauthorized
-from .events import Event
+from .errors import BadRequest, Unauthorized
+from .events import Event, QueueUpdate
 
-BACKLOG = 64
+REPLAY_EVENTS = 256
+TOMBSTONES = 10_000  # how many ended sessions are remembered, to say why a late resume fails
+TOMBSTONE_TTL_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Numbered:
+    """An event with its number in the session's sequence."""
+
+    seq: int
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a socket gets right after its welcome: the events it missed, and whether that is all of them."""
+
+    events: list[Numbered]
+    complete: bool
+
+
+class ResumeFailed(Unauthorized):
+    """A resume that cannot be honoured; `why` (and the session's last call, if it ended) goes to the client."""
+
+    code = "resume_failed"
+
+    def __init__(self, reason: str, why: str, call: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.why = why
+        self.call = call
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        return {"why": self.why, "call": self.call}
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """Why a session is gone: expired (no socket within the grace period), closed (bye), replaced (an agent signed
+    in again elsewhere) or shutdown."""
+
+    why: str
+    session_id: str
+    role: str
+    principal: Any
+    at: float
+
+
+def _supersedes(event: Event) -> tuple[str, str] | None:
+    if isinstance(event, QueueUpdate):
+        return ("queue.position", event.call_id)
+    return None
 
 
 @dataclass(eq=False)
@@ -23,20 +80,38 @@ class Session:
     principal: Any  # CallerIdentity or AgentAccount
     resume_token: str
     call_id: str | None = None
-    sink: Callable[[Event], None] | None = None
+    sink: Callable[[Numbered], None] | None = None
     closer: Callable[[], None] | None = None  # closes the attached socket when a newer one takes over
-    backlog: deque[Event] = field(default_factory=lambda: deque(maxlen=BACKLOG))
+    replay_limit: int = REPLAY_EVENTS
+    seq: int = 0  # the number of the last event delivered
+    sent_seq: int = 0  # the number of the last event handed to a socket
+    evicted_seq: int = 0  # the highest number pushed out of the full buffer (not replayable any more)
+    buffer: deque[Numbered] = field(default_factory=deque)
     expiry: asyncio.TimerHandle | None = None
     ended: bool = False
     address: str | None = None  # the client's address when the session was opened (limits per address)
+    detached: bool = False  # its socket went away without bye; within the grace period
 
     def deliver(self, event: Event) -> None:
         if self.ended:
             return
+        self.seq += 1
+        item = Numbered(self.seq, event)
+        key = _supersedes(event)
+        if key is not None:
+            for old in self.buffer:
+                if _supersedes(old.event) == key:
+                    self.buffer.remove(old)  # superseded: replaying it would say nothing the new one does not
+                    break
+        self.buffer.append(item)
+        while len(self.buffer) > self.replay_limit:
+            self.evicted_seq = self.buffer.popleft().seq
         if self.sink is not None:
-            self.sink(event)
-        else:
-            self.backlog.append(event)
+            self.sent_seq = self.seq
+            self.sink(item)
+
+    def replay_after(self, last_seq: int) -> Replay:
+        return Replay([item for item in self.buffer if item.seq > last_seq], complete=last_seq >= self.evicted_seq)
 
     @property
     def attached(self) -> bool:
@@ -44,14 +119,21 @@ class Session:
 
 
 class SessionRegistry:
-    def __init__(self, grace_s: float, on_expire: Callable[[Session], None]) -> None:
+    def __init__(self, grace_s: float, on_expire: Callable[[Session], None], replay_events: int = REPLAY_EVENTS,
+                 on_detached: Callable[[Session], None] | None = None,
+                 on_resumed: Callable[[Session], None] | None = None) -> None:
         self._grace = grace_s
         self._on_expire = on_expire
+        self._on_detached = on_detached
+        self._on_resumed = on_resumed
+        self._replay_events = replay_events
         self._by_id: dict[str, Session] = {}
         self._by_token: dict[str, Session] = {}
+        self._gone: OrderedDict[str, Tombstone] = OrderedDict()
 
     def create(self, role: str, principal: Any) -> Session:
-        session = Session(id=secrets.token_hex(8), role=role, principal=principal, resume_token=secrets.token_urlsafe(24))
+        session = Session(id=secrets.token_hex(8), role=role, principal=principal,
+                          resume_token=secrets.token_urlsafe(24), replay_limit=self._replay_events)
         self._by_id[session.id] = session
         self._by_token[session.resume_token] = session
         return session
@@ -63,29 +145,58 @@ class SessionRegistry:
         """Live sessions of a role, oldest first."""
         return [s for s in self._by_id.values() if s.role == role]
 
-    def resume(self, token: str, role: str, same_principal: Callable[[Any], bool]) -> Session:
+    def resume(self, token: str, role: str, same_principal: Callable[[Any], bool],
+               last_seq: int | None = None) -> Session:
+        """The session of a resume token, checked (validate only: nothing changes until attach)."""
         session = self._by_token.get(token)
-        if session is None or session.role != role or session.ended:
-            raise Unauthorized("unknown or expired resume token", code="resume_failed")
-        if not same_principal(session.principal):
-            raise Unauthorized("the resume token belongs to someone else", code="resume_failed")
+        if session is None or session.ended:
+            gone = self._tombstone(token)
+            if gone is None:
+                raise ResumeFailed("unknown resume token (never issued here, or the gateway restarted)", "unknown")
+            if gone.role != role or not same_principal(gone.principal):
+                raise ResumeFailed("the resume token belongs to someone else", "other_user")
+            raise ResumeFailed(_GONE_REASONS.get(gone.why, "the session has ended"), gone.why)
+        if session.role != role or not same_principal(session.principal):
+            raise ResumeFailed("the resume token belongs to someone else", "other_user")
+        if last_seq is not None and last_seq > session.seq:
+            raise BadRequest(f"last_seq {last_seq} is ahead of this session's events (last: {session.seq})",
+                             code="invalid_last_seq")
         return session
 
-    def attach(self, session: Session, sink: Callable[[Event], None],
-               closer: Callable[[], None] | None = None) -> list[Event]:
-        """Attach a socket; returns the events it missed. A previous socket is replaced (and closed)."""
+    def gone(self, token: str) -> Tombstone | None:
+        return self._tombstone(token)
+
+    def _tombstone(self, token: str) -> Tombstone | None:
+        gone = self._gone.get(token)
+        if gone is not None and time.monotonic() - gone.at > TOMBSTONE_TTL_S:
+            self._gone.pop(token, None)
+            return None
+        return gone
+
+    def attach(self, session: Session, sink: Callable[[Numbered], None],
+               closer: Callable[[], None] | None = None, last_seq: int | None = None) -> Replay:
+        """Attach a socket; returns what it must be sent after its welcome: the events after `last_seq` (without
+        one: those never handed to a socket). A previous socket is replaced (and closed)."""
         if session.sink is not None and session.sink != sink and session.closer is not None:
             session.closer()
         session.closer = closer
         if session.expiry is not None:
             session.expiry.cancel()
             session.expiry = None
+        replay = session.replay_after(session.sent_seq if last_seq is None else last_seq)
         session.sink = sink
-        missed = list(session.backlog)
-        session.backlog.clear()
-        return missed
+        session.sent_seq = session.seq
+        was_detached, session.detached = session.detached, False
+        if was_detached and self._on_resumed is not None:
+            # After the caller of attach has sent the welcome and the replay: nothing may come before them.
+            asyncio.get_running_loop().call_soon(self._resumed, session)
+        return replay
 
-    def detach(self, session: Session, sink: Callable[[Event], None]) -> None:
+    def _resumed(self, session: Session) -> None:
+        if session.attached and not session.ended and self._on_resumed is not None:
+            self._on_resumed(session)
+
+    def detach(self, session: Session, sink: Callable[[Numbered], None]) -> None:
         if session.sink != sink:  # bound methods are new objects on each access: compare by equality
             return  # an older socket closing after a newer one attached
         session.sink = None
@@ -94,17 +205,26 @@ class SessionRegistry:
             return
         loop = asyncio.get_running_loop()
         session.expiry = loop.call_later(self._grace, self._expire, session)
+        session.detached = True
+        if self._on_detached is not None:
+            self._on_detached(session)
 
     def _expire(self, session: Session) -> None:
         session.expiry = None
         if session.sink is None:
-            self.remove(session)
+            self.remove(session, why="expired")
             self._on_expire(session)
 
-    def remove(self, session: Session, close_socket: bool = False) -> None:
+    def remove(self, session: Session, close_socket: bool = False, why: str = "closed") -> None:
         if close_socket and session.closer is not None:
             session.closer()
+        if session.id in self._by_id:
+            self._gone[session.resume_token] = Tombstone(why, session.id, session.role, session.principal,
+                                                         time.monotonic())
+            while len(self._gone) > TOMBSTONES:
+                self._gone.popitem(last=False)
         session.ended = True
+        session.detached = False
         if session.expiry is not None:
             session.expiry.cancel()
             session.expiry = None
@@ -116,4 +236,12 @@ class SessionRegistry:
 
     def close(self) -> None:
         for session in list(self._by_id.values()):
-            self.remove(session)
+            self.remove(session, why="shutdown")
+
+
+_GONE_REASONS = {
+    "expired": "the session ended: no connection came back within the resume grace period",
+    "closed": "the session was closed (bye)",
+    "replaced": "the account signed in again elsewhere; that session has it now",
+    "shutdown": "the gateway shut down",
+}

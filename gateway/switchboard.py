@@ -37,6 +37,7 @@ from .events import (
     QueueUpdate,
 )
 from .incall import InCallControls
+from .reconnects import Reconnects
 from .media import Leg, MediaConfig, Relay
 from .models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason, Location, now
 from .queues import ClosedReason, Queue, QueueDirectory
@@ -50,14 +51,16 @@ STAFFED_STATUS = {AgentStatus.AVAILABLE, AgentStatus.BUSY, AgentStatus.RINGING, 
 HOURS_RECHECK_MAX_S = 300.0
 
 
-class Switchboard(InCallControls, AsyncIOEventEmitter):
+class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
     def __init__(self, settings: Settings, media: MediaConfig | None = None, clock: Clock | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.queues = QueueDirectory(settings.queues)
         self.media = media or MediaConfig.from_settings(settings)
-        self.sessions = SessionRegistry(settings.resume_grace_s, self._session_expired)
+        self.sessions = SessionRegistry(settings.resume_grace_s, self._session_expired,
+                                        replay_events=settings.resume_replay_events,
+                                        on_detached=self._session_detached, on_resumed=self._session_resumed)
         self.guard = CallerGuard(settings, self.clock)
         self.calls: dict[str, Call] = {}
         self.relays: dict[str, Relay] = {}
@@ -194,7 +197,7 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
             # The same agent signed in again elsewhere: the newest console wins, the call stays.
             previous.deliver(AgentStatusChanged(status=state.status.value, reason="signed_in_elsewhere"))
             session.call_id = previous.call_id
-            self.sessions.remove(previous, close_socket=True)
+            self.sessions.remove(previous, close_socket=True, why="replaced")
         state.session_id = session.id
         state.skills = frozenset(account.skills)
         state.capacity = account.capacity
@@ -305,10 +308,10 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
 
     # ------------------------------------------------------------------ routing
     def _dispatch(self) -> None:
-        """Offer waiting calls, in order, to the longest-idle available agents."""
+        """Offer waiting calls, in order, to the longest-idle available agents whose console is attached."""
         if self.closing:
             return
-        agents = list(self.agents.values())
+        agents = self.routable_agents()
         at = self.clock.time()
         closed: set[str] = set()
         for call in self.queue.ordered():
@@ -370,7 +373,7 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         if session is not None:
             session.deliver(OfferWithdrawn(call_id=call.id, reason=reason))
         skills = self._queue_of(call).skills
-        if pick_agent(list(self.agents.values()), call.declined_by, skills) is None:
+        if pick_agent(self.routable_agents(), call.declined_by, skills) is None:
             # Nobody else can take it now: a new round after a pause (the agents who passed may take it then, and
             # an agent who becomes available meanwhile is offered it at once), rather than strand the caller or
             # ring the same agent again at once.
@@ -428,6 +431,8 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         return result
 
     def _publish_positions(self) -> None:
+        if self.closing:
+            return
         for call_id, update in self.queue_positions().items():
             if self._last_positions.get(call_id) == update:
                 continue

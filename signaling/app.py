@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from .keys import (
     API_KEYS,
     CALLER_TOKENS,
     CALLS,
+    LIVE_SOCKETS,
     DATABASE,
     DESTINATIONS,
     METRICS,
@@ -52,6 +52,7 @@ from .keys import (
 )
 from .files import file_routes
 from .hardening import security_headers, warn_without_public_url
+from .shutdown import LiveSockets, graceful_stop
 from .metrics import Metrics
 from .signins import LiveSignIns
 from .outbound import guarded_session, webhook_sender
@@ -114,7 +115,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_attachments_ctx)
     app.cleanup_ctx.append(_switchboard_ctx)
-    app.on_shutdown.append(_end_calls_before_sockets_close)
+    app[LIVE_SOCKETS] = LiveSockets()
+    app.on_shutdown.append(graceful_stop)
     return app
 
 
@@ -137,8 +139,10 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         await db.close()
         raise
     yield
-    await app[RECORDER].stop()
+    started = time.monotonic()
+    await app[RECORDER].stop()  # after the switchboard's cleanup: the calls it ended are written
     await db.close()
+    log.info("shutdown.records_flushed", seconds=round(time.monotonic() - started, 3))
 
 
 async def _attachments_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -176,13 +180,6 @@ def _static(app: web.Application, root: Path, demo: bool) -> None:
     if demo:
         app.router.add_get("/demo/", page(root / "caller" / "demo.html"))
     app.router.add_static("/static/", root, show_index=False, append_version=False)
-
-
-async def _end_calls_before_sockets_close(app: web.Application) -> None:
-    """Graceful stop: end every call while the sockets are still open, so clients get call.ended (shutdown)."""
-    if SWITCHBOARD in app:
-        await app[SWITCHBOARD].close()
-        await asyncio.sleep(0.2)  # let the sockets' writers send what was queued
 
 
 async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:

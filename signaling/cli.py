@@ -10,6 +10,7 @@ import ssl
 import sys
 from typing import Any
 
+import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -43,6 +44,9 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+HANDLER_CUTOFF_S = 0.5
+
+
 def _run(settings: Settings, banner: str | None = None) -> None:
     logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
@@ -53,9 +57,12 @@ def _run(settings: Settings, banner: str | None = None) -> None:
             print(banner.format(base=settings.base_url), flush=True)
 
     app.on_startup.append(print_banner)
+    # The sockets are told and closed in on_shutdown (signaling/shutdown.py) within shutdown_grace_s; what aiohttp
+    # waits for afterwards (twice: for the handlers to finish, then after cancelling them) is only what is stuck.
     web.run_app(app, host=settings.host, port=settings.port, ssl_context=_ssl_context(settings),
-                shutdown_timeout=settings.shutdown_grace_s, print=None, access_log=None,
+                shutdown_timeout=HANDLER_CUTOFF_S, print=None, access_log=None,
                 loop=_event_loop(settings.event_loop), **server_options(settings))
+    structlog.get_logger("callin.cli").info("shutdown.loop_closed")
 
 
 def _event_loop(choice: str) -> asyncio.AbstractEventLoop:

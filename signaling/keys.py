@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .wallboard import WallboardHub
     from .metrics import Metrics
     from .signins import LiveSignIns
+    from .shutdown import LiveSockets
 
 SETTINGS = web.AppKey("settings", Settings)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
@@ -44,3 +45,4 @@ QUEUES = web.AppKey("queues", QueueStore)
 WEBHOOK_DISPATCHER = web.AppKey("webhook_dispatcher", WebhookDispatcher)
 DESTINATIONS = web.AppKey("destinations", DestinationPolicy)
 SIGNIN_THROTTLE = web.AppKey("signin_throttle", SignInThrottle)
+LIVE_SOCKETS: web.AppKey["LiveSockets"] = web.AppKey("live_sockets")

@@ -34,6 +34,9 @@ class Hello(Message):
     id: RequestId
     token: str | None = Field(None, min_length=1, max_length=8192, description="omit only if an Authorization header was sent at upgrade")
     resume_token: str | None = Field(None, max_length=128)
+    last_seq: int | None = Field(None, ge=0, le=2**53,
+                                 description="with resume_token: the seq of the last event this client processed; "
+                                             "the events after it are sent again")
     protocol: int = PROTOCOL_VERSION
 
 
@@ -254,6 +257,13 @@ AgentMessage = Annotated[
 
 
 # ---------------------------------------------------------------- server -> client
+class EventOut(Message):
+    """A message the server sends unasked (an event): numbered in the session's sequence, for replay on resume."""
+
+    seq: int | None = Field(None, ge=1, description="this event's number in the session (1, 2, 3 ...); "
+                                                    "send the last one seen as hello.last_seq when resuming")
+
+
 class IceServerOut(Message):
     urls: list[str]
     username: str | None = None
@@ -273,6 +283,9 @@ class Welcome(Message):
     caller: dict[str, Any] | None = Field(None, description="caller: the verified identity from the token")
     agent: dict[str, Any] | None = Field(None, description="agent: account and current status")
     call: dict[str, Any] | None = Field(None, description="the session's current call, when resumed")
+    replayed: int = Field(0, description="how many events follow this welcome as a replay (resume)")
+    replay_complete: bool = Field(True, description="false: some events after last_seq are no longer held; "
+                                                    "rebuild the state from this welcome")
 
 
 class CallQueued(Message):
@@ -302,7 +315,7 @@ class Pong(Message):
     id: str
 
 
-class QueuePosition(Message):
+class QueuePosition(EventOut):
     type: Literal["queue.position"] = "queue.position"
     call_id: str
     position: int
@@ -311,7 +324,7 @@ class QueuePosition(Message):
     queue: str = "default"
 
 
-class QueueClosedOut(Message):
+class QueueClosedOut(EventOut):
     """Nobody will answer soon: after_hours, no_agents (nobody staffed with the queue's skills) or max_wait.
     The call stays queued (unless the caller leaves); callback.request and message.leave are the alternatives."""
 
@@ -325,7 +338,7 @@ class QueueClosedOut(Message):
     opens_at: float | None = Field(None, description="after_hours: when the queue opens next (UNIX seconds)")
 
 
-class CallbackOfferOut(Message):
+class CallbackOfferOut(EventOut):
     """The estimated wait is past the queue's callback threshold: the caller may ask for a callback."""
 
     type: Literal["callback.offer"] = "callback.offer"
@@ -343,7 +356,7 @@ class CallbackAcceptedOut(Message):
     position: int | None = None
 
 
-class CallbackReadyOut(Message):
+class CallbackReadyOut(EventOut):
     """An agent took the callback: rejoin (call.rejoin, then sdp.offer) within rejoin_within_s."""
 
     type: Literal["callback.ready"] = "callback.ready"
@@ -360,20 +373,20 @@ class CallRejoinedOut(Message):
     agent_name: str | None = None
 
 
-class CallAnsweredOut(Message):
+class CallAnsweredOut(EventOut):
     type: Literal["call.answered"] = "call.answered"
     call_id: str
     agent_name: str
 
 
-class CallOfferedOut(Message):
+class CallOfferedOut(EventOut):
     type: Literal["call.offered"] = "call.offered"
     call_id: str
     card: dict[str, Any]
     ring_timeout_s: float
 
 
-class OfferWithdrawnOut(Message):
+class OfferWithdrawnOut(EventOut):
     type: Literal["call.offer_withdrawn"] = "call.offer_withdrawn"
     call_id: str
     reason: str
@@ -386,7 +399,7 @@ class CallAcceptedOut(Message):
     card: dict[str, Any]
 
 
-class CallEndedOut(Message):
+class CallEndedOut(EventOut):
     type: Literal["call.ended"] = "call.ended"
     call_id: str
     reason: str
@@ -394,7 +407,7 @@ class CallEndedOut(Message):
     duration_s: float | None = None
 
 
-class AgentStatusOut(Message):
+class AgentStatusOut(EventOut):
     type: Literal["agent.status"] = "agent.status"
     status: str
     reason: str | None = None
@@ -403,14 +416,14 @@ class AgentStatusOut(Message):
     wrap_up_s: float | None = None
 
 
-class MediaStateOut(Message):
+class MediaStateOut(EventOut):
     type: Literal["media.state"] = "media.state"
     call_id: str
     leg: str
     state: str
 
 
-class MediaVideoOut(Message):
+class MediaVideoOut(EventOut):
     type: Literal["media.video"] = "media.video"
     call_id: str
     leg: str
@@ -418,13 +431,13 @@ class MediaVideoOut(Message):
     reason: Literal["backlog", "keyframes"]
 
 
-class CallHeldOut(Message):
+class CallHeldOut(EventOut):
     type: Literal["call.held"] = "call.held"
     call_id: str
     held: bool
 
 
-class CallTransferringOut(Message):
+class CallTransferringOut(EventOut):
     """To the caller, on a blind transfer: you are being handed to another agent (stay on the line). A warm transfer
     shows as call.held (consult), then call.held false and call.answered with the new agent's name."""
 
@@ -433,7 +446,7 @@ class CallTransferringOut(Message):
     mode: str
 
 
-class CallTransferredOut(Message):
+class CallTransferredOut(EventOut):
     """To the agent who transferred the call: your part is over."""
 
     type: Literal["call.transferred"] = "call.transferred"
@@ -441,7 +454,7 @@ class CallTransferredOut(Message):
     to: str
 
 
-class ConsultStateOut(Message):
+class ConsultStateOut(EventOut):
     type: Literal["consult.state"] = "consult.state"
     call_id: str
     state: str
@@ -456,7 +469,7 @@ class SuperviseStarted(Message):
     card: dict[str, Any]
 
 
-class ContentPushedOut(Message):
+class ContentPushedOut(EventOut):
     """To the caller: show this. `content` has content_id, kind, title, url, text, attachment (with its url)."""
 
     type: Literal["content.pushed"] = "content.pushed"
@@ -471,14 +484,14 @@ class ContentSent(Message):
     content: dict[str, Any]
 
 
-class ContentStatusOut(Message):
+class ContentStatusOut(EventOut):
     type: Literal["content.status"] = "content.status"
     call_id: str
     content_id: str
     status: str
 
 
-class ChatMessageOut(Message):
+class ChatMessageOut(EventOut):
     """A chat line to everyone in the call (the sender included): message has message_id, from {role, name},
     text, attachment {id, name, mime, size, url} or null, at."""
 
@@ -501,12 +514,31 @@ class WallboardOut(Message):
     at: float
 
 
+class ParticipantOut(EventOut):
+    """The other side of the call lost its socket (reconnecting) or got its session back (reconnected)."""
+
+    type: Literal["participant.reconnecting", "participant.reconnected"]
+    call_id: str
+    role: Literal["caller", "agent"]
+    name: str | None = None
+
+
+class ShutdownOut(Message):
+    """The gateway is stopping: this socket closes with 1001 right after; sessions do not survive it."""
+
+    type: Literal["shutdown"] = "shutdown"
+    reason: str
+    retry_after_s: float
+
+
 class ErrorOut(Message):
     type: Literal["error"] = "error"
     id: str | None = None
     code: str
     reason: str
     retryable: bool = False
+    detail: dict[str, Any] | None = Field(None, description="resume_failed: {why, call: {call_id, reason, by} "
+                                                            "or null}")
 
 
 ServerMessage = Annotated[
@@ -514,7 +546,8 @@ ServerMessage = Annotated[
     | OfferWithdrawnOut | CallAcceptedOut | CallEndedOut | AgentStatusOut | MediaStateOut | ErrorOut
     | CallHeldOut | CallTransferringOut | CallTransferredOut | ConsultStateOut | SuperviseStarted
     | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut | WallboardOut
-    | QueueClosedOut | CallbackOfferOut | CallbackAcceptedOut | CallbackReadyOut | CallRejoinedOut,
+    | QueueClosedOut | CallbackOfferOut | CallbackAcceptedOut | CallbackReadyOut | CallRejoinedOut
+    | ParticipantOut | ShutdownOut,
     Field(discriminator="type"),
 ]
 

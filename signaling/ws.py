@@ -31,14 +31,15 @@ from gateway.events import (
     MediaState,
     MediaVideo,
     OfferWithdrawn,
+    ParticipantConnection,
     QueueClosed,
     QueueUpdate,
 )
-from gateway.sessions import Session
+from gateway.sessions import Numbered, Session
 from gateway.switchboard import Switchboard
 
 from . import protocol as p
-from .keys import ATTACHMENTS, METRICS, SWITCHBOARD
+from .keys import ATTACHMENTS, LIVE_SOCKETS, METRICS, SWITCHBOARD
 
 log = structlog.get_logger("callin.ws")
 
@@ -46,6 +47,8 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4400
 CLOSE_TIMEOUT = 4408
 CLOSE_REPLACED = 4409
+CLOSE_GOING_AWAY = 1001  # the gateway is shutting down
+CLOSE_WAIT_S = 2.0  # how long a close waits for the peer's close frame (a dead peer never sends one)
 OUTBOX_LIMIT = 256
 
 
@@ -92,6 +95,9 @@ def event_message(event: Event) -> BaseModel:
         case CallbackReady():
             return p.CallbackReadyOut(call_id=event.call_id, agent_name=event.agent_name,
                                       rejoin_within_s=event.rejoin_within_s)
+        case ParticipantConnection():
+            return p.ParticipantOut(type="participant.reconnected" if event.connected else "participant.reconnecting",
+                                    call_id=event.call_id, role=event.role, name=event.name)  # type: ignore[arg-type]
     raise TypeError(f"no message for {event!r}")
 
 
@@ -110,10 +116,12 @@ class Connection:
         self.board: Switchboard = request.app[SWITCHBOARD]
         self.settings = self.board.settings
         self.metrics = request.app[METRICS]
-        self.ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4 * self.settings.max_message_bytes)
+        self.ws = web.WebSocketResponse(heartbeat=self.settings.ws_heartbeat_s, timeout=CLOSE_WAIT_S,
+                                        max_msg_size=4 * self.settings.max_message_bytes)
         self.session: Session | None = None
         self._outbox: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue()
         self._overflowed = False
+        self._outbox_limit = OUTBOX_LIMIT  # raised by the size of a resume's replay
         self._writer_task: asyncio.Task[None] | None = None
         self._said_bye = False
         self._header_principal: Any = None
@@ -122,19 +130,31 @@ class Connection:
     def send(self, message: BaseModel) -> None:
         if self._overflowed:
             return
-        if self._outbox.qsize() >= OUTBOX_LIMIT:
+        if self._outbox.qsize() >= self._outbox_limit:
             log.warning("ws.outbox_full", role=self.role)
             self._overflowed = True
             self._outbox.put_nowait((CLOSE_PROTOCOL, "client too slow"))
             return
         self._outbox.put_nowait(message.model_dump_json())
 
-    def deliver(self, event: Event) -> None:
-        self.send(event_message(event))
+    def deliver(self, item: Numbered) -> None:
+        message = event_message(item.event)
+        message.seq = item.seq  # type: ignore[attr-defined]
+        self.send(message)
 
     def error(self, exc: GatewayError, request_id: str | None) -> None:
         self.metrics.protocol_errors.labels(role=self.role, code=exc.code).inc()
-        self.send(p.ErrorOut(id=request_id, code=exc.code, reason=exc.reason, retryable=exc.retryable))
+        self.send(p.ErrorOut(id=request_id, code=exc.code, reason=exc.reason, retryable=exc.retryable,
+                             detail=getattr(exc, "detail", None)))
+
+    def shutdown(self, reason: str, retry_after_s: float) -> asyncio.Task[None] | None:
+        """The gateway is stopping: say so, then close with 1001; returns the writer, done once closed."""
+        writer = self._writer_task
+        if writer is None or writer.done():
+            return None
+        self.send(p.ShutdownOut(reason=reason, retry_after_s=retry_after_s))
+        self._outbox.put_nowait((CLOSE_GOING_AWAY, "shutdown"))
+        return writer
 
     async def _writer(self) -> None:
         """Sends queued messages in order; a (code, reason) item closes the socket after what came before it."""
@@ -207,10 +227,13 @@ class Connection:
         self._writer_task = writer = asyncio.ensure_future(self._writer())
         gauge = self.metrics.ws_connections.labels(role=self.role)
         gauge.inc()
+        live = self.request.app[LIVE_SOCKETS]
+        live.add(self)
         try:
             if await self._hello():
                 await self._loop()
         finally:
+            live.discard(self)
             gauge.dec()
             self.closed()
             self._finish_session()
@@ -261,11 +284,13 @@ class Connection:
                     raise Unauthorized("hello needs a token", code="invalid_token")
             resumed = False
             if message.resume_token:
-                session = self.board.sessions.resume(
-                    message.resume_token, self.role, lambda other: self.same_principal(principal, other)
-                )
+                session = self.board.resume_session(
+                    message.resume_token, self.role, lambda other: self.same_principal(principal, other),
+                    message.last_seq)
                 resumed = True
             else:
+                if message.last_seq is not None:
+                    raise p.ProtocolError("last_seq goes with resume_token", code="invalid_message")
                 session = self.open_session(principal)
         except GatewayError as exc:
             self.error(exc, p.request_id(raw))
@@ -277,7 +302,8 @@ class Connection:
             await self._close(CLOSE_PROTOCOL, "internal_error")
             return False
         self.session = session
-        missed = self.board.sessions.attach(session, self.deliver, closer=self.replaced)
+        replay = self.board.sessions.attach(session, self.deliver, closer=self.replaced, last_seq=message.last_seq)
+        self._outbox_limit = OUTBOX_LIMIT + len(replay.events)  # a full replay is not a slow client
         self.send(
             p.Welcome(
                 id=message.id,
@@ -287,12 +313,15 @@ class Connection:
                 resume_grace_s=self.settings.resume_grace_s,
                 ice_servers=[p.IceServerOut(**s.model_dump()) for s in self.settings.ice_servers],
                 max_message_bytes=self.settings.max_message_bytes,
+                replayed=len(replay.events),
+                replay_complete=replay.complete,
                 **self.welcome_extra(session, resumed),
             )
         )
-        for event in missed:
-            self.deliver(event)
-        log.info("ws.hello", role=self.role, session=session.id, resumed=resumed)
+        for item in replay.events:
+            self.deliver(item)
+        log.info("ws.hello", role=self.role, session=session.id, resumed=resumed, replayed=len(replay.events),
+                 replay_complete=replay.complete)
         return True
 
     async def _loop(self) -> None:

@@ -89,8 +89,8 @@ async def test_after_hours_message_is_kept_with_the_record(caller_token):
         closed = await caller.wait("queue.closed")
         assert closed == {"type": "queue.closed", "call_id": call_id, "queue": "support", "reason": "after_hours",
                           "message": "Support answers 9-17 on weekdays.", "callback_available": True,
-                          "message_allowed": True, "opens_at": closed["opens_at"]}
-        assert closed["opens_at"] is not None
+                          "message_allowed": True, "opens_at": closed["opens_at"], "seq": closed["seq"]}
+        assert closed["opens_at"] is not None and closed["seq"] >= 1
         await asyncio.sleep(0.1)
         assert not alice.of_type("call.offered")  # alice is available, but the queue is closed
         too_long = await caller.request({"type": "message.leave", "call_id": call_id, "text": "x" * 2001})

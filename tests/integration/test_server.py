@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from gateway.config import Settings
 from tests.support.server import TEST_SECRET, free_port, running_gateway
+from tests.support.shutdown import stop_under_load
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -171,3 +172,15 @@ async def test_callin_demo_runs_with_no_configuration_at_all(tmp_path):
     assert proc.returncode == 0, err.decode()[-2000:]
     assert "/console/" in out.decode() and "alice / alice-demo" in out.decode()
     assert (tmp_path / "data").is_dir()  # records in the data folder of the working directory
+
+
+async def test_sigterm_tells_every_socket_closes_it_with_1001_and_ends_every_record():
+    """`callin serve` with connected calls and waiting callers: SIGTERM ends the calls (call.ended shutdown), sends
+    every socket `shutdown` and a 1001 close, writes every record ended, and exits 0 (bench/shutdown.py measures
+    the time; the bound here is only a guard against the old double 5 s wait plus the queue's O(n^2))."""
+    result = await stop_under_load(connected=3, waiting=150)
+    assert result.problems() == []
+    assert len(result.records) == 153 and {r[2] for r in result.records} == {"shutdown"}
+    shutdown = next(m for m in result.sockets[0].messages if m["type"] == "shutdown")
+    assert shutdown["retry_after_s"] == 5.0 and shutdown["reason"]
+    assert result.exit_s < 30

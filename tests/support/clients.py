@@ -34,20 +34,36 @@ class WsClient:
         self._ids = itertools.count(1)
         self._reader: asyncio.Task[None] | None = None
         self.close_code: int | None = None
+        self.silent = False
 
     async def connect(self, headers: dict[str, str] | None = None) -> None:
         self.http = aiohttp.ClientSession()
-        self.ws = await self.http.ws_connect(self.url, headers=headers)
+        # Pings are answered by hand (below), so that silence() can stop answering them.
+        self.ws = await self.http.ws_connect(self.url, headers=headers, autoping=False)
         self._reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
         assert self.ws is not None
         async for msg in self.ws:
-            if msg.type == aiohttp.WSMsgType.TEXT:
+            if self.silent:
+                continue  # vanished: what arrives is never processed, pings are never answered
+            if msg.type == aiohttp.WSMsgType.PING:
+                await self.ws.pong(msg.data)
+            elif msg.type == aiohttp.WSMsgType.TEXT:
                 self.messages.append(json.loads(msg.data))
                 self._new.set()
         self.close_code = self.ws.close_code
         self._new.set()
+
+    def silence(self) -> None:
+        """Vanish without closing the socket (a phone that lost its network): stop processing what arrives and
+        stop answering the gateway's pings."""
+        self.silent = True
+
+    @property
+    def last_seq(self) -> int:
+        """The number of the last event processed (0: none), for hello.last_seq on resume."""
+        return max((m["seq"] for m in self.messages if m.get("seq") is not None), default=0)
 
     def next_id(self) -> str:
         return f"r{next(self._ids)}"

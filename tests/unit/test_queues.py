@@ -18,6 +18,7 @@ from gateway.events import AgentStatusChanged, CallbackOffer, CallOffered, Queue
 from gateway.models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason
 from gateway.queues import QueueDirectory, Schedule
 from gateway.routing import AgentState, WaitEstimator, pick_agent
+from gateway.sessions import Numbered
 from gateway.switchboard import Switchboard
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -148,8 +149,8 @@ class Events:
     def __init__(self) -> None:
         self.items: list[object] = []
 
-    def __call__(self, event: object) -> None:
-        self.items.append(event)
+    def __call__(self, item: Numbered) -> None:
+        self.items.append(item.event)
 
     def of(self, kind: type) -> list:
         return [e for e in self.items if isinstance(e, kind)]

@@ -18,7 +18,9 @@
  *   statechange {state, previous}   idle | connecting | ready | starting | queued | connected | ended
  *   queue {position, queueLength, estimatedWaitS}   answered {agentName, callId}
  *   ended {reason, by, durationS, callId}   error {error: CallinError, fatal}
- *   reconnecting {attempt}   reconnected {resumed}   localstream {stream}   remotetrack {track, stream}
+ *   reconnecting {attempt}   reconnected {resumed, replayed, complete}   localstream {stream}   remotetrack {track, stream}
+ *   participant {state: reconnecting|reconnected, role, name} (the agent's console lost its connection / is back)
+ *   shutdown {reason, retryAfterS} (the gateway is stopping; the call ends with reason "shutdown")
  *   mediastate {state} (the peer connection's connectionState)   videosource {source: camera|screen|null}
  *   gatewaymedia {state} (media.state of this caller's leg as the gateway sees it, e.g. disconnected)
  *   videopaused {paused, reason} (the gateway paused/resumed the video it sends you: your link is too slow)
@@ -37,12 +39,13 @@ export const CALL_TYPES = Object.freeze(["voice", "video", "screen"]);
 
 /** An error with a stable `code` (the gateway's codes, plus a few of the client's own). */
 export class CallinError extends Error {
-  constructor(code, reason, { retryable = false } = {}) {
+  constructor(code, reason, { retryable = false, detail = null } = {}) {
     super(reason || code);
     this.name = "CallinError";
     this.code = code;
     this.reason = reason || code;
     this.retryable = retryable;
+    this.detail = detail; // resume_failed: {why, call: {call_id, reason, by} | null}
   }
 }
 
@@ -131,7 +134,7 @@ export class Signaling extends EventTarget {
       this.#pending.delete(message.id);
       clearTimeout(waiting.timer);
       if (message.type === "error") {
-        waiting.reject(new CallinError(message.code, message.reason, { retryable: message.retryable }));
+        waiting.reject(new CallinError(message.code, message.reason, { retryable: message.retryable, detail: message.detail ?? null }));
       } else {
         waiting.resolve(message);
       }
@@ -386,6 +389,8 @@ export class CallinClient extends EventTarget {
   #answeredAt = null;
   #auxTx = null;
   #early = []; // events about a call that arrived before the call.start response named it
+  #lastSeq = 0; // the seq of the last event processed: sent as hello.last_seq on resume, so nothing is lost
+  #shutdown = null; // the gateway said it is stopping: no resume (sessions do not survive a restart)
 
   /**
    * @param {object} options
@@ -413,6 +418,12 @@ export class CallinClient extends EventTarget {
     this.transferring = false;
     this.closedNotice = null;
     this.callback = null; // {position} after callback.accepted; {ready: {...}} after callback.ready
+    this.agentReconnecting = false; // the agent's console lost its connection (participant.reconnecting)
+  }
+
+  /** The seq of the last event processed on this session (0: none yet). */
+  get lastSeq() {
+    return this.#lastSeq;
   }
 
   get reconnecting() {
@@ -495,7 +506,10 @@ export class CallinClient extends EventTarget {
     const signal = new Signaling(webSocketUrl(this.gateway, "/ws/caller"));
     await signal.connect();
     const hello = { type: "hello", token };
-    if (resumeToken) hello.resume_token = resumeToken;
+    if (resumeToken) {
+      hello.resume_token = resumeToken;
+      hello.last_seq = this.#lastSeq; // the gateway sends again every event after it
+    }
     let welcome;
     try {
       welcome = await signal.request(hello, 10000);
@@ -503,6 +517,8 @@ export class CallinClient extends EventTarget {
       signal.close();
       throw err;
     }
+    if (!resumeToken) this.#lastSeq = 0; // a new session numbers its events from 1
+    this.#shutdown = null;
     this.#adopt(signal);
     this.#welcome = welcome;
     this.identity = welcome.caller ?? null;
@@ -513,7 +529,7 @@ export class CallinClient extends EventTarget {
     const old = this.#signal;
     this.#signal = signal;
     if (old && old !== signal) old.close();
-    signal.addEventListener("message", (e) => this.#onMessage(e.detail));
+    signal.addEventListener("message", (e) => this.#onEvent(e.detail));
     signal.addEventListener("close", (e) => this.#onSocketClose(signal, e.detail));
     clearInterval(this.#pingTimer);
     this.#pingTimer = setInterval(() => this.#ping(signal), 15000);
@@ -532,6 +548,13 @@ export class CallinClient extends EventTarget {
     if (signal !== this.#signal) return;
     clearInterval(this.#pingTimer);
     if (this.#closing) return;
+    if (this.#shutdown) {
+      // The gateway stopped: its sessions are gone, so there is nothing to resume. The call ended (shutdown).
+      this.#welcome = null;
+      this.#endLocally("shutdown");
+      if (this.state === "ready") this.#setState("idle");
+      return;
+    }
     if (code === CLOSE_UNAUTHORIZED) {
       this.#fail(new CallinError("invalid_token", "the gateway refused this session"));
       this.#endLocally("unauthorized");
@@ -569,7 +592,7 @@ export class CallinClient extends EventTarget {
         }
         this.#reconnecting = false;
         const call = this.#welcome.call;
-        this.#emit("reconnected", { resumed: true });
+        this.#emit("reconnected", { resumed: true, replayed: this.#welcome.replayed ?? 0, complete: this.#welcome.replay_complete !== false });
         this.#flushCandidates();
         if (!call || call.call_id !== this.callId) {
           // Missed events (e.g. call.ended) arrive right after the welcome; if none ends the call, it is gone.
@@ -591,8 +614,23 @@ export class CallinClient extends EventTarget {
     }
     this.#reconnecting = false;
     if (this.#closing) return;
-    this.#fail(failure.code === "resume_failed" ? new CallinError("network_lost", "the call was lost while offline") : failure);
+    const ended = failure.code === "resume_failed" ? failure.detail?.call : null;
+    if (ended && ended.call_id === this.callId) {
+      // The gateway says how the call ended while this client was away (e.g. the agent hung up).
+      this.#finishCall({ reason: ended.reason, by: ended.by, durationS: null });
+      return;
+    }
+    this.#fail(failure.code === "resume_failed" ? new CallinError("network_lost", "the call was lost while offline", { detail: failure.detail }) : failure);
     this.#endLocally("connection_lost");
+  }
+
+  /** Every event from the gateway: numbered (seq), so a resume asks for exactly what was missed. */
+  #onEvent(message) {
+    if (typeof message.seq === "number") {
+      if (message.seq <= this.#lastSeq) return; // already processed (a replay can overlap what arrived)
+      this.#lastSeq = message.seq;
+    }
+    this.#onMessage(message);
   }
 
   #onMessage(message) {
@@ -670,6 +708,16 @@ export class CallinClient extends EventTarget {
         break;
       case "media.video":
         if (message.leg === "caller") this.#emit("videopaused", { paused: message.state === "paused", reason: message.reason });
+        break;
+      case "participant.reconnecting":
+      case "participant.reconnected":
+        if (message.call_id !== this.callId || message.role !== "agent") return;
+        this.agentReconnecting = message.type === "participant.reconnecting";
+        this.#emit("participant", { state: this.agentReconnecting ? "reconnecting" : "reconnected", role: message.role, name: message.name ?? null });
+        break;
+      case "shutdown":
+        this.#shutdown = { reason: message.reason, retryAfterS: message.retry_after_s };
+        this.#emit("shutdown", { ...this.#shutdown });
         break;
       case "error":
         this.#fail(new CallinError(message.code, message.reason, { retryable: message.retryable }), false);
@@ -760,6 +808,7 @@ export class CallinClient extends EventTarget {
     this.transferring = false;
     this.closedNotice = null;
     this.callback = null;
+    this.agentReconnecting = false;
     try {
       const [acquired] = await Promise.all([media ?? this.acquireMedia(callType), this.connect()]);
       this.#useTracks(acquired);

@@ -256,7 +256,7 @@ export class CallinWidget extends HTMLElement {
                 <span class="chip warn net-chip" hidden>${icon("wifi-off", { size: 13 })}<span>Weak connection</span></span>
               </div>
               <div class="self" hidden><video playsinline autoplay muted></video><span class="tag">You</span></div>
-              <div class="banner" hidden><span class="spin-sm"></span><span>Reconnecting…</span></div>
+              <div class="banner" hidden><span class="spin-sm"></span><span class="banner-text">Reconnecting…</span></div>
               <div class="overlay" hidden role="status">
                 <div class="ov-ico"></div>
                 <h3 class="ov-title"></h3>
@@ -586,13 +586,25 @@ export class CallinWidget extends HTMLElement {
     on("mute", () => this.#updateControls());
     on("remotetrack", (d) => this.#onRemoteTrack(d));
     on("reconnecting", () => {
-      this.#els.banner.hidden = false;
+      this.#showBanner("Reconnecting…");
       this.#say("Connection lost. Reconnecting.");
     });
     on("reconnected", () => {
-      this.#els.banner.hidden = true;
+      this.#els.banner.hidden = !client.agentReconnecting;
+      if (client.agentReconnecting) this.#showBanner("The agent is reconnecting…");
       this.#say("Reconnected.");
     });
+    on("participant", (d) => {
+      // The agent's console lost its connection: the call goes on (it may come back within seconds).
+      if (d.state === "reconnecting") {
+        this.#showBanner("The agent is reconnecting…");
+        this.#say("The agent's connection dropped. Please hold on.");
+      } else {
+        this.#els.banner.hidden = true;
+        this.#say("The agent is back.");
+      }
+    });
+    on("shutdown", () => this.#toast("The service is restarting. Please call again in a moment."));
     on("devicewarning", (d) => this.#toast(capitalize(d.reason) + "."));
     on("held", (d) => this.#onHeld(d));
     on("transferring", () => this.#onTransferring());
@@ -852,6 +864,11 @@ export class CallinWidget extends HTMLElement {
     if (this.#els.panel.hidden) this.open();
     this.#say(`${info.title}. ${info.text}`);
     this.#focusFirst();
+  }
+
+  #showBanner(text) {
+    this.#els.banner.querySelector(".banner-text").textContent = text;
+    this.#els.banner.hidden = false;
   }
 
   #toast(text) {

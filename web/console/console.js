@@ -138,6 +138,8 @@ const state = {
   history: [],
   closing: false,
   reconnecting: false,
+  lastSeq: 0, // the seq of the last event processed: hello.last_seq on resume, so nothing is lost
+  shutdown: null, // the gateway said it is stopping: its sessions will not survive, so no resume
   autoAnswer: localStorage.getItem(AUTO_ANSWER_KEY) === "on",
   staleCallId: null,
   prepared: null, // the peer connection prepared while a call rings
@@ -297,7 +299,10 @@ async function openSocket(resumeToken = null) {
   const signal = new Signaling(wsUrl("/ws/agent"));
   await signal.connect();
   const hello = { type: "hello" }; // the session cookie signs the socket in
-  if (resumeToken) hello.resume_token = resumeToken;
+  if (resumeToken) {
+    hello.resume_token = resumeToken;
+    hello.last_seq = state.lastSeq; // the gateway sends again every event after it
+  }
   let welcome;
   try {
     welcome = await signal.request(hello, 10000);
@@ -308,7 +313,9 @@ async function openSocket(resumeToken = null) {
   state.signal?.close();
   state.signal = signal;
   state.welcome = welcome;
-  signal.addEventListener("message", (e) => onMessage(e.detail));
+  state.shutdown = null;
+  if (!resumeToken) state.lastSeq = 0; // a new session numbers its events from 1
+  signal.addEventListener("message", (e) => onEvent(e.detail));
   signal.addEventListener("close", () => onSocketClose(signal));
   return welcome;
 }
@@ -361,6 +368,16 @@ async function pingLoop(signal) {
 
 async function onSocketClose(signal) {
   if (signal !== state.signal || state.closing) return;
+  if (state.shutdown) {
+    // The gateway is restarting: nothing to resume; sign in to the new process after its retry-after hint.
+    const waitMs = Math.max(1000, (state.shutdown.retry_after_s ?? 5) * 1000);
+    setStatus("offline");
+    if (state.call) endCallView({ reason: "shutdown", by: "system" });
+    banner("The gateway is restarting. Reconnecting shortly…", { bad: true });
+    await sleep(waitMs);
+    if (!state.closing && signal === state.signal) start();
+    return;
+  }
   state.reconnecting = true;
   setStatus("offline");
   const resumeToken = state.welcome?.resume_token;
@@ -393,8 +410,31 @@ async function onSocketClose(signal) {
 }
 
 // ------------------------------------------------------------------------------------------------ messages
+/** Every event from the gateway is numbered (seq): a resume asks for exactly what was missed. */
+function onEvent(message) {
+  if (typeof message.seq === "number") {
+    if (message.seq <= state.lastSeq) return; // already processed
+    state.lastSeq = message.seq;
+  }
+  onMessage(message);
+}
+
 function onMessage(message) {
   switch (message.type) {
+    case "participant.reconnecting":
+      if (message.role === "caller" && state.call?.id === message.call_id) {
+        banner("The caller's connection dropped. They may be back in a few seconds…");
+      }
+      break;
+    case "participant.reconnected":
+      if (message.role === "caller" && state.call?.id === message.call_id) {
+        banner(null);
+        toast("The caller is back.");
+      }
+      break;
+    case "shutdown":
+      state.shutdown = message;
+      break;
     case "agent.status":
       setStatus(message.status);
       onWrapUpStatus(message);
