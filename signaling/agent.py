@@ -18,6 +18,7 @@ from gateway.sessions import Session
 from . import protocol as p
 from .access import account_for_token, origin_allowed
 from .keys import RECORDER, SETTINGS, WALLBOARD
+from .outbox import Wire
 from .ws import Connection
 
 
@@ -51,8 +52,8 @@ class AgentConnection(Connection):
             extra["call"] = {"call_id": call.id, "state": call.state.value, "card": call.card()}
         return extra
 
-    def send_wallboard(self, data: dict[str, Any]) -> None:
-        self.send(p.WallboardOut(**data))
+    def send_wallboard(self, wire: Wire) -> None:
+        self.send(wire)
 
     def closed(self) -> None:
         self.request.app[WALLBOARD].unsubscribe(self.send_wallboard)
