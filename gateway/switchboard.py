@@ -286,7 +286,10 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
         closed: set[str] = set()
         is_open: dict[str, bool] = {}
         available = [a for a in self.agents.values() if a.status is AgentStatus.AVAILABLE]
-        for call in self.queue.ordered() if available else ():
+        # Only the lines of queues that some free agent could serve are walked, in answer order across them.
+        lines = [name for name in self.queue.names()
+                 if any(a.can_take(self._line_skills(name)) for a in available)] if available else []
+        for call in self.queue.ordered_in(lines) if lines else ():
             if call.state is not CallState.QUEUED:
                 continue
             queue = self._queue_of(call)
@@ -389,6 +392,9 @@ class Switchboard(InCallControls, AsyncIOEventEmitter):
                 ringing += 1
         free = sum(1 for a in self.agents.values() if a.status is AgentStatus.AVAILABLE and a.can_take(skills))
         return ringing + free
+
+    def _line_skills(self, name: str) -> frozenset[str]:
+        return self.queues.get(name if name in self.queues else "default").skills
 
     def _queue_of(self, call: Call) -> Queue:
         if call.queue in self.queues:

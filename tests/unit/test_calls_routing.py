@@ -95,3 +95,13 @@ def test_wait_estimate():
     est.record_handle_time(60)
     est.record_handle_time(120)
     assert est.estimate(1, 1) == 90
+
+
+def test_queue_walks_only_the_lines_asked_for_in_answer_order():
+    queue = CallQueue()
+    for call in (make_call("a"), make_call("x", queue="billing"), make_call("b"), make_call("y", priority=3, queue="billing"),
+                 make_call("z", queue="sales")):
+        queue.add(call)
+    assert [c.id for c in queue.ordered_in(["default", "billing"])] == ["y", "a", "x", "b"]
+    assert [c.id for c in queue.ordered_in(["sales"])] == ["z"]
+    assert list(queue.ordered_in(["nowhere"])) == []
