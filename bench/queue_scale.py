@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.netns import ensure_loopback_namespace  # noqa: E402
+from tests.support.clients import WsClient  # noqa: E402
 from bench.run import (  # noqa: E402
     AGENT_PASSWORD,
     RESULTS,
@@ -53,6 +54,8 @@ from bench.run import (  # noqa: E402
 )
 
 CROWD_QUEUE = "crowd"
+CROWD_SKILL = "crowd-only"  # only the crowd's own agent has it: media calls' agents never take crowd calls
+CROWD_AGENT = "crowdagent"
 FANOUT_TIMEOUT_S = 20.0
 
 
@@ -68,6 +71,7 @@ class Waiter:
         self.moved_at: float | None = None  # monotonic time of the first smaller position after arming
         self.closed_code: int | None = None
         self.positions_received = 0
+        self.acked_at: float | None = None  # when the hang-up was acknowledged (the head caller)
         self._queued = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
@@ -94,6 +98,8 @@ class Waiter:
                     self.moved_at = time.monotonic()
                 if kind == "call.queued":
                     self._queued.set()
+            elif kind == "ack" and data.get("id") == "bye":
+                self.acked_at = time.monotonic()
             elif kind == "error":
                 print(json.dumps({"error": data}), file=sys.stderr, flush=True)
                 self._queued.set()
@@ -188,11 +194,13 @@ async def start_server(tree: Path, callers: int, agents: int) -> tuple[subproces
     port = free_port()
     demo_agents = [{"username": f"bench{i}", "password": AGENT_PASSWORD, "display_name": f"Bench {i}"}
                    for i in range(max(1, agents))]
+    demo_agents.append({"username": CROWD_AGENT, "password": AGENT_PASSWORD, "display_name": "Crowd",
+                        "skills": [CROWD_SKILL]})
     env = dict(os.environ, CALLIN_HOST="127.0.0.1", CALLIN_PORT=str(port), CALLIN_DEMO="true",
                CALLIN_CALLER_TOKEN_SECRET=SECRET, CALLIN_MEDIA_HOST_ADDRESSES='["127.0.0.1"]',
                CALLIN_LOG_LEVEL="warning", CALLIN_RELAY_MODE="packet", CALLIN_DEMO_AGENTS=json.dumps(demo_agents),
-               CALLIN_RING_TIMEOUT_S="60", CALLIN_MAX_QUEUE_LENGTH=str(callers + 100),
-               CALLIN_QUEUES=json.dumps([{"name": CROWD_QUEUE, "skills": ["crowd-only"]}]),
+               CALLIN_RING_TIMEOUT_S="600", CALLIN_MAX_QUEUE_LENGTH=str(callers + 100),
+               CALLIN_QUEUES=json.dumps([{"name": CROWD_QUEUE, "skills": [CROWD_SKILL]}]),
                PYTHONPATH=str(tree))
     log = tempfile.TemporaryFile()  # not a pipe: a server that logs a lot must never block on it
     proc = subprocess.Popen(pinned([cpus()[0]], [sys.executable, "-m", "signaling.cli", "serve"]), cwd=tree,
@@ -230,6 +238,15 @@ async def measure(name: str, tree: Path, callers: int, workers: int, media: int,
                                                            stderr=asyncio.subprocess.PIPE)
             await asyncio.sleep(max(0.0, start_at + 1 - time.time()))  # media flowing, measured from now on
         async with aiohttp.ClientSession() as http:
+            # The crowd's queue is staffed by one agent: the head caller rings at it for the whole run (so callers
+            # get estimates, not a "no agents" notice); when the head leaves, the next caller rings.
+            async with http.post(f"{url}/api/v1/agent/login",
+                                 json={"username": CROWD_AGENT, "password": AGENT_PASSWORD}) as response:
+                agent_token = (await response.json())["token"]
+            agent = WsClient(url, "/ws/agent")
+            await agent.connect()
+            await agent.request({"type": "hello", "token": agent_token})
+            await agent.request({"type": "agent.status", "status": "available"})
             head = Waiter(url.replace("http", "ws", 1) + "/ws/caller",
                           mint_caller_token(SECRET, sub="crowd-head", extra={"queue": CROWD_QUEUE}))
             await head.join(http)
@@ -267,6 +284,7 @@ async def measure(name: str, tree: Path, callers: int, workers: int, media: int,
                 worker_proc.tell("report")
             reports = [await worker_proc.read(120) for worker_proc in procs]
             delays = [(t - departed) * 1000 for r in reports for t in r["moved"]]
+            row["hangup_ack_ms"] = (head.acked_at - departed) * 1000 if head.acked_at else None
             row["fanout_told"] = len(delays)
             row["fanout_missed"] = sum(r["missed"] for r in reports)
             row["fanout_ms_p50"] = percentile(delays, 50)
@@ -283,6 +301,7 @@ async def measure(name: str, tree: Path, callers: int, workers: int, media: int,
                 except asyncio.TimeoutError:
                     worker_proc.proc.kill()
             await head.close()
+            await agent.close()
         if loadgen is not None:
             out, err = await loadgen.communicate()
             if loadgen.returncode != 0:
