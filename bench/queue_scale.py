@@ -49,6 +49,7 @@ from bench.run import (  # noqa: E402
     free_port,
     percentile,
     pinned,
+    proc_cpu_seconds,
     proc_rss_mb,
     wait_healthy,
 )
@@ -190,6 +191,18 @@ def extract(ref: str) -> Path:
     return folder
 
 
+async def settle(pid: int, idle_core_fraction: float = 0.1, limit_s: float = 180.0) -> float:
+    """Wait (at least 2 s) until the process uses under `idle_core_fraction` of a core over half a second."""
+    started = time.monotonic()
+    await asyncio.sleep(2)
+    while time.monotonic() - started < limit_s:
+        before = proc_cpu_seconds(pid)
+        await asyncio.sleep(0.5)
+        if (proc_cpu_seconds(pid) - before) / 0.5 < idle_core_fraction:
+            break
+    return time.monotonic() - started
+
+
 async def start_server(tree: Path, callers: int, agents: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     demo_agents = [{"username": f"bench{i}", "password": AGENT_PASSWORD, "display_name": f"Bench {i}"}
@@ -269,7 +282,9 @@ async def measure(name: str, tree: Path, callers: int, workers: int, media: int,
             row["admitted"] = sum(a["admitted"] for a in admitted)
             row["admit_failures"] = sum(a["failed"] for a in admitted)
             row["admit_s"] = max(a["done"] for a in admitted) - min(a["started"] for a in admitted)
-            await asyncio.sleep(2)  # let held position notices (coalescing) go out before arming
+            # Let the server finish what admission left behind (held position notices, the records writer's
+            # backlog) so that the departure is measured on its own.
+            row["settle_s"] = await settle(proc.pid)
             rss1 = proc_rss_mb(proc.pid)
             row["rss_mb"] = rss1
             row["kib_per_waiting_caller"] = (rss1 - rss0) * 1024 / callers
@@ -278,8 +293,12 @@ async def measure(name: str, tree: Path, callers: int, workers: int, media: int,
             for worker_proc in procs:
                 await worker_proc.read(60)
             departed = time.monotonic()
-            await head.ws.send_str(json.dumps({"type": "call.hangup", "id": "bye"}))
-            await asyncio.sleep(FANOUT_TIMEOUT_S if callers > 2000 else FANOUT_TIMEOUT_S / 2)
+            row["head_closed_by_server"] = head.ws.closed or head.closed_code is not None
+            if row["head_closed_by_server"]:  # e.g. 4400 "client too slow": nobody to depart
+                row["head_close_code"] = head.closed_code or head.ws.close_code
+            else:
+                await head.ws.send_str(json.dumps({"type": "call.hangup", "id": "bye"}))
+                await asyncio.sleep(FANOUT_TIMEOUT_S if callers > 2000 else FANOUT_TIMEOUT_S / 2)
             for worker_proc in procs:
                 worker_proc.tell("report")
             reports = [await worker_proc.read(120) for worker_proc in procs]
