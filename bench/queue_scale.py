@@ -191,15 +191,19 @@ def extract(ref: str) -> Path:
     return folder
 
 
-async def settle(pid: int, idle_core_fraction: float = 0.1, limit_s: float = 180.0) -> float:
-    """Wait (at least 2 s) until the process uses under `idle_core_fraction` of a core over half a second."""
+async def cpu_use(pid: int, seconds: float) -> float:
+    """The process's CPU use over the next `seconds`, in cores."""
+    before = proc_cpu_seconds(pid)
+    await asyncio.sleep(seconds)
+    return (proc_cpu_seconds(pid) - before) / seconds
+
+
+async def settle(pid: int, quiet: float, limit_s: float = 60.0) -> float:
+    """Wait (at least 2 s) until the process is back to its quiet CPU use (`quiet` cores: media calls, if any)."""
     started = time.monotonic()
     await asyncio.sleep(2)
-    while time.monotonic() - started < limit_s:
-        before = proc_cpu_seconds(pid)
-        await asyncio.sleep(0.5)
-        if (proc_cpu_seconds(pid) - before) / 0.5 < idle_core_fraction:
-            break
+    while time.monotonic() - started < limit_s and await cpu_use(pid, 0.5) > quiet + 0.1:
+        pass
     return time.monotonic() - started
 
 
@@ -214,6 +218,7 @@ async def start_server(tree: Path, callers: int, agents: int) -> tuple[subproces
                CALLIN_LOG_LEVEL="warning", CALLIN_RELAY_MODE="packet", CALLIN_DEMO_AGENTS=json.dumps(demo_agents),
                CALLIN_RING_TIMEOUT_S="600", CALLIN_MAX_QUEUE_LENGTH=str(callers + 100),
                CALLIN_QUEUES=json.dumps([{"name": CROWD_QUEUE, "skills": [CROWD_SKILL]}]),
+               CALLIN_DATA_DIR=tempfile.mkdtemp(prefix="callin-queue-scale-"),  # fresh records for every run
                PYTHONPATH=str(tree))
     log = tempfile.TemporaryFile()  # not a pipe: a server that logs a lot must never block on it
     proc = subprocess.Popen(pinned([cpus()[0]], [sys.executable, "-m", "signaling.cli", "serve"]), cwd=tree,
@@ -250,6 +255,7 @@ async def measure(name: str, tree: Path, callers: int, workers: int, media: int,
                                                            stdout=asyncio.subprocess.PIPE,
                                                            stderr=asyncio.subprocess.PIPE)
             await asyncio.sleep(max(0.0, start_at + 1 - time.time()))  # media flowing, measured from now on
+            row["media_window_s"] = media_hold
         async with aiohttp.ClientSession() as http:
             # The crowd's queue is staffed by one agent: the head caller rings at it for the whole run (so callers
             # get estimates, not a "no agents" notice); when the head leaves, the next caller rings.
@@ -265,6 +271,8 @@ async def measure(name: str, tree: Path, callers: int, workers: int, media: int,
             await head.join(http)
             assert head.position == 1, head.position
             rss0 = proc_rss_mb(proc.pid)
+            quiet = await cpu_use(proc.pid, 1.0)  # with media calls, what they cost
+            row["server_cpu_before"] = quiet
             procs = []
             for w in range(workers):
                 share = callers // workers + (1 if w < callers % workers else 0)
@@ -284,7 +292,7 @@ async def measure(name: str, tree: Path, callers: int, workers: int, media: int,
             row["admit_s"] = max(a["done"] for a in admitted) - min(a["started"] for a in admitted)
             # Let the server finish what admission left behind (held position notices, the records writer's
             # backlog) so that the departure is measured on its own.
-            row["settle_s"] = await settle(proc.pid)
+            row["settle_s"] = await settle(proc.pid, quiet)
             rss1 = proc_rss_mb(proc.pid)
             row["rss_mb"] = rss1
             row["kib_per_waiting_caller"] = (rss1 - rss0) * 1024 / callers
