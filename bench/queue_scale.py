@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import datetime
 import json
-import math
 import os
 import resource
 import subprocess
