@@ -28,6 +28,7 @@ import datetime
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -206,7 +207,7 @@ async def settle(pid: int, quiet: float, limit_s: float = 60.0) -> float:
     return time.monotonic() - started
 
 
-async def start_server(tree: Path, callers: int, agents: int) -> tuple[subprocess.Popen[bytes], str]:
+async def start_server(tree: Path, callers: int, agents: int, data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     demo_agents = [{"username": f"bench{i}", "password": AGENT_PASSWORD, "display_name": f"Bench {i}"}
                    for i in range(max(1, agents))]
@@ -217,7 +218,7 @@ async def start_server(tree: Path, callers: int, agents: int) -> tuple[subproces
                CALLIN_LOG_LEVEL="warning", CALLIN_RELAY_MODE="packet", CALLIN_DEMO_AGENTS=json.dumps(demo_agents),
                CALLIN_RING_TIMEOUT_S="600", CALLIN_MAX_QUEUE_LENGTH=str(callers + 100),
                CALLIN_QUEUES=json.dumps([{"name": CROWD_QUEUE, "skills": [CROWD_SKILL]}]),
-               CALLIN_DATA_DIR=tempfile.mkdtemp(prefix="callin-queue-scale-"),  # fresh records for every run
+               CALLIN_DATA_DIR=data_dir,  # fresh records for every run
                PYTHONPATH=str(tree))
     log = tempfile.TemporaryFile()  # not a pipe: a server that logs a lot must never block on it
     proc = subprocess.Popen(pinned([cpus()[0]], [sys.executable, "-m", "signaling.cli", "serve"]), cwd=tree,
@@ -239,7 +240,8 @@ async def measure(name: str, tree: Path, callers: int, workers: int, media: int,
 
     import aiohttp
 
-    proc, url = await start_server(tree, callers, media)
+    data_dir = tempfile.mkdtemp(prefix="callin-queue-scale-")
+    proc, url = await start_server(tree, callers, media, data_dir)
     row: dict[str, Any] = {"system": name, "callers": callers, "media_calls": media}
     generator_cpus = cpus()[1:] or cpus()
     loadgen = None
@@ -347,6 +349,7 @@ async def measure(name: str, tree: Path, callers: int, workers: int, media: int,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
     print(json.dumps(row), flush=True)
     return row
 
@@ -386,8 +389,13 @@ async def orchestrate(args: argparse.Namespace) -> None:
         runs.append((f"baseline ({args.baseline_ref})", baseline, args.baseline_callers))
         runs.append(("this checkout", ROOT, args.baseline_callers))
     runs.append(("this checkout", ROOT, args.callers))
-    for name, tree, callers in runs:
-        rows.append(await measure(name, tree, callers, args.workers, args.media, args.media_hold, args.concurrency))
+    try:
+        for name, tree, callers in runs:
+            rows.append(await measure(name, tree, callers, args.workers, args.media, args.media_hold,
+                                      args.concurrency))
+    finally:
+        if baseline is not None:
+            shutil.rmtree(baseline, ignore_errors=True)
     table = markdown(rows)
     print(table)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
