@@ -280,6 +280,10 @@ class Settings(BaseSettings):
                     "(its session detaches and waits resume_grace_s)")
     hello_timeout_s: float = Field(10.0, gt=0, le=120)
     max_queue_length: int = Field(1000, ge=1)
+    # -- queue positions (issue 9: a queue of 10,000)
+    position_update_interval_s: float = Field(
+        1.0, ge=0, le=60, description="a waiting caller is told its changed position at most this often (the first "
+                                      "and the last change always; 0: every change at once)")
     ring_outs_before_away: int = Field(2, ge=1, le=20,
                                        description="calls an agent lets ring out in a row before being set away")
     wrap_up_s: float = Field(0.0, ge=0, le=3600,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
+from bisect import bisect_left, insort
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .calls import Call
@@ -12,17 +15,52 @@ from .models import AgentStatus
 
 
 class CallQueue:
-    """Waiting calls in answer order: higher priority first, then first come first served."""
+    """Waiting calls in answer order: higher priority first, then first come first served.
+
+    Kept sorted as calls come and go (bisect over (-priority, arrival) keys), overall and per named queue, so a
+    join or a leave costs O(log n) comparisons and a caller's rank is found without sorting anything. Each
+    change records, per named queue, the first rank whose position moved (`take_moved`), so that positions are
+    recomputed only from there on."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[int, int, Call]] = {}
+        self._entries: dict[str, tuple[tuple[int, int], str, Call]] = {}  # call id -> (key, queue name, call)
+        self._keys: list[tuple[int, int]] = []  # every waiting call, sorted
+        self._calls: dict[tuple[int, int], Call] = {}
+        self._lines: dict[str, list[tuple[int, int]]] = {}  # queue name -> its keys, sorted
+        self._moved: dict[str, int] = {}  # queue name -> first rank (1-based) whose position changed
         self._seq = itertools.count()
 
     def add(self, call: Call) -> None:
-        self._entries[call.id] = (-call.priority, next(self._seq), call)
+        self.remove(call.id)
+        key = (-call.priority, next(self._seq))
+        self._entries[call.id] = (key, call.queue, call)
+        self._calls[key] = call
+        insort(self._keys, key)
+        line = self._lines.setdefault(call.queue, [])
+        insort(line, key)
+        self._mark(call.queue, bisect_left(line, key) + 1)
 
     def remove(self, call_id: str) -> None:
-        self._entries.pop(call_id, None)
+        entry = self._entries.pop(call_id, None)
+        if entry is None:
+            return
+        key, name, _ = entry
+        del self._calls[key]
+        del self._keys[bisect_left(self._keys, key)]
+        line = self._lines[name]
+        index = bisect_left(line, key)
+        del line[index]
+        if not line:
+            del self._lines[name]
+        self._mark(name, index + 1)
+
+    def _mark(self, name: str, rank: int) -> None:
+        self._moved[name] = min(rank, self._moved.get(name, rank))
+
+    def take_moved(self) -> dict[str, int]:
+        """Per named queue, the first rank whose call changed since the last call (then forgotten)."""
+        moved, self._moved = self._moved, {}
+        return moved
 
     def take_place(self, call: Call, old_id: str) -> None:
         """Queue `call` where `old_id` stood (same arrival order, its own priority) and drop `old_id`."""
@@ -35,11 +73,45 @@ class CallQueue:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __iter__(self) -> Iterator[Call]:
+        """The waiting calls in answer order (do not add or remove while iterating)."""
+        return (self._calls[key] for key in self._keys)
+
     def ordered(self) -> list[Call]:
-        return [entry[2] for entry in sorted(self._entries.values(), key=lambda e: (e[0], e[1]))]
+        return list(self)
+
+    def ordered_in(self, names: list[str]) -> Iterator[Call]:
+        """The waiting calls of some named queues, in answer order, walked lazily (stop early to pay only for what
+        was looked at; do not add or remove calls meanwhile)."""
+        lines = [self._lines[name] for name in names if name in self._lines]
+        keys = iter(lines[0]) if len(lines) == 1 else heapq.merge(*lines)
+        return (self._calls[key] for key in keys)
+
+    def names(self) -> list[str]:
+        """The named queues that have waiting calls."""
+        return list(self._lines)
+
+    def length(self, name: str) -> int:
+        return len(self._lines.get(name, ()))
+
+    def line(self, name: str, start: int = 1) -> Iterator[tuple[int, Call]]:
+        """(position, call) of one named queue, from position `start` on."""
+        keys = self._lines.get(name, [])
+        calls = self._calls
+        return ((index + 1, calls[keys[index]]) for index in range(max(0, start - 1), len(keys)))
+
+    def rank(self, call_id: str) -> tuple[int, int] | None:
+        """(position in its named queue, that queue's length), or None if the call is not waiting."""
+        entry = self._entries.get(call_id)
+        if entry is None:
+            return None
+        key, name, _ = entry
+        line = self._lines[name]
+        return bisect_left(line, key) + 1, len(line)
 
     def positions(self) -> dict[str, int]:
-        return {call.id: i + 1 for i, call in enumerate(self.ordered())}
+        """call id -> position among every waiting call (all queues together)."""
+        return {call.id: i + 1 for i, call in enumerate(self)}
 
 
 @dataclass

@@ -39,6 +39,7 @@ from .events import (
 from .incall import InCallControls
 from .reconnects import Reconnects
 from .media import Leg, MediaConfig, Relay
+from .positions import PositionNotices
 from .models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason, Location, now
 from .queues import ClosedReason, Queue, QueueDirectory
 from .routing import AgentState, CallQueue, WaitEstimator, pick_agent
@@ -75,7 +76,8 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         self._hours_timer: asyncio.TimerHandle | None = None
         self._forget_timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._last_positions: dict[str, tuple[int, int, int | None]] = {}
+        self.positions = PositionNotices(settings.position_update_interval_s, self.position_of, self._tell_position)
+        self._estimate_inputs: dict[str, tuple[int, int, float]] = {}  # per queue: (staffed, ready, handle time)
         self.closing = False
 
     # ------------------------------------------------------------------ callers
@@ -243,6 +245,7 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
             raise InvalidState("this call is not ringing at this agent", code="not_offered")
         self._cancel_ring(call.id)
         self.queue.remove(call.id)
+        self.positions.forget(call.id)
         call.answered_at = now()
         call.agent = state.username
         self.relays[call.id].set_scene(agent=state.username)
@@ -311,20 +314,29 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         """Offer waiting calls, in order, to the longest-idle available agents whose console is attached."""
         if self.closing:
             return
-        agents = self.routable_agents()
         at = self.clock.time()
         closed: set[str] = set()
-        for call in self.queue.ordered():
+        is_open: dict[str, bool] = {}
+        available = [a for a in self.routable_agents() if a.status is AgentStatus.AVAILABLE]
+        # Only the lines of queues that some free agent could serve are walked, in answer order across them.
+        lines = [name for name in self.queue.names()
+                 if any(a.can_take(self._line_skills(name)) for a in available)] if available else []
+        for call in self.queue.ordered_in(lines) if lines else ():
             if call.state is not CallState.QUEUED:
                 continue
             queue = self._queue_of(call)
-            if not queue.is_open(at):
+            if queue.name not in is_open:
+                is_open[queue.name] = queue.is_open(at)
+            if not is_open[queue.name]:
                 closed.add(queue.name)
                 continue
-            agent = pick_agent(agents, call.declined_by, queue.skills)
+            agent = pick_agent(available, call.declined_by, queue.skills)
             if agent is None:
                 continue
             self._offer(call, agent)
+            available = [a for a in available if a.status is AgentStatus.AVAILABLE]
+            if not available:  # nobody left to offer to: the rest of the line waits (O(1), not O(waiting))
+                break
         self._recheck_hours_later(closed, at)
 
     def _offer(self, call: Call, agent: AgentState, **detail: Any) -> None:
@@ -404,9 +416,17 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         """Callers of this queue who are being connected now: its calls ringing at an agent, plus the agents with
         its skills who are free."""
         skills = self.queues.get(queue).skills
-        ringing = sum(1 for c in self.queue.ordered() if c.queue == queue and c.state is CallState.OFFERED)
+        ringing = 0
+        for agent in self.agents.values():  # a waiting call rings at most one agent: count from the agents' side
+            call = self.calls.get(agent.call_id or "") if agent.status is AgentStatus.RINGING else None
+            if call is not None and call.state is CallState.OFFERED and call.offered_to == agent.username \
+                    and call.queue == queue and call.id in self.queue:
+                ringing += 1
         free = sum(1 for a in self.agents.values() if a.status is AgentStatus.AVAILABLE and a.can_take(skills))
         return ringing + free
+
+    def _line_skills(self, name: str) -> frozenset[str]:
+        return self.queues.get(name if name in self.queues else "default").skills
 
     def _queue_of(self, call: Call) -> Queue:
         if call.queue in self.queues:
@@ -416,34 +436,62 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
     def _estimator(self, queue: str) -> WaitEstimator:
         return self.estimators.setdefault(queue, WaitEstimator())
 
+    def _inputs(self, name: str) -> tuple[int, int, float]:
+        """What a queue's estimates depend on besides the position: (staffed, ready, average handle time)."""
+        known = name in self.queues
+        return (self.staffed(name) if known else 0, self.ready(name) if known else 0,
+                self._estimator(name).average_handle_s)
+
     def queue_positions(self) -> dict[str, tuple[int, int, int | None]]:
         """call id -> (position in its queue, that queue's length, estimated wait in seconds or None)."""
-        by_queue: dict[str, list[Call]] = {}
-        for call in self.queue.ordered():
-            by_queue.setdefault(call.queue, []).append(call)
         result: dict[str, tuple[int, int, int | None]] = {}
-        for name, calls in by_queue.items():
-            staffed = self.staffed(name) if name in self.queues else 0
-            ready = self.ready(name) if name in self.queues else 0
+        for name in self.queue.names():
+            staffed, ready, _ = self._inputs(name)
             estimator = self._estimator(name)
-            for position, call in enumerate(calls, start=1):
-                result[call.id] = (position, len(calls), estimator.estimate(position, staffed, ready))
+            length = self.queue.length(name)
+            for position, call in self.queue.line(name):
+                result[call.id] = (position, length, estimator.estimate(position, staffed, ready))
         return result
 
+    def position_of(self, call_id: str) -> tuple[Call, int, int, int | None] | None:
+        """(call, position in its queue, that queue's length, estimated wait) of one waiting call: O(log n)."""
+        rank = self.queue.rank(call_id)
+        if rank is None:
+            return None
+        call = self.calls[call_id]
+        position, length = rank
+        name = call.queue
+        staffed, ready, _ = self._estimate_inputs.get(name) or self._inputs(name)
+        return call, position, length, self._estimator(name).estimate(position, staffed, ready)
+
     def _publish_positions(self) -> None:
+        """Recompute the places that may have changed: in each queue, from the first rank that moved (a join at
+        the back moves nobody else), or every place when the queue's estimate inputs changed. What each caller
+        is told, and when, is up to the position notices (only changes, at most once per interval). Nothing while
+        closing: every call is being ended."""
         if self.closing:
             return
-        for call_id, update in self.queue_positions().items():
-            if self._last_positions.get(call_id) == update:
+        moved = self.queue.take_moved()
+        inputs: dict[str, tuple[int, int, float]] = {}
+        for name in self.queue.names():
+            inputs[name] = current = self._inputs(name)
+            start = 1 if self._estimate_inputs.get(name) != current else moved.get(name)
+            if start is None:
                 continue
-            self._last_positions[call_id] = update
-            call = self.calls[call_id]
-            position, length, estimate = update
-            session = self.sessions.get(call.caller_session)
-            if session is not None:
-                session.deliver(QueueUpdate(call_id=call.id, position=position, queue_length=length,
-                                            estimated_wait_s=estimate, queue=call.queue))
-            self._maybe_offer_callback(call, estimate, session)
+            staffed, ready, _ = current
+            estimator = self._estimator(name)
+            length = self.queue.length(name)
+            for position, call in self.queue.line(name, start):
+                estimate = estimator.estimate(position, staffed, ready)
+                if self.positions.update(call, position, length, estimate):
+                    self._maybe_offer_callback(call, estimate, self.sessions.get(call.caller_session))
+        self._estimate_inputs = inputs
+
+    def _tell_position(self, call: Call, position: int, length: int, estimate: int | None) -> None:
+        session = self.sessions.get(call.caller_session)
+        if session is not None:
+            session.deliver(QueueUpdate(call_id=call.id, position=position, queue_length=length,
+                                        estimated_wait_s=estimate, queue=call.queue))
 
     # ------------------------------------------------------------------ queues: closed, callbacks, messages
     def _tell_closed(self, call: Call, queue: Queue, reason: ClosedReason) -> None:
@@ -655,7 +703,7 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         self._cancel_call_timers(call.id)
         was_waiting = call.waiting
         self.queue.remove(call.id)
-        self._last_positions.pop(call.id, None)
+        self.positions.forget(call.id)
         call.ended_at = now()
         call.end_reason = reason
         call.ended_by = by
@@ -817,6 +865,7 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         if self._hours_timer is not None:
             self._hours_timer.cancel()
             self._hours_timer = None
+        self.positions.close()
         for relay in list(self.relays.values()):
             await relay.close()
         self.relays.clear()

@@ -20,6 +20,7 @@ from . import protocol as p
 from .access import origin_allowed, signin_for_token
 from .keys import LIVE_SIGNINS, RECORDER, SETTINGS, WALLBOARD
 from .ws import CLOSE_UNAUTHORIZED, Connection
+from .outbox import Wire
 
 
 class AgentConnection(Connection):
@@ -50,7 +51,7 @@ class AgentConnection(Connection):
         self._unregister = None
         self._said_bye = True  # the agent leaves as with bye: no resume grace for an ended session
         self.error(SessionRevoked("this session was ended; sign in again"), None)
-        self._outbox.put_nowait((CLOSE_UNAUTHORIZED, "session ended"))
+        self._outbox.put_close(CLOSE_UNAUTHORIZED, "session ended")
 
     def open_session(self, principal: AgentAccount) -> Session:
         return self.board.open_agent(principal)
@@ -68,8 +69,8 @@ class AgentConnection(Connection):
             extra["call"] = {"call_id": call.id, "state": call.state.value, "card": call.card()}
         return extra
 
-    def send_wallboard(self, data: dict[str, Any]) -> None:
-        self.send(p.WallboardOut(**data))
+    def send_wallboard(self, wire: Wire) -> None:
+        self.send(wire)
 
     def closed(self) -> None:
         self.request.app[WALLBOARD].unsubscribe(self.send_wallboard)

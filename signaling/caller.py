@@ -57,13 +57,14 @@ class CallerConnection(Connection):
                 call = self.board.start_call(session, message.call_type, message.location, message.context)
                 self.metrics.calls_started.labels(call_type=call.call_type.value).inc()
                 await self.durable(call)
-                position, length, estimate = self.board.queue_positions().get(call.id, (0, 0, None))
+                _, position, length, estimate = self.board.position_of(call.id) or (call, 0, 0, None)
                 self.send(p.CallQueued(id=message.id, call_id=call.id, position=position, queue_length=length,
                                        estimated_wait_s=estimate, queue=call.queue))
             case p.CallbackRequest():
                 call = await self.board.request_callback(session, message.call_id, message.phone)
                 await self.request.app[RECORDER].durable(call.id)  # a promise: confirmed once it is on disk
-                position = self.board.queue_positions().get(call.id, (None, 0, None))[0]
+                place = self.board.position_of(call.id)
+                position = place[1] if place is not None else None
                 self.send(p.CallbackAcceptedOut(id=message.id, call_id=call.id, position=position))
             case p.LeaveMessage():
                 await self.board.leave_message(session, message.call_id, message.text)

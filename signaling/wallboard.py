@@ -11,6 +11,9 @@ from typing import Any
 
 from gateway.switchboard import Switchboard
 
+from . import protocol as p
+from .outbox import Wire
+
 DEBOUNCE_S = 0.15
 RECHECK_S = 2.0
 
@@ -18,7 +21,7 @@ RECHECK_S = 2.0
 class WallboardHub:
     def __init__(self, board: Switchboard) -> None:
         self.board = board
-        self._subscribers: set[Callable[[dict[str, Any]], None]] = set()
+        self._subscribers: set[Callable[[Wire], None]] = set()
         self._last = ""
         self._pending: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
@@ -37,11 +40,11 @@ class WallboardHub:
                 await self._task
         self._subscribers.clear()
 
-    def subscribe(self, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    def subscribe(self, send: Callable[[Wire], None]) -> dict[str, Any]:
         self._subscribers.add(send)
         return self.board.wallboard()
 
-    def unsubscribe(self, send: Callable[[dict[str, Any]], None]) -> None:
+    def unsubscribe(self, send: Callable[[Wire], None]) -> None:
         self._subscribers.discard(send)
 
     def poke(self) -> None:
@@ -55,8 +58,9 @@ class WallboardHub:
         if key == self._last:
             return
         self._last = key
+        wire = Wire.of(p.WallboardOut(**data))  # serialised once for every supervisor
         for send in list(self._subscribers):
-            send(data)
+            send(wire)
 
     async def _recheck(self) -> None:
         while True:

@@ -40,6 +40,7 @@ from gateway.switchboard import Switchboard
 
 from . import protocol as p
 from .keys import ATTACHMENTS, LIVE_SOCKETS, METRICS, SWITCHBOARD
+from .outbox import Outbox, Wire
 
 log = structlog.get_logger("callin.ws")
 
@@ -101,6 +102,12 @@ def event_message(event: Event) -> BaseModel:
     raise TypeError(f"no message for {event!r}")
 
 
+def event_wire(event: Event) -> Wire:
+    """The event's message, serialised; a queue position replaces the same call's pending position."""
+    slot = f"queue.position:{event.call_id}" if isinstance(event, QueueUpdate) else None
+    return Wire(event_message(event).model_dump_json(exclude={"seq"}), slot)
+
+
 async def _resolved(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
@@ -119,28 +126,27 @@ class Connection:
         self.ws = web.WebSocketResponse(heartbeat=self.settings.ws_heartbeat_s, timeout=CLOSE_WAIT_S,
                                         max_msg_size=4 * self.settings.max_message_bytes)
         self.session: Session | None = None
-        self._outbox: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue()
+        self._outbox = Outbox(OUTBOX_LIMIT)
         self._overflowed = False
-        self._outbox_limit = OUTBOX_LIMIT  # raised by the size of a resume's replay
         self._writer_task: asyncio.Task[None] | None = None
         self._said_bye = False
         self._header_principal: Any = None
 
     # -- sending
-    def send(self, message: BaseModel) -> None:
+    def send(self, message: BaseModel | Wire) -> None:
+        """Queue a message (a Wire is already serialised: a broadcast serialises once for every socket)."""
         if self._overflowed:
             return
-        if self._outbox.qsize() >= self._outbox_limit:
+        wire = message if isinstance(message, Wire) else Wire.of(message)
+        if not self._outbox.put(wire.text, wire.slot):
             log.warning("ws.outbox_full", role=self.role)
             self._overflowed = True
-            self._outbox.put_nowait((CLOSE_PROTOCOL, "client too slow"))
-            return
-        self._outbox.put_nowait(message.model_dump_json())
+            self._outbox.put_close(CLOSE_PROTOCOL, "client too slow")
 
     def deliver(self, item: Numbered) -> None:
-        message = event_message(item.event)
-        message.seq = item.seq  # type: ignore[attr-defined]
-        self.send(message)
+        """An event numbered in its session: serialised without its number, then the number spliced in."""
+        wire = event_wire(item.event)
+        self.send(Wire(wire.with_seq(item.seq), wire.slot))
 
     def error(self, exc: GatewayError, request_id: str | None) -> None:
         self.metrics.protocol_errors.labels(role=self.role, code=exc.code).inc()
@@ -153,7 +159,7 @@ class Connection:
         if writer is None or writer.done():
             return None
         self.send(p.ShutdownOut(reason=reason, retry_after_s=retry_after_s))
-        self._outbox.put_nowait((CLOSE_GOING_AWAY, "shutdown"))
+        self._outbox.put_close(CLOSE_GOING_AWAY, "shutdown")
         return writer
 
     async def _writer(self) -> None:
@@ -198,7 +204,7 @@ class Connection:
         """A newer socket took this session over (a resume elsewhere, or the agent signed in again)."""
         self.session = None  # this socket no longer speaks for the session
         self.error(GatewayError("this session continues on a newer connection", code="session_replaced"), None)
-        self._outbox.put_nowait((CLOSE_REPLACED, "replaced"))
+        self._outbox.put_close(CLOSE_REPLACED, "replaced")
 
     def attachment(self, call_id: str, attachment_id: str | None) -> dict[str, Any] | None:
         """The public description of a file uploaded to this call (its id alone proves nothing)."""
@@ -238,7 +244,7 @@ class Connection:
             self.closed()
             self._finish_session()
             if not writer.done():
-                self._outbox.put_nowait((1000, ""))
+                self._outbox.put_close(1000, "")
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer, timeout=2)
             writer.cancel()
@@ -303,7 +309,7 @@ class Connection:
             return False
         self.session = session
         replay = self.board.sessions.attach(session, self.deliver, closer=self.replaced, last_seq=message.last_seq)
-        self._outbox_limit = OUTBOX_LIMIT + len(replay.events)  # a full replay is not a slow client
+        self._outbox.limit = OUTBOX_LIMIT + len(replay.events)  # a full replay is not a slow client
         self.send(
             p.Welcome(
                 id=message.id,
@@ -354,7 +360,7 @@ class Connection:
 
     async def _close(self, code: int, reason: str) -> None:
         """Close after everything queued so far has been sent."""
-        self._outbox.put_nowait((code, reason))
+        self._outbox.put_close(code, reason)
         if self._writer_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._writer_task), timeout=2)

@@ -6,6 +6,7 @@ Every party sends a tone of its own: caller 880 Hz, Alice 440 Hz, Bob 550 Hz, su
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -15,7 +16,6 @@ from tests.support.clients import Agent, Caller, wait_until
 pytestmark = pytest.mark.media
 
 CALLER_HZ, ALICE_HZ, BOB_HZ, SAM_HZ = 880, 440, 550, 660
-QUIET_FRAMES = 8  # in-flight frames allowed after a stream is cut
 
 
 def near(freq: float, expected: float) -> bool:
@@ -29,12 +29,55 @@ async def hears(sink, expected_hz: float, frames: int = 30, timeout: float = 10)
     assert near(freq, expected_hz), f"heard {freq:.0f} Hz, expected {expected_hz} Hz"
 
 
-async def silent(sink, seconds: float = 1.0) -> None:
-    await asyncio.sleep(0.3)  # let what was in flight arrive
-    mark = sink.mark() if sink is not None else 0
-    await asyncio.sleep(seconds)
-    if sink is not None:
-        assert sink.audio_since(mark) <= QUIET_FRAMES, f"{sink.audio_since(mark)} frames arrived"
+def received(peer, slot: str) -> Callable[[], int]:
+    """Frames received so far in one slot of a peer (0 while the slot does not exist)."""
+    def count() -> int:
+        sink = peer.slots.get(slot)
+        if sink is None:
+            return 0
+        return sink.audio_total if sink.track.kind == "audio" else len(sink.counters)
+    return count
+
+
+def forwarded(gateway, call_id: str, participant: str, slot: str) -> Callable[[], int]:
+    """Frames the relay has sent so far to one slot of a participant's leg."""
+    consumer = gateway.board.relays[call_id].legs[participant].consumers[slot]
+    return lambda: consumer.stats.frames_out
+
+
+def arriving(gateway, call_id: str, participant: str) -> Callable[[], int]:
+    """Audio frames (50/s) that have reached the relay so far from a participant's microphone: a live clock."""
+    producer = gateway.board.relays[call_id].legs[participant].producers["audio"]
+    return lambda: producer.frames
+
+
+async def cut(gateway, call_id: str, peer, participant: str, slot: str, live: str) -> None:
+    """Nothing more goes to `participant`'s `slot`: the relay sends it not one frame while a second of `live`'s
+    audio reaches the relay, and the client got nothing beyond what had been sent before. (Frames already sent may
+    still reach the client late on a loaded machine: a client-side frame count in a window cannot tell those from
+    a leak, the relay's own count can.)"""
+    count = forwarded(gateway, call_id, participant, slot)
+    await falls_silent(count, clock=arriving(gateway, call_id, live), in_flight=False)
+    assert received(peer, slot)() <= count()
+
+
+async def falls_silent(count: Callable[[], int], clock: Callable[[], int], *, frames: int = 50,
+                       timeout: float = 20, in_flight: bool = True) -> None:
+    """A stream has stopped (or never started): `count` does not move while a live stream on the same client,
+    `clock` (50 frames/s), advances by `frames`. Measured against a live stream rather than a wall clock, so a
+    loaded machine slows both alike. `in_flight`: frames already on their way when the stream was cut may arrive
+    first (then the quiet stretch starts again, until `timeout`); without it, not one frame may arrive."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    start = last = count()
+    base = clock()
+    while clock() - base < frames:
+        await asyncio.sleep(0.02)
+        now = count()
+        if now != last:
+            assert in_flight, f"{now - start} frames arrived, none expected"
+            last, base = now, clock()
+        assert loop.time() < deadline, f"the stream did not stop: {count() - start} frames arrived in {timeout} s"
 
 
 async def connected_call(gateway, caller_token, *, caller_aux: bool = False, agent_aux: bool = False):
@@ -57,10 +100,10 @@ async def test_hold_stops_media_both_ways_and_resume_restores_it(gateway, caller
     held = await caller.ws.wait("call.held")
     assert held["held"] is True
     video = alice.peer.slots["video"]
-    frames_before = len(video.counters)
-    await silent(alice.peer.slots["audio"])
-    await silent(caller.peer.slots["audio"])
-    assert len(video.counters) - frames_before <= 15  # at most what was in flight: no video on hold
+    # No audio either way and no video on hold (both still talk into their microphones).
+    await cut(gateway, call_id, alice.peer, "alice", "audio", live="caller")
+    await cut(gateway, call_id, caller.peer, "caller", "audio", live="alice")
+    await cut(gateway, call_id, alice.peer, "alice", "video", live="caller")
     again = await alice.ws.request({"type": "call.hold", "call_id": call_id})
     assert again["code"] == "hold_unchanged"
     await alice.ws.request({"type": "call.resume", "call_id": call_id})
@@ -133,7 +176,7 @@ async def test_warm_transfer_consults_then_hands_over(gateway, caller_token):
     await wait_until(lambda: "audio" in bob.peer.slots and "audio:1" in alice.peer.slots, 10)
     await hears(bob.peer.slots["audio"], ALICE_HZ)
     await hears(alice.peer.slots["audio:1"], BOB_HZ)
-    await silent(caller.peer.slots["audio"])
+    await cut(gateway, call_id, caller.peer, "caller", "audio", live="alice")
     assert gateway.board.relays[call_id].hears("caller") == set()
     # Hand over: the caller and Bob talk, Alice is gone.
     await alice.ws.request({"type": "transfer.complete", "call_id": call_id})
@@ -191,15 +234,17 @@ async def test_supervisor_monitor_whisper_barge(gateway, caller_token):
     await wait_until(lambda: len(sam.peer.slots["video"].counters) > 10, 10)
     assert "sam" not in gateway.board.relays[call_id].hears("alice")
     assert "sam" not in gateway.board.relays[call_id].hears("caller")
-    await silent(alice.peer.slots.get("audio:1"))
-    await silent(caller.peer.slots.get("audio:1"))
+    await falls_silent(received(alice.peer, "audio:1"), clock=received(alice.peer, "audio"), in_flight=False)
+    await falls_silent(received(caller.peer, "audio:1"), clock=received(caller.peer, "audio"), in_flight=False)
+    with pytest.raises(AssertionError, match="did not stop"):  # the same check on a live stream fails
+        await falls_silent(received(sam.peer, "audio"), clock=received(sam.peer, "audio:1"), timeout=3)
 
     # Whisper: Alice hears Sam on her second section; the caller still does not.
     await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "whisper"})
     await wait_until(lambda: "audio:1" in alice.peer.slots, 10)
     await hears(alice.peer.slots["audio:1"], SAM_HZ)
     await hears(alice.peer.slots["audio"], CALLER_HZ)
-    await silent(caller.peer.slots.get("audio:1"))
+    await falls_silent(received(caller.peer, "audio:1"), clock=received(caller.peer, "audio"), in_flight=False)
 
     # Barge: the caller hears Sam too, and still Alice.
     await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "barge"})
@@ -213,7 +258,7 @@ async def test_supervisor_monitor_whisper_barge(gateway, caller_token):
 
     # Sam leaves: Alice's second section falls silent; the call goes on.
     assert (await sam.ws.request({"type": "supervise.stop", "call_id": call_id}))["type"] == "ack"
-    await silent(alice.peer.slots["audio:1"])
+    await cut(gateway, call_id, alice.peer, "alice", "audio:1", live="caller")
     await hears(alice.peer.slots["audio"], CALLER_HZ)
     assert gateway.board.calls[call_id].state.value == "connected"
     await alice.hangup(call_id)

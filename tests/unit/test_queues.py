@@ -285,7 +285,7 @@ async def test_two_ring_outs_set_away():
 
 
 async def test_many_callers_at_once_keep_gap_free_positions():
-    board = board_with(queues=[{"name": "billing"}])
+    board = board_with(queues=[{"name": "billing"}], position_update_interval_s=0.05)
     try:
         callers = [caller(board, f"c{i}", queue="billing" if i % 3 == 0 else "default") for i in range(60)]
 
@@ -295,22 +295,79 @@ async def test_many_callers_at_once_keep_gap_free_positions():
 
         calls = await asyncio.gather(*(place(s) for s, _ in callers))
 
-        def check() -> None:
+        def told_matches() -> bool:
+            positions = board.queue_positions()
+            return all(events.of(QueueUpdate)[-1].position == positions[call.id][0]
+                       for (session, events), call in zip(callers, calls) if call.id in positions)
+
+        async def check() -> None:
             positions = board.queue_positions()
             for name in ("default", "billing"):
                 mine = sorted(positions[c.id][0] for c in calls if c.queue == name and c.id in positions)
                 assert mine == list(range(1, len(mine) + 1))
-            # what each caller was last told matches the engine
-            for (session, events), call in zip(callers, calls):
-                if call.id in positions:
-                    last = events.of(QueueUpdate)[-1]
-                    assert (last.position, last.queue_length) == positions[call.id][:2]
+            # what each caller was last told matches the engine (once the coalescing interval is up)
+            await wait_for(told_matches)
 
-        check()
+        await check()
         for call in calls[::7]:  # callers leave from the middle
             await board.end_call(call, EndReason.CALLER_HANGUP, "caller")
-        check()
+        await check()
         agent(board, "alice")
-        check()
+        await check()
+    finally:
+        await board.close()
+
+
+async def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_join_at_the_back_tells_nobody_else():
+    """Issue 9 item 6: the queue length alone is no reason to message every waiting caller."""
+    board = board_with(position_update_interval_s=0)
+    try:
+        waiting = [caller(board, f"c{i}") for i in range(50)]
+        for session, _ in waiting:
+            start(board, session)
+        before = [len(events.of(QueueUpdate)) for _, events in waiting]
+        assert before == [1] * 50  # each was told its own place once, when it joined
+        newcomer, newcomer_events = caller(board, "late")
+        start(board, newcomer)
+        assert [(u.position, u.queue_length) for u in newcomer_events.of(QueueUpdate)] == [(51, 51)]
+        assert [len(events.of(QueueUpdate)) for _, events in waiting] == before  # nobody else was messaged
+        # A VIP joins ahead of everyone: now every place moved, and each caller hears of it.
+        vip, _ = caller(board, "vip", priority=5)
+        start(board, vip)
+        assert [events.of(QueueUpdate)[-1].position for _, events in waiting] == list(range(2, 52))
+        assert newcomer_events.of(QueueUpdate)[-1].position == 52
+    finally:
+        await board.close()
+
+
+async def test_positions_are_coalesced_first_and_last_always_told():
+    """A caller is told at once, then at most once per interval; the latest place is always told in the end."""
+    board = board_with(position_update_interval_s=1.5)
+    try:
+        ahead = [caller(board, f"a{i}")[0] for i in range(4)]
+        ahead_calls = [start(board, session) for session in ahead]
+        mine, events = caller(board, "me")
+        start(board, mine)
+        loop = asyncio.get_running_loop()
+        assert [u.position for u in events.of(QueueUpdate)] == [5]
+        await asyncio.sleep(1.6)  # past the interval: the next change is told at once
+        for call in ahead_calls:  # four changes in a row
+            await board.end_call(call, EndReason.CALLER_HANGUP, "caller")
+        first_change = loop.time()
+        assert [u.position for u in events.of(QueueUpdate)] == [5, 4]  # the first change at once
+        await wait_for(lambda: events.of(QueueUpdate)[-1].position == 1, 10)
+        assert loop.time() - first_change >= 1.4  # the last one when the interval was up, not at once
+        updates = [u.position for u in events.of(QueueUpdate)]
+        assert updates == [5, 4, 1]  # 3 and 2 were skipped
+        assert board.positions.told(board.calls[mine.call_id].id) == (1, None)
+        await asyncio.sleep(1.6)
+        assert [u.position for u in events.of(QueueUpdate)] == updates  # nothing changed: nothing more told
     finally:
         await board.close()
