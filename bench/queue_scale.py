@@ -218,6 +218,9 @@ async def start_server(tree: Path, callers: int, agents: int, data_dir: str) -> 
                CALLIN_LOG_LEVEL="warning", CALLIN_RELAY_MODE="packet", CALLIN_DEMO_AGENTS=json.dumps(demo_agents),
                CALLIN_RING_TIMEOUT_S="600", CALLIN_MAX_QUEUE_LENGTH=str(callers + 100),
                CALLIN_QUEUES=json.dumps([{"name": CROWD_QUEUE, "skills": [CROWD_SKILL]}]),
+               # every simulated caller shares 127.0.0.1: lift the per-address limits (as bench/run.py does)
+               CALLIN_CALLER_MAX_SESSIONS_PER_ADDRESS="100000",
+               CALLIN_CALLER_CALL_STARTS_PER_ADDRESS_PER_MINUTE="100000",
                CALLIN_DATA_DIR=data_dir,  # fresh records for every run
                PYTHONPATH=str(tree))
     log = tempfile.TemporaryFile()  # not a pipe: a server that logs a lot must never block on it

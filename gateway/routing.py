@@ -32,7 +32,9 @@ class CallQueue:
 
     def add(self, call: Call) -> None:
         self.remove(call.id)
-        key = (-call.priority, next(self._seq))
+        self._insert(call, (-call.priority, next(self._seq)))
+
+    def _insert(self, call: Call, key: tuple[int, int]) -> None:
         self._entries[call.id] = (key, call.queue, call)
         self._calls[key] = call
         insort(self._keys, key)
@@ -64,8 +66,11 @@ class CallQueue:
 
     def take_place(self, call: Call, old_id: str) -> None:
         """Queue `call` where `old_id` stood (same arrival order, its own priority) and drop `old_id`."""
-        old = self._entries.pop(old_id, None)
-        self._entries[call.id] = (-call.priority, old[1] if old else next(self._seq), call)
+        old = self._entries.get(old_id)
+        arrival = old[0][1] if old is not None else next(self._seq)
+        self.remove(old_id)
+        self.remove(call.id)
+        self._insert(call, (-call.priority, arrival))
 
     def __contains__(self, call_id: object) -> bool:
         return call_id in self._entries

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from .server import TEST_SECRET, free_port
+from .server import TEST_SECRET, free_port, test_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ class GatewayProcess:
         self.env = dict(os.environ, CALLIN_PORT=str(self.port), CALLIN_HOST="127.0.0.1", CALLIN_DEMO="true",
                         CALLIN_CALLER_TOKEN_SECRET=TEST_SECRET, CALLIN_MEDIA_HOST_ADDRESSES='["127.0.0.1"]',
                         CALLIN_LOG_LEVEL="warning", CALLIN_DATABASE_URL=database_url, CALLIN_DATA_DIR=str(data_dir),
-                        CALLIN_PASSWORD_HASH_TIME_COST="1", CALLIN_PASSWORD_HASH_MEMORY_KIB="8192")
+                        CALLIN_PASSWORD_HASH_TIME_COST="1", CALLIN_PASSWORD_HASH_MEMORY_KIB="8192", **test_env())
         self.set(**settings)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "gateway-stderr.log"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import socket
 import tempfile
@@ -24,6 +26,16 @@ LOOSE_CALLER_LIMITS: dict[str, Any] = dict(
     chat_burst=1000, chat_lines_per_minute=6000,
 )
 LIMIT_DEFAULTS: dict[str, Any] = {name: Settings.model_fields[name].default for name in LOOSE_CALLER_LIMITS}
+# The tests' webhook receivers listen on loopback, which webhooks may not reach by default.
+TEST_WEBHOOK_NETWORKS = ["127.0.0.0/8"]
+
+
+def test_env() -> dict[str, str]:
+    """The same test-only relaxations as CALLIN_* variables, for tests that start `callin serve` as a process: many
+    callers share 127.0.0.1 and a few tokens, and webhook receivers listen on loopback."""
+    env = {f"CALLIN_{name.upper()}": str(value) for name, value in LOOSE_CALLER_LIMITS.items()}
+    env["CALLIN_WEBHOOK_ALLOWED_NETWORKS"] = json.dumps(TEST_WEBHOOK_NETWORKS)
+    return env
 
 
 def free_port() -> int:
@@ -45,7 +57,7 @@ def test_settings(**overrides: Any) -> Settings:
         password_hash_memory_kib=8192,
         webhook_retry_base_s=0.2,
         # the tests' webhook receivers listen on loopback, which webhooks may not reach by default
-        webhook_allowed_networks=["127.0.0.0/8"],
+        webhook_allowed_networks=TEST_WEBHOOK_NETWORKS,
         # Tests of other features place many calls with one caller token; the caller limits have their own tests
         # (tests/integration/test_caller_limits.py), which put the production defaults back (LIMIT_DEFAULTS).
         **LOOSE_CALLER_LIMITS,

@@ -26,7 +26,7 @@ from gateway.auth import mint_caller_token
 from gateway.store.accounts import AccountStore
 from gateway.store.db import Database
 
-from .server import TEST_SECRET, free_port
+from .server import TEST_SECRET, free_port, test_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -170,7 +170,7 @@ async def stop_under_load(connected: int, waiting: int, *, extra_env: dict[str, 
                # One client process holds every socket here: on a busy machine its pongs can be late, and a
                # socket cut by the heartbeat before the stop would not be the stop's doing.
                CALLIN_WS_HEARTBEAT_S="60",
-               PYTHONPATH=str(code), **(extra_env or {}))
+               PYTHONPATH=str(code), **test_env(), **(extra_env or {}))
     log_path = data_dir / "callin.log"  # a file, not a pipe: nobody reads a pipe until the end, and a full one blocks
     log_file = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "signaling.cli", "serve"], cwd=data_dir, env=env,
