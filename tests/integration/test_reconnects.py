@@ -147,15 +147,18 @@ async def test_a_replay_that_no_longer_holds_every_missed_event_says_so(caller_t
 async def test_queue_positions_replayed_are_only_the_latest(caller_token):
     async with running_gateway(resume_grace_s=30) as gw:
         waiting = [Caller(gw.base_url, caller_token(sub=f"w{i}")) for i in range(4)]
+        queued = []
         for c in waiting:
             await c.connect()
-            await c.ws.request({"type": "call.start", "call_type": "voice"})
+            queued.append(await c.ws.request({"type": "call.start", "call_type": "voice"}))
         last = waiting[-1]
         last_seen = last.ws.last_seq
         await last.ws.close()
         await wait_until(lambda: not gw.board.sessions.get(last.welcome["session_id"]).attached)
         for c in waiting[:3]:  # the three ahead give up: position 4 -> 3 -> 2 -> 1
             await c.ws.request({"type": "call.hangup"})
+        # Positions are coalesced (at most one a second per caller): wait until the last one has been delivered.
+        await wait_until(lambda: (gw.board.positions.told(queued[-1]["call_id"]) or (0,))[0] == 1)
         ws, welcome = await resume(gw, last.token, last.welcome["resume_token"], last_seen)
         position = await ws.wait("queue.position")
         assert position["position"] == 1 and welcome["replayed"] == 1 and welcome["replay_complete"] is True
