@@ -155,6 +155,7 @@ async def test_slow_viewer_gets_audio_only_instead_of_a_keyframe_storm(caller_to
             async with netns.shaped(address, "300kbit"):
                 shaped_at = time.monotonic()
                 event = await sam.ws.wait(paused, timeout=15)
+                assert isinstance(event.pop("seq"), int), event  # numbered in sam's session, as every event
                 assert event == {"type": "media.video", "call_id": call_id, "leg": "self", "state": "paused",
                                  "reason": event["reason"]} and event["reason"] in ("backlog", "keyframes"), event
                 # Audio only, and current: the caller's tone keeps arriving over the slow link.
