@@ -212,9 +212,7 @@ async def agent_refresh(request: web.Request) -> web.Response:
     who = await require(request)
     assert who.session_id is not None
     signin = await request.app[SIGNINS].refresh(who.session_id)
-    return json_response(SessionInfo(
-        session_id=signin.id, expires_in=max(0, round(signin.expires_at - now())),
-        ends_in=max(0, round(signin.ends_at - now())), agent=await _agent(request, who.name)).model_dump())
+    return await _session_info(request, signin, who.name)
 
 
 @routes.get("/api/v1/agent/session")
@@ -223,9 +221,13 @@ async def agent_session(request: web.Request) -> web.Response:
     who = await require(request)
     assert who.session_id is not None
     signin = await request.app[SIGNINS].get(who.session_id)
+    return await _session_info(request, signin, who.name)
+
+
+async def _session_info(request: web.Request, signin: Any, username: str) -> web.Response:
     return json_response(SessionInfo(
         session_id=signin.id, expires_in=max(0, round(signin.expires_at - now())),
-        ends_in=max(0, round(signin.ends_at - now())), agent=await _agent(request, who.name)).model_dump())
+        ends_in=max(0, round(signin.ends_at - now())), agent=await _agent(request, username)).model_dump())
 
 
 @routes.put("/api/v1/agent/password")
