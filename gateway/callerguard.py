@@ -22,7 +22,7 @@ from .clock import Clock
 from .config import Settings
 from .errors import InvalidState, RateLimited
 from .limits import SlidingWindow
-from .models import CallerIdentity
+from .models import CallerIdentity, CallState
 from .sessions import Session
 
 SubjectKey = tuple[str | None, str]
@@ -43,18 +43,17 @@ class CallerGuard:
         self._starts_by_address = SlidingWindow(settings.caller_call_starts_per_address_per_minute, 60.0, clock)
 
     # -- sessions
-    def session_to_evict(self, identity: CallerIdentity, address: str | None, sessions: Iterable[Session],
+    def session_to_evict(self, same_caller: Iterable[Session], same_address: Iterable[Session] | None,
                          holds_call: Callable[[Session], bool] = lambda _s: False) -> list[Session]:
         """Before a new caller session: the detached sessions to drop to stay within the limits (those without a
         live call first, then the oldest), or RateLimited when the limit is held by connected sessions only.
+        `same_caller` / `same_address`: the live caller sessions of this identity / address, oldest first.
         Changes nothing."""
-        key = subject_key(identity)
-        live = [s for s in sessions if s.role == "caller" and not s.ended]
         evict: list[Session] = []
-        groups = [([s for s in live if subject_key(s.principal) == key], self.settings.caller_max_sessions_per_subject,
+        groups = [([s for s in same_caller if not s.ended], self.settings.caller_max_sessions_per_subject,
                    "this caller")]
-        if address is not None:
-            groups.append(([s for s in live if s.address == address], self.settings.caller_max_sessions_per_address,
+        if same_address is not None:
+            groups.append(([s for s in same_address if not s.ended], self.settings.caller_max_sessions_per_address,
                            "this address"))
         for members, limit, who in groups:
             members = [s for s in members if s not in evict]
@@ -83,7 +82,8 @@ class CallerGuard:
                 raise RateLimited(f"at most {self.settings.caller_call_starts_per_address_per_minute} calls a minute "
                                   "from one address; " + _wait(retry))
         key = subject_key(identity)
-        mine = sorted((c for c in live_calls if subject_key(c.identity) == key), key=lambda c: c.created_at)
+        mine = sorted((c for c in live_calls if subject_key(c.identity) == key and c.state is not CallState.ENDED),
+                      key=lambda c: c.created_at)
         limit = self.settings.caller_max_calls_per_subject
         if len(mine) < limit:
             return None

@@ -12,7 +12,7 @@ import asyncio
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +130,10 @@ class SessionRegistry:
         self._by_id: dict[str, Session] = {}
         self._by_token: dict[str, Session] = {}
         self._gone: OrderedDict[str, Tombstone] = OrderedDict()
+        # Sessions filed under keys (a caller's identity, its address): the members of one key, oldest first,
+        # found without walking every session (limits per caller and per address, checked on each hello).
+        self._groups: dict[Hashable, dict[str, Session]] = {}
+        self._keys_of: dict[str, tuple[Hashable, ...]] = {}
 
     def create(self, role: str, principal: Any) -> Session:
         session = Session(id=secrets.token_hex(8), role=role, principal=principal,
@@ -144,6 +148,16 @@ class SessionRegistry:
     def of_role(self, role: str) -> list[Session]:
         """Live sessions of a role, oldest first."""
         return [s for s in self._by_id.values() if s.role == role]
+
+    def file_under(self, session: Session, *keys: Hashable) -> None:
+        """File a live session under `keys` until it is removed (see `members`)."""
+        self._keys_of[session.id] = keys
+        for key in keys:
+            self._groups.setdefault(key, {})[session.id] = session
+
+    def members(self, key: Hashable) -> list[Session]:
+        """The live sessions filed under `key`, oldest first: O(members), whatever the number of sessions."""
+        return list(self._groups.get(key, {}).values())
 
     def resume(self, token: str, role: str, same_principal: Callable[[Any], bool],
                last_seq: int | None = None) -> Session:
@@ -230,6 +244,12 @@ class SessionRegistry:
             session.expiry = None
         self._by_id.pop(session.id, None)
         self._by_token.pop(session.resume_token, None)
+        for key in self._keys_of.pop(session.id, ()):
+            group = self._groups.get(key)
+            if group is not None:
+                group.pop(session.id, None)
+                if not group:
+                    del self._groups[key]
 
     def __len__(self) -> int:
         return len(self._by_id)

@@ -17,7 +17,7 @@ import structlog
 from pyee.asyncio import AsyncIOEventEmitter
 
 from .auth import AgentAccount
-from .callerguard import CallerGuard
+from .callerguard import CallerGuard, subject_key
 from .calls import Call
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -64,6 +64,7 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
                                         on_detached=self._session_detached, on_resumed=self._session_resumed)
         self.guard = CallerGuard(settings, self.clock)
         self.calls: dict[str, Call] = {}
+        self._calls_by_subject: dict[tuple[str | None, str], dict[str, Call]] = {}  # live calls per caller identity
         self.relays: dict[str, Relay] = {}
         self.agents: dict[str, AgentState] = {}
         self.queue = CallQueue()
@@ -86,10 +87,13 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
             call = self.calls.get(session.call_id or "")
             return call is not None and call.state is not CallState.ENDED
 
-        for stale in self.guard.session_to_evict(identity, address, self.sessions.of_role("caller"), holds_call):
+        by_subject, by_address = ("caller", subject_key(identity)), ("caller-address", address)
+        same_address = self.sessions.members(by_address) if address is not None else None
+        for stale in self.guard.session_to_evict(self.sessions.members(by_subject), same_address, holds_call):
             self.release_session(stale)  # its socket is gone and the same caller (or address) is back
         session = self.sessions.create("caller", identity)
         session.address = address
+        self.sessions.file_under(session, by_subject, *((by_address,) if address is not None else ()))
         return session
 
     def start_call(
@@ -104,7 +108,7 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
             raise Unavailable("the gateway is shutting down", code="shutting_down")
         if session.call_id is not None and self.calls.get(session.call_id) and self.calls[session.call_id].state is not CallState.ENDED:
             raise InvalidState("this session already has a call", code="call_in_progress")
-        replaced = self.guard.check_start(session, (c for c in self.calls.values() if c.state is not CallState.ENDED))
+        replaced = self.guard.check_start(session, self._live_calls_of(session.principal))
         if len(self.queue) - (replaced is not None and replaced.id in self.queue) >= self.settings.max_queue_length:
             raise Unavailable("the queue is full, try again later", code="queue_full")
         if context.encoded_size() > self.settings.max_context_bytes:
@@ -123,8 +127,7 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
             created_at=self.clock.time(),
             history_limit=self.settings.card_history_events,
         )
-        self.calls[call.id] = call
-        self.relays[call.id] = Relay(call.id, self.media)
+        self._add_call(call)
         session.call_id = call.id
         self.guard.started(session)
         if replaced is not None and replaced.queue == call.queue:
@@ -146,6 +149,16 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
                 self._tell_closed(call, queue, ClosedReason.NO_AGENTS)
         self._publish_positions()
         return call
+
+    def _add_call(self, call: Call) -> None:
+        self.calls[call.id] = call
+        self.relays[call.id] = Relay(call.id, self.media)
+        self._calls_by_subject.setdefault(subject_key(call.identity), {})[call.id] = call
+
+    def _live_calls_of(self, identity: CallerIdentity) -> list[Call]:
+        """The calls of one caller identity that have not ended (kept per identity: no walk over every call)."""
+        return [c for c in self._calls_by_subject.get(subject_key(identity), {}).values()
+                if c.state is not CallState.ENDED]
 
     def _replace(self, old: Call, new: Call) -> None:
         """The same caller started `new`: `old` leaves the line now and ends (reason replaced)."""
@@ -579,8 +592,7 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         promise is kept; the caller is not connected (when an agent takes it, callback.ready fires as usual)."""
         if call.id in self.calls or call.state is not CallState.QUEUED:
             return
-        self.calls[call.id] = call
-        self.relays[call.id] = Relay(call.id, self.media)
+        self._add_call(call)
         self.queue.add(call)
         log.info("call.callback_restored", call_id=call.id, queue=call.queue)
         self.emit("call.updated", call)
@@ -703,6 +715,11 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         self._cancel_call_timers(call.id)
         was_waiting = call.waiting
         self.queue.remove(call.id)
+        mine = self._calls_by_subject.get(subject_key(call.identity))
+        if mine is not None:
+            mine.pop(call.id, None)
+            if not mine:
+                del self._calls_by_subject[subject_key(call.identity)]
         self.positions.forget(call.id)
         call.ended_at = now()
         call.end_reason = reason
