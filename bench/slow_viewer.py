@@ -30,13 +30,6 @@ sys.path.insert(0, str(ROOT))
 ADDRESS = "10.77.0.3"
 
 
-async def sh(*command: str, check: bool = True) -> None:
-    process = await asyncio.create_subprocess_exec(*command, stderr=asyncio.subprocess.PIPE)
-    _, err = await process.communicate()
-    if check and process.returncode:
-        raise SystemExit(f"{' '.join(command)}: {err.decode().strip()}")
-
-
 def noisy(track) -> None:
     """Busy pictures below the counter cells, so that the caller's encoder really uses its ~500 kbit/s."""
     import numpy as np
@@ -56,99 +49,87 @@ def noisy(track) -> None:
 
 async def main(seconds: float, rate: str, aux_audio: bool) -> dict:
     from gateway.auth import mint_caller_token
-    from tests.support import clients, media
+    from tests.support import clients, media, netns
     from tests.support.clients import Agent, Caller, wait_until
     from tests.support.server import TEST_SECRET, running_gateway
 
     noisy(media)
 
-    await sh("ip", "addr", "add", f"{ADDRESS}/32", "dev", "lo")
-    try:
-        async with running_gateway() as gw:
-            alice = Agent(gw.base_url)
-            await alice.connect()
-            caller = Caller(gw.base_url, mint_caller_token(TEST_SECRET, sub="bench", name="Bench"))
-            await caller.connect()
-            await caller.start("video", tone_hz=880)
-            offer = await alice.wait_offer()
-            call_id = offer["call_id"]
-            await alice.accept(call_id)
-            sam = Agent(gw.base_url, "sam", "sam-demo")
-            await sam.connect(available=False)
-            await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
-            clients.LOOPBACK[:] = [ADDRESS]  # the supervisor's peer gathers on its own address only
-            try:
-                await sam.join_media(call_id, aux_audio=aux_audio)
-            finally:
-                clients.LOOPBACK[:] = ["127.0.0.1"]
-            await wait_until(lambda: "video" in sam.peer.slots and len(sam.peer.slots["video"].counters) > 30, 15)
-            await wait_until(lambda: "video" in alice.peer.slots and len(alice.peer.slots["video"].counters) > 30, 15)
+    async with netns.extra_address(ADDRESS), running_gateway() as gw:
+        alice = Agent(gw.base_url)
+        await alice.connect()
+        caller = Caller(gw.base_url, mint_caller_token(TEST_SECRET, sub="bench", name="Bench"))
+        await caller.connect()
+        await caller.start("video", tone_hz=880)
+        offer = await alice.wait_offer()
+        call_id = offer["call_id"]
+        await alice.accept(call_id)
+        sam = Agent(gw.base_url, "sam", "sam-demo")
+        await sam.connect(available=False)
+        await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
+        clients.LOOPBACK[:] = [ADDRESS]  # the supervisor's peer gathers on its own address only
+        try:
+            await sam.join_media(call_id, aux_audio=aux_audio)
+        finally:
+            clients.LOOPBACK[:] = ["127.0.0.1"]
+        await wait_until(lambda: "video" in sam.peer.slots and len(sam.peer.slots["video"].counters) > 30, 15)
+        await wait_until(lambda: "video" in alice.peer.slots and len(alice.peer.slots["video"].counters) > 30, 15)
 
-            sender = next(t.sender for t in caller.peer.pc.getTransceivers() if t.kind == "video")
-            asked: list[float] = []
-            original = sender._send_keyframe
+        sender = next(t.sender for t in caller.peer.pc.getTransceivers() if t.kind == "video")
+        asked: list[float] = []
+        original = sender._send_keyframe
 
-            def spy() -> None:
-                asked.append(time.monotonic())
-                original()
+        def spy() -> None:
+            asked.append(time.monotonic())
+            original()
 
-            sender._send_keyframe = spy
-            producer = gw.board.relays[call_id].caller.producers["video"]
-            keyframes_before = producer.keyframes
-            sam_video, alice_video = sam.peer.slots["video"], alice.peer.slots["video"]
-            sam_audio = sam.peer.slots["audio"]
-            alice_frames = len(alice_video.counters)
-            sam_frames = len(sam_video.counters)
+        sender._send_keyframe = spy
+        producer = gw.board.relays[call_id].caller.producers["video"]
+        keyframes_before = producer.keyframes
+        sam_video, alice_video = sam.peer.slots["video"], alice.peer.slots["video"]
+        sam_audio = sam.peer.slots["audio"]
+        alice_frames = len(alice_video.counters)
+        sam_frames = len(sam_video.counters)
 
-            await sh("tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "1", "r2q", "1000")
-            try:
-                await sh("tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit")
-                await sh("tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:2", "htb", "rate", rate,
-                         "ceil", rate)
-                await sh("tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-                         "match", "ip", "dst", f"{ADDRESS}/32", "flowid", "1:2")
-                start = time.monotonic()
-                await asyncio.sleep(seconds * 2 / 3)
-                last_third = len(sam_video.arrivals)
-                await asyncio.sleep(seconds / 3 - 3)
-                # The caller's tone changes: how long until the supervisor hears it?
-                audio_mark = sam_audio.mark()
-                tone = next(s.track for s in caller.peer.pc.getSenders() if s.track and s.track.kind == "audio")
-                changed = time.monotonic()
-                tone.frequency = 1320
-                audio_delay = None
-                while time.monotonic() - changed < 3:
-                    await asyncio.sleep(0.02)
-                    if sam_audio.audio_since(audio_mark) >= 3 and abs(sam_audio.frequency_since(audio_mark, 3) - 1320) < 60:
-                        audio_delay = time.monotonic() - changed
-                        break
-                shaped_for = time.monotonic() - start
-            finally:
-                await sh("tc", "qdisc", "del", "dev", "lo", "root", check=False)
+        async with netns.shaped(ADDRESS, rate):
+            start = time.monotonic()
+            await asyncio.sleep(seconds * 2 / 3)
+            last_third = len(sam_video.arrivals)
+            await asyncio.sleep(seconds / 3 - 3)
+            # The caller's tone changes: how long until the supervisor hears it?
+            audio_mark = sam_audio.mark()
+            tone = next(s.track for s in caller.peer.pc.getSenders() if s.track and s.track.kind == "audio")
+            changed = time.monotonic()
+            tone.frequency = 1320
+            audio_delay = None
+            while time.monotonic() - changed < 3:
+                await asyncio.sleep(0.02)
+                if sam_audio.audio_since(audio_mark) >= 3 and abs(sam_audio.frequency_since(audio_mark, 3) - 1320) < 60:
+                    audio_delay = time.monotonic() - changed
+                    break
+            shaped_for = time.monotonic() - start
 
-            sent_at = caller.video.sent_at
-            delays = [arrived - sent_at[c] for c, arrived in
-                      zip(sam_video.counters[sam_frames:], sam_video.arrivals[sam_frames:])
-                      if c is not None and c in sent_at]
-            result = {
-                "shaped_s": round(shaped_for, 1),
-                "rate": rate,
-                "keyframe_requests_to_caller": len(asked),
-                "keyframes_from_caller": producer.keyframes - keyframes_before,
-                "supervisor_video_frames": len(sam_video.counters) - sam_frames,
-                "supervisor_video_frames_last_third": len(sam_video.arrivals) - last_third,
-                "supervisor_video_delay_p50_s": round(statistics.median(delays), 2) if delays else None,
-                "supervisor_video_delay_max_s": round(max(delays), 2) if delays else None,
-                "supervisor_audio_delay_s": round(audio_delay, 2) if audio_delay is not None else ">3",
-                "agent_video_frames": len(alice_video.counters) - alice_frames,
-                "video_events": [m for m in sam.ws.messages if m.get("type") == "media.video"],
-            }
-            await sam.close()
-            await caller.close()
-            await alice.close()
-            return result
-    finally:
-        await sh("ip", "addr", "del", f"{ADDRESS}/32", "dev", "lo", check=False)
+        sent_at = caller.video.sent_at
+        delays = [arrived - sent_at[c] for c, arrived in
+                  zip(sam_video.counters[sam_frames:], sam_video.arrivals[sam_frames:])
+                  if c is not None and c in sent_at]
+        result = {
+            "shaped_s": round(shaped_for, 1),
+            "rate": rate,
+            "keyframe_requests_to_caller": len(asked),
+            "keyframes_from_caller": producer.keyframes - keyframes_before,
+            "supervisor_video_frames": len(sam_video.counters) - sam_frames,
+            "supervisor_video_frames_last_third": len(sam_video.arrivals) - last_third,
+            "supervisor_video_delay_p50_s": round(statistics.median(delays), 2) if delays else None,
+            "supervisor_video_delay_max_s": round(max(delays), 2) if delays else None,
+            "supervisor_audio_delay_s": round(audio_delay, 2) if audio_delay is not None else ">3",
+            "agent_video_frames": len(alice_video.counters) - alice_frames,
+            "video_events": [m for m in sam.ws.messages if m.get("type") == "media.video"],
+        }
+        await sam.close()
+        await caller.close()
+        await alice.close()
+        return result
 
 
 if __name__ == "__main__":
