@@ -33,6 +33,7 @@ from bench.media import EncodedLoop, FrameMeter, ReplayTrack, answer_keyframe_re
 from gateway.auth import mint_caller_token  # noqa: E402
 from gateway.media import hooks  # noqa: E402
 from tests.support.clients import WsClient  # noqa: E402
+from signaling.looplag import LoopLag  # noqa: E402
 
 FREEZE_S = 0.2
 
@@ -55,6 +56,7 @@ class CallResult:
     audio_back_sent: int = 0
     audio_back_received: int = 0
     freezes: int = 0
+    ended: str | None = None  # the call ended by the system during the run: its reason (e.g. media_failed)
     video_delay_ms: list[float] = field(default_factory=list)
     audio_delay_ms: list[float] = field(default_factory=list)
 
@@ -193,7 +195,19 @@ class Call(MeasuredCall):
         await self.agent_pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         self.call_id = call_id
 
+    def measure(self, window: tuple[float, float]) -> None:
+        super().measure(window)
+        ended = [m for m in self.caller_ws.messages + self.agent_ws.messages if m.get("type") == "call.ended"]
+        if ended:
+            self.result.ended = str(ended[0].get("reason"))
+            self.result.ok = False
+
     async def close(self) -> None:
+        if getattr(self, "call_id", None) and not self.result.ended:
+            try:  # hang up first: a peer connection closed under a live call is recorded as media_failed
+                await self.caller_ws.request({"type": "call.hangup", "call_id": self.call_id}, timeout=5)
+            except Exception:  # noqa: BLE001 - teardown of a load test
+                pass
         for ws in (self.caller_ws, self.agent_ws):
             try:
                 await ws.close()
@@ -457,9 +471,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.start_at > now_wall:
         await asyncio.sleep(args.start_at - now_wall)
     await asyncio.sleep(args.warmup)
+    # This client's own event-loop lag over the window: a late client reports its own delays (and misses ICE
+    # consent answers) as if they were the server's. Above ~0.5 s the run measures the client, not the server.
+    lags: list[float] = []
+    monitor = LoopLag(lags.append, warn_s=float("inf"))
+    monitor.start()
     cpu0, t0 = cpu_seconds(), time.monotonic()
     await asyncio.sleep(args.hold)
     cpu1, t1 = cpu_seconds(), time.monotonic()
+    await monitor.stop()
     for call in calls:
         if call.result.error is None:
             call.measure((t0, t1))
@@ -470,6 +490,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "errors": errors,
         "window_s": t1 - t0,
         "worker_cpu": (cpu1 - cpu0) / (t1 - t0),
+        "loop_lag_max_s": max(lags, default=0.0),
         "pid": os.getpid(),
     }
 
@@ -493,6 +514,11 @@ def main() -> None:
     args = parser.parse_args()
     if not args.janus and not (args.url and args.secret):
         parser.error("either --janus, or --url and --secret")
+    if os.environ.get("LOADGEN_LOG"):  # the clients' ICE/DTLS story (aioice, aiortc), for a failed run
+        import logging
+
+        logging.basicConfig(filename=os.environ["LOADGEN_LOG"], level=logging.INFO,
+                            format="%(asctime)s %(name)s %(message)s")
     print(json.dumps(asyncio.run(run(args))))
 
 

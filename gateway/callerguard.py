@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from .calls import Call
 from .clock import Clock
@@ -43,20 +43,20 @@ class CallerGuard:
         self._starts_by_address = SlidingWindow(settings.caller_call_starts_per_address_per_minute, 60.0, clock)
 
     # -- sessions
-    def session_to_evict(self, same_caller: Iterable[Session], same_address: Iterable[Session] | None,
+    def session_to_evict(self, same_caller: Collection[Session], same_address: Collection[Session] | None,
                          holds_call: Callable[[Session], bool] = lambda _s: False) -> list[Session]:
         """Before a new caller session: the detached sessions to drop to stay within the limits (those without a
         live call first, then the oldest), or RateLimited when the limit is held by connected sessions only.
         `same_caller` / `same_address`: the live caller sessions of this identity / address, oldest first.
         Changes nothing."""
         evict: list[Session] = []
-        groups = [([s for s in same_caller if not s.ended], self.settings.caller_max_sessions_per_subject,
-                   "this caller")]
+        groups = [(same_caller, self.settings.caller_max_sessions_per_subject, "this caller")]
         if same_address is not None:
-            groups.append(([s for s in same_address if not s.ended], self.settings.caller_max_sessions_per_address,
-                           "this address"))
-        for members, limit, who in groups:
-            members = [s for s in members if s not in evict]
+            groups.append((same_address, self.settings.caller_max_sessions_per_address, "this address"))
+        for group, limit, who in groups:
+            if len(group) + 1 <= limit:  # within the limit however many have ended: nothing to walk
+                continue
+            members = [s for s in group if not s.ended and s not in evict]
             excess = len(members) + 1 - limit
             if excess <= 0:
                 continue

@@ -279,6 +279,20 @@ class Settings(BaseSettings):
         description="WebSocket ping interval; a peer that does not answer within half of it is treated as gone "
                     "(its session detaches and waits resume_grace_s)")
     hello_timeout_s: float = Field(10.0, gt=0, le=120)
+    setups_per_loop_iteration: int = Field(
+        8, ge=1, le=10_000,
+        description="WebSocket handshakes, hellos and call.starts handled per turn of the event loop; the rest "
+                    "wait for the next turn, so that a crowd joining at once does not stall media and ICE answers "
+                    "(signaling/turnstile.py)")
+    gc_sweep_interval_s: float = Field(
+        30.0, ge=0, le=3600,
+        description="`callin serve` runs Python's full garbage collections itself, this often, each walking only "
+                    "what became long-lived since the last (see gateway/gcpolicy.py); 0: Python's default "
+                    "collector, which stops the process for about a second at a time when 10,000 callers wait")
+    gc_complete_every: int = Field(
+        10, ge=1, le=1000,
+        description="every Nth sweep walks everything (frees garbage among long-lived objects): the one long "
+                    "pause, every gc_sweep_interval_s * gc_complete_every seconds")
     max_queue_length: int = Field(1000, ge=1)
     # -- queue positions (issue 9: a queue of 10,000)
     position_update_interval_s: float = Field(

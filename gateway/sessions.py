@@ -12,7 +12,7 @@ import asyncio
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,9 +155,10 @@ class SessionRegistry:
         for key in keys:
             self._groups.setdefault(key, {})[session.id] = session
 
-    def members(self, key: Hashable) -> list[Session]:
-        """The live sessions filed under `key`, oldest first: O(members), whatever the number of sessions."""
-        return list(self._groups.get(key, {}).values())
+    def members(self, key: Hashable) -> Collection[Session]:
+        """The live sessions filed under `key`, oldest first (a view: its len() costs nothing; read it before
+        removing any session)."""
+        return self._groups.get(key, {}).values()
 
     def resume(self, token: str, role: str, same_principal: Callable[[Any], bool],
                last_seq: int | None = None) -> Session:

@@ -38,6 +38,7 @@ from .keys import (
     CALLER_TOKENS,
     CALLS,
     LIVE_SOCKETS,
+    TURNSTILE,
     DATABASE,
     DESTINATIONS,
     METRICS,
@@ -53,6 +54,8 @@ from .keys import (
 from .files import file_routes
 from .hardening import security_headers, warn_without_public_url
 from .shutdown import LiveSockets, graceful_stop
+from .looplag import LoopLag
+from .turnstile import Turnstile
 from .metrics import Metrics
 from .signins import LiveSignIns
 from .outbound import guarded_session, webhook_sender
@@ -116,6 +119,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_attachments_ctx)
     app.cleanup_ctx.append(_switchboard_ctx)
     app[LIVE_SOCKETS] = LiveSockets()
+    app[TURNSTILE] = Turnstile(settings.setups_per_loop_iteration)
     app.on_shutdown.append(graceful_stop)
     return app
 
@@ -205,9 +209,12 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     wallboard.start()
     app[WALLBOARD] = wallboard
     app[LIVE_SIGNINS].start()
+    lag = LoopLag(app[METRICS].loop_lag.observe)
+    lag.start()
     app[READY]["ready"] = True
     yield
     app[READY]["ready"] = False
+    await lag.stop()
     await app[LIVE_SIGNINS].stop()
     await wallboard.stop()
     await board.close()  # ends live calls: their records are written before the recorder stops

@@ -54,6 +54,7 @@ class CallerConnection(Connection):
         session = self.session
         match message:
             case p.StartCall():
+                await self.turnstile.turn()
                 call = self.board.start_call(session, message.call_type, message.location, message.context)
                 self.metrics.calls_started.labels(call_type=call.call_type.value).inc()
                 await self.durable(call)

@@ -8,6 +8,7 @@ import getpass
 import json
 import ssl
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from gateway.auth import ConfigError, mint_caller_token
 from gateway.config import Settings
 from gateway.errors import GatewayError
+from gateway.gcpolicy import GcPolicy
 from gateway.store.accounts import AccountStore, Role
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
@@ -24,7 +26,7 @@ from gateway.store.db import Database
 from . import logs
 from .hardening import server_options
 from .app import create_app
-from .keys import SETTINGS
+from .keys import METRICS, SETTINGS
 from .protocol import json_schema
 
 
@@ -45,10 +47,25 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 HANDLER_CUTOFF_S = 0.5
+# The record writer is a thread of this process. Each socket call of the event loop (every media packet) lets go of
+# the GIL and, when that thread is busy, waits up to the switch interval to get it back: CPython's 5 ms default
+# costs media a frame's worth of delay per packet while records are written. 1 ms keeps the loop moving.
+SWITCH_INTERVAL_S = 0.001
+
+
+async def _gc_policy_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The process's garbage-collection policy (gateway/gcpolicy.py): only for a served process, which owns it."""
+    settings, metrics = app[SETTINGS], app[METRICS]
+    policy = GcPolicy(settings.gc_sweep_interval_s, settings.gc_complete_every,
+                      lambda kind, seconds: metrics.gc_pause.labels(kind=kind).observe(seconds))
+    policy.start()
+    yield
+    await policy.stop()
 
 
 def _run(settings: Settings, banner: str | None = None) -> None:
     logs.configure(settings.log_level, settings.log_format)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     app = create_app(settings)
     settings = app[SETTINGS]
 
@@ -57,6 +74,8 @@ def _run(settings: Settings, banner: str | None = None) -> None:
             print(banner.format(base=settings.base_url), flush=True)
 
     app.on_startup.append(print_banner)
+    if settings.gc_sweep_interval_s > 0:
+        app.cleanup_ctx.append(_gc_policy_ctx)  # last: what the app loads at start is frozen with the rest
     # The sockets are told and closed in on_shutdown (signaling/shutdown.py) within shutdown_grace_s; what aiohttp
     # waits for afterwards (twice: for the handlers to finish, then after cancelling them) is only what is stuck.
     web.run_app(app, host=settings.host, port=settings.port, ssl_context=_ssl_context(settings),

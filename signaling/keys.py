@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .signins import LiveSignIns
     from .shutdown import LiveSockets
+    from .turnstile import Turnstile
 
 SETTINGS = web.AppKey("settings", Settings)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
@@ -46,3 +47,4 @@ WEBHOOK_DISPATCHER = web.AppKey("webhook_dispatcher", WebhookDispatcher)
 DESTINATIONS = web.AppKey("destinations", DestinationPolicy)
 SIGNIN_THROTTLE = web.AppKey("signin_throttle", SignInThrottle)
 LIVE_SOCKETS: web.AppKey["LiveSockets"] = web.AppKey("live_sockets")
+TURNSTILE: web.AppKey["Turnstile"] = web.AppKey("turnstile")

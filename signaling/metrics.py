@@ -71,6 +71,16 @@ class Metrics:
             buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
         )
 
+        self.loop_lag = Histogram(
+            "callin_event_loop_lag_seconds", "How late the event loop woke a task that asked to wake every 0.1 s",
+            registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+        self.gc_pause = Histogram(
+            "callin_gc_pause_seconds", "Full garbage collections run by the GC policy, by kind (sweep, complete)",
+            ["kind"], registry=r, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+
     def bind_webhooks(self, dispatcher: WebhookDispatcher) -> None:
         self.registry.register(_Webhooks(dispatcher))
 

@@ -39,7 +39,7 @@ from gateway.sessions import Numbered, Session
 from gateway.switchboard import Switchboard
 
 from . import protocol as p
-from .keys import ATTACHMENTS, LIVE_SOCKETS, METRICS, SWITCHBOARD
+from .keys import ATTACHMENTS, LIVE_SOCKETS, METRICS, SWITCHBOARD, TURNSTILE
 from .outbox import Outbox, Wire
 
 log = structlog.get_logger("callin.ws")
@@ -123,6 +123,7 @@ class Connection:
         self.board: Switchboard = request.app[SWITCHBOARD]
         self.settings = self.board.settings
         self.metrics = request.app[METRICS]
+        self.turnstile = request.app[TURNSTILE]  # costly set-up steps: a few per turn of the event loop
         self.ws = web.WebSocketResponse(heartbeat=self.settings.ws_heartbeat_s, timeout=CLOSE_WAIT_S,
                                         max_msg_size=4 * self.settings.max_message_bytes)
         self.session: Session | None = None
@@ -229,6 +230,7 @@ class Connection:
                 raise web.HTTPUnauthorized(  # the same {code, reason} body as every REST error
                     text=json.dumps({"code": exc.code, "reason": exc.reason}), content_type="application/json"
                 ) from None
+        await self.turnstile.turn()
         await self.ws.prepare(self.request)
         self._writer_task = writer = asyncio.ensure_future(self._writer())
         gauge = self.metrics.ws_connections.labels(role=self.role)
@@ -273,6 +275,7 @@ class Connection:
             return False
         if raw is None:
             return False
+        await self.turnstile.turn()
         try:
             message = p.parse(self.adapter, raw, self.settings.max_message_bytes)
             if not isinstance(message, p.Hello):

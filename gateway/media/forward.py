@@ -59,6 +59,7 @@ class ForwardTrack(MediaStreamTrack):
         self.paused = False
         self.stats = ForwardStats()
         self.budget: Any = None  # this viewer's KeyframeBudget (video)
+        self.source: Any = None  # the Producer this viewer is attached to
 
     def set_codec(self, codec: str) -> None:
         self._codec = codec
@@ -213,6 +214,7 @@ class Producer:
             consumer.restart()
         consumer.set_codec(self.codec)
         consumer._on_keyframe_needed = self.request_keyframe
+        consumer.source = self
         if hasattr(consumer, "_replay"):
             consumer._replay = self.replay
         self.consumers.append(consumer)
@@ -224,6 +226,8 @@ class Producer:
     def detach(self, consumer: Any) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
+        if getattr(consumer, "source", None) is self:
+            consumer.source = None
 
     def request_keyframe(self) -> None:
         """Rate-limited: at most one request per interval, but a request inside the interval is not lost."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from typing import Any
 from collections.abc import Callable
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -81,6 +82,7 @@ class RtpForwarder:
         self.closed = False
         self.stats = ForwardStats()
         self.budget: KeyframeBudget | None = None  # this viewer's keyframe budget (video)
+        self.source: Any = None  # the Producer this viewer is attached to (forward.Producer)
 
     def set_codec(self, codec: str) -> None:
         self._clock_rate = CLOCK_RATES.get(codec, self._clock_rate)

@@ -112,6 +112,12 @@ class KeyframeBudget:
             self._pending = None
 
 
+def _shared(consumer: Any) -> bool:
+    """Whether the stream a consumer forwards also goes to other viewers (unknown: assume it does)."""
+    source = getattr(consumer, "source", None)
+    return source is None or len(source.consumers) > 1
+
+
 class ViewerGuard:
     """Pauses and resumes the video sent to one viewer (one leg); driven by `check(backlog, now)`. `consumers` are
     the leg's outgoing streams (RtpForwarder / ForwardTrack: `kind`, `budget`, `pause()`, `resume()`)."""
@@ -144,7 +150,10 @@ class ViewerGuard:
             if self._over >= (1 if probation else BACKLOG_CHECKS_TO_PAUSE):
                 self._pause(video, PauseReason.BACKLOG, now)
                 return
-            overruns = sum(c.budget.overruns_since(now - OVERRUN_WINDOW_S) for c in video if c.budget is not None)
+            # Keyframes asked for by a lone viewer cost nobody else (its budget already spaces them out): only a
+            # viewer whose requests reach other viewers too is paused for them.
+            overruns = sum(c.budget.overruns_since(now - OVERRUN_WINDOW_S) for c in video
+                           if c.budget is not None and _shared(c))
             if overruns >= OVERRUNS_TO_PAUSE:
                 self._pause(video, PauseReason.KEYFRAMES, now)
             return

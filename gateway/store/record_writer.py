@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import threading
 import time
 from collections import deque
@@ -50,14 +51,18 @@ class Pending:
     generation: int = 0  # of the latest snapshot: what a commit of this row makes durable
 
 
-def upsert_calls(dialect: str, columns: list[str]) -> Insert:
-    """INSERT ... ON CONFLICT (id) DO UPDATE of the given columns (SQLite and PostgreSQL speak the same here)."""
+@functools.lru_cache(maxsize=16)
+def upsert_calls(dialect: str, columns: tuple[str, ...]) -> Insert:
+    """INSERT ... ON CONFLICT (id) DO UPDATE of the given columns (SQLite and PostgreSQL speak the same here).
+    Built once per column set: building `excluded` walks every column, and a writer thread that spends its time in
+    Python holds the GIL that the event loop (media included) needs after each socket call."""
     module: Any = postgresql if dialect == "postgresql" else sqlite
     statement = module.insert(CallRow.__table__)
     return statement.on_conflict_do_update(index_elements=["id"],
                                            set_={c: statement.excluded[c] for c in columns if c != "id"})
 
 
+@functools.lru_cache(maxsize=4)
 def insert_events(dialect: str) -> Insert:
     """Events are keyed by (call_id, seq): a batch retried after an unknown commit outcome adds nothing twice."""
     module: Any = postgresql if dialect == "postgresql" else sqlite
@@ -265,7 +270,7 @@ class RecordWriter:
         rows = [pending.columns for _, pending in batch]
         events = [event for _, pending in batch for event in pending.events]
         async with db.session() as session, session.begin():
-            await session.execute(upsert_calls(db.dialect, list(rows[0])), rows)
+            await session.execute(upsert_calls(db.dialect, tuple(rows[0])), rows)
             if events:
                 await session.execute(insert_events(db.dialect), events)
         self.batches += 1

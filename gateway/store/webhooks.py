@@ -68,9 +68,16 @@ def _public(row: WebhookRow) -> dict[str, Any]:
     return {"id": row.id, "url": row.url, "events": row.events, "created_at": row.created_at, "active": row.active}
 
 
+SUBSCRIBERS_TTL_S = 5.0  # how soon a change made elsewhere (another node, `callin` on the command line) applies
+
+
 class WebhookStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, subscribers_ttl_s: float = SUBSCRIBERS_TTL_S) -> None:
         self.db = db
+        # Every call event asks who subscribes: read once per ttl (and after every change made here), not per event.
+        self._ttl_s = subscribers_ttl_s
+        self._active: list[tuple[str, str, str, list[str]]] | None = None
+        self._read_at = 0.0
 
     async def create(self, url: str, events: list[str]) -> dict[str, Any]:
         """Returns the endpoint with its signing secret (shown only here)."""
@@ -78,6 +85,7 @@ class WebhookStore:
                          secret="whsec_" + secrets.token_urlsafe(32), created_at=now(), active=True)
         async with self.db.session() as session, session.begin():
             session.add(row)
+        self._active = None
         return {**_public(row), "secret": row.secret}
 
     async def list(self) -> list[dict[str, Any]]:
@@ -91,11 +99,15 @@ class WebhookStore:
             if row is None:
                 raise NotFound(f"no webhook {webhook_id}", code="unknown_webhook")
             await session.delete(row)
+        self._active = None
 
     async def subscribers(self, event: str) -> list[tuple[str, str, str]]:
-        async with self.db.session() as session:
-            rows = (await session.scalars(select(WebhookRow).where(WebhookRow.active.is_(True)))).all()
-        return [(r.id, r.url, r.secret) for r in rows if event in r.events]
+        if self._active is None or time.monotonic() - self._read_at > self._ttl_s:
+            async with self.db.session() as session:
+                rows = (await session.scalars(select(WebhookRow).where(WebhookRow.active.is_(True)))).all()
+            self._active = [(r.id, r.url, r.secret, list(r.events)) for r in rows]
+            self._read_at = time.monotonic()
+        return [(id_, url, secret) for id_, url, secret, events in self._active if event in events]
 
     async def deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
         async with self.db.session() as session:

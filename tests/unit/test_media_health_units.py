@@ -106,8 +106,17 @@ def test_guard_pauses_video_only_on_a_lasting_backlog_and_resumes_once_drained()
     assert not video.paused
 
 
+class FakeSource:
+    def __init__(self, *consumers: FakeConsumer) -> None:
+        self.consumers = list(consumers)
+        for consumer in consumers:
+            consumer.source = self
+
+
 def test_guard_pauses_a_viewer_that_keeps_overrunning_its_keyframe_budget():
-    video = FakeConsumer("video")
+    """...when the keyframes it causes go to other viewers too (the slow supervisor beside the agent)."""
+    video, other = FakeConsumer("video"), FakeConsumer("video")
+    FakeSource(video, other)
     changes: list[tuple[bool, str]] = []
     guard = ViewerGuard(ViewerConfig(), lambda: [video], lambda paused, reason: changes.append((paused, reason)))
     video.budget._overruns.extend([0.0, 1.0])  # two requests over the budget: not yet
@@ -115,6 +124,21 @@ def test_guard_pauses_a_viewer_that_keeps_overrunning_its_keyframe_budget():
     assert not video.paused
     video.budget._overruns.append(2.0)
     guard.check(0, 2.0)
+    assert video.paused and changes == [(True, "keyframes")]
+
+
+def test_a_lone_viewer_over_its_keyframe_budget_keeps_its_video():
+    """The only viewer of a stream (the agent of a one-to-one call on a lossy link) costs nobody else: its requests
+    are spaced out by its budget, and its picture is not taken away. Once a second viewer joins, the rule applies."""
+    video = FakeConsumer("video")
+    source = FakeSource(video)
+    changes: list[tuple[bool, str]] = []
+    guard = ViewerGuard(ViewerConfig(), lambda: [video], lambda paused, reason: changes.append((paused, reason)))
+    video.budget._overruns.extend([0.0, 0.5, 1.0, 1.5, 2.0])
+    guard.check(0, 2.0)
+    assert not video.paused and changes == []
+    source.consumers.append(FakeConsumer("video"))  # a supervisor starts watching
+    guard.check(0, 2.5)
     assert video.paused and changes == [(True, "keyframes")]
 
 
