@@ -80,7 +80,7 @@ class InCallControls:
         if call.held == held:
             raise InvalidState("the call is already " + ("on hold" if held else "off hold"), code="hold_unchanged")
         call.held = held
-        self.relays[call.id].set_scene(held=held)
+        self.plane.set_scene(call.id, held=held)
         call.log("hold" if held else "resume", by=call.agent)
         self._to_caller(call, CallHeld(call_id=call.id, held=held))
         self._to_agent(call.agent, CallHeld(call_id=call.id, held=held))
@@ -124,7 +124,7 @@ class InCallControls:
         call.held = False
         call.agent = None
         call.answered_at = None
-        self.relays[call.id].set_scene(agent=None, held=False)
+        self.plane.set_scene(call.id, agent=None, held=False)
         self._to_caller(call, CallTransferring(call_id=call.id, mode="blind"))
         if target is not None:
             self.queue.add(call)
@@ -146,9 +146,8 @@ class InCallControls:
         """The agent's part is over (transferred on): close their leg, tell them, make them available."""
         if username is None:
             return
-        relay = self.relays.get(call.id)
-        if relay is not None:
-            await relay.remove_agent(username)
+        await self.plane.remove(call.id, username)
+        self._untrack_legs(call.id, username)
         agent = self.agents.get(username)
         if agent is None:
             return
@@ -191,7 +190,7 @@ class InCallControls:
         state.status = AgentStatus.BUSY
         session.call_id = call.id
         call.held = True
-        self.relays[call.id].set_scene(consult=state.username, held=True)
+        self.plane.set_scene(call.id, consult=state.username, held=True)
         call.log("consult_joined", agent=state.username, by=call.agent)
         self._to_caller(call, CallHeld(call_id=call.id, held=True))
         self._to_agent(call.agent, ConsultState(call_id=call.id, state="joined", colleague=state.username))
@@ -214,9 +213,7 @@ class InCallControls:
         call.consult = None
         call.consult_joined = False
         call.held = False
-        relay = self.relays.get(call.id)
-        if relay is not None:
-            relay.set_scene(consult=None, held=False)
+        self.plane.set_scene(call.id, consult=None, held=False)
         if joined:
             self._to_caller(call, CallHeld(call_id=call.id, held=False))
             await self._release_agent_from_call(call, colleague, ConsultState(call_id=call.id, state=reason,
@@ -245,8 +242,7 @@ class InCallControls:
         call.consult_joined = False
         call.held = False
         call.transferred_from = previous
-        relay = self.relays[call.id]
-        relay.set_scene(agent=colleague, consult=None, held=False)
+        self.plane.set_scene(call.id, agent=colleague, consult=None, held=False)
         await self._release_agent_from_call(call, previous, CallTransferred(call_id=call.id, to=colleague or ""))
         call.log("transferred", transfer="warm", by=previous, to=colleague)
         new_agent = self.agents[colleague]  # type: ignore[index]
@@ -270,7 +266,7 @@ class InCallControls:
             raise InvalidState("you are in this call", code="already_in_call")
         previous = call.supervisors.get(account.username)
         call.supervisors[account.username] = mode.value
-        self.relays[call.id].set_scene(supervisors={k: SuperviseMode(v) for k, v in call.supervisors.items()})
+        self.plane.set_scene(call.id, supervisors={k: SuperviseMode(v) for k, v in call.supervisors.items()})
         session.call_id = call.id
         call.log("supervise", supervisor=account.username, mode=mode.value, previous=previous)
         log.info("call.supervise", call_id=call.id, supervisor=account.username, mode=mode.value)
@@ -288,10 +284,9 @@ class InCallControls:
 
     async def _drop_supervisor(self: "Switchboard", call: Call, username: str) -> None:
         call.supervisors.pop(username, None)
-        relay = self.relays.get(call.id)
-        if relay is not None:
-            relay.set_scene(supervisors={k: SuperviseMode(v) for k, v in call.supervisors.items()})
-            await relay.remove_agent(username)
+        self.plane.set_scene(call.id, supervisors={k: SuperviseMode(v) for k, v in call.supervisors.items()})
+        await self.plane.remove(call.id, username)
+        self._untrack_legs(call.id, username)
         call.log("supervise_stopped", supervisor=username)
         self._changed(call)
 

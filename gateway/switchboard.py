@@ -38,7 +38,9 @@ from .events import (
 )
 from .incall import InCallControls
 from .reconnects import Reconnects
-from .media import Leg, MediaConfig, Relay
+from .media import MediaConfig, Relay
+from .media.local import LocalPlane
+from .media.plane import Answer, LegEvent, MediaPlane
 from .positions import PositionNotices
 from .models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason, Location, now
 from .queues import ClosedReason, Queue, QueueDirectory
@@ -53,7 +55,8 @@ HOURS_RECHECK_MAX_S = 300.0
 
 
 class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
-    def __init__(self, settings: Settings, media: MediaConfig | None = None, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, media: MediaConfig | None = None, clock: Clock | None = None,
+                 plane: MediaPlane | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -65,7 +68,10 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         self.guard = CallerGuard(settings, self.clock)
         self.calls: dict[str, Call] = {}
         self._calls_by_subject: dict[tuple[str | None, str], dict[str, Call]] = {}  # live calls per caller identity
-        self.relays: dict[str, Relay] = {}
+        # Media: asked of the plane (in this process, or worker processes), never touched directly.
+        self.plane: MediaPlane = plane if plane is not None else LocalPlane(self.media)
+        self.plane.subscribe(self._on_leg_event)
+        self._legs: dict[str, tuple[str, str, str]] = {}  # leg id -> (call id, participant, label told to others)
         self.agents: dict[str, AgentState] = {}
         self.queue = CallQueue()
         self.estimator = WaitEstimator()  # the default queue's
@@ -152,7 +158,7 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
 
     def _add_call(self, call: Call) -> None:
         self.calls[call.id] = call
-        self.relays[call.id] = Relay(call.id, self.media)
+        self.plane.open_call(call.id)
         self._calls_by_subject.setdefault(subject_key(call.identity), {})[call.id] = call
 
     def _live_calls_of(self, identity: CallerIdentity) -> list[Call]:
@@ -179,19 +185,16 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         call = self.caller_call(session, call_id)
         if call.state is CallState.ENDED:
             raise InvalidState("the call has ended", code="call_ended")
-        relay = self.relays[call.id]
-        leg, answer = await relay.caller_offer(sdp)
-        self._watch_leg(call, leg, "caller")
+        answer = await self.plane.answer(call.id, "caller", sdp)
+        self._track_leg(call, answer, "caller", "caller")
         call.log("caller_media_offered")
-        return answer
+        return answer.sdp
 
     async def add_candidate(self, call: Call, participant: str, candidate: str | None,
                             sdp_mid: str | None, sdp_mline_index: int | None) -> None:
-        relay = self.relays.get(call.id)
-        leg = relay.leg(participant) if relay else None
-        if leg is None:
+        if not self.plane.has_call(call.id):
             raise InvalidState("send the offer before ICE candidates", code="no_offer")
-        await leg.add_ice_candidate(candidate, sdp_mid, sdp_mline_index)
+        await self.plane.add_candidate(call.id, participant, candidate, sdp_mid, sdp_mline_index)
 
     async def caller_hangup(self, session: Session, call_id: str | None) -> Call:
         call = self.caller_call(session, call_id)
@@ -261,7 +264,7 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         self.positions.forget(call.id)
         call.answered_at = now()
         call.agent = state.username
-        self.relays[call.id].set_scene(agent=state.username)
+        self.plane.set_scene(call.id, agent=state.username)
         call.transition(CallState.CONNECTED, agent=state.username)
         state.status = AgentStatus.BUSY
         state.call_id = call.id
@@ -297,11 +300,10 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         state, call = self._agent_call(session, call_id)
         if call.state is not CallState.CONNECTED or not self.is_participant(call, state.username):
             raise InvalidState("accept the call before sending media", code="not_accepted")
-        relay = self.relays[call.id]
-        leg, answer = await relay.agent_offer(state.username, sdp)
-        self._watch_leg(call, leg, "agent" if call.agent == state.username else state.username)
+        answer = await self.plane.answer(call.id, state.username, sdp)
+        self._track_leg(call, answer, state.username, "agent" if call.agent == state.username else state.username)
         call.log("agent_media_offered", agent=state.username)
-        return answer
+        return answer.sdp
 
     def agent_call(self, session: Session, call_id: str) -> Call:
         state, call = self._agent_call(session, call_id)
@@ -577,14 +579,12 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         call.log("callback_requested", phone_given=phone is not None)
         # The caller may leave: its media goes (a fresh relay waits for the rejoin) and its session going away no
         # longer ends the call; while the session lives it is still told positions and callback.ready.
-        old = self.relays.get(call.id)
-        self.relays[call.id] = Relay(call.id, self.media)
+        self._untrack_legs(call.id)
         session.call_id = None
         self._cancel_timer(self._wait_timers, call.id)
         log.info("call.callback_requested", call_id=call.id, queue=call.queue)
         self.emit("call.updated", call)
-        if old is not None:
-            await old.close()
+        await self.plane.reset_call(call.id)
         return call
 
     def restore_callback(self, call: Call) -> None:
@@ -757,9 +757,8 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
         log.info("call.ended", call_id=call.id, reason=reason.value, by=by, abandoned=was_waiting)
         self.emit("call.ended", call)
         await self.release_participants(call, event)
-        relay = self.relays.pop(call.id, None)
-        if relay is not None:
-            await relay.close()
+        await self.plane.close_call(call.id)
+        self._untrack_legs(call.id)
 
         self._dispatch()
         self._publish_positions()
@@ -773,45 +772,58 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
 
         self._forget_timers[call.id] = asyncio.get_running_loop().call_later(300, forget)
 
-    def _watch_leg(self, call: Call, leg: Leg, participant: str) -> None:
-        """participant: "caller", "agent" (the call's agent) or the username of a colleague or supervisor."""
-        side = participant not in ("caller", "agent")
+    @property
+    def relays(self) -> dict[str, Relay]:
+        """The in-process relays (a LocalPlane's), for tests and benchmarks that look inside a leg; empty when
+        media runs in worker processes."""
+        return getattr(self.plane, "relays", {})
 
-        def tell(event: Callable[[str], Event]) -> None:
+    def _track_leg(self, call: Call, answer: Answer, participant: str, label: str) -> None:
+        """label: "caller", "agent" (the call's agent) or the username of a colleague or supervisor."""
+        for leg_id in [k for k, v in self._legs.items() if v[0] == call.id and v[1] == participant]:
+            del self._legs[leg_id]  # a participant has one current leg
+        self._legs[answer.leg_id] = (call.id, participant, label)
+
+    def _untrack_legs(self, call_id: str, participant: str | None = None) -> None:
+        for leg_id in [k for k, v in self._legs.items() if v[0] == call_id and participant in (None, v[1])]:
+            del self._legs[leg_id]
+
+    def _on_leg_event(self, event: LegEvent) -> None:
+        """The media plane's one stream of leg events. Events of a leg that was replaced or removed are ignored."""
+        tracked = self._legs.get(event.leg_id)
+        call = self.calls.get(event.call_id)
+        if tracked is None or call is None:
+            return
+        label = tracked[2]
+        side = label not in ("caller", "agent")
+
+        def tell(make: Callable[[str], Event]) -> None:
             if side:  # a supervisor's or colleague's leg is their own business: the caller must not see it
-                self._to_agent(participant, event("self"))
+                self._to_agent(label, make("self"))
                 return
             for session_id in self._participant_sessions(call):
                 session = self.sessions.get(session_id)
                 if session is not None:
-                    session.deliver(event(participant))
+                    session.deliver(make(label))
 
-        def on_state(state: str) -> None:  # connection states, and the watchdog's disconnected/connected
+        if event.kind == "state":  # connection states, and the watchdog's disconnected/connected
+            state = event.state or ""
             tell(lambda name: MediaState(call_id=call.id, leg=name, state=state))
-
-        def on_video(paused: bool, reason: str) -> None:
-            call.log("video_paused" if paused else "video_resumed", leg=participant, reason=reason)
+        elif event.kind == "video":
+            paused, reason = bool(event.paused), event.reason or ""
+            call.log("video_paused" if paused else "video_resumed", leg=label, reason=reason)
             tell(lambda name: MediaVideo(call_id=call.id, leg=name, state="paused" if paused else "resumed",
                                          reason=reason))
-
-        def on_failed(reason: str = "failed") -> None:
-            relay = self.relays.get(call.id)
-            if relay is None or (leg is not relay.caller and leg not in relay.agents.values()):
-                return  # a leg already replaced (the caller left for a callback)
+        elif event.kind == "failed":
             if call.state is CallState.ENDED:
                 return  # the call ended first (a peer closes its connection once told)
-            call.log("media_failed", leg=participant, cause=reason)
-            if side and participant in call.supervisors:
-                self._spawn(self._drop_supervisor(call, participant))
-            elif side and participant == call.consult:
+            call.log("media_failed", leg=label, cause=event.reason or "failed")
+            if side and label in call.supervisors:
+                self._spawn(self._drop_supervisor(call, label))
+            elif side and label == call.consult:
                 self._spawn(self._end_consult(call, "media_failed"))
             else:
                 self._spawn(self.end_call(call, EndReason.MEDIA_FAILED, "system"))
-
-        leg.on("state", on_state)
-        leg.on("media", on_state)
-        leg.on("video", on_video)
-        leg.on("failed", on_failed)
 
     def _participant_sessions(self, call: Call) -> list[str]:
         ids = [call.caller_session]
@@ -867,6 +879,10 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
             "calls_active": sum(1 for c in self.calls.values() if c.state is not CallState.ENDED),
         }
 
+    async def start(self) -> None:
+        """Start what runs beside the engine: the media plane (worker processes, if so configured)."""
+        await self.plane.start()
+
     async def close(self) -> None:
         """End every call (media legs closed once) and stop every timer and task. A callback request the caller
         has not rejoined stays open: it is a promise, restored from the records by the next node that starts."""
@@ -883,9 +899,8 @@ class Switchboard(InCallControls, Reconnects, AsyncIOEventEmitter):
             self._hours_timer.cancel()
             self._hours_timer = None
         self.positions.close()
-        for relay in list(self.relays.values()):
-            await relay.close()
-        self.relays.clear()
+        await self.plane.close()
+        self._legs.clear()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self.sessions.close()

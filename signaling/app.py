@@ -192,6 +192,7 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     for config in await app[QUEUES].list():  # queues changed through the admin API win over the settings file
         board.queues.put(config)
     app[SWITCHBOARD] = board
+    await board.start()
     app[METRICS].bind(board)
     app[RECORDER].attach(board)
     http = guarded_session(app[DESTINATIONS])  # webhooks reach only the addresses the policy allows

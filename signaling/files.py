@@ -17,7 +17,6 @@ from aiohttp import web
 from gateway.auth import TokenError
 from gateway.calls import Call
 from gateway.errors import Forbidden, NotFound
-from gateway.media.snapshot import snapshot
 from gateway.models import CallState
 from gateway.store.attachments import AttachmentError
 
@@ -114,11 +113,8 @@ async def take_snapshot(request: web.Request) -> web.Response:
     if person.is_caller:
         raise Forbidden("snapshots are taken by the agent", code="forbidden")
     must_be_in_call(request, call, person)
-    relay = request.app[SWITCHBOARD].relays.get(call.id)
-    producer = relay.caller.producers.get("video") if relay is not None and relay.caller is not None else None
-    if producer is None:
-        raise NotFound("the caller sends no video", code="no_video")
-    jpeg, width, height = await snapshot(producer)
+    still = await request.app[SWITCHBOARD].plane.still(call.id)
+    jpeg, width, height = still.jpeg, still.width, still.height
     attachment = await request.app[ATTACHMENTS].save(call.id, "snapshot.jpg", jpeg, person.name)
     call.attachments.add(attachment.id)
     call.log("snapshot", id=attachment.id, by=person.name, width=width, height=height)

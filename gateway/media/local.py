@@ -1,0 +1,137 @@
+"""The media plane in this process: one Relay per call on this event loop (see plane.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+from ..errors import InvalidState, NotFound
+from .leg import Leg, MediaConfig
+from .plane import CALLER, Answer, LegEvent, LegListener, Still
+from .relay import Relay
+from .snapshot import snapshot
+
+log = logging.getLogger(__name__)
+
+
+class LocalPlane:
+    """Relays in-process. `relays` is public for in-process tests and benchmarks that look inside a leg."""
+
+    def __init__(self, config: MediaConfig, leg_prefix: str = "") -> None:
+        self.config = config
+        self.relays: dict[str, Relay] = {}
+        self._listeners: list[LegListener] = []
+        self._leg_ids = itertools.count(1)
+        self._leg_prefix = leg_prefix  # a worker's index: leg ids stay unique across a pool
+        self._current: dict[tuple[str, str], str] = {}  # (call, participant) -> leg id of its current leg
+
+    # -- events
+    def subscribe(self, listener: LegListener) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, event: LegEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # one listener's bug must not silence the others
+                log.exception("media plane listener failed on %s", event)
+
+    def _watch(self, call_id: str, participant: str, leg: Leg) -> str:
+        leg_id = f"{self._leg_prefix}{leg.id}#{next(self._leg_ids)}"
+        self._current[(call_id, participant)] = leg_id
+
+        def event(kind: str, **fields: Any) -> None:
+            self._emit(LegEvent(call_id=call_id, participant=participant, leg_id=leg_id, kind=kind,  # type: ignore[arg-type]
+                                **fields))
+
+        leg.on("state", lambda state: event("state", state=state))
+        leg.on("media", lambda state: event("state", state=state))
+        leg.on("video", lambda paused, reason: event("video", paused=paused, reason=reason))
+        leg.on("failed", lambda reason="failed": event("failed", reason=reason))
+        return leg_id
+
+    # -- lifecycle
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        relays, self.relays = list(self.relays.values()), {}
+        await asyncio.gather(*(relay.close() for relay in relays), return_exceptions=True)
+        self._current.clear()
+
+    # -- calls
+    def has_call(self, call_id: str) -> bool:
+        return call_id in self.relays
+
+    def open_call(self, call_id: str) -> None:
+        if call_id not in self.relays:
+            self.relays[call_id] = Relay(call_id, self.config)
+
+    def _relay(self, call_id: str) -> Relay:
+        relay = self.relays.get(call_id)
+        if relay is None:
+            raise InvalidState("this call has no media (it has ended)", code="call_ended")
+        return relay
+
+    async def answer(self, call_id: str, participant: str, sdp: str) -> Answer:
+        relay = self._relay(call_id)
+        if participant == CALLER:
+            leg, answer = await relay.caller_offer(sdp)
+        else:
+            leg, answer = await relay.agent_offer(participant, sdp)
+        return Answer(leg_id=self._watch(call_id, participant, leg), sdp=answer)
+
+    async def add_candidate(self, call_id: str, participant: str, candidate: str | None, sdp_mid: str | None,
+                            sdp_mline_index: int | None) -> None:
+        relay = self.relays.get(call_id)
+        leg = relay.leg(participant) if relay is not None else None
+        if leg is None:
+            raise InvalidState("send the offer before ICE candidates", code="no_offer")
+        await leg.add_ice_candidate(candidate, sdp_mid, sdp_mline_index)
+
+    def set_scene(self, call_id: str, **changes: Any) -> None:
+        relay = self.relays.get(call_id)
+        if relay is not None:
+            relay.set_scene(**changes)
+
+    async def remove(self, call_id: str, participant: str) -> None:
+        relay = self.relays.get(call_id)
+        if relay is not None:
+            self._current.pop((call_id, participant), None)
+            await relay.remove_agent(participant)
+
+    async def reset_call(self, call_id: str) -> None:
+        old = self.relays.get(call_id)
+        self.relays[call_id] = Relay(call_id, self.config)
+        self._forget(call_id)
+        if old is not None:
+            await old.close()
+
+    async def close_call(self, call_id: str) -> None:
+        relay = self.relays.pop(call_id, None)
+        if relay is not None:
+            await relay.close()
+        self._forget(call_id)
+
+    def _forget(self, call_id: str) -> None:
+        for key in [k for k in self._current if k[0] == call_id]:
+            del self._current[key]
+
+    def current_leg(self, call_id: str, participant: str) -> str | None:
+        """The leg id of the participant's leg now (None: none)."""
+        return self._current.get((call_id, participant))
+
+    async def still(self, call_id: str, participant: str = CALLER) -> Still:
+        relay = self.relays.get(call_id)
+        leg = relay.leg(participant) if relay is not None else None
+        producer = leg.producers.get("video") if leg is not None else None
+        if producer is None:
+            raise NotFound("the caller sends no video", code="no_video")
+        jpeg, width, height = await snapshot(producer)
+        return Still(jpeg=jpeg, width=width, height=height)
+
+    async def stats(self, call_id: str) -> dict[str, Any]:
+        relay = self.relays.get(call_id)
+        return await relay.stats() if relay is not None else {}

@@ -1,0 +1,106 @@
+"""The media plane, as the call engine sees it: everything the engine asks of media, and one stream of leg events.
+
+The engine (gateway/switchboard.py) never holds an aiortc object: it asks the plane to answer a participant's offer,
+add a candidate, set who hears whom (the call's scene), remove a participant, reset a call's media, take a still
+picture and close a call, and it listens to one stream of `LegEvent`s. Two implementations, in the manner of
+mediasoup's workers and LiveKit's local/distributed routers:
+
+- `LocalPlane` (gateway/media/local.py): the relays run in this process, on this event loop (`callin demo`, most
+  tests, `--media-workers 0`);
+- `WorkerPlane` (gateway/media/workers.py): a pool of media worker processes, one per core, each its own event loop
+  running a `LocalPlane`; every leg of a call lives in the worker that owns the call.
+
+Naming: a *call* has *participants*: "caller", or the username of an agent, colleague or supervisor. Each answered
+offer makes a *leg* with a `leg_id` unique for the life of the plane; events name it, so that events of a leg that
+has since been replaced or removed can be told apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+CALLER = "caller"
+
+LegEventKind = Literal["state", "video", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class LegEvent:
+    """Something happened to one leg.
+
+    - kind "state": `state` is the peer connection's state (new, connecting, connected, closed, ...) or the media
+      watchdog's verdict (disconnected: nothing received for a while; connected: media back);
+    - kind "video": the video sent to this leg was paused (`paused` True) or resumed, with a `reason`
+      (backlog, keyframes);
+    - kind "failed": the leg ended without the engine asking (`reason`: ice_failed, dtls_failed, closed_by_remote,
+      connect_timeout, media_timeout, worker_died).
+    """
+
+    call_id: str
+    participant: str
+    leg_id: str
+    kind: LegEventKind
+    state: str | None = None
+    paused: bool | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    leg_id: str
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class Still:
+    """One picture of a participant's video (JPEG)."""
+
+    jpeg: bytes
+    width: int
+    height: int
+
+
+LegListener = Callable[[LegEvent], None]
+
+
+class MediaPlane(Protocol):
+    """What the engine asks of media. Unknown calls: `set_scene`, `remove`, `close_call` do nothing; `answer`,
+    `add_candidate`, `still` raise a GatewayError with a stable code."""
+
+    def subscribe(self, listener: LegListener) -> None:
+        """Every leg event of every call goes to `listener` (called on the engine's event loop)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None:
+        """Close every call's media and stop (workers exit)."""
+
+    def open_call(self, call_id: str) -> None:
+        """Make room for a call's media (idempotent). Its legs come with `answer`."""
+
+    async def answer(self, call_id: str, participant: str, sdp: str) -> Answer:
+        """A participant's SDP offer: its leg is set up and the answer returned. The caller's leg sets the call's
+        video codec; an agent's leg is held to it (nothing is transcoded)."""
+
+    async def add_candidate(self, call_id: str, participant: str, candidate: str | None, sdp_mid: str | None,
+                            sdp_mline_index: int | None) -> None: ...
+
+    def set_scene(self, call_id: str, **changes: Any) -> None:
+        """Who hears and sees whom (gateway/media/topology.py Scene fields: agent, held, consult, supervisors)."""
+
+    async def remove(self, call_id: str, participant: str) -> None:
+        """Close one participant's leg (a supervisor leaves, a transfer completes)."""
+
+    async def reset_call(self, call_id: str) -> None:
+        """Close every leg of the call but keep room for new ones (a caller who left for a callback)."""
+
+    async def still(self, call_id: str, participant: str = CALLER) -> Still:
+        """A picture of the participant's video, decoded from the latest keyframe on."""
+
+    async def close_call(self, call_id: str) -> None: ...
+
+    async def stats(self, call_id: str) -> dict[str, Any]: ...
+
+    def has_call(self, call_id: str) -> bool: ...
