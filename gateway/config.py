@@ -363,6 +363,10 @@ class Settings(BaseSettings):
     audio_queue_frames: int = Field(10, ge=2, le=600)
     keyframe_request_interval_s: float = Field(0.3, ge=0.0, le=10)
     relay_lean_receive: bool = Field(True, description="packet mode: skip aiortc's decoder-only receive work")
+    media_workers: int | None = Field(
+        None, ge=0, le=256,
+        description="media worker processes (one event loop each; all legs of a call in one worker): 0 runs media "
+                    "in the server's own process; unset: one per CPU for `callin serve`, 0 for `callin demo`")
     relay_mode: Literal["packet", "frame", "transcode"] = Field(
         "packet",
         description="packet: forward RTP packets as they arrive (~1 ms); frame: whole encoded frames; "

@@ -24,6 +24,8 @@ from gateway.store.records import CallQueries, CallRecorder, RecorderSettings
 from gateway.store.signins import SignInStore
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
+from gateway.media import MediaConfig
+from gateway.media.workers import WorkerPlane
 
 from .agent import agent_ws
 from .api import api_routes
@@ -188,7 +190,10 @@ def _static(app: web.Application, root: Path, demo: bool) -> None:
 
 async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    board = Switchboard(settings)
+    workers = settings.media_workers or 0
+    plane = (WorkerPlane(MediaConfig.from_settings(settings), workers, settings.log_level, settings.log_format)
+             if workers > 0 else None)
+    board = Switchboard(settings, plane=plane)
     for config in await app[QUEUES].list():  # queues changed through the admin API win over the settings file
         board.queues.put(config)
     app[SWITCHBOARD] = board

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from gateway.store.accounts import AccountStore, Role
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
 
-from . import logs
+from gateway import logs
 from .hardening import server_options
 from .app import create_app
 from .keys import METRICS, SETTINGS
@@ -35,6 +36,8 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
         overrides["host"] = args.host
     if getattr(args, "port", None) is not None:
         overrides["port"] = args.port
+    if getattr(args, "media_workers", None) is not None:
+        overrides["media_workers"] = args.media_workers
     return Settings(**overrides)
 
 
@@ -111,7 +114,10 @@ Open the console, sign in as alice, set yourself available, then place a call fr
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _run(_settings(args), "Callin gateway on {base}")
+    settings = _settings(args)
+    if settings.media_workers is None:  # a served node uses every core: one media worker per CPU
+        settings = settings.model_copy(update={"media_workers": len(os.sched_getaffinity(0)) or 1})
+    _run(settings, "Callin gateway on {base}")
     return 0
 
 
@@ -239,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--host")
         p.add_argument("--port", type=int)
+        p.add_argument("--media-workers", type=int, metavar="N",
+                       help="media worker processes (0: media in this process; serve's default: one per CPU)")
         p.set_defaults(func=func)
     p = sub.add_parser("token", help="print a caller token signed with the configured HS256 secret")
     p.add_argument("--sub", required=True, help="the caller's stable id in your system")

@@ -1,4 +1,5 @@
-"""Structured logs: JSON lines (or console rendering) for our logs and the stdlib loggers of aiohttp/aiortc."""
+"""Structured logs: JSON lines (or console rendering) for our logs and the stdlib loggers of aiohttp/aiortc (used by the
+server and by its media worker processes)."""
 
 from __future__ import annotations
 
