@@ -107,6 +107,7 @@ class JanusSystem:
         self.folder: Path | None = None
         self.url = ""
         self.admin_key = ""
+        self.cpu_list = cpus()[:1]  # where Janus runs (bench.run --system-cpus)
 
     async def start(self, calls: int) -> int:
         janus = shutil.which("janus")
@@ -119,7 +120,7 @@ class JanusSystem:
         log = open(self.folder / "janus.log", "wb")  # never a pipe nobody reads: Janus would block on a full one
         try:
             self.proc = subprocess.Popen(
-                pinned([cpus()[0]], [janus, "-F", str(self.folder), "-C", str(self.folder / "janus.jcfg")]),
+                pinned(self.cpu_list, [janus, "-F", str(self.folder), "-C", str(self.folder / "janus.jcfg")]),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         finally:
             log.close()

@@ -62,6 +62,36 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def descendants(pid: int) -> list[int]:
+    """The process and every process below it (a server and its media workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its descendants alive now (a system's media workers are long-lived)."""
+    total = 0.0
+    for member in descendants(pid):
+        try:
+            total += proc_cpu_seconds(member)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def proc_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -76,6 +106,7 @@ class CallinSystem:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.cpu_list = cpus()[:1]  # where the system runs (--system-cpus)
 
     async def start(self, calls: int) -> int:
         port = free_port()
@@ -88,7 +119,7 @@ class CallinSystem:
                    # every simulated caller comes from 127.0.0.1: lift the per-address caller limits
                    CALLIN_CALLER_MAX_SESSIONS_PER_ADDRESS="100000",
                    CALLIN_CALLER_CALL_STARTS_PER_ADDRESS_PER_MINUTE="100000", **self.env)
-        self.proc = subprocess.Popen(pinned([cpus()[0]], [sys.executable, "-m", "signaling.cli", "serve"]), cwd=ROOT,
+        self.proc = subprocess.Popen(pinned(self.cpu_list, [sys.executable, "-m", "signaling.cli", "serve"]), cwd=ROOT,
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.url = f"http://127.0.0.1:{port}"
         await wait_healthy(self.url, self.proc)
@@ -139,7 +170,7 @@ async def measure(system: Any, calls: int, hold: float, warmup: float) -> dict[s
     placement = 4 + 0.35 * calls
     start_at = time.time() + placement
     lock = RESULTS / f"bench-{os.getpid()}.lock"
-    generator_cpus = cpus()[1:] or cpus()
+    generator_cpus = [c for c in cpus() if c not in system.cpu_list] or cpus()
     procs = []
     for w in range(workers):
         share = calls // workers + (1 if w < calls % workers else 0)
@@ -152,9 +183,9 @@ async def measure(system: Any, calls: int, hold: float, warmup: float) -> dict[s
                                                           stderr=asyncio.subprocess.PIPE))
     # The system's CPU over the same window as the workers' measurement.
     await asyncio.sleep(max(0.0, start_at + warmup - time.time()))
-    cpu0, t0 = proc_cpu_seconds(pid), time.monotonic()
+    cpu0, t0 = tree_cpu_seconds(pid), time.monotonic()  # the server and its media workers together
     await asyncio.sleep(hold)
-    cpu1, t1 = proc_cpu_seconds(pid), time.monotonic()
+    cpu1, t1 = tree_cpu_seconds(pid), time.monotonic()
     rss1 = proc_rss_mb(pid)
     outputs = []
     for proc in procs:
@@ -207,17 +238,26 @@ async def measure(system: Any, calls: int, hold: float, warmup: float) -> dict[s
     return row
 
 
-def make_systems(names: list[str]) -> list[Any]:
+def make_systems(names: list[str], system_cpus: int = 1) -> list[Any]:
+    systems = _make_systems(names)
+    for system in systems:
+        system.cpu_list = cpus()[:system_cpus]
+    return systems
+
+
+def _make_systems(names: list[str]) -> list[Any]:
     systems: list[Any] = []
     for name in names:
-        if name == "callin-packet":
-            systems.append(CallinSystem(name, "packet"))
+        if name == "callin-packet":  # media in the server's own process (as before media workers)
+            systems.append(CallinSystem(name, "packet", CALLIN_MEDIA_WORKERS="0"))
+        elif name.startswith("callin-workers-"):  # media in N worker processes beside the server
+            systems.append(CallinSystem(name, "packet", CALLIN_MEDIA_WORKERS=name.rsplit("-", 1)[1]))
         elif name == "callin-packet-stock-receive":  # before the profile-driven receive path (for the ratio)
-            systems.append(CallinSystem(name, "packet", CALLIN_RELAY_LEAN_RECEIVE="false"))
+            systems.append(CallinSystem(name, "packet", CALLIN_RELAY_LEAN_RECEIVE="false", CALLIN_MEDIA_WORKERS="0"))
         elif name == "callin-frame":
-            systems.append(CallinSystem(name, "frame"))
+            systems.append(CallinSystem(name, "frame", CALLIN_MEDIA_WORKERS="0"))
         elif name == "transcoding-relay":
-            systems.append(CallinSystem(name, "transcode"))
+            systems.append(CallinSystem(name, "transcode", CALLIN_MEDIA_WORKERS="0"))
         elif name == "janus":
             from bench.janus import JanusSystem
 
@@ -233,7 +273,7 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
 
     EncodedLoop.load()  # encode (or load) the replayed media once, before anything is timed
     rows = []
-    for system in make_systems(args.systems.split(",")):
+    for system in make_systems(args.systems.split(","), args.system_cpus):
         async def point(calls: int) -> dict[str, Any]:
             row = await measure(system, calls, args.hold, args.warmup)
             rows.append(row)
@@ -407,6 +447,8 @@ def main() -> None:
     parser.add_argument("--systems", default="callin-packet,callin-frame,transcoding-relay,janus")
     parser.add_argument("--calls", default="1,5,10,20,30,40,50,60,80,100")
     parser.add_argument("--hold", type=float, default=10)
+    parser.add_argument("--system-cpus", type=int, default=1,
+                        help="CPUs the measured system is pinned to (the first ones); the load generator gets the rest")
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--keep-going", action="store_true", help="continue a system's sweep after a failing point")
     parser.add_argument("--report", type=Path, help="rewrite the table and plot of an earlier result JSON, no run")

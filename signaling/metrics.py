@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -57,6 +58,26 @@ class _Records(Collector):
         yield backlog
 
 
+class _MediaWorkers(Collector):
+    def __init__(self, plane: Any) -> None:
+        self.plane = plane
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        workers = getattr(self.plane, "workers", None)
+        if workers is None:  # media in this process
+            return
+        alive = GaugeMetricFamily("callin_media_workers_alive", "Media worker processes running")
+        alive.add_metric([], sum(1 for w in workers if w.alive))
+        yield alive
+        calls = GaugeMetricFamily("callin_media_worker_calls", "Calls whose media a worker holds", labels=["worker"])
+        for worker in workers:
+            calls.add_metric([str(worker.index)], len(worker.calls))
+        yield calls
+        deaths = CounterMetricFamily("callin_media_worker_deaths", "Media workers that died (and were restarted)")
+        deaths.add_metric([], self.plane.deaths)
+        yield deaths
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -89,6 +110,7 @@ class Metrics:
 
     def bind(self, board: Switchboard) -> None:
         self.registry.register(_LiveState(board))
+        self.registry.register(_MediaWorkers(board.plane))
 
         def answered(call: Call) -> None:
             self.wait_seconds.observe(call.wait_s)
