@@ -218,3 +218,14 @@ def test_the_server_message_table_names_every_server_message():
             break
         rows.append(line.split("|")[1])
     assert set(re.findall(r"`([a-z_.]+)`", " ".join(rows))) == schema_types(SERVER)
+
+
+def test_each_part_of_the_schema_is_a_schema_of_its_own():
+    """As the JSON Schema section says: each direction validates with its part as the root schema."""
+    for direction in DIRECTIONS:
+        validator = jsonschema_rs.validator_for(SCHEMA[direction])
+        assert not validator.is_valid({"type": "no.such.message", "id": "r1"})
+    assert VALIDATORS[CALLER].is_valid({"type": "ping", "id": "r1"})
+    assert not VALIDATORS[CALLER].is_valid({"type": "call.accept", "id": "r1", "call_id": "c1"})
+    assert VALIDATORS[AGENT].is_valid({"type": "call.accept", "id": "r1", "call_id": "c1"})
+    assert VALIDATORS[SERVER].is_valid({"type": "pong", "id": "r1"})
