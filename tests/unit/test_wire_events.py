@@ -102,6 +102,11 @@ def test_every_event_class_has_exactly_one_entry():
     assert _event_dataclasses() == set(EVENT_CLASSES)  # no event defined but left out of the Event union
 
 
+def test_every_event_message_of_the_protocol_comes_from_the_table():
+    """An EventOut model that no event produces would be documented and never sent."""
+    assert {rule.model for rule in WIRE_RULES.values()} == set(p.EventOut.__subclasses__())
+
+
 def test_every_event_class_has_a_sample():
     assert {type(event) for event, _, _ in SAMPLES} == set(EVENT_CLASSES)
 
