@@ -54,12 +54,14 @@ class Doc:
     blocks: list[Block]
     headings: list[Heading]
     lines: list[str]
+    transcript: list[tuple[int, str, str]]  # (line, "→" or "←", the message) of recorded exchanges
 
 
 def read_doc() -> Doc:
     lines = DOC.read_text(encoding="utf-8").splitlines()
     blocks: list[Block] = []
     headings: list[Heading] = []
+    transcript: list[tuple[int, str, str]] = []
     h2, heading = "", None
     fence: tuple[int, str, list[str]] | None = None  # (first line, language, lines)
     in_table = False
@@ -72,6 +74,8 @@ def read_doc() -> Doc:
                 fence = None
             else:
                 fence[2].append(line)
+                if line[:2] in ("→ ", "← "):
+                    transcript.append((number, line[0], line[2:]))
             continue
         if line.startswith("```"):
             fence = (number, line[3:].strip(), [])
@@ -92,7 +96,7 @@ def read_doc() -> Doc:
             elif not line.startswith("|---") and heading is not None:
                 heading.tables[-1].append(line.split("|")[1].strip())
     assert fence is None, f"a fence opened at line {fence[0]} is never closed"
-    return Doc(blocks, headings, lines)
+    return Doc(blocks, headings, lines, transcript)
 
 
 def messages_of(block: Block) -> list[Any]:
@@ -135,6 +139,29 @@ def valid(direction: str, message: dict[str, Any]) -> str | None:
         return f"models: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"
     errors = [error.message for error in VALIDATORS[direction].iter_errors(message)]
     return f"JSON Schema: {errors[0]}" if errors else None
+
+
+def test_server_examples_write_every_field():
+    """The server always writes every field of its messages (`null` for no value): so do the examples (`seq`
+    aside: examples of events may leave it out)."""
+    for block, message in EXAMPLES:
+        if SECTION_DIRECTION.get(block.h2, SERVER) == SERVER and message["type"] in schema_types(SERVER):
+            missing = schema_fields(SERVER, message["type"]) - set(message) - {"seq"}
+            assert not missing, f"docs/protocol.md:{block.line} ({message['type']}): no {sorted(missing)}"
+
+
+def test_recorded_exchanges_are_valid_messages():
+    """The lines of a recorded call (→ sent by the client, ← by the server) are messages, valid and, from the
+    server, complete."""
+    assert len(DOC_.transcript) > 10
+    for line, arrow, text in DOC_.transcript:
+        message = json.loads(text)
+        if arrow == "←":
+            assert (why := valid(SERVER, message)) is None, f"docs/protocol.md:{line}: {why}"
+            assert not schema_fields(SERVER, message["type"]) - set(message) - {"seq"}, f"docs/protocol.md:{line}"
+        else:
+            whys = [valid(d, message) for d in (CALLER, AGENT) if message["type"] in schema_types(d)]
+            assert None in whys, f"docs/protocol.md:{line}: {whys}"
 
 
 def test_the_doc_has_examples_and_every_json_block_parses():
