@@ -543,8 +543,8 @@ class ErrorOut(Message):
 
 ServerMessage = Annotated[
     Welcome | CallQueued | SdpAnswer | Ack | Pong | QueuePosition | CallAnsweredOut | CallOfferedOut
-    | OfferWithdrawnOut | CallAcceptedOut | CallEndedOut | AgentStatusOut | MediaStateOut | ErrorOut
-    | CallHeldOut | CallTransferringOut | CallTransferredOut | ConsultStateOut | SuperviseStarted
+    | OfferWithdrawnOut | CallAcceptedOut | CallEndedOut | AgentStatusOut | MediaStateOut | MediaVideoOut
+    | ErrorOut | CallHeldOut | CallTransferringOut | CallTransferredOut | ConsultStateOut | SuperviseStarted
     | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut | WallboardOut
     | QueueClosedOut | CallbackOfferOut | CallbackAcceptedOut | CallbackReadyOut | CallRejoinedOut
     | ParticipantOut | ShutdownOut,

@@ -13,34 +13,14 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel, TypeAdapter
 
 from gateway.errors import GatewayError, Unauthorized
-from gateway.events import (
-    AgentStatusChanged,
-    CallAnswered,
-    CallbackOffer,
-    CallbackReady,
-    CallEnded,
-    CallHeld,
-    CallOffered,
-    CallTransferred,
-    CallTransferring,
-    ChatMessage,
-    ConsultState,
-    ContentPushed,
-    ContentStatus,
-    Event,
-    MediaState,
-    MediaVideo,
-    OfferWithdrawn,
-    ParticipantConnection,
-    QueueClosed,
-    QueueUpdate,
-)
 from gateway.sessions import Numbered, Session
 from gateway.switchboard import Switchboard
 
 from . import protocol as p
 from .keys import ATTACHMENTS, LIVE_SOCKETS, METRICS, SWITCHBOARD, TURNSTILE
 from .outbox import Outbox, Wire
+from .wire_events import event_message as event_message  # kept importable from here
+from .wire_events import event_wire
 
 log = structlog.get_logger("callin.ws")
 
@@ -51,61 +31,6 @@ CLOSE_REPLACED = 4409
 CLOSE_GOING_AWAY = 1001  # the gateway is shutting down
 CLOSE_WAIT_S = 2.0  # how long a close waits for the peer's close frame (a dead peer never sends one)
 OUTBOX_LIMIT = 256
-
-
-def event_message(event: Event) -> BaseModel:
-    match event:
-        case QueueUpdate():
-            return p.QueuePosition(call_id=event.call_id, position=event.position, queue_length=event.queue_length,
-                                   estimated_wait_s=event.estimated_wait_s, queue=event.queue)
-        case CallAnswered():
-            return p.CallAnsweredOut(call_id=event.call_id, agent_name=event.agent_name)
-        case CallOffered():
-            return p.CallOfferedOut(call_id=event.call_id, card=event.card, ring_timeout_s=event.ring_timeout_s)
-        case OfferWithdrawn():
-            return p.OfferWithdrawnOut(call_id=event.call_id, reason=event.reason)
-        case CallEnded():
-            return p.CallEndedOut(call_id=event.call_id, reason=event.reason, by=event.by, duration_s=event.duration_s)
-        case AgentStatusChanged():
-            return p.AgentStatusOut(status=event.status, reason=event.reason, call_id=event.call_id,
-                                    wrap_up_s=event.wrap_up_s)
-        case MediaState():
-            return p.MediaStateOut(call_id=event.call_id, leg=event.leg, state=event.state)
-        case MediaVideo():
-            return p.MediaVideoOut(call_id=event.call_id, leg=event.leg, state=event.state, reason=event.reason)
-        case CallHeld():
-            return p.CallHeldOut(call_id=event.call_id, held=event.held)
-        case CallTransferring():
-            return p.CallTransferringOut(call_id=event.call_id, mode=event.mode)
-        case CallTransferred():
-            return p.CallTransferredOut(call_id=event.call_id, to=event.to)
-        case ConsultState():
-            return p.ConsultStateOut(call_id=event.call_id, state=event.state, colleague=event.colleague)
-        case ContentPushed():
-            return p.ContentPushedOut(call_id=event.call_id, content=event.content)
-        case ContentStatus():
-            return p.ContentStatusOut(call_id=event.call_id, content_id=event.content_id, status=event.status)
-        case ChatMessage():
-            return p.ChatMessageOut(call_id=event.call_id, message=event.message)
-        case QueueClosed():
-            return p.QueueClosedOut(call_id=event.call_id, queue=event.queue, reason=event.reason,  # type: ignore[arg-type]
-                                    message=event.message, callback_available=event.callback_available,
-                                    message_allowed=event.message_allowed, opens_at=event.opens_at)
-        case CallbackOffer():
-            return p.CallbackOfferOut(call_id=event.call_id, queue=event.queue, estimated_wait_s=event.estimated_wait_s)
-        case CallbackReady():
-            return p.CallbackReadyOut(call_id=event.call_id, agent_name=event.agent_name,
-                                      rejoin_within_s=event.rejoin_within_s)
-        case ParticipantConnection():
-            return p.ParticipantOut(type="participant.reconnected" if event.connected else "participant.reconnecting",
-                                    call_id=event.call_id, role=event.role, name=event.name)  # type: ignore[arg-type]
-    raise TypeError(f"no message for {event!r}")
-
-
-def event_wire(event: Event) -> Wire:
-    """The event's message, serialised; a queue position replaces the same call's pending position."""
-    slot = f"queue.position:{event.call_id}" if isinstance(event, QueueUpdate) else None
-    return Wire(event_message(event).model_dump_json(exclude={"seq"}), slot)
 
 
 async def _resolved(value: Any) -> Any:
