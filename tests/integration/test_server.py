@@ -8,6 +8,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -146,13 +147,17 @@ async def test_callin_demo_runs_with_no_configuration_at_all(tmp_path):
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(100):
+            # Healthy within a minute (it seeds the demo accounts, four argon2 hashes: slow on a loaded machine).
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
                 try:
                     async with http.get(base + "/healthz") as r:
                         if r.status == 200:
                             break
                 except aiohttp.ClientError:
                     pass
+                assert time.monotonic() < deadline, "the demo did not become healthy within 60 s"
                 await asyncio.sleep(0.1)
             for page in ("/demo/", "/console/", "/caller/", "/static/caller/callin-widget.js"):
                 async with http.get(base + page) as r:
