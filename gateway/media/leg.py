@@ -27,7 +27,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from ..config import Settings
 from ..errors import ClosedError, InvalidState, MediaError
-from . import hooks
+from . import aiortc_internals as internals
 from .assembler import AudioAssembler, VideoAssembler
 from .candidates import CandidateGate, CandidatePolicy, CheckBudget, networks
 from .codecs import OPUS
@@ -145,7 +145,7 @@ class Leg(AsyncIOEventEmitter):
         self._close_task: asyncio.Task[None] | None = None
         self.failure: str | None = None  # why the leg ended without the gateway ending it
         self._monitor: asyncio.Task[None] | None = None
-        self._probe: hooks.LinkProbe | None = None
+        self._probe: internals.LinkProbe | None = None
         self.watchdog = MediaWatchdog(config.watchdog, self._on_liveness)
         self.viewer = ViewerGuard(config.viewer, lambda: self.consumers.values(), self._on_viewer)
         self.pc.on("connectionstatechange", self._on_state)
@@ -193,8 +193,8 @@ class Leg(AsyncIOEventEmitter):
     async def _watch(self) -> None:
         """Every few hundred ms: did anything arrive from the participant, and does its send backlog grow?"""
         try:
-            probe = hooks.LinkProbe(self.pc)
-        except hooks.HookError as exc:
+            probe = internals.LinkProbe(self.pc)
+        except internals.HookError as exc:
             log.error("leg %s: no media watchdog: %s", self.id, exc)
             return
         self._probe = probe
@@ -226,8 +226,8 @@ class Leg(AsyncIOEventEmitter):
             ssrcs: set[int] = set()
             for transceiver in self.pc.getTransceivers():
                 if transceiver.kind == "video" and self._slots.get(transceiver) in self.consumers:
-                    ssrcs |= hooks.sender_ssrcs(transceiver.sender)
-                    hooks.forget_sent(transceiver.sender)
+                    ssrcs |= internals.sender_ssrcs(transceiver.sender)
+                    internals.forget_sent(transceiver.sender)
             dropped = self._probe.drop_queued(ssrcs)
             for forwarder in forwarders:
                 if forwarder.ssrc in dropped:
@@ -282,9 +282,9 @@ class Leg(AsyncIOEventEmitter):
                 slot = media.kind if n == 0 else f"{media.kind}:{n}"
                 self._prepare_transceiver(media.kind, slot, media.direction or "sendrecv", video_codec)
             if self._config.host_addresses:
-                hooks.restrict_host_addresses(self.pc, self._config.host_addresses)
+                internals.restrict_host_addresses(self.pc, self._config.host_addresses)
             policy = self._config.candidates
-            hooks.guard_ice(self.pc, self.candidates.allows, self.checks.take, max_learned=policy.max_candidates)
+            internals.guard_ice(self.pc, self.candidates.allows, self.checks.take, max_learned=policy.max_candidates)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             for transceiver in self.pc.getTransceivers():
                 self._check_codec(transceiver, video_codec)
@@ -300,7 +300,7 @@ class Leg(AsyncIOEventEmitter):
             self._bind(transceiver)
         sdp = self.pc.localDescription.sdp
         if self._config.announced_address:
-            sdp = hooks.announce_address(sdp, self._config.announced_address)
+            sdp = internals.announce_address(sdp, self._config.announced_address)
         if not self.connected.is_set() and not self.closed:
             self._connect_timer = asyncio.get_running_loop().call_later(
                 self._config.connect_timeout_s, self._connect_timed_out)
@@ -360,10 +360,10 @@ class Leg(AsyncIOEventEmitter):
 
         def send_pli() -> None:
             if last_ssrc[0]:
-                hooks.request_keyframe(receiver, last_ssrc[0])
+                internals.request_keyframe(receiver, last_ssrc[0])
 
         def codec_name(payload_type: int) -> str | None:
-            codec = hooks.receiver_codecs(receiver).get(payload_type)
+            codec = internals.receiver_codecs(receiver).get(payload_type)
             return codec.name if codec is not None else None
 
         def sink(data: bytes, timestamp: int, ssrc: int, discontinuity: bool) -> None:
@@ -389,9 +389,9 @@ class Leg(AsyncIOEventEmitter):
             assembler = VideoAssembler(codec_name, sink)
         else:
             assembler = AudioAssembler(sink)
-        hooks.tap_receiver(receiver, assembler)
+        internals.tap_receiver(receiver, assembler)
         if self.packet_mode and self._config.lean_receive:
-            hooks.lean_receive(receiver, packet_sink)
+            internals.lean_receive(receiver, packet_sink)
 
     def _bind(self, transceiver: RTCRtpTransceiver) -> None:
         kind = transceiver.kind
@@ -412,7 +412,7 @@ class Leg(AsyncIOEventEmitter):
         consumer.set_codec(codec.name)
         if kind == "video":
             consumer.budget = KeyframeBudget(self._config.viewer.keyframe_interval_s, self._config.viewer.keyframe_burst)
-        hooks.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
+        internals.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
 
     async def add_ice_candidate(self, candidate: str | None, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
         """Add a trickled remote candidate (a=candidate line without 'a='), or None for end-of-candidates."""
