@@ -21,15 +21,44 @@ import termios
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, clock
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    clock,
+)
+from aiortc.codecs.h264 import h264_depayload
+from aiortc.codecs.vpx import vp8_depayload
 from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+from aiortc.utils import uint16_add, uint16_gt
 
 from ..errors import GatewayError
 
 
+__all__ = [
+    "HookError", "LinkProbe", "RtpPacket", "SenderPort", "SessionDescription", "announce_address",
+    "candidate_from_sdp", "depayloaded", "forget_sent", "guard_ice", "h264_depayload", "ice_connections",
+    "lean_receive", "negotiated_codecs", "on_keyframe_request", "receiver_codecs", "request_keyframe",
+    "restrict_host_addresses", "send_now", "sender_ssrcs", "tap_receiver", "uint16_add", "uint16_gt",
+    "vp8_depayload",
+]
+
+
 class HookError(GatewayError):
     code = "media_hook_error"
+
+
+def depayloaded(packet: RtpPacket) -> bytes:
+    """The codec payload of a packet that went through a tapped receiver (aiortc sets it before the jitter buffer)."""
+    return packet._data  # type: ignore[attr-defined,no-any-return]
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs negotiated for a transceiver, preferred first (empty before negotiation)."""
+    return transceiver._codecs
 
 
 class _NoDecoding:

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from aiortc import (
+    MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -20,14 +21,12 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.sdp import candidate_from_sdp
-from aiortc.mediastreams import MediaStreamTrack
-from aiortc.sdp import SessionDescription
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ..config import Settings
 from ..errors import ClosedError, InvalidState, MediaError
 from . import aiortc_internals as internals
+from .aiortc_internals import SessionDescription, candidate_from_sdp, negotiated_codecs
 from .assembler import AudioAssembler, VideoAssembler
 from .candidates import CandidateGate, CandidatePolicy, CheckBudget, networks
 from .codecs import OPUS
@@ -160,8 +159,9 @@ class Leg(AsyncIOEventEmitter):
         if producer is not None:
             return producer.codec
         for transceiver in self.pc.getTransceivers():
-            if transceiver.kind == "video" and transceiver._codecs:
-                return transceiver._codecs[0].name
+            codecs = negotiated_codecs(transceiver)
+            if transceiver.kind == "video" and codecs:
+                return codecs[0].name
         return None
 
     def _on_state(self) -> None:
@@ -350,7 +350,7 @@ class Leg(AsyncIOEventEmitter):
             self._tap(transceiver, slot)
 
     def _check_codec(self, transceiver: RTCRtpTransceiver, video_codec: str | None) -> None:
-        if transceiver.kind == "video" and video_codec and transceiver._codecs[0].name != video_codec:
+        if transceiver.kind == "video" and video_codec and negotiated_codecs(transceiver)[0].name != video_codec:
             raise MediaError(f"the offer does not support {video_codec}, the codec of this call", code="codec_mismatch")
 
     def _tap(self, transceiver: RTCRtpTransceiver, slot: str) -> None:
@@ -396,7 +396,8 @@ class Leg(AsyncIOEventEmitter):
     def _bind(self, transceiver: RTCRtpTransceiver) -> None:
         kind = transceiver.kind
         slot = self._slots[transceiver]
-        codec = transceiver._codecs[0] if transceiver._codecs else None
+        codecs = negotiated_codecs(transceiver)
+        codec = codecs[0] if codecs else None
         producer = self.producers.get(slot)
         if producer is not None and codec is not None:
             producer.codec = codec.name

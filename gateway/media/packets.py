@@ -15,12 +15,10 @@ import time
 from typing import Any
 from collections.abc import Callable
 
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import RtpPacket
-from aiortc.utils import uint16_gt
+from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpSender
 
 from . import aiortc_internals as internals
+from .aiortc_internals import RtpPacket, uint16_gt
 from .codecs import CLOCK_RATES
 from .forward import ForwardStats
 from .viewer import KeyframeBudget
