@@ -33,6 +33,7 @@ from .codecs import OPUS
 from .forward import ForwardTrack, Producer
 from .health import Liveness, MediaWatchdog, WatchdogConfig
 from .packets import IdleTrack, PacketTap, RtpForwarder
+from .ports import PortRange
 from .transcode import SwitchTrack
 from .viewer import KeyframeBudget, ViewerConfig, ViewerGuard
 
@@ -54,6 +55,8 @@ class MediaConfig:
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     host_addresses: list[str] = field(default_factory=list)
     announced_address: str | None = None
+    # UDP ports the host candidates bind in (None: the OS picks); one object per process, it rotates its start.
+    ports: PortRange | None = None
     video_codecs: list[str] = field(default_factory=lambda: ["VP8", "H264"])
     video_queue_frames: int = 30
     audio_queue_frames: int = 10
@@ -72,6 +75,7 @@ class MediaConfig:
             ice_servers=[s.model_dump(exclude_none=True) for s in settings.ice_servers],
             host_addresses=list(settings.media_host_addresses),
             announced_address=settings.media_announced_address,
+            ports=PortRange(settings.media_port_min, settings.media_port_max) if settings.media_port_max else None,
             video_codecs=list(settings.video_codecs),
             video_queue_frames=settings.video_queue_frames,
             audio_queue_frames=settings.audio_queue_frames,
@@ -281,8 +285,8 @@ class Leg(AsyncIOEventEmitter):
                 n = seen[media.kind] = seen.get(media.kind, -1) + 1
                 slot = media.kind if n == 0 else f"{media.kind}:{n}"
                 self._prepare_transceiver(media.kind, slot, media.direction or "sendrecv", video_codec)
-            if self._config.host_addresses:
-                internals.restrict_host_addresses(self.pc, self._config.host_addresses)
+            if self._config.host_addresses or self._config.ports is not None:
+                internals.restrict_host_addresses(self.pc, self._config.host_addresses or None, self._config.ports)
             policy = self._config.candidates
             internals.guard_ice(self.pc, self.candidates.allows, self.checks.take, max_learned=policy.max_candidates)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
