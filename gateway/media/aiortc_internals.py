@@ -1,4 +1,6 @@
-"""The only module that touches aiortc/aioice internals. Tested against aiortc 1.16 (see pyproject.toml).
+"""The only module that touches aiortc/aioice internals: the rest of gateway/media uses aiortc's public API (the names
+`aiortc` exports, and aiortc.contrib.media) plus this module. Written for aiortc 1.16.0 and aioice 0.13.0, pinned
+in pyproject.toml; tests/unit/test_aiortc_internals.py checks that every name listed below exists.
 
 Three hooks make aiortc forward instead of transcode:
 - `tap_receiver`: the receiver keeps doing SRTP, RTCP receiver reports, NACKs and RTX unwrapping, but its jitter
@@ -6,9 +8,35 @@ Three hooks make aiortc forward instead of transcode:
 - `on_keyframe_request`: a PLI/FIR that reaches one of our senders calls us instead of flagging an encoder.
 - `request_keyframe`: send a PLI from a receiver to the remote sender.
 The sender side needs no hook: a track that yields `av.Packet` is packetized by aiortc without encoding.
-Plus `restrict_host_addresses`, because aioice gathers on every interface but loopback and has no setting, and
-`guard_ice`, because aioice sends checks to any remote candidate it is given, for as long as it is given more.
-And `LinkProbe`, which reads how much a peer connection received and how much waits to be sent on its socket.
+`SenderPort` sends already-encoded RTP through a sender; `lean_receive` is a receive path without decoder work.
+Plus `restrict_host_addresses`, because aioice gathers on every interface but loopback, on any port, and has no
+setting for either (it also binds host candidates inside a `PortRange`); `guard_ice`, because aioice sends checks
+to any remote candidate it is given, for as long as it is given more; and `LinkProbe`, which reads how much a peer
+connection received and how much waits to be sent on its socket.
+
+Relied-on names (private unless said otherwise):
+- aiortc modules: aiortc.clock.current_ntp_time; aiortc.codecs.h264.h264_depayload; aiortc.codecs.vpx.vp8_depayload;
+  aiortc.rtp: RTP_HISTORY_SIZE, RtpPacket, RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci, unwrap_rtx;
+  aiortc.sdp: SessionDescription, candidate_from_sdp; aiortc.utils: uint16_add, uint16_gt;
+  aiortc.rtcrtpreceiver.StreamStatistics.
+- RtpPacket: _data (set by RTCRtpReceiver._handle_rtp_packet), padding_size, extensions (abs_send_time, mid,
+  audio_level), serialize.
+- RTCRtpReceiver: _RTCRtpReceiver__started, __jitter_buffer, __decoder_queue, __codecs, __remote_streams,
+  __rtx_ssrc, __nack_generator, __remote_bitrate_estimator, __rtcp_ssrc; _enabled, _handle_rtp_packet, _send_rtcp,
+  _send_rtcp_nack, _send_rtcp_pli.
+- RTCRtpSender: _RTCRtpSender__started, __mid, __rtp_header_extensions_map, __rtp_history, __ntp_timestamp,
+  __rtp_timestamp, __octet_count, __packet_count; _ssrc, _rtx_ssrc, _send_keyframe.
+- RTCRtpTransceiver: _codecs. RTCDtlsTransport: _RTCDtlsTransport__rx_packets, _send_rtp.
+  RTCIceTransport: _connection. RTCIceGatherer: _connection.
+- aioice modules: aioice.ice: CandidatePair (State.WAITING, FROZEN, FAILED), TransportPolicy.ALL,
+  get_host_addresses, StunProtocol, server_reflexive_candidate; aioice.candidate: Candidate, candidate_foundation,
+  candidate_priority; aioice.turn.UDP_SOCKET_BUFFER_SIZE.
+- aioice Connection: _add_remote_candidate, check_start_task, request_received, check_state, check_complete,
+  _check_list, _remote_candidates, _local_candidates_start, _local_candidates, _local_candidates_end, _components,
+  _protocols, _closing, _nominated, _use_ipv4, _use_ipv6, _transport_policy, stun_server, gather_candidates,
+  get_component_candidates. aioice Candidate: _network_host. CandidatePair: task, state. StunProtocol: transport,
+  local_candidate.
+- asyncio's datagram transport (CPython): _buffer, _buffer_size (and _header_size where this Python has it).
 """
 
 from __future__ import annotations
