@@ -29,7 +29,7 @@ async def probe(candidates: int, settle_s: float) -> dict[str, object]:
     from aioice.ice import CandidatePair
 
     from gateway.auth import mint_caller_token
-    from gateway.media import hooks
+    from gateway.media import aiortc_internals as internals
     from tests.support.clients import Caller
     from tests.support.media import ToneAudioTrack
     from tests.support.server import TEST_SECRET, running_gateway
@@ -60,7 +60,7 @@ async def probe(candidates: int, settle_s: float) -> dict[str, object]:
         def active() -> int:
             if leg.closed:  # the call ended (ICE failed, or the connect timeout): nothing more is sent
                 return 0
-            return sum(1 for c in hooks.ice_connections(leg.pc) for p in c._check_list if p.state in busy)
+            return sum(1 for c in internals.ice_connections(leg.pc) for p in c._check_list if p.state in busy)
 
         deadline = started + settle_s
         while (active() or not any(t.datagrams for t in traps)) and time.monotonic() < deadline:

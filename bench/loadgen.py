@@ -31,7 +31,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  #
 
 from bench.media import EncodedLoop, FrameMeter, ReplayTrack, answer_keyframe_requests  # noqa: E402
 from gateway.auth import mint_caller_token  # noqa: E402
-from gateway.media import hooks  # noqa: E402
+from gateway.media import aiortc_internals as internals  # noqa: E402
 from tests.support.clients import WsClient  # noqa: E402
 from signaling.looplag import LoopLag  # noqa: E402
 
@@ -68,11 +68,11 @@ def new_pc() -> RTCPeerConnection:
 def tap(pc: RTCPeerConnection, kind: str, meter: FrameMeter) -> None:
     for transceiver in pc.getTransceivers():
         if transceiver.kind == kind:
-            hooks.tap_receiver(transceiver.receiver, meter)
+            internals.tap_receiver(transceiver.receiver, meter)
 
 
 async def offer(pc: RTCPeerConnection, addresses: list[str]) -> str:
-    hooks.restrict_host_addresses(pc, addresses)
+    internals.restrict_host_addresses(pc, addresses)
     await pc.setLocalDescription(await pc.createOffer())
     return pc.localDescription.sdp
 
@@ -399,7 +399,7 @@ class JanusCall(MeasuredCall):
         await pc.setRemoteDescription(RTCSessionDescription(jsep["sdp"], jsep["type"]))
         for kind, meter in meters.items():
             tap(pc, kind, meter)
-        hooks.restrict_host_addresses(pc, self.addresses)
+        internals.restrict_host_addresses(pc, self.addresses)
         await pc.setLocalDescription(await pc.createAnswer())
         await session.message(handle, {"request": "start"}, jsep={"type": "answer", "sdp": pc.localDescription.sdp})
         return offered

@@ -4,7 +4,7 @@ A Python load generator that encodes and decodes fills its cores long before the
 - `EncodedLoop` holds 640x480 VP8 frames encoded once (each frame's pixels carry its index; a key and a delta
   version of every frame, so a keyframe request is answered at once) and 1 s of Opus, cached on disk;
 - `ReplayTrack` hands those `av.Packet`s to aiortc's sender at 30 fps (aiortc packetizes them without encoding);
-- `FrameMeter` is tapped into a receiver in place of its jitter buffer (gateway.media.hooks.tap_receiver): it
+- `FrameMeter` is tapped into a receiver in place of its jitter buffer (gateway.media.aiortc_internals.tap_receiver): it
   reassembles frames, identifies each by a hash of its bytes and records arrival, so delay and freezes are
   measured with no decoding at all.
 """

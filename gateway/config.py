@@ -358,6 +358,10 @@ class Settings(BaseSettings):
     media_announced_address: str | None = Field(
         None, description="public address announced instead of the gathered one (1:1 NAT)"
     )
+    media_port_min: int = Field(
+        0, description="lowest UDP port of the relay's media range (host candidates bind only in "
+        "media_port_min..media_port_max); 0 with media_port_max 0: ports chosen by the OS")
+    media_port_max: int = Field(0, description="highest UDP port of the relay's media range (see media_port_min)")
     video_codecs: list[Literal["VP8", "H264"]] = Field(default_factory=lambda: ["VP8", "H264"], min_length=1)
     video_queue_frames: int = Field(30, ge=2, le=600)
     audio_queue_frames: int = Field(10, ge=2, le=600)
@@ -427,6 +431,18 @@ class Settings(BaseSettings):
         if value is not None:
             ipaddress.ip_address(value)
         return value
+
+    @model_validator(mode="after")
+    def _media_ports(self) -> "Settings":
+        if self.media_port_min == 0 and self.media_port_max == 0:
+            return self  # the OS picks ephemeral ports
+        if self.media_port_min == 0 or self.media_port_max == 0:
+            raise ValueError("set both media_port_min and media_port_max for a media port range, or neither (0 and 0: "
+                             "ports chosen by the OS)")
+        from .media.ports import check_port_range  # here: gateway.media imports this module
+
+        check_port_range(self.media_port_min, self.media_port_max)
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "Settings":

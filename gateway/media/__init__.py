@@ -1,4 +1,4 @@
-"""The media plane. aiortc lives only in this package; its internals only in hooks.py."""
+"""The media plane. aiortc lives only in this package; its internals only in aiortc_internals.py."""
 
 from .forward import EncodedFrame, ForwardTrack, Producer
 from .leg import Leg, LegRole, MediaConfig

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from aiortc.rtp import RtpPacket
-from aiortc.utils import uint16_add, uint16_gt
-
+from .aiortc_internals import RtpPacket, depayloaded, uint16_add, uint16_gt
 from .codecs import is_frame_start
 
 # A gap older than this many packets is given up on (retransmission did not fill it).
@@ -37,7 +35,7 @@ class AudioAssembler:
             return False, None
         discontinuity = self._last is None or seq != uint16_add(self._last, 1)
         self._last = seq
-        self._sink(packet._data, packet.timestamp, packet.ssrc, discontinuity)  # type: ignore[attr-defined]
+        self._sink(depayloaded(packet), packet.timestamp, packet.ssrc, discontinuity)
         return False, None
 
 
@@ -96,7 +94,7 @@ class VideoAssembler:
             for part in parts:
                 del self._packets[part.sequence_number]
             self._next = uint16_add(end, 1)
-            data = b"".join(p._data for p in parts)  # type: ignore[attr-defined]
+            data = b"".join(depayloaded(p) for p in parts)
             discontinuity, self._discontinuity = self._discontinuity, False
             self._sink(data, first.timestamp, first.ssrc, discontinuity)
 

@@ -13,7 +13,7 @@ candidates in one call multiply that. So every candidate, trickled or embedded i
 - at most `max_candidates` distinct candidates per leg (`too_many_candidates`).
 
 An offer's refused candidates are left out of it (a browser may list mDNS or link-local ones); a trickled one
-gets a typed error. `CheckBudget` bounds the connectivity checks a leg may start (see hooks.guard_ice).
+gets a typed error. `CheckBudget` bounds the connectivity checks a leg may start (see aiortc_internals.guard_ice).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import av
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc import MediaStreamError, MediaStreamTrack
 
 from .codecs import CLOCK_RATES, is_keyframe, is_keyframe_start
 

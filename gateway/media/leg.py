@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from aiortc import (
+    MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -20,20 +21,19 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.sdp import candidate_from_sdp
-from aiortc.mediastreams import MediaStreamTrack
-from aiortc.sdp import SessionDescription
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ..config import Settings
 from ..errors import ClosedError, InvalidState, MediaError
-from . import hooks
+from . import aiortc_internals as internals
+from .aiortc_internals import SessionDescription, candidate_from_sdp, negotiated_codecs
 from .assembler import AudioAssembler, VideoAssembler
 from .candidates import CandidateGate, CandidatePolicy, CheckBudget, networks
 from .codecs import OPUS
 from .forward import ForwardTrack, Producer
 from .health import Liveness, MediaWatchdog, WatchdogConfig
 from .packets import IdleTrack, PacketTap, RtpForwarder
+from .ports import PortRange
 from .transcode import SwitchTrack
 from .viewer import KeyframeBudget, ViewerConfig, ViewerGuard
 
@@ -55,6 +55,8 @@ class MediaConfig:
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     host_addresses: list[str] = field(default_factory=list)
     announced_address: str | None = None
+    # UDP ports the host candidates bind in (None: the OS picks); one object per process, it rotates its start.
+    ports: PortRange | None = None
     video_codecs: list[str] = field(default_factory=lambda: ["VP8", "H264"])
     video_queue_frames: int = 30
     audio_queue_frames: int = 10
@@ -73,6 +75,7 @@ class MediaConfig:
             ice_servers=[s.model_dump(exclude_none=True) for s in settings.ice_servers],
             host_addresses=list(settings.media_host_addresses),
             announced_address=settings.media_announced_address,
+            ports=PortRange(settings.media_port_min, settings.media_port_max) if settings.media_port_max else None,
             video_codecs=list(settings.video_codecs),
             video_queue_frames=settings.video_queue_frames,
             audio_queue_frames=settings.audio_queue_frames,
@@ -145,7 +148,7 @@ class Leg(AsyncIOEventEmitter):
         self._close_task: asyncio.Task[None] | None = None
         self.failure: str | None = None  # why the leg ended without the gateway ending it
         self._monitor: asyncio.Task[None] | None = None
-        self._probe: hooks.LinkProbe | None = None
+        self._probe: internals.LinkProbe | None = None
         self.watchdog = MediaWatchdog(config.watchdog, self._on_liveness)
         self.viewer = ViewerGuard(config.viewer, lambda: self.consumers.values(), self._on_viewer)
         self.pc.on("connectionstatechange", self._on_state)
@@ -160,8 +163,9 @@ class Leg(AsyncIOEventEmitter):
         if producer is not None:
             return producer.codec
         for transceiver in self.pc.getTransceivers():
-            if transceiver.kind == "video" and transceiver._codecs:
-                return transceiver._codecs[0].name
+            codecs = negotiated_codecs(transceiver)
+            if transceiver.kind == "video" and codecs:
+                return codecs[0].name
         return None
 
     def _on_state(self) -> None:
@@ -193,8 +197,8 @@ class Leg(AsyncIOEventEmitter):
     async def _watch(self) -> None:
         """Every few hundred ms: did anything arrive from the participant, and does its send backlog grow?"""
         try:
-            probe = hooks.LinkProbe(self.pc)
-        except hooks.HookError as exc:
+            probe = internals.LinkProbe(self.pc)
+        except internals.HookError as exc:
             log.error("leg %s: no media watchdog: %s", self.id, exc)
             return
         self._probe = probe
@@ -226,8 +230,8 @@ class Leg(AsyncIOEventEmitter):
             ssrcs: set[int] = set()
             for transceiver in self.pc.getTransceivers():
                 if transceiver.kind == "video" and self._slots.get(transceiver) in self.consumers:
-                    ssrcs |= hooks.sender_ssrcs(transceiver.sender)
-                    hooks.forget_sent(transceiver.sender)
+                    ssrcs |= internals.sender_ssrcs(transceiver.sender)
+                    internals.forget_sent(transceiver.sender)
             dropped = self._probe.drop_queued(ssrcs)
             for forwarder in forwarders:
                 if forwarder.ssrc in dropped:
@@ -281,10 +285,10 @@ class Leg(AsyncIOEventEmitter):
                 n = seen[media.kind] = seen.get(media.kind, -1) + 1
                 slot = media.kind if n == 0 else f"{media.kind}:{n}"
                 self._prepare_transceiver(media.kind, slot, media.direction or "sendrecv", video_codec)
-            if self._config.host_addresses:
-                hooks.restrict_host_addresses(self.pc, self._config.host_addresses)
+            if self._config.host_addresses or self._config.ports is not None:
+                internals.restrict_host_addresses(self.pc, self._config.host_addresses or None, self._config.ports)
             policy = self._config.candidates
-            hooks.guard_ice(self.pc, self.candidates.allows, self.checks.take, max_learned=policy.max_candidates)
+            internals.guard_ice(self.pc, self.candidates.allows, self.checks.take, max_learned=policy.max_candidates)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             for transceiver in self.pc.getTransceivers():
                 self._check_codec(transceiver, video_codec)
@@ -300,7 +304,7 @@ class Leg(AsyncIOEventEmitter):
             self._bind(transceiver)
         sdp = self.pc.localDescription.sdp
         if self._config.announced_address:
-            sdp = hooks.announce_address(sdp, self._config.announced_address)
+            sdp = internals.announce_address(sdp, self._config.announced_address)
         if not self.connected.is_set() and not self.closed:
             self._connect_timer = asyncio.get_running_loop().call_later(
                 self._config.connect_timeout_s, self._connect_timed_out)
@@ -350,7 +354,7 @@ class Leg(AsyncIOEventEmitter):
             self._tap(transceiver, slot)
 
     def _check_codec(self, transceiver: RTCRtpTransceiver, video_codec: str | None) -> None:
-        if transceiver.kind == "video" and video_codec and transceiver._codecs[0].name != video_codec:
+        if transceiver.kind == "video" and video_codec and negotiated_codecs(transceiver)[0].name != video_codec:
             raise MediaError(f"the offer does not support {video_codec}, the codec of this call", code="codec_mismatch")
 
     def _tap(self, transceiver: RTCRtpTransceiver, slot: str) -> None:
@@ -360,10 +364,10 @@ class Leg(AsyncIOEventEmitter):
 
         def send_pli() -> None:
             if last_ssrc[0]:
-                hooks.request_keyframe(receiver, last_ssrc[0])
+                internals.request_keyframe(receiver, last_ssrc[0])
 
         def codec_name(payload_type: int) -> str | None:
-            codec = hooks.receiver_codecs(receiver).get(payload_type)
+            codec = internals.receiver_codecs(receiver).get(payload_type)
             return codec.name if codec is not None else None
 
         def sink(data: bytes, timestamp: int, ssrc: int, discontinuity: bool) -> None:
@@ -389,14 +393,15 @@ class Leg(AsyncIOEventEmitter):
             assembler = VideoAssembler(codec_name, sink)
         else:
             assembler = AudioAssembler(sink)
-        hooks.tap_receiver(receiver, assembler)
+        internals.tap_receiver(receiver, assembler)
         if self.packet_mode and self._config.lean_receive:
-            hooks.lean_receive(receiver, packet_sink)
+            internals.lean_receive(receiver, packet_sink)
 
     def _bind(self, transceiver: RTCRtpTransceiver) -> None:
         kind = transceiver.kind
         slot = self._slots[transceiver]
-        codec = transceiver._codecs[0] if transceiver._codecs else None
+        codecs = negotiated_codecs(transceiver)
+        codec = codecs[0] if codecs else None
         producer = self.producers.get(slot)
         if producer is not None and codec is not None:
             producer.codec = codec.name
@@ -412,7 +417,7 @@ class Leg(AsyncIOEventEmitter):
         consumer.set_codec(codec.name)
         if kind == "video":
             consumer.budget = KeyframeBudget(self._config.viewer.keyframe_interval_s, self._config.viewer.keyframe_burst)
-        hooks.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
+        internals.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
 
     async def add_ice_candidate(self, candidate: str | None, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
         """Add a trickled remote candidate (a=candidate line without 'a='), or None for end-of-candidates."""

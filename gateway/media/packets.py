@@ -15,12 +15,10 @@ import time
 from typing import Any
 from collections.abc import Callable
 
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import RtpPacket
-from aiortc.utils import uint16_gt
+from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpSender
 
-from . import hooks
+from . import aiortc_internals as internals
+from .aiortc_internals import RtpPacket, uint16_gt
 from .codecs import CLOCK_RATES
 from .forward import ForwardStats
 from .viewer import KeyframeBudget
@@ -62,7 +60,7 @@ class RtpForwarder:
 
     def __init__(self, kind: str, sender: RTCRtpSender, payload_type: int, max_backlog_bytes: int = 256 * 1024) -> None:
         self.kind = kind
-        self._port = hooks.SenderPort(sender)
+        self._port = internals.SenderPort(sender)
         self._payload_type = payload_type
         self._max_backlog = max_backlog_bytes
         self._clock_rate = 90000 if kind == "video" else 48000

@@ -7,10 +7,8 @@ import fractions
 import time
 
 import av
-from aiortc.codecs.h264 import h264_depayload
-from aiortc.codecs.vpx import vp8_depayload
-
 from ..errors import GatewayError
+from .aiortc_internals import h264_depayload, vp8_depayload
 from .forward import Producer
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc import MediaStreamError, MediaStreamTrack
 from av.frame import Frame
 
 

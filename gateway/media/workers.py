@@ -13,6 +13,7 @@ reason `worker_died` (the engine ends those calls `media_failed`, with records),
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -26,6 +27,7 @@ from ..errors import InvalidState, Unavailable
 from .channel import ChannelClosed, frame, read_frame
 from .leg import MediaConfig
 from .plane import CALLER, Answer, LegEvent, LegListener, Still
+from .ports import PortRange, port_slices
 
 log = logging.getLogger("callin.media.workers")
 
@@ -64,6 +66,12 @@ class WorkerPlane:
         self.config = config
         self.log_level, self.log_format = log_level, log_format
         self.workers = [WorkerHandle(index=i) for i in range(count)]
+        # Each worker binds its legs in its own slice of the UDP port range (when there is one).
+        self._configs = [config] * count
+        if config.ports is not None:
+            low, high = config.ports.low, config.ports.high
+            self._configs = [dataclasses.replace(config, ports=PortRange.of(part))
+                             for part in port_slices(low, high, count)]
         self._listeners: list[LegListener] = []
         self._ids = itertools.count(1)
         self._call_worker: dict[str, WorkerHandle] = {}
@@ -88,7 +96,7 @@ class WorkerPlane:
         finally:
             theirs.close()
         worker.reader, worker.writer = await asyncio.open_connection(sock=ours)
-        worker.writer.write(frame({"config": self.config, "log_level": self.log_level,
+        worker.writer.write(frame({"config": self._configs[worker.index], "log_level": self.log_level,
                                    "log_format": self.log_format}))
         try:
             ready = await asyncio.wait_for(read_frame(worker.reader), START_TIMEOUT_S)

@@ -15,7 +15,7 @@ from aioice import stun
 from aioice.ice import CandidatePair
 
 from gateway.config import DEFAULT_DENIED_NETWORKS
-from gateway.media import hooks
+from gateway.media import aiortc_internals as internals
 from tests.support.clients import Agent, Caller, Peer, wait_until
 from tests.support.media import ToneAudioTrack
 from tests.support.server import running_gateway
@@ -82,13 +82,13 @@ def relay_address(caller: Caller) -> tuple[str, int]:
 
 def remote_addresses(leg) -> set[tuple[str, int]]:
     """What the leg's ICE agent holds as remote candidates (including peer-reflexive ones)."""
-    return {(c.host, c.port) for connection in hooks.ice_connections(leg.pc) for c in connection.remote_candidates}
+    return {(c.host, c.port) for connection in internals.ice_connections(leg.pc) for c in connection.remote_candidates}
 
 
 def pending_pairs(leg) -> int:
     """Pairs that may still start a check."""
     waiting = (CandidatePair.State.WAITING, CandidatePair.State.FROZEN)
-    return sum(1 for connection in hooks.ice_connections(leg.pc)
+    return sum(1 for connection in internals.ice_connections(leg.pc)
                for pair in connection._check_list if pair.state in waiting and pair.task is None)
 
 

@@ -11,6 +11,7 @@ import signal
 import pytest
 
 from gateway.errors import NotFound
+from gateway.media.ports import port_slices
 from gateway.media.workers import WorkerPlane
 from signaling.keys import CALLS
 from tests.support.clients import Agent, Caller, wait_until
@@ -106,3 +107,29 @@ async def test_calls_spread_over_two_workers_and_a_killed_worker_ends_only_its_c
                 await party.close()
     # The gateway stopped: its workers exited with it.
     assert all(w.process is not None and w.process.returncode is not None for w in plane.workers)
+
+
+def candidate_ports(sdp: str) -> set[int]:
+    return {int(line.split()[5]) for line in sdp.splitlines() if line.startswith("a=candidate:")}
+
+
+async def test_each_worker_binds_its_legs_in_its_own_slice_of_the_port_range(caller_token):
+    async with running_gateway(media_workers=2, media_port_min=41000, media_port_max=41099) as gw:
+        plane = gw.board.plane
+        slices = port_slices(41000, 41099, 2)
+        calls = [await answered_call(gw, caller_token, f"ports-{i}", name, f"{name}-demo", 700 + 100 * i)
+                 for i, name in enumerate(("alice", "bob"))]
+        try:
+            seen = set()
+            for caller, agent, call_id in calls:
+                worker = plane.call_worker(call_id)
+                seen.add(worker)
+                ports = (candidate_ports(caller.peer.pc.remoteDescription.sdp)
+                         | candidate_ports(agent.peer.pc.remoteDescription.sdp))
+                assert ports and all(port in slices[worker] for port in ports), (worker, ports)
+                await frames_flow(agent, caller, 20)
+            assert seen == {0, 1}
+        finally:
+            for caller, agent, _ in calls:
+                await caller.close()
+                await agent.close()

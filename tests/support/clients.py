@@ -15,7 +15,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from gateway.media import hooks
+from gateway.media import aiortc_internals as internals
 
 from .media import CounterVideoTrack, ToneAudioTrack, audio_frame_mono, dominant_frequency, read_counter
 
@@ -189,7 +189,7 @@ class Peer:
             self.track_event.set()
 
     async def offer(self) -> str:
-        hooks.restrict_host_addresses(self.pc, self.addresses)
+        internals.restrict_host_addresses(self.pc, self.addresses)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return self.pc.localDescription.sdp
 

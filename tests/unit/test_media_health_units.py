@@ -156,7 +156,7 @@ def test_drop_queued_removes_only_the_paused_streams_rtp_from_the_send_buffer():
 
     from aiortc.rtp import RtpPacket
 
-    from gateway.media import hooks
+    from gateway.media import aiortc_internals as internals
 
     def rtp(ssrc: int, size: int = 100) -> bytes:
         return RtpPacket(payload_type=96, sequence_number=1, timestamp=1, ssrc=ssrc, payload=b"x" * size).serialize()
@@ -165,7 +165,7 @@ def test_drop_queued_removes_only_the_paused_streams_rtp_from_the_send_buffer():
     transport = SimpleNamespace(_buffer=deque([(rtp(7), None), (rtp(9), None), (rtcp, None), (b"\x16\xfe\xfd", None),
                                                (rtp(7), None)]), _buffer_size=0)
     transport._buffer_size = sum(len(d) for d, _ in transport._buffer)
-    probe = hooks.LinkProbe.__new__(hooks.LinkProbe)
+    probe = internals.LinkProbe.__new__(internals.LinkProbe)
     probe._connections = [SimpleNamespace(_nominated={1: SimpleNamespace(protocol=SimpleNamespace(transport=transport))})]
     dropped = probe.drop_queued({7})
     assert dropped == {7: 1}  # the first dropped packet of stream 7 had sequence number 1

@@ -1,4 +1,6 @@
-"""The only module that touches aiortc/aioice internals. Tested against aiortc 1.16 (see pyproject.toml).
+"""The only module that touches aiortc/aioice internals: the rest of gateway/media uses aiortc's public API (the names
+`aiortc` exports, and aiortc.contrib.media) plus this module. Written for aiortc 1.16.0 and aioice 0.13.0, pinned
+in pyproject.toml; tests/unit/test_aiortc_internals.py checks that every name listed below exists.
 
 Three hooks make aiortc forward instead of transcode:
 - `tap_receiver`: the receiver keeps doing SRTP, RTCP receiver reports, NACKs and RTX unwrapping, but its jitter
@@ -6,30 +8,92 @@ Three hooks make aiortc forward instead of transcode:
 - `on_keyframe_request`: a PLI/FIR that reaches one of our senders calls us instead of flagging an encoder.
 - `request_keyframe`: send a PLI from a receiver to the remote sender.
 The sender side needs no hook: a track that yields `av.Packet` is packetized by aiortc without encoding.
-Plus `restrict_host_addresses`, because aioice gathers on every interface but loopback and has no setting, and
-`guard_ice`, because aioice sends checks to any remote candidate it is given, for as long as it is given more.
-And `LinkProbe`, which reads how much a peer connection received and how much waits to be sent on its socket.
+`SenderPort` sends already-encoded RTP through a sender; `lean_receive` is a receive path without decoder work.
+Plus `restrict_host_addresses`, because aioice gathers on every interface but loopback, on any port, and has no
+setting for either (it also binds host candidates inside a `PortRange`); `guard_ice`, because aioice sends checks
+to any remote candidate it is given, for as long as it is given more; and `LinkProbe`, which reads how much a peer
+connection received and how much waits to be sent on its socket.
+
+Relied-on names (private unless said otherwise):
+- aiortc modules: aiortc.clock.current_ntp_time; aiortc.codecs.h264.h264_depayload; aiortc.codecs.vpx.vp8_depayload;
+  aiortc.rtp: RTP_HISTORY_SIZE, RtpPacket, RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci, unwrap_rtx;
+  aiortc.sdp: SessionDescription, candidate_from_sdp; aiortc.utils: uint16_add, uint16_gt;
+  aiortc.rtcrtpreceiver.StreamStatistics.
+- RtpPacket: _data (set by RTCRtpReceiver._handle_rtp_packet), padding_size, extensions (abs_send_time, mid,
+  audio_level), serialize.
+- RTCRtpReceiver: _RTCRtpReceiver__started, __jitter_buffer, __decoder_queue, __codecs, __remote_streams,
+  __rtx_ssrc, __nack_generator, __remote_bitrate_estimator, __rtcp_ssrc; _enabled, _handle_rtp_packet, _send_rtcp,
+  _send_rtcp_nack, _send_rtcp_pli.
+- RTCRtpSender: _RTCRtpSender__started, __mid, __rtp_header_extensions_map, __rtp_history, __ntp_timestamp,
+  __rtp_timestamp, __octet_count, __packet_count; _ssrc, _rtx_ssrc, _send_keyframe.
+- RTCRtpTransceiver: _codecs. RTCDtlsTransport: _RTCDtlsTransport__rx_packets, _send_rtp.
+  RTCIceTransport: _connection. RTCIceGatherer: _connection.
+- aioice modules: aioice.ice: CandidatePair (State.WAITING, FROZEN, FAILED), TransportPolicy.ALL,
+  get_host_addresses, StunProtocol, server_reflexive_candidate; aioice.candidate: Candidate, candidate_foundation,
+  candidate_priority; aioice.turn.UDP_SOCKET_BUFFER_SIZE.
+- aioice Connection: _add_remote_candidate, check_start_task, request_received, check_state, check_complete,
+  _check_list, _remote_candidates, _local_candidates_start, _local_candidates, _local_candidates_end, _components,
+  _protocols, _closing, _nominated, _use_ipv4, _use_ipv6, _transport_policy, stun_server, gather_candidates,
+  get_component_candidates. aioice Candidate: _network_host. CandidatePair: task, state. StunProtocol: transport,
+  local_candidate.
+- asyncio's datagram transport (CPython): _buffer, _buffer_size (and _header_size where this Python has it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import fcntl
+import ipaddress
+import logging
 import socket
 import struct
 import termios
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, clock
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    clock,
+)
+from aiortc.codecs.h264 import h264_depayload
+from aiortc.codecs.vpx import vp8_depayload
 from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+from aiortc.utils import uint16_add, uint16_gt
 
 from ..errors import GatewayError
+from .ports import PortRange, PortsExhausted
+
+log = logging.getLogger(__name__)
+
+
+__all__ = [
+    "HookError", "LinkProbe", "RtpPacket", "SenderPort", "SessionDescription", "announce_address",
+    "candidate_from_sdp", "depayloaded", "forget_sent", "guard_ice", "h264_depayload", "ice_connections",
+    "lean_receive", "negotiated_codecs", "on_keyframe_request", "receiver_codecs", "request_keyframe",
+    "restrict_host_addresses", "send_now", "sender_ssrcs", "tap_receiver", "uint16_add", "uint16_gt",
+    "vp8_depayload",
+]
 
 
 class HookError(GatewayError):
     code = "media_hook_error"
+
+
+def depayloaded(packet: RtpPacket) -> bytes:
+    """The codec payload of a packet that went through a tapped receiver (aiortc sets it before the jitter buffer)."""
+    return packet._data  # type: ignore[attr-defined,no-any-return]
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs negotiated for a transceiver, preferred first (empty before negotiation)."""
+    return transceiver._codecs
 
 
 class _NoDecoding:
@@ -209,10 +273,27 @@ def ice_connections(pc: RTCPeerConnection) -> list[Any]:
     return list(found.values())
 
 
-def restrict_host_addresses(pc: RTCPeerConnection, addresses: Sequence[str]) -> None:
-    """Make the connection gather host candidates on exactly `addresses` (loopback allowed)."""
+def bound_ports(pc: RTCPeerConnection) -> list[tuple[str, int]]:
+    """(address, port) of every UDP socket the peer connection's ICE agents hold (host candidates' sockets, and
+    TURN clients' sockets if any)."""
+    found: list[tuple[str, int]] = []
     for connection in ice_connections(pc):
-        _patch_gather(connection, list(addresses))
+        for protocol in connection._protocols:
+            transport = getattr(protocol, "transport", None)
+            if transport is not None and not transport.is_closing():
+                host, port = transport.get_extra_info("sockname")[:2]
+                found.append((host, port))
+    return found
+
+
+def restrict_host_addresses(pc: RTCPeerConnection, addresses: Sequence[str] | None,
+                            ports: PortRange | None = None) -> None:
+    """Make the connection gather host candidates on exactly `addresses` (loopback allowed), or with None on the
+    interfaces aioice itself picks; with `ports`, each component binds, on each address, the first free port of
+    the range (in the range's rotating order), and a range with no free port fails the gathering with
+    `PortsExhausted` (whatever it had bound is closed). Call before setLocalDescription."""
+    for connection in ice_connections(pc):
+        _patch_gather(connection, None if addresses is None else list(addresses), ports)
 
 
 def guard_ice(pc: RTCPeerConnection, allows: Callable[[str], bool], take_check: Callable[[], bool],
@@ -271,8 +352,12 @@ def _guard_connection(connection: Any, allows: Callable[[str], bool], take_check
     connection.request_received = on_request
 
 
-def _patch_gather(connection: Any, addresses: list[str]) -> None:
-    for name in ("_local_candidates_start", "_local_candidates", "_local_candidates_end", "_components"):
+_GATHER_NAMES = ("_local_candidates_start", "_local_candidates", "_local_candidates_end", "_components", "_protocols",
+                 "_closing", "_use_ipv4", "_use_ipv6", "_transport_policy", "stun_server", "get_component_candidates")
+
+
+def _patch_gather(connection: Any, addresses: list[str] | None, ports: PortRange | None) -> None:
+    for name in _GATHER_NAMES:
         if not hasattr(connection, name):
             raise HookError(f"aioice Connection has no {name!r}: this aioice version is not supported")
 
@@ -280,15 +365,121 @@ def _patch_gather(connection: Any, addresses: list[str]) -> None:
         if connection._local_candidates_start:
             return
         connection._local_candidates_start = True
-        coros = [
-            connection.get_component_candidates(component=component, addresses=addresses)
-            for component in connection._components
-        ]
+        chosen = addresses if addresses is not None else _default_addresses(connection)
+        if ports is None:
+            coros = [connection.get_component_candidates(component=component, addresses=chosen)
+                     for component in connection._components]
+        else:
+            bound = _bind_in_range(sorted(connection._components), chosen, ports)  # may raise PortsExhausted
+            coros = [_component_candidates(connection, component, socks) for component, socks in bound.items()]
         for candidates in await asyncio.gather(*coros):
             connection._local_candidates += candidates
         connection._local_candidates_end = True
 
     connection.gather_candidates = gather_candidates
+
+
+def _default_addresses(connection: Any) -> list[str]:
+    """What aioice's own gather_candidates would use: every interface but loopback, none for relay-only."""
+    from aioice.ice import TransportPolicy, get_host_addresses
+
+    if connection._transport_policy != TransportPolicy.ALL:
+        return []
+    return list(get_host_addresses(use_ipv4=connection._use_ipv4, use_ipv6=connection._use_ipv6))
+
+
+def _bind_in_range(components: list[int], addresses: list[str], ports: PortRange) -> dict[int, list[socket.socket]]:
+    """Bind one UDP socket per component and address in the range, before anything is awaited (so that no other
+    gathering takes the same port in between). All or nothing: on exhaustion, what was bound is closed."""
+    bound: dict[int, list[socket.socket]] = {component: [] for component in components}
+    try:
+        for component in components:
+            for address in addresses:
+                sock = _bind_first_free(address, ports)
+                if sock is not None:
+                    bound[component].append(sock)
+    except BaseException:
+        for socks in bound.values():
+            for sock in socks:
+                sock.close()
+        raise
+    return bound
+
+
+def _bind_first_free(address: str, ports: PortRange) -> socket.socket | None:
+    """A socket bound to `address` on the first free port of `ports`; None if the address cannot be bound at all
+    (as aioice does: it logs and gathers on the other addresses)."""
+    from aioice import turn
+
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(address, 0, type=socket.SOCK_DGRAM,
+                                                       flags=socket.AI_NUMERICHOST)[0]
+    except OSError as exc:
+        log.info("could not bind to %s - %s", address, exc)
+        return None
+    for port in ports.candidates():
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((sockaddr[0], port, *sockaddr[2:]))
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                continue  # taken (by another leg or another program): try the next port
+            log.info("could not bind to %s - %s", address, exc)
+            return None
+        ports.taken(port)
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, turn.UDP_SOCKET_BUFFER_SIZE)
+        return sock
+    raise PortsExhausted(
+        f"every UDP port of the relay's media range {ports.low}-{ports.high} ({len(ports)} port(s)) is in use on "
+        f"{address}: no new call media can be set up until a call ends; try again shortly, or widen "
+        f"media_port_min/media_port_max")
+
+
+async def _component_candidates(connection: Any, component: int, socks: list[socket.socket]) -> list[Any]:
+    """aioice's get_component_candidates for host sockets bound by us: host candidates, server-reflexive ones
+    through the same sockets (STUN), and a relayed one (TURN) from aioice itself."""
+    from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+    from aioice.ice import StunProtocol, server_reflexive_candidate
+
+    loop = asyncio.get_running_loop()
+    protocols: list[Any] = []
+    try:
+        while socks:
+            _, protocol = await loop.create_datagram_endpoint(lambda: StunProtocol(connection), sock=socks[0])
+            socks.pop(0)
+            if connection._closing:  # closed while we bound: its close() did not see this socket
+                protocol.transport.close()
+                return []
+            host, port = protocol.transport.get_extra_info("sockname")[:2]
+            protocol.local_candidate = Candidate(
+                foundation=candidate_foundation("host", "udp", host), component=component, transport="udp",
+                priority=candidate_priority(component, "host"), host=host, port=port, type="host")
+            connection._protocols.append(protocol)
+            protocols.append(protocol)
+    finally:
+        for sock in socks:
+            sock.close()
+    candidates = [protocol.local_candidate for protocol in protocols]
+
+    async def reflexive() -> list[Any]:
+        if not connection.stun_server:
+            return []
+        tasks = [asyncio.ensure_future(server_reflexive_candidate(protocol, connection.stun_server))
+                 for protocol in protocols if ipaddress.ip_address(protocol.local_candidate.host).version == 4]
+        if not tasks:
+            return []
+        done, pending = await asyncio.wait(tasks, timeout=5)
+        for task in pending:
+            task.cancel()
+        return [task.result()[0] for task in done if task.exception() is None]
+
+    # With no addresses, aioice binds no host socket and gathers only the TURN candidate (if a server is set).
+    found, relayed = await asyncio.gather(reflexive(), connection.get_component_candidates(component=component,
+                                                                                           addresses=[]))
+    return candidates + found + relayed
 
 
 def announce_address(sdp: str, address: str) -> str:
