@@ -28,6 +28,8 @@ from collections.abc import Callable
 
 import structlog
 
+from .tasks import stop_task
+
 log = structlog.get_logger("callin.gc")
 
 YOUNG_THRESHOLD = 7000  # allocations (net) before a generation-0 collection (CPython's default: 700)
@@ -57,13 +59,8 @@ class GcPolicy:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="callin-gc")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         if self._saved is not None:
             gc.set_threshold(*self._saved)
             gc.unfreeze()

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import structlog
 
+from gateway.tasks import stop_task
+
 log = structlog.get_logger("callin.loop")
 
 
@@ -28,12 +30,8 @@ class LoopLag:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="callin-loop-lag")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -8,11 +8,11 @@ sessions with sockets here are still live, which catches expiry and sessions end
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 import structlog
 
+from gateway.tasks import stop_task
 from gateway.store.signins import SignInStore
 
 log = structlog.get_logger("callin.signins")
@@ -58,11 +58,8 @@ class LiveSignIns:
         self._task = asyncio.ensure_future(self._sweep())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _sweep(self) -> None:
         while True:

@@ -4,11 +4,11 @@ changes that raise no call event (an agent going away)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
 
+from gateway.tasks import stop_task
 from gateway.switchboard import Switchboard
 
 from . import protocol as p
@@ -34,10 +34,7 @@ class WallboardHub:
     async def stop(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         self._subscribers.clear()
 
     def subscribe(self, send: Callable[[Wire], None]) -> dict[str, Any]:

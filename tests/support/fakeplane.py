@@ -1,0 +1,93 @@
+"""A media plane without media, for engine tests that run in milliseconds: it records what the engine asked, answers
+offers with a fixed SDP, and lets a test emit leg events (a leg connecting, failing, a worker dying)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from gateway.errors import InvalidState, NotFound
+from gateway.media.plane import CALLER, Answer, LegEvent, LegListener, Still
+
+FAKE_ANSWER = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=fake\r\nt=0 0\r\n"
+
+
+class FakePlane:
+    def __init__(self) -> None:
+        self.calls: dict[str, dict[str, str]] = {}  # call id -> participant -> leg id
+        self.scenes: dict[str, dict[str, Any]] = {}
+        self.asked: list[tuple[Any, ...]] = []  # every request, in order
+        self.closed = False
+        self._listeners: list[LegListener] = []
+        self._ids = itertools.count(1)
+
+    # -- MediaPlane
+    def subscribe(self, listener: LegListener) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        self.asked.append(("start",))
+
+    async def close(self) -> None:
+        self.closed = True
+        self.calls.clear()
+
+    def has_call(self, call_id: str) -> bool:
+        return call_id in self.calls
+
+    def open_call(self, call_id: str) -> None:
+        self.asked.append(("open_call", call_id))
+        self.calls.setdefault(call_id, {})
+        self.scenes.setdefault(call_id, {})
+
+    async def answer(self, call_id: str, participant: str, sdp: str) -> Answer:
+        self.asked.append(("answer", call_id, participant))
+        legs = self.calls.get(call_id)
+        if legs is None:
+            raise InvalidState("this call has no media (it has ended)", code="call_ended")
+        if participant in legs:
+            raise InvalidState("this participant's media is already set up", code="renegotiation")
+        legs[participant] = f"fake:{call_id}:{participant}#{next(self._ids)}"
+        return Answer(leg_id=legs[participant], sdp=FAKE_ANSWER)
+
+    async def add_candidate(self, call_id: str, participant: str, candidate: str | None, sdp_mid: str | None,
+                            sdp_mline_index: int | None) -> None:
+        if participant not in self.calls.get(call_id, {}):
+            raise InvalidState("send the offer before ICE candidates", code="no_offer")
+        self.asked.append(("add_candidate", call_id, participant, candidate))
+
+    def set_scene(self, call_id: str, **changes: Any) -> None:
+        self.asked.append(("set_scene", call_id, changes))
+        if call_id in self.scenes:
+            self.scenes[call_id].update(changes)
+
+    async def remove(self, call_id: str, participant: str) -> None:
+        self.asked.append(("remove", call_id, participant))
+        self.calls.get(call_id, {}).pop(participant, None)
+
+    async def reset_call(self, call_id: str) -> None:
+        self.asked.append(("reset_call", call_id))
+        self.calls[call_id] = {}
+
+    async def still(self, call_id: str, participant: str = CALLER) -> Still:
+        if participant not in self.calls.get(call_id, {}):
+            raise NotFound("the caller sends no video", code="no_video")
+        return Still(jpeg=b"\xff\xd8fake\xff\xd9", width=2, height=2)
+
+    async def close_call(self, call_id: str) -> None:
+        self.asked.append(("close_call", call_id))
+        self.calls.pop(call_id, None)
+        self.scenes.pop(call_id, None)
+
+    async def stats(self, call_id: str) -> dict[str, Any]:
+        return {}
+
+    # -- what a test makes happen
+    def leg_id(self, call_id: str, participant: str) -> str:
+        return self.calls[call_id][participant]
+
+    def emit(self, call_id: str, participant: str, kind: str, leg_id: str | None = None, **fields: Any) -> None:
+        event = LegEvent(call_id=call_id, participant=participant,
+                         leg_id=leg_id or self.leg_id(call_id, participant), kind=kind, **fields)  # type: ignore[arg-type]
+        for listener in list(self._listeners):
+            listener(event)

@@ -1,0 +1,121 @@
+"""The engine against a fake media plane (tests/support/fakeplane.py): what it asks of media and what it does with
+leg events, in milliseconds and without a socket. The real-peer proofs of the same paths are in
+tests/integration/test_call.py, test_media_health.py and test_media_workers.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from gateway.auth import AgentAccount
+from gateway.events import CallEnded, MediaState
+from gateway.models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason
+from gateway.switchboard import Switchboard
+from tests.support.fakeplane import FAKE_ANSWER, FakePlane
+from tests.support.server import test_settings as gateway_settings
+
+
+class Party:
+    """A session's events, as its socket would have received them."""
+
+    def __init__(self, board: Switchboard, session) -> None:
+        self.session = session
+        self.events: list = []
+        board.sessions.attach(session, lambda item: self.events.append(item.event))
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+async def connected_call(plane: FakePlane):
+    board = Switchboard(gateway_settings(), plane=plane)
+    caller = Party(board, board.open_caller(CallerIdentity(subject="cust-1", expires_at=0)))
+    call = board.start_call(caller.session, CallType.VIDEO, None, CallContext())
+    assert await board.caller_offer(caller.session, call.id, "offer") == FAKE_ANSWER
+    agent = Party(board, board.open_agent(AgentAccount(username="alice", display_name="Alice")))
+    board.set_agent_status(agent.session, AgentStatus.AVAILABLE)
+    assert call.state is CallState.OFFERED and call.offered_to == "alice"
+    board.accept(agent.session, call.id)
+    assert await board.agent_offer(agent.session, call.id, "offer") == FAKE_ANSWER
+    return board, caller, agent, call
+
+
+async def test_offers_scene_and_hold_go_through_the_plane():
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(plane)
+    try:
+        assert ("open_call", call.id) in plane.asked
+        assert [a for a in plane.asked if a[0] == "answer"] == [("answer", call.id, "caller"),
+                                                                 ("answer", call.id, "alice")]
+        assert plane.scenes[call.id]["agent"] == "alice"
+        board.hold(agent.session, call.id, True)
+        assert plane.scenes[call.id]["held"] is True
+        await board.caller_hangup(caller.session, call.id)
+        assert ("close_call", call.id) in plane.asked and not plane.has_call(call.id)
+    finally:
+        await board.close()
+    assert plane.closed
+
+
+async def test_media_states_reach_both_sides_named_by_role():
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(plane)
+    try:
+        plane.emit(call.id, "caller", "state", state="disconnected")
+        plane.emit(call.id, "alice", "state", state="connected")
+        assert [(e.leg, e.state) for e in agent.of(MediaState)] == [("caller", "disconnected"), ("agent", "connected")]
+        assert [(e.leg, e.state) for e in caller.of(MediaState)] == [("caller", "disconnected"), ("agent", "connected")]
+    finally:
+        await board.close()
+
+
+async def test_a_failed_leg_ends_the_call_with_its_cause_recorded():
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(plane)
+    try:
+        plane.emit(call.id, "caller", "failed", reason="worker_died")
+        await until(lambda: call.state is CallState.ENDED)
+        assert call.end_reason is EndReason.MEDIA_FAILED and call.ended_by == "system"
+        assert any(e.kind == "media_failed" and e.detail.get("cause") == "worker_died" for e in call.events)
+        assert [e.reason for e in caller.of(CallEnded)] == ["media_failed"]
+        assert [e.reason for e in agent.of(CallEnded)] == ["media_failed"]
+        assert not plane.has_call(call.id)
+    finally:
+        await board.close()
+
+
+async def test_events_of_a_leg_that_is_no_longer_current_are_ignored():
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(plane)
+    try:
+        stale = "fake:old-leg#0"
+        plane.emit(call.id, "caller", "state", leg_id=stale, state="disconnected")
+        plane.emit(call.id, "caller", "failed", leg_id=stale, reason="closed_by_remote")
+        await asyncio.sleep(0.05)
+        assert call.state is CallState.CONNECTED and not agent.of(MediaState)
+    finally:
+        await board.close()
+
+
+async def test_a_still_comes_from_the_plane_and_a_call_without_video_says_so():
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(plane)
+    try:
+        still = await board.plane.still(call.id)
+        assert still.jpeg.startswith(b"\xff\xd8")
+        await board.caller_hangup(caller.session, call.id)
+        try:
+            await board.plane.still(call.id)
+        except Exception as exc:  # noqa: BLE001 - the code is what matters
+            assert getattr(exc, "code", None) == "no_video"
+        else:
+            raise AssertionError("a still of an ended call")
+    finally:
+        await board.close()
