@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway.auth import AgentAccount
 from gateway.errors import Forbidden, InvalidState
-from gateway.incall import SUPERVISOR_ROLES
+from gateway.engine.supervision import SUPERVISOR_ROLES
 from gateway.media.topology import SuperviseMode
 from gateway.models import CallState
 from gateway.sessions import Session
