@@ -1,9 +1,11 @@
 """The engine's own parts: the timer registry, the settle step after each command (a colleague freed by a
-cancelled consult is offered a waiting call at once)."""
+cancelled consult is offered a waiting call at once), and signaling reading the engine through methods only."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
 from gateway.engine.timers import Timers
 from gateway.events import CallOffered
@@ -64,3 +66,12 @@ async def test_a_colleague_freed_by_a_declined_consult_is_offered_a_waiting_call
     finally:
         await board.close()
 
+
+def test_signaling_reads_the_engine_through_methods():
+    """No signaling module reaches into the engine's live-state dicts (cli.py and app.py set the engine up)."""
+    root = Path(__file__).resolve().parents[2] / "signaling"
+    internals = re.compile(r"board\.(calls|agents|queue|sessions|estimators|positions|live|core)\b")
+    offenders = [f"{path.name}:{number}: {line.strip()}"
+                 for path in sorted(root.glob("*.py")) if path.name not in ("cli.py", "app.py")
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if internals.search(line)]
+    assert offenders == []
