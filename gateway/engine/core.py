@@ -18,7 +18,7 @@ from ..media.plane import MediaPlane
 from ..models import EndReason
 from ..queues import QueueDirectory
 from ..sessions import SessionRegistry
-from ..store.live import MemoryLiveState
+from ..store.live import LiveState
 from .timers import Timers
 
 Emit = Callable[..., bool]
@@ -26,7 +26,7 @@ EndCall = Callable[[Call, EndReason, str], Awaitable[None]]
 
 
 class Core:
-    def __init__(self, settings: Settings, clock: Clock, live: MemoryLiveState, sessions: SessionRegistry,
+    def __init__(self, settings: Settings, clock: Clock, live: LiveState, sessions: SessionRegistry,
                  queues: QueueDirectory, plane: MediaPlane, emit: Emit, settle: Callable[[], None]) -> None:
         self.settings = settings
         self.clock = clock
