@@ -36,7 +36,7 @@ class Call:
     ended_by: str | None = None
     declined_by: set[str] = field(default_factory=set)
     events: list[CallEvent] = field(default_factory=list)
-    # in-call handling (gateway/incall.py)
+    # in-call handling (gateway/engine/incall.py, supervision.py, content.py)
     held: bool = False
     consult: str | None = None  # colleague consulted for a warm transfer (ringing or joined)
     consult_joined: bool = False

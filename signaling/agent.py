@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway.auth import AgentAccount
 from gateway.errors import Forbidden, InvalidState
-from gateway.incall import SUPERVISOR_ROLES
+from gateway.engine.supervision import SUPERVISOR_ROLES
 from gateway.media.topology import SuperviseMode
 from gateway.models import CallState
 from gateway.sessions import Session
@@ -60,11 +60,13 @@ class AgentConnection(Connection):
         return isinstance(other, AgentAccount) and other.username == principal.username
 
     def welcome_extra(self, session: Session, resumed: bool) -> dict[str, Any]:
-        state = self.board.agents[session.principal.username]
+        state = self.board.agent(session.principal.username)
+        if state is None:
+            raise InvalidState("this agent is not signed in", code="session_replaced")
         extra: dict[str, Any] = {
             "agent": {"username": state.username, "display_name": state.display_name, "status": state.status.value}
         }
-        call = self.board.calls.get(state.call_id or "")
+        call = self.board.call(state.call_id)
         if call is not None and call.state is not CallState.ENDED:
             extra["call"] = {"call_id": call.id, "state": call.state.value, "card": call.card()}
         return extra
@@ -108,7 +110,7 @@ class AgentConnection(Connection):
                 call = self.board.agent_call(session, message.call_id)
                 if call.state is CallState.ENDED:
                     raise InvalidState("the call has ended", code="call_ended")
-                state = self.board.agents[session.principal.username]
+                state = self.board.agent_state(session)
                 await self.board.add_candidate(call, state.username, message.candidate, message.sdp_mid,
                                                message.sdp_mline_index)
                 if message.id:

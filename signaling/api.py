@@ -134,7 +134,7 @@ async def call_history(request: web.Request) -> web.Response:
     who = await require(request)
     q: HistoryQuery = parse_query(request, HistoryQuery)
     board = request.app[SWITCHBOARD]
-    call = board.calls.get(request.match_info["call_id"])
+    call = board.call(request.match_info["call_id"])
     if call is None or (who.role == Role.AGENT.value and who.name != call.offered_to
                         and not board.is_participant(call, who.name) and who.name != call.consult):
         raise NotFound("no such call in progress; ended calls are in GET /api/v1/calls/{call_id}",
@@ -162,7 +162,7 @@ async def agents(request: web.Request) -> web.Response:
     board = request.app[SWITCHBOARD]
     result = []
     for account in await request.app[ACCOUNTS].list():
-        live = board.agents.get(str(account["username"]))
+        live = board.agent(str(account["username"]))
         result.append({
             "username": account["username"], "display_name": account["display_name"], "role": account["role"],
             "status": live.status.value if live else AgentStatus.OFFLINE.value,
@@ -174,7 +174,7 @@ async def agents(request: web.Request) -> web.Response:
 
 def _queue_view(board: Any, queue: Queue) -> dict[str, Any]:
     t = board.clock.time()
-    waiting = [c for c in board.queue.ordered() if c.queue == queue.name]
+    waiting = board.waiting_calls(queue.name)
     return {
         "name": queue.name,
         "length": len(waiting),
@@ -183,8 +183,8 @@ def _queue_view(board: Any, queue: Queue) -> dict[str, Any]:
         "open": queue.is_open(t),
         "opens_at": queue.schedule.next_opening(t),
         "agents_staffed": board.staffed(queue.name),
-        "average_handle_s": round(board.estimators[queue.name].average_handle_s, 1)
-        if queue.name in board.estimators else None,
+        "average_handle_s": round(handle_s, 1) if (handle_s := board.average_handle_s(queue.name)) is not None
+        else None,
         "config": queue.config.model_dump(mode="json"),
     }
 
@@ -193,7 +193,7 @@ def _queue_view(board: Any, queue: Queue) -> dict[str, Any]:
 async def queues(request: web.Request) -> web.Response:
     await require(request, roles=STAFF, api_key=True)
     board = request.app[SWITCHBOARD]
-    return json_response({"queues": [_queue_view(board, q) for q in board.queues.all()],
+    return json_response({"queues": [_queue_view(board, q) for q in board.all_queues()],
                               "agents_staffed": board.staffed()})
 
 
@@ -201,7 +201,7 @@ async def queues(request: web.Request) -> web.Response:
 async def get_queue(request: web.Request) -> web.Response:
     await require(request, roles=STAFF, api_key=True)
     board = request.app[SWITCHBOARD]
-    return json_response(_queue_view(board, board.queues.get(request.match_info["name"])))
+    return json_response(_queue_view(board, board.queue_config(request.match_info["name"])))
 
 
 class QueueConfigPut(QueueConfig):
@@ -233,8 +233,7 @@ async def _queue_body(request: web.Request, name: str | None) -> QueueConfig:
 async def _apply_queue(request: web.Request, config: QueueConfig, by: str) -> web.Response:
     board = request.app[SWITCHBOARD]
     await request.app[QUEUES].save(config, by)
-    queue = board.queues.put(config)
-    board.recheck()  # hours or skills may have changed: dispatch and positions again
+    queue = board.put_queue(config)  # hours or skills may have changed: the engine settles again
     return json_response(_queue_view(board, queue))
 
 
@@ -242,7 +241,7 @@ async def _apply_queue(request: web.Request, config: QueueConfig, by: str) -> we
 async def create_queue(request: web.Request) -> web.Response:
     who = await require(request, roles=ADMIN)
     config = await _queue_body(request, None)
-    if config.name in request.app[SWITCHBOARD].queues:
+    if request.app[SWITCHBOARD].has_queue(config.name):
         raise InvalidState(f"the queue {config.name} exists already; PUT changes it", code="queue_exists")
     response = await _apply_queue(request, config, who.name)
     response.set_status(201)
@@ -260,7 +259,7 @@ async def delete_queue(request: web.Request) -> web.Response:
     await require(request, roles=ADMIN)
     board = request.app[SWITCHBOARD]
     name = request.match_info["name"]
-    board.queues.remove(name, waiting=sum(1 for c in board.queue.ordered() if c.queue == name))
+    board.remove_queue(name)
     await request.app[QUEUES].delete(name)
     return json_response({"deleted": name})
 

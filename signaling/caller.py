@@ -36,7 +36,7 @@ class CallerConnection(Connection):
 
     def welcome_extra(self, session: Session, resumed: bool) -> dict[str, Any]:
         extra: dict[str, Any] = {"caller": session.principal.model_dump()}
-        call = self.board.calls.get(session.call_id or "")
+        call = self.board.call(session.call_id)
         if resumed and call is not None and call.state is not CallState.ENDED:
             extra["call"] = {"call_id": call.id, "state": call.state.value, "call_type": call.call_type.value}
         return extra
@@ -72,7 +72,7 @@ class CallerConnection(Connection):
                 self.send(p.Ack(id=message.id))
             case p.Rejoin():
                 call = self.board.rejoin(session, message.call_id)
-                agent = self.board.agents.get(call.agent or "")
+                agent = self.board.agent(call.agent)
                 self.send(p.CallRejoinedOut(id=message.id, call_id=call.id, state=call.state.value,
                                             agent_name=agent.display_name if agent else None))
             case p.SdpOffer():

@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.calls import Call
-from gateway.models import AgentStatus, CallState
+from gateway.models import AgentStatus
 from gateway.store.webhooks import WebhookDispatcher
 from gateway.store.records import CallRecorder
 from gateway.switchboard import Switchboard
@@ -22,14 +22,14 @@ class _LiveState(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         queue = GaugeMetricFamily("callin_queue_length", "Calls waiting (queued or ringing)")
-        queue.add_metric([], len(self.board.queue))
+        queue.add_metric([], self.board.waiting_count())
         yield queue
         active = GaugeMetricFamily("callin_calls_active", "Calls not yet ended")
-        active.add_metric([], sum(1 for c in self.board.calls.values() if c.state is not CallState.ENDED))
+        active.add_metric([], self.board.active_calls())
         yield active
         agents = GaugeMetricFamily("callin_agents", "Agents by status", labels=["status"])
         for status in AgentStatus:
-            agents.add_metric([status.value], sum(1 for a in self.board.agents.values() if a.status is status))
+            agents.add_metric([status.value], self.board.agents_with_status(status))
         yield agents
 
 

@@ -236,7 +236,7 @@ class Connection:
             await self._close(CLOSE_PROTOCOL, "internal_error")
             return False
         self.session = session
-        replay = self.board.sessions.attach(session, self.deliver, closer=self.replaced, last_seq=message.last_seq)
+        replay = self.board.attach(session, self.deliver, closer=self.replaced, last_seq=message.last_seq)
         self._outbox.limit = OUTBOX_LIMIT + len(replay.events)  # a full replay is not a slow client
         self.send(
             p.Welcome(
@@ -300,4 +300,4 @@ class Connection:
         if self._said_bye:
             self.board.release_session(session)
         else:
-            self.board.sessions.detach(session, self.deliver)
+            self.board.detach(session, self.deliver)

@@ -1,0 +1,477 @@
+"""The Switchboard: the call engine's façade. Each command is validated, handed to the collaborator that owns it,
+and followed by one settle step (offer waiting calls, tell newly queued callers of a closed queue, publish places
+in line); timers and background steps settle the same way.
+
+Collaborators (this package): presence (agents, wrap-up, reconnect notices), waiting (the line, closed queues,
+callbacks, messages), dispatch (offering and ringing), calls (start, media legs, end), incall (hold, transfer,
+consult), supervision, content (pushed content, chat), views (what signaling, REST and the wallboard read), timers.
+Live state sits in gateway/store/live.py, media behind gateway/media/plane.py.
+
+It knows nothing of HTTP or of the wire protocol: participants are Sessions that receive domain events.
+Observers (metrics, records, webhooks) subscribe to its pyee events: call.queued, call.offered (call, username),
+call.withdrawn (call, username, reason: declined / ring_timeout / agent_disconnected), call.answered, call.ended,
+call.updated (a change worth recording: closed notice, callback request, rejoin), call.callback_ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ..auth import AgentAccount
+from ..callerguard import CallerGuard, subject_key
+from ..calls import Call
+from ..clock import Clock, SystemClock
+from ..config import QueueConfig, Settings
+from ..errors import InvalidState, Unavailable
+from ..media import MediaConfig, Relay
+from ..media.local import LocalPlane
+from ..media.plane import LegEvent, MediaPlane
+from ..media.topology import SuperviseMode
+from ..models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason, Location
+from ..positions import PositionNotices
+from ..queues import Queue, QueueDirectory
+from ..routing import AgentState, CallQueue, WaitEstimator
+from ..sessions import Replay, ResumeFailed, Session, SessionRegistry
+from ..store.live import MemoryLiveState
+from .calls import CallLifecycle
+from .content import Content
+from .core import Core
+from .dispatch import Dispatch
+from .incall import InCall
+from .presence import Presence
+from .supervision import Supervision
+from .views import Place, Views
+from .waiting import WaitingLine
+
+
+class Switchboard(AsyncIOEventEmitter):
+    def __init__(self, settings: Settings, media: MediaConfig | None = None, clock: Clock | None = None,
+                 plane: MediaPlane | None = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.queues = QueueDirectory(settings.queues)
+        self.media = media or MediaConfig.from_settings(settings)
+        self.sessions = SessionRegistry(settings.resume_grace_s, self._session_expired,
+                                        replay_events=settings.resume_replay_events,
+                                        on_detached=self._session_detached, on_resumed=self._session_resumed)
+        self.guard = CallerGuard(settings, self.clock)
+        self.live = MemoryLiveState()
+        # Media: asked of the plane (in this process, or worker processes), never touched directly.
+        self.plane: MediaPlane = plane if plane is not None else LocalPlane(self.media)
+        self.core = Core(settings, self.clock, self.live, self.sessions, self.queues, self.plane, self.emit,
+                         self._settle)
+        self.presence = Presence(self.core)
+        self.views = Views(self.core, self.presence)
+        self.waiting = WaitingLine(self.core, self.presence, self.views)
+        self.dispatch = Dispatch(self.core, self.presence, self.waiting, self.views)
+        self.incall = InCall(self.core, self.presence, self.dispatch, self.views)
+        self.supervision = Supervision(self.core)
+        self.content = Content(self.core, self.views)
+        self.lifecycle = CallLifecycle(self.core, self.guard, self.presence, self.waiting, self.dispatch,
+                                       self.incall, self.supervision, self.views)
+        self.core.bind_end_call(self.lifecycle.end)
+        self.plane.subscribe(self._on_leg_event)
+
+    # ------------------------------------------------------------------ the settle step
+    def _settle(self) -> None:
+        """After each command, timer and background step: offer waiting calls to free agents, tell callers who
+        just joined a closed or unstaffed queue, publish places in line. Nothing while closing."""
+        if self.core.closing:
+            return
+        self.dispatch.run()
+        self.waiting.tell_joined()
+        self.waiting.publish_positions()
+
+    def recheck(self) -> None:
+        """Settle again (hours may have changed: a queue opened, its config was edited)."""
+        self._settle()
+
+    # ------------------------------------------------------------------ callers
+    def open_caller(self, identity: CallerIdentity, address: str | None = None) -> Session:
+        def holds_call(session: Session) -> bool:
+            call = self.live.call(session.call_id)
+            return call is not None and call.state is not CallState.ENDED
+
+        by_subject, by_address = ("caller", subject_key(identity)), ("caller-address", address)
+        same_address = self.sessions.members(by_address) if address is not None else None
+        for stale in self.guard.session_to_evict(self.sessions.members(by_subject), same_address, holds_call):
+            self.release_session(stale)  # its socket is gone and the same caller (or address) is back
+        session = self.sessions.create("caller", identity)
+        session.address = address
+        self.sessions.file_under(session, by_subject, *((by_address,) if address is not None else ()))
+        return session
+
+    def start_call(self, session: Session, call_type: CallType, location: Location | None,
+                   context: CallContext) -> Call:
+        """Validate, then queue. One live call per caller session."""
+        if self.core.closing:
+            raise Unavailable("the gateway is shutting down", code="shutting_down")
+        call = self.lifecycle.start(session, call_type, location, context)
+        self._settle()
+        return call
+
+    def caller_call(self, session: Session, call_id: str | None) -> Call:
+        return self.views.caller_call(session, call_id)
+
+    async def caller_offer(self, session: Session, call_id: str | None, sdp: str) -> str:
+        return await self.lifecycle.caller_offer(session, call_id, sdp)
+
+    async def add_candidate(self, call: Call, participant: str, candidate: str | None,
+                            sdp_mid: str | None, sdp_mline_index: int | None) -> None:
+        await self.lifecycle.add_candidate(call, participant, candidate, sdp_mid, sdp_mline_index)
+
+    async def caller_hangup(self, session: Session, call_id: str | None) -> Call:
+        call = self.views.caller_call(session, call_id)
+        if call.state is CallState.ENDED:
+            raise InvalidState("the call has already ended", code="call_ended")
+        await self.end_call(call, EndReason.CALLER_HANGUP, "caller")
+        return call
+
+    async def request_callback(self, session: Session, call_id: str | None, phone: str | None) -> Call:
+        call = await self.waiting.request_callback(session, call_id, phone)
+        self._settle()
+        return call
+
+    def restore_callback(self, call: Call) -> None:
+        """A callback request read back from the records (its node stopped or crashed): waiting here again, so the
+        promise is kept; the caller is not connected (when an agent takes it, callback.ready fires as usual)."""
+        if not self.waiting.restorable(call):
+            return
+        self.lifecycle.add(call)
+        self.waiting.restored(call)
+        self._settle()
+
+    def rejoin(self, session: Session, call_id: str) -> Call:
+        call = self.waiting.rejoin(session, call_id)
+        self._settle()
+        return call
+
+    async def leave_message(self, session: Session, call_id: str | None, text: str) -> Call:
+        """Instead of waiting in a closed or unstaffed queue (or past its max wait): a message kept with the record."""
+        call, text = self.waiting.check_message(session, call_id, text)
+        call.message = text
+        call.log("message_left", chars=len(text))
+        await self.end_call(call, EndReason.MESSAGE_LEFT, "caller")
+        return call
+
+    # ------------------------------------------------------------------ agents
+    def open_agent(self, account: AgentAccount) -> Session:
+        session = self.presence.open_agent(account)
+        self._settle()
+        return session
+
+    def agent_state(self, session: Session) -> AgentState:
+        return self.presence.agent_state(session)
+
+    def set_agent_status(self, session: Session, status: AgentStatus) -> AgentState:
+        state = self.presence.set_status(session, status)
+        self._settle()
+        return state
+
+    def finish_wrap_up(self, username: str, call_id: str) -> bool:
+        """The agent submitted the wrap-up of call_id (REST or agent message): available now, if still wrapping up."""
+        done = self.presence.finish_wrap_up(username, call_id)
+        self._settle()
+        return done
+
+    def accept(self, session: Session, call_id: str) -> Call:
+        state, call = self.views.agent_and_call(session, call_id)
+        if call.consult == state.username and not call.consult_joined:
+            call = self.incall.accept_consult(session, state, call)
+        else:
+            call = self.dispatch.accept(session, state, call)
+        self._settle()
+        return call
+
+    def decline(self, session: Session, call_id: str) -> Call:
+        state, call = self.views.agent_and_call(session, call_id)
+        if call.consult == state.username and not call.consult_joined:
+            call = self.incall.decline_consult(call)
+        else:
+            call = self.dispatch.decline(session, state, call)
+        self._settle()
+        return call
+
+    async def agent_offer(self, session: Session, call_id: str, sdp: str) -> str:
+        return await self.lifecycle.agent_offer(session, call_id, sdp)
+
+    def agent_call(self, session: Session, call_id: str) -> Call:
+        return self.views.agent_call(session, call_id)
+
+    async def agent_hangup(self, session: Session, call_id: str) -> Call:
+        call = self.views.agent_call(session, call_id)
+        if call.state is CallState.ENDED:
+            raise InvalidState("the call has already ended", code="call_ended")
+        username = session.principal.username
+        if username in call.supervisors:  # a supervisor leaves; the call goes on
+            return await self.stop_supervising(session, call_id)
+        if username == call.consult:  # the consulted colleague leaves; back to the agent and the caller
+            await self.incall.end_consult(call, "cancelled")
+            self._settle()
+            return call
+        await self.end_call(call, EndReason.AGENT_HANGUP, "agent")
+        return call
+
+    # ------------------------------------------------------------------ in-call controls, supervision, content
+    def hold(self, session: Session, call_id: str, held: bool) -> Call:
+        call = self.incall.hold(session, call_id, held)
+        self._settle()
+        return call
+
+    async def transfer(self, session: Session, call_id: str, *, to_agent: str | None, to_queue: str | None,
+                       mode: str) -> Call:
+        call = await self.incall.transfer(session, call_id, to_agent=to_agent, to_queue=to_queue, mode=mode)
+        self._settle()
+        return call
+
+    async def cancel_transfer(self, session: Session, call_id: str) -> Call:
+        call = await self.incall.cancel_transfer(session, call_id)
+        self._settle()
+        return call
+
+    async def complete_transfer(self, session: Session, call_id: str) -> Call:
+        call = await self.incall.complete_transfer(session, call_id)
+        self._settle()
+        return call
+
+    def supervise(self, session: Session, call_id: str, mode: SuperviseMode) -> Call:
+        call = self.supervision.supervise(session, call_id, mode)
+        self._settle()
+        return call
+
+    async def stop_supervising(self, session: Session, call_id: str) -> Call:
+        call = await self.supervision.stop(session, call_id)
+        self._settle()
+        return call
+
+    def push_content(self, session: Session, call_id: str, content: dict[str, Any]) -> dict[str, Any]:
+        item = self.content.push(session, call_id, content)
+        self._settle()
+        return item
+
+    def content_status(self, session: Session, call_id: str | None, content_id: str, status: str) -> None:
+        self.content.status(session, call_id, content_id, status)
+        self._settle()
+
+    def chat(self, session: Session, call_id: str | None, text: str | None,
+             attachment: dict[str, Any] | None) -> dict[str, Any]:
+        message = self.content.chat(session, call_id, text, attachment)
+        self._settle()
+        return message
+
+    def check_attachment(self, call: Call, attachment: dict[str, Any] | None) -> None:
+        self.content.check_attachment(call, attachment)
+
+    # ------------------------------------------------------------------ endings
+    async def end_call(self, call: Call, reason: EndReason, by: str) -> None:
+        await self.lifecycle.end(call, reason, by)
+        self._settle()
+
+    # ------------------------------------------------------------------ sessions
+    def _session_expired(self, session: Session) -> None:
+        """A participant did not come back within the grace period."""
+        if session.role == "caller":
+            call = self.live.call(session.call_id)
+            if call is not None and call.state is not CallState.ENDED and call.caller_session == session.id:
+                self.core.end_call_later(call, EndReason.CALLER_GONE, "caller")
+            return
+        state = self.presence.signed_out(session)
+        if state is None:
+            return
+        call = self.live.call(state.call_id) if state.call_id else None
+        if call is not None and call.state is CallState.OFFERED:
+            self.dispatch.withdraw(call, state, "agent_disconnected")
+        elif call is not None and call.state is CallState.CONNECTED:
+            self.core.end_call_later(call, EndReason.AGENT_GONE, "agent")
+        state.status = AgentStatus.OFFLINE
+        self._settle()
+
+    def _session_detached(self, session: Session) -> None:
+        """A socket went away without bye: a call ringing at that console goes elsewhere; the others are told."""
+        if self.core.closing:
+            return
+        if session.role == "agent":
+            self.dispatch.agent_detached(session)
+        self.presence.announce(session, connected=False)
+        self._settle()
+
+    def _session_resumed(self, session: Session) -> None:
+        """A socket came back with its resume token: the others are told; calls may ring at that console again."""
+        if self.core.closing:
+            return
+        self.presence.announce(session, connected=True)
+        self._settle()
+
+    def release_session(self, session: Session) -> None:
+        """The client said goodbye (or its socket closed without a resumable state)."""
+        self.sessions.remove(session)
+        self._session_expired(session)
+
+    def resume_session(self, token: str, role: str, same_principal: Any, last_seq: int | None) -> Session:
+        """A resume that fails says why (and how its call ended, if it did)."""
+        try:
+            return self.sessions.resume(token, role, same_principal, last_seq)
+        except ResumeFailed as exc:
+            gone = self.sessions.gone(token)
+            if gone is not None and exc.why != "other_user":
+                call = self._last_call(gone.session_id, gone.role, gone.principal)
+                if call is not None and call.state is CallState.ENDED and call.end_reason is not None:
+                    exc.call = {"call_id": call.id, "reason": call.end_reason.value, "by": call.ended_by}
+                    exc.reason = f"{exc.reason}; its call ended ({call.end_reason.value})"
+            raise
+
+    def _last_call(self, session_id: str, role: str, principal: Any) -> Call | None:
+        """The latest call (still in live state) of an ended session."""
+        if role == "caller":
+            mine = [c for c in self.live.all_calls() if c.caller_session == session_id]
+        else:
+            mine = [c for c in self.live.all_calls() if c.agent == principal.username]
+        return max(mine, key=lambda c: c.created_at, default=None)
+
+    def attach(self, session: Session, deliver: Callable[..., Any], closer: Callable[..., Any] | None = None,
+               last_seq: int | None = None) -> Replay:
+        """A socket takes over the session's deliveries (the events it missed are returned for replay)."""
+        return self.sessions.attach(session, deliver, closer=closer, last_seq=last_seq)
+
+    def detach(self, session: Session, deliver: Callable[..., Any]) -> None:
+        self.sessions.detach(session, deliver)
+
+    # ------------------------------------------------------------------ media plane
+    def _on_leg_event(self, event: LegEvent) -> None:
+        """The media plane's one stream of leg events (gateway/engine/calls.py says what each means)."""
+        self.lifecycle.on_leg_event(event)
+
+    @property
+    def relays(self) -> dict[str, Relay]:
+        """The in-process relays (a LocalPlane's), for tests and benchmarks that look inside a leg; empty when
+        media runs in worker processes."""
+        return getattr(self.plane, "relays", {})
+
+    # ------------------------------------------------------------------ views (read-only)
+    def call(self, call_id: str | None) -> Call | None:
+        return self.views.call(call_id)
+
+    def agent(self, username: str | None) -> AgentState | None:
+        return self.views.agent(username)
+
+    def waiting_calls(self, queue: str | None = None) -> list[Call]:
+        return self.views.waiting_calls(queue)
+
+    def waiting_count(self) -> int:
+        return self.views.waiting_count()
+
+    def active_calls(self) -> int:
+        return self.views.active_calls()
+
+    def agents_with_status(self, status: AgentStatus) -> int:
+        return self.views.agents_with_status(status)
+
+    def average_handle_s(self, queue: str) -> float | None:
+        return self.views.average_handle_s(queue)
+
+    def is_participant(self, call: Call, username: str) -> bool:
+        return self.views.is_participant(call, username)
+
+    def queue_names(self) -> set[str]:
+        return self.views.queue_names()
+
+    def staffed(self, queue: str | None = None) -> int:
+        return self.presence.staffed(queue)
+
+    def ready(self, queue: str) -> int:
+        return self.views.ready(queue)
+
+    def attached(self, agent: AgentState) -> bool:
+        return self.presence.attached(agent)
+
+    def routable_agents(self) -> list[AgentState]:
+        return self.presence.routable_agents()
+
+    def queue_positions(self) -> dict[str, tuple[int, int, int | None]]:
+        return self.views.queue_positions()
+
+    def position_of(self, call_id: str) -> Place | None:
+        return self.views.position_of(call_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.views.snapshot()
+
+    def wallboard(self) -> dict[str, Any]:
+        return self.views.wallboard()
+
+    # ------------------------------------------------------------------ queues (configuration)
+    def queue_config(self, name: str) -> Queue:
+        return self.queues.get(name)
+
+    def all_queues(self) -> list[Queue]:
+        return self.queues.all()
+
+    def has_queue(self, name: str) -> bool:
+        return name in self.queues
+
+    def put_queue(self, config: QueueConfig) -> Queue:
+        """Add or change a queue (admin API); hours or skills may have changed, so the engine settles."""
+        queue = self.queues.put(config)
+        self._settle()
+        return queue
+
+    def remove_queue(self, name: str) -> None:
+        """Remove a queue nobody waits in (the default queue stays)."""
+        self.queues.remove(name, waiting=len(self.views.waiting_calls(name)))
+
+    # Live state, for tests and tools that look inside (signaling reads the views above).
+    @property
+    def calls(self) -> dict[str, Call]:
+        return self.live.calls
+
+    @property
+    def agents(self) -> dict[str, AgentState]:
+        return self.live.agents
+
+    @property
+    def queue(self) -> CallQueue:
+        return self.live.line
+
+    @property
+    def estimators(self) -> dict[str, WaitEstimator]:
+        return self.live.estimators
+
+    @property
+    def estimator(self) -> WaitEstimator:
+        return self.live.estimator("default")
+
+    @property
+    def positions(self) -> PositionNotices:
+        return self.waiting.positions
+
+    @property
+    def closing(self) -> bool:
+        return self.core.closing
+
+    @closing.setter
+    def closing(self, value: bool) -> None:
+        self.core.closing = value
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Start what runs beside the engine: the media plane (worker processes, if so configured)."""
+        await self.plane.start()
+
+    async def close(self) -> None:
+        """End every call (media legs closed once) and stop every timer and task. A callback request the caller
+        has not rejoined stays open: it is a promise, restored from the records by the next node that starts."""
+        self.core.closing = True
+        for call in list(self.live.all_calls()):
+            if call.state is not CallState.ENDED and not (call.callback and call.rejoined_at is None):
+                await self.lifecycle.end(call, EndReason.SHUTDOWN, "system")
+        self.core.timers.close()
+        self.waiting.positions.close()
+        await self.plane.close()
+        self.live.clear()
+        await self.core.drain()
+        self.core.timers.close()  # what a last background step set
+        self.sessions.close()

@@ -1,0 +1,155 @@
+"""Live state of the engine: calls by id, the waiting lines, agent presence, wait estimators and media legs.
+
+`LiveState` (Protocols, one per part) is what the engine (gateway/engine/) is written against; `MemoryLiveState`
+keeps it in this process (one node). Another implementation (Redis, for several nodes) stands behind the same
+Protocols.
+Sessions and resume tokens live in gateway/sessions.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from ..callerguard import subject_key
+from ..calls import Call
+from ..models import CallerIdentity, CallState
+from ..routing import AgentState, CallQueue, WaitEstimator
+
+Leg = tuple[str, str, str]  # (call id, participant, label told to others: "caller", "agent" or a username)
+
+
+class WaitingLines(Protocol):
+    """The waiting calls of every named queue in answer order (gateway/routing.py CallQueue is the memory one)."""
+
+    def add(self, call: Call) -> None: ...
+    def remove(self, call_id: str) -> None: ...
+    def take_place(self, call: Call, old_id: str) -> None: ...
+    def take_moved(self) -> dict[str, int]: ...
+    def __contains__(self, call_id: object) -> bool: ...
+    def __len__(self) -> int: ...
+    def ordered(self) -> list[Call]: ...
+    def ordered_in(self, names: list[str]) -> Iterator[Call]: ...
+    def names(self) -> list[str]: ...
+    def length(self, name: str) -> int: ...
+    def line(self, name: str, start: int = 1) -> Iterator[tuple[int, Call]]: ...
+    def rank(self, call_id: str) -> tuple[int, int] | None: ...
+
+
+class CallStore(Protocol):
+    """Calls by id (ended ones stay readable a while) and the live calls of each caller identity."""
+
+    def call(self, call_id: str | None) -> Call | None: ...
+    def add_call(self, call: Call) -> None: ...
+    def all_calls(self) -> Iterator[Call]: ...
+    def live_calls_of(self, identity: CallerIdentity) -> list[Call]: ...
+    def call_ended(self, call: Call) -> None: ...
+    def forget_call(self, call_id: str) -> None: ...
+
+
+class AgentPresence(Protocol):
+    """Each agent's live state (status, session, call, skills) by username."""
+
+    def agent(self, username: str | None) -> AgentState | None: ...
+    def add_agent(self, agent: AgentState) -> None: ...
+    def all_agents(self) -> Iterator[AgentState]: ...
+
+
+class Estimates(Protocol):
+    """Recent handle times per queue (what wait estimates are made of)."""
+
+    def estimator(self, queue: str) -> WaitEstimator: ...
+    def known_estimator(self, queue: str) -> WaitEstimator | None: ...
+
+
+class MediaLegs(Protocol):
+    """Which participant (and label) each media leg of the plane belongs to."""
+
+    def track_leg(self, leg_id: str, call_id: str, participant: str, label: str) -> None: ...
+    def untrack_legs(self, call_id: str, participant: str | None = None) -> None: ...
+    def leg(self, leg_id: str) -> Leg | None: ...
+
+
+class LiveState(CallStore, AgentPresence, Estimates, MediaLegs, Protocol):
+    """Everything the engine keeps live, besides sessions (gateway/sessions.py) and timers (gateway/engine)."""
+
+    @property
+    def line(self) -> WaitingLines: ...
+
+    def clear(self) -> None: ...
+
+
+class MemoryLiveState:
+    def __init__(self) -> None:
+        self.calls: dict[str, Call] = {}
+        self._by_subject: dict[tuple[str | None, str], dict[str, Call]] = {}  # live calls per caller identity
+        self.agents: dict[str, AgentState] = {}
+        self._line = CallQueue()
+        self.estimators: dict[str, WaitEstimator] = {"default": WaitEstimator()}
+        self._legs: dict[str, Leg] = {}  # leg id -> (call id, participant, label)
+
+    # -- calls ---------------------------------------------------------------------------------------------
+    def call(self, call_id: str | None) -> Call | None:
+        return self.calls.get(call_id or "")
+
+    def add_call(self, call: Call) -> None:
+        self.calls[call.id] = call
+        self._by_subject.setdefault(subject_key(call.identity), {})[call.id] = call
+
+    def all_calls(self) -> Iterator[Call]:
+        return iter(list(self.calls.values()))
+
+    def live_calls_of(self, identity: CallerIdentity) -> list[Call]:
+        """The calls of one caller identity that have not ended (kept per identity: no walk over every call)."""
+        return [c for c in self._by_subject.get(subject_key(identity), {}).values()
+                if c.state is not CallState.ENDED]
+
+    def call_ended(self, call: Call) -> None:
+        """The call ended: it no longer counts as one of its caller's live calls (it stays readable by id)."""
+        key = subject_key(call.identity)
+        mine = self._by_subject.get(key)
+        if mine is not None:
+            mine.pop(call.id, None)
+            if not mine:
+                del self._by_subject[key]
+
+    def forget_call(self, call_id: str) -> None:
+        self.calls.pop(call_id, None)
+
+    # -- agents --------------------------------------------------------------------------------------------
+    def agent(self, username: str | None) -> AgentState | None:
+        return self.agents.get(username or "")
+
+    def add_agent(self, agent: AgentState) -> None:
+        self.agents[agent.username] = agent
+
+    def all_agents(self) -> Iterator[AgentState]:
+        return iter(list(self.agents.values()))
+
+    # -- waiting lines and estimates -----------------------------------------------------------------------
+    @property
+    def line(self) -> CallQueue:
+        return self._line
+
+    def estimator(self, queue: str) -> WaitEstimator:
+        return self.estimators.setdefault(queue, WaitEstimator())
+
+    def known_estimator(self, queue: str) -> WaitEstimator | None:
+        return self.estimators.get(queue)
+
+    # -- media legs ----------------------------------------------------------------------------------------
+    def track_leg(self, leg_id: str, call_id: str, participant: str, label: str) -> None:
+        """A participant has one current leg: an earlier one of the same participant is forgotten."""
+        self.untrack_legs(call_id, participant)
+        self._legs[leg_id] = (call_id, participant, label)
+
+    def untrack_legs(self, call_id: str, participant: str | None = None) -> None:
+        for leg_id in [k for k, v in self._legs.items() if v[0] == call_id and participant in (None, v[1])]:
+            del self._legs[leg_id]
+
+    def leg(self, leg_id: str) -> Leg | None:
+        return self._legs.get(leg_id)
+
+    def clear(self) -> None:
+        """Forget the media legs (the engine closed); calls stay readable for late requests."""
+        self._legs.clear()

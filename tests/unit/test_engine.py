@@ -1,0 +1,77 @@
+"""The engine's own parts: the timer registry, the settle step after each command (a colleague freed by a
+cancelled consult is offered a waiting call at once), and signaling reading the engine through methods only."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from gateway.engine.timers import Timers
+from gateway.events import CallOffered
+from gateway.models import AgentStatus, CallState
+from tests.unit.test_queues import agent, board_with, caller, start, wait_for
+
+
+async def test_timers_fire_once_and_are_forgotten_before_the_callback():
+    fired: list[tuple[str, int]] = []
+    settled: list[int] = []
+    timers = Timers(after=lambda: settled.append(len(timers)))
+    timers.set("call:a:ring", 0.01, lambda n: fired.append(("ring", n)), 1)
+    assert "call:a:ring" in timers and len(timers) == 1
+    await wait_for(lambda: fired)
+    assert fired == [("ring", 1)] and "call:a:ring" not in timers
+    assert settled == [0]  # the after-hook ran once, after the timer was forgotten
+
+
+async def test_timers_replace_cancel_by_name_group_and_prefix():
+    fired: list[str] = []
+    timers = Timers()
+    timers.set("call:a:ring", 0.02, fired.append, "first")
+    timers.set("call:a:ring", 0.02, fired.append, "second")  # replaces the first
+    timers.set("call:a:wait", 0.02, fired.append, "wait-a")
+    timers.set("call:b:wait", 0.02, fired.append, "wait-b")
+    timers.set("agent:x:wrap", 0.02, fired.append, "wrap")
+    timers.set("hours", 0.02, fired.append, "hours")
+    assert timers.cancel_group("call:a") == 2  # every timer of call a, and nothing else
+    assert not timers.cancel("call:a:ring")
+    assert timers.cancel_prefix("agent:") == 1
+    assert timers.cancel("hours")
+    await asyncio.sleep(0.1)
+    assert fired == ["wait-b"]
+    timers.set("call:c:ring", 0.01, fired.append, "late")
+    timers.close()
+    await asyncio.sleep(0.05)
+    assert fired == ["wait-b"] and len(timers) == 0
+
+
+async def test_a_colleague_freed_by_a_declined_consult_is_offered_a_waiting_call_at_once():
+    board = board_with()
+    try:
+        staff = {name: agent(board, name) for name in ("alice", "bob")}
+        first, _ = caller(board, "c1")
+        call = start(board, first)
+        other = "bob" if call.offered_to == "alice" else "alice"
+        owner, (colleague, colleague_events) = staff[call.offered_to][0], staff[other]
+        board.accept(owner, call.id)
+        await board.transfer(owner, call.id, to_agent=colleague.principal.username, to_queue=None, mode="warm")
+        second, _ = caller(board, "c2")
+        waiting = start(board, second)
+        assert waiting.state is CallState.QUEUED  # the colleague is ringing for the consult
+        board.decline(colleague, call.id)  # ends the consult in a background step, which settles after it
+        await wait_for(lambda: waiting.state is CallState.OFFERED)
+        assert waiting.offered_to == colleague.principal.username
+        assert board.agents[colleague.principal.username].status is AgentStatus.RINGING
+        assert colleague_events.of(CallOffered)[-1].call_id == waiting.id
+    finally:
+        await board.close()
+
+
+def test_signaling_reads_the_engine_through_methods():
+    """No signaling module reaches into the engine's live-state dicts (cli.py and app.py set the engine up)."""
+    root = Path(__file__).resolve().parents[2] / "signaling"
+    internals = re.compile(r"board\.(calls|agents|queue|sessions|estimators|positions|live|core)\b")
+    offenders = [f"{path.name}:{number}: {line.strip()}"
+                 for path in sorted(root.glob("*.py")) if path.name not in ("cli.py", "app.py")
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if internals.search(line)]
+    assert offenders == []
