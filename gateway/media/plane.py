@@ -1,6 +1,6 @@
 """The media plane, as the call engine sees it: everything the engine asks of media, and one stream of leg events.
 
-The engine (gateway/switchboard.py) never holds an aiortc object: it asks the plane to answer a participant's offer,
+The engine (gateway/engine/, its façade Switchboard) never holds an aiortc object: it asks the plane to answer a participant's offer,
 add a candidate, set who hears whom (the call's scene), remove a participant, reset a call's media, take a still
 picture and close a call, and it listens to one stream of `LegEvent`s. Two implementations, in the manner of
 mediasoup's workers and LiveKit's local/distributed routers:
