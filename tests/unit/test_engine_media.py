@@ -9,6 +9,7 @@ import time
 
 from gateway.auth import AgentAccount
 from gateway.events import CallEnded, MediaState
+from gateway.media.topology import SuperviseMode
 from gateway.models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason
 from gateway.switchboard import Switchboard
 from tests.support.fakeplane import FAKE_ANSWER, FakePlane
@@ -117,5 +118,45 @@ async def test_a_still_comes_from_the_plane_and_a_call_without_video_says_so():
             assert getattr(exc, "code", None) == "no_video"
         else:
             raise AssertionError("a still of an ended call")
+    finally:
+        await board.close()
+
+
+async def test_blind_transfer_moves_the_scene_to_the_colleague_and_closes_the_old_leg():
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(plane)
+    try:
+        bob = Party(board, board.open_agent(AgentAccount(username="bob", display_name="Bob")))
+        board.set_agent_status(bob.session, AgentStatus.AVAILABLE)
+        await board.transfer(agent.session, call.id, to_agent="bob", to_queue=None, mode="blind")
+        assert ("remove", call.id, "alice") in plane.asked and "alice" not in plane.calls[call.id]
+        assert call.state is CallState.OFFERED and call.offered_to == "bob"
+        board.accept(bob.session, call.id)
+        assert plane.scenes[call.id]["agent"] == "bob"
+        assert await board.agent_offer(bob.session, call.id, "offer") == FAKE_ANSWER
+        # alice's old leg is gone: an event from it is nobody's business any more
+        plane.emit(call.id, "alice", "failed", leg_id="fake:gone#0", reason="closed_by_remote")
+        await asyncio.sleep(0.02)
+        assert call.state is CallState.CONNECTED and call.agent == "bob"
+    finally:
+        await board.close()
+
+
+async def test_a_supervisor_leg_that_fails_drops_the_supervisor_not_the_call():
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(plane)
+    try:
+        sam = Party(board, board.open_agent(AgentAccount(username="sam", display_name="Sam", role="supervisor")))
+        board.supervise(sam.session, call.id, SuperviseMode.MONITOR)
+        assert plane.scenes[call.id]["supervisors"] == {"sam": SuperviseMode.MONITOR}
+        await board.agent_offer(sam.session, call.id, "offer")
+        # the supervisor's media states are told to the supervisor only, as "self"
+        plane.emit(call.id, "sam", "state", state="connected")
+        assert [(e.leg, e.state) for e in sam.of(MediaState)] == [("self", "connected")]
+        assert not caller.of(MediaState) and not agent.of(MediaState)
+        plane.emit(call.id, "sam", "failed", reason="ice_failed")
+        await until(lambda: "sam" not in call.supervisors)
+        assert call.state is CallState.CONNECTED
+        assert plane.scenes[call.id]["supervisors"] == {} and ("remove", call.id, "sam") in plane.asked
     finally:
         await board.close()
