@@ -25,7 +25,6 @@ class LocalPlane:
         self._listeners: list[LegListener] = []
         self._leg_ids = itertools.count(1)
         self._leg_prefix = leg_prefix  # a worker's index: leg ids stay unique across a pool
-        self._current: dict[tuple[str, str], str] = {}  # (call, participant) -> leg id of its current leg
 
     # -- events
     def subscribe(self, listener: LegListener) -> None:
@@ -40,7 +39,6 @@ class LocalPlane:
 
     def _watch(self, call_id: str, participant: str, leg: Leg) -> str:
         leg_id = f"{self._leg_prefix}{leg.id}#{next(self._leg_ids)}"
-        self._current[(call_id, participant)] = leg_id
 
         def event(kind: str, **fields: Any) -> None:
             self._emit(LegEvent(call_id=call_id, participant=participant, leg_id=leg_id, kind=kind,  # type: ignore[arg-type]
@@ -59,7 +57,6 @@ class LocalPlane:
     async def close(self) -> None:
         relays, self.relays = list(self.relays.values()), {}
         await asyncio.gather(*(relay.close() for relay in relays), return_exceptions=True)
-        self._current.clear()
 
     # -- calls
     def has_call(self, call_id: str) -> bool:
@@ -99,13 +96,11 @@ class LocalPlane:
     async def remove(self, call_id: str, participant: str) -> None:
         relay = self.relays.get(call_id)
         if relay is not None:
-            self._current.pop((call_id, participant), None)
             await relay.remove_agent(participant)
 
     async def reset_call(self, call_id: str) -> None:
         old = self.relays.get(call_id)
         self.relays[call_id] = Relay(call_id, self.config)
-        self._forget(call_id)
         if old is not None:
             await old.close()
 
@@ -113,15 +108,6 @@ class LocalPlane:
         relay = self.relays.pop(call_id, None)
         if relay is not None:
             await relay.close()
-        self._forget(call_id)
-
-    def _forget(self, call_id: str) -> None:
-        for key in [k for k in self._current if k[0] == call_id]:
-            del self._current[key]
-
-    def current_leg(self, call_id: str, participant: str) -> str | None:
-        """The leg id of the participant's leg now (None: none)."""
-        return self._current.get((call_id, participant))
 
     async def still(self, call_id: str, participant: str = CALLER) -> Still:
         relay = self.relays.get(call_id)
