@@ -24,6 +24,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
+from gateway.media import aiortc_internals as internals
 from gateway.media.assembler import AudioAssembler, VideoAssembler
 
 CACHE = Path(__file__).resolve().parent.parent / "results" / "cache"
@@ -182,7 +183,7 @@ class ReplayTrack(MediaStreamTrack):
 
 
 def answer_keyframe_requests(sender: RTCRtpSender, track: ReplayTrack) -> None:
-    sender._send_keyframe = track.request_keyframe  # type: ignore[method-assign]
+    internals.on_keyframe_request(sender, track.request_keyframe)
 
 
 class FrameMeter:

@@ -49,6 +49,7 @@ def noisy(track) -> None:
 
 async def main(seconds: float, rate: str, aux_audio: bool) -> dict:
     from gateway.auth import mint_caller_token
+    from gateway.media import aiortc_internals as internals
     from tests.support import clients, media, netns
     from tests.support.clients import Agent, Caller, wait_until
     from tests.support.server import TEST_SECRET, running_gateway
@@ -76,14 +77,7 @@ async def main(seconds: float, rate: str, aux_audio: bool) -> dict:
         await wait_until(lambda: "video" in alice.peer.slots and len(alice.peer.slots["video"].counters) > 30, 15)
 
         sender = next(t.sender for t in caller.peer.pc.getTransceivers() if t.kind == "video")
-        asked: list[float] = []
-        original = sender._send_keyframe
-
-        def spy() -> None:
-            asked.append(time.monotonic())
-            original()
-
-        sender._send_keyframe = spy
+        asked = internals.count_keyframe_requests(sender)
         producer = gw.board.relays[call_id].caller.producers["video"]
         keyframes_before = producer.keyframes
         sam_video, alice_video = sam.peer.slots["video"], alice.peer.slots["video"]

@@ -50,6 +50,7 @@ import logging
 import socket
 import struct
 import termios
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -183,6 +184,20 @@ def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> "asyncio.Task
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
     """Call `callback` when the remote asks this sender for a keyframe (PLI or FIR)."""
     sender._send_keyframe = callback  # type: ignore[method-assign]
+
+
+def count_keyframe_requests(sender: RTCRtpSender) -> list[float]:
+    """From now on, note the time (monotonic) of every keyframe request reaching this sender, and still serve it.
+    Returns the list the times go into (for tests and benchmarks that count what reaches a caller)."""
+    asked: list[float] = []
+    serve = sender._send_keyframe
+
+    def noted() -> None:
+        asked.append(time.monotonic())
+        serve()
+
+    on_keyframe_request(sender, noted)
+    return asked
 
 
 def send_now(coro: Any) -> None:

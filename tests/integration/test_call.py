@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
+from gateway.media import aiortc_internals as internals
 from tests.support.clients import Agent, Caller, wait_until
 
 from tests.support.server import running_gateway
@@ -128,14 +128,7 @@ async def test_keyframe_request_from_agent_reaches_caller(gateway, caller_token)
 
     # Count keyframe requests that reach the caller's sender (the PLI arrives over RTCP at the caller's peer).
     caller_sender = next(t.sender for t in caller.peer.pc.getTransceivers() if t.kind == "video")
-    received: list[float] = []
-    original = caller_sender._send_keyframe
-
-    def spy() -> None:
-        received.append(time.monotonic())
-        original()
-
-    caller_sender._send_keyframe = spy
+    received = internals.count_keyframe_requests(caller_sender)
     producer = gateway.board.relays[offer["call_id"]].caller.producers["video"]
     keyframes_before = producer.keyframes
 

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from gateway.media import aiortc_internals as internals
 from tests.support import netns
 from tests.support.api import Api
 from tests.support.clients import Agent, Caller, wait_until
@@ -139,14 +140,7 @@ async def test_slow_viewer_gets_audio_only_instead_of_a_keyframe_storm(caller_to
 
             # Count the keyframe requests that reach the caller (a PLI arriving at its video sender).
             sender = next(t.sender for t in caller.peer.pc.getTransceivers() if t.kind == "video")
-            asked: list[float] = []
-            original = sender._send_keyframe
-
-            def spy() -> None:
-                asked.append(time.monotonic())
-                original()
-
-            sender._send_keyframe = spy
+            asked = internals.count_keyframe_requests(sender)
             alice_video = alice.peer.slots["video"]
 
             def paused(m) -> bool:
@@ -201,14 +195,7 @@ async def test_a_viewer_flooding_keyframe_requests_is_held_to_its_budget(caller_
         await wait_until(lambda: "video" in sam.peer.slots and len(sam.peer.slots["video"].counters) > 20, 10)
 
         sender = next(t.sender for t in caller.peer.pc.getTransceivers() if t.kind == "video")
-        asked: list[float] = []
-        original = sender._send_keyframe
-
-        def spy() -> None:
-            asked.append(time.monotonic())
-            original()
-
-        sender._send_keyframe = spy
+        asked = internals.count_keyframe_requests(sender)
         receiver = next(t.receiver for t in sam.peer.pc.getTransceivers() if t.kind == "video")
         ssrc = next(iter(receiver._RTCRtpReceiver__remote_streams))
         started = time.monotonic()
