@@ -8,7 +8,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.config import Settings
+from tests.support.process import wait_healthy
 from tests.support.server import TEST_SECRET, free_port, running_gateway
 from tests.support.shutdown import stop_under_load
 
@@ -146,19 +146,10 @@ async def test_callin_demo_runs_with_no_configuration_at_all(tmp_path):
                             env=env | {"PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
+        # Healthy within a minute (it seeds the demo accounts, four argon2 hashes: slow on a loaded machine).
+        await wait_healthy(base, proc, 60,
+                           lambda: proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "")
         async with aiohttp.ClientSession() as http:
-            # Healthy within a minute (it seeds the demo accounts, four argon2 hashes: slow on a loaded machine).
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
-                try:
-                    async with http.get(base + "/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, "the demo did not become healthy within 60 s"
-                await asyncio.sleep(0.1)
             for page in ("/demo/", "/console/", "/caller/", "/static/caller/callin-widget.js"):
                 async with http.get(base + page) as r:
                     assert r.status == 200, page

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,25 @@ import aiohttp
 from .server import TEST_SECRET, free_port, test_env
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+async def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 60,
+                       output: Callable[[], str] = lambda: "") -> None:
+    """Until GET /healthz answers 200; fails at once if the process exits, or at the deadline (with `output()`, e.g.
+    the end of its log)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while loop.time() < deadline:
+            assert proc.poll() is None, f"the gateway exited with {proc.returncode}: {output()}"
+            try:
+                async with http.get(base_url + "/healthz") as r:
+                    if r.status == 200:
+                        return
+            except (aiohttp.ClientError, OSError):
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"the gateway did not become healthy within {timeout:.0f} s: {output()}")
 
 
 class GatewayProcess:
@@ -43,19 +63,7 @@ class GatewayProcess:
 
     async def wait_healthy(self, timeout: float = 60) -> None:
         assert self.proc is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        async with aiohttp.ClientSession() as http:
-            while loop.time() < deadline:
-                assert self.proc.poll() is None, f"gateway exited with {self.proc.returncode}: {self.stderr()}"
-                try:
-                    async with http.get(self.base_url + "/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"gateway did not become healthy: {self.stderr()}")
+        await wait_healthy(self.base_url, self.proc, timeout, self.stderr)
 
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""

@@ -26,6 +26,7 @@ from gateway.auth import mint_caller_token
 from gateway.store.accounts import AccountStore
 from gateway.store.db import Database
 
+from .process import wait_healthy
 from .server import TEST_SECRET, free_port, test_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,20 +141,6 @@ async def _records_caught_up(db_path: Path, calls: int, answered: int, timeout: 
     raise AssertionError("the call records of the setup were not written in time")
 
 
-async def _wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"callin serve exited with {proc.returncode}")
-            with contextlib.suppress(OSError, aiohttp.ClientError):
-                async with http.get(base + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise RuntimeError("callin serve did not become healthy")
-
-
 async def stop_under_load(connected: int, waiting: int, *, extra_env: dict[str, str] | None = None,
                           code: Path = ROOT) -> StopResult:
     """Start `callin serve` (from the checkout `code`), put up `connected` calls (caller + agent) and `waiting`
@@ -181,7 +168,7 @@ async def stop_under_load(connected: int, waiting: int, *, extra_env: dict[str, 
     connector = aiohttp.TCPConnector(limit=0)
     http = aiohttp.ClientSession(connector=connector)
     try:
-        await _wait_healthy(base, proc)
+        await wait_healthy(base, proc)
 
         async def caller(i: int) -> Socket:
             s = Socket(await http.ws_connect(ws_base + "/ws/caller"))
