@@ -87,6 +87,7 @@ class MemoryLiveState:
         self._line = CallQueue()
         self.estimators: dict[str, WaitEstimator] = {"default": WaitEstimator()}
         self._legs: dict[str, Leg] = {}  # leg id -> (call id, participant, label)
+        self._legs_of: dict[str, dict[str, str]] = {}  # call id -> participant -> leg id (no walk over every leg)
 
     # -- calls ---------------------------------------------------------------------------------------------
     def call(self, call_id: str | None) -> Call | None:
@@ -142,10 +143,18 @@ class MemoryLiveState:
         """A participant has one current leg: an earlier one of the same participant is forgotten."""
         self.untrack_legs(call_id, participant)
         self._legs[leg_id] = (call_id, participant, label)
+        self._legs_of.setdefault(call_id, {})[participant] = leg_id
 
     def untrack_legs(self, call_id: str, participant: str | None = None) -> None:
-        for leg_id in [k for k, v in self._legs.items() if v[0] == call_id and participant in (None, v[1])]:
-            del self._legs[leg_id]
+        of_call = self._legs_of.get(call_id)
+        if of_call is None:
+            return
+        for who in list(of_call) if participant is None else [participant]:
+            leg_id = of_call.pop(who, None)
+            if leg_id is not None:
+                self._legs.pop(leg_id, None)
+        if not of_call:
+            del self._legs_of[call_id]
 
     def leg(self, leg_id: str) -> Leg | None:
         return self._legs.get(leg_id)
@@ -153,3 +162,4 @@ class MemoryLiveState:
     def clear(self) -> None:
         """Forget the media legs (the engine closed); calls stay readable for late requests."""
         self._legs.clear()
+        self._legs_of.clear()
