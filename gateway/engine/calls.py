@@ -40,6 +40,7 @@ class CallLifecycle:
         self.incall = incall
         self.supervision = supervision
         self.views = views
+        core.timers.on("forget", core.live.forget_call)
 
     # -- starting ---------------------------------------------------------------------------------------------
     def start(self, session: Session, call_type: CallType, location: Location | None, context: CallContext) -> Call:
@@ -190,4 +191,4 @@ class CallLifecycle:
         await core.plane.close_call(call.id)
         live.untrack_legs(call.id)
         # Live state keeps ended calls briefly (for late requests to get a clear "call_ended"); records keep them.
-        core.timers.set(f"call:{call.id}:forget", FORGET_AFTER_S, live.forget_call, call.id)
+        core.timers.set(f"call:{call.id}:forget", FORGET_AFTER_S, call.id)

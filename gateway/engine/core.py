@@ -17,8 +17,7 @@ from ..events import Event
 from ..media.plane import MediaPlane
 from ..models import EndReason
 from ..queues import QueueDirectory
-from ..sessions import SessionRegistry
-from ..store.live import LiveState
+from ..store.live import LiveState, SessionStore, TimerRegistry
 from .timers import Timers
 
 Emit = Callable[..., bool]
@@ -26,8 +25,9 @@ EndCall = Callable[[Call, EndReason, str], Awaitable[None]]
 
 
 class Core:
-    def __init__(self, settings: Settings, clock: Clock, live: LiveState, sessions: SessionRegistry,
-                 queues: QueueDirectory, plane: MediaPlane, emit: Emit, settle: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings, clock: Clock, live: LiveState, sessions: SessionStore,
+                 queues: QueueDirectory, plane: MediaPlane, emit: Emit, settle: Callable[[], None],
+                 timers: Callable[[Callable[[], None]], TimerRegistry] = Timers) -> None:
         self.settings = settings
         self.clock = clock
         self.live = live
@@ -36,7 +36,7 @@ class Core:
         self.plane = plane
         self.emit = emit
         self.settle = settle
-        self.timers = Timers(after=settle)  # a timer firing is a command: the engine settles after it
+        self.timers: TimerRegistry = timers(settle)  # a timer firing is a command: the engine settles after it
         self.closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._end_call: EndCall | None = None

@@ -28,6 +28,8 @@ class Dispatch:
         self.presence = presence
         self.waiting = waiting
         self.views = views
+        core.timers.on("ring", self._ring_timeout)
+        core.timers.on("round", self._new_round)
 
     def run(self) -> None:
         """Offer waiting calls, in order, to the longest-idle available agents whose console is attached."""
@@ -65,7 +67,7 @@ class Dispatch:
         agent.call_id = call.id
         timeout = self.core.settings.ring_timeout_s
         self.core.to_session(agent.session_id, CallOffered(call_id=call.id, card=call.card(), ring_timeout_s=timeout))
-        self.core.timers.set(f"call:{call.id}:ring", timeout, self._ring_timeout, call.id, agent.username)
+        self.core.timers.set(f"call:{call.id}:ring", timeout, call.id, agent.username)
         log.info("call.offered", call_id=call.id, agent=agent.username)
         self.core.emit("call.offered", call, agent.username)
 
@@ -102,7 +104,7 @@ class Dispatch:
             # ring the same agent again at once.
             name = f"call:{call.id}:round"
             if name not in self.core.timers:
-                self.core.timers.set(name, self.core.settings.reoffer_after_decline_s, self._new_round, call.id)
+                self.core.timers.set(name, self.core.settings.reoffer_after_decline_s, call.id)
         self.core.emit("call.withdrawn", call, agent.username, reason)
 
     def _new_round(self, call_id: str) -> None:

@@ -34,6 +34,7 @@ class InCall:
         self.presence = presence
         self.dispatch = dispatch
         self.views = views
+        core.timers.on("consult", self._consult_timeout)
 
     def own_connected_call(self, session: Session, call_id: str) -> Call:
         state, call = self.views.agent_and_call(session, call_id)
@@ -138,8 +139,7 @@ class InCall:
         card = call.card() | {"consult": {"from": call.agent, "from_name": agent.display_name if agent else None}}
         self.core.to_agent(target.username, CallOffered(call_id=call.id, card=card,
                                                         ring_timeout_s=settings.ring_timeout_s))
-        self.core.timers.set(f"call:{call.id}:consult", settings.ring_timeout_s, self._consult_timeout, call.id,
-                             target.username)
+        self.core.timers.set(f"call:{call.id}:consult", settings.ring_timeout_s, call.id, target.username)
         call.log("consult_offered", by=call.agent, to=target.username)
         self._changed(call)
         return call

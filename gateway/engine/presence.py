@@ -24,6 +24,7 @@ STAFFED_STATUS = {AgentStatus.AVAILABLE, AgentStatus.BUSY, AgentStatus.RINGING, 
 class Presence:
     def __init__(self, core: Core) -> None:
         self.core = core
+        core.timers.on("wrap", self.end_wrap_up)
 
     # -- signing in and status -----------------------------------------------------------------------------
     def open_agent(self, account: AgentAccount) -> Session:
@@ -115,8 +116,7 @@ class Presence:
         wrap_up_s = self.core.settings.wrap_up_s
         agent.status = AgentStatus.WRAP_UP
         agent.wrap_up_call = call.id
-        self.core.timers.set(f"agent:{agent.username}:wrap", wrap_up_s, self.end_wrap_up, agent.username,
-                             "wrap_up_timeout")
+        self.core.timers.set(f"agent:{agent.username}:wrap", wrap_up_s, agent.username, "wrap_up_timeout")
         session.deliver(AgentStatusChanged(status=agent.status.value, call_id=call.id, wrap_up_s=wrap_up_s))
 
     def end_wrap_up(self, username: str, reason: str) -> None:

@@ -33,9 +33,9 @@ from ..media.topology import SuperviseMode
 from ..models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason, Location
 from ..positions import PositionNotices
 from ..queues import Queue, QueueDirectory
-from ..routing import AgentState, CallQueue, WaitEstimator
+from ..routing import AgentState, WaitEstimator
 from ..sessions import Replay, ResumeFailed, Session, SessionRegistry
-from ..store.live import MemoryLiveState
+from ..store.live import LiveState, MemoryLiveState, SessionStore, TimerRegistry, WaitingLines
 from .calls import CallLifecycle
 from .content import Content
 from .core import Core
@@ -43,27 +43,42 @@ from .dispatch import Dispatch
 from .incall import InCall
 from .presence import Presence
 from .supervision import Supervision
+from .timers import Timers
 from .views import Place, Views
 from .waiting import WaitingLine
+
+SessionHook = Callable[[Session], None]
+# Builds the session store: (settings, on_expire, on_detached, on_resumed) -> a SessionStore.
+SessionStoreFactory = Callable[[Settings, SessionHook, SessionHook, SessionHook], SessionStore]
+
+
+def memory_sessions(settings: Settings, on_expire: SessionHook, on_detached: SessionHook,
+                    on_resumed: SessionHook) -> SessionStore:
+    """Sessions and resume tokens in this process's memory (one node)."""
+    return SessionRegistry(settings.resume_grace_s, on_expire, replay_events=settings.resume_replay_events,
+                           on_detached=on_detached, on_resumed=on_resumed)
 
 
 class Switchboard(AsyncIOEventEmitter):
     def __init__(self, settings: Settings, media: MediaConfig | None = None, clock: Clock | None = None,
-                 plane: MediaPlane | None = None) -> None:
+                 plane: MediaPlane | None = None, live: LiveState | None = None,
+                 sessions: SessionStoreFactory | None = None,
+                 timers: Callable[[Callable[[], None]], TimerRegistry] | None = None) -> None:
+        """`live`, `sessions` and `timers` choose where live state is kept (default: this process's memory);
+        `plane` where media runs (default: in this process)."""
         super().__init__()
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.queues = QueueDirectory(settings.queues)
         self.media = media or MediaConfig.from_settings(settings)
-        self.sessions = SessionRegistry(settings.resume_grace_s, self._session_expired,
-                                        replay_events=settings.resume_replay_events,
-                                        on_detached=self._session_detached, on_resumed=self._session_resumed)
+        self.sessions: SessionStore = (sessions or memory_sessions)(
+            settings, self._session_expired, self._session_detached, self._session_resumed)
         self.guard = CallerGuard(settings, self.clock)
-        self.live = MemoryLiveState()
+        self.live: LiveState = live if live is not None else MemoryLiveState()
         # Media: asked of the plane (in this process, or worker processes), never touched directly.
         self.plane: MediaPlane = plane if plane is not None else LocalPlane(self.media)
         self.core = Core(settings, self.clock, self.live, self.sessions, self.queues, self.plane, self.emit,
-                         self._settle)
+                         self._settle, timers or Timers)
         self.presence = Presence(self.core)
         self.views = Views(self.core, self.presence)
         self.waiting = WaitingLine(self.core, self.presence, self.views)
@@ -423,22 +438,19 @@ class Switchboard(AsyncIOEventEmitter):
         """Remove a queue nobody waits in (the default queue stays)."""
         self.queues.remove(name, waiting=len(self.views.waiting_calls(name)))
 
-    # Live state, for tests and tools that look inside (signaling reads the views above).
+    # Live state, for tests and tools that look inside (signaling reads the views above): read-only snapshots
+    # taken through the live-state Protocols, whatever store keeps them.
     @property
     def calls(self) -> dict[str, Call]:
-        return self.live.calls
+        return {call.id: call for call in self.live.all_calls()}
 
     @property
     def agents(self) -> dict[str, AgentState]:
-        return self.live.agents
+        return {agent.username: agent for agent in self.live.all_agents()}
 
     @property
-    def queue(self) -> CallQueue:
+    def queue(self) -> WaitingLines:
         return self.live.line
-
-    @property
-    def estimators(self) -> dict[str, WaitEstimator]:
-        return self.live.estimators
 
     @property
     def estimator(self) -> WaitEstimator:

@@ -1,37 +1,62 @@
 """One registry for the engine's timers (ring, round, consult, max wait, rejoin, wrap-up, hours, forget).
 
-Each timer has a name, `<group>:<kind>` (`call:<id>:ring`, `agent:<name>:wrap`, `hours`): setting a name again
-replaces the earlier timer, a timer that fires is forgotten before its callback runs, timers are cancelled by name,
-by group (every timer of one call, without a walk over all timers) or by prefix, and all of them at close. After a timer's callback, `after` runs (the engine's settle step): a timer is a command like any other.
+A timer is data, not a closure: a name `<group>:<kind>` (`call:<id>:ring`, `agent:<name>:wrap`, `hours`), a due
+time and string arguments. What a timer of one kind does is a handler registered once (`on("ring", ...)`) by the
+collaborator that owns it. That is what lets a timer outlive the process that set it: a store that keeps
+(name, due, args) elsewhere (Redis, for several nodes) fires it on any node that registered the same handlers.
+
+Setting a name again replaces the earlier timer, a timer that fires is forgotten before its handler runs, timers are
+cancelled by name, by group (every timer of one call, without a walk over all timers) or by prefix, and all of them
+at close. After a handler, `after` runs (the engine's settle step): a timer is a command like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+
+Handler = Callable[..., None]
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """`call:<id>:ring` -> (`call:<id>`, `ring`); `hours` -> (``, `hours`)."""
+    group, _, kind = name.rpartition(":")
+    return group, kind
 
 
 class Timers:
+    """The in-process timer registry (one node): asyncio's call_later per timer."""
+
     def __init__(self, after: Callable[[], None] | None = None) -> None:
+        self._handlers: dict[str, Handler] = {}
         self._handles: dict[str, asyncio.TimerHandle] = {}
+        self._args: dict[str, tuple[str, ...]] = {}
         self._groups: dict[str, set[str]] = {}  # group -> names of its timers that are set
         self._after = after
 
-    @staticmethod
-    def _group(name: str) -> str:
-        return name.rpartition(":")[0]
+    def on(self, kind: str, handler: Handler) -> None:
+        """What a timer of this kind does when it fires: `handler(*args)` with the arguments given to set()."""
+        if kind in self._handlers:
+            raise ValueError(f"a handler for timers of kind {kind!r} is already registered")
+        self._handlers[kind] = handler
 
-    def set(self, name: str, delay: float, callback: Callable[..., None], *args: Any) -> None:
-        """Run `callback(*args)` in `delay` seconds (replacing a timer of the same name)."""
+    def set(self, name: str, delay: float, *args: str) -> None:
+        """Fire timer `name` in `delay` seconds (replacing a timer of the same name)."""
+        group, kind = split_name(name)
+        if kind not in self._handlers:
+            raise KeyError(f"no handler for timers of kind {kind!r} ({name})")
+        if not all(isinstance(arg, str) for arg in args):
+            raise TypeError(f"timer arguments are strings (they may be stored elsewhere): {name} {args!r}")
         self.cancel(name)
-        self._handles[name] = asyncio.get_running_loop().call_later(delay, self._fire, name, callback, args)
-        self._groups.setdefault(self._group(name), set()).add(name)
+        self._handles[name] = asyncio.get_running_loop().call_later(delay, self._fire, name)
+        self._args[name] = args
+        self._groups.setdefault(group, set()).add(name)
 
     def _forget(self, name: str) -> asyncio.TimerHandle | None:
         handle = self._handles.pop(name, None)
         if handle is not None:
-            group = self._group(name)
+            self._args.pop(name, None)
+            group = split_name(name)[0]
             names = self._groups.get(group)
             if names is not None:
                 names.discard(name)
@@ -39,9 +64,10 @@ class Timers:
                     del self._groups[group]
         return handle
 
-    def _fire(self, name: str, callback: Callable[..., None], args: tuple[Any, ...]) -> None:
+    def _fire(self, name: str) -> None:
+        args = self._args.get(name, ())
         self._forget(name)
-        callback(*args)
+        self._handlers[split_name(name)[1]](*args)
         if self._after is not None:
             self._after()
 
@@ -67,6 +93,11 @@ class Timers:
             self.cancel(name)
         return len(names)
 
+    def pending(self, name: str) -> tuple[float, tuple[str, ...]] | None:
+        """When timer `name` fires (loop time) and its arguments, or None if it is not set."""
+        handle = self._handles.get(name)
+        return None if handle is None else (handle.when(), self._args.get(name, ()))
+
     def __contains__(self, name: object) -> bool:
         return name in self._handles
 
@@ -78,4 +109,5 @@ class Timers:
         for handle in self._handles.values():
             handle.cancel()
         self._handles.clear()
+        self._args.clear()
         self._groups.clear()

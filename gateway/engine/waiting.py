@@ -31,6 +31,9 @@ class WaitingLine:
         self.positions = PositionNotices(core.settings.position_update_interval_s, views.position_of,
                                          self._tell_position)
         self._joined: list[Call] = []  # joined since the last settle: told if their queue is closed
+        core.timers.on("wait", self._max_wait)
+        core.timers.on("rejoin", self._rejoin_expired)
+        core.timers.on("hours", lambda: None)  # nothing of its own: the settle step after it rechecks the hours
 
     # -- joining and leaving ----------------------------------------------------------------------------------
     def join(self, call: Call, replaced: Call | None, queue: Queue) -> None:
@@ -43,7 +46,7 @@ class WaitingLine:
         if replaced is not None:
             line.remove(replaced.id)
         if queue.config.max_wait_s is not None:
-            self.core.timers.set(f"call:{call.id}:wait", queue.config.max_wait_s, self._max_wait, call.id)
+            self.core.timers.set(f"call:{call.id}:wait", queue.config.max_wait_s, call.id)
         self._joined.append(call)
 
     def tell_joined(self) -> None:
@@ -130,7 +133,7 @@ class WaitingLine:
         openings = [t for t in (queues.get(n).schedule.next_opening(at) for n in closed if n in queues)
                     if t is not None]
         delay = min([HOURS_RECHECK_MAX_S] + [t - at for t in openings])
-        timers.set("hours", max(1.0, delay), lambda: None)
+        timers.set("hours", max(1.0, delay))
 
     # -- callbacks --------------------------------------------------------------------------------------------
     def _maybe_offer_callback(self, call: Call, estimate: int | None, session: Session | None) -> None:
@@ -185,7 +188,7 @@ class WaitingLine:
         call.log("callback_ready", agent=agent.username)
         self.core.to_caller(call, CallbackReady(call_id=call.id, agent_name=agent.display_name,
                                                 rejoin_within_s=rejoin_s))
-        self.core.timers.set(f"call:{call.id}:rejoin", rejoin_s, self._rejoin_expired, call.id)
+        self.core.timers.set(f"call:{call.id}:rejoin", rejoin_s, call.id)
         log.info("call.callback_ready", call_id=call.id, agent=agent.username)
 
     def _rejoin_expired(self, call_id: str) -> None:

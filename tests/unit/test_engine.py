@@ -7,42 +7,61 @@ import asyncio
 import re
 from pathlib import Path
 
+import pytest
+
 from gateway.engine.timers import Timers
 from gateway.events import CallOffered
 from gateway.models import AgentStatus, CallState
 from tests.unit.test_queues import agent, board_with, caller, start, wait_for
 
 
-async def test_timers_fire_once_and_are_forgotten_before_the_callback():
-    fired: list[tuple[str, int]] = []
+async def test_timers_fire_once_and_are_forgotten_before_the_handler():
+    fired: list[tuple[str, ...]] = []
     settled: list[int] = []
     timers = Timers(after=lambda: settled.append(len(timers)))
-    timers.set("call:a:ring", 0.01, lambda n: fired.append(("ring", n)), 1)
+    timers.on("ring", lambda call_id, agent: fired.append((call_id, agent, str("call:a:ring" in timers))))
+    timers.set("call:a:ring", 0.01, "a", "alice")
     assert "call:a:ring" in timers and len(timers) == 1
+    assert timers.pending("call:a:ring") is not None and timers.pending("call:a:ring")[1] == ("a", "alice")
     await wait_for(lambda: fired)
-    assert fired == [("ring", 1)] and "call:a:ring" not in timers
+    assert fired == [("a", "alice", "False")] and "call:a:ring" not in timers
     assert settled == [0]  # the after-hook ran once, after the timer was forgotten
 
 
 async def test_timers_replace_cancel_by_name_group_and_prefix():
     fired: list[str] = []
     timers = Timers()
-    timers.set("call:a:ring", 0.02, fired.append, "first")
-    timers.set("call:a:ring", 0.02, fired.append, "second")  # replaces the first
-    timers.set("call:a:wait", 0.02, fired.append, "wait-a")
-    timers.set("call:b:wait", 0.02, fired.append, "wait-b")
-    timers.set("agent:x:wrap", 0.02, fired.append, "wrap")
-    timers.set("hours", 0.02, fired.append, "hours")
+    for kind in ("ring", "wait", "wrap", "hours"):
+        timers.on(kind, lambda *args, kind=kind: fired.append("-".join((kind, *args))))
+    timers.set("call:a:ring", 0.02, "first")
+    timers.set("call:a:ring", 0.02, "second")  # replaces the first
+    timers.set("call:a:wait", 0.02, "a")
+    timers.set("call:b:wait", 0.02, "b")
+    timers.set("agent:x:wrap", 0.02, "x")
+    timers.set("hours", 0.02)
     assert timers.cancel_group("call:a") == 2  # every timer of call a, and nothing else
     assert not timers.cancel("call:a:ring")
     assert timers.cancel_prefix("agent:") == 1
     assert timers.cancel("hours")
-    await asyncio.sleep(0.1)
+    await wait_for(lambda: fired)
     assert fired == ["wait-b"]
-    timers.set("call:c:ring", 0.01, fired.append, "late")
+    timers.set("call:c:ring", 0.01, "late")
     timers.close()
     await asyncio.sleep(0.05)
     assert fired == ["wait-b"] and len(timers) == 0
+
+
+def test_timers_are_data_a_store_could_keep():
+    """A timer names a registered kind and carries strings only (so a store elsewhere can keep and fire it)."""
+    timers = Timers()
+    timers.on("ring", lambda *args: None)
+    with pytest.raises(ValueError):
+        timers.on("ring", lambda *args: None)  # one owner per kind
+    with pytest.raises(KeyError):
+        timers.set("call:a:nonesuch", 1.0, "a")
+    with pytest.raises(TypeError):
+        timers.set("call:a:ring", 1.0, 42)  # type: ignore[arg-type]
+    assert len(timers) == 0
 
 
 async def test_a_colleague_freed_by_a_declined_consult_is_offered_a_waiting_call_at_once():

@@ -9,7 +9,12 @@ from pathlib import Path
 from gateway.calls import Call
 from gateway.models import CallContext, CallerIdentity, CallState, CallType
 from gateway.routing import AgentState, CallQueue
-from gateway.store.live import AgentPresence, CallStore, Estimates, LiveState, MediaLegs, MemoryLiveState, WaitingLines
+from gateway.config import Settings
+from gateway.engine.switchboard import Switchboard
+from gateway.engine.timers import Timers
+from gateway.sessions import SessionRegistry
+from gateway.store.live import (AgentPresence, CallStore, Estimates, LiveState, MediaLegs, MemoryLiveState, SessionStore,
+                                TimerRegistry, WaitingLines)
 
 
 def members(protocol: type) -> set[str]:
@@ -30,6 +35,8 @@ def test_memory_implementation_offers_every_protocol_member():
     for protocol in (LiveState, CallStore, AgentPresence, Estimates, MediaLegs):
         assert members(protocol) and all(hasattr(live, name) for name in members(protocol)), protocol
     assert all(hasattr(CallQueue, name) for name in members(WaitingLines))
+    assert members(SessionStore) and all(hasattr(SessionRegistry, name) for name in members(SessionStore))
+    assert members(TimerRegistry) and all(hasattr(Timers, name) for name in members(TimerRegistry))
 
 
 def test_calls_agents_estimates_and_legs():
@@ -60,8 +67,38 @@ def test_calls_agents_estimates_and_legs():
 
 
 def test_collaborators_know_only_the_protocols():
-    """Only the façade (the composition root) names the memory implementation."""
+    """Only the façade (the composition root) names the memory implementations; collaborators neither name them nor
+    set a timer with a closure (timers are data: a kind and string arguments)."""
     engine = Path(__file__).resolve().parents[2] / "gateway" / "engine"
+    memory = re.compile(r"\b(MemoryLiveState|SessionRegistry|Timers)\(")
     named = [path.name for path in sorted(engine.glob("*.py"))
-             if path.name != "switchboard.py" and re.search(r"\bMemoryLiveState\b", path.read_text())]
+             if path.name not in ("switchboard.py", "core.py", "timers.py") and memory.search(path.read_text())]
     assert named == []
+    closures = [f"{path.name}: {line.strip()}" for path in sorted(engine.glob("*.py"))
+                for line in path.read_text().splitlines() if re.search(r"timers\.set\([^,]+,[^,]+,\s*(lambda|self\.\w+\s*[,)])", line)]
+    assert closures == []
+
+
+async def test_the_engine_runs_on_the_live_state_it_is_given():
+    """Switchboard(live=..., sessions=..., timers=...): the engine keeps everything in the stores it is handed."""
+    live = MemoryLiveState()
+    made: list[object] = []
+
+    def sessions(settings, on_expire, on_detached, on_resumed):
+        made.append(SessionRegistry(settings.resume_grace_s, on_expire, on_detached=on_detached,
+                                    on_resumed=on_resumed))
+        return made[-1]
+
+    def timers(after):
+        made.append(Timers(after))
+        return made[-1]
+
+    board = Switchboard(Settings(demo=True), live=live, sessions=sessions, timers=timers)
+    try:
+        assert board.live is live and board.sessions is made[0] and board.core.timers is made[1]
+        session = board.open_caller(CallerIdentity(subject="ann", expires_at=0))
+        call = board.start_call(session, CallType.VOICE, None, CallContext())
+        assert live.call(call.id) is call and call.id in live.line and made[0].get(session.id) is session
+        assert board.calls == {call.id: call}
+    finally:
+        await board.close()
