@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import os
 import ssl
@@ -121,16 +120,7 @@ async def test_serve_with_tls_and_graceful_stop(tmp_path):
     context = ssl.create_default_context(cafile=str(cert))
     context.check_hostname = False
     try:
-        status = None
-        async with aiohttp.ClientSession() as http:
-            for _ in range(100):
-                try:
-                    async with http.get(f"https://127.0.0.1:{port}/healthz", ssl=context) as r:
-                        status = r.status
-                        break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-        assert status == 200
+        await wait_healthy(f"https://127.0.0.1:{port}", proc, ssl=context)
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=15)

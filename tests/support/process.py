@@ -19,16 +19,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 60,
-                       output: Callable[[], str] = lambda: "") -> None:
+                       output: Callable[[], str] = lambda: "", ssl: Any = True) -> None:
     """Until GET /healthz answers 200; fails at once if the process exits, or at the deadline (with `output()`, e.g.
-    the end of its log)."""
+    the end of its log). `ssl`: an SSLContext for an https URL with a test certificate."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with aiohttp.ClientSession() as http:
         while loop.time() < deadline:
             assert proc.poll() is None, f"the gateway exited with {proc.returncode}: {output()}"
             try:
-                async with http.get(base_url + "/healthz") as r:
+                async with http.get(base_url + "/healthz", ssl=ssl) as r:
                     if r.status == 200:
                         return
             except (aiohttp.ClientError, OSError):
