@@ -8,7 +8,7 @@ import asyncio
 import time
 
 from gateway.auth import AgentAccount
-from gateway.events import CallEnded, MediaState
+from gateway.events import CallAnswered, CallEnded, CallHeld, CallOffered, CallTransferred, ConsultState, MediaState
 from gateway.media.topology import SuperviseMode
 from gateway.models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason
 from gateway.switchboard import Switchboard
@@ -158,5 +158,70 @@ async def test_a_supervisor_leg_that_fails_drops_the_supervisor_not_the_call():
         await until(lambda: "sam" not in call.supervisors)
         assert call.state is CallState.CONNECTED
         assert plane.scenes[call.id]["supervisors"] == {} and ("remove", call.id, "sam") in plane.asked
+    finally:
+        await board.close()
+
+
+async def test_blind_transfer_to_the_queue_rings_the_agent_idle_longest():
+    """Back in line at its place: bob (idle longer than alice, who just became available) is rung."""
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(plane)
+    try:
+        bob = Party(board, board.open_agent(AgentAccount(username="bob", display_name="Bob")))
+        board.set_agent_status(bob.session, AgentStatus.AVAILABLE)
+        await board.transfer(agent.session, call.id, to_agent=None, to_queue="default", mode="blind")
+        assert ("remove", call.id, "alice") in plane.asked and plane.scenes[call.id]["agent"] is None
+        assert call.state is CallState.OFFERED and call.offered_to == "bob"
+        assert [e.call_id for e in bob.of(CallOffered)] == [call.id]
+        assert board.agents["alice"].status is AgentStatus.AVAILABLE and not agent.of(CallOffered)[1:]
+    finally:
+        await board.close()
+
+
+def scene(plane: FakePlane, call_id: str, expected: dict) -> bool:
+    """The plane's scene of the call has these fields with these values (None: unset or None)."""
+    got = plane.scenes[call_id]
+    assert {k: got.get(k) for k in expected} == expected, got
+    return True
+
+
+async def warm_consult(plane: FakePlane):
+    board, caller, agent, call = await connected_call(plane)
+    bob = Party(board, board.open_agent(AgentAccount(username="bob", display_name="Bob")))
+    board.set_agent_status(bob.session, AgentStatus.AVAILABLE)
+    await board.transfer(agent.session, call.id, to_agent="bob", to_queue=None, mode="warm")
+    offer = bob.of(CallOffered)[-1]
+    assert offer.call_id == call.id and offer.card["consult"]["from"] == "alice"
+    board.accept(bob.session, call.id)
+    # Consult: the caller is held, bob joins the scene as the consulted colleague; alice stays the call's agent.
+    assert scene(plane, call.id, {"agent": "alice", "consult": "bob", "held": True})
+    assert [e.held for e in caller.of(CallHeld)] == [True]
+    assert [(e.state, e.colleague) for e in agent.of(ConsultState)] == [("joined", "bob")]
+    return board, caller, agent, bob, call
+
+
+async def test_warm_transfer_consult_then_hand_over_moves_the_scene_to_the_colleague():
+    plane = FakePlane()
+    board, caller, agent, bob, call = await warm_consult(plane)
+    try:
+        await board.complete_transfer(agent.session, call.id)
+        assert scene(plane, call.id, {"agent": "bob", "consult": None, "held": False})
+        assert ("remove", call.id, "alice") in plane.asked
+        assert call.agent == "bob" and call.transferred_from == "alice" and call.state is CallState.CONNECTED
+        assert [e.to for e in agent.of(CallTransferred)] == ["bob"]
+        assert caller.of(CallAnswered)[-1].agent_name == "Bob"
+    finally:
+        await board.close()
+
+
+async def test_warm_transfer_cancelled_returns_the_scene_to_the_caller_and_frees_the_colleague():
+    plane = FakePlane()
+    board, caller, agent, bob, call = await warm_consult(plane)
+    try:
+        await board.cancel_transfer(agent.session, call.id)
+        assert scene(plane, call.id, {"agent": "alice", "consult": None, "held": False})
+        assert [e.held for e in caller.of(CallHeld)] == [True, False]
+        assert [e.state for e in bob.of(ConsultState)] == ["cancelled"]
+        assert call.agent == "alice" and board.agents["bob"].status is AgentStatus.AVAILABLE
     finally:
         await board.close()
