@@ -24,6 +24,8 @@ class Call:
     location: Location | None
     context: CallContext
     caller_session: str
+    caller_resume: str | None = None  # hash of the caller session's resume token (kept with the record)
+    awaiting_caller: bool = False  # restored after a restart: waits (in place) but is not offered until the caller is back
     priority: int = 0
     queue: str = "default"
     state: CallState = CallState.QUEUED

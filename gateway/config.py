@@ -228,6 +228,14 @@ class Settings(BaseSettings):
                                         "caller is refused with records_unavailable")
     records_stop_timeout_s: float = Field(60.0, gt=0, le=3600,
                                           description="on stop, how long to wait for the records backlog to be written")
+    restore_waiting_within_s: float = Field(
+        120.0, ge=0, le=86_400,
+        description="the waiting calls of a node that stopped or crashed are restored in line (their callers resume "
+                    "in place) if it was last heard of this recently; older ones are closed as interrupted. 0: never")
+    restore_resume_grace_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="how long a restored waiting call keeps its place for its caller to resume (then it ends, "
+                    "caller_gone)")
 
     # -- accounts and access
     allowed_origins: list[str] = Field(

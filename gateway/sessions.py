@@ -9,6 +9,7 @@ position replaces the earlier position of the same call in the buffer (only the 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -67,6 +68,11 @@ class Tombstone:
     at: float
 
 
+def token_hash(token: str) -> str:
+    """What is kept of a resume token (in memory and in a call's record): its sha256, never the token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def _supersedes(event: Event) -> tuple[str, str] | None:
     if isinstance(event, QueueUpdate):
         return ("queue.position", event.call_id)
@@ -91,6 +97,12 @@ class Session:
     ended: bool = False
     address: str | None = None  # the client's address when the session was opened (limits per address)
     detached: bool = False  # its socket went away without bye; within the grace period
+    resume_hash: str = ""  # token_hash(resume_token)
+    restored: bool = False  # read back from a call record after its node restarted: no socket has resumed it yet
+
+    def __post_init__(self) -> None:
+        if self.resume_token and not self.resume_hash:
+            self.resume_hash = token_hash(self.resume_token)
 
     def deliver(self, event: Event) -> None:
         if self.ended:
@@ -109,6 +121,16 @@ class Session:
         if self.sink is not None:
             self.sent_seq = self.seq
             self.sink(item)
+
+    def continue_after(self, last_seq: int) -> None:
+        """A restored session resumed by a client that saw events up to `last_seq` from the node that stopped:
+        number on from there. What was queued meanwhile is renumbered; what the client may have missed before the
+        restart is unknown (the replay says it is not complete; the welcome carries the call's state)."""
+        items = list(self.buffer)
+        self.buffer = deque(Numbered(last_seq + i, item.event) for i, item in enumerate(items, start=1))
+        self.seq = self.sent_seq = last_seq + len(items)
+        self.evicted_seq = last_seq + 1
+        self.restored = False
 
     def replay_after(self, last_seq: int) -> Replay:
         return Replay([item for item in self.buffer if item.seq > last_seq], complete=last_seq >= self.evicted_seq)
@@ -139,7 +161,18 @@ class SessionRegistry:
         session = Session(id=secrets.token_hex(8), role=role, principal=principal,
                           resume_token=secrets.token_urlsafe(24), replay_limit=self._replay_events)
         self._by_id[session.id] = session
-        self._by_token[session.resume_token] = session
+        self._by_token[session.resume_hash] = session
+        return session
+
+    def restore(self, role: str, principal: Any, resume_hash: str, call_id: str, grace_s: float) -> Session:
+        """A session read back from a call record (its node restarted): detached, resumable with the token whose
+        hash the record kept, for `grace_s`; then it expires as any detached session does."""
+        session = Session(id=secrets.token_hex(8), role=role, principal=principal, resume_token="",
+                          replay_limit=self._replay_events, call_id=call_id, resume_hash=resume_hash, restored=True,
+                          detached=True)
+        self._by_id[session.id] = session
+        self._by_token[resume_hash] = session
+        session.expiry = asyncio.get_running_loop().call_later(grace_s, self._expire, session)
         return session
 
     def get(self, session_id: str) -> Session | None:
@@ -163,7 +196,7 @@ class SessionRegistry:
     def resume(self, token: str, role: str, same_principal: Callable[[Any], bool],
                last_seq: int | None = None) -> Session:
         """The session of a resume token, checked (validate only: nothing changes until attach)."""
-        session = self._by_token.get(token)
+        session = self._by_token.get(token_hash(token))
         if session is None or session.ended:
             gone = self._tombstone(token)
             if gone is None:
@@ -173,7 +206,9 @@ class SessionRegistry:
             raise ResumeFailed(_GONE_REASONS.get(gone.why, "the session has ended"), gone.why)
         if session.role != role or not same_principal(session.principal):
             raise ResumeFailed("the resume token belongs to someone else", "other_user")
-        if last_seq is not None and last_seq > session.seq:
+        if session.restored:
+            session.resume_token = token  # the token the record's hash was made of: the client keeps using it
+        elif last_seq is not None and last_seq > session.seq:
             raise BadRequest(f"last_seq {last_seq} is ahead of this session's events (last: {session.seq})",
                              code="invalid_last_seq")
         return session
@@ -182,9 +217,10 @@ class SessionRegistry:
         return self._tombstone(token)
 
     def _tombstone(self, token: str) -> Tombstone | None:
-        gone = self._gone.get(token)
+        key = token_hash(token)
+        gone = self._gone.get(key)
         if gone is not None and time.monotonic() - gone.at > TOMBSTONE_TTL_S:
-            self._gone.pop(token, None)
+            self._gone.pop(key, None)
             return None
         return gone
 
@@ -198,6 +234,9 @@ class SessionRegistry:
         if session.expiry is not None:
             session.expiry.cancel()
             session.expiry = None
+        if session.restored:
+            session.continue_after(last_seq or 0)
+            last_seq = last_seq or 0
         replay = session.replay_after(session.sent_seq if last_seq is None else last_seq)
         session.sink = sink
         session.sent_seq = session.seq
@@ -234,7 +273,7 @@ class SessionRegistry:
         if close_socket and session.closer is not None:
             session.closer()
         if session.id in self._by_id:
-            self._gone[session.resume_token] = Tombstone(why, session.id, session.role, session.principal,
+            self._gone[session.resume_hash] = Tombstone(why, session.id, session.role, session.principal,
                                                          time.monotonic())
             while len(self._gone) > TOMBSTONES:
                 self._gone.popitem(last=False)
@@ -244,7 +283,7 @@ class SessionRegistry:
             session.expiry.cancel()
             session.expiry = None
         self._by_id.pop(session.id, None)
-        self._by_token.pop(session.resume_token, None)
+        self._by_token.pop(session.resume_hash, None)
         for key in self._keys_of.pop(session.id, ()):
             group = self._groups.get(key)
             if group is not None:

@@ -101,7 +101,8 @@ def create_app(settings: Settings) -> web.Application:
     app[API_KEYS] = ApiKeyStore(db)
     app[RECORDER] = CallRecorder(db, settings.node_name, RecorderSettings(
         lease_s=settings.node_lease_s, heartbeat_s=settings.node_heartbeat_s, batch_max=settings.records_batch_max,
-        durable_timeout_s=settings.records_durable_timeout_s, stop_timeout_s=settings.records_stop_timeout_s))
+        durable_timeout_s=settings.records_durable_timeout_s, stop_timeout_s=settings.records_stop_timeout_s,
+        restore_within_s=settings.restore_waiting_within_s))
     app[CALLS] = CallQueries(db)
     app[WEBHOOKS] = WebhookStore(db)
     app[DESTINATIONS] = DestinationPolicy(parse_networks(settings.webhook_allowed_networks))

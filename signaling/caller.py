@@ -4,18 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from gateway.calls import Call
-from gateway.errors import InvalidState
+from gateway.errors import InvalidState, Unavailable
 from gateway.models import CallerIdentity, CallState, EndReason
-from gateway.sessions import Session
+from gateway.sessions import Session, token_hash
 from gateway.store.records import RecordsUnavailable
 
 from . import protocol as p
 from .clientaddr import client_address, networks
 from .keys import CALLER_TOKENS, RECORDER
 from .ws import Connection
+
+log = structlog.get_logger("callin.caller")
+
+
+class ResumePending(Unavailable):
+    """The session's call is being taken over from a node that stopped or crashed; retry in `retry_after_s`."""
+
+    code = "resume_pending"
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"your place in line is being restored after a restart; reconnect in {retry_after_s:.0f} s "
+                         "with the same resume token")
+        self.retry_after_s = round(retry_after_s, 1)
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        return {"retry_after_s": self.retry_after_s}
 
 
 class CallerConnection(Connection):
@@ -33,6 +51,22 @@ class CallerConnection(Connection):
 
     def same_principal(self, principal: CallerIdentity, other: Any) -> bool:
         return isinstance(other, CallerIdentity) and other.subject == principal.subject and other.issuer == principal.issuer
+
+    async def resume_unknown(self, token: str) -> None:
+        """The call of this token may be waiting on a node that stopped or crashed and has not been taken over yet
+        (this node restarted a moment ago): the caller is asked to retry when it will have been."""
+        try:
+            due = await self.request.app[RECORDER].awaiting_restore(token_hash(token))
+        except Exception:  # the records cannot tell: the token stays unknown
+            log.warning("caller.awaiting_restore_failed", exc_info=True)
+            return
+        if due is not None:
+            raise ResumePending(due)
+
+    def kept_after_shutdown(self) -> bool:
+        """A caller waiting in line keeps its place across the stop (its record stays open and is restored)."""
+        call = self.board.call(self.session.call_id) if self.session is not None else None
+        return call is not None and call.state is not CallState.ENDED and call.caller_resume is not None
 
     def welcome_extra(self, session: Session, resumed: bool) -> dict[str, Any]:
         extra: dict[str, Any] = {"caller": session.principal.model_dump()}

@@ -524,11 +524,14 @@ class ParticipantOut(EventOut):
 
 
 class ShutdownOut(Message):
-    """The gateway is stopping: this socket closes with 1001 right after; sessions do not survive it."""
+    """The gateway is stopping: this socket closes with 1001 right after. `resume`: this session's call is kept
+    (a caller waiting in line): reconnect after retry_after_s with hello {resume_token, last_seq} and it is back in
+    its place (on this node once restarted, or another); otherwise the session ends with the socket."""
 
     type: Literal["shutdown"] = "shutdown"
     reason: str
     retry_after_s: float
+    resume: bool = False
 
 
 class ErrorOut(Message):

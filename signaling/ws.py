@@ -13,7 +13,7 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel, TypeAdapter
 
 from gateway.errors import GatewayError, Unauthorized
-from gateway.sessions import Numbered, Session
+from gateway.sessions import Numbered, ResumeFailed, Session
 from gateway.switchboard import Switchboard
 
 from . import protocol as p
@@ -84,7 +84,7 @@ class Connection:
         writer = self._writer_task
         if writer is None or writer.done():
             return None
-        self.send(p.ShutdownOut(reason=reason, retry_after_s=retry_after_s))
+        self.send(p.ShutdownOut(reason=reason, retry_after_s=retry_after_s, resume=self.kept_after_shutdown()))
         self._outbox.put_close(CLOSE_GOING_AWAY, "shutdown")
         return writer
 
@@ -119,6 +119,13 @@ class Connection:
 
     def same_principal(self, principal: Any, other: Any) -> bool:
         raise NotImplementedError
+
+    async def resume_unknown(self, token: str) -> None:
+        """A resume token this node does not know: raise a retryable error if it may know it soon."""
+
+    def kept_after_shutdown(self) -> bool:
+        """Whether this socket's session outlives the stop (its client should resume, not start over)."""
+        return False
 
     def welcome_extra(self, session: Session, resumed: bool) -> dict[str, Any]:
         return {}
@@ -218,9 +225,14 @@ class Connection:
                     raise Unauthorized("hello needs a token", code="invalid_token")
             resumed = False
             if message.resume_token:
-                session = self.board.resume_session(
-                    message.resume_token, self.role, lambda other: self.same_principal(principal, other),
-                    message.last_seq)
+                try:
+                    session = self.board.resume_session(
+                        message.resume_token, self.role, lambda other: self.same_principal(principal, other),
+                        message.last_seq)
+                except ResumeFailed as exc:
+                    if exc.why == "unknown":
+                        await self.resume_unknown(message.resume_token)  # raises if it is only not here *yet*
+                    raise
                 resumed = True
             else:
                 if message.last_seq is not None:

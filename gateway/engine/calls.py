@@ -63,6 +63,7 @@ class CallLifecycle:
             location=location,
             context=context,
             caller_session=session.id,
+            caller_resume=session.resume_hash,
             priority=queue.priority_for(identity),
             queue=queue.name,
             created_at=core.clock.time(),

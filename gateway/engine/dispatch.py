@@ -42,7 +42,7 @@ class Dispatch:
         lines = [name for name in line.names()
                  if any(a.can_take(self.waiting.line_skills(name)) for a in available)] if available else []
         for call in line.ordered_in(lines) if lines else ():
-            if call.state is not CallState.QUEUED:
+            if call.state is not CallState.QUEUED or call.awaiting_caller:
                 continue
             queue = self.views.queue_of(call)
             if queue.name not in is_open:

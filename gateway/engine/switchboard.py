@@ -160,6 +160,22 @@ class Switchboard(AsyncIOEventEmitter):
         self.waiting.restored(call)
         self._settle()
 
+    def restore_waiting(self, call: Call, caller_resume: str) -> None:
+        """A waiting call read back from the records (its node restarted or crashed): it waits here again at its
+        place, not offered until its caller resumes (with the token it holds, whose hash the record kept) within
+        `restore_resume_grace_s`; then it ends as any call whose caller did not come back."""
+        if not self.waiting.restorable(call):
+            return
+        session = self.sessions.restore("caller", call.identity, caller_resume, call.id,
+                                        self.settings.restore_resume_grace_s)
+        self.sessions.file_under(session, ("caller", subject_key(call.identity)))
+        call.caller_session = session.id
+        call.caller_resume = caller_resume
+        call.awaiting_caller = True
+        self.lifecycle.add(call)
+        self.waiting.restored(call)
+        self._settle()
+
     def rejoin(self, session: Session, call_id: str) -> Call:
         call = self.waiting.rejoin(session, call_id)
         self._settle()
@@ -318,6 +334,12 @@ class Switchboard(AsyncIOEventEmitter):
         """A socket came back with its resume token: the others are told; calls may ring at that console again."""
         if self.core.closing:
             return
+        if session.role == "caller":
+            call = self.live.call(session.call_id)
+            if call is not None and call.awaiting_caller and call.caller_session == session.id:
+                call.awaiting_caller = False  # back after the restart: offered from now on, in its place
+                call.log("caller_resumed")
+                self.emit("call.updated", call)
         self.presence.announce(session, connected=True)
         self._settle()
 
@@ -473,12 +495,19 @@ class Switchboard(AsyncIOEventEmitter):
         """Start what runs beside the engine: the media plane (worker processes, if so configured)."""
         await self.plane.start()
 
+    def _kept_across_restart(self, call: Call) -> bool:
+        if call.callback:
+            return call.rejoined_at is None
+        return (call.state is CallState.QUEUED and call.caller_resume is not None
+                and self.settings.restore_waiting_within_s > 0)
+
     async def close(self) -> None:
-        """End every call (media legs closed once) and stop every timer and task. A callback request the caller
-        has not rejoined stays open: it is a promise, restored from the records by the next node that starts."""
+        """End every call (media legs closed once) and stop every timer and task. Two promises stay open, restored
+        from the records by the next node that starts: a callback request the caller has not rejoined, and a call
+        waiting in line (its caller is told to resume: signaling's shutdown message says so)."""
         self.core.closing = True
         for call in list(self.live.all_calls()):
-            if call.state is not CallState.ENDED and not (call.callback and call.rejoined_at is None):
+            if call.state is not CallState.ENDED and not self._kept_across_restart(call):
                 await self.lifecycle.end(call, EndReason.SHUTDOWN, "system")
         self.core.timers.close()
         self.waiting.positions.close()

@@ -176,9 +176,10 @@ class WaitingLine:
         return self.core.live.call(call.id) is None and call.state is CallState.QUEUED
 
     def restored(self, call: Call) -> None:
-        """A callback request read back from the records (its node stopped or crashed) waits here again."""
+        """A callback request or a waiting call read back from the records (its node stopped or crashed) waits here
+        again (restored in the order they were made, so their places hold)."""
         self.core.live.line.add(call)
-        log.info("call.callback_restored", call_id=call.id, queue=call.queue)
+        log.info("call.callback_restored" if call.callback else "call.restored", call_id=call.id, queue=call.queue)
         self.core.emit("call.updated", call)
 
     def callback_ready(self, call: Call, agent: AgentState) -> None:

@@ -95,6 +95,9 @@ class CallRow(Base):
     callback_ready_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     rejoined_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # sha256 of the caller session's resume token (never the token): a waiting call whose node restarted or crashed
+    # is restored and its caller resumes in place with the token it holds (see gateway/store/nodes.py)
+    caller_resume: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class NodeRow(Base):

@@ -3,8 +3,11 @@
 Every server process registers a node instance (a fresh id per start, whatever its configured name) and renews a
 heartbeat. The records a node opens carry its instance id. A node whose lease ran out (`heartbeat_at + lease_s`
 passed: it crashed or hung) or that stopped is *reaped* by whichever live node sees it first: its open call
-records are closed as "interrupted", except callback requests not yet fulfilled, which are a promise to the
-caller: the reaping node claims them and puts them back in its live queue.
+records are closed as "interrupted", except two promises to a caller, which the reaping node claims and puts back in
+its live queue: callback requests not yet fulfilled, and calls still waiting in line whose node died recently (within
+`restore_within_s` of its last heartbeat): their callers resume in place with the resume token they hold (the record
+keeps its hash). A call that was ringing an agent waits again; one that was connected is interrupted (its media lived
+in the dead process).
 
 Reaping is safe with several nodes: a node claims a dead node with a conditional UPDATE (`reaped_by IS NULL`), so
 only one of them closes its records. Times are the nodes' wall clocks: keep them in sync (NTP) and the lease well
@@ -23,6 +26,7 @@ from ..models import CallState
 from .models import CallEventRow, CallRow, NodeRow
 
 INTERRUPTED = "interrupted"  # the outcome and end reason of a record closed by a reap
+PRIVATE_COLUMNS = ("node", "node_id", "caller_resume")  # never shown by the REST API nor sent in webhooks
 
 
 @dataclass(frozen=True)
@@ -34,19 +38,36 @@ class NodeLease:
 
 @dataclass
 class Reaped:
-    """What one reap did: records closed as interrupted (their REST shape) and callback requests claimed."""
+    """What one reap did: records closed as interrupted (their REST shape), and the calls claimed to wait here again
+    (callback requests and waiting calls, oldest first) with their events and, for a waiting call, the hash of its
+    caller's resume token."""
 
     nodes: list[str] = field(default_factory=list)
     closed: list[dict[str, Any]] = field(default_factory=list)
-    callbacks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)  # (row, events)
+    restored: list[Restored] = field(default_factory=list)
+
+    @property
+    def callbacks(self) -> list[Restored]:
+        return [r for r in self.restored if r.row["callback"]]
+
+    @property
+    def waiting(self) -> list[Restored]:
+        return [r for r in self.restored if not r.row["callback"]]
 
     def __bool__(self) -> bool:
-        return bool(self.nodes or self.closed or self.callbacks)
+        return bool(self.nodes or self.closed or self.restored)
+
+
+@dataclass(frozen=True)
+class Restored:
+    row: dict[str, Any]  # the record, as the REST API shows it
+    events: list[dict[str, Any]]
+    caller_resume: str | None = None  # a waiting call: the hash of its caller's resume token
 
 
 def public_record(row: CallRow) -> dict[str, Any]:
     """A record as the REST API shows it (without the owning node)."""
-    return {c.name: getattr(row, c.name) for c in CallRow.__table__.columns if c.name not in ("node", "node_id")}
+    return {c.name: getattr(row, c.name) for c in CallRow.__table__.columns if c.name not in PRIVATE_COLUMNS}
 
 
 async def register(session: AsyncSession, node: NodeLease, at: float) -> None:
@@ -65,20 +86,25 @@ async def stopped(session: AsyncSession, node: NodeLease, at: float) -> None:
     await session.execute(update(NodeRow).where(NodeRow.id == node.id).values(stopped_at=at, heartbeat_at=at))
 
 
-async def reap(session: AsyncSession, me: NodeLease, at: float, *, legacy: bool = False) -> Reaped:
-    """Claim the dead nodes, close their open records, claim their pending callback requests for `me`.
+async def reap(session: AsyncSession, me: NodeLease, at: float, *, legacy: bool = False,
+               restore_within_s: float = 0.0) -> Reaped:
+    """Claim the dead nodes, close their open records, claim their pending callback requests for `me`, and their
+    waiting calls if the node was last heard of within `restore_within_s`.
 
     legacy: also take the open records that have no owner instance (written before node leases existed).
     """
     done = Reaped()
-    dead = (await session.scalars(select(NodeRow.id).where(
+    dead = (await session.execute(select(NodeRow.id, NodeRow.heartbeat_at).where(
         NodeRow.reaped_by.is_(None), NodeRow.id != me.id,
         or_(NodeRow.stopped_at.is_not(None), NodeRow.heartbeat_at + NodeRow.lease_s < at)))).all()
-    for node_id in dead:
+    recent: set[str] = set()
+    for node_id, heard_at in dead:
         claimed = await session.execute(update(NodeRow).where(NodeRow.id == node_id, NodeRow.reaped_by.is_(None))
                                         .values(reaped_by=me.id, reaped_at=at))
         if claimed.rowcount == 1:
             done.nodes.append(node_id)
+            if at - heard_at <= restore_within_s:
+                recent.add(node_id)
     owners: list[Any] = list(done.nodes)
     if legacy:
         marker = f"legacy-{me.id}"[:32]
@@ -102,11 +128,15 @@ async def reap(session: AsyncSession, me: NodeLease, at: float, *, legacy: bool 
     for row in rows:
         seq, last_at = last.get(row.id, (None, None))
         next_seq = (seq if seq is not None else -1) + 1
-        if row.callback and row.rejoined_at is None:
-            events.append({"call_id": row.id, "seq": next_seq, "at": at, "kind": "callback_restored",
+        waiting = (not row.callback and row.caller_resume is not None and row.node_id in recent
+                   and row.state in (CallState.QUEUED.value, CallState.OFFERED.value))
+        if (row.callback and row.rejoined_at is None) or waiting:
+            events.append({"call_id": row.id, "seq": next_seq, "at": at,
+                           "kind": "callback_restored" if row.callback else "restored",
                            "detail": {"from_node": row.node, "to_node": me.name}})
             row.node_id = me.id
             row.node = me.name
+            row.state = CallState.QUEUED.value
             promised.append(row)
             continue
         ended = last_at or row.created_at
@@ -126,6 +156,7 @@ async def reap(session: AsyncSession, me: NodeLease, at: float, *, legacy: bool 
     for row in promised:
         history = (await session.scalars(select(CallEventRow).where(CallEventRow.call_id == row.id)
                                          .order_by(CallEventRow.seq))).all()
-        done.callbacks.append((public_record(row), [{"seq": e.seq, "at": e.at, "kind": e.kind, "detail": e.detail}
-                                                    for e in history]))
+        done.restored.append(Restored(public_record(row),
+                                      [{"seq": e.seq, "at": e.at, "kind": e.kind, "detail": e.detail} for e in history],
+                                      None if row.callback else row.caller_resume))
     return done

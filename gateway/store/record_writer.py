@@ -71,13 +71,14 @@ def insert_events(dialect: str) -> Insert:
 
 class RecordWriter:
     def __init__(self, url: str, node: nodes.NodeLease, *, heartbeat_s: float, batch_max: int,
-                 on_committed: Committed, on_reaped: ReapedHook) -> None:
+                 on_committed: Committed, on_reaped: ReapedHook, restore_within_s: float = 0.0) -> None:
         self.url = url
         self.node = node
         self.heartbeat_s = heartbeat_s
         self.batch_max = batch_max
         self.on_committed = on_committed
         self.on_reaped = on_reaped
+        self.restore_within_s = restore_within_s
         self._lock = threading.Lock()
         self._pending: dict[str, Pending] = {}
         self._jobs: deque[tuple[Job, concurrent.futures.Future[Any]]] = deque()
@@ -171,7 +172,8 @@ class RecordWriter:
                 async with db.session() as session, session.begin():
                     await nodes.register(session, self.node, at)
                 async with db.session() as session, session.begin():
-                    reaped = await nodes.reap(session, self.node, at, legacy=True)
+                    reaped = await nodes.reap(session, self.node, at, legacy=True,
+                                              restore_within_s=self.restore_within_s)
             except BaseException as exc:
                 self._ready.set_exception(exc)
                 return
@@ -210,10 +212,10 @@ class RecordWriter:
                 log.error("records.node_reaped_while_alive", node=self.node.id,
                           hint="the heartbeat was late past the lease (database or machine too slow?)")
             async with db.session() as session, session.begin():
-                reaped = await nodes.reap(session, self.node, at)
+                reaped = await nodes.reap(session, self.node, at, restore_within_s=self.restore_within_s)
             if reaped:
                 log.warning("records.nodes_reaped", nodes=reaped.nodes, closed=len(reaped.closed),
-                            callbacks=len(reaped.callbacks))
+                            callbacks=len(reaped.callbacks), waiting=len(reaped.waiting))
                 self.on_reaped(reaped)
         except Exception:
             log.exception("records.heartbeat_failed")

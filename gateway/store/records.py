@@ -16,6 +16,7 @@ import base64
 import contextlib
 import math
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,7 +30,7 @@ from ..calls import Call
 from ..errors import BadRequest, Forbidden, InvalidState, NotFound, Unavailable
 from ..models import CallContext, CallerIdentity, CallEvent, CallState, CallType, EndReason, Location, now
 from .db import Database
-from .models import CallEventRow, CallRow
+from .models import CallEventRow, CallRow, NodeRow
 from .nodes import NodeLease, Reaped, public_record
 from .record_writer import Job, RecordWriter
 
@@ -117,6 +118,7 @@ def call_columns(call: Call, node: str | None = None) -> dict[str, Any]:
         "callback_ready_at": call.callback_ready_at,
         "rejoined_at": call.rejoined_at,
         "message": call.message,
+        "caller_resume": call.caller_resume if call.state is not CallState.ENDED else None,
     }
 
 
@@ -124,6 +126,8 @@ class EventSource(Protocol):
     def on(self, event: str, f: Callable[..., Any]) -> Any: ...
 
     def restore_callback(self, call: Call) -> None: ...
+
+    def restore_waiting(self, call: Call, caller_resume: str) -> None: ...
 
 
 class RecordsUnavailable(Unavailable):
@@ -137,6 +141,7 @@ class RecorderSettings:
     batch_max: int = 500  # call rows per transaction
     durable_timeout_s: float = 10.0  # how long a new call waits for its first record
     stop_timeout_s: float = 60.0  # how long stop() waits for the backlog to be written
+    restore_within_s: float = 120.0  # waiting calls of a node last heard of this recently are restored, not closed
 
 
 class CallRecorder:
@@ -161,14 +166,15 @@ class CallRecorder:
         self._board: EventSource | None = None
         self._interrupted_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._interrupted: list[dict[str, Any]] = []  # closed before anyone listened (at start)
-        self._callbacks: list[Call] = []  # restored before the switchboard existed (at start)
+        self._restored: list[tuple[Call, str | None]] = []  # read back before the switchboard existed (at start)
 
     # -- lifecycle
     async def start(self) -> int:
         """Register this node, close the records of dead nodes, then start writing. Returns how many were closed."""
         self._loop = asyncio.get_running_loop()
         writer = RecordWriter(self.db.url, self.lease, heartbeat_s=self.settings.heartbeat_s,
-                              batch_max=self.settings.batch_max, on_committed=self._committed_threadsafe,
+                              batch_max=self.settings.batch_max, restore_within_s=self.settings.restore_within_s,
+                              on_committed=self._committed_threadsafe,
                               on_reaped=self._reaped_threadsafe)
         reaped = await asyncio.wrap_future(writer.start())
         self._writer = writer
@@ -200,9 +206,7 @@ class CallRecorder:
         board.on("call.offered", lambda call, _agent: self.record(call))
         board.on("call.withdrawn", lambda call, _agent, _reason: self.record(call))
         self._board = board
-        callbacks, self._callbacks = self._callbacks, []
-        for call in callbacks:
-            board.restore_callback(call)
+        self._restore()
 
     def on_interrupted(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """listener(record) for every call closed as interrupted (those closed at start are replayed now)."""
@@ -286,18 +290,28 @@ class CallRecorder:
                     listener(record)
             else:
                 self._interrupted.append(record)
-        for row, events in reaped.callbacks:
+        for restored in reaped.restored:
             try:
-                call = call_from_record(row, events)
+                call = call_from_record(restored.row, restored.events)
             except ValueError:  # a record this version cannot read back: it stays open, claimed by this node
-                log.exception("records.callback_unreadable", call_id=row.get("id"))
+                log.exception("records.restore_unreadable", call_id=restored.row.get("id"))
                 continue
             self._written[call.id] = len(call.events)
-            log.warning("records.callback_restored", call_id=call.id, queue=call.queue)
-            if self._board is not None:
+            log.warning("records.callback_restored" if call.callback else "records.waiting_restored",
+                        call_id=call.id, queue=call.queue)
+            self._restored.append((call, restored.caller_resume))
+        self._restore()
+
+    def _restore(self) -> None:
+        """Hand the restored calls to the switchboard, oldest first (once it is attached)."""
+        if self._board is None:
+            return
+        restored, self._restored = self._restored, []
+        for call, caller_resume in sorted(restored, key=lambda item: item[0].created_at):
+            if caller_resume is None:
                 self._board.restore_callback(call)
             else:
-                self._callbacks.append(call)
+                self._board.restore_waiting(call, caller_resume)
 
     async def submit(self, job: Job) -> Any:
         """Run a write in order with the snapshots handed over before it, and wait for its result."""
@@ -305,6 +319,24 @@ class CallRecorder:
             async with self.db.session() as session, session.begin():
                 return await job(session)
         return await asyncio.wrap_future(self._writer.submit(job))
+
+    async def awaiting_restore(self, caller_resume: str) -> float | None:
+        """A resume token this node does not know, of a caller whose call is still open on a node that stopped or
+        crashed but has not been taken over yet: in how many seconds it will be (its lease runs out, then this node
+        or another restores it). None: no such call (the token is unknown for good)."""
+        async def job(session: AsyncSession) -> float | None:
+            row = (await session.execute(
+                select(NodeRow.heartbeat_at, NodeRow.lease_s, NodeRow.stopped_at)
+                .join(CallRow, CallRow.node_id == NodeRow.id)
+                .where(CallRow.caller_resume == caller_resume, CallRow.ended_at.is_(None),
+                       NodeRow.reaped_by.is_(None), NodeRow.id != self.lease.id))).first()
+            if row is None:
+                return None
+            heartbeat_at, lease_s, stopped_at = row
+            due = (stopped_at if stopped_at is not None else heartbeat_at + lease_s) + self.settings.heartbeat_s
+            return max(1.0, due - time.time())
+
+        return await self.submit(job)
 
     async def wrap_up(self, call_id: str, username: str, disposition: str | None, notes: str | None) -> CallRow:
         async def job(session: AsyncSession) -> CallRow:
@@ -370,7 +402,8 @@ def row_dict(row: CallRow) -> dict[str, Any]:
 
 
 def call_from_record(row: dict[str, Any], events: list[dict[str, Any]]) -> Call:
-    """A callback request read back from its record, waiting again (no caller session: the caller rejoins)."""
+    """A callback request or a waiting call read back from its record, waiting again (a callback has no caller
+    session: the caller rejoins; a waiting call gets a restored one: Switchboard.restore_waiting)."""
     call = Call(
         id=row["id"],
         identity=CallerIdentity.model_validate(row["identity"]),
@@ -382,9 +415,9 @@ def call_from_record(row: dict[str, Any], events: list[dict[str, Any]]) -> Call:
         queue=row["queue"],
         created_at=row["created_at"],
         closed_reason=row["closed_reason"],
-        callback=True,
+        callback=bool(row["callback"]),
         callback_phone=row["callback_phone"],
-        callback_offered=True,
+        callback_offered=bool(row["callback"]),
     )
     call.events = [CallEvent(at=e["at"], kind=e["kind"], detail=e["detail"] or {}) for e in events]
     return call

@@ -135,7 +135,7 @@ async def test_a_live_node_closes_the_records_of_a_crashed_one(database_url, cal
     run out (and not before: B leaves A's live calls alone while A heartbeats)."""
     a = GatewayProcess(database_url, tmp_path / "a", node_name="node-a", **FAST_LEASE)
     b = GatewayProcess(database_url, tmp_path / "b", node_name="node-b", node_lease_s=2, node_heartbeat_s=0.3,
-                       migrate_on_start="false")
+                       migrate_on_start="false", restore_waiting_within_s=0)  # restoring: test_restart_resume.py
     try:
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
@@ -178,9 +178,11 @@ async def _join(base: str, token: str, told: dict[str, str], http: aiohttp.Clien
 
 async def test_two_thousand_callers_join_then_kill_9_every_call_has_a_record(database_url, caller_token, tmp_path):
     """The issue's load case: 2,000 callers join; the process is killed (-9) while the last ones are still joining.
-    Every caller that was told "queued" has a record after the restart, closed as interrupted; no record stays open."""
+    Every caller that was told "queued" has a record after the restart: restored in line for its caller to resume
+    (none does here: their sockets are gone), then ended once the resume grace ran out; no record stays open."""
     queues = [{"name": f"q{i}", "display_name": f"Queue {i}"} for i in range(100)]  # fewer position updates each
-    gateway = GatewayProcess(database_url, tmp_path, max_queue_length=5000, queues=json.dumps(queues), **FAST_LEASE)
+    gateway = GatewayProcess(database_url, tmp_path, max_queue_length=5000, queues=json.dumps(queues),
+                             restore_resume_grace_s=2, **FAST_LEASE)
     told: dict[str, str] = {}
     try:
         await gateway.start()
@@ -208,7 +210,9 @@ async def test_two_thousand_callers_join_then_kill_9_every_call_has_a_record(dat
         by_id = {r["id"]: r for r in records}
         missing = [call_id for call_id in told if call_id not in by_id]
         assert not missing, f"{len(missing)} of {len(told)} callers told 'queued' have no record"
-        assert all(by_id[call_id]["outcome"] == "interrupted" for call_id in told)
+        assert {by_id[call_id]["end_reason"] for call_id in told} == {"caller_disconnected"}
+        events = (await api.get(f"/api/v1/calls/{next(iter(told))}"))[1]["events"]
+        assert [e["kind"] for e in events][-2:] == ["restored", "ended"], events
         await api.close()
     finally:
         gateway.close()
@@ -323,8 +327,9 @@ async def test_missed_call_record_keeps_the_ring_timeout(caller_token):
 
 async def test_sigterm_with_800_queued_writes_every_final_state_and_keeps_the_callback(database_url, caller_token,
                                                                                        tmp_path):
-    """A graceful stop drains the records: 800 queued calls all end as failed (shutdown), none is left for the next
-    start to close as interrupted; a callback request is not ended by the stop but waits for the next start."""
+    """A graceful stop drains the records and keeps the promises: the 800 waiting calls are not ended (their
+    callers are told to resume) and the next start restores them in line, as it does the callback request; none is
+    closed as interrupted. (Their callers resuming in place: test_restart_resume.py.)"""
     queues = [{"name": f"q{i}", "display_name": f"Queue {i}"} for i in range(20)]
     gateway = GatewayProcess(database_url, tmp_path, max_queue_length=5000, queues=json.dumps(queues), **FAST_LEASE)
     told: dict[str, str] = {}
@@ -350,8 +355,10 @@ async def test_sigterm_with_800_queued_writes_every_final_state_and_keeps_the_ca
         await gateway.start()
         api = await admin_api(gateway.base_url)
         records = {r["id"]: r for r in await _all_records(api)}
-        outcomes = [(records[c]["outcome"], records[c]["end_reason"]) for c in told if c in records]
-        assert len(outcomes) == 800 and set(outcomes) == {("failed", "shutdown")}, set(outcomes)
+        kept = [records[c] for c in told if c in records]
+        assert len(kept) == 800 and {(r["state"], r["ended_at"]) for r in kept} == {("queued", None)}
+        status, sample = await api.get(f"/api/v1/calls/{next(iter(told))}")
+        assert [e["kind"] for e in sample["events"]][-1] == "restored", sample["events"]
         # the callback is back in the live queue: an agent who signs in gets it, and callback.ready fires
         status, record = await api.get(f"/api/v1/calls/{cb_id}")
         assert record["ended_at"] is None and record["callback"] is True, record
@@ -367,7 +374,9 @@ async def test_sigterm_with_800_queued_writes_every_final_state_and_keeps_the_ca
 async def test_callback_request_survives_kill_9(database_url, caller_token, tmp_path):
     """A callback request is a promise: after kill -9 and a restart (under another name), it is back in the queue;
     the agent takes it, call.callback_ready fires, the caller rejoins with its token and the record goes on."""
-    gateway = GatewayProcess(database_url, tmp_path, node_name="node-a", **FAST_LEASE)
+    # Plain waiting calls are not restored here (restore_waiting_within_s=0): the second caller's call is closed as
+    # interrupted, as it was before waiting calls were kept across a restart (test_restart_resume.py).
+    gateway = GatewayProcess(database_url, tmp_path, node_name="node-a", restore_waiting_within_s=0, **FAST_LEASE)
     try:
         async with Receiver(fail_first=0) as receiver:
             await gateway.start()

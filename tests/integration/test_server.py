@@ -161,12 +161,16 @@ async def test_callin_demo_runs_with_no_configuration_at_all(tmp_path):
 
 
 async def test_sigterm_tells_every_socket_closes_it_with_1001_and_ends_every_record():
-    """`callin serve` with connected calls and waiting callers: SIGTERM ends the calls (call.ended shutdown), sends
-    every socket `shutdown` and a 1001 close, writes every record ended, and exits 0 (bench/shutdown.py measures
-    the time; the bound here is only a guard against the old double 5 s wait plus the queue's O(n^2))."""
+    """`callin serve` with connected calls and waiting callers: SIGTERM ends the connected calls (call.ended
+    shutdown, records ended), keeps the waiting ones for the next start (records open, their callers told to resume),
+    sends every socket `shutdown` and a 1001 close, and exits 0 (bench/shutdown.py measures the time; the bound here
+    is only a guard against the old double 5 s wait plus the queue's O(n^2))."""
     result = await stop_under_load(connected=3, waiting=150)
     assert result.problems() == []
-    assert len(result.records) == 153 and {r[2] for r in result.records} == {"shutdown"}
-    shutdown = next(m for m in result.sockets[0].messages if m["type"] == "shutdown")
-    assert shutdown["retry_after_s"] == 5.0 and shutdown["reason"]
+    assert len(result.records) == 153
+    assert sorted((r[2] or "", r[3]) for r in result.records) == [("", "queued")] * 150 + [("shutdown", "ended")] * 3
+    shutdown = next(m for m in result.sockets[0].messages if m["type"] == "shutdown")  # an agent's
+    assert shutdown["retry_after_s"] == 5.0 and shutdown["reason"] and shutdown["resume"] is False
+    told = next(m for m in result.callers_in_calls[0].messages if m["type"] == "shutdown")
+    assert told["resume"] is False  # its call ended
     assert result.exit_s < 30

@@ -82,10 +82,11 @@ class StopResult:
     returncode: int
     sockets: list[Socket]
     callers_in_calls: list[Socket]
-    records: list[tuple[str, float | None, str | None]]  # (id, ended_at, end_reason)
+    records: list[tuple[str, float | None, str | None, str]]  # (id, ended_at, end_reason, state)
     log_tail: str
     shutdown_log: list[dict[str, Any]] = field(default_factory=list)
     sigterm_at: float = 0.0  # wall clock, to compare with the log's timestamps
+    waiting_callers: list[Socket] = field(default_factory=list)
 
     def phase_s(self, event: str) -> float | None:
         """Seconds from SIGTERM to a shutdown.* log line."""
@@ -96,7 +97,8 @@ class StopResult:
         return None
 
     def problems(self) -> list[str]:
-        """Everything that broke the promise: each socket told and closed with 1001, every record ended."""
+        """Everything that broke the promise: each socket told and closed with 1001, every connected call's record
+        ended (shutdown), every waiting caller's call kept for the next start (record open, queued; told to resume)."""
         out = []
         untold = [s for s in self.sockets if not any(m.get("type") == "shutdown" for m in s.messages)]
         if untold:
@@ -110,9 +112,18 @@ class StopResult:
                  if not any(m.get("type") == "call.ended" and m.get("reason") == "shutdown" for m in s.messages)]
         if ended:
             out.append(f"{len(ended)} callers in a call got no call.ended (shutdown)")
-        open_records = [r for r in self.records if r[1] is None or r[2] is None]
-        if open_records:
-            out.append(f"{len(open_records)} call records not ended")
+        ended_records = [r for r in self.records if r[1] is not None and r[2] == "shutdown"]
+        kept_records = [r for r in self.records if r[1] is None and r[2] is None and r[3] == "queued"]
+        if len(ended_records) != len(self.callers_in_calls):
+            out.append(f"{len(ended_records)} call records ended (shutdown), {len(self.callers_in_calls)} calls were "
+                       "connected")
+        if len(kept_records) != len(self.waiting_callers):
+            out.append(f"{len(kept_records)} call records kept open for the next start, {len(self.waiting_callers)} "
+                       "callers were waiting")
+        untold_resume = [s for s in self.waiting_callers
+                         if not any(m.get("type") == "shutdown" and m.get("resume") is True for m in s.messages)]
+        if untold_resume:
+            out.append(f"{len(untold_resume)} waiting callers were not told to resume")
         if self.returncode != 0:
             out.append(f"exit code {self.returncode}: {self.log_tail[-1500:]}")
         return out
@@ -165,6 +176,7 @@ async def stop_under_load(connected: int, waiting: int, *, extra_env: dict[str, 
     ws_base = base.replace("http", "ws", 1)
     sockets: list[Socket] = []
     in_calls: list[Socket] = []
+    waiting_callers: list[Socket] = []
     connector = aiohttp.TCPConnector(limit=0)
     http = aiohttp.ClientSession(connector=connector)
     try:
@@ -199,7 +211,8 @@ async def stop_under_load(connected: int, waiting: int, *, extra_env: dict[str, 
             await s.wait(lambda m: m.get("type") == "call.answered")
         batch = 50
         for start in range(connected, connected + waiting, batch):
-            await asyncio.gather(*(caller(i) for i in range(start, min(start + batch, connected + waiting))))
+            waiting_callers.extend(await asyncio.gather(*(caller(i) for i in range(start, min(start + batch,
+                                                                                               connected + waiting)))))
 
         await _records_caught_up(data_dir / "callin.db", connected + waiting, connected)
         sigterm_at = time.time()
@@ -212,14 +225,15 @@ async def stop_under_load(connected: int, waiting: int, *, extra_env: dict[str, 
             await asyncio.wait([asyncio.ensure_future(s.closed.wait()) for s in sockets], timeout=10)
         log = log_path.read_text(errors="replace")
         with sqlite3.connect(data_dir / "callin.db") as db:
-            records = db.execute("SELECT id, ended_at, end_reason FROM calls").fetchall()
+            records = db.execute("SELECT id, ended_at, end_reason, state FROM calls").fetchall()
         lines = []
         for line in log.splitlines():
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
                 if str(entry.get("event", "")).startswith("shutdown."):
                     lines.append(entry)
-        return StopResult(exit_s, proc.returncode, sockets, in_calls, records, log, lines, sigterm_at)
+        return StopResult(exit_s, proc.returncode, sockets, in_calls, records, log, lines, sigterm_at,
+                          waiting_callers)
     except Exception as exc:
         if proc.poll() is None:
             proc.kill()

@@ -104,12 +104,13 @@ async def test_a_dead_nodes_records_are_closed_once_its_lease_ran_out_by_exactly
     dead = nodes.NodeLease(id="dead", name="same-name", lease_s=10)
     b = nodes.NodeLease(id="b", name="same-name", lease_s=10)  # the same name does not matter
     c = nodes.NodeLease(id="c", name="other", lease_s=10)
-    open_call, callback = make_call("open"), make_call("cb")
+    open_call, callback, waiting = make_call("open"), make_call("cb"), make_call("waiting")
     callback.callback = True
+    waiting.caller_resume = "ab" * 32  # a waiting caller who holds a resume token
     async with db.session() as session, session.begin():
         for lease in (dead, b, c):
             await nodes.register(session, lease, 1000.0)
-        for call in (open_call, callback):
+        for call in (open_call, callback, waiting):
             columns, events = snapshot(call, dead, 0)
             session.add(CallRow(**columns))
             await session.flush()
@@ -121,17 +122,40 @@ async def test_a_dead_nodes_records_are_closed_once_its_lease_ran_out_by_exactly
     async with db.session() as session, session.begin():
         await nodes.heartbeat(session, b, 1011.0)
         await nodes.heartbeat(session, c, 1011.0)
-        first = await nodes.reap(session, b, 1011.0)
+        first = await nodes.reap(session, b, 1011.0, restore_within_s=60)
     async with db.session() as session, session.begin():
-        second = await nodes.reap(session, c, 1011.0)
+        second = await nodes.reap(session, c, 1011.0, restore_within_s=60)
     assert first.nodes == ["dead"] and [r["id"] for r in first.closed] == ["open"]
     assert first.closed[0]["outcome"] == "interrupted" and "node_id" not in first.closed[0]
-    assert [row["id"] for row, _ in first.callbacks] == ["cb"]
-    assert [e["kind"] for e in first.callbacks[0][1]] == ["queued", "callback_restored"]
+    assert "caller_resume" not in first.closed[0]  # never shown by the REST API nor sent in webhooks
+    assert [r.row["id"] for r in first.callbacks] == ["cb"] and first.callbacks[0].caller_resume is None
+    assert [e["kind"] for e in first.callbacks[0].events] == ["queued", "callback_restored"]
+    assert [r.row["id"] for r in first.waiting] == ["waiting"] and first.waiting[0].caller_resume == "ab" * 32
+    assert [e["kind"] for e in first.waiting[0].events] == ["queued", "restored"]
     assert not second  # claimed once
     async with db.session() as session:
         cb = await session.get(CallRow, "cb")
         assert cb.ended_at is None and cb.node_id == "b"  # the callback now belongs to the live node
+        assert (await session.get(CallRow, "waiting")).node_id == "b"
+    await db.close()
+
+
+async def test_waiting_calls_of_a_node_dead_for_too_long_are_closed_not_restored(tmp_path):
+    _url, db = await migrated(tmp_path)
+    dead, live = nodes.NodeLease(id="dead", name="n", lease_s=10), nodes.NodeLease(id="live", name="n", lease_s=10)
+    waiting = make_call("waiting")
+    waiting.caller_resume = "cd" * 32
+    async with db.session() as session, session.begin():
+        for lease in (dead, live):
+            await nodes.register(session, lease, 1000.0)
+        columns, events = snapshot(waiting, dead, 0)
+        session.add(CallRow(**columns))
+        await session.flush()
+        session.add_all(CallEventRow(**e) for e in events)
+    async with db.session() as session, session.begin():
+        await nodes.heartbeat(session, live, 1200.0)
+        reaped = await nodes.reap(session, live, 1200.0, restore_within_s=120)  # last heard of 200 s ago
+    assert [r["id"] for r in reaped.closed] == ["waiting"] and not reaped.restored
     await db.close()
 
 

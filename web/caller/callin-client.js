@@ -366,6 +366,7 @@ export function getDeviceLocation({ timeoutMs = 8000, maximumAgeMs = 120000, hig
 
 // ------------------------------------------------------------------------------------------------ the client
 const CLOSE_UNAUTHORIZED = 4401;
+const RESTART_RESUME_MS = 90000; // how long a caller kept across a gateway restart keeps trying to resume
 const FINAL_ERRORS = new Set(["invalid_token", "token_expired", "resume_failed", "not_authenticated"]);
 
 export class CallinClient extends EventTarget {
@@ -390,7 +391,7 @@ export class CallinClient extends EventTarget {
   #auxTx = null;
   #early = []; // events about a call that arrived before the call.start response named it
   #lastSeq = 0; // the seq of the last event processed: sent as hello.last_seq on resume, so nothing is lost
-  #shutdown = null; // the gateway said it is stopping: no resume (sessions do not survive a restart)
+  #shutdown = null; // the gateway said it is stopping: no resume, unless it said this call is kept (resume: true)
 
   /**
    * @param {object} options
@@ -548,6 +549,13 @@ export class CallinClient extends EventTarget {
     if (signal !== this.#signal) return;
     clearInterval(this.#pingTimer);
     if (this.#closing) return;
+    if (this.#shutdown?.resume && ["queued", "callback"].includes(this.state)) {
+      // The gateway stopped but kept this caller's place in line: resume once it (or another node) is back.
+      const { retryAfterS } = this.#shutdown;
+      this.#shutdown = null;
+      this.#reconnect({ afterMs: (retryAfterS ?? 1) * 1000, withinMs: RESTART_RESUME_MS });
+      return;
+    }
     if (this.#shutdown) {
       // The gateway stopped: its sessions are gone, so there is nothing to resume. The call ended (shutdown).
       this.#welcome = null;
@@ -569,11 +577,12 @@ export class CallinClient extends EventTarget {
   }
 
   /** Get the session (and call) back after the socket dropped, within the gateway's grace period. */
-  async #reconnect() {
+  async #reconnect({ afterMs = 0, withinMs = 0 } = {}) {
     if (this.#reconnecting) return;
     this.#reconnecting = true;
-    const graceMs = Math.max(5000, (this.#welcome?.resume_grace_s ?? 30) * 1000);
-    const deadline = performance.now() + graceMs;
+    const graceMs = Math.max(5000, (this.#welcome?.resume_grace_s ?? 30) * 1000, withinMs);
+    let deadline = performance.now() + graceMs;
+    if (afterMs > 0) await sleep(afterMs);
     const resumeToken = this.#welcome?.resume_token;
     let delay = 300;
     let attempt = 0;
@@ -607,6 +616,13 @@ export class CallinClient extends EventTarget {
         if (err.code && FINAL_ERRORS.has(err.code)) {
           failure = err;
           break;
+        }
+        if (err.code === "resume_pending") {
+          // This node restarted and takes the call over from the one that stopped in a few seconds: wait for it.
+          const retryMs = (err.detail?.retry_after_s ?? 3) * 1000;
+          deadline = Math.max(deadline, performance.now() + retryMs + 10000);
+          await sleep(Math.min(retryMs, 5000));
+          continue;
         }
       }
       await sleep(Math.min(delay, Math.max(0, deadline - performance.now())));
@@ -716,7 +732,7 @@ export class CallinClient extends EventTarget {
         this.#emit("participant", { state: this.agentReconnecting ? "reconnecting" : "reconnected", role: message.role, name: message.name ?? null });
         break;
       case "shutdown":
-        this.#shutdown = { reason: message.reason, retryAfterS: message.retry_after_s };
+        this.#shutdown = { reason: message.reason, retryAfterS: message.retry_after_s, resume: message.resume === true };
         this.#emit("shutdown", { ...this.#shutdown });
         break;
       case "error":

@@ -604,7 +604,9 @@ export class CallinWidget extends HTMLElement {
         this.#say("The agent is back.");
       }
     });
-    on("shutdown", () => this.#toast("The service is restarting. Please call again in a moment."));
+    on("shutdown", (d) => this.#toast(d.resume
+      ? "The service is restarting. You keep your place in line; we reconnect you automatically."
+      : "The service is restarting. Please call again in a moment."));
     on("devicewarning", (d) => this.#toast(capitalize(d.reason) + "."));
     on("held", (d) => this.#onHeld(d));
     on("transferring", () => this.#onTransferring());
