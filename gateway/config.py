@@ -8,6 +8,7 @@ import os
 import re
 import socket
 from datetime import date
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -23,6 +24,21 @@ from pydantic_settings import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_web_root() -> Path:
+    """The static pages (console, caller widget, demo): web/ beside the code in a source checkout, else the copy
+    installed with the package (the data package `callin_web`, see pyproject.toml)."""
+    beside = REPO_ROOT / "web"
+    if (beside / "caller" / "callin-widget.js").is_file():
+        return beside
+    try:
+        widget = files("callin_web") / "caller" / "callin-widget.js"
+    except ModuleNotFoundError:
+        return beside
+    if isinstance(widget, Path) and widget.is_file():
+        return widget.parent.parent
+    return beside
 
 # Remote ICE candidates the relay never sends to unless the operator says otherwise: link-local, where the cloud
 # metadata services live (169.254.169.254: AWS, GCP, Azure, OpenStack; fd00:ec2::254: AWS over IPv6), and
@@ -187,7 +203,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="URL clients use to reach the gateway, for printed links")
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
-    web_root: Path = REPO_ROOT / "web"
+    web_root: Path = Field(default_factory=default_web_root,
+                           description="folder of the static pages; default: the copy installed with the package")
     demo: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
