@@ -67,6 +67,7 @@ class EmbedOrigins:
     @classmethod
     def of(cls, own: Iterable[str], embed: Iterable[str]) -> "EmbedOrigins":
         """`embed` as Settings normalises it (gateway.config.normalise_origin)."""
+        embed = list(embed)
         exact: set[str] = set()
         subdomains: list[tuple[str, str, int | None]] = []
         for origin in embed:
