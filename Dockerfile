@@ -2,13 +2,14 @@
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    CALLIN_HOST=0.0.0.0 CALLIN_PORT=8080 CALLIN_WEB_ROOT=/app/web CALLIN_DATA_DIR=/app/data
+    CALLIN_HOST=0.0.0.0 CALLIN_PORT=8080 CALLIN_DATA_DIR=/app/data
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY signaling ./signaling
 COPY web ./web
+# the console and the widget (web/) are installed with the package (callin_web); no CALLIN_WEB_ROOT needed
 RUN pip install . && useradd --system --uid 10001 --home-dir /app callin \
     && mkdir -p /app/data && chown callin /app/data
 # call records, accounts, keys (embedded SQLite); use CALLIN_DATABASE_URL for PostgreSQL

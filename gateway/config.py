@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import socket
 from datetime import date
+from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -21,10 +25,53 @@ from pydantic_settings import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+
+def default_web_root() -> Path:
+    """The static pages (console, caller widget, demo): web/ beside the code in a source checkout, else the copy
+    installed with the package (the data package `callin_web`, see pyproject.toml)."""
+    beside = REPO_ROOT / "web"
+    if (beside / "caller" / "callin-widget.js").is_file():
+        return beside
+    try:
+        widget = files("callin_web") / "caller" / "callin-widget.js"
+    except ModuleNotFoundError:
+        return beside
+    if isinstance(widget, Path) and widget.is_file():
+        return widget.parent.parent
+    return beside
+
 # Remote ICE candidates the relay never sends to unless the operator says otherwise: link-local, where the cloud
 # metadata services live (169.254.169.254: AWS, GCP, Azure, OpenStack; fd00:ec2::254: AWS over IPv6), and
 # Alibaba Cloud's metadata address.
 DEFAULT_DENIED_NETWORKS = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_origin(text: str) -> str:
+    """An origin as browsers send it in the Origin header: scheme://host[:port], lower case, no default port, no path.
+    '*' (every origin) and 'scheme://*.domain[:port]' (its subdomains) are kept as patterns."""
+    text = text.strip()
+    if text == "*":
+        return text
+    parts = urlsplit(text)
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"an origin is http(s)://host[:port], e.g. https://shop.example.com (not {text!r})")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"an origin has no path, query or user name: {text!r} (e.g. https://shop.example.com)")
+    host = parts.hostname.lower()
+    if "*" in host and not (host.startswith("*.") and "*" not in host[2:] and "." in host[2:]):
+        raise ValueError(f"a wildcard origin is scheme://*.domain, e.g. https://*.example.com (not {text!r})")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"the port of {text!r} is not a number from 1 to 65535") from None
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == _DEFAULT_PORTS[parts.scheme]:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
 
 
 class IceServer(BaseModel):
@@ -156,7 +203,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="URL clients use to reach the gateway, for printed links")
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
-    web_root: Path = REPO_ROOT / "web"
+    web_root: Path = Field(default_factory=default_web_root,
+                           description="folder of the static pages; default: the copy installed with the package")
     demo: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -243,6 +291,15 @@ class Settings(BaseSettings):
         description="Origins allowed to open the agent WebSocket and send cookie-signed writes besides the "
                     "gateway's public URL (CSWSH and CSRF protection); the request's Host header is never trusted",
     )
+    # -- embedding the caller widget in integrators' sites (docs/integration.md)
+    embed_origins: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Origins of the integrators' sites that embed the caller widget: they get CORS headers on the "
+                    "widget's files (/static/caller/) and on the caller's file API, and may open the caller "
+                    "WebSocket. A JSON list or comma-separated (CALLIN_EMBED_ORIGINS=https://shop.example.com,"
+                    "https://*.example.org); 'https://*.example.org' matches its subdomains; '*' allows every origin "
+                    "and must be written out. Unset: every origin in demo mode, none otherwise (the gateway's own "
+                    "pages always work). Agent, admin and REST management endpoints never get CORS headers")
     password_hash_time_cost: int = Field(3, ge=1, le=20, description="argon2id iterations")
     password_hash_memory_kib: int = Field(64 * 1024, ge=1024, description="argon2id memory")
     # -- sign-in throttling (hostile callers and outsiders)
@@ -433,6 +490,23 @@ class Settings(BaseSettings):
             ipaddress.ip_network(value.strip(), strict=False)
         return values
 
+    @field_validator("embed_origins", mode="before")
+    @classmethod
+    def _embed_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: a JSON list, or origins separated by commas
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    raise ValueError("embed_origins: not a valid JSON list; write a JSON list of origins or "
+                                     "origins separated by commas") from None
+            else:
+                value = [part for part in (p.strip() for p in text.split(",")) if part]
+        if isinstance(value, list):
+            return [normalise_origin(item) if isinstance(item, str) else item for item in value]
+        return value
+
     @field_validator("media_announced_address")
     @classmethod
     def _announced(cls, value: str | None) -> str | None:
@@ -489,6 +563,13 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     # -- derived
+    @property
+    def embedding_origins(self) -> list[str]:
+        """embed_origins as it applies: unset means every origin in demo mode and none otherwise."""
+        if self.embed_origins is None:
+            return ["*"] if self.demo else []
+        return self.embed_origins
+
     @property
     def scheme(self) -> str:
         return "https" if self.tls_cert_file else "http"

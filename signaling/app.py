@@ -53,6 +53,7 @@ from .keys import (
     WEBHOOK_DISPATCHER,
     WEBHOOKS,
 )
+from . import cors
 from .files import file_routes
 from .hardening import security_headers, warn_without_public_url
 from .shutdown import LiveSockets, graceful_stop
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> web.Application:
                           client_max_size=max(MAX_BODY, settings.max_attachment_bytes + 4096))
     app[SETTINGS] = settings
     app.on_response_prepare.append(security_headers)
+    cors.install(app)  # the caller-facing parts for the integrators' sites (CALLIN_EMBED_ORIGINS)
     warn_without_public_url(settings, log)
     app[CALLER_TOKENS] = CallerTokenVerifier(settings)
     db = Database(settings.db_url)

@@ -15,6 +15,7 @@ from gateway.store.records import RecordsUnavailable
 
 from . import protocol as p
 from .clientaddr import client_address, networks
+from .cors import origin_allowed, refuse_upgrade
 from .keys import CALLER_TOKENS, RECORDER
 from .ws import Connection
 
@@ -134,4 +135,8 @@ class CallerConnection(Connection):
 
 
 async def caller_ws(request: web.Request) -> web.StreamResponse:
+    # A browser always sends Origin: only the gateway's own pages and the integrators' sites (embed_origins) may
+    # open a caller socket. Clients without Origin (native apps, servers) are not affected.
+    if not origin_allowed(request):
+        raise refuse_upgrade(request)
     return await CallerConnection(request).run()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import getpass
 import json
 import os
+import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -66,7 +68,45 @@ async def _gc_policy_ctx(app: web.Application) -> AsyncIterator[None]:
     await policy.stop()
 
 
+PICK_ANOTHER_PORT = "pick another with --port N or CALLIN_PORT=N (make demo: CALLIN_PORT=9000 make demo)"
+
+
+def _listen_error(settings: Settings, exc: OSError) -> ConfigError:
+    where = f"{settings.host}:{settings.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"port {settings.port} is already in use on {settings.host} (another callin, or another "
+                           f"server); {PICK_ANOTHER_PORT}")
+    if exc.errno == errno.EACCES:
+        return ConfigError(f"not allowed to listen on {where} (ports below 1024 need privileges); {PICK_ANOTHER_PORT}")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(f"{settings.host} is not an address of this machine; set --host or CALLIN_HOST")
+    return ConfigError(f"cannot listen on {where}: {exc.strerror or exc}")
+
+
+def check_listen(settings: Settings) -> None:
+    """Before anything starts: can the server listen on host:port? (The same bind the server does, with
+    SO_REUSEADDR; a port some other socket listens on is refused.) Raises ConfigError with one line for a person."""
+    if settings.port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(settings.host or None, settings.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve the host {settings.host!r}: {exc.strerror}; set --host or CALLIN_HOST") \
+            from None
+    for family, kind, proto, _, address in {(i[0], i[1], i[2], None, i[4]) for i in infos}:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise _listen_error(settings, exc) from None
+
+
 def _run(settings: Settings, banner: str | None = None) -> None:
+    check_listen(settings)  # a busy port is one line, before anything starts (no banner, no traceback)
     logs.configure(settings.log_level, settings.log_format)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     app = create_app(settings)
@@ -81,9 +121,14 @@ def _run(settings: Settings, banner: str | None = None) -> None:
         app.cleanup_ctx.append(_gc_policy_ctx)  # last: what the app loads at start is frozen with the rest
     # The sockets are told and closed in on_shutdown (signaling/shutdown.py) within shutdown_grace_s; what aiohttp
     # waits for afterwards (twice: for the handlers to finish, then after cancelling them) is only what is stuck.
-    web.run_app(app, host=settings.host, port=settings.port, ssl_context=_ssl_context(settings),
-                shutdown_timeout=HANDLER_CUTOFF_S, print=None, access_log=None,
-                loop=_event_loop(settings.event_loop), **server_options(settings))
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, ssl_context=_ssl_context(settings),
+                    shutdown_timeout=HANDLER_CUTOFF_S, print=None, access_log=None,
+                    loop=_event_loop(settings.event_loop), **server_options(settings))
+    except OSError as exc:  # taken between the check and the bind
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise _listen_error(settings, exc) from None
+        raise
     structlog.get_logger("callin.cli").info("shutdown.loop_closed")
 
 

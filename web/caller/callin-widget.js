@@ -12,6 +12,17 @@
  *
  * or, without script: <callin-widget token-url="/api/callin-token" brand="Acme"></callin-widget>
  *
+ * or with the one tag alone (it mounts a floating button when it has data-token-url):
+ *
+ *   <script type="module" src="https://gateway.example.com/static/caller/callin-widget.js"
+ *           data-token-url="/api/callin-token" data-brand="Acme" data-accent="#0f766e"></script>
+ *
+ *   data-token-url, data-gateway, data-brand, data-accent, data-label, data-target (a selector),
+ *   data-call-types ("voice,video"), data-ask-location ("false"). On another origin than the gateway's, the page's
+ *   origin must be listed in the gateway's CALLIN_EMBED_ORIGINS (docs/integration.md).
+ *
+ * Every URL of the gateway (socket, files, pictures) is built from the gateway's URL, never from the page's.
+ *
  * Options of Callin.mount (all optional but one of getToken / tokenUrl):
  *   gateway     the gateway's URL (default: where this script was loaded from)
  *   getToken    async () => caller token (a JWT your backend signs; see docs/protocol.md)
@@ -31,6 +42,18 @@ import { WIDGET_CSS } from "./callin-widget.css.js";
 import { icon } from "./icons.js";
 
 const DEFAULT_GATEWAY = gatewayOrigin(import.meta.url);
+
+/** The widget's styles as a constructed style sheet: a page's Content-Security-Policy without 'unsafe-inline' in
+ * style-src blocks a <style> element in the widget, not this (the <style> element is kept for old browsers). */
+const SHEET = (() => {
+  try {
+    const sheet = new CSSStyleSheet();
+    sheet.replaceSync(WIDGET_CSS);
+    return sheet;
+  } catch {
+    return null;
+  }
+})();
 
 const CALL_OPTIONS = {
   voice: { icon: "phone", title: "Voice call", detail: "Uses your microphone" },
@@ -166,7 +189,7 @@ export class CallinWidget extends HTMLElement {
     const attr = (name) => this.getAttribute(name);
     const brand = { name: attr("brand") || "us", accent: attr("accent") || null, ...(this.#opts.brand || {}) };
     return {
-      gateway: this.#opts.gateway || attr("gateway") || DEFAULT_GATEWAY,
+      gateway: this.#opts.gateway || attr("gateway") || attr("data-gateway") || DEFAULT_GATEWAY,
       getToken: this.#opts.getToken || null,
       tokenUrl: this.#opts.tokenUrl || attr("token-url") || null,
       context: this.#opts.context ?? this.context ?? {},
@@ -195,8 +218,9 @@ export class CallinWidget extends HTMLElement {
   #render() {
     this.#rendered = true;
     const o = this.options;
+    if (SHEET) this.#root.adoptedStyleSheets = [SHEET];
     this.#root.innerHTML = `
-      <style>${WIDGET_CSS}</style>
+      ${SHEET ? "" : `<style>${WIDGET_CSS}</style>`}
       <button class="launcher ${o.floating ? "floating" : ""}" part="launcher" aria-haspopup="dialog" aria-expanded="false" aria-controls="panel">
         <span class="badge">${icon("phone", { size: 16 })}</span><span class="launch-label"></span>
       </button>
@@ -1494,8 +1518,41 @@ export function mount(options = {}) {
   return element;
 }
 
+/** The options of the one-tag embed: the data-* attributes of the script tag that loaded this module. */
+export function scriptTagOptions(script) {
+  const d = script.dataset;
+  const options = {};
+  if (d.tokenUrl) options.tokenUrl = d.tokenUrl;
+  if (d.gateway) options.gateway = d.gateway;
+  if (d.label) options.label = d.label;
+  if (d.target) options.target = d.target;
+  if (d.callTypes) options.callTypes = d.callTypes.split(",").map((t) => t.trim()).filter(Boolean);
+  if (d.askLocation) options.askLocation = d.askLocation !== "false";
+  const brand = {};
+  if (d.brand) brand.name = d.brand;
+  if (d.accent) brand.accent = d.accent;
+  if (Object.keys(brand).length) options.brand = brand;
+  return options;
+}
+
+/** The script tag that loaded this module (module scripts have no document.currentScript). */
+function ownScriptTag() {
+  if (typeof document === "undefined") return null;
+  return [...document.querySelectorAll("script[src]")].find((script) => script.src === import.meta.url) ?? null;
+}
+
 export const Callin = globalThis.Callin ?? { widgets: [] };
 Object.assign(Callin, { mount, CallinClient, getDeviceLocation, version: VERSION });
 Callin.widgets ??= [];
 globalThis.Callin = Callin;
+const tag = ownScriptTag();
+if (tag?.dataset.tokenUrl && !tag.dataset.callinMounted) {
+  tag.dataset.callinMounted = "1"; // once, even if the module is evaluated again under another URL
+  const options = scriptTagOptions(tag);
+  if (options.target && document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", () => mount(options), { once: true });
+  } else {
+    mount(options);
+  }
+}
 globalThis.dispatchEvent?.(new CustomEvent("callin:ready", { detail: Callin }));
