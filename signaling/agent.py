@@ -12,7 +12,7 @@ from gateway.auth import AgentAccount
 from gateway.errors import Forbidden, InvalidState
 from gateway.engine.supervision import SUPERVISOR_ROLES
 from gateway.media.topology import SuperviseMode
-from gateway.models import CallState
+from gateway.models import AgentStatus, CallState
 from gateway.sessions import Session
 from gateway.store.signins import SessionRevoked
 
@@ -85,7 +85,7 @@ class AgentConnection(Connection):
         session = self.session
         match message:
             case p.SetStatus():
-                state = self.board.set_agent_status(session, message.status)
+                state = self.board.set_agent_status(session, AgentStatus(message.status))
                 self.send(p.AgentStatusOut(id=message.id, status=state.status.value))
             case p.Accept():
                 call = self.board.accept(session, message.call_id)

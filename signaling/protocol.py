@@ -8,6 +8,7 @@ Requests carry an `id` (client-chosen string) that the response echoes. Errors a
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from gateway import strictjson
 from gateway.errors import BadRequest
 from gateway.models import (MAX_CONTEXT_STEPS, MAX_CRM_FIELDS, MAX_CRM_KEY_CHARS, MAX_CRM_VALUE_CHARS, MAX_STEP_CHARS,
-                            AgentStatus, CallContext, CallerIdentity, CallType, Location, null_is_absent)
+                            CallContext, CallerIdentity, CallType, Location, null_is_absent)
 
 PROTOCOL_VERSION = 1
 MAX_SDP_CHARS = 32 * 1024
@@ -32,8 +33,8 @@ MID_PATTERN = "^" + _TOKEN + "{1,32}$"  # a=mid values are tokens (RFC 5888); JS
 
 # How a value that fails a pattern should look, for the error's reason (by field name).
 PATTERN_HINTS = {
-    "candidate": "an RTCIceCandidate.candidate line: \"candidate:<foundation> <component> <transport> <priority> "
-                 "<address> <port> typ <type> ...\" (RFC 8839), or empty for end of candidates",
+    "candidate": "an RTCIceCandidate.candidate line, \"candidate:FOUNDATION COMPONENT TRANSPORT PRIORITY ADDRESS "
+                 "PORT typ TYPE\" then optional name/value pairs (RFC 8839), or empty for end of candidates",
     "sdp_mid": "a media section's mid: 1-32 letters, digits or !#$%&'*+.^_`|~-",
     "attachment_id": "16 hexadecimal digits (lower case) from the upload",
     "url": "an http:// or https:// URL without spaces",
@@ -159,7 +160,7 @@ class Rejoin(Request):
 class SetStatus(Request):
     type: Literal["agent.status"]
     id: RequestId
-    status: Literal[AgentStatus.AVAILABLE, AgentStatus.AWAY]
+    status: Literal["available", "away"]
 
 
 class Accept(Request):
@@ -227,6 +228,16 @@ class PushContent(Request):
     """Show something on the caller's screen: a link (url), an image (attachment_id of an uploaded image, or an
     https url) or a text card (text). The caller reports content.status seen/opened/dismissed."""
 
+    model_config = ConfigDict(json_schema_extra={"allOf": [  # what _needs_payload checks, for schema readers
+        {"if": {"properties": {"kind": {"const": "link"}}},
+         "then": {"required": ["url"], "properties": {"url": {"type": "string"}}}},
+        {"if": {"properties": {"kind": {"const": "image"}}},
+         "then": {"anyOf": [{"required": ["attachment_id"], "properties": {"attachment_id": {"type": "string"}}},
+                            {"required": ["url"], "properties": {"url": {"type": "string", "pattern": "^https://"}}}]}},
+        {"if": {"properties": {"kind": {"const": "text"}}},
+         "then": {"required": ["text"], "properties": {"text": {"type": "string", "minLength": 1}}}},
+    ]})
+
     type: Literal["content.push"]
     id: RequestId
     call_id: CallId
@@ -249,6 +260,11 @@ class PushContent(Request):
 
 class ChatSend(Request):
     """A chat line and/or a file (attachment_id from POST /api/v1/calls/{call_id}/attachments)."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [  # what _something checks, for schema readers
+        {"required": ["text"], "properties": {"text": {"type": "string"}}},
+        {"required": ["attachment_id"], "properties": {"attachment_id": {"type": "string"}}},
+    ]})
 
     type: Literal["chat.send"]
     id: RequestId
@@ -864,7 +880,8 @@ def _problem(error: Any, kind: str) -> str:
     if code == "extra_forbidden":
         return f"{where} is not a field of {kind} (unknown fields are refused)"
     if code in ("literal_error", "enum"):
-        return f"{where} must be {ctx.get('expected', 'one of the listed values')}, not {_shown(error.get('input'))}"
+        expected = re.sub(r"<\w+\.\w+: ('[^']*')>", r"\1", str(ctx.get("expected", "one of the listed values")))
+        return f"{where} must be {expected}, not {_shown(error.get('input'))}"
     if code == "string_too_short":
         low = ctx.get("min_length", 1)
         return f"{where} must not be empty" if low == 1 else f"{where} must have at least {low} characters"
