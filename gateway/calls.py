@@ -55,8 +55,11 @@ class Call:
     message: str | None = None  # left for the team instead of waiting
     history_limit: int = 50  # newest events shown in the card (settings.card_history_events)
     chat_guard: Any = field(default=None, repr=False)  # gateway/chatguard.py, made on the first chat line
+    media_source: str = ""  # camera, screen or none: what the caller's video sends now (its media.source)
 
     def __post_init__(self) -> None:
+        if not self.media_source:
+            self.media_source = {CallType.VOICE: "none", CallType.SCREEN: "screen"}.get(self.call_type, "camera")
         self.log("queued", call_type=self.call_type.value)
 
     def log(self, kind: str, **detail: Any) -> None:
@@ -99,4 +102,5 @@ class Call:
             "history_omitted": max(0, len(self.events) - self.history_limit),
             "callback": self.callback,
             "callback_phone": self.callback_phone,
+            "media_source": self.media_source,
         }

@@ -154,10 +154,18 @@ class ParticipantConnection:
     connected: bool
 
 
+@dataclass(frozen=True, slots=True)
+class MediaSourceChanged:
+    """To the call's staff: the caller's video section now sends its camera, its screen, or nothing."""
+
+    call_id: str
+    source: str  # camera, screen, none
+
+
 Event = (
     QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
     | MediaVideo | CallHeld | CallTransferring | CallTransferred | ConsultState | ContentPushed | ContentStatus | ChatMessage
-    | QueueClosed | CallbackOffer | CallbackReady | ParticipantConnection
+    | QueueClosed | CallbackOffer | CallbackReady | ParticipantConnection | MediaSourceChanged
 )
 
 

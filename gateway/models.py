@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -52,6 +52,26 @@ class AgentStatus(StrEnum):
     WRAP_UP = "wrap_up"  # after a call: notes and disposition, then available
 
 
+# Limits of the app context a caller sends (announced in `welcome.limits`, published in the JSON Schema).
+MAX_CONTEXT_STEPS = 50
+MAX_STEP_CHARS = 256
+MAX_CRM_FIELDS = 64
+MAX_CRM_KEY_CHARS = 64
+MAX_CRM_VALUE_CHARS = 1024
+
+
+def null_is_absent(model: type[BaseModel], data: Any) -> Any:
+    """A JSON `null` for an optional field reads as if the field were absent (mobile JSON encoders write nulls): the
+    field gets its default. A null for a required field stays, and is refused."""
+    if not isinstance(data, dict):
+        return data
+    fields = model.model_fields
+    if not any(value is None and key in fields and not fields[key].is_required() for key, value in data.items()):
+        return data
+    return {key: value for key, value in data.items()
+            if not (value is None and key in fields and not fields[key].is_required())}
+
+
 class Frozen(BaseModel):
     """No NaN or Infinity and no unpaired surrogates anywhere inside: what these hold is written to records, cards
     and webhook bodies as JSON."""
@@ -63,7 +83,7 @@ class Frozen(BaseModel):
     def _strict_json(cls, data: Any) -> Any:
         if isinstance(data, dict):
             strictjson.check(data)
-        return data
+        return null_is_absent(cls, data)
 
 
 class CallerIdentity(Frozen):
@@ -92,6 +112,8 @@ class CallerIdentity(Frozen):
 class Location(Frozen):
     """Device-reported position, sent with the caller's consent. Never verified by the gateway."""
 
+    model_config = ConfigDict(strict=True)  # read from the wire: no "1" for 1
+
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
     accuracy_m: float = Field(ge=0, le=1_000_000)
@@ -99,32 +121,20 @@ class Location(Frozen):
     source: Literal["device"] = "device"
 
 
+CrmKey = Annotated[str, Field(min_length=1, max_length=MAX_CRM_KEY_CHARS)]
+CrmValue = Annotated[str, Field(max_length=MAX_CRM_VALUE_CHARS)] | int | float | bool | None
+
+
 class CallContext(Frozen):
     """What the caller was doing in the app."""
 
-    screen: str | None = Field(None, max_length=256)
-    steps: list[str] = Field(default_factory=list, max_length=50)
-    crm: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    model_config = ConfigDict(strict=True)  # read from the wire: no "1" for 1
 
-    @field_validator("steps")
-    @classmethod
-    def _steps(cls, value: list[str]) -> list[str]:
-        for step in value:
-            if len(step) > 256:
-                raise ValueError("a step is at most 256 characters")
-        return value
-
-    @field_validator("crm")
-    @classmethod
-    def _crm(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(value) > 64:
-            raise ValueError("at most 64 CRM fields")
-        for key, item in value.items():
-            if not key or len(key) > 64:
-                raise ValueError("CRM field names are 1-64 characters")
-            if isinstance(item, str) and len(item) > 1024:
-                raise ValueError(f"CRM field {key!r} is longer than 1024 characters")
-        return value
+    screen: str | None = Field(None, max_length=256, description="the screen the user was on")
+    steps: list[Annotated[str, Field(max_length=MAX_STEP_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_CONTEXT_STEPS, description="recent self-service steps, oldest first")
+    crm: dict[CrmKey, CrmValue] = Field(default_factory=dict, max_length=MAX_CRM_FIELDS,
+                                        description="fields for the agent (account number, plan ...)")
 
     def encoded_size(self) -> int:
         return len(json.dumps(self.model_dump(), separators=(",", ":")).encode())

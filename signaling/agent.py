@@ -12,7 +12,7 @@ from gateway.auth import AgentAccount
 from gateway.errors import Forbidden, InvalidState
 from gateway.engine.supervision import SUPERVISOR_ROLES
 from gateway.media.topology import SuperviseMode
-from gateway.models import CallState
+from gateway.models import AgentStatus, CallState
 from gateway.sessions import Session
 from gateway.store.signins import SessionRevoked
 
@@ -85,7 +85,7 @@ class AgentConnection(Connection):
         session = self.session
         match message:
             case p.SetStatus():
-                state = self.board.set_agent_status(session, message.status)
+                state = self.board.set_agent_status(session, AgentStatus(message.status))
                 self.send(p.AgentStatusOut(id=message.id, status=state.status.value))
             case p.Accept():
                 call = self.board.accept(session, message.call_id)
@@ -100,13 +100,9 @@ class AgentConnection(Connection):
                 self.board.finish_wrap_up(username, message.call_id)
                 self.send(p.Ack(id=message.id))
             case p.SdpOffer():
-                if not message.call_id:
-                    raise p.ProtocolError("call_id is required", code="invalid_message")
                 answer = await self.board.agent_offer(session, message.call_id, message.sdp)
                 self.send(p.SdpAnswer(id=message.id, call_id=message.call_id, sdp=answer))
             case p.IceCandidate():
-                if not message.call_id:
-                    raise p.ProtocolError("call_id is required", code="invalid_message")
                 call = self.board.agent_call(session, message.call_id)
                 if call.state is CallState.ENDED:
                     raise InvalidState("the call has ended", code="call_ended")
@@ -116,8 +112,6 @@ class AgentConnection(Connection):
                 if message.id:
                     self.send(p.Ack(id=message.id))
             case p.Hangup():
-                if not message.call_id:
-                    raise p.ProtocolError("call_id is required", code="invalid_message")
                 await self.board.agent_hangup(session, message.call_id)
                 self.send(p.Ack(id=message.id))
             case p.Hold():
@@ -142,8 +136,6 @@ class AgentConnection(Connection):
                 item = self.board.push_content(session, message.call_id, content)
                 self.send(p.ContentSent(id=message.id, call_id=message.call_id, content=item))
             case p.ChatSend():
-                if not message.call_id:
-                    raise p.ProtocolError("call_id is required", code="invalid_message")
                 self.board.chat(session, message.call_id, message.text,
                                 self.attachment(message.call_id, message.attachment_id))
                 self.send(p.Ack(id=message.id))

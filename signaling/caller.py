@@ -127,6 +127,9 @@ class CallerConnection(Connection):
                 call = self.board.caller_call(session, message.call_id)
                 self.board.chat(session, call.id, message.text, self.attachment(call.id, message.attachment_id))
                 self.send(p.Ack(id=message.id))
+            case p.MediaSource():
+                self.board.media_source(session, message.call_id, message.source)
+                self.send(p.Ack(id=message.id))
             case p.ContentStatusIn():
                 self.board.content_status(session, message.call_id, message.content_id, message.status)
                 self.send(p.Ack(id=message.id))

@@ -55,6 +55,7 @@ WIRE_RULES: Mapping[type, WireRule] = MappingProxyType({
     ev.QueueClosed: WireRule(p.QueueClosedOut),
     ev.CallbackOffer: WireRule(p.CallbackOfferOut),
     ev.CallbackReady: WireRule(p.CallbackReadyOut),
+    ev.MediaSourceChanged: WireRule(p.MediaSourceOut),
     ev.ParticipantConnection: WireRule(p.ParticipantOut, omit=frozenset({"connected"}), derive=_participant),
 })
 

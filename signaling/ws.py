@@ -259,6 +259,7 @@ class Connection:
                 resume_grace_s=self.settings.resume_grace_s,
                 ice_servers=[p.IceServerOut(**s.model_dump()) for s in self.settings.ice_servers],
                 max_message_bytes=self.settings.max_message_bytes,
+                limits=p.limits_of(self.settings, OUTBOX_LIMIT),
                 replayed=len(replay.events),
                 replay_complete=replay.complete,
                 **self.welcome_extra(session, resumed),

@@ -9,7 +9,7 @@ from typing import Any
 from ..calls import Call
 from ..chatguard import ChatGuard
 from ..errors import Forbidden, InvalidState, NotFound
-from ..events import ChatMessage, ContentPushed, ContentStatus
+from ..events import ChatMessage, ContentPushed, ContentStatus, MediaSourceChanged
 from ..models import CallState, now
 from ..sessions import Session
 from .core import Core
@@ -59,6 +59,21 @@ class Content:
         item["status"] = status
         call.log("content_" + status, content_id=content_id)
         self.core.to_agent(item["by"], ContentStatus(call_id=call.id, content_id=content_id, status=status))
+        self.core.emit("call.updated", call)
+
+    def media_source(self, session: Session, call_id: str | None, source: str) -> None:
+        """The caller switched what its video sends (camera, screen, none): its call's staff are told."""
+        call = self.views.caller_call(session, call_id)
+        if call.state is CallState.ENDED:
+            raise InvalidState("the call has ended", code="call_ended")
+        if call.media_source == source:
+            return  # nothing new
+        call.media_source = source
+        call.log("media_source", source=source)
+        event = MediaSourceChanged(call_id=call.id, source=source)
+        if call.state is CallState.CONNECTED:
+            for username in {call.agent, call.consult, *call.supervisors} - {None}:
+                self.core.to_agent(username, event)
         self.core.emit("call.updated", call)
 
     def chat(self, session: Session, call_id: str | None, text: str | None,

@@ -288,6 +288,10 @@ class Switchboard(AsyncIOEventEmitter):
         self.content.status(session, call_id, content_id, status)
         self._settle()
 
+    def media_source(self, session: Session, call_id: str | None, source: str) -> None:
+        self.content.media_source(session, call_id, source)
+        self._settle()
+
     def chat(self, session: Session, call_id: str | None, text: str | None,
              attachment: dict[str, Any] | None) -> dict[str, Any]:
         message = self.content.chat(session, call_id, text, attachment)

@@ -434,6 +434,7 @@ class Leg(AsyncIOEventEmitter):
             await self.pc.addIceCandidate(None)
             return
         checked = self.candidates.check(candidate)  # bad_candidate, candidate_refused, too_many_candidates
+        self._check_section(sdp_mid, sdp_mline_index)
         if checked is None:
             return  # not UDP: the relay does ICE over UDP only
         line = candidate[len("candidate:") :] if candidate.startswith("candidate:") else candidate
@@ -450,6 +451,17 @@ class Leg(AsyncIOEventEmitter):
         if self._end_pending:
             self._end_pending = False
             await self.pc.addIceCandidate(None)
+
+    def _check_section(self, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
+        """A trickled candidate names a media section of this leg's offer (by mid, else by index)."""
+        mids = [t.mid for t in self.pc.getTransceivers()]
+        if sdp_mid is not None and sdp_mid not in mids:
+            shown = ", ".join(f'"{m}"' for m in mids if m is not None) or "none"
+            raise MediaError(f'the offer has no media section with mid "{sdp_mid}" (its mids: {shown})',
+                             code="bad_candidate")
+        if sdp_mid is None and sdp_mline_index is not None and sdp_mline_index >= len(mids):
+            raise MediaError(f"the offer has {len(mids)} media sections; sdp_mline_index {sdp_mline_index} names "
+                             "none of them", code="bad_candidate")
 
     async def stats(self) -> dict[str, Any]:
         return {

@@ -122,7 +122,9 @@ async def test_malformed_messages_get_typed_errors_and_change_nothing(gateway, c
         (json.dumps({"type": "ping", "id": "x" * 100}), "invalid_message"),
         (json.dumps({"type": "hello", "id": "t10", "token": "again"}), "invalid_state"),
         (json.dumps({"type": "call.hangup", "id": "t11", "call_id": "nope"}), "unknown_call"),
-        (json.dumps({"type": "ice.candidate", "id": "t12", "candidate": "candidate:garbage"}), "bad_candidate"),
+        (json.dumps({"type": "ice.candidate", "id": "t12", "candidate": "candidate:garbage"}), "invalid_message"),
+        (json.dumps({"type": "ice.candidate", "id": "t12b",
+                     "candidate": "candidate:1 0 udp 1 127.0.0.3 5000 typ host"}), "bad_candidate"),
         (json.dumps({"type": "ping", "id": "big", "pad": "x" * 70_000}), "message_too_large"),
         (json.dumps({"type": "sdp.offer", "id": "t13", "sdp": "v=0\r\n" + "a=x\r\n" * 8000}), "invalid_message"),
         # A second offer for a leg that is already negotiated.

@@ -105,7 +105,7 @@ REFUSED = [
     ("candidate:1 1 udp 2122260223 example.com 3478 typ host", "candidate_refused"),
     ("candidate:1 1 udp 2122260223 4f1b2c7e-1d2c-4a5b-9c8d-1234567890ab.local 50000 typ host", "candidate_refused"),
     ("candidate:1 1 udp 2122260223 127.0.0.3 70000 typ host", "bad_candidate"),
-    ("candidate:1 1 udp 2122260223 127.0.0.3 -1 typ host", "bad_candidate"),
+    ("candidate:1 1 udp 2122260223 127.0.0.3 -1 typ host", "invalid_message"),  # not the RFC 8839 grammar
     ("candidate:1 1 udp 2122260223 127.0.0.3 5000 typ bogus", "bad_candidate"),
     ("candidate:1 0 udp 2122260223 127.0.0.3 5000 typ host", "bad_candidate"),
 ]

@@ -256,3 +256,63 @@ def test_each_part_of_the_schema_is_a_schema_of_its_own():
     assert not VALIDATORS[CALLER].is_valid({"type": "call.accept", "id": "r1", "call_id": "c1"})
     assert VALIDATORS[AGENT].is_valid({"type": "call.accept", "id": "r1", "call_id": "c1"})
     assert VALIDATORS[SERVER].is_valid({"type": "pong", "id": "r1"})
+
+
+SOURCES = [Path(__file__).resolve().parents[2] / part for part in ("gateway", "signaling")]
+CODE = re.compile(r"""\bcode\s*=\s*["']([a-z][a-z0-9_]*)["']""")
+
+
+def codes_in_the_code() -> dict[str, str]:
+    """Every error code the server can raise: `code = "..."` of an error class and `code="..."` of a raise, in
+    gateway/ and signaling/ (code -> the first file that has it)."""
+    found: dict[str, str] = {}
+    for root in SOURCES:
+        for path in sorted(root.rglob("*.py")):
+            for code in CODE.findall(path.read_text(encoding="utf-8")):
+                found.setdefault(code, str(path.relative_to(root.parent)))
+    return found
+
+
+def test_every_error_code_of_the_code_is_in_the_docs():
+    codes = codes_in_the_code()
+    assert len(codes) > 80 and {"invalid_message", "session_replaced", "bad_candidate"} <= set(codes)
+    text = DOC.read_text(encoding="utf-8")
+    missing = {code: where for code, where in codes.items() if f"`{code}`" not in text}
+    assert not missing, f"error codes raised in the code but not in docs/protocol.md: {missing}"
+
+
+def test_every_websocket_error_code_has_a_row_in_the_error_table():
+    """The codes named after 'Errors:' in the messages' sections are rows of the WebSocket error table."""
+    start = DOC_.lines.index("### WebSocket error codes")
+    rows = set()
+    for line in DOC_.lines[start:]:
+        if line.startswith("### HTTP"):
+            break
+        if line.startswith("| `"):
+            rows |= set(re.findall(r"`([a-z_]+)`", line.split("|")[1]))
+    named = set()
+    for line in DOC_.lines:
+        if "Errors:" in line or "Error:" in line:
+            named |= set(re.findall(r"`([a-z][a-z_]+)`", line.split("Error", 1)[1]))
+    named &= set(codes_in_the_code())  # field names in parentheses are not codes
+    assert len(named) > 25
+    assert named - rows == set(), "codes listed under a message's Errors but missing from the error table"
+
+
+def test_every_message_type_of_the_code_is_in_the_docs():
+    """Types from the models (both directions, both roles) and the wire table's events."""
+    from signaling.wire_events import WIRE_RULES
+
+    text = DOC.read_text(encoding="utf-8")
+    types = schema_types(CALLER) | schema_types(AGENT) | schema_types(SERVER)
+    for rule in WIRE_RULES.values():
+        default = rule.model.model_fields["type"].default
+        types |= {default} if isinstance(default, str) else set(typing_args(rule.model.model_fields["type"].annotation))
+    missing = {kind for kind in types if f"### {kind}" not in text and f", {kind}" not in text}
+    assert not missing, f"message types without a section: {missing}"
+
+
+def typing_args(annotation: Any) -> tuple[Any, ...]:
+    import typing
+
+    return typing.get_args(annotation)

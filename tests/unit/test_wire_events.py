@@ -1,5 +1,6 @@
 """Domain events to wire messages: one table entry per event class, each message valid and serialisable, and the
-JSON exactly what the clients (web/caller, web/console, native apps) received before the table replaced the match."""
+JSON exactly what the clients (web/caller, web/console, native apps) received before the table replaced the match
+(since then, on purpose: cards, contents and chat lines are typed, and write every field, null for no value)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from signaling import ws
 from signaling.wire_events import EVENT_CLASSES, WIRE_RULES, WireRule, WireTable, event_message, event_wire
 
 CALL = "1182d9cfde73099c"
+IDENTITY = {"subject": "cust-42", "name": "Dana", "email": None, "phone": None, "issuer": None, "claims": {},
+            "verified": True, "expires_at": 1795471854}
+CARD = {"call_id": CALL, "call_type": "video", "queue": "default", "priority": 0, "created_at": 1795468254.5,
+        "identity": IDENTITY, "location": None, "context": {"screen": None, "steps": [], "crm": {}},
+        "transferred_from": None, "history": [], "history_omitted": 0, "callback": False, "callback_phone": None,
+        "media_source": "camera"}
 
 # (event, the exact JSON sent before seq is spliced in, the outbox slot). The texts were produced by the
 # `match` in signaling/ws.py that the table replaced: no byte of the wire changed.
@@ -25,10 +32,14 @@ SAMPLES: list[tuple[object, str, str | None]] = [
     (ev.QueueUpdate(call_id="c2", position=1, queue_length=1, estimated_wait_s=None, queue="billing"),
      '{"type":"queue.position","call_id":"c2","position":1,"queue_length":1,"estimated_wait_s":null,'
      '"queue":"billing"}', "queue.position:c2"),
-    (ev.CallOffered(call_id=CALL, card={"call_id": CALL, "call_type": "video",
-                                        "consult": {"from": "alice", "from_name": "Alice"}}, ring_timeout_s=20.0),
+    (ev.CallOffered(call_id=CALL, card={**CARD, "consult": {"from": "alice", "from_name": "Alice"}},
+                    ring_timeout_s=20.0),
      '{"type":"call.offered","call_id":"1182d9cfde73099c","card":{"call_id":"1182d9cfde73099c","call_type":"video",'
-     '"consult":{"from":"alice","from_name":"Alice"}},"ring_timeout_s":20.0}', None),
+     '"queue":"default","priority":0,"created_at":1795468254.5,"identity":{"subject":"cust-42","name":"Dana",'
+     '"email":null,"phone":null,"issuer":null,"claims":{},"verified":true,"expires_at":1795471854},"location":null,'
+     '"context":{"screen":null,"steps":[],"crm":{}},"transferred_from":null,"history":[],"history_omitted":0,'
+     '"callback":false,"callback_phone":null,"media_source":"camera","consult":{"from":"alice","from_name":"Alice"}},'
+     '"ring_timeout_s":20.0}', None),
     (ev.OfferWithdrawn(call_id=CALL, reason="ring_timeout"),
      '{"type":"call.offer_withdrawn","call_id":"1182d9cfde73099c","reason":"ring_timeout"}', None),
     (ev.CallAnswered(call_id=CALL, agent_name="Alice"),
@@ -61,15 +72,20 @@ SAMPLES: list[tuple[object, str, str | None]] = [
     (ev.ConsultState(call_id=CALL, state="joined", colleague="bob"),
      '{"type":"consult.state","call_id":"1182d9cfde73099c","state":"joined","colleague":"bob"}', None),
     (ev.ContentPushed(call_id=CALL, content={"content_id": "a1b2c3d4e5f6", "kind": "text", "text": "Ref 42",
-                                             "attachment": None}),
+                                             "attachment": None, "by": "alice", "at": 1795468300.5,
+                                             "status": "sent"}),
      '{"type":"content.pushed","call_id":"1182d9cfde73099c","content":{"content_id":"a1b2c3d4e5f6","kind":"text",'
-     '"text":"Ref 42","attachment":null}}', None),
+     '"title":null,"url":null,"text":"Ref 42","attachment":null,"by":"alice","at":1795468300.5,"status":"sent"}}',
+     None),
     (ev.ContentStatus(call_id=CALL, content_id="a1b2c3d4e5f6", status="opened"),
      '{"type":"content.status","call_id":"1182d9cfde73099c","content_id":"a1b2c3d4e5f6","status":"opened"}', None),
-    (ev.ChatMessage(call_id=CALL, message={"message_id": "0c1d2e3f4a5b", "from": {"role": "caller"}, "text": "hi",
-                                           "attachment": None, "at": 1795468290.4}),
+    (ev.ChatMessage(call_id=CALL, message={"message_id": "0c1d2e3f4a5b", "from": {"role": "caller", "name": "Dana"},
+                                           "text": "hi", "attachment": None, "at": 1795468290.4}),
      '{"type":"chat.message","call_id":"1182d9cfde73099c","message":{"message_id":"0c1d2e3f4a5b",'
-     '"from":{"role":"caller"},"text":"hi","attachment":null,"at":1795468290.4}}', None),
+     '"from":{"role":"caller","name":"Dana","username":null},"text":"hi","attachment":null,"at":1795468290.4}}',
+     None),
+    (ev.MediaSourceChanged(call_id=CALL, source="screen"),
+     '{"type":"media.source","call_id":"1182d9cfde73099c","leg":"caller","source":"screen"}', None),
     (ev.QueueClosed(call_id=CALL, queue="billing", reason="after_hours", message="Closed.", callback_available=True,
                     message_allowed=False, opens_at=1795503600.0),
      '{"type":"queue.closed","call_id":"1182d9cfde73099c","queue":"billing","reason":"after_hours",'

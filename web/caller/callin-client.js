@@ -22,6 +22,7 @@
  *   participant {state: reconnecting|reconnected, role, name} (the agent's console lost its connection / is back)
  *   shutdown {reason, retryAfterS} (the gateway is stopping; the call ends with reason "shutdown")
  *   mediastate {state} (the peer connection's connectionState)   videosource {source: camera|screen|null}
+ *   (a switch of the video source is also sent to the gateway as media.source: the agent sees it)
  *   gatewaymedia {state} (media.state of this caller's leg as the gateway sees it, e.g. disconnected)
  *   videopaused {paused, reason} (the gateway paused/resumed the video it sends you: your link is too slow)
  *   devicewarning {code, reason} (e.g. no camera: the call continues as a voice call)
@@ -946,6 +947,10 @@ export class CallinClient extends EventTarget {
     this.videoSource = track ? source : null;
     this.#emit("localstream", { stream: this.localStream });
     this.#emit("videosource", { source: this.videoSource });
+    // Tell the agent what it now sees (protocol: media.source; the gateway does not look at the media).
+    if (this.callId && this.#signal?.open) {
+      this.#signal.send({ type: "media.source", id: this.#signal.nextId(), call_id: this.callId, source: this.videoSource ?? "none" });
+    }
   }
 
   /** Mute or unmute the microphone (the track keeps running: unmuting is instant). */

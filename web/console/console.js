@@ -50,6 +50,17 @@ const CALL_TYPE = {
   video: { icon: "video", label: "Video call" },
   screen: { icon: "monitor", label: "Screen share" },
 };
+// What the caller's video sends now (card.media_source, then media.source events), when it is not what its call
+// type started with.
+const MEDIA_SOURCE = { camera: "camera on", screen: "sharing the screen", none: "no video" };
+const NATURAL_SOURCE = { voice: "none", video: "camera", screen: "screen" };
+
+function callTypeChip(card) {
+  const type = CALL_TYPE[card.call_type] ?? CALL_TYPE.voice;
+  const source = card.media_source;
+  const now = source && source !== NATURAL_SOURCE[card.call_type] ? ` · ${MEDIA_SOURCE[source] ?? ""}` : "";
+  return `${icon(type.icon, { size: 13 })}${type.label}${escapeHtml(now)}`;
+}
 
 const STATUS_TEXT = { available: "Available", away: "Away", ringing: "Ringing", busy: "On a call", wrap_up: "Wrap-up", offline: "Offline" };
 const SUPERVISOR_ROLES = new Set(["supervisor", "admin"]);
@@ -476,6 +487,12 @@ function onMessage(message) {
         toast("No media from the caller: the call ends unless it comes back.", { bad: true });
       }
       break;
+    case "media.source":
+      if (state.call?.id === message.call_id) {
+        state.call.card.media_source = message.source;
+        $("call-type").innerHTML = callTypeChip(state.call.card);
+      }
+      break;
     case "media.video":
       if (message.leg === "self" || (message.leg === "agent" && state.call?.id === message.call_id)) {
         toast(message.state === "paused" ? "Your connection is too slow for video: audio only for now."
@@ -830,9 +847,8 @@ function waitingText(call) {
 
 function showCallView(call) {
   const id = call.card.identity ?? {};
-  const type = CALL_TYPE[call.card.call_type] ?? CALL_TYPE.voice;
   $("call-name").textContent = id.name || id.subject || "Caller";
-  $("call-type").innerHTML = `${icon(type.icon, { size: 13 })}${type.label}`;
+  $("call-type").innerHTML = callTypeChip(call.card);
   $("ph-avatar").textContent = initials(id.name || id.subject);
   $("ph-text").textContent = "Connecting…";
   $("video-stage").classList.remove("has-video");
