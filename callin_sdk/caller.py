@@ -253,7 +253,8 @@ class CallinCaller:
         return welcome
 
     async def _hello(self, token: str, resume_token: str | None) -> Welcome:
-        signal = Signaling(self._socket_url, on_event=self._on_event, on_close=lambda code: None,
+        signal = Signaling(self._socket_url, on_event=self._on_event,
+                           on_close=lambda code: self._on_socket_close(signal, code),
                            on_bad_message=lambda error: self._fail(error))
         await signal.connect()
         hello: dict[str, Any] = {"type": "hello", "token": token, "protocol": PROTOCOL_VERSION}
@@ -272,9 +273,10 @@ class CallinCaller:
             self.last_seq = 0  # a new session numbers its events from 1
         self._shutdown = None
         old, self._signal = self._signal, signal
-        signal._on_close = lambda code: self._on_socket_close(signal, code)  # noqa: SLF001
         if old is not None and old is not signal:
             self._spawn(old.close())
+        if not signal.open:  # it closed right after the welcome, before it was ours: handle that once we return
+            asyncio.get_running_loop().call_soon(self._on_socket_close, signal, signal.close_code)
         self.welcome = welcome
         self.session_id = welcome.session_id
         self.identity = welcome.caller
@@ -595,7 +597,8 @@ class CallinCaller:
             if not self._may_redial():
                 self._finish_call("media_failed", "system", None)
                 return
-            self._finish_call("media_failed", ended.by if ended else "system", ended.duration_s if ended else None)
+            self._finish_call("media_failed", ended.by if ended else "system", ended.duration_s if ended else None,
+                              redialing=True)
             self._redials += 1
             self._emit("redialing", previous_call_id=call_id, attempt=self._redials, cause=cause)
             plan = self._plan
@@ -644,12 +647,13 @@ class CallinCaller:
         if self.call_id == call_id:  # the gateway's call.ended (caller_hangup) normally came first
             self._finish_call("caller_hangup", "caller", None)
 
-    def _finish_call(self, reason: str, by: str, duration_s: float | None) -> None:
+    def _finish_call(self, reason: str, by: str, duration_s: float | None, redialing: bool = False) -> None:
         call_id = self.call_id
         if call_id is None:
             return
         self.call_id = None
-        self.last_end = {"call_id": call_id, "reason": reason, "by": by, "duration_s": duration_s}
+        self.last_end = {"call_id": call_id, "reason": reason, "by": by, "duration_s": duration_s,
+                         "redialing": redialing}
         self._spawn(self._teardown_media())
         self._set_state("ended")
         self._emit("ended", **self.last_end)

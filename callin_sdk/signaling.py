@@ -61,6 +61,9 @@ class Signaling:
         assert self._ws is not None
         try:
             async for msg in self._ws:
+                if msg.type == aiohttp.WSMsgType.ERROR:  # e.g. a frame over the size limit: the socket is done
+                    self._on_bad_message(CallinError("bad_server_message", f"the connection failed: {msg.data}"))
+                    break
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     continue  # the gateway only sends text frames; pings are answered by aiohttp
                 try:
@@ -76,6 +79,9 @@ class Signaling:
         except Exception as exc:  # a broken transport ends the reading like a close does
             self._on_bad_message(CallinError("network_error", f"the connection broke: {exc}", retryable=True))
         finally:
+            if not self._ws.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._ws.close(), 2)
             self.close_code = self._ws.close_code
             self._fail_pending(CallinError("disconnected", retryable=True))
             if not self._closing:

@@ -5,6 +5,7 @@ a media failure recovered by placing the call again."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -219,3 +220,37 @@ async def test_a_failed_media_connection_is_recovered_by_placing_the_call_again(
         finally:
             await caller.close()
             await agent.close()
+
+
+async def test_the_kiosk_command_places_a_call_with_the_synthetic_camera(caller_token):
+    import io
+
+    from callin_sdk import kiosk
+    from tests.support.server import TEST_SECRET
+
+    async with running_gateway() as gw:
+        agent = Agent(gw.base_url)
+        await agent.connect()
+        out = io.StringIO()
+        args = kiosk.build_parser().parse_args([
+            "--gateway", gw.base_url, "--secret", TEST_SECRET, "--sub", "atm-0042", "--name", "ATM Main Street",
+            "--duration", "30", "--chat", "hello from the ATM", "--host-address", "127.0.0.1"])
+        task = asyncio.ensure_future(kiosk.run(args, out=out))
+        try:
+            offer = await agent.wait_offer()
+            assert offer["card"]["identity"]["subject"] == "atm-0042"
+            await agent.accept(offer["call_id"], tone_hz=440)
+            line = await agent.ws.wait("chat.message")
+            assert line["message"]["text"] == "hello from the ATM"
+            await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) >= 15, 20)
+            counters = agent.peer.sinks["video"].counters
+            assert None not in counters and counters == sorted(counters)
+            await agent.hangup(offer["call_id"])
+            assert await asyncio.wait_for(task, 15) == 0
+        finally:
+            task.cancel()
+            await agent.close()
+        events = [json.loads(line) for line in out.getvalue().splitlines()]
+        names = [e["event"] for e in events]
+        assert "queued" in names and "answered" in names and "connected" in names
+        assert [e for e in events if e["event"] == "ended"][-1]["reason"] == "agent_hangup"
