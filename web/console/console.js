@@ -4,7 +4,7 @@
  */
 
 import { AUDIO_CONSTRAINTS, CallinError, candidateMessage, iceServersFrom, preferCodec, summarizeStats } from "../caller/callin-client.js";
-import { CallinAgentSession, SESSION_ENDED, agentSocketUrl } from "./callin-agent.js";
+import { CallinAgentSession, SESSION_ENDED, agentSocketUrl } from "../caller/callin-agent.js";
 import { icon } from "../caller/icons.js";
 
 // The session token lives only in the HttpOnly session cookie: no script (ours or injected) can read it.

@@ -6,7 +6,7 @@
  * `last_seq` after a drop (back-off 0.3 s doubling to 3 s, within the gateway's resume_grace_s), application pings
  * that notice a socket gone silent, and the gateway's `shutdown`.
  *
- *   import { CallinAgentSession } from "/static/console/callin-agent.js";
+ *   import { CallinAgentSession } from "/static/caller/callin-agent.js";
  *   const session = new CallinAgentSession();          // signed in by the console's session cookie
  *   session.addEventListener("message", (e) => handle(e.detail));        // every event, once, in order
  *   session.addEventListener("disconnected", (e) => showWhy(e.detail.reason));
@@ -23,7 +23,7 @@
  * The wire protocol is docs/protocol.md.
  */
 
-import { CallinError, Signaling } from "../caller/callin-client.js";
+import { CallinError, Signaling } from "./callin-client.js";
 
 export const VERSION = "1.0.0";
 /** hello errors after which the agent must sign in again. */
