@@ -21,9 +21,16 @@ if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null 2>&1 || need="$need chromium"
   command -v unshare >/dev/null 2>&1 || need="$need util-linux"
   command -v ip >/dev/null 2>&1 || need="$need iproute2"
+  command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
   if [ -n "$need" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need fonts-dejavu-core >/dev/null
+  fi
+  # TypeScript for tests/unit/test_js_package.py (checks web/caller's .d.ts files); installed here because the
+  # tests run in a namespace without network. Same version and place as TS_VERSION/TS_HOME in that test.
+  ts_home="${XDG_CACHE_HOME:-$HOME/.cache}/callin/typescript-5.9.3"
+  if [ ! -x "$ts_home/node_modules/.bin/tsc" ]; then
+    npm install --prefix "$ts_home" --no-audit --no-fund --silent typescript@5.9.3
   fi
 fi

@@ -3,11 +3,11 @@
  * Plain ES module, no framework. Shares the protocol helpers with the caller's client module.
  */
 
-import { AUDIO_CONSTRAINTS, CallinError, Signaling, candidateMessage, iceServersFrom, preferCodec, summarizeStats } from "../caller/callin-client.js";
+import { AUDIO_CONSTRAINTS, CallinError, candidateMessage, iceServersFrom, preferCodec, summarizeStats } from "../caller/callin-client.js";
+import { CallinAgentSession, SESSION_ENDED, agentSocketUrl } from "../caller/callin-agent.js";
 import { icon } from "../caller/icons.js";
 
 // The session token lives only in the HttpOnly session cookie: no script (ours or injected) can read it.
-const SESSION_ENDED = ["invalid_token", "token_expired", "not_authenticated", "session_revoked"];
 const AUTO_ANSWER_KEY = "callin.agent.autoAnswer";
 const SOUND_KEY = "callin.agent.sound";
 
@@ -139,7 +139,7 @@ class Ringer {
 const state = {
   account: null, // {username, display_name, role} of the signed-in agent
   refreshTimer: null,
-  signal: null,
+  signal: null, // the CallinAgentSession (callin-agent.js): hello, resume, seq, pings
   welcome: null,
   status: "offline",
   offer: null, // the call.offered message while ringing
@@ -148,9 +148,6 @@ const state = {
   lastCard: null,
   history: [],
   closing: false,
-  reconnecting: false,
-  lastSeq: 0, // the seq of the last event processed: hello.last_seq on resume, so nothing is lost
-  shutdown: null, // the gateway said it is stopping: its sessions will not survive, so no resume
   autoAnswer: localStorage.getItem(AUTO_ANSWER_KEY) === "on",
   staleCallId: null,
   prepared: null, // the peer connection prepared while a call rings
@@ -279,14 +276,7 @@ async function signOut() {
   state.closing = true;
   if (state.call) await hangup();
   await stopSupervising(true);
-  if (state.signal?.open) {
-    try {
-      await state.signal.request({ type: "bye" }, 2000);
-    } catch {
-      /* leaving anyway */
-    }
-  }
-  state.signal?.close();
+  await state.signal?.bye(2000);
   state.signal = null;
   try {
     await fetch("/api/v1/agent/logout", { method: "POST" }); // ends the session on the server too
@@ -300,35 +290,28 @@ async function signOut() {
 }
 
 // ------------------------------------------------------------------------------------------------ connection
-function wsUrl(path) {
-  const url = new URL(path, location.href);
-  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  return url.href;
-}
-
-async function openSocket(resumeToken = null) {
-  const signal = new Signaling(wsUrl("/ws/agent"));
-  await signal.connect();
-  const hello = { type: "hello" }; // the session cookie signs the socket in
-  if (resumeToken) {
-    hello.resume_token = resumeToken;
-    hello.last_seq = state.lastSeq; // the gateway sends again every event after it
-  }
-  let welcome;
-  try {
-    welcome = await signal.request(hello, 10000);
-  } catch (e) {
-    signal.close();
-    throw e;
-  }
+/** A new agent session (callin-agent.js keeps it: hello, resume with last_seq, pings, back-off); this page shows
+ * what happens to it. */
+function openSession() {
   state.signal?.close();
-  state.signal = signal;
-  state.welcome = welcome;
-  state.shutdown = null;
-  if (!resumeToken) state.lastSeq = 0; // a new session numbers its events from 1
-  signal.addEventListener("message", (e) => onEvent(e.detail));
-  signal.addEventListener("close", () => onSocketClose(signal));
-  return welcome;
+  const session = new CallinAgentSession({ url: agentSocketUrl(location.href) });
+  session.addEventListener("message", (e) => onMessage(e.detail));
+  session.addEventListener("reconnecting", (e) => {
+    if (session !== state.signal || state.closing) return;
+    setStatus("offline");
+    banner(`Connection lost. Reconnecting${e.detail.attempt > 1 ? ` (attempt ${e.detail.attempt})` : ""}…`);
+  });
+  session.addEventListener("reconnected", (e) => {
+    if (session !== state.signal) return;
+    state.welcome = e.detail.welcome;
+    banner(null);
+    setStatus(e.detail.welcome.agent?.status ?? "away");
+    toast("Reconnected.");
+    if (state.tab === "wallboard") subscribeWallboard();
+  });
+  session.addEventListener("disconnected", (e) => onSessionLost(session, e.detail));
+  state.signal = session;
+  return session;
 }
 
 async function start() {
@@ -338,7 +321,7 @@ async function start() {
   renderMe();
   let welcome;
   try {
-    welcome = await openSocket();
+    welcome = await openSession().connect();
   } catch (e) {
     if (SESSION_ENDED.includes(e.code)) {
       showSignin("Your session has expired. Please sign in again.");
@@ -348,6 +331,7 @@ async function start() {
     setStatus("offline");
     return;
   }
+  state.welcome = welcome;
   banner(null);
   setStatus(welcome.agent?.status ?? "away");
   if (welcome.call && welcome.call.state === "connected") {
@@ -361,75 +345,33 @@ async function start() {
   } else {
     show("idle");
   }
-  pingLoop(state.signal);
 }
 
-async function pingLoop(signal) {
-  while (signal === state.signal && !state.closing) {
-    await sleep(15000);
-    if (signal !== state.signal || !signal.open) return;
-    try {
-      await signal.request({ type: "ping" }, 8000);
-    } catch (e) {
-      if (e.code === "timeout" && signal === state.signal) signal.close(4000, "no pong");
-      return;
-    }
-  }
-}
-
-async function onSocketClose(signal) {
-  if (signal !== state.signal || state.closing) return;
-  if (state.shutdown) {
+/** The session could not go on over this socket (see callin-agent.js "disconnected"). */
+async function onSessionLost(session, { reason, retryAfterS }) {
+  if (session !== state.signal || state.closing) return;
+  setStatus("offline");
+  if (reason === "shutdown") {
     // The gateway is restarting: nothing to resume; sign in to the new process after its retry-after hint.
-    const waitMs = Math.max(1000, (state.shutdown.retry_after_s ?? 5) * 1000);
-    setStatus("offline");
     if (state.call) endCallView({ reason: "shutdown", by: "system" });
     banner("The gateway is restarting. Reconnecting shortly…", { bad: true });
-    await sleep(waitMs);
-    if (!state.closing && signal === state.signal) start();
+    await sleep(Math.max(1000, (retryAfterS ?? 5) * 1000));
+    if (!state.closing && session === state.signal) start();
     return;
   }
-  state.reconnecting = true;
-  setStatus("offline");
-  const resumeToken = state.welcome?.resume_token;
-  const deadline = performance.now() + Math.max(5000, (state.welcome?.resume_grace_s ?? 30) * 1000);
-  let delay = 300;
-  for (let attempt = 1; performance.now() < deadline && !state.closing; attempt += 1) {
-    banner(`Connection lost. Reconnecting${attempt > 1 ? ` (attempt ${attempt})` : ""}…`);
-    try {
-      const welcome = await openSocket(resumeToken);
-      state.reconnecting = false;
-      banner(null);
-      setStatus(welcome.agent?.status ?? "away");
-      toast("Reconnected.");
-      if (state.tab === "wallboard") subscribeWallboard();
-      pingLoop(state.signal);
-      return;
-    } catch (e) {
-      if (SESSION_ENDED.includes(e.code)) {
-        showSignin("Your session has expired. Please sign in again.");
-        return;
-      }
-      if (e.code === "resume_failed") break;
-    }
-    await sleep(delay);
-    delay = Math.min(delay * 2, 3000);
+  if (reason === "session_ended") {
+    showSignin("Your session has expired. Please sign in again.");
+    return;
   }
-  state.reconnecting = false;
+  if (reason === "replaced") {
+    banner("This session continues on another connection.", { bad: true, action: { label: "Use this console", run: () => start() } });
+    return;
+  }
   if (state.call) endCallView({ reason: "agent_disconnected", by: "system" });
   banner("Disconnected from the gateway.", { bad: true, action: { label: "Reconnect", run: () => start() } });
 }
 
 // ------------------------------------------------------------------------------------------------ messages
-/** Every event from the gateway is numbered (seq): a resume asks for exactly what was missed. */
-function onEvent(message) {
-  if (typeof message.seq === "number") {
-    if (message.seq <= state.lastSeq) return; // already processed
-    state.lastSeq = message.seq;
-  }
-  onMessage(message);
-}
-
 function onMessage(message) {
   switch (message.type) {
     case "participant.reconnecting":
@@ -442,9 +384,6 @@ function onMessage(message) {
         banner(null);
         toast("The caller is back.");
       }
-      break;
-    case "shutdown":
-      state.shutdown = message;
       break;
     case "agent.status":
       setStatus(message.status);
