@@ -38,6 +38,7 @@ FINAL_HELLO_ERRORS = {"invalid_token", "resume_failed", "not_authenticated", "un
                       "invalid_last_seq", "session_revoked"}
 CLOSE_UNAUTHORIZED, CLOSE_REPLACED, CLOSE_GOING_AWAY = 4401, 4409, 1001
 ACTIVE = ("starting", "queued", "connected")
+RESTART_RESUME_S = 90.0  # how long a caller kept across a gateway restart keeps trying to resume
 
 TokenSource = str | Callable[[], "str | Awaitable[str]"]
 Handler = Callable[["CallEvent"], "Awaitable[None] | None"]
@@ -303,8 +304,15 @@ class CallinCaller:
     def _on_socket_close(self, signal: Signaling, code: int | None) -> None:
         if signal is not self._signal or self._closing:
             return
+        if (self._shutdown or {}).get("resume") and self.resume and self.welcome is not None \
+                and self.state == "queued":
+            # The gateway stopped but keeps this caller's place in line: resume once it (or another node) is back.
+            after = float(self._shutdown["retry_after_s"])  # type: ignore[index]
+            self._shutdown = None
+            self._spawn(self._reconnect(after_s=after, within_s=RESTART_RESUME_S))
+            return
         if self._shutdown is not None or code == CLOSE_GOING_AWAY:
-            # The gateway stopped: sessions do not survive a restart, nothing to resume.
+            # The gateway stopped: this session does not survive it, nothing to resume.
             self.welcome = None
             self._end_locally("shutdown")
             self._set_state("idle")
@@ -324,14 +332,18 @@ class CallinCaller:
             self._end_locally("connection_lost")
             self._set_state("idle")
 
-    async def _reconnect(self) -> None:
-        """Get the session (and its call) back within resume_grace_s: back-off 0.25 s doubling to 3 s; `hello` with
-        the resume token and the last seq processed, so the gateway replays exactly the events missed."""
+    async def _reconnect(self, after_s: float = 0.0, within_s: float = 0.0) -> None:
+        """Get the session (and its call) back within resume_grace_s (or `within_s`, after a restart that keeps the
+        call): back-off 0.25 s doubling to 3 s; `hello` with the resume token and the last seq processed, so the
+        gateway replays exactly the events missed. `resume_pending` (the gateway restarted and takes the call over
+        in a moment) is waited out."""
         if self.reconnecting or self.welcome is None:
             return
         self.reconnecting = True
         welcome = self.welcome
-        deadline = time.monotonic() + max(5.0, welcome.resume_grace_s)
+        deadline = time.monotonic() + max(5.0, welcome.resume_grace_s, within_s)
+        if after_s > 0:
+            await asyncio.sleep(after_s)
         delay, attempt = 0.25, 0
         failure = CallinError("connection_lost", "the connection to the gateway was lost", retryable=True)
         try:
@@ -349,11 +361,22 @@ class CallinCaller:
                     if exc.code in FINAL_HELLO_ERRORS or exc.code == "token_expired":
                         failure = exc
                         break
+                    if exc.code == "resume_pending":
+                        wait = float((exc.detail or {}).get("retry_after_s") or 3.0)
+                        deadline = max(deadline, time.monotonic() + wait + 10.0)
+                        await asyncio.sleep(min(wait, 5.0))
+                        continue
                     await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                     delay = min(delay * 2, 3.0)
                     continue
                 self.reconnecting = False
                 await self._after_resume(resumed)
+                if (resumed.session_id != welcome.session_id and self._plan is not None and self.call_id is not None
+                        and resumed.call is not None and self.state in ACTIVE):
+                    # Restored after the gateway restarted (a new session id): the media of the process that stopped
+                    # is gone; set it up again with the one that has the call now (same call, same place).
+                    await self._teardown_media()
+                    await self._negotiate(self._plan.source)
                 return
         finally:
             self.reconnecting = False
@@ -425,7 +448,7 @@ class CallinCaller:
         elif isinstance(m, Participant) and mine:
             self._emit("participant", state=m.type.split(".", 1)[1], role=m.role, name=m.name)
         elif isinstance(m, Shutdown):
-            self._shutdown = {"reason": m.reason, "retry_after_s": m.retry_after_s}
+            self._shutdown = {"reason": m.reason, "retry_after_s": m.retry_after_s, "resume": m.resume}
             self._emit("shutdown", **self._shutdown)
         elif isinstance(m, ErrorMessage):
             self._fail(m.error())
@@ -586,6 +609,13 @@ class CallinCaller:
         place the same call again with a fresh peer connection."""
         if self._recovering or call_id is None or call_id != self.call_id:
             return
+        if ended is None and self.state == "queued":
+            # Still in line: the gateway may be stopping (it closes media before it says `shutdown`) and keep this
+            # caller's place; then the resume sets media up again. Give its word a moment to arrive.
+            await asyncio.sleep(2.0)
+            if self._shutdown is not None or self.reconnecting or self._signal is None or not self._signal.open \
+                    or call_id != self.call_id or self._pc is None or self._pc.connectionState not in ("failed", "closed"):
+                return
         self._recovering = True
         self._recovering_call = call_id
         try:

@@ -158,7 +158,8 @@ class Participant(ServerMessage):
 class Shutdown(ServerMessage):
     type: Literal["shutdown"]
     reason: str = Field("", max_length=4096)
-    retry_after_s: float = 5.0
+    retry_after_s: float = Field(5.0, ge=0, le=3600)
+    resume: bool = False  # this caller's place in line is kept across the restart: resume, do not start over
 
 
 KNOWN: dict[str, type[ServerMessage]] = {

@@ -141,3 +141,46 @@ async def test_a_graceful_restart_tells_waiting_callers_to_resume_and_keeps_thei
         await back.close()
     finally:
         gateway.close()
+
+
+async def test_an_sdk_caller_kept_across_a_restart_sets_its_media_up_again_and_is_answered(caller_token, tmp_path):
+    """The Python SDK as a kiosk would use it: queued with camera and microphone (synthetic counter video and tone),
+    the gateway stopped with SIGTERM and started again. The SDK resumes by itself (`shutdown.resume`), sees a new
+    session id (the session was restored), sets its media up again with the new process, and the agent who then
+    takes the call gets the caller's video and tone, checked by content."""
+    from callin_sdk import CallinCaller, synthetic
+    from tests.support.clients import Agent, wait_until
+
+    gateway = GatewayProcess(f"sqlite+aiosqlite:///{tmp_path / 'callin.db'}", tmp_path, node_name="kiosk-node",
+                             node_lease_s=30, node_heartbeat_s=0.5, shutdown_retry_after_s=1)
+    caller = CallinCaller(gateway.base_url, caller_token(sub="kiosk-restart"), host_addresses=["127.0.0.1"])
+    agent = None
+    try:
+        await gateway.start()
+        first = await caller.connect()
+        queued = await caller.start_call(video=synthetic(fps=15, tone_hz=880))
+        await caller.wait_for("media", lambda e: e["state"] == "connected", since=0, timeout=20)
+        mark = caller.mark()
+        assert await gateway.terminate() == 0, gateway.stderr()
+        await gateway.start()
+        await caller.wait_for("reconnected", since=mark, timeout=60)
+        assert caller.welcome is not None and caller.welcome.session_id != first.session_id
+        assert caller.state == "queued" and caller.call_id == queued["call_id"]
+        await caller.wait_for("media", lambda e: e["state"] == "connected", since=mark, timeout=20)
+        agent = Agent(gateway.base_url)
+        await agent.connect()
+        offer = await agent.wait_offer()
+        assert offer["call_id"] == queued["call_id"]
+        await agent.accept(offer["call_id"], tone_hz=440)
+        await caller.wait_for("answered", since=mark, timeout=15)
+        await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) >= 30, 20)
+        counters = agent.peer.sinks["video"].counters
+        assert None not in counters and counters == sorted(counters) and counters[-1] > counters[0]
+        await wait_until(lambda: "audio" in agent.peer.sinks and len(agent.peer.sinks["audio"].audio) >= 50, 15)
+        assert abs(agent.peer.sinks["audio"].dominant_frequency() - 880) < 30
+        assert not [e for e in caller.events if e.name == "redialing"]  # the same call, never placed again
+    finally:
+        await caller.close()
+        if agent is not None:
+            await agent.close()
+        gateway.close()

@@ -226,7 +226,7 @@ export interface CallinClientEventMap {
   localstream: { stream: MediaStream };
   remotetrack: { track: MediaStreamTrack; stream: MediaStream; slot: "main" | "aux" };
   participant: { state: "reconnecting" | "reconnected"; role: string; name: string | null };
-  shutdown: { reason: string; retryAfterS: number };
+  shutdown: { reason: string; retryAfterS: number; resume: boolean };
   mediastate: { state: RTCPeerConnectionState };
   videosource: { source: VideoSource };
   gatewaymedia: { state: string };

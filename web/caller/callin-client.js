@@ -585,6 +585,7 @@ export class CallinClient extends EventTarget {
     let deadline = performance.now() + graceMs;
     if (afterMs > 0) await sleep(afterMs);
     const resumeToken = this.#welcome?.resume_token;
+    const sessionId = this.#welcome?.session_id;
     let delay = 300;
     let attempt = 0;
     let failure = new CallinError("network_lost", "the connection to the gateway was lost", { retryable: true });
@@ -603,6 +604,14 @@ export class CallinClient extends EventTarget {
         this.#reconnecting = false;
         const call = this.#welcome.call;
         this.#emit("reconnected", { resumed: true, replayed: this.#welcome.replayed ?? 0, complete: this.#welcome.replay_complete !== false });
+        if (sessionId && this.#welcome.session_id !== sessionId && call && call.call_id === this.callId && this.#pc) {
+          // The session was restored after the gateway restarted (a new session id): the media of the process
+          // that stopped is gone, so set it up again with the one that has the call now.
+          this.#pc.close();
+          this.#pc = null;
+          await this.#negotiate();
+          return;
+        }
         this.#flushCandidates();
         if (!call || call.call_id !== this.callId) {
           // Missed events (e.g. call.ended) arrive right after the welcome; if none ends the call, it is gone.
