@@ -146,12 +146,14 @@ class CallbackReady:
 
 @dataclass(frozen=True, slots=True)
 class ParticipantConnection:
-    """To the others in a call: a participant's socket went away (reconnecting) or came back (reconnected)."""
+    """To the others in a call: a participant's socket went away (reconnecting) or came back (reconnected), or
+    (cause "media") its media is being set up again with a new peer connection (a network change) and is back."""
 
     call_id: str
     role: str  # caller, agent, colleague, supervisor
     name: str | None
     connected: bool
+    cause: str = "socket"  # socket, media
 
 
 @dataclass(frozen=True, slots=True)

@@ -776,12 +776,14 @@ class MediaSourceOut(EventOut):
 
 
 class ParticipantOut(EventOut):
-    """The other side of the call lost its socket (reconnecting) or got its session back (reconnected)."""
+    """The other side of the call lost its socket (reconnecting) or got its session back (reconnected); with cause
+    "media", it is setting its media up again with a new peer connection (a network change) / its media is back."""
 
     type: Literal["participant.reconnecting", "participant.reconnected"]
     call_id: str
     role: Literal["caller", "agent"]
     name: str | None = None
+    cause: Literal["socket", "media"] = "socket"
 
 
 class ShutdownOut(Message):

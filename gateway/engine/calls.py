@@ -41,6 +41,7 @@ class CallLifecycle:
         self.supervision = supervision
         self.views = views
         core.timers.on("forget", core.live.forget_call)
+        self._recovering: dict[str, str] = {}  # leg id -> call id: a replacing leg not yet connected
 
     # -- starting ---------------------------------------------------------------------------------------------
     def start(self, session: Session, call_type: CallType, location: Location | None, context: CallContext) -> Call:
@@ -91,19 +92,35 @@ class CallLifecycle:
         call = self.views.caller_call(session, call_id)
         if call.state is CallState.ENDED:
             raise InvalidState("the call has ended", code="call_ended")
-        answer = await self.core.plane.answer(call.id, "caller", sdp)
-        self.core.live.track_leg(answer.leg_id, call.id, "caller", "caller")
-        call.log("caller_media_offered")
-        return answer.sdp
+        return await self._offer(call, "caller", "caller", sdp)
 
     async def agent_offer(self, session: Session, call_id: str, sdp: str) -> str:
         state, call = self.views.agent_and_call(session, call_id)
         if call.state is not CallState.CONNECTED or not self.views.is_participant(call, state.username):
             raise InvalidState("accept the call before sending media", code="not_accepted")
-        answer = await self.core.plane.answer(call.id, state.username, sdp)
         label = "agent" if call.agent == state.username else state.username
-        self.core.live.track_leg(answer.leg_id, call.id, state.username, label)
-        call.log("agent_media_offered", agent=state.username)
+        return await self._offer(call, state.username, label, sdp)
+
+    async def _offer(self, call: Call, participant: str, label: str, sdp: str) -> str:
+        """A participant's offer: its leg is set up. A participant that already has one (its network changed, its
+        app or console was reloaded: a new peer connection) gets a new leg in its place, and the others in the call
+        hear of it as participant.reconnecting / reconnected with cause "media"."""
+        live = self.core.live
+        previous = live.leg_of(call.id, participant)
+        answer = await self.core.plane.answer(call.id, participant, sdp)
+        if call.state is CallState.ENDED:
+            return answer.sdp  # ended while the offer was answered: the plane has closed the call's media
+        live.track_leg(answer.leg_id, call.id, participant, label)
+        if participant == "caller":
+            call.log("caller_media_offered")
+        else:
+            call.log("agent_media_offered", agent=participant)
+        if previous is not None:
+            call.log("media_replaced", leg=label)
+            log.info("call.media_replaced", call_id=call.id, leg=label)
+            if label in ("caller", "agent"):
+                self._recovering[answer.leg_id] = call.id
+                self.presence.announce_media(call, label, connected=False)
         return answer.sdp
 
     async def add_candidate(self, call: Call, participant: str, candidate: str | None,
@@ -133,12 +150,15 @@ class CallLifecycle:
         if event.kind == "state":  # connection states, and the watchdog's disconnected/connected
             state = event.state or ""
             tell(lambda name: MediaState(call_id=call.id, leg=name, state=state))
+            if state == "connected" and self._recovering.pop(event.leg_id, None) is not None:
+                self.presence.announce_media(call, label, connected=True)
         elif event.kind == "video":
             paused, reason = bool(event.paused), event.reason or ""
             call.log("video_paused" if paused else "video_resumed", leg=label, reason=reason)
             tell(lambda name: MediaVideo(call_id=call.id, leg=name, state="paused" if paused else "resumed",
                                          reason=reason))
         elif event.kind == "failed":
+            self._recovering.pop(event.leg_id, None)
             if call.state is CallState.ENDED:
                 return  # the call ended first (a peer closes its connection once told)
             call.log("media_failed", leg=label, cause=event.reason or "failed")
@@ -191,5 +211,7 @@ class CallLifecycle:
         self.supervision.call_ended(call, event)
         await core.plane.close_call(call.id)
         live.untrack_legs(call.id)
+        for leg_id in [k for k, v in self._recovering.items() if v == call.id]:
+            del self._recovering[leg_id]
         # Live state keeps ended calls briefly (for late requests to get a clear "call_ended"); records keep them.
         core.timers.set(f"call:{call.id}:forget", FORGET_AFTER_S, call.id)

@@ -154,6 +154,27 @@ class Presence:
         call.log("participant_" + ("reconnected" if connected else "reconnecting"), role=role)
         log.info("call.participant_" + ("reconnected" if connected else "reconnecting"), call_id=call.id, role=role)
 
+    def announce_media(self, call: Call, role: str, connected: bool) -> None:
+        """participant.reconnecting / reconnected with cause "media": the caller or the call's agent sent a new offer
+        to set its media up again (a network change, a reloaded console), and its new leg is connected."""
+        if call.state is not CallState.CONNECTED:
+            return
+        live = self.core.live
+        if role == "caller":
+            session_id: str | None = call.caller_session
+            name = call.identity.name
+        else:
+            agent = live.agent(call.agent)
+            session_id = agent.session_id if agent is not None else None
+            name = agent.display_name if agent is not None else None
+        session = self.core.sessions.get(session_id or "")
+        event = ParticipantConnection(call_id=call.id, role=role, name=name, connected=connected, cause="media")
+        for other in self._others_in_call(call, session):
+            other.deliver(event)
+        what = "media_reconnected" if connected else "media_reconnecting"
+        call.log(what, role=role)
+        log.info("call." + what, call_id=call.id, role=role)
+
     def _call_of(self, session: Session) -> tuple[Call, str, str | None] | None:
         live = self.core.live
         if session.role == "caller":
@@ -169,7 +190,7 @@ class Presence:
             return None
         return call, "agent", state.display_name
 
-    def _others_in_call(self, call: Call, session: Session) -> list[Session]:
+    def _others_in_call(self, call: Call, session: Session | None) -> list[Session]:
         ids = [call.caller_session]
         usernames = [call.agent, *call.supervisors]
         if call.consult and call.consult_joined:

@@ -147,6 +147,7 @@ class Leg(AsyncIOEventEmitter):
         self.connect_timed_out = False
         self._close_task: asyncio.Task[None] | None = None
         self.failure: str | None = None  # why the leg ended without the gateway ending it
+        self.hushed = False  # being replaced by a new offer of the participant: its events are held back
         self._monitor: asyncio.Task[None] | None = None
         self._probe: internals.LinkProbe | None = None
         self.watchdog = MediaWatchdog(config.watchdog, self._on_liveness)
@@ -176,7 +177,8 @@ class Leg(AsyncIOEventEmitter):
             self._stop_connect_timer()
             if self._monitor is None and not self.closed:
                 self._monitor = asyncio.ensure_future(self._watch())
-        self.emit("state", state)
+        if not self.hushed:
+            self.emit("state", state)
         if state in ("failed", "closed") and not self.closed:
             # Nobody here closed it: the participant's side went away (no hang-up), a failure of the call's media.
             self._fail(self._failure_cause() if state == "failed" else "closed_by_remote")
@@ -192,7 +194,19 @@ class Leg(AsyncIOEventEmitter):
             return
         self.failure = reason
         log.info("leg %s (%s) failed: %s", self.id, self.role, reason)
-        self.emit("failed", reason)
+        if not self.hushed:
+            self.emit("failed", reason)
+
+    def hush(self) -> None:
+        """The participant sent a new offer that will replace this leg: hold its events back (its failure must
+        not end the call while the new leg is negotiated)."""
+        self.hushed = True
+
+    def unhush(self) -> None:
+        """The new offer was refused: this leg is the participant's again, and a failure meanwhile is told now."""
+        self.hushed = False
+        if self.failure is not None and not self.closed:
+            self.emit("failed", self.failure)
 
     async def _watch(self) -> None:
         """Every few hundred ms: did anything arrive from the participant, and does its send backlog grow?"""
@@ -218,7 +232,7 @@ class Leg(AsyncIOEventEmitter):
     def _on_liveness(self, state: Liveness) -> None:
         if state is Liveness.DEAD:
             self._fail("media_timeout")
-        elif not self.closed:
+        elif not self.closed and not self.hushed:
             self.emit("media", state.value)
 
     def _on_viewer(self, paused: bool, reason: str) -> None:
@@ -236,7 +250,7 @@ class Leg(AsyncIOEventEmitter):
             for forwarder in forwarders:
                 if forwarder.ssrc in dropped:
                     forwarder.rewind(dropped[forwarder.ssrc])
-        if not self.closed:
+        if not self.closed and not self.hushed:
             self.emit("video", paused, reason)
 
     def _check_open(self) -> None:
@@ -361,17 +375,29 @@ class Leg(AsyncIOEventEmitter):
         receiver: RTCRtpReceiver = transceiver.receiver
         kind = transceiver.kind
         last_ssrc: list[int] = [0]
+        wanted: list[bool] = [False]  # a keyframe was asked for before the first packet named the stream
 
         def send_pli() -> None:
             if last_ssrc[0]:
                 internals.request_keyframe(receiver, last_ssrc[0])
+            else:
+                wanted[0] = True
+
+        def first_packet(ssrc: int) -> None:
+            # A new leg (e.g. one that replaced the participant's leg after a network change) whose viewers wait for
+            # a picture: the request made when it was attached is sent now that the stream is known.
+            last_ssrc[0] = ssrc
+            if wanted[0]:
+                wanted[0] = False
+                internals.request_keyframe(receiver, ssrc)
 
         def codec_name(payload_type: int) -> str | None:
             codec = internals.receiver_codecs(receiver).get(payload_type)
             return codec.name if codec is not None else None
 
         def sink(data: bytes, timestamp: int, ssrc: int, discontinuity: bool) -> None:
-            last_ssrc[0] = ssrc
+            if last_ssrc[0] != ssrc:
+                first_packet(ssrc)
             producer = self.producers.get(slot)
             if producer is not None:
                 producer.on_frame(data, timestamp, discontinuity)
@@ -383,7 +409,8 @@ class Leg(AsyncIOEventEmitter):
             min_request_interval=self._config.keyframe_request_interval_s,
         )
         def packet_sink(packet: Any) -> None:
-            last_ssrc[0] = packet.ssrc
+            if last_ssrc[0] != packet.ssrc:
+                first_packet(packet.ssrc)
             self.producers[slot].on_packet(packet)
 
         assembler: Any

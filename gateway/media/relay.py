@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ..errors import ClosedError, InvalidState
+from ..errors import ClosedError
 from .leg import Leg, LegRole, MediaConfig
 from .topology import CALLER, Edge, Scene, edges
 
@@ -24,6 +24,10 @@ class Relay:
         self._applied: set[Edge] = set()
         self.closed = False
         self._decoded_relay: Any = None
+        self.replaced: dict[str, int] = {}  # participant -> legs replaced by a new offer (media recoveries)
+        self._closing: set[asyncio.Future[None]] = set()  # replaced legs being closed
+        self._negotiating: dict[str, Leg] = {}  # participant -> its new leg while its offer is being answered
+        self._locks: dict[str, asyncio.Lock] = {}
 
     @property
     def caller(self) -> Leg | None:
@@ -48,18 +52,52 @@ class Relay:
         return await self._add_leg(agent_id, LegRole.AGENT, sdp, video_codec=caller.video_codec if caller else None)
 
     async def _add_leg(self, participant: str, role: LegRole, sdp: str, video_codec: str | None) -> tuple[Leg, str]:
+        """A participant's offer. A second offer from the same participant (its network changed, its app or console
+        reloaded) replaces its leg: the new leg is answered first (a bad offer leaves the old one as it was), then
+        takes the old one's place in the scene, and the old one is closed without a word (its events would only
+        confuse: the participant has moved on to its new peer connection). Offers of one participant are taken one
+        at a time."""
         self._check_open()
-        if participant in self.legs:
-            raise InvalidState("this participant's media is already set up", code="renegotiation")
-        leg = Leg(f"{self.call_id}:{participant}", role, self.config)
-        self.legs[participant] = leg
-        try:
-            answer = await leg.answer(sdp, video_codec=video_codec)
-        except Exception:
-            self.legs.pop(participant, None)
-            raise
-        self.refresh()
-        return leg, answer
+        lock = self._locks.setdefault(participant, asyncio.Lock())
+        async with lock:
+            self._check_open()
+            old = self.legs.get(participant)
+            if old is not None and participant == CALLER and len(self.legs) == 1:
+                video_codec = None  # alone in the call, the caller sets the call's codec afresh
+            leg = Leg(f"{self.call_id}:{participant}", role, self.config)
+            self._negotiating[participant] = leg  # its trickled candidates go to it
+            if old is not None:
+                old.hush()  # while the new one is negotiated, the old one's failure must not end the call
+            try:
+                answer = await leg.answer(sdp, video_codec=video_codec)
+            except Exception:
+                if old is not None:
+                    old.unhush()
+                raise
+            finally:
+                if self._negotiating.get(participant) is leg:
+                    del self._negotiating[participant]
+            if self.closed:
+                await leg.close()
+                raise ClosedError(f"the media of call {self.call_id} is closed")
+            if old is not None and self.legs.get(participant) is old:
+                self._unlink(participant)
+                closing = asyncio.ensure_future(old.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+                self.replaced[participant] = self.replaced.get(participant, 0) + 1
+                log.info("call %s: %s's media leg replaced by a new offer", self.call_id, participant)
+            self.legs[participant] = leg
+            self.refresh()
+            return leg, answer
+
+    def _unlink(self, participant: str) -> None:
+        """Undo the forwarding edges of a participant's leg while it is still there to resolve them."""
+        for edge in [e for e in self._applied if participant in (e.source, e.sink)]:
+            ends = self._endpoints(edge)
+            if ends is not None:
+                self._detach(*ends)
+            self._applied.discard(edge)
 
     def set_scene(self, **changes: Any) -> None:
         for name, value in changes.items():
@@ -121,24 +159,21 @@ class Relay:
         leg = self.legs.get(agent_id)
         if leg is None:
             return
-        # Undo the leg's edges while it is still there to resolve them, then let the scene decide the rest.
-        for edge in [e for e in self._applied if agent_id in (e.source, e.sink)]:
-            ends = self._endpoints(edge)
-            if ends is not None:
-                self._detach(*ends)
-            self._applied.discard(edge)
+        self._unlink(agent_id)
         del self.legs[agent_id]
         self.refresh()
         await leg.close()
 
     def leg(self, participant: str) -> Leg | None:
-        return self.legs.get(participant)
+        """The participant's newest leg (the one its offer is being answered for, if any)."""
+        return self._negotiating.get(participant) or self.legs.get(participant)
 
     async def stats(self) -> dict[str, Any]:
-        return {name: await leg.stats() for name, leg in self.legs.items()}
+        return {name: {**await leg.stats(), "recoveries": self.replaced.get(name, 0)}
+                for name, leg in self.legs.items()}
 
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        await asyncio.gather(*(leg.close() for leg in self.legs.values()), return_exceptions=True)
+        await asyncio.gather(*(leg.close() for leg in self.legs.values()), *self._closing, return_exceptions=True)

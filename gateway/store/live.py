@@ -70,6 +70,7 @@ class MediaLegs(Protocol):
     def track_leg(self, leg_id: str, call_id: str, participant: str, label: str) -> None: ...
     def untrack_legs(self, call_id: str, participant: str | None = None) -> None: ...
     def leg(self, leg_id: str) -> Leg | None: ...
+    def leg_of(self, call_id: str, participant: str) -> str | None: ...
 
 
 class SessionStore(Protocol):
@@ -197,6 +198,10 @@ class MemoryLiveState:
 
     def leg(self, leg_id: str) -> Leg | None:
         return self._legs.get(leg_id)
+
+    def leg_of(self, call_id: str, participant: str) -> str | None:
+        """The participant's current leg in the call, if it has one."""
+        return self._legs_of.get(call_id, {}).get(participant)
 
     def clear(self) -> None:
         """Forget the media legs (the engine closed); calls stay readable for late requests."""

@@ -9,7 +9,7 @@ import aiohttp
 import jwt
 import pytest
 
-from tests.support.clients import Agent, Caller, WsClient, wait_until
+from tests.support.clients import Peer, Agent, Caller, WsClient, wait_until
 from tests.support.server import TEST_SECRET
 
 pytestmark = pytest.mark.media
@@ -102,6 +102,7 @@ async def test_malformed_messages_get_typed_errors_and_change_nothing(gateway, c
     queued = await caller.start("video")
     call = gateway.board.calls[queued["call_id"]]
     events_before = list(call.events)
+    leg_before = gateway.board.relays[call.id].caller
     ws = caller.ws
 
     cases = [
@@ -127,8 +128,8 @@ async def test_malformed_messages_get_typed_errors_and_change_nothing(gateway, c
                      "candidate": "candidate:1 0 udp 1 127.0.0.3 5000 typ host"}), "bad_candidate"),
         (json.dumps({"type": "ping", "id": "big", "pad": "x" * 70_000}), "message_too_large"),
         (json.dumps({"type": "sdp.offer", "id": "t13", "sdp": "v=0\r\n" + "a=x\r\n" * 8000}), "invalid_message"),
-        # A second offer for a leg that is already negotiated.
-        (json.dumps({"type": "sdp.offer", "id": "t14", "sdp": "this is not sdp"}), "renegotiation"),
+        # A bad second offer (a second one replaces the leg) leaves the negotiated leg as it was.
+        (json.dumps({"type": "sdp.offer", "id": "t14", "sdp": "this is not sdp"}), "bad_sdp"),
     ]
     for raw, code in cases:
         start = len(ws.messages)
@@ -148,7 +149,8 @@ async def test_malformed_messages_get_typed_errors_and_change_nothing(gateway, c
     pong = await ws.request({"type": "ping"})
     assert pong["type"] == "pong"
     assert call.state.value == "queued" and call.events == events_before
-    assert gateway.board.relays[call.id].caller is not None  # from the good offer in start()
+    assert gateway.board.relays[call.id].caller is leg_before  # from the good offer in start(), still in place
+    assert not leg_before.closed and not leg_before.hushed
     assert gateway.board.calls[other_queued["call_id"]].state.value == "queued"
     await caller.close()
     await other.close()
@@ -172,8 +174,18 @@ async def test_malformed_sdp_leaves_call_ready_for_a_good_offer(gateway, caller_
     caller.peer.pc.addTrack(ToneAudioTrack(500))
     answer = await caller.ws.request({"type": "sdp.offer", "sdp": await caller.peer.offer()})
     assert answer["type"] == "sdp.answer"
-    again = await caller.ws.request({"type": "sdp.offer", "sdp": await caller.peer.offer()})
-    assert again["type"] == "error" and again["code"] == "renegotiation"
+    first = gateway.board.relays[queued["call_id"]].caller
+    # A second offer (a new peer connection, e.g. after a network change) replaces the leg; a bad one does not.
+    bad = await caller.ws.request({"type": "sdp.offer", "sdp": "this is not sdp"})
+    assert bad["type"] == "error" and bad["code"] == "bad_sdp", bad
+    assert gateway.board.relays[queued["call_id"]].caller is first and not first.closed
+    fresh = Peer()
+    fresh.pc.addTrack(ToneAudioTrack(500))
+    again = await caller.ws.request({"type": "sdp.offer", "sdp": await fresh.offer()})
+    assert again["type"] == "sdp.answer", again
+    relay = gateway.board.relays[queued["call_id"]]
+    assert relay.caller is not first and first.closed and relay.replaced == {"caller": 1}
+    await fresh.close()
     await caller.close()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from gateway.errors import InvalidState, NotFound
+from gateway.errors import MediaError, InvalidState, NotFound
 from gateway.media.plane import CALLER, Answer, LegEvent, LegListener, Still
 
 FAKE_ANSWER = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=fake\r\nt=0 0\r\n"
@@ -45,8 +45,9 @@ class FakePlane:
         legs = self.calls.get(call_id)
         if legs is None:
             raise InvalidState("this call has no media (it has ended)", code="call_ended")
-        if participant in legs:
-            raise InvalidState("this participant's media is already set up", code="renegotiation")
+        if sdp == "bad":
+            raise MediaError("malformed SDP: fake", code="bad_sdp")
+        # A second offer of the same participant replaces its leg (a new leg id), as the real planes do.
         legs[participant] = f"fake:{call_id}:{participant}#{next(self._ids)}"
         return Answer(leg_id=legs[participant], sdp=FAKE_ANSWER)
 

@@ -99,9 +99,13 @@ SAMPLES: list[tuple[object, str, str | None]] = [
     (ev.CallbackReady(call_id=CALL, agent_name="Alice", rejoin_within_s=120.0),
      '{"type":"callback.ready","call_id":"1182d9cfde73099c","agent_name":"Alice","rejoin_within_s":120.0}', None),
     (ev.ParticipantConnection(call_id=CALL, role="agent", name="Alice", connected=False),
-     '{"type":"participant.reconnecting","call_id":"1182d9cfde73099c","role":"agent","name":"Alice"}', None),
+     '{"type":"participant.reconnecting","call_id":"1182d9cfde73099c","role":"agent","name":"Alice","cause":"socket"}', None),
     (ev.ParticipantConnection(call_id=CALL, role="caller", name=None, connected=True),
-     '{"type":"participant.reconnected","call_id":"1182d9cfde73099c","role":"caller","name":null}', None),
+     '{"type":"participant.reconnected","call_id":"1182d9cfde73099c","role":"caller","name":null,"cause":"socket"}',
+     None),
+    (ev.ParticipantConnection(call_id=CALL, role="caller", name="Dana", connected=False, cause="media"),
+     '{"type":"participant.reconnecting","call_id":"1182d9cfde73099c","role":"caller","name":"Dana","cause":"media"}',
+     None),
 ]
 
 
