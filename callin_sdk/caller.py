@@ -77,9 +77,10 @@ class CallinCaller:
     """
 
     def __init__(self, gateway_url: str, token: TokenSource, *, sink: MediaSink | None = None,
-                 host_addresses: list[str] | None = None, resume: bool = True, redial_on_media_failure: bool = True,
+                 host_addresses: list[str] | Callable[[], list[str] | None] | None = None, resume: bool = True, redial_on_media_failure: bool = True,
                  max_redials: int = 3, ping_interval_s: float = 15.0, ping_timeout_s: float = 8.0,
-                 request_timeout_s: float = 15.0, video_codec: str = "VP8", history: int = 1000) -> None:
+                 request_timeout_s: float = 15.0, video_codec: str = "VP8", history: int = 1000,
+                 media_silence_s: float = 1.5) -> None:
         if not gateway_url.startswith(("http://", "https://", "ws://", "wss://")):
             raise CallinError("invalid_argument", "gateway_url must start with http://, https://, ws:// or wss://")
         base = gateway_url.rstrip("/")
@@ -96,6 +97,9 @@ class CallinCaller:
         self.ping_timeout_s = ping_timeout_s
         self.request_timeout_s = request_timeout_s
         self.video_codec = video_codec
+        # Nothing received on the peer connection this long (RTP, RTCP, ICE checks: the gateway's RTCP alone comes
+        # about every second): its network changed, set the media up again in the same call.
+        self.media_silence_s = media_silence_s
 
         self.state = "idle"
         self.call_id: str | None = None
@@ -118,6 +122,9 @@ class CallinCaller:
         self._redials = 0
         self._recovering = False
         self._recovering_call: str | None = None
+        self._reoffering = False
+        self._reoffer_again = False
+        self._recoveries = 0  # media recoveries in the current call
         self._early: list[ServerMessage] = []
         self._handlers: dict[str, list[Handler]] = {}
         self._history: deque[CallEvent] = deque(maxlen=history)
@@ -430,6 +437,9 @@ class CallinCaller:
             self._on_call_ended(m)
         elif isinstance(m, MediaState) and mine:
             self._emit("gateway_media", call_id=m.call_id, leg=m.leg, state=m.state)
+            if m.leg == "caller" and m.state == "disconnected":
+                # The gateway hears nothing from us: our network changed under the peer connection.
+                self.network_changed("gateway_silence")
             if m.leg == "agent" and m.state == "connected":
                 self._emit("connected", call_id=m.call_id, agent_name=self.agent_name)
         elif isinstance(m, MediaVideo) and mine:
@@ -446,7 +456,7 @@ class CallinCaller:
         elif isinstance(m, QueueClosed) and mine:
             self._emit("queue_closed", call_id=m.call_id, reason=m.reason, message=m.message)
         elif isinstance(m, Participant) and mine:
-            self._emit("participant", state=m.type.split(".", 1)[1], role=m.role, name=m.name)
+            self._emit("participant", state=m.type.split(".", 1)[1], role=m.role, name=m.name, cause=m.cause)
         elif isinstance(m, Shutdown):
             self._shutdown = {"reason": m.reason, "retry_after_s": m.retry_after_s, "resume": m.resume}
             self._emit("shutdown", **self._shutdown)
@@ -455,7 +465,7 @@ class CallinCaller:
 
     def _on_call_ended(self, m: CallEnded) -> None:
         if m.call_id == self._recovering_call:
-            return  # the call.hangup of _recover_media ended it: the recovery tells how
+            return  # being placed again after media_failed (_redial): it tells how
         if m.reason == "media_failed" and self._may_redial():
             self._spawn(self._recover_media(m.call_id, "media_failed", ended=m))
             return
@@ -483,6 +493,7 @@ class CallinCaller:
             raise CallinError("invalid_argument", f"call_type must be one of {', '.join(CALL_TYPES)}, not {kind!r}")
         self._plan = _CallPlan(kind, source, queue, location, dict(context or {}))
         self._redials = 0
+        self._recoveries = 0
         return await self._place(self._plan)
 
     def _source(self, video: Any, audio: MediaStreamTrack | None) -> MediaSource:
@@ -545,12 +556,15 @@ class CallinCaller:
             raise
 
     async def _negotiate(self, source: MediaSource | None) -> None:
+        """A new peer connection for the call and its offer. A peer connection already there (a media recovery)
+        stays until the new one is answered, then is closed: if the offer is refused, the gateway keeps the old leg."""
         servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
                    for s in (self.welcome.ice_servers if self.welcome else [])]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))  # an empty list: no ICE servers at all
-        self._pc, self._pc_closing = pc, False
+        previous, self._pc = self._pc, pc
+        self._pc_closing = False
         # Each peer connection sends proxies of the source's tracks: aiortc stops a sender's track when its peer
-        # connection closes, and the source must outlive it (a redial sends it again).
+        # connection closes, and the source must outlive it (a recovery or a redial sends it again).
         audio = self._relay.subscribe(source.audio, buffered=False) if source and source.audio else None
         video = self._relay.subscribe(source.video, buffered=False) if source and source.video else None
         # Audio and video both sendrecv (the agent's voice, and its camera if it turns one on); a third section,
@@ -566,22 +580,64 @@ class CallinCaller:
             self._emit("media", state=state)
             if pc is not self._pc:
                 return
+            if state == "connected":
+                self._spawn(self._watch_media(pc))
             if state == "failed" or (state == "closed" and not self._pc_closing):
                 self._spawn(self._recover_media(self.call_id, "ice_failed" if state == "failed" else "closed"))
 
-        if self.host_addresses is not None:
-            from gateway.media.aiortc_internals import restrict_host_addresses
+        try:
+            addresses = self.host_addresses() if callable(self.host_addresses) else self.host_addresses
+            if addresses is not None:
+                from gateway.media.aiortc_internals import restrict_host_addresses
 
-            restrict_host_addresses(pc, self.host_addresses)
-        await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers every candidate into the offer
-        answer = await self._offer(pc.localDescription.sdp)
-        if pc is not self._pc or self.state not in ACTIVE:
-            return
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
+                restrict_host_addresses(pc, addresses)
+            await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers every candidate into the offer
+            answer = await self._offer(pc.localDescription.sdp)
+            if pc is not self._pc or self.state not in ACTIVE:
+                return
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
+        except BaseException:
+            if self._pc is pc:
+                self._pc = previous  # the gateway still has the old leg (a refused offer changes nothing)
+                with contextlib.suppress(Exception):
+                    await pc.close()
+            raise
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await self.sink.detach()
+            with contextlib.suppress(Exception):
+                await previous.close()
         names = ["audio", "video", "audio:1"]
         tracks = {names[i]: t.receiver.track for i, t in enumerate(pc.getTransceivers())
                   if i < len(names) and t.receiver.track is not None}
         await self.sink.attach(tracks)
+
+    async def _watch_media(self, pc: RTCPeerConnection) -> None:
+        """While `pc` is the call's: nothing at all received for media_silence_s means its path is gone."""
+        try:
+            from gateway.media.aiortc_internals import HookError, LinkProbe
+
+            probe = LinkProbe(pc)
+        except Exception as exc:  # noqa: BLE001 - an aiortc this SDK cannot look into: no silence detection
+            log.warning("no media silence detection: %s", exc)
+            return
+        interval = max(0.05, min(0.25, self.media_silence_s / 4))
+        count, last = probe.received(), time.monotonic()
+        while pc is self._pc and pc.connectionState == "connected" and not self._closing:
+            await asyncio.sleep(interval)
+            now, received = time.monotonic(), probe.received()
+            if received != count:
+                count, last = received, now
+            elif now - last >= self.media_silence_s and self.state in ACTIVE:
+                self.network_changed("media_silence")
+                count, last = received, now  # once per silence; a recovery replaces pc anyway
+
+    def network_changed(self, cause: str = "network_changed") -> None:
+        """Set the call's media up again over the same session, with a new peer connection: call it when your
+        platform says the network changed (the SDK also does by itself when the peer connection fails, when
+        nothing arrives on it for media_silence_s, and when the gateway says it hears nothing from us)."""
+        if self.call_id is not None and self.state in ACTIVE and self._pc is not None:
+            self._spawn(self._recover_media(self.call_id, cause))
 
     async def _offer(self, sdp: str) -> SdpAnswer:
         """sdp.offer, sent again after a retryable refusal (no free media port, a media worker restarting)."""
@@ -603,40 +659,87 @@ class CallinCaller:
             and not self._closing
 
     async def _recover_media(self, call_id: str | None, cause: str, ended: CallEnded | None = None) -> None:
-        """The call's media failed (our peer connection failed or closed under us, or the gateway ended the call
-        with media_failed). The protocol has no ICE restart and no second offer for a leg (docs/protocol.md,
-        WebRTC), so the call is over: hang it up if the gateway has not yet, and, with redial_on_media_failure,
-        place the same call again with a fresh peer connection."""
-        if self._recovering or call_id is None or call_id != self.call_id:
+        """The call's media failed: our peer connection failed, closed under us or went silent (a network change),
+        or the gateway hears nothing from us. While the call lasts, set its media up again in the same call: a new
+        peer connection and its offer, which replaces our leg at the gateway (docs/protocol.md, Media recovery);
+        retried with back-off. Only if the gateway ended the call (media_failed) is it placed again, with
+        redial_on_media_failure."""
+        if ended is not None:
+            await self._redial(call_id, cause, ended)
             return
-        if ended is None and self.state == "queued":
+        if call_id is None or call_id != self.call_id or self._recovering:
+            return
+        if self._reoffering:
+            self._reoffer_again = True  # a newer change while a recovery runs: one more offer after it
+            return
+        if self.state == "queued" and cause in ("ice_failed", "closed"):
             # Still in line: the gateway may be stopping (it closes media before it says `shutdown`) and keep this
             # caller's place; then the resume sets media up again. Give its word a moment to arrive.
             await asyncio.sleep(2.0)
             if self._shutdown is not None or self.reconnecting or self._signal is None or not self._signal.open \
-                    or call_id != self.call_id or self._pc is None or self._pc.connectionState not in ("failed", "closed"):
+                    or call_id != self.call_id:
                 return
+        self._reoffering = True
+        delay = 0.5
+        try:
+            while call_id == self.call_id and self.state in ACTIVE and not self._closing:
+                self._reoffer_again = False
+                if self.reconnecting or self._signal is None or not self._signal.open:
+                    await asyncio.sleep(0.25)  # the socket is being resumed: offer once it is back
+                    continue
+                self._recoveries += 1
+                started = time.monotonic()
+                self._emit("media_recovering", call_id=call_id, cause=cause, attempt=self._recoveries)
+                try:
+                    await self._negotiate(self._plan.source if self._plan is not None else None)
+                except CallinError as exc:
+                    if exc.code in ("call_ended", "unknown_call", "not_accepted"):
+                        return
+                    log.info("media recovery offer failed (%s): retrying in %.1f s", exc.code, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 4.0)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - e.g. no address to gather on yet: try again shortly
+                    log.info("media recovery failed (%s): retrying in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 4.0)
+                    continue
+                if call_id == self.call_id:
+                    self._emit("media_recovered", call_id=call_id, cause=cause,
+                               offer_s=round(time.monotonic() - started, 3))
+                if not self._reoffer_again:
+                    return
+                cause = "network_changed"
+        finally:
+            self._reoffering = False
+
+    async def _redial(self, call_id: str | None, cause: str, ended: CallEnded) -> None:
+        """The gateway ended the call with media_failed: place the same call again (redial_on_media_failure)."""
+        if self._recovering or call_id is None or call_id != self.call_id:
+            return
         self._recovering = True
         self._recovering_call = call_id
         try:
-            if ended is None and self._signal is not None and self._signal.open:
-                with contextlib.suppress(CallinError):
-                    await self._request({"type": "call.hangup", "call_id": call_id}, timeout=5)
-            if self.call_id != call_id:
-                return  # ended meanwhile (and told)
             if not self._may_redial():
                 self._finish_call("media_failed", "system", None)
                 return
-            self._finish_call("media_failed", ended.by if ended else "system", ended.duration_s if ended else None,
-                              redialing=True)
+            self._finish_call("media_failed", ended.by, ended.duration_s, redialing=True)
             self._redials += 1
             self._emit("redialing", previous_call_id=call_id, attempt=self._redials, cause=cause)
             plan = self._plan
             assert plan is not None
-            try:
-                await self._place(plan)
-            except CallinError as exc:
-                self._fail(exc, fatal=True)
+            delay = 0.5
+            for attempt in range(5):
+                try:
+                    await self._place(plan)
+                    return
+                except CallinError as exc:
+                    # e.g. no media worker yet (the one that died is being restarted): try again shortly
+                    if not exc.retryable or attempt == 4 or self._closing:
+                        self._fail(exc, fatal=True)
+                        return
+                    await asyncio.sleep(delay)
+                    delay *= 2
         finally:
             self._recovering = False
             self._recovering_call = None

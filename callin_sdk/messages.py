@@ -153,6 +153,7 @@ class Participant(ServerMessage):
     call_id: str = Field(max_length=64)
     role: str = Field(max_length=32)
     name: str | None = Field(None, max_length=256)
+    cause: str = Field("socket", max_length=16)  # socket, media
 
 
 class Shutdown(ServerMessage):

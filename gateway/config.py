@@ -464,6 +464,11 @@ class Settings(BaseSettings):
         20.0, ge=0, le=600,
         description="disconnected this long (after media_silence_s): the call ends with media_failed",
     )
+    media_recovery_grace_s: float = Field(
+        5.0, ge=0, le=60,
+        description="the caller's or the agent's peer connection failed or was closed by its side (a network change, "
+                    "a reloaded app or console): the call waits this long for a new sdp.offer from that participant "
+                    "(media recovery) before it ends with media_failed")
     viewer_keyframe_interval_s: float = Field(
         2.0, ge=0, le=60, description="one viewer may cause at most one keyframe request per interval (burst of 2)"
     )

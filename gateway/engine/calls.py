@@ -27,6 +27,9 @@ from .waiting import WaitingLine
 log = structlog.get_logger("callin.switchboard")
 
 FORGET_AFTER_S = 300.0
+# Leg failures a participant can recover from with a new offer (its side closed or lost the connection); a leg
+# silent past the watchdog's grace (media_timeout), one that never connected or a dead worker end the call at once.
+RECOVERABLE = frozenset({"closed_by_remote", "ice_failed", "dtls_failed"})
 
 
 class CallLifecycle:
@@ -42,6 +45,8 @@ class CallLifecycle:
         self.views = views
         core.timers.on("forget", core.live.forget_call)
         self._recovering: dict[str, str] = {}  # leg id -> call id: a replacing leg not yet connected
+        self._failed: dict[str, set[str]] = {}  # call id -> its failed legs waiting for a new offer (recovery)
+        core.timers.on("recover", self._recovery_over)
 
     # -- starting ---------------------------------------------------------------------------------------------
     def start(self, session: Session, call_type: CallType, location: Location | None, context: CallContext) -> Call:
@@ -166,8 +171,22 @@ class CallLifecycle:
                 core.spawn(self.supervision.drop(call, label))
             elif side and label == call.consult:
                 core.spawn(self.incall.end_consult(call, "media_failed"))
+            elif (event.reason in RECOVERABLE and core.settings.media_recovery_grace_s > 0
+                  and call.state is not CallState.ENDED):
+                # The participant's side went away (a network change, a reloaded app): its new offer may follow.
+                self._failed.setdefault(call.id, set()).add(event.leg_id)
+                core.timers.set(f"call:{call.id}:recover", core.settings.media_recovery_grace_s, call.id)
             else:
                 core.end_call_later(call, EndReason.MEDIA_FAILED, "system")
+
+    def _recovery_over(self, call_id: str) -> None:
+        """The recovery grace is over: a failed leg that was not replaced by a new offer ends the call."""
+        failed = self._failed.pop(call_id, set())
+        call = self.core.live.call(call_id)
+        if call is None or call.state is CallState.ENDED:
+            return
+        if any(self.core.live.leg(leg_id) is not None for leg_id in failed):
+            self.core.end_call_later(call, EndReason.MEDIA_FAILED, "system")
 
     # -- the end ----------------------------------------------------------------------------------------------
     async def end(self, call: Call, reason: EndReason, by: str) -> None:
@@ -213,5 +232,6 @@ class CallLifecycle:
         live.untrack_legs(call.id)
         for leg_id in [k for k, v in self._recovering.items() if v == call.id]:
             del self._recovering[leg_id]
+        self._failed.pop(call.id, None)
         # Live state keeps ended calls briefly (for late requests to get a clear "call_ended"); records keep them.
         core.timers.set(f"call:{call.id}:forget", FORGET_AFTER_S, call.id)

@@ -55,11 +55,12 @@ async def ended_as_media_failed(gw, alice: Agent, call_id: str, timeout: float) 
 
 @pytest.mark.parametrize("relay_mode", ["packet", "frame"])
 async def test_caller_closing_its_peer_connection_ends_the_call(caller_token, relay_mode):
-    """No hang-up, the caller's app just closed its peer connection: the call must not stay connected."""
+    """No hang-up, the caller's app just closed its peer connection and never sends a new offer (a client without
+    media recovery): the call must not stay connected."""
     async with running_gateway(relay_mode=relay_mode, media_failure_grace_s=30) as gw:
         caller, alice, call_id = await connected_call(gw, caller_token)
         await caller.peer.pc.close()
-        # The remote closed DTLS: a failure at once, no grace needed (there is no way back without ICE restart).
+        # The remote closed DTLS: this client sends no new offer within media_recovery_grace_s, so the call ends.
         await ended_as_media_failed(gw, alice, call_id, timeout=10)
         closed = [m for m in alice.ws.of_type("media.state") if m["leg"] == "caller" and m["state"] == "closed"]
         assert closed, alice.ws.of_type("media.state")

@@ -1,11 +1,13 @@
 """The Python caller SDK (callin_sdk) against the real gateway and a real aiortc agent: media checked by content
 both ways (frame counters and tones), a silently dropped socket resumed with the call and its media going on, and
-a media failure recovered by placing the call again."""
+a call ended for media failure recovered by placing the call again."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -189,8 +191,11 @@ async def test_a_socket_that_goes_silent_is_noticed_by_the_sdk_ping_and_resumed(
             await proxy.close()
 
 
-async def test_a_failed_media_connection_is_recovered_by_placing_the_call_again(caller_token):
-    async with running_gateway() as gw:
+async def test_a_call_ended_for_media_failure_is_recovered_by_placing_the_call_again(caller_token):
+    """The media worker that holds the call dies: the gateway ends the call with media_failed (nothing to recover
+    in it), and the SDK places the same call again once a worker is back. (A network change keeps the call: the SDK
+    sends a new offer in it, tests/integration/test_media_recovery.py.)"""
+    async with running_gateway(media_workers=1) as gw:
         agent = Agent(gw.base_url)
         await agent.connect()
         caller = CallinCaller(gw.base_url, caller_token(sub="kiosk-9"), host_addresses=["127.0.0.1"])
@@ -199,7 +204,7 @@ async def test_a_failed_media_connection_is_recovered_by_placing_the_call_again(
             first = await answered_call(gw, caller, agent)
             await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) >= 5, 20)
             mark = caller.mark()
-            await caller.peer_connection.close()  # the media stack dies under the SDK (not a hang-up)
+            os.kill(gw.board.plane.workers[0].pid, signal.SIGKILL)  # the call's media dies with its worker
 
             redial = await caller.wait_for("redialing", since=mark, timeout=15)
             assert redial["previous_call_id"] == first and redial["attempt"] == 1
