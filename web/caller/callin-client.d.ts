@@ -225,7 +225,10 @@ export interface CallinClientEventMap {
   reconnected: { resumed: boolean; replayed: number; complete: boolean };
   localstream: { stream: MediaStream };
   remotetrack: { track: MediaStreamTrack; stream: MediaStream; slot: "main" | "aux" };
-  participant: { state: "reconnecting" | "reconnected"; role: string; name: string | null };
+  participant: { state: "reconnecting" | "reconnected"; role: string; name: string | null; cause: "socket" | "media" };
+  /** The call's media is being set up again with a new peer connection, in the same call (a network change). */
+  mediarecovering: { cause: string; attempt: number };
+  mediarecovered: { cause: string; ms: number };
   shutdown: { reason: string; retryAfterS: number; resume: boolean };
   mediastate: { state: RTCPeerConnectionState };
   videosource: { source: VideoSource };
@@ -307,6 +310,9 @@ export declare class CallinClient extends EventTarget {
   reportContent(contentId: string, status: "seen" | "opened" | "dismissed"): Promise<ServerMessage | null>;
   hangup(): Promise<void>;
   getStats(previous?: StatsSummary | null): Promise<StatsSummary | null>;
+  /** Set the call's media up again with a new peer connection in the same call (done by itself on failures and
+   * network events); resolves true once the new one is answered. */
+  recoverMedia(cause?: string): Promise<boolean>;
   close(): Promise<void>;
 
   addEventListener<K extends keyof CallinClientEventMap>(type: K, listener: (event: CustomEvent<CallinClientEventMap[K]>) => void, options?: boolean | AddEventListenerOptions): void;

@@ -19,7 +19,10 @@
  *   queue {position, queueLength, estimatedWaitS}   answered {agentName, callId}
  *   ended {reason, by, durationS, callId}   error {error: CallinError, fatal}
  *   reconnecting {attempt}   reconnected {resumed, replayed, complete}   localstream {stream}   remotetrack {track, stream}
- *   participant {state: reconnecting|reconnected, role, name} (the agent's console lost its connection / is back)
+ *   participant {state: reconnecting|reconnected, role, name, cause: socket|media} (the agent's console lost its
+ *     connection / is back, or its media is being set up again)
+ *   mediarecovering {cause, attempt} / mediarecovered {cause, ms}: this client sets the call's media up again with a
+ *     new peer connection in the same call (a network change; see recoverMedia and docs/protocol.md "Media recovery")
  *   shutdown {reason, retryAfterS} (the gateway is stopping; the call ends with reason "shutdown")
  *   mediastate {state} (the peer connection's connectionState)   videosource {source: camera|screen|null}
  *   (a switch of the video source is also sent to the gateway as media.source: the agent sees it)
@@ -367,6 +370,8 @@ export function getDeviceLocation({ timeoutMs = 8000, maximumAgeMs = 120000, hig
 
 // ------------------------------------------------------------------------------------------------ the client
 const CLOSE_UNAUTHORIZED = 4401;
+const DISCONNECTED_DEBOUNCE_MS = 1000; // connectionState "disconnected" this long: set the media up again
+const NETWORK_CHANGE_DEBOUNCE_MS = 300; // the browser's online / connection change events come in bursts
 const RESTART_RESUME_MS = 90000; // how long a caller kept across a gateway restart keeps trying to resume
 const FINAL_ERRORS = new Set(["invalid_token", "token_expired", "resume_failed", "not_authenticated"]);
 
@@ -393,6 +398,12 @@ export class CallinClient extends EventTarget {
   #early = []; // events about a call that arrived before the call.start response named it
   #lastSeq = 0; // the seq of the last event processed: sent as hello.last_seq on resume, so nothing is lost
   #shutdown = null; // the gateway said it is stopping: no resume, unless it said this call is kept (resume: true)
+  #recovering = false; // a media recovery runs (a new peer connection for the same call)
+  #recoverAgain = null; // a newer cause while one runs: one more offer after it
+  #recoveries = 0;
+  #disconnectTimer = null; // connectionState "disconnected": recover if it does not come back by itself
+  #mediaWatch = null; // while a peer connection is the call's: notices one closed or failed without an event
+  #networkWatch = null; // the browser's online / connection change listeners
 
   /**
    * @param {object} options
@@ -730,7 +741,12 @@ export class CallinClient extends EventTarget {
         this.#finishCall({ reason: message.reason, by: message.by, durationS: message.duration_s });
         break;
       case "media.state":
-        if (message.leg === "caller") this.#emit("gatewaymedia", { state: message.state });
+        if (message.call_id !== this.callId) return;
+        if (message.leg === "caller") {
+          this.#emit("gatewaymedia", { state: message.state });
+          // The gateway hears nothing from this client, or its side of our peer connection ended: set it up again.
+          if (["disconnected", "failed", "closed"].includes(message.state)) this.recoverMedia(`gateway_${message.state}`);
+        }
         break;
       case "media.video":
         if (message.leg === "caller") this.#emit("videopaused", { paused: message.state === "paused", reason: message.reason });
@@ -739,7 +755,7 @@ export class CallinClient extends EventTarget {
       case "participant.reconnected":
         if (message.call_id !== this.callId || message.role !== "agent") return;
         this.agentReconnecting = message.type === "participant.reconnecting";
-        this.#emit("participant", { state: this.agentReconnecting ? "reconnecting" : "reconnected", role: message.role, name: message.name ?? null });
+        this.#emit("participant", { state: this.agentReconnecting ? "reconnecting" : "reconnected", role: message.role, name: message.name ?? null, cause: message.cause ?? "socket" });
         break;
       case "shutdown":
         this.#shutdown = { reason: message.reason, retryAfterS: message.retry_after_s, resume: message.resume === true };
@@ -882,8 +898,13 @@ export class CallinClient extends EventTarget {
     this.#emit("videosource", { source: this.videoSource });
   }
 
+  /**
+   * A peer connection for the call and its offer. One already there (a media recovery) stays until the new one is
+   * answered, then is closed: if the gateway refuses the offer, it still has the old leg.
+   */
   async #negotiate() {
     const pc = new RTCPeerConnection({ iceServers: iceServersFrom(this.#welcome?.ice_servers), bundlePolicy: "max-bundle" });
+    const previous = this.#pc;
     this.#pc = pc;
     this.#offerSent = false;
     this.#pendingCandidates = [];
@@ -892,28 +913,145 @@ export class CallinClient extends EventTarget {
     // Audio and video both sendrecv: the agent's voice comes back, and the agent may turn a camera on. A
     // voice call gets a video transceiver too, so the caller can share the camera or screen later by
     // replaceTrack (the gateway does not renegotiate).
-    this.#audioTx = pc.addTransceiver(this.#mic ?? "audio", { direction: "sendrecv", streams });
+    const audioTx = pc.addTransceiver(this.#mic ?? "audio", { direction: "sendrecv", streams });
     const video = this.videoSource === "screen" ? this.#screen : this.#camera;
-    this.#videoTx = pc.addTransceiver(video ?? "video", { direction: "sendrecv", streams });
-    preferCodec(this.#videoTx, "video/VP8");
+    const videoTx = pc.addTransceiver(video ?? "video", { direction: "sendrecv", streams });
+    preferCodec(videoTx, "video/VP8");
     // A second audio section, receive only: a supervisor who barges in is heard on it (never mixed).
-    this.#auxTx = pc.addTransceiver("audio", { direction: "recvonly" });
-    pc.addEventListener("icecandidate", (e) => this.#sendCandidate(e.candidate));
+    const auxTx = pc.addTransceiver("audio", { direction: "recvonly" });
+    [this.#audioTx, this.#videoTx, this.#auxTx] = [audioTx, videoTx, auxTx];
+    pc.addEventListener("icecandidate", (e) => {
+      if (pc === this.#pc) this.#sendCandidate(e.candidate);
+    });
     pc.addEventListener("track", (e) => {
-      if (e.transceiver === this.#auxTx) {
+      if (pc !== this.#pc) return;
+      if (e.transceiver === auxTx) {
         this.#emit("remotetrack", { track: e.track, stream: new MediaStream([e.track]), slot: "aux" });
         return;
       }
       this.remoteStream.addTrack(e.track);
       this.#emit("remotetrack", { track: e.track, stream: this.remoteStream, slot: "main" });
     });
-    pc.addEventListener("connectionstatechange", () => this.#emit("mediastate", { state: pc.connectionState }));
-    await pc.setLocalDescription(await pc.createOffer());
-    const answer = await this.#signal.request({ type: "sdp.offer", call_id: this.callId, sdp: pc.localDescription.sdp });
-    this.#offerSent = true;
-    this.#flushCandidates();
-    if (pc.signalingState === "closed") return;
-    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc !== this.#pc) return;
+      this.#emit("mediastate", { state: pc.connectionState });
+      this.#onConnectionState(pc);
+    });
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      const answer = await this.#signal.request({ type: "sdp.offer", call_id: this.callId, sdp: pc.localDescription.sdp });
+      this.#offerSent = true;
+      this.#flushCandidates();
+      if (pc.signalingState === "closed") return;
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    } catch (err) {
+      if (previous && this.#pc === pc) {
+        // The gateway keeps the old leg: so does this client, until the next try.
+        pc.close();
+        this.#pc = previous;
+        const [a, v, x] = previous.getTransceivers();
+        [this.#audioTx, this.#videoTx, this.#auxTx] = [a, v, x];
+        this.#offerSent = true;
+      }
+      throw err;
+    }
+    if (previous) {
+      for (const receiver of previous.getReceivers()) {
+        if (receiver.track) this.remoteStream.removeTrack(receiver.track);
+      }
+      previous.close();
+    }
+    this.#watchMedia();
+  }
+
+  /** connectionState: "failed" recovers at once; "disconnected" after a short wait (it often comes back). */
+  #onConnectionState(pc) {
+    clearTimeout(this.#disconnectTimer);
+    if (pc.connectionState === "failed") this.recoverMedia("ice_failed");
+    else if (pc.connectionState === "disconnected") {
+      this.#disconnectTimer = setTimeout(() => {
+        if (pc === this.#pc && pc.connectionState === "disconnected") this.recoverMedia("ice_disconnected");
+      }, DISCONNECTED_DEBOUNCE_MS);
+    }
+  }
+
+  /** While in a call: a peer connection closed or failed without an event, and the browser's network events. */
+  #watchMedia() {
+    if (!this.#mediaWatch) {
+      this.#mediaWatch = setInterval(() => {
+        const pc = this.#pc;
+        if (pc && ["closed", "failed"].includes(pc.connectionState)) this.recoverMedia(pc.connectionState);
+      }, 1000);
+    }
+    if (!this.#networkWatch && typeof window !== "undefined") {
+      let timer = null;
+      const changed = (cause) => {
+        clearTimeout(timer);
+        timer = setTimeout(() => this.recoverMedia(cause), NETWORK_CHANGE_DEBOUNCE_MS);
+      };
+      const online = () => changed("online");
+      const connection = () => changed("network_changed");
+      window.addEventListener("online", online);
+      navigator.connection?.addEventListener?.("change", connection);
+      this.#networkWatch = () => {
+        clearTimeout(timer);
+        window.removeEventListener("online", online);
+        navigator.connection?.removeEventListener?.("change", connection);
+      };
+    }
+  }
+
+  #unwatchMedia() {
+    clearInterval(this.#mediaWatch);
+    this.#mediaWatch = null;
+    clearTimeout(this.#disconnectTimer);
+    this.#networkWatch?.();
+    this.#networkWatch = null;
+  }
+
+  /**
+   * Set the call's media up again with a new peer connection, in the same call (docs/protocol.md, "Media
+   * recovery"): the client does it by itself when its peer connection fails, stays disconnected, closes, when the
+   * gateway hears nothing from it, and on the browser's network events; call it when your app knows better.
+   */
+  async recoverMedia(cause = "requested") {
+    if (!this.callId || !["queued", "connected"].includes(this.state) || !this.#pc || this.#closing) return false;
+    if (this.#recovering) {
+      this.#recoverAgain = cause;
+      return false;
+    }
+    this.#recovering = true;
+    const callId = this.callId;
+    let stale = this.#pc;
+    let delay = 500;
+    try {
+      while (this.callId === callId && ["queued", "connected"].includes(this.state) && !this.#closing) {
+        this.#recoverAgain = null;
+        if (this.#reconnecting || !this.#signal?.open) {
+          await sleep(250); // the socket is being resumed: offer once it is back
+          continue;
+        }
+        if (this.#pc !== stale) return true; // set up again meanwhile (a resume after a gateway restart)
+        this.#recoveries += 1;
+        const started = performance.now();
+        this.#emit("mediarecovering", { cause, attempt: this.#recoveries });
+        try {
+          await this.#negotiate();
+        } catch (err) {
+          if (["call_ended", "unknown_call"].includes(err.code)) return false;
+          await sleep(delay);
+          delay = Math.min(delay * 2, 4000);
+          continue;
+        }
+        this.#emit("mediarecovered", { cause, ms: Math.round(performance.now() - started) });
+        stale = this.#pc;
+        if (!this.#recoverAgain) return true;
+        cause = this.#recoverAgain;
+      }
+      return false;
+    } finally {
+      this.#recovering = false;
+    }
   }
 
   #sendCandidate(candidate) {
@@ -1167,6 +1305,7 @@ export class CallinClient extends EventTarget {
   }
 
   #teardownMedia() {
+    this.#unwatchMedia();
     if (this.#pc) {
       this.#pc.close();
       this.#pc = null;

@@ -335,11 +335,8 @@ async function start() {
   banner(null);
   setStatus(welcome.agent?.status ?? "away");
   if (welcome.call && welcome.call.state === "connected") {
-    // A reload during a call: the gateway kept the call, but this page's media is gone.
-    state.staleCallId = welcome.call.call_id;
-    state.lastCard = welcome.call.card;
-    renderCard(welcome.call.card);
-    show("stale");
+    // A reload during a call: the gateway kept the call, this page's media is gone: set it up again.
+    await rejoinCall(welcome.call);
   } else if (welcome.call && welcome.call.state === "offered") {
     onOffered({ call_id: welcome.call.call_id, card: welcome.call.card, ring_timeout_s: 15 });
   } else {
@@ -423,7 +420,12 @@ function onMessage(message) {
         toast("The caller's connection is failing.", { bad: true });
       }
       if (state.call?.id === message.call_id && message.leg === "caller" && message.state === "disconnected") {
-        toast("No media from the caller: the call ends unless it comes back.", { bad: true });
+        toast("No media from the caller: waiting for their connection to come back.", { bad: true });
+      }
+      if (state.call?.id === message.call_id && message.leg === "agent"
+          && ["disconnected", "failed", "closed"].includes(message.state)) {
+        // The gateway hears nothing from this console (or its side of our peer connection ended): a new one.
+        recoverMedia(state.call, `gateway_${message.state}`);
       }
       break;
     case "media.source":
@@ -656,15 +658,13 @@ async function decline() {
  * with no track until the agent turns the camera on (the gateway does not renegotiate).
  */
 function preparePeer(offer) {
-  const pc = new RTCPeerConnection({ iceServers: iceServersFrom(state.welcome?.ice_servers), bundlePolicy: "max-bundle" });
   const call = {
     id: offer.call_id,
     card: offer.card,
-    pc,
-    audioTx: pc.addTransceiver("audio", { direction: "sendrecv" }),
-    videoTx: pc.addTransceiver("video", { direction: "sendrecv" }),
-    // A second audio section, receive only: a consulted colleague or a whispering supervisor is heard on it.
-    auxTx: pc.addTransceiver("audio", { direction: "recvonly" }),
+    pc: null,
+    audioTx: null,
+    videoTx: null,
+    auxTx: null,
     mic: null,
     held: false,
     consult: null, // {colleague, state} while this agent consults a colleague (warm transfer)
@@ -686,10 +686,38 @@ function preparePeer(offer) {
     ended: false,
     timings: {}, // ms since accept: accepted, offerSent, answered, connected, firstFrame
     localOffer: null,
+    recovering: false, // a media recovery runs (a new peer connection for the same call)
+    recoverAgain: false,
+    disconnectTimer: null,
   };
+  const pc = newPeer(call);
+  call.localOffer = pc.createOffer().then((o) => pc.setLocalDescription(o));
+  call.localOffer.catch(() => {});
+  return call;
+}
+
+/**
+ * A peer connection for the call (the first, or a new one that replaces it after a network change): audio
+ * sendrecv (the microphone, when there is one), video sendrecv (the camera, when on), a second audio section
+ * receive only (a consulted colleague or a whispering supervisor). Its events count only while it is the call's.
+ */
+function newPeer(call) {
+  const pc = new RTCPeerConnection({ iceServers: iceServersFrom(state.welcome?.ice_servers), bundlePolicy: "max-bundle" });
+  call.pc = pc;
+  call.offerSent = false;
+  call.pendingCandidates = [];
+  call.candidatesGathered = 0;
+  call.audioTx = pc.addTransceiver(call.mic ?? "audio", { direction: "sendrecv" });
+  call.videoTx = pc.addTransceiver(call.camera ?? "video", { direction: "sendrecv" });
+  // A second audio section, receive only: a consulted colleague or a whispering supervisor is heard on it.
+  call.auxTx = pc.addTransceiver("audio", { direction: "recvonly" });
+  const auxTx = call.auxTx;
   preferCodec(call.videoTx, "video/VP8");
-  pc.addEventListener("track", (e) => onRemoteTrack(call, e.track, e.transceiver === call.auxTx ? "aux" : "main"));
+  pc.addEventListener("track", (e) => {
+    if (pc === call.pc) onRemoteTrack(call, e.track, e.transceiver === auxTx ? "aux" : "main");
+  });
   pc.addEventListener("icecandidate", (e) => {
+    if (pc !== call.pc) return;
     const message = candidateMessage(e.candidate, call.id);
     if (!message) return; // a candidate the gateway refuses (see candidateMessage)
     if (message.candidate) call.candidatesGathered += 1;
@@ -698,15 +726,93 @@ function preparePeer(offer) {
     else state.signal?.send({ ...message, id: state.signal.nextId() });
   });
   pc.addEventListener("connectionstatechange", () => {
+    if (pc !== call.pc) return;
     if (pc.connectionState === "connected") {
       step(call, "connected");
-      if (state.call === call) $("ph-text").textContent = waitingText(call);
+      if (state.call === call && !call.firstFrameAt) $("ph-text").textContent = waitingText(call);
     }
-    if (pc.connectionState === "failed" && state.call === call) toast("The media connection failed.", { bad: true });
+    clearTimeout(call.disconnectTimer);
+    // Failed: set the media up again at once; disconnected: if it does not come back by itself within a second.
+    if (pc.connectionState === "failed" && state.call === call) recoverMedia(call, "ice_failed");
+    if (pc.connectionState === "disconnected" && state.call === call) {
+      call.disconnectTimer = setTimeout(() => {
+        if (pc === call.pc && pc.connectionState === "disconnected") recoverMedia(call, "ice_disconnected");
+      }, 1000);
+    }
   });
-  call.localOffer = pc.createOffer().then((o) => pc.setLocalDescription(o));
-  call.localOffer.catch(() => {});
-  return call;
+  return pc;
+}
+
+/**
+ * Media recovery (docs/protocol.md): a new peer connection and its offer in the same call, which replaces this
+ * console's media leg at the gateway; the old one is closed once the new one is answered. Retried with back-off
+ * while the call lasts.
+ */
+async function recoverMedia(call, cause) {
+  if (call.ended || state.call !== call) return;
+  if (call.recovering) {
+    call.recoverAgain = true;
+    return;
+  }
+  if (!call.offerSent) return; // its first offer is still on its way
+  call.recovering = true;
+  let delay = 500;
+  try {
+    while (!call.ended && state.call === call) {
+      call.recoverAgain = false;
+      if (!state.signal?.open) {
+        await sleep(250); // the socket is being resumed: offer once it is back
+        continue;
+      }
+      banner("Reconnecting your audio and video…");
+      try {
+        await offerMedia(call, { replacing: true });
+      } catch (e) {
+        if (["call_ended", "unknown_call", "not_accepted"].includes(e.code)) return;
+        await sleep(delay);
+        delay = Math.min(delay * 2, 4000);
+        continue;
+      }
+      banner(null);
+      if (!call.recoverAgain) return;
+    }
+  } finally {
+    call.recovering = false;
+  }
+}
+
+/** Send the offer of the call's peer connection (a new one if `replacing`) and apply the answer. */
+async function offerMedia(call, { replacing = false } = {}) {
+  const previous = replacing ? call.pc : null;
+  const pc = replacing ? newPeer(call) : call.pc;
+  try {
+    if (replacing) await pc.setLocalDescription(await pc.createOffer());
+    else await call.localOffer;
+    const answer = await state.signal.request({ type: "sdp.offer", call_id: call.id, sdp: pc.localDescription.sdp });
+    call.offerSent = true;
+    for (const m of call.pendingCandidates) state.signal.send({ ...m, id: state.signal.nextId() });
+    call.pendingCandidates = [];
+    if (!call.ended && pc.signalingState !== "closed") await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+  } catch (e) {
+    if (previous && call.pc === pc) {
+      // Refused: the gateway keeps the old leg, and so does this console until the next try.
+      pc.close();
+      call.pc = previous;
+      [call.audioTx, call.videoTx, call.auxTx] = previous.getTransceivers();
+      call.offerSent = true;
+    }
+    throw e;
+  }
+  previous?.close();
+}
+
+/** The browser says the network changed (back online, another connection type): recover the call's media. */
+let networkChangeTimer = null;
+function onNetworkChange(cause) {
+  clearTimeout(networkChangeTimer);
+  networkChangeTimer = setTimeout(() => {
+    if (state.call && !state.call.ended) recoverMedia(state.call, cause);
+  }, 300);
 }
 
 function step(call, name) {
@@ -753,9 +859,10 @@ async function accept() {
   // The gateway handles a socket's messages in order: the offer follows the accept without waiting for its
   // answer (if the accept fails, so does the offer, and the accept's error is the one shown).
   const accepting = state.signal.request({ type: "call.accept", call_id: callId });
+  const pc = call.pc;
   const answering = call.localOffer.then(() => {
     step(call, "offerSent");
-    return state.signal.request({ type: "sdp.offer", call_id: callId, sdp: call.pc.localDescription.sdp });
+    return state.signal.request({ type: "sdp.offer", call_id: callId, sdp: pc.localDescription.sdp });
   });
   answering.catch(() => {}); // handled below, after the accept
   try {
@@ -771,12 +878,50 @@ async function accept() {
   try {
     const answer = await answering;
     step(call, "answered");
+    if (call.pc !== pc) return; // replaced meanwhile by a media recovery
     call.offerSent = true;
     for (const m of call.pendingCandidates) state.signal.send({ ...m, id: state.signal.nextId() });
     call.pendingCandidates = [];
-    if (!call.ended) await call.pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    if (!call.ended) await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
   } catch (e) {
     if (!call.ended) toast(`The call's media could not be set up: ${e.reason ?? e.message}`, { bad: true });
+  }
+}
+
+/**
+ * The console was reloaded (or signed in again) during a connected call: the gateway kept the call, so set this
+ * console's media up for it again. The new offer replaces the leg of the page that went away.
+ */
+async function rejoinCall(welcomeCall) {
+  const call = preparePeer({ call_id: welcomeCall.call_id, card: welcomeCall.card });
+  call.acceptedAt = performance.timeOrigin + performance.now();
+  state.call = call;
+  state.lastCard = welcomeCall.card;
+  renderCard(welcomeCall.card);
+  showCallView(call);
+  $("side-tabs").hidden = false;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS });
+    const track = stream.getAudioTracks()[0];
+    if (call.ended) track.stop();
+    else {
+      call.mic = track;
+      await call.audioTx.sender.replaceTrack(track);
+    }
+  } catch {
+    toast("Microphone blocked: the caller can't hear you. Allow the microphone for this site.", { bad: true, ms: 10000 });
+  }
+  try {
+    await offerMedia(call);
+    toast("Back in your call.");
+  } catch (e) {
+    if (call.ended) return;
+    cleanupCall(call);
+    // The media could not be set up again: the call can still be ended from here.
+    state.staleCallId = welcomeCall.call_id;
+    renderCard(welcomeCall.card);
+    show("stale");
+    toast(`The call's media could not be set up again: ${e.reason ?? e.message}`, { bad: true });
   }
 }
 
@@ -1004,6 +1149,7 @@ async function hangup() {
 
 function cleanupCall(call) {
   call.ended = true;
+  clearTimeout(call.disconnectTimer);
   for (const t of call.timers) clearInterval(t);
   call.pc?.close();
   call.mic?.stop();
@@ -1898,6 +2044,9 @@ function init() {
   $("camera-button").addEventListener("click", toggleCamera);
   $("hangup-button").addEventListener("click", hangup);
   $("stale-hangup").addEventListener("click", hangup);
+  // A network change (back online, Wi-Fi to cellular): the call's media gets a new peer connection.
+  window.addEventListener("online", () => onNetworkChange("online"));
+  navigator.connection?.addEventListener?.("change", () => onNetworkChange("network_changed"));
   const ready = () => {
     if (state.status === "wrap_up") requestStatus("available");
     state.endedCallId = null;
