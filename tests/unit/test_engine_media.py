@@ -8,7 +8,8 @@ import asyncio
 import time
 
 from gateway.auth import AgentAccount
-from gateway.events import CallAnswered, CallEnded, CallHeld, CallOffered, CallTransferred, ConsultState, MediaState
+from gateway.events import (CallAnswered, CallEnded, CallHeld, CallOffered, CallTransferred, ConsultState, MediaState,
+                            ParticipantConnection)
 from gateway.media.topology import SuperviseMode
 from gateway.models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason
 from gateway.switchboard import Switchboard
@@ -103,6 +104,68 @@ async def test_events_of_a_leg_that_is_no_longer_current_are_ignored():
         assert call.state is CallState.CONNECTED and not agent.of(MediaState)
     finally:
         await board.close()
+
+
+async def test_a_second_offer_replaces_the_leg_and_the_others_hear_of_it_as_a_media_reconnect():
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(plane)
+    try:
+        old_leg = plane.calls[call.id]["caller"]
+        # A bad new offer changes nothing: no event, the old leg still current.
+        try:
+            await board.caller_offer(caller.session, call.id, "bad")
+        except Exception as exc:  # noqa: BLE001
+            assert getattr(exc, "code", None) == "bad_sdp"
+        else:
+            raise AssertionError("a bad offer was answered")
+        assert not agent.of(ParticipantConnection) and board.live.leg(old_leg) is not None
+        assert await board.caller_offer(caller.session, call.id, "offer") == FAKE_ANSWER
+        new_leg = plane.calls[call.id]["caller"]
+        assert new_leg != old_leg and board.live.leg(old_leg) is None
+        told = agent.of(ParticipantConnection)
+        assert [(e.role, e.connected, e.cause) for e in told] == [("caller", False, "media")]
+        assert not caller.of(ParticipantConnection)  # the one who reconnects is not told about itself
+        # The old leg's events are ignored; the new one connecting is the reconnect.
+        plane.emit(call.id, "caller", "failed", leg_id=old_leg, reason="closed_by_remote")
+        plane.emit(call.id, "caller", "state", state="connected")
+        told = agent.of(ParticipantConnection)
+        assert [(e.role, e.connected, e.cause) for e in told] == [("caller", False, "media"), ("caller", True, "media")]
+        assert call.state is CallState.CONNECTED
+        assert [e.kind for e in call.events if e.kind.startswith("media_")] == [
+            "media_replaced", "media_reconnecting", "media_reconnected"]
+    finally:
+        await board.close()
+
+
+async def test_a_leg_closed_by_its_side_waits_for_a_new_offer_before_the_call_ends():
+    plane = FakePlane()
+    board = None
+    try:
+        board, caller, agent, call = await connected_call_with(plane, media_recovery_grace_s=0.2)
+        plane.emit(call.id, "alice", "failed", reason="closed_by_remote")
+        await asyncio.sleep(0.05)
+        assert call.state is CallState.CONNECTED  # within the grace
+        assert await board.agent_offer(agent.session, call.id, "offer") == FAKE_ANSWER  # the console's new offer
+        await asyncio.sleep(0.3)
+        assert call.state is CallState.CONNECTED  # replaced in time: the call goes on
+        plane.emit(call.id, "alice", "failed", reason="ice_failed")
+        await until(lambda: call.state is CallState.ENDED)  # not replaced within the grace: media_failed
+        assert call.end_reason is EndReason.MEDIA_FAILED
+    finally:
+        if board is not None:
+            await board.close()
+
+
+async def connected_call_with(plane: FakePlane, **settings):
+    board = Switchboard(gateway_settings(**settings), plane=plane)
+    caller = Party(board, board.open_caller(CallerIdentity(subject="cust-1", expires_at=0)))
+    call = board.start_call(caller.session, CallType.VIDEO, None, CallContext())
+    await board.caller_offer(caller.session, call.id, "offer")
+    agent = Party(board, board.open_agent(AgentAccount(username="alice", display_name="Alice")))
+    board.set_agent_status(agent.session, AgentStatus.AVAILABLE)
+    board.accept(agent.session, call.id)
+    await board.agent_offer(agent.session, call.id, "offer")
+    return board, caller, agent, call
 
 
 async def test_a_still_comes_from_the_plane_and_a_call_without_video_says_so():
