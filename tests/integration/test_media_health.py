@@ -73,9 +73,11 @@ async def test_caller_closing_its_peer_connection_ends_the_call(caller_token, re
 
 
 async def test_caller_losing_its_address_is_reported_then_recovers_then_fails(caller_token):
-    """The caller's only address disappears mid-call (network change): the agent is told `disconnected` within the
-    watchdog's silence; the address comes back in time: `connected`, media flows again; gone for good: after the
-    grace the call ends with media_failed and a record."""
+    """The caller's only address disappears mid-call and this client never sends a new offer (no media recovery:
+    clients that do recover are tests/integration/test_media_recovery.py): the agent is told `disconnected` within
+    the watchdog's silence; the address comes back in time: `connected`, media flows again on the same leg; gone for
+    good: after the grace the call ends with media_failed and a record (a silent leg gets no recovery grace: the
+    watchdog's grace was its chance)."""
     silence, grace = 1.0, 4.0
     async with running_gateway(media_silence_s=silence, media_failure_grace_s=grace) as gw:
         async with netns.extra_address("10.77.0.2") as address:
