@@ -517,7 +517,7 @@ class EventOut(Message):
 class IceServerOut(Message):
     urls: list[str]
     username: str | None = None
-    credential: str | None = None
+    credential: str | None = None  # TURN: minted for this session, valid for turn_credential_ttl_s
 
 
 class Welcome(Message):
@@ -529,6 +529,8 @@ class Welcome(Message):
     resumed: bool = False
     resume_grace_s: float
     ice_servers: list[IceServerOut]
+    ice_transport_policy: Literal["all", "relay"] = Field(
+        "all", description="RTCConfiguration.iceTransportPolicy to use: relay = only TURN relay candidates")
     max_message_bytes: int
     limits: Limits
     caller: CallerIdentity | None = Field(None, description="caller: the verified identity from the token")

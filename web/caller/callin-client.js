@@ -883,7 +883,8 @@ export class CallinClient extends EventTarget {
   }
 
   async #negotiate() {
-    const pc = new RTCPeerConnection({ iceServers: iceServersFrom(this.#welcome?.ice_servers), bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection({ iceServers: iceServersFrom(this.#welcome?.ice_servers), bundlePolicy: "max-bundle",
+                                       iceTransportPolicy: this.#welcome?.ice_transport_policy === "relay" ? "relay" : "all" });
     this.#pc = pc;
     this.#offerSent = false;
     this.#pendingCandidates = [];
