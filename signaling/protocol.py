@@ -348,6 +348,24 @@ CallTypeName = Literal["voice", "video", "screen"]
 MediaSourceName = Literal["camera", "screen", "none"]
 
 
+class ScannedCodeOut(Part):
+    format: str = Field(description='the symbology, e.g. "QR Code", "EAN-13", "Code 128", "DataMatrix"')
+    text: str = Field(description="what it encodes (from the caller: show it as text)")
+
+
+class PhotoLocationOut(Part):
+    lat: float
+    lon: float
+
+
+class ScanOut(Part):
+    """What the gateway read in a caller's picture: codes, and the place the photo was taken (its EXIF GPS)."""
+
+    codes: list[ScannedCodeOut]
+    location: PhotoLocationOut | None = Field(description="from the photo's own metadata, not the device's "
+                                                          "consented location")
+
+
 class AttachmentOut(Part):
     """A file uploaded to a call; `url` is the path to download it."""
 
@@ -360,6 +378,8 @@ class AttachmentOut(Part):
     uploaded_by: str = Field(description='"caller" or the uploading staff member\'s username')
     at: float
     url: str
+    scan: ScanOut | None = Field(description="a caller's picture: the codes in it and where it was taken; null for "
+                                             "other files and for staff uploads")
 
 
 class ConsultOut(Part):

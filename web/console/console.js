@@ -1283,6 +1283,43 @@ async function consultStep(type) {
 }
 
 // ------------------------------------------------------------------------------------------------ chat
+
+/** What the gateway read in a caller's picture: the codes in it (copyable) and where the photo was taken. All of it
+ * comes from the caller: text only, never HTML. */
+function scanDetails(scan) {
+  const box = document.createElement("div");
+  box.className = "chat-scan";
+  box.dataset.testid = "chat-scan";
+  for (const code of scan.codes ?? []) {
+    const row = document.createElement("div");
+    const kind = document.createElement("small");
+    kind.textContent = code.format;
+    const value = document.createElement("code");
+    value.textContent = code.text;
+    value.title = "Click to copy";
+    value.tabIndex = 0;
+    value.addEventListener("click", () => navigator.clipboard?.writeText(code.text).then(() => toast("Copied")).catch(() => {}));
+    row.append(kind, " ", value);
+    box.append(row);
+  }
+  if (scan.location) {
+    const row = document.createElement("div");
+    const where = document.createElement("a");
+    const { lat, lon } = scan.location;
+    where.href = `https://www.openstreetmap.org/?mlat=${encodeURIComponent(lat)}&mlon=${encodeURIComponent(lon)}#map=17/${encodeURIComponent(lat)}/${encodeURIComponent(lon)}`;
+    where.target = "_blank";
+    where.rel = "noopener noreferrer";
+    where.textContent = `Photo taken at ${Number(lat).toFixed(5)}, ${Number(lon).toFixed(5)}`;
+    row.append(where);
+    box.append(row);
+  }
+  if (!box.childElementCount) {
+    box.textContent = "No code found in this picture";
+    box.classList.add("none");
+  }
+  return box;
+}
+
 function onChatMessage(message) {
   const call = state.call;
   if (!call || call.id !== message.call_id) return;
@@ -1311,6 +1348,7 @@ function onChatMessage(message) {
       link.innerHTML = `${icon("file-text", { size: 18 })}<span>${escapeHtml(a.name)}<small>${Math.max(1, Math.round(a.size / 1024))} KB · download</small></span>`;
     }
     bubble.append(link);
+    if (a.scan) bubble.append(scanDetails(a.scan));
   }
   if (m.text) {
     const p = document.createElement("p");
