@@ -276,6 +276,9 @@ class Settings(BaseSettings):
                                         "caller is refused with records_unavailable")
     records_stop_timeout_s: float = Field(60.0, gt=0, le=3600,
                                           description="on stop, how long to wait for the records backlog to be written")
+    redis_url: SecretStr | None = Field(
+        None, description="several nodes on one database: the Redis they share (redis://host:6379/0 or "
+                          "rediss://...; a password in the URL); unset: one node, no Redis")
     restore_waiting_within_s: float = Field(
         120.0, ge=0, le=86_400,
         description="the waiting calls of a node that stopped or crashed are restored in line (their callers resume "
