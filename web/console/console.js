@@ -787,7 +787,7 @@ async function accept() {
 }
 
 function waitingText(call) {
-  return call.card.call_type === "voice" ? "Voice call" : "Waiting for the caller's video…";
+  return call.card.call_type === "voice" || call.card.media_source_reason ? "Voice call" : "Waiting for the caller's video…";
 }
 
 function showCallView(call) {

