@@ -162,3 +162,102 @@ async def test_blocked_camera_waiting_ringing_hold_and_landscape():
         await agent_ctx.close()
         await caller_ctx.close()
         await browser.close()
+
+
+async def test_screen_share_banner_barge_notice_launcher_count_and_tray(browser):
+    async with running_gateway() as gw:
+        agent_ctx, agent = await new_page(browser, gw.base_url, viewport=DESKTOP)
+        caller_ctx, caller = await phone(browser, gw.base_url)
+        await open_console(agent)
+        await open_demo(caller)
+        await open_widget(caller)
+        await widget(caller, '.option[data-call-type="video"]').click()
+        await expect(agent.locator("#view-ringing")).to_be_visible()
+        await agent.click("#accept-button")
+        await expect(widget(caller, ".presence .who")).to_have_text("Alice (demo agent)")
+        await eventually(lambda: agent_frames(agent), what="the caller's camera at the agent")
+        await expect(widget(caller, ".presence .sub")).to_have_text("Alice can see your camera")
+        call_id = (await agent.evaluate("callinConsole.state"))["callId"]
+
+        # Share the screen: a banner that stays, says so, and stops it; the text says "screen", not "camera".
+        await widget(caller, '[data-action="screen"]').click()
+        await expect(widget(caller, ".share-note")).to_be_visible()
+        await expect(widget(caller, ".share-note")).to_contain_text("You're sharing your screen")
+        await expect(widget(caller, ".presence .sub")).to_have_text("Alice can see your screen")
+        await expect(agent.locator("#call-type")).to_contain_text("sharing the screen")
+        await both_orientations(caller, "sharing-screen")
+        # Stop in the banner: back to the camera (not to no video), and the agent gets frames again.
+        await widget(caller, '.share-note [data-action="stop-share"]').click()
+        await eventually(lambda: caller.evaluate("Callin.widgets[0].client.videoSource === 'camera'"),
+                         what="the camera back after the share")
+        await expect(widget(caller, ".share-note")).to_be_hidden()
+        await expect(widget(caller, ".presence .sub")).to_have_text("Alice can see your camera")
+        await expect(widget(caller, ".self")).to_be_visible()
+        assert gw.board.calls[call_id].media_source == "camera"
+        before = await agent_frames(agent)
+        await eventually(lambda: _more(agent_frames(agent), before + 30), what="the camera's frames at the agent")
+        # The Screen button's "Stop share" does the same.
+        await widget(caller, '[data-action="screen"]').click()
+        await expect(widget(caller, ".share-note")).to_be_visible()
+        await widget(caller, '[data-action="screen"]').click()
+        await eventually(lambda: caller.evaluate("Callin.widgets[0].client.videoSource === 'camera'"),
+                         what="the camera back after Stop share")
+        await expect(widget(caller, ".share-note")).to_be_hidden()
+
+        # A supervisor barges in: the caller hears a new voice and is told who it is; told again when they go.
+        sam = Agent(gw.base_url, "sam", "sam-demo")
+        await sam.connect(available=False)
+        await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
+        await sam.ws.request({"type": "ping"})
+        await expect(widget(caller, ".barge-note")).to_be_hidden()  # listening in silently is not told
+        await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "barge"})
+        note = widget(caller, ".barge-note")
+        await expect(note).to_be_visible()
+        await expect(note.locator(".barge-title")).to_have_text("A supervisor joined the call")
+        await expect(note.locator(".barge-text")).to_have_text(
+            "You can hear Sam (demo supervisor) and they can hear you.")
+        await both_orientations(caller, "supervisor-barged-in")
+        await sam.ws.request({"type": "supervise.stop", "call_id": call_id})
+        await expect(note).to_be_hidden()
+        await sam.close()
+
+        # Minimized: what the agent shares or writes meanwhile is counted on the button.
+        await widget(caller, '.bar [data-action="minimize"]').click()
+        await expect(widget(caller, ".panel")).to_be_hidden()
+        await expect(widget(caller, ".launch-count")).to_be_hidden()
+        await agent.click("#stab-share")
+        for title, url in (("Reset your PIN", "https://bank.example/pin"), ("Card limits", "https://bank.example/limits")):
+            await agent.fill("#share-title", title)
+            await agent.fill("#share-url", url)
+            await agent.click("#share-send")
+            await expect(agent.locator("#pushed-list .pushed-item", has_text=title)).to_be_visible()
+        await agent.click("#stab-chat")
+        await agent.fill("#chat-input", "I've sent you two links.")
+        await agent.click("#chat-send")
+        count = widget(caller, ".launch-count")
+        await expect(count).to_have_text("3")
+        await expect(widget(caller, ".launcher")).to_have_attribute("aria-label", "Return to your call (3 new)")
+        await shot(caller, "caller-ux-minimized-count-portrait")
+        await widget(caller, ".launcher").click()
+        await expect(count).to_be_hidden()
+
+        # The shared cards collapse to the newest one and a count: the video keeps its room.
+        await expect(widget(caller, ".tray .pushed")).to_have_count(2)
+        await expect(widget(caller, ".tray .pushed").first.locator(".p-title")).to_have_text("Card limits")
+        await expect(widget(caller, ".tray .pushed").nth(1)).to_be_hidden()
+        await expect(widget(caller, ".tray-toggle")).to_have_text("Shared by the agent (2) · show all")
+        stage = await widget(caller, ".stage").bounding_box()
+        assert stage["height"] >= 0.4 * PORTRAIT["height"], stage
+        await both_orientations(caller, "shared-tray-collapsed")
+        await widget(caller, ".tray-toggle").click()
+        await expect(widget(caller, ".tray .pushed").nth(1)).to_be_visible()
+        await expect(widget(caller, ".tray-toggle")).to_have_attribute("aria-expanded", "true")
+        await shot(caller, "caller-ux-shared-tray-expanded-portrait")
+        await widget(caller, '[data-action="hangup"]').click()
+        await expect(widget(caller, ".ended-text")).to_have_text("You ended the call.")
+        await agent_ctx.close()
+        await caller_ctx.close()
+
+
+async def _more(read, threshold: int) -> bool:
+    return (await read) >= threshold
