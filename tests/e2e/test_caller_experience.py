@@ -261,3 +261,103 @@ async def test_screen_share_banner_barge_notice_launcher_count_and_tray(browser)
 
 async def _more(read, threshold: int) -> bool:
     return (await read) >= threshold
+
+
+async def test_network_drop_says_how_long_the_call_is_held_and_comes_back(browser):
+    async with running_gateway(resume_grace_s=30) as gw:
+        caller_ctx, caller = await phone(browser, gw.base_url)
+        # Every caller socket of the page goes through this relay; while `cut`, new sockets are closed at once
+        # (the network is down), so the widget keeps trying within the grace.
+        cut = {"on": False}
+        sockets: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+
+        async def relay(page_side: WebSocketRoute) -> None:
+            if cut["on"]:
+                await page_side.close(code=4000, reason="test: network down")
+                return
+            server_side = page_side.connect_to_server()
+            sockets.append((page_side, server_side))
+            server_side.on_message(lambda m: page_side.send(m))
+            page_side.on_message(lambda m: server_side.send(m))
+
+        await caller.route_web_socket("**/ws/caller", relay)
+        agent = Agent(gw.base_url)
+        await agent.connect()
+        await open_demo(caller)
+        await open_widget(caller)
+        await widget(caller, '.option[data-call-type="voice"]').click()
+        offer = await agent.wait_offer(timeout=15)
+        await agent.accept(offer["call_id"])
+        await expect(widget(caller, ".presence .status")).to_have_text("Connected")
+        # The media is up (a drop while the call is still being set up is another story: see the report).
+        await eventually(lambda: caller.evaluate("Callin.widgets[0].client.peerConnection?.connectionState === 'connected'"),
+                         what="the caller's media connected")
+
+        # The network drops: one message, how long the call is held (the gateway's resume_grace_s), counting
+        # down, and no "Connected" left under it.
+        cut["on"] = True
+        page_side, server_side = sockets[-1]
+        await server_side.close()
+        await page_side.close(code=4000, reason="test: network down")
+        banner = widget(caller, ".banner")
+        await expect(banner).to_be_visible()
+        await expect(banner).to_have_text(_held_text())
+        await expect(widget(caller, ".presence .status")).to_be_hidden()
+        await expect(widget(caller, ".presence .sub")).to_be_hidden()
+        for size in (PORTRAIT, LANDSCAPE):
+            await caller.set_viewport_size(size)
+            assert await no_overlap(caller, ".banner", ".presence h3")
+        await both_orientations(caller, "reconnecting")
+        first = int((await banner.text_content()).split("held for ")[1].split(" ")[0])
+        await eventually(lambda: _counts_down(banner, first), what="the grace counting down")
+
+        # The network is back: the call resumes, the banner goes, "Connected" is back.
+        cut["on"] = False
+        await expect(banner).to_be_hidden(timeout=15000)
+        await expect(widget(caller, ".presence .status")).to_be_visible()
+        await expect(widget(caller, ".presence .status")).to_have_text("Connected")
+        assert await caller.evaluate("Callin.widgets[0].client.state") == "connected"
+        await widget(caller, '[data-action="hangup"]').click()
+        await expect(widget(caller, ".ended-text")).to_have_text("You ended the call.")
+        await agent.close()
+        await caller_ctx.close()
+
+
+def _held_text():
+    import re
+
+    return re.compile(r"^Reconnecting… your call is held for (30|[12]\d) s$")
+
+
+async def _counts_down(banner, first: int) -> bool:
+    text = await banner.text_content()
+    return "held for" in text and int(text.split("held for ")[1].split(" ")[0]) < first
+
+
+async def test_unreachable_gateway_before_a_call_says_so_and_retries(browser, gateway):
+    caller_ctx, caller = await phone(browser, gateway.base_url)
+    await open_demo(caller)
+    # A widget pointed at a gateway that does not answer (nothing listens on that loopback port).
+    await caller.evaluate("""() => {
+        const w = Callin.mount({ gateway: "http://127.0.0.1:9", getToken: async () => "unused", label: "Call support" });
+        w.open();
+    }""")
+    lost = caller.locator("callin-widget").nth(1)
+    await expect(lost.locator(".err-title")).to_have_text("We can't reach the service")
+    await expect(lost.locator(".err-text")).to_contain_text("Your call hasn't started")
+    assert "keep the call connected" not in await lost.locator(".err-text").text_content()
+    await expect(lost.locator(".panel")).to_have_attribute("data-error", "network_error")
+    retry = lost.locator('[data-action="retry"]')
+    await expect(retry).to_be_visible()
+    for label, size in (("portrait", PORTRAIT), ("landscape", LANDSCAPE)):
+        await caller.set_viewport_size(size)
+        await expect(retry).to_be_in_viewport(ratio=1)
+        await shot(caller, f"caller-ux-unreachable-{label}")
+    await caller.set_viewport_size(PORTRAIT)
+    # The service is reachable again (here: the right address): Try again gets the caller to the choice.
+    await caller.evaluate("""() => Callin.widgets[1].configure({ gateway: location.origin,
+        getToken: Callin.widgets[0].options.getToken })""")
+    await retry.click()
+    await expect(lost.locator('.option[data-call-type="voice"]')).to_be_visible()
+    await expect(lost.locator(".err-title")).to_be_hidden()
+    await caller_ctx.close()
