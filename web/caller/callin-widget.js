@@ -33,8 +33,8 @@
  *   askLocation true (default) offers to share the device's location; false never asks
  *   getAppScreenshot  async () => Blob (PNG/JPEG) of your app's screen: offered in the call's chat as
  *               "Screenshot of the app" (the caller sees it before it is sent)
- * The element dispatches callin:* events (callin:statechange, callin:queue, callin:answered, callin:ended,
- * callin:error) and exposes .client (a CallinClient), .open(), .minimize(), .start(callType).
+ * The element dispatches callin:* events (callin:statechange, callin:queue, callin:ringing, callin:answered,
+ * callin:barge, callin:ended, callin:error) and exposes .client (a CallinClient), .open(), .minimize(), .start(callType).
  */
 
 import { CallinClient, CallinError, getDeviceLocation, gatewayOrigin, VERSION } from "./callin-client.js";
