@@ -131,7 +131,7 @@ class CallerConnection(Connection):
                 self.board.chat(session, call.id, message.text, self.attachment(call.id, message.attachment_id))
                 self.send(p.Ack(id=message.id))
             case p.MediaSource():
-                self.board.media_source(session, message.call_id, message.source)
+                self.board.media_source(session, message.call_id, message.source, message.reason)
                 self.send(p.Ack(id=message.id))
             case p.ContentStatusIn():
                 self.board.content_status(session, message.call_id, message.content_id, message.status)

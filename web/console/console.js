@@ -55,7 +55,12 @@ const CALL_TYPE = {
 const MEDIA_SOURCE = { camera: "camera on", screen: "sharing the screen", none: "no video" };
 const NATURAL_SOURCE = { voice: "none", video: "camera", screen: "screen" };
 
+// A video call that goes on without the caller's camera (media_source_reason, from the caller's media.source).
+const NO_CAMERA = { camera_blocked: "Voice — caller's camera blocked", camera_unavailable: "Voice — caller has no camera" };
+
 function callTypeChip(card) {
+  const noCamera = card.media_source === "none" && NO_CAMERA[card.media_source_reason];
+  if (noCamera) return `${icon("phone", { size: 13 })}${escapeHtml(noCamera)}`;
   const type = CALL_TYPE[card.call_type] ?? CALL_TYPE.voice;
   const source = card.media_source;
   const now = source && source !== NATURAL_SOURCE[card.call_type] ? ` · ${MEDIA_SOURCE[source] ?? ""}` : "";
@@ -427,8 +432,9 @@ function onMessage(message) {
       }
       break;
     case "media.source":
+      if (state.offer?.call_id === message.call_id) Object.assign(state.offer.card, { media_source: message.source, media_source_reason: message.reason ?? null });
       if (state.call?.id === message.call_id) {
-        state.call.card.media_source = message.source;
+        Object.assign(state.call.card, { media_source: message.source, media_source_reason: message.reason ?? null });
         $("call-type").innerHTML = callTypeChip(state.call.card);
       }
       break;
@@ -781,7 +787,7 @@ async function accept() {
 }
 
 function waitingText(call) {
-  return call.card.call_type === "voice" ? "Voice call" : "Waiting for the caller's video…";
+  return call.card.call_type === "voice" || call.card.media_source_reason ? "Voice call" : "Waiting for the caller's video…";
 }
 
 function showCallView(call) {
