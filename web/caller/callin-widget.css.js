@@ -325,8 +325,9 @@ button { font: inherit; color: inherit; }
 }
 .sheet-bar { display: flex; align-items: center; justify-content: space-between; padding: 8px 8px 6px 16px; border-bottom: 1px solid var(--line); }
 .sheet-bar b { display: inline-flex; align-items: center; gap: 8px; font-size: 14.5px; }
-.sheet .icon-btn { color: var(--muted); }
-.sheet .icon-btn:hover { background: var(--soft); color: var(--ink); }
+/* the chat sheet is light inside the dark call view: its buttons must not take the call view's (white) hover */
+.sheet .icon-btn, .panel[data-view="call"] .sheet .icon-btn { color: var(--muted); }
+.sheet .icon-btn:hover, .panel[data-view="call"] .sheet .icon-btn:hover { background: var(--soft); color: var(--ink); }
 .messages { list-style: none; margin: 0; padding: 12px 12px 4px; flex: 1; min-height: 0; overflow-y: auto; display: flex; flex-direction: column; gap: 8px; }
 .messages .empty { margin: auto 10px; text-align: center; color: var(--muted); font-size: 13px; }
 .msg { display: flex; flex-direction: column; max-width: 82%; }
@@ -337,6 +338,7 @@ button { font: inherit; color: inherit; }
 .msg.mine .bubble { background: var(--accent); color: var(--accent-ink); border-bottom-right-radius: 6px; }
 .msg.theirs .bubble { border-bottom-left-radius: 6px; }
 .bubble p { margin: 0; white-space: pre-wrap; }
+.bubble .scan-note { display: block; margin-top: 6px; font-size: 12px; line-height: 1.35; overflow-wrap: anywhere; }
 .bubble .att-img + p, .bubble .att-file + p { margin-top: 6px; }
 .msg time { font-size: 10.5px; color: var(--muted); margin: 2px 8px 0; }
 .att-img { display: block; padding: 0; border: 0; background: none; cursor: zoom-in; }
