@@ -7,10 +7,10 @@ export const WIDGET_CSS = String.raw`
   --accent-soft: color-mix(in srgb, var(--accent) 10%, white);
   --danger: #dc2626;
   --danger-dark: #b91c1c;
-  --ok: #16a34a;
+  --ok: #15803d;  /* green-700: 4.5:1 or more on white, --soft and under white text (WCAG AA) */
   --ink: #0f172a;
   --ink-2: #334155;
-  --muted: #64748b;
+  --muted: #475569;  /* slate-600: AA on every light surface of the widget */
   --line: #e2e8f0;
   --surface: #ffffff;
   --soft: #f1f5f9;
@@ -259,7 +259,7 @@ button { font: inherit; color: inherit; }
 }
 .toast .icon { margin-top: 1px; }
 .footer-note { margin: 0; padding: 0 20px 14px; text-align: center; font-size: 11.5px; color: var(--muted); display: flex; justify-content: center; gap: 6px; align-items: center; }
-.panel[data-view="call"] .footer-note { color: #64748b; }
+.panel[data-view="call"] .footer-note { color: #94a3b8; }  /* AA on the night background */
 /* ---------------------------------------------------------------- small buttons */
 .btn.sm { min-height: 36px; padding: 0 14px; border-radius: 11px; font-size: 13.5px; gap: 6px; }
 .btn.quiet { background: transparent; color: var(--muted); }
