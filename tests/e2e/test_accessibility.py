@@ -10,9 +10,10 @@ import pytest
 from playwright.async_api import expect
 
 from tests.e2e.accessibility import violations
-from tests.e2e.browser import PHONE, new_page, open_demo, open_widget, widget
-from tests.support.clients import Agent
-from tests.support.server import running_gateway
+from gateway.auth import mint_caller_token
+from tests.e2e.browser import DESKTOP, PHONE, eventually, new_page, open_console, open_demo, open_widget, widget
+from tests.support.clients import Agent, Caller
+from tests.support.server import TEST_SECRET, running_gateway
 
 pytestmark = pytest.mark.browser
 
@@ -71,5 +72,41 @@ async def test_the_widget_after_hours_leaving_a_message_and_on_a_phone_on_its_si
         await widget(page, '.leave-form button[type="submit"]').click()
         await expect(widget(page, '.view[data-view="ended"]')).to_be_visible()
         found += await violations(page, "widget (landscape): message sent")
+        await context.close()
+    assert found == [], "\n".join(found)
+
+
+async def test_the_agent_console_in_every_state(browser):
+    found: list[str] = []
+    async with running_gateway(wrap_up_s=60) as gw:
+        context, agent = await new_page(browser, gw.base_url, viewport=DESKTOP)
+        await agent.goto("/console/")
+        await agent.wait_for_selector("#username")
+        found += await violations(agent, "console: sign-in")
+        await open_console(agent, available=False)
+        found += await violations(agent, "console: away")
+        await agent.click("#go-available")
+        await eventually(lambda: agent.evaluate("document.getElementById('status-pill').dataset.status === 'available'"),
+                         what="available")
+        found += await violations(agent, "console: available, no call")
+        caller = Caller(gw.base_url, mint_caller_token(TEST_SECRET, sub="a11y", name="Dana Whitfield"))
+        await caller.connect()
+        queued = await caller.start("video")
+        await expect(agent.locator("#view-ringing")).to_be_visible()
+        found += await violations(agent, "console: ringing")
+        await agent.click("#accept-button")
+        await expect(agent.locator("#view-call")).to_be_visible()
+        found += await violations(agent, "console: in a call (caller card)")
+        await caller.ws.request({"type": "chat.send", "text": "Hello, my card is blocked"})
+        await agent.click("#stab-chat")
+        await expect(agent.locator("#chat-log")).to_contain_text("my card is blocked")
+        found += await violations(agent, "console: chat")
+        await agent.click("#stab-share")
+        found += await violations(agent, "console: share")
+        await caller.ws.request({"type": "call.hangup", "call_id": queued["call_id"]})
+        await eventually(lambda: agent.evaluate("document.getElementById('status-pill').dataset.status === 'wrap_up'"),
+                         what="wrap-up")
+        found += await violations(agent, "console: wrap-up")
+        await caller.close()
         await context.close()
     assert found == [], "\n".join(found)
