@@ -297,6 +297,15 @@ class WrapUp(Request):
     notes: str | None = Field(None, max_length=10_000)
 
 
+class WrapUpExtend(Request):
+    """The console still has an unsaved wrap-up note: keep the agent in wrap-up (no call offered) for another
+    wrap_up_s, at most wrap_up_max_s after the call ended. Answered with `agent.status` (`wrap_up`, `wrap_up_s`)."""
+
+    type: Literal["wrap_up.extend"]
+    id: RequestId
+    call_id: CallId
+
+
 class MediaSource(Request):
     """Caller: what its video section sends now (after a replaceTrack): the camera, the screen, or nothing. The
     call's agent (and supervisors) get `media.source`; the card's `media_source` follows it."""
@@ -331,7 +340,8 @@ CallerMessage = Annotated[
 ]
 AgentMessage = Annotated[
     Hello | SetStatus | Accept | Decline | AgentSdpOffer | AgentIceCandidate | AgentHangup | Ping | Bye | Hold
-    | Transfer | TransferStep | Supervise | SuperviseStop | PushContent | AgentChatSend | WallboardSubscribe | WrapUp,
+    | Transfer | TransferStep | Supervise | SuperviseStop | PushContent | AgentChatSend | WallboardSubscribe | WrapUp
+    | WrapUpExtend,
     Field(discriminator="type"),
 ]
 
