@@ -125,7 +125,7 @@ async def test_video_call_card_media_screen_switch_and_caller_hangup(gateway, br
     assert list(gateway.board.calls) == [call_id], "switching to the screen must not start a new call"
     assert await caller_state(caller) == "connected"
     # The widget told the gateway (media.source): the console's call-type chip says what the agent now sees.
-    await expect(agent.locator("#call-type")).to_have_text("Video call · sharing the screen")
+    await expect(agent.locator("#call-type")).to_have_text("Sharing the screen · was a video call")
     assert gateway.board.calls[call_id].media_source == "screen"
     await asyncio.sleep(1)  # let the stage show the new picture for the screenshot
     await shot(agent, "console-screen-share")
