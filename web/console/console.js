@@ -458,6 +458,7 @@ function onMessage(message) {
       }
       break;
     case "media.source":
+      if (state.offer?.call_id === message.call_id) state.offer.card.media_source = message.source;
       if (state.call?.id === message.call_id) {
         state.call.card.media_source = message.source;
         $("call-type").innerHTML = callTypeChip(state.call.card);
@@ -559,16 +560,19 @@ function show(view) {
   document.body.dataset.view = view;
 }
 
-/** After a ring that did not become a call: back to the wrap-up being written, if any, else idle. */
+/** After a ring that did not become a call: back to the wrap-up being written (unsaved input), else idle. */
 function backToRest() {
-  if (state.endedCallId && state.endedCard) {
+  if (state.endedCallId && state.endedCard && readDraft(state.endedCallId)) {
     renderCard(state.endedCard);
     show("ended");
     renderWrapUpTimer();
   } else {
+    state.endedCallId = null;
+    state.endedCard = null;
     show("idle");
     renderCard(null);
   }
+  loadInbox();
 }
 
 function renderCard(card) {
