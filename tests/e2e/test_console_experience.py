@@ -297,7 +297,7 @@ async def test_devices_are_tested_at_sign_in_the_ring_sound_and_notifications(br
         # devices: listed, and a microphone and camera test that really open them
         await expect(page.locator("#dev-mic option")).not_to_have_count(0)
         await page.click("#dev-test-mic")
-        await expect(page.locator("#dev-status")).to_contain_text("Microphone allowed")
+        await expect(page.locator("#dev-status")).to_contain_text("the bar moves when it hears you")
         await eventually(lambda: page.evaluate("callinConsole.devices.micLevel > 0.005"), what="microphone level")
         assert await page.locator("#dev-mic option").count() >= 2  # names readable once allowed
         await page.click("#dev-test-camera")

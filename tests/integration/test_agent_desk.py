@@ -48,7 +48,10 @@ async def test_the_directory_lists_colleagues_and_queues_with_status_and_no_admi
         status, key = await apis["admin"].post("/api/v1/api-keys", {"name": "crm"})
         assert status == 201, key
         integrator = Api(gw.base_url, bearer=key["key"])
-        status, body = await integrator.get("/api/v1/directory")
+        for path in ("/api/v1/directory", "/api/v1/agent/inbox", "/api/v1/calls/x/contact-history"):
+            status, body = await integrator.get(path)
+            assert status == 403 and body["code"] == "forbidden", (path, body)
+        status, body = await integrator.post("/api/v1/callbacks/x/take")
         assert status == 403 and body["code"] == "forbidden"
         anonymous = Api(gw.base_url)
         status, body = await anonymous.get("/api/v1/directory")

@@ -372,6 +372,7 @@ async function start() {
   }
   ringer.unlock(); // without a click since the page loaded the browser may keep it suspended: then the console says so
   renderSoundBlocked();
+  checkMicPermission();
   loadInbox();
 }
 
@@ -739,6 +740,7 @@ function onOffered(message) {
   discardPrepared();
   if (!state.call) state.prepared = preparePeer(message);
   ringer.start();
+  if (ringer.enabled && ringer.blocked) toast("The browser blocks the ring sound: click anywhere in the console to allow it.", { bad: true, ms: 8000 });
   notifyRing(message);
   if (state.contacts?.callId !== message.call_id) loadContacts(message.call_id);
   $("accept-button").focus({ preventScroll: true });
@@ -2171,6 +2173,20 @@ function fillDevices(id, list, chosen, noun) {
     .filter((d) => d.deviceId && d.deviceId !== "default")
     .forEach((d, i) => select.append(new Option(d.label || `${noun} ${i + 1}`, d.deviceId)));
   select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
+}
+
+/** Whether the microphone is allowed yet (asked at Accept otherwise): said in the devices card. */
+async function checkMicPermission() {
+  const status = await navigator.permissions?.query({ name: "microphone" }).catch(() => null);
+  if (!status || devices.test) return;
+  const say = () => {
+    if (devices.test) return;
+    if (status.state === "granted") devStatus("Microphone allowed: Accept connects you at once.");
+    else if (status.state === "denied") devStatus("The microphone is blocked for this site: callers would not hear you. Allow it (the icon at the left of the address bar).", true);
+    else devStatus("Test your microphone now, so that Accept does not stop to ask for it.");
+  };
+  status.onchange = say;
+  say();
 }
 
 async function listDevices() {
