@@ -22,9 +22,9 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from .errors import CallinError
 from .media import Blackhole, MediaSink, MediaSource, camera, media_file
-from .messages import (CallAnswered, CallEnded, CallHeld, CallQueued, CallTransferring, ChatMessage, ContentPushed,
+from .messages import (CallAnswered, CallBarge, CallEnded, CallHeld, CallQueued, CallTransferring, ChatMessage, ContentPushed,
                        ErrorMessage, MediaState, MediaVideo, Participant, QueueClosed, QueuePosition, SdpAnswer,
-                       ServerMessage, Shutdown, Welcome)
+                       ServerMessage, Shutdown, CallRinging, Welcome)
 from .signaling import Signaling
 
 log = logging.getLogger("callin_sdk")
@@ -445,6 +445,10 @@ class CallinCaller:
             self._emit("transferring", call_id=m.call_id, mode=m.mode)
         elif isinstance(m, QueueClosed) and mine:
             self._emit("queue_closed", call_id=m.call_id, reason=m.reason, message=m.message)
+        elif isinstance(m, CallRinging) and mine:
+            self._emit("ringing", call_id=m.call_id, ringing=m.ringing, agent_name=m.agent_name)
+        elif isinstance(m, CallBarge) and mine:
+            self._emit("barge", call_id=m.call_id, active=m.active, name=m.name)
         elif isinstance(m, Participant) and mine:
             self._emit("participant", state=m.type.split(".", 1)[1], role=m.role, name=m.name)
         elif isinstance(m, Shutdown):

@@ -18,7 +18,7 @@ import contextlib
 import fractions
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable  # noqa: F401 (Awaitable: in a string annotation)
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 

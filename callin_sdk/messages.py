@@ -155,6 +155,20 @@ class Participant(ServerMessage):
     name: str | None = Field(None, max_length=256)
 
 
+class CallRinging(ServerMessage):
+    type: Literal["call.ringing"]
+    call_id: str = Field(max_length=64)
+    ringing: bool
+    agent_name: str | None = Field(None, max_length=256)
+
+
+class CallBarge(ServerMessage):
+    type: Literal["call.barge"]
+    call_id: str = Field(max_length=64)
+    active: bool
+    name: str | None = Field(None, max_length=256)
+
+
 class Shutdown(ServerMessage):
     type: Literal["shutdown"]
     reason: str = Field("", max_length=4096)
@@ -167,7 +181,8 @@ KNOWN: dict[str, type[ServerMessage]] = {
     "sdp.answer": SdpAnswer, "call.answered": CallAnswered, "call.ended": CallEnded, "media.state": MediaState,
     "media.video": MediaVideo, "chat.message": ChatMessage, "content.pushed": ContentPushed, "call.held": CallHeld,
     "call.transferring": CallTransferring, "queue.closed": QueueClosed, "participant.reconnecting": Participant,
-    "participant.reconnected": Participant, "shutdown": Shutdown,
+    "participant.reconnected": Participant, "shutdown": Shutdown, "call.ringing": CallRinging,
+    "call.barge": CallBarge,
 }
 
 

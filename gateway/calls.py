@@ -56,6 +56,7 @@ class Call:
     history_limit: int = 50  # newest events shown in the card (settings.card_history_events)
     chat_guard: Any = field(default=None, repr=False)  # gateway/chatguard.py, made on the first chat line
     media_source: str = ""  # camera, screen or none: what the caller's video sends now (its media.source)
+    media_source_reason: str | None = None  # with none: camera_blocked / camera_unavailable (media.source reason)
 
     def __post_init__(self) -> None:
         if not self.media_source:
@@ -103,4 +104,5 @@ class Call:
             "callback": self.callback,
             "callback_phone": self.callback_phone,
             "media_source": self.media_source,
+            "media_source_reason": self.media_source_reason,
         }

@@ -276,6 +276,9 @@ class Settings(BaseSettings):
                                         "caller is refused with records_unavailable")
     records_stop_timeout_s: float = Field(60.0, gt=0, le=3600,
                                           description="on stop, how long to wait for the records backlog to be written")
+    redis_url: SecretStr | None = Field(
+        None, description="several nodes on one database: the Redis they share (redis://host:6379/0 or "
+                          "rediss://...; a password in the URL); unset: one node, no Redis")
     restore_waiting_within_s: float = Field(
         120.0, ge=0, le=86_400,
         description="the waiting calls of a node that stopped or crashed are restored in line (their callers resume "
@@ -419,6 +422,18 @@ class Settings(BaseSettings):
 
     # -- media / network
     ice_servers: list[IceServer] = Field(default_factory=list)
+    turn_urls: list[str] = Field(
+        default_factory=list,
+        description="TURN server URLs handed to clients with ephemeral credentials (needs turn_secret), e.g. "
+                    "turn:turn.example.com:3478?transport=udp, turn:turn.example.com:3478?transport=tcp, "
+                    "turns:turn.example.com:443?transport=tcp")
+    turn_secret: SecretStr | None = Field(
+        None, description="the secret shared with the TURN server (coturn: use-auth-secret, static-auth-secret)")
+    turn_credential_ttl_s: float = Field(
+        3600.0, ge=60, le=7 * 86_400, description="how long a minted TURN credential is valid (a resume mints anew)")
+    turn_relay_only_callers: bool = Field(
+        False, description="tell callers to use TURN relay candidates only (iceTransportPolicy relay): hides their "
+                           "address from the gateway's media, and works where only TURN gets through")
     media_host_addresses: list[str] = Field(
         default_factory=list,
         description="addresses the relay gathers host candidates on; empty = all non-loopback interfaces",
@@ -527,6 +542,19 @@ class Settings(BaseSettings):
         from .media.ports import check_port_range  # here: gateway.media imports this module
 
         check_port_range(self.media_port_min, self.media_port_max)
+        return self
+
+    @model_validator(mode="after")
+    def _turn(self) -> "Settings":
+        from .turn import check_turn_url  # here: gateway.turn imports this module
+
+        for url in self.turn_urls:
+            check_turn_url(url)
+        if self.turn_urls and self.turn_secret is None:
+            raise ValueError("turn_urls need turn_secret (the secret shared with the TURN server: coturn's "
+                             "static-auth-secret) to mint credentials")
+        if self.turn_secret is not None and len(self.turn_secret.get_secret_value()) < 16:
+            raise ValueError("turn_secret must be at least 16 characters")
         return self
 
     @model_validator(mode="after")

@@ -35,6 +35,26 @@ class CallAnswered:
 
 
 @dataclass(frozen=True, slots=True)
+class CallRinging:
+    """To the caller: its call rings at an agent (ringing, with the agent's name), or that ring was withdrawn
+    (missed, declined, the agent's console went away) and the call waits again."""
+
+    call_id: str
+    ringing: bool
+    agent_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallBarge:
+    """To the caller: a supervisor started (active) or stopped speaking in the call (barge). Monitoring and
+    whispering are never told: the caller does not hear them."""
+
+    call_id: str
+    active: bool
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CallEnded:
     call_id: str
     reason: str
@@ -160,12 +180,14 @@ class MediaSourceChanged:
 
     call_id: str
     source: str  # camera, screen, none
+    reason: str | None = None  # with none: camera_blocked / camera_unavailable (why a video call has no camera)
 
 
 Event = (
     QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
     | MediaVideo | CallHeld | CallTransferring | CallTransferred | ConsultState | ContentPushed | ContentStatus | ChatMessage
-    | QueueClosed | CallbackOffer | CallbackReady | ParticipantConnection | MediaSourceChanged
+    | QueueClosed | CallbackOffer | CallbackReady | ParticipantConnection | MediaSourceChanged | CallRinging
+    | CallBarge
 )
 
 

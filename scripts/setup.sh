@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what Callin needs into .venv (idempotent). With --test also the test extras and Debian's chromium.
+# Installs what Callin needs into .venv (idempotent). With --test also the test extras and Debian's chromium,
+# coturn, iptables, node and npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v unshare >/dev/null 2>&1 || need="$need util-linux"
   command -v ip >/dev/null 2>&1 || need="$need iproute2"
   command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
+  command -v turnserver >/dev/null 2>&1 || need="$need coturn"  # tests/integration/test_turn.py: a real TURN server
+  command -v iptables >/dev/null 2>&1 || need="$need iptables"  # ... behind a firewall rule in the test's namespace
   if [ -n "$need" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq

@@ -19,6 +19,7 @@ from gateway.store.accounts import Role
 from gateway.store.records import CallFilter, Outcome, handled_by
 
 from .access import require
+from .cluster import tell_queue_changed
 from .hardening import origin_is_public, origin_of
 from .keys import (ACCOUNTS, API_KEYS, CALLS, DESTINATIONS, LIVE_SIGNINS, QUEUES, RECORDER, SETTINGS, SIGNINS,
                    SWITCHBOARD, WEBHOOK_DISPATCHER, WEBHOOKS)
@@ -407,6 +408,7 @@ async def _apply_queue(request: web.Request, config: QueueConfig, by: str) -> we
     board = request.app[SWITCHBOARD]
     await request.app[QUEUES].save(config, by)
     queue = board.put_queue(config)  # hours or skills may have changed: the engine settles again
+    await tell_queue_changed(request.app, "put", config.name)  # the other nodes apply it too
     return json_response(_queue_view(board, queue))
 
 
@@ -434,6 +436,7 @@ async def delete_queue(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     board.remove_queue(name)
     await request.app[QUEUES].delete(name)
+    await tell_queue_changed(request.app, "delete", name)
     return json_response({"deleted": name})
 
 

@@ -30,6 +30,7 @@ from gateway.media.workers import WorkerPlane
 from .agent import agent_ws
 from .api import api_routes
 from .caller import caller_ws
+from .cluster import cluster_ctx
 from .keys import (
     ACCOUNTS,
     ATTACHMENTS,
@@ -123,6 +124,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_attachments_ctx)
     app.cleanup_ctx.append(_switchboard_ctx)
+    app.cleanup_ctx.append(cluster_ctx)
     app[LIVE_SOCKETS] = LiveSockets()
     app[TURNSTILE] = Turnstile(settings.setups_per_loop_iteration)
     app.on_shutdown.append(graceful_stop)

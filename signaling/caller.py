@@ -64,6 +64,9 @@ class CallerConnection(Connection):
         if due is not None:
             raise ResumePending(due)
 
+    def ice_transport_policy(self) -> str:
+        return "relay" if self.settings.turn_relay_only_callers else "all"
+
     def kept_after_shutdown(self) -> bool:
         """A caller waiting in line keeps its place across the stop (its record stays open and is restored)."""
         call = self.board.call(self.session.call_id) if self.session is not None else None
@@ -128,7 +131,7 @@ class CallerConnection(Connection):
                 self.board.chat(session, call.id, message.text, self.attachment(call.id, message.attachment_id))
                 self.send(p.Ack(id=message.id))
             case p.MediaSource():
-                self.board.media_source(session, message.call_id, message.source)
+                self.board.media_source(session, message.call_id, message.source, message.reason)
                 self.send(p.Ack(id=message.id))
             case p.ContentStatusIn():
                 self.board.content_status(session, message.call_id, message.content_id, message.status)

@@ -40,6 +40,8 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
         overrides["port"] = args.port
     if getattr(args, "media_workers", None) is not None:
         overrides["media_workers"] = args.media_workers
+    if getattr(args, "redis_url", None):
+        overrides["redis_url"] = args.redis_url
     return Settings(**overrides)
 
 
@@ -296,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int)
         p.add_argument("--media-workers", type=int, metavar="N",
                        help="media worker processes (0: media in this process; serve's default: one per CPU)")
+        p.add_argument("--redis-url", metavar="URL",
+                       help="the Redis that several nodes on one database share (CALLIN_REDIS_URL)")
         p.set_defaults(func=func)
     p = sub.add_parser("token", help="print a caller token signed with the configured HS256 secret")
     p.add_argument("--sub", required=True, help="the caller's stable id in your system")

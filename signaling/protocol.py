@@ -306,14 +306,31 @@ class WrapUpExtend(Request):
     call_id: CallId
 
 
+MediaSourceReason = Literal["camera_blocked", "camera_unavailable"]
+
+
 class MediaSource(Request):
-    """Caller: what its video section sends now (after a replaceTrack): the camera, the screen, or nothing. The
-    call's agent (and supervisors) get `media.source`; the card's `media_source` follows it."""
+    """Caller: what its video section sends now (after a replaceTrack): the camera, the screen, or nothing, and with
+    nothing on a call that wanted the camera, why (`reason`). The call's agent (and supervisors) get `media.source`;
+    the card's `media_source` and `media_source_reason` follow it."""
+
+    model_config = ConfigDict(json_schema_extra={  # what _reason_with_none checks, for schema readers
+        "if": {"required": ["reason"], "properties": {"reason": {"type": "string"}}},
+        "then": {"properties": {"source": {"const": "none"}}},
+    })
 
     type: Literal["media.source"]
     id: RequestId
     call_id: str | None = Field(None, max_length=64, description="defaults to the current call")
     source: Literal["camera", "screen", "none"]
+    reason: MediaSourceReason | None = Field(None, description='only with "none": the camera is blocked (permission '
+                                                               'denied) or unavailable (missing, busy, failed)')
+
+    @model_validator(mode="after")
+    def _reason_with_none(self) -> "MediaSource":
+        if self.reason is not None and self.source != "none":
+            raise ValueError('a reason goes only with source "none"')
+        return self
 
 
 # The agent's messages about a call always name it: the same messages as the caller's, with `call_id` required.
@@ -358,6 +375,24 @@ CallTypeName = Literal["voice", "video", "screen"]
 MediaSourceName = Literal["camera", "screen", "none"]
 
 
+class ScannedCodeOut(Part):
+    format: str = Field(description='the symbology, e.g. "QR Code", "EAN-13", "Code 128", "DataMatrix"')
+    text: str = Field(description="what it encodes (from the caller: show it as text)")
+
+
+class PhotoLocationOut(Part):
+    lat: float
+    lon: float
+
+
+class ScanOut(Part):
+    """What the gateway read in a caller's picture: codes, and the place the photo was taken (its EXIF GPS)."""
+
+    codes: list[ScannedCodeOut]
+    location: PhotoLocationOut | None = Field(description="from the photo's own metadata, not the device's "
+                                                          "consented location")
+
+
 class AttachmentOut(Part):
     """A file uploaded to a call; `url` is the path to download it."""
 
@@ -370,6 +405,8 @@ class AttachmentOut(Part):
     uploaded_by: str = Field(description='"caller" or the uploading staff member\'s username')
     at: float
     url: str
+    scan: ScanOut | None = Field(description="a caller's picture: the codes in it and where it was taken; null for "
+                                             "other files and for staff uploads")
 
 
 class ConsultOut(Part):
@@ -394,6 +431,8 @@ class CardOut(Part):
     callback: bool
     callback_phone: str | None
     media_source: MediaSourceName = Field(description="what the caller's video section sends now")
+    media_source_reason: MediaSourceReason | None = Field(
+        description="with media_source none: why a video call has no camera (camera_blocked, camera_unavailable)")
     consult: ConsultOut | None = Field(None, description="only in the call.offered of a warm transfer's consult")
 
 
@@ -527,7 +566,7 @@ class EventOut(Message):
 class IceServerOut(Message):
     urls: list[str]
     username: str | None = None
-    credential: str | None = None
+    credential: str | None = None  # TURN: minted for this session, valid for turn_credential_ttl_s
 
 
 class Welcome(Message):
@@ -539,6 +578,8 @@ class Welcome(Message):
     resumed: bool = False
     resume_grace_s: float
     ice_servers: list[IceServerOut]
+    ice_transport_policy: Literal["all", "relay"] = Field(
+        "all", description="RTCConfiguration.iceTransportPolicy to use: relay = only TURN relay candidates")
     max_message_bytes: int
     limits: Limits
     caller: CallerIdentity | None = Field(None, description="caller: the verified identity from the token")
@@ -783,6 +824,29 @@ class MediaSourceOut(EventOut):
     call_id: str
     leg: Literal["caller"] = "caller"
     source: MediaSourceName
+    reason: MediaSourceReason | None = Field(None, description="with none: camera_blocked or camera_unavailable")
+
+
+class CallRingingOut(EventOut):
+    """To the caller: its call rings at an agent now (`ringing` true, with the agent's display name), or that ring
+    ended without an answer (`ringing` false: missed, declined, the agent went away) and the call waits again.
+    An answer is call.answered, not call.ringing false."""
+
+    type: Literal["call.ringing"] = "call.ringing"
+    call_id: str
+    ringing: bool
+    agent_name: str | None = None
+
+
+class CallBargeOut(EventOut):
+    """To the caller: a supervisor joined the conversation (barge: the caller hears them; `active` true, with their
+    display name) or stopped speaking in it (`active` false). Silent monitoring and whispering to the agent are
+    not told."""
+
+    type: Literal["call.barge"] = "call.barge"
+    call_id: str
+    active: bool
+    name: str | None = None
 
 
 class ParticipantOut(EventOut):
@@ -821,7 +885,7 @@ ServerMessage = Annotated[
     | ErrorOut | CallHeldOut | CallTransferringOut | CallTransferredOut | ConsultStateOut | SuperviseStarted
     | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut | WallboardOut
     | QueueClosedOut | CallbackOfferOut | CallbackAcceptedOut | CallbackReadyOut | CallRejoinedOut
-    | ParticipantOut | ShutdownOut | MediaSourceOut,
+    | ParticipantOut | ShutdownOut | MediaSourceOut | CallRingingOut | CallBargeOut,
     Field(discriminator="type"),
 ]
 

@@ -56,6 +56,8 @@ WIRE_RULES: Mapping[type, WireRule] = MappingProxyType({
     ev.CallbackOffer: WireRule(p.CallbackOfferOut),
     ev.CallbackReady: WireRule(p.CallbackReadyOut),
     ev.MediaSourceChanged: WireRule(p.MediaSourceOut),
+    ev.CallRinging: WireRule(p.CallRingingOut),
+    ev.CallBarge: WireRule(p.CallBargeOut),
     ev.ParticipantConnection: WireRule(p.ParticipantOut, omit=frozenset({"connected"}), derive=_participant),
 })
 

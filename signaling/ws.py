@@ -6,6 +6,7 @@ import asyncio
 import json
 import contextlib
 import inspect
+import time
 from typing import Any
 
 import structlog
@@ -14,6 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from gateway.errors import GatewayError, Unauthorized
 from gateway.sessions import Numbered, ResumeFailed, Session
+from gateway.turn import ice_servers_for
 from gateway.switchboard import Switchboard
 
 from . import protocol as p
@@ -119,6 +121,9 @@ class Connection:
 
     def same_principal(self, principal: Any, other: Any) -> bool:
         raise NotImplementedError
+
+    def ice_transport_policy(self) -> str:
+        return "all"
 
     async def resume_unknown(self, token: str) -> None:
         """A resume token this node does not know: raise a retryable error if it may know it soon."""
@@ -257,7 +262,9 @@ class Connection:
                 resume_token=session.resume_token,
                 resumed=resumed,
                 resume_grace_s=self.settings.resume_grace_s,
-                ice_servers=[p.IceServerOut(**s.model_dump()) for s in self.settings.ice_servers],
+                ice_servers=[p.IceServerOut(**s.model_dump()) for s in ice_servers_for(self.settings, session.id,
+                                                                                          time.time())],
+                ice_transport_policy=self.ice_transport_policy(),
                 max_message_bytes=self.settings.max_message_bytes,
                 limits=p.limits_of(self.settings, OUTBOX_LIMIT),
                 replayed=len(replay.events),

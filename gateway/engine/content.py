@@ -61,19 +61,24 @@ class Content:
         self.core.to_agent(item["by"], ContentStatus(call_id=call.id, content_id=content_id, status=status))
         self.core.emit("call.updated", call)
 
-    def media_source(self, session: Session, call_id: str | None, source: str) -> None:
-        """The caller switched what its video sends (camera, screen, none): its call's staff are told."""
+    def media_source(self, session: Session, call_id: str | None, source: str, reason: str | None = None) -> None:
+        """The caller switched what its video sends (camera, screen, none; with none, maybe why: its camera is
+        blocked or unavailable): its call's staff are told, and an agent it rings at."""
         call = self.views.caller_call(session, call_id)
         if call.state is CallState.ENDED:
             raise InvalidState("the call has ended", code="call_ended")
-        if call.media_source == source:
+        reason = reason if source == "none" else None
+        if call.media_source == source and call.media_source_reason == reason:
             return  # nothing new
         call.media_source = source
-        call.log("media_source", source=source)
-        event = MediaSourceChanged(call_id=call.id, source=source)
+        call.media_source_reason = reason
+        call.log("media_source", source=source, **({"reason": reason} if reason else {}))
+        event = MediaSourceChanged(call_id=call.id, source=source, reason=reason)
         if call.state is CallState.CONNECTED:
             for username in {call.agent, call.consult, *call.supervisors} - {None}:
                 self.core.to_agent(username, event)
+        elif call.state is CallState.OFFERED and call.offered_to:
+            self.core.to_agent(call.offered_to, event)  # it was offered with the card of a moment ago
         self.core.emit("call.updated", call)
 
     def chat(self, session: Session, call_id: str | None, text: str | None,

@@ -10,7 +10,7 @@ import structlog
 
 from ..calls import Call
 from ..errors import InvalidState
-from ..events import AgentStatusChanged, CallAnswered, CallOffered, OfferWithdrawn
+from ..events import AgentStatusChanged, CallAnswered, CallOffered, CallRinging, OfferWithdrawn
 from ..models import AgentStatus, CallState, now
 from ..routing import AgentState, pick_agent
 from ..sessions import Session
@@ -68,6 +68,8 @@ class Dispatch:
         timeout = self.core.settings.ring_timeout_s
         self.core.to_session(agent.session_id, CallOffered(call_id=call.id, card=call.card(), ring_timeout_s=timeout))
         self.core.timers.set(f"call:{call.id}:ring", timeout, call.id, agent.username)
+        if not call.callback:  # the caller sees "Connecting you to <agent>…" (a callback's caller has left the line)
+            self.core.to_caller(call, CallRinging(call_id=call.id, ringing=True, agent_name=agent.display_name))
         log.info("call.offered", call_id=call.id, agent=agent.username)
         self.core.emit("call.offered", call, agent.username)
 
@@ -117,6 +119,8 @@ class Dispatch:
         call.transition(CallState.QUEUED, reason=reason, agent=agent.username)
         agent.call_id = None
         self.core.to_session(agent.session_id, OfferWithdrawn(call_id=call.id, reason=reason))
+        if not call.callback:
+            self.core.to_caller(call, CallRinging(call_id=call.id, ringing=False))  # waiting again
         skills = self.views.queue_of(call).skills
         if pick_agent(self.presence.routable_agents(), call.declined_by, skills) is None:
             # Nobody else can take it now: a new round after a pause (the agents who passed may take it then, and

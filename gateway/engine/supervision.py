@@ -7,7 +7,7 @@ import structlog
 
 from ..calls import Call
 from ..errors import Forbidden, InvalidState, NotFound
-from ..events import CallEnded
+from ..events import CallBarge, CallEnded
 from ..media.topology import SuperviseMode
 from ..models import CallState
 from ..sessions import Session
@@ -39,6 +39,7 @@ class Supervision:
         previous = call.supervisors.get(account.username)
         call.supervisors[account.username] = mode.value
         self._scene(call)
+        self._tell_barge(call, account.username, previous, mode.value, getattr(account, "display_name", None))
         session.call_id = call.id
         call.log("supervise", supervisor=account.username, mode=mode.value, previous=previous)
         log.info("call.supervise", call_id=call.id, supervisor=account.username, mode=mode.value)
@@ -56,12 +57,27 @@ class Supervision:
 
     async def drop(self, call: Call, username: str) -> None:
         """A supervisor leaves the call (stopped, or their media failed)."""
-        call.supervisors.pop(username, None)
+        previous = call.supervisors.pop(username, None)
         self._scene(call)
+        self._tell_barge(call, username, previous, None, None)
         await self.core.plane.remove(call.id, username)
         self.core.live.untrack_legs(call.id, username)
         call.log("supervise_stopped", supervisor=username)
         self.core.emit("call.updated", call)
+
+    def _tell_barge(self, call: Call, username: str, previous: str | None, mode: str | None,
+                    display_name: str | None) -> None:
+        """The caller hears a barging supervisor, so it is told when one starts or stops speaking in the call (by
+        display name, as it knows its agent); monitoring and whispering are silent to it and never told."""
+        barge = SuperviseMode.BARGE.value
+        if (previous == barge) == (mode == barge):
+            return
+        if mode == barge:
+            event = CallBarge(call_id=call.id, active=True, name=display_name or username)
+        else:
+            account = self.core.live.agent(username)
+            event = CallBarge(call_id=call.id, active=False, name=account.display_name if account else None)
+        self.core.to_caller(call, event)
 
     def call_ended(self, call: Call, event: CallEnded) -> None:
         """The call ended: each supervisor is told, and is no longer in it."""

@@ -298,8 +298,8 @@ class Switchboard(AsyncIOEventEmitter):
         self.content.status(session, call_id, content_id, status)
         self._settle()
 
-    def media_source(self, session: Session, call_id: str | None, source: str) -> None:
-        self.content.media_source(session, call_id, source)
+    def media_source(self, session: Session, call_id: str | None, source: str, reason: str | None = None) -> None:
+        self.content.media_source(session, call_id, source, reason)
         self._settle()
 
     def chat(self, session: Session, call_id: str | None, text: str | None,

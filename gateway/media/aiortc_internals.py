@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "HookError", "LinkProbe", "RtpPacket", "SenderPort", "SessionDescription", "announce_address",
     "candidate_from_sdp", "depayloaded", "forget_sent", "guard_ice", "h264_depayload", "ice_connections",
+    "nominated_candidate_types",
     "lean_receive", "negotiated_codecs", "on_keyframe_request", "receiver_codecs", "request_keyframe",
     "restrict_host_addresses", "send_now", "sender_ssrcs", "tap_receiver", "uint16_add", "uint16_gt",
     "vp8_depayload",
@@ -286,6 +287,17 @@ def ice_connections(pc: RTCPeerConnection) -> list[Any]:
         connection = sctp.transport.transport.iceGatherer._connection
         found.setdefault(id(connection), connection)
     return list(found.values())
+
+
+def nominated_candidate_types(pc: RTCPeerConnection) -> list[tuple[str, str]]:
+    """(local, remote) candidate types of each ICE connection's nominated pair (e.g. ("relay", "host") when this
+    peer's media goes through TURN); empty before ICE has nominated."""
+    found = []
+    for connection in ice_connections(pc):
+        pair = connection._nominated.get(1)
+        if pair is not None:
+            found.append((pair.local_candidate.type, pair.remote_candidate.type))
+    return found
 
 
 def bound_ports(pc: RTCPeerConnection) -> list[tuple[str, int]]:

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from ..errors import GatewayError, NotFound
+from ..scan import scan_upload
 
 SIGNATURES: list[tuple[str, bytes, int]] = [
     ("image/png", b"\x89PNG\r\n\x1a\n", 0),
@@ -50,6 +51,8 @@ class Attachment:
     uploaded_by: str
     at: float
     owner: str | None = None  # the caller identity (issuer|subject) that uploaded it; None for staff
+    # a caller's picture: the codes read in it and where the photo was taken (gateway/scan.py); None otherwise
+    scan: dict[str, Any] | None = None
 
     def public(self) -> dict[str, object]:
         data = asdict(self)
@@ -159,9 +162,10 @@ class AttachmentStore:
         folder = self._dir(call_id)
         self._check_quotas(call_id, len(data), owner)
         clean = _NAME.sub("_", name).strip() or "file"
+        scan = await scan_upload(data, mime) if owner is not None else None  # a caller's picture: codes, place
         attachment = Attachment(id=secrets.token_hex(8), call_id=call_id, name=clean[:120], mime=mime, size=len(data),
                                 sha256=hashlib.sha256(data).hexdigest(), uploaded_by=uploaded_by, at=self._clock(),
-                                owner=owner)
+                                owner=owner, scan=scan)
         self._pending[attachment.id] = attachment
         try:
             await asyncio.to_thread(_write, folder, attachment, data)

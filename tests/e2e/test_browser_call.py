@@ -89,7 +89,8 @@ async def test_video_call_card_media_screen_switch_and_caller_hangup(gateway, br
     await expect(card).to_contain_text("NW-2048-1187")
     await expect(card.locator(".steps li").last).to_have_text("Tapped “Call us”")
     await expect(agent.locator("#status-pill")).to_have_attribute("data-status", "ringing")
-    await expect(widget(caller, ".presence .who")).to_have_text("You are number 1 in line")
+    # The caller sees who its call rings at (issue 18), not just its place in line.
+    await expect(widget(caller, ".presence .who")).to_have_text("Connecting you to Alice (demo agent)…")
     await shot(agent, "console-ring")
     await shot(caller, "caller-ring")
 

@@ -117,6 +117,10 @@ async def test_content_chat_hold_snapshot_transfer_dialog_and_wrap_up(browser, t
         await agent.click("#share-send")
         await expect(widget(caller, ".tray .pushed.text .p-text")).to_have_text("Ticket #48213: card unblock after identity check")
         await shot(caller, "caller-pushed-content")
+        # Two cards collapse to the newest one and a count (issue 18): show all, then open the link.
+        await expect(card).to_be_hidden()
+        await widget(caller, ".tray-toggle").click()
+        await expect(card).to_be_visible()
         # The link opens in a new tab (served here by the test: nothing leaves the machine).
         await caller_ctx.route("https://bank.example/**", lambda route: route.fulfill(
             body="<!doctype html><title>Reset your PIN</title><h1>Reset your PIN</h1>", content_type="text/html"))

@@ -145,3 +145,26 @@ async def test_snapshot_is_decoded_on_demand_and_can_be_pushed_back(gateway, cal
     assert status == 200 and body == jpeg
     await caller.close()
     await agent.close()
+
+
+async def test_a_photo_from_the_caller_gives_the_agent_its_codes_and_where_it_was_taken(gateway, caller_token):
+    """Spare the caller typing: the QR code on a meter and the barcode of a parcel, read from the photo the caller
+    sends; the photo's own GPS position with it. A picture the agent sends is not read."""
+    import zxingcpp
+
+    from tests.support.pictures import picture
+
+    caller, agent, call_id, token = await in_call(gateway, caller_token)
+    photo = picture([("METER 04-771-3392", zxingcpp.BarcodeFormat.QRCode),
+                     ("<b>PARCEL</b> 77", zxingcpp.BarcodeFormat.Code128)], fmt="JPEG", gps=(48.858222, 2.2945))
+    status, attachment = await upload(gateway, call_id, token, photo, "meter.jpg")
+    assert status == 201 and attachment["mime"] == "image/jpeg", attachment
+    await caller.ws.request({"type": "chat.send", "attachment_id": attachment["id"]})
+    scan = (await agent.ws.wait("chat.message"))["message"]["attachment"]["scan"]
+    assert sorted((c["format"], c["text"]) for c in scan["codes"]) == [("Code 128", "<b>PARCEL</b> 77"),
+                                                                        ("QR Code", "METER 04-771-3392")]
+    assert abs(scan["location"]["lat"] - 48.858222) < 1e-4 and abs(scan["location"]["lon"] - 2.2945) < 1e-4
+    status, staff = await upload(gateway, call_id, agent.token, photo, "same.jpg")
+    assert status == 201 and staff["scan"] is None
+    await caller.close()
+    await agent.close()

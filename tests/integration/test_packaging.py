@@ -33,13 +33,16 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+PACKAGE_ROOTS = ("callin_sdk", "gateway", "signaling")  # the importable packages the wheel must hold
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's wheel, built offline from a copy of the source (pip wheel, no index, no build isolation)."""
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for name in ("gateway", "signaling", "web"):
+    for name in PACKAGE_ROOTS + ("web",):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
@@ -56,7 +59,7 @@ def test_the_wheel_holds_the_web_assets_and_every_package(wheel: Path) -> None:
     assert "web/caller/callin-widget.js" in web and "web/console/index.html" in web
     missing = [f for f in web if "callin_web/" + f.removeprefix("web/") not in names]
     assert not missing, f"web files not in the wheel: {missing}"
-    code = source_files("gateway", "*.py") + source_files("signaling", "*.py")
+    code = [f for root in PACKAGE_ROOTS for f in source_files(root, "*.py")]
     missing = [f for f in code if f not in names]
     assert not missing, f"modules not in the wheel (add their package to pyproject.toml): {missing}"
     assert "gateway/store/migrations/script.py.mako" in names

@@ -181,7 +181,7 @@ async def test_a_callers_media_source_reaches_its_agent(gateway, caller_token):
     ack = await caller.ws.request({"type": "media.source", "call_id": call_id, "source": "none"})
     assert ack["type"] == "ack", ack
     event = await agent.ws.wait(lambda m: m["type"] == "media.source", since=start)
-    assert event == {"type": "media.source", "call_id": call_id, "leg": "caller", "source": "none",
+    assert event == {"type": "media.source", "call_id": call_id, "leg": "caller", "source": "none", "reason": None,
                      "seq": event["seq"]} and event["seq"] >= 1
     # the same source again says nothing new: the next event the agent gets is the camera
     await caller.ws.request({"type": "media.source", "source": "none"})

@@ -69,6 +69,8 @@ async def test_an_sdk_caller_and_a_real_agent_exchange_media_checked_by_content(
             call_id = await answered_call(gw, caller, agent)
             queued = await caller.wait_for("queued", since=mark)
             assert queued["call_id"] == call_id and queued["position"] == 1 and queued["queue"] == "default"
+            ringing = await caller.wait_for("ringing", since=mark)  # call.ringing: "Connecting you to Alice…"
+            assert ringing["ringing"] is True and ringing["agent_name"] == "Alice (demo agent)"
             card = (agent.ws.of_type("call.offered"))[0]["card"]
             assert card["identity"]["name"] == "Lobby kiosk 7" and card["call_type"] == "video"
             await caller.wait_for("connected", since=mark, timeout=15)

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from gateway.media import aiortc_internals as internals
@@ -170,11 +170,12 @@ class Sink:
 
 
 class Peer:
-    """An aiortc peer connection on loopback only (or the given addresses of this host), with no ICE servers."""
+    """An aiortc peer connection on loopback only (or the given addresses of this host), with no ICE servers (or
+    the given ones: a TURN server in the test's namespace)."""
 
-    def __init__(self, addresses: list[str] | None = None) -> None:
+    def __init__(self, addresses: list[str] | None = None, ice_servers: list[RTCIceServer] | None = None) -> None:
         self.addresses = addresses or LOOPBACK
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers or []))
         self.sinks: dict[str, Sink] = {}  # the first received track of each kind
         self.slots: dict[str, Sink] = {}  # every received track by the gateway's slot name: audio, audio:1, video
         self.track_event = asyncio.Event()

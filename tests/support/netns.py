@@ -64,3 +64,18 @@ async def shaped(destination: str, rate: str) -> AsyncIterator[None]:
 
 async def unshape() -> None:
     await run("tc", "qdisc", "del", "dev", "lo", "root", check=False)
+
+
+@asynccontextmanager
+async def firewall(*rules: list[str]) -> AsyncIterator[None]:
+    """iptables OUTPUT rules of this namespace (each a list of match arguments, e.g. ["-p", "udp", "-s",
+    "10.77.0.3"]) that DROP what they match; removed afterwards. Loopback traffic goes through OUTPUT once."""
+    added: list[list[str]] = []
+    try:
+        for rule in rules:
+            await run("iptables", "-w", "-A", "OUTPUT", *rule, "-j", "DROP")
+            added.append(rule)
+        yield
+    finally:
+        for rule in reversed(added):
+            await run("iptables", "-w", "-D", "OUTPUT", *rule, "-j", "DROP", check=False)

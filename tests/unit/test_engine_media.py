@@ -8,7 +8,17 @@ import asyncio
 import time
 
 from gateway.auth import AgentAccount
-from gateway.events import CallAnswered, CallEnded, CallHeld, CallOffered, CallTransferred, ConsultState, MediaState
+from gateway.events import (
+    CallAnswered,
+    CallBarge,
+    CallEnded,
+    CallHeld,
+    CallOffered,
+    CallRinging,
+    CallTransferred,
+    ConsultState,
+    MediaState,
+)
 from gateway.media.topology import SuperviseMode
 from gateway.models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason
 from gateway.switchboard import Switchboard
@@ -223,5 +233,47 @@ async def test_warm_transfer_cancelled_returns_the_scene_to_the_caller_and_frees
         assert [e.held for e in caller.of(CallHeld)] == [True, False]
         assert [e.state for e in bob.of(ConsultState)] == ["cancelled"]
         assert call.agent == "alice" and board.agents["bob"].status is AgentStatus.AVAILABLE
+    finally:
+        await board.close()
+
+
+async def test_the_caller_is_told_its_call_rings_and_when_the_ring_ends_unanswered():
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(plane)
+    try:
+        # Rung at alice, then answered: one "ringing" with her name, and no "ringing false" for an answer.
+        assert [(e.ringing, e.agent_name) for e in caller.of(CallRinging)] == [(True, "Alice")]
+        # A blind transfer to bob rings him; his ring times out: the caller is back in line, told so.
+        bob = Party(board, board.open_agent(AgentAccount(username="bob", display_name="Bob")))
+        board.set_agent_status(bob.session, AgentStatus.AVAILABLE)
+        await board.transfer(agent.session, call.id, to_agent="bob", to_queue=None, mode="blind")
+        assert caller.of(CallRinging)[-1] == CallRinging(call_id=call.id, ringing=True, agent_name="Bob")
+        # Bob declines: the caller is back in line (told so), and alice, free again, is rung at once.
+        board.decline(bob.session, call.id)
+        assert [(e.ringing, e.agent_name) for e in caller.of(CallRinging)] == [
+            (True, "Alice"), (True, "Bob"), (False, None), (True, "Alice")]
+        assert call.state is CallState.OFFERED and call.offered_to == "alice"
+        # Agents never get call.ringing.
+        assert not agent.of(CallRinging) and not bob.of(CallRinging)
+    finally:
+        await board.close()
+
+
+async def test_the_caller_is_told_of_barging_only():
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(plane)
+    try:
+        sam = Party(board, board.open_agent(AgentAccount(username="sam", display_name="Sam", role="supervisor")))
+        steps = [SuperviseMode.MONITOR, SuperviseMode.WHISPER, SuperviseMode.BARGE, SuperviseMode.BARGE,
+                 SuperviseMode.MONITOR, SuperviseMode.BARGE]
+        told = []
+        for mode in steps:
+            board.supervise(sam.session, call.id, mode)
+            told.append([(e.active, e.name) for e in caller.of(CallBarge)])
+        assert told == [[], [], [(True, "Sam")], [(True, "Sam")], [(True, "Sam"), (False, "Sam")],
+                        [(True, "Sam"), (False, "Sam"), (True, "Sam")]]
+        await board.stop_supervising(sam.session, call.id)
+        assert caller.of(CallBarge)[-1] == CallBarge(call_id=call.id, active=False, name="Sam")
+        assert not agent.of(CallBarge) and not sam.of(CallBarge)
     finally:
         await board.close()

@@ -21,7 +21,7 @@ IDENTITY = {"subject": "cust-42", "name": "Dana", "email": None, "phone": None, 
 CARD = {"call_id": CALL, "call_type": "video", "queue": "default", "priority": 0, "created_at": 1795468254.5,
         "identity": IDENTITY, "location": None, "context": {"screen": None, "steps": [], "crm": {}},
         "transferred_from": None, "history": [], "history_omitted": 0, "callback": False, "callback_phone": None,
-        "media_source": "camera"}
+        "media_source": "camera", "media_source_reason": None}
 
 # (event, the exact JSON sent before seq is spliced in, the outbox slot). The texts were produced by the
 # `match` in signaling/ws.py that the table replaced: no byte of the wire changed.
@@ -38,7 +38,7 @@ SAMPLES: list[tuple[object, str, str | None]] = [
      '"queue":"default","priority":0,"created_at":1795468254.5,"identity":{"subject":"cust-42","name":"Dana",'
      '"email":null,"phone":null,"issuer":null,"claims":{},"verified":true,"expires_at":1795471854},"location":null,'
      '"context":{"screen":null,"steps":[],"crm":{}},"transferred_from":null,"history":[],"history_omitted":0,'
-     '"callback":false,"callback_phone":null,"media_source":"camera","consult":{"from":"alice","from_name":"Alice"}},'
+     '"callback":false,"callback_phone":null,"media_source":"camera","media_source_reason":null,"consult":{"from":"alice","from_name":"Alice"}},'
      '"ring_timeout_s":20.0}', None),
     (ev.OfferWithdrawn(call_id=CALL, reason="ring_timeout"),
      '{"type":"call.offer_withdrawn","call_id":"1182d9cfde73099c","reason":"ring_timeout"}', None),
@@ -85,7 +85,16 @@ SAMPLES: list[tuple[object, str, str | None]] = [
      '"from":{"role":"caller","name":"Dana","username":null},"text":"hi","attachment":null,"at":1795468290.4}}',
      None),
     (ev.MediaSourceChanged(call_id=CALL, source="screen"),
-     '{"type":"media.source","call_id":"1182d9cfde73099c","leg":"caller","source":"screen"}', None),
+     '{"type":"media.source","call_id":"1182d9cfde73099c","leg":"caller","source":"screen","reason":null}', None),
+    (ev.MediaSourceChanged(call_id=CALL, source="none", reason="camera_blocked"),
+     '{"type":"media.source","call_id":"1182d9cfde73099c","leg":"caller","source":"none","reason":"camera_blocked"}',
+     None),
+    (ev.CallRinging(call_id=CALL, ringing=True, agent_name="Alice"),
+     '{"type":"call.ringing","call_id":"1182d9cfde73099c","ringing":true,"agent_name":"Alice"}', None),
+    (ev.CallRinging(call_id=CALL, ringing=False),
+     '{"type":"call.ringing","call_id":"1182d9cfde73099c","ringing":false,"agent_name":null}', None),
+    (ev.CallBarge(call_id=CALL, active=True, name="Sam"),
+     '{"type":"call.barge","call_id":"1182d9cfde73099c","active":true,"name":"Sam"}', None),
     (ev.QueueClosed(call_id=CALL, queue="billing", reason="after_hours", message="Closed.", callback_available=True,
                     message_allowed=False, opens_at=1795503600.0),
      '{"type":"queue.closed","call_id":"1182d9cfde73099c","queue":"billing","reason":"after_hours",'

@@ -157,6 +157,8 @@ export interface AcquiredMedia {
   audio: MediaStreamTrack | null;
   video: MediaStreamTrack | null;
   source: VideoSource;
+  /** A video call that goes on without its camera: why (sent to the gateway as media.source reason). */
+  missing?: "camera_blocked" | "camera_unavailable" | null;
 }
 
 export interface QueueInfo {
@@ -221,7 +223,7 @@ export interface CallinClientEventMap {
   answered: { agentName: string; callId: string; transferred?: boolean; rejoined?: boolean };
   ended: CallEnd;
   error: { error: CallinError; fatal: boolean };
-  reconnecting: { attempt: number };
+  reconnecting: { attempt: number; graceS: number; until: number };
   reconnected: { resumed: boolean; replayed: number; complete: boolean };
   localstream: { stream: MediaStream };
   remotetrack: { track: MediaStreamTrack; stream: MediaStream; slot: "main" | "aux" };
@@ -231,7 +233,9 @@ export interface CallinClientEventMap {
   videosource: { source: VideoSource };
   gatewaymedia: { state: string };
   videopaused: { paused: boolean; reason: string };
-  devicewarning: { code: string; reason: string };
+  devicewarning: { code: string; reason: string; missing: "camera_blocked" | "camera_unavailable" | null };
+  ringing: { ringing: boolean; agentName: string | null };
+  barge: { active: boolean; name: string | null; barging: string[] };
   mute: { muted: boolean };
   held: { held: boolean };
   transferring: { mode: string };
@@ -280,6 +284,12 @@ export declare class CallinClient extends EventTarget {
   closedNotice: ClosedNotice | null;
   callback: { position?: number | null; ready?: CallinClientEventMap["callbackready"] } | null;
   agentReconnecting: boolean;
+  /** The agent the waiting call rings at now (call.ringing), or null. */
+  ringingAgent: string | null;
+  /** Names of the supervisors speaking in the call now (call.barge). */
+  barging: string[];
+  /** How long the gateway keeps a call whose socket dropped (welcome.resume_grace_s), in seconds. */
+  readonly resumeGraceS: number;
   /** The seq of the last event processed on this session (0: none yet). */
   readonly lastSeq: number;
   readonly reconnecting: boolean;

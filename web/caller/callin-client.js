@@ -18,14 +18,17 @@
  *   statechange {state, previous}   idle | connecting | ready | starting | queued | connected | ended
  *   queue {position, queueLength, estimatedWaitS}   answered {agentName, callId}
  *   ended {reason, by, durationS, callId}   error {error: CallinError, fatal}
- *   reconnecting {attempt}   reconnected {resumed, replayed, complete}   localstream {stream}   remotetrack {track, stream}
+ *   reconnecting {attempt, graceS, until} (until: Date.now() when the gateway gives the call up)   reconnected {resumed, replayed, complete}   localstream {stream}   remotetrack {track, stream}
  *   participant {state: reconnecting|reconnected, role, name} (the agent's console lost its connection / is back)
  *   shutdown {reason, retryAfterS} (the gateway is stopping; the call ends with reason "shutdown")
  *   mediastate {state} (the peer connection's connectionState)   videosource {source: camera|screen|null}
  *   (a switch of the video source is also sent to the gateway as media.source: the agent sees it)
  *   gatewaymedia {state} (media.state of this caller's leg as the gateway sees it, e.g. disconnected)
  *   videopaused {paused, reason} (the gateway paused/resumed the video it sends you: your link is too slow)
- *   devicewarning {code, reason} (e.g. no camera: the call continues as a voice call)
+ *   devicewarning {code, reason, missing} (e.g. no camera: the call continues as a voice call; missing:
+ *     "camera_blocked" (permission refused) or "camera_unavailable", also sent to the gateway as media.source)
+ *   ringing {ringing, agentName} (the call rings at that agent now / the ring ended unanswered: waiting again)
+ *   barge {active, name} (a supervisor started / stopped speaking in the call; you hear them on the "aux" slot)
  * In-call and contact-center events:
  *   held {held}   transferring {mode}   closed {reason, message, callbackAvailable, messageAllowed, opensAt, queue}
  *   callbackoffer {estimatedWaitS}   callbackaccepted {position}   callbackready {callId, agentName, rejoinWithinS}
@@ -421,6 +424,13 @@ export class CallinClient extends EventTarget {
     this.closedNotice = null;
     this.callback = null; // {position} after callback.accepted; {ready: {...}} after callback.ready
     this.agentReconnecting = false; // the agent's console lost its connection (participant.reconnecting)
+    this.ringingAgent = null; // the agent the waiting call rings at now (call.ringing), or null
+    this.barging = []; // names of the supervisors speaking in the call now (call.barge)
+  }
+
+  /** How long the gateway keeps a call whose socket dropped (welcome.resume_grace_s), in seconds. */
+  get resumeGraceS() {
+    return this.#welcome?.resume_grace_s ?? 30;
   }
 
   /** The seq of the last event processed on this session (0: none yet). */
@@ -583,6 +593,7 @@ export class CallinClient extends EventTarget {
     this.#reconnecting = true;
     const graceMs = Math.max(5000, (this.#welcome?.resume_grace_s ?? 30) * 1000, withinMs);
     let deadline = performance.now() + graceMs;
+    const until = Date.now() + graceMs;
     if (afterMs > 0) await sleep(afterMs);
     const resumeToken = this.#welcome?.resume_token;
     const sessionId = this.#welcome?.session_id;
@@ -591,7 +602,7 @@ export class CallinClient extends EventTarget {
     let failure = new CallinError("network_lost", "the connection to the gateway was lost", { retryable: true });
     while (!this.#closing && performance.now() < deadline && resumeToken) {
       attempt += 1;
-      this.#emit("reconnecting", { attempt });
+      this.#emit("reconnecting", { attempt, graceS: Math.round(graceMs / 1000), until });
       try {
         let token = this.#token;
         try {
@@ -674,6 +685,7 @@ export class CallinClient extends EventTarget {
         if (message.call_id !== this.callId) return;
         const transferred = this.state === "connected";
         this.agentName = message.agent_name;
+        this.ringingAgent = null;
         this.#answeredAt = Date.now();
         this.transferring = false;
         this.closedNotice = null;
@@ -683,6 +695,20 @@ export class CallinClient extends EventTarget {
         }
         this.#setState("connected");
         this.#emit("answered", { agentName: message.agent_name, callId: message.call_id, transferred });
+        break;
+      }
+      case "call.ringing":
+        if (message.call_id !== this.callId || this.state !== "queued") return;
+        this.ringingAgent = message.ringing ? (message.agent_name ?? null) : null;
+        this.#emit("ringing", { ringing: Boolean(message.ringing), agentName: this.ringingAgent });
+        break;
+      case "call.barge": {
+        if (message.call_id !== this.callId) return;
+        const name = message.name ?? "A supervisor";
+        const at = this.barging.indexOf(name);
+        if (message.active && at < 0) this.barging.push(name);
+        else if (!message.active && at >= 0) this.barging.splice(at, 1);
+        this.#emit("barge", { active: Boolean(message.active), name: message.name ?? null, barging: [...this.barging] });
         break;
       }
       case "call.held":
@@ -772,6 +798,7 @@ export class CallinClient extends EventTarget {
     }
     let video = null;
     let audio = null;
+    let missing = null;
     if (callType === "screen") {
       if (!navigator.mediaDevices.getDisplayMedia) throw new CallinError("unsupported", "this browser cannot share its screen");
       try {
@@ -798,7 +825,8 @@ export class CallinClient extends EventTarget {
         } catch (err2) {
           throw mediaError(err2, "microphone");
         }
-        this.#emit("devicewarning", { code: first.code, reason: "the camera is not available: continuing as a voice call" });
+        missing = first.code === "permission_denied" ? "camera_blocked" : "camera_unavailable";
+        this.#emit("devicewarning", { code: first.code, reason: "the camera is not available: continuing as a voice call", missing });
       }
     } else {
       try {
@@ -807,7 +835,7 @@ export class CallinClient extends EventTarget {
         throw mediaError(err, "microphone");
       }
     }
-    return { audio, video, source: video ? (callType === "screen" ? "screen" : "camera") : null };
+    return { audio, video, source: video ? (callType === "screen" ? "screen" : "camera") : null, missing };
   }
 
   /**
@@ -835,6 +863,8 @@ export class CallinClient extends EventTarget {
     this.closedNotice = null;
     this.callback = null;
     this.agentReconnecting = false;
+    this.ringingAgent = null;
+    this.barging = [];
     try {
       const [acquired] = await Promise.all([media ?? this.acquireMedia(callType), this.connect()]);
       this.#useTracks(acquired);
@@ -844,6 +874,10 @@ export class CallinClient extends EventTarget {
       this.#early = [];
       const queued = await this.#signal.request(body);
       this.callId = queued.call_id;
+      if (acquired.missing && !acquired.video) {
+        // A video call without its camera: the agent is told so (and why), not "video call".
+        this.#signal.send({ type: "media.source", id: this.#signal.nextId(), call_id: this.callId, source: "none", reason: acquired.missing });
+      }
       this.#setQueue(queued);
       if (this.state === "starting") this.#setState("queued");
       const early = this.#early.filter((m) => m.call_id === queued.call_id);
@@ -883,7 +917,8 @@ export class CallinClient extends EventTarget {
   }
 
   async #negotiate() {
-    const pc = new RTCPeerConnection({ iceServers: iceServersFrom(this.#welcome?.ice_servers), bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection({ iceServers: iceServersFrom(this.#welcome?.ice_servers), bundlePolicy: "max-bundle",
+                                       iceTransportPolicy: this.#welcome?.ice_transport_policy === "relay" ? "relay" : "all" });
     this.#pc = pc;
     this.#offerSent = false;
     this.#pendingCandidates = [];

@@ -52,6 +52,10 @@ button { font: inherit; color: inherit; }
 .launcher.in-call { background: var(--ok); box-shadow: 0 10px 24px -8px rgba(22, 163, 74, .7); }
 .launcher.in-call .badge { animation: beat 1.6s ease-in-out infinite; }
 .launcher[aria-expanded="true"].floating { display: none; }
+.launch-count {
+  min-width: 22px; height: 22px; padding: 0 6px; margin-right: -8px; border-radius: 999px; display: grid; place-items: center;
+  background: #be123c; color: white; font-size: 12px; font-weight: 750; box-shadow: 0 0 0 2px var(--ok);
+}
 
 /* ---------------------------------------------------------------- panel */
 .panel {
@@ -219,6 +223,22 @@ button { font: inherit; color: inherit; }
   background: rgba(234, 88, 12, .95); color: white; font-size: 13px; font-weight: 600;
 }
 .banner .spin-sm { width: 14px; height: 14px; border-radius: 50%; border: 2px solid rgba(255,255,255,.4); border-top-color: white; animation: spin .8s linear infinite; }
+.side { display: contents; }
+.note {
+  display: flex; align-items: center; gap: 10px; margin: 10px 12px 0; padding: 8px 8px 8px 12px; border-radius: 14px; flex: none;
+  background: rgba(255,255,255,.08); color: #e2e8f0; font-size: 13px;
+}
+.note .n-ico { display: grid; place-items: center; width: 30px; height: 30px; border-radius: 10px; flex: none; background: rgba(255,255,255,.1); }
+.note .n-text { flex: 1; min-width: 0; display: flex; flex-direction: column; }
+.note .n-text b { font-weight: 650; color: white; }
+.note .n-text small { color: #cbd5e1; font-size: 12.5px; }
+.share-note { background: #1d4ed8; }
+.share-note .n-btn { background: white; color: #1e3a8a; }
+.barge-note { background: rgba(124, 58, 237, .35); }
+.cam-note { background: rgba(180, 83, 9, .4); }
+.cam-note .icon-btn { color: #fde68a; }
+.stage.bannered .presence { padding-bottom: 64px; }
+.stage.reconnecting .presence .status, .stage.reconnecting .presence .sub { visibility: hidden; }
 .controls { display: flex; justify-content: center; gap: 14px; padding: 16px 12px 20px; }
 .ctl { display: flex; flex-direction: column; align-items: center; gap: 6px; min-width: 62px; }
 .ctl button {
@@ -261,9 +281,9 @@ button { font: inherit; color: inherit; }
 .overlay h3 { margin: 0 0 6px; color: white; font-size: 19px; font-weight: 700; }
 .overlay p { margin: 0; color: #cbd5e1; font-size: 14px; max-width: 260px; }
 
-/* ---------------------------------------------------------------- callback offer (while waiting) */
+/* ---------------------------------------------------------------- callback offer (while waiting): below the stage */
 .offer-card {
-  position: absolute; left: 10px; right: 10px; bottom: 10px; z-index: 2; display: flex; gap: 12px; padding: 14px;
+  position: relative; margin: 10px 12px 0; flex: none; display: flex; gap: 12px; padding: 14px;
   border-radius: 16px; background: var(--surface); color: var(--ink); box-shadow: 0 18px 40px -12px rgba(0,0,0,.6);
   animation: rise .22s ease-out;
 }
@@ -274,7 +294,17 @@ button { font: inherit; color: inherit; }
 
 /* ---------------------------------------------------------------- pushed content */
 .panel.chatting .tray { display: none; }
-.tray { list-style: none; margin: 10px 12px 0; padding: 0; display: flex; flex-direction: column; gap: 8px; max-height: 42%; overflow-y: auto; flex: none; }
+.panel.chatting .tray-box { display: none; }
+.tray-box { margin: 10px 12px 0; flex: none; display: flex; flex-direction: column; gap: 6px; min-height: 0; }
+.tray-box.expanded { max-height: 45%; }
+.tray-toggle {
+  display: flex; align-items: center; gap: 8px; padding: 6px 10px; border: 0; border-radius: 10px; cursor: pointer;
+  background: rgba(255,255,255,.08); color: #e2e8f0; font-size: 12.5px; font-weight: 650; text-align: left;
+}
+.tray-toggle .tray-count { flex: 1; }
+.tray-box.expanded .tray-toggle > .icon:last-child { transform: rotate(180deg); }
+.tray { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column; gap: 8px; overflow-y: auto; flex: 1; min-height: 0; }
+.tray-box:not(.expanded) .pushed + .pushed { display: none; }
 .pushed { background: var(--surface); color: var(--ink); border-radius: 16px; padding: 10px 10px 12px 14px; box-shadow: 0 10px 30px -14px rgba(0,0,0,.7); animation: rise .22s ease-out; }
 .p-head { display: flex; align-items: center; gap: 8px; }
 .p-ico { display: grid; place-items: center; width: 28px; height: 28px; border-radius: 9px; flex: none; background: var(--accent-soft); color: var(--accent); }
@@ -343,5 +373,27 @@ button { font: inherit; color: inherit; }
 .btn.join { background: var(--ok); }
 .btn.join:hover { background: #15803d; }
 @media (max-height: 560px) { .avatar { width: 72px; height: 72px; font-size: 26px; margin-bottom: 12px; } }
+/* A phone on its side (e.g. 844 x 390): the whole screen, the stage on the left, notes and controls on the right. */
+@media (max-height: 500px) and (min-aspect-ratio: 4/3) {
+  .panel { inset: 0; width: auto; height: auto; border-radius: 0; animation: none; }
+  .bar { padding: 6px 10px 6px 14px; }
+  .brand-mark { width: 30px; height: 30px; border-radius: 10px; }
+  .view.call { display: grid; grid-template-columns: minmax(0, 1fr) minmax(280px, 38%); grid-template-rows: minmax(0, 1fr); }
+  .stage { min-height: 0; margin: 8px 0 8px 8px; }
+  /* The controls keep their room; the notes and cards above them shrink and scroll. */
+  .side { display: flex; flex-direction: column; min-height: 0; overflow: hidden; }
+  .side > .note, .side > .offer-card, .side > .tray-box, .side > .toast { margin: 8px 8px 0; flex: 0 1 auto; min-height: 44px; overflow-y: auto; }
+  .side > .offer-card { padding: 10px; }
+  .side .controls { flex: none; margin-top: auto; padding: 8px 6px 8px; gap: 2px; }
+  .side .ctl { min-width: 52px; }
+  .side .ctl button { width: 48px; height: 48px; }
+  .side .footer-note { display: none; }
+  .note { padding: 6px 6px 6px 10px; font-size: 12.5px; }
+  .note .n-text small { font-size: 12px; }
+  .avatar { width: 64px; height: 64px; font-size: 22px; margin-bottom: 8px; }
+  .presence h3 { font-size: 18px; }
+  .notice { padding: 12px 20px; }
+  .notice .big-ico { width: 52px; height: 52px; margin-bottom: 8px; }
+}
 @media (prefers-reduced-motion: reduce) { *, *::before, *::after { animation: none !important; transition: none !important; } }
 `;

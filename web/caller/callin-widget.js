@@ -33,8 +33,8 @@
  *   askLocation true (default) offers to share the device's location; false never asks
  *   getAppScreenshot  async () => Blob (PNG/JPEG) of your app's screen: offered in the call's chat as
  *               "Screenshot of the app" (the caller sees it before it is sent)
- * The element dispatches callin:* events (callin:statechange, callin:queue, callin:answered, callin:ended,
- * callin:error) and exposes .client (a CallinClient), .open(), .minimize(), .start(callType).
+ * The element dispatches callin:* events (callin:statechange, callin:queue, callin:ringing, callin:answered,
+ * callin:barge, callin:ended, callin:error) and exposes .client (a CallinClient), .open(), .minimize(), .start(callType).
  */
 
 import { CallinClient, CallinError, getDeviceLocation, gatewayOrigin, VERSION } from "./callin-client.js";
@@ -99,6 +99,13 @@ function describeError(error) {
     case "unavailable":
       return { icon: "users", title: "All our lines are busy", text: "So many people are calling right now that we can't take your call. Please try again in a few minutes.", retry: true };
     case "network_error":
+      // Only before a call: the socket could not be opened (or did not answer) at all.
+      return {
+        icon: "wifi-off",
+        title: "We can't reach the service",
+        text: "Your call hasn't started: we couldn't connect to our calling service. Check your internet connection, then try again.",
+        retry: true,
+      };
     case "network_lost":
     case "disconnected":
     case "timeout":
@@ -168,6 +175,11 @@ export class CallinWidget extends HTMLElement {
   #lastError = null;
   #lastCallType = null;
   #rendered = false;
+  #unseen = 0; // chat lines and pushed content that arrived while the panel was minimized
+  #cameraMissing = null; // camera_blocked / camera_unavailable: a video call going on as voice
+  #wantCamera = false; // the camera was on when the screen share began: stopping the share brings it back
+  #reconnectTimer = null;
+  #silentFor = 0; // stats intervals in a row with nothing arriving
 
   constructor() {
     super();
@@ -223,6 +235,7 @@ export class CallinWidget extends HTMLElement {
       ${SHEET ? "" : `<style>${WIDGET_CSS}</style>`}
       <button class="launcher ${o.floating ? "floating" : ""}" part="launcher" aria-haspopup="dialog" aria-expanded="false" aria-controls="panel">
         <span class="badge">${icon("phone", { size: 16 })}</span><span class="launch-label"></span>
+        <span class="launch-count" hidden></span>
       </button>
       <section class="panel" id="panel" part="panel" role="dialog" aria-modal="false" aria-labelledby="title" hidden data-view="choose">
         <header class="bar">
@@ -286,18 +299,6 @@ export class CallinWidget extends HTMLElement {
                 <h3 class="ov-title"></h3>
                 <p class="ov-text"></p>
               </div>
-              <div class="offer-card" hidden role="region" aria-label="Callback offer">
-                <div class="oc-ico">${icon("phone-incoming", { size: 20 })}</div>
-                <div class="oc-body">
-                  <b>Don't want to wait?</b>
-                  <p class="oc-text">We can call you back when an agent is free. You keep your place in line.</p>
-                  <div class="oc-actions">
-                    <button class="btn primary sm" data-action="callback">Call me back</button>
-                    <button class="btn ghost sm" data-action="leave-from-card" hidden>Leave a message</button>
-                    <button class="btn quiet sm" data-action="dismiss-offer">Keep waiting</button>
-                  </div>
-                </div>
-              </div>
               <section class="sheet" hidden aria-label="Chat with the agent">
                 <header class="sheet-bar">
                   <b>${icon("message-square", { size: 16 })}Chat</b>
@@ -321,7 +322,39 @@ export class CallinWidget extends HTMLElement {
               </section>
               <div class="lightbox" hidden><img alt=""><button class="icon-btn" data-action="lightbox-close" aria-label="Close the picture">${icon("x")}</button></div>
             </div>
-            <ul class="tray" aria-label="Shared by the agent" hidden></ul>
+            <div class="side">
+            <div class="note share-note" hidden>
+              <span class="n-ico">${icon("monitor", { size: 16 })}</span>
+              <span class="n-text"><b>You're sharing your screen</b></span>
+              <button class="btn sm n-btn" data-action="stop-share">Stop</button>
+            </div>
+            <div class="note barge-note" hidden>
+              <span class="n-ico">${icon("headphones", { size: 16 })}</span>
+              <span class="n-text"><b class="barge-title">A supervisor joined the call</b><small class="barge-text"></small></span>
+            </div>
+            <div class="note cam-note" hidden>
+              <span class="n-ico">${icon("video-off", { size: 16 })}</span>
+              <span class="n-text"><b class="cam-title">Your camera is blocked</b><small class="cam-text"></small></span>
+              <button class="icon-btn sm" data-action="dismiss-cam-note" aria-label="Dismiss">${icon("x", { size: 15 })}</button>
+            </div>
+              <div class="offer-card" hidden role="region" aria-label="Callback offer">
+                <div class="oc-ico">${icon("phone-incoming", { size: 20 })}</div>
+                <div class="oc-body">
+                  <b>Don't want to wait?</b>
+                  <p class="oc-text">We can call you back when an agent is free. You keep your place in line.</p>
+                  <div class="oc-actions">
+                    <button class="btn primary sm" data-action="callback">Call me back</button>
+                    <button class="btn ghost sm" data-action="leave-from-card" hidden>Leave a message</button>
+                    <button class="btn quiet sm" data-action="dismiss-offer">Keep waiting</button>
+                  </div>
+                </div>
+              </div>
+            <div class="tray-box" hidden>
+              <button class="tray-toggle" data-action="tray-toggle" aria-expanded="false">
+                <span class="n-ico">${icon("link", { size: 15 })}</span><span class="tray-count"></span>${icon("chevron-down", { size: 16 })}
+              </button>
+              <ul class="tray" aria-label="Shared by the agent" hidden></ul>
+            </div>
             <div class="toast" role="alert" hidden></div>
             <div class="controls">
               <div class="ctl"><button data-action="mute" aria-pressed="false" aria-label="Mute microphone">${icon("mic", { size: 22 })}</button><span aria-hidden="true">Mute</span></div>
@@ -331,6 +364,7 @@ export class CallinWidget extends HTMLElement {
               <div class="ctl"><button class="end" data-action="hangup" aria-label="End call">${icon("phone", { size: 22 })}</button><span aria-hidden="true" class="end-label">End</span></div>
             </div>
             <p class="footer-note">${icon("lock", { size: 12 })}Encrypted call</p>
+            </div>
             <audio class="remote-audio" autoplay></audio>
             <audio class="aux-audio" autoplay></audio>
           </div>
@@ -420,6 +454,12 @@ export class CallinWidget extends HTMLElement {
     this.#els = {
       launcher: $(".launcher"),
       launchLabel: $(".launch-label"),
+      launchCount: $(".launch-count"),
+      shareNote: $(".share-note"),
+      bargeNote: $(".barge-note"),
+      camNote: $(".cam-note"),
+      trayBox: $(".tray-box"),
+      trayToggle: $(".tray-toggle"),
       panel: $(".panel"),
       title: $("#title"),
       subtitle: $(".subtitle-text"),
@@ -544,6 +584,8 @@ export class CallinWidget extends HTMLElement {
     if (!inCall && !["ended", "error", "permission", "closed", "rejoin", "callback"].includes(this.#view)) this.#prepare();
     else this.#show(this.#view);
     if (this.#view === "call") this.#reportUnseen();
+    this.#unseen = 0;
+    this.#updateLauncher();
     requestAnimationFrame(() => this.#focusFirst());
   }
 
@@ -583,12 +625,17 @@ export class CallinWidget extends HTMLElement {
     if (active && this.#els.panel.hidden) {
       launchLabel.textContent = c.state === "connected" ? `On call · ${this.#els.clock.textContent}`
         : c.state === "callback" ? (c.callback?.ready ? "An agent is ready: join" : "We'll call you back")
+        : c.ringingAgent ? `Connecting you to ${c.ringingAgent}…`
         : "Waiting for an agent…";
-      launcher.setAttribute("aria-label", "Return to your call");
+      launcher.setAttribute("aria-label", `Return to your call${this.#unseen ? ` (${this.#unseen} new)` : ""}`);
     } else {
       launchLabel.textContent = this.options.label;
       launcher.removeAttribute("aria-label");
     }
+    // What arrived while minimized: a count on the button (new chat lines, content shared by the agent).
+    const count = active && this.#els.panel.hidden ? this.#unseen : 0;
+    this.#els.launchCount.hidden = !count;
+    this.#els.launchCount.textContent = count > 9 ? "9+" : String(count);
   }
 
   // ---------------------------------------------------------------------------------------------- the client
@@ -606,18 +653,22 @@ export class CallinWidget extends HTMLElement {
     on("ended", (d) => this.#onEnded(d));
     on("error", (d) => this.#onError(d));
     on("localstream", () => this.#updateSelf());
-    on("videosource", () => this.#updateControls());
+    on("videosource", (d) => this.#onVideoSource(d));
     on("mute", () => this.#updateControls());
     on("remotetrack", (d) => this.#onRemoteTrack(d));
-    on("reconnecting", () => {
-      this.#showBanner("Reconnecting…");
-      this.#say("Connection lost. Reconnecting.");
-    });
+    on("reconnecting", (d) => this.#onReconnecting(d));
     on("reconnected", () => {
+      this.#stopReconnecting();
       this.#els.banner.hidden = !client.agentReconnecting;
+      this.#els.stage.classList.toggle("bannered", client.agentReconnecting);
       if (client.agentReconnecting) this.#showBanner("The agent is reconnecting…");
       this.#say("Reconnected.");
     });
+    on("ringing", (d) => {
+      this.#onRinging(d);
+      this.#updateLauncher();
+    });
+    on("barge", (d) => this.#onBarge(d));
     on("participant", (d) => {
       // The agent's console lost its connection: the call goes on (it may come back within seconds).
       if (d.state === "reconnecting") {
@@ -625,13 +676,17 @@ export class CallinWidget extends HTMLElement {
         this.#say("The agent's connection dropped. Please hold on.");
       } else {
         this.#els.banner.hidden = true;
+        this.#els.stage.classList.remove("bannered");
         this.#say("The agent is back.");
       }
     });
     on("shutdown", (d) => this.#toast(d.resume
       ? "The service is restarting. You keep your place in line; we reconnect you automatically."
       : "The service is restarting. Please call again in a moment."));
-    on("devicewarning", (d) => this.#toast(capitalize(d.reason) + "."));
+    on("devicewarning", (d) => {
+      if (d.missing) this.#cameraMissing = d.missing; // shown as a note on the call screen (see #start)
+      else this.#toast(capitalize(d.reason) + ".");
+    });
     on("held", (d) => this.#onHeld(d));
     on("transferring", () => this.#onTransferring());
     on("closed", (d) => this.#onClosed(d));
@@ -690,6 +745,7 @@ export class CallinWidget extends HTMLElement {
     // Only show the "allow access" screen if the browser actually waits for the user.
     this.#permissionTimer = setTimeout(() => this.#showPermission(callType), 350);
     let media;
+    this.#cameraMissing = null;
     try {
       media = await client.acquireMedia(callType);
     } catch (err) {
@@ -700,6 +756,7 @@ export class CallinWidget extends HTMLElement {
     }
     clearTimeout(this.#permissionTimer);
     this.#resetCallView(callType);
+    this.#showCameraNote(media.missing ?? this.#cameraMissing);
     this.#show("call");
     this.#focusFirst();
     this.#els.status.textContent = "Connecting…";
@@ -760,6 +817,17 @@ export class CallinWidget extends HTMLElement {
     e.chatError.hidden = true;
     e.tray.hidden = true;
     e.tray.innerHTML = "";
+    e.trayBox.hidden = true;
+    e.trayBox.classList.remove("expanded");
+    e.shareNote.hidden = true;
+    e.bargeNote.hidden = true;
+    e.camNote.hidden = true;
+    e.stage.classList.remove("bannered", "ringing");
+    delete e.panel.dataset.inbound;
+    this.#stopReconnecting();
+    this.#wantCamera = false;
+    this.#silentFor = 0;
+    this.#unseen = 0;
     e.messages.innerHTML = '<li class="empty">Send a message, a photo or a screenshot of the app. The agent sees it right away.</li>';
     e.auxAudio.srcObject = null;
     this.#revokeBlobs();
@@ -803,9 +871,19 @@ export class CallinWidget extends HTMLElement {
   #onQueue({ position, estimatedWaitS }) {
     this.#emit("queue", { position, estimatedWaitS });
     if (this.#client?.state === "connected") return;
+    // Someone is staffed again (an estimate comes only then): "no one is available" is no longer true.
+    if (estimatedWaitS != null && this.#closedNotice?.reason === "no_agents") this.#clearClosedCard();
+    if (this.#client?.ringingAgent) return; // "Connecting you to …" stays until the ring ends
+    this.#showWaiting(position, estimatedWaitS);
+  }
+
+  #showWaiting(position, estimatedWaitS) {
     const e = this.#els;
+    e.stage.classList.remove("ringing");
+    e.avatar.className = "avatar waiting";
+    e.avatar.innerHTML = icon("headphones", { size: 40 });
     e.who.textContent = `You are number ${position} in line`;
-    const wait = waitText(estimatedWaitS);
+    const wait = estimatedWaitS === 0 ? "any moment now" : waitText(estimatedWaitS);
     if (wait) {
       e.status.textContent = wait;
       e.sub.textContent = position === 1 ? "You're next. Please stay on the line." : "Please stay on the line; we'll connect you automatically.";
@@ -816,9 +894,112 @@ export class CallinWidget extends HTMLElement {
     this.#say(`You are number ${position} in line${wait ? `, ${wait}` : ""}.`);
   }
 
+  /** The waiting call rings at an agent ("Connecting you to Alice…"), or that ring ended: back to the line. */
+  #onRinging({ ringing, agentName }) {
+    this.#emit("ringing", { ringing, agentName });
+    const c = this.#client;
+    if (!c || c.state !== "queued" || this.#view !== "call") return;
+    const e = this.#els;
+    if (!ringing) {
+      const q = c.queue;
+      if (q) this.#showWaiting(q.position, q.estimatedWaitS);
+      this.#say("Still waiting for an agent. You keep your place in line.");
+      return;
+    }
+    const name = agentName || "an agent";
+    this.#clearClosedCard();
+    e.stage.classList.add("ringing");
+    e.avatar.className = "avatar waiting";
+    e.avatar.textContent = initials(agentName) || "";
+    if (!e.avatar.textContent) e.avatar.innerHTML = icon("user", { size: 40 });
+    e.who.textContent = `Connecting you to ${name}…`;
+    e.status.textContent = "Their phone is ringing";
+    e.sub.textContent = "Please stay on the line.";
+    this.#say(`Connecting you to ${name}.`);
+  }
+
+  /** A supervisor speaks in the call (barge): the caller hears a new voice, so it is told who. */
+  #onBarge({ active, name, barging }) {
+    this.#emit("barge", { active, name });
+    const note = this.#els.bargeNote;
+    note.hidden = !barging.length;
+    if (!barging.length) {
+      this.#say(`${name ?? "The supervisor"} left the conversation.`);
+      return;
+    }
+    const names = barging.join(", ");
+    note.querySelector(".barge-title").textContent = barging.length > 1 ? "Supervisors joined the call" : "A supervisor joined the call";
+    note.querySelector(".barge-text").textContent = `You can hear ${names} and they can hear you.`;
+    if (active) this.#say(`A supervisor, ${name ?? ""}, joined the call. They can hear you.`);
+  }
+
+  /** A video call going on as voice (camera blocked or missing): say so, and how to turn the camera on. */
+  #showCameraNote(missing) {
+    const note = this.#els.camNote;
+    note.hidden = !missing;
+    if (!missing) return;
+    const blocked = missing === "camera_blocked";
+    note.querySelector(".cam-title").textContent = blocked ? "Your camera is blocked: this is a voice call" : "No camera found: this is a voice call";
+    note.querySelector(".cam-text").textContent = blocked
+      ? "To show your camera, tap the lock icon next to the web address, allow Camera, then tap Camera below."
+      : "The agent can still hear you. Connect a camera, then tap Camera below.";
+    this.#els.who.textContent = "Voice call";
+    this.#say(`${note.querySelector(".cam-title").textContent}. ${note.querySelector(".cam-text").textContent}`);
+  }
+
+  #onVideoSource({ source }) {
+    const c = this.#client;
+    const e = this.#els;
+    if (source === "camera") {
+      e.camNote.hidden = true;
+      this.#cameraMissing = null;
+    }
+    e.shareNote.hidden = source !== "screen";
+    if (source === null && this.#wantCamera && c && ["queued", "connected"].includes(c.state)) {
+      // The share ended from the browser's own bar: back to the camera the caller had on.
+      this.#wantCamera = false;
+      c.useCamera().catch((err) => this.#toast(capitalize(err.reason ?? "The camera could not be started") + "."));
+    }
+    this.#updateControls();
+  }
+
+  async #stopShare() {
+    const c = this.#client;
+    if (!c) return;
+    const back = this.#wantCamera;
+    this.#wantCamera = false;
+    if (back) await c.useCamera(); // replaces the screen with the camera, then stops the screen
+    else await c.stopScreen();
+    this.#say(back ? "You stopped sharing your screen. Your camera is on again." : "You stopped sharing your screen.");
+  }
+
+  /** The socket dropped: the call is held for the gateway's resume grace; count it down, in one place. */
+  #onReconnecting({ attempt, until }) {
+    const e = this.#els;
+    const deadline = until ?? Date.now() + (this.#client?.resumeGraceS ?? 30) * 1000;
+    const tick = () => {
+      const left = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+      this.#showBanner(`Reconnecting… your call is held for ${left} s`);
+    };
+    if (!this.#reconnectTimer) {
+      tick();
+      this.#reconnectTimer = setInterval(tick, 1000);
+      this.#say(`Connection lost. Reconnecting. Your call is held for ${this.#client?.resumeGraceS ?? 30} seconds.`);
+    }
+    e.stage.classList.add("bannered", "reconnecting");
+    e.panel.dataset.reconnecting = String(attempt ?? 1);
+  }
+
+  #stopReconnecting() {
+    clearInterval(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    this.#els.stage.classList.remove("reconnecting");
+    delete this.#els.panel.dataset.reconnecting;
+  }
   #onAnswered({ agentName }) {
     this.#emit("answered", { agentName });
     const e = this.#els;
+    e.stage.classList.remove("ringing");
     e.avatar.className = "avatar";
     e.avatar.textContent = initials(agentName) || "";
     if (!e.avatar.textContent) e.avatar.innerHTML = icon("user", { size: 40 });
@@ -841,6 +1022,8 @@ export class CallinWidget extends HTMLElement {
     this.#emit("ended", { reason, by, durationS });
     clearInterval(this.#timer);
     clearInterval(this.#statsTimer);
+    this.#stopReconnecting();
+    this.#els.banner.hidden = true;
     const agent = this.#client?.agentName;
     if (reason === "media_failed" || reason === "connection_lost" || reason === "caller_disconnected") {
       if (!durationS) {
@@ -873,6 +1056,7 @@ export class CallinWidget extends HTMLElement {
     if (error?.code === "cancelled") return;
     clearInterval(this.#timer);
     clearInterval(this.#statsTimer);
+    this.#stopReconnecting();
     this.#lastError = error;
     const info = describeError(error);
     const root = this.#root;
@@ -942,7 +1126,7 @@ export class CallinWidget extends HTMLElement {
     const c = this.#client;
     const e = this.#els;
     if (!c) return;
-    if (c.state === "connected" && !e.stage.classList.contains("has-video")) {
+    if (c.state === "connected" && !this.#reconnectTimer) {
       const agent = String(c.agentName || "The agent").replace(/\(.*?\)/g, "").trim().split(/\s+/)[0];
       e.sub.textContent = c.videoSource === "camera" ? `${agent} can see your camera` : c.videoSource === "screen" ? `${agent} can see your screen` : "";
     }
@@ -976,7 +1160,16 @@ export class CallinWidget extends HTMLElement {
       e.remoteVideo.hidden = !show;
       if (show) e.status.textContent = "";
       else if (e.status.textContent === "") e.status.textContent = "Connected";
-      e.netChip.hidden = !(this.#stats && stats.quality === "poor");
+      // "Weak connection" is about the network: loss and round-trip time. Nothing arriving is not a weak network
+      // when nothing is sent (on hold, being transferred, the agent's console away, this side reconnecting); at
+      // other times only after a few seconds of it.
+      const nothing = Boolean(this.#stats) && !stats.audioFlowing && !stats.videoFlowing;
+      this.#silentFor = nothing ? this.#silentFor + 1 : 0;
+      e.panel.dataset.inbound = nothing ? "silent" : "flowing";
+      e.panel.dataset.silentFor = String(this.#silentFor); // seconds in a row with nothing arriving
+      const quiet = c.held || c.transferring || c.agentReconnecting || c.reconnecting;
+      const lossy = Boolean(this.#stats) && (stats.lossPct > 8 || (stats.rttMs ?? 0) > 450);
+      e.netChip.hidden = !(lossy || (this.#silentFor >= 3 && !quiet));
       this.#stats = stats;
     }, 1000);
   }
@@ -1023,10 +1216,22 @@ export class CallinWidget extends HTMLElement {
       card.querySelector('[data-action="callback"]').hidden = !notice.callbackAvailable;
       card.querySelector('[data-action="leave-from-card"]').hidden = !notice.messageAllowed;
       card.hidden = !(notice.callbackAvailable || notice.messageAllowed);
+      card.dataset.reason = notice.reason;
+      if (this.#client?.ringingAgent) card.hidden = true; // an agent is being rung: not "no one is available"
       this.#say(notice.message || titles[notice.reason]);
       return;
     }
     this.#showClosed(notice, titles);
+  }
+
+  /** An agent is being rung, or agents are staffed again: a "no one is available" card is no longer true. */
+  #clearClosedCard() {
+    const card = this.#els.offerCard;
+    if (card.dataset.reason) {
+      card.hidden = true;
+      delete card.dataset.reason;
+    }
+    if (this.#closedNotice?.reason === "no_agents") this.#closedNotice = null;
   }
 
   #showClosed(notice, titles) {
@@ -1055,6 +1260,7 @@ export class CallinWidget extends HTMLElement {
   #onCallbackOffer({ estimatedWaitS }) {
     this.#emit("callbackoffer", { estimatedWaitS });
     const wait = waitText(estimatedWaitS);
+    delete this.#els.offerCard.dataset.reason;
     this.#els.offerCard.querySelector(".oc-body b").textContent = "Don't want to wait?";
     this.#els.offerCard.querySelector('[data-action="callback"]').hidden = false;
     this.#els.offerCard.querySelector('[data-action="leave-from-card"]').hidden = true;
@@ -1193,10 +1399,28 @@ export class CallinWidget extends HTMLElement {
         .catch(() => li.querySelector(".p-img").replaceWith(Object.assign(document.createElement("p"), { className: "p-text", textContent: "The picture could not be loaded." })));
     }
     e.tray.prepend(li);
-    e.tray.hidden = false;
+    this.#updateTray();
     this.#say(`${title}, shared by the agent.`);
     if (!e.panel.hidden) this.#client?.reportContent(content.content_id, "seen");
-    else li.dataset.unseen = "1";
+    else {
+      li.dataset.unseen = "1";
+      this.#unseen += 1;
+      this.#updateLauncher();
+    }
+  }
+
+  /** Content shared by the agent, collapsed to the newest card and a count, so the video keeps its room. */
+  #updateTray(expand = null) {
+    const e = this.#els;
+    const n = e.tray.children.length;
+    e.tray.hidden = !n;
+    e.trayBox.hidden = !n;
+    if (expand !== null) e.trayBox.classList.toggle("expanded", expand);
+    if (n < 2) e.trayBox.classList.remove("expanded");
+    const expanded = e.trayBox.classList.contains("expanded");
+    e.trayToggle.hidden = n < 2;
+    e.trayToggle.setAttribute("aria-expanded", String(expanded));
+    e.trayToggle.querySelector(".tray-count").textContent = expanded ? `Shared by the agent (${n}) · show less` : `Shared by the agent (${n}) · show all`;
   }
 
   #reportUnseen() {
@@ -1213,7 +1437,7 @@ export class CallinWidget extends HTMLElement {
     if (action === "dismiss-content") {
       c?.reportContent(content.content_id, "dismissed");
       li.remove();
-      this.#els.tray.hidden = !this.#els.tray.children.length;
+      this.#updateTray();
     } else if (action === "open-link") {
       window.open(content.url, "_blank", "noopener,noreferrer");
       c?.reportContent(content.content_id, "opened");
@@ -1340,6 +1564,10 @@ export class CallinWidget extends HTMLElement {
     e.messages.scrollTop = e.messages.scrollHeight;
     if (!mine) {
       if (e.sheet.hidden) e.unread.hidden = false;
+      if (e.panel.hidden) {
+        this.#unseen += 1;
+        this.#updateLauncher();
+      }
       this.#say(`${message.from?.name ?? "The agent"} wrote: ${message.text ?? a?.name ?? ""}`);
     }
   }
@@ -1394,8 +1622,21 @@ export class CallinWidget extends HTMLElement {
           await c?.setCamera(c.videoSource !== "camera");
           break;
         case "screen":
-          if (c?.videoSource === "screen") await c.stopScreen();
-          else await c?.shareScreen();
+          if (c?.videoSource === "screen") await this.#stopShare();
+          else if (c) {
+            const hadCamera = c.videoSource === "camera";
+            await c.shareScreen();
+            this.#wantCamera = hadCamera;
+          }
+          break;
+        case "stop-share":
+          await this.#stopShare();
+          break;
+        case "dismiss-cam-note":
+          this.#els.camNote.hidden = true;
+          break;
+        case "tray-toggle":
+          this.#updateTray(!this.#els.trayBox.classList.contains("expanded"));
           break;
         case "hangup":
         case "end-call":

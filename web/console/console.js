@@ -59,8 +59,12 @@ const NATURAL_SOURCE = { voice: "none", video: "camera", screen: "screen" };
 
 // What the chip says when the caller's video no longer matches the call type it started with.
 const SOURCE_CHIP = { camera: { icon: "video", label: "Camera on" }, screen: { icon: "monitor", label: "Sharing the screen" }, none: { icon: "phone", label: "Voice only" } };
+// A video call that goes on without the caller's camera (media_source_reason, from the caller's media.source).
+const NO_CAMERA = { camera_blocked: "Voice — caller's camera blocked", camera_unavailable: "Voice — caller has no camera" };
 
 function callTypeChip(card) {
+  const noCamera = card.media_source === "none" && NO_CAMERA[card.media_source_reason];
+  if (noCamera) return `${icon("phone", { size: 13 })}${escapeHtml(noCamera)}`;
   const type = CALL_TYPE[card.call_type] ?? CALL_TYPE.voice;
   const source = card.media_source;
   if (source && source !== NATURAL_SOURCE[card.call_type] && SOURCE_CHIP[source]) {
@@ -459,9 +463,9 @@ function onMessage(message) {
       }
       break;
     case "media.source":
-      if (state.offer?.call_id === message.call_id) state.offer.card.media_source = message.source;
+      if (state.offer?.call_id === message.call_id) Object.assign(state.offer.card, { media_source: message.source, media_source_reason: message.reason ?? null });
       if (state.call?.id === message.call_id) {
-        state.call.card.media_source = message.source;
+        Object.assign(state.call.card, { media_source: message.source, media_source_reason: message.reason ?? null });
         $("call-type").innerHTML = callTypeChip(state.call.card);
         updateCallControls(); // the snapshot needs the caller's video
       }
@@ -931,7 +935,7 @@ async function accept() {
 }
 
 function waitingText(call) {
-  return call.card.call_type === "voice" ? "Voice call" : "Waiting for the caller's video…";
+  return call.card.call_type === "voice" || call.card.media_source_reason ? "Voice call" : "Waiting for the caller's video…";
 }
 
 function showCallView(call) {
@@ -1123,7 +1127,8 @@ function updateCallControls() {
   snapshot.innerHTML = icon("camera", { size: 22 });
   const noVideo = call?.card?.media_source === "none";
   snapshot.disabled = colleague || noVideo;
-  const why = noVideo ? "No snapshot: the caller isn't sending video (voice only)." : colleague ? "No snapshot while you are consulted." : "";
+  const blocked = { camera_blocked: "the caller's camera is blocked", camera_unavailable: "the caller has no camera" }[call?.card?.media_source_reason];
+  const why = noVideo ? `No snapshot: ${blocked ?? "the caller isn't sending video (voice only)"}.` : colleague ? "No snapshot while you are consulted." : "";
   snapshot.title = why || "Snapshot";
   $("snapshot-why").textContent = why;
   $("hold-veil").hidden = !(held && !consulting);
@@ -1470,6 +1475,43 @@ async function consultStep(type) {
 }
 
 // ------------------------------------------------------------------------------------------------ chat
+
+/** What the gateway read in a caller's picture: the codes in it (copyable) and where the photo was taken. All of it
+ * comes from the caller: text only, never HTML. */
+function scanDetails(scan) {
+  const box = document.createElement("div");
+  box.className = "chat-scan";
+  box.dataset.testid = "chat-scan";
+  for (const code of scan.codes ?? []) {
+    const row = document.createElement("div");
+    const kind = document.createElement("small");
+    kind.textContent = code.format;
+    const value = document.createElement("code");
+    value.textContent = code.text;
+    value.title = "Click to copy";
+    value.tabIndex = 0;
+    value.addEventListener("click", () => navigator.clipboard?.writeText(code.text).then(() => toast("Copied")).catch(() => {}));
+    row.append(kind, " ", value);
+    box.append(row);
+  }
+  if (scan.location) {
+    const row = document.createElement("div");
+    const where = document.createElement("a");
+    const { lat, lon } = scan.location;
+    where.href = `https://www.openstreetmap.org/?mlat=${encodeURIComponent(lat)}&mlon=${encodeURIComponent(lon)}#map=17/${encodeURIComponent(lat)}/${encodeURIComponent(lon)}`;
+    where.target = "_blank";
+    where.rel = "noopener noreferrer";
+    where.textContent = `Photo taken at ${Number(lat).toFixed(5)}, ${Number(lon).toFixed(5)}`;
+    row.append(where);
+    box.append(row);
+  }
+  if (!box.childElementCount) {
+    box.textContent = "No code found in this picture";
+    box.classList.add("none");
+  }
+  return box;
+}
+
 function onChatMessage(message) {
   const call = state.call;
   if (!call || call.id !== message.call_id) return;
@@ -1498,6 +1540,7 @@ function onChatMessage(message) {
       link.innerHTML = `${icon("file-text", { size: 18 })}<span>${escapeHtml(a.name)}<small>${Math.max(1, Math.round(a.size / 1024))} KB · download</small></span>`;
     }
     bubble.append(link);
+    if (a.scan) bubble.append(scanDetails(a.scan));
   }
   if (m.text) {
     const p = document.createElement("p");

@@ -1,0 +1,305 @@
+"""Routing shared by several nodes, in Redis: waiting lines, agent presence with TTL heartbeats, and offers made
+**exactly once** (issue 10, item 3).
+
+Why Lua scripts (and not a dispatch leader or a lock): every node dispatches the calls it sees, at once, without
+waiting for a leader to be elected or a lease to be handed over when a node dies. What must never happen — one call
+offered to two agents, or one agent rung for two calls — is a single compare-and-set over the call and the agent
+together, and a Redis script runs atomically: `claim` checks that the call is still waiting in its line, that the
+agent is available, alive (its heartbeat key has not expired) and has the line's skills, and only then marks both
+(call offered to the agent, agent ringing for the call, the call out of the line, the agent out of the idle set). Two
+nodes racing for the same call or the same agent: one script runs first and wins, the other finds the state changed
+and gets 0. Each change bumps the call's version (optimistic concurrency for the engine's other writes) and is
+appended to a log stream, which the tests read back to prove the invariants.
+
+Keys (under `prefix`, default `callin:`):
+- `line:{queue}`   ZSET call id -> score (higher priority first, then older: -priority * 1e13 + created ms)
+- `call:{id}`      HASH queue, priority, created_at, skills (space-separated), node, state, agent, version
+- `agent:{name}`   HASH status, skills, node, idle_since, call
+- `alive:{name}`   STRING with a TTL: the agent's console is attached to a node that heartbeats it
+- `idle`           ZSET available agents -> idle since (longest idle first)
+- `log`            STREAM of routing changes (capped)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+PRIORITY_WEIGHT = 10_000_000_000_000  # 1e13 ms ≈ 317 years: priority always orders before time
+LOG_MAX = 100_000
+
+# KEYS: call, line, agent, alive, idle, log   ARGV: call id, agent name, now, node
+_CLAIM = """
+local call, line, agent, alive, idle, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+if redis.call('HGET', call, 'state') ~= 'queued' then return 0 end
+if not redis.call('ZSCORE', line, ARGV[1]) then return 0 end
+if redis.call('HGET', agent, 'status') ~= 'available' then return 0 end
+if redis.call('EXISTS', alive) == 0 then return 0 end
+local need = redis.call('HGET', call, 'skills') or ''
+local has = ' ' .. (redis.call('HGET', agent, 'skills') or '') .. ' '
+for skill in string.gmatch(need, '%S+') do
+  if not string.find(has, ' ' .. skill .. ' ', 1, true) then return 0 end
+end
+redis.call('HSET', call, 'state', 'offered', 'agent', ARGV[2])
+local version = redis.call('HINCRBY', call, 'version', 1)
+redis.call('HSET', agent, 'status', 'ringing', 'call', ARGV[1])
+redis.call('ZREM', line, ARGV[1])
+redis.call('ZREM', idle, ARGV[2])
+redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], '*', 'op', 'offer', 'call', ARGV[1], 'agent', ARGV[2], 'node', ARGV[4],
+           'version', version)
+return version
+"""
+
+# KEYS: call, line, agent, idle, log   ARGV: call id, agent name, now, node, status after, log max
+# The ring ended without an answer (declined, timed out, the console went away): the call waits again at its old
+# place (its score is kept in the call hash), the agent becomes `status after` (available, or away after ring-outs).
+_RELEASE = """
+local call, line, agent, idle, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('HGET', call, 'state') ~= 'offered' or redis.call('HGET', call, 'agent') ~= ARGV[2] then return 0 end
+redis.call('HSET', call, 'state', 'queued', 'agent', '')
+local version = redis.call('HINCRBY', call, 'version', 1)
+redis.call('ZADD', line, redis.call('HGET', call, 'score'), ARGV[1])
+redis.call('HSET', agent, 'status', ARGV[5], 'call', '')
+if ARGV[5] == 'available' then
+  redis.call('HSET', agent, 'idle_since', ARGV[3])
+  redis.call('ZADD', idle, ARGV[3], ARGV[2])
+end
+redis.call('XADD', log, 'MAXLEN', '~', ARGV[6], '*', 'op', 'release', 'call', ARGV[1], 'agent', ARGV[2], 'node', ARGV[4],
+           'version', version)
+return version
+"""
+
+# KEYS: call, agent, log   ARGV: call id, agent name, node, log max
+_ACCEPT = """
+local call, agent, log = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('HGET', call, 'state') ~= 'offered' or redis.call('HGET', call, 'agent') ~= ARGV[2] then return 0 end
+redis.call('HSET', call, 'state', 'connected')
+local version = redis.call('HINCRBY', call, 'version', 1)
+redis.call('HSET', agent, 'status', 'busy')
+redis.call('XADD', log, 'MAXLEN', '~', ARGV[4], '*', 'op', 'accept', 'call', ARGV[1], 'agent', ARGV[2], 'node', ARGV[3],
+           'version', version)
+return version
+"""
+
+# KEYS: call, line, agent, idle, log   ARGV: call id, now, node, agent status after, log max, expected holder
+# The call ended (whatever its state): out of its line, its agent (if any) freed. -1: the holder is not the one
+# whose key was passed (it changed since it was read): read again and retry.
+_END = """
+local call, line, agent, idle, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local state = redis.call('HGET', call, 'state')
+if not state or state == 'ended' then return 0 end
+local holder = redis.call('HGET', call, 'agent')
+if (holder or '') ~= ARGV[6] then return -1 end
+redis.call('HSET', call, 'state', 'ended', 'agent', '')
+local version = redis.call('HINCRBY', call, 'version', 1)
+redis.call('ZREM', line, ARGV[1])
+if holder and holder ~= '' and redis.call('HGET', agent, 'call') == ARGV[1] then
+  redis.call('HSET', agent, 'status', ARGV[4], 'call', '')
+  if ARGV[4] == 'available' then
+    redis.call('HSET', agent, 'idle_since', ARGV[2])
+    redis.call('ZADD', idle, ARGV[2], redis.call('HGET', agent, 'name'))
+  end
+end
+redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], '*', 'op', 'end', 'call', ARGV[1], 'agent', holder or '', 'node', ARGV[3],
+           'version', version)
+redis.call('PEXPIRE', call, 3600000)
+return version
+"""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    call_id: str
+    queue: str
+    skills: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Available:
+    username: str
+    skills: frozenset[str]
+
+
+def line_score(priority: int, created_at: float) -> float:
+    return -priority * PRIORITY_WEIGHT + int(created_at * 1000)
+
+
+class RedisRouting:
+    """Waiting lines, presence and offers shared by every node on one Redis (one instance per node process)."""
+
+    def __init__(self, redis: Redis, node: str, prefix: str = "callin:", log_max: int = LOG_MAX) -> None:
+        self.redis = redis
+        self.node = node
+        self.prefix = prefix
+        self.log_max = log_max
+        self._claim = redis.register_script(_CLAIM)
+        self._release = redis.register_script(_RELEASE)
+        self._accept = redis.register_script(_ACCEPT)
+        self._end = redis.register_script(_END)
+
+    # -- keys ----------------------------------------------------------------------------------------------------
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def call_key(self, call_id: str) -> str:
+        return self._k("call", call_id)
+
+    def line_key(self, queue: str) -> str:
+        return self._k("line", queue)
+
+    def agent_key(self, username: str) -> str:
+        return self._k("agent", username)
+
+    def alive_key(self, username: str) -> str:
+        return self._k("alive", username)
+
+    @property
+    def idle_key(self) -> str:
+        return self._k("idle")
+
+    @property
+    def log_key(self) -> str:
+        return self._k("log")
+
+    # -- waiting lines -----------------------------------------------------------------------------------------------
+    async def join(self, call_id: str, queue: str, priority: int, created_at: float, skills: Iterable[str]) -> None:
+        """A new call waits in `queue` (its place: priority, then age), owned by this node."""
+        score = line_score(priority, created_at)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.call_key(call_id), mapping={
+                "queue": queue, "priority": priority, "created_at": created_at, "skills": " ".join(sorted(skills)),
+                "node": self.node, "state": "queued", "agent": "", "version": 0, "score": score})
+            pipe.zadd(self.line_key(queue), {call_id: score})
+            pipe.sadd(self._k("lines"), queue)
+            await pipe.execute()
+
+    async def waiting(self, limit: int = 1000) -> list[Waiting]:
+        """The calls waiting in every line, in answer order across lines (priority, then age)."""
+        queues = sorted(await self.redis.smembers(self._k("lines")))
+        found: list[tuple[float, str, str]] = []
+        for queue in queues:
+            name = queue.decode() if isinstance(queue, bytes) else queue
+            for member, score in await self.redis.zrange(self.line_key(name), 0, limit - 1, withscores=True):
+                found.append((score, member.decode() if isinstance(member, bytes) else member, name))
+        found.sort()
+        calls: list[Waiting] = []
+        for _score, call_id, queue in found[:limit]:
+            skills = await self.redis.hget(self.call_key(call_id), "skills")
+            calls.append(Waiting(call_id, queue, frozenset(_text(skills).split())))
+        return calls
+
+    async def position(self, call_id: str, queue: str) -> int | None:
+        rank = await self.redis.zrank(self.line_key(queue), call_id)
+        return None if rank is None else rank + 1
+
+    # -- presence ----------------------------------------------------------------------------------------------------
+    async def agent_online(self, username: str, skills: Iterable[str], ttl_s: float) -> None:
+        """An agent's console attached to this node (away until it says it is available)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.agent_key(username), mapping={
+                "name": username, "status": "away", "skills": " ".join(sorted(skills)), "node": self.node,
+                "call": "", "idle_since": 0})
+            pipe.set(self.alive_key(username), self.node, px=int(ttl_s * 1000))
+            await pipe.execute()
+
+    async def heartbeat(self, usernames: Iterable[str], ttl_s: float) -> None:
+        """This node still holds these agents' consoles (missed heartbeats: they are no longer offered calls)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for username in usernames:
+                pipe.set(self.alive_key(username), self.node, px=int(ttl_s * 1000))
+            await pipe.execute()
+
+    async def set_available(self, username: str, now: float) -> bool:
+        """An idle agent (not ringing, not in a call) becomes available; False if it holds a call."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self.agent_key(username))
+                    status = _text(await pipe.hget(self.agent_key(username), "status"))
+                    if status in ("ringing", "busy"):
+                        await pipe.reset()
+                        return False
+                    pipe.multi()
+                    pipe.hset(self.agent_key(username), mapping={"status": "available", "idle_since": now})
+                    pipe.zadd(self.idle_key, {username: now})
+                    await pipe.execute()
+                    return True
+                except WatchError:  # the agent changed meanwhile: read it again
+                    continue
+
+    async def available(self) -> list[Available]:
+        """Available agents whose console is alive, longest idle first."""
+        names = [_text(n) for n in await self.redis.zrange(self.idle_key, 0, -1)]
+        if not names:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(self.alive_key(name))
+                pipe.hget(self.agent_key(name), "skills")
+            replies = await pipe.execute()
+        return [Available(name, frozenset(_text(replies[2 * i + 1]).split()))
+                for i, name in enumerate(names) if replies[2 * i]]
+
+    # -- offers: each one a single atomic script ---------------------------------------------------------------------
+    async def claim(self, call_id: str, queue: str, username: str, now: float) -> int:
+        """Offer the call to the agent if, at this instant, the call waits in its line and the agent is available,
+        alive and skilled for it; returns the call's new version, or 0 (someone else got there first)."""
+        keys = [self.call_key(call_id), self.line_key(queue), self.agent_key(username), self.alive_key(username),
+                self.idle_key, self.log_key]
+        return int(await self._claim(keys=keys, args=[call_id, username, now, self.node, self.log_max]))
+
+    async def release(self, call_id: str, queue: str, username: str, now: float, status_after: str = "available") -> int:
+        """The ring ended unanswered: the call waits again at its place; the agent becomes `status_after`."""
+        keys = [self.call_key(call_id), self.line_key(queue), self.agent_key(username), self.idle_key, self.log_key]
+        return int(await self._release(keys=keys, args=[call_id, username, now, self.node, status_after,
+                                                         self.log_max]))
+
+    async def accept(self, call_id: str, username: str) -> int:
+        keys = [self.call_key(call_id), self.agent_key(username), self.log_key]
+        return int(await self._accept(keys=keys, args=[call_id, username, self.node, self.log_max]))
+
+    async def end(self, call_id: str, now: float, agent_after: str = "available") -> int:
+        """The call ended: out of its line, its agent (if it held it) becomes `agent_after`."""
+        call = self.call_key(call_id)
+        while True:
+            queue, holder = (_text(v) for v in await self.redis.hmget(call, ["queue", "agent"]))
+            keys = [call, self.line_key(queue or "_"), self.agent_key(holder or "_"), self.idle_key, self.log_key]
+            done = int(await self._end(keys=keys, args=[call_id, now, self.node, agent_after, self.log_max, holder]))
+            if done != -1:
+                return done
+
+    async def call_state(self, call_id: str) -> dict[str, str]:
+        return {_text(k): _text(v) for k, v in (await self.redis.hgetall(self.call_key(call_id))).items()}
+
+    async def agent_state(self, username: str) -> dict[str, str]:
+        return {_text(k): _text(v) for k, v in (await self.redis.hgetall(self.agent_key(username))).items()}
+
+    async def dispatch(self, now: float) -> list[tuple[str, str]]:
+        """One dispatch pass of this node: waiting calls in answer order, each to the longest-idle skilled agent;
+        every offer is a claim (so passes of several nodes at once never offer twice). Returns what it offered."""
+        offered: list[tuple[str, str]] = []
+        agents = await self.available()
+        for call in await self.waiting():
+            if not agents:
+                break
+            for agent in agents:
+                if call.skills <= agent.skills and await self.claim(call.call_id, call.queue, agent.username, now):
+                    offered.append((call.call_id, agent.username))
+                    agents.remove(agent)
+                    break
+        return offered
+
+    async def log(self) -> list[dict[str, str]]:
+        """The routing changes, oldest first (the stream is capped at log_max)."""
+        return [{_text(k): _text(v) for k, v in fields.items()} | {"id": _text(entry_id)}
+                for entry_id, fields in await self.redis.xrange(self.log_key)]
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
