@@ -218,7 +218,8 @@ async def test_refused_location_still_connects_and_agent_hangup_ends_both(gatewa
     first_ring = (await console_state(agent))["ringing"]
     await agent.click("#decline-button")
     # Bob is the only agent online, so the gateway starts a new round and rings him again.
-    await eventually(lambda: _rings_again(agent, first_ring), what="the call ringing again")
+    # (the new round comes reoffer_after_decline_s = 15 s after the decline: wait longer than that)
+    await eventually(lambda: _rings_again(agent, first_ring), timeout=25, what="the call ringing again")
     # The caller gives up while it rings: the ring stops (call.offer_withdrawn).
     await widget(caller, '[data-action="hangup"]').click()
     await expect(widget(caller, ".ended-text")).to_have_text("You ended the call.")
