@@ -61,8 +61,8 @@ async def test_the_directory_lists_colleagues_and_queues_with_status_and_no_admi
         await bob.close()
 
 
-async def test_callbacks_and_messages_are_listed_for_the_queues_an_agent_serves(caller_token):
-    async with running_gateway(queues=[TECH]) as gw:
+async def test_callbacks_and_messages_are_listed_for_the_queues_an_agent_serves(caller_token, database_url):
+    async with running_gateway(queues=[TECH], database_url=database_url) as gw:  # SQLite and PostgreSQL
         alice = await agent_socket(gw.base_url, "alice", "alice-demo")
         apis = await logged_in(gw.base_url, "alice", "bob", "sam")
 
@@ -123,8 +123,8 @@ async def test_callbacks_and_messages_are_listed_for_the_queues_an_agent_serves(
             await ws.close()
 
 
-async def test_contact_history_only_for_a_call_ringing_at_or_handled_by_the_agent(caller_token):
-    async with running_gateway() as gw:
+async def test_contact_history_only_for_a_call_ringing_at_or_handled_by_the_agent(caller_token, database_url):
+    async with running_gateway(database_url=database_url) as gw:  # SQLite and PostgreSQL
         alice = await agent_socket(gw.base_url, "alice", "alice-demo")
         apis = await logged_in(gw.base_url, "alice", "bob", "sam")
         # an earlier call of the same signed caller, wrapped up by alice
