@@ -36,4 +36,10 @@ if [ "${1:-}" = "--test" ]; then
   if [ ! -x "$ts_home/node_modules/.bin/tsc" ]; then
     npm install --prefix "$ts_home" --no-audit --no-fund --silent typescript@5.9.3
   fi
+  # axe-core for tests/e2e/test_accessibility.py (injected into the pages under test from this file; same version
+  # and place as AXE_VERSION/AXE_HOME in tests/e2e/accessibility.py).
+  axe_home="${XDG_CACHE_HOME:-$HOME/.cache}/callin/axe-core-4.10.3"
+  if [ ! -f "$axe_home/node_modules/axe-core/axe.min.js" ]; then
+    npm install --prefix "$axe_home" --no-audit --no-fund --silent axe-core@4.10.3
+  fi
 fi

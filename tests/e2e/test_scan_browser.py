@@ -8,8 +8,8 @@ import pytest
 import zxingcpp
 from playwright.async_api import expect
 
-from tests.e2e.browser import DESKTOP, new_page, open_console, shot
-from tests.support.clients import Caller
+from tests.e2e.browser import DESKTOP, PHONE, new_page, open_console, open_demo, open_widget, shot, widget
+from tests.support.clients import Agent, Caller
 from tests.support.pictures import picture
 from tests.support.server import running_gateway
 
@@ -46,4 +46,41 @@ async def test_the_console_shows_the_codes_and_place_of_a_callers_photo(browser,
         assert "mlat=48.858222" in (await scan.locator("a").get_attribute("href"))
         await shot(agent, "console-chat-scanned-photo")
         await caller.close()
+        await context.close()
+
+
+async def test_the_caller_scans_a_code_with_a_photo_and_sees_what_the_agent_got(browser, tmp_path):
+    """The widget's Scan button takes a photo (the back camera on a phone); the gateway reads the code; the caller
+    sees under the photo what was read, the agent gets it as text."""
+    async with running_gateway() as gw:
+        context, page = await new_page(browser, gw.base_url, viewport=PHONE, is_mobile=True)
+        agent = Agent(gw.base_url)
+        await agent.connect()
+        await open_demo(page, "Dana Whitfield")
+        await open_widget(page)
+        await widget(page, '.option[data-call-type="voice"]').click()
+        offer = await agent.wait_offer()
+        await agent.accept(offer["call_id"])
+        await widget(page, '[data-action="chat"]').click()
+        scan_input = widget(page, ".scan-input")
+        assert await scan_input.get_attribute("capture") == "environment"
+        path = tmp_path / "meter.jpg"
+        path.write_bytes(picture([("METER 04-771-3392", zxingcpp.BarcodeFormat.QRCode)], fmt="JPEG"))
+        await widget(page, '[data-action="scan"]').click()  # opens the file chooser (the camera on a phone)
+        await scan_input.set_input_files(str(path))
+        line = await agent.ws.wait(lambda m: m.get("type") == "chat.message"
+                                   and (m["message"].get("attachment") or {}).get("scan") is not None)
+        assert [c["text"] for c in line["message"]["attachment"]["scan"]["codes"]] == ["METER 04-771-3392"]
+        note = widget(page, ".messages .msg.mine .scan-note")
+        await expect(note).to_have_text("Read from the photo: METER 04-771-3392")
+        # The button stays readable under the pointer (the dark call view's white hover once hid it on the sheet).
+        colour = await widget(page, '[data-action="scan"]').evaluate("b => getComputedStyle(b).color")
+        assert colour != "rgb(255, 255, 255)", colour
+        await shot(page, "caller-scanned-code")
+        # A photo without a code says so, and how to do better.
+        blank = tmp_path / "blank.jpg"
+        blank.write_bytes(picture([], fmt="JPEG"))
+        await scan_input.set_input_files(str(blank))
+        await expect(note.last).to_contain_text("No code could be read")
+        await agent.close()
         await context.close()

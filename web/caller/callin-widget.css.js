@@ -7,10 +7,10 @@ export const WIDGET_CSS = String.raw`
   --accent-soft: color-mix(in srgb, var(--accent) 10%, white);
   --danger: #dc2626;
   --danger-dark: #b91c1c;
-  --ok: #16a34a;
+  --ok: #15803d;  /* green-700: 4.5:1 or more on white, --soft and under white text (WCAG AA) */
   --ink: #0f172a;
   --ink-2: #334155;
-  --muted: #64748b;
+  --muted: #475569;  /* slate-600: AA on every light surface of the widget */
   --line: #e2e8f0;
   --surface: #ffffff;
   --soft: #f1f5f9;
@@ -259,7 +259,7 @@ button { font: inherit; color: inherit; }
 }
 .toast .icon { margin-top: 1px; }
 .footer-note { margin: 0; padding: 0 20px 14px; text-align: center; font-size: 11.5px; color: var(--muted); display: flex; justify-content: center; gap: 6px; align-items: center; }
-.panel[data-view="call"] .footer-note { color: #64748b; }
+.panel[data-view="call"] .footer-note { color: #94a3b8; }  /* AA on the night background */
 /* ---------------------------------------------------------------- small buttons */
 .btn.sm { min-height: 36px; padding: 0 14px; border-radius: 11px; font-size: 13.5px; gap: 6px; }
 .btn.quiet { background: transparent; color: var(--muted); }
@@ -325,8 +325,9 @@ button { font: inherit; color: inherit; }
 }
 .sheet-bar { display: flex; align-items: center; justify-content: space-between; padding: 8px 8px 6px 16px; border-bottom: 1px solid var(--line); }
 .sheet-bar b { display: inline-flex; align-items: center; gap: 8px; font-size: 14.5px; }
-.sheet .icon-btn { color: var(--muted); }
-.sheet .icon-btn:hover { background: var(--soft); color: var(--ink); }
+/* the chat sheet is light inside the dark call view: its buttons must not take the call view's (white) hover */
+.sheet .icon-btn, .panel[data-view="call"] .sheet .icon-btn { color: var(--muted); }
+.sheet .icon-btn:hover, .panel[data-view="call"] .sheet .icon-btn:hover { background: var(--soft); color: var(--ink); }
 .messages { list-style: none; margin: 0; padding: 12px 12px 4px; flex: 1; min-height: 0; overflow-y: auto; display: flex; flex-direction: column; gap: 8px; }
 .messages .empty { margin: auto 10px; text-align: center; color: var(--muted); font-size: 13px; }
 .msg { display: flex; flex-direction: column; max-width: 82%; }
@@ -337,6 +338,7 @@ button { font: inherit; color: inherit; }
 .msg.mine .bubble { background: var(--accent); color: var(--accent-ink); border-bottom-right-radius: 6px; }
 .msg.theirs .bubble { border-bottom-left-radius: 6px; }
 .bubble p { margin: 0; white-space: pre-wrap; }
+.bubble .scan-note { display: block; margin-top: 6px; font-size: 12px; line-height: 1.35; overflow-wrap: anywhere; }
 .bubble .att-img + p, .bubble .att-file + p { margin-top: 6px; }
 .msg time { font-size: 10.5px; color: var(--muted); margin: 2px 8px 0; }
 .att-img { display: block; padding: 0; border: 0; background: none; cursor: zoom-in; }

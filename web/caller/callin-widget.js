@@ -309,9 +309,11 @@ export class CallinWidget extends HTMLElement {
                 <form class="composer">
                   <button type="button" class="icon-btn sm" data-action="attach" aria-label="Attach a photo or file" title="Attach a photo or file">${icon("paperclip", { size: 18 })}</button>
                   <button type="button" class="icon-btn sm" data-action="app-shot" aria-label="Attach a screenshot of the app" title="Screenshot of the app" hidden>${icon("smartphone", { size: 18 })}</button>
+                  <button type="button" class="icon-btn sm" data-action="scan" aria-label="Scan a QR code or barcode" title="Scan a code (photo of a QR code, barcode, meter…)">${icon("scan", { size: 18 })}</button>
                   <input class="chat-input" type="text" maxlength="2000" placeholder="Write a message…" aria-label="Message" autocomplete="off">
                   <button type="submit" class="send" aria-label="Send">${icon("send", { size: 17 })}</button>
                   <input class="file-input" type="file" accept="image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain" hidden>
+                  <input class="scan-input" type="file" accept="image/jpeg,image/png,image/webp" capture="environment" hidden>
                 </form>
                 <div class="pending" hidden>
                   <img class="pending-img" alt="">
@@ -500,6 +502,7 @@ export class CallinWidget extends HTMLElement {
       composer: $(".composer"),
       chatInput: $(".chat-input"),
       fileInput: $(".file-input"),
+      scanInput: $(".scan-input"),
       appShot: $('[data-action="app-shot"]'),
       pending: $(".pending"),
       lightbox: $(".lightbox"),
@@ -521,6 +524,13 @@ export class CallinWidget extends HTMLElement {
       const file = this.#els.fileInput.files?.[0];
       this.#els.fileInput.value = "";
       if (file) this.#sendChat({ file });
+    });
+    // Scan: a photo of the code (the phone's back camera opens at once); the gateway reads the codes in it and the
+    // agent gets them as text, so the caller types nothing. The caller sees what was read under the photo.
+    this.#els.scanInput.addEventListener("change", () => {
+      const file = this.#els.scanInput.files?.[0];
+      this.#els.scanInput.value = "";
+      if (file) this.#sendChat({ file, name: file.name || "scan.jpg" });
     });
     this.#els.leaveText.addEventListener("input", () => {
       this.#root.querySelector(".leave-count").textContent = `${this.#els.leaveText.value.length} / 2000`;
@@ -1521,6 +1531,17 @@ export class CallinWidget extends HTMLElement {
 
   #pendingShot = null;
 
+  /** Under the caller's own picture: what the gateway read in it (and so what the agent sees), as text. */
+  #scanNote(scan) {
+    const note = document.createElement("small");
+    note.className = "scan-note";
+    const codes = (scan.codes ?? []).map((c) => c.text);
+    note.textContent = codes.length
+      ? `Read from the photo: ${codes.join(" · ")}`
+      : "No code could be read in this photo. Try again closer, with the whole code in view.";
+    return note;
+  }
+
   #onChat(message) {
     this.#emit("chat", { message });
     const e = this.#els;
@@ -1543,6 +1564,7 @@ export class CallinWidget extends HTMLElement {
         b.append(img);
         bubble.append(b);
         this.#blobUrl(a.url).then((src) => (img.src = src)).catch(() => (img.alt = `${a.name} (could not be loaded)`));
+        if (mine && a.scan) bubble.append(this.#scanNote(a.scan));
       } else {
         const b = document.createElement("button");
         b.className = "att-file";
@@ -1650,6 +1672,9 @@ export class CallinWidget extends HTMLElement {
           break;
         case "attach":
           this.#els.fileInput.click();
+          break;
+        case "scan":
+          this.#els.scanInput.click();
           break;
         case "app-shot":
           await this.#attachAppScreenshot();
