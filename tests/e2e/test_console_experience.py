@@ -13,6 +13,7 @@ import pytest
 from playwright.async_api import expect
 
 from gateway.models import AgentStatus
+from tests.e2e.accessibility import violations
 from tests.e2e.browser import DESKTOP, eventually, new_page, open_console, shot
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import Caller
@@ -60,6 +61,7 @@ async def test_after_call_work_keeps_the_note_and_no_call_rings_over_it(browser,
         await expect(page.locator("#view-ringing")).to_be_hidden()
         assert await page.input_value("#wrapup-notes") == note
         await shot(page, "console-acw-held")
+        assert not await violations(page, "console: wrap-up held while writing")
 
         await page.click("#wrapup-submit")
         await page.wait_for_selector("#view-ringing:not([hidden])")  # the waiting call rings only now
@@ -130,6 +132,7 @@ async def test_a_missed_ring_says_so_and_two_set_the_agent_away(browser, caller_
         await expect(text).to_contain_text("You are still available")
         assert "another agent" not in await text.inner_text()
         await shot(page, "console-missed")
+        assert not await violations(page, "console: missed call")
         # nobody else can take it: it rings here again, rings out again, and the agent is set away, told so
         await page.wait_for_selector("#view-ringing:not([hidden])", timeout=10000)
         await expect(text).to_contain_text("set to Away", timeout=10000)
@@ -168,6 +171,7 @@ async def test_the_transfer_picker_lists_colleagues_and_queues_live(browser, cal
         await colleague.click()
         assert await page.input_value("#transfer-agent") == "bob"
         await shot(page, "console-transfer-directory")
+        assert not await violations(page, "console: transfer directory")
         await page.click("#transfer-go")
         offered = await bob.wait(lambda m: m.get("type") == "call.offered")
         assert offered["call_id"] == caller.call_id and offered["card"]["transferred_from"] == "alice"
@@ -194,6 +198,7 @@ async def test_snapshot_says_why_and_the_chip_follows_the_callers_video(browser,
         await expect(why).to_be_visible()
         await expect(why).to_have_text("No snapshot: the caller isn't sending video (voice only).")
         await shot(page, "console-snapshot-disabled")
+        assert not await violations(page, "console: snapshot unavailable")
 
         # The caller says its video now carries its camera: the chip and the snapshot follow.
         assert (await caller.ws.request({"type": "media.source", "source": "camera"}))["type"] == "ack"
@@ -204,6 +209,7 @@ async def test_snapshot_says_why_and_the_chip_follows_the_callers_video(browser,
         await expect(page.locator("#snap-retry")).to_be_visible(timeout=15000)
         await expect(page.locator("#snap-loading-text")).to_contain_text("nothing to take a picture of")
         await shot(page, "console-snapshot-try-again")
+        assert not await violations(page, "console: snapshot try again")
         await caller.hangup()
         await expect(page.locator("#snapshot-dialog")).to_be_hidden()  # closed with the call
         await expect(page.locator("#view-ended")).to_be_visible()
@@ -247,6 +253,7 @@ async def test_callbacks_and_messages_to_act_on_and_the_callers_earlier_contacts
         await expect(take).to_have_text("Call back now")
         await expect(take).to_be_disabled()  # away
         await shot(page, "console-inbox")
+        assert not await violations(page, "console: callbacks and messages")
         await message.locator("button").click()
         await expect(message).to_have_count(0)
         record = await bob_api.get(f"/api/v1/calls/{message_id}")
@@ -270,6 +277,7 @@ async def test_callbacks_and_messages_to_act_on_and_the_callers_earlier_contacts
         await expect(contacts).to_contain_text("Replacement card <i>ordered</i>")
         await expect(contacts).to_contain_text("bob")
         await shot(page, "console-contact-history")
+        assert not await violations(page, "console: earlier contacts on the card")
         for client in (bob, earlier, message_caller, callback_caller):
             await client.close()
         for api in (bob_api, admin):
@@ -304,6 +312,7 @@ async def test_devices_are_tested_at_sign_in_the_ring_sound_and_notifications(br
         await eventually(lambda: page.evaluate("callinConsole.devices.previewWidth > 0"), what="camera preview")
         await expect(page.locator("#notify-enable")).to_have_text("Notifications on")
         await shot(page, "console-devices")
+        assert not await violations(page, "console: devices tested")
 
         # the console opened again (a new tab: still signed in by the cookie) and not clicked yet: the browser keeps
         # the ring sound blocked, and the console says so
