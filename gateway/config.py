@@ -370,6 +370,9 @@ class Settings(BaseSettings):
                                        description="calls an agent lets ring out in a row before being set away")
     wrap_up_s: float = Field(0.0, ge=0, le=3600,
                              description="after a call the agent stays in wrap-up this long (0: available at once)")
+    wrap_up_max_s: float = Field(900.0, gt=0, le=7200,
+                                 description="wrap-up.extend (a console with an unsaved wrap-up note) keeps the agent "
+                                             "in wrap-up at most this long after the call ended")
     callback_rejoin_s: float = Field(120.0, gt=0, le=3600,
                                      description="how long an accepted callback waits for the caller to rejoin")
     max_left_message_chars: int = Field(2000, ge=1, le=2000, description="the protocol caps it at 2000")

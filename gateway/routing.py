@@ -131,6 +131,7 @@ class AgentState:
     skills: frozenset[str] = frozenset()
     capacity: int = 1
     wrap_up_call: str | None = None  # the call being wrapped up while status is WRAP_UP
+    wrap_up_started: float = 0.0  # when that wrap-up began (wrap_up.extend stops at wrap_up_max_s after it)
 
     def can_take(self, skills: frozenset[str]) -> bool:
         return skills <= self.skills

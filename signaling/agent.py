@@ -99,6 +99,10 @@ class AgentConnection(Connection):
                 await self.request.app[RECORDER].wrap_up(message.call_id, username, message.disposition, message.notes)
                 self.board.finish_wrap_up(username, message.call_id)
                 self.send(p.Ack(id=message.id))
+            case p.WrapUpExtend():
+                granted = self.board.extend_wrap_up(session, message.call_id)
+                self.send(p.AgentStatusOut(id=message.id, status=AgentStatus.WRAP_UP.value, call_id=message.call_id,
+                                           wrap_up_s=granted, reason="wrap_up_extended"))
             case p.SdpOffer():
                 answer = await self.board.agent_offer(session, message.call_id, message.sdp)
                 self.send(p.SdpAnswer(id=message.id, call_id=message.call_id, sdp=answer))

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway.config import QueueConfig
 from gateway.destinations import DestinationRefused
 from gateway.errors import Forbidden, InvalidState, NotFound
-from gateway.models import AgentStatus
+from gateway.models import AgentStatus, CallState
 from gateway.queues import Queue
 from gateway.store.accounts import Role
 from gateway.store.records import CallFilter, Outcome, handled_by
@@ -154,6 +154,179 @@ async def wrap_up(request: web.Request) -> web.Response:
     await request.app[RECORDER].wrap_up(call_id, who.name, body.disposition, body.notes)
     request.app[SWITCHBOARD].finish_wrap_up(who.name, call_id)  # ends the agent's wrap-up time early
     return json_response(await request.app[CALLS].get(call_id))
+
+
+# ------------------------------------------------------------------------------------------------ the agent's desk
+# What an agent's console may read and do beyond its own calls: colleagues and queues to transfer to, callbacks
+# waiting and messages left in its queues, and the earlier calls of the caller it is talking to. Nothing here is
+# admin data (no roles, skills, capacity or other agents' calls); API keys are not agents and get 403.
+MAX_INBOX = 50
+MAX_CONTACT_HISTORY = 10
+
+
+class DirectoryAgent(BaseModel):
+    username: str
+    display_name: str
+    status: str = Field(description="available, away, ringing, busy, wrap_up or offline")
+    queues: list[str] = Field(description="the queues whose skills this colleague has")
+
+
+class DirectoryQueue(BaseModel):
+    name: str
+    open: bool
+    waiting: int
+    agents_available: int
+    agents_staffed: int
+
+
+class Directory(BaseModel):
+    agents: list[DirectoryAgent] = Field(description="every colleague but the one asking, available ones first")
+    queues: list[DirectoryQueue]
+
+
+class InboxCallback(BaseModel):
+    call_id: str
+    queue: str
+    caller: str = Field(description="the caller's signed name (or subject)")
+    call_type: str
+    phone: str | None = Field(description="the number the caller left, if any")
+    requested_at: float = Field(description="when the call was placed (UNIX seconds)")
+    ringing_at: str | None = Field(description="the agent it rings at now, if any")
+
+
+class InboxMessage(BaseModel):
+    call_id: str
+    queue: str
+    caller: str
+    subject: str
+    message: str
+    left_at: float
+    closed_reason: str | None
+
+
+class Inbox(BaseModel):
+    callbacks: list[InboxCallback]
+    messages: list[InboxMessage]
+
+
+class MessageHandled(Body):
+    notes: str | None = Field(None, max_length=2000, description="what was done about it (kept as the wrap-up note)")
+
+
+class ContactHistoryItem(BaseModel):
+    call_id: str
+    created_at: float
+    call_type: str
+    queue: str
+    outcome: str | None
+    agent: str | None
+    talk_s: float | None
+    disposition: str | None
+    notes: str | None
+    message: str | None
+
+
+class ContactHistory(BaseModel):
+    call_id: str
+    subject: str
+    calls: list[ContactHistoryItem] = Field(description=f"newest first, at most {MAX_CONTACT_HISTORY}")
+
+
+async def _my_queues(request: web.Request, who: Any) -> set[str] | None:
+    """The queues a user serves: those whose skills its account has (supervisors and admins: None, every queue)."""
+    if who.role in STAFF:
+        return None
+    account = await request.app[ACCOUNTS].get(who.name)
+    skills = frozenset(account.skills) if account is not None else frozenset()
+    return {q.name for q in request.app[SWITCHBOARD].all_queues() if q.skills <= skills}
+
+
+def _caller_name(identity: dict[str, Any]) -> str:
+    return str(identity.get("name") or identity.get("subject") or "Unknown caller")
+
+
+@api_routes.get("/api/v1/directory")
+async def directory(request: web.Request) -> web.Response:
+    """Colleagues and queues with their live status, for the console's transfer picker (any signed-in user)."""
+    who = await require(request)
+    board = request.app[SWITCHBOARD]
+    queues = board.all_queues()
+    agents = []
+    for account in await request.app[ACCOUNTS].list():
+        if account["username"] == who.name or account.get("disabled"):
+            continue
+        live = board.agent(str(account["username"]))
+        skills = frozenset(account.get("skills") or [])
+        agents.append(DirectoryAgent(
+            username=str(account["username"]), display_name=str(account["display_name"] or account["username"]),
+            status=live.status.value if live else AgentStatus.OFFLINE.value,
+            queues=[q.name for q in queues if q.skills <= skills]))
+    order = {s: i for i, s in enumerate(["available", "wrap_up", "busy", "ringing", "away", "offline"])}
+    agents.sort(key=lambda a: (order.get(a.status, 9), a.display_name.lower()))
+    t = board.clock.time()
+    views = [DirectoryQueue(name=q.name, open=q.is_open(t), waiting=len(board.waiting_calls(q.name)),
+                            agents_available=sum(1 for a in board.routable_agents()
+                                                 if a.status is AgentStatus.AVAILABLE and a.can_take(q.skills)),
+                            agents_staffed=board.staffed(q.name)) for q in queues]
+    return json_response(Directory(agents=agents, queues=views).model_dump())
+
+
+@api_routes.get("/api/v1/agent/inbox")
+async def inbox(request: web.Request) -> web.Response:
+    """Callback requests waiting and messages left, in the queues this user serves (agents: by skills)."""
+    who = await require(request)
+    mine = await _my_queues(request, who)
+    board = request.app[SWITCHBOARD]
+    callbacks = [InboxCallback(call_id=c.id, queue=c.queue, caller=_caller_name(c.identity.model_dump()),
+                               call_type=c.call_type.value, phone=c.callback_phone, requested_at=c.created_at,
+                               ringing_at=c.offered_to)
+                 for c in board.waiting_calls() if c.callback and (mine is None or c.queue in mine)][:MAX_INBOX]
+    rows = await request.app[CALLS].open_messages(mine, MAX_INBOX)
+    messages = [InboxMessage(call_id=r["id"], queue=r["queue"], caller=_caller_name(r["identity"] or {}),
+                             subject=r["subject"], message=r["message"], left_at=r["ended_at"] or r["created_at"],
+                             closed_reason=r["closed_reason"]) for r in rows]
+    return json_response(Inbox(callbacks=callbacks, messages=messages).model_dump())
+
+
+@api_routes.post("/api/v1/callbacks/{call_id}/take")
+async def take_callback(request: web.Request) -> web.Response:
+    """Ring this agent now with a waiting callback request of one of its queues (it must be available)."""
+    who = await require(request)
+    call = request.app[SWITCHBOARD].take_callback(who.name, request.match_info["call_id"])
+    audit.info("callback.taken", call_id=call.id, by=who.name)
+    return json_response({"call_id": call.id, "ringing_at": who.name})
+
+
+@api_routes.post("/api/v1/messages/{call_id}/handled")
+async def message_handled(request: web.Request) -> web.Response:
+    """Mark a message a caller left as handled (once; it leaves everyone's inbox), with an optional note."""
+    who = await require(request)
+    body: MessageHandled = await read_body(request, MessageHandled)
+    call_id = request.match_info["call_id"]
+    mine = await _my_queues(request, who)
+    record = await request.app[CALLS].get(call_id)
+    if record.get("message") is None or (mine is not None and record["queue"] not in mine):
+        raise NotFound(f"no message left with call {call_id} in your queues", code="unknown_message")
+    await request.app[RECORDER].message_handled(call_id, who.name, body.notes)
+    return json_response(await request.app[CALLS].get(call_id))
+
+
+@api_routes.get("/api/v1/calls/{call_id}/contact-history")
+async def contact_history(request: web.Request) -> web.Response:
+    """The earlier calls of the caller of a call in progress (date, outcome, wrap-up notes): for the agent it rings
+    at or who is in it, and staff. Never for an arbitrary subject."""
+    who = await require(request)
+    board = request.app[SWITCHBOARD]
+    call = board.call(request.match_info["call_id"])
+    if call is None or call.state is CallState.ENDED or (who.role not in STAFF and who.name != call.offered_to
+                        and not board.is_participant(call, who.name) and who.name != call.consult):
+        raise NotFound("no such call ringing at you or in progress with you", code="unknown_call")
+    identity = call.identity
+    rows = await request.app[CALLS].contact_history(identity.subject, identity.issuer, call.id, MAX_CONTACT_HISTORY)
+    calls = [ContactHistoryItem(call_id=r["id"], created_at=r["created_at"], call_type=r["call_type"], queue=r["queue"],
+                                outcome=r["outcome"], agent=r["agent"], talk_s=r["talk_s"],
+                                disposition=r["disposition"], notes=r["notes"], message=r["message"]) for r in rows]
+    return json_response(ContactHistory(call_id=call.id, subject=identity.subject, calls=calls).model_dump())
 
 
 # ------------------------------------------------------------------------------------------------ live state
@@ -415,6 +588,17 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/calls/{call_id}/wrap-up": {"post": op("Wrap-up (disposition, notes) by the agent who took the call",
                                                        body=WrapUpRequest, path_param="call_id")},
         "/api/v1/agents": {"get": op("Agents and their live state (supervisor, admin, API key)")},
+        "/api/v1/directory": {"get": op("Colleagues and queues with live status, for transfers (any signed-in user; "
+                                        "no API keys)", response=Directory)},
+        "/api/v1/agent/inbox": {"get": op("Callback requests waiting and messages left in the queues this user serves",
+                                          response=Inbox)},
+        "/api/v1/callbacks/{call_id}/take": {"post": op("Ring me now with this waiting callback request (I must be "
+                                                        "available and serve its queue)", path_param="call_id")},
+        "/api/v1/messages/{call_id}/handled": {"post": op("Mark a message left in one of my queues as handled",
+                                                          body=MessageHandled, path_param="call_id")},
+        "/api/v1/calls/{call_id}/contact-history": {"get": op(
+            "Earlier calls of the caller of a call ringing at me or in progress with me (staff: any live call)",
+            path_param="call_id", response=ContactHistory)},
         "/api/v1/queues": {"get": op("Queues: configuration, open now, live length, longest wait, staffed agents"),
                            "post": op("Create a queue (admin); kept in the database", body=QueueConfig, ok="201")},
         "/api/v1/queues/{name}": {"get": op("One queue", path_param="name"),
@@ -441,5 +625,5 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/webhooks/{webhook_id}/deliveries": {"get": op("Delivery log (every attempt with its outcome)",
                                                                path_param="webhook_id")},
     }
-    return paths, [WrapUpRequest, UserCreate, UserRouting, ApiKeyCreate, WebhookCreate, CallPage, QueueConfig,
+    return paths, [Directory, Inbox, MessageHandled, ContactHistory, WrapUpRequest, UserCreate, UserRouting, ApiKeyCreate, WebhookCreate, CallPage, QueueConfig,
                    QueueConfigPut, CallListQuery, StatsQuery]

@@ -173,6 +173,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not settings.media_host_addresses and settings.host in ("127.0.0.1", "localhost"):
         # A demo on loopback: gather media candidates on loopback too, so it works with no network at all.
         settings = settings.model_copy(update={"media_host_addresses": ["127.0.0.1"]})
+    if "wrap_up_s" not in settings.model_fields_set:
+        # The demo shows after-call work: 30 s to write the wrap-up before the next call may ring (ended early
+        # by "Ready"); a deployment chooses its own (CALLIN_WRAP_UP_S, default 0).
+        settings = settings.model_copy(update={"wrap_up_s": 30.0})
     _run(settings, DEMO_BANNER)
     return 0
 

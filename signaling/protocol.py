@@ -297,6 +297,15 @@ class WrapUp(Request):
     notes: str | None = Field(None, max_length=10_000)
 
 
+class WrapUpExtend(Request):
+    """The console still has an unsaved wrap-up note: keep the agent in wrap-up (no call offered) for another
+    wrap_up_s, at most wrap_up_max_s after the call ended. Answered with `agent.status` (`wrap_up`, `wrap_up_s`)."""
+
+    type: Literal["wrap_up.extend"]
+    id: RequestId
+    call_id: CallId
+
+
 MediaSourceReason = Literal["camera_blocked", "camera_unavailable"]
 
 
@@ -348,7 +357,8 @@ CallerMessage = Annotated[
 ]
 AgentMessage = Annotated[
     Hello | SetStatus | Accept | Decline | AgentSdpOffer | AgentIceCandidate | AgentHangup | Ping | Bye | Hold
-    | Transfer | TransferStep | Supervise | SuperviseStop | PushContent | AgentChatSend | WallboardSubscribe | WrapUp,
+    | Transfer | TransferStep | Supervise | SuperviseStop | PushContent | AgentChatSend | WallboardSubscribe | WrapUp
+    | WrapUpExtend,
     Field(discriminator="type"),
 ]
 

@@ -73,6 +73,26 @@ class Dispatch:
         log.info("call.offered", call_id=call.id, agent=agent.username)
         self.core.emit("call.offered", call, agent.username)
 
+    def take_callback(self, username: str, call_id: str) -> Call:
+        """The agent picks a waiting callback request from its list: offered to it now, whatever its place (an
+        agent may take only callbacks of queues whose skills it has, and only while available)."""
+        call = self.core.live.call(call_id)
+        if call is None or not call.callback or call.state not in (CallState.QUEUED, CallState.OFFERED):
+            raise InvalidState("this callback request is no longer waiting", code="callback_gone")
+        agent = self.core.live.agent(username)
+        if agent is None or not self.presence.attached(agent):
+            raise InvalidState("sign in to the console to take a callback", code="not_signed_in")
+        if not agent.can_take(self.views.queue_of(call).skills):
+            raise InvalidState("this callback is for a queue you do not serve", code="not_your_queue")
+        if call.state is CallState.OFFERED:
+            raise InvalidState("this callback is ringing at an agent already", code="callback_ringing")
+        if agent.status is not AgentStatus.AVAILABLE:
+            raise InvalidState(f"you are {agent.status.value.replace('_', ' ')}; be available to take a callback",
+                               code="agent_busy")
+        self.core.timers.cancel(f"call:{call.id}:round")
+        self.offer(call, agent, picked=True)
+        return call
+
     def _ring_timeout(self, call_id: str, username: str) -> None:
         call = self.core.live.call(call_id)
         agent = self.core.live.agent(username)

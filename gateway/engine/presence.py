@@ -116,6 +116,7 @@ class Presence:
         wrap_up_s = self.core.settings.wrap_up_s
         agent.status = AgentStatus.WRAP_UP
         agent.wrap_up_call = call.id
+        agent.wrap_up_started = self.core.clock.time()
         self.core.timers.set(f"agent:{agent.username}:wrap", wrap_up_s, agent.username, "wrap_up_timeout")
         session.deliver(AgentStatusChanged(status=agent.status.value, call_id=call.id, wrap_up_s=wrap_up_s))
 
@@ -136,6 +137,21 @@ class Presence:
             return False
         self.end_wrap_up(username, "wrap_up_done")
         return True
+
+    def extend_wrap_up(self, session: Session, call_id: str) -> float:
+        """The agent is still writing the wrap-up of call_id (its console has an unsaved note): no call is offered
+        for another wrap_up_s, up to wrap_up_max_s after the call ended. Returns the seconds granted."""
+        agent = self.agent_state(session)
+        if agent.status is not AgentStatus.WRAP_UP or agent.wrap_up_call != call_id:
+            raise InvalidState("the agent is not wrapping up this call", code="not_wrapping_up")
+        settings = self.core.settings
+        left = settings.wrap_up_max_s - (self.core.clock.time() - agent.wrap_up_started)
+        granted = round(min(settings.wrap_up_s, left), 3)
+        if granted <= 0:
+            raise InvalidState(f"wrap-up lasts at most {round(settings.wrap_up_max_s)} s; save the note now",
+                               code="wrap_up_limit")
+        self.core.timers.set(f"agent:{agent.username}:wrap", granted, agent.username, "wrap_up_timeout")
+        return granted
 
     def cancel_wrap_up(self, agent: AgentState) -> None:
         self.core.timers.cancel(f"agent:{agent.username}:wrap")

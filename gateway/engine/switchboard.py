@@ -209,6 +209,16 @@ class Switchboard(AsyncIOEventEmitter):
         self._settle()
         return done
 
+    def extend_wrap_up(self, session: Session, call_id: str) -> float:
+        """The console still has an unsaved wrap-up note for call_id: keep the agent in wrap-up a while longer."""
+        return self.presence.extend_wrap_up(session, call_id)
+
+    def take_callback(self, username: str, call_id: str) -> Call:
+        """An agent asks for a waiting callback request now (the console's list): it rings at that agent at once."""
+        call = self.dispatch.take_callback(username, call_id)
+        self._settle()
+        return call
+
     def accept(self, session: Session, call_id: str) -> Call:
         state, call = self.views.agent_and_call(session, call_id)
         if call.consult == state.username and not call.consult_joined:

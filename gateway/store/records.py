@@ -359,6 +359,28 @@ class CallRecorder:
 
         return await self.submit(job)
 
+    async def message_handled(self, call_id: str, username: str, notes: str | None) -> CallRow:
+        """An agent dealt with a message a caller left (the console's inbox): recorded as the call's wrap-up by that
+        agent (disposition message_handled), once."""
+        async def job(session: AsyncSession) -> CallRow:
+            row = await session.get(CallRow, call_id)
+            if row is None or row.message is None or row.ended_at is None:
+                raise NotFound(f"no message left with call {call_id}", code="unknown_message")
+            if row.wrapped_up_at is not None:
+                raise InvalidState(f"{row.wrapped_up_by or 'someone'} has handled this message already",
+                                   code="message_handled")
+            row.disposition = "message_handled"
+            row.notes = notes
+            row.wrapped_up_at = now()
+            row.wrapped_up_by = username
+            seq = await session.scalar(select(func.max(CallEventRow.seq)).where(CallEventRow.call_id == call_id))
+            session.add(CallEventRow(call_id=call_id, seq=(seq if seq is not None else -1) + 1,
+                                     at=row.wrapped_up_at, kind="message_handled",
+                                     detail={"by": username, "notes_length": len(notes or "")}))
+            return row
+
+        return await self.submit(job)
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
@@ -473,6 +495,25 @@ class CallQueries:
             events = (await session.scalars(
                 select(CallEventRow).where(CallEventRow.call_id == call_id).order_by(CallEventRow.seq))).all()
         return {**row_dict(row), "events": [event_dict(e) for e in events]}
+
+    async def open_messages(self, queues: set[str] | None, limit: int) -> list[dict[str, Any]]:
+        """Messages callers left that nobody has handled yet, newest first (queues: only these; None: all)."""
+        conditions = [CallRow.message.is_not(None), CallRow.wrapped_up_at.is_(None), CallRow.ended_at.is_not(None)]
+        if queues is not None:
+            conditions.append(CallRow.queue.in_(sorted(queues)))
+        query = select(CallRow).where(*conditions).order_by(CallRow.created_at.desc(), CallRow.id.desc()).limit(limit)
+        async with self.db.session() as session:
+            rows = (await session.scalars(query)).all()
+        return [row_dict(r) for r in rows]
+
+    async def contact_history(self, subject: str, issuer: str | None, exclude: str, limit: int) -> list[dict[str, Any]]:
+        """The earlier calls of one signed caller (subject and issuer), newest first, without `exclude`."""
+        query = (select(CallRow).where(CallRow.subject == subject, CallRow.id != exclude)
+                 .order_by(CallRow.created_at.desc(), CallRow.id.desc()).limit(limit * 4))
+        async with self.db.session() as session:
+            rows = (await session.scalars(query)).all()
+        same = [r for r in rows if (r.identity or {}).get("issuer") == issuer]
+        return [row_dict(r) for r in same[:limit]]
 
     async def stats(self, since: float | None, until: float | None) -> dict[str, Any]:
         conditions = self._conditions(CallFilter(since=since, until=until))

@@ -126,7 +126,7 @@ async def test_video_call_card_media_screen_switch_and_caller_hangup(gateway, br
     assert list(gateway.board.calls) == [call_id], "switching to the screen must not start a new call"
     assert await caller_state(caller) == "connected"
     # The widget told the gateway (media.source): the console's call-type chip says what the agent now sees.
-    await expect(agent.locator("#call-type")).to_have_text("Video call · sharing the screen")
+    await expect(agent.locator("#call-type")).to_have_text("Sharing the screen · was a video call")
     assert gateway.board.calls[call_id].media_source == "screen"
     await asyncio.sleep(1)  # let the stage show the new picture for the screenshot
     await shot(agent, "console-screen-share")
@@ -218,7 +218,8 @@ async def test_refused_location_still_connects_and_agent_hangup_ends_both(gatewa
     first_ring = (await console_state(agent))["ringing"]
     await agent.click("#decline-button")
     # Bob is the only agent online, so the gateway starts a new round and rings him again.
-    await eventually(lambda: _rings_again(agent, first_ring), what="the call ringing again")
+    # (the new round comes reoffer_after_decline_s = 15 s after the decline: wait longer than that)
+    await eventually(lambda: _rings_again(agent, first_ring), timeout=25, what="the call ringing again")
     # The caller gives up while it rings: the ring stops (call.offer_withdrawn).
     await widget(caller, '[data-action="hangup"]').click()
     await expect(widget(caller, ".ended-text")).to_have_text("You ended the call.")

@@ -10,6 +10,8 @@ import { icon } from "../caller/icons.js";
 // The session token lives only in the HttpOnly session cookie: no script (ours or injected) can read it.
 const AUTO_ANSWER_KEY = "callin.agent.autoAnswer";
 const SOUND_KEY = "callin.agent.sound";
+const DEVICE_KEYS = { mic: "callin.agent.mic", camera: "callin.agent.camera", speaker: "callin.agent.speaker" };
+const DRAFT_PREFIX = "callin.wrapup."; // sessionStorage: an unsaved wrap-up note per call, until it is saved
 
 const $ = (id) => document.getElementById(id);
 const escapeHtml = (s) =>
@@ -55,6 +57,8 @@ const CALL_TYPE = {
 const MEDIA_SOURCE = { camera: "camera on", screen: "sharing the screen", none: "no video" };
 const NATURAL_SOURCE = { voice: "none", video: "camera", screen: "screen" };
 
+// What the chip says when the caller's video no longer matches the call type it started with.
+const SOURCE_CHIP = { camera: { icon: "video", label: "Camera on" }, screen: { icon: "monitor", label: "Sharing the screen" }, none: { icon: "phone", label: "Voice only" } };
 // A video call that goes on without the caller's camera (media_source_reason, from the caller's media.source).
 const NO_CAMERA = { camera_blocked: "Voice — caller's camera blocked", camera_unavailable: "Voice — caller has no camera" };
 
@@ -63,8 +67,11 @@ function callTypeChip(card) {
   if (noCamera) return `${icon("phone", { size: 13 })}${escapeHtml(noCamera)}`;
   const type = CALL_TYPE[card.call_type] ?? CALL_TYPE.voice;
   const source = card.media_source;
-  const now = source && source !== NATURAL_SOURCE[card.call_type] ? ` · ${MEDIA_SOURCE[source] ?? ""}` : "";
-  return `${icon(type.icon, { size: 13 })}${type.label}${escapeHtml(now)}`;
+  if (source && source !== NATURAL_SOURCE[card.call_type] && SOURCE_CHIP[source]) {
+    const now = SOURCE_CHIP[source];
+    return `${icon(now.icon, { size: 13 })}${now.label}<small class="chip-was"> · was a ${escapeHtml(type.label.toLowerCase())}</small>`;
+  }
+  return `${icon(type.icon, { size: 13 })}${type.label}`;
 }
 
 const STATUS_TEXT = { available: "Available", away: "Away", ringing: "Ringing", busy: "On a call", wrap_up: "Wrap-up", offline: "Offline" };
@@ -84,7 +91,7 @@ const END_TEXT = {
 const WITHDRAWN_TEXT = {
   caller_hangup: "The caller hung up before you answered.",
   caller_disconnected: "The caller's connection was lost before you answered.",
-  ring_timeout: "The call rang out, so it went to another agent.",
+  ring_timeout: "The call rang out and went back to the queue.",
   declined: "Call declined.",
 };
 
@@ -95,13 +102,19 @@ class Ringer {
   #timer = null;
   enabled = localStorage.getItem(SOUND_KEY) !== "off";
 
+  onchange = null; // called when the browser allows or blocks the ring sound
+
   unlock() {
     try {
-      this.#ctx ??= new AudioContext();
-      if (this.#ctx.state === "suspended") this.#ctx.resume();
+      if (!this.#ctx) {
+        this.#ctx = new AudioContext();
+        this.#ctx.addEventListener("statechange", () => this.onchange?.());
+      }
+      if (this.#ctx.state === "suspended") this.#ctx.resume().then(() => this.onchange?.(), () => {});
     } catch {
       /* no audio */
     }
+    this.onchange?.();
   }
 
   get blocked() {
@@ -161,6 +174,11 @@ const state = {
   tab: "calls",
   wallboard: null, // the last wallboard message, with clockOffset
   supervise: null, // {callId, mode, pc, audioTx, videoTx, auxTx, mic, card}
+  endedCard: null, // the card of the call the ended view is about
+  missed: null, // {callId, name} while the missed view shows
+  contacts: null, // {callId, calls} the caller's earlier contacts (GET .../contact-history)
+  inbox: { callbacks: [], messages: [] },
+  notification: null, // the desktop notification of the call ringing now
 };
 const ringer = new Ringer();
 
@@ -178,6 +196,12 @@ window.callinConsole = {
   /** Inbound audio on the second audio section (a consulted colleague or a whispering supervisor). */
   async auxAudio() {
     return inboundAudio(state.call?.pc, state.call?.auxTx);
+  },
+  get wrapUp() {
+    return state.wrapUp ? { callId: state.wrapUp.callId, extended: state.wrapUp.extended ?? 0, leftS: Math.max(0, (state.wrapUp.until - Date.now()) / 1000) } : null;
+  },
+  get devices() {
+    return { micLevel: devices.level, previewWidth: $("dev-preview").videoWidth, soundBlocked: !$("sound-blocked").hidden };
   },
   get supervising() {
     return state.supervise ? { callId: state.supervise.callId, mode: state.supervise.mode } : null;
@@ -347,6 +371,10 @@ async function start() {
   } else {
     show("idle");
   }
+  ringer.unlock(); // without a click since the page loaded the browser may keep it suspended: then the console says so
+  renderSoundBlocked();
+  checkMicPermission();
+  loadInbox();
 }
 
 /** The session could not go on over this socket (see callin-agent.js "disconnected"). */
@@ -390,7 +418,7 @@ function onMessage(message) {
     case "agent.status":
       setStatus(message.status);
       onWrapUpStatus(message);
-      if (message.reason === "missed_call") toast("You missed a call, so you were set to Away.", { bad: true, ms: 8000 });
+      if (message.reason === "missed_call" || message.reason === "ring_timeout") onMissedStatus(message);
       if (message.reason === "signed_in_elsewhere") {
         state.closing = true;
         state.signal?.close();
@@ -402,10 +430,13 @@ function onMessage(message) {
       break;
     case "call.offer_withdrawn":
       if (state.offer?.call_id === message.call_id) {
+        const offer = state.offer;
         stopRinging();
-        show("idle");
-        renderCard(null);
-        toast(WITHDRAWN_TEXT[message.reason] ?? "The call is no longer ringing.");
+        if (message.reason === "ring_timeout") showMissed(offer);
+        else {
+          backToRest();
+          toast(WITHDRAWN_TEXT[message.reason] ?? "The call is no longer ringing.");
+        }
       }
       break;
     case "call.ended":
@@ -438,6 +469,7 @@ function onMessage(message) {
       if (state.call?.id === message.call_id) {
         Object.assign(state.call.card, { media_source: message.source, media_source_reason: message.reason ?? null });
         $("call-type").innerHTML = callTypeChip(state.call.card);
+        updateCallControls(); // the snapshot needs the caller's video
       }
       break;
     case "media.video":
@@ -486,6 +518,7 @@ function setStatus(status) {
     b.disabled = locked;
   }
   renderIdle();
+  renderInbox();
   if (status !== "ringing") document.title = `${STATUS_TEXT[status] ?? status} · Callin agent console`;
 }
 
@@ -523,12 +556,30 @@ function renderMe() {
 }
 
 // ------------------------------------------------------------------------------------------------ views
-const VIEWS = ["idle", "ringing", "call", "ended", "stale"];
+const VIEWS = ["idle", "ringing", "call", "ended", "stale", "missed"];
 function show(view) {
   if ((view === "ringing" || view === "call") && state.tab !== "calls") setTab("calls");
   for (const v of VIEWS) $(`view-${v}`).hidden = v !== view;
-  $("history-section").hidden = view === "ringing" || view === "call";
+  const busy = view === "ringing" || view === "call";
+  $("history-section").hidden = busy;
+  $("inbox-section").hidden = busy || !(state.inbox.callbacks.length || state.inbox.messages.length);
+  if (view !== "missed") state.missed = null;
   document.body.dataset.view = view;
+}
+
+/** After a ring that did not become a call: back to the wrap-up being written (unsaved input), else idle. */
+function backToRest() {
+  if (state.endedCallId && state.endedCard && readDraft(state.endedCallId)) {
+    renderCard(state.endedCard);
+    show("ended");
+    renderWrapUpTimer();
+  } else {
+    state.endedCallId = null;
+    state.endedCard = null;
+    show("idle");
+    renderCard(null);
+  }
+  loadInbox();
 }
 
 function renderCard(card) {
@@ -592,7 +643,67 @@ function renderCard(card) {
         <h3>${icon(type.icon, { size: 14 })}Call</h3>
         <dl class="kv"><dt>Type</dt><dd>${type.label}</dd><dt>Queue</dt><dd>${escapeHtml(card.queue ?? "default")}${card.priority ? ` · priority ${escapeHtml(card.priority)}` : ""}</dd>${waited != null ? `<dt>Waited</dt><dd>${duration(waited)}</dd>` : ""}</dl>
       </section>
+      <section id="card-contacts" data-call-id="${escapeHtml(card.call_id ?? "")}" aria-label="Earlier contacts">
+        <h3>${icon("clock", { size: 14 })}Earlier contacts<span class="tag">this customer ID</span></h3>
+        <p class="muted small" id="contacts-body">Looking up earlier calls…</p>
+      </section>
     </article>`;
+  renderContacts();
+}
+
+const OUTCOME_TEXT = {
+  answered: "Answered", abandoned: "Hung up while waiting", missed: "Missed", declined: "Declined", failed: "Failed",
+  after_hours: "After hours", message_left: "Left a message", callback_expired: "Callback not rejoined",
+  replaced: "Called again", interrupted: "Interrupted",
+};
+
+/** The caller's earlier calls (date, outcome, who, wrap-up notes), fetched for the call ringing or in progress. */
+async function loadContacts(callId) {
+  try {
+    const body = await api(`/api/v1/calls/${encodeURIComponent(callId)}/contact-history`);
+    state.contacts = { callId, calls: body.calls };
+  } catch (e) {
+    state.contacts = { callId, calls: null, error: e.reason };
+  }
+  renderContacts();
+}
+
+function renderContacts() {
+  const section = $("card-contacts");
+  if (!section) return;
+  const body = $("contacts-body");
+  const found = state.contacts?.callId === section.dataset.callId ? state.contacts : null;
+  if (!found) return;
+  if (!found.calls) {
+    body.textContent = `Earlier calls could not be loaded: ${found.error ?? "try again later"}.`;
+    return;
+  }
+  if (!found.calls.length) {
+    body.textContent = "No earlier calls from this customer.";
+    return;
+  }
+  const list = document.createElement("ol");
+  list.className = "contacts";
+  list.dataset.testid = "contacts";
+  for (const c of found.calls) {
+    const li = document.createElement("li");
+    const when = new Date(c.created_at * 1000).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+    const who = c.agent ? ` · ${c.agent}` : "";
+    const talk = c.talk_s >= 1 ? ` · talked ${duration(c.talk_s)}` : "";
+    li.innerHTML = `<div><b></b></div><div class="c-meta"></div>`;
+    li.querySelector("b").textContent = `${OUTCOME_TEXT[c.outcome] ?? c.outcome ?? "In progress"}${c.disposition ? ` · ${humanize(c.disposition)}` : ""}`;
+    li.querySelector(".c-meta").textContent = `${when} · ${(CALL_TYPE[c.call_type] ?? CALL_TYPE.voice).label}${who}${talk}`;
+    const text = c.notes || (c.message ? `Message: ${c.message}` : "");
+    if (text) {
+      const notes = document.createElement("div");
+      notes.className = "c-notes";
+      notes.textContent = text;
+      li.append(notes);
+    }
+    list.append(li);
+  }
+  body.replaceWith(list);
+  list.id = "contacts-body";
 }
 
 function refreshAges() {
@@ -635,21 +746,58 @@ function onOffered(message) {
   discardPrepared();
   if (!state.call) state.prepared = preparePeer(message);
   ringer.start();
+  if (ringer.enabled && ringer.blocked) toast("The browser blocks the ring sound: click anywhere in the console to allow it.", { bad: true, ms: 8000 });
+  notifyRing(message);
+  if (state.contacts?.callId !== message.call_id) loadContacts(message.call_id);
   $("accept-button").focus({ preventScroll: true });
 }
 
 function stopRinging() {
   ringer.stop();
+  closeNotification();
   state.offer = null;
   discardPrepared();
+}
+
+// ------------------------------------------------------------------------------------------------ missed
+/** A ring that went unanswered: say so plainly (it went back to the queue, not "to another agent"). */
+function showMissed(offer) {
+  const card = offer?.card ?? {};
+  const id = card.identity ?? {};
+  const name = id.name || id.subject || "a caller";
+  const rang = Math.max(1, Math.round((performance.now() - state.ringStarted) / 1000));
+  renderCard(null);
+  state.missed = null;
+  show("missed");
+  state.missed = { callId: offer?.call_id, name, rang, away: false };
+  $("missed-icon").innerHTML = icon("phone-incoming", { size: 44 });
+  $("missed-title").textContent = `Missed call from ${name}`;
+  renderMissed();
+}
+
+function onMissedStatus(message) {
+  if (!state.missed) return;
+  state.missed.away = message.reason === "missed_call";
+  renderMissed();
+}
+
+function renderMissed() {
+  const m = state.missed;
+  if (!m) return;
+  const first = `It rang here for ${m.rang} s without an answer and went back to the queue, where the next free agent gets it.`;
+  $("missed-text").textContent = m.away
+    ? `${first} You let several calls in a row ring out, so you were set to Away: no call rings here until you are available again.`
+    : `${first} You are still available; if nobody else can take it, it may ring here again.`;
+  $("missed-available").textContent = m.away ? "Go available" : "Stay available";
+  $("missed-away").hidden = m.away;
+  document.title = `Missed call · Callin agent console`;
 }
 
 async function decline() {
   const offer = state.offer;
   if (!offer) return;
   stopRinging();
-  show("idle");
-  renderCard(null);
+  backToRest();
   try {
     await state.signal.request({ type: "call.decline", call_id: offer.call_id });
   } catch (e) {
@@ -849,7 +997,7 @@ async function accept() {
   showCallView(call);
 
   navigator.mediaDevices
-    .getUserMedia({ audio: AUDIO_CONSTRAINTS })
+    .getUserMedia({ audio: audioConstraints() })
     .then(async (stream) => {
       const track = stream.getAudioTracks()[0];
       if (call.ended) {
@@ -969,6 +1117,7 @@ function audioElement(id) {
     audio.id = id;
     audio.autoplay = true;
     document.body.append(audio);
+    routeToSpeaker(audio);
   }
   return audio;
 }
@@ -987,6 +1136,7 @@ function onRemoteTrack(call, track, slot = "main") {
       audio.id = "remote-audio";
       audio.autoplay = true;
       document.body.append(audio);
+      routeToSpeaker(audio);
     }
     audio.srcObject = new MediaStream([track]);
     audio.play().catch(() => toast("Click anywhere to hear the caller (the browser blocked autoplay).", { bad: true }));
@@ -1076,7 +1226,7 @@ async function toggleCamera() {
     $("self-view").hidden = true;
   } else {
     try {
-      const stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } } });
+      const stream = await navigator.mediaDevices.getUserMedia({ video: videoConstraints() });
       const track = stream.getVideoTracks()[0];
       if (call.ended) {
         track.stop();
@@ -1118,8 +1268,14 @@ function updateCallControls() {
   const transfer = $("transfer-button");
   transfer.innerHTML = icon("phone-forwarded", { size: 22 });
   transfer.disabled = consulting || colleague;
-  $("snapshot-button").innerHTML = icon("camera", { size: 22 });
-  $("snapshot-button").disabled = colleague;
+  const snapshot = $("snapshot-button");
+  snapshot.innerHTML = icon("camera", { size: 22 });
+  const noVideo = call?.card?.media_source === "none";
+  snapshot.disabled = colleague || noVideo;
+  const blocked = { camera_blocked: "the caller's camera is blocked", camera_unavailable: "the caller has no camera" }[call?.card?.media_source_reason];
+  const why = noVideo ? `No snapshot: ${blocked ?? "the caller isn't sending video (voice only)"}.` : colleague ? "No snapshot while you are consulted." : "";
+  snapshot.title = why || "Snapshot";
+  $("snapshot-why").textContent = why;
   $("hold-veil").hidden = !(held && !consulting);
   if (consulting) {
     $("hold-veil").hidden = false;
@@ -1173,13 +1329,15 @@ function endCallView(message) {
   const call = state.call;
   if (!call) return;
   cleanupCall(call);
+  // Dialogs about the call go with it.
+  for (const id of ["snapshot-dialog", "transfer-dialog"]) if ($(id).open) $(id).close();
   $("side-tabs").hidden = true;
   selectPane("card");
   $("consult-bar").hidden = true;
   const seconds = message.duration_s ?? (Date.now() - call.startedAt) / 1000;
   const id = call.card.identity ?? {};
   const type = CALL_TYPE[call.card.call_type] ?? CALL_TYPE.voice;
-  state.history.unshift({ name: id.name || id.subject, type: call.card.call_type, seconds, reason: message.reason, at: new Date() });
+  state.history.unshift({ callId: call.id, card: call.card, name: id.name || id.subject, type: call.card.call_type, seconds, reason: message.reason, at: new Date() });
   renderHistory();
   $("ended-icon").innerHTML = icon(message.reason === "transferred" ? "phone-forwarded" : "check-circle", { size: 44 });
   $("ended-title").textContent = message.reason === "transferred" ? `Call with ${id.name || "the caller"} transferred` : `Call with ${id.name || "the caller"} ended`;
@@ -1192,6 +1350,7 @@ function endCallView(message) {
   // Wrap-up belongs to the agent who had the call at its end (not after a transfer or a consult).
   const wrap = !["transferred", "consult_ended"].includes(message.reason);
   state.endedCallId = wrap ? call.id : null;
+  state.endedCard = call.card;
   showWrapUp(wrap);
   (wrap ? $("wrapup-disposition") : $("ended-next")).focus({ preventScroll: true });
   if (state.status === "busy") setStatus("available");
@@ -1209,9 +1368,10 @@ function renderHistory() {
     .slice(0, 8)
     .map((h) => {
       const type = CALL_TYPE[h.type] ?? CALL_TYPE.voice;
+      const pending = h.callId && h.callId !== state.endedCallId && readDraft(h.callId);
       return `<li><span class="h-ico">${icon(type.icon, { size: 15 })}</span>
         <span class="h-main"><div class="h-name">${escapeHtml(h.name)}</div><div class="h-meta">${h.at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })} · ${escapeHtml(END_TEXT[h.reason] ?? h.reason)}</div></span>
-        <span class="h-dur">${duration(h.seconds)}</span></li>`;
+        ${pending ? `<button class="btn xs" data-finish-wrapup="${escapeHtml(h.callId)}">Finish wrap-up</button>` : `<span class="h-dur">${duration(h.seconds)}</span>`}</li>`;
     })
     .join("");
 }
@@ -1300,6 +1460,7 @@ function setTransferMode(mode) {
   const queueRow = $("transfer-queue-row");
   queueRow.hidden = mode === "warm";
   $("transfer-queue").hidden = mode === "warm";
+  $("transfer-queue-list").hidden = mode === "warm";
   if (mode === "warm") document.querySelector('#transfer-form input[value="agent"]').checked = true;
   $("transfer-help").textContent = mode === "warm"
     ? "You talk to your colleague first while the caller waits on hold; then hand the call over or take it back."
@@ -1309,29 +1470,54 @@ function setTransferMode(mode) {
 
 async function openTransfer() {
   const call = state.call;
-  if (!call || call.consult || call.consultFrom) return;
+  if (!call || call.consult || call.consultFrom || $("transfer-dialog").open) return;
   formError("transfer-error", null);
   setTransferMode("blind");
   $("transfer-agent").value = "";
   $("transfer-queue").value = "";
   $("transfer-dialog").showModal();
   $("transfer-agent").focus();
-  // Supervisors and admins may list agents and queues; agents type a name.
+  // A live directory of colleagues and queues (any signed-in user may read it), refreshed while the dialog is open.
+  await loadDirectory();
+  clearInterval(state.directoryTimer);
+  state.directoryTimer = setInterval(() => ($("transfer-dialog").open ? loadDirectory() : clearInterval(state.directoryTimer)), 3000);
+}
+
+const DIRECTORY_STATUS = { available: "Available", away: "Away", ringing: "Ringing", busy: "On a call", wrap_up: "Wrap-up", offline: "Not signed in" };
+
+async function loadDirectory() {
+  let directory;
   try {
-    const { agents } = await api("/api/v1/agents");
-    $("transfer-agents").innerHTML = agents
-      .filter((a) => a.username !== state.account?.username)
-      .map((a) => `<option value="${escapeHtml(a.username)}">${escapeHtml(a.display_name ?? a.username)} · ${escapeHtml(a.status ?? "")}</option>`)
-      .join("");
-  } catch {
-    /* not allowed: free text */
+    directory = await api("/api/v1/directory");
+  } catch (e) {
+    formError("transfer-error", `The list of colleagues could not be loaded (${e.reason}); type a username instead.`);
+    return;
   }
-  try {
-    const body = await api("/api/v1/queues");
-    $("transfer-queues").innerHTML = (body.queues ?? []).map((q) => `<option value="${escapeHtml(q.name)}">${escapeHtml(q.display_name ?? q.name)}</option>`).join("");
-  } catch {
-    /* not allowed: free text */
-  }
+  const chosenAgent = $("transfer-agent").value.trim();
+  const chosenQueue = $("transfer-queue").value.trim();
+  $("transfer-agents").innerHTML = directory.agents.map((a) => `<option value="${escapeHtml(a.username)}">${escapeHtml(a.display_name)} · ${escapeHtml(DIRECTORY_STATUS[a.status] ?? a.status)}</option>`).join("");
+  $("transfer-queues").innerHTML = directory.queues.map((q) => `<option value="${escapeHtml(q.name)}"></option>`).join("");
+  $("transfer-directory").innerHTML = directory.agents
+    .map((a) => `<li><button type="button" data-agent="${escapeHtml(a.username)}" aria-pressed="${a.username === chosenAgent}"${a.status === "offline" ? " disabled" : ""}>
+      <span class="a-avatar">${escapeHtml(initials(a.display_name))}</span><span class="d-name">${escapeHtml(a.display_name)}<small>${escapeHtml(a.username)}${a.queues.length ? ` · ${escapeHtml(a.queues.join(", "))}` : ""}</small></span>
+      <span class="status-tag" data-status="${escapeHtml(a.status)}">${escapeHtml(DIRECTORY_STATUS[a.status] ?? a.status)}</span></button></li>`)
+    .join("");
+  $("transfer-queue-list").innerHTML = directory.queues
+    .map((q) => `<li><button type="button" data-queue="${escapeHtml(q.name)}" aria-pressed="${q.name === chosenQueue}">
+      <span class="d-name">${escapeHtml(q.name)}<small>${q.open ? "open" : "closed"} · ${q.waiting} waiting</small></span>
+      <span class="status-tag" data-status="${q.agents_available ? "available" : "away"}">${q.agents_available} available</span></button></li>`)
+    .join("");
+  $("transfer-queue-list").hidden = transferMode === "warm";
+}
+
+function pickTransferTarget(event) {
+  const b = event.target.closest("button");
+  if (!b || b.disabled) return;
+  const toQueue = b.dataset.queue != null;
+  $(toQueue ? "transfer-queue" : "transfer-agent").value = b.dataset.queue ?? b.dataset.agent;
+  document.querySelector(`#transfer-form input[value="${toQueue ? "queue" : "agent"}"]`).checked = true;
+  for (const x of document.querySelectorAll("#transfer-directory button, #transfer-queue-list button")) x.setAttribute("aria-pressed", String(x === b));
+  formError("transfer-error", null);
 }
 
 async function submitTransfer(event) {
@@ -1635,34 +1821,58 @@ const snap = { image: null, strokes: [], colour: PEN_COLOURS[0][0], drawing: nul
 
 async function openSnapshot() {
   const call = state.call;
-  if (!call) return;
-  const dialog = $("snapshot-dialog");
+  if (!call || $("snapshot-button").disabled) return;
   formError("snap-error", null);
   snap.image = null;
   snap.strokes = [];
   snap.attachment = null;
-  $("snap-loading").hidden = false;
-  $("snap-loading").textContent = "Taking a snapshot…";
   $("snap-send").disabled = true;
   const canvas = $("snap-canvas");
   canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
-  dialog.showModal();
-  try {
-    const still = await api(`/api/v1/calls/${encodeURIComponent(call.id)}/snapshot`, { method: "POST" });
-    snap.attachment = still;
-    const response = await fetch(still.url);
-    if (!response.ok) throw new CallinError("snapshot", "The snapshot could not be loaded.");
-    const bitmap = await createImageBitmap(await response.blob());
-    snap.image = bitmap;
-    canvas.width = bitmap.width;
-    canvas.height = bitmap.height;
-    canvas.style.width = `min(100%, ${((62 * bitmap.width) / bitmap.height).toFixed(2)}vh)`; // keeps the picture's shape
-    $("snap-loading").hidden = true;
-    $("snap-send").disabled = false;
-    redrawSnapshot();
-  } catch (e) {
-    $("snap-loading").textContent = e.code === "no_video" ? "The caller isn't sending video, so there is nothing to take a picture of." : e.reason ?? "The snapshot failed.";
+  $("snapshot-dialog").showModal();
+  await loadSnapshot(call);
+}
+
+const SNAPSHOT_FAILED = {
+  no_video: "The caller isn't sending video right now, so there is nothing to take a picture of.",
+  snapshot_failed: "No picture could be taken from the caller's video.",
+};
+
+/** Take a still of the caller's video: one quiet retry (a keyframe may be on its way), then "Try again". */
+async function loadSnapshot(call) {
+  $("snap-loading").hidden = false;
+  $("snap-retry").hidden = true;
+  $("snap-loading-text").textContent = "Taking a snapshot…";
+  let failure = null;
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    if (attempt) {
+      $("snap-loading-text").textContent = "Trying once more…";
+      await sleep(800);
+    }
+    if (state.call !== call || !$("snapshot-dialog").open) return;
+    try {
+      const still = await api(`/api/v1/calls/${encodeURIComponent(call.id)}/snapshot`, { method: "POST" });
+      const response = await fetch(still.url);
+      if (!response.ok) throw new CallinError("snapshot_failed", "The snapshot could not be loaded.");
+      const bitmap = await createImageBitmap(await response.blob());
+      if (state.call !== call || !$("snapshot-dialog").open) return;
+      snap.attachment = still;
+      snap.image = bitmap;
+      const canvas = $("snap-canvas");
+      canvas.width = bitmap.width;
+      canvas.height = bitmap.height;
+      canvas.style.width = `min(100%, ${((62 * bitmap.width) / bitmap.height).toFixed(2)}vh)`; // keeps the picture's shape
+      $("snap-loading").hidden = true;
+      $("snap-send").disabled = false;
+      redrawSnapshot();
+      return;
+    } catch (e) {
+      failure = e;
+    }
   }
+  $("snap-loading-text").textContent = SNAPSHOT_FAILED[failure?.code] ?? failure?.reason ?? "The snapshot failed.";
+  $("snap-retry").hidden = false;
+  $("snap-retry").focus();
 }
 
 function redrawSnapshot() {
@@ -1750,25 +1960,84 @@ async function sendSnapshot() {
 }
 
 // ------------------------------------------------------------------------------------------------ wrap-up
+// After-call work: the ended view holds the wrap-up form. Its input is kept as a draft (sessionStorage, per call)
+// until it is saved, so a reload or a call ringing meanwhile loses nothing; while the form holds unsaved input the
+// console keeps the agent in wrap-up (wrap_up.extend), so that no call rings over it.
+function readDraft(callId) {
+  try {
+    const draft = JSON.parse(sessionStorage.getItem(DRAFT_PREFIX + callId) ?? "null");
+    return draft && (draft.disposition || draft.notes) ? draft : null;
+  } catch {
+    return null;
+  }
+}
+
+function saveDraft() {
+  const callId = state.endedCallId;
+  if (!callId) return;
+  const draft = { disposition: $("wrapup-disposition").value, notes: $("wrapup-notes").value };
+  if (draft.disposition || draft.notes.trim()) sessionStorage.setItem(DRAFT_PREFIX + callId, JSON.stringify(draft));
+  else sessionStorage.removeItem(DRAFT_PREFIX + callId);
+  $("wrapup-draft").hidden = !readDraft(callId);
+}
+
+function formDirty() {
+  return Boolean(state.endedCallId && readDraft(state.endedCallId));
+}
+
 function showWrapUp(visible) {
   $("wrapup").hidden = !visible;
   $("ended-next").hidden = visible;
   formError("wrapup-error", null);
-  $("wrapup-disposition").value = "";
-  $("wrapup-notes").value = "";
+  const draft = visible && state.endedCallId ? readDraft(state.endedCallId) : null;
+  $("wrapup-disposition").value = draft?.disposition ?? "";
+  $("wrapup-notes").value = draft?.notes ?? "";
+  $("wrapup-draft").hidden = !draft;
   $("wrapup-submit").disabled = false;
   renderWrapUpTimer();
 }
 
+/** Open the wrap-up of an earlier call whose note was not saved (from the recent calls list). */
+function finishWrapUp(callId) {
+  const h = state.history.find((x) => x.callId === callId);
+  if (!h || state.call || state.offer) return;
+  state.endedCallId = callId;
+  state.endedCard = h.card;
+  renderCard(h.card);
+  const id = h.card?.identity ?? {};
+  $("ended-icon").innerHTML = icon("file-text", { size: 44 });
+  $("ended-title").textContent = `Wrap-up of the call with ${id.name || "the caller"}`;
+  $("ended-text").textContent = "Your note was kept. Save it when you're done.";
+  $("ended-facts").innerHTML = "";
+  show("ended");
+  showWrapUp(true);
+  renderHistory();
+  $("wrapup-notes").focus({ preventScroll: true });
+}
+
 function onWrapUpStatus(message) {
   if (message.status === "wrap_up") {
-    state.wrapUp = { callId: message.call_id, until: Date.now() + (message.wrap_up_s ?? 0) * 1000 };
+    const extended = message.reason === "wrap_up_extended" ? (state.wrapUp?.extended ?? 0) + 1 : 0;
+    state.wrapUp = { callId: message.call_id, until: Date.now() + (message.wrap_up_s ?? 0) * 1000, extended };
   } else if (state.wrapUp) {
     const reason = message.reason;
     state.wrapUp = null;
     if (reason === "wrap_up_timeout" && !$("view-ended").hidden && !$("wrapup").hidden) {
-      toast("Wrap-up time is over: you can take calls again. You can still save the wrap-up.");
+      toast(formDirty() ? "Wrap-up time is over: calls can ring again. Your note is kept; save it when you can." : "Wrap-up time is over: you can take calls again. You can still save the wrap-up.");
     }
+  }
+  renderWrapUpTimer();
+}
+
+async function extendWrapUp(w) {
+  w.extending = true;
+  try {
+    const reply = await state.signal.request({ type: "wrap_up.extend", call_id: w.callId });
+    if (state.wrapUp === w) onWrapUpStatus(reply);
+  } catch (e) {
+    w.limit = e.reason ?? "Save the note now.";
+  } finally {
+    w.extending = false;
   }
   renderWrapUpTimer();
 }
@@ -1778,13 +2047,20 @@ function renderWrapUpTimer() {
   const w = state.wrapUp;
   if (!w || (state.endedCallId && w.callId !== state.endedCallId)) {
     el.hidden = true;
-    $("ended-dismiss").textContent = "Ready for the next call";
+    $("ended-dismiss").textContent = "Ready";
     return;
   }
   const left = Math.max(0, (w.until - Date.now()) / 1000);
+  // Unsaved input a few seconds before the time runs out: ask for more, so that no call rings over the note.
+  if (left <= 5 && !w.extending && !w.limit && formDirty() && state.signal?.open && !$("view-ended").hidden) extendWrapUp(w);
   el.hidden = false;
-  el.textContent = `${duration(left)} left · no calls meanwhile`;
-  $("ended-dismiss").textContent = "Skip wrap-up";
+  el.dataset.state = w.limit ? "limit" : w.extended ? "held" : "running";
+  el.textContent = w.limit
+    ? `${duration(left)} left · ${w.limit}`
+    : w.extended
+      ? `${duration(left)} · held while you write · no calls meanwhile`
+      : `${duration(left)} left · no calls meanwhile`;
+  $("ended-dismiss").textContent = "Ready";
 }
 
 async function submitWrapUp(event) {
@@ -1814,11 +2090,18 @@ async function submitWrapUp(event) {
         await sleep(400);
       }
     }
-    state.endedCallId = null;
-    state.wrapUp = null;
+    sessionStorage.removeItem(DRAFT_PREFIX + callId);
+    if (state.endedCallId === callId) {
+      state.endedCallId = null;
+      state.endedCard = null;
+    }
+    if (state.wrapUp?.callId === callId) state.wrapUp = null;
     toast("Wrap-up saved.");
-    show("idle");
-    renderCard(null);
+    renderHistory();
+    if (!state.call && !state.offer) {
+      show("idle");
+      renderCard(null);
+    }
   } catch (e) {
     formError("wrapup-error", e.reason ?? "The wrap-up could not be saved.");
     $("wrapup-submit").disabled = false;
@@ -2049,6 +2332,253 @@ function renderSupervisePanel() {
   mute.textContent = sv.muted ? "Unmute me" : "Mute me";
 }
 
+// ------------------------------------------------------------------------------------------------ devices
+// Chosen at sign-in and tested there (a user gesture), so that Accept does not stop to ask for the microphone.
+const devices = {
+  mic: localStorage.getItem(DEVICE_KEYS.mic) ?? "",
+  camera: localStorage.getItem(DEVICE_KEYS.camera) ?? "",
+  speaker: localStorage.getItem(DEVICE_KEYS.speaker) ?? "",
+  test: null, // {stream, ctx, timer, stop}
+  level: 0, // the loudest microphone level seen in the last test (RMS, 0-1)
+};
+
+function audioConstraints() {
+  return devices.mic ? { ...AUDIO_CONSTRAINTS, deviceId: { exact: devices.mic } } : AUDIO_CONSTRAINTS;
+}
+
+function videoConstraints() {
+  const base = { width: { ideal: 640 }, height: { ideal: 480 } };
+  return devices.camera ? { ...base, deviceId: { exact: devices.camera } } : base;
+}
+
+function routeToSpeaker(audio) {
+  if (devices.speaker && audio.setSinkId) audio.setSinkId(devices.speaker).catch(() => {});
+}
+
+function fillDevices(id, list, chosen, noun) {
+  const select = $(id);
+  select.replaceChildren(new Option("System default", ""));
+  list
+    .filter((d) => d.deviceId && d.deviceId !== "default")
+    .forEach((d, i) => select.append(new Option(d.label || `${noun} ${i + 1}`, d.deviceId)));
+  select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
+}
+
+/** Whether the microphone is allowed yet (asked at Accept otherwise): said in the devices card. */
+async function checkMicPermission() {
+  const status = await navigator.permissions?.query({ name: "microphone" }).catch(() => null);
+  if (!status || devices.test) return;
+  const say = () => {
+    if (devices.test) return;
+    if (status.state === "granted") devStatus("Microphone allowed: Accept connects you at once.");
+    else if (status.state === "denied") devStatus("The microphone is blocked for this site: callers would not hear you. Allow it (the icon at the left of the address bar).", true);
+    else devStatus("Test your microphone now, so that Accept does not stop to ask for it.");
+  };
+  status.onchange = say;
+  say();
+}
+
+async function listDevices() {
+  const all = (await navigator.mediaDevices?.enumerateDevices?.().catch(() => null)) ?? [];
+  fillDevices("dev-mic", all.filter((d) => d.kind === "audioinput"), devices.mic, "Microphone");
+  fillDevices("dev-camera", all.filter((d) => d.kind === "videoinput"), devices.camera, "Camera");
+  fillDevices("dev-speaker", all.filter((d) => d.kind === "audiooutput"), devices.speaker, "Speaker");
+  $("dev-speaker").disabled = !("setSinkId" in HTMLMediaElement.prototype);
+}
+
+function chooseDevice(kind, value) {
+  devices[kind] = value;
+  localStorage.setItem(DEVICE_KEYS[kind], value);
+  if (kind === "speaker") for (const id of ["remote-audio", "remote-audio-2"]) document.getElementById(id) && routeToSpeaker(document.getElementById(id));
+  if (devices.test) (devices.test.kind === "mic" ? testMicrophone : testCamera)();
+}
+
+function devStatus(text, bad = false) {
+  const el = $("dev-status");
+  el.textContent = text;
+  el.classList.toggle("bad", bad);
+}
+
+function stopDeviceTest() {
+  const t = devices.test;
+  devices.test = null;
+  if (!t) return;
+  clearInterval(t.timer);
+  clearTimeout(t.stop);
+  for (const track of t.stream.getTracks()) track.stop();
+  t.ctx?.close().catch(() => {});
+  $("dev-level-bar").style.width = "0";
+  $("dev-preview").srcObject = null;
+  $("dev-preview").hidden = true;
+}
+
+function blockedText(e, what) {
+  return e?.name === "NotAllowedError"
+    ? `The ${what} is blocked for this site: allow it (the icon at the left of the address bar), then test again.`
+    : `No ${what} could be opened${e?.name === "NotFoundError" ? ": none is connected" : " (it may be in use by another app)"}.`;
+}
+
+async function testMicrophone() {
+  stopDeviceTest();
+  devStatus("Asking for the microphone…");
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: audioConstraints() });
+  } catch (e) {
+    devStatus(blockedText(e, "microphone"), true);
+    return;
+  }
+  const ctx = new AudioContext();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 1024;
+  ctx.createMediaStreamSource(stream).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  devices.level = 0;
+  const timer = setInterval(() => {
+    analyser.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const v of samples) sum += v * v;
+    const rms = Math.sqrt(sum / samples.length);
+    devices.level = Math.max(devices.level, rms);
+    $("dev-level-bar").style.width = `${Math.min(100, Math.round(rms * 400))}%`;
+  }, 100);
+  devices.test = { kind: "mic", stream, ctx, timer, stop: setTimeout(stopDeviceTest, 10000) };
+  devStatus(`Microphone allowed (${stream.getAudioTracks()[0]?.label || "default"}). Speak: the bar moves when it hears you.`);
+  listDevices(); // the names of the devices are readable once one is allowed
+}
+
+async function testCamera() {
+  stopDeviceTest();
+  devStatus("Asking for the camera…");
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: videoConstraints() });
+  } catch (e) {
+    devStatus(blockedText(e, "camera"), true);
+    return;
+  }
+  const preview = $("dev-preview");
+  preview.srcObject = stream;
+  preview.hidden = false;
+  preview.play().catch(() => {});
+  devices.test = { kind: "camera", stream, ctx: null, timer: null, stop: setTimeout(stopDeviceTest, 10000) };
+  devStatus(`Camera allowed (${stream.getVideoTracks()[0]?.label || "default"}). The preview stops in 10 s.`);
+  listDevices();
+}
+
+// ------------------------------------------------------------------------------------------------ ring sound, notifications
+function renderSoundBlocked() {
+  $("sound-blocked").hidden = !(ringer.enabled && ringer.blocked && !$("app").hidden);
+}
+
+function renderNotifyButton() {
+  const b = $("notify-enable");
+  const supported = "Notification" in window;
+  const permission = supported ? Notification.permission : "denied";
+  b.hidden = !supported;
+  b.disabled = permission !== "default";
+  b.lastChild.textContent = permission === "granted" ? "Notifications on" : permission === "denied" ? "Notifications blocked" : "Notify me of calls";
+  b.title = permission === "denied" ? "Allow notifications for this site in the browser's settings" : "A desktop notification when a call rings while this tab is hidden";
+}
+
+async function enableNotifications() {
+  if (!("Notification" in window)) return;
+  const result = await Notification.requestPermission().catch(() => "denied");
+  renderNotifyButton();
+  devStatus(result === "granted" ? "You'll get a desktop notification when a call rings while this tab is hidden." : "Notifications are blocked for this site.", result !== "granted");
+}
+
+/** A call rings while the agent looks at another tab: a desktop notification (permission asked on a click). */
+function notifyRing(message) {
+  if (!document.hidden || !("Notification" in window) || Notification.permission !== "granted") return;
+  const id = message.card?.identity ?? {};
+  const type = CALL_TYPE[message.card?.call_type] ?? CALL_TYPE.voice;
+  try {
+    const n = new Notification(`Incoming ${type.label.toLowerCase()} · Callin`, {
+      body: `${id.name || id.subject || "A caller"} is calling. Open the console to answer.`,
+      tag: `callin-${message.call_id}`,
+      requireInteraction: true,
+    });
+    n.addEventListener("click", () => {
+      window.focus();
+      n.close();
+    });
+    state.notification = n;
+  } catch {
+    /* notifications unavailable */
+  }
+}
+
+function closeNotification() {
+  state.notification?.close();
+  state.notification = null;
+}
+
+// ------------------------------------------------------------------------------------------------ inbox
+// Callback requests waiting and messages left in this agent's queues (GET /api/v1/agent/inbox), refreshed while idle.
+async function loadInbox() {
+  if (!state.account || !state.signal) return;
+  try {
+    state.inbox = await api("/api/v1/agent/inbox");
+  } catch {
+    return; // shown again at the next refresh
+  }
+  renderInbox();
+}
+
+function renderInbox() {
+  const { callbacks, messages } = state.inbox;
+  const total = callbacks.length + messages.length;
+  $("inbox-count").textContent = String(total);
+  const view = document.body.dataset.view;
+  $("inbox-section").hidden = !total || view === "ringing" || view === "call";
+  const list = $("inbox-list");
+  list.replaceChildren();
+  for (const c of callbacks) {
+    const li = document.createElement("li");
+    li.dataset.callbackId = c.call_id;
+    li.innerHTML = `<span class="h-ico">${icon("phone-incoming", { size: 15 })}</span><span class="h-main"><div class="h-name"></div><div class="h-meta"></div></span><button class="btn xs" data-take="${escapeHtml(c.call_id)}">Call back now</button>`;
+    li.querySelector(".h-name").textContent = c.caller;
+    li.querySelector(".h-meta").textContent = `Callback · ${c.queue}${c.phone ? ` · ${c.phone}` : ""} · ${ago(c.requested_at)}${c.ringing_at ? ` · ringing at ${c.ringing_at}` : ""}`;
+    const take = li.querySelector("button");
+    take.disabled = Boolean(c.ringing_at) || state.status !== "available" || Boolean(state.call);
+    take.title = take.disabled ? (c.ringing_at ? "It is ringing at an agent now" : "Be available to take it") : "It rings here now";
+    list.append(li);
+  }
+  for (const m of messages) {
+    const li = document.createElement("li");
+    li.dataset.messageId = m.call_id;
+    li.innerHTML = `<span class="h-ico">${icon("message-square", { size: 15 })}</span><span class="h-main"><div class="h-name"></div><div class="h-meta"></div><div class="h-text"></div></span><button class="btn xs" data-handled="${escapeHtml(m.call_id)}">Mark handled</button>`;
+    li.querySelector(".h-name").textContent = m.caller;
+    li.querySelector(".h-meta").textContent = `Message · ${m.queue} · ${ago(m.left_at)}`;
+    li.querySelector(".h-text").textContent = m.message;
+    list.append(li);
+  }
+}
+
+async function onInboxClick(event) {
+  const b = event.target.closest("button");
+  if (!b) return;
+  formError("inbox-error", null);
+  b.disabled = true;
+  try {
+    if (b.dataset.take) {
+      await api(`/api/v1/callbacks/${encodeURIComponent(b.dataset.take)}/take`, { method: "POST" });
+      toast("The callback rings here now.");
+    } else if (b.dataset.handled) {
+      await api(`/api/v1/messages/${encodeURIComponent(b.dataset.handled)}/handled`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: "{}",
+      });
+      toast("Message marked as handled.");
+    }
+  } catch (e) {
+    formError("inbox-error", e.reason);
+  }
+  await loadInbox();
+}
+
 // ------------------------------------------------------------------------------------------------ keyboard
 function onKey(event) {
   if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
@@ -2063,6 +2593,7 @@ function onKey(event) {
   else if (key === "d" && ringing) decline();
   else if (key === "m" && inCall) setMuted(!state.call.muted);
   else if (key === "c" && inCall) toggleCamera();
+  else if (key === "t" && inCall) openTransfer();
   else if (key === "h" && (inCall || state.staleCallId)) hangup();
   else if (key === "?") $("help-dialog").showModal();
   else handled = false;
@@ -2092,14 +2623,42 @@ function init() {
   window.addEventListener("online", () => onNetworkChange("online"));
   navigator.connection?.addEventListener?.("change", () => onNetworkChange("network_changed"));
   const ready = () => {
+    // "Ready" ends after-call work early; an unsaved note stays a draft (recent calls: "Finish wrap-up").
     if (state.status === "wrap_up") requestStatus("available");
     state.endedCallId = null;
+    state.endedCard = null;
     show("idle");
     renderCard(null);
+    renderHistory();
   };
   $("ended-dismiss").addEventListener("click", ready);
   $("ended-next").addEventListener("click", ready);
   $("wrapup").addEventListener("submit", submitWrapUp);
+  $("wrapup").addEventListener("input", saveDraft);
+  $("wrapup").addEventListener("change", saveDraft);
+  $("history").addEventListener("click", (e) => {
+    const b = e.target.closest("[data-finish-wrapup]");
+    if (b) finishWrapUp(b.dataset.finishWrapup);
+  });
+  $("missed-available").addEventListener("click", () => {
+    if (state.status !== "available") requestStatus("available");
+    backToRest();
+  });
+  $("missed-away").addEventListener("click", () => {
+    requestStatus("away");
+    backToRest();
+  });
+  $("transfer-directory").addEventListener("click", pickTransferTarget);
+  $("transfer-queue-list").addEventListener("click", pickTransferTarget);
+  $("transfer-dialog").addEventListener("close", () => clearInterval(state.directoryTimer));
+  $("snap-retry").addEventListener("click", () => state.call && loadSnapshot(state.call));
+  $("inbox-list").addEventListener("click", onInboxClick);
+  $("dev-test-mic").addEventListener("click", testMicrophone);
+  $("dev-test-camera").addEventListener("click", testCamera);
+  for (const kind of ["mic", "camera", "speaker"]) $(`dev-${kind}`).addEventListener("change", (e) => chooseDevice(kind, e.target.value));
+  $("notify-enable").addEventListener("click", enableNotifications);
+  $("sound-enable").addEventListener("click", () => ringer.unlock());
+  ringer.onchange = renderSoundBlocked;
   $("hold-button").addEventListener("click", toggleHold);
   $("transfer-button").addEventListener("click", openTransfer);
   $("snapshot-button").addEventListener("click", openSnapshot);
@@ -2148,6 +2707,10 @@ function init() {
     tickWallboard();
     renderWrapUpTimer();
   }, 1000);
+  setInterval(() => {
+    const view = document.body.dataset.view;
+    if (!$("app").hidden && view !== "ringing" && view !== "call") loadInbox();
+  }, 10000);
   $("signout-button").innerHTML = icon("log-out", { size: 18 });
   $("signout-button").addEventListener("click", signOut);
   $("help-button").innerHTML = icon("keyboard", { size: 18 });
@@ -2166,7 +2729,11 @@ function init() {
     localStorage.setItem(SOUND_KEY, ringer.enabled ? "on" : "off");
     ringer.unlock();
     renderSoundButton();
+    renderSoundBlocked();
   });
+  renderNotifyButton();
+  listDevices();
+  navigator.mediaDevices?.addEventListener?.("devicechange", listDevices);
   document.addEventListener("keydown", onKey);
   document.addEventListener("pointerdown", () => ringer.unlock(), { once: true });
   setInterval(refreshAges, 5000);
