@@ -13,6 +13,7 @@ Run inside a loopback-only network namespace (scripts/test.sh), one browser call
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -184,7 +185,7 @@ async def test_screen_share_banner_barge_notice_launcher_count_and_tray(browser)
         await expect(widget(caller, ".share-note")).to_be_visible()
         await expect(widget(caller, ".share-note")).to_contain_text("You're sharing your screen")
         await expect(widget(caller, ".presence .sub")).to_have_text("Alice can see your screen")
-        await expect(agent.locator("#call-type")).to_contain_text("sharing the screen")
+        await expect(agent.locator("#call-type")).to_contain_text(re.compile("sharing the screen", re.I))  # the chip: "Sharing the screen · was a video call"
         await both_orientations(caller, "sharing-screen")
         # Stop in the banner: back to the camera (not to no video), and the agent gets frames again.
         await widget(caller, '.share-note [data-action="stop-share"]').click()
