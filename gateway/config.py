@@ -8,7 +8,7 @@ import os
 import re
 import socket
 from datetime import date
-from importlib.resources import files
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -32,12 +32,16 @@ def default_web_root() -> Path:
     beside = REPO_ROOT / "web"
     if (beside / "caller" / "callin-widget.js").is_file():
         return beside
+    # callin_web holds no Python module: a namespace package, which may have several portions on sys.path (an
+    # editable install of a checkout beside an installed wheel); the first one that has the pages wins.
     try:
-        widget = files("callin_web") / "caller" / "callin-widget.js"
-    except ModuleNotFoundError:
+        spec = importlib.util.find_spec("callin_web")
+    except (ImportError, ValueError):
         return beside
-    if isinstance(widget, Path) and widget.is_file():
-        return widget.parent.parent
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        root = Path(location)
+        if (root / "caller" / "callin-widget.js").is_file():
+            return root
     return beside
 
 # Remote ICE candidates the relay never sends to unless the operator says otherwise: link-local, where the cloud
