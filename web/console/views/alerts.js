@@ -2,9 +2,9 @@
  * Telling the agent a call rings: the ring sound's switch and its blocked notice, and desktop notifications.
  */
 
+import { SOUND_KEY } from "../lib/ringer.js";
 import { icon } from "../../caller/icons.js";
 import { $ } from "../lib/dom.js";
-
 import { CALL_TYPE } from "../lib/text.js";
 
 export function createAlerts(app) {
@@ -65,5 +65,22 @@ export function createAlerts(app) {
     b.setAttribute("aria-pressed", String(ringer.enabled));
   }
 
-  return { renderSoundBlocked, renderNotifyButton, enableNotifications, notifyRing, closeNotification, renderSoundButton };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    $("notify-enable").addEventListener("click", enableNotifications);
+    $("sound-enable").addEventListener("click", () => ringer.unlock());
+    ringer.onchange = renderSoundBlocked;
+    renderSoundButton();
+    $("sound-button").addEventListener("click", () => {
+      ringer.enabled = !ringer.enabled;
+      localStorage.setItem(SOUND_KEY, ringer.enabled ? "on" : "off");
+      ringer.unlock();
+      renderSoundButton();
+      renderSoundBlocked();
+    });
+    renderNotifyButton();
+    document.addEventListener("pointerdown", () => ringer.unlock(), { once: true });
+  }
+
+  return { renderSoundBlocked, renderNotifyButton, enableNotifications, notifyRing, closeNotification, renderSoundButton, mount };
 }

@@ -6,7 +6,6 @@
 
 import { AUDIO_CONSTRAINTS, candidateMessage, iceServersFrom, preferCodec } from "../../caller/callin-client.js";
 import { $, toast, banner } from "../lib/dom.js";
-
 import { sleep } from "../lib/format.js";
 
 export function createCall(app) {
@@ -412,5 +411,17 @@ export function createCall(app) {
     if (state.call === call) state.call = null;
   }
 
-  return { preparePeer, newPeer, recoverMedia, offerMedia, onNetworkChange, step, discardPrepared, accept, rejoinCall, onRemoteTrack, watchFirstFrame, setMuted, toggleCamera, hangup, cleanupCall };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    $("accept-button").addEventListener("click", accept);
+    $("mute-button").addEventListener("click", () => setMuted(!state.call?.muted));
+    $("camera-button").addEventListener("click", toggleCamera);
+    $("hangup-button").addEventListener("click", hangup);
+    $("stale-hangup").addEventListener("click", hangup);
+    // A network change (back online, Wi-Fi to cellular): the call's media gets a new peer connection.
+    window.addEventListener("online", () => onNetworkChange("online"));
+    navigator.connection?.addEventListener?.("change", () => onNetworkChange("network_changed"));
+  }
+
+  return { preparePeer, newPeer, recoverMedia, offerMedia, onNetworkChange, step, discardPrepared, accept, rejoinCall, onRemoteTrack, watchFirstFrame, setMuted, toggleCamera, hangup, cleanupCall, mount };
 }

@@ -7,7 +7,6 @@ import { icon } from "../../caller/icons.js";
 import { $ } from "../lib/dom.js";
 import { escapeHtml, initials, duration, ago, humanize } from "../lib/format.js";
 import { CALL_TYPE } from "../lib/text.js";
-
 import { api } from "../lib/api.js";
 
 const OUTCOME_TEXT = {
@@ -141,5 +140,11 @@ export function createCard(app) {
     for (const el of document.querySelectorAll(".loc-age")) el.textContent = ago(Number(el.dataset.ts));
   }
 
-  return { renderCard, loadContacts, renderContacts, refreshAges };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    setInterval(refreshAges, 5000);
+    renderCard(null);
+  }
+
+  return { renderCard, loadContacts, renderContacts, refreshAges, mount };
 }

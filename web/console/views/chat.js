@@ -6,7 +6,6 @@
 import { icon } from "../../caller/icons.js";
 import { $, toast, formError } from "../lib/dom.js";
 import { escapeHtml } from "../lib/format.js";
-
 import { uploadFile } from "../lib/api.js";
 
 export function createChat(app) {
@@ -117,5 +116,20 @@ export function createChat(app) {
     }
   }
 
-  return { scanDetails, onChatMessage, sendChat };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    $("chat-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      sendChat({ text: $("chat-input").value });
+    });
+    $("chat-attach").innerHTML = icon("paperclip", { size: 18 });
+    $("chat-attach").addEventListener("click", () => $("chat-file").click());
+    $("chat-file").addEventListener("change", () => {
+      const file = $("chat-file").files?.[0];
+      $("chat-file").value = "";
+      if (file) sendChat({ file });
+    });
+  }
+
+  return { scanDetails, onChatMessage, sendChat, mount };
 }

@@ -156,10 +156,17 @@ export function createDevices(app) {
     return audio;
   }
 
-  return {
-    /** The loudest microphone level seen in the last test (RMS, 0-1). */
-    get micLevel() {
-      return devices.level;
-    },
-    audioConstraints, videoConstraints, routeToSpeaker, fillDevices, checkMicPermission, listDevices, chooseDevice, devStatus, stopDeviceTest, blockedText, testMicrophone, testCamera, audioElement };
+  /** The loudest microphone level seen in the last test (RMS, 0-1). */
+  const micLevel = () => devices.level;
+
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    $("dev-test-mic").addEventListener("click", testMicrophone);
+    $("dev-test-camera").addEventListener("click", testCamera);
+    for (const kind of ["mic", "camera", "speaker"]) $(`dev-${kind}`).addEventListener("change", (e) => chooseDevice(kind, e.target.value));
+    listDevices();
+    navigator.mediaDevices?.addEventListener?.("devicechange", listDevices);
+  }
+
+  return { audioConstraints, videoConstraints, routeToSpeaker, fillDevices, checkMicPermission, listDevices, chooseDevice, devStatus, stopDeviceTest, blockedText, testMicrophone, testCamera, audioElement, micLevel, mount };
 }

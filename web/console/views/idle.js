@@ -5,11 +5,10 @@
 import { icon } from "../../caller/icons.js";
 import { $ } from "../lib/dom.js";
 import { escapeHtml, duration } from "../lib/format.js";
-
 import { CALL_TYPE, END_TEXT } from "../lib/text.js";
 
 export function createIdle(app) {
-  const { state, views } = app;
+  const { store, state, views } = app;
 
   function renderIdle() {
     const available = state.status === "available";
@@ -45,5 +44,17 @@ export function createIdle(app) {
       .join("");
   }
 
-  return { renderIdle, renderHistory };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    store.subscribe("status", renderIdle);
+    store.subscribe("history", renderHistory);
+    $("idle-available").addEventListener("click", () => views.status.requestStatus("available"));
+    $("history").addEventListener("click", (e) => {
+      const b = e.target.closest("[data-finish-wrapup]");
+      if (b) views.wrapup.finishWrapUp(b.dataset.finishWrapup);
+    });
+    renderHistory();
+  }
+
+  return { renderIdle, renderHistory, mount };
 }

@@ -5,21 +5,19 @@
 import { icon } from "../../caller/icons.js";
 import { $, toast, formError } from "../lib/dom.js";
 import { escapeHtml, ago } from "../lib/format.js";
-
 import { api } from "../lib/api.js";
 
 export function createInbox(app) {
-  const { state } = app;
+  const { store, state } = app;
 
   // Callback requests waiting and messages left in this agent's queues (GET /api/v1/agent/inbox), refreshed while idle.
   async function loadInbox() {
     if (!state.account || !state.signal) return;
     try {
-      state.inbox = await api("/api/v1/agent/inbox");
+      store.set({ inbox: await api("/api/v1/agent/inbox") });
     } catch {
-      return; // shown again at the next refresh
+      /* shown again at the next refresh */
     }
-    renderInbox();
   }
 
   function renderInbox() {
@@ -75,5 +73,16 @@ export function createInbox(app) {
     await loadInbox();
   }
 
-  return { loadInbox, renderInbox, onInboxClick };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    store.subscribe("status", renderInbox);
+    store.subscribe("inbox", renderInbox);
+    $("inbox-list").addEventListener("click", onInboxClick);
+    setInterval(() => {
+      const view = document.body.dataset.view;
+      if (!$("app").hidden && view !== "ringing" && view !== "call") loadInbox();
+    }, 10000);
+  }
+
+  return { loadInbox, renderInbox, onInboxClick, mount };
 }

@@ -3,7 +3,6 @@
  */
 
 import { $, toast, banner } from "../lib/dom.js";
-
 import { callTypeChip, WITHDRAWN_TEXT } from "../lib/text.js";
 
 export function createMessages(app) {

@@ -5,8 +5,8 @@
 import { icon } from "../../caller/icons.js";
 import { $, toast } from "../lib/dom.js";
 import { escapeHtml } from "../lib/format.js";
-
 import { CALL_TYPE } from "../lib/text.js";
+const AUTO_ANSWER_KEY = "callin.agent.autoAnswer";
 
 export function createRinging(app) {
   const { state, views, ringer } = app;
@@ -105,5 +105,24 @@ export function createRinging(app) {
     }
   }
 
-  return { onOffered, stopRinging, showMissed, onMissedStatus, renderMissed, decline };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    $("decline-button").addEventListener("click", decline);
+    $("missed-available").addEventListener("click", () => {
+      if (state.status !== "available") views.status.requestStatus("available");
+      views.shell.backToRest();
+    });
+    $("missed-away").addEventListener("click", () => {
+      views.status.requestStatus("away");
+      views.shell.backToRest();
+    });
+    const auto = $("auto-answer");
+    auto.checked = state.autoAnswer = localStorage.getItem(AUTO_ANSWER_KEY) === "on";
+    auto.addEventListener("change", () => {
+      state.autoAnswer = auto.checked;
+      localStorage.setItem(AUTO_ANSWER_KEY, auto.checked ? "on" : "off");
+    });
+  }
+
+  return { onOffered, stopRinging, showMissed, onMissedStatus, renderMissed, decline, mount };
 }

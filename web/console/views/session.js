@@ -4,11 +4,11 @@
  * HttpOnly session cookie fresh.
  */
 
+import { icon } from "../../caller/icons.js";
 import { CallinAgentSession, SESSION_ENDED, agentSocketUrl } from "../../caller/callin-agent.js";
 import { CallinError } from "../../caller/callin-client.js";
 import { $, toast, banner } from "../lib/dom.js";
 import { sleep } from "../lib/format.js";
-
 
 export function createSession(app) {
   const { state, views, ringer } = app;
@@ -160,17 +160,6 @@ export function createSession(app) {
     banner("Disconnected from the gateway.", { bad: true, action: { label: "Reconnect", run: () => start() } });
   }
 
-  async function requestStatus(status) {
-    ringer.unlock();
-    if (!state.signal?.open) return;
-    try {
-      const reply = await state.signal.request({ type: "agent.status", status });
-      views.status.setStatus(reply.status);
-    } catch (e) {
-      toast(e.reason, { bad: true });
-    }
-  }
-
   /** A reload keeps the sign-in: the cookie is still there; ask the gateway whose it is. */
   async function resumeSignedIn() {
     try {
@@ -206,5 +195,18 @@ export function createSession(app) {
     }, every);
   }
 
-  return { showSignin, signIn, signOut, openSession, start, onSessionLost, requestStatus, resumeSignedIn, keepSessionAlive };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    $("signin-form").addEventListener("submit", signIn);
+    $("signout-button").innerHTML = icon("log-out", { size: 18 });
+    $("signout-button").addEventListener("click", signOut);
+    window.addEventListener("beforeunload", () => {
+      if (state.signal?.open && !state.call) {
+        state.closing = true;
+        state.signal.send({ type: "bye", id: "unload" });
+      }
+    });
+  }
+
+  return { showSignin, signIn, signOut, openSession, start, onSessionLost, resumeSignedIn, keepSessionAlive, mount };
 }

@@ -6,7 +6,6 @@ import { icon } from "../../caller/icons.js";
 import { CallinError } from "../../caller/callin-client.js";
 import { $, toast, formError } from "../lib/dom.js";
 import { escapeHtml } from "../lib/format.js";
-
 import { uploadFile } from "../lib/api.js";
 
 const CONTENT_STATUS = { sent: "Sent", seen: "Seen", opened: "Opened", dismissed: "Dismissed" };
@@ -99,5 +98,11 @@ export function createShare(app) {
     if (message.status === "opened") toast(`The caller opened “${item.title || item.url || "what you shared"}”.`);
   }
 
-  return { setShareKind, pushContent, submitShare, renderPushed, onContentStatus };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    $("share-kinds").addEventListener("click", (e) => e.target.closest("button") && setShareKind(e.target.closest("button").dataset.kind));
+    $("share-form").addEventListener("submit", submitShare);
+  }
+
+  return { setShareKind, pushContent, submitShare, renderPushed, onContentStatus, mount };
 }

@@ -3,8 +3,8 @@
  * keyboard shortcuts.
  */
 
+import { icon } from "../../caller/icons.js";
 import { $ } from "../lib/dom.js";
-
 import { initials } from "../lib/format.js";
 
 const SUPERVISOR_ROLES = new Set(["supervisor", "admin"]);
@@ -87,5 +87,14 @@ export function createShell(app) {
     if (handled) event.preventDefault();
   }
 
-  return { renderMe, show, backToRest, isSupervisor, setTab, onKey };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    $("nav-tabs").addEventListener("click", (e) => e.target.closest("button") && setTab(e.target.closest("button").dataset.tab));
+    $("help-button").innerHTML = icon("keyboard", { size: 18 });
+    $("help-button").addEventListener("click", () => $("help-dialog").showModal());
+    document.addEventListener("keydown", onKey);
+    for (const el of document.querySelectorAll("[data-icon]")) el.innerHTML = icon(el.dataset.icon, { size: 18 });
+  }
+
+  return { renderMe, show, backToRest, isSupervisor, setTab, onKey, mount };
 }

@@ -5,7 +5,6 @@
 import { CallinError } from "../../caller/callin-client.js";
 import { $, toast, formError } from "../lib/dom.js";
 import { sleep } from "../lib/format.js";
-
 import { api, uploadFile } from "../lib/api.js";
 
 const PEN_COLOURS = [["#ef4444", "Red"], ["#facc15", "Yellow"], ["#22c55e", "Green"], ["#3b82f6", "Blue"], ["#ffffff", "White"]];
@@ -154,5 +153,12 @@ export function createSnapshot(app) {
     }
   }
 
-  return { openSnapshot, loadSnapshot, redrawSnapshot, canvasPoint, initSnapshotCanvas, sendSnapshot };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    $("snapshot-button").addEventListener("click", openSnapshot);
+    $("snap-retry").addEventListener("click", () => state.call && loadSnapshot(state.call));
+    initSnapshotCanvas();
+  }
+
+  return { openSnapshot, loadSnapshot, redrawSnapshot, canvasPoint, initSnapshotCanvas, sendSnapshot, mount };
 }

@@ -8,7 +8,6 @@ import { summarizeStats } from "../../caller/callin-client.js";
 import { $, toast, formError } from "../lib/dom.js";
 import { initials, duration } from "../lib/format.js";
 import { callTypeChip } from "../lib/text.js";
-
 import { inboundAudio } from "../lib/stats.js";
 
 export function createStage(app) {
@@ -159,5 +158,12 @@ export function createStage(app) {
     }
   }
 
-  return { waitingText, showCallView, pollStats, updateCallControls, resetInCallPanes, selectPane, toggleHold };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    $("hold-button").addEventListener("click", toggleHold);
+    $("side-tabs").addEventListener("click", (e) => e.target.closest("[role=tab]") && selectPane(e.target.closest("[role=tab]").dataset.pane));
+    $("stale-icon").innerHTML = icon("alert", { size: 44 });
+  }
+
+  return { waitingText, showCallView, pollStats, updateCallControls, resetInCallPanes, selectPane, toggleHold, mount };
 }

@@ -2,15 +2,29 @@
  * The agent's state (available, away, ringing, on a call, wrap-up, offline): the status pill and switch.
  */
 
-import { $ } from "../lib/dom.js";
-
+import { $, toast } from "../lib/dom.js";
 import { STATUS_TEXT } from "../lib/text.js";
 
 export function createStatus(app) {
-  const { state, views } = app;
+  const { store, state, ringer } = app;
 
+  /** The agent's state changed (the gateway said so): every view that shows it renders again. */
   function setStatus(status) {
-    state.status = status;
+    store.set({ status });
+  }
+
+  async function requestStatus(status) {
+    ringer.unlock();
+    if (!state.signal?.open) return;
+    try {
+      const reply = await state.signal.request({ type: "agent.status", status });
+      setStatus(reply.status);
+    } catch (e) {
+      toast(e.reason, { bad: true });
+    }
+  }
+
+  function renderStatus(status) {
     const pill = $("status-pill");
     pill.dataset.status = status;
     $("status-text").textContent = STATUS_TEXT[status] ?? status;
@@ -19,10 +33,15 @@ export function createStatus(app) {
       b.setAttribute("aria-checked", String(b.dataset.status === status));
       b.disabled = locked;
     }
-    views.idle.renderIdle();
-    views.inbox.renderInbox();
     if (status !== "ringing") document.title = `${STATUS_TEXT[status] ?? status} · Callin agent console`;
   }
 
-  return { setStatus };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    store.subscribe("status", renderStatus);
+    $("go-available").addEventListener("click", () => requestStatus("available"));
+    $("go-away").addEventListener("click", () => requestStatus("away"));
+  }
+
+  return { setStatus, requestStatus, mount };
 }

@@ -3,7 +3,6 @@
  */
 
 import { AUDIO_CONSTRAINTS, candidateMessage, iceServersFrom, preferCodec } from "../../caller/callin-client.js";
-
 import { $, toast } from "../lib/dom.js";
 
 const MODE_TEXT = {
@@ -132,5 +131,27 @@ export function createSupervise(app) {
     mute.textContent = sv.muted ? "Unmute me" : "Mute me";
   }
 
-  return { supervise, startSupervisePeer, stopSupervising, renderSupervisePanel };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    $("wb-calls").addEventListener("click", (e) => {
+      const b = e.target.closest("button");
+      if (!b) return;
+      if (b.dataset.supervise) supervise(b.dataset.call, b.dataset.supervise);
+      else if (b.hasAttribute("data-supervise-stop")) stopSupervising(true);
+    });
+    $("sv-modes").addEventListener("click", (e) => {
+      const b = e.target.closest("button");
+      if (b && state.supervise) supervise(state.supervise.callId, b.dataset.mode);
+    });
+    $("sv-stop").addEventListener("click", () => stopSupervising(true));
+    $("sv-mute").addEventListener("click", () => {
+      const sv = state.supervise;
+      if (!sv) return;
+      sv.muted = !sv.muted;
+      if (sv.mic) sv.mic.enabled = sv.mode !== "monitor" && !sv.muted;
+      renderSupervisePanel();
+    });
+  }
+
+  return { supervise, startSupervisePeer, stopSupervising, renderSupervisePanel, mount };
 }

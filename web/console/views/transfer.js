@@ -5,7 +5,6 @@
 
 import { $, toast, formError } from "../lib/dom.js";
 import { escapeHtml, initials, capitalize } from "../lib/format.js";
-
 import { api } from "../lib/api.js";
 
 const DIRECTORY_STATUS = { available: "Available", away: "Away", ringing: "Ringing", busy: "On a call", wrap_up: "Wrap-up", offline: "Not signed in" };
@@ -177,5 +176,20 @@ export function createTransfer(app) {
     }
   }
 
-  return { setTransferMode, openTransfer, loadDirectory, pickTransferTarget, submitTransfer, renderConsultBar, onConsultState, consultStep };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    $("transfer-button").addEventListener("click", openTransfer);
+    $("transfer-form").addEventListener("submit", submitTransfer);
+    $("transfer-cancel").addEventListener("click", () => $("transfer-dialog").close());
+    $("transfer-dialog").addEventListener("close", () => clearInterval(state.directoryTimer));
+    $("transfer-directory").addEventListener("click", pickTransferTarget);
+    $("transfer-queue-list").addEventListener("click", pickTransferTarget);
+    $("transfer-modes").addEventListener("click", (e) => e.target.closest("button") && setTransferMode(e.target.closest("button").dataset.mode));
+    $("transfer-agent").addEventListener("focus", () => (document.querySelector('#transfer-form input[value="agent"]').checked = true));
+    $("transfer-queue").addEventListener("focus", () => (document.querySelector('#transfer-form input[value="queue"]').checked = true));
+    $("consult-complete").addEventListener("click", () => consultStep("transfer.complete"));
+    $("consult-cancel").addEventListener("click", () => consultStep("transfer.cancel"));
+  }
+
+  return { setTransferMode, openTransfer, loadDirectory, pickTransferTarget, submitTransfer, renderConsultBar, onConsultState, consultStep, mount };
 }

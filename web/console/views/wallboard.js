@@ -5,7 +5,6 @@
 import { icon } from "../../caller/icons.js";
 import { $, toast } from "../lib/dom.js";
 import { escapeHtml, initials, duration, capitalize } from "../lib/format.js";
-
 import { STATUS_TEXT } from "../lib/text.js";
 
 const AGENT_STATUS_ORDER = ["busy", "ringing", "wrap_up", "available", "away", "offline"];
@@ -92,5 +91,10 @@ export function createWallboard(app) {
     }
   }
 
-  return { subscribeWallboard, since, renderWallboard, tickWallboard };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    setInterval(tickWallboard, 1000);
+  }
+
+  return { subscribeWallboard, since, renderWallboard, tickWallboard, mount };
 }

@@ -10,7 +10,7 @@ import { CALL_TYPE, END_TEXT } from "../lib/text.js";
 const DRAFT_PREFIX = "callin.wrapup."; // sessionStorage: an unsaved wrap-up note per call, until it is saved
 
 export function createWrapup(app) {
-  const { state, views } = app;
+  const { store, state, views } = app;
 
   function endCallView(message) {
     const call = state.call;
@@ -25,7 +25,7 @@ export function createWrapup(app) {
     const id = call.card.identity ?? {};
     const type = CALL_TYPE[call.card.call_type] ?? CALL_TYPE.voice;
     state.history.unshift({ callId: call.id, card: call.card, name: id.name || id.subject, type: call.card.call_type, seconds, reason: message.reason, at: new Date() });
-    views.idle.renderHistory();
+    store.notify("history");
     $("ended-icon").innerHTML = icon(message.reason === "transferred" ? "phone-forwarded" : "check-circle", { size: 44 });
     $("ended-title").textContent = message.reason === "transferred" ? `Call with ${id.name || "the caller"} transferred` : `Call with ${id.name || "the caller"} ended`;
     $("ended-text").textContent = message.reason === "transferred" ? `You handed the call to ${message.to}.` : `${END_TEXT[message.reason] ?? "The call ended"}.`;
@@ -192,5 +192,24 @@ export function createWrapup(app) {
     }
   }
 
-  return { endCallView, readDraft, saveDraft, formDirty, showWrapUp, finishWrapUp, onWrapUpStatus, extendWrapUp, renderWrapUpTimer, submitWrapUp };
+  /** Wire this view's controls (once, at start). */
+  function mount() {
+    const ready = () => {
+      // "Ready" ends after-call work early; an unsaved note stays a draft (recent calls: "Finish wrap-up").
+      if (state.status === "wrap_up") views.status.requestStatus("available");
+      state.endedCallId = null;
+      state.endedCard = null;
+      views.shell.show("idle");
+      views.card.renderCard(null);
+      views.idle.renderHistory();
+    };
+    $("ended-dismiss").addEventListener("click", ready);
+    $("ended-next").addEventListener("click", ready);
+    $("wrapup").addEventListener("submit", submitWrapUp);
+    $("wrapup").addEventListener("input", saveDraft);
+    $("wrapup").addEventListener("change", saveDraft);
+    setInterval(renderWrapUpTimer, 1000);
+  }
+
+  return { endCallView, readDraft, saveDraft, formDirty, showWrapUp, finishWrapUp, onWrapUpStatus, extendWrapUp, renderWrapUpTimer, submitWrapUp, mount };
 }
