@@ -58,6 +58,7 @@ function initialState() {
     contacts: null, // {callId, calls} the caller's earlier contacts (GET .../contact-history)
     inbox: { callbacks: [], messages: [] },
     notification: null, // the desktop notification of the call ringing now
+    directoryTimer: null, // refreshes the transfer dialog's directory while it is open (views/transfer.js)
   };
 }
 
