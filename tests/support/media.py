@@ -1,19 +1,16 @@
 """Synthetic media for tests and the benchmark: the SDK's frame-counter video (callin_sdk/media.py: its pattern,
-`counter_frame` and `read_counter`) with send times noted, and tones by frequency (numpy: cheap enough for many
-peers on one loaded machine)."""
+`counter_frame` and `read_counter`) with send times noted, the SDK's tone with numpy samples, and reading tones back."""
 
 from __future__ import annotations
 
-import asyncio
-import fractions
 import math
 import time
 
 import av
 import numpy as np
-from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 
 from callin_sdk.media import CounterVideoTrack as SdkCounterVideoTrack
+from callin_sdk.media import ToneAudioTrack as SdkToneAudioTrack
 from callin_sdk.media import counter_frame, read_counter
 
 __all__ = ["CounterVideoTrack", "ToneAudioTrack", "audio_frame_mono", "counter_frame", "dominant_frequency",
@@ -34,37 +31,16 @@ class CounterVideoTrack(SdkCounterVideoTrack):
         return frame
 
 
-class ToneAudioTrack(MediaStreamTrack):
-    """A sine tone at `frequency` Hz, 48 kHz mono, 20 ms frames."""
-
-    kind = "audio"
+class ToneAudioTrack(SdkToneAudioTrack):
+    """The SDK's tone (48 kHz mono, 20 ms frames), its samples computed with numpy: cheap enough for many peers on
+    one loaded machine."""
 
     def __init__(self, frequency: float, amplitude: float = 0.3) -> None:
-        super().__init__()
-        self.frequency = frequency
-        self.amplitude = amplitude
-        self.rate = 48000
-        self.samples = int(AUDIO_PTIME * self.rate)
-        self._pts = 0
-        self._start: float | None = None
+        super().__init__(frequency, amplitude)
 
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        target = self._start + self._pts / self.rate
-        delay = target - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        t = (np.arange(self.samples) + self._pts) / self.rate
-        wave = (self.amplitude * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(wave.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.rate
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, self.rate)
-        self._pts += self.samples
-        return frame
+    def samples_from(self, first: int) -> bytes:
+        t = (np.arange(self.samples) + first) / self.rate
+        return (self.amplitude * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16).tobytes()
 
 
 def dominant_frequency(samples: np.ndarray, rate: int) -> float:
