@@ -30,11 +30,13 @@ sys.path.insert(0, str(ROOT))
 ADDRESS = "10.77.0.3"
 
 
-def noisy(track) -> None:
-    """Busy pictures below the counter cells, so that the caller's encoder really uses its ~500 kbit/s."""
+def noisy() -> None:
+    """Busy pictures below the counter cells, so that the caller's encoder really uses its ~500 kbit/s (the counter
+    track draws its frames with callin_sdk.media.counter_frame)."""
+    import av
     import numpy as np
 
-    from tests.support import media
+    from callin_sdk import media
 
     make = media.counter_frame
     rng = np.random.default_rng(1)
@@ -42,7 +44,7 @@ def noisy(track) -> None:
     def frame(counter: int, width: int = 320, height: int = 240):
         img = make(counter, width, height).to_ndarray(format="rgb24")
         img[40:] = rng.integers(0, 255, size=img[40:].shape, dtype=np.uint8)
-        return media.av.VideoFrame.from_ndarray(img, format="rgb24")
+        return av.VideoFrame.from_ndarray(img, format="rgb24")
 
     media.counter_frame = frame
 
@@ -50,11 +52,11 @@ def noisy(track) -> None:
 async def main(seconds: float, rate: str, aux_audio: bool) -> dict:
     from gateway.auth import mint_caller_token
     from gateway.media import aiortc_internals as internals
-    from tests.support import clients, media, netns
+    from tests.support import clients, netns
     from tests.support.clients import Agent, Caller, wait_until
     from tests.support.server import TEST_SECRET, running_gateway
 
-    noisy(media)
+    noisy()
 
     async with netns.extra_address(ADDRESS), running_gateway() as gw:
         alice = Agent(gw.base_url)

@@ -136,16 +136,19 @@ class ToneAudioTrack(MediaStreamTrack):
         delay = self._start + self._pts / self.rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        step = 2 * math.pi * self.frequency / self.rate
-        scale = self.amplitude * 32767
-        wave = array.array("h", (int(scale * math.sin(step * (self._pts + n))) for n in range(self.samples)))
         frame = av.AudioFrame(format="s16", layout="mono", samples=self.samples)
-        frame.planes[0].update(wave.tobytes())
+        frame.planes[0].update(self.samples_from(self._pts))
         frame.sample_rate = self.rate
         frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, self.rate)
         self._pts += self.samples
         return frame
+
+    def samples_from(self, first: int) -> bytes:
+        """One frame of the tone from sample `first` on: signed 16-bit mono."""
+        step = 2 * math.pi * self.frequency / self.rate
+        scale = self.amplitude * 32767
+        return array.array("h", (int(scale * math.sin(step * (first + n))) for n in range(self.samples))).tobytes()
 
 
 # ------------------------------------------------------------------------------------------------------ sources

@@ -10,6 +10,9 @@
   replaced: then the new call is refused (call_in_progress / callback_pending).
 - call starts: at most `caller_call_starts_per_minute` per identity and `caller_call_starts_per_address_per_minute`
   per address (rate_limited, retryable, with the wait in the reason).
+- unknown resume tokens: each one costs a records query (is its call being restored after a restart?), so one
+  address may send `caller_unknown_resume_burst` at once, then `caller_unknown_resumes_per_address_per_minute`
+  (rate_limited, before the query).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from .calls import Call
 from .clock import Clock
 from .config import Settings
 from .errors import InvalidState, RateLimited
-from .limits import SlidingWindow
+from .limits import SlidingWindow, TokenBucket
 from .models import CallerIdentity, CallState
 from .sessions import Session
 
@@ -41,6 +44,8 @@ class CallerGuard:
         self.settings = settings
         self._starts_by_subject = SlidingWindow(settings.caller_call_starts_per_minute, 60.0, clock)
         self._starts_by_address = SlidingWindow(settings.caller_call_starts_per_address_per_minute, 60.0, clock)
+        self._unknown_resumes = TokenBucket(settings.caller_unknown_resume_burst,
+                                            settings.caller_unknown_resumes_per_address_per_minute, clock)
 
     # -- sessions
     def session_to_evict(self, same_caller: Collection[Session], same_address: Collection[Session] | None,
@@ -100,3 +105,16 @@ class CallerGuard:
         self._starts_by_subject.hit(subject_key(session.principal))
         if session.address is not None:
             self._starts_by_address.hit(session.address)
+
+    # -- resumes
+    def unknown_resume(self, address: str | None) -> None:
+        """A hello from `address` carries a resume token this node does not know: counted, or RateLimited (before
+        anything is looked up) when that address sent too many. No address (not an IP peer): no per-address limit."""
+        if address is None:
+            return
+        retry = self._unknown_resumes.check(address)
+        if retry is not None:
+            raise RateLimited(f"too many unknown resume tokens from one address (at most "
+                              f"{self.settings.caller_unknown_resumes_per_address_per_minute} a minute); "
+                              + _wait(retry))
+        self._unknown_resumes.hit(address)

@@ -393,6 +393,11 @@ class Settings(BaseSettings):
         200, ge=1, le=100_000, description="open caller sessions per source address (offices share one behind NAT)")
     caller_call_starts_per_address_per_minute: int = Field(120, ge=1, le=100_000,
                                                             description="call.start per source address per minute")
+    caller_unknown_resume_burst: int = Field(
+        60, ge=1, le=100_000, description="hellos with a resume token this node does not know (each costs a records "
+                                          "query) that one source address may send at once ...")
+    caller_unknown_resumes_per_address_per_minute: int = Field(
+        120, ge=1, le=100_000, description="... then this many a minute (rate_limited)")
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For names the client; "

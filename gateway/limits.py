@@ -59,13 +59,23 @@ class SlidingWindow:
 
 
 class TokenBucket:
-    """A burst of `burst`, refilled at `per_minute` per minute, per key."""
+    """A burst of `burst`, refilled at `per_minute` per minute, per key (a key whose bucket is full again is
+    forgotten: it is the same as one never seen)."""
 
     def __init__(self, burst: int, per_minute: float, clock: Clock) -> None:
         self.burst = burst
         self.rate = per_minute / 60.0
         self._clock = clock
         self._buckets: dict[Hashable, tuple[float, float]] = {}  # key -> (tokens, at)
+        self._refill_s = burst / self.rate if self.rate > 0 else float("inf")  # empty to full
+        self._next_sweep = 0.0
+
+    def _sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._refill_s
+        for key in [k for k in self._buckets if self._tokens(k, now) >= self.burst]:
+            del self._buckets[key]
 
     def _tokens(self, key: Hashable, now: float) -> float:
         tokens, at = self._buckets.get(key, (float(self.burst), now))
@@ -80,7 +90,11 @@ class TokenBucket:
 
     def hit(self, key: Hashable) -> None:
         now = self._clock.time()
+        self._sweep(now)
         self._buckets[key] = (self._tokens(key, now) - 1.0, now)
 
     def forget(self, key: Hashable) -> None:
         self._buckets.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._buckets)

@@ -55,7 +55,9 @@ class CallerConnection(Connection):
 
     async def resume_unknown(self, token: str) -> None:
         """The call of this token may be waiting on a node that stopped or crashed and has not been taken over yet
-        (this node restarted a moment ago): the caller is asked to retry when it will have been."""
+        (this node restarted a moment ago): the caller is asked to retry when it will have been. Each look-up is
+        a records query: one address gets a bounded number (rate_limited past it)."""
+        self.board.guard.unknown_resume(client_address(self.request, networks(self.settings.trusted_proxies)))
         try:
             due = await self.request.app[RECORDER].awaiting_restore(token_hash(token))
         except Exception:  # the records cannot tell: the token stays unknown

@@ -13,7 +13,7 @@ at close. After a handler, `after` runs (the engine's settle step): a timer is a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 Handler = Callable[..., None]
 
@@ -21,6 +21,17 @@ Handler = Callable[..., None]
 def split_name(name: str) -> tuple[str, str]:
     """`call:<id>:ring` -> (`call:<id>`, `ring`); `hours` -> (``, `hours`)."""
     group, _, kind = name.rpartition(":")
+    return group, kind
+
+
+def check_set(name: str, args: tuple[object, ...], handlers: Mapping[str, Handler]) -> tuple[str, str]:
+    """The (group, kind) of timer `name` about to be set with `args`, after the checks every registry makes: its kind
+    has a handler (KeyError) and its arguments are strings, since a registry may keep them elsewhere (TypeError)."""
+    group, kind = split_name(name)
+    if kind not in handlers:
+        raise KeyError(f"no handler for timers of kind {kind!r} ({name})")
+    if not all(isinstance(arg, str) for arg in args):
+        raise TypeError(f"timer arguments are strings (they may be stored elsewhere): {name} {args!r}")
     return group, kind
 
 
@@ -42,11 +53,7 @@ class Timers:
 
     def set(self, name: str, delay: float, *args: str) -> None:
         """Fire timer `name` in `delay` seconds (replacing a timer of the same name)."""
-        group, kind = split_name(name)
-        if kind not in self._handlers:
-            raise KeyError(f"no handler for timers of kind {kind!r} ({name})")
-        if not all(isinstance(arg, str) for arg in args):
-            raise TypeError(f"timer arguments are strings (they may be stored elsewhere): {name} {args!r}")
+        group, _ = check_set(name, args, self._handlers)
         self.cancel(name)
         self._handles[name] = asyncio.get_running_loop().call_later(delay, self._fire, name)
         self._args[name] = args

@@ -11,14 +11,15 @@ The Protocol is synchronous (the engine sets and cancels timers inside its comma
 local index at once and hand the Redis write to one writer task, which applies writes in the order they were made.
 Membership (`in`, `len`, `pending`) answers for the timers this node set, cancelled nowhere yet and not yet due (a
 due timer has fired or is firing, on whichever node claimed it): the timers of a call are set by the node that owns
-the call. `close()` stops this node's poller and leaves its timers in
-Redis for the node that takes its calls over.
+the call; that local index keeps a heap of due times, so a check costs the timers that fell due, not a walk over all.
+`close()` stops this node's poller and leaves its timers in Redis for the node that takes its calls over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from ..engine.timers import split_name
+from ..engine.timers import check_set, split_name
 
 log = structlog.get_logger("callin.timers")
 
@@ -46,6 +47,57 @@ return false
 """
 
 
+class _LocalIndex:
+    """The timers this node set and has not seen cancelled or due: name -> (due, args), with a heap of due times (so
+    that dropping the due ones costs what they are, not a walk over every timer) and the names of each group.
+
+    The heap keeps entries lazily: a timer set again or cancelled leaves its old entry, skipped when it comes up
+    (its due time no longer matches) and swept out when stale entries outnumber the live ones."""
+
+    def __init__(self) -> None:
+        self._timers: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._groups: dict[str, set[str]] = {}
+
+    def set(self, name: str, due: float, args: tuple[str, ...]) -> None:
+        self.pop(name)
+        self._timers[name] = (due, args)
+        self._groups.setdefault(split_name(name)[0], set()).add(name)
+        heapq.heappush(self._heap, (due, name))
+        if len(self._heap) > 2 * len(self._timers) + 64:
+            self._heap = [(due, name) for name, (due, _) in self._timers.items()]
+            heapq.heapify(self._heap)
+
+    def pop(self, name: str) -> tuple[float, tuple[str, ...]] | None:
+        entry = self._timers.pop(name, None)
+        if entry is not None:
+            group = split_name(name)[0]
+            names = self._groups[group]
+            names.discard(name)
+            if not names:
+                del self._groups[group]
+        return entry
+
+    def live(self, now: float) -> dict[str, tuple[float, tuple[str, ...]]]:
+        """The index without the timers due by `now` (fired or firing, here or on another node)."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            due, name = heapq.heappop(heap)
+            entry = self._timers.get(name)
+            if entry is not None and entry[0] == due:
+                self.pop(name)
+        return self._timers
+
+    def group(self, group: str, now: float) -> list[str]:
+        self.live(now)
+        return list(self._groups.get(group, ()))
+
+    def clear(self) -> None:
+        self._timers.clear()
+        self._heap.clear()
+        self._groups.clear()
+
+
 class RedisTimers:
     def __init__(self, redis: Redis, after: Callable[[], None] | None = None, *, prefix: str = "callin:",
                  poll_s: float = 0.05, batch: int = 100) -> None:
@@ -56,7 +108,7 @@ class RedisTimers:
         self._poll_s = poll_s
         self._batch = batch
         self._handlers: dict[str, Handler] = {}
-        self._local: dict[str, tuple[float, tuple[str, ...]]] = {}  # name -> (due, args), set through this node
+        self._local = _LocalIndex()  # the timers set through this node
         self._writes: asyncio.Queue[tuple[str, str, float, str]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._claim = redis.register_script(_CLAIM)
@@ -69,22 +121,19 @@ class RedisTimers:
         self._handlers[kind] = handler
 
     def set(self, name: str, delay: float, *args: str) -> None:
-        kind = split_name(name)[1]
-        if kind not in self._handlers:
-            raise KeyError(f"no handler for timers of kind {kind!r} ({name})")
-        if not all(isinstance(arg, str) for arg in args):
-            raise TypeError(f"timer arguments are strings (they are stored in Redis): {name} {args!r}")
+        check_set(name, args, self._handlers)
         due = time.time() + delay
-        self._local[name] = (due, args)
+        self._local.set(name, due, args)
         self._write("set", name, due, json.dumps(list(args)))
 
     def cancel(self, name: str) -> bool:
-        existed = self._live().pop(name, None) is not None
+        self._local.live(time.time())
+        existed = self._local.pop(name) is not None
         self._write("cancel", name, 0.0, "")
         return existed
 
     def cancel_group(self, group: str) -> int:
-        names = [n for n in self._live() if split_name(n)[0] == group]
+        names = self._local.group(group, time.time())
         for name in names:
             self.cancel(name)
         return len(names)
@@ -107,10 +156,7 @@ class RedisTimers:
 
     def _live(self) -> dict[str, tuple[float, tuple[str, ...]]]:
         """The local index without the timers that are due (fired or firing, here or on another node)."""
-        now = time.time()
-        for name in [n for n, (due, _) in self._local.items() if due <= now]:
-            del self._local[name]
-        return self._local
+        return self._local.live(time.time())
 
     def close(self) -> None:
         """Stop firing timers on this node; the timers stay in Redis (another node fires them)."""
@@ -183,7 +229,7 @@ class RedisTimers:
             if claimed is None:
                 continue  # another node claimed it (or it was cancelled meanwhile)
             handler = self._handlers.get(split_name(name)[1])
-            self._local.pop(name, None)
+            self._local.pop(name)
             if handler is None:
                 log.error("timers.no_handler", timer=name)
                 continue

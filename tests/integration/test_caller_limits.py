@@ -4,12 +4,14 @@ new call from the same caller replaces its waiting one (keeping the place in lin
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
 
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import WsClient
+from signaling.keys import RECORDER
 from tests.support.server import LIMIT_DEFAULTS, running_gateway
 
 
@@ -164,4 +166,49 @@ async def test_call_starts_per_address(caller_token):
         assert error["code"] == "rate_limited" and "one address" in error["reason"] and error["retryable"]
         assert len(gw.board.queue) == 3
         for ws in sockets:
+            await ws.close()
+
+
+async def test_unknown_resume_tokens_per_address_are_bounded_before_any_records_query(caller_token):
+    """Each unknown resume token costs a records query (is its call being restored?): one address gets a burst,
+    then rate_limited without a query; another address, and a known token from the same address, are unaffected."""
+    async with running_gateway(**LIMIT_DEFAULTS | dict(caller_unknown_resume_burst=3,
+                                                         caller_unknown_resumes_per_address_per_minute=1,
+                                                         trusted_proxies=["127.0.0.1/32"], resume_grace_s=60)) as gw:
+        recorder = gw.app[RECORDER]
+        queried: list[str] = []
+        real = recorder.awaiting_restore
+
+        async def counted(caller_resume: str) -> float | None:
+            queried.append(caller_resume)
+            return await real(caller_resume)
+
+        recorder.awaiting_restore = counted  # the real query, counted
+        flood = {"X-Forwarded-For": "203.0.113.7"}
+        token = caller_token(sub="resumer")
+        kept, welcome = await _hello(gw, token, flood)
+        assert welcome["type"] == "welcome"
+        answers = []
+        for i in range(5):
+            ws = WsClient(gw.base_url, "/ws/caller")
+            await ws.connect(headers=flood)
+            answers.append(await ws.request({"type": "hello", "token": token,
+                                             "resume_token": f"forged-{i}-" + "x" * 40}))
+            await ws.close()
+        assert [a["code"] for a in answers] == ["resume_failed"] * 3 + ["rate_limited"] * 2, answers
+        assert all(a["detail"]["why"] == "unknown" for a in answers[:3])
+        assert answers[3]["retryable"] and "unknown resume tokens" in answers[3]["reason"]
+        assert re.search(r"try again in (5\d|60) s", answers[3]["reason"]), answers[3]["reason"]  # one a minute
+        assert len(queried) == 3  # no records query past the burst
+        other = WsClient(gw.base_url, "/ws/caller")
+        await other.connect(headers={"X-Forwarded-For": "198.51.100.20"})
+        answer = await other.request({"type": "hello", "token": token, "resume_token": "forged-elsewhere-" + "x" * 40})
+        assert answer["code"] == "resume_failed" and len(queried) == 4  # another address: its own bucket
+        await kept.close()
+        again = WsClient(gw.base_url, "/ws/caller")
+        await again.connect(headers=flood)
+        resumed = await again.request({"type": "hello", "token": token, "resume_token": welcome["resume_token"]})
+        assert resumed["type"] == "welcome" and resumed["resumed"]  # a known token is never counted
+        assert len(queried) == 4
+        for ws in (other, again):
             await ws.close()

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.support.api import Api
 from tests.support.process import GatewayProcess
-from tests.support.redisserver import running_redis
 
 
 async def admin(base: str) -> Api:
@@ -31,13 +27,6 @@ async def until_queue(api: Api, name: str, check, timeout: float = 20) -> dict[s
             return body
         assert time.monotonic() < deadline, (status, body)
         await asyncio.sleep(0.2)
-
-
-@pytest.fixture
-async def redis_url(tmp_path: Path):
-    (tmp_path / "redis").mkdir()
-    async with running_redis(tmp_path / "redis") as url:
-        yield url
 
 
 async def test_a_queue_changed_on_one_node_is_applied_by_the_other(database_url, redis_url, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.process import wait_healthy
+from tests.support.process import stop_process, wait_healthy
 from tests.support.server import TEST_SECRET, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,12 +99,7 @@ def served(installed: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Po
     try:
         yield f"http://127.0.0.1:{port}", proc, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, 30)
 
 
 async def test_callin_serve_of_an_installed_copy_serves_the_console_and_the_widget(served) -> None:

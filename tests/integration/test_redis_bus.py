@@ -5,11 +5,9 @@ the dead consumer was in the middle of may be handled twice)."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +15,9 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.store.redis_bus import RedisBus
-from tests.support.redisserver import running_redis
+from tests.support.waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def redis_url(tmp_path: Path):
-    async with running_redis(tmp_path) as url:
-        yield url
-
-
-async def until(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_pubsub_reaches_the_nodes_subscribed_now_and_refuses_oversized_messages(redis_url):
@@ -51,7 +36,7 @@ async def test_pubsub_reaches_the_nodes_subscribed_now_and_refuses_oversized_mes
 
         async def both() -> bool:
             return all(len(v) == 2 for v in got.values())
-        await until(both)
+        await until(both, 30)
         assert got["a"] == got["b"] == [{"agent": "alice", "status": "available"}, {"agent": "bob", "status": "busy"}]
         with pytest.raises(ValueError, match="larger than the limit of 1024"):
             await a.publish("presence", {"blob": "x" * 2000})
@@ -71,7 +56,7 @@ async def test_a_consumer_killed_mid_message_loses_nothing(redis_url):
                                "--stream", "records", "--group", "writers", "--hang-after", "10"], cwd=ROOT)
     nodes: list[RedisBus] = []
     try:
-        await until(lambda: redis.exists("victim-hangs"))
+        await until(lambda: redis.exists("victim-hangs"), 30)
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         hung = int(await redis.get("victim-hangs"))

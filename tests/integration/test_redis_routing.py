@@ -13,19 +13,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from redis.asyncio import Redis
 
 from gateway.store.redis_routing import RedisRouting
-from tests.support.redisserver import running_redis
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def redis_url(tmp_path: Path):
-    async with running_redis(tmp_path) as url:
-        yield url
 
 
 async def test_a_claim_needs_a_waiting_call_and_an_available_alive_skilled_agent(redis_url):

@@ -17,22 +17,9 @@ from redis.asyncio import Redis
 
 from gateway.store.live import TimerRegistry
 from gateway.store.redis_timers import RedisTimers
-from tests.support.redisserver import running_redis
+from tests.support.waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def redis_url(tmp_path: Path):
-    async with running_redis(tmp_path) as url:
-        yield url
-
-
-async def until(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def test_it_is_a_timer_registry():

@@ -178,15 +178,6 @@ class SilentEndpoint:
         await self.server.wait_closed()
 
 
-async def until(predicate, timeout: float) -> None:
-    """wait_until for an async predicate."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
 async def _metric(api: Api, name: str) -> float:
     async with api.http.get(api.base_url + "/metrics") as response:
         text = await response.text()
@@ -249,7 +240,7 @@ async def test_internal_destination_refused_at_connect_time(caller_token):
             async def logged() -> bool:
                 status, log = await admin.get(f"/api/v1/webhooks/{hook['id']}/deliveries")
                 return len(log["deliveries"]) == 1
-            await until(logged, 10)
+            await wait_until(logged, 10)
             status, log = await admin.get(f"/api/v1/webhooks/{hook['id']}/deliveries")
             assert log["deliveries"][0]["error"] == "destination_not_allowed" and not log["deliveries"][0]["ok"]
         assert receiver.requests == []
@@ -291,7 +282,7 @@ async def test_silent_destination_delays_only_its_own_deliveries(caller_token):
 
         async def drained() -> bool:
             return await _metric(admin, "callin_webhook_backlog") == 0
-        await until(drained, 5)
+        await wait_until(drained, 5)
         await wait_until(lambda: not silent.open, 5)  # the attempts in flight were cancelled
         assert gw.app[WEBHOOK_DISPATCHER].backlog() == 0  # no retry left waiting on a timer
         await admin.close()

@@ -18,8 +18,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from gateway.media import aiortc_internals as internals
 
 from .media import CounterVideoTrack, ToneAudioTrack, audio_frame_mono, dominant_frequency, read_counter
+from .waiting import until
 
 LOOPBACK = ["127.0.0.1"]
+wait_until = until  # the name the tests import from here
 
 
 class WsClient:
@@ -313,11 +315,3 @@ class Agent:
         if self.peer is not None:
             await self.peer.close()
         await self.ws.close()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)

@@ -1,110 +1,46 @@
-"""Synthetic media for tests and the benchmark: video frames whose pixels carry a counter, tones by frequency."""
+"""Synthetic media for tests and the benchmark: the SDK's frame-counter video (callin_sdk/media.py: its pattern,
+`counter_frame` and `read_counter`) with send times noted, the SDK's tone with numpy samples, and reading tones back."""
 
 from __future__ import annotations
 
-import asyncio
-import fractions
 import math
 import time
 
 import av
 import numpy as np
-from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 
-VIDEO_CLOCK = 90000
-BITS = 16
-CELL = 16  # pixels per bit cell; survives VP8 compression at low bitrates
+from callin_sdk.media import CounterVideoTrack as SdkCounterVideoTrack
+from callin_sdk.media import ToneAudioTrack as SdkToneAudioTrack
+from callin_sdk.media import counter_frame, read_counter
 
-
-def counter_frame(counter: int, width: int = 320, height: int = 240) -> av.VideoFrame:
-    """A grey frame with a row of black/white cells spelling `counter` (16 bits) and its complement."""
-    img = np.full((height, width, 3), 128, dtype=np.uint8)
-    for i in range(BITS):
-        bit = (counter >> i) & 1
-        x = (i % 16) * (width // 16)
-        img[0:CELL, x : x + width // 16] = 255 if bit else 0
-        img[CELL : 2 * CELL, x : x + width // 16] = 0 if bit else 255
-    return av.VideoFrame.from_ndarray(img, format="rgb24")
+__all__ = ["CounterVideoTrack", "ToneAudioTrack", "audio_frame_mono", "counter_frame", "dominant_frequency",
+           "read_counter"]
 
 
-def read_counter(frame: av.VideoFrame) -> int | None:
-    """Read the counter back; None when the cells are not clean (not our frame, or mangled)."""
-    img = frame.to_ndarray(format="gray")
-    width = img.shape[1]
-    value = 0
-    for i in range(BITS):
-        x = (i % 16) * (width // 16)
-        top = float(img[2 : CELL - 2, x + 3 : x + width // 16 - 3].mean())
-        bottom = float(img[CELL + 2 : 2 * CELL - 2, x + 3 : x + width // 16 - 3].mean())
-        if abs(top - bottom) < 100:
-            return None
-        if top > bottom:
-            value |= 1 << i
-    return value
-
-
-class CounterVideoTrack(MediaStreamTrack):
-    """Video at `fps` whose frame n carries n in its pixels."""
-
-    kind = "video"
+class CounterVideoTrack(SdkCounterVideoTrack):
+    """The SDK's frame-counter video (30 fps here) that also notes when each frame was handed to the sender:
+    `sent_at[n]` (time.monotonic()) for frame n, for the tests and benchmarks that measure delays."""
 
     def __init__(self, fps: int = 30, width: int = 320, height: int = 240) -> None:
-        super().__init__()
-        self.fps = fps
-        self.width = width
-        self.height = height
-        self.counter = 0
-        self._start: float | None = None
+        super().__init__(fps, width, height)
         self.sent_at: dict[int, float] = {}
 
     async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        target = self._start + self.counter / self.fps
-        delay = target - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        frame = counter_frame(self.counter, self.width, self.height)
-        frame.pts = int(self.counter * VIDEO_CLOCK / self.fps)
-        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-        self.sent_at[self.counter] = time.monotonic()
-        self.counter += 1
+        frame = await super().recv()
+        self.sent_at[self.counter - 1] = time.monotonic()
         return frame
 
 
-class ToneAudioTrack(MediaStreamTrack):
-    """A sine tone at `frequency` Hz, 48 kHz mono, 20 ms frames."""
-
-    kind = "audio"
+class ToneAudioTrack(SdkToneAudioTrack):
+    """The SDK's tone (48 kHz mono, 20 ms frames), its samples computed with numpy: cheap enough for many peers on
+    one loaded machine."""
 
     def __init__(self, frequency: float, amplitude: float = 0.3) -> None:
-        super().__init__()
-        self.frequency = frequency
-        self.amplitude = amplitude
-        self.rate = 48000
-        self.samples = int(AUDIO_PTIME * self.rate)
-        self._pts = 0
-        self._start: float | None = None
+        super().__init__(frequency, amplitude)
 
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        target = self._start + self._pts / self.rate
-        delay = target - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        t = (np.arange(self.samples) + self._pts) / self.rate
-        wave = (self.amplitude * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(wave.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.rate
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, self.rate)
-        self._pts += self.samples
-        return frame
+    def samples_from(self, first: int) -> bytes:
+        t = (np.arange(self.samples) + first) / self.rate
+        return (self.amplitude * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16).tobytes()
 
 
 def dominant_frequency(samples: np.ndarray, rate: int) -> float:

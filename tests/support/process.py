@@ -18,6 +18,18 @@ from .server import TEST_SECRET, free_port, test_env
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10, kill_timeout: float = 5) -> int:
+    """SIGTERM, then wait up to `timeout` s for it to exit, then SIGKILL; returns the exit status. A process that has
+    already exited is only reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(kill_timeout)
+
+
 async def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 60,
                        output: Callable[[], str] = lambda: "", ssl: Any = True) -> None:
     """Until GET /healthz answers 200; fails at once if the process exits, or at the deadline (with `output()`, e.g.
@@ -81,11 +93,5 @@ class GatewayProcess:
         return await asyncio.to_thread(self.proc.wait, timeout)
 
     def close(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, 30)

@@ -14,6 +14,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from .process import stop_process
 from .server import free_port
 
 
@@ -44,9 +45,4 @@ async def running_redis(directory: Path) -> AsyncIterator[str]:
             await asyncio.sleep(0.05)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

@@ -23,6 +23,7 @@ TEST_SECRET = "test-secret-0123456789-abcdefghij"
 LOOSE_CALLER_LIMITS: dict[str, Any] = dict(
     caller_max_sessions_per_subject=1000, caller_max_calls_per_subject=100, caller_call_starts_per_minute=10_000,
     caller_max_sessions_per_address=100_000, caller_call_starts_per_address_per_minute=100_000,
+    caller_unknown_resume_burst=100_000, caller_unknown_resumes_per_address_per_minute=100_000,
     chat_burst=1000, chat_lines_per_minute=6000,
 )
 LIMIT_DEFAULTS: dict[str, Any] = {name: Settings.model_fields[name].default for name in LOOSE_CALLER_LIMITS}

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from .process import stop_process
 from .server import free_port
 
 TURN_SECRET = "test-turn-secret-0123456789abcdef"
@@ -96,10 +97,5 @@ async def running_turn(directory: Path, secret: str = TURN_SECRET) -> AsyncItera
             await asyncio.sleep(0.1)
         yield turn
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()

@@ -5,7 +5,6 @@ tests/integration/test_call.py, test_media_health.py and test_media_workers.py."
 from __future__ import annotations
 
 import asyncio
-import time
 
 from gateway.auth import AgentAccount
 from gateway.events import (
@@ -25,6 +24,7 @@ from gateway.models import AgentStatus, CallContext, CallerIdentity, CallState, 
 from gateway.switchboard import Switchboard
 from tests.support.fakeplane import FAKE_ANSWER, FakePlane
 from tests.support.server import test_settings as gateway_settings
+from tests.support.waiting import until
 
 
 class Party:
@@ -37,13 +37,6 @@ class Party:
 
     def of(self, kind: type) -> list:
         return [e for e in self.events if isinstance(e, kind)]
-
-
-async def until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 async def connected_call(plane: FakePlane):

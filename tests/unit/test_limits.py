@@ -45,6 +45,22 @@ def test_token_bucket_burst_then_rate() -> None:
     assert bucket.check("x") is not None  # never more than the burst
 
 
+def test_token_bucket_forgets_keys_whose_bucket_is_full_again() -> None:
+    clock = ManualClock()
+    bucket = TokenBucket(burst=2, per_minute=6, clock=clock)  # empty to full: 20 s
+    for i in range(100):
+        bucket.hit(f"addr-{i}")
+    clock.advance(15)
+    bucket.hit("busy")  # no sweep yet (one per 20 s)
+    bucket.hit("busy")
+    assert len(bucket) == 101
+    clock.advance(10)
+    bucket.hit("fresh")  # the addr-* buckets are full again and forgotten; "busy" has refilled one token only
+    assert len(bucket) == 2 and bucket.check("addr-1") is None and bucket.check("busy") is None
+    bucket.hit("busy")
+    assert bucket.check("busy") is not None  # it kept its count: one token, not a fresh burst of two
+
+
 def _request(remote: str, forwarded: list[str]) -> object:
     headers = CIMultiDict()
     for value in forwarded:
