@@ -119,6 +119,22 @@ async def drain_two_nodes(pg: str, tmp_path: Path, caller_token: Any, redis_url:
             shutdown = await ws.wait("shutdown", timeout=10)
             assert shutdown["resume"] is True, shutdown
         assert not caller1.of_type("shutdown") and not caller1.of_type("call.ended")
+        if redis_url:
+            # B learned at once (the bus), before any caller came back: they wait in its line already.
+            admin = Api(b.base_url)
+            assert (await admin.login("admin", "admin-demo"))[0] == 200
+
+            async def b_has_them() -> bool:
+                status, body = await admin.get("/api/v1/nodes")
+                assert status == 200, body
+                mine = [n for n in body["nodes"] if n["name"] == "node-b" and n["alive"]]
+                return bool(mine) and mine[0]["waiting"] == 2
+
+            await until(b_has_them, 5, "B restores the handed-over callers")
+            status, body = await admin.get("/api/v1/nodes")
+            a_entry = next(n for n in body["nodes"] if n["name"] == "node-a")
+            assert a_entry["draining"] is True and a_entry["calls"] == 1 and a_entry["waiting"] == 0, body
+            await admin.close()
         # A takes no new caller: a typed error that says to connect again.
         fresh = WsClient(a.base_url, "/ws/caller")
         opened.append(fresh)
