@@ -1,7 +1,8 @@
 """The node registry in the server (issue 10, items 5 and 7): with `CALLIN_REDIS_URL`, each node writes its heartbeat
 and live counts to Redis every `node_beat_s` (gateway/store/redis_nodes.py), takes over the callers of a node
 silent for `node_dead_after_s` (its database lease may run much longer), reaps at once what a draining node hands
-over (bus channel `nodes`), and publishes the cluster's summed counts as `callin_cluster_*` gauges in /metrics.
+over (bus channel `nodes`), and publishes the cluster's summed counts as `callin_cluster_*` gauges in /metrics
+(summed every GAUGES_EVERY_S).
 
 `GET /api/v1/nodes` (admins) lists the nodes: name, started, last heartbeat, draining, calls, waiting, agents, and
 the cluster totals. Without Redis it lists this node alone.
@@ -34,6 +35,8 @@ log = structlog.get_logger("callin.nodes")
 
 REGISTRY: web.AppKey[RedisNodeRegistry] = web.AppKey("node_registry", RedisNodeRegistry)
 STARTED: web.AppKey[float] = web.AppKey("node_started", float)
+
+GAUGES_EVERY_S = 5.0  # how often the callin_cluster_* gauges are summed (a scrape is rarely more frequent)
 
 node_routes = web.RouteTableDef()
 
@@ -77,6 +80,7 @@ class ClusterGauges:
 
 async def _beat_forever(app: web.Application, registry: RedisNodeRegistry, gauges: ClusterGauges) -> None:
     beat_s = app[SETTINGS].node_beat_s
+    counted = 0.0  # when the cluster gauges were last summed
     while True:
         try:
             now = time.time()
@@ -86,7 +90,9 @@ async def _beat_forever(app: web.Application, registry: RedisNodeRegistry, gauge
                 log.warning("nodes.dead", node=dead.name, instance=dead.instance,
                             silent_s=round(now - dead.heartbeat, 1), waiting=dead.waiting, calls=dead.calls)
                 app[RECORDER].reap_now(dead=[dead.lease])
-            gauges.set(totals(await registry.nodes(now)))
+            if time.monotonic() - counted >= GAUGES_EVERY_S:  # every node reads every node: not at each beat
+                gauges.set(totals(await registry.nodes(now)))
+                counted = time.monotonic()
         except asyncio.CancelledError:
             raise
         except Exception:

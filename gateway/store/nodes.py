@@ -33,6 +33,7 @@ from ..models import CallState
 from .models import CallEventRow, CallRow, NodeRow
 
 INTERRUPTED = "interrupted"  # the outcome and end reason of a record closed by a reap
+HAND_OVER_CHUNK = 500  # records moved per UPDATE (a bounded IN list)
 PRIVATE_COLUMNS = ("node", "node_id", "caller_resume")  # never shown by the REST API nor sent in webhooks
 
 
@@ -100,9 +101,11 @@ async def hand_over(session: AsyncSession, me: NodeLease, call_ids: Collection[s
     handed = NodeLease(id=secrets.token_hex(8), name=me.name, lease_s=me.lease_s)
     await session.execute(insert(NodeRow).values(id=handed.id, name=me.name, started_at=at, heartbeat_at=at,
                                                  lease_s=me.lease_s, stopped_at=at))
-    if call_ids:
-        await session.execute(update(CallRow).where(CallRow.id.in_(list(call_ids)), CallRow.ended_at.is_(None),
-                                                    CallRow.node_id == me.id).values(node_id=handed.id))
+    ids = list(call_ids)
+    for start in range(0, len(ids), HAND_OVER_CHUNK):
+        await session.execute(update(CallRow).where(CallRow.id.in_(ids[start:start + HAND_OVER_CHUNK]),
+                                                    CallRow.ended_at.is_(None), CallRow.node_id == me.id)
+                              .values(node_id=handed.id))
     return handed.id
 
 
