@@ -119,12 +119,15 @@ class Drain:
             live.untrack_legs(call.id)
             live.call_ended(call)
             live.forget_call(call.id)
-        recorder = self.app[RECORDER]
-        instance = await recorder.hand_over([c.id for c in calls])
+        try:
+            instance = await self.app[RECORDER].hand_over([c.id for c in calls])
+        except Exception:  # the records stay open under this node's lease: taken over once it has stopped or expired
+            log.exception("drain.hand_over_failed", calls=len(calls))
+        else:
+            log.info("drain.handed_over", calls=len(calls), instance=instance,
+                     waiting=sum(not c.callback for c in calls), callbacks=sum(c.callback for c in calls))
+            await tell_nodes(self.app, "handed_over", instance)
         self.handed_over += len(calls)
-        log.info("drain.handed_over", calls=len(calls), instance=instance,
-                 waiting=sum(not c.callback for c in calls), callbacks=sum(c.callback for c in calls))
-        await tell_nodes(self.app, "handed_over", instance)
         retry = min(self.app[SETTINGS].shutdown_retry_after_s, 1.0)
         sockets = {id(c.session): c for c in self.app[LIVE_SOCKETS] if getattr(c, "session", None) is not None}
         for call in calls:

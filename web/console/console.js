@@ -356,6 +356,14 @@ async function start() {
       showSignin("Your session has expired. Please sign in again.");
       return;
     }
+    if (e.code === "shutting_down") {
+      // This node is draining (the load balancer has not taken it out yet): the next attempt reaches another.
+      banner("The gateway is restarting. Reconnecting shortly…", { bad: true });
+      setStatus("offline");
+      await sleep(1000 + Math.random() * 1000);
+      if (!state.closing) start();
+      return;
+    }
     banner("Can't reach the gateway.", { bad: true, action: { label: "Retry", run: () => start() } });
     setStatus("offline");
     return;
