@@ -358,7 +358,11 @@ class CallRecorder:
                 .where(CallRow.caller_resume == caller_resume, CallRow.ended_at.is_(None),
                        NodeRow.reaped_by.is_(None), NodeRow.id != self.lease.id))).first()
             if row is None:
-                return None
+                # Taken over by this node a moment ago, on its way into the live queue: ask again in a second.
+                mine = await session.scalar(select(CallRow.id).where(
+                    CallRow.caller_resume == caller_resume, CallRow.ended_at.is_(None), CallRow.callback.is_(False),
+                    CallRow.node_id == self.lease.id).limit(1))
+                return 1.0 if mine is not None else None
             heartbeat_at, lease_s, stopped_at = row
             if stopped_at is not None:  # stopped or handed over: taken over now, not at the next heartbeat
                 self.reap_now()

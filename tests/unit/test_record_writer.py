@@ -265,3 +265,20 @@ async def test_a_node_named_dead_by_the_registry_is_reaped_whatever_its_lease(tm
         reaped = await nodes.reap(session, b, 1010.0, restore_within_s=120, dead=["a1"])
     assert reaped.nodes == ["a1"] and [r.row["id"] for r in reaped.restored] == ["w1"]
     await db.close()
+
+
+async def test_a_resume_that_races_the_restore_is_asked_to_retry_not_refused(tmp_path):
+    """A caller's resume reaches this node while its call has just been taken over (record ours and open, the session
+    not in the live queue yet): retry in 1 s. A callback request has no session to resume: unknown."""
+    from gateway.store.records import CallRecorder
+
+    _, db = await migrated(tmp_path)
+    recorder = CallRecorder(db, "node-b")
+    waiting, callback = make_call("w1"), make_call("cb1")
+    waiting.caller_resume, callback.caller_resume = "hash-w1", "hash-cb1"
+    callback.callback = True
+    await _open_records(db, recorder.lease, [waiting, callback], at=1000.0)
+    assert await recorder.awaiting_restore("hash-w1") == 1.0
+    assert await recorder.awaiting_restore("hash-cb1") is None
+    assert await recorder.awaiting_restore("hash-other") is None
+    await db.close()
