@@ -8,6 +8,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY signaling ./signaling
+COPY callin_sdk ./callin_sdk
 COPY web ./web
 # the console and the widget (web/) are installed with the package (callin_web); no CALLIN_WEB_ROOT needed
 RUN pip install . && useradd --system --uid 10001 --home-dir /app callin \

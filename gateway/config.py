@@ -283,6 +283,16 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         None, description="several nodes on one database: the Redis they share (redis://host:6379/0 or "
                           "rediss://...; a password in the URL); unset: one node, no Redis")
+    drain_deadline_s: float = Field(
+        0.0, ge=0, le=86_400,
+        description="on SIGTERM the node drains: readiness 503, no new calls, waiting callers handed to other nodes "
+                    "at once; connected calls may finish for up to this long, then they end (shutdown). 0: at once")
+    node_dead_after_s: float = Field(
+        5.0, gt=0, le=600,
+        description="with Redis: a node silent this long in the node registry is dead; its waiting callers and "
+                    "callback requests are taken over at once, without waiting for node_lease_s")
+    node_beat_s: float = Field(
+        1.0, gt=0, le=60, description="with Redis: how often a node writes its heartbeat and counts to the registry")
     restore_waiting_within_s: float = Field(
         120.0, ge=0, le=86_400,
         description="the waiting calls of a node that stopped or crashed are restored in line (their callers resume "
@@ -581,6 +591,8 @@ class Settings(BaseSettings):
     def _node_lease(self) -> "Settings":
         if self.node_heartbeat_s >= self.node_lease_s:
             raise ValueError("node_heartbeat_s must be shorter than node_lease_s (a third of it is a good choice)")
+        if self.node_beat_s >= self.node_dead_after_s:
+            raise ValueError("node_beat_s must be shorter than node_dead_after_s (a third of it is a good choice)")
         return self
 
     @model_validator(mode="after")

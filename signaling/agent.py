@@ -19,6 +19,7 @@ from gateway.store.signins import SessionRevoked
 from . import protocol as p
 from .access import origin_allowed, signin_for_token
 from .keys import LIVE_SIGNINS, RECORDER, SETTINGS, WALLBOARD
+from .drain import check_accepting
 from .ws import CLOSE_UNAUTHORIZED, Connection
 from .outbox import Wire
 
@@ -54,6 +55,7 @@ class AgentConnection(Connection):
         self._outbox.put_close(CLOSE_UNAUTHORIZED, "session ended")
 
     def open_session(self, principal: AgentAccount) -> Session:
+        check_accepting(self.request.app)  # a draining node takes no new session (signaling/drain.py)
         return self.board.open_agent(principal)
 
     def same_principal(self, principal: AgentAccount, other: Any) -> bool:

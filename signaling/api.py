@@ -608,6 +608,8 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
                                                path_param="name")},
         "/api/v1/stats": {"get": op("Calls, answer rate, average and p90 wait, average handle time, abandonment",
                                     query=StatsQuery)},
+        "/api/v1/nodes": {"get": op("The cluster's nodes: name, started, last heartbeat, alive, draining, calls, "
+                                    "waiting, agents, and the totals over live nodes (admin)")},
         "/api/v1/users": {"get": op("List accounts (admin)"),
                           "post": op("Create an account (admin)", body=UserCreate, ok="201")},
         "/api/v1/users/{username}/routing": {"put": op("Set an account's skills and capacity (admin)",

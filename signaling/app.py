@@ -31,6 +31,8 @@ from .agent import agent_ws
 from .api import api_routes
 from .caller import caller_ws
 from .cluster import cluster_ctx
+from .drain import DRAIN, Drain, drain_ctx
+from .nodes import node_routes, nodes_ctx
 from .keys import (
     ACCOUNTS,
     ATTACHMENTS,
@@ -125,6 +127,10 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_attachments_ctx)
     app.cleanup_ctx.append(_switchboard_ctx)
     app.cleanup_ctx.append(cluster_ctx)
+    app[DRAIN] = Drain(app)  # SIGTERM drains (signaling/drain.py)
+    app.cleanup_ctx.append(drain_ctx)
+    app.cleanup_ctx.append(nodes_ctx)  # the node registry, with Redis (signaling/nodes.py)
+    app.router.add_routes(node_routes)
     app[LIVE_SOCKETS] = LiveSockets()
     app[TURNSTILE] = Turnstile(settings.setups_per_loop_iteration)
     app.on_shutdown.append(graceful_stop)

@@ -17,6 +17,7 @@ from . import protocol as p
 from .clientaddr import client_address, networks
 from .cors import origin_allowed, refuse_upgrade
 from .keys import CALLER_TOKENS, RECORDER
+from .drain import DRAIN, check_accepting
 from .ws import Connection
 
 log = structlog.get_logger("callin.caller")
@@ -47,6 +48,7 @@ class CallerConnection(Connection):
     authenticate_header = authenticate
 
     def open_session(self, principal: CallerIdentity) -> Session:
+        check_accepting(self.request.app)  # a draining node takes no new caller (signaling/drain.py)
         trusted = networks(self.settings.trusted_proxies)
         return self.board.open_caller(principal, address=client_address(self.request, trusted))
 
@@ -55,8 +57,12 @@ class CallerConnection(Connection):
 
     async def resume_unknown(self, token: str) -> None:
         """The call of this token may be waiting on a node that stopped or crashed and has not been taken over yet
-        (this node restarted a moment ago): the caller is asked to retry when it will have been. Each look-up is
-        a records query: one address gets a bounded number (rate_limited past it)."""
+        (this node restarted a moment ago): the caller is asked to retry when it will have been. A draining node
+        handed its waiting callers to the others: retry at once (the load balancer sends the socket elsewhere). Each
+        look-up is a records query: one address gets a bounded number (rate_limited past it)."""
+        drain = self.request.app.get(DRAIN)
+        if drain is not None and drain.draining:
+            raise ResumePending(1.0)
         self.board.guard.unknown_resume(client_address(self.request, networks(self.settings.trusted_proxies)))
         try:
             due = await self.request.app[RECORDER].awaiting_restore(token_hash(token))

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Protocol
 
 import structlog
 from aiohttp import web
 
+from .drain import DRAIN
 from .keys import LIVE_SOCKETS, READY, SETTINGS, SWITCHBOARD
 
 log = structlog.get_logger("callin.shutdown")
 
 
 class Closable(Protocol):
-    def shutdown(self, reason: str, retry_after_s: float) -> asyncio.Future[None] | None:
+    def shutdown(self, reason: str, retry_after_s: float, resume: bool | None = None) -> asyncio.Future[None] | None:
         """Queue the shutdown message and the 1001 close; returns what finishes when the socket is closed."""
 
 
@@ -36,6 +38,9 @@ class LiveSockets:
     def __len__(self) -> int:
         return len(self._open)
 
+    def __iter__(self) -> Iterator[Closable]:
+        return iter(list(self._open))
+
     async def close_all(self, reason: str, retry_after_s: float, within_s: float) -> int:
         """Tell every socket and close it (1001); returns how many were still closing after `within_s`."""
         waits = [w for w in (c.shutdown(reason, retry_after_s) for c in list(self._open)) if w is not None]
@@ -53,6 +58,13 @@ async def graceful_stop(app: web.Application) -> None:
     if SWITCHBOARD in app:
         board = app[SWITCHBOARD]
         board.closing = True
+        drain = app.get(DRAIN)
+        if drain is not None:  # SIGINT, a second SIGTERM, or the drain's end: what still waits goes to other nodes
+            await drain.stop()
+            try:
+                await drain.hand_over()
+            except Exception:  # the records stay open: the next node reaps them once this one is marked stopped
+                log.exception("shutdown.hand_over_failed")
         await board.close()  # call.ended (shutdown) is queued on every participant's socket before the close
     calls_done = time.monotonic()
     sockets = app[LIVE_SOCKETS]

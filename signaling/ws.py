@@ -81,12 +81,13 @@ class Connection:
         self.send(p.ErrorOut(id=request_id, code=exc.code, reason=exc.reason, retryable=exc.retryable,
                              detail=getattr(exc, "detail", None)))
 
-    def shutdown(self, reason: str, retry_after_s: float) -> asyncio.Task[None] | None:
+    def shutdown(self, reason: str, retry_after_s: float, resume: bool | None = None) -> asyncio.Task[None] | None:
         """The gateway is stopping: say so, then close with 1001; returns the writer, done once closed."""
         writer = self._writer_task
         if writer is None or writer.done():
             return None
-        self.send(p.ShutdownOut(reason=reason, retry_after_s=retry_after_s, resume=self.kept_after_shutdown()))
+        resume = self.kept_after_shutdown() if resume is None else resume  # drain: handed to another node
+        self.send(p.ShutdownOut(reason=reason, retry_after_s=retry_after_s, resume=resume))
         self._outbox.put_close(CLOSE_GOING_AWAY, "shutdown")
         return writer
 

@@ -9,6 +9,11 @@ its live queue: callback requests not yet fulfilled, and calls still waiting in 
 keeps its hash). A call that was ringing an agent waits again; one that was connected is interrupted (its media lived
 in the dead process).
 
+A node that drains (SIGTERM) hands its waiting calls and callback requests over before it stops (`hand_over`):
+their records move to a fresh instance registered as stopped at once, which any live node reaps (restores) on its
+next reap, or at once when told over the bus. A node registry that sees a node silent (signaling/nodes.py, with
+Redis) names it to `reap(dead=...)`, so its records are taken over without waiting for its database lease.
+
 Reaping is safe with several nodes: a node claims a dead node with a conditional UPDATE (`reaped_by IS NULL`), so
 only one of them closes its records. Times are the nodes' wall clocks: keep them in sync (NTP) and the lease well
 above any clock skew.
@@ -16,6 +21,8 @@ above any clock skew.
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +33,7 @@ from ..models import CallState
 from .models import CallEventRow, CallRow, NodeRow
 
 INTERRUPTED = "interrupted"  # the outcome and end reason of a record closed by a reap
+HAND_OVER_CHUNK = 500  # records moved per UPDATE (a bounded IN list)
 PRIVATE_COLUMNS = ("node", "node_id", "caller_resume")  # never shown by the REST API nor sent in webhooks
 
 
@@ -86,19 +94,37 @@ async def stopped(session: AsyncSession, node: NodeLease, at: float) -> None:
     await session.execute(update(NodeRow).where(NodeRow.id == node.id).values(stopped_at=at, heartbeat_at=at))
 
 
+async def hand_over(session: AsyncSession, me: NodeLease, call_ids: Collection[str], at: float) -> str:
+    """A draining node gives its open records `call_ids` (waiting calls, callback requests) to whichever node reaps
+    first: they move to a new instance, registered as stopped now (so reaping it needs no lease to run out, and
+    its waiting calls count as recent). Returns that instance's id."""
+    handed = NodeLease(id=secrets.token_hex(8), name=me.name, lease_s=me.lease_s)
+    await session.execute(insert(NodeRow).values(id=handed.id, name=me.name, started_at=at, heartbeat_at=at,
+                                                 lease_s=me.lease_s, stopped_at=at))
+    ids = list(call_ids)
+    for start in range(0, len(ids), HAND_OVER_CHUNK):
+        await session.execute(update(CallRow).where(CallRow.id.in_(ids[start:start + HAND_OVER_CHUNK]),
+                                                    CallRow.ended_at.is_(None), CallRow.node_id == me.id)
+                              .values(node_id=handed.id))
+    return handed.id
+
+
 async def reap(session: AsyncSession, me: NodeLease, at: float, *, legacy: bool = False,
-               restore_within_s: float = 0.0) -> Reaped:
+               restore_within_s: float = 0.0, dead: Collection[str] = ()) -> Reaped:
     """Claim the dead nodes, close their open records, claim their pending callback requests for `me`, and their
     waiting calls if the node was last heard of within `restore_within_s`.
 
     legacy: also take the open records that have no owner instance (written before node leases existed).
+    dead: node instances known dead by other means (the node registry on Redis), whatever their lease says.
     """
     done = Reaped()
-    dead = (await session.execute(select(NodeRow.id, NodeRow.heartbeat_at).where(
-        NodeRow.reaped_by.is_(None), NodeRow.id != me.id,
-        or_(NodeRow.stopped_at.is_not(None), NodeRow.heartbeat_at + NodeRow.lease_s < at)))).all()
+    gone = [NodeRow.stopped_at.is_not(None), NodeRow.heartbeat_at + NodeRow.lease_s < at]
+    if dead:
+        gone.append(NodeRow.id.in_(list(dead)))
+    dead_rows = (await session.execute(select(NodeRow.id, NodeRow.heartbeat_at).where(
+        NodeRow.reaped_by.is_(None), NodeRow.id != me.id, or_(*gone)))).all()
     recent: set[str] = set()
-    for node_id, heard_at in dead:
+    for node_id, heard_at in dead_rows:
         claimed = await session.execute(update(NodeRow).where(NodeRow.id == node_id, NodeRow.reaped_by.is_(None))
                                         .values(reaped_by=me.id, reaped_at=at))
         if claimed.rowcount == 1:

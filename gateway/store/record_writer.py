@@ -10,7 +10,9 @@ dropped. Other writes that must keep their order with the snapshots (wrap-ups) a
 snapshots taken before them.
 
 The writer also keeps the node's lease: a heartbeat every `heartbeat_s`, and a reap of dead nodes each time
-(gateway/store/nodes.py). stop() drains everything, marks the node stopped and closes the engine.
+(gateway/store/nodes.py). reap_now() asks for a reap at once (a node stopped or went silent: its callers are on
+their way), hold_reaps() stops reaping for good (this node drains: it takes nothing over). stop() drains
+everything, marks the node stopped and closes the engine.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import functools
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +94,9 @@ class RecordWriter:
         self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._retry_s = 0.05
         self._in_flight = 0
+        self._reap_asked = False
+        self._dead: set[str] = set()  # node instances named dead by the registry, for the next reap
+        self._reaps_held = False
         self.batches = 0  # transactions committed (for metrics and the benchmark)
         self.rows = 0
 
@@ -135,6 +140,18 @@ class RecordWriter:
         self._stopping = True
         self._poke()
         return self._done
+
+    def reap_now(self, dead: Collection[str] = ()) -> None:
+        """Reap before the next heartbeat is due; `dead`: node instances known dead whatever their lease says."""
+        with self._lock:
+            self._dead.update(dead)
+            self._reap_asked = True
+            self._woken = True
+        self._poke()
+
+    def hold_reaps(self) -> None:
+        """Take no other node's calls over any more (this node is draining)."""
+        self._reaps_held = True
 
     def abandon(self) -> None:
         """stop() took too long (the database is down): give up retrying and let the thread end."""
@@ -189,6 +206,8 @@ class RecordWriter:
                 if time.monotonic() >= next_beat:
                     await self._beat(db)
                     next_beat = time.monotonic() + self.heartbeat_s
+                elif self._reap_asked:
+                    await self._reap(db, time.time())
                 if self._abandon or (self._stopping and not self.backlog):
                     break
             lost = self.backlog
@@ -204,21 +223,35 @@ class RecordWriter:
             await db.close()
 
     async def _beat(self, db: Database) -> None:
+        at = time.time()
         try:
-            at = time.time()
             async with db.session() as session, session.begin():
                 alive = await nodes.heartbeat(session, self.node, at)
             if not alive:
                 log.error("records.node_reaped_while_alive", node=self.node.id,
                           hint="the heartbeat was late past the lease (database or machine too slow?)")
+        except Exception:
+            log.exception("records.heartbeat_failed")
+            return
+        await self._reap(db, at)
+
+    async def _reap(self, db: Database, at: float) -> None:
+        with self._lock:
+            dead, self._dead = self._dead, set()
+            self._reap_asked = False
+        if self._reaps_held:
+            return
+        try:
             async with db.session() as session, session.begin():
-                reaped = await nodes.reap(session, self.node, at, restore_within_s=self.restore_within_s)
+                reaped = await nodes.reap(session, self.node, at, restore_within_s=self.restore_within_s, dead=dead)
             if reaped:
                 log.warning("records.nodes_reaped", nodes=reaped.nodes, closed=len(reaped.closed),
                             callbacks=len(reaped.callbacks), waiting=len(reaped.waiting))
                 self.on_reaped(reaped)
         except Exception:
-            log.exception("records.heartbeat_failed")
+            with self._lock:
+                self._dead.update(dead)  # named again at the next reap
+            log.exception("records.reap_failed")
 
     async def _drain(self, db: Database) -> None:
         """Write what was handed over so far, in batches. One pass: the caller loops (and keeps the heartbeat

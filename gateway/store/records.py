@@ -17,7 +17,7 @@ import contextlib
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -31,7 +31,7 @@ from ..errors import BadRequest, Forbidden, InvalidState, NotFound, Unavailable
 from ..models import CallContext, CallerIdentity, CallEvent, CallState, CallType, EndReason, Location, now
 from .db import Database
 from .models import CallEventRow, CallRow, NodeRow
-from .nodes import NodeLease, Reaped, public_record
+from .nodes import NodeLease, Reaped, hand_over, public_record
 from .record_writer import Job, RecordWriter
 
 log = structlog.get_logger("callin.records")
@@ -320,6 +320,33 @@ class CallRecorder:
                 return await job(session)
         return await asyncio.wrap_future(self._writer.submit(job))
 
+    def reap_now(self, dead: Collection[str] = ()) -> None:
+        """Take over what stopped or dead nodes left (their callers are on their way) now, not at the next
+        heartbeat; `dead`: node instances the registry found silent, whatever their database lease says."""
+        if self._writer is not None:
+            self._writer.reap_now(dead)
+
+    def hold_reaps(self) -> None:
+        """This node drains: it takes nothing over from other nodes any more."""
+        if self._writer is not None:
+            self._writer.hold_reaps()
+
+    async def hand_over(self, call_ids: Collection[str]) -> str:
+        """This node drains: its open records `call_ids` (waiting calls, callback requests; their last snapshots
+        are written first) go to a stopped instance that any other node reaps and restores. This node reaps no
+        more (it would take them back). Returns the instance id the records moved to."""
+        if self._writer is not None:
+            self._writer.hold_reaps()
+        ids = list(call_ids)
+        for call_id in ids:
+            self._written.pop(call_id, None)
+            self._handed.pop(call_id, None)
+
+        async def job(session: AsyncSession) -> str:
+            return await hand_over(session, self.lease, ids, time.time())
+
+        return await self.submit(job)
+
     async def awaiting_restore(self, caller_resume: str) -> float | None:
         """A resume token this node does not know, of a caller whose call is still open on a node that stopped or
         crashed but has not been taken over yet: in how many seconds it will be (its lease runs out, then this node
@@ -331,9 +358,16 @@ class CallRecorder:
                 .where(CallRow.caller_resume == caller_resume, CallRow.ended_at.is_(None),
                        NodeRow.reaped_by.is_(None), NodeRow.id != self.lease.id))).first()
             if row is None:
-                return None
+                # Taken over by this node a moment ago, on its way into the live queue: ask again in a second.
+                mine = await session.scalar(select(CallRow.id).where(
+                    CallRow.caller_resume == caller_resume, CallRow.ended_at.is_(None), CallRow.callback.is_(False),
+                    CallRow.node_id == self.lease.id).limit(1))
+                return 1.0 if mine is not None else None
             heartbeat_at, lease_s, stopped_at = row
-            due = (stopped_at if stopped_at is not None else heartbeat_at + lease_s) + self.settings.heartbeat_s
+            if stopped_at is not None:  # stopped or handed over: taken over now, not at the next heartbeat
+                self.reap_now()
+                return 1.0
+            due = heartbeat_at + lease_s + self.settings.heartbeat_s
             return max(1.0, due - time.time())
 
         return await self.submit(job)

@@ -213,3 +213,72 @@ async def test_durable_waits_for_the_latest_snapshot_not_an_earlier_commit(tmp_p
         assert (await session.get(CallRow, "promise")).callback is True
     await recorder.stop()
     await db.close()
+
+
+async def _open_records(db: Database, node: nodes.NodeLease, calls: list[Call], at: float) -> None:
+    async with db.session() as session, session.begin():
+        await nodes.register(session, node, at)
+        for call in calls:
+            columns, events = snapshot(call, node, 0)
+            session.add(CallRow(**columns))
+            await session.flush()
+            for event in events:
+                session.add(CallEventRow(**event))
+
+
+async def test_a_draining_node_hands_waiting_calls_over_and_another_node_restores_them_at_once(tmp_path):
+    """hand_over moves the open records to an instance registered as stopped: another node's reap restores the
+    waiting one in place (its resume hash kept) and the callback request, although the draining node's own lease is
+    fresh; a record of a call that already ended, or one that is not named, stays where it is."""
+    _, db = await migrated(tmp_path)
+    a = nodes.NodeLease(id="a1", name="node-a", lease_s=600)
+    b = nodes.NodeLease(id="b1", name="node-b", lease_s=600)
+    waiting, callback, talking = make_call("w1"), make_call("cb1"), make_call("t1")
+    waiting.caller_resume = "hash-w1"
+    callback.callback = True
+    await _open_records(db, a, [waiting, callback, talking], at=1000.0)
+    async with db.session() as session, session.begin():
+        handed = await nodes.hand_over(session, a, ["w1", "cb1", "nope"], at=1001.0)
+    async with db.session() as session, session.begin():
+        reaped = await nodes.reap(session, b, 1001.5, restore_within_s=120)
+    assert reaped.nodes == [handed] and not reaped.closed
+    assert {r.row["id"]: r.caller_resume for r in reaped.restored} == {"w1": "hash-w1", "cb1": None}
+    assert [e["detail"] for e in reaped.restored[0].events if e["kind"] in ("restored", "callback_restored")] == [
+        {"from_node": "node-a", "to_node": "node-b"}]
+    async with db.session() as session:
+        owner = await session.scalar(select(CallRow.node_id).where(CallRow.id == "t1"))
+        a_reaped = await session.scalar(select(NodeRow.reaped_by).where(NodeRow.id == "a1"))
+    assert owner == "a1" and a_reaped is None  # the connected call stays with the live, draining node
+    await db.close()
+
+
+async def test_a_node_named_dead_by_the_registry_is_reaped_whatever_its_lease(tmp_path):
+    _, db = await migrated(tmp_path)
+    a = nodes.NodeLease(id="a1", name="node-a", lease_s=600)
+    b = nodes.NodeLease(id="b1", name="node-b", lease_s=600)
+    waiting = make_call("w1")
+    waiting.caller_resume = "hash-w1"
+    await _open_records(db, a, [waiting], at=1000.0)
+    async with db.session() as session, session.begin():
+        assert not await nodes.reap(session, b, 1010.0, restore_within_s=120)  # its lease runs 600 s
+    async with db.session() as session, session.begin():
+        reaped = await nodes.reap(session, b, 1010.0, restore_within_s=120, dead=["a1"])
+    assert reaped.nodes == ["a1"] and [r.row["id"] for r in reaped.restored] == ["w1"]
+    await db.close()
+
+
+async def test_a_resume_that_races_the_restore_is_asked_to_retry_not_refused(tmp_path):
+    """A caller's resume reaches this node while its call has just been taken over (record ours and open, the session
+    not in the live queue yet): retry in 1 s. A callback request has no session to resume: unknown."""
+    from gateway.store.records import CallRecorder
+
+    _, db = await migrated(tmp_path)
+    recorder = CallRecorder(db, "node-b")
+    waiting, callback = make_call("w1"), make_call("cb1")
+    waiting.caller_resume, callback.caller_resume = "hash-w1", "hash-cb1"
+    callback.callback = True
+    await _open_records(db, recorder.lease, [waiting, callback], at=1000.0)
+    assert await recorder.awaiting_restore("hash-w1") == 1.0
+    assert await recorder.awaiting_restore("hash-cb1") is None
+    assert await recorder.awaiting_restore("hash-other") is None
+    await db.close()

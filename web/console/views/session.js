@@ -115,6 +115,14 @@ export function createSession(app) {
         showSignin("Your session has expired. Please sign in again.");
         return;
       }
+      if (e.code === "shutting_down") {
+        // This node is draining (the load balancer has not taken it out yet): the next attempt reaches another.
+        banner("The gateway is restarting. Reconnecting shortly…", { bad: true });
+        views.status.setStatus("offline");
+        await sleep(1000 + Math.random() * 1000);
+        if (!state.closing) start();
+        return;
+      }
       banner("Can't reach the gateway.", { bad: true, action: { label: "Retry", run: () => start() } });
       views.status.setStatus("offline");
       return;

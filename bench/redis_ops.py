@@ -1,0 +1,165 @@
+"""Redis commands per call and per node, measured on a real redis-server (issue 10, item 10: the capacity model in
+docs/deployment.md is built from these figures).
+
+Counts come from `INFO commandstats` before and after each scripted step (every command Redis executed, those run
+inside a Lua script included) and, separately, the round trips the client made (a pipeline or a script is one).
+
+    PYTHONPATH=. unshare -rn sh -c 'ip link set lo up && exec python -m bench.redis_ops'
+
+Steps measured:
+- one call's routing (gateway/store/redis_routing.py): join a line, one dispatch pass that offers it (claim),
+  accept, end; with the timers it would set and cancel (gateway/store/redis_timers.py: max wait, ring);
+- a dispatch pass with W calls waiting and no agent free (what every node pays per settle while the line is long);
+- the node registry (gateway/store/redis_nodes.py): one beat with its dead check, one listing of N nodes;
+- the idle cost of one node's timer poller per second (poll every 50 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from gateway.store.redis_nodes import NodeEntry, RedisNodeRegistry
+from gateway.store.redis_routing import RedisRouting
+from gateway.store.redis_timers import RedisTimers
+from tests.support.redisserver import running_redis
+
+
+class Counted:
+    """Round trips made through one client (pipelines and scripts count once)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.trips = 0
+        original = redis.execute_command
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            self.trips += 1
+            return await original(*args, **kwargs)
+
+        redis.execute_command = counting  # type: ignore[method-assign]
+        pipeline = redis.pipeline
+
+        def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            async def run(*a: Any, **kw: Any) -> Any:
+                self.trips += 1
+                return await execute(*a, **kw)
+
+            pipe.execute = run  # type: ignore[method-assign]
+            return pipe
+
+        redis.pipeline = counted_pipeline  # type: ignore[method-assign]
+
+
+async def commands(admin: Redis) -> dict[str, int]:
+    stats = await admin.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    out = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    out.pop("info", None)
+    return {k: v for k, v in out.items() if v}
+
+
+async def measure(admin: Redis, client: Redis, counter: Counted, step: Any) -> tuple[int, int, dict[str, int]]:
+    before = await commands(admin)
+    trips = counter.trips
+    await step()
+    trips = counter.trips - trips
+    d = delta(before, await commands(admin))
+    return sum(d.values()), trips, d
+
+
+async def main(calls: int = 200, agents: int = 20, waiting: int = 1000, nodes: int = 100) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with running_redis(Path(tmp)) as url:
+            admin = Redis.from_url(url)
+            client = Redis.from_url(url)
+            counter = Counted(client)
+            routing = RedisRouting(client, "node-a")
+            timers = RedisTimers(client, poll_s=3600)
+            timers.on("wait", lambda *a: None)
+            timers.on("ring", lambda *a: None)
+            for i in range(agents):
+                await routing.agent_online(f"agent{i}", ["general"], ttl_s=600)
+                await routing.set_available(f"agent{i}", time.time())
+            now = time.time()
+
+            async def one_call(i: int) -> None:
+                call_id = f"call{i}"
+                await routing.join(call_id, "default", 0, now + i, ["general"])
+                timers.set(f"call:{call_id}:wait", 600, call_id)
+                offered = await routing.dispatch(now + i)
+                assert offered and offered[0][0] == call_id, offered
+                agent = offered[0][1]
+                timers.cancel(f"call:{call_id}:wait")
+                timers.set(f"call:{call_id}:ring", 20, call_id, agent)
+                await routing.accept(call_id, agent)
+                timers.cancel(f"call:{call_id}:ring")
+                await routing.end(call_id, now + i)
+                await timers.flush()
+
+            await one_call(-1)  # scripts loaded, keys made
+            totals = {"commands": 0, "trips": 0}
+            by_command: dict[str, int] = {}
+            for i in range(calls):
+                n, trips, d = await measure(admin, client, counter, lambda i=i: one_call(i))
+                totals["commands"] += n
+                totals["trips"] += trips
+                for k, v in d.items():
+                    by_command[k] = by_command.get(k, 0) + v
+            per_call = {"commands": totals["commands"] / calls, "round_trips": totals["trips"] / calls,
+                        "by_command": {k: round(v / calls, 2) for k, v in sorted(by_command.items())}}
+
+            # A long line and nobody free: what one dispatch pass costs.
+            for i in range(agents):
+                await client.hset(routing.agent_key(f"agent{i}"), "status", "busy")
+                await client.zrem(routing.idle_key, f"agent{i}")
+            await routing.agent_online("spare", ["tech"], ttl_s=600)
+            await routing.set_available("spare", now)  # one free agent, but not skilled for the line
+            for i in range(waiting):
+                await routing.join(f"w{i}", "default", 0, now + i, ["general"])
+            n, trips, _ = await measure(admin, client, counter, lambda: routing.dispatch(now))
+            dispatch_long_line = {"waiting": waiting, "commands": n, "round_trips": trips}
+
+            # The node registry.
+            registry = RedisNodeRegistry(client, dead_after_s=5)
+            for i in range(nodes):
+                await registry.beat(NodeEntry(f"n{i}", f"n{i}", f"l{i}", now, now, calls=3, waiting=1000, agents=100))
+
+            async def beat() -> None:
+                await registry.beat(NodeEntry("n0", "n0", "l0", now, now + 1))
+                await registry.claim_dead(now + 1)
+
+            beat_n, beat_trips, _ = await measure(admin, client, counter, beat)
+            list_n, list_trips, _ = await measure(admin, client, counter, lambda: registry.nodes(now + 1))
+
+            # A timer poller at rest, per second.
+            poller = RedisTimers(Redis.from_url(url), poll_s=0.05)
+            before = await commands(admin)
+            poller.start()
+            await asyncio.sleep(2.0)
+            poller.close()
+            idle = delta(before, await commands(admin))
+            poll_per_s = sum(idle.values()) / 2.0
+
+            timers.close()
+            await client.aclose()
+            await admin.aclose()
+            return {"calls": calls, "per_call": per_call, "dispatch_pass_long_line": dispatch_long_line,
+                    "registry": {"beat": {"commands": beat_n, "round_trips": beat_trips},
+                                 "list": {"nodes": nodes, "commands": list_n, "round_trips": list_trips}},
+                    "timer_poller_idle_per_s": poll_per_s}
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main()), indent=2))

@@ -1,0 +1,118 @@
+"""The node registry on Redis (issue 10, items 5 and 7), with real node processes on one PostgreSQL and a real
+redis-server: a node killed (-9) is found dead after `node_dead_after_s` of silence and its waiting callers are
+taken over at once (the database lease, 60 s here, is not waited for); they resume in place on the other node through
+the balancer. `GET /api/v1/nodes` lists both nodes with their counts; the cluster gauges in /metrics sum the live
+ones (the dead node's counts drop out)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import aiohttp
+import pytest
+
+from tests.integration.test_drain import resume_through, until
+from tests.support.api import Api, agent_socket, caller_socket
+from tests.support.balancer import RoundRobin
+from tests.support.databases import pg_url, reset_pg_schema
+from tests.support.process import GatewayProcess
+from tests.support.redisserver import running_redis
+
+
+@pytest.fixture
+async def pg(pg_database) -> str:
+    await reset_pg_schema(pg_database)
+    return pg_url(pg_database)
+
+
+async def gauge(base: str, name: str) -> float:
+    async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as r:
+        text = await r.text()
+    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+async def test_a_killed_node_is_found_dead_within_seconds_and_its_callers_resume_elsewhere(pg, tmp_path,
+                                                                                           caller_token):
+    async with running_redis(tmp_path) as redis_url:
+        settings = {"redis_url": redis_url, "node_lease_s": 60, "node_heartbeat_s": 20, "node_dead_after_s": 3,
+                    "node_beat_s": 0.5, "media_workers": 0}
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+        a = GatewayProcess(pg, tmp_path / "a", node_name="node-a", **settings)
+        b = GatewayProcess(pg, tmp_path / "b", node_name="node-b", **settings)
+        lb = RoundRobin([a.port, b.port])
+        opened = []
+        try:
+            await a.start()
+            await b.start()
+            await lb.start()
+            agent = await agent_socket(a.base_url, "alice", "alice-demo", available=False)  # signed in, away
+            tokens = [caller_token(sub=f"kept-{i}") for i in range(2)]
+            callers = [await caller_socket(a.base_url, t) for t in tokens]
+            opened += [agent] + [ws for ws, _ in callers]
+            welcomes = [next(m for m in ws.messages if m["type"] == "welcome") for ws, _ in callers]
+            for ws, call_id in callers:
+                await ws.wait(lambda m, c=call_id: m.get("type") == "queue.position" and m["call_id"] == c)
+
+            api = Api(b.base_url)
+            assert (await api.login("admin", "admin-demo"))[0] == 200
+
+            async def both_counted() -> bool:
+                status, body = await api.get("/api/v1/nodes")
+                assert status == 200, body
+                return body["totals"] == {"nodes": 2, "draining": 0, "calls": 0, "waiting": 2, "agents": 1}
+
+            await until(both_counted, 10, "both nodes in the registry with their counts")
+            await until(lambda: _equals(gauge(b.base_url, "callin_cluster_waiting"), 2), 10, "cluster gauge")
+
+            a.kill()
+            killed = time.monotonic()
+            for ws, _ in callers:
+                await ws.close()
+            resumed = []
+            for (ws, call_id), welcome, token in zip(callers, welcomes, tokens):
+                back, again, _ = await resume_through(lb.base_url, token, welcome["resume_token"], ws.last_seq,
+                                                      timeout=20)
+                opened.append(back)
+                assert again["resumed"] is True and again["call"]["call_id"] == call_id, again
+                resumed.append(back)
+            took_s = time.monotonic() - killed
+            print(f"takeover after kill -9: {took_s:.2f} s (dead after 3 s; lease 60 s)", flush=True)
+            assert took_s < 15, took_s
+            for back, (_, call_id), place in zip(resumed, callers, (1, 2)):
+                told = await back.wait(lambda m, c=call_id: m.get("type") == "queue.position" and m["call_id"] == c,
+                                       timeout=10)
+                assert told["position"] == place, told
+
+            status, body = await api.get("/api/v1/nodes")
+            dead = [n for n in body["nodes"] if n["name"] == "node-a"]
+            assert dead and dead[0]["alive"] is False, body
+            assert body["totals"]["nodes"] == 1 and body["totals"]["agents"] == 0, body  # A's counts dropped out
+            await until(lambda: _equals(gauge(b.base_url, "callin_cluster_nodes"), 1), 5, "gauge without A")
+            # Not for everyone: an agent is refused.
+            agent_api = Api(b.base_url)
+            assert (await agent_api.login("bob", "bob-demo"))[0] == 200
+            status, refused = await agent_api.get("/api/v1/nodes")
+            assert status == 403 and refused["code"] == "forbidden", refused
+            await agent_api.close()
+            bob = await agent_socket(b.base_url, "bob", "bob-demo")
+            opened.append(bob)
+            offer = await bob.wait(lambda m: m.get("type") == "call.offered", timeout=20)
+            assert offer["call_id"] == callers[0][1]
+            await api.close()
+        finally:
+            for ws in opened:
+                await ws.close()
+            await lb.close()
+            a.close()
+            b.close()
+
+
+async def _equals(value, expected) -> bool:
+    try:
+        return await value == expected
+    except (aiohttp.ClientError, AssertionError):
+        return False
