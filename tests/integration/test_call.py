@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from gateway.media import aiortc_internals as internals
+from gateway.media import fastpath
 from tests.support.clients import Agent, Caller, wait_until
 
 from tests.support.server import running_gateway
@@ -14,10 +15,15 @@ from tests.support.server import running_gateway
 pytestmark = pytest.mark.media
 
 
-@pytest.fixture(params=["packet", "frame"])
+@pytest.fixture(params=["packet", "packet-python", "packet-aiortc", "frame"])
 async def gateway(request):
-    """Every call test runs against both forwarding modes of the relay."""
-    async with running_gateway(relay_mode=request.param) as gw:
+    """Every call test runs against both forwarding modes of the relay, and packet forwarding on each of its
+    per-packet paths: native (the C module), python (its fallback) and aiortc's own (relay_fast_path=off)."""
+    mode, _, path = request.param.partition("-")
+    fast = {"": "native", "python": "python", "aiortc": "off"}[path]
+    if mode == "packet" and fast == "native" and fastpath.native_module() is None:
+        pytest.skip("gateway.media._fastpath is not built (pip install -e . with a C compiler: scripts/setup.sh)")
+    async with running_gateway(relay_mode=mode, relay_fast_path=fast) as gw:
         yield gw
 
 LOCATION = {"lat": 52.52, "lon": 13.405, "accuracy_m": 12.5, "timestamp": 1_790_000_000.0}
@@ -72,6 +78,15 @@ async def test_video_call_end_to_end(gateway, caller_token):
     gaps = sum(b - a - 1 for a, b in zip(counters, counters[1:]))
     assert gaps <= len(counters) // 10, f"{gaps} frames lost of {len(counters)}"
     assert counters[-1] <= caller.video.counter
+
+    # The per-packet path the gateway was set to is the one that carried the media.
+    agent_leg = next(iter(gateway.board.relays[queued["call_id"]].agents.values()))
+    fast = gateway.settings.relay_fast_path if gateway.settings.relay_mode == "packet" else "off"
+    direct = caller_leg.direct.packets if caller_leg.direct is not None else 0
+    video_out = agent_leg.consumers["video"]
+    native, sent = (video_out.sent_natively, video_out.stats.frames_out) if fast != "off" else (0, 0)
+    assert (direct > 50) == (fast != "off"), (fast, direct)
+    assert (native >= 0.9 * sent > 30) == (fast == "native"), (fast, native, sent)
 
     # Audio both ways, told apart by their tones.
     assert abs(agent.peer.sinks["audio"].dominant_frequency() - 880) < 30
