@@ -60,7 +60,6 @@ from aiortc import (
     RTCRtpReceiver,
     RTCRtpSender,
     RTCRtpTransceiver,
-    clock,
 )
 from aiortc.codecs.h264 import h264_depayload
 from aiortc.codecs.vpx import vp8_depayload
@@ -201,6 +200,21 @@ def count_keyframe_requests(sender: RTCRtpSender) -> list[float]:
     return asked
 
 
+NTP_OFFSET_S = 2208988800  # seconds from 1900-01-01 (NTP's epoch) to 1970-01-01
+
+
+def ntp_now() -> int:
+    """aiortc's clock.current_ntp_time (64-bit NTP time) from time.time(), without a datetime per packet."""
+    now = time.time() + NTP_OFFSET_S
+    whole = int(now)
+    return (whole << 32) | int((now - whole) * 4294967296.0)
+
+
+def ms_now() -> int:
+    """aiortc's clock.current_ms (milliseconds since NTP's epoch), without a datetime per packet."""
+    return int((time.time() + NTP_OFFSET_S) * 1000)
+
+
 def send_now(coro: Any) -> None:
     """Run a send coroutine to completion now if it does not suspend (a UDP pair never does); if it suspends
     (e.g. a TURN channel being bound), finish it from the loop. Saves a Task per forwarded packet."""
@@ -250,12 +264,14 @@ class SenderPort:
         self._fd = -1
         self._ids = (0, 0, 0)
         self._mid = b""
+        self._session: Any = None
+        self._ctx = 0
 
     @property
     def ready(self) -> bool:
         """The sender runs (negotiated, DTLS up): packets can go out."""
         sender = self._sender
-        if not sender._RTCRtpSender__started or sender.transport.state != "connected":  # type: ignore[attr-defined]
+        if not sender._RTCRtpSender__started or sender.transport._state is not _DTLS_CONNECTED:  # type: ignore[attr-defined]
             return False
         if self.mid is None:
             self.mid = sender._RTCRtpSender__mid  # type: ignore[attr-defined]
@@ -275,7 +291,7 @@ class SenderPort:
         self._native = native
 
     def send(self, packet: "OutgoingPacket") -> None:
-        ntp = clock.current_ntp_time()
+        ntp = ntp_now()
         packet.mid = self.mid
         packet.abs_send_time = (ntp >> 14) & 0x00FFFFFF
         self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet  # type: ignore[assignment]
@@ -310,11 +326,13 @@ class SenderPort:
         transport = self._transport
         if transport.is_closing() or transport.get_write_buffer_size():
             return False
+        if session is not self._session:
+            self._session, self._ctx = session, srtp_context(session)
         mid_id, abs_id, audio_id = self._ids
         level = packet.audio_level
         remote = pair.remote_candidate
         result = self._native.module.protect_send(
-            self._native.protect, srtp_context(session), self._fd, remote.host, remote.port, packet.payload_type,
+            self._native.protect, self._ctx, self._fd, remote.host, remote.port, packet.payload_type,
             packet.marker, packet.sequence_number, packet.timestamp, packet.ssrc, packet.payload, packet.padding_size,
             mid_id, self._mid, abs_id, packet.abs_send_time, audio_id,
             -1 if level is None else (0x80 if level[0] else 0) | level[1])
@@ -427,7 +445,6 @@ class DirectReceive:
                 self.installed += 1
 
     def _handler(self, dtls: Any, original: Callable[[bytes, Any], None]) -> Callable[[bytes, Any], None]:
-        from aiortc.rtp import is_rtcp
         import pylibsrtp
 
         router = dtls._rtp_router
@@ -435,17 +452,21 @@ class DirectReceive:
         native = self._native
         ids = extension_ids(ext_map)
         connected = _DTLS_CONNECTED
+        context: list[Any] = [None, 0]  # the rx session and its srtp_t, looked up once per session
 
         def received(data: bytes, addr: Any) -> None:
             session = dtls._rx_srtp
-            if session is None or not 127 < data[0] < 192 or dtls._state is not connected or is_rtcp(data):
+            # SRTP: version 2 (first byte 128-191); SRTCP has packet types 192-223 in the second byte.
+            if session is None or not 127 < data[0] < 192 or dtls._state is not connected or 191 < data[1] < 224:
                 original(data, addr)
                 return
             dtls._RTCDtlsTransport__rx_packets += 1
             dtls._RTCDtlsTransport__rx_bytes += len(data)
             self.packets += 1
             if native is not None:
-                fields = native.module.unprotect_parse(native.unprotect, srtp_context(session), data, *ids)
+                if session is not context[0]:
+                    context[0], context[1] = session, srtp_context(session)
+                fields = native.module.unprotect_parse(native.unprotect, context[1], data, *ids)
                 if fields.__class__ is int:
                     return  # not authentic, replayed or malformed: dropped, as aiortc does
                 packet = _packet(fields)
@@ -456,7 +477,7 @@ class DirectReceive:
                     return
             receiver = router.route_rtp(packet)
             if receiver is not None:
-                send_now(receiver._handle_rtp_packet(packet, arrival_time_ms=clock.current_ms()))
+                send_now(receiver._handle_rtp_packet(packet, arrival_time_ms=ms_now()))
 
         return received
 
