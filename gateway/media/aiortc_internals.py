@@ -8,7 +8,8 @@ Three hooks make aiortc forward instead of transcode:
 - `on_keyframe_request`: a PLI/FIR that reaches one of our senders calls us instead of flagging an encoder.
 - `request_keyframe`: send a PLI from a receiver to the remote sender.
 The sender side needs no hook: a track that yields `av.Packet` is packetized by aiortc without encoding.
-`SenderPort` sends already-encoded RTP through a sender; `lean_receive` is a receive path without decoder work.
+`SenderPort` sends already-encoded RTP through a sender; `lean_receive` is a receive path without decoder work;
+`DirectReceive` and `NativeSrtp` are the fast path's hooks (gateway/media/fastpath.py).
 Plus `restrict_host_addresses`, because aioice gathers on every interface but loopback, on any port, and has no
 setting for either (it also binds host candidates inside a `PortRange`); `guard_ice`, because aioice sends checks
 to any remote candidate it is given, for as long as it is given more; and `LinkProbe`, which reads how much a peer
@@ -18,7 +19,9 @@ Relied-on names (private unless said otherwise):
 - aiortc modules: aiortc.clock.current_ntp_time; aiortc.codecs.h264.h264_depayload; aiortc.codecs.vpx.vp8_depayload;
   aiortc.rtp: RTP_HISTORY_SIZE, RtpPacket, RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci, unwrap_rtx;
   aiortc.sdp: SessionDescription, candidate_from_sdp; aiortc.utils: uint16_add, uint16_gt;
-  aiortc.rtcrtpreceiver.StreamStatistics.
+  aiortc.rtcrtpreceiver.StreamStatistics; aiortc.rtp.HeaderExtensions; aiortc.rtcdtlstransport.State.
+- pylibsrtp (aiortc's SRTP, for the native fast path): pylibsrtp._binding: ffi, lib (srtp_protect, srtp_unprotect);
+  Session: _srtp.
 - RtpPacket: _data (set by RTCRtpReceiver._handle_rtp_packet), padding_size, extensions (abs_send_time, mid,
   audio_level), serialize.
 - RTCRtpReceiver: _RTCRtpReceiver__started, __jitter_buffer, __decoder_queue, __codecs, __remote_streams,
@@ -26,7 +29,9 @@ Relied-on names (private unless said otherwise):
   _send_rtcp_nack, _send_rtcp_pli.
 - RTCRtpSender: _RTCRtpSender__started, __mid, __rtp_header_extensions_map, __rtp_history, __ntp_timestamp,
   __rtp_timestamp, __octet_count, __packet_count; _ssrc, _rtx_ssrc, _send_keyframe.
-- RTCRtpTransceiver: _codecs. RTCDtlsTransport: _RTCDtlsTransport__rx_packets, _send_rtp.
+- RTCRtpTransceiver: _codecs. RTCDtlsTransport: _RTCDtlsTransport__rx_packets, _send_rtp, _rx_srtp, _tx_srtp,
+  _state, _rtp_router (RtpRouter: route_rtp), _rtp_header_extensions_map (HeaderExtensionsMap: __ids), __rx_bytes,
+  __tx_packets, __tx_bytes.
   RTCIceTransport: _connection. RTCIceGatherer: _connection.
 - aioice modules: aioice.ice: CandidatePair (State.WAITING, FROZEN, FAILED), TransportPolicy.ALL,
   get_host_addresses, StunProtocol, server_reflexive_candidate; aioice.candidate: Candidate, candidate_foundation,
@@ -35,7 +40,7 @@ Relied-on names (private unless said otherwise):
   _check_list, _remote_candidates, _local_candidates_start, _local_candidates, _local_candidates_end, _components,
   _protocols, _closing, _nominated, _use_ipv4, _use_ipv6, _transport_policy, stun_server, gather_candidates,
   get_component_candidates. aioice Candidate: _network_host. CandidatePair: task, state. StunProtocol: transport,
-  local_candidate.
+  local_candidate, datagram_received (replaced per instance by `DirectReceive`).
 - asyncio's datagram transport (CPython): _buffer, _buffer_size (and _header_size where this Python has it).
 """
 
