@@ -14,9 +14,15 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+# Samples whose innermost Python frame is one of these spent their time in the native module's call (py-spy shows
+# no C frames without --native): (stage, leaf function).
+LEAVES: list[tuple[str, str]] = [
+    ("direct receive (+ unprotect and parse in C when native)", "DirectReceive._handler.<locals>.received"),
+    ("native: build + protect + sendto (C)", "SenderPort._send_native"),
+]
+
 # (stage, any of these substrings in the stack); first match wins, so the order goes from the most specific.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("native fast path", ("gateway/media/fast", "callin_fastpath")),
     ("SRTP unprotect", ("Session.unprotect", "unprotect_rtcp")),
     ("SRTP protect", ("Session.protect",)),
     ("sendto (syscall + asyncio transport)", ("sendto", "_SelectorDatagramTransport.sendto", "Connection.send ",
@@ -29,7 +35,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
                                                  "StreamStatistics", "NackGenerator")),
     ("receive + parse (aioice queue, RtpPacket.parse)", ("RtpPacket.parse", "_handle_rtp_data", "_recv_next",
                                                          "datagram_received", "Connection._recv",
-                                                         "Connection.recv")),
+                                                         "Connection.recv", "DirectReceive", "_read_ready")),
     ("records writer thread", ("RecordWriter",)),
     ("other media (watchdog, ICE, DTLS)", ("aioice", "aiortc", "gateway/media")),
     ("event loop (epoll, scheduling)", ("_run_once", "select", "Handle._run")),
@@ -37,6 +43,10 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
 
 
 def stage(stack: str) -> str:
+    leaf = stack.rsplit(";", 1)[-1].split(" (", 1)[0]
+    for name, function in LEAVES:
+        if leaf == function:
+            return name
     for name, needles in STAGES:
         if any(n in stack for n in needles):
             return name
