@@ -163,7 +163,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-async def measure(system: Any, calls: int, hold: float, warmup: float) -> dict[str, Any]:
+async def measure(system: Any, calls: int, hold: float, warmup: float, profile: str | None = None) -> dict[str, Any]:
     pid = await system.start(calls)
     rss0 = proc_rss_mb(pid)
     workers = max(1, math.ceil(calls / CALLS_PER_WORKER))
@@ -184,9 +184,17 @@ async def measure(system: Any, calls: int, hold: float, warmup: float) -> dict[s
     # The system's CPU over the same window as the workers' measurement.
     await asyncio.sleep(max(0.0, start_at + warmup - time.time()))
     cpu0, t0 = tree_cpu_seconds(pid), time.monotonic()  # the server and its media workers together
+    spy = None
+    if profile and isinstance(system, CallinSystem):  # sample the relay over the measurement window (py-spy)
+        out = RESULTS / f"profile-{system.name}-{calls}.txt"
+        spy = await asyncio.create_subprocess_exec(
+            profile, "record", "-p", str(pid), "-r", "200", "-d", str(int(hold)), "--nonblocking", "-f", "raw",
+            "-o", str(out), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     await asyncio.sleep(hold)
     cpu1, t1 = tree_cpu_seconds(pid), time.monotonic()
     rss1 = proc_rss_mb(pid)
+    if spy is not None:
+        await spy.wait()
     outputs = []
     for proc in procs:
         out, err = await proc.communicate()
@@ -250,6 +258,10 @@ def _make_systems(names: list[str]) -> list[Any]:
     for name in names:
         if name == "callin-packet":  # media in the server's own process (as before media workers)
             systems.append(CallinSystem(name, "packet", CALLIN_MEDIA_WORKERS="0"))
+        elif name == "callin-packet-python":  # the fast path without its native module (its fallback)
+            systems.append(CallinSystem(name, "packet", CALLIN_MEDIA_WORKERS="0", CALLIN_RELAY_FAST_PATH="python"))
+        elif name == "callin-packet-aiortc":  # aiortc's own per-packet path (before the fast path)
+            systems.append(CallinSystem(name, "packet", CALLIN_MEDIA_WORKERS="0", CALLIN_RELAY_FAST_PATH="off"))
         elif name.startswith("callin-workers-"):  # media in N worker processes beside the server
             systems.append(CallinSystem(name, "packet", CALLIN_MEDIA_WORKERS=name.rsplit("-", 1)[1]))
         elif name == "callin-packet-stock-receive":  # before the profile-driven receive path (for the ratio)
@@ -275,7 +287,7 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for system in make_systems(args.systems.split(","), args.system_cpus):
         async def point(calls: int) -> dict[str, Any]:
-            row = await measure(system, calls, args.hold, args.warmup)
+            row = await measure(system, calls, args.hold, args.warmup, args.profile)
             rows.append(row)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                               if k not in ("errors",)}), flush=True)
@@ -451,6 +463,9 @@ def main() -> None:
                         help="CPUs the measured system is pinned to (the first ones); the load generator gets the rest")
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--keep-going", action="store_true", help="continue a system's sweep after a failing point")
+    parser.add_argument("--profile", metavar="PY_SPY",
+                        help="py-spy executable: sample each Callin system over each point's window into "
+                             "results/profile-<system>-<calls>.txt (folded stacks; bench/profile.py sums them up)")
     parser.add_argument("--report", type=Path, help="rewrite the table and plot of an earlier result JSON, no run")
     args = parser.parse_args()
     if args.report is not None:

@@ -469,6 +469,9 @@ class Settings(BaseSettings):
     audio_queue_frames: int = Field(10, ge=2, le=600)
     keyframe_request_interval_s: float = Field(0.3, ge=0.0, le=10)
     relay_lean_receive: bool = Field(True, description="packet mode: skip aiortc's decoder-only receive work")
+    relay_fast_path: Literal["auto", "native", "python", "off"] = Field(
+        "auto", description="packet mode's per-packet path: native (C module, built at install when a compiler is "
+        "there), python (direct receive without the C module), off (aiortc's own path); auto: native if built")
     media_workers: int | None = Field(
         None, ge=0, le=256,
         description="media worker processes (one event loop each; all legs of a call in one worker): 0 runs media "

@@ -8,7 +8,8 @@ Three hooks make aiortc forward instead of transcode:
 - `on_keyframe_request`: a PLI/FIR that reaches one of our senders calls us instead of flagging an encoder.
 - `request_keyframe`: send a PLI from a receiver to the remote sender.
 The sender side needs no hook: a track that yields `av.Packet` is packetized by aiortc without encoding.
-`SenderPort` sends already-encoded RTP through a sender; `lean_receive` is a receive path without decoder work.
+`SenderPort` sends already-encoded RTP through a sender; `lean_receive` is a receive path without decoder work;
+`DirectReceive` and `NativeSrtp` are the fast path's hooks (gateway/media/fastpath.py).
 Plus `restrict_host_addresses`, because aioice gathers on every interface but loopback, on any port, and has no
 setting for either (it also binds host candidates inside a `PortRange`); `guard_ice`, because aioice sends checks
 to any remote candidate it is given, for as long as it is given more; and `LinkProbe`, which reads how much a peer
@@ -18,7 +19,9 @@ Relied-on names (private unless said otherwise):
 - aiortc modules: aiortc.clock.current_ntp_time; aiortc.codecs.h264.h264_depayload; aiortc.codecs.vpx.vp8_depayload;
   aiortc.rtp: RTP_HISTORY_SIZE, RtpPacket, RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci, unwrap_rtx;
   aiortc.sdp: SessionDescription, candidate_from_sdp; aiortc.utils: uint16_add, uint16_gt;
-  aiortc.rtcrtpreceiver.StreamStatistics.
+  aiortc.rtcrtpreceiver.StreamStatistics; aiortc.rtp.HeaderExtensions; aiortc.rtcdtlstransport.State.
+- pylibsrtp (aiortc's SRTP, for the native fast path): pylibsrtp._binding: ffi, lib (srtp_protect, srtp_unprotect);
+  Session: _srtp.
 - RtpPacket: _data (set by RTCRtpReceiver._handle_rtp_packet), padding_size, extensions (abs_send_time, mid,
   audio_level), serialize.
 - RTCRtpReceiver: _RTCRtpReceiver__started, __jitter_buffer, __decoder_queue, __codecs, __remote_streams,
@@ -26,7 +29,9 @@ Relied-on names (private unless said otherwise):
   _send_rtcp_nack, _send_rtcp_pli.
 - RTCRtpSender: _RTCRtpSender__started, __mid, __rtp_header_extensions_map, __rtp_history, __ntp_timestamp,
   __rtp_timestamp, __octet_count, __packet_count; _ssrc, _rtx_ssrc, _send_keyframe.
-- RTCRtpTransceiver: _codecs. RTCDtlsTransport: _RTCDtlsTransport__rx_packets, _send_rtp.
+- RTCRtpTransceiver: _codecs. RTCDtlsTransport: _RTCDtlsTransport__rx_packets, _send_rtp, _rx_srtp, _tx_srtp,
+  _state, _rtp_router (RtpRouter: route_rtp), _rtp_header_extensions_map (HeaderExtensionsMap: __ids), __rx_bytes,
+  __tx_packets, __tx_bytes.
   RTCIceTransport: _connection. RTCIceGatherer: _connection.
 - aioice modules: aioice.ice: CandidatePair (State.WAITING, FROZEN, FAILED), TransportPolicy.ALL,
   get_host_addresses, StunProtocol, server_reflexive_candidate; aioice.candidate: Candidate, candidate_foundation,
@@ -35,7 +40,7 @@ Relied-on names (private unless said otherwise):
   _check_list, _remote_candidates, _local_candidates_start, _local_candidates, _local_candidates_end, _components,
   _protocols, _closing, _nominated, _use_ipv4, _use_ipv6, _transport_policy, stun_server, gather_candidates,
   get_component_candidates. aioice Candidate: _network_host. CandidatePair: task, state. StunProtocol: transport,
-  local_candidate.
+  local_candidate, datagram_received (replaced per instance by `DirectReceive`).
 - asyncio's datagram transport (CPython): _buffer, _buffer_size (and _header_size where this Python has it).
 """
 
@@ -60,7 +65,6 @@ from aiortc import (
     RTCRtpReceiver,
     RTCRtpSender,
     RTCRtpTransceiver,
-    clock,
 )
 from aiortc.codecs.h264 import h264_depayload
 from aiortc.codecs.vpx import vp8_depayload
@@ -75,7 +79,7 @@ log = logging.getLogger(__name__)
 
 
 __all__ = [
-    "HookError", "LinkProbe", "RtpPacket", "SenderPort", "SessionDescription", "announce_address",
+    "DirectReceive", "HookError", "LinkProbe", "NativeSrtp", "OutgoingPacket", "RtpPacket", "SenderPort", "SessionDescription", "announce_address",
     "candidate_from_sdp", "depayloaded", "forget_sent", "guard_ice", "h264_depayload", "ice_connections",
     "nominated_candidate_types",
     "lean_receive", "negotiated_codecs", "on_keyframe_request", "receiver_codecs", "request_keyframe",
@@ -201,6 +205,21 @@ def count_keyframe_requests(sender: RTCRtpSender) -> list[float]:
     return asked
 
 
+NTP_OFFSET_S = 2208988800  # seconds from 1900-01-01 (NTP's epoch) to 1970-01-01
+
+
+def ntp_now() -> int:
+    """aiortc's clock.current_ntp_time (64-bit NTP time) from time.time(), without a datetime per packet."""
+    now = time.time() + NTP_OFFSET_S
+    whole = int(now)
+    return (whole << 32) | int((now - whole) * 4294967296.0)
+
+
+def ms_now() -> int:
+    """aiortc's clock.current_ms (milliseconds since NTP's epoch), without a datetime per packet."""
+    return int((time.time() + NTP_OFFSET_S) * 1000)
+
+
 def send_now(coro: Any) -> None:
     """Run a send coroutine to completion now if it does not suspend (a UDP pair never does); if it suspends
     (e.g. a TURN channel being bound), finish it from the loop. Saves a Task per forwarded packet."""
@@ -243,12 +262,21 @@ class SenderPort:
         self._history: dict[int, RtpPacket] = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
         self._ext_map = sender._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
         self.mid: str | None = None
+        self._native: NativeSrtp | None = None
+        self.sent_natively = 0
+        self._pair: Any = None
+        self._transport: Any = None
+        self._fd = -1
+        self._ids = (0, 0, 0)
+        self._mid = b""
+        self._session: Any = None
+        self._ctx = 0
 
     @property
     def ready(self) -> bool:
         """The sender runs (negotiated, DTLS up): packets can go out."""
         sender = self._sender
-        if not sender._RTCRtpSender__started or sender.transport.state != "connected":  # type: ignore[attr-defined]
+        if not sender._RTCRtpSender__started or sender.transport._state is not _DTLS_CONNECTED:  # type: ignore[attr-defined]
             return False
         if self.mid is None:
             self.mid = sender._RTCRtpSender__mid  # type: ignore[attr-defined]
@@ -263,17 +291,211 @@ class SenderPort:
         except AttributeError:
             return 0
 
-    def send(self, packet: RtpPacket) -> None:
-        ntp = clock.current_ntp_time()
-        packet.extensions.mid = self.mid
-        packet.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
-        self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet
-        send_now(self._sender.transport._send_rtp(packet.serialize(self._ext_map)))
+    def use_native(self, native: Any) -> None:
+        """Protect and send through the native fast path (`gateway.media._fastpath`) from now on."""
+        self._native = native
+
+    def send(self, packet: "OutgoingPacket") -> None:
+        ntp = ntp_now()
+        packet.mid = self.mid
+        packet.abs_send_time = (ntp >> 14) & 0x00FFFFFF
+        self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet  # type: ignore[assignment]
         sender = self._sender
+        if self._native is not None and self._send_native(packet):
+            self.sent_natively += 1
+        else:
+            send_now(sender.transport._send_rtp(packet.serialize(self._ext_map)))
         sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
         sender._RTCRtpSender__rtp_timestamp = packet.timestamp  # type: ignore[attr-defined]
         sender._RTCRtpSender__octet_count += len(packet.payload)  # type: ignore[attr-defined]
         sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
+
+    def _send_native(self, packet: "OutgoingPacket") -> bool:
+        """SRTP-protect and send in C, with the DTLS transport's own SRTP session; False when this packet must take
+        aiortc's path (not connected, or asyncio already buffers for this socket: sending past it would reorder)."""
+        dtls = self._sender.transport
+        session = dtls._tx_srtp
+        if session is None or dtls._state is not _DTLS_CONNECTED:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            return False
+        if pair is not self._pair:
+            transport = pair.protocol.transport
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is None:
+                return False
+            self._pair, self._transport, self._fd = pair, transport, sock.fileno()
+            self._ids = extension_ids(self._ext_map)
+            self._mid = (self.mid or "").encode()
+        transport = self._transport
+        if transport.is_closing() or transport.get_write_buffer_size():
+            return False
+        if session is not self._session:
+            self._session, self._ctx = session, srtp_context(session)
+        mid_id, abs_id, audio_id = self._ids
+        level = packet.audio_level
+        remote = pair.remote_candidate
+        result = self._native.module.protect_send(
+            self._native.protect, self._ctx, self._fd, remote.host, remote.port, packet.payload_type,
+            packet.marker, packet.sequence_number, packet.timestamp, packet.ssrc, packet.payload, packet.padding_size,
+            mid_id, self._mid, abs_id, packet.abs_send_time, audio_id,
+            -1 if level is None else (0x80 if level[0] else 0) | level[1])
+        if isinstance(result, bytes):  # the socket would block: asyncio queues it (and LinkProbe sees it there)
+            transport.sendto(result, (remote.host, remote.port))
+        dtls._RTCDtlsTransport__tx_packets += 1
+        dtls._RTCDtlsTransport__tx_bytes += len(result) if isinstance(result, bytes) else max(result, 0)
+        return True
+
+
+class OutgoingPacket:
+    """An RTP packet the forwarder sends: the few fields it sets, cheaper to make than aiortc's RtpPacket. Kept in
+    the sender's retransmission history, where aiortc's `_retransmit` uses it like an RtpPacket."""
+
+    __slots__ = ("payload_type", "marker", "sequence_number", "timestamp", "ssrc", "payload", "padding_size",
+                 "audio_level", "mid", "abs_send_time")
+
+    def __init__(self, payload_type: int, marker: int, sequence_number: int, timestamp: int, ssrc: int,
+                 payload: bytes, padding_size: int = 0, audio_level: Any = None) -> None:
+        self.payload_type = payload_type
+        self.marker = marker
+        self.sequence_number = sequence_number
+        self.timestamp = timestamp
+        self.ssrc = ssrc
+        self.payload = payload
+        self.padding_size = padding_size
+        self.audio_level = audio_level
+        self.mid: str | None = None
+        self.abs_send_time: int | None = None
+
+    @property
+    def csrc(self) -> list[int]:
+        return []
+
+    @property
+    def extensions(self) -> Any:
+        from aiortc.rtp import HeaderExtensions
+
+        return HeaderExtensions(abs_send_time=self.abs_send_time, audio_level=self.audio_level, mid=self.mid)
+
+    def to_rtp(self) -> RtpPacket:
+        packet = RtpPacket(payload_type=self.payload_type, marker=self.marker, sequence_number=self.sequence_number,
+                           timestamp=self.timestamp, ssrc=self.ssrc, payload=self.payload)
+        packet.padding_size = self.padding_size
+        packet.extensions = self.extensions
+        return packet
+
+    def serialize(self, extensions_map: Any) -> bytes:
+        return self.to_rtp().serialize(extensions_map)
+
+
+def extension_ids(extensions_map: Any) -> tuple[int, int, int]:
+    """(mid, abs-send-time, audio level) one-byte header extension ids of a negotiated map; 0 where absent."""
+    ids = extensions_map._HeaderExtensionsMap__ids
+    return ids.mid or 0, ids.abs_send_time or 0, ids.audio_level or 0
+
+
+class NativeSrtp:
+    """The native module and the addresses of srtp_protect/srtp_unprotect in pylibsrtp's bundled libsrtp, whose
+    sessions aiortc's DTLS transports hold (so one SRTP context per direction, whichever path a packet takes)."""
+
+    def __init__(self, module: Any) -> None:
+        from pylibsrtp._binding import ffi, lib
+
+        self.module = module
+        self.protect = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
+        self.unprotect = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect")))
+
+
+def srtp_context(session: Any) -> int:
+    """The srtp_t of a pylibsrtp Session, as an address (valid while the session lives)."""
+    from pylibsrtp._binding import ffi
+
+    return int(ffi.cast("uintptr_t", session._srtp[0]))
+
+
+def _dtls_connected() -> Any:
+    from aiortc.rtcdtlstransport import State
+
+    return State.CONNECTED
+
+
+_DTLS_CONNECTED = _dtls_connected()
+
+
+class DirectReceive:
+    """Takes a peer connection's SRTP packets (not SRTCP, not DTLS) straight from the socket's protocol callback to
+    the receiver, synchronously: no aioice queue, no Task step of the DTLS transport per packet, no STUN parse
+    attempt. SRTP and parsing are done by the native module when given, else by pylibsrtp and aiortc's parser.
+    Everything else the socket receives takes aioice's and aiortc's usual way. Install once the leg is connected."""
+
+    def __init__(self, pc: RTCPeerConnection, native: NativeSrtp | None) -> None:
+        self._native = native
+        self.installed = 0
+        self.packets = 0  # SRTP packets taken directly (for tests and stats)
+        seen: set[int] = set()
+        for transceiver in pc.getTransceivers():
+            dtls = transceiver.receiver.transport
+            if dtls is None or id(dtls) in seen:
+                continue
+            seen.add(id(dtls))
+            for name in ("_rx_srtp", "_state", "_rtp_router", "_rtp_header_extensions_map", "_RTCDtlsTransport__rx_packets",
+                         "_RTCDtlsTransport__rx_bytes"):
+                if not hasattr(dtls, name):
+                    raise HookError(f"aiortc RTCDtlsTransport has no {name!r}: this aiortc version is not supported")
+            connection = dtls.transport._connection
+            for protocol in connection._protocols:
+                original = protocol.datagram_received
+                protocol.datagram_received = self._handler(dtls, original)
+                self.installed += 1
+
+    def _handler(self, dtls: Any, original: Callable[[bytes, Any], None]) -> Callable[[bytes, Any], None]:
+        import pylibsrtp
+
+        router = dtls._rtp_router
+        ext_map = dtls._rtp_header_extensions_map
+        native = self._native
+        ids = extension_ids(ext_map)
+        connected = _DTLS_CONNECTED
+        context: list[Any] = [None, 0]  # the rx session and its srtp_t, looked up once per session
+
+        def received(data: bytes, addr: Any) -> None:
+            session = dtls._rx_srtp
+            # SRTP: version 2 (first byte 128-191); SRTCP has packet types 192-223 in the second byte.
+            if session is None or not 127 < data[0] < 192 or dtls._state is not connected or 191 < data[1] < 224:
+                original(data, addr)
+                return
+            dtls._RTCDtlsTransport__rx_packets += 1
+            dtls._RTCDtlsTransport__rx_bytes += len(data)
+            self.packets += 1
+            if native is not None:
+                if session is not context[0]:
+                    context[0], context[1] = session, srtp_context(session)
+                fields = native.module.unprotect_parse(native.unprotect, context[1], data, *ids)
+                if fields.__class__ is int:
+                    return  # not authentic, replayed or malformed: dropped, as aiortc does
+                packet = _packet(fields)
+            else:
+                try:
+                    packet = RtpPacket.parse(session.unprotect(data), ext_map)
+                except (pylibsrtp.Error, ValueError):
+                    return
+            receiver = router.route_rtp(packet)
+            if receiver is not None:
+                send_now(receiver._handle_rtp_packet(packet, arrival_time_ms=ms_now()))
+
+        return received
+
+
+def _packet(fields: tuple[Any, ...]) -> RtpPacket:
+    pt, marker, seq, ts, ssrc, payload, padding, _cc, abs_send_time, audio_level, mid = fields
+    packet = RtpPacket(payload_type=pt, marker=marker, sequence_number=seq, timestamp=ts, ssrc=ssrc, payload=payload)
+    packet.padding_size = padding
+    extensions = packet.extensions
+    extensions.abs_send_time = abs_send_time
+    extensions.audio_level = audio_level
+    extensions.mid = mid
+    return packet
 
 
 def ice_connections(pc: RTCPeerConnection) -> list[Any]:

@@ -29,6 +29,7 @@ from . import aiortc_internals as internals
 from .aiortc_internals import SessionDescription, candidate_from_sdp, negotiated_codecs
 from .assembler import AudioAssembler, VideoAssembler
 from .candidates import CandidateGate, CandidatePolicy, CheckBudget, networks
+from . import fastpath
 from .codecs import OPUS
 from .forward import ForwardTrack, Producer
 from .health import Liveness, MediaWatchdog, WatchdogConfig
@@ -64,6 +65,7 @@ class MediaConfig:
     max_sdp_bytes: int = 32 * 1024
     relay_mode: str = "packet"
     lean_receive: bool = True
+    fast_path: str = "auto"  # packet mode: native / python / off (fastpath.FastPath), auto: native if built
     candidates: CandidatePolicy = field(default_factory=CandidatePolicy)
     connect_timeout_s: float = 30.0
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
@@ -83,6 +85,7 @@ class MediaConfig:
             max_sdp_bytes=settings.max_sdp_bytes,
             relay_mode=settings.relay_mode,
             lean_receive=settings.relay_lean_receive,
+            fast_path=fastpath.resolve(settings.relay_fast_path).value if settings.relay_mode == "packet" else "off",
             candidates=CandidatePolicy(
                 max_candidates=settings.media_max_remote_candidates,
                 max_checks=settings.media_max_ice_checks,
@@ -133,6 +136,8 @@ class Leg(AsyncIOEventEmitter):
         self._outgoing: dict[str, MediaStreamTrack] = {}
         self._slots: dict[RTCRtpTransceiver, str] = {}
         self.packet_mode = config.relay_mode == "packet"
+        self._fast = fastpath.for_leg(config.fast_path) if self.packet_mode else None  # None: aiortc's own path
+        self.direct: internals.DirectReceive | None = None  # installed when connected (fast path)
         # "transcode": aiortc's stock path (decode, MediaRelay, encode). A baseline for the benchmark, and a way
         # out when two legs cannot agree on a codec. The receivers decode, so nothing is tapped.
         self.transcode = config.relay_mode == "transcode"
@@ -177,11 +182,20 @@ class Leg(AsyncIOEventEmitter):
             self._stop_connect_timer()
             if self._monitor is None and not self.closed:
                 self._monitor = asyncio.ensure_future(self._watch())
+            if self._fast is not None and not self.closed:
+                self._receive_directly()
         if not self.hushed:
             self.emit("state", state)
         if state in ("failed", "closed") and not self.closed:
             # Nobody here closed it: the participant's side went away (no hang-up), a failure of the call's media.
             self._fail(self._failure_cause() if state == "failed" else "closed_by_remote")
+
+    def _receive_directly(self) -> None:
+        fast, self._fast = self._fast, None  # once per leg
+        try:
+            self.direct = internals.DirectReceive(self.pc, fast.native)
+        except internals.HookError as exc:
+            log.error("leg %s: packets take aiortc's path: %s", self.id, exc)
 
     def _failure_cause(self) -> str:
         for transceiver in self.pc.getTransceivers():
@@ -440,6 +454,8 @@ class Leg(AsyncIOEventEmitter):
             return
         if self.packet_mode:
             self.consumers[slot] = RtpForwarder(kind, transceiver.sender, codec.payloadType)
+            if self._fast is not None and self._fast.native is not None:
+                self.consumers[slot].use_native(self._fast.native)
         consumer = self.consumers[slot]
         consumer.set_codec(codec.name)
         if kind == "video":

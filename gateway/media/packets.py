@@ -18,7 +18,7 @@ from collections.abc import Callable
 from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpSender
 
 from . import aiortc_internals as internals
-from .aiortc_internals import RtpPacket, uint16_gt
+from .aiortc_internals import OutgoingPacket, RtpPacket, uint16_gt
 from .codecs import CLOCK_RATES
 from .forward import ForwardStats
 from .viewer import KeyframeBudget
@@ -156,22 +156,23 @@ class RtpForwarder:
                 self._skip_to_keyframe()
             return
         seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
-        out = RtpPacket(
-            payload_type=self._payload_type,
-            marker=packet.marker,
-            sequence_number=seq,
-            timestamp=(packet.timestamp + self._ts_offset) & 0xFFFFFFFF,
-            ssrc=port.ssrc,
-            payload=packet.payload,
-        )
-        out.padding_size = packet.padding_size
-        out.extensions.audio_level = packet.extensions.audio_level
-        port.send(out)
+        ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        port.send(OutgoingPacket(self._payload_type, packet.marker, seq, ts, port.ssrc, packet.payload,
+                                 packet.padding_size, packet.extensions.audio_level))
         self.stats.frames_out += 1
         if uint16_gt(seq, self._last_seq) or self._last_ts is None:
             self._last_seq = seq
-            self._last_ts = out.timestamp
+            self._last_ts = ts
             self._last_time = time.monotonic()
+
+    def use_native(self, native: Any) -> None:
+        """Send through the native fast path (fastpath.for_leg)."""
+        self._port.use_native(native)
+
+    @property
+    def sent_natively(self) -> int:
+        """Packets sent by the native fast path (the rest took aiortc's way)."""
+        return getattr(self._port, "sent_natively", 0)
 
     @property
     def ssrc(self) -> int:

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from gateway.media import aiortc_internals as internals
+from gateway.media import fastpath
 from tests.support.clients import Agent, Caller, wait_until
 
 from tests.support.server import running_gateway
@@ -14,10 +15,15 @@ from tests.support.server import running_gateway
 pytestmark = pytest.mark.media
 
 
-@pytest.fixture(params=["packet", "frame"])
+@pytest.fixture(params=["packet", "packet-python", "packet-aiortc", "frame"])
 async def gateway(request):
-    """Every call test runs against both forwarding modes of the relay."""
-    async with running_gateway(relay_mode=request.param) as gw:
+    """Every call test runs against both forwarding modes of the relay, and packet forwarding on each of its
+    per-packet paths: native (the C module), python (its fallback) and aiortc's own (relay_fast_path=off)."""
+    mode, _, path = request.param.partition("-")
+    fast = {"": "native", "python": "python", "aiortc": "off"}[path]
+    if mode == "packet" and fast == "native" and fastpath.native_module() is None:
+        pytest.skip("gateway.media._fastpath is not built (pip install -e . with a C compiler: scripts/setup.sh)")
+    async with running_gateway(relay_mode=mode, relay_fast_path=fast) as gw:
         yield gw
 
 LOCATION = {"lat": 52.52, "lon": 13.405, "accuracy_m": 12.5, "timestamp": 1_790_000_000.0}
@@ -72,6 +78,15 @@ async def test_video_call_end_to_end(gateway, caller_token):
     gaps = sum(b - a - 1 for a, b in zip(counters, counters[1:]))
     assert gaps <= len(counters) // 10, f"{gaps} frames lost of {len(counters)}"
     assert counters[-1] <= caller.video.counter
+
+    # The per-packet path the gateway was set to is the one that carried the media.
+    agent_leg = next(iter(gateway.board.relays[queued["call_id"]].agents.values()))
+    fast = gateway.settings.relay_fast_path if gateway.settings.relay_mode == "packet" else "off"
+    direct = caller_leg.direct.packets if caller_leg.direct is not None else 0
+    video_out = agent_leg.consumers["video"]
+    native, sent = (video_out.sent_natively, video_out.stats.frames_out) if fast != "off" else (0, 0)
+    assert (direct > 50) == (fast != "off"), (fast, direct)
+    assert (native >= 0.9 * sent > 30) == (fast == "native"), (fast, native, sent)
 
     # Audio both ways, told apart by their tones.
     assert abs(agent.peer.sinks["audio"].dominant_frequency() - 880) < 30
@@ -190,3 +205,54 @@ async def test_transcoding_baseline_still_carries_the_content(caller_token):
         assert abs(caller.peer.sinks["audio"].dominant_frequency() - 440) < 30
         await caller.close()
         await agent.close()
+
+
+async def test_packets_lost_towards_the_agent_are_retransmitted(gateway, caller_token):
+    """NACK recovery: one in 12 of the relay's video packets to the agent is lost on the way (dropped at the
+    agent's socket, first transmission only); the agent's receiver asks again (NACK) and the relay answers from its
+    history, so every frame still arrives whole, in order. Without retransmission each loss breaks a frame and the
+    decoder's picture until the next keyframe (frames missing from the counters)."""
+    agent = Agent(gateway.base_url)
+    await agent.connect()
+    caller = Caller(gateway.base_url, caller_token())
+    await caller.connect()
+    await caller.start("video")
+    offer = await agent.wait_offer()
+    await agent.accept(offer["call_id"])
+    await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) > 10, 15)
+
+    video = next(t for t in agent.peer.pc.getTransceivers() if t.kind == "video")
+    video_pt = internals.negotiated_codecs(video)[0].payloadType
+    seen: set[int] = set()
+    dropped: set[int] = set()
+    repeated: list[int] = []  # retransmissions that reached the agent (RTX, or the same sequence number again)
+
+    def lossy(original):
+        def received(data: bytes, addr) -> None:
+            if len(data) >= 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 223:
+                pt, seq = data[1] & 0x7F, int.from_bytes(data[2:4], "big")
+                if pt == video_pt:
+                    if seq in dropped:
+                        repeated.append(seq)
+                    elif seq not in seen:
+                        seen.add(seq)
+                        if len(seen) % 12 == 0:
+                            dropped.add(seq)
+                            return
+                elif pt != video_pt and pt >= 96 and pt not in (111,):  # RTX (opus is 111 in aiortc)
+                    repeated.append(seq)
+            original(data, addr)
+        return received
+
+    for connection in internals.ice_connections(agent.peer.pc):
+        for protocol in connection._protocols:
+            protocol.datagram_received = lossy(protocol.datagram_received)
+    start = len(agent.peer.sinks["video"].counters)
+    await wait_until(lambda: len(dropped) >= 15 and len(agent.peer.sinks["video"].counters) >= start + 90, 30)
+    counters = agent.peer.sinks["video"].counters[start:]
+    assert None not in counters and in_order(counters), counters
+    gaps = sum(b - a - 1 for a, b in zip(counters, counters[1:]))
+    assert gaps <= 3, f"{gaps} frames missing of {len(counters)} with {len(dropped)} packets lost"
+    assert len(repeated) >= len(dropped) // 2, (len(repeated), len(dropped))
+    await caller.close()
+    await agent.close()

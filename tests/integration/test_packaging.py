@@ -40,10 +40,10 @@ PACKAGE_ROOTS = ("callin_sdk", "gateway", "signaling")  # the importable package
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's wheel, built offline from a copy of the source (pip wheel, no index, no build isolation)."""
     src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for name in PACKAGE_ROOTS + ("web",):
-        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in PACKAGE_ROOTS + ("web",):  # without a native module built in place: the wheel's build makes it
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     out = tmp_path_factory.mktemp("wheel")
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
                             "--no-build-isolation", str(src), "-w", str(out)],
@@ -64,6 +64,8 @@ def test_the_wheel_holds_the_web_assets_and_every_package(wheel: Path) -> None:
     assert not missing, f"modules not in the wheel (add their package to pyproject.toml): {missing}"
     assert "gateway/store/migrations/script.py.mako" in names
     assert not [n for n in names if n.startswith(("tests/", "bench/", "web/"))]
+    if shutil.which("cc"):  # the native fast path is built with the package where there is a compiler
+        assert [n for n in names if n.startswith("gateway/media/_fastpath.") and n.endswith(".so")], sorted(names)
 
 
 @pytest.fixture(scope="module")

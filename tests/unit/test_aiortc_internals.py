@@ -31,6 +31,10 @@ MODULE_NAMES: list[tuple[str, str]] = [
     ("aiortc.utils", "uint16_add"),
     ("aiortc.utils", "uint16_gt"),
     ("aiortc.rtcrtpreceiver", "StreamStatistics"),
+    ("aiortc.rtp", "HeaderExtensions"),
+    ("aiortc.rtcdtlstransport", "State"),
+    ("pylibsrtp._binding", "ffi"),
+    ("pylibsrtp._binding", "lib"),
     *[("aioice.ice", name) for name in ("CandidatePair", "TransportPolicy", "get_host_addresses", "StunProtocol",
                                         "server_reflexive_candidate")],
     ("aioice.candidate", "Candidate"),
@@ -53,6 +57,12 @@ OBJECT_NAMES: list[tuple[str, str]] = [
     ("RTCRtpTransceiver", "_codecs"),
     ("RTCDtlsTransport", "_RTCDtlsTransport__rx_packets"),
     ("RTCDtlsTransport", "_send_rtp"),
+    *[("RTCDtlsTransport", name) for name in (
+        "_rx_srtp", "_tx_srtp", "_state", "_rtp_router", "_rtp_header_extensions_map", "_RTCDtlsTransport__rx_bytes",
+        "_RTCDtlsTransport__tx_packets", "_RTCDtlsTransport__tx_bytes")],
+    ("HeaderExtensionsMap", "_HeaderExtensionsMap__ids"),
+    ("RtpRouter", "route_rtp"),
+    ("Session", "_srtp"),
     ("RTCIceTransport", "_connection"),
     ("RTCIceGatherer", "_connection"),
     *[("Connection", name) for name in (
@@ -67,6 +77,7 @@ OBJECT_NAMES: list[tuple[str, str]] = [
     ("CandidatePair", "state"),
     ("StunProtocol", "transport"),
     ("StunProtocol", "local_candidate"),
+    ("StunProtocol", "datagram_received"),
     ("DatagramTransport", "_buffer"),
     ("DatagramTransport", "_buffer_size"),
 ]
@@ -106,6 +117,9 @@ async def objects() -> AsyncIterator[dict[str, Any]]:
     remote = Candidate(foundation="2", component=1, transport="udp", priority=1, host="127.0.0.1", port=9,
                        type="host")
     packet = RtpPacket()
+    from pylibsrtp import Policy, Session
+
+    session = Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
     try:
         yield {
             "RTCRtpReceiver": transceiver.receiver, "RTCRtpSender": transceiver.sender,
@@ -113,6 +127,7 @@ async def objects() -> AsyncIterator[dict[str, Any]]:
             "RTCIceGatherer": ice.iceGatherer, "Connection": connection, "RtpPacket": packet,
             "RtpPacket.extensions": packet.extensions, "Candidate": remote,
             "CandidatePair": CandidatePair(protocol, remote), "StunProtocol": protocol, "DatagramTransport": transport,
+            "HeaderExtensionsMap": dtls._rtp_header_extensions_map, "RtpRouter": dtls._rtp_router, "Session": session,
         }
     finally:
         transport.close()
@@ -144,7 +159,8 @@ def test_docstring_lists_every_relied_on_name() -> None:
     for module, name in MODULE_NAMES:
         assert name in doc and module in doc, f"{module}.{name} is missing from aiortc_internals' docstring"
     for owner, name in OBJECT_NAMES:
-        short = name.replace("_RTCRtpReceiver", "").replace("_RTCRtpSender", "")
+        short = (name.replace("_RTCRtpReceiver", "").replace("_RTCRtpSender", "").replace("_RTCDtlsTransport", "")
+                 .replace("_HeaderExtensionsMap", ""))
         assert short in doc, f"{owner}.{name} is missing from aiortc_internals' docstring"
     assert "aiortc 1.16.0 and aioice 0.13.0" in doc
 

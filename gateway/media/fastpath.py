@@ -1,0 +1,78 @@
+"""Which packet path a relay uses, chosen once at start (setting `relay_fast_path`, env CALLIN_RELAY_FAST_PATH):
+
+- `native`: the C module `gateway.media._fastpath` (built from gateway/media/_fastpath.c by `pip install`, when a
+  C compiler and Python's headers are there) unprotects and parses incoming SRTP and builds, protects and sends
+  outgoing RTP; packets come straight from the socket's callback (`aiortc_internals.DirectReceive`);
+- `python`: the same direct receive, with pylibsrtp and aiortc's parser/serializer doing the per-packet work;
+- `off`: aiortc's own path (aioice's queue, the DTLS transport's task), as before the fast path;
+- `auto` (default): `native` when the module is built, else `python`, with one log line saying so.
+
+Python keeps the control in every case: who hears whom (the Relay's scene), each outgoing stream's rewrite state
+and keyframe waits (packets.RtpForwarder), RTCP, NACK answers and keyframe requests (aiortc's sender/receiver).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from enum import StrEnum
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class FastPath(StrEnum):
+    OFF = "off"
+    PYTHON = "python"
+    NATIVE = "native"
+
+
+class FastPathUnavailable(RuntimeError):
+    pass
+
+
+def native_module() -> Any | None:
+    """The built native module, or None (not built: no compiler when the package was installed)."""
+    try:
+        return importlib.import_module("gateway.media._fastpath")
+    except ImportError:
+        return None
+
+
+def resolve(setting: str) -> FastPath:
+    """The path for a setting (auto/native/python/off), logged once by the caller's process at start."""
+    if setting == "off":
+        log.info("packet relay: aiortc's receive and send path (relay_fast_path=off)")
+        return FastPath.OFF
+    if setting == "python":
+        log.info("packet relay: direct receive in Python (relay_fast_path=python)")
+        return FastPath.PYTHON
+    module = native_module()
+    if module is None:
+        if setting == "native":
+            raise FastPathUnavailable("relay_fast_path=native, but gateway.media._fastpath is not built "
+                                      "(reinstall with a C compiler and Python's headers: scripts/setup.sh)")
+        log.warning("packet relay: the native fast path is not built (no C compiler at install?); "
+                    "forwarding in Python")
+        return FastPath.PYTHON
+    log.info("packet relay: native fast path (gateway.media._fastpath)")
+    return FastPath.NATIVE
+
+
+class LegPath:
+    """What one leg uses: `native` is None on the Python path."""
+
+    def __init__(self, native: Any | None) -> None:
+        self.native = native
+
+
+def for_leg(path: str) -> LegPath | None:
+    """The per-packet path of a new packet-mode leg; None for aiortc's own path (`off`). Quiet: `resolve` logs."""
+    if path == FastPath.OFF:
+        return None
+    module = native_module() if path in ("native", "auto") else None
+    if module is None:
+        return LegPath(None)
+    from .aiortc_internals import NativeSrtp
+
+    return LegPath(NativeSrtp(module))

@@ -1,0 +1,27 @@
+"""The optional native fast path (gateway/media/_fastpath.c): built when a C compiler and Python's headers are
+there (scripts/setup.sh installs them), skipped with a warning otherwise; the relay then forwards in Python
+(gateway/media/fastpath.py says which path runs, once, at start). Everything else is in pyproject.toml."""
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class OptionalBuildExt(build_ext):
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, no Python headers: the pure-Python path is used
+            print(f"WARNING: the native fast path was not built ({exc}); packets are forwarded in Python")
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            print(f"WARNING: the native fast path was not built ({exc}); packets are forwarded in Python")
+
+
+setup(
+    ext_modules=[Extension("gateway.media._fastpath", ["gateway/media/_fastpath.c"], optional=True,
+                           extra_compile_args=["-O2"])],
+    cmdclass={"build_ext": OptionalBuildExt},
+)
