@@ -26,8 +26,13 @@ async def test_a_widget_whose_peer_connection_is_torn_down_recovers_by_itself_in
         await caller.evaluate("""(() => {
             const c = Callin.widgets[0].client;
             window.seen = {recovering: [], recovered: []};
-            c.addEventListener('mediarecovering', (e) => window.seen.recovering.push(e.detail));
-            c.addEventListener('mediarecovered', (e) => window.seen.recovered.push(e.detail));
+            // What the caller reads at each step (the widget's own listeners ran first: they were added with the client).
+            const banner = () => {
+              const b = Callin.widgets[0].shadowRoot.querySelector('.banner');
+              return b.hidden ? null : b.textContent.trim();
+            };
+            c.addEventListener('mediarecovering', (e) => window.seen.recovering.push({...e.detail, banner: banner()}));
+            c.addEventListener('mediarecovered', (e) => window.seen.recovered.push({...e.detail, banner: banner()}));
         })()""")
         await widget(caller, '.option[data-call-type="video"]').click()
         offer = await agent.wait_offer(timeout=15)
@@ -44,6 +49,9 @@ async def test_a_widget_whose_peer_connection_is_torn_down_recovers_by_itself_in
 
         await eventually(lambda: caller.evaluate("window.seen.recovered.length > 0"), timeout=10,
                          what="the widget's media recovery")
+        seen = await caller.evaluate("window.seen")
+        assert seen["recovering"][0]["banner"] == "Restoring sound and video…", seen
+        assert seen["recovered"][-1]["banner"] is None, seen  # nothing left on the picture once it is back
         await wait_until(lambda: any(at > torn_at + 0.05 for at in video.arrivals), 10)
         took = next(at for at in video.arrivals if at > torn_at + 0.05) - torn_at
         assert took < 3.0, f"the caller's video came back at the agent after {took:.2f} s"

@@ -455,6 +455,20 @@ export class CallinWidget extends HTMLElement {
       if (client.agentReconnecting) this.#showBanner("The agent is reconnecting…");
       this.#say("Reconnected.");
     });
+    // This side's media is being set up again in the same call (a network change, a dead peer connection): say so
+    // instead of a frozen picture. The socket's own countdown (reconnecting) says more and wins.
+    on("mediarecovering", () => {
+      if (client.reconnecting) return;
+      this.#els.stage.classList.add("bannered");
+      this.#showBanner("Restoring sound and video…");
+      this.#say("The connection changed. Restoring sound and video.");
+    });
+    on("mediarecovered", () => {
+      if (client.reconnecting) return;
+      this.#els.banner.hidden = !client.agentReconnecting;
+      this.#els.stage.classList.toggle("bannered", client.agentReconnecting);
+      if (client.agentReconnecting) this.#showBanner("The agent is reconnecting…");
+    });
     on("ringing", (d) => {
       this.#onRinging(d);
       this.#updateLauncher();
