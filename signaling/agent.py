@@ -12,7 +12,7 @@ from gateway.auth import AgentAccount
 from gateway.errors import Forbidden, InvalidState
 from gateway.engine.supervision import SUPERVISOR_ROLES
 from gateway.media.topology import SuperviseMode
-from gateway.models import AgentStatus, CallState
+from gateway.models import AgentStatus, CallState, now
 from gateway.sessions import Session
 from gateway.store.signins import SessionRevoked
 
@@ -71,6 +71,8 @@ class AgentConnection(Connection):
         call = self.board.call(state.call_id)
         if call is not None and call.state is not CallState.ENDED:
             extra["call"] = {"call_id": call.id, "state": call.state.value, "card": call.card()}
+            if call.state is CallState.CONNECTED and call.answered_at is not None:
+                extra["call"]["connected_s"] = round(max(0.0, now() - call.answered_at), 1)
         return extra
 
     def send_wallboard(self, wire: Wire) -> None:

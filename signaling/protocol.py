@@ -475,6 +475,8 @@ class SessionCallOut(Part):
     state: Literal["queued", "offered", "connected"]
     call_type: CallTypeName | None = None
     card: CardOut | None = None
+    connected_s: float | None = Field(None, description="an agent's connected call: seconds since it was answered "
+                                      "(a reloaded console's call timer goes on from there)")
 
 
 class WallboardQueueOut(Part):

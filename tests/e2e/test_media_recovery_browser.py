@@ -98,11 +98,17 @@ async def test_a_console_reloaded_mid_call_reattaches_its_media_to_the_live_call
         heard = caller.peer.slots["audio"]
         await wait_until(lambda: heard.audio_since(0) >= 25, 10)
         call_id = caller.call_id
+        answered_at = gateway.board.calls[call_id].answered_at
+        await wait_until(lambda: time.time() - answered_at >= 4, 10)  # old enough that a timer from 0:00 shows
 
         await agent.reload()
         reloaded_at = time.monotonic()
         await agent.wait_for_selector("#app:not([hidden])")
         await expect(agent.locator("#view-call")).to_be_visible()
+        # The call timer goes on from the gateway's count (it used to start again at 0:00).
+        minutes, seconds = (await agent.locator("#call-timer").text_content()).split(":")
+        shown = int(minutes) * 60 + int(seconds)
+        assert shown >= time.time() - answered_at - 2, (shown, time.time() - answered_at)
         # The console's microphone reaches the caller again, the caller's video the console.
         mark = heard.mark()
         await wait_until(lambda: heard.audio_since(mark) >= 25, 15)

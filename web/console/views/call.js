@@ -6,7 +6,7 @@
 
 import { AUDIO_CONSTRAINTS, candidateMessage, iceServersFrom, preferCodec } from "../../caller/callin-client.js";
 import { $, toast, banner } from "../lib/dom.js";
-import { sleep } from "../lib/format.js";
+import { duration, sleep } from "../lib/format.js";
 
 export function createCall(app) {
   const { state, views } = app;
@@ -258,6 +258,11 @@ export function createCall(app) {
     state.lastCard = welcomeCall.card;
     views.card.renderCard(welcomeCall.card);
     views.stage.showCallView(call);
+    // The call went on while the page reloaded: its timer goes on from the gateway's count, not from 0:00.
+    if (welcomeCall.connected_s != null) {
+      call.startedAt = Date.now() - welcomeCall.connected_s * 1000;
+      $("call-timer").textContent = duration(welcomeCall.connected_s);
+    }
     $("side-tabs").hidden = false;
     try {
       const stream = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS });
