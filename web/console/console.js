@@ -4,7 +4,7 @@
  */
 
 import { AUDIO_CONSTRAINTS, CallinError, candidateMessage, iceServersFrom, preferCodec, summarizeStats } from "../caller/callin-client.js";
-import { CallinAgentSession, SESSION_ENDED, agentSocketUrl } from "../caller/callin-agent.js";
+import { CallinAgentSession, SESSION_ENDED, agentSocketUrl, offerCallMedia } from "../caller/callin-agent.js";
 import { icon } from "../caller/icons.js";
 
 // The session token lives only in the HttpOnly session cookie: no script (ours or injected) can read it.
@@ -189,6 +189,10 @@ window.callinConsole = {
   },
   get peerConnection() {
     return state.call?.pc ?? null;
+  },
+  /** The peer connection set up for the call ringing now (connected before the accept, see preconnect). */
+  get ringingPeerConnection() {
+    return state.prepared?.pc ?? null;
   },
   async stats() {
     return state.call?.pc ? summarizeStats(state.call.pc) : null;
@@ -744,7 +748,10 @@ function onOffered(message) {
     return;
   }
   discardPrepared();
-  if (!state.call) state.prepared = preparePeer(message);
+  if (!state.call) {
+    state.prepared = preparePeer(message);
+    if (!card.consult) preconnect(state.prepared);
+  }
   ringer.start();
   if (ringer.enabled && ringer.blocked) toast("The browser blocks the ring sound: click anywhere in the console to allow it.", { bad: true, ms: 8000 });
   notifyRing(message);
@@ -838,7 +845,10 @@ function preparePeer(offer) {
     pendingCandidates: [],
     candidatesGathered: 0,
     ended: false,
-    timings: {}, // ms since accept: accepted, offerSent, answered, connected, firstFrame
+    timings: {}, // ms since accept: accepted, offerSent, answered, connected, firstFrame (< 0: while it rang)
+    earlySteps: {}, // the steps done while it rang (absolute times), until the accept
+    answering: null, // the offer sent while it rang (preconnect): resolves once answered
+    earlyTracks: [], // [track, slot] received while it rang, shown once accepted
     localOffer: null,
     recovering: false, // a media recovery runs (a new peer connection for the same call)
     recoverAgain: false,
@@ -868,7 +878,10 @@ function newPeer(call) {
   const auxTx = call.auxTx;
   preferCodec(call.videoTx, "video/VP8");
   pc.addEventListener("track", (e) => {
-    if (pc === call.pc) onRemoteTrack(call, e.track, e.transceiver === auxTx ? "aux" : "main");
+    if (pc !== call.pc) return;
+    const slot = e.transceiver === auxTx ? "aux" : "main";
+    if (state.call === call) onRemoteTrack(call, e.track, slot);
+    else call.earlyTracks.push([e.track, slot]); // connected while it rings: shown once accepted
   });
   pc.addEventListener("icecandidate", (e) => {
     if (pc !== call.pc) return;
@@ -970,9 +983,28 @@ function onNetworkChange(cause) {
 }
 
 function step(call, name) {
-  if (call.acceptedAt != null && call.timings[name] == null) {
-    call.timings[name] = Math.round(performance.timeOrigin + performance.now() - call.acceptedAt);
-  }
+  const at = performance.timeOrigin + performance.now();
+  if (call.acceptedAt == null) call.earlySteps[name] ??= at;
+  else if (call.timings[name] == null) call.timings[name] = Math.round(at - call.acceptedAt);
+}
+
+/**
+ * Media while it rings: the prepared peer connection's offer goes now, and ICE and DTLS complete during the ring.
+ * The gateway keeps the leg out of the call until Accept (nothing flows either way) and closes it if the ring ends
+ * unanswered; accepting then only opens the gate. If this fails, accept() offers again.
+ */
+function preconnect(call) {
+  const pc = call.pc;
+  call.answering = offerCallMedia(state.signal, call.id, pc, {
+    ready: call.localOffer.then(() => step(call, "offerSent")),
+    onAnswer: () => {
+      step(call, "answered");
+      call.offerSent = true;
+      for (const m of call.pendingCandidates) state.signal.send({ ...m, id: state.signal.nextId() });
+      call.pendingCandidates = [];
+    },
+  });
+  call.answering.catch(() => {}); // accept() handles it
 }
 
 function discardPrepared() {
@@ -988,13 +1020,18 @@ async function accept() {
   const offer = state.offer;
   if (!offer || state.call) return;
   const callId = offer.call_id;
+  const acceptedAt = performance.timeOrigin + performance.now();
+  // The accept goes first (it opens the gate at the gateway), the view after: nothing delays the first frame.
+  const accepting = state.signal.request({ type: "call.accept", call_id: callId });
   const prepared = state.prepared?.id === callId ? state.prepared : null;
   state.prepared = null; // taken: stopRinging must not close it
   stopRinging();
   const call = prepared ?? preparePeer(offer);
-  call.acceptedAt = performance.timeOrigin + performance.now();
+  call.acceptedAt = acceptedAt;
+  for (const [name, at] of Object.entries(call.earlySteps)) call.timings[name] = Math.round(at - call.acceptedAt);
   state.call = call;
   showCallView(call);
+  for (const [track, slot] of call.earlyTracks.splice(0)) onRemoteTrack(call, track, slot);
 
   navigator.mediaDevices
     .getUserMedia({ audio: audioConstraints() })
@@ -1012,12 +1049,14 @@ async function accept() {
 
   // The gateway handles a socket's messages in order: the offer follows the accept without waiting for its
   // answer (if the accept fails, so does the offer, and the accept's error is the one shown).
-  const accepting = state.signal.request({ type: "call.accept", call_id: callId });
   const pc = call.pc;
-  const answering = call.localOffer.then(() => {
+  const offerNow = () => call.localOffer.then(() => {
     step(call, "offerSent");
     return state.signal.request({ type: "sdp.offer", call_id: callId, sdp: pc.localDescription.sdp });
   });
+  // Set up while it rang (preconnect): the accept opens the gate. Else (or if that failed) the offer goes now.
+  const early = call.answering;
+  const answering = early ? early.then(() => null, () => (call.offerSent ? null : offerNow())) : offerNow();
   answering.catch(() => {}); // handled below, after the accept
   try {
     await accepting;
@@ -1031,8 +1070,14 @@ async function accept() {
   }
   try {
     const answer = await answering;
-    step(call, "answered");
     if (call.pc !== pc) return; // replaced meanwhile by a media recovery
+    if (answer === null) {
+      // Connected while it rang: a connection that failed meanwhile (its events did not count before the accept)
+      // is set up again now.
+      if (["failed", "closed"].includes(pc.connectionState) && !call.ended) recoverMedia(call, "ice_failed");
+      return;
+    }
+    step(call, "answered");
     call.offerSent = true;
     for (const m of call.pendingCandidates) state.signal.send({ ...m, id: state.signal.nextId() });
     call.pendingCandidates = [];
