@@ -169,3 +169,55 @@ async def test_ring_timeout_and_caller_hangup_close_the_preconnected_leg(caller_
         assert gateway.board.live.leg_of(call_id, "bob") is None
         await caller.close()
         await bob.close()
+
+
+async def test_with_media_workers_the_preconnected_leg_lives_in_the_calls_worker_and_is_gated(caller_token):
+    """`--media-workers`: the leg set up while it rings is answered by the worker that owns the call (a call never
+    spans workers), gated there, and closed there when the ring is declined."""
+    async with running_gateway(media_workers=1, reoffer_after_decline_s=30) as gateway:
+        plane = gateway.board.plane
+        alice = Agent(gateway.base_url)
+        await alice.connect()
+        bob = Agent(gateway.base_url, "bob", "bob-demo")
+        await bob.connect(available=False)
+        caller = Caller(gateway.base_url, caller_token())
+        await caller.connect()
+        call_id = (await caller.start("video", tone_hz=880))["call_id"]
+        assert (await alice.wait_offer())["call_id"] == call_id
+        await alice.join_media(call_id)
+
+        async def stats() -> dict:
+            return await plane.stats(call_id)
+
+        async def caller_frames() -> int:
+            return (await stats()).get("caller", {}).get("producers", {}).get("video", {}).get("frames", 0)
+
+        await wait_until(lambda: alice.peer.pc.connectionState == "connected", 15)
+        deadline = asyncio.get_running_loop().time() + 15
+        since = await caller_frames()
+        while await caller_frames() < since + 30:
+            assert asyncio.get_running_loop().time() < deadline, "the caller's video did not reach the worker"
+            await asyncio.sleep(0.05)
+        legs = await stats()
+        assert legs["alice"]["state"] == "connected"
+        assert sum(c["frames_out"] for c in legs["alice"]["consumers"].values()) == 0
+        assert await received_packets(alice.peer.pc) == 0
+
+        await alice.ws.request({"type": "call.decline", "call_id": call_id})
+        deadline = asyncio.get_running_loop().time() + 10
+        while "alice" in await stats():
+            assert asyncio.get_running_loop().time() < deadline, "alice's leg was not closed in the worker"
+            await asyncio.sleep(0.05)
+
+        await bob.ws.request({"type": "agent.status", "status": "available"})
+        assert (await bob.wait_offer())["call_id"] == call_id
+        await bob.join_media(call_id)
+        await wait_until(lambda: bob.peer.pc.connectionState == "connected", 15)
+        await bob.ws.request({"type": "call.accept", "call_id": call_id})
+        await wait_until(lambda: "video" in bob.peer.sinks and len(bob.peer.sinks["video"].counters) >= 15, 15)
+        assert None not in bob.peer.sinks["video"].counters
+        assert await received_packets(alice.peer.pc) == 0
+        assert set(await stats()) == {"caller", "bob"}
+        await caller.close()
+        await alice.close()
+        await bob.close()
