@@ -169,6 +169,7 @@ const state = {
   autoAnswer: localStorage.getItem(AUTO_ANSWER_KEY) === "on",
   staleCallId: null,
   prepared: null, // the peer connection prepared while a call rings
+  spare: null, // a peer connection made ahead while available (see refillSpare)
   wrapUp: null, // {callId, until} while the gateway keeps the agent in wrap-up
   endedCallId: null, // the call the ended view (and its wrap-up form) is about
   tab: "calls",
@@ -319,6 +320,7 @@ async function signOut() {
   clearInterval(state.refreshTimer);
   state.account = null;
   ringer.stop();
+  dropSpare();
   showSignin();
 }
 
@@ -523,6 +525,8 @@ function setStatus(status) {
   }
   renderIdle();
   renderInbox();
+  if (status === "available") setTimeout(refillSpare, 0);
+  else if (status === "offline") dropSpare(); // a new session may bring other ICE servers
   if (status !== "ringing") document.title = `${STATUS_TEXT[status] ?? status} · Callin agent console`;
 }
 
@@ -819,6 +823,39 @@ async function decline() {
  * with no track until the agent turns the camera on (the gateway does not renegotiate).
  */
 function preparePeer(offer) {
+  return takeSpare(offer) ?? newCall(offer);
+}
+
+// A peer connection made ahead while the console is available, its offer created and its ICE candidates gathered:
+// the next call that rings takes it, so that its offer goes at once. Made again after each call; dropped when the
+// console goes offline or signs out, and when older than SPARE_MAX_AGE_MS (its ICE servers' credentials may expire).
+const SPARE_MAX_AGE_MS = 5 * 60 * 1000;
+
+function refillSpare() {
+  if (state.spare || state.call || state.offer || state.status !== "available" || !state.welcome) return;
+  state.spare = newCall({ call_id: null, card: {} });
+  state.spare.madeAt = performance.now();
+}
+
+function dropSpare() {
+  state.spare?.pc.close();
+  state.spare = null;
+}
+
+function takeSpare(offer) {
+  const spare = state.spare;
+  state.spare = null;
+  if (!spare) return null;
+  if (spare.pc.signalingState === "closed" || performance.now() - spare.madeAt > SPARE_MAX_AGE_MS) {
+    spare.pc.close();
+    return null;
+  }
+  Object.assign(spare, { id: offer.call_id, card: offer.card, consultFrom: offer.card?.consult ?? null });
+  spare.pendingCandidates = spare.pendingCandidates.map((m) => ({ ...m, call_id: offer.call_id }));
+  return spare;
+}
+
+function newCall(offer) {
   const call = {
     id: offer.call_id,
     card: offer.card,
@@ -850,12 +887,15 @@ function preparePeer(offer) {
     answering: null, // the offer sent while it rang (preconnect): resolves once answered
     earlyTracks: [], // [track, slot] received while it rang, shown once accepted
     localOffer: null,
+    offerReady: false, // the local offer is set (localOffer resolved)
     recovering: false, // a media recovery runs (a new peer connection for the same call)
     recoverAgain: false,
     disconnectTimer: null,
   };
   const pc = newPeer(call);
-  call.localOffer = pc.createOffer().then((o) => pc.setLocalDescription(o));
+  call.localOffer = pc.createOffer().then((o) => pc.setLocalDescription(o)).then(() => {
+    call.offerReady = true;
+  });
   call.localOffer.catch(() => {});
   return call;
 }
@@ -1030,6 +1070,19 @@ async function accept() {
   call.acceptedAt = acceptedAt;
   for (const [name, at] of Object.entries(call.earlySteps)) call.timings[name] = Math.round(at - call.acceptedAt);
   state.call = call;
+  // The gateway handles a socket's messages in order: the offer follows the accept without waiting for its
+  // answer (if the accept fails, so does the offer, and the accept's error is the one shown).
+  const pc = call.pc;
+  const send = () => {
+    step(call, "offerSent");
+    return state.signal.request({ type: "sdp.offer", call_id: callId, sdp: pc.localDescription.sdp });
+  };
+  // An offer made ahead (a spare peer connection) goes at once, before the view is drawn.
+  const offerNow = () => (call.offerReady ? send() : call.localOffer.then(send));
+  // Set up while it rang (preconnect): the accept opens the gate. Else (or if that failed) the offer goes now.
+  const early = call.answering;
+  const answering = early ? early.then(() => null, () => (call.offerSent ? null : offerNow())) : offerNow();
+  answering.catch(() => {}); // handled below, after the accept
   showCallView(call);
   for (const [track, slot] of call.earlyTracks.splice(0)) onRemoteTrack(call, track, slot);
 
@@ -1047,17 +1100,6 @@ async function accept() {
     })
     .catch(() => toast("Microphone blocked: the caller can't hear you. Allow the microphone for this site.", { bad: true, ms: 10000 }));
 
-  // The gateway handles a socket's messages in order: the offer follows the accept without waiting for its
-  // answer (if the accept fails, so does the offer, and the accept's error is the one shown).
-  const pc = call.pc;
-  const offerNow = () => call.localOffer.then(() => {
-    step(call, "offerSent");
-    return state.signal.request({ type: "sdp.offer", call_id: callId, sdp: pc.localDescription.sdp });
-  });
-  // Set up while it rang (preconnect): the accept opens the gate. Else (or if that failed) the offer goes now.
-  const early = call.answering;
-  const answering = early ? early.then(() => null, () => (call.offerSent ? null : offerNow())) : offerNow();
-  answering.catch(() => {}); // handled below, after the accept
   try {
     await accepting;
     step(call, "accepted");
