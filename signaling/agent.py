@@ -111,7 +111,7 @@ class AgentConnection(Connection):
                 answer = await self.board.agent_offer(session, message.call_id, message.sdp)
                 self.send(p.SdpAnswer(id=message.id, call_id=message.call_id, sdp=answer))
             case p.IceCandidate():
-                call = self.board.agent_call(session, message.call_id)
+                call = self.board.agent_media_call(session, message.call_id)
                 if call.state is CallState.ENDED:
                     raise InvalidState("the call has ended", code="call_ended")
                 state = self.board.agent_state(session)

@@ -97,16 +97,27 @@ class CallLifecycle:
         call = self.views.caller_call(session, call_id)
         if call.state is CallState.ENDED:
             raise InvalidState("the call has ended", code="call_ended")
-        return await self._offer(call, "caller", "caller", sdp)
+        return await self._offer(call, "caller", sdp)
 
     async def agent_offer(self, session: Session, call_id: str, sdp: str) -> str:
+        """An agent's offer, once it accepted the call, or already while the call rings at it: then its leg is set
+        up (ICE and DTLS done during the ring) but stays out of the call's scene, so that nothing flows either way
+        until it accepts, and a ring that ends unanswered removes it (Dispatch.withdraw)."""
         state, call = self.views.agent_and_call(session, call_id)
-        if call.state is not CallState.CONNECTED or not self.views.is_participant(call, state.username):
+        username = state.username
+        if not self.views.rings_at(call, username) and (
+                call.state is not CallState.CONNECTED or not self.views.is_participant(call, username)):
             raise InvalidState("accept the call before sending media", code="not_accepted")
-        label = "agent" if call.agent == state.username else state.username
-        return await self._offer(call, state.username, label, sdp)
+        return await self._offer(call, username, sdp)
 
-    async def _offer(self, call: Call, participant: str, label: str, sdp: str) -> str:
+    def _label(self, call: Call, participant: str) -> str:
+        """How events name a leg: "caller", "agent" (the call's agent), else the participant's username (a
+        supervisor, a consulted colleague, an agent whose ring is not answered yet: told to that agent only)."""
+        if participant == "caller":
+            return "caller"
+        return "agent" if call.agent == participant else participant
+
+    async def _offer(self, call: Call, participant: str, sdp: str) -> str:
         """A participant's offer: its leg is set up. A participant that already has one (its network changed, its
         app or console was reloaded: a new peer connection) gets a new leg in its place, and the others in the call
         hear of it as participant.reconnecting / reconnected with cause "media"."""
@@ -115,9 +126,17 @@ class CallLifecycle:
         answer = await self.core.plane.answer(call.id, participant, sdp)
         if call.state is CallState.ENDED:
             return answer.sdp  # ended while the offer was answered: the plane has closed the call's media
+        early = participant != "caller" and self.views.rings_at(call, participant)
+        if participant != "caller" and not early and not self.views.is_participant(call, participant):
+            # The ring ended (declined, timed out, withdrawn) while its offer was being answered: no leg stays.
+            await self.core.plane.remove(call.id, participant)
+            raise InvalidState("the call no longer rings here", code="not_offered")
+        label = self._label(call, participant)
         live.track_leg(answer.leg_id, call.id, participant, label)
         if participant == "caller":
             call.log("caller_media_offered")
+        elif early:
+            call.log("agent_media_offered", agent=participant, ringing=True)
         else:
             call.log("agent_media_offered", agent=participant)
         if previous is not None:
@@ -167,7 +186,12 @@ class CallLifecycle:
             if call.state is CallState.ENDED:
                 return  # the call ended first (a peer closes its connection once told)
             call.log("media_failed", leg=label, cause=event.reason or "failed")
-            if side and label in call.supervisors:
+            if side and self.views.rings_at(call, label):
+                # The leg a ringing console set up ahead of its answer: dropped; the call is not affected (the
+                # console offers again if the agent accepts).
+                core.live.untrack_legs(call.id, label)
+                core.spawn(core.plane.remove(call.id, label))
+            elif side and label in call.supervisors:
                 core.spawn(self.supervision.drop(call, label))
             elif side and label == call.consult:
                 core.spawn(self.incall.end_consult(call, "media_failed"))

@@ -118,6 +118,7 @@ class Dispatch:
         call.offered_to = None
         call.transition(CallState.QUEUED, reason=reason, agent=agent.username)
         agent.call_id = None
+        self.drop_ringing_media(call, agent.username)
         self.core.to_session(agent.session_id, OfferWithdrawn(call_id=call.id, reason=reason))
         if not call.callback:
             self.core.to_caller(call, CallRinging(call_id=call.id, ringing=False))  # waiting again
@@ -130,6 +131,15 @@ class Dispatch:
             if name not in self.core.timers:
                 self.core.timers.set(name, self.core.settings.reoffer_after_decline_s, call.id)
         self.core.emit("call.withdrawn", call, agent.username, reason)
+
+    def drop_ringing_media(self, call: Call, username: str) -> None:
+        """A ring that ends unanswered closes the media leg its console set up while it rang (if any)."""
+        # (An offer still being answered is refused, and its leg closed, once answered: CallLifecycle._offer.)
+        if self.core.live.leg_of(call.id, username) is None:
+            return
+        self.core.live.untrack_legs(call.id, username)
+        call.log("agent_media_dropped", agent=username)
+        self.core.spawn(self.core.plane.remove(call.id, username))
 
     def _new_round(self, call_id: str) -> None:
         call = self.core.live.call(call_id)
@@ -147,6 +157,10 @@ class Dispatch:
         self.waiting.leave(call)
         call.answered_at = now()
         call.agent = state.username
+        leg_id = self.core.live.leg_of(call.id, state.username)
+        if leg_id is not None:  # set up while it rang: from now on the call's agent leg (its events told to both)
+            self.core.live.track_leg(leg_id, call.id, state.username, "agent")
+        # The gate opens: the caller's streams reach the agent's leg (with the latest keyframe at once) and back.
         self.core.plane.set_scene(call.id, agent=state.username)
         call.transition(CallState.CONNECTED, agent=state.username)
         state.status = AgentStatus.BUSY

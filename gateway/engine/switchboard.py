@@ -243,6 +243,9 @@ class Switchboard(AsyncIOEventEmitter):
     def agent_call(self, session: Session, call_id: str) -> Call:
         return self.views.agent_call(session, call_id)
 
+    def agent_media_call(self, session: Session, call_id: str) -> Call:
+        return self.views.agent_media_call(session, call_id)
+
     async def agent_hangup(self, session: Session, call_id: str) -> Call:
         call = self.views.agent_call(session, call_id)
         if call.state is CallState.ENDED:

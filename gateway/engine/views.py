@@ -80,11 +80,25 @@ class Views:
             raise Forbidden("this call belongs to another agent", code="not_your_call")
         return call
 
+    def agent_media_call(self, session: Session, call_id: str) -> Call:
+        """A call this agent may send media for (its offer, its ICE candidates): as a participant, or while it
+        rings there (see rings_at)."""
+        state, call = self.agent_and_call(session, call_id)
+        if not self.is_participant(call, state.username) and not self.rings_at(call, state.username):
+            raise Forbidden("this call belongs to another agent", code="not_your_call")
+        return call
+
     @staticmethod
     def is_participant(call: Call, username: str) -> bool:
         """The agent, a consulted colleague who joined, or a supervisor: may send media for the call."""
         return username == call.agent or (username == call.consult and call.consult_joined) \
             or username in call.supervisors
+
+    @staticmethod
+    def rings_at(call: Call, username: str) -> bool:
+        """The call rings at this agent, not yet accepted: its console may set up its media leg now, which the
+        relay keeps out of the call's scene (nothing flows either way) until the agent accepts."""
+        return call.state is CallState.OFFERED and call.offered_to == username and call.agent is None
 
     def participant_sessions(self, call: Call) -> list[str]:
         """The caller's and the call's agent's sessions."""

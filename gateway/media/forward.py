@@ -219,9 +219,12 @@ class Producer:
             consumer._replay = self.replay
         self.consumers.append(consumer)
         if self.kind == "video":
-            # A new consumer starts with a picture: ask the source for a keyframe now. (A packet consumer whose leg
-            # is not up yet gets it from the keyframe cache when it comes up.)
-            self.request_keyframe()
+            # A new consumer starts with a picture: the cached keyframe and what followed it, sent at once if recent
+            # and its leg is up (one that connected while its agent's console rang, opened by the accept); else ask
+            # the source for a keyframe now. (A packet consumer whose leg is not up yet gets the cache when it is.)
+            sent = consumer.stats.frames_out
+            if not (self.gop and self.replay(consumer) and consumer.stats.frames_out > sent):
+                self.request_keyframe()
 
     def detach(self, consumer: Any) -> None:
         if consumer in self.consumers:

@@ -8,7 +8,8 @@ from typing import Any
 
 from ..errors import ClosedError
 from .leg import Leg, LegRole, MediaConfig
-from .topology import CALLER, Edge, Scene, edges
+from .topology import CALLER, Edge, Scene, edges, gated
+from .warmup import KeyframeWarmer
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ class Relay:
         self._closing: set[asyncio.Future[None]] = set()  # replaced legs being closed
         self._negotiating: dict[str, Leg] = {}  # participant -> its new leg while its offer is being answered
         self._locks: dict[str, asyncio.Lock] = {}
+        # While a leg waits behind the gate (its agent has not accepted yet), keep the caller's keyframe fresh.
+        self._warmer = KeyframeWarmer(self._caller_video) if config.relay_mode == "packet" else None
 
     @property
     def caller(self) -> Leg | None:
@@ -118,6 +121,16 @@ class Relay:
         for edge in wanted - self._applied:
             self._attach(*self._endpoints(edge))  # type: ignore[misc]
         self._applied = wanted
+        if self._warmer is not None:
+            self._warmer.set_active(bool(self.gated()))
+
+    def gated(self) -> set[str]:
+        """Participants whose leg is up but kept out of the call (an agent who has not accepted yet)."""
+        return gated(self.scene, set(self.legs))
+
+    def _caller_video(self) -> Any:
+        caller = self.caller
+        return caller.producers.get("video") if caller is not None else None
 
     def _endpoints(self, edge: Edge) -> tuple[Any, Any] | None:
         source, sink = self.legs.get(edge.source), self.legs.get(edge.sink)
@@ -176,4 +189,6 @@ class Relay:
         if self.closed:
             return
         self.closed = True
+        if self._warmer is not None:
+            await self._warmer.close()
         await asyncio.gather(*(leg.close() for leg in self.legs.values()), *self._closing, return_exceptions=True)

@@ -72,3 +72,10 @@ def edges(scene: Scene) -> set[Edge]:
 def hears(scene: Scene, listener: str) -> set[str]:
     """Whose audio reaches `listener` (for logs, the wallboard and tests)."""
     return {e.source for e in edges(scene) if e.sink == listener and e.sink_slot.startswith("audio")}
+
+
+def gated(scene: Scene, participants: set[str]) -> set[str]:
+    """Participants with a leg whom the scene does not name yet: an agent whose console set up its media while the
+    call rang at it. Nothing flows to or from them (see `edges`) until the scene names them (the accept)."""
+    named = {CALLER, scene.agent, scene.consult, *scene.supervisors}
+    return participants - named

@@ -40,6 +40,16 @@ document.addEventListener("click", (event) => {
   if (target && target.closest && target.closest("[data-call-type]")) window.__clicks.push(performance.timeOrigin + event.timeStamp);
 }, true);
 """
+CALLER_STEPS = """
+(() => {
+  const client = Callin.widgets[0].client;
+  const steps = (window.__steps = {});
+  const mark = (name) => (steps[name] ??= performance.timeOrigin + performance.now());
+  client.addEventListener("localstream", () => mark("media"));
+  client.addEventListener("statechange", (e) => e.detail.state === "queued" && mark("queued"));
+  client.addEventListener("mediastate", (e) => e.detail.state === "connected" && mark("connected"));
+})()
+"""
 CONSOLE_PROBE = """
 window.__frames = []; window.__rings = [];
 window.addEventListener("callin:firstframe", (e) => window.__frames.push(e.detail));
@@ -104,6 +114,7 @@ async def measure(calls: int, hold_s: float, relay_mode: str, warmup: int = 1,
             await open_demo(caller)  # a fresh page for every call
             await open_widget(caller)  # token + WebSocket + hello happen when the panel opens, before the click
             frames_before = await agent.evaluate("window.__frames.length")
+            await caller.evaluate(CALLER_STEPS)
             await caller.locator('callin-widget .option[data-call-type="video"]').click()
             if accept_after is not None:
                 await agent.wait_for_selector("#view-ringing:not([hidden])")
@@ -122,6 +133,8 @@ async def measure(calls: int, hold_s: float, relay_mode: str, warmup: int = 1,
             click = await caller.evaluate("window.__clicks[window.__clicks.length - 1]")
             frame = await agent.evaluate("window.__frames[window.__frames.length - 1]")
             ring = await agent.evaluate("window.__rings[window.__rings.length - 1]")
+            steps = await caller.evaluate("window.__steps")
+            caller_steps = {name: round(at - click) for name, at in sorted(steps.items(), key=lambda kv: kv[1])}
             result = {
                 "click_to_frame_ms": frame["at"] - click,
                 "click_to_ring_ms": ring["at"] - click,
@@ -131,7 +144,7 @@ async def measure(calls: int, hold_s: float, relay_mode: str, warmup: int = 1,
                 results.append(result)
             print(f"{'call ' + str(n) if n > 0 else 'warm-up'}: click -> first frame {result['click_to_frame_ms']:6.0f} ms   "
                   f"(click -> ring {result['click_to_ring_ms']:5.0f} ms, accept -> frame {result['accept_to_frame_ms']:5.0f} ms; "
-                  f"after accept: {frame.get('timings')})",
+                  f"after accept: {frame.get('timings')}; caller after click: {caller_steps})",
                   flush=True)
             await asyncio.sleep(hold_s)
             await caller.locator('callin-widget [data-action="hangup"]').click()

@@ -210,8 +210,10 @@ async def test_agent_requests_in_the_wrong_state(gateway, caller_token):
     assert (await ws.request({"type": "call.start", "call_type": "voice"}))["code"] == "unknown_type"
     assert gateway.board.calls[call_id].state.value == "offered"
     assert gateway.board.calls[call_id].offered_to == "bob"
-    # bob's sdp.offer before accepting is refused too.
-    assert (await other.ws.request({"type": "sdp.offer", "call_id": call_id, "sdp": "v=0"}))["code"] == "not_accepted"
+    # bob may set up his media while it rings at him (docs/protocol.md, "Media while ringing"): his offer is
+    # considered, and a bad one refused as such, with no leg left behind.
+    assert (await other.ws.request({"type": "sdp.offer", "call_id": call_id, "sdp": "v=0"}))["code"] == "bad_sdp"
+    assert "bob" not in gateway.board.relays[call_id].legs
     await caller.close()
     await agent.close()
     await other.close()

@@ -11,6 +11,13 @@ export declare const SESSION_ENDED: readonly string[];
 /** The agent WebSocket URL of the gateway at `base` (default: this page's origin). */
 export declare function agentSocketUrl(base?: string | URL): string;
 
+/**
+ * Send the offer of `pc` for a call and apply the gateway's answer. Sent while the call rings, the gateway connects
+ * the leg but keeps it out of the call until call.accept (docs/protocol.md, "Media while ringing").
+ */
+export declare function offerCallMedia(session: CallinAgentSession, callId: string, pc: RTCPeerConnection,
+  options?: { ready?: Promise<unknown> | null; onAnswer?: (() => void) | null }): Promise<void>;
+
 export type DisconnectReason = "shutdown" | "session_ended" | "resume_failed" | "gave_up" | "replaced";
 
 /** The `detail` of each event CallinAgentSession dispatches (CustomEvent). */

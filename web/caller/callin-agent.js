@@ -21,6 +21,10 @@
  *     invalid/expired/revoked session), "resume_failed" (the session is gone), "gave_up" (no resume within the
  *     grace period), "replaced" (a newer connection took the session, close 4409)
  * The wire protocol is docs/protocol.md.
+ *
+ * Media while a call rings (docs/protocol.md, "Media while ringing"): `offerCallMedia(session, callId, pc)` sends a
+ * prepared peer connection's offer as soon as the call rings; the gateway connects the leg (ICE, DTLS) and keeps it
+ * out of the call until call.accept, so that accepting only opens the gate.
  */
 
 import { CallinError, Signaling } from "./callin-client.js";
@@ -36,6 +40,31 @@ export function agentSocketUrl(base = globalThis.location?.href) {
   const url = new URL("/ws/agent", base);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   return url.href;
+}
+
+/**
+ * Send the offer of `pc` for the call `callId` and apply the gateway's answer. Sent while the call rings at this
+ * agent, it sets the call's media up ahead of the answer: the gateway connects the leg but keeps it out of the
+ * call until `call.accept` (nothing of the caller reaches this agent before, nothing of this agent reaches the
+ * caller), closes it if the ring ends unanswered, and on accept sends the caller's latest picture at once.
+ * After the accept it is the ordinary offer of the call's media.
+ *
+ * @param {CallinAgentSession} session
+ * @param {string} callId
+ * @param {RTCPeerConnection} pc its local offer set, or being set (`ready`)
+ * @param {object} [options]
+ * @param {Promise<unknown>} [options.ready] resolves once pc.setLocalDescription(offer) is done
+ * @param {() => void} [options.onAnswer] called when the gateway answered, before the answer is applied (the time
+ *   to send ICE candidates held back until the offer was out)
+ * @returns {Promise<void>} once the answer is applied; rejects with a CallinError (e.g. "not_offered": the ring
+ *   ended meanwhile, "not_accepted": it rings elsewhere now)
+ */
+export async function offerCallMedia(session, callId, pc, { ready = null, onAnswer = null } = {}) {
+  await ready;
+  if (pc.signalingState === "closed") throw new CallinError("closed", "the peer connection was closed");
+  const answer = await session.request({ type: "sdp.offer", call_id: callId, sdp: pc.localDescription.sdp });
+  onAnswer?.();
+  if (pc.signalingState !== "closed") await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
 }
 
 export class CallinAgentSession extends EventTarget {

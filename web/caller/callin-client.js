@@ -888,7 +888,13 @@ export class CallinClient extends EventTarget {
       const body = { type: "call.start", call_type: callType, context: cleanContext(context) };
       if (location) body.location = location;
       this.#early = [];
-      const queued = await this.#signal.request(body);
+      const queuing = this.#signal.request(body);
+      // The peer connection and its offer are made meanwhile: the offer follows call.start on the same socket, with
+      // no round trip between them (the gateway handles a socket's messages in order, and a caller's sdp.offer
+      // without call_id is for its current call). If call.start is refused, its error is the one reported.
+      const negotiating = this.#negotiate();
+      negotiating.catch(() => {});
+      const queued = await queuing;
       this.callId = queued.call_id;
       if (acquired.missing && !acquired.video) {
         // A video call without its camera: the agent is told so (and why), not "video call".
@@ -899,7 +905,7 @@ export class CallinClient extends EventTarget {
       const early = this.#early.filter((m) => m.call_id === queued.call_id);
       this.#early = [];
       for (const m of early) this.#onMessage(m);
-      await this.#negotiate();
+      await negotiating;
       return queued;
     } catch (err) {
       // Hung up (or cancelled) while the call was being set up: not an error.
@@ -974,7 +980,7 @@ export class CallinClient extends EventTarget {
     });
     try {
       await pc.setLocalDescription(await pc.createOffer());
-      const answer = await this.#signal.request({ type: "sdp.offer", call_id: this.callId, sdp: pc.localDescription.sdp });
+      const answer = await this.#signal.request({ type: "sdp.offer", call_id: this.callId ?? undefined, sdp: pc.localDescription.sdp });
       this.#offerSent = true;
       this.#flushCandidates();
       if (pc.signalingState === "closed") return;

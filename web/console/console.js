@@ -48,6 +48,7 @@ function initialState() {
     autoAnswer: false, // the agent's choice, kept in localStorage (views/ringing.js)
     staleCallId: null,
     prepared: null, // the peer connection prepared while a call rings
+    spare: null, // a peer connection made ahead while available (views/call.js refillSpare)
     wrapUp: null, // {callId, until} while the gateway keeps the agent in wrap-up
     endedCallId: null, // the call the ended view (and its wrap-up form) is about
     tab: "calls",
@@ -69,6 +70,10 @@ function debugHandle(app) {
   return {
     get state() {
       return { status: state.status, callId: state.call?.id ?? null, ringing: state.offer?.call_id ?? null, firstFrameAt: state.call?.firstFrameAt ?? null };
+    },
+    /** The peer connection set up for the call ringing now (connected before the accept, see preconnect). */
+    get ringingPeerConnection() {
+      return state.prepared?.pc ?? null;
     },
     get peerConnection() {
       return state.call?.pc ?? null;

@@ -5,11 +5,12 @@
  */
 
 import { AUDIO_CONSTRAINTS, candidateMessage, iceServersFrom, preferCodec } from "../../caller/callin-client.js";
+import { offerCallMedia } from "../../caller/callin-agent.js";
 import { $, toast, banner } from "../lib/dom.js";
 import { duration, sleep } from "../lib/format.js";
 
 export function createCall(app) {
-  const { state, views } = app;
+  const { store, state, views } = app;
 
   /**
    * The agent's peer connection for a ringing call, prepared while it rings so that accepting only has to send
@@ -17,6 +18,39 @@ export function createCall(app) {
    * with no track until the agent turns the camera on (the gateway does not renegotiate).
    */
   function preparePeer(offer) {
+    return takeSpare(offer) ?? newCall(offer);
+  }
+
+  // A peer connection made ahead while the console is available, its offer created and its ICE candidates gathered:
+  // the next call that rings takes it, so that its offer goes at once. Made again after each call; dropped when the
+  // console goes offline or signs out, and when older than SPARE_MAX_AGE_MS (its ICE servers' credentials may expire).
+  const SPARE_MAX_AGE_MS = 5 * 60 * 1000;
+
+  function refillSpare() {
+    if (state.spare || state.call || state.offer || state.status !== "available" || !state.welcome) return;
+    state.spare = newCall({ call_id: null, card: {} });
+    state.spare.madeAt = performance.now();
+  }
+
+  function dropSpare() {
+    state.spare?.pc.close();
+    state.spare = null;
+  }
+
+  function takeSpare(offer) {
+    const spare = state.spare;
+    state.spare = null;
+    if (!spare) return null;
+    if (spare.pc.signalingState === "closed" || performance.now() - spare.madeAt > SPARE_MAX_AGE_MS) {
+      spare.pc.close();
+      return null;
+    }
+    Object.assign(spare, { id: offer.call_id, card: offer.card, consultFrom: offer.card?.consult ?? null });
+    spare.pendingCandidates = spare.pendingCandidates.map((m) => ({ ...m, call_id: offer.call_id }));
+    return spare;
+  }
+
+  function newCall(offer) {
     const call = {
       id: offer.call_id,
       card: offer.card,
@@ -43,14 +77,20 @@ export function createCall(app) {
       pendingCandidates: [],
       candidatesGathered: 0,
       ended: false,
-      timings: {}, // ms since accept: accepted, offerSent, answered, connected, firstFrame
+      timings: {}, // ms since accept: accepted, offerSent, answered, connected, firstFrame (< 0: while it rang)
+      earlySteps: {}, // the steps done while it rang (absolute times), until the accept
+      answering: null, // the offer sent while it rang (preconnect): resolves once answered
+      earlyTracks: [], // [track, slot] received while it rang, shown once accepted
       localOffer: null,
+      offerReady: false, // the local offer is set (localOffer resolved)
       recovering: false, // a media recovery runs (a new peer connection for the same call)
       recoverAgain: false,
       disconnectTimer: null,
     };
     const pc = newPeer(call);
-    call.localOffer = pc.createOffer().then((o) => pc.setLocalDescription(o));
+    call.localOffer = pc.createOffer().then((o) => pc.setLocalDescription(o)).then(() => {
+      call.offerReady = true;
+    });
     call.localOffer.catch(() => {});
     return call;
   }
@@ -73,7 +113,10 @@ export function createCall(app) {
     const auxTx = call.auxTx;
     preferCodec(call.videoTx, "video/VP8");
     pc.addEventListener("track", (e) => {
-      if (pc === call.pc) onRemoteTrack(call, e.track, e.transceiver === auxTx ? "aux" : "main");
+      if (pc !== call.pc) return;
+      const slot = e.transceiver === auxTx ? "aux" : "main";
+      if (state.call === call) onRemoteTrack(call, e.track, slot);
+      else call.earlyTracks.push([e.track, slot]); // connected while it rings: shown once accepted
     });
     pc.addEventListener("icecandidate", (e) => {
       if (pc !== call.pc) return;
@@ -175,9 +218,28 @@ export function createCall(app) {
   }
 
   function step(call, name) {
-    if (call.acceptedAt != null && call.timings[name] == null) {
-      call.timings[name] = Math.round(performance.timeOrigin + performance.now() - call.acceptedAt);
-    }
+    const at = performance.timeOrigin + performance.now();
+    if (call.acceptedAt == null) call.earlySteps[name] ??= at;
+    else if (call.timings[name] == null) call.timings[name] = Math.round(at - call.acceptedAt);
+  }
+
+  /**
+   * Media while it rings: the prepared peer connection's offer goes now, and ICE and DTLS complete during the ring.
+   * The gateway keeps the leg out of the call until Accept (nothing flows either way) and closes it if the ring ends
+   * unanswered; accepting then only opens the gate. If this fails, accept() offers again.
+   */
+  function preconnect(call) {
+    const pc = call.pc;
+    call.answering = offerCallMedia(state.signal, call.id, pc, {
+      ready: call.localOffer.then(() => step(call, "offerSent")),
+      onAnswer: () => {
+        step(call, "answered");
+        call.offerSent = true;
+        for (const m of call.pendingCandidates) state.signal.send({ ...m, id: state.signal.nextId() });
+        call.pendingCandidates = [];
+      },
+    });
+    call.answering.catch(() => {}); // accept() handles it
   }
 
   function discardPrepared() {
@@ -193,13 +255,31 @@ export function createCall(app) {
     const offer = state.offer;
     if (!offer || state.call) return;
     const callId = offer.call_id;
+    const acceptedAt = performance.timeOrigin + performance.now();
+    // The accept goes first (it opens the gate at the gateway), the view after: nothing delays the first frame.
+    const accepting = state.signal.request({ type: "call.accept", call_id: callId });
     const prepared = state.prepared?.id === callId ? state.prepared : null;
     state.prepared = null; // taken: stopRinging must not close it
     views.ringing.stopRinging();
     const call = prepared ?? preparePeer(offer);
-    call.acceptedAt = performance.timeOrigin + performance.now();
+    call.acceptedAt = acceptedAt;
+    for (const [name, at] of Object.entries(call.earlySteps)) call.timings[name] = Math.round(at - call.acceptedAt);
     state.call = call;
+    // The gateway handles a socket's messages in order: the offer follows the accept without waiting for its
+    // answer (if the accept fails, so does the offer, and the accept's error is the one shown).
+    const pc = call.pc;
+    const send = () => {
+      step(call, "offerSent");
+      return state.signal.request({ type: "sdp.offer", call_id: callId, sdp: pc.localDescription.sdp });
+    };
+    // An offer made ahead (a spare peer connection) goes at once, before the view is drawn.
+    const offerNow = () => (call.offerReady ? send() : call.localOffer.then(send));
+    // Set up while it rang (preconnect): the accept opens the gate. Else (or if that failed) the offer goes now.
+    const early = call.answering;
+    const answering = early ? early.then(() => null, () => (call.offerSent ? null : offerNow())) : offerNow();
+    answering.catch(() => {}); // handled below, after the accept
     views.stage.showCallView(call);
+    for (const [track, slot] of call.earlyTracks.splice(0)) onRemoteTrack(call, track, slot);
 
     navigator.mediaDevices
       .getUserMedia({ audio: views.devices.audioConstraints() })
@@ -215,15 +295,6 @@ export function createCall(app) {
       })
       .catch(() => toast("Microphone blocked: the caller can't hear you. Allow the microphone for this site.", { bad: true, ms: 10000 }));
 
-    // The gateway handles a socket's messages in order: the offer follows the accept without waiting for its
-    // answer (if the accept fails, so does the offer, and the accept's error is the one shown).
-    const accepting = state.signal.request({ type: "call.accept", call_id: callId });
-    const pc = call.pc;
-    const answering = call.localOffer.then(() => {
-      step(call, "offerSent");
-      return state.signal.request({ type: "sdp.offer", call_id: callId, sdp: pc.localDescription.sdp });
-    });
-    answering.catch(() => {}); // handled below, after the accept
     try {
       await accepting;
       step(call, "accepted");
@@ -236,8 +307,14 @@ export function createCall(app) {
     }
     try {
       const answer = await answering;
-      step(call, "answered");
       if (call.pc !== pc) return; // replaced meanwhile by a media recovery
+      if (answer === null) {
+        // Connected while it rang: a connection that failed meanwhile (its events did not count before the accept)
+        // is set up again now.
+        if (["failed", "closed"].includes(pc.connectionState) && !call.ended) recoverMedia(call, "ice_failed");
+        return;
+      }
+      step(call, "answered");
       call.offerSent = true;
       for (const m of call.pendingCandidates) state.signal.send({ ...m, id: state.signal.nextId() });
       call.pendingCandidates = [];
@@ -426,7 +503,13 @@ export function createCall(app) {
     // A network change (back online, Wi-Fi to cellular): the call's media gets a new peer connection.
     window.addEventListener("online", () => onNetworkChange("online"));
     navigator.connection?.addEventListener?.("change", () => onNetworkChange("network_changed"));
+    // A spare peer connection while available (see refillSpare); dropped offline (a new session may bring other
+    // ICE servers).
+    store.subscribe("status", (status) => {
+      if (status === "available") setTimeout(refillSpare, 0);
+      else if (status === "offline") dropSpare();
+    });
   }
 
-  return { preparePeer, newPeer, recoverMedia, offerMedia, onNetworkChange, step, discardPrepared, accept, rejoinCall, onRemoteTrack, watchFirstFrame, setMuted, toggleCamera, hangup, cleanupCall, mount };
+  return { preparePeer, refillSpare, dropSpare, preconnect, newPeer, recoverMedia, offerMedia, onNetworkChange, step, discardPrepared, accept, rejoinCall, onRemoteTrack, watchFirstFrame, setMuted, toggleCamera, hangup, cleanupCall, mount };
 }

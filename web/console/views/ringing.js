@@ -44,7 +44,10 @@ export function createRinging(app) {
       return;
     }
     views.call.discardPrepared();
-    if (!state.call) state.prepared = views.call.preparePeer(message);
+    if (!state.call) {
+      state.prepared = views.call.preparePeer(message);
+      if (!card.consult) views.call.preconnect(state.prepared);
+    }
     ringer.start();
     if (ringer.enabled && ringer.blocked) toast("The browser blocks the ring sound: click anywhere in the console to allow it.", { bad: true, ms: 8000 });
     views.alerts.notifyRing(message);

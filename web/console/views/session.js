@@ -73,6 +73,7 @@ export function createSession(app) {
     }
     clearInterval(state.refreshTimer);
     state.account = null;
+    views.call.dropSpare();
     ringer.stop();
     showSignin();
   }
