@@ -10,7 +10,9 @@ Live state sits in gateway/store/live.py, media behind gateway/media/plane.py.
 It knows nothing of HTTP or of the wire protocol: participants are Sessions that receive domain events.
 Observers (metrics, records, webhooks) subscribe to its pyee events: call.queued, call.offered (call, username),
 call.withdrawn (call, username, reason: declined / ring_timeout / agent_disconnected), call.answered, call.ended,
-call.updated (a change worth recording: closed notice, callback request, rejoin), call.callback_ready.
+call.updated (a change worth recording: closed notice, callback request, rejoin), call.callback_ready; and, for
+a cluster router that speaks for this node's agents elsewhere, agent.detached / agent.resumed / agent.released
+(session): an agent's console lost its socket, came back, or is gone for good.
 """
 
 from __future__ import annotations
@@ -327,6 +329,7 @@ class Switchboard(AsyncIOEventEmitter):
         state = self.presence.signed_out(session)
         if state is None:
             return
+        self.emit("agent.released", session)
         call = self.live.call(state.call_id) if state.call_id else None
         if call is not None and call.state is CallState.OFFERED:
             self.dispatch.withdraw(call, state, "agent_disconnected")
@@ -341,6 +344,7 @@ class Switchboard(AsyncIOEventEmitter):
             return
         if session.role == "agent":
             self.dispatch.agent_detached(session)
+            self.emit("agent.detached", session)
         self.presence.announce(session, connected=False)
         self._settle()
 
@@ -354,6 +358,8 @@ class Switchboard(AsyncIOEventEmitter):
                 call.awaiting_caller = False  # back after the restart: offered from now on, in its place
                 call.log("caller_resumed")
                 self.emit("call.updated", call)
+        if session.role == "agent":
+            self.emit("agent.resumed", session)
         self.presence.announce(session, connected=True)
         self._settle()
 
