@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +36,7 @@ from pydantic import BaseModel, Field, ValidationError
 from gateway.auth import AgentAccount
 from gateway.calls import Call
 from gateway.errors import Unavailable
+from gateway.events import AgentStatusChanged, CallEnded
 from gateway.models import AgentStatus, CallState, now
 from gateway.sessions import Numbered, Session
 from gateway.store.redis_bus import RedisBus
@@ -49,7 +49,8 @@ from .wire_events import Relayed, event_wire
 log = structlog.get_logger("callin.cluster")
 
 PRESENCE_TTL_S = 3.0  # an agent whose node stops heartbeating is not offered calls after this
-HEARTBEAT_S = 1.0  # how often a node heartbeats its agents (and dispatches, if woken by nothing else)
+NODE_TTL_S = 8.0  # a node silent this long is taken for dead: the calls homed on it are lost to other nodes' agents
+HEARTBEAT_S = 1.0  # how often a node heartbeats its agents and itself (and dispatches, if woken by nothing else)
 FORWARD_TIMEOUT_S = 10.0  # a forwarded command not answered within this is answered node_unreachable
 HOME_TTL_S = 24 * 3600.0
 ROUTING_CHANNEL = "routing"  # "an agent became available": every node dispatches again
@@ -117,6 +118,7 @@ class CallRelay:
         self._sinks: dict[str, Callable[[Numbered], None]] = {}
         self._foreign: set[str] = set()  # agents that had a stand-in here: their presence is their node's
         self._stand_in_ids: set[str] = set()
+        self._detached: set[str] = set()  # stand-ins whose agent's console lost its socket (told by its node)
         self._homes: list[str] = []  # calls queued here whose home is to be written
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
@@ -129,7 +131,8 @@ class CallRelay:
         board.on("agent.released", lambda s: self._tell_home(s, "gone"))
         await self.bus.subscribe(f"node:{self.instance}", self._inbox)
         await self.bus.subscribe(ROUTING_CHANNEL, self._woken)
-        self._tasks = [asyncio.ensure_future(self._sender()), asyncio.ensure_future(self._worker())]
+        self._tasks = [asyncio.ensure_future(self._sender()), asyncio.ensure_future(self._worker()),
+                       asyncio.ensure_future(self._beating())]
         self._wake.set()
 
     async def close(self) -> None:
@@ -143,6 +146,8 @@ class CallRelay:
         for fut, _send, _who in self._pending.values():
             if not fut.done():
                 fut.cancel()
+        with contextlib.suppress(Exception):
+            await self.routing.node_gone()
 
     # -- sending to other nodes, in order ----------------------------------------------------------------------------
     def _post(self, node: str, message: dict[str, Any]) -> None:
@@ -166,7 +171,6 @@ class CallRelay:
 
     # -- the worker: presence, homes, dispatch -----------------------------------------------------------------------
     async def _worker(self) -> None:
-        beat = 0.0
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=HEARTBEAT_S)
@@ -174,9 +178,6 @@ class CallRelay:
             try:
                 while self._homes:
                     await self.routing.set_home(self._homes.pop(0), HOME_TTL_S)
-                if time.monotonic() - beat >= HEARTBEAT_S:
-                    beat = time.monotonic()
-                    await self._heartbeat()
                 await self._push_presence()
                 await self._dispatch()
                 self._drop_idle_stand_ins()
@@ -185,6 +186,17 @@ class CallRelay:
             except Exception:
                 log.exception("cluster.worker_failed")
                 await asyncio.sleep(0.5)
+
+    async def _beating(self) -> None:
+        """Heartbeats in a task of their own: a long dispatch pass never lets this node look dead."""
+        while True:
+            try:
+                await self._heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cluster.heartbeat_failed")
+            await asyncio.sleep(HEARTBEAT_S)
 
     def _local_agents(self) -> list[Any]:
         """The agents whose console is on this node (not stand-ins, nor what is left of one)."""
@@ -198,9 +210,44 @@ class CallRelay:
         return mine
 
     async def _heartbeat(self) -> None:
+        await self.routing.node_alive(NODE_TTL_S)
         alive = [a.username for a in self._local_agents() if self.board.presence.attached(a)]
         if alive:
             await self.routing.heartbeat(alive, PRESENCE_TTL_S)
+        await self._check_nodes()
+
+    async def _check_nodes(self) -> None:
+        """A node that died takes its calls with it: this node's agents in one of them are told the call ended
+        (node_lost) and are available again; stand-ins of agents whose node died lose their socket here (the call
+        ends as with any agent who does not come back within the resume grace)."""
+        remote: dict[str, tuple[Any, str]] = {}
+        for agent in self._local_agents():
+            call_id = agent.call_id or agent.wrap_up_call
+            if call_id and self.board.call(call_id) is None and call_id in self._remote_calls:
+                remote[agent.username] = (agent, call_id)
+        homes = {self._remote_calls[call_id] for _, call_id in remote.values()}
+        down = await self.routing.nodes_down(homes | set(self._stand_in_node.values()))
+        for username, node in list(self._stand_in_node.items()):
+            session, sink = self._stand_ins.get(username), self._sinks.get(username)
+            if node not in down and session is not None and sink is not None and session.sink is None \
+                    and not session.ended and username not in self._detached:
+                self.board.attach(session, sink)  # its node is back (it was only slow): what it missed is replayed
+        if not down:
+            return
+        for username, (agent, call_id) in remote.items():
+            if self._remote_calls[call_id] not in down:
+                continue
+            agent.status, agent.call_id, agent.wrap_up_call, agent.idle_since = AgentStatus.AVAILABLE, None, None, now()
+            self.board.core.to_agent(username, CallEnded(call_id=call_id, reason="node_lost", by="system"))
+            self.board.core.to_agent(username, AgentStatusChanged(status=AgentStatus.AVAILABLE.value,
+                                                                  reason="node_lost"))
+            log.warning("cluster.home_lost", agent=username, call_id=call_id, home=self._remote_calls[call_id])
+        for username, node in list(self._stand_in_node.items()):
+            session, sink = self._stand_ins.get(username), self._sinks.get(username)
+            if node in down and session is not None and sink is not None and session.sink is sink:
+                log.warning("cluster.agent_node_lost", agent=username, node=node)
+                self.board.detach(session, sink)
+        self.board.recheck()
 
     async def _push_presence(self) -> None:
         woke = False
@@ -324,6 +371,7 @@ class CallRelay:
         if session is not None:
             self._stand_in_ids.discard(session.id)
         self._sinks.pop(username, None)
+        self._detached.discard(username)
         self._stand_in_node.pop(username, None)
 
     # -- forwarding an agent's command to the home of its call -------------------------------------------------------
@@ -419,6 +467,7 @@ class CallRelay:
         call_id = data.get("call_id") if isinstance(data.get("call_id"), str) else None
         if call_id and home:
             self._remote_calls[call_id] = home
+            self._seen[username] = call_id  # any word of a call from its home: an offer of it was made
         if state is None or (state.call_id and self.board.call(state.call_id) is not None):
             return  # in a call of this node: that one says
         kind = data.get("type")
@@ -468,8 +517,10 @@ class CallRelay:
             return
         sink = self._sinks.get(username)
         if message.op == "detached" and sink is not None:
+            self._detached.add(username)
             self.board.detach(session, sink)
         elif message.op == "resumed" and sink is not None:
+            self._detached.discard(username)
             self.board.attach(session, sink)
             self.board.recheck()
         elif message.op == "gone":
