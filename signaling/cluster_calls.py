@@ -124,7 +124,7 @@ class CallRelay:
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     async def start(self) -> None:
         board = self.board
-        board.dispatch.router = self._wake.set
+        board.route_with(self._wake.set)
         board.on("call.queued", self._queued)
         board.on("agent.detached", lambda s: self._tell_home(s, "detached"))
         board.on("agent.resumed", lambda s: self._tell_home(s, "resumed"))
@@ -137,7 +137,7 @@ class CallRelay:
 
     async def close(self) -> None:
         self._closed = True
-        self.board.dispatch.router = None
+        self.board.route_with(None)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -201,7 +201,7 @@ class CallRelay:
     def _local_agents(self) -> list[Any]:
         """The agents whose console is on this node (not stand-ins, nor what is left of one)."""
         mine = []
-        for agent in self.board.live.all_agents():
+        for agent in self.board.all_agents():
             if agent.username in self._foreign:
                 if agent.session_id is None or agent.session_id in self._stand_in_ids:
                     continue
@@ -211,7 +211,7 @@ class CallRelay:
 
     async def _heartbeat(self) -> None:
         await self.routing.node_alive(NODE_TTL_S)
-        alive = [a.username for a in self._local_agents() if self.board.presence.attached(a)]
+        alive = [a.username for a in self._local_agents() if self.board.attached(a)]
         if alive:
             await self.routing.heartbeat(alive, PRESENCE_TTL_S)
         await self._check_nodes()
@@ -238,8 +238,8 @@ class CallRelay:
             if self._remote_calls[call_id] not in down:
                 continue
             agent.status, agent.call_id, agent.wrap_up_call, agent.idle_since = AgentStatus.AVAILABLE, None, None, now()
-            self.board.core.to_agent(username, CallEnded(call_id=call_id, reason="node_lost", by="system"))
-            self.board.core.to_agent(username, AgentStatusChanged(status=AgentStatus.AVAILABLE.value,
+            self.board.tell_agent(username, CallEnded(call_id=call_id, reason="node_lost", by="system"))
+            self.board.tell_agent(username, AgentStatusChanged(status=AgentStatus.AVAILABLE.value,
                                                                   reason="node_lost"))
             log.warning("cluster.home_lost", agent=username, call_id=call_id, home=self._remote_calls[call_id])
         for username, node in list(self._stand_in_node.items()):
@@ -252,13 +252,13 @@ class CallRelay:
     async def _push_presence(self) -> None:
         woke = False
         for agent in self._local_agents():
-            attached = self.board.presence.attached(agent)
+            attached = self.board.attached(agent)
             status = agent.status.value if attached else AgentStatus.OFFLINE.value
             call = agent.call_id or agent.wrap_up_call or ""
             key = (status, call, agent.skills)
             if self._pushed.get(agent.username) == key:
                 continue
-            session = self.board.sessions.get(agent.session_id or "")
+            session = self.board.session(agent.session_id or "")
             account = session.principal if session is not None else None
             if attached and agent.username not in self._pushed:
                 await self.routing.heartbeat([agent.username], PRESENCE_TTL_S)
@@ -273,7 +273,7 @@ class CallRelay:
 
     async def _dispatch(self) -> None:
         """This node's waiting calls, in answer order, to the longest-idle available agents of the cluster."""
-        calls = self.board.dispatch.offerable()
+        calls = self.board.offerable()
         if not calls:
             return
         agents = await self.routing.available()
@@ -299,13 +299,12 @@ class CallRelay:
             self.board.recheck()  # places in line, notices; wakes this worker again for what is left
 
     async def _offer(self, call: Call, username: str, node: str) -> bool:
-        live = self.board.live
         if node == self.instance and username not in self._foreign:
-            state = live.agent(username)
-            if state is None or not self.board.presence.attached(state) or state.status is not AgentStatus.AVAILABLE:
+            state = self.board.agent(username)
+            if state is None or not self.board.attached(state) or state.status is not AgentStatus.AVAILABLE:
                 return False
             self._seen[username] = call.id
-            self.board.dispatch.offer(call, state)
+            self.board.offer(call, state)
             return True
         profile = await self.routing.agent_state(username)
         try:
@@ -317,13 +316,13 @@ class CallRelay:
         if call.state is not CallState.QUEUED or call.awaiting_caller:
             return False
         self._stand_in(account, node)
-        state = live.agent(username)
+        state = self.board.agent(username)
         if state is None or state.status in (AgentStatus.RINGING, AgentStatus.BUSY):
             return False
         if state.status is AgentStatus.WRAP_UP:
-            self.board.presence.cancel_wrap_up(state)
+            self.board.cancel_wrap_up(state)
         state.status = AgentStatus.AVAILABLE
-        self.board.dispatch.offer(call, state)
+        self.board.offer(call, state)
         return True
 
     # -- stand-ins: agents of other nodes in calls homed here --------------------------------------------------------
@@ -331,9 +330,9 @@ class CallRelay:
         username = account.username
         self._stand_in_node[username] = node
         session = self._stand_ins.get(username)
-        if session is not None and self.board.sessions.get(session.id) is session:
+        if session is not None and self.board.session(session.id) is session:
             return session
-        session = self.board.presence.open_agent(account)
+        session = self.board.open_agent(account)
         self._stand_ins[username] = session
 
         def sink(item: Numbered) -> None:
@@ -350,18 +349,16 @@ class CallRelay:
 
     def _drop_idle_stand_ins(self) -> None:
         """A stand-in in no call of this node any more is dropped (the agent is its own node's again)."""
-        live = self.board.live
         for username, session in list(self._stand_ins.items()):
-            state = live.agent(username)
-            if self.board.sessions.get(session.id) is not session or state is None or state.session_id != session.id:
+            state = self.board.agent(username)
+            if self.board.session(session.id) is not session or state is None or state.session_id != session.id:
                 self._forget_stand_in(username)
                 continue
             if state.status not in (AgentStatus.AVAILABLE, AgentStatus.AWAY) or state.call_id or state.wrap_up_call:
                 continue
-            if any(c.state is not CallState.ENDED and self.board.is_participant(c, username)
-                   for c in live.all_calls()):
+            if self.board.in_a_call(username):
                 continue
-            self.board.sessions.remove(session)
+            self.board.drop_session(session)
             state.session_id = None
             state.status = AgentStatus.OFFLINE
             self._forget_stand_in(username)
@@ -437,7 +434,7 @@ class CallRelay:
         if message.home:
             self._home_of_agent[username] = message.home
         self._mirror(username, text, message.home)
-        session = self.board.sessions.get(state.session_id or "") if state is not None else None
+        session = self.board.session(state.session_id or "") if state is not None else None
         if session is None or session.id in self._stand_in_ids:
             if message.home:  # nobody here any more: the home ends its part
                 self._post(message.home, {"op": "gone", "agent": username})
@@ -513,7 +510,7 @@ class CallRelay:
         """The agent's console (on its node) lost its socket, came back, or is gone for good."""
         username = message.agent or ""
         session = self._stand_ins.get(username)
-        if session is None or self.board.sessions.get(session.id) is not session:
+        if session is None or self.board.session(session.id) is not session:
             return
         sink = self._sinks.get(username)
         if message.op == "detached" and sink is not None:

@@ -460,6 +460,44 @@ class Switchboard(AsyncIOEventEmitter):
     def wallboard(self) -> dict[str, Any]:
         return self.views.wallboard()
 
+    # ------------------------------------------------------------------ a cluster router (signaling/cluster_calls.py)
+    def route_with(self, router: Callable[[], None] | None) -> None:
+        """Several nodes: the settle step wakes `router`, which offers this node's calls to the agents of every
+        node (each offer claimed in the shared store first); None: dispatch in-process again."""
+        self.dispatch.router = router
+
+    def offerable(self) -> list[tuple[Call, frozenset[str]]]:
+        """This node's calls that may be offered now, in answer order, with the skills each needs."""
+        return self.dispatch.offerable()
+
+    def offer(self, call: Call, agent: AgentState) -> None:
+        """Ring `agent` for a waiting call (the router claimed the agent)."""
+        if call.state is not CallState.QUEUED or agent.status is not AgentStatus.AVAILABLE:
+            raise InvalidState("the call is not waiting or the agent is not available", code="not_offerable")
+        self.dispatch.offer(call, agent)
+
+    def all_agents(self) -> list[AgentState]:
+        return list(self.live.all_agents())
+
+    def session(self, session_id: str | None) -> Session | None:
+        return self.sessions.get(session_id or "")
+
+    def drop_session(self, session: Session) -> None:
+        """Forget a session without ending anything (a cluster stand-in no call needs any more)."""
+        self.sessions.remove(session)
+
+    def tell_agent(self, username: str, event: Any) -> None:
+        self.core.to_agent(username, event)
+
+    def cancel_wrap_up(self, agent: AgentState) -> None:
+        if agent.status is AgentStatus.WRAP_UP:
+            self.presence.cancel_wrap_up(agent)
+
+    def in_a_call(self, username: str) -> bool:
+        """Whether the agent takes part (agent, consulted colleague, supervisor) in a call that has not ended."""
+        return any(c.state is not CallState.ENDED and self.views.is_participant(c, username)
+                   for c in self.live.all_calls())
+
     # ------------------------------------------------------------------ queues (configuration)
     def queue_config(self, name: str) -> Queue:
         return self.queues.get(name)
