@@ -53,6 +53,7 @@ NODE_TTL_S = 8.0  # a node silent this long is taken for dead: the calls homed o
 HEARTBEAT_S = 1.0  # how often a node heartbeats its agents and itself (and dispatches, if woken by nothing else)
 FORWARD_TIMEOUT_S = 10.0  # a forwarded command not answered within this is answered node_unreachable
 HOME_TTL_S = 24 * 3600.0
+REMEMBERED_CALLS = 10_000  # how many calls of other homes a node remembers (oldest forgotten first)
 ROUTING_CHANNEL = "routing"  # "an agent became available": every node dispatches again
 
 CALL_RELAY: web.AppKey["CallRelay"] = web.AppKey("call_relay")
@@ -112,6 +113,7 @@ class CallRelay:
         self._seen: dict[str, str] = {}  # the last call seen offered to each agent (see push_presence)
         self._home_of_agent: dict[str, str] = {}  # the home of the remote call each agent last heard from
         self._remote_calls: dict[str, str] = {}  # call id -> home, for calls this node's agents heard of
+        self._lost: dict[str, None] = {}  # calls whose home died (their agents here were told node_lost)
         # agents of other nodes, in calls homed here
         self._stand_ins: dict[str, Session] = {}
         self._stand_in_node: dict[str, str] = {}
@@ -235,13 +237,16 @@ class CallRelay:
         if not down:
             return
         for username, (agent, call_id) in remote.items():
-            if self._remote_calls[call_id] not in down:
+            home = self._remote_calls.pop(call_id, None)
+            if home not in down:
+                if home is not None:
+                    self._remote_calls[call_id] = home
                 continue
-            agent.status, agent.call_id, agent.wrap_up_call, agent.idle_since = AgentStatus.AVAILABLE, None, None, now()
+            _remember(self._lost, call_id, None)
+            self.board.follow_agent(username, AgentStatus.AVAILABLE)
             self.board.tell_agent(username, CallEnded(call_id=call_id, reason="node_lost", by="system"))
-            self.board.tell_agent(username, AgentStatusChanged(status=AgentStatus.AVAILABLE.value,
-                                                                  reason="node_lost"))
-            log.warning("cluster.home_lost", agent=username, call_id=call_id, home=self._remote_calls[call_id])
+            self.board.tell_agent(username, AgentStatusChanged(status=AgentStatus.AVAILABLE.value, reason="node_lost"))
+            log.warning("cluster.home_lost", agent=username, call_id=call_id, home=home)
         for username, node in list(self._stand_in_node.items()):
             session, sink = self._stand_ins.get(username), self._sinks.get(username)
             if node in down and session is not None and sink is not None and session.sink is sink:
@@ -319,9 +324,8 @@ class CallRelay:
         state = self.board.agent(username)
         if state is None or state.status in (AgentStatus.RINGING, AgentStatus.BUSY):
             return False
-        if state.status is AgentStatus.WRAP_UP:
-            self.board.cancel_wrap_up(state)
-        state.status = AgentStatus.AVAILABLE
+        self.board.cancel_wrap_up(state)
+        self.board.follow_agent(username, AgentStatus.AVAILABLE)  # the claim says so
         self.board.offer(call, state)
         return True
 
@@ -359,8 +363,6 @@ class CallRelay:
             if self.board.in_a_call(username):
                 continue
             self.board.drop_session(session)
-            state.session_id = None
-            state.status = AgentStatus.OFFLINE
             self._forget_stand_in(username)
 
     def _forget_stand_in(self, username: str) -> None:
@@ -379,8 +381,8 @@ class CallRelay:
         if call_id is None and getattr(message, "type", None) == "agent.status" and state is not None:
             call_id = state.wrap_up_call or (state.call_id if state.status in (AgentStatus.RINGING,
                                                                                AgentStatus.BUSY) else None)
-        if not call_id or self.board.call(call_id) is not None:
-            return None
+        if not call_id or self.board.call(call_id) is not None or call_id in self._lost:
+            return None  # here (a lost call: this node answers that it does not know it)
         home = self._remote_calls.get(call_id) or await self.routing.home_of(call_id)
         return home if home and home != self.instance else None
 
@@ -463,32 +465,23 @@ class CallRelay:
         state = self.board.agent(username)
         call_id = data.get("call_id") if isinstance(data.get("call_id"), str) else None
         if call_id and home:
-            self._remote_calls[call_id] = home
+            _remember(self._remote_calls, call_id, home)
             self._seen[username] = call_id  # any word of a call from its home: an offer of it was made
         if state is None or (state.call_id and self.board.call(state.call_id) is not None):
             return  # in a call of this node: that one says
         kind = data.get("type")
         if kind == "call.offered" and call_id:
             self._seen[username] = call_id
-            state.status, state.call_id = AgentStatus.RINGING, call_id
+            self.board.follow_agent(username, AgentStatus.RINGING, call_id)
         elif kind == "offer.withdrawn" and call_id and state.call_id == call_id:
-            state.call_id = None
             if state.status is AgentStatus.RINGING:
-                state.status, state.idle_since = AgentStatus.AVAILABLE, now()
+                self.board.follow_agent(username, AgentStatus.AVAILABLE)
         elif kind == "agent.status":
             try:
                 status = AgentStatus(data.get("status"))
             except ValueError:
                 return
-            if status in (AgentStatus.RINGING, AgentStatus.BUSY):
-                state.call_id = call_id or state.call_id
-            elif status is AgentStatus.WRAP_UP:
-                state.wrap_up_call, state.call_id = call_id or state.call_id, None
-            else:
-                state.call_id = state.wrap_up_call = None
-                if status is AgentStatus.AVAILABLE and state.status is not AgentStatus.AVAILABLE:
-                    state.idle_since = now()
-            state.status = status
+            self.board.follow_agent(username, status, call_id)
         else:
             return
         self._wake.set()
@@ -525,3 +518,10 @@ class CallRelay:
             self.board.release_session(session)
         self._wake.set()
 
+
+def _remember(table: dict[str, Any], key: str, value: Any) -> None:
+    """Insert as the newest entry; the oldest go beyond REMEMBERED_CALLS (a bounded memory of other homes' calls)."""
+    table.pop(key, None)
+    table[key] = value
+    while len(table) > REMEMBERED_CALLS:
+        table.pop(next(iter(table)))

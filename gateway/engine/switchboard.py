@@ -32,7 +32,7 @@ from ..media import MediaConfig, Relay
 from ..media.local import LocalPlane
 from ..media.plane import LegEvent, MediaPlane
 from ..media.topology import SuperviseMode
-from ..models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason, Location
+from ..models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason, Location, now
 from ..positions import PositionNotices
 from ..queues import Queue, QueueDirectory
 from ..routing import AgentState, WaitEstimator
@@ -483,8 +483,13 @@ class Switchboard(AsyncIOEventEmitter):
         return self.sessions.get(session_id or "")
 
     def drop_session(self, session: Session) -> None:
-        """Forget a session without ending anything (a cluster stand-in no call needs any more)."""
+        """Forget an agent session without ending anything (a cluster stand-in no call needs any more): the agent
+        is offline here."""
         self.sessions.remove(session)
+        agent = self.live.agent(session.principal.username)
+        if agent is not None and agent.session_id == session.id:
+            agent.session_id = None
+            agent.status = AgentStatus.OFFLINE
 
     def tell_agent(self, username: str, event: Any) -> None:
         self.core.to_agent(username, event)
@@ -492,6 +497,22 @@ class Switchboard(AsyncIOEventEmitter):
     def cancel_wrap_up(self, agent: AgentState) -> None:
         if agent.status is AgentStatus.WRAP_UP:
             self.presence.cancel_wrap_up(agent)
+
+    def follow_agent(self, username: str, status: AgentStatus, call_id: str | None = None) -> None:
+        """The agent's status as the home of a call on another node says it (its events, relayed to this node that
+        holds the agent's console): ringing or busy with `call_id`, wrapping it up, or free again."""
+        agent = self.live.agent(username)
+        if agent is None:
+            return
+        if status in (AgentStatus.RINGING, AgentStatus.BUSY):
+            agent.call_id = call_id or agent.call_id
+        elif status is AgentStatus.WRAP_UP:
+            agent.wrap_up_call, agent.call_id = call_id or agent.call_id, None
+        else:
+            agent.call_id = agent.wrap_up_call = None
+            if status is AgentStatus.AVAILABLE and agent.status is not AgentStatus.AVAILABLE:
+                agent.idle_since = now()
+        agent.status = status
 
     def in_a_call(self, username: str) -> bool:
         """Whether the agent takes part (agent, consulted colleague, supervisor) in a call that has not ended."""

@@ -284,3 +284,47 @@ async def test_supervisor_on_a_third_node_monitors_whispers_and_barges(database_
             await client.close()
         for gateway in (a, b, c):
             gateway.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_home_node_killed_frees_the_agent_of_another_node(database_url, redis_url, tmp_path, caller_token):
+    """kill -9 the node that holds a connected call: the agent on the other node is told the call ended
+    (node_lost) and is available again, and is offered the next call (its presence was pushed again)."""
+    a = node(database_url, redis_url, tmp_path, "node-a", True)
+    b = node(database_url, redis_url, tmp_path, "node-b", False)
+    agent = None
+    sockets = []
+    try:
+        await a.start()
+        await b.start()
+        agent = Agent(b.base_url)
+        await agent.connect()
+        ws, call_id = await caller_socket(a.base_url, caller_token(sub="doomed"))
+        sockets.append(ws)
+        offer = await agent.wait_offer(timeout=20)
+        assert offer["call_id"] == call_id
+        accepted = await agent.ws.request({"type": "call.accept", "call_id": call_id})
+        assert accepted["type"] == "call.accepted", accepted
+        await agent.ws.wait(lambda m: m["type"] == "agent.status" and m["status"] == "busy", timeout=10)
+
+        a.kill()
+        ended = await agent.ws.wait(lambda m: m["type"] == "call.ended" and m["call_id"] == call_id, timeout=30)
+        assert ended["reason"] == "node_lost" and ended["by"] == "system"
+        status = await agent.ws.wait(lambda m: m["type"] == "agent.status" and m.get("reason") == "node_lost",
+                                     timeout=10)
+        assert status["status"] == "available"
+        # A forwarded command about the lost call is answered, not left hanging.
+        late = await agent.ws.request({"type": "call.hangup", "call_id": call_id}, timeout=20)
+        assert late["type"] == "error" and late["code"] == "unknown_call", late
+
+        ws2, call2 = await caller_socket(b.base_url, caller_token(sub="next"))
+        sockets.append(ws2)
+        again = await agent.ws.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == call2, timeout=20)
+        assert again["call_id"] == call2
+    finally:
+        for ws in sockets:
+            await ws.close()
+        if agent is not None:
+            await agent.close()
+        a.close()
+        b.close()
