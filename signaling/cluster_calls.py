@@ -309,8 +309,7 @@ class CallRelay:
             if state is None or not self.board.attached(state) or state.status is not AgentStatus.AVAILABLE:
                 return False
             self._seen[username] = call.id
-            self.board.offer(call, state)
-            return True
+            return self.board.offer(call, state)
         profile = await self.routing.agent_state(username)
         try:
             account = AccountOut(username=username, display_name=profile.get("display_name") or username,
@@ -326,8 +325,7 @@ class CallRelay:
             return False
         self.board.cancel_wrap_up(state)
         self.board.follow_agent(username, AgentStatus.AVAILABLE)  # the claim says so
-        self.board.offer(call, state)
-        return True
+        return self.board.offer(call, state)
 
     # -- stand-ins: agents of other nodes in calls homed here --------------------------------------------------------
     def _stand_in(self, account: AgentAccount, node: str) -> Session:

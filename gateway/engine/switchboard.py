@@ -470,11 +470,12 @@ class Switchboard(AsyncIOEventEmitter):
         """This node's calls that may be offered now, in answer order, with the skills each needs."""
         return self.dispatch.offerable()
 
-    def offer(self, call: Call, agent: AgentState) -> None:
-        """Ring `agent` for a waiting call (the router claimed the agent)."""
-        if call.state is not CallState.QUEUED or agent.status is not AgentStatus.AVAILABLE:
-            raise InvalidState("the call is not waiting or the agent is not available", code="not_offerable")
+    def offer(self, call: Call, agent: AgentState) -> bool:
+        """Ring `agent` for a waiting call (the router claimed the agent); False if either changed meanwhile."""
+        if call.state is not CallState.QUEUED or call.awaiting_caller or agent.status is not AgentStatus.AVAILABLE:
+            return False
         self.dispatch.offer(call, agent)
+        return True
 
     def all_agents(self) -> list[AgentState]:
         return list(self.live.all_agents())

@@ -26,6 +26,7 @@ from tests.e2e.browser import (
     open_widget,
     widget,
 )
+from tests.support.cluster_nodes import start
 from tests.support.process import GatewayProcess
 from tests.support.redisserver import running_redis
 
@@ -52,8 +53,8 @@ async def test_caller_page_on_node_a_console_on_node_b(database_url, redis_url, 
     a = GatewayProcess(database_url, tmp_path / "a", node_name="node-a", redis_url=redis_url)
     b = GatewayProcess(database_url, tmp_path / "b", node_name="node-b", redis_url=redis_url, migrate_on_start="false")
     try:
-        await a.start()
-        await b.start()
+        await start(a)
+        await start(b)
         agent_ctx, agent = await new_page(browser, b.base_url, viewport=DESKTOP)
         caller_ctx, caller = await new_page(browser, a.base_url, viewport=PHONE, is_mobile=True)
         await open_console(agent, "bob", "bob-demo")
