@@ -464,7 +464,9 @@ class CallRelay:
         call_id = data.get("call_id") if isinstance(data.get("call_id"), str) else None
         if call_id and home:
             _remember(self._remote_calls, call_id, home)
-            self._seen[username] = call_id  # any word of a call from its home: an offer of it was made
+            if self._seen.get(username) != call_id:  # any word of a call from its home: an offer of it was made
+                self._seen[username] = call_id
+                self._pushed.pop(username, None)  # say the agent's status again (a claim it had not seen may hold)
         if state is None or (state.call_id and self.board.call(state.call_id) is not None):
             return  # in a call of this node: that one says
         kind = data.get("type")
