@@ -340,3 +340,49 @@ async def test_home_node_killed_frees_the_agent_of_another_node(database_url, re
             await agent.close()
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_agent_node_killed_while_ringing_the_call_goes_to_another_node(database_url, redis_url, tmp_path,
+                                                                            caller_token):
+    """kill -9 the node of the agent a call rings at: her presence expires within seconds (no new offers), and the
+    call's home, seeing her node gone, withdraws the ring and offers the call to an agent of a third node well
+    before the ring timeout (60 s here)."""
+    settings = {"ring_timeout_s": 60}
+    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
+    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
+    c = node(database_url, redis_url, tmp_path, "node-c", False, **settings)
+    clients: list = []
+    redis = Redis.from_url(redis_url)
+    try:
+        for gateway in (a, b, c):
+            await start(gateway)
+        alice = Agent(b.base_url)
+        clients.append(alice)
+        await alice.connect()
+        bob = Agent(c.base_url, "bob", "bob-demo")
+        clients.append(bob)
+        await bob.connect(available=False)
+        ws, call_id = await caller_socket(a.base_url, caller_token(sub="stranded"))
+        clients.append(ws)
+        assert (await alice.wait_offer(timeout=20))["call_id"] == call_id
+        assert (await bob.ws.request({"type": "agent.status", "status": "available"}))["status"] == "available"
+
+        b.kill()
+        killed = time.monotonic()
+        deadline = time.monotonic() + 10
+        while await redis.exists("callin:alive:alice"):
+            assert time.monotonic() < deadline, "alice's presence outlived her node"
+            await asyncio.sleep(0.2)
+        offer = await bob.ws.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == call_id, timeout=30)
+        assert offer["call_id"] == call_id and time.monotonic() - killed < 40
+        accepted = await bob.ws.request({"type": "call.accept", "call_id": call_id})
+        assert accepted["type"] == "call.accepted", accepted
+        answered = await ws.wait(lambda m: m["type"] == "call.answered", timeout=10)
+        assert answered["agent_name"] == "Bob (demo agent)"
+    finally:
+        await redis.aclose()
+        for client in clients:
+            await client.close()
+        for gateway in (a, b, c):
+            gateway.close()
