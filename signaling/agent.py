@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from gateway.auth import AgentAccount
-from gateway.errors import Forbidden, InvalidState
+from gateway.errors import Forbidden, GatewayError, InvalidState
 from gateway.engine.supervision import SUPERVISOR_ROLES
 from gateway.media.topology import SuperviseMode
 from gateway.models import AgentStatus, CallState, now
@@ -18,8 +18,9 @@ from gateway.store.signins import SessionRevoked
 
 from . import protocol as p
 from .access import origin_allowed, signin_for_token
-from .keys import LIVE_SIGNINS, RECORDER, SETTINGS, WALLBOARD
+from .cluster_calls import CALL_RELAY
 from .drain import check_accepting
+from .keys import LIVE_SIGNINS, METRICS, RECORDER, SETTINGS, SWITCHBOARD, WALLBOARD
 from .ws import CLOSE_UNAUTHORIZED, Connection
 from .outbox import Wire
 
@@ -85,6 +86,17 @@ class AgentConnection(Connection):
             self._unregister = None
 
     async def handle(self, message: Any) -> None:
+        assert self.session is not None
+        session = self.session
+        relay = self.request.app.get(CALL_RELAY)
+        if relay is not None:  # several nodes: a call homed on another node is handled there, as this agent
+            home = await relay.home_for(session, message)
+            if home is not None:
+                await relay.forward(home, session, self.raw, self.send)
+                return
+        await self.handle_here(message)
+
+    async def handle_here(self, message: Any) -> None:
         assert self.session is not None
         session = self.session
         match message:
@@ -161,6 +173,41 @@ class AgentConnection(Connection):
                 self.send(p.Ack(id=message.id))
             case _:
                 raise p.ProtocolError(f"{message.type} is not an agent message", code="unknown_type")
+
+
+class RelayedAgent(AgentConnection):
+    """An agent's message forwarded by its node to the home of the call (signaling/cluster_calls.py): handled here
+    as any agent message, by the agent's stand-in session; what it sends is collected and sent back."""
+
+    def __init__(self, app: web.Application, session: Session) -> None:  # no socket: nothing of Connection's
+        self.request = _AppOnly(app)  # type: ignore[assignment]
+        self.board = app[SWITCHBOARD]
+        self.settings = self.board.settings
+        self.metrics = app[METRICS]
+        self.session = session
+        self.sent: list[str] = []
+
+    def send(self, message: Any) -> None:
+        self.sent.append(message.text if isinstance(message, Wire) else Wire.of(message).text)
+
+
+class _AppOnly:
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+
+def relayed_executor(app: web.Application) -> Callable[[Session, str], Awaitable[list[str]]]:
+    """Runs a forwarded agent message at this node (the call's home) as the agent's stand-in session."""
+    async def execute(session: Session, raw: str) -> list[str]:
+        connection = RelayedAgent(app, session)
+        try:
+            message = p.parse(p.agent_adapter, raw, connection.settings.max_message_bytes)
+            await connection.handle_here(message)
+        except GatewayError as exc:
+            connection.error(exc, p.request_id(raw))
+        return connection.sent
+
+    return execute
 
 
 async def agent_ws(request: web.Request) -> web.StreamResponse:

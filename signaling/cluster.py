@@ -3,9 +3,10 @@ queue configuration changes. A queue created, changed or removed through the adm
 database at once; the bus tells every other node, which reads it back and applies it (routing, hours, skills and
 the wallboard follow it within a moment, not at its next restart).
 
-Without `CALLIN_REDIS_URL` nothing here runs: one node needs no bus. Routing across nodes (one line, offers made
-exactly once: gateway/store/redis_routing.py) is not wired into the engine yet: until it is, a call is answered by
-an agent of the node its caller reached.
+And one line across the nodes: a call is offered to an available agent of any node, exactly once, and the agent's
+signaling reaches the call's home node (signaling/cluster_calls.py).
+
+Without `CALLIN_REDIS_URL` nothing here runs: one node needs no bus, and the engine dispatches in-process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from redis.asyncio import Redis
 
 from gateway.errors import GatewayError
 from gateway.store.redis_bus import RedisBus
+from gateway.store.redis_routing import RedisRouting
+
+from .agent import relayed_executor
+from .cluster_calls import CALL_RELAY, CallRelay
 
 from .keys import QUEUES, SETTINGS, SWITCHBOARD
 
@@ -89,9 +94,14 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
 
     await bus.subscribe(QUEUES_CHANNEL, on_queue)
     app[BUS] = bus
+    relay = CallRelay(app[SWITCHBOARD], RedisRouting(redis, app[INSTANCE]), bus, app[INSTANCE],
+                      relayed_executor(app), settings.max_message_bytes)
+    await relay.start()
+    app[CALL_RELAY] = relay
     log.info("cluster.joined", instance=app[INSTANCE])
     try:
         yield
     finally:
+        await relay.close()
         await bus.close()
         await redis.aclose()

@@ -126,6 +126,15 @@ class WireTable:
         return Wire(rule.message(event).model_dump_json(exclude={"seq"}), rule.slot_of(event))
 
 
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """An event's message serialised by another node (the home of a call, for an agent whose console is here:
+    signaling/cluster_calls.py): delivered to the local session as it is, numbered in that session's sequence."""
+
+    text: str
+    slot: str | None = None
+
+
 EVENT_CLASSES: tuple[type, ...] = get_args(Event)
 WIRE_TABLE = WireTable(WIRE_RULES)
 
@@ -137,4 +146,6 @@ def event_message(event: Event) -> p.EventOut:
 
 def event_wire(event: Event) -> Wire:
     """The event's message, serialised; a queue position replaces the same call's pending position."""
+    if isinstance(event, Relayed):
+        return Wire(event.text, event.slot)
     return WIRE_TABLE.wire(event)

@@ -59,6 +59,7 @@ class Connection:
         self._writer_task: asyncio.Task[None] | None = None
         self._said_bye = False
         self._header_principal: Any = None
+        self.raw: str = ""  # the text of the message being handled (what a cluster forwards to another node)
 
     # -- sending
     def send(self, message: BaseModel | Wire) -> None:
@@ -300,6 +301,7 @@ class Connection:
                     await self._close(1000, "bye")
                     return
                 else:
+                    self.raw = raw
                     await self.handle(message)
             except GatewayError as exc:
                 self.error(exc, p.request_id(raw))

@@ -4,6 +4,7 @@ everyone passed, and answering or declining an offer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -28,11 +29,17 @@ class Dispatch:
         self.presence = presence
         self.waiting = waiting
         self.views = views
+        self.router: Callable[[], None] | None = None  # set by a cluster router: run() wakes it instead
         core.timers.on("ring", self._ring_timeout)
         core.timers.on("round", self._new_round)
 
     def run(self) -> None:
-        """Offer waiting calls, in order, to the longest-idle available agents whose console is attached."""
+        """Offer waiting calls, in order, to the longest-idle available agents whose console is attached. With a
+        cluster router (several nodes on Redis), the router offers them instead, against the agents of every node:
+        it is woken here and works in its own task."""
+        if self.router is not None:
+            self.router()
+            return
         at = self.core.clock.time()
         closed: set[str] = set()
         is_open: dict[str, bool] = {}
@@ -58,6 +65,26 @@ class Dispatch:
             if not available:  # nobody left to offer to: the rest of the line waits (O(1), not O(waiting))
                 break
         self.waiting.recheck_hours_later(closed, at)
+
+    def offerable(self) -> list[tuple[Call, frozenset[str]]]:
+        """For a cluster router: this node's calls that may be offered now, in answer order, with the skills each
+        needs (queued, caller present, queue open; a closed queue is checked again when it opens)."""
+        at = self.core.clock.time()
+        closed: set[str] = set()
+        is_open: dict[str, bool] = {}
+        found: list[tuple[Call, frozenset[str]]] = []
+        for call in self.core.live.line.ordered():
+            if call.state is not CallState.QUEUED or call.awaiting_caller:
+                continue
+            queue = self.views.queue_of(call)
+            if queue.name not in is_open:
+                is_open[queue.name] = queue.is_open(at)
+            if not is_open[queue.name]:
+                closed.add(queue.name)
+                continue
+            found.append((call, queue.skills))
+        self.waiting.recheck_hours_later(closed, at)
+        return found
 
     def offer(self, call: Call, agent: AgentState, **detail: Any) -> None:
         """Ring `agent` with the normal ring timeout and re-offer (`detail` goes to the call's log)."""

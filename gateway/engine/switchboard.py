@@ -10,7 +10,9 @@ Live state sits in gateway/store/live.py, media behind gateway/media/plane.py.
 It knows nothing of HTTP or of the wire protocol: participants are Sessions that receive domain events.
 Observers (metrics, records, webhooks) subscribe to its pyee events: call.queued, call.offered (call, username),
 call.withdrawn (call, username, reason: declined / ring_timeout / agent_disconnected), call.answered, call.ended,
-call.updated (a change worth recording: closed notice, callback request, rejoin), call.callback_ready.
+call.updated (a change worth recording: closed notice, callback request, rejoin), call.callback_ready; and, for
+a cluster router that speaks for this node's agents elsewhere, agent.detached / agent.resumed / agent.released
+(session): an agent's console lost its socket, came back, or is gone for good.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ..media import MediaConfig, Relay
 from ..media.local import LocalPlane
 from ..media.plane import LegEvent, MediaPlane
 from ..media.topology import SuperviseMode
-from ..models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason, Location
+from ..models import AgentStatus, CallContext, CallerIdentity, CallState, CallType, EndReason, Location, now
 from ..positions import PositionNotices
 from ..queues import Queue, QueueDirectory
 from ..routing import AgentState, WaitEstimator
@@ -330,6 +332,7 @@ class Switchboard(AsyncIOEventEmitter):
         state = self.presence.signed_out(session)
         if state is None:
             return
+        self.emit("agent.released", session)
         call = self.live.call(state.call_id) if state.call_id else None
         if call is not None and call.state is CallState.OFFERED:
             self.dispatch.withdraw(call, state, "agent_disconnected")
@@ -344,6 +347,7 @@ class Switchboard(AsyncIOEventEmitter):
             return
         if session.role == "agent":
             self.dispatch.agent_detached(session)
+            self.emit("agent.detached", session)
         self.presence.announce(session, connected=False)
         self._settle()
 
@@ -357,6 +361,8 @@ class Switchboard(AsyncIOEventEmitter):
                 call.awaiting_caller = False  # back after the restart: offered from now on, in its place
                 call.log("caller_resumed")
                 self.emit("call.updated", call)
+        if session.role == "agent":
+            self.emit("agent.resumed", session)
         self.presence.announce(session, connected=True)
         self._settle()
 
@@ -456,6 +462,66 @@ class Switchboard(AsyncIOEventEmitter):
 
     def wallboard(self) -> dict[str, Any]:
         return self.views.wallboard()
+
+    # ------------------------------------------------------------------ a cluster router (signaling/cluster_calls.py)
+    def route_with(self, router: Callable[[], None] | None) -> None:
+        """Several nodes: the settle step wakes `router`, which offers this node's calls to the agents of every
+        node (each offer claimed in the shared store first); None: dispatch in-process again."""
+        self.dispatch.router = router
+
+    def offerable(self) -> list[tuple[Call, frozenset[str]]]:
+        """This node's calls that may be offered now, in answer order, with the skills each needs."""
+        return self.dispatch.offerable()
+
+    def offer(self, call: Call, agent: AgentState) -> bool:
+        """Ring `agent` for a waiting call (the router claimed the agent); False if either changed meanwhile."""
+        if call.state is not CallState.QUEUED or call.awaiting_caller or agent.status is not AgentStatus.AVAILABLE:
+            return False
+        self.dispatch.offer(call, agent)
+        return True
+
+    def all_agents(self) -> list[AgentState]:
+        return list(self.live.all_agents())
+
+    def session(self, session_id: str | None) -> Session | None:
+        return self.sessions.get(session_id or "")
+
+    def drop_session(self, session: Session) -> None:
+        """Forget an agent session without ending anything (a cluster stand-in no call needs any more): the agent
+        is offline here."""
+        self.sessions.remove(session)
+        agent = self.live.agent(session.principal.username)
+        if agent is not None and agent.session_id == session.id:
+            agent.session_id = None
+            agent.status = AgentStatus.OFFLINE
+
+    def tell_agent(self, username: str, event: Any) -> None:
+        self.core.to_agent(username, event)
+
+    def cancel_wrap_up(self, agent: AgentState) -> None:
+        if agent.status is AgentStatus.WRAP_UP:
+            self.presence.cancel_wrap_up(agent)
+
+    def follow_agent(self, username: str, status: AgentStatus, call_id: str | None = None) -> None:
+        """The agent's status as the home of a call on another node says it (its events, relayed to this node that
+        holds the agent's console): ringing or busy with `call_id`, wrapping it up, or free again."""
+        agent = self.live.agent(username)
+        if agent is None:
+            return
+        if status in (AgentStatus.RINGING, AgentStatus.BUSY):
+            agent.call_id = call_id or agent.call_id
+        elif status is AgentStatus.WRAP_UP:
+            agent.wrap_up_call, agent.call_id = call_id or agent.call_id, None
+        else:
+            agent.call_id = agent.wrap_up_call = None
+            if status is AgentStatus.AVAILABLE and agent.status is not AgentStatus.AVAILABLE:
+                agent.idle_since = now()
+        agent.status = status
+
+    def in_a_call(self, username: str) -> bool:
+        """Whether the agent takes part (agent, consulted colleague, supervisor) in a call that has not ended."""
+        return any(c.state is not CallState.ENDED and self.views.is_participant(c, username)
+                   for c in self.live.all_calls())
 
     # ------------------------------------------------------------------ queues (configuration)
     def queue_config(self, name: str) -> Queue:

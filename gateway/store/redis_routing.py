@@ -18,6 +18,14 @@ Keys (under `prefix`, default `callin:`):
 - `alive:{name}`   STRING with a TTL: the agent's console is attached to a node that heartbeats it
 - `idle`           ZSET available agents -> idle since (longest idle first)
 - `log`            STREAM of routing changes (capped)
+- `home:{id}`      STRING the node instance that holds a call (its media and its engine state), with a TTL
+- `up:{node}`      STRING with a TTL: the node instance heartbeats it (a node that dies is seen gone within it)
+
+The engine of each node uses the agent side of this (gateway/engine cluster wiring, signaling/cluster_calls.py):
+`claim_agent` rings an agent for a call of this node exactly once across the cluster (the call side is the home
+node's own state machine: one node owns a call), `push_presence` mirrors an agent's status from the node that holds
+its console, refusing to overwrite an offer that node has not seen yet, and `unclaim` gives back an agent a claim
+took for a call that went away meanwhile.
 """
 
 from __future__ import annotations
@@ -111,6 +119,58 @@ return version
 """
 
 
+# KEYS: agent, alive, idle, log   ARGV: call id, agent name, needed skills (space-separated), home node, log max
+# Ring the agent for a call of node `home` if, at this instant, it is available, alive and skilled for it. Returns the
+# node that holds the agent's console (where the offer must be delivered), or 0.
+_CLAIM_AGENT = """
+local agent, alive, idle, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('HGET', agent, 'status') ~= 'available' then return 0 end
+if redis.call('EXISTS', alive) == 0 then return 0 end
+local has = ' ' .. (redis.call('HGET', agent, 'skills') or '') .. ' '
+for skill in string.gmatch(ARGV[3], '%S+') do
+  if not string.find(has, ' ' .. skill .. ' ', 1, true) then return 0 end
+end
+redis.call('HSET', agent, 'status', 'ringing', 'call', ARGV[1], 'home', ARGV[4])
+redis.call('ZREM', idle, ARGV[2])
+redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], '*', 'op', 'offer', 'call', ARGV[1], 'agent', ARGV[2], 'node', ARGV[4])
+return redis.call('HGET', agent, 'node') or 0
+"""
+
+# KEYS: agent, idle, log   ARGV: agent name, call id, now, node, log max
+# A claim whose call went away before it was offered: the agent is available again (only if that claim still holds).
+_UNCLAIM = """
+local agent, idle, log = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('HGET', agent, 'status') ~= 'ringing' or redis.call('HGET', agent, 'call') ~= ARGV[2] then return 0 end
+redis.call('HSET', agent, 'status', 'available', 'call', '', 'idle_since', ARGV[3])
+redis.call('ZADD', idle, ARGV[3], ARGV[1])
+redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], '*', 'op', 'unclaim', 'call', ARGV[2], 'agent', ARGV[1], 'node', ARGV[4])
+return 1
+"""
+
+# KEYS: agent, idle, log   ARGV: name, status, call, seen, skills, node, idle since, display name, role, capacity,
+#                               log max
+# The node that holds the agent's console says its status. Refused (0) while a claim rings the agent for a call that
+# node has not seen offered yet (`seen`: the last call it saw offered to the agent): the offer is on its way, and the
+# status that follows it will be pushed again.
+_PRESENCE = """
+local agent, idle, log = KEYS[1], KEYS[2], KEYS[3]
+local status, call = redis.call('HGET', agent, 'status'), redis.call('HGET', agent, 'call') or ''
+if status == 'ringing' and call ~= '' and call ~= ARGV[4] and call ~= ARGV[3] then return 0 end
+redis.call('HSET', agent, 'name', ARGV[1], 'status', ARGV[2], 'call', ARGV[3], 'skills', ARGV[5], 'node', ARGV[6],
+           'idle_since', ARGV[7], 'display_name', ARGV[8], 'role', ARGV[9], 'capacity', ARGV[10])
+if ARGV[2] == 'available' then
+  redis.call('ZADD', idle, ARGV[7], ARGV[1])
+else
+  redis.call('ZREM', idle, ARGV[1])
+end
+if status ~= ARGV[2] then
+  redis.call('XADD', log, 'MAXLEN', '~', ARGV[11], '*', 'op', 'status', 'agent', ARGV[1], 'status', ARGV[2],
+             'call', ARGV[3], 'node', ARGV[6])
+end
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Waiting:
     call_id: str
@@ -140,6 +200,9 @@ class RedisRouting:
         self._release = redis.register_script(_RELEASE)
         self._accept = redis.register_script(_ACCEPT)
         self._end = redis.register_script(_END)
+        self._claim_agent = redis.register_script(_CLAIM_AGENT)
+        self._unclaim = redis.register_script(_UNCLAIM)
+        self._presence = redis.register_script(_PRESENCE)
 
     # -- keys ----------------------------------------------------------------------------------------------------
     def _k(self, *parts: str) -> str:
@@ -292,6 +355,54 @@ class RedisRouting:
                     agents.remove(agent)
                     break
         return offered
+
+    # -- the engine's side: calls stay with their home node, agents are shared -------------------------------------
+    async def claim_agent(self, call_id: str, username: str, skills: Iterable[str]) -> str | None:
+        """Ring `username` for a call of this node if it is available, alive and has `skills`, atomically (no other
+        node can ring it meanwhile); returns the node that holds its console, or None."""
+        keys = [self.agent_key(username), self.alive_key(username), self.idle_key, self.log_key]
+        node = await self._claim_agent(keys=keys, args=[call_id, username, " ".join(sorted(skills)), self.node,
+                                                        self.log_max])
+        return None if node in (0, b"0", None, b"", "") else _text(node)
+
+    async def unclaim(self, call_id: str, username: str, now: float) -> bool:
+        keys = [self.agent_key(username), self.idle_key, self.log_key]
+        return bool(await self._unclaim(keys=keys, args=[username, call_id, now, self.node, self.log_max]))
+
+    async def push_presence(self, username: str, status: str, call_id: str, seen: str, skills: Iterable[str],
+                            idle_since: float, display_name: str, role: str, capacity: int) -> bool:
+        """This node holds the agent's console: its status is `status` (False: an offer it has not seen yet rings
+        the agent; push again once it arrived)."""
+        keys = [self.agent_key(username), self.idle_key, self.log_key]
+        return bool(await self._presence(keys=keys, args=[
+            username, status, call_id, seen, " ".join(sorted(skills)), self.node, idle_since, display_name, role,
+            capacity, self.log_max]))
+
+    async def set_home(self, call_id: str, ttl_s: float) -> None:
+        await self.redis.set(self._k("home", call_id), self.node, px=int(ttl_s * 1000))
+
+    async def node_alive(self, ttl_s: float) -> None:
+        """This node is up (its calls' homes and its agents' consoles are here)."""
+        await self.redis.set(self._k("up", self.node), 1, px=int(ttl_s * 1000))
+
+    async def node_gone(self) -> None:
+        """This node stops (gracefully): seen down at once."""
+        await self.redis.delete(self._k("up", self.node))
+
+    async def nodes_down(self, nodes: Iterable[str]) -> set[str]:
+        """Which of these nodes stopped saying they are up."""
+        names = sorted(set(nodes))
+        if not names:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(self._k("up", name))
+            replies = await pipe.execute()
+        return {name for name, up in zip(names, replies) if not up}
+
+    async def home_of(self, call_id: str) -> str | None:
+        node = await self.redis.get(self._k("home", call_id))
+        return None if node is None else _text(node)
 
     async def log(self) -> list[dict[str, str]]:
         """The routing changes, oldest first (the stream is capped at log_max)."""

@@ -1,0 +1,527 @@
+"""One line across nodes (issue 10, items 3 and 4): a caller on node A answered by an agent whose console is on node
+B, with `CALLIN_REDIS_URL` set. Without it nothing here runs and the engine dispatches in-process as before.
+
+The design (LiveKit relays signaling between nodes the same way):
+- A call lives on its *home*, the node its caller reached: its engine state, its timers, its media.
+- Each node mirrors into Redis what routing needs: its agents' presence (status, skills, a TTL "alive" key that it
+  heartbeats, so an agent whose node died is gone within PRESENCE_TTL_S), and the home of each of its calls.
+- Each node dispatches its own waiting calls, in answer order, against the agents of the whole cluster (longest
+  idle first), each offer a Lua `claim_agent` (gateway/store/redis_routing.py): two nodes never ring one agent, and
+  a call is offered by its one home only. Local agents are claimed the same way, so both paths obey the one rule.
+- An agent of another node is represented on the home by a *stand-in*: an agent session of the home's engine whose
+  deliveries are published to the agent's node (its inbox channel `node:<instance>`), which hands them to the
+  agent's socket (numbered in that socket's session, replayable on resume) and mirrors the agent's status from them.
+- The agent's commands about a call homed elsewhere (accept, decline, SDP, candidates, hang-up, hold, chat, push,
+  wrap-up, supervise ...) are forwarded by its node to the home, executed there by the stand-in as that agent, and
+  the replies come back the same way. Its console going away, coming back or signing out is told to the home too.
+
+Messages on a node's inbox (JSON over pub/sub, at most once; a lost command is answered `node_unreachable`):
+event {agent, text, slot, home} · command {corr, from, account, text} · reply {corr, wires} ·
+gone / detached / resumed {agent}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, Field, ValidationError
+
+from gateway.auth import AgentAccount
+from gateway.calls import Call
+from gateway.errors import Unavailable
+from gateway.events import AgentStatusChanged, CallEnded
+from gateway.models import AgentStatus, CallState, now
+from gateway.sessions import Numbered, Session
+from gateway.store.redis_bus import RedisBus
+from gateway.store.redis_routing import RedisRouting
+from gateway.switchboard import Switchboard
+
+from .outbox import Wire
+from .wire_events import Relayed, event_wire
+
+log = structlog.get_logger("callin.cluster")
+
+PRESENCE_TTL_S = 3.0  # an agent whose node stops heartbeating is not offered calls after this
+NODE_TTL_S = 8.0  # a node silent this long is taken for dead: the calls homed on it are lost to other nodes' agents
+HEARTBEAT_S = 1.0  # how often a node heartbeats its agents and itself (and dispatches, if woken by nothing else)
+FORWARD_TIMEOUT_S = 10.0  # a forwarded command not answered within this is answered node_unreachable
+HOME_TTL_S = 24 * 3600.0
+REMEMBERED_CALLS = 10_000  # how many calls of other homes a node remembers (oldest forgotten first)
+ROUTING_CHANNEL = "routing"  # "an agent became available": every node dispatches again
+
+CALL_RELAY: web.AppKey["CallRelay"] = web.AppKey("call_relay")
+# Executes a forwarded agent command at the home: (stand-in session, the message's text) -> the wire replies.
+Execute = Callable[[Session, str], Awaitable[list[str]]]
+
+
+class AccountOut(BaseModel):
+    """The agent account a forwarded command speaks for (its node authenticated the agent)."""
+
+    username: str = Field(min_length=1, max_length=128)
+    display_name: str = Field(max_length=200)
+    role: str = Field(max_length=32)
+    skills: list[str] = Field(default_factory=list, max_length=64)
+    capacity: int = Field(1, ge=1, le=100)
+
+    def account(self) -> AgentAccount:
+        return AgentAccount(username=self.username, display_name=self.display_name, role=self.role,
+                            skills=tuple(self.skills), capacity=self.capacity)
+
+    @classmethod
+    def of(cls, account: AgentAccount) -> "AccountOut":
+        return cls(username=account.username, display_name=account.display_name, role=account.role,
+                   skills=list(account.skills), capacity=account.capacity)
+
+
+class Inbound(BaseModel):
+    op: str = Field(pattern="^(event|command|reply|gone|detached|resumed)$")
+    agent: str | None = Field(None, max_length=128)
+    home: str | None = Field(None, max_length=64)
+    text: str | None = Field(None, max_length=256 * 1024)
+    slot: str | None = Field(None, max_length=256)
+    corr: str | None = Field(None, max_length=64)
+    sender: str | None = Field(None, alias="from", max_length=64)
+    account: AccountOut | None = None
+    wires: list[str] = Field(default_factory=list, max_length=64)
+
+
+class CallRelay:
+    """This node's part of the shared line: presence, dispatch by claims, stand-ins and the relay of signaling."""
+
+    def __init__(self, board: Switchboard, routing: RedisRouting, bus: RedisBus, instance: str, execute: Execute,
+                 max_message_bytes: int) -> None:
+        self.board = board
+        self.routing = routing
+        self.bus = bus
+        self.instance = instance
+        self.execute = execute
+        self.max_message_bytes = max_message_bytes
+        self._wake = asyncio.Event()
+        self._outgoing: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._pending: dict[str, tuple[asyncio.Future[None], Callable[[Wire], None], str]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        # this node's agents
+        self._pushed: dict[str, tuple[str, str, frozenset[str]]] = {}  # last presence pushed per agent
+        self._seen: dict[str, str] = {}  # the last call seen offered to each agent (see push_presence)
+        self._home_of_agent: dict[str, str] = {}  # the home of the remote call each agent last heard from
+        self._remote_calls: dict[str, str] = {}  # call id -> home, for calls this node's agents heard of
+        self._lost: dict[str, None] = {}  # calls whose home died (their agents here were told node_lost)
+        # agents of other nodes, in calls homed here
+        self._stand_ins: dict[str, Session] = {}
+        self._stand_in_node: dict[str, str] = {}
+        self._sinks: dict[str, Callable[[Numbered], None]] = {}
+        self._foreign: set[str] = set()  # agents that had a stand-in here: their presence is their node's
+        self._stand_in_ids: set[str] = set()
+        self._detached: set[str] = set()  # stand-ins whose agent's console lost its socket (told by its node)
+        self._homes: list[str] = []  # calls queued here whose home is to be written
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        board = self.board
+        board.route_with(self._wake.set)
+        board.on("call.queued", self._queued)
+        board.on("agent.detached", lambda s: self._tell_home(s, "detached"))
+        board.on("agent.resumed", lambda s: self._tell_home(s, "resumed"))
+        board.on("agent.released", lambda s: self._tell_home(s, "gone"))
+        await self.bus.subscribe(f"node:{self.instance}", self._inbox)
+        await self.bus.subscribe(ROUTING_CHANNEL, self._woken)
+        self._tasks = [asyncio.ensure_future(self._sender()), asyncio.ensure_future(self._worker()),
+                       asyncio.ensure_future(self._beating())]
+        self._wake.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        self.board.route_with(None)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for fut, _send, _who in self._pending.values():
+            if not fut.done():
+                fut.cancel()
+        with contextlib.suppress(Exception):
+            await self.routing.node_gone()
+
+    # -- sending to other nodes, in order ----------------------------------------------------------------------------
+    def _post(self, node: str, message: dict[str, Any]) -> None:
+        if not self._closed:
+            self._outgoing.put_nowait((node, message))
+
+    async def _sender(self) -> None:
+        while True:
+            node, message = await self._outgoing.get()
+            try:
+                await self.bus.publish(f"node:{node}", message)
+            except Exception:  # a lost message: a forwarded command times out, a stand-in event is replayed
+                log.warning("cluster.publish_failed", to=node, op=message.get("op"), exc_info=True)
+
+    async def _woken(self, _message: dict[str, Any]) -> None:
+        self._wake.set()
+
+    def _queued(self, call: Call) -> None:
+        self._homes.append(call.id)
+        self._wake.set()
+
+    # -- the worker: presence, homes, dispatch -----------------------------------------------------------------------
+    async def _worker(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=HEARTBEAT_S)
+            self._wake.clear()
+            try:
+                while self._homes:
+                    await self.routing.set_home(self._homes.pop(0), HOME_TTL_S)
+                await self._push_presence()
+                await self._dispatch()
+                self._drop_idle_stand_ins()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cluster.worker_failed")
+                await asyncio.sleep(0.5)
+
+    async def _beating(self) -> None:
+        """Heartbeats in a task of their own: a long dispatch pass never lets this node look dead."""
+        while True:
+            try:
+                await self._heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cluster.heartbeat_failed")
+            await asyncio.sleep(HEARTBEAT_S)
+
+    def _local_agents(self) -> list[Any]:
+        """The agents whose console is on this node (not stand-ins, nor what is left of one)."""
+        mine = []
+        for agent in self.board.all_agents():
+            if agent.username in self._foreign:
+                if agent.session_id is None or agent.session_id in self._stand_in_ids:
+                    continue
+                self._foreign.discard(agent.username)  # signed in here since
+            mine.append(agent)
+        return mine
+
+    async def _heartbeat(self) -> None:
+        await self.routing.node_alive(NODE_TTL_S)
+        alive = [a.username for a in self._local_agents() if self.board.attached(a)]
+        if alive:
+            await self.routing.heartbeat(alive, PRESENCE_TTL_S)
+        await self._check_nodes()
+
+    async def _check_nodes(self) -> None:
+        """A node that died takes its calls with it: this node's agents in one of them are told the call ended
+        (node_lost) and are available again; stand-ins of agents whose node died lose their socket here (the call
+        ends as with any agent who does not come back within the resume grace)."""
+        remote: dict[str, tuple[Any, str]] = {}
+        for agent in self._local_agents():
+            call_id = agent.call_id or agent.wrap_up_call
+            if call_id and self.board.call(call_id) is None and call_id in self._remote_calls:
+                remote[agent.username] = (agent, call_id)
+        homes = {self._remote_calls[call_id] for _, call_id in remote.values()}
+        down = await self.routing.nodes_down(homes | set(self._stand_in_node.values()))
+        for username, node in list(self._stand_in_node.items()):
+            session, sink = self._stand_ins.get(username), self._sinks.get(username)
+            if node not in down and session is not None and sink is not None and session.sink is None \
+                    and not session.ended and username not in self._detached:
+                self.board.attach(session, sink)  # its node is back (it was only slow): what it missed is replayed
+        if not down:
+            return
+        for username, (agent, call_id) in remote.items():
+            home = self._remote_calls.pop(call_id, None)
+            if home not in down:
+                if home is not None:
+                    self._remote_calls[call_id] = home
+                continue
+            _remember(self._lost, call_id, None)
+            self.board.follow_agent(username, AgentStatus.AVAILABLE)
+            self.board.tell_agent(username, CallEnded(call_id=call_id, reason="node_lost", by="system"))
+            self.board.tell_agent(username, AgentStatusChanged(status=AgentStatus.AVAILABLE.value, reason="node_lost"))
+            log.warning("cluster.home_lost", agent=username, call_id=call_id, home=home)
+        for username, node in list(self._stand_in_node.items()):
+            session, sink = self._stand_ins.get(username), self._sinks.get(username)
+            if node in down and session is not None and sink is not None and session.sink is sink:
+                log.warning("cluster.agent_node_lost", agent=username, node=node)
+                self.board.detach(session, sink)
+        self.board.recheck()
+
+    async def _push_presence(self) -> None:
+        woke = False
+        for agent in self._local_agents():
+            attached = self.board.attached(agent)
+            status = agent.status.value if attached else AgentStatus.OFFLINE.value
+            call = agent.call_id or agent.wrap_up_call or ""
+            key = (status, call, agent.skills)
+            if self._pushed.get(agent.username) == key:
+                continue
+            session = self.board.session(agent.session_id or "")
+            account = session.principal if session is not None else None
+            if attached and agent.username not in self._pushed:
+                await self.routing.heartbeat([agent.username], PRESENCE_TTL_S)
+            done = await self.routing.push_presence(
+                agent.username, status, call, self._seen.get(agent.username, ""), agent.skills, agent.idle_since,
+                agent.display_name, getattr(account, "role", "agent"), agent.capacity)
+            if done:
+                self._pushed[agent.username] = key
+                woke = woke or status == AgentStatus.AVAILABLE.value
+        if woke:
+            await self.bus.publish(ROUTING_CHANNEL, {"by": self.instance})
+
+    async def _dispatch(self) -> None:
+        """This node's waiting calls, in answer order, to the longest-idle available agents of the cluster."""
+        calls = self.board.offerable()
+        if not calls:
+            return
+        agents = await self.routing.available()
+        offered = False
+        for call, skills in calls:
+            if not agents:
+                break
+            for candidate in list(agents):
+                if candidate.username in call.declined_by or not skills <= candidate.skills:
+                    continue
+                agents.remove(candidate)  # claimed now, or taken by someone else meanwhile
+                node = await self.routing.claim_agent(call.id, candidate.username, skills)
+                if node is None:
+                    continue
+                if call.state is not CallState.QUEUED or call.awaiting_caller or self._closed:
+                    await self.routing.unclaim(call.id, candidate.username, now())
+                    break  # the call went away (or was offered otherwise) while claiming
+                if await self._offer(call, candidate.username, node):
+                    offered = True
+                    break
+                await self.routing.unclaim(call.id, candidate.username, now())
+        if offered:
+            self.board.recheck()  # places in line, notices; wakes this worker again for what is left
+
+    async def _offer(self, call: Call, username: str, node: str) -> bool:
+        if node == self.instance and username not in self._foreign:
+            state = self.board.agent(username)
+            if state is None or not self.board.attached(state) or state.status is not AgentStatus.AVAILABLE:
+                return False
+            self._seen[username] = call.id
+            return self.board.offer(call, state)
+        profile = await self.routing.agent_state(username)
+        try:
+            account = AccountOut(username=username, display_name=profile.get("display_name") or username,
+                                 role=profile.get("role") or "agent", skills=profile.get("skills", "").split(),
+                                 capacity=int(profile.get("capacity") or 1)).account()
+        except (ValidationError, ValueError):
+            return False
+        if call.state is not CallState.QUEUED or call.awaiting_caller:
+            return False
+        self._stand_in(account, node)
+        state = self.board.agent(username)
+        if state is None or state.status in (AgentStatus.RINGING, AgentStatus.BUSY):
+            return False
+        self.board.cancel_wrap_up(state)
+        self.board.follow_agent(username, AgentStatus.AVAILABLE)  # the claim says so
+        return self.board.offer(call, state)
+
+    # -- stand-ins: agents of other nodes in calls homed here --------------------------------------------------------
+    def _stand_in(self, account: AgentAccount, node: str) -> Session:
+        username = account.username
+        self._stand_in_node[username] = node
+        session = self._stand_ins.get(username)
+        if session is not None and self.board.session(session.id) is session:
+            return session
+        session = self.board.open_agent(account)
+        self._stand_ins[username] = session
+
+        def sink(item: Numbered) -> None:
+            wire = event_wire(item.event)
+            self._post(self._stand_in_node[username], {"op": "event", "agent": username, "text": wire.text,
+                                                       "slot": wire.slot, "home": self.instance})
+
+        self._sinks[username] = sink
+        self._foreign.add(username)
+        self._stand_in_ids.add(session.id)
+        self.board.attach(session, sink)
+        log.info("cluster.stand_in", agent=username, node=node)
+        return session
+
+    def _drop_idle_stand_ins(self) -> None:
+        """A stand-in in no call of this node any more is dropped (the agent is its own node's again)."""
+        for username, session in list(self._stand_ins.items()):
+            state = self.board.agent(username)
+            if self.board.session(session.id) is not session or state is None or state.session_id != session.id:
+                self._forget_stand_in(username)
+                continue
+            if state.status not in (AgentStatus.AVAILABLE, AgentStatus.AWAY) or state.call_id or state.wrap_up_call:
+                continue
+            if self.board.in_a_call(username):
+                continue
+            self.board.drop_session(session)
+            self._forget_stand_in(username)
+
+    def _forget_stand_in(self, username: str) -> None:
+        session = self._stand_ins.pop(username, None)
+        if session is not None:
+            self._stand_in_ids.discard(session.id)
+        self._sinks.pop(username, None)
+        self._detached.discard(username)
+        self._stand_in_node.pop(username, None)
+
+    # -- forwarding an agent's command to the home of its call -------------------------------------------------------
+    async def home_for(self, session: Session, message: Any) -> str | None:
+        """The other node that holds the call this message is about (None: this node, or no call)."""
+        call_id = getattr(message, "call_id", None)
+        state = self.board.agent(session.principal.username)
+        if call_id is None and getattr(message, "type", None) == "agent.status" and state is not None:
+            call_id = state.wrap_up_call or (state.call_id if state.status in (AgentStatus.RINGING,
+                                                                               AgentStatus.BUSY) else None)
+        if not call_id or self.board.call(call_id) is not None or call_id in self._lost:
+            return None  # here (a lost call: this node answers that it does not know it)
+        home = self._remote_calls.get(call_id) or await self.routing.home_of(call_id)
+        return home if home and home != self.instance else None
+
+    async def forward(self, home: str, session: Session, text: str, send: Callable[[Wire], None]) -> None:
+        """Run the agent's message at the call's home as that agent; its replies are sent on `send` in order with
+        the events the home delivers meanwhile."""
+        corr = secrets.token_hex(8)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        username = session.principal.username
+        self._pending[corr] = (future, send, username)
+        self._home_of_agent[username] = home
+        self._post(home, {"op": "command", "corr": corr, "from": self.instance, "text": text,
+                          "account": AccountOut.of(session.principal).model_dump()})
+        try:
+            await asyncio.wait_for(future, FORWARD_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise Unavailable("the node that holds this call did not answer; try again",
+                              code="node_unreachable") from None
+        finally:
+            self._pending.pop(corr, None)
+
+    def _tell_home(self, session: Session, op: str) -> None:
+        username = session.principal.username
+        home = self._home_of_agent.get(username)
+        if home is not None and session.id not in self._stand_in_ids:
+            self._post(home, {"op": op, "agent": username})
+            if op == "gone":
+                self._home_of_agent.pop(username, None)
+
+    # -- the inbox -----------------------------------------------------------------------------------------------
+    async def _inbox(self, raw: dict[str, Any]) -> None:
+        try:
+            message = Inbound.model_validate(raw)
+        except ValidationError:
+            log.warning("cluster.bad_message", channel="node")
+            return
+        match message.op:
+            case "event":
+                self._event(message)
+            case "reply":
+                self._reply(message)
+            case "command":
+                await self._command(message)
+            case _:
+                self._agent_changed(message)
+
+    def _event(self, message: Inbound) -> None:
+        """An event of a call homed elsewhere for one of this node's agents: to its socket, its status mirrored."""
+        username, text = message.agent or "", message.text or ""
+        state = self.board.agent(username)
+        if message.home:
+            self._home_of_agent[username] = message.home
+        self._mirror(username, text, message.home)
+        session = self.board.session(state.session_id or "") if state is not None else None
+        if session is None or session.id in self._stand_in_ids:
+            if message.home:  # nobody here any more: the home ends its part
+                self._post(message.home, {"op": "gone", "agent": username})
+            return
+        session.deliver(Relayed(text, message.slot))  # type: ignore[arg-type]
+
+    def _reply(self, message: Inbound) -> None:
+        pending = self._pending.get(message.corr or "")
+        if pending is None:
+            return  # answered too late: the agent was told node_unreachable
+        future, send, username = pending
+        for text in message.wires:
+            self._mirror(username, text, None)
+            send(Wire(text))
+        if not future.done():
+            future.set_result(None)
+
+    def _mirror(self, username: str, text: str, home: str | None) -> None:
+        """The agent's status here follows what the home tells it (so its node pushes the right presence)."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        state = self.board.agent(username)
+        call_id = data.get("call_id") if isinstance(data.get("call_id"), str) else None
+        if call_id and home:
+            _remember(self._remote_calls, call_id, home)
+            if self._seen.get(username) != call_id:  # any word of a call from its home: an offer of it was made
+                self._seen[username] = call_id
+                self._pushed.pop(username, None)  # say the agent's status again (a claim it had not seen may hold)
+        if state is None or (state.call_id and self.board.call(state.call_id) is not None):
+            return  # in a call of this node: that one says
+        kind = data.get("type")
+        if kind == "call.offered" and call_id:
+            self._seen[username] = call_id
+            self.board.follow_agent(username, AgentStatus.RINGING, call_id)
+        elif kind == "offer.withdrawn" and call_id and state.call_id == call_id:
+            if state.status is AgentStatus.RINGING:
+                self.board.follow_agent(username, AgentStatus.AVAILABLE)
+        elif kind == "agent.status":
+            try:
+                status = AgentStatus(data.get("status"))
+            except ValueError:
+                return
+            self.board.follow_agent(username, status, call_id)
+        else:
+            return
+        self._wake.set()
+
+    async def _command(self, message: Inbound) -> None:
+        """An agent of another node acts on a call homed here: run as its stand-in, replies sent back."""
+        if message.account is None or not message.sender or not message.corr:
+            return
+        session = self._stand_in(message.account.account(), message.sender)
+        try:
+            wires = await self.execute(session, message.text or "")
+        except Exception:
+            log.exception("cluster.command_failed", agent=message.account.username)
+            wires = []
+        self._post(message.sender, {"op": "reply", "corr": message.corr, "wires": wires})
+        self.board.recheck()
+
+    def _agent_changed(self, message: Inbound) -> None:
+        """The agent's console (on its node) lost its socket, came back, or is gone for good."""
+        username = message.agent or ""
+        session = self._stand_ins.get(username)
+        if session is None or self.board.session(session.id) is not session:
+            return
+        sink = self._sinks.get(username)
+        if message.op == "detached" and sink is not None:
+            self._detached.add(username)
+            self.board.detach(session, sink)
+        elif message.op == "resumed" and sink is not None:
+            self._detached.discard(username)
+            self.board.attach(session, sink)
+            self.board.recheck()
+        elif message.op == "gone":
+            self._forget_stand_in(username)
+            self.board.release_session(session)
+        self._wake.set()
+
+
+def _remember(table: dict[str, Any], key: str, value: Any) -> None:
+    """Insert as the newest entry; the oldest go beyond REMEMBERED_CALLS (a bounded memory of other homes' calls)."""
+    table.pop(key, None)
+    table[key] = value
+    while len(table) > REMEMBERED_CALLS:
+        table.pop(next(iter(table)))

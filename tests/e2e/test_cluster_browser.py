@@ -1,0 +1,82 @@
+"""Two nodes on one Redis and one PostgreSQL (issue 10, item 9): the demo caller page on node A, the agent console
+on node B, in real Chromium. The call is homed on A; the console's accept, SDP and hang-up reach A through B, and
+media flows both ways (packets counted by each page's own WebRTC stats).
+
+Run inside a loopback-only network namespace:
+    unshare -rn sh -c 'ip link set lo up; python -m pytest tests/e2e/test_cluster_browser.py -x -q'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.async_api import expect
+
+from tests.e2e.browser import (
+    DESKTOP,
+    PHONE,
+    caller_state,
+    caller_stats,
+    console_stats,
+    eventually,
+    new_page,
+    open_console,
+    open_demo,
+    open_widget,
+    widget,
+)
+from tests.support.cluster_nodes import start
+from tests.support.process import GatewayProcess
+from tests.support.redisserver import running_redis
+
+pytestmark = pytest.mark.browser
+
+
+async def packets(read, key: str, at_least: int):
+    stats = await read()
+    value = ((stats or {}).get(key.split(".")[0]) or {}).get(key.split(".")[1]) or 0
+    return value if value >= at_least else None
+
+
+@pytest.fixture
+async def redis_url(tmp_path: Path):
+    (tmp_path / "redis").mkdir()
+    async with running_redis(tmp_path / "redis") as url:
+        yield url
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_caller_page_on_node_a_console_on_node_b(database_url, redis_url, tmp_path, browser):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = GatewayProcess(database_url, tmp_path / "a", node_name="node-a", redis_url=redis_url)
+    b = GatewayProcess(database_url, tmp_path / "b", node_name="node-b", redis_url=redis_url, migrate_on_start="false")
+    try:
+        await start(a)
+        await start(b)
+        agent_ctx, agent = await new_page(browser, b.base_url, viewport=DESKTOP)
+        caller_ctx, caller = await new_page(browser, a.base_url, viewport=PHONE, is_mobile=True)
+        await open_console(agent, "bob", "bob-demo")
+        await open_demo(caller, "Sam Okafor")
+        await open_widget(caller)
+        await widget(caller, '.option[data-call-type="voice"]').click()
+
+        await expect(agent.locator("#view-ringing")).to_be_visible(timeout=20_000)
+        await expect(agent.locator('#card [data-testid="caller-name"]')).to_have_text("Sam Okafor")
+        await agent.click("#accept-button")
+        await expect(widget(caller, ".presence .who")).to_have_text("Bob (demo agent)", timeout=20_000)
+        await eventually(lambda: packets(lambda: caller_stats(caller), "audioIn.packetsReceived", 50), timeout=30,
+                         what="the agent's audio at the caller (node B's console, media on node A)")
+        await eventually(lambda: packets(lambda: console_stats(agent), "audioIn.packetsReceived", 50), timeout=30,
+                         what="the caller's audio at the agent")
+
+        await agent.keyboard.press("h")
+        await expect(agent.locator("#view-ended")).to_be_visible(timeout=20_000)
+        await expect(widget(caller, ".ended-text")).to_have_text("Bob (demo agent) ended the call.", timeout=20_000)
+        assert await caller_state(caller) == "ended"
+        await caller_ctx.close()
+        await agent_ctx.close()
+    finally:
+        a.close()
+        b.close()
