@@ -225,7 +225,7 @@ class CallRelay:
         remote: dict[str, tuple[Any, str]] = {}
         for agent in self._local_agents():
             call_id = agent.call_id or agent.wrap_up_call
-            if call_id and self.board.call(call_id) is None and call_id in self._remote_calls:
+            if call_id and call_id in self._remote_calls and not self._answered_here(call_id, agent.username):
                 remote[agent.username] = (agent, call_id)
         homes = {self._remote_calls[call_id] for _, call_id in remote.values()}
         down = await self.routing.nodes_down(homes | set(self._stand_in_node.values()))
@@ -253,6 +253,13 @@ class CallRelay:
                 log.warning("cluster.agent_node_lost", agent=username, node=node)
                 self.board.detach(session, sink)
         self.board.recheck()
+
+    def _answered_here(self, call_id: str, username: str) -> bool:
+        """Whether this node now holds the call with this agent in it. A call homed on a node that died may be
+        restored here as a waiting call (its record did not say connected yet when the node died): that is another
+        life of the call, and the agent's part in the old one is over."""
+        call = self.board.call(call_id)
+        return call is not None and call.agent == username and call.state is not CallState.QUEUED
 
     async def _push_presence(self) -> None:
         woke = False

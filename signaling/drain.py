@@ -108,17 +108,10 @@ class Drain:
     async def hand_over(self) -> int:
         """Hand every call that waits here to the other nodes (idempotent: what was handed is gone from here)."""
         board = self.app[SWITCHBOARD]
-        live, core = board.live, board.core
-        calls = [c for c in live.all_calls() if self._restorable(c)]
+        # Out of this engine first, with no await in between: nothing here records them again.
+        calls = board.release_calls(self._restorable)
         if not calls:
             return 0
-        # Out of this engine first, with no await in between: nothing here records them again.
-        for call in calls:
-            core.timers.cancel_group(f"call:{call.id}")
-            live.line.remove(call.id)
-            live.untrack_legs(call.id)
-            live.call_ended(call)
-            live.forget_call(call.id)
         try:
             instance = await self.app[RECORDER].hand_over([c.id for c in calls])
         except Exception:  # the records stay open under this node's lease: taken over once it has stopped or expired
@@ -131,7 +124,7 @@ class Drain:
         retry = min(self.app[SETTINGS].shutdown_retry_after_s, 1.0)
         sockets = {id(c.session): c for c in self.app[LIVE_SOCKETS] if getattr(c, "session", None) is not None}
         for call in calls:
-            session = board.sessions.get(call.caller_session)
+            session = board.caller_session(call)
             if session is None:
                 continue
             connection = sockets.get(id(session))
@@ -139,10 +132,10 @@ class Drain:
                 connection.shutdown("this node is stopping; reconnect with your resume token to keep your place",
                                     retry, resume=not call.callback)
             # Forgotten here as "unknown": a resume that still reaches this node is told to retry (resume_pending).
-            board.sessions.remove(session, why="shutdown" if call.callback else "unknown")
+            board.forget_caller_session(session, why="shutdown" if call.callback else "unknown")
         for call in calls:
             with contextlib.suppress(Exception):
-                await core.plane.close_call(call.id)
+                await board.close_media(call.id)
         return len(calls)
 
     # -- agents with nothing left here reconnect elsewhere

@@ -21,7 +21,6 @@ from aiohttp import web
 from prometheus_client import Gauge
 from redis.asyncio import Redis
 
-from gateway.models import AgentStatus, CallState
 from gateway.store.redis_nodes import NodeEntry, RedisNodeRegistry, totals
 from gateway.tasks import stop_task
 
@@ -43,13 +42,11 @@ node_routes = web.RouteTableDef()
 
 def local_entry(app: web.Application, at: float) -> NodeEntry:
     """This node's counts now."""
-    board = app[SWITCHBOARD]
-    calls = sum(1 for c in board.live.all_calls() if c.state in (CallState.OFFERED, CallState.CONNECTED))
-    agents = sum(1 for a in board.live.all_agents() if a.status is not AgentStatus.OFFLINE)
+    calls, waiting, agents = app[SWITCHBOARD].counts()
     drain = app.get(DRAIN)
     return NodeEntry(instance=app[INSTANCE], name=app[SETTINGS].node_name, lease=app[RECORDER].lease.id,
                      started=app[STARTED], heartbeat=at, draining=bool(drain and drain.draining), calls=calls,
-                     waiting=len(board.live.line), agents=agents)
+                     waiting=waiting, agents=agents)
 
 
 @node_routes.get("/api/v1/nodes")

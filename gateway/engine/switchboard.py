@@ -424,6 +424,36 @@ class Switchboard(AsyncIOEventEmitter):
     def waiting_count(self) -> int:
         return self.views.waiting_count()
 
+    def counts(self) -> tuple[int, int, int]:
+        """(calls ringing or connected, calls waiting, agents signed in): what a node tells the others."""
+        calls = sum(1 for c in self.live.all_calls() if c.state in (CallState.OFFERED, CallState.CONNECTED))
+        agents = sum(1 for a in self.live.all_agents() if a.status is not AgentStatus.OFFLINE)
+        return calls, len(self.live.line), agents
+
+    def release_calls(self, which: Callable[[Call], bool]) -> list[Call]:
+        """Take the calls `which` picks out of this engine (a draining node hands them to the others through their
+        records): their timers, place in line and media legs go, with no event and nothing recorded. The caller's
+        session stays until `forget_caller_session`; the media plane's call is closed by the caller of this."""
+        calls = [c for c in self.live.all_calls() if which(c)]
+        for call in calls:
+            self.core.timers.cancel_group(f"call:{call.id}")
+            self.live.line.remove(call.id)
+            self.live.untrack_legs(call.id)
+            self.live.call_ended(call)
+            self.live.forget_call(call.id)
+        return calls
+
+    async def close_media(self, call_id: str) -> None:
+        await self.core.plane.close_call(call_id)
+
+    def caller_session(self, call: Call) -> Session | None:
+        return self.sessions.get(call.caller_session) if call.caller_session else None
+
+    def forget_caller_session(self, session: Session, why: str) -> None:
+        """Forget a caller's session without ending anything (its call was handed to another node): a resume that still
+        reaches this node is answered as for `why`."""
+        self.sessions.remove(session, why=why)
+
     def active_calls(self) -> int:
         return self.views.active_calls()
 

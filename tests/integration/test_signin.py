@@ -68,13 +68,14 @@ class _CountingHasher:
         self.running = 0
         self.most = 0
         self.lock = threading.Lock()
+        self.gate = threading.Event()  # hashes wait for it: nothing finishes before every request was let in or not
 
     def _count(self, name: str, *args: str) -> object:
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
         try:
-            time.sleep(0.02)
+            self.gate.wait(10)
             return getattr(self.real, name)(*args)
         finally:
             with self.lock:
@@ -94,8 +95,20 @@ async def test_concurrent_password_hashes_are_bounded(tmp_path):
     await store.add("alice", "alice-password-1")
     counting = _CountingHasher(store._hasher)
     store._hasher = counting  # type: ignore[assignment]
-    results = await asyncio.gather(*(store.check_password("alice", "wrong-password") for _ in range(12)),
-                                   return_exceptions=True)
+    refused: list[Unavailable] = []
+
+    async def check() -> None:
+        try:
+            await store.check_password("alice", "wrong-password")
+        except Unavailable as exc:
+            refused.append(exc)
+            raise
+
+    running = asyncio.gather(*(check() for _ in range(12)), return_exceptions=True)
+    # 2 hash, 4 wait their turn, the other 6 are refused at once; then the hashes may finish.
+    await wait_until(lambda: len(refused) >= 6, 10)
+    counting.gate.set()
+    results = await running
     assert counting.most == 2
     busy = [r for r in results if isinstance(r, Unavailable)]
     assert len(busy) == 12 - 2 - 4 and busy[0].code == "sign_in_busy" and busy[0].status == 503
