@@ -71,10 +71,11 @@ class GatewayProcess:
 
 
 @contextlib.asynccontextmanager
-async def gateway_process(relay_mode: str) -> AsyncIterator[GatewayProcess]:
+async def gateway_process(relay_mode: str, media_workers: int = 0) -> AsyncIterator[GatewayProcess]:
     """The test gateway (demo mode, loopback media) in a child process; yields once it serves."""
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.e2e.measure_click_to_frame", "--serve", "--relay-mode", relay_mode,
+        "--media-workers", str(media_workers),
         cwd=str(Path(__file__).resolve().parents[2]), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     try:
         assert child.stdout is not None
@@ -92,18 +93,18 @@ async def gateway_process(relay_mode: str) -> AsyncIterator[GatewayProcess]:
                 await child.wait()
 
 
-async def serve(relay_mode: str) -> None:
+async def serve(relay_mode: str, media_workers: int = 0) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with running_gateway(relay_mode=relay_mode) as gateway:
+    async with running_gateway(relay_mode=relay_mode, media_workers=media_workers) as gateway:
         print(gateway.base_url, flush=True)
         await stop.wait()
 
 
 async def measure(calls: int, hold_s: float, relay_mode: str, warmup: int = 1,
-                  accept_after: float | None = None) -> list[dict[str, float]]:
+                  accept_after: float | None = None, media_workers: int = 0) -> list[dict[str, float]]:
     results: list[dict[str, float]] = []
-    async with gateway_process(relay_mode) as gateway, async_playwright() as pw:
+    async with gateway_process(relay_mode, media_workers) as gateway, async_playwright() as pw:
         browser = await launch(pw)
         agent_ctx, agent = await new_page(browser, gateway.base_url, viewport=DESKTOP)
         await agent.add_init_script(CONSOLE_PROBE)
@@ -167,10 +168,13 @@ def main(argv: list[str] | None = None) -> int:
                         "pays one-off costs)")
     parser.add_argument("--accept-after", type=float, default=None, metavar="S",
                         help="no auto-answer: click Accept S seconds after the ring")
+    parser.add_argument("--media-workers", type=int, default=0, metavar="N",
+                        help="media in N worker processes, as `callin serve` runs it (one per CPU); 0: in the server's "
+                             "process, as `callin demo` and the tests run it")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
     if args.serve:
-        asyncio.run(serve(args.relay_mode))
+        asyncio.run(serve(args.relay_mode, args.media_workers))
         return 0
     if args.calls < 5:
         parser.error("measure at least 5 calls")
@@ -179,14 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         print("run inside a loopback-only network namespace: unshare -rn sh -c 'ip link set lo up; python -m "
               "tests.e2e.measure_click_to_frame'", file=sys.stderr)
         return 2
-    results = asyncio.run(measure(args.calls, args.hold, args.relay_mode, args.warmup, args.accept_after))
+    results = asyncio.run(measure(args.calls, args.hold, args.relay_mode, args.warmup, args.accept_after,
+                                  args.media_workers))
     for key, label in (("click_to_frame_ms", "click -> first frame"), ("click_to_ring_ms", "click -> ring at the agent"),
                        ("accept_to_frame_ms", "accept -> first frame")):
         values = [r[key] for r in results]
         if args.accept_after is not None and key == "click_to_frame_ms":
             label += f" (incl. {args.accept_after:g} s ring)"
         print(f"{label:28s} p50 {statistics.median(values):6.0f} ms   p90 {percentile(values, 0.9):6.0f} ms   "
-              f"min {min(values):6.0f} ms   max {max(values):6.0f} ms   (n={len(values)}, relay {args.relay_mode})")
+              f"min {min(values):6.0f} ms   max {max(values):6.0f} ms   (n={len(values)}, relay {args.relay_mode}, "
+              f"media workers {args.media_workers})")
     return 0
 
 
