@@ -14,6 +14,7 @@ from ..errors import InvalidState
 from ..events import AgentStatusChanged, CallAnswered, CallOffered, CallRinging, OfferWithdrawn
 from ..models import AgentStatus, CallState, now
 from ..routing import AgentState, pick_agent
+from ..queues import Queue
 from ..sessions import Session
 from .core import Core
 from .presence import Presence
@@ -49,13 +50,8 @@ class Dispatch:
         lines = [name for name in line.names()
                  if any(a.can_take(self.waiting.line_skills(name)) for a in available)] if available else []
         for call in line.ordered_in(lines) if lines else ():
-            if call.state is not CallState.QUEUED or call.awaiting_caller:
-                continue
-            queue = self.views.queue_of(call)
-            if queue.name not in is_open:
-                is_open[queue.name] = queue.is_open(at)
-            if not is_open[queue.name]:
-                closed.add(queue.name)
+            queue = self._offerable_in(call, at, is_open, closed)
+            if queue is None:
                 continue
             agent = pick_agent(available, call.declined_by, queue.skills)
             if agent is None:
@@ -74,17 +70,25 @@ class Dispatch:
         is_open: dict[str, bool] = {}
         found: list[tuple[Call, frozenset[str]]] = []
         for call in self.core.live.line.ordered():
-            if call.state is not CallState.QUEUED or call.awaiting_caller:
-                continue
-            queue = self.views.queue_of(call)
-            if queue.name not in is_open:
-                is_open[queue.name] = queue.is_open(at)
-            if not is_open[queue.name]:
-                closed.add(queue.name)
+            queue = self._offerable_in(call, at, is_open, closed)
+            if queue is None:
                 continue
             found.append((call, queue.skills))
         self.waiting.recheck_hours_later(closed, at)
         return found
+
+    def _offerable_in(self, call: Call, at: float, is_open: dict[str, bool], closed: set[str]) -> Queue | None:
+        """The queue `call` may be offered in now (queued, caller present, queue open), else None. `is_open` keeps
+        each queue's hours checked once per pass; a closed queue is added to `closed`."""
+        if call.state is not CallState.QUEUED or call.awaiting_caller:
+            return None
+        queue = self.views.queue_of(call)
+        if queue.name not in is_open:
+            is_open[queue.name] = queue.is_open(at)
+        if not is_open[queue.name]:
+            closed.add(queue.name)
+            return None
+        return queue
 
     def offer(self, call: Call, agent: AgentState, **detail: Any) -> None:
         """Ring `agent` with the normal ring timeout and re-offer (`detail` goes to the call's log)."""
