@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 typedef int (*srtp_fn)(void *ctx, void *hdr, int *len);
 
@@ -21,6 +22,7 @@ typedef int (*srtp_fn)(void *ctx, void *hdr, int *len);
 #define TRAILER 144   /* SRTP_MAX_TRAILER_LEN */
 
 static PyObject *SrtpError;
+static PyTypeObject RouteType;
 
 /* unprotect_parse(unprotect_fn, ctx, data, mid_id, abs_id, audio_id)
  * -> (payload_type, marker, seq, ts, ssrc, payload, padding, csrc_count, abs_send_time|None,
@@ -229,7 +231,381 @@ done:
     return result;
 }
 
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Route: one outgoing stream's steady-state forwarding, in C. Python (packets.RtpForwarder) arms it once the stream
+ * runs steadily (leg up, source known, no keyframe wait, nothing buffered by asyncio) with its rewrite state (SSRC,
+ * payload type, sequence and timestamp offsets, the keyframe-resume window); from then on `fanout` rewrites, protects
+ * and sends each packet of the source for every armed route in one call, keeps the NACK history and the sender-report
+ * counters, and hands a route back to Python (disarmed) when the source stream changes or the socket would block.
+ * Python syncs the counters into aiortc's sender when a route asks (every SYNC_PACKETS packets or SYNC_NS). */
+
+#define HISTORY 128       /* aiortc's RTP_HISTORY_SIZE: NACKs are answered from seq % HISTORY */
+#define RESUME_WINDOW 1000
+#define SYNC_PACKETS 32
+#define SYNC_NS 100000000LL
+
+enum { ATTEND_SYNC = 1, ATTEND_BLOCKED = 2, ATTEND_SOURCE = 3 };
+
+typedef struct {
+    PyObject *payload;  /* NULL: empty slot */
+    uint16_t seq;
+    uint32_t ts;
+    uint32_t abs_send_time;
+    uint8_t marker, padding;
+    int16_t level;       /* -1: none */
+} Sent;
+
+typedef struct {
+    PyObject_HEAD
+    srtp_fn protect;
+    void *ctx;
+    int fd;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    uint32_t ssrc;
+    int pt, mid_id, abs_id, audio_id, mid_len;
+    uint8_t mid[16];
+    int armed, attend;
+    uint32_t source, ts_offset, last_ts;
+    uint16_t seq_offset, last_seq, resume_seq;
+    int resume_active, since_resume;
+    long long last_ns;                       /* CLOCK_MONOTONIC of the newest packet sent */
+    /* since the last take_counters() */
+    unsigned long long sent, payload_bytes, wire_bytes;
+    int since_sync;
+    long long synced_ns;
+    uint64_t ntp;
+    uint32_t rtp_ts;
+    PyObject *pending;                       /* protected bytes that would have blocked, for asyncio to queue */
+    Sent history[HISTORY];
+} Route;
+
+static long long mono_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static uint64_t ntp_now(void) {  /* 32.32 fixed point, as aiortc's clock.current_ntp_time() */
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    uint64_t seconds = (uint64_t)t.tv_sec + 2208988800ULL;
+    return (seconds << 32) | (uint64_t)(((uint64_t)t.tv_nsec << 32) / 1000000000ULL);
+}
+
+static int seq_gt(uint16_t a, uint16_t b) {  /* aiortc's uint16_gt */
+    return (a > b && (uint16_t)(a - b) < 0x8000) || (a < b && (uint16_t)(b - a) > 0x8000);
+}
+
+static void route_clear_history(Route *r) {
+    for (int i = 0; i < HISTORY; i++)
+        Py_CLEAR(r->history[i].payload);
+}
+
+static PyObject *route_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    unsigned long long fn;
+    if (!PyArg_ParseTuple(args, "K", &fn))
+        return NULL;
+    Route *r = (Route *)type->tp_alloc(type, 0);
+    if (r == NULL)
+        return NULL;
+    r->protect = (srtp_fn)(uintptr_t)fn;
+    r->fd = -1;
+    return (PyObject *)r;
+}
+
+static void route_dealloc(Route *r) {
+    route_clear_history(r);
+    Py_CLEAR(r->pending);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+/* connect(ctx, fd, host, port, ssrc, payload_type, mid_id, mid, abs_id, audio_id): where and how to send. */
+static PyObject *route_connect(Route *r, PyObject *args) {
+    unsigned long long ctx;
+    int fd, port, pt, mid_id, abs_id, audio_id;
+    unsigned long ssrc;
+    PyObject *host;
+    Py_buffer mid;
+    if (!PyArg_ParseTuple(args, "KiUikiiy*ii", &ctx, &fd, &host, &port, &ssrc, &pt, &mid_id, &mid, &abs_id,
+                          &audio_id))
+        return NULL;
+    if (mid.len > 16) {
+        PyBuffer_Release(&mid);
+        PyErr_SetString(PyExc_ValueError, "MID longer than 16 bytes");
+        return NULL;
+    }
+    if (put_addr(host, port, &r->addr, &r->addr_len) < 0) {
+        PyBuffer_Release(&mid);
+        return NULL;
+    }
+    r->ctx = (void *)(uintptr_t)ctx;
+    r->fd = fd;
+    r->ssrc = (uint32_t)ssrc;
+    r->pt = pt & 0x7F;
+    r->mid_id = mid_id;
+    r->abs_id = abs_id;
+    r->audio_id = audio_id;
+    r->mid_len = (int)mid.len;
+    memcpy(r->mid, mid.buf, mid.len);
+    PyBuffer_Release(&mid);
+    Py_RETURN_NONE;
+}
+
+/* arm(source, seq_offset, ts_offset, last_seq, last_ts, resume_seq (-1: none), since_resume) */
+static PyObject *route_arm(Route *r, PyObject *args) {
+    unsigned long source, ts_offset, last_ts;
+    unsigned int seq_offset, last_seq;
+    int resume_seq, since_resume;
+    if (!PyArg_ParseTuple(args, "kIkIkii", &source, &seq_offset, &ts_offset, &last_seq, &last_ts, &resume_seq,
+                          &since_resume))
+        return NULL;
+    if (r->fd < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "route not connected");
+        return NULL;
+    }
+    r->source = (uint32_t)source;
+    r->seq_offset = (uint16_t)seq_offset;
+    r->ts_offset = (uint32_t)ts_offset;
+    r->last_seq = (uint16_t)last_seq;
+    r->last_ts = (uint32_t)last_ts;
+    r->resume_active = resume_seq >= 0;
+    r->resume_seq = (uint16_t)(resume_seq < 0 ? 0 : resume_seq);
+    r->since_resume = since_resume;
+    r->last_ns = 0;
+    r->attend = 0;
+    r->since_sync = 0;
+    r->synced_ns = mono_ns();
+    r->armed = 1;
+    Py_RETURN_NONE;
+}
+
+/* disarm() -> (last_seq, last_ts, seconds since the newest packet sent here or None, resume_seq or -1,
+ * since_resume): the rewrite state, back to Python. */
+static PyObject *route_disarm(Route *r, PyObject *unused) {
+    r->armed = 0;
+    PyObject *age = r->last_ns ? PyFloat_FromDouble((mono_ns() - r->last_ns) / 1e9) : (Py_INCREF(Py_None), Py_None);
+    if (age == NULL)
+        return NULL;
+    return Py_BuildValue("(IkNii)", (unsigned)r->last_seq, (unsigned long)r->last_ts, age,
+                         r->resume_active ? (int)r->resume_seq : -1, r->since_resume);
+}
+
+/* take_counters() -> (packets, payload bytes, bytes on the wire, ntp, rtp timestamp) since the last call. */
+static PyObject *route_take_counters(Route *r, PyObject *unused) {
+    PyObject *result = Py_BuildValue("(KKKKk)", r->sent, r->payload_bytes, r->wire_bytes, (unsigned long long)r->ntp,
+                                     (unsigned long)r->rtp_ts);
+    r->sent = r->payload_bytes = r->wire_bytes = 0;
+    r->since_sync = 0;
+    r->synced_ns = mono_ns();
+    r->attend = 0;
+    return result;
+}
+
+static PyObject *route_take_pending(Route *r, PyObject *unused) {
+    PyObject *pending = r->pending;
+    r->pending = NULL;
+    if (pending == NULL)
+        Py_RETURN_NONE;
+    return pending;
+}
+
+/* history(index) -> (marker, seq, ts, payload, padding, audio level byte or -1, abs_send_time) or None */
+static PyObject *route_history(Route *r, PyObject *arg) {
+    long i = PyLong_AsLong(arg);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0 || i >= HISTORY || r->history[i].payload == NULL)
+        Py_RETURN_NONE;
+    Sent *s = &r->history[i];
+    return Py_BuildValue("(iIkOiik)", s->marker, (unsigned)s->seq, (unsigned long)s->ts, s->payload, s->padding,
+                         (int)s->level, (unsigned long)s->abs_send_time);
+}
+
+/* forget(index): a packet sent another way took this history slot. */
+static PyObject *route_forget(Route *r, PyObject *arg) {
+    long i = PyLong_AsLong(arg);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i >= 0 && i < HISTORY)
+        Py_CLEAR(r->history[i].payload);
+    Py_RETURN_NONE;
+}
+
+static PyObject *route_get_armed(Route *r, void *unused) { return PyBool_FromLong(r->armed); }
+static PyObject *route_get_attend(Route *r, void *unused) { return PyLong_FromLong(r->attend); }
+
+/* One packet of the source on one armed route. Returns 0 (sent or dropped here) or an ATTEND_ reason. */
+static int route_send(Route *r, uint32_t ssrc, uint16_t seq_in, uint32_t ts_in, int marker, PyObject *payload,
+                      const uint8_t *data, Py_ssize_t data_len, int padding, int level, long long now_ns) {
+    if (ssrc != r->source) {
+        r->armed = 0;
+        return ATTEND_SOURCE;
+    }
+    if (r->resume_active) {
+        if (seq_gt(r->resume_seq, seq_in))
+            return 0;  /* late packet from before the resume point: never announced downstream */
+        if (++r->since_resume > RESUME_WINDOW)
+            r->resume_active = 0;
+    }
+    uint16_t seq = (uint16_t)(seq_in + r->seq_offset);
+    uint32_t ts = ts_in + r->ts_offset;
+    uint64_t ntp = ntp_now();
+    uint32_t abs_send_time = (uint32_t)((ntp >> 14) & 0x00FFFFFF);
+    uint8_t buf[BUFFER];
+    int has_ext = (r->mid_id > 0 && r->mid_len > 0) || r->abs_id > 0 || (r->audio_id > 0 && level >= 0);
+    buf[0] = 0x80 | (padding ? 0x20 : 0) | (has_ext ? 0x10 : 0);
+    buf[1] = (uint8_t)((marker ? 0x80 : 0) | r->pt);
+    buf[2] = (uint8_t)(seq >> 8); buf[3] = (uint8_t)seq;
+    buf[4] = (uint8_t)(ts >> 24); buf[5] = (uint8_t)(ts >> 16); buf[6] = (uint8_t)(ts >> 8); buf[7] = (uint8_t)ts;
+    buf[8] = (uint8_t)(r->ssrc >> 24); buf[9] = (uint8_t)(r->ssrc >> 16); buf[10] = (uint8_t)(r->ssrc >> 8);
+    buf[11] = (uint8_t)r->ssrc;
+    int pos = 12;
+    if (has_ext) {
+        int start = pos + 4, p = start;
+        if (r->mid_id > 0 && r->mid_len > 0) {
+            buf[p++] = (uint8_t)((r->mid_id << 4) | (r->mid_len - 1));
+            memcpy(buf + p, r->mid, r->mid_len);
+            p += r->mid_len;
+        }
+        if (r->abs_id > 0) {
+            buf[p++] = (uint8_t)((r->abs_id << 4) | 2);
+            buf[p++] = (uint8_t)(abs_send_time >> 16); buf[p++] = (uint8_t)(abs_send_time >> 8);
+            buf[p++] = (uint8_t)abs_send_time;
+        }
+        if (r->audio_id > 0 && level >= 0) {
+            buf[p++] = (uint8_t)(r->audio_id << 4);
+            buf[p++] = (uint8_t)level;
+        }
+        while ((p - start) % 4) buf[p++] = 0;
+        int words = (p - start) / 4;
+        buf[pos] = 0xBE; buf[pos + 1] = 0xDE; buf[pos + 2] = (uint8_t)(words >> 8); buf[pos + 3] = (uint8_t)words;
+        pos = p;
+    }
+    if (pos + data_len + padding > BUFFER - TRAILER)
+        return 0;  /* cannot happen for a datagram that came in; dropped */
+    memcpy(buf + pos, data, data_len);
+    pos += (int)data_len;
+    if (padding) {
+        memset(buf + pos, 0, padding - 1);
+        buf[pos + padding - 1] = (uint8_t)padding;
+        pos += padding;
+    }
+    int len = pos;
+    if (r->protect(r->ctx, buf, &len) != 0)
+        return 0;  /* libsrtp refused (key limit): lost, as aiortc would lose it */
+    /* Kept for NACKs whatever the socket says (a packet asyncio queues is sent too). */
+    Sent *slot = &r->history[seq % HISTORY];
+    Py_INCREF(payload);
+    Py_XSETREF(slot->payload, payload);
+    slot->seq = seq; slot->ts = ts; slot->marker = (uint8_t)marker; slot->padding = (uint8_t)padding;
+    slot->level = (int16_t)level; slot->abs_send_time = abs_send_time;
+    if (seq_gt(seq, r->last_seq) || r->last_ns == 0) {
+        r->last_seq = seq;
+        r->last_ts = ts;
+        r->last_ns = now_ns;
+    }
+    r->sent++;
+    r->payload_bytes += (unsigned long long)data_len;
+    r->ntp = ntp;
+    r->rtp_ts = ts;
+    ssize_t sent = sendto(r->fd, buf, (size_t)len, MSG_DONTWAIT, (struct sockaddr *)&r->addr, r->addr_len);
+    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+        Py_XSETREF(r->pending, PyBytes_FromStringAndSize((const char *)buf, len));
+        if (r->pending == NULL)
+            PyErr_Clear();
+        r->wire_bytes += (unsigned long long)len;
+        r->armed = 0;
+        return ATTEND_BLOCKED;
+    }
+    if (sent > 0)
+        r->wire_bytes += (unsigned long long)sent;
+    if (++r->since_sync >= SYNC_PACKETS || now_ns - r->synced_ns >= SYNC_NS)
+        return ATTEND_SYNC;
+    return 0;
+}
+
+/* fanout(routes, ssrc, seq, ts, marker, payload, padding, audio level byte or -1)
+ * -> None, or the list of indexes (into `routes`) of the routes that need Python: their `attend` says why. */
+static PyObject *fanout(PyObject *self, PyObject *args) {
+    PyObject *routes, *payload;
+    unsigned long ssrc, ts;
+    unsigned int seq;
+    int marker, padding, level;
+    if (!PyArg_ParseTuple(args, "O!kIkiSii", &PyTuple_Type, &routes, &ssrc, &seq, &ts, &marker, &payload, &padding,
+                          &level))
+        return NULL;
+    if (padding < 0 || padding > 255) {
+        PyErr_SetString(PyExc_ValueError, "bad padding");
+        return NULL;
+    }
+    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(payload);
+    Py_ssize_t data_len = PyBytes_GET_SIZE(payload);
+    long long now_ns = mono_ns();
+    PyObject *attention = NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(routes);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(routes, i);
+        if (!PyObject_TypeCheck(item, &RouteType)) {
+            Py_XDECREF(attention);
+            PyErr_SetString(PyExc_TypeError, "fanout takes a tuple of Routes");
+            return NULL;
+        }
+        Route *r = (Route *)item;
+        if (!r->armed)
+            continue;
+        int why = route_send(r, (uint32_t)ssrc, (uint16_t)seq, (uint32_t)ts, marker, payload, data, data_len,
+                             padding, level, now_ns);
+        if (why) {
+            r->attend = why;
+            if (attention == NULL && (attention = PyList_New(0)) == NULL)
+                return NULL;
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(attention, index) < 0) {
+                Py_XDECREF(index);
+                Py_DECREF(attention);
+                return NULL;
+            }
+            Py_DECREF(index);
+        }
+    }
+    if (attention == NULL)
+        Py_RETURN_NONE;
+    return attention;
+}
+
+static PyMethodDef route_methods[] = {
+    {"connect", (PyCFunction)route_connect, METH_VARARGS, "Set the socket, address, SRTP context and stream ids."},
+    {"arm", (PyCFunction)route_arm, METH_VARARGS, "Take over forwarding with this rewrite state."},
+    {"disarm", (PyCFunction)route_disarm, METH_NOARGS, "Stop; returns the rewrite state."},
+    {"take_counters", (PyCFunction)route_take_counters, METH_NOARGS, "Counters since the last call."},
+    {"take_pending", (PyCFunction)route_take_pending, METH_NOARGS, "The packet that would have blocked, or None."},
+    {"history", (PyCFunction)route_history, METH_O, "The packet sent in a history slot, or None."},
+    {"forget", (PyCFunction)route_forget, METH_O, "Empty a history slot."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef route_getset[] = {
+    {"armed", (getter)route_get_armed, NULL, "whether C forwards this stream", NULL},
+    {"attend", (getter)route_get_attend, NULL, "why fanout handed it back: 1 sync, 2 blocked, 3 new source", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject RouteType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gateway.media._fastpath.Route",
+    .tp_basicsize = sizeof(Route),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = route_new,
+    .tp_dealloc = (destructor)route_dealloc,
+    .tp_methods = route_methods,
+    .tp_getset = route_getset,
+    .tp_doc = "Route(srtp_protect address): one outgoing stream's steady-state forwarding in C.",
+};
+
 static PyMethodDef methods[] = {
+    {"fanout", fanout, METH_VARARGS, "One source packet through every armed route."},
     {"unprotect_parse", unprotect_parse, METH_VARARGS, "SRTP-unprotect a datagram and parse its RTP header."},
     {"protect_send", protect_send, METH_VARARGS, "Build an RTP packet, SRTP-protect it and send it."},
     {NULL, NULL, 0, NULL},
@@ -241,6 +617,16 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    if (PyType_Ready(&RouteType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&RouteType);
+    if (PyModule_AddObject(m, "Route", (PyObject *)&RouteType) < 0) {
+        Py_DECREF(&RouteType);
+        Py_DECREF(m);
+        return NULL;
+    }
     SrtpError = PyErr_NewException("_fastpath.SrtpError", NULL, NULL);
     if (SrtpError == NULL || PyModule_AddObject(m, "SrtpError", SrtpError) < 0) {
         Py_XDECREF(SrtpError);

@@ -271,6 +271,9 @@ class SenderPort:
         self._mid = b""
         self._session: Any = None
         self._ctx = 0
+        self.route: Any = None  # the native Route (use_native)
+        self.payload_type = 0  # the one the route sends with
+        self._routed: tuple[Any, Any, int] | None = None  # (pair, SRTP session, payload type) the route sends with
 
     @property
     def ready(self) -> bool:
@@ -292,8 +295,77 @@ class SenderPort:
             return 0
 
     def use_native(self, native: Any) -> None:
-        """Protect and send through the native fast path (`gateway.media._fastpath`) from now on."""
+        """Protect and send through the native fast path (`gateway.media._fastpath`) from now on, and give the
+        stream a native Route (steady-state forwarding in C, see packets.RtpForwarder) whose sent packets join the
+        sender's retransmission history."""
         self._native = native
+        self.route = native.module.Route(native.protect)
+        if RTP_HISTORY_SIZE != 128:
+            raise HookError(f"aiortc's RTP_HISTORY_SIZE is {RTP_HISTORY_SIZE}, the native route keeps 128")
+        self._history = NativeHistory(self.route, self._history, self)
+        self._sender._RTCRtpSender__rtp_history = self._history  # type: ignore[attr-defined]
+
+    def connect_route(self, payload_type: int) -> bool:
+        """Point the native route at the current socket, address and SRTP context; False when the stream cannot be
+        handed to C now (not connected, or asyncio buffers for this socket: sending past it would reorder)."""
+        if not self.ready:
+            return False
+        dtls = self._sender.transport
+        session = dtls._tx_srtp
+        pair = dtls.transport._connection._nominated.get(1)
+        if session is None or pair is None:
+            return False
+        transport = pair.protocol.transport
+        if transport is None or transport.is_closing() or transport.get_write_buffer_size():
+            return False
+        if (pair, session, payload_type) != self._routed:
+            sock = transport.get_extra_info("socket")
+            if sock is None:
+                return False
+            mid_id, abs_id, audio_id = extension_ids(self._ext_map)
+            remote = pair.remote_candidate
+            self.route.connect(srtp_context(session), sock.fileno(), remote.host, remote.port, self.ssrc, payload_type,
+                               mid_id, (self.mid or "").encode(), abs_id, audio_id)
+            self._routed = (pair, session, payload_type)
+            self.payload_type = payload_type
+        return True
+
+    def route_valid(self) -> bool:
+        """Whether what the route was connected to still holds (checked when it syncs, and before it is armed)."""
+        if not self.ready:
+            return False
+        dtls = self._sender.transport
+        pair = dtls.transport._connection._nominated.get(1)
+        routed = self._routed
+        if routed is None or pair is not routed[0] or dtls._tx_srtp is not routed[1]:
+            return False
+        transport = pair.protocol.transport
+        return transport is not None and not transport.is_closing()
+
+    def sent_by_route(self, packets: int, payload_bytes: int, wire_bytes: int, ntp: int, rtp_timestamp: int) -> None:
+        """Counters of what the native route sent since the last call, into aiortc's sender (sender reports) and
+        DTLS transport (stats)."""
+        if not packets:
+            return
+        sender = self._sender
+        sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
+        sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count += payload_bytes  # type: ignore[attr-defined]
+        sender._RTCRtpSender__packet_count += packets  # type: ignore[attr-defined]
+        dtls = sender.transport
+        dtls._RTCDtlsTransport__tx_packets += packets
+        dtls._RTCDtlsTransport__tx_bytes += wire_bytes
+        self.sent_natively += packets
+
+    def queue(self, data: bytes) -> None:
+        """A protected packet the route could not send without blocking: asyncio's buffer takes it (in order)."""
+        routed = self._routed
+        if routed is None:
+            return
+        pair = routed[0]
+        transport = pair.protocol.transport
+        if transport is not None and not transport.is_closing():
+            transport.sendto(data, (pair.remote_candidate.host, pair.remote_candidate.port))
 
     def send(self, packet: "OutgoingPacket") -> None:
         ntp = ntp_now()
@@ -387,6 +459,38 @@ class OutgoingPacket:
 
     def serialize(self, extensions_map: Any) -> bytes:
         return self.to_rtp().serialize(extensions_map)
+
+
+class NativeHistory:
+    """A sender's retransmission history (aiortc's `_retransmit` reads it with `get(seq % RTP_HISTORY_SIZE)`) that
+    also holds what the native route sent: a slot the route filled is newer than what the dict holds there, since a
+    packet sent in Python empties the route's slot."""
+
+    def __init__(self, route: Any, packets: dict[int, Any], port: SenderPort) -> None:
+        self._route = route
+        self._packets = packets
+        self._port = port
+
+    def __setitem__(self, index: int, packet: Any) -> None:
+        self._packets[index] = packet
+        self._route.forget(index)
+
+    def get(self, index: int, default: Any = None) -> Any:
+        sent = self._route.history(index)
+        if sent is None:
+            return self._packets.get(index, default)
+        marker, seq, ts, payload, padding, level, abs_send_time = sent
+        packet = OutgoingPacket(0, marker, seq, ts, self._port.ssrc, payload, padding,
+                                None if level < 0 else (bool(level & 0x80), level & 0x7F))
+        packet.payload_type = self._port.payload_type
+        packet.mid = self._port.mid
+        packet.abs_send_time = abs_send_time
+        return packet
+
+    def clear(self) -> None:
+        self._packets.clear()
+        for index in range(RTP_HISTORY_SIZE):
+            self._route.forget(index)
 
 
 def extension_ids(extensions_map: Any) -> tuple[int, int, int]:

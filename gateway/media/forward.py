@@ -41,6 +41,7 @@ class ForwardStats:
     dropped_overflow: int = 0
     dropped_waiting_keyframe: int = 0
     keyframe_requests: int = 0
+    forwarded_in_c: int = 0  # of frames_out: sent by the native route (packet mode, relay_fast_path=native)
 
 
 class ForwardTrack(MediaStreamTrack):
@@ -164,6 +165,13 @@ class Producer:
     gop: list[Any] = field(default_factory=list)
     gop_frames: list[bytes] = field(default_factory=list)
     gop_started: float = 0.0
+    # Consumers whose native route is armed (forwarded in C by one `fanout` call per packet), their routes, and the
+    # rest (forwarded in Python after the C fan-out: streams not steady yet, taps such as a recorder's).
+    armed: tuple[Any, ...] = ()
+    routes: tuple[Any, ...] = ()
+    slow: list[Any] = field(default_factory=list)
+    _fanout: Any = None
+    _counted: int = 0
 
     def on_frame(self, data: bytes, timestamp: int, discontinuity: bool) -> None:
         key = is_keyframe(self.codec, data)
@@ -189,7 +197,20 @@ class Producer:
         if packet.marker or self.kind == "audio":
             self.frames += 1
         self.keyframes += key
-        for consumer in self.consumers:
+        if len(self.consumers) != self._counted:  # a consumer added or removed without attach/detach (a tap)
+            self.routes_changed()
+        slow = self.slow
+        if self.routes:
+            level = packet.extensions.audio_level
+            attention = self._fanout(self.routes, packet.ssrc, packet.sequence_number, packet.timestamp,
+                                     packet.marker, packet.payload, packet.padding_size,
+                                     -1 if level is None else (0x80 if level[0] else 0) | level[1])
+            if attention is not None:
+                armed, slow = self.armed, list(slow)
+                for index in attention:
+                    if armed[index].attend():  # handed back before sending this packet: Python forwards it
+                        slow.append(armed[index])
+        for consumer in slow:
             consumer.forward(packet, key)
         if self.kind == "video":
             # Keep the packets since the latest keyframe, so a consumer whose leg just came up starts at once.
@@ -218,6 +239,7 @@ class Producer:
         if hasattr(consumer, "_replay"):
             consumer._replay = self.replay
         self.consumers.append(consumer)
+        self.routes_changed()
         if self.kind == "video":
             # A new consumer starts with a picture: the cached keyframe and what followed it, sent at once if recent
             # and its leg is up (one that connected while its agent's console rang, opened by the accept); else ask
@@ -229,8 +251,21 @@ class Producer:
     def detach(self, consumer: Any) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
+            self.routes_changed()
         if getattr(consumer, "source", None) is self:
             consumer.source = None
+
+    def routes_changed(self) -> None:
+        """A consumer's native route was armed or handed back (or the consumers changed): who goes through C."""
+        armed = tuple(c for c in self.consumers if getattr(c, "route_armed", False))
+        self.armed = armed
+        self.routes = tuple(c.route for c in armed)
+        self.slow = [c for c in self.consumers if c not in armed]
+        self._counted = len(self.consumers)
+        if armed and self._fanout is None:
+            from .fastpath import native_module
+
+            self._fanout = native_module().fanout
 
     def request_keyframe(self) -> None:
         """Rate-limited: at most one request per interval, but a request inside the interval is not lost."""
@@ -260,3 +295,4 @@ class Producer:
             self._pending_request.cancel()
             self._pending_request = None
         self.consumers.clear()
+        self.routes_changed()

@@ -25,6 +25,8 @@ from .viewer import KeyframeBudget
 
 # Packets older than the resume point are from the skipped range; after this many the check is dropped (wrap).
 RESUME_WINDOW = 1000
+# Why a native route hands a stream back (gateway/media/_fastpath.c): counters to sync, socket would block, new source.
+ATTEND_SYNC, ATTEND_BLOCKED, ATTEND_SOURCE = 1, 2, 3
 
 
 class PacketTap:
@@ -78,9 +80,17 @@ class RtpForwarder:
         self._unready = True
         self.paused = False
         self.closed = False
-        self.stats = ForwardStats()
+        self._stats = ForwardStats()
+        self._route: Any = None  # the native Route (use_native): forwards in C while armed
+        self._armed = False  # armed by us, its state not yet taken back
         self.budget: KeyframeBudget | None = None  # this viewer's keyframe budget (video)
         self.source: Any = None  # the Producer this viewer is attached to (forward.Producer)
+
+    @property
+    def stats(self) -> ForwardStats:
+        if self._armed:
+            self._sync()
+        return self._stats
 
     def set_codec(self, codec: str) -> None:
         self._clock_rate = CLOCK_RATES.get(codec, self._clock_rate)
@@ -92,7 +102,7 @@ class RtpForwarder:
     def request_keyframe(self) -> None:
         """The agent asked this stream for a keyframe (PLI/FIR), or it needs one: pass it on to the source, within
         this viewer's budget."""
-        self.stats.keyframe_requests += 1
+        self._stats.keyframe_requests += 1
         if self._on_keyframe_needed is None or self.paused:
             return
         if self.budget is None:
@@ -107,16 +117,18 @@ class RtpForwarder:
             self.request_keyframe()
 
     def forward(self, packet: RtpPacket, keyframe_start: bool) -> None:
+        if self._armed:  # a packet given to us directly (a replayed keyframe): Python takes the stream back
+            self._disarm()
         if self.paused or self.closed:
             return
-        self.stats.frames_in += 1
+        self._stats.frames_in += 1
         port = self._port
         if not port.ready:
             if self.kind == "video":
                 self._needs_keyframe = True
                 self._seq_offset = None
             self._unready = True
-            self.stats.dropped_waiting_keyframe += 1
+            self._stats.dropped_waiting_keyframe += 1
             return
         if self._unready:
             # The outgoing leg just came up: whatever keyframe came before went nowhere, ask for a fresh one.
@@ -137,7 +149,7 @@ class RtpForwarder:
                 self._skip_to_keyframe()
         if self._needs_keyframe:
             if not keyframe_start:
-                self.stats.dropped_waiting_keyframe += 1
+                self._stats.dropped_waiting_keyframe += 1
                 return
             self._needs_keyframe = False
         if self._seq_offset is None:
@@ -151,7 +163,7 @@ class RtpForwarder:
             if self._since_resume > RESUME_WINDOW:
                 self._resume_seq = None
         if port.backlog() > self._max_backlog:
-            self.stats.dropped_overflow += 1
+            self._stats.dropped_overflow += 1
             if self.kind == "video":
                 self._skip_to_keyframe()
             return
@@ -159,19 +171,87 @@ class RtpForwarder:
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         port.send(OutgoingPacket(self._payload_type, packet.marker, seq, ts, port.ssrc, packet.payload,
                                  packet.padding_size, packet.extensions.audio_level))
-        self.stats.frames_out += 1
+        self._stats.frames_out += 1
         if uint16_gt(seq, self._last_seq) or self._last_ts is None:
             self._last_seq = seq
             self._last_ts = ts
             self._last_time = time.monotonic()
+        if self._route is not None:
+            self._arm()
+
+    # The native route: while armed, the source's packets for this stream are rewritten, protected and sent in C
+    # (Producer.on_packet calls the module's fanout once per packet for all armed routes); its state comes back
+    # here whenever anything but steady forwarding happens.
+
+    @property
+    def route(self) -> Any:
+        return self._route
+
+    @property
+    def route_armed(self) -> bool:
+        return self._armed
+
+    def _arm(self) -> None:
+        """After a packet sent in Python: hand the stream to C if it runs steadily."""
+        if (self._armed or self._needs_keyframe or self._seq_offset is None or self._source is None
+                or self._last_ts is None or self.paused or self.closed or self.source is None
+                or not self._port.connect_route(self._payload_type)):
+            return
+        resume = -1 if self._resume_seq is None else self._resume_seq
+        self._route.arm(self._source, self._seq_offset, self._ts_offset, self._last_seq, self._last_ts, resume,
+                        self._since_resume)
+        self._armed = True
+        self.source.routes_changed()
+
+    def _disarm(self) -> None:
+        """Take the stream's state back from C (it may have stopped on its own: new source, blocked socket)."""
+        if not self._armed:
+            return
+        self._sync()
+        last_seq, last_ts, age, resume, since_resume = self._route.disarm()
+        self._armed = False
+        if age is not None:
+            self._last_seq, self._last_ts, self._last_time = last_seq, last_ts, time.monotonic() - age
+        self._resume_seq = None if resume < 0 else resume
+        self._since_resume = since_resume
+        if self.source is not None:
+            self.source.routes_changed()
+
+    def _sync(self) -> None:
+        packets, payload_bytes, wire_bytes, ntp, rtp_timestamp = self._route.take_counters()
+        if packets:
+            self._port.sent_by_route(packets, payload_bytes, wire_bytes, ntp, rtp_timestamp)
+            self._stats.frames_in += packets
+            self._stats.frames_out += packets
+            self._stats.forwarded_in_c += packets
+
+    def attend(self) -> bool:
+        """The route needs us (its `attend` says why); True when the packet at hand was left for `forward`."""
+        why = self._route.attend
+        if why == ATTEND_SOURCE:
+            self._disarm()
+            return True
+        if why == ATTEND_BLOCKED:
+            pending = self._route.take_pending()
+            self._disarm()
+            if pending is not None:
+                self._port.queue(pending)
+            return False
+        self._sync()
+        if not self._port.route_valid():
+            self._disarm()
+        return False
 
     def use_native(self, native: Any) -> None:
-        """Send through the native fast path (fastpath.for_leg)."""
+        """Send through the native fast path (fastpath.for_leg), and forward in C once the stream runs steadily."""
         self._port.use_native(native)
+        self._route = self._port.route
 
     @property
     def sent_natively(self) -> int:
         """Packets sent by the native fast path (the rest took aiortc's way)."""
+        if self._armed:
+            self._sync()
         return getattr(self._port, "sent_natively", 0)
 
     @property
@@ -181,22 +261,26 @@ class RtpForwarder:
     def rewind(self, first_unsent: int) -> None:
         """Packets from `first_unsent` on were taken back before they left (a paused viewer): continue numbering
         from there, so that the viewer sees no gap. Call while paused."""
+        self._disarm()
         self._last_seq = (first_unsent - 1) & 0xFFFF
         self._seq_offset = None
 
     def restart(self) -> None:
         """Attached to a source (again): continue our sequence numbers with no gap (a gap would make the remote
         wait for packets that will never come), and for video start at a keyframe."""
+        self._disarm()
         self._seq_offset = None
         self._source = None
         if self.kind == "video":
             self._needs_keyframe = True
 
     def pause(self) -> None:
+        self._disarm()
         self.paused = True
 
     def resume(self) -> None:
         """Forward again from the next keyframe: the cached one if recent, else a fresh one (see `forward`)."""
+        self._disarm()
         self.paused = False
         if self.kind == "video":
             self._needs_keyframe = True
@@ -204,6 +288,7 @@ class RtpForwarder:
             self._unready = True
 
     def stop(self) -> None:
+        self._disarm()
         self.closed = True
         if self.budget is not None:
             self.budget.close()
