@@ -1,6 +1,6 @@
 """Media in worker processes (`--media-workers 2`): calls spread over two workers with media checked by content, and
 a worker killed mid-call (SIGKILL): its call ends `media_failed` with a record, the other worker's call goes on, and
-the dead worker is replaced."""
+the dead worker is replaced; each worker forwards on the native fast path when it is built."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import signal
 import pytest
 
 from gateway.errors import NotFound
+from gateway.media.fastpath import native_module
 from gateway.media.ports import port_slices
 from gateway.media.workers import WorkerPlane
 from signaling.keys import CALLS
@@ -128,6 +129,12 @@ async def test_each_worker_binds_its_legs_in_its_own_slice_of_the_port_range(cal
                          | candidate_ports(agent.peer.pc.remoteDescription.sdp))
                 assert ports and all(port in slices[worker] for port in ports), (worker, ports)
                 await frames_flow(agent, caller, 20)
+                # The worker forwards on the packet path the gateway resolved (auto: native when built), inside
+                # its own process: the caller's video to the agent goes through the C route there.
+                video = next(leg for name, leg in (await plane.stats(call_id)).items() if name != "caller")
+                video = video["consumers"]["video"]
+                in_c = video["forwarded_in_c"]
+                assert (in_c >= 0.8 * video["frames_out"] > 20) == (native_module() is not None), video
             assert seen == {0, 1}
         finally:
             for caller, agent, _ in calls:

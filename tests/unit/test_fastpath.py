@@ -104,3 +104,83 @@ def test_resolve_says_which_path_runs(caplog, monkeypatch):
     assert "not built" in caplog.text
     with pytest.raises(fastpath.FastPathUnavailable):
         fastpath.resolve("native")
+
+
+def recv_packets(sock: socket.socket, rx: Session, count: int) -> list[RtpPacket]:
+    return [RtpPacket.parse(rx.unprotect(sock.recv(2048)), ext_map()) for _ in range(count)]
+
+
+def nothing_waiting(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        sock.recv(2048)
+    except BlockingIOError:
+        return True
+    finally:
+        sock.setblocking(True)
+        sock.settimeout(5)
+    return False
+
+
+def connected_route(a: socket.socket, b: socket.socket, tx: Session) -> object:
+    route = native_module.Route(internals.NativeSrtp(native_module).protect)
+    host, port = b.getsockname()
+    route.connect(internals.srtp_context(tx), a.fileno(), host, port, 0xCAFE, 100, MID, b"1", ABS, AUDIO)
+    return route
+
+
+@built
+def test_route_rewrites_across_sequence_and_timestamp_wraparound(udp):
+    """An armed route forwards each source packet in one fanout call: rewritten (its SSRC and payload type, sequence
+    numbers and timestamps shifted, wrapping at 2^16 and 2^32 on both sides), protected with the sender's session
+    (the receiver's pylibsrtp authenticates it: the rollover counter follows the wrap), kept for NACKs."""
+    a, b = udp
+    tx, rx = sessions()
+    route = connected_route(a, b, tx)
+    seq_offset, ts_offset = 3, 0x800
+    route.arm(42, seq_offset, ts_offset, 65530, 0, -1, 0)
+    assert route.armed
+    source = [((65528 + i) & 0xFFFF, (0xFFFFF000 + 960 * i) & 0xFFFFFFFF, os.urandom(100 + i)) for i in range(20)]
+    for i, (seq, ts, payload) in enumerate(source):
+        attention = native_module.fanout((route,), 42, seq, ts, i % 2, payload, 0, 0x80 | 30 if i % 3 else -1)
+        assert attention is None or (attention == [0] and route.attend == 1 and route.armed)  # counters to sync
+    packets = recv_packets(b, rx, len(source))
+    for i, (packet, (seq, ts, payload)) in enumerate(zip(packets, source)):
+        assert (packet.ssrc, packet.payload_type, packet.marker) == (0xCAFE, 100, i % 2)
+        assert packet.sequence_number == (seq + seq_offset) & 0xFFFF
+        assert packet.timestamp == (ts + ts_offset) & 0xFFFFFFFF
+        assert packet.payload == payload and packet.extensions.mid == "1"
+        assert packet.extensions.audio_level == ((True, 30) if i % 3 else None)
+    assert [p.sequence_number for p in packets[3:10]] == [65534, 65535, 0, 1, 2, 3, 4]  # the source wraps at 8
+    # The NACK history has the newest 128 packets by sequence number, as aiortc's sender keeps them.
+    marker, seq, ts, payload, padding, level, abs_send_time = route.history(packets[5].sequence_number % 128)
+    assert (marker, seq, ts, payload, level) == (1, packets[5].sequence_number, packets[5].timestamp, source[5][2],
+                                                 0x80 | 30)
+    assert abs_send_time == packets[5].extensions.abs_send_time
+    route.forget(packets[5].sequence_number % 128)
+    assert route.history(packets[5].sequence_number % 128) is None
+    # Counters for aiortc's sender reports, then the state handed back to Python: the newest sequence number sent.
+    sent, payload_bytes, wire_bytes, ntp, rtp_ts = route.take_counters()
+    assert sent <= len(source) and (sent == len(source) or sent < 32)
+    last_seq, last_ts, age, resume, _ = route.disarm()
+    assert (last_seq, last_ts, resume) == (packets[-1].sequence_number, packets[-1].timestamp, -1)
+    assert age is not None and 0 <= age < 60 and not route.armed
+    assert native_module.fanout((route,), 42, 12, 0, 0, b"x", 0, -1) is None and nothing_waiting(b)
+
+
+@built
+def test_route_hands_a_new_source_back_and_drops_packets_from_before_the_resume_point(udp):
+    a, b = udp
+    tx, rx = sessions()
+    route = connected_route(a, b, tx)
+    route.arm(42, 100, 0, 0, 0, 500, 0)  # resumed at the keyframe that began with source packet 500
+    assert native_module.fanout((route,), 42, 499, 0, 0, b"late", 0, -1) is None  # before the resume point
+    assert native_module.fanout((route,), 42, 501, 0, 0, b"next", 0, -1) is None
+    assert [p.sequence_number for p in recv_packets(b, rx, 1)] == [601] and nothing_waiting(b)
+    # Another source stream (the caller's leg was replaced): nothing sent, the route disarmed, Python told why.
+    assert native_module.fanout((route,), 43, 7, 0, 0, b"new", 0, -1) == [0]
+    assert route.attend == 3 and not route.armed and nothing_waiting(b)
+    last_seq, _, _, resume, since = route.disarm()
+    assert (last_seq, resume, since) == (601, 500, 1)
+    with pytest.raises(TypeError):
+        native_module.fanout((object(),), 42, 1, 0, 0, b"x", 0, -1)
