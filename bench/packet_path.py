@@ -2,6 +2,7 @@
 
     python -m bench.packet_path                               # 4 calls, 10 s per path, every path
     python -m bench.packet_path --paths native,off --calls 8 --seconds 15 --rounds 2
+    python -m bench.packet_path --paths native,native-percall,off --rounds 3   # before/after the native route
 
 The relay (a Relay with one caller and one agent leg per call, no signaling) runs in this process, pinned to the
 first CPU; the peers run in a child process on the others: each caller sends the replayed 640x480 VP8 at 30 fps
@@ -79,14 +80,32 @@ def _forwarded(relays: list[Any]) -> int:
 
 async def measure(path: str, calls: int, seconds: float, warmup: float, peer_cpus: list[int],
                   profile: str | None = None) -> dict[str, Any]:
-    from gateway.media.candidates import CandidatePolicy
     from gateway.media.fastpath import native_module
+
+    if path.startswith("native") and native_module() is None:
+        raise SystemExit("the native module is not built (pip install -e . with a C compiler)")
+    # native-percall: the native path as before the native route (each packet through the forwarder's Python state
+    # machine and one C call per outgoing packet), for a before/after figure in the same run.
+    from gateway.media.packets import RtpForwarder
+
+    arm = RtpForwarder._arm
+    if path == "native-percall":
+        RtpForwarder._arm = lambda self: None  # type: ignore[method-assign]
+    try:
+        return await _measure(path, "native" if path == "native-percall" else path, calls, seconds, warmup,
+                              peer_cpus, profile)
+    finally:
+        RtpForwarder._arm = arm  # type: ignore[method-assign]
+
+
+async def _measure(path: str, fast_path: str, calls: int, seconds: float, warmup: float, peer_cpus: list[int],
+                   profile: str | None) -> dict[str, Any]:
+    from gateway.media.candidates import CandidatePolicy
     from gateway.media.leg import MediaConfig
     from gateway.media.relay import Relay
 
-    if path == "native" and native_module() is None:
-        raise SystemExit("the native module is not built (pip install -e . with a C compiler)")
-    config = MediaConfig(host_addresses=ADDRESSES, fast_path=path, candidates=CandidatePolicy(allow_loopback=True))
+    config = MediaConfig(host_addresses=ADDRESSES, fast_path=fast_path,
+                         candidates=CandidatePolicy(allow_loopback=True))
     ctx = multiprocessing.get_context("spawn")
     here, there = ctx.Pipe()
     child = ctx.Process(target=_peers, args=(there, calls, peer_cpus), daemon=True)
@@ -103,17 +122,17 @@ async def measure(path: str, calls: int, seconds: float, warmup: float, peer_cpu
         answers.append((caller_answer, agent_answer))
     here.send(answers)
     await asyncio.sleep(warmup)
-    cpu0, t0, n0 = time.process_time(), time.monotonic(), _forwarded(relays)
+    cpu0, t0, n0, times0 = time.process_time(), time.monotonic(), _forwarded(relays), os.times()
     load0 = os.getloadavg()[0]
     spy = None
     if profile:  # py-spy on this process over the window: results/profile-path-<path>.txt (bench.profile sums it)
         (ROOT / "results").mkdir(exist_ok=True)
         spy = await asyncio.create_subprocess_exec(
-            profile, "record", "-p", str(os.getpid()), "-r", "200", "-d", str(int(seconds)), "--nonblocking",
+            profile, "record", "-p", str(os.getpid()), "-r", "200", "-d", str(int(seconds)), "--nonblocking", "--gil",
             "-f", "raw", "-o", str(ROOT / "results" / f"profile-path-{path}.txt"),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     await asyncio.sleep(seconds)
-    cpu1, t1, n1 = time.process_time(), time.monotonic(), _forwarded(relays)
+    cpu1, t1, n1, times1 = time.process_time(), time.monotonic(), _forwarded(relays), os.times()
     load1 = os.getloadavg()[0]
     if spy is not None:
         await spy.wait()
@@ -125,6 +144,7 @@ async def measure(path: str, calls: int, seconds: float, warmup: float, peer_cpu
     packets = n1 - n0
     return {"path": path, "calls": calls, "seconds": round(t1 - t0, 2), "packets_forwarded": packets,
             "cpu_s": round(cpu1 - cpu0, 3), "us_per_packet": round((cpu1 - cpu0) / max(packets, 1) * 1e6, 2),
+            "kernel_share": round((times1.system - times0.system) / max(cpu1 - cpu0, 1e-9), 2),
             "core_per_call_pct": round((cpu1 - cpu0) / (t1 - t0) / calls * 100, 2),
             "packets_per_call_s": round(packets / (t1 - t0) / calls, 1), "agent_video_frames": frames,
             "load_avg": [round(load0, 1), round(load1, 1)]}

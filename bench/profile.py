@@ -19,6 +19,7 @@ from pathlib import Path
 LEAVES: list[tuple[str, str]] = [
     ("direct receive (+ unprotect and parse in C when native)", "DirectReceive._handler.<locals>.received"),
     ("native: build + protect + sendto (C)", "SenderPort._send_native"),
+    ("native route: fanout, rewrite + protect + sendto for every armed stream (C)", "Producer.on_packet"),
 ]
 
 # (stage, any of these substrings in the stack); first match wins, so the order goes from the most specific.

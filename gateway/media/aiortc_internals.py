@@ -273,7 +273,9 @@ class SenderPort:
         self._ctx = 0
         self.route: Any = None  # the native Route (use_native)
         self.payload_type = 0  # the one the route sends with
-        self._routed: tuple[Any, Any, int] | None = None  # (pair, SRTP session, payload type) the route sends with
+        # (pair, SRTP session, payload type) the route sends with; holding the session keeps the srtp_t that the route
+        # protects with alive until the route is connected to another (aiortc drops its reference when DTLS closes).
+        self._routed: tuple[Any, Any, int] | None = None
 
     @property
     def ready(self) -> bool:

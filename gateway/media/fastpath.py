@@ -2,13 +2,19 @@
 
 - `native`: the C module `gateway.media._fastpath` (built from gateway/media/_fastpath.c by `pip install`, when a
   C compiler and Python's headers are there) unprotects and parses incoming SRTP and builds, protects and sends
-  outgoing RTP; packets come straight from the socket's callback (`aiortc_internals.DirectReceive`);
+  outgoing RTP; packets come straight from the socket's callback (`aiortc_internals.DirectReceive`). Once an
+  outgoing stream runs steadily, its rewrite state moves into a native `Route` (packets.RtpForwarder arms it) and
+  one `fanout` call per incoming packet forwards it to every armed stream (rewrite, protect, send, NACK history,
+  sender-report counters); Python takes a stream back on anything else (a new source, a blocked socket, pause,
+  resume, a keyframe wait) and consumers without a route (a recorder's or a speech tap) get each packet after the
+  C fan-out, as before;
 - `python`: the same direct receive, with pylibsrtp and aiortc's parser/serializer doing the per-packet work;
 - `off`: aiortc's own path (aioice's queue, the DTLS transport's task), as before the fast path;
 - `auto` (default): `native` when the module is built, else `python`, with one log line saying so.
 
-Python keeps the control in every case: who hears whom (the Relay's scene), each outgoing stream's rewrite state
-and keyframe waits (packets.RtpForwarder), RTCP, NACK answers and keyframe requests (aiortc's sender/receiver).
+Python keeps the control in every case: who hears whom (the Relay's scene), when a stream's rewrite state may live in
+C and what happens on every change (packets.RtpForwarder), keyframe waits and requests, RTCP and NACK answers
+(aiortc's sender/receiver, answering from a history that includes what C sent: aiortc_internals.NativeHistory).
 """
 
 from __future__ import annotations

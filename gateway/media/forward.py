@@ -190,7 +190,10 @@ class Producer:
                 self.gop_frames.append(data)
 
     def on_packet(self, packet: Any) -> None:
-        """Packet-level forwarding: hand one RTP packet to every consumer at once."""
+        """Packet-level forwarding: hand one RTP packet to every consumer at once: the streams whose native route
+        is armed in one C call (gateway/media/_fastpath.c `fanout`), then every other consumer in Python (streams
+        not steady yet, and taps: any object with `forward(packet, keyframe_start)` in `consumers` gets each packet
+        here, after the C fan-out)."""
         now = time.monotonic()
         self.last_frame_at = now
         key = self.kind == "video" and is_keyframe_start(self.codec, packet.payload)
