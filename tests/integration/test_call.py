@@ -34,6 +34,16 @@ def in_order(values: list[int]) -> bool:
     return all(b > a for a, b in zip(values, values[1:]))
 
 
+class PacketCounter:
+    """A packet consumer of a Producer that is not a forwarder: notes the sequence numbers it is handed."""
+
+    def __init__(self) -> None:
+        self.sequence_numbers: list[int] = []
+
+    def forward(self, packet, keyframe_start: bool) -> None:
+        self.sequence_numbers.append(packet.sequence_number)
+
+
 async def test_video_call_end_to_end(gateway, caller_token):
     agent = Agent(gateway.base_url)
     caller = Caller(gateway.base_url, caller_token(sub="cust-42", name="Dana Caller", email="dana@example.com"))
@@ -61,6 +71,9 @@ async def test_video_call_end_to_end(gateway, caller_token):
     caller_leg = gateway.board.relays[queued["call_id"]].caller
     await asyncio.wait_for(caller_leg.connected.wait(), 10)
     await wait_until(lambda: caller_leg.producers["video"].frames > 5)
+    tap = PacketCounter()  # a Python consumer beside the agent's stream (what a recorder or speech tap is)
+    if gateway.settings.relay_mode == "packet":
+        caller_leg.producers["video"].consumers.append(tap)
 
     await agent.accept(offer["call_id"], tone_hz=440)
     answered = await caller.ws.wait("call.answered")
@@ -91,6 +104,9 @@ async def test_video_call_end_to_end(gateway, caller_token):
     # in Python: after the first packets, until the hang-up.
     in_c = video_out.stats.forwarded_in_c if fast != "off" else 0
     assert (in_c >= 0.8 * sent > 30) == (fast == "native"), (fast, in_c, sent)
+    # The tap got every packet, the ones the C route forwarded included (it gets them after the C fan-out).
+    if gateway.settings.relay_mode == "packet":
+        assert len(set(tap.sequence_numbers)) >= max(sent, 60), (len(tap.sequence_numbers), sent)
 
     # Audio both ways, told apart by their tones.
     assert abs(agent.peer.sinks["audio"].dominant_frequency() - 880) < 30
