@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef int (*srtp_fn)(void *ctx, void *hdr, int *len);
 
@@ -315,13 +316,21 @@ static PyObject *route_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)r;
 }
 
+static void route_close_fd(Route *r) {
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+}
+
 static void route_dealloc(Route *r) {
+    route_close_fd(r);
     route_clear_history(r);
     Py_CLEAR(r->pending);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
-/* connect(ctx, fd, host, port, ssrc, payload_type, mid_id, mid, abs_id, audio_id): where and how to send. */
+/* connect(ctx, fd, host, port, ssrc, payload_type, mid_id, mid, abs_id, audio_id): where and how to send. The route
+ * sends on its own duplicate of `fd`, so a socket closed by asyncio can never leave it writing to a reused number. */
 static PyObject *route_connect(Route *r, PyObject *args) {
     unsigned long long ctx;
     int fd, port, pt, mid_id, abs_id, audio_id;
@@ -340,8 +349,14 @@ static PyObject *route_connect(Route *r, PyObject *args) {
         PyBuffer_Release(&mid);
         return NULL;
     }
+    int own = dup(fd);
+    if (own < 0) {
+        PyBuffer_Release(&mid);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    route_close_fd(r);
     r->ctx = (void *)(uintptr_t)ctx;
-    r->fd = fd;
+    r->fd = own;
     r->ssrc = (uint32_t)ssrc;
     r->pt = pt & 0x7F;
     r->mid_id = mid_id;
@@ -430,6 +445,15 @@ static PyObject *route_forget(Route *r, PyObject *arg) {
         return NULL;
     if (i >= 0 && i < HISTORY)
         Py_CLEAR(r->history[i].payload);
+    Py_RETURN_NONE;
+}
+
+/* close(): disarmed for good, its socket duplicate closed and its history emptied (the stream stopped). */
+static PyObject *route_close(Route *r, PyObject *unused) {
+    r->armed = 0;
+    route_close_fd(r);
+    route_clear_history(r);
+    Py_CLEAR(r->pending);
     Py_RETURN_NONE;
 }
 
@@ -583,6 +607,7 @@ static PyMethodDef route_methods[] = {
     {"take_pending", (PyCFunction)route_take_pending, METH_NOARGS, "The packet that would have blocked, or None."},
     {"history", (PyCFunction)route_history, METH_O, "The packet sent in a history slot, or None."},
     {"forget", (PyCFunction)route_forget, METH_O, "Empty a history slot."},
+    {"close", (PyCFunction)route_close, METH_NOARGS, "Stop for good: close the socket duplicate, drop the history."},
     {NULL, NULL, 0, NULL},
 };
 

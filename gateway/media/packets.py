@@ -289,6 +289,8 @@ class RtpForwarder:
 
     def stop(self) -> None:
         self._disarm()
+        if self._route is not None:
+            self._route.close()
         self.closed = True
         if self.budget is not None:
             self.budget.close()

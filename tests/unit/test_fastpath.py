@@ -184,3 +184,25 @@ def test_route_hands_a_new_source_back_and_drops_packets_from_before_the_resume_
     assert (last_seq, resume, since) == (601, 500, 1)
     with pytest.raises(TypeError):
         native_module.fanout((object(),), 42, 1, 0, 0, b"x", 0, -1)
+
+
+@built
+def test_route_sends_on_its_own_socket_duplicate_until_closed(udp):
+    """The route never writes to a bare descriptor number: it keeps its own duplicate, so asyncio closing the socket
+    (and the number being reused) cannot redirect it; close() ends it for good."""
+    a, b = udp
+    tx, rx = sessions()
+    route = connected_route(a, b, tx)
+    a.close()
+    reused = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # likely takes the closed number
+    try:
+        route.arm(42, 0, 0, 0, 0, -1, 0)
+        native_module.fanout((route,), 42, 1, 0, 0, b"still", 0, -1)
+        assert [p.payload for p in recv_packets(b, rx, 1)] == [b"still"]
+        route.close()
+        assert not route.armed and route.history(1) is None
+        assert native_module.fanout((route,), 42, 2, 0, 0, b"gone", 0, -1) is None and nothing_waiting(b)
+        with pytest.raises(RuntimeError):
+            route.arm(42, 0, 0, 0, 0, -1, 0)  # closed: connect() first
+    finally:
+        reused.close()
