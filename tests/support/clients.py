@@ -315,3 +315,20 @@ class Agent:
         if self.peer is not None:
             await self.peer.close()
         await self.ws.close()
+
+
+async def answered_call(base_url: str, token: str, call_type: str = "video", *, video_frames: int = 0,
+                        timeout: float = 15) -> tuple[Caller, Agent, str]:
+    """A caller's call answered by the demo agent alice, once `video_frames` of the caller's video have reached
+    her (0: as soon as she has accepted). Returns the caller, the agent and the call id; the test closes both."""
+    agent = Agent(base_url)
+    await agent.connect()
+    caller = Caller(base_url, token)
+    await caller.connect()
+    await caller.start(call_type)
+    offer = await agent.wait_offer()
+    await agent.accept(offer["call_id"])
+    if video_frames:
+        await wait_until(lambda: agent.peer is not None and "video" in agent.peer.sinks
+                         and len(agent.peer.sinks["video"].counters) > video_frames, timeout)
+    return caller, agent, offer["call_id"]
