@@ -193,6 +193,38 @@ async def test_offered_candidates_are_filtered_and_bad_ones_refuse_the_offer(cal
             allowed.close()
 
 
+async def test_an_offers_own_candidates_are_used_with_a_second_audio_section(caller_token):
+    """A browser that gathers before it offers (the caller widget prepares its peer connection ahead of the click)
+    sends its candidates inside the offer, in the first section. The widget's and the console's offers have a second
+    audio section, which aiortc gives the first one's ICE transport before bundling (and files the later section's
+    empty candidate list over the first one's). The relay still pairs and checks the offered candidates at once, and
+    the peer's end-of-candidates does not fail the leg."""
+    async with running_gateway() as gateway:
+        target = await UdpTrap.open("127.0.0.3")
+        caller = Caller(gateway.base_url, caller_token())
+        await caller.connect()
+        queued = await caller.ws.request({"type": "call.start", "call_type": "voice"})
+        call_id = queued["call_id"]
+        caller.peer.pc.addTrack(ToneAudioTrack(500))
+        caller.peer.pc.addTransceiver("audio", direction="recvonly")  # as the widget's: a barging supervisor's voice
+        sdp = with_candidates(await caller.peer.offer(), ["a=" + target.candidate()])
+        assert [line[:7] for line in sdp.split("\r\n") if line.startswith("m=")] == ["m=audio", "m=audio"]
+        try:
+            answer = await caller.ws.request({"type": "sdp.offer", "sdp": sdp})
+            assert answer["type"] == "sdp.answer", answer
+            leg = gateway.board.relays[call_id].caller
+            assert remote_addresses(leg) == {target.address}  # known from the offer, not learnt from a check
+            ack = await caller.ws.request({"type": "ice.candidate", "candidate": None})
+            assert ack["type"] == "ack", ack
+            await wait_until(lambda: target.stun > 0)  # checked without any check from the peer
+            pairs = {pair.remote_addr for c in internals.ice_connections(leg.pc) for pair in c._check_list}
+            assert pairs == {target.address}
+            assert leg.failure is None
+        finally:
+            await caller.close()
+            target.close()
+
+
 async def test_candidates_and_checks_per_leg_are_capped(caller_token):
     cap, checks = 12, 5
     async with running_gateway(media_max_remote_candidates=cap, media_max_ice_checks=checks) as gateway:
