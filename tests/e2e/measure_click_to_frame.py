@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
 import statistics
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -40,16 +42,40 @@ document.addEventListener("click", (event) => {
   if (target && target.closest && target.closest("[data-call-type]")) window.__clicks.push(performance.timeOrigin + event.timeStamp);
 }, true);
 """
-CALLER_STEPS = """
-(() => {
-  const client = Callin.widgets[0].client;
-  const steps = (window.__steps = {});
-  const mark = (name) => (steps[name] ??= performance.timeOrigin + performance.now());
-  client.addEventListener("localstream", () => mark("media"));
-  client.addEventListener("statechange", (e) => e.detail.state === "queued" && mark("queued"));
-  client.addEventListener("mediastate", (e) => e.detail.state === "connected" && mark("connected"));
-})()
+# A call whose media had to be set up again (a second offer) is not the figure it seems: say so.
+WATCH_RECOVERIES = """
+window.__recoveries = [];
+Callin.widgets[0].client.addEventListener("mediarecovering", (e) => window.__recoveries.push(e.detail.cause));
 """
+# The caller client's User Timing marks (callin:<step>, the latest of each), on the wall clock.
+CALLER_MARKS = """
+Object.fromEntries(performance.getEntriesByType("mark").filter((m) => m.name.startsWith("callin:"))
+  .map((m) => [m.name.slice(7), performance.timeOrigin + m.startTime]))
+"""
+# The breakdown's columns: (label, where, step); where: caller (the widget's marks), gateway (gateway_timeline),
+# console (the console's timings since its accept, or its ring event).
+STEPS = (
+    ("prepared", "caller", "prepared"),
+    ("media", "caller", "media"),
+    ("call.start", "caller", "call-start"),
+    ("offer", "caller", "offer-sent"),
+    ("gw offer", "gateway", "caller.offer"),
+    ("gw answer", "gateway", "caller.answer"),
+    ("answer", "caller", "answer"),
+    ("queued", "caller", "queued"),
+    ("ring", "console", "ring"),
+    ("gw ice", "gateway", "caller.ice"),
+    ("ice", "caller", "ice-connected"),
+    ("gw dtls", "gateway", "caller.dtls"),
+    ("connected", "caller", "connected"),
+    ("gw rtp", "gateway", "caller.rtp"),
+    ("gw key", "gateway", "caller.keyframe"),
+    ("agent offer", "gateway", "agent.offer"),
+    ("agent dtls", "gateway", "agent.dtls"),
+    ("accepted", "console", "accepted"),
+    ("to agent", "gateway", "agent.video"),
+    ("frame", "console", "firstFrame"),
+)
 CONSOLE_PROBE = """
 window.__frames = []; window.__rings = [];
 window.addEventListener("callin:firstframe", (e) => window.__frames.push(e.detail));
@@ -65,9 +91,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (index - low)
 
 
+TIMELINE = "timeline "  # the gateway child's lines: timeline {"call", "step", "at"}
+
+
 class GatewayProcess:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
+        self.steps: dict[str, dict[str, float]] = {}  # call id -> the gateway's steps (gateway_timeline)
+
+    async def read(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            text = line.decode().strip()
+            if text.startswith(TIMELINE):
+                entry = json.loads(text[len(TIMELINE):])
+                self.steps.setdefault(entry["call"], {}).setdefault(entry["step"], entry["at"])
 
 
 @contextlib.asynccontextmanager
@@ -82,7 +119,14 @@ async def gateway_process(relay_mode: str, media_workers: int = 0) -> AsyncItera
         line = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().strip()
         if not line.startswith("http"):
             raise RuntimeError(f"the gateway did not start: {line!r}")
-        yield GatewayProcess(line)
+        gateway = GatewayProcess(line)
+        reader = asyncio.ensure_future(gateway.read(child.stdout))
+        try:
+            yield gateway
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
     finally:
         if child.returncode is None:
             child.send_signal(signal.SIGTERM)
@@ -94,6 +138,10 @@ async def gateway_process(relay_mode: str, media_workers: int = 0) -> AsyncItera
 
 
 async def serve(relay_mode: str, media_workers: int = 0) -> None:
+    from tests.e2e import gateway_timeline
+
+    gateway_timeline.install(lambda call_id, step, at: print(
+        TIMELINE + json.dumps({"call": call_id, "step": step, "at": at}), flush=True))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with running_gateway(relay_mode=relay_mode, media_workers=media_workers) as gateway:
@@ -101,9 +149,19 @@ async def serve(relay_mode: str, media_workers: int = 0) -> None:
         await stop.wait()
 
 
+def breakdown(click: float, marks: dict[str, float], gateway: dict[str, float], ring: dict[str, Any],
+              frame: dict[str, Any]) -> dict[str, float]:
+    """Each step of STEPS that was seen, in ms after the click (negative: before it), in the order they happened."""
+    accepted = frame["at"] - frame["sinceAcceptMs"]
+    console = {"ring": ring["at"], **{name: accepted + ms for name, ms in (frame.get("timings") or {}).items()}}
+    where = {"caller": marks, "gateway": gateway, "console": console}
+    seen = {label: where[side][step] - click for label, side, step in STEPS if step in where[side]}
+    return dict(sorted(seen.items(), key=lambda kv: kv[1]))
+
+
 async def measure(calls: int, hold_s: float, relay_mode: str, warmup: int = 1,
-                  accept_after: float | None = None, media_workers: int = 0) -> list[dict[str, float]]:
-    results: list[dict[str, float]] = []
+                  accept_after: float | None = None, media_workers: int = 0) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
     async with gateway_process(relay_mode, media_workers) as gateway, async_playwright() as pw:
         browser = await launch(pw)
         agent_ctx, agent = await new_page(browser, gateway.base_url, viewport=DESKTOP)
@@ -115,7 +173,7 @@ async def measure(calls: int, hold_s: float, relay_mode: str, warmup: int = 1,
             await open_demo(caller)  # a fresh page for every call
             await open_widget(caller)  # token + WebSocket + hello happen when the panel opens, before the click
             frames_before = await agent.evaluate("window.__frames.length")
-            await caller.evaluate(CALLER_STEPS)
+            await caller.evaluate(WATCH_RECOVERIES)
             await caller.locator('callin-widget .option[data-call-type="video"]').click()
             if accept_after is not None:
                 await agent.wait_for_selector("#view-ringing:not([hidden])")
@@ -134,18 +192,22 @@ async def measure(calls: int, hold_s: float, relay_mode: str, warmup: int = 1,
             click = await caller.evaluate("window.__clicks[window.__clicks.length - 1]")
             frame = await agent.evaluate("window.__frames[window.__frames.length - 1]")
             ring = await agent.evaluate("window.__rings[window.__rings.length - 1]")
-            steps = await caller.evaluate("window.__steps")
-            caller_steps = {name: round(at - click) for name, at in sorted(steps.items(), key=lambda kv: kv[1])}
+            call_id = await caller.evaluate("Callin.widgets[0].client.callId")
+            marks = await caller.evaluate(CALLER_MARKS)
+            steps = breakdown(click, marks, gateway.steps.get(call_id, {}), ring, frame)
+            recoveries = await caller.evaluate("window.__recoveries")
             result = {
                 "click_to_frame_ms": frame["at"] - click,
                 "click_to_ring_ms": ring["at"] - click,
                 "accept_to_frame_ms": frame["sinceAcceptMs"],
+                "steps": steps,
             }
             if n > 0:
                 results.append(result)
             print(f"{'call ' + str(n) if n > 0 else 'warm-up'}: click -> first frame {result['click_to_frame_ms']:6.0f} ms   "
-                  f"(click -> ring {result['click_to_ring_ms']:5.0f} ms, accept -> frame {result['accept_to_frame_ms']:5.0f} ms; "
-                  f"after accept: {frame.get('timings')}; caller after click: {caller_steps})",
+                  f"(click -> ring {result['click_to_ring_ms']:5.0f} ms, accept -> frame {result['accept_to_frame_ms']:5.0f} ms)\n"
+                  f"    after the click: {'  '.join(f'{label} {ms:.0f}' for label, ms in steps.items())}"
+                  + (f"\n    media set up again: {recoveries}" if recoveries else ""),
                   flush=True)
             await asyncio.sleep(hold_s)
             await caller.locator('callin-widget [data-action="hangup"]').click()
@@ -193,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:28s} p50 {statistics.median(values):6.0f} ms   p90 {percentile(values, 0.9):6.0f} ms   "
               f"min {min(values):6.0f} ms   max {max(values):6.0f} ms   (n={len(values)}, relay {args.relay_mode}, "
               f"media workers {args.media_workers})")
+    print("breakdown, p50 ms after the click:")
+    for label, _, _ in STEPS:
+        values = [r["steps"][label] for r in results if label in r["steps"]]
+        if values:
+            print(f"  {label:12s} {statistics.median(values):6.0f}   (p90 {percentile(values, 0.9):6.0f}, n={len(values)})")
     return 0
 
 
