@@ -7,7 +7,8 @@ the browsers' performance.timeOrigin + performance.now() is on: one machine, so 
 gateway depends on it. With media in worker processes (--media-workers N) the legs live elsewhere and only the
 browsers' steps are measured.
 
-Steps, per role (caller, agent): `<role>.offer` (its offer reached the media plane), `<role>.answer` (the answer is
+Steps of the call: `call.start` (the engine started it: queued and dispatched), `call.durable` (its record is
+committed: call.queued goes to the caller). Steps, per role (caller, agent): `<role>.offer` (its offer reached the media plane), `<role>.answer` (the answer is
 ready), `<role>.ice` (ICE checks succeeded), `<role>.dtls` (DTLS done: the leg is connected); for the caller
 `caller.rtp` (its first video packet) and `caller.keyframe` (the start of its first keyframe); for the agent
 `agent.video` (the first video packet actually sent to the agent).
@@ -20,7 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.engine.switchboard import Switchboard
 from gateway.media.leg import Leg
+from gateway.store.records import CallRecorder
 
 Report = Callable[[str, str, float], None]
 
@@ -96,6 +99,22 @@ def install(report: Report) -> None:
 
         consumer.forward = timed_forward
 
+    start_call = Switchboard.start_call
+    durable = CallRecorder.durable
+
+    @functools.wraps(start_call)
+    def timed_start_call(self: Switchboard, *args: Any, **kwargs: Any) -> Any:
+        call = start_call(self, *args, **kwargs)
+        report(call.id, "call.start", _now_ms())
+        return call
+
+    @functools.wraps(durable)
+    async def timed_durable(self: CallRecorder, call_id: str) -> None:
+        await durable(self, call_id)
+        report(call_id, "call.durable", _now_ms())
+
+    Switchboard.start_call = timed_start_call  # type: ignore[method-assign]
+    CallRecorder.durable = timed_durable  # type: ignore[method-assign]
     Leg.answer = timed_answer  # type: ignore[method-assign]
     Leg._tap = timed_tap  # type: ignore[method-assign]
     Leg._bind = timed_bind  # type: ignore[method-assign]

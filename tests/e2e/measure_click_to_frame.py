@@ -59,6 +59,8 @@ STEPS = (
     ("media", "caller", "media"),
     ("call.start", "caller", "call-start"),
     ("offer", "caller", "offer-sent"),
+    ("gw start", "gateway", "call.start"),
+    ("gw durable", "gateway", "call.durable"),
     ("gw offer", "gateway", "caller.offer"),
     ("gw answer", "gateway", "caller.answer"),
     ("answer", "caller", "answer"),
@@ -91,12 +93,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (index - low)
 
 
+ROOT = Path(__file__).resolve().parents[2]
 TIMELINE = "timeline "  # the gateway child's lines: timeline {"call", "step", "at"}
 
 
 class GatewayProcess:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, root: Path = ROOT) -> None:
         self.base_url = base_url
+        self.root = root
         self.steps: dict[str, dict[str, float]] = {}  # call id -> the gateway's steps (gateway_timeline)
 
     async def read(self, stream: asyncio.StreamReader) -> None:
@@ -108,18 +112,19 @@ class GatewayProcess:
 
 
 @contextlib.asynccontextmanager
-async def gateway_process(relay_mode: str, media_workers: int = 0) -> AsyncIterator[GatewayProcess]:
-    """The test gateway (demo mode, loopback media) in a child process; yields once it serves."""
+async def gateway_process(relay_mode: str, media_workers: int = 0, root: Path = ROOT) -> AsyncIterator[GatewayProcess]:
+    """The test gateway (demo mode, loopback media) in a child process, with the code (and web pages) of the checkout
+    at `root`; yields once it serves."""
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.e2e.measure_click_to_frame", "--serve", "--relay-mode", relay_mode,
-        "--media-workers", str(media_workers),
-        cwd=str(Path(__file__).resolve().parents[2]), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        "--media-workers", str(media_workers), cwd=str(root), env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     try:
         assert child.stdout is not None
         line = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().strip()
         if not line.startswith("http"):
             raise RuntimeError(f"the gateway did not start: {line!r}")
-        gateway = GatewayProcess(line)
+        gateway = GatewayProcess(line, root)
         reader = asyncio.ensure_future(gateway.read(child.stdout))
         try:
             yield gateway
@@ -159,66 +164,101 @@ def breakdown(click: float, marks: dict[str, float], gateway: dict[str, float], 
     return dict(sorted(seen.items(), key=lambda kv: kv[1]))
 
 
-async def measure(calls: int, hold_s: float, relay_mode: str, warmup: int = 1,
-                  accept_after: float | None = None, media_workers: int = 0) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = []
-    async with gateway_process(relay_mode, media_workers) as gateway, async_playwright() as pw:
+class Side:
+    """One gateway being measured: its console (auto-answer unless Accept is clicked) and its caller's page."""
+
+    def __init__(self, label: str, gateway: GatewayProcess) -> None:
+        self.label = label
+        self.gateway = gateway
+        self.results: list[dict[str, Any]] = []
+
+    async def open(self, browser: Any, auto_answer: bool) -> None:
+        self.agent_ctx, self.agent = await new_page(browser, self.gateway.base_url, viewport=DESKTOP)
+        await self.agent.add_init_script(CONSOLE_PROBE)
+        await open_console(self.agent, auto_answer=auto_answer)
+        self.caller_ctx, self.caller = await new_page(browser, self.gateway.base_url, viewport=PHONE,
+                                                      geolocation=POSITION, is_mobile=True)
+        await self.caller.add_init_script(CLICK_PROBE)
+
+    async def close(self) -> None:
+        await self.caller_ctx.close()
+        await self.agent_ctx.close()
+
+
+async def one_call(side: Side, n: int, hold_s: float, accept_after: float | None) -> dict[str, Any]:
+    """One call on `side`, from a fresh demo page: the click, the first frame at its console, the hang-up."""
+    caller, agent, gateway = side.caller, side.agent, side.gateway
+    await open_demo(caller)  # a fresh page for every call
+    await open_widget(caller)  # token + WebSocket + hello happen when the panel opens, before the click
+    frames_before = await agent.evaluate("window.__frames.length")
+    await caller.evaluate(WATCH_RECOVERIES)
+    await caller.locator('callin-widget .option[data-call-type="video"]').click()
+    if accept_after is not None:
+        await agent.wait_for_selector("#view-ringing:not([hidden])")
+        await asyncio.sleep(accept_after)
+        await agent.click("#accept-button")
+    try:
+        await eventually(lambda: agent.evaluate(f"window.__frames.length > {frames_before}"), timeout=20,
+                         what=f"first frame of call {n}")
+    except AssertionError:
+        print("console:", await agent.evaluate("callinConsole.state"),
+              await agent.evaluate("callinConsole.peerConnection && [callinConsole.peerConnection.connectionState, callinConsole.peerConnection.iceConnectionState, callinConsole.peerConnection.signalingState]"),
+              await agent.evaluate("callinConsole.stats()"), file=sys.stderr)
+        print("caller:", await caller.evaluate("(() => { const c = Callin.widgets[0].client; const pc = c.peerConnection; return [c.state, c.callId, pc && pc.connectionState, pc && pc.iceConnectionState, pc && pc.signalingState]; })()"),
+              await caller.evaluate("Callin.widgets[0].client.getStats()"), file=sys.stderr)
+        raise
+    click = await caller.evaluate("window.__clicks[window.__clicks.length - 1]")
+    frame = await agent.evaluate("window.__frames[window.__frames.length - 1]")
+    ring = await agent.evaluate("window.__rings[window.__rings.length - 1]")
+    call_id = await caller.evaluate("Callin.widgets[0].client.callId")
+    marks = await caller.evaluate(CALLER_MARKS)
+    steps = breakdown(click, marks, gateway.steps.get(call_id, {}), ring, frame)
+    recoveries = await caller.evaluate("window.__recoveries")
+    result = {
+        "click_to_frame_ms": frame["at"] - click,
+        "click_to_ring_ms": ring["at"] - click,
+        "accept_to_frame_ms": frame["sinceAcceptMs"],
+        "steps": steps,
+    }
+    name = f"{side.label + ' ' if side.label else ''}{'call ' + str(n) if n > 0 else 'warm-up'}"
+    print(f"{name}: click -> first frame {result['click_to_frame_ms']:6.0f} ms   "
+          f"(click -> ring {result['click_to_ring_ms']:5.0f} ms, accept -> frame {result['accept_to_frame_ms']:5.0f} ms)\n"
+          f"    after the click: {'  '.join(f'{label} {ms:.0f}' for label, ms in steps.items())}"
+          + (f"\n    media set up again: {recoveries}" if recoveries else ""),
+          flush=True)
+    await asyncio.sleep(hold_s)
+    await caller.locator('callin-widget [data-action="hangup"]').click()
+    await agent.wait_for_selector("#view-ended:not([hidden])")
+    await eventually(lambda: agent.evaluate("document.getElementById('status-pill').dataset.status === 'available'"),
+                     what="the agent available again")
+    await eventually(lambda: caller.evaluate("Callin.widgets[0].client.state === 'ended'"), what="the caller's end")
+    return result
+
+
+async def measure(calls: int, hold_s: float, relay_mode: str, warmup: int = 1, accept_after: float | None = None,
+                  media_workers: int = 0, baseline: Path | None = None) -> list[Side]:
+    """`calls` calls on this checkout's gateway; with `baseline` (another checkout, e.g. main's), as many on its
+    gateway too, alternately (baseline, this, baseline, ...), so that both meet the same load."""
+    async with contextlib.AsyncExitStack() as stack:
+        sides = []
+        if baseline is not None:
+            sides.append(Side("baseline", await stack.enter_async_context(
+                gateway_process(relay_mode, media_workers, baseline))))
+        sides.append(Side("this" if baseline is not None else "",
+                          await stack.enter_async_context(gateway_process(relay_mode, media_workers))))
+        pw = await stack.enter_async_context(async_playwright())
         browser = await launch(pw)
-        agent_ctx, agent = await new_page(browser, gateway.base_url, viewport=DESKTOP)
-        await agent.add_init_script(CONSOLE_PROBE)
-        await open_console(agent, auto_answer=accept_after is None)
-        caller_ctx, caller = await new_page(browser, gateway.base_url, viewport=PHONE, geolocation=POSITION, is_mobile=True)
-        await caller.add_init_script(CLICK_PROBE)
+        for side in sides:
+            await side.open(browser, auto_answer=accept_after is None)
         for n in range(1 - warmup, calls + 1):
-            await open_demo(caller)  # a fresh page for every call
-            await open_widget(caller)  # token + WebSocket + hello happen when the panel opens, before the click
-            frames_before = await agent.evaluate("window.__frames.length")
-            await caller.evaluate(WATCH_RECOVERIES)
-            await caller.locator('callin-widget .option[data-call-type="video"]').click()
-            if accept_after is not None:
-                await agent.wait_for_selector("#view-ringing:not([hidden])")
-                await asyncio.sleep(accept_after)
-                await agent.click("#accept-button")
-            try:
-                await eventually(lambda: agent.evaluate(f"window.__frames.length > {frames_before}"), timeout=20,
-                                 what=f"first frame of call {n}")
-            except AssertionError:
-                print("console:", await agent.evaluate("callinConsole.state"),
-                      await agent.evaluate("callinConsole.peerConnection && [callinConsole.peerConnection.connectionState, callinConsole.peerConnection.iceConnectionState, callinConsole.peerConnection.signalingState]"),
-                      await agent.evaluate("callinConsole.stats()"), file=sys.stderr)
-                print("caller:", await caller.evaluate("(() => { const c = Callin.widgets[0].client; const pc = c.peerConnection; return [c.state, c.callId, pc && pc.connectionState, pc && pc.iceConnectionState, pc && pc.signalingState]; })()"),
-                      await caller.evaluate("Callin.widgets[0].client.getStats()"), file=sys.stderr)
-                raise
-            click = await caller.evaluate("window.__clicks[window.__clicks.length - 1]")
-            frame = await agent.evaluate("window.__frames[window.__frames.length - 1]")
-            ring = await agent.evaluate("window.__rings[window.__rings.length - 1]")
-            call_id = await caller.evaluate("Callin.widgets[0].client.callId")
-            marks = await caller.evaluate(CALLER_MARKS)
-            steps = breakdown(click, marks, gateway.steps.get(call_id, {}), ring, frame)
-            recoveries = await caller.evaluate("window.__recoveries")
-            result = {
-                "click_to_frame_ms": frame["at"] - click,
-                "click_to_ring_ms": ring["at"] - click,
-                "accept_to_frame_ms": frame["sinceAcceptMs"],
-                "steps": steps,
-            }
-            if n > 0:
-                results.append(result)
-            print(f"{'call ' + str(n) if n > 0 else 'warm-up'}: click -> first frame {result['click_to_frame_ms']:6.0f} ms   "
-                  f"(click -> ring {result['click_to_ring_ms']:5.0f} ms, accept -> frame {result['accept_to_frame_ms']:5.0f} ms)\n"
-                  f"    after the click: {'  '.join(f'{label} {ms:.0f}' for label, ms in steps.items())}"
-                  + (f"\n    media set up again: {recoveries}" if recoveries else ""),
-                  flush=True)
-            await asyncio.sleep(hold_s)
-            await caller.locator('callin-widget [data-action="hangup"]').click()
-            await agent.wait_for_selector("#view-ended:not([hidden])")
-            await eventually(lambda: agent.evaluate("document.getElementById('status-pill').dataset.status === 'available'"),
-                             what="the agent available again")
-            await eventually(lambda: caller.evaluate("Callin.widgets[0].client.state === 'ended'"), what="the caller's end")
-        await caller_ctx.close()
-        await agent_ctx.close()
+            for side in sides:
+                result = await one_call(side, n, hold_s, accept_after)
+                if n > 0:
+                    side.results.append(result)
+        for side in sides:
+            await side.close()
         await browser.close()
-    return results
+    return sides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--media-workers", type=int, default=0, metavar="N",
                         help="media in N worker processes, as `callin serve` runs it (one per CPU); 0: in the server's "
                              "process, as `callin demo` and the tests run it")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="another checkout (e.g. main's) measured alternately with this one in the same run")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
     if args.serve:
@@ -245,21 +287,27 @@ def main(argv: list[str] | None = None) -> int:
         print("run inside a loopback-only network namespace: unshare -rn sh -c 'ip link set lo up; python -m "
               "tests.e2e.measure_click_to_frame'", file=sys.stderr)
         return 2
-    results = asyncio.run(measure(args.calls, args.hold, args.relay_mode, args.warmup, args.accept_after,
-                                  args.media_workers))
-    for key, label in (("click_to_frame_ms", "click -> first frame"), ("click_to_ring_ms", "click -> ring at the agent"),
-                       ("accept_to_frame_ms", "accept -> first frame")):
-        values = [r[key] for r in results]
-        if args.accept_after is not None and key == "click_to_frame_ms":
-            label += f" (incl. {args.accept_after:g} s ring)"
-        print(f"{label:28s} p50 {statistics.median(values):6.0f} ms   p90 {percentile(values, 0.9):6.0f} ms   "
-              f"min {min(values):6.0f} ms   max {max(values):6.0f} ms   (n={len(values)}, relay {args.relay_mode}, "
-              f"media workers {args.media_workers})")
-    print("breakdown, p50 ms after the click:")
-    for label, _, _ in STEPS:
-        values = [r["steps"][label] for r in results if label in r["steps"]]
-        if values:
-            print(f"  {label:12s} {statistics.median(values):6.0f}   (p90 {percentile(values, 0.9):6.0f}, n={len(values)})")
+    sides = asyncio.run(measure(args.calls, args.hold, args.relay_mode, args.warmup, args.accept_after,
+                                args.media_workers, args.baseline))
+    for side in sides:
+        if side.label:
+            print(f"{side.label} ({side.gateway.root}):")
+        for key, label in (("click_to_frame_ms", "click -> first frame"),
+                           ("click_to_ring_ms", "click -> ring at the agent"), ("accept_to_frame_ms", "accept -> first frame")):
+            values = [r[key] for r in side.results]
+            if args.accept_after is not None and key == "click_to_frame_ms":
+                label += f" (incl. {args.accept_after:g} s ring)"
+            print(f"{label:28s} p50 {statistics.median(values):6.0f} ms   p90 {percentile(values, 0.9):6.0f} ms   "
+                  f"min {min(values):6.0f} ms   max {max(values):6.0f} ms   (n={len(values)}, relay {args.relay_mode}, "
+                  f"media workers {args.media_workers})")
+        print("breakdown, p50 ms after the click:")
+        for label, _, _ in STEPS:
+            values = [r["steps"][label] for r in side.results if label in r["steps"]]
+            if values:
+                print(f"  {label:12s} {statistics.median(values):6.0f}   (p90 {percentile(values, 0.9):6.0f}, n={len(values)})")
+    if len(sides) == 2:
+        ours, theirs = (statistics.median([r["click_to_frame_ms"] for r in side.results]) for side in sides[::-1])
+        print(f"click -> first frame, p50 this / baseline: {ours:.0f} / {theirs:.0f} ms = {ours / theirs:.2f}")
     return 0
 
 
