@@ -14,6 +14,11 @@
  *   await client.startCall({ callType: "video", location, context: { screen: "checkout" } });
  *   client.setMuted(true); await client.shareScreen(); await client.useCamera(); await client.hangup();
  *
+ * Calls are prepared before the click: once connected, the client makes the next call's peer connection and its
+ * offer (no device, nothing sent; see prepare()), so startCall sends call.start and that offer at once. Pass
+ * acquireMedia()'s promise as `media` and, where the devices are allowed already (startsBeforeMedia), the call starts
+ * while they start.
+ *
  * The wire protocol is documented in docs/protocol.md. Events (CustomEvent, data in `detail`):
  *   statechange {state, previous}   idle | connecting | ready | starting | queued | connected | ended
  *   queue {position, queueLength, estimatedWaitS}   answered {agentName, callId}
