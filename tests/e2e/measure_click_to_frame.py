@@ -10,7 +10,17 @@ page (performance.timeOrigin + event.timeStamp), the first frame is the console'
 With --accept-after S the agent instead clicks Accept S seconds after the ring (the console prepares the
 call's peer connection while it rings), and "accept -> first frame" is the figure to read. The auto-answer
 takes the agent's reaction time out; everything else (permissions prompt auto-accepted,
-geolocation, token, queueing, ringing, both peer connections, the first keyframe) is in the figure.
+geolocation, token, queueing, ringing, both peer connections, the first keyframe) is in the figure. The widget is
+opened before the click, as a caller would (its socket and its prepared peer connection are ready by then).
+
+Each call also prints where its time went, in ms after the click, on the one wall clock of this machine: the caller
+client's User Timing marks (callin:prepared, media, call-start, offer-sent, answer, queued, ice-connected, connected),
+the gateway's steps (tests/e2e/gateway_timeline.py: call started and recorded, each leg's offer, answer, ICE, DTLS,
+the caller's first video packet and keyframe, the first video packet sent to the agent; media in the server's
+process only) and the console's (ring, accepted, first frame); the p50 of each step closes the run.
+
+    --baseline DIR   measures another checkout (e.g. /work/main) too, one call each in turn in the same run (both
+                     meet the same load), and prints the ratio of the p50s: the figure to trust on a busy machine.
 """
 
 from __future__ import annotations
@@ -306,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
             if values:
                 print(f"  {label:12s} {statistics.median(values):6.0f}   (p90 {percentile(values, 0.9):6.0f}, n={len(values)})")
     if len(sides) == 2:
-        ours, theirs = (statistics.median([r["click_to_frame_ms"] for r in side.results]) for side in sides[::-1])
-        print(f"click -> first frame, p50 this / baseline: {ours:.0f} / {theirs:.0f} ms = {ours / theirs:.2f}")
+        key, label = ("accept_to_frame_ms", "accept") if args.accept_after is not None else ("click_to_frame_ms", "click")
+        ours, theirs = (statistics.median([r[key] for r in side.results]) for side in sides[::-1])
+        print(f"{label} -> first frame, p50 this / baseline: {ours:.0f} / {theirs:.0f} ms = {ours / theirs:.2f}")
     return 0
 
 
