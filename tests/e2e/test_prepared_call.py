@@ -26,7 +26,7 @@ pytestmark = pytest.mark.browser
 
 # What the page does, in order: the types of the messages its WebSockets send, and "media" when getUserMedia hands
 # its devices over; every RTCPeerConnection it makes; the devices it got. holdMedia() keeps getUserMedia's answer back
-# until releaseMedia(error name or null).
+# until releaseMedia(error name or null), holdLocation() the position until releaseLocation().
 PROBE = """
 window.__events = []; window.__pcs = []; window.__tracks = [];
 const NativePeerConnection = window.RTCPeerConnection;
@@ -48,10 +48,17 @@ navigator.mediaDevices.getUserMedia = async (constraints) => {
   const failure = held ? await held : null;
   if (failure) {
     stream.getTracks().forEach((t) => t.stop());
+    window.__events.push("media failed");
     throw new DOMException("the device is in use", failure);
   }
   window.__events.push("media");
   return stream;
+};
+let located = null;
+window.holdLocation = () => { let release; located = new Promise((r) => (release = r)); window.releaseLocation = release; };
+const getCurrentPosition = navigator.geolocation.getCurrentPosition.bind(navigator.geolocation);
+navigator.geolocation.getCurrentPosition = (ok, fail, options) => {
+  (located ?? Promise.resolve()).then(() => getCurrentPosition(ok, fail, options));
 };
 """
 PREPARED = "performance.getEntriesByName('callin:prepared').length > 0"
@@ -179,6 +186,19 @@ async def test_devices_that_come_up_after_a_hang_up_are_stopped_and_a_failing_on
             await eventually(lambda: page.evaluate("window.__tracks.length === 2 && window.__tracks.every((t) => t.readyState === 'ended')"),
                              what="the camera and microphone stopped")
             assert await page.evaluate("Callin.widgets[0].client.localStream.getTracks().length") == 0
+
+            # A device that fails before the call went out (the position was still being read): no call is made.
+            await open_demo(page)
+            await open_widget(page)
+            await eventually(lambda: page.evaluate(PREPARED), what="the call prepared")
+            await page.evaluate("holdMedia(); holdLocation()")
+            await widget(page, '.option[data-call-type="voice"]').click()
+            await page.evaluate("releaseMedia('NotReadableError')")
+            await eventually(lambda: page.evaluate("window.__events.includes('media failed')"), what="the device failed")
+            await page.evaluate("releaseLocation()")
+            await expect(widget(page, '.view[data-view="error"]')).to_contain_text("Your microphone is busy")
+            assert "call.start" not in await events(page)
+            assert list(gateway.board.calls.values()) == [first]
 
             # A device that fails once the call started (in use elsewhere): the call ends, and the caller is told.
             await open_demo(page)

@@ -920,15 +920,16 @@ export class CallinClient extends EventTarget {
       // prompt must never ring an agent, so a call that may prompt waits for the answer).
       const ahead = typeof media?.then === "function" && this.startsBeforeMedia(callType);
       const acquiring = Promise.resolve(media ?? this.acquireMedia(callType));
-      acquiring.catch(() => {}); // awaited below
+      let failed = null; // the devices failed before call.start went: no call is made
+      acquiring.catch((err) => (failed = err)); // else awaited below
       const [acquired] = await Promise.all([ahead ? null : acquiring, this.connect()]);
       const epoch = this.#mediaEpoch;
       if (acquired) this.#useTracks(acquired);
       if (this.state !== "starting" || this.#closing) throw new CallinError("cancelled", "the call was cancelled");
       const prepared = await this.#takePrepared();
-      if (this.state !== "starting" || this.#closing) {
+      if (this.state !== "starting" || this.#closing || failed) {
         prepared?.pc.close();
-        throw new CallinError("cancelled", "the call was cancelled");
+        throw failed ?? new CallinError("cancelled", "the call was cancelled");
       }
       const body = { type: "call.start", call_type: callType, context: cleanContext(context) };
       if (location) body.location = location;
