@@ -77,10 +77,15 @@ async def caller_page(browser, base_url: str, *, permissions: list[str] | None =
         page = await ctx.new_page()
         page.set_default_timeout(15000)
     await page.add_init_script(PROBE)
+    await prepared_widget(page)
+    return ctx, page
+
+
+async def prepared_widget(page: Page) -> None:
+    """A fresh demo page, its widget open and its call prepared."""
     await open_demo(page)
     await open_widget(page)
     await eventually(lambda: page.evaluate(PREPARED), what="the call prepared")
-    return ctx, page
 
 
 async def events(page: Page) -> list[str]:
@@ -188,9 +193,7 @@ async def test_devices_that_come_up_after_a_hang_up_are_stopped_and_a_failing_on
             assert await page.evaluate("Callin.widgets[0].client.localStream.getTracks().length") == 0
 
             # A device that fails before the call went out (the position was still being read): no call is made.
-            await open_demo(page)
-            await open_widget(page)
-            await eventually(lambda: page.evaluate(PREPARED), what="the call prepared")
+            await prepared_widget(page)
             await page.evaluate("holdMedia(); holdLocation()")
             await widget(page, '.option[data-call-type="voice"]').click()
             await page.evaluate("releaseMedia('NotReadableError')")
@@ -201,9 +204,7 @@ async def test_devices_that_come_up_after_a_hang_up_are_stopped_and_a_failing_on
             assert list(gateway.board.calls.values()) == [first]
 
             # A device that fails once the call started (in use elsewhere): the call ends, and the caller is told.
-            await open_demo(page)
-            await open_widget(page)
-            await eventually(lambda: page.evaluate(PREPARED), what="the call prepared")
+            await prepared_widget(page)
             await page.evaluate("holdMedia()")
             await widget(page, '.option[data-call-type="voice"]').click()
             second = await eventually(lambda: next((c for c in gateway.board.calls.values() if c is not first), None),
