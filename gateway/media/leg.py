@@ -318,6 +318,8 @@ class Leg(AsyncIOEventEmitter):
             policy = self._config.candidates
             internals.guard_ice(self.pc, self.candidates.allows, self.checks.take, max_learned=policy.max_candidates)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            if offer.accepted:
+                await self._add_offer_candidates(offer.sdp)
             for transceiver in self.pc.getTransceivers():
                 self._check_codec(transceiver, video_codec)
             answer = await self.pc.createAnswer()
@@ -337,6 +339,30 @@ class Leg(AsyncIOEventEmitter):
             self._connect_timer = asyncio.get_running_loop().call_later(
                 self._config.connect_timeout_s, self._connect_timed_out)
         return sdp
+
+    async def _add_offer_candidates(self, sdp: str) -> None:
+        """Hand the offer's own candidates to the leg's ICE transport. aiortc files a description's candidates by ICE
+        transport, one media section after the other, and same-kind sections share a transport before bundling: the
+        later section's empty list wins over the first one's candidates (a caller's and a console's offers have a
+        second audio section). A browser that gathered before it offered (a caller widget that prepared its peer
+        connection ahead) would then be known only from its own checks, and its end-of-candidates would fail the leg
+        at once. aioice ignores a candidate it already has."""
+        transports = {t.mid: t.receiver.transport.transport for t in self.pc.getTransceivers() if t.mid is not None}
+        sections: list[tuple[list[str], list[str]]] = []  # per media section: its candidate lines, its mid
+        for line in sdp.splitlines():  # the lines alone: parsing the whole offer again costs milliseconds
+            if line.startswith("m="):
+                sections.append(([], []))
+            elif sections and line.startswith("a=candidate:"):
+                sections[-1][0].append(line[len("a=candidate:"):])
+            elif sections and line.startswith("a=mid:"):
+                sections[-1][1].append(line[len("a=mid:"):].strip())
+        for lines, mid in sections:
+            transport = transports.get(mid[0]) if mid else None
+            for line in lines if transport is not None else ():
+                try:
+                    await transport.addRemoteCandidate(candidate_from_sdp(line))
+                except ValueError:  # the offer also said end-of-candidates, and aiortc applied that first
+                    return
 
     def _connect_timed_out(self) -> None:
         """Not connected (ICE and DTLS) in time after the answer: a half-open leg fails like a broken one."""

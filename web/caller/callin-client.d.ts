@@ -258,13 +258,17 @@ export interface CallinClientOptions {
   getToken?: () => Promise<string | { token: string }> | string | { token: string };
   /** A token, instead of getToken. */
   token?: string;
+  /** Make the next call's peer connection ahead of the click (default true; see CallinClient.prepare). */
+  prepare?: boolean;
 }
 
 export interface StartCallOptions {
   callType?: CallType;
   location?: DeviceLocation | null;
   context?: CallContext;
-  media?: AcquiredMedia | null;
+  /** Acquired beforehand, or acquireMedia()'s promise: the call then starts while the devices start when the
+   * browser will not ask for them (startsBeforeMedia), else it waits for them. */
+  media?: AcquiredMedia | Promise<AcquiredMedia> | null;
 }
 
 /** The caller's side of a Callin call, with no UI (the widget is built on it). */
@@ -303,6 +307,12 @@ export declare class CallinClient extends EventTarget {
   /** Get a token, open the caller WebSocket and say hello; resolves with the welcome. */
   connect(): Promise<ServerMessage>;
   acquireMedia(callType: CallType): Promise<AcquiredMedia>;
+  /** Make the next call's peer connection (transceivers, offer, ICE candidates) ahead of the click, with no device
+   * and nothing sent; done by itself whenever the client becomes ready. Resolves true once an offer is ready. */
+  prepare(): Promise<boolean>;
+  /** Whether startCall({media: acquireMedia(...)}) starts the call while the devices start (they are allowed on
+   * this site already; never for screen sharing). */
+  startsBeforeMedia(callType: CallType): boolean;
   /** Resolves with the call.queued message once queued (null when hung up while starting). */
   startCall(options?: StartCallOptions): Promise<ServerMessage | null>;
   setMuted(muted: boolean): void;

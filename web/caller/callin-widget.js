@@ -547,10 +547,22 @@ export class CallinWidget extends HTMLElement {
     for (const b of this.#root.querySelectorAll(".option")) b.disabled = true;
     const askLocation = this.options.askLocation && this.#els.shareLocation.checked;
     const locating = askLocation ? getDeviceLocation({ timeoutMs: 8000 }) : Promise.resolve({ location: null, status: "off" });
+    this.#cameraMissing = null;
+    if (client.startsBeforeMedia(callType)) {
+      // The devices are allowed on this site already, so no prompt comes: the call screen shows at once and the call
+      // starts while the camera and microphone start (a device that then fails ends the call with its error).
+      const acquiring = client.acquireMedia(callType);
+      this.#enterCall(callType, null);
+      acquiring.then((m) => {
+        const missing = m.missing ?? this.#cameraMissing;
+        if (missing && client === this.#client && this.#view === "call") this.#showCameraNote(missing);
+      }, () => {});
+      await this.#placeCall(client, callType, locating, acquiring);
+      return;
+    }
     // Only show the "allow access" screen if the browser actually waits for the user.
     this.#permissionTimer = setTimeout(() => this.#showPermission(callType), 350);
     let media;
-    this.#cameraMissing = null;
     try {
       media = await client.acquireMedia(callType);
     } catch (err) {
@@ -560,11 +572,20 @@ export class CallinWidget extends HTMLElement {
       return;
     }
     clearTimeout(this.#permissionTimer);
+    this.#enterCall(callType, media.missing ?? this.#cameraMissing);
+    await this.#placeCall(client, callType, locating, media);
+  }
+
+  #enterCall(callType, missing) {
     this.#resetCallView(callType);
-    this.#showCameraNote(media.missing ?? this.#cameraMissing);
+    this.#showCameraNote(missing);
     this.#show("call");
     this.#focusFirst();
     this.#els.status.textContent = "Connecting…";
+  }
+
+  /** Send the call (with the location, when shared, and the app's context); `media`: acquired, or on its way. */
+  async #placeCall(client, callType, locating, media) {
     const { location, status } = await locating;
     this.#locationStatus = status;
     this.#showLocation();
@@ -748,7 +769,7 @@ export class CallinWidget extends HTMLElement {
     note.querySelector(".cam-text").textContent = blocked
       ? "To show your camera, tap the lock icon next to the web address, allow Camera, then tap Camera below."
       : "The agent can still hear you. Connect a camera, then tap Camera below.";
-    this.#els.who.textContent = "Voice call";
+    if (this.#client?.state !== "connected") this.#els.who.textContent = "Voice call"; // else: the agent's name
     this.#say(`${note.querySelector(".cam-title").textContent}. ${note.querySelector(".cam-text").textContent}`);
   }
 
