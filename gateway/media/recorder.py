@@ -43,6 +43,7 @@ from ..errors import Unavailable
 from .aiortc_internals import h264_depayload, vp8_depayload
 from .assembler import AudioAssembler, VideoAssembler
 from .codecs import CLOCK_RATES, H264, VP8, is_keyframe
+from .mixer import Mixer
 from .plane import CALLER, RecordingInfo
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,7 @@ class Recording:
         self._failed: str | None = None
         self._info: RecordingInfo | None = None
         self._stopping: asyncio.Future[RecordingInfo] | None = None
+        self._mixer = Mixer() if mixed_audio else None
 
     # -- lifecycle (event loop)
     async def open(self) -> None:
@@ -467,11 +469,18 @@ class Recording:
         track = self.tracks[item.track]
         if track.kind == "video" and track.packets == 0 and not item.keyframe:
             return
-        packet = av.Packet(item.data)
-        packet.pts = packet.dts = item.pts
+        if self._mixer is not None and track.kind == "audio":
+            for data, pts in self._mixer.add(item.source, item.data, item.pts):
+                self._write(track, data, pts, True)
+            return
+        self._write(track, item.data, item.pts, item.keyframe)
+
+    def _write(self, track: Track, data: bytes, pts: int, keyframe: bool) -> None:
+        packet = av.Packet(data)
+        packet.pts = packet.dts = pts
         packet.time_base = MS
-        packet.stream = self._streams[item.track]
-        if item.keyframe:
+        packet.stream = self._streams[track.index]
+        if keyframe:
             packet.is_keyframe = True
         try:
             self._container.mux_one(packet)
@@ -481,7 +490,7 @@ class Recording:
             return
         track.packets += 1
         self.stats.frames_written += 1
-        self._duration_s = max(self._duration_s, (item.pts + (20 if track.kind == "audio" else 0)) / 1000)
+        self._duration_s = max(self._duration_s, (pts + (20 if track.kind == "audio" else 0)) / 1000)
 
     def _flush(self) -> None:
         os.fsync(self._fd)
@@ -498,6 +507,10 @@ class Recording:
                     self._write_header(pending)
                     for waiting in pending:
                         self._mux(waiting)
+                if self._mixer is not None:
+                    audio = next(t for t in self.tracks if t.kind == "audio")
+                    for data, pts in self._mixer.flush():
+                        self._write(audio, data, pts, True)
                 if self.paused_spans:
                     self._container.set_chapters([
                         {"id": n + 1, "start": int(start * 1000), "end": int(end * 1000), "time_base": MS,

@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from gateway.errors import InvalidState, NotFound
 from gateway.media.plane import RecordingInfo
 from tests.support.clients import Agent, Caller, wait_until
 from tests.support.media import audio_frame_mono, dominant_frequency, read_counter
+from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.media
 
@@ -63,8 +65,6 @@ def track_tone(path: str, index: int) -> tuple[float, int]:
         stream = container.streams[index]
         frames = [audio_frame_mono(f) for f in container.decode(stream)]
     rate = 48000
-    import numpy as np
-
     samples = np.concatenate(frames)
     middle = len(samples) // 2
     return dominant_frequency(samples[middle - rate // 2: middle + rate // 2], rate), len(frames)
@@ -142,27 +142,62 @@ async def test_a_call_is_recorded_paused_and_resumed_in_one_file(gateway, caller
     assert caller_frames > 100 and agent_frames > 100
 
 
-async def test_the_end_of_the_call_finalizes_its_recording(gateway, caller_token, tmp_path: Path):
-    plane = gateway.board.plane
-    caller, agent, call_id = await answered(gateway, caller_token)
-    try:
-        await plane.start_recording(call_id, str(tmp_path / "ended"))
-        await more_written(plane, call_id, 20)
-        await caller.hangup()
-        await agent.ws.wait("call.ended", timeout=10)
-        await wait_until(lambda: not plane.has_call(call_id), 10)
-        info = await plane.stop_recording(call_id)  # after close_call: the info it finalized
-    finally:
-        await caller.close()
-        await agent.close()
-    assert info is not None and info.path.endswith("ended.webm") and info.duration_s > 0.5
+def tone_levels(path: str, index: int, frequencies: tuple[float, ...]) -> list[float]:
+    """How strong each frequency is in the last second of an audio track, against the track's median level."""
+    with av.open(path) as container:
+        samples = np.concatenate([audio_frame_mono(f) for f in container.decode(container.streams[index])])
+    last = samples[-48000:].astype(np.float64)
+    spectrum = np.abs(np.fft.rfft((last - last.mean()) * np.hanning(len(last))))
+    freqs = np.fft.rfftfreq(len(last), 1 / 48000)
+    floor = float(np.median(spectrum)) or 1.0
+    return [float(spectrum[np.abs(freqs - f) < 10].max()) / floor for f in frequencies]
+
+
+@pytest.mark.parametrize("codec, mixed", [("VP8", False), ("H264", True)], ids=["vp8-tracks", "h264-mixed"])
+async def test_a_recording_started_in_the_queue_takes_in_the_agent_and_ends_with_the_call(caller_token, tmp_path,
+                                                                                          codec, mixed):
+    async with running_gateway(video_codecs=[codec]) as gw:
+        plane = gw.board.plane
+        caller = Caller(gw.base_url, caller_token())
+        await caller.connect()
+        call_id = (await caller.start("video", tone_hz=CALLER_HZ))["call_id"]
+        agent = Agent(gw.base_url)
+        try:
+            # Nobody to answer yet: the caller waits with its media up, and the recording starts.
+            await wait_until(lambda: plane.relays[call_id].caller is not None, 10)
+            await plane.start_recording(call_id, str(tmp_path / "queued"), mixed_audio=mixed)
+            await more_written(plane, call_id, 20)
+            # Then alice answers: her voice joins the file (a track declared up front, or the mix).
+            await agent.connect()
+            await agent.accept((await agent.wait_offer())["call_id"], tone_hz=AGENT_HZ)
+            await more_written(plane, call_id, 60)
+            await caller.hangup()
+            await agent.ws.wait("call.ended", timeout=10)
+            await wait_until(lambda: not plane.has_call(call_id), 10)
+            info = await plane.stop_recording(call_id)  # after close_call: the info it finalized
+        finally:
+            await caller.close()
+            await agent.close()
+    assert info is not None and info.duration_s > 1.5
+    if codec == "VP8":
+        assert info.path.endswith("queued.webm") and info.container == "webm"
+        assert [(t["participant"], t["codec"]) for t in info.tracks] == [
+            ("caller", "vp8"), ("caller", "opus"), ("alice", "opus")]
+        assert abs(track_tone(info.path, 2)[0] - AGENT_HZ) < 30
+    else:
+        assert info.path.endswith("queued.mkv") and info.container == "mkv"
+        assert [(t["participant"], t["codec"]) for t in info.tracks] == [("caller", "h264"), ("mixed", "opus")]
+        with av.open(info.path) as container:
+            assert [s.codec_context.name for s in container.streams] == ["h264", "opus"]
+        caller_level, agent_level = tone_levels(info.path, 1, (CALLER_HZ, AGENT_HZ))
+        assert caller_level > 50 and agent_level > 50, (caller_level, agent_level)  # both voices in one track
+    with av.open(info.path) as container:  # the picture size, from the first keyframe (VP8 header, H264 decoded once)
+        assert (container.streams[0].codec_context.width, container.streams[0].codec_context.height) == (320, 240)
     counters = [c for c, _ in video_counters(info.path)]
-    assert len(counters) > 10 and in_order(counters)
+    assert len(counters) > 30 and None not in counters and in_order(counters)
 
 
 async def test_a_worker_killed_mid_recording_leaves_a_playable_file(caller_token, tmp_path: Path):
-    from tests.support.server import running_gateway
-
     async with running_gateway(media_workers=1) as gw:
         plane = gw.board.plane
         caller, agent, call_id = await answered(gw, caller_token)
