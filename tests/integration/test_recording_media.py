@@ -18,8 +18,8 @@ import pytest
 
 from gateway.errors import InvalidState, NotFound
 from gateway.media.plane import RecordingInfo
-from tests.support.clients import Agent, Caller, wait_until
-from tests.support.media import audio_frame_mono, dominant_frequency, read_counter
+from tests.support.clients import Agent, Caller, Peer, wait_until
+from tests.support.media import CounterVideoTrack, ToneAudioTrack, audio_frame_mono, dominant_frequency, read_counter
 from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.media
@@ -225,3 +225,36 @@ async def test_a_worker_killed_mid_recording_leaves_a_playable_file(caller_token
     assert counters[-1] >= killed_at - 3 * 30, (counters[-1], killed_at)  # up to about the kill (30 fps)
     tone, audio_frames = track_tone(path, 1)
     assert abs(tone - CALLER_HZ) < 30 and audio_frames > 100
+
+
+async def test_a_leg_replaced_mid_call_keeps_the_file_going(gateway, caller_token, tmp_path: Path):
+    """Media recovery gives the caller a new peer connection (new SSRCs, new RTP timestamps): the same file goes on,
+    its timeline monotonic, the new leg's pictures after the old one's."""
+    plane = gateway.board.plane
+    caller, agent, call_id = await answered(gateway, caller_token)
+    old_peer = caller.peer
+    try:
+        await plane.start_recording(call_id, str(tmp_path / "recovered"))
+        await more_written(plane, call_id, 30)
+        # The caller's app comes back with a new peer connection; its counter goes on from far above the old one.
+        caller.peer = Peer()
+        caller.peer.pc.addTrack(ToneAudioTrack(CALLER_HZ))
+        new_video = CounterVideoTrack()
+        new_video.counter = caller.video.counter + 1000
+        new_video._start = time.monotonic() - new_video.counter / new_video.fps  # paced from that frame on
+        caller.peer.pc.addTransceiver(new_video, direction="sendonly")
+        answer = await caller.ws.request({"type": "sdp.offer", "sdp": await caller.peer.offer()})
+        await caller.peer.answer(answer["sdp"])
+        await old_peer.close()
+        await wait_until(lambda: gateway.board.relays[call_id].replaced.get("caller") == 1, 10)
+        await more_written(plane, call_id, 45)
+        info = await plane.stop_recording(call_id)
+    finally:
+        await caller.close()
+        await agent.close()
+    assert info is not None and info.dropped_packets == 0
+    counters = [c for c, _ in video_counters(info.path)]
+    assert None not in counters and in_order(counters), counters
+    assert any(c < new_video.counter - 1000 for c in counters) and counters[-1] > caller.video.counter + 990
+    tone, frames = track_tone(info.path, 1)
+    assert abs(tone - CALLER_HZ) < 30 and frames > 100
