@@ -72,9 +72,11 @@ async def one_mode(mode: str, calls: int, seconds: float, warmup: float, peer_cp
             recordings.append(recording)
     await asyncio.sleep(warmup / 2)
     sizes0 = [os.path.getsize(r.path) for r in recordings]
+    counts0 = _counts(relays)
     cpu0, wall0 = time.process_time(), time.monotonic()
     await asyncio.sleep(seconds)
     cpu1, wall1 = time.process_time(), time.monotonic()
+    counts1 = _counts(relays)
     sizes1 = [os.path.getsize(r.path) for r in recordings]
     infos = [await relay.take_recording().stop() for relay in relays if relay.recording is not None]
     ours.send("stop")
@@ -90,7 +92,16 @@ async def one_mode(mode: str, calls: int, seconds: float, warmup: float, peer_cp
             "core_per_call_pct": round((cpu1 - cpu0) / window / calls * 100, 2),
             "disk_mb_per_min_per_call": round(written / 1e6 / (window / 60) / calls, 2) if recordings else None,
             "dropped": sum(i.dropped_packets for i in infos),
+            "packets_in_per_call_s": round((counts1[0] - counts0[0]) / window / calls, 1),
+            "keyframe_requests": counts1[1] - counts0[1],
             "load_avg": round(os.getloadavg()[0], 1)}
+
+
+def _counts(relays: list[Any]) -> tuple[int, int]:
+    """Packets received by the calls' legs (a keyframe costs more of them), keyframe requests sent to the callers."""
+    producers = [p for relay in relays for leg in relay.legs.values() for p in leg.producers.values()]
+    packets = sum(leg.direct.packets for relay in relays for leg in relay.legs.values() if leg.direct is not None)
+    return packets, sum(p.keyframe_requests_sent for p in producers)
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
