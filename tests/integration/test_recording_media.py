@@ -24,18 +24,19 @@ from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.media
 
-CALLER_HZ, AGENT_HZ = 880.0, 440.0
+CALLER_HZ, AGENT_HZ, SUPERVISOR_HZ = 880.0, 440.0, 660.0
 
 
-async def answered(gw, caller_token) -> tuple[Caller, Agent, str]:
-    """A video call answered by alice, with the caller's video reaching her."""
+async def answered(gw, caller_token, aux_audio: bool = False) -> tuple[Caller, Agent, str]:
+    """A video call answered by alice, with the caller's video reaching her (`aux_audio`: both offer a second audio
+    section, for a supervisor)."""
     agent = Agent(gw.base_url)
     await agent.connect()
     caller = Caller(gw.base_url, caller_token())
     await caller.connect()
-    await caller.start("video", tone_hz=CALLER_HZ)
+    await caller.start("video", tone_hz=CALLER_HZ, aux_audio=aux_audio)
     offer = await agent.wait_offer()
-    await agent.accept(offer["call_id"], tone_hz=AGENT_HZ)
+    await agent.accept(offer["call_id"], tone_hz=AGENT_HZ, aux_audio=aux_audio)
     await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) > 10, 20)
     return caller, agent, offer["call_id"]
 
@@ -258,3 +259,31 @@ async def test_a_leg_replaced_mid_call_keeps_the_file_going(gateway, caller_toke
     assert any(c < new_video.counter - 1000 for c in counters) and counters[-1] > caller.video.counter + 990
     tone, frames = track_tone(info.path, 1)
     assert abs(tone - CALLER_HZ) < 30 and frames > 100
+
+
+async def test_a_barging_supervisor_is_recorded_and_a_listening_one_is_not(gateway, caller_token, tmp_path: Path):
+    plane = gateway.board.plane
+    caller, agent, call_id = await answered(gateway, caller_token, aux_audio=True)
+    sam = Agent(gateway.base_url, "sam", "sam-demo")
+    try:
+        await plane.start_recording(call_id, str(tmp_path / "supervised"))
+        await sam.connect(available=False)
+        await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
+        await sam.join_media(call_id, tone_hz=SUPERVISOR_HZ, aux_audio=True)
+        await wait_until(lambda: "video" in sam.peer.slots and len(sam.peer.slots["video"].counters) > 10, 10)
+        await more_written(plane, call_id, 30)
+        # Listening only, Sam is heard by nobody: not recorded.
+        assert ("sam", "audio") not in plane.relays[call_id].recording.taps
+        await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "barge"})
+        await wait_until(lambda: "audio:1" in caller.peer.slots, 10)
+        await more_written(plane, call_id, 60)
+        info = await plane.stop_recording(call_id)
+    finally:
+        await caller.close()
+        await agent.close()
+        await sam.close()
+    assert info is not None
+    assert [(t["participant"], t["kind"]) for t in info.tracks] == [
+        ("caller", "video"), ("caller", "audio"), ("alice", "audio"), ("sam", "audio")]
+    for index, hz in ((1, CALLER_HZ), (2, AGENT_HZ), (3, SUPERVISOR_HZ)):
+        assert abs(track_tone(info.path, index)[0] - hz) < 30, index
