@@ -55,6 +55,7 @@ CLUSTER_MS = 1000
 HEADER_WAIT_S = 3.0  # the header waits this long for a video keyframe (its picture size) before a default size
 DEFAULT_SIZE = (640, 480)
 REANCHOR_MS = 2000
+KEYFRAME_RETRY_S = 1.0  # video waiting for a keyframe asks again after this long
 MS = fractions.Fraction(1, 1000)
 DRAIN_INTERVAL_S = 0.1
 
@@ -141,6 +142,7 @@ class RecordingTap:
         self.producer: Any = None
         self.clock = StreamClock(90000 if kind == "video" else 48000)
         self.needs_keyframe = kind == "video"
+        self._asked_at = 0.0
         self.frames = 0
         self._assembler: Any = None
 
@@ -176,6 +178,7 @@ class RecordingTap:
     def wait_for_keyframe(self) -> None:
         if self.kind == "video":
             self.needs_keyframe = True
+            self._asked_at = time.monotonic()
             if self.producer is not None:
                 self.producer.request_keyframe()
 
@@ -196,6 +199,8 @@ class RecordingTap:
                 self.wait_for_keyframe()
             if self.needs_keyframe:
                 if not key:
+                    if time.monotonic() - self._asked_at > KEYFRAME_RETRY_S:
+                        self.wait_for_keyframe()  # the keyframe asked for was lost, or dropped here: ask again
                     return
                 self.needs_keyframe = False
         else:

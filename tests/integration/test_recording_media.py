@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -287,3 +288,41 @@ async def test_a_barging_supervisor_is_recorded_and_a_listening_one_is_not(gatew
         ("caller", "video"), ("caller", "audio"), ("alice", "audio"), ("sam", "audio")]
     for index, hz in ((1, CALLER_HZ), (2, AGENT_HZ), (3, SUPERVISOR_HZ)):
         assert abs(track_tone(info.path, index)[0] - hz) < 30, index
+
+
+async def test_a_stalled_disk_drops_recorded_media_but_never_holds_up_the_call(gateway, caller_token, tmp_path: Path,
+                                                                             monkeypatch):
+    from gateway.media import recorder
+
+    plane = gateway.board.plane
+    caller, agent, call_id = await answered(gateway, caller_token)
+    gate = threading.Event()
+    write = recorder.Recording._mux
+    try:
+        await plane.start_recording(call_id, str(tmp_path / "stalled"))
+        await more_written(plane, call_id, 20)
+        # The writer blocks (a disk that stopped answering); its queue holds 200 frames here.
+        monkeypatch.setattr(recorder, "QUEUE_ITEMS", 200)
+        monkeypatch.setattr(recorder.Recording, "_mux", lambda self, item: gate.wait(30) and write(self, item))
+        recording = plane.relays[call_id].recording
+        await wait_until(lambda: recording.stats.dropped > 100, 20)
+        # Meanwhile the call goes on: the caller's pictures keep reaching the agent, in order.
+        sink = agent.peer.sinks["video"]
+        seen = len(sink.counters)
+        await wait_until(lambda: len(sink.counters) > seen + 30, 10)
+        assert in_order([c for c in sink.counters[seen:] if c is not None])
+        video = recording.taps[("caller", "video")]
+        taken = video.frames
+        gate.set()  # the disk is back
+        monkeypatch.setattr(recorder.Recording, "_mux", write)
+        await wait_until(lambda: video.frames > taken + 30, 10)  # from a new keyframe on
+        info = await plane.stop_recording(call_id)
+    finally:
+        gate.set()
+        await caller.close()
+        await agent.close()
+    assert info is not None and info.dropped_packets > 100
+    counters = [c for c, _ in video_counters(info.path)]
+    assert None not in counters and in_order(counters)
+    gaps = [b - a for a, b in zip(counters, counters[1:])]
+    assert max(gaps) > 20  # what was dropped is missing; the video went on from a keyframe
