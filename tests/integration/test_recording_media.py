@@ -226,7 +226,7 @@ async def test_a_worker_killed_mid_recording_leaves_a_playable_file(caller_token
     assert None not in counters and in_order(counters) and counters[0] < killed_at - 60
     assert counters[-1] >= killed_at - 3 * 30, (counters[-1], killed_at)  # up to about the kill (30 fps)
     tone, audio_frames = track_tone(path, 1)
-    assert abs(tone - CALLER_HZ) < 30 and audio_frames > 100
+    assert abs(tone - CALLER_HZ) < 30 and audio_frames > 50  # over a second of the caller's voice
 
 
 async def test_a_leg_replaced_mid_call_keeps_the_file_going(gateway, caller_token, tmp_path: Path):
