@@ -142,6 +142,8 @@ class LocalPlane:
             raise NotFound("this call has no media (unknown or ended)", code="not_found")
         if relay.recording is not None:
             raise InvalidState("this call is already being recorded", code="invalid_state")
+        if relay.transcode_mode:
+            raise InvalidState("calls relayed with relay_mode=transcode cannot be recorded", code="recording_unsupported")
         recording = Recording(path, video_codec=relay.caller_video_codec, mixed_audio=mixed_audio,
                               title=f"call {call_id}")
         relay.recording = recording  # taken before the first await: a second start is refused meanwhile
