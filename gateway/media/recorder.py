@@ -135,10 +135,11 @@ def h264_size(frame: bytes) -> tuple[int, int] | None:
 class RecordingTap:
     """One participant's track (video or audio) into the recording; follows the participant's current Producer."""
 
-    def __init__(self, recording: "Recording", participant: str, kind: str) -> None:
+    def __init__(self, recording: "Recording", participant: str, kind: str, track: int) -> None:
         self.recording = recording
         self.participant = participant
         self.kind = kind
+        self.track = track  # its track's index in the file
         self.producer: Any = None
         self.clock = StreamClock(90000 if kind == "video" else 48000)
         self.needs_keyframe = kind == "video"
@@ -307,12 +308,20 @@ class Recording:
         for key, producer in wanted.items():
             participant, kind = key
             tap = self.taps.get(key)
+            if kind == "video" and producer.codec != self.video_codec:
+                # The file's video track has one codec (a caller back alone in its call may have chosen another).
+                if tap is not None:
+                    tap.bind(None)
+                if self.video_codec is not None and "video" not in self._untracked:
+                    self._untracked.add("video")
+                    log.warning("recording %s: the caller's video is now %s, not %s: not recorded", self.path,
+                                producer.codec, self.video_codec)
+                continue
             if tap is None:
-                if kind == "video" and (self.video_codec is None or producer.codec != self.video_codec):
+                track = self.tracks[0] if kind == "video" else self._audio_track(participant)
+                if track is None:
                     continue
-                if kind == "audio" and self._audio_track(participant) is None:
-                    continue
-                tap = self.taps[key] = RecordingTap(self, participant, kind)
+                tap = self.taps[key] = RecordingTap(self, participant, kind, track.index)
             tap.bind(producer)
 
     def _audio_track(self, participant: str) -> Track | None:
@@ -331,19 +340,12 @@ class Recording:
             log.warning("recording %s: no audio track left for %s; not recorded", self.path, participant)
         return None
 
-    def _track_of(self, tap: RecordingTap) -> Track:
-        if tap.kind == "video":
-            return self.tracks[0]
-        track = self._audio_track(tap.participant)
-        assert track is not None
-        return track
-
     def offer(self, tap: RecordingTap, data: bytes, pts: int, keyframe: bool) -> bool:
         """Queue one frame for the writer; False: dropped (the writer is behind or failed)."""
         if self._stopping is not None or self._failed is not None:
             return False
         if len(self._queue) < QUEUE_ITEMS:
-            self._queue.append(_Item(self._track_of(tap).index, data, pts, keyframe, tap.participant))
+            self._queue.append(_Item(tap.track, data, pts, keyframe, tap.participant))
         else:
             self.stats.dropped += 1
             if not self._warned:

@@ -109,3 +109,13 @@ async def test_a_file_that_cannot_be_created_is_a_typed_error(tmp_path: Path):
     with pytest.raises(RecordingFailed) as failed:
         await recording.open()
     assert failed.value.code == "recording_failed" and "cannot be written" in failed.value.reason
+
+
+def test_video_in_another_codec_than_the_files_is_not_written_into_it(tmp_path: Path):
+    recording = Recording(str(tmp_path / "codec"), video_codec="VP8")
+    vp8, h264 = FakeProducer("video", "VP8"), FakeProducer("video", "H264")
+    recording.follow({"caller": SimpleNamespace(producers={"video": vp8})}, set())
+    assert vp8.taps and recording.taps[("caller", "video")].track == 0
+    # The caller's new leg, alone in its call, chose H264: the VP8 track gets nothing from it.
+    recording.follow({"caller": SimpleNamespace(producers={"video": h264})}, set())
+    assert vp8.taps == [] and h264.taps == []
