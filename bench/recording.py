@@ -104,18 +104,24 @@ def _counts(relays: list[Any]) -> tuple[int, int]:
     return packets, sum(p.keyframe_requests_sent for p in producers)
 
 
+def relay_cpu_and_peer_cpus() -> list[int]:
+    """The relay (this process) keeps the first CPU to itself; the peers' process gets the others."""
+    first, *others = sorted(os.sched_getaffinity(0))
+    if others:
+        os.sched_setaffinity(0, [first])
+    return others
+
+
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from bench.media import EncodedLoop
 
-    EncodedLoop.load()
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) > 1:
-        os.sched_setaffinity(0, cpus[:1])
+    EncodedLoop.load()  # the replayed media, encoded once before any timing
+    peer_cpus = relay_cpu_and_peer_cpus()
     rows = []
     with tempfile.TemporaryDirectory(prefix="callin-bench-rec-") as directory:
         for round_ in range(args.rounds):
             for mode in args.modes.split(","):
-                row = await one_mode(mode, args.calls, args.seconds, args.warmup, cpus[1:], Path(directory))
+                row = await one_mode(mode, args.calls, args.seconds, args.warmup, peer_cpus, Path(directory))
                 row["round"] = round_
                 print(json.dumps(row), flush=True)
                 rows.append(row)
@@ -139,22 +145,22 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--calls", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--warmup", type=float, default=4)
+    parser.add_argument("--modes", default=",".join(MODES), help="any of plain,tracks,mixed, in turn")
+    parser.add_argument("--calls", type=int, default=4, help="calls per mode")
+    parser.add_argument("--seconds", type=float, default=10, help="the measured window")
+    parser.add_argument("--warmup", type=float, default=4, help="before the window (recordings start halfway)")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     from bench.netns import ensure_loopback_namespace
+    from bench.run import machine
 
     ensure_loopback_namespace()
-    rows = asyncio.run(run(args))
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "?")
-    print(f"\n{model}, {os.cpu_count()} CPUs, {args.calls} calls, {args.seconds:g} s x {args.rounds} round(s)\n\n"
-          "| mode | % of a core per call | vs plain (same round) | disk MB/min per call | dropped |\n"
+    table = summary(asyncio.run(run(args)))
+    host = machine()
+    print(f"\n{host['cpu_model']}, {host['cpus']} CPUs, {args.calls} calls, {args.seconds:g} s x {args.rounds} "
+          "round(s)\n\n| mode | % of a core per call | vs plain (same round) | disk MB/min per call | dropped |\n"
           "|---|---|---|---|---|")
-    for row in summary(rows):
+    for row in table:
         ratio = f"{row['vs_plain']:.2f}x" if row["vs_plain"] else "–"
         disk = f"{row['disk_mb_per_min']:.2f}" if row["disk_mb_per_min"] is not None else "–"
         print(f"| {row['mode']} | {row['core_per_call_pct']:.2f} | {ratio} | {disk} | {row['dropped']} |")
