@@ -136,7 +136,7 @@ class LocalPlane:
             raise InvalidState("this call is not being recorded", code="invalid_state")
         return relay.recording
 
-    async def start_recording(self, call_id: str, path: str, *, mixed_audio: bool = False) -> None:
+    async def start_recording(self, call_id: str, path: str, *, mixed_audio: bool = False) -> str:
         relay = self.relays.get(call_id)
         if relay is None:
             raise NotFound("this call has no media (unknown or ended)", code="not_found")
@@ -157,6 +157,7 @@ class LocalPlane:
         else:  # the call ended while the file was being created
             await recording.stop()
         log.info("call %s: recording to %s", call_id, recording.path)
+        return recording.path
 
     async def pause_recording(self, call_id: str) -> None:
         self._recording(call_id).pause()

@@ -126,8 +126,8 @@ class MediaPlane(Protocol):
     async def close_call(self, call_id: str) -> RecordingInfo | None:
         """Close every leg of the call; a recording still running is finalized and its info returned."""
 
-    async def start_recording(self, call_id: str, path: str, *, mixed_audio: bool = False) -> None:
-        """Record the call's media to `path` as it is forwarded: the caller's video and audio, and the audio of
+    async def start_recording(self, call_id: str, path: str, *, mixed_audio: bool = False) -> str:
+        """Record the call's media to `path` as it is forwarded (returns the file's final path): the caller's video and audio, and the audio of
         every other participant whom someone hears (agent, consulted colleague, whispering or barging supervisor),
         each its own track (`mixed_audio`: all audio decoded and mixed into one Opus track; video never decoded).
         The file's suffix is set to its container's (.webm for VP8 or no video, .mkv for H264). Unknown call:
@@ -141,7 +141,9 @@ class MediaPlane(Protocol):
         """Write media again, video from its next keyframe (idempotent); no recording: InvalidState."""
 
     async def stop_recording(self, call_id: str) -> RecordingInfo | None:
-        """Finalize the file and return its info; None if no recording was running (or it was already returned)."""
+        """Finalize the file and return its info; None if no recording was running (or it was already returned).
+        A recording whose media worker died is not finalized (the file plays up to about the death): its info is
+        read back from the file (recorder.describe)."""
 
     async def stats(self, call_id: str) -> dict[str, Any]: ...
 

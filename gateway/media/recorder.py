@@ -55,6 +55,7 @@ CLUSTER_MS = 1000
 HEADER_WAIT_S = 3.0  # the header waits this long for a video keyframe (its picture size) before a default size
 DEFAULT_SIZE = (640, 480)
 REANCHOR_MS = 2000
+STARTED_AT_TAG = "CALLIN_STARTED_AT"
 KEYFRAME_RETRY_S = 1.0  # video waiting for a keyframe asks again after this long
 MS = fractions.Fraction(1, 1000)
 DRAIN_INTERVAL_S = 0.1
@@ -461,6 +462,7 @@ class Recording:
         container = self._container
         if self.title:
             container.metadata["title"] = self.title
+        container.metadata[STARTED_AT_TAG] = f"{self._t0_wall:.3f}"  # for `describe`, after a crash
         for track in self.tracks:
             if track.kind == "video":
                 key = next((i for i in pending if i.track == track.index and i.keyframe), None)
@@ -535,3 +537,26 @@ class Recording:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def describe(path: str) -> RecordingInfo:
+    """A recording file read back with PyAV: the info of a recording whose writer died with its process (a media
+    worker killed mid-call), or of any recording file. Tracks with media only; paused spans from the chapters (a
+    file cut short by a crash has none: they are written when it is finalized)."""
+    with av.open(path) as container:
+        streams = list(container.streams)
+        packets = [0] * len(streams)
+        end = 0.0
+        for packet in container.demux():
+            if packet.pts is None or packet.time_base is None:
+                continue
+            packets[packet.stream.index] += 1
+            end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+        spans = tuple((round(float(c["start"] * c["time_base"]), 3), round(float(c["end"] * c["time_base"]), 3))
+                      for c in container.chapters() if c.get("metadata", {}).get("title") == "paused")
+        started = container.metadata.get(STARTED_AT_TAG)
+        tracks = tuple({"participant": s.metadata.get("title"), "kind": s.type, "codec": s.codec_context.name,
+                        "index": s.index, "packets": packets[s.index]} for s in streams if packets[s.index])
+    return RecordingInfo(path=str(Path(path).absolute()), container="mkv" if path.endswith(".mkv") else "webm",
+                         started_at=float(started) if started else os.path.getmtime(path),
+                         duration_s=round(end, 3), size_bytes=os.path.getsize(path), tracks=tracks, paused_spans=spans)

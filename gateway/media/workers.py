@@ -28,6 +28,7 @@ from .channel import ChannelClosed, frame, read_frame
 from .leg import MediaConfig
 from .plane import CALLER, Answer, LegEvent, LegListener, RecordingInfo, Still
 from .ports import PortRange, port_slices
+from .recorder import describe
 
 log = logging.getLogger("callin.media.workers")
 
@@ -82,6 +83,9 @@ class WorkerPlane:
         # Recordings finalized by close_call, for a stop_recording that comes after it (the last few calls).
         self._finished: dict[str, RecordingInfo] = {}
         self._recording: set[str] = set()  # calls being recorded (for metrics)
+        # call id -> its recording's file, while it runs; a worker's death leaves them here for `describe`
+        self._recording_paths: dict[str, str] = {}
+        self._orphans: dict[str, asyncio.Future[RecordingInfo | None]] = {}
         self._recordings_done = self._recorded_bytes = self._recording_drops = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -304,7 +308,13 @@ class WorkerPlane:
         worker = self._call_worker.pop(call_id, None)
         self._legs.pop(call_id, None)
         if worker is None:
-            return None
+            orphan = self._orphan(call_id)  # its worker died while recording
+            if orphan is None:
+                return None
+            described = await orphan
+            if self._orphans.pop(call_id, None) is orphan and described is not None:
+                self._finished[call_id] = described  # for a stop_recording after this
+            return described
         worker.calls.discard(call_id)
         info: RecordingInfo | None = None
         if worker.alive:
@@ -326,16 +336,33 @@ class WorkerPlane:
             raise NotFound("this call has no media (unknown or ended)", code="not_found")
         return worker
 
-    async def start_recording(self, call_id: str, path: str, *, mixed_audio: bool = False) -> None:
-        await self._request(self._recording_worker(call_id), "start_recording", call_id, path,
-                            mixed_audio=mixed_audio)
+    async def start_recording(self, call_id: str, path: str, *, mixed_audio: bool = False) -> str:
+        final: str = await self._request(self._recording_worker(call_id), "start_recording", call_id, path,
+                                         mixed_audio=mixed_audio)
         self._recording.add(call_id)
+        self._recording_paths[call_id] = final
+        return final
 
     async def pause_recording(self, call_id: str) -> None:
         await self._request(self._recording_worker(call_id), "pause_recording", call_id)
 
     async def resume_recording(self, call_id: str) -> None:
         await self._request(self._recording_worker(call_id), "resume_recording", call_id)
+
+    def _orphan(self, call_id: str) -> asyncio.Future[RecordingInfo | None] | None:
+        """The info, being read back from its file, of the call's recording whose worker died (once per call)."""
+        path = self._recording_paths.pop(call_id, None)
+        if path is not None:
+            self._orphans[call_id] = asyncio.ensure_future(self._describe(path))
+        return self._orphans.get(call_id)
+
+    async def _describe(self, path: str) -> RecordingInfo | None:
+        """The info of a recording whose worker died (read back from its file, in a thread)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, describe, path)
+        except Exception as exc:  # noqa: BLE001 - a file with nothing readable in it
+            log.warning("the recording %s of a media worker that died cannot be read: %s", path, exc)
+            return None
 
     def recording_totals(self) -> dict[str, int]:
         """For metrics (see LocalPlane.recording_totals), kept here from what the workers answered."""
@@ -344,6 +371,7 @@ class WorkerPlane:
 
     def _recorded(self, call_id: str, info: RecordingInfo | None) -> None:
         self._recording.discard(call_id)
+        self._recording_paths.pop(call_id, None)
         if info is not None:
             self._recordings_done += 1
             self._recorded_bytes += info.size_bytes
@@ -354,6 +382,11 @@ class WorkerPlane:
         worker = self._call_worker.get(call_id)
         if worker is None or not worker.alive:
             self._recording.discard(call_id)
+            orphan = self._orphan(call_id)
+            if orphan is not None:
+                described = await orphan
+                if self._orphans.pop(call_id, None) is orphan:
+                    return described
             return self._finished.pop(call_id, None)
         try:
             result: RecordingInfo | None = await self._request(worker, "stop_recording", call_id)

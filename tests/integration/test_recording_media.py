@@ -19,6 +19,7 @@ import pytest
 
 from gateway.errors import InvalidState, NotFound
 from gateway.media.plane import RecordingInfo
+from gateway.media.recorder import describe
 from tests.support.clients import Agent, Caller, Peer, wait_until
 from tests.support.media import CounterVideoTrack, ToneAudioTrack, audio_frame_mono, dominant_frequency, read_counter
 from tests.support.server import running_gateway
@@ -129,6 +130,13 @@ async def test_a_call_is_recorded_paused_and_resumed_in_one_file(gateway, caller
         assert [c["metadata"].get("title") for c in chapters] == ["paused"]
         assert abs(float(chapters[0]["start"] * chapters[0]["time_base"]) - start) < 0.01
 
+    # Read back from the file alone (as after a crash), the same tracks, spans and start.
+    described = describe(info.path)
+    assert [(t["participant"], t["packets"]) for t in described.tracks] == [
+        (t["participant"], t["packets"]) for t in info.tracks]
+    assert [(round(a, 2), round(b, 2)) for a, b in described.paused_spans] == [(round(start, 2), round(end, 2))]
+    assert abs(described.started_at - info.started_at) < 0.01 and abs(described.duration_s - info.duration_s) < 0.1
+
     frames = video_counters(info.path)
     counters = [c for c, _ in frames]
     assert None not in counters and in_order(counters), counters
@@ -215,18 +223,26 @@ async def test_a_worker_killed_mid_recording_leaves_a_playable_file(caller_token
             await plane.start_recording(call_id, str(tmp_path / "killed"))
             await more_written(plane, call_id, 90)  # three seconds of media
             killed_at = caller.video.counter
+            killed_time = time.time()
             os.kill(plane.workers[0].pid, signal.SIGKILL)
             await caller.ws.wait("call.ended", timeout=15)
+            # The engine still learns what the file holds: read back from it.
+            info = await plane.stop_recording(call_id)
         finally:
             await caller.close()
             await agent.close()
     path = str(tmp_path / "killed.webm")
+    assert info is not None and info.path == path and info.size_bytes == os.path.getsize(path)
+    assert [(t["participant"], t["kind"], t["codec"]) for t in info.tracks] == [
+        ("caller", "video", "vp8"), ("caller", "audio", "opus"), ("alice", "audio", "opus")]
+    assert killed_time - 4 < info.started_at + info.duration_s <= killed_time + 0.5 and info.paused_spans == ()
     frames = video_counters(path)
     counters = [c for c, _ in frames]
     assert None not in counters and in_order(counters) and counters[0] < killed_at - 60
     assert counters[-1] >= killed_at - 3 * 30, (counters[-1], killed_at)  # up to about the kill (30 fps)
     tone, audio_frames = track_tone(path, 1)
-    assert abs(tone - CALLER_HZ) < 30 and audio_frames > 50  # over a second of the caller's voice
+    assert abs(tone - CALLER_HZ) < 30 and audio_frames > 20
+    assert info.tracks[1]["packets"] >= 50  # a second or more of the caller's voice (20 ms packets)
 
 
 async def test_a_leg_replaced_mid_call_keeps_the_file_going(gateway, caller_token, tmp_path: Path):
