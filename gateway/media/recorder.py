@@ -95,6 +95,7 @@ class StreamClock:
         self._ext = 0  # RTP ticks since the anchor, unwrapped
         self._anchor_ms = 0.0
         self.last_pts = -1
+        self.last_arrival = 0.0  # when the frame of last_pts arrived (ms on the file's timeline)
 
     def pts(self, rtp_ts: int, source: object, arrival_ms: float) -> int:
         if source != self._source:
@@ -106,6 +107,7 @@ class StreamClock:
                 self._anchor(rtp_ts, source, arrival_ms)
         pts = max(int(round(self._anchor_ms + self._ext * 1000 / self.rate)), self.last_pts + 1)
         self.last_pts = pts
+        self.last_arrival = arrival_ms
         return pts
 
     def _anchor(self, rtp_ts: int, source: object, arrival_ms: float) -> None:
@@ -291,7 +293,15 @@ class Recording:
         return (now - self._t0) * 1000
 
     def _elapsed_s(self) -> float:
-        return 0.0 if self._t0 is None else time.monotonic() - self._t0
+        """Now on the file's timeline: where the media written so far says it is (each track's last timestamp plus
+        the time since it arrived; the latest of them), so that a paused span's ends fall between the media written
+        before and after it, even when the tracks' anchors were late (a busy event loop)."""
+        if self._t0 is None:
+            return 0.0
+        now = self.now_ms()
+        media = [tap.clock.last_pts + (now - tap.clock.last_arrival) for tap in self.taps.values()
+                 if tap.clock.last_pts >= 0]
+        return max([now, *media]) / 1000
 
     def follow(self, legs: Mapping[str, Any], heard: Iterable[str]) -> None:
         """Tap what the scene makes part of the call: the caller's video and audio, and the audio of every other
