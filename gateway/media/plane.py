@@ -62,6 +62,19 @@ class Still:
     height: int
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingInfo:
+    """A call's recording as finally written."""
+
+    path: str  # the file (absolute)
+    container: str  # webm, mkv
+    started_at: float  # UNIX time of the first written media
+    duration_s: float
+    size_bytes: int
+    tracks: tuple[dict[str, Any], ...]  # {"participant", "kind", "codec"}
+    paused_spans: tuple[tuple[float, float], ...]  # (start_s, end_s) from the file's start
+
+
 LegListener = Callable[[LegEvent], None]
 
 
@@ -104,3 +117,11 @@ class MediaPlane(Protocol):
     async def stats(self, call_id: str) -> dict[str, Any]: ...
 
     def has_call(self, call_id: str) -> bool: ...
+
+    async def start_recording(self, call_id: str, path: str, *, mixed_audio: bool = False) -> None: ...
+
+    async def pause_recording(self, call_id: str) -> None: ...
+
+    async def resume_recording(self, call_id: str) -> None: ...
+
+    async def stop_recording(self, call_id: str) -> RecordingInfo | None: ...
