@@ -154,6 +154,9 @@ class Producer:
     send_keyframe_request: Callable[[], None]
     min_request_interval: float = 0.3
     consumers: list[Any] = field(default_factory=list)  # ForwardTrack (frames) or RtpForwarder (packets)
+    # Read-only observers of the same media (recorder.RecordingTap): `on_frame(frame, discontinuity)` in frame mode,
+    # `on_packet(packet, keyframe_start)` in packet mode. Not viewers: no keyframe budget, no replay, no backlog.
+    taps: list[Any] = field(default_factory=list)
     frames: int = 0
     keyframes: int = 0
     keyframe_requests_sent: int = 0
@@ -174,6 +177,8 @@ class Producer:
         self.last_frame_at = now
         for consumer in self.consumers:
             consumer.push(frame, discontinuity)
+        for tap in self.taps:
+            tap.on_frame(frame, discontinuity)
         if self.kind == "video":  # frames since the latest keyframe, for snapshots
             if key:
                 self.gop_frames = [data]
@@ -191,6 +196,8 @@ class Producer:
         self.keyframes += key
         for consumer in self.consumers:
             consumer.forward(packet, key)
+        for tap in self.taps:
+            tap.on_packet(packet, key)
         if self.kind == "video":
             # Keep the packets since the latest keyframe, so a consumer whose leg just came up starts at once.
             if key:
@@ -260,3 +267,4 @@ class Producer:
             self._pending_request.cancel()
             self._pending_request = None
         self.consumers.clear()
+        self.taps.clear()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from ..errors import InvalidState, NotFound
 from .leg import Leg, MediaConfig
-from .plane import CALLER, Answer, LegEvent, LegListener, Still
+from .plane import CALLER, Answer, LegEvent, LegListener, RecordingInfo, Still
+from .recorder import Recording
 from .relay import Relay
 from .snapshot import snapshot
 
@@ -25,6 +27,11 @@ class LocalPlane:
         self._listeners: list[LegListener] = []
         self._leg_ids = itertools.count(1)
         self._leg_prefix = leg_prefix  # a worker's index: leg ids stay unique across a pool
+        # Recordings finalized by close_call, for a stop_recording that comes after it (kept for the last few calls).
+        self._finished: OrderedDict[str, RecordingInfo] = OrderedDict()
+        self.recordings_done = 0  # recordings finalized since start (for stats)
+        self.recorded_bytes = 0
+        self.recording_drops = 0
 
     # -- events
     def subscribe(self, listener: LegListener) -> None:
@@ -56,6 +63,7 @@ class LocalPlane:
 
     async def close(self) -> None:
         relays, self.relays = list(self.relays.values()), {}
+        await asyncio.gather(*(self._finish(relay) for relay in relays), return_exceptions=True)
         await asyncio.gather(*(relay.close() for relay in relays), return_exceptions=True)
 
     # -- calls
@@ -100,14 +108,84 @@ class LocalPlane:
 
     async def reset_call(self, call_id: str) -> None:
         old = self.relays.get(call_id)
-        self.relays[call_id] = Relay(call_id, self.config)
+        relay = self.relays[call_id] = Relay(call_id, self.config)
         if old is not None:
+            recording = old.take_recording()
+            if recording is not None:  # the call goes on (a callback): so does its file
+                relay.record(recording)
             await old.close()
 
-    async def close_call(self, call_id: str) -> None:
+    async def close_call(self, call_id: str) -> RecordingInfo | None:
         relay = self.relays.pop(call_id, None)
-        if relay is not None:
-            await relay.close()
+        if relay is None:
+            return None
+        info = await self._finish(relay)
+        if info is not None:
+            self._finished[call_id] = info
+            while len(self._finished) > 100:
+                self._finished.popitem(last=False)
+        await relay.close()
+        return info
+
+    # -- recording (recorder.py)
+    def _recording(self, call_id: str) -> Recording:
+        relay = self.relays.get(call_id)
+        if relay is None:
+            raise NotFound("this call has no media (unknown or ended)", code="not_found")
+        if relay.recording is None:
+            raise InvalidState("this call is not being recorded", code="invalid_state")
+        return relay.recording
+
+    async def start_recording(self, call_id: str, path: str, *, mixed_audio: bool = False) -> None:
+        relay = self.relays.get(call_id)
+        if relay is None:
+            raise NotFound("this call has no media (unknown or ended)", code="not_found")
+        if relay.recording is not None:
+            raise InvalidState("this call is already being recorded", code="invalid_state")
+        recording = Recording(path, video_codec=relay.caller_video_codec, mixed_audio=mixed_audio,
+                              title=f"call {call_id}")
+        relay.recording = recording  # taken before the first await: a second start is refused meanwhile
+        try:
+            await recording.open()
+        except BaseException:
+            relay.recording = None
+            raise
+        if relay.recording is recording and not relay.closed:
+            relay.record(recording)
+        else:  # the call ended while the file was being created
+            await recording.stop()
+        log.info("call %s: recording to %s", call_id, recording.path)
+
+    async def pause_recording(self, call_id: str) -> None:
+        self._recording(call_id).pause()
+
+    async def resume_recording(self, call_id: str) -> None:
+        self._recording(call_id).resume()
+
+    async def stop_recording(self, call_id: str) -> RecordingInfo | None:
+        relay = self.relays.get(call_id)
+        if relay is None or relay.recording is None:
+            return self._finished.pop(call_id, None)
+        return await self._finish(relay)
+
+    async def _finish(self, relay: Relay) -> RecordingInfo | None:
+        recording = relay.take_recording()
+        if recording is None:
+            return None
+        info = await recording.stop()
+        self.recordings_done += 1
+        self.recorded_bytes += info.size_bytes
+        self.recording_drops += info.dropped_packets
+        log.info("call %s: recording finished: %s, %.1f s, %d bytes, %d paused span(s), %d dropped", relay.call_id,
+                 info.path, info.duration_s, info.size_bytes, len(info.paused_spans), info.dropped_packets)
+        return info
+
+    async def recording_stats(self) -> dict[str, int]:
+        """For metrics: recordings running now, and totals since start (bytes written, media dropped)."""
+        running = [r.recording for r in self.relays.values() if r.recording is not None]
+        return {"active": len(running), "finished": self.recordings_done,
+                "bytes_written": self.recorded_bytes + sum(r.stats.bytes_written for r in running),
+                "dropped": self.recording_drops + sum(r.stats.dropped for r in running)}
 
     async def still(self, call_id: str, participant: str = CALLER) -> Still:
         relay = self.relays.get(call_id)
@@ -120,4 +198,9 @@ class LocalPlane:
 
     async def stats(self, call_id: str) -> dict[str, Any]:
         relay = self.relays.get(call_id)
-        return await relay.stats() if relay is not None else {}
+        if relay is None:
+            return {}
+        stats = await relay.stats()
+        if relay.recording is not None:
+            stats["recording"] = relay.recording.snapshot()
+        return stats

@@ -24,7 +24,9 @@ from .plane import LegEvent
 log = logging.getLogger("callin.media.worker")
 
 # What the engine may ask (the MediaPlane methods a worker serves); anything else is a protocol error.
-ASYNC_OPS = frozenset({"answer", "add_candidate", "remove", "reset_call", "still", "close_call", "stats"})
+ASYNC_OPS = frozenset({"answer", "add_candidate", "remove", "reset_call", "still", "close_call", "stats",
+                       "start_recording", "pause_recording", "resume_recording", "stop_recording",
+                       "recording_stats"})
 SYNC_OPS = frozenset({"open_call", "set_scene"})
 
 

@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidState, Unavailable
+from ..errors import InvalidState, NotFound, Unavailable
 from .channel import ChannelClosed, frame, read_frame
 from .leg import MediaConfig
-from .plane import CALLER, Answer, LegEvent, LegListener, Still
+from .plane import CALLER, Answer, LegEvent, LegListener, RecordingInfo, Still
 from .ports import PortRange, port_slices
 
 log = logging.getLogger("callin.media.workers")
@@ -79,6 +79,8 @@ class WorkerPlane:
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.deaths = 0  # workers lost since start (for metrics and tests)
+        # Recordings finalized by close_call, for a stop_recording that comes after it (the last few calls).
+        self._finished: dict[str, RecordingInfo] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def subscribe(self, listener: LegListener) -> None:
@@ -295,17 +297,62 @@ class WorkerPlane:
         result: Still = await self._request(self._worker_of(call_id), "still", call_id, participant)
         return result
 
-    async def close_call(self, call_id: str) -> None:
+    async def close_call(self, call_id: str) -> RecordingInfo | None:
         worker = self._call_worker.pop(call_id, None)
         self._legs.pop(call_id, None)
         if worker is None:
-            return
+            return None
         worker.calls.discard(call_id)
+        info: RecordingInfo | None = None
         if worker.alive:
             try:
-                await self._request(worker, "close_call", call_id)
+                info = await self._request(worker, "close_call", call_id)
             except WorkerDied:
                 pass
+        if info is not None:
+            self._finished[call_id] = info
+            while len(self._finished) > 100:
+                del self._finished[next(iter(self._finished))]
+        return info
+
+    # ------------------------------------------------------------------ recording (in the call's worker)
+    def _recording_worker(self, call_id: str) -> WorkerHandle:
+        worker = self._call_worker.get(call_id)
+        if worker is None:
+            raise NotFound("this call has no media (unknown or ended)", code="not_found")
+        return worker
+
+    async def start_recording(self, call_id: str, path: str, *, mixed_audio: bool = False) -> None:
+        await self._request(self._recording_worker(call_id), "start_recording", call_id, path,
+                            mixed_audio=mixed_audio)
+
+    async def pause_recording(self, call_id: str) -> None:
+        await self._request(self._recording_worker(call_id), "pause_recording", call_id)
+
+    async def resume_recording(self, call_id: str) -> None:
+        await self._request(self._recording_worker(call_id), "resume_recording", call_id)
+
+    async def recording_stats(self) -> dict[str, int]:
+        """Summed over the running workers (see LocalPlane.recording_stats)."""
+        totals = {"active": 0, "finished": 0, "bytes_written": 0, "dropped": 0}
+        answers = await asyncio.gather(*(self._request(w, "recording_stats") for w in self.workers if w.alive),
+                                       return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, dict):
+                for name in totals:
+                    totals[name] += int(answer.get(name, 0))
+        return totals
+
+    async def stop_recording(self, call_id: str) -> RecordingInfo | None:
+        """A worker that died took its recording's info with it (the file stays, playable up to the death): None."""
+        worker = self._call_worker.get(call_id)
+        if worker is None or not worker.alive:
+            return self._finished.pop(call_id, None)
+        try:
+            result: RecordingInfo | None = await self._request(worker, "stop_recording", call_id)
+        except WorkerDied:
+            return None
+        return result
 
     async def stats(self, call_id: str) -> dict[str, Any]:
         worker = self._call_worker.get(call_id)
