@@ -6,6 +6,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -13,6 +14,8 @@ from pydantic import SecretStr
 
 from gateway.auth import CallerTokenVerifier
 from gateway.config import Settings
+from gateway.errors import NotFound
+from gateway.models import CallState
 from gateway.destinations import DestinationPolicy, parse_networks
 from gateway.signin_throttle import SignInThrottle, ThrottleRule
 from gateway.store.attachments import AttachmentLimits, AttachmentStore
@@ -231,6 +234,18 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     archive = RecordingArchive(app[RECORDINGS], board.recording_storage, dispatcher.publish_record,
                                download_url(settings.base_url))
     archive.attach(board)
+
+    async def record_of(call_id: str) -> dict[str, Any] | None:
+        try:
+            return await app[CALLS].get(call_id)
+        except NotFound:
+            return None
+
+    def live_here(call_id: str) -> bool:
+        call = board.call(call_id)
+        return call is not None and call.state is not CallState.ENDED
+
+    archive.start_recovery(live_here, record_of)  # files a recording that a killed process left unfiled
     sweeper = RecordingSweeper(app[RECORDINGS], board.recording_storage, settings.recording_retention_days,
                                settings.recording_sweep_interval_s)
     sweeper.start()

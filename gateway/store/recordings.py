@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +32,7 @@ from .models import CallRow, RecordingAccessRow, RecordingRow
 log = structlog.get_logger("callin.recordings")
 
 CHUNK = 1024 * 1024
+SUFFIXES = {".webm": "webm", ".mkv": "mkv", ".mp4": "mp4"}
 
 
 class RecordingStorage(Protocol):
@@ -48,6 +49,9 @@ class RecordingStorage(Protocol):
 
     async def delete(self, key: str) -> bool:
         """Remove the file; False if it was gone already."""
+
+    def local_files(self) -> list[Path]:
+        """The recording files on this machine (for filing those a crash left unfiled)."""
 
 
 class LocalRecordingStorage:
@@ -81,6 +85,11 @@ class LocalRecordingStorage:
         await asyncio.to_thread(path.unlink, missing_ok=True)
         return True
 
+    def local_files(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+
 
 def file_digest(path: Path) -> tuple[str, int]:
     """(SHA-256 hex, size in bytes) of a file, read in chunks (run it in a thread)."""
@@ -91,6 +100,31 @@ def file_digest(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def probe(path: Path) -> RecordingInfo | None:
+    """What a file left by a crash holds (no index, no duration header, no chapters): its tracks with media and how
+    long it plays, read packet by packet (run it in a thread). None: not a readable recording."""
+    import av  # here: only recovery reads files back
+
+    try:
+        with av.open(str(path)) as container:
+            ends: dict[int, float] = {}
+            for packet in container.demux():
+                if packet.pts is not None and packet.time_base is not None:
+                    end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                    ends[packet.stream.index] = max(ends.get(packet.stream.index, 0.0), end)
+            tracks = tuple({"participant": s.metadata.get("title") or f"track {s.index}", "kind": s.type,
+                            "codec": s.codec_context.name} for s in container.streams if s.index in ends)
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
+    if not ends:
+        return None
+    stat = path.stat()
+    duration = max(ends.values())
+    return RecordingInfo(path=str(path), container=SUFFIXES.get(path.suffix, path.suffix.lstrip(".")),
+                         started_at=stat.st_mtime - duration, duration_s=duration, size_bytes=stat.st_size,
+                         tracks=tracks, paused_spans=())
 
 
 def _public(row: RecordingRow) -> dict[str, Any]:
@@ -236,6 +270,7 @@ class RecordingSweeper:
 
 
 Publish = Callable[[str, dict[str, Any]], None]
+Lookup = Callable[[str], Awaitable[dict[str, Any] | None]]  # a call's record by id, None if there is none
 
 
 class RecordingArchive:
@@ -248,7 +283,8 @@ class RecordingArchive:
         self.storage = storage
         self.publish = publish
         self.download_url = download_url
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._filing: set[str] = set()  # call ids being filed now
 
     def attach(self, board: Any) -> None:
         board.on("recording.stopped", self.stopped)
@@ -256,11 +292,21 @@ class RecordingArchive:
     def stopped(self, call: Any, info: RecordingInfo | None) -> None:
         if info is None:
             return
-        task = asyncio.ensure_future(self.file(call.id, info, queue=call.queue, agent=call.agent))
+        self._spawn(self.file(call.id, info, queue=call.queue, agent=call.agent))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def file(self, call_id: str, info: RecordingInfo, *, queue: str | None, agent: str | None) -> None:
+        self._filing.add(call_id)
+        try:
+            await self._file(call_id, info, queue=queue, agent=agent)
+        finally:
+            self._filing.discard(call_id)
+
+    async def _file(self, call_id: str, info: RecordingInfo, *, queue: str | None, agent: str | None) -> None:
         path = Path(info.path)
         try:
             sha256, size = await asyncio.to_thread(file_digest, path)
@@ -275,6 +321,36 @@ class RecordingArchive:
             return
         log.info("recordings.ready", call_id=call_id, size=size, duration_s=round(info.duration_s, 1))
         self.publish("recording.ready", {**record, "download_url": self.download_url(call_id)})
+
+    # -- after a crash ------------------------------------------------------------------------------------------
+    def start_recovery(self, is_live: Callable[[str], bool], lookup: Lookup) -> None:
+        """File, in the background, the recordings a killed process left on this machine unfiled."""
+        self._spawn(self.recover(is_live, lookup))
+
+    async def recover(self, is_live: Callable[[str], bool], lookup: Lookup) -> int:
+        """Every local recording file without a catalog row whose call is not live here was left by a process that
+        died mid-call (SIGKILL, power loss): read back what it holds, then filed as any other (checksum, row,
+        recording.ready). Its paused spans are in the call record (recording_paused), not in the file. Returns
+        how many were filed."""
+        filed = 0
+        for path in await asyncio.to_thread(self.storage.local_files):
+            call_id = path.stem
+            if is_live(call_id) or call_id in self._filing:
+                continue
+            try:
+                await self.catalog.get(call_id)
+                continue  # filed already
+            except NotFound:
+                pass
+            info = await asyncio.to_thread(probe, path)
+            if info is None:
+                log.warning("recordings.unreadable_left_unfiled", path=str(path))
+                continue
+            record = await lookup(call_id) or {}
+            log.warning("recordings.recovered", call_id=call_id, duration_s=round(info.duration_s, 1))
+            await self.file(call_id, info, queue=record.get("queue"), agent=record.get("agent"))
+            filed += 1
+        return filed
 
     async def stop(self) -> None:
         if self._tasks:

@@ -21,6 +21,7 @@ from gateway.store.webhooks import verify_signature
 from tests.integration.test_webhooks import Receiver
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import Agent, Caller
+from tests.support.process import GatewayProcess
 from tests.support.server import running_gateway
 from tests.support.waiting import until
 
@@ -257,3 +258,48 @@ async def test_retention_deletes_old_files_and_marks_them(database_url, tmp_path
         assert storage.local_file(storage.key_of(str(paths["old0000000000001"]))) is None
     finally:
         await db.close()
+
+
+async def test_a_recording_left_by_kill_9_is_filed_at_the_next_start(caller_token, tmp_path):
+    """`callin serve` (one media worker) is SIGKILLed mid-recording: the file stays (the recorder flushes it every
+    second) but nothing filed it. The next start reads it back and files it: checksum, tracks, duration, row."""
+    queues = json.dumps([{"name": "default", "recording": "always"}])
+    gateway = GatewayProcess(f"sqlite+aiosqlite:///{tmp_path / 'callin.db'}", tmp_path, queues=queues, media_workers=1)
+    try:
+        await gateway.start()
+        agent = Agent(gateway.base_url)
+        await agent.connect()
+        caller = Caller(gateway.base_url, caller_token(sub="rec-kill"))
+        await caller.connect()
+        await caller.start("video", tone_hz=880.0)
+        call_id = caller.call_id
+        await agent.wait_offer()
+        await agent.accept(call_id)
+        await until(lambda: "video" in agent.peer.sinks, 20)
+        await frames_after(agent, 90)  # three seconds recorded, at least two of them flushed to disk
+
+        def written() -> list[Path]:
+            return [p for p in (tmp_path / "recordings").rglob(f"{call_id}.*") if p.stat().st_size > 20_000]
+
+        await until(written, 20, message="the recording on disk")
+        gateway.kill()
+        await caller.close()
+        await agent.close()
+        [path] = written()
+        await gateway.start()
+        sam = Api(gateway.base_url)
+        await sam.login("sam", "sam-demo")
+
+        async def filed() -> bool:
+            return (await sam.get(f"/api/v1/recordings/{call_id}"))[0] == 200
+
+        await until(filed, 30, message="the orphaned recording filed")
+        status, meta = await sam.get(f"/api/v1/recordings/{call_id}")
+        data = path.read_bytes()
+        assert meta["sha256"] == hashlib.sha256(data).hexdigest() and meta["size_bytes"] == len(data)
+        assert meta["queue"] == "default" and meta["agent"] == "alice"  # from the call's record
+        assert meta["duration_s"] > 1.5
+        assert ("caller", "video", "vp8") in {(t["participant"], t["kind"], t["codec"]) for t in meta["tracks"]}
+        await sam.close()
+    finally:
+        gateway.close()
