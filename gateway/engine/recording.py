@@ -84,8 +84,8 @@ class Recordings:
                 info = None
                 try:
                     info = await self.core.plane.stop_recording(call.id)
-                except GatewayError as exc:
-                    log.error("recording.stop_failed", call_id=call.id, code=exc.code, reason=exc.reason)
+                except Exception:  # the call's end goes on whatever the recorder does (its media closes next)
+                    log.exception("recording.stop_failed", call_id=call.id)
                 self.core.emit("recording.stopped", call, info)
         self._locks.pop(call.id, None)
 
@@ -176,8 +176,8 @@ class Recordings:
                     await plane.pause_recording(call.id)
                 elif step is Step.RESUME:
                     await plane.resume_recording(call.id)
-            except (GatewayError, OSError) as exc:
-                reason = exc.reason if isinstance(exc, GatewayError) else str(exc)
+            except Exception as exc:  # a recorder that failed leaves the call as it is: only the recording says so
+                reason = exc.reason if isinstance(exc, GatewayError) else repr(exc)
                 log.error("recording.step_failed", call_id=call.id, step=step.value, reason=reason)
                 if step is Step.START and call.state is not CallState.ENDED:
                     self.rules_of(call).start_failed()

@@ -10,7 +10,8 @@ Live state sits in gateway/store/live.py, media behind gateway/media/plane.py.
 It knows nothing of HTTP or of the wire protocol: participants are Sessions that receive domain events.
 Observers (metrics, records, webhooks) subscribe to its pyee events: call.queued, call.offered (call, username),
 call.withdrawn (call, username, reason: declined / ring_timeout / agent_disconnected), call.answered, call.ended,
-call.updated (a change worth recording: closed notice, callback request, rejoin), call.callback_ready; and, for
+call.updated (a change worth recording: closed notice, callback request, rejoin, recording state),
+call.callback_ready, recording.stopped (call, RecordingInfo | None: the call's recording file is final); and, for
 a cluster router that speaks for this node's agents elsewhere, agent.detached / agent.resumed / agent.released
 (session): an agent's console lost its socket, came back, or is gone for good.
 """
