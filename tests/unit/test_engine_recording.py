@@ -171,3 +171,24 @@ async def test_the_fake_recording_file_is_what_the_archive_hashes(tmp_path):
             assert handle.read() == FAKE_RECORDING
     finally:
         await board.close()
+
+
+async def test_a_question_survives_a_dropped_socket(tmp_path):
+    """The caller's socket drops while it is asked: the resumed socket is sent the question again (replay) and its
+    answer counts; the call is not recorded before it."""
+    board, plane = board_with(tmp_path, "always", "ask")
+    try:
+        caller, agent, call = await place(board)
+        sink = caller.session.sink
+        board.detach(caller.session, sink)  # the socket went away without bye
+        session = board.resume_session(caller.session.resume_token, "caller", lambda p: True, None)
+        again: list = []
+        replay = board.attach(session, lambda item: again.append(item.event), last_seq=0)
+        asked = [n.event for n in replay.events if isinstance(n.event, RecordingChanged)]
+        assert [e.state for e in asked] == ["asking"]
+        assert not [a for a in plane.asked if a[0] == "start_recording"]
+        board.recording_consent(session, call.id, True)
+        await until(lambda: call.id in plane.recordings)
+        assert [e.state for e in again if isinstance(e, RecordingChanged)] == ["recording"]
+    finally:
+        await board.close()
