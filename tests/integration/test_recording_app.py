@@ -40,6 +40,28 @@ async def staffed(gw, policy: str, consent: str) -> tuple[Api, Api]:
     return admin, Api(gw.base_url, bearer=key["key"])
 
 
+async def video_caller(base_url: str, token: str) -> Caller:
+    """A caller whose video call waits (its frame-counter video and an 880 Hz tone)."""
+    caller = Caller(base_url, token)
+    await caller.connect()
+    await caller.start("video", tone_hz=880.0)
+    return caller
+
+
+async def signed_in(base_url: str) -> Agent:
+    agent = Agent(base_url)
+    await agent.connect()
+    return agent
+
+
+async def answer(agent: Agent, call_id: str) -> dict:
+    """Accept the call ringing at `agent` with its media (a 440 Hz tone); returns the offer."""
+    offer = await agent.wait_offer()
+    await agent.accept(call_id, tone_hz=440.0)
+    await until(lambda: "video" in agent.peer.sinks, 20)
+    return offer
+
+
 def recording_states(ws) -> list[str]:
     return [m["state"] for m in ws.of_type("recording.state")]
 
@@ -55,19 +77,14 @@ async def test_always_notify_recorded_paused_by_rest_filed_signed_and_downloaded
         admin, payments = await staffed(gw, "always", "notify")
         status, hook = await payments.post("/api/v1/webhooks", {"url": receiver.url, "events": ["recording.ready"]})
         assert status == 201
-        agent = Agent(gw.base_url)
-        await agent.connect()
-        caller = Caller(gw.base_url, caller_token(sub="rec-1"))
-        await caller.connect()
-        await caller.start("video", tone_hz=880.0)
+        agent = await signed_in(gw.base_url)
+        caller = await video_caller(gw.base_url, caller_token(sub="rec-1"))
         call_id = caller.call_id
         # told before anything is recorded: the notice comes while the call waits
         await caller.ws.wait(lambda m: m.get("type") == "recording.state" and m["state"] == "pending")
-        offer = await agent.wait_offer()
+        offer = await answer(agent, call_id)
         assert offer["card"]["recording"] == {"state": "pending", "policy": "always", "consent": "notify"}
-        await agent.accept(call_id, tone_hz=440.0)
         await agent.ws.wait(lambda m: m.get("type") == "recording.state" and m["state"] == "recording")
-        await until(lambda: "video" in agent.peer.sinks, 20)
         await frames_after(agent, 30)
 
         status, state = await payments.post(f"/api/v1/calls/{call_id}/recording/pause")
@@ -162,21 +179,16 @@ async def test_always_notify_recorded_paused_by_rest_filed_signed_and_downloaded
 async def test_ask_and_declined_leaves_no_file_and_the_record_says_so(caller_token):
     async with running_gateway() as gw:
         admin, payments = await staffed(gw, "always", "ask")
-        caller = Caller(gw.base_url, caller_token(sub="rec-2"))
-        await caller.connect()
-        await caller.start("video", tone_hz=880.0)
+        caller = await video_caller(gw.base_url, caller_token(sub="rec-2"))
         call_id = caller.call_id
         await caller.ws.wait(lambda m: m.get("type") == "recording.state" and m["state"] == "asking")
         ack = await caller.ws.request({"type": "recording.consent", "accept": False})
         assert ack["type"] == "ack", ack
         again = await caller.ws.request({"type": "recording.consent", "accept": True})
         assert again["type"] == "error" and again["code"] == "consent_not_asked"
-        agent = Agent(gw.base_url)  # signs in now: the call is offered with the caller's answer in its card
-        await agent.connect()
-        offer = await agent.wait_offer()
+        agent = await signed_in(gw.base_url)  # now: the call is offered with the caller's answer in its card
+        offer = await answer(agent, call_id)
         assert offer["card"]["recording"]["state"] == "declined"
-        await agent.accept(call_id)
-        await until(lambda: "video" in agent.peer.sinks, 20)
         await frames_after(agent, 30)
         status, body = await payments.post(f"/api/v1/calls/{call_id}/recording/pause")
         assert status == 409 and body["code"] == "not_recording"
@@ -267,15 +279,10 @@ async def test_a_recording_left_by_kill_9_is_filed_at_the_next_start(caller_toke
     gateway = GatewayProcess(f"sqlite+aiosqlite:///{tmp_path / 'callin.db'}", tmp_path, queues=queues, media_workers=1)
     try:
         await gateway.start()
-        agent = Agent(gateway.base_url)
-        await agent.connect()
-        caller = Caller(gateway.base_url, caller_token(sub="rec-kill"))
-        await caller.connect()
-        await caller.start("video", tone_hz=880.0)
+        agent = await signed_in(gateway.base_url)
+        caller = await video_caller(gateway.base_url, caller_token(sub="rec-kill"))
         call_id = caller.call_id
-        await agent.wait_offer()
-        await agent.accept(call_id)
-        await until(lambda: "video" in agent.peer.sinks, 20)
+        await answer(agent, call_id)
         await frames_after(agent, 90)  # three seconds recorded, at least two of them flushed to disk
 
         def written() -> list[Path]:
