@@ -29,9 +29,9 @@ import asyncio
 import fractions
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +40,10 @@ from typing import Any
 import av
 
 from ..errors import Unavailable
-from .aiortc_internals import h264_depayload, vp8_depayload
+from .aiortc_internals import h264_depayload
 from .assembler import AudioAssembler, VideoAssembler
-from .codecs import CLOCK_RATES, H264, VP8, is_keyframe
+from .codecs import CLOCK_RATES, H264, VP8, is_keyframe, vp8_frame_data
+from .mixer import Mixer
 from .plane import CALLER, RecordingInfo
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,9 @@ CLUSTER_MS = 1000
 HEADER_WAIT_S = 3.0  # the header waits this long for a video keyframe (its picture size) before a default size
 DEFAULT_SIZE = (640, 480)
 REANCHOR_MS = 2000
+KEYFRAME_RETRY_S = 1.0  # video waiting for a keyframe asks again after this long
 MS = fractions.Fraction(1, 1000)
-_STOP = object()
+DRAIN_INTERVAL_S = 0.1
 
 
 class RecordingFailed(Unavailable):
@@ -140,6 +142,7 @@ class RecordingTap:
         self.producer: Any = None
         self.clock = StreamClock(90000 if kind == "video" else 48000)
         self.needs_keyframe = kind == "video"
+        self._asked_at = 0.0
         self.frames = 0
         self._assembler: Any = None
 
@@ -163,9 +166,11 @@ class RecordingTap:
         if producer is None:
             return
         if self.kind == "video":
-            depayload = vp8_depayload if producer.codec == VP8 else h264_depayload
-            self._assembler = VideoAssembler(lambda _pt: producer.codec, self._frame,
-                                             depayload=lambda p: depayload(p.payload))
+            if producer.codec == VP8:
+                self._assembler = VideoAssembler(lambda _pt: VP8, self._frame, depayload=lambda p: vp8_frame_data(p.payload))
+            else:
+                self._assembler = VideoAssembler(lambda _pt: producer.codec, self._frame,
+                                                 depayload=lambda p: h264_depayload(p.payload))
             self.wait_for_keyframe()
         else:
             self._assembler = AudioAssembler(self._frame, depayload=lambda p: p.payload)
@@ -173,6 +178,7 @@ class RecordingTap:
     def wait_for_keyframe(self) -> None:
         if self.kind == "video":
             self.needs_keyframe = True
+            self._asked_at = time.monotonic()
             if self.producer is not None:
                 self.producer.request_keyframe()
 
@@ -193,6 +199,8 @@ class RecordingTap:
                 self.wait_for_keyframe()
             if self.needs_keyframe:
                 if not key:
+                    if time.monotonic() - self._asked_at > KEYFRAME_RETRY_S:
+                        self.wait_for_keyframe()  # the keyframe asked for was lost, or dropped here: ask again
                     return
                 self.needs_keyframe = False
         else:
@@ -235,13 +243,17 @@ class Recording:
             for _ in range(spare_audio_tracks):
                 self.tracks.append(Track(len(self.tracks), "audio", "opus", None))
         self.taps: dict[tuple[str, str], RecordingTap] = {}
+        self._untracked: set[str] = set()  # participants heard after every audio track was given (logged once)
         self.paused = False
         self.paused_spans: list[tuple[float, float]] = []
         self._paused_at: float | None = None
         self.stats = RecordingStats()
-        self._queue: queue.Queue[Any] = queue.Queue(QUEUE_ITEMS)
+        # Frames for the writer: appended on the event loop (no lock, no wake-up per frame), drained by the writer
+        # every DRAIN_INTERVAL_S; bounded by QUEUE_ITEMS.
+        self._queue: deque[_Item] = deque()
+        self._stop_event = threading.Event()
         self._t0: float | None = None  # time.monotonic() of the first media: the file's time 0
-        self._t0_wall = 0.0
+        self._t0_wall = time.time()  # until the first media arrives
         self._container: Any = None
         self._streams: list[Any] = []
         self._fd = -1
@@ -250,6 +262,7 @@ class Recording:
         self._failed: str | None = None
         self._info: RecordingInfo | None = None
         self._stopping: asyncio.Future[RecordingInfo] | None = None
+        self._mixer = Mixer() if mixed_audio else None
 
     # -- lifecycle (event loop)
     async def open(self) -> None:
@@ -313,7 +326,9 @@ class Recording:
             if track.participant is None:
                 track.participant = participant
                 return track
-        log.warning("recording %s: no audio track left for %s; not recorded", self.path, participant)
+        if participant not in self._untracked:
+            self._untracked.add(participant)
+            log.warning("recording %s: no audio track left for %s; not recorded", self.path, participant)
         return None
 
     def _track_of(self, tap: RecordingTap) -> Track:
@@ -327,9 +342,9 @@ class Recording:
         """Queue one frame for the writer; False: dropped (the writer is behind or failed)."""
         if self._stopping is not None or self._failed is not None:
             return False
-        try:
-            self._queue.put_nowait(_Item(self._track_of(tap).index, data, pts, keyframe, tap.participant))
-        except queue.Full:
+        if len(self._queue) < QUEUE_ITEMS:
+            self._queue.append(_Item(self._track_of(tap).index, data, pts, keyframe, tap.participant))
+        else:
             self.stats.dropped += 1
             if not self._warned:
                 self._warned = True
@@ -367,12 +382,7 @@ class Recording:
             self._end_span()
         for tap in self.taps.values():
             tap.close()
-        while True:
-            try:
-                self._queue.put(_STOP, timeout=0.05)
-                break
-            except queue.Full:
-                await asyncio.sleep(0.05)
+        self._stop_event.set()
         thread = self._thread
         if thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
@@ -409,21 +419,20 @@ class Recording:
         started = time.monotonic()
         header = False
         last_flush = time.monotonic()
+        queued = self._queue
         while True:
-            try:
-                item = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                break
+            stopping = self._stop_event.wait(DRAIN_INTERVAL_S)
+            items = [queued.popleft() for _ in range(len(queued))]
             if self._failed is not None:
+                if stopping:
+                    break
                 continue
             try:
-                if item is not None:
-                    if header:
+                if header:
+                    for item in items:
                         self._mux(item)
-                    else:
-                        pending.append(item)
+                else:
+                    pending += items
                 if not header and pending and self._header_ready(pending, started):
                     self._write_header(pending)
                     header = True
@@ -435,6 +444,8 @@ class Recording:
                     last_flush = time.monotonic()
             except Exception as exc:  # noqa: BLE001 - a failing disk ends the recording, never the call
                 self._fail(exc)
+            if stopping:
+                break
         self._finish(pending, header)
 
     def _header_ready(self, pending: list[_Item], started: float) -> bool:
@@ -467,11 +478,18 @@ class Recording:
         track = self.tracks[item.track]
         if track.kind == "video" and track.packets == 0 and not item.keyframe:
             return
-        packet = av.Packet(item.data)
-        packet.pts = packet.dts = item.pts
+        if self._mixer is not None and track.kind == "audio":
+            for data, pts in self._mixer.add(item.source, item.data, item.pts):
+                self._write(track, data, pts, True)
+            return
+        self._write(track, item.data, item.pts, item.keyframe)
+
+    def _write(self, track: Track, data: bytes, pts: int, keyframe: bool) -> None:
+        packet = av.Packet(data)
+        packet.pts = packet.dts = pts
         packet.time_base = MS
-        packet.stream = self._streams[item.track]
-        if item.keyframe:
+        packet.stream = self._streams[track.index]
+        if keyframe:
             packet.is_keyframe = True
         try:
             self._container.mux_one(packet)
@@ -481,7 +499,7 @@ class Recording:
             return
         track.packets += 1
         self.stats.frames_written += 1
-        self._duration_s = max(self._duration_s, (item.pts + (20 if track.kind == "audio" else 0)) / 1000)
+        self._duration_s = max(self._duration_s, (pts + (20 if track.kind == "audio" else 0)) / 1000)
 
     def _flush(self) -> None:
         os.fsync(self._fd)
@@ -498,6 +516,10 @@ class Recording:
                     self._write_header(pending)
                     for waiting in pending:
                         self._mux(waiting)
+                if self._mixer is not None:
+                    audio = next(t for t in self.tracks if t.kind == "audio")
+                    for data, pts in self._mixer.flush():
+                        self._write(audio, data, pts, True)
                 if self.paused_spans:
                     self._container.set_chapters([
                         {"id": n + 1, "start": int(start * 1000), "end": int(end * 1000), "time_base": MS,

@@ -25,8 +25,7 @@ log = logging.getLogger("callin.media.worker")
 
 # What the engine may ask (the MediaPlane methods a worker serves); anything else is a protocol error.
 ASYNC_OPS = frozenset({"answer", "add_candidate", "remove", "reset_call", "still", "close_call", "stats",
-                       "start_recording", "pause_recording", "resume_recording", "stop_recording",
-                       "recording_stats"})
+                       "start_recording", "pause_recording", "resume_recording", "stop_recording"})
 SYNC_OPS = frozenset({"open_call", "set_scene"})
 
 

@@ -81,6 +81,8 @@ class WorkerPlane:
         self.deaths = 0  # workers lost since start (for metrics and tests)
         # Recordings finalized by close_call, for a stop_recording that comes after it (the last few calls).
         self._finished: dict[str, RecordingInfo] = {}
+        self._recording: set[str] = set()  # calls being recorded (for metrics)
+        self._recordings_done = self._recorded_bytes = self._recording_drops = 0
 
     # ------------------------------------------------------------------ lifecycle
     def subscribe(self, listener: LegListener) -> None:
@@ -202,6 +204,7 @@ class WorkerPlane:
         worker.pending.clear()
         worker.calls.clear()
         for call_id in calls:
+            self._recording.discard(call_id)
             self._call_worker.pop(call_id, None)
             legs = self._legs.pop(call_id, {})
             for participant, leg_id in legs.items():
@@ -309,6 +312,7 @@ class WorkerPlane:
                 info = await self._request(worker, "close_call", call_id)
             except WorkerDied:
                 pass
+        self._recorded(call_id, info)
         if info is not None:
             self._finished[call_id] = info
             while len(self._finished) > 100:
@@ -325,6 +329,7 @@ class WorkerPlane:
     async def start_recording(self, call_id: str, path: str, *, mixed_audio: bool = False) -> None:
         await self._request(self._recording_worker(call_id), "start_recording", call_id, path,
                             mixed_audio=mixed_audio)
+        self._recording.add(call_id)
 
     async def pause_recording(self, call_id: str) -> None:
         await self._request(self._recording_worker(call_id), "pause_recording", call_id)
@@ -332,26 +337,29 @@ class WorkerPlane:
     async def resume_recording(self, call_id: str) -> None:
         await self._request(self._recording_worker(call_id), "resume_recording", call_id)
 
-    async def recording_stats(self) -> dict[str, int]:
-        """Summed over the running workers (see LocalPlane.recording_stats)."""
-        totals = {"active": 0, "finished": 0, "bytes_written": 0, "dropped": 0}
-        answers = await asyncio.gather(*(self._request(w, "recording_stats") for w in self.workers if w.alive),
-                                       return_exceptions=True)
-        for answer in answers:
-            if isinstance(answer, dict):
-                for name in totals:
-                    totals[name] += int(answer.get(name, 0))
-        return totals
+    def recording_totals(self) -> dict[str, int]:
+        """For metrics (see LocalPlane.recording_totals), kept here from what the workers answered."""
+        return {"active": len(self._recording), "finished": self._recordings_done,
+                "bytes_written": self._recorded_bytes, "dropped": self._recording_drops}
+
+    def _recorded(self, call_id: str, info: RecordingInfo | None) -> None:
+        self._recording.discard(call_id)
+        if info is not None:
+            self._recordings_done += 1
+            self._recorded_bytes += info.size_bytes
+            self._recording_drops += info.dropped_packets
 
     async def stop_recording(self, call_id: str) -> RecordingInfo | None:
         """A worker that died took its recording's info with it (the file stays, playable up to the death): None."""
         worker = self._call_worker.get(call_id)
         if worker is None or not worker.alive:
+            self._recording.discard(call_id)
             return self._finished.pop(call_id, None)
         try:
             result: RecordingInfo | None = await self._request(worker, "stop_recording", call_id)
         except WorkerDied:
-            return None
+            result = None
+        self._recorded(call_id, result)
         return result
 
     async def stats(self, call_id: str) -> dict[str, Any]:

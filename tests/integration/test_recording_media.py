@@ -9,31 +9,35 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from gateway.errors import InvalidState, NotFound
 from gateway.media.plane import RecordingInfo
-from tests.support.clients import Agent, Caller, wait_until
-from tests.support.media import audio_frame_mono, dominant_frequency, read_counter
+from tests.support.clients import Agent, Caller, Peer, wait_until
+from tests.support.media import CounterVideoTrack, ToneAudioTrack, audio_frame_mono, dominant_frequency, read_counter
+from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.media
 
-CALLER_HZ, AGENT_HZ = 880.0, 440.0
+CALLER_HZ, AGENT_HZ, SUPERVISOR_HZ = 880.0, 440.0, 660.0
 
 
-async def answered(gw, caller_token) -> tuple[Caller, Agent, str]:
-    """A video call answered by alice, with the caller's video reaching her."""
+async def answered(gw, caller_token, aux_audio: bool = False) -> tuple[Caller, Agent, str]:
+    """A video call answered by alice, with the caller's video reaching her (`aux_audio`: both offer a second audio
+    section, for a supervisor)."""
     agent = Agent(gw.base_url)
     await agent.connect()
     caller = Caller(gw.base_url, caller_token())
     await caller.connect()
-    await caller.start("video", tone_hz=CALLER_HZ)
+    await caller.start("video", tone_hz=CALLER_HZ, aux_audio=aux_audio)
     offer = await agent.wait_offer()
-    await agent.accept(offer["call_id"], tone_hz=AGENT_HZ)
+    await agent.accept(offer["call_id"], tone_hz=AGENT_HZ, aux_audio=aux_audio)
     await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) > 10, 20)
     return caller, agent, offer["call_id"]
 
@@ -63,8 +67,6 @@ def track_tone(path: str, index: int) -> tuple[float, int]:
         stream = container.streams[index]
         frames = [audio_frame_mono(f) for f in container.decode(stream)]
     rate = 48000
-    import numpy as np
-
     samples = np.concatenate(frames)
     middle = len(samples) // 2
     return dominant_frequency(samples[middle - rate // 2: middle + rate // 2], rate), len(frames)
@@ -142,27 +144,62 @@ async def test_a_call_is_recorded_paused_and_resumed_in_one_file(gateway, caller
     assert caller_frames > 100 and agent_frames > 100
 
 
-async def test_the_end_of_the_call_finalizes_its_recording(gateway, caller_token, tmp_path: Path):
-    plane = gateway.board.plane
-    caller, agent, call_id = await answered(gateway, caller_token)
-    try:
-        await plane.start_recording(call_id, str(tmp_path / "ended"))
-        await more_written(plane, call_id, 20)
-        await caller.hangup()
-        await agent.ws.wait("call.ended", timeout=10)
-        await wait_until(lambda: not plane.has_call(call_id), 10)
-        info = await plane.stop_recording(call_id)  # after close_call: the info it finalized
-    finally:
-        await caller.close()
-        await agent.close()
-    assert info is not None and info.path.endswith("ended.webm") and info.duration_s > 0.5
+def tone_levels(path: str, index: int, frequencies: tuple[float, ...]) -> list[float]:
+    """How strong each frequency is in the last second of an audio track, against the track's median level."""
+    with av.open(path) as container:
+        samples = np.concatenate([audio_frame_mono(f) for f in container.decode(container.streams[index])])
+    last = samples[-48000:].astype(np.float64)
+    spectrum = np.abs(np.fft.rfft((last - last.mean()) * np.hanning(len(last))))
+    freqs = np.fft.rfftfreq(len(last), 1 / 48000)
+    floor = float(np.median(spectrum)) or 1.0
+    return [float(spectrum[np.abs(freqs - f) < 10].max()) / floor for f in frequencies]
+
+
+@pytest.mark.parametrize("codec, mixed", [("VP8", False), ("H264", True)], ids=["vp8-tracks", "h264-mixed"])
+async def test_a_recording_started_in_the_queue_takes_in_the_agent_and_ends_with_the_call(caller_token, tmp_path,
+                                                                                          codec, mixed):
+    async with running_gateway(video_codecs=[codec]) as gw:
+        plane = gw.board.plane
+        caller = Caller(gw.base_url, caller_token())
+        await caller.connect()
+        call_id = (await caller.start("video", tone_hz=CALLER_HZ))["call_id"]
+        agent = Agent(gw.base_url)
+        try:
+            # Nobody to answer yet: the caller waits with its media up, and the recording starts.
+            await wait_until(lambda: plane.relays[call_id].caller is not None, 10)
+            await plane.start_recording(call_id, str(tmp_path / "queued"), mixed_audio=mixed)
+            await more_written(plane, call_id, 20)
+            # Then alice answers: her voice joins the file (a track declared up front, or the mix).
+            await agent.connect()
+            await agent.accept((await agent.wait_offer())["call_id"], tone_hz=AGENT_HZ)
+            await more_written(plane, call_id, 60)
+            await caller.hangup()
+            await agent.ws.wait("call.ended", timeout=10)
+            await wait_until(lambda: not plane.has_call(call_id), 10)
+            info = await plane.stop_recording(call_id)  # after close_call: the info it finalized
+        finally:
+            await caller.close()
+            await agent.close()
+    assert info is not None and info.duration_s > 1.5
+    if codec == "VP8":
+        assert info.path.endswith("queued.webm") and info.container == "webm"
+        assert [(t["participant"], t["codec"]) for t in info.tracks] == [
+            ("caller", "vp8"), ("caller", "opus"), ("alice", "opus")]
+        assert abs(track_tone(info.path, 2)[0] - AGENT_HZ) < 30
+    else:
+        assert info.path.endswith("queued.mkv") and info.container == "mkv"
+        assert [(t["participant"], t["codec"]) for t in info.tracks] == [("caller", "h264"), ("mixed", "opus")]
+        with av.open(info.path) as container:
+            assert [s.codec_context.name for s in container.streams] == ["h264", "opus"]
+        caller_level, agent_level = tone_levels(info.path, 1, (CALLER_HZ, AGENT_HZ))
+        assert caller_level > 50 and agent_level > 50, (caller_level, agent_level)  # both voices in one track
+    with av.open(info.path) as container:  # the picture size, from the first keyframe (VP8 header, H264 decoded once)
+        assert (container.streams[0].codec_context.width, container.streams[0].codec_context.height) == (320, 240)
     counters = [c for c, _ in video_counters(info.path)]
-    assert len(counters) > 10 and in_order(counters)
+    assert len(counters) > 30 and None not in counters and in_order(counters)
 
 
 async def test_a_worker_killed_mid_recording_leaves_a_playable_file(caller_token, tmp_path: Path):
-    from tests.support.server import running_gateway
-
     async with running_gateway(media_workers=1) as gw:
         plane = gw.board.plane
         caller, agent, call_id = await answered(gw, caller_token)
@@ -189,4 +226,103 @@ async def test_a_worker_killed_mid_recording_leaves_a_playable_file(caller_token
     assert None not in counters and in_order(counters) and counters[0] < killed_at - 60
     assert counters[-1] >= killed_at - 3 * 30, (counters[-1], killed_at)  # up to about the kill (30 fps)
     tone, audio_frames = track_tone(path, 1)
-    assert abs(tone - CALLER_HZ) < 30 and audio_frames > 100
+    assert abs(tone - CALLER_HZ) < 30 and audio_frames > 50  # over a second of the caller's voice
+
+
+async def test_a_leg_replaced_mid_call_keeps_the_file_going(gateway, caller_token, tmp_path: Path):
+    """Media recovery gives the caller a new peer connection (new SSRCs, new RTP timestamps): the same file goes on,
+    its timeline monotonic, the new leg's pictures after the old one's."""
+    plane = gateway.board.plane
+    caller, agent, call_id = await answered(gateway, caller_token)
+    old_peer = caller.peer
+    try:
+        await plane.start_recording(call_id, str(tmp_path / "recovered"))
+        await more_written(plane, call_id, 30)
+        # The caller's app comes back with a new peer connection; its counter goes on from far above the old one.
+        caller.peer = Peer()
+        caller.peer.pc.addTrack(ToneAudioTrack(CALLER_HZ))
+        new_video = CounterVideoTrack()
+        new_video.counter = caller.video.counter + 1000
+        new_video._start = time.monotonic() - new_video.counter / new_video.fps  # paced from that frame on
+        caller.peer.pc.addTransceiver(new_video, direction="sendonly")
+        answer = await caller.ws.request({"type": "sdp.offer", "sdp": await caller.peer.offer()})
+        await caller.peer.answer(answer["sdp"])
+        await old_peer.close()
+        await wait_until(lambda: gateway.board.relays[call_id].replaced.get("caller") == 1, 10)
+        await more_written(plane, call_id, 45)
+        info = await plane.stop_recording(call_id)
+    finally:
+        await caller.close()
+        await agent.close()
+    assert info is not None and info.dropped_packets == 0
+    counters = [c for c, _ in video_counters(info.path)]
+    assert None not in counters and in_order(counters), counters
+    assert any(c < new_video.counter - 1000 for c in counters) and counters[-1] > caller.video.counter + 990
+    tone, frames = track_tone(info.path, 1)
+    assert abs(tone - CALLER_HZ) < 30 and frames > 100
+
+
+async def test_a_barging_supervisor_is_recorded_and_a_listening_one_is_not(gateway, caller_token, tmp_path: Path):
+    plane = gateway.board.plane
+    caller, agent, call_id = await answered(gateway, caller_token, aux_audio=True)
+    sam = Agent(gateway.base_url, "sam", "sam-demo")
+    try:
+        await plane.start_recording(call_id, str(tmp_path / "supervised"))
+        await sam.connect(available=False)
+        await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
+        await sam.join_media(call_id, tone_hz=SUPERVISOR_HZ, aux_audio=True)
+        await wait_until(lambda: "video" in sam.peer.slots and len(sam.peer.slots["video"].counters) > 10, 10)
+        await more_written(plane, call_id, 30)
+        # Listening only, Sam is heard by nobody: not recorded.
+        assert ("sam", "audio") not in plane.relays[call_id].recording.taps
+        await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "barge"})
+        await wait_until(lambda: "audio:1" in caller.peer.slots, 10)
+        await more_written(plane, call_id, 60)
+        info = await plane.stop_recording(call_id)
+    finally:
+        await caller.close()
+        await agent.close()
+        await sam.close()
+    assert info is not None
+    assert [(t["participant"], t["kind"]) for t in info.tracks] == [
+        ("caller", "video"), ("caller", "audio"), ("alice", "audio"), ("sam", "audio")]
+    for index, hz in ((1, CALLER_HZ), (2, AGENT_HZ), (3, SUPERVISOR_HZ)):
+        assert abs(track_tone(info.path, index)[0] - hz) < 30, index
+
+
+async def test_a_stalled_disk_drops_recorded_media_but_never_holds_up_the_call(gateway, caller_token, tmp_path: Path,
+                                                                             monkeypatch):
+    from gateway.media import recorder
+
+    plane = gateway.board.plane
+    caller, agent, call_id = await answered(gateway, caller_token)
+    gate = threading.Event()
+    write = recorder.Recording._mux
+    try:
+        await plane.start_recording(call_id, str(tmp_path / "stalled"))
+        await more_written(plane, call_id, 20)
+        # The writer blocks (a disk that stopped answering); its queue holds 200 frames here.
+        monkeypatch.setattr(recorder, "QUEUE_ITEMS", 200)
+        monkeypatch.setattr(recorder.Recording, "_mux", lambda self, item: gate.wait(30) and write(self, item))
+        recording = plane.relays[call_id].recording
+        await wait_until(lambda: recording.stats.dropped > 100, 20)
+        # Meanwhile the call goes on: the caller's pictures keep reaching the agent, in order.
+        sink = agent.peer.sinks["video"]
+        seen = len(sink.counters)
+        await wait_until(lambda: len(sink.counters) > seen + 30, 10)
+        assert in_order([c for c in sink.counters[seen:] if c is not None])
+        video = recording.taps[("caller", "video")]
+        taken = video.frames
+        gate.set()  # the disk is back
+        monkeypatch.setattr(recorder.Recording, "_mux", write)
+        await wait_until(lambda: video.frames > taken + 30, 10)  # from a new keyframe on
+        info = await plane.stop_recording(call_id)
+    finally:
+        gate.set()
+        await caller.close()
+        await agent.close()
+    assert info is not None and info.dropped_packets > 100
+    counters = [c for c, _ in video_counters(info.path)]
+    assert None not in counters and in_order(counters)
+    gaps = [b - a for a, b in zip(counters, counters[1:])]
+    assert max(gaps) > 20  # what was dropped is missing; the video went on from a keyframe
