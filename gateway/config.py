@@ -165,6 +165,15 @@ class QueueConfig(BaseModel):
                                 description="told when the queue is open but no agent with its skills is staffed")
     max_wait_message: str = Field("Sorry for the long wait.", max_length=1000)
     priority_rules: list[PriorityRule] = Field(default_factory=list, max_length=32)
+    recording: Literal["off", "on_demand", "always"] = Field(
+        "off", description="off: never recorded; on_demand: the agent starts it (recording.start); always: every "
+                           "answered call (docs/recording.md)")
+    recording_consent: Literal["notify", "ask"] = Field(
+        "notify", description="notify: the caller is told before recording starts; ask: the caller is asked and may "
+                              "decline (then nothing is recorded)")
+    recording_mixed_audio: bool = Field(
+        False, description="one mixed audio track instead of one per participant (decodes audio; video is never "
+                           "re-encoded)")
 
     @field_validator("skills")
     @classmethod
@@ -268,6 +277,14 @@ class Settings(BaseSettings):
     node_name: str = Field(default_factory=socket.gethostname,
                            description="this node's name in call records and logs (informative: open records "
                                        "are owned by a node instance and closed by its lease, see node_lease_s)")
+    # -- call recordings (docs/recording.md)
+    recording_dir: Path | None = Field(
+        None, description="folder the recordings are written to; default: recordings/ in data_dir")
+    recording_retention_days: float = Field(
+        90.0, ge=0, le=36_500, description="recordings are deleted this many days after their call (the record keeps "
+                                           "their metadata, marked deleted); 0: kept until deleted by hand")
+    recording_sweep_interval_s: float = Field(
+        3600.0, gt=0, le=86_400, description="how often recordings past their retention are looked for")
     migrate_on_start: bool = Field(True, description="apply schema migrations when the server starts")
     # -- records: durability and node lease (issue 9, docs/deployment.md "Call records")
     node_lease_s: float = Field(15.0, ge=1, le=3600,
@@ -640,6 +657,10 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
         return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def recording_root(self) -> Path:
+        return self.recording_dir if self.recording_dir is not None else self.data_dir / "recordings"
 
     @property
     def db_url(self) -> str:

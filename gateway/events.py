@@ -185,11 +185,23 @@ class MediaSourceChanged:
     reason: str | None = None  # with none: camera_blocked / camera_unavailable (why a video call has no camera)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingChanged:
+    """To the caller and the call's staff: the call's recording state (gateway/recording.py) changed; `asking`
+    asks the caller for consent (recording.consent)."""
+
+    call_id: str
+    state: str  # off, asking, pending, recording, paused, declined, stopped, failed
+    policy: str  # off, on_demand, always
+    consent: str  # notify, ask
+    by: str | None = None  # caller, agent, api, system
+
+
 Event = (
     QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
     | MediaVideo | CallHeld | CallTransferring | CallTransferred | ConsultState | ContentPushed | ContentStatus | ChatMessage
     | QueueClosed | CallbackOffer | CallbackReady | ParticipantConnection | MediaSourceChanged | CallRinging
-    | CallBarge
+    | CallBarge | RecordingChanged
 )
 
 

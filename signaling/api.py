@@ -32,7 +32,7 @@ MAX_PAGE = 200
 STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}
 ADMIN = {Role.ADMIN.value}
 WebhookEvent = Literal["call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned",
-                       "call.callback_ready"]
+                       "call.callback_ready", "recording.ready"]
 
 
 class Query(BaseModel):
@@ -80,7 +80,7 @@ class ApiKeyCreate(Body):
 
 class WebhookCreate(Body):
     url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")
-    events: list[WebhookEvent] = Field(min_length=1, max_length=6)
+    events: list[WebhookEvent] = Field(min_length=1, max_length=7)
 
 
 class CallPage(BaseModel):
@@ -627,5 +627,9 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/webhooks/{webhook_id}/deliveries": {"get": op("Delivery log (every attempt with its outcome)",
                                                                path_param="webhook_id")},
     }
-    return paths, [Directory, Inbox, MessageHandled, ContactHistory, WrapUpRequest, UserCreate, UserRouting, ApiKeyCreate, WebhookCreate, CallPage, QueueConfig,
+    from .recordings_api import openapi_paths as recording_paths  # here: that module imports this one
+
+    more_paths, more_models = recording_paths(op)
+    paths.update(more_paths)
+    return paths, [*more_models, Directory, Inbox, MessageHandled, ContactHistory, WrapUpRequest, UserCreate, UserRouting, ApiKeyCreate, WebhookCreate, CallPage, QueueConfig,
                    QueueConfigPut, CallListQuery, StatsQuery]

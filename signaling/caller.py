@@ -171,6 +171,9 @@ class CallerConnection(Connection):
             case p.MediaSource():
                 self.board.media_source(session, message.call_id, message.source, message.reason)
                 self.send(p.Ack(id=message.id))
+            case p.RecordingConsent():
+                self.board.recording_consent(session, message.call_id, message.accept)
+                self.send(p.Ack(id=message.id))
             case p.ContentStatusIn():
                 self.board.content_status(session, message.call_id, message.content_id, message.status)
                 self.send(p.Ack(id=message.id))

@@ -17,6 +17,7 @@ from gateway.store.db import Database
 from gateway.store.queues import QueueStore
 from gateway.store.signins import SignInStore
 from gateway.store.records import CallQueries, CallRecorder
+from gateway.store.recordings import RecordingCatalog
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
 
@@ -43,6 +44,7 @@ RECORDER = web.AppKey("recorder", CallRecorder)
 CALLS = web.AppKey("calls", CallQueries)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 QUEUES = web.AppKey("queues", QueueStore)
+RECORDINGS = web.AppKey("recordings", RecordingCatalog)  # recorded files and their audit log
 WEBHOOK_DISPATCHER = web.AppKey("webhook_dispatcher", WebhookDispatcher)
 DESTINATIONS = web.AppKey("destinations", DestinationPolicy)
 SIGNIN_THROTTLE = web.AppKey("signin_throttle", SignInThrottle)

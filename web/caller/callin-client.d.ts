@@ -150,6 +150,7 @@ export interface CallContext {
 /** Drop what the gateway would refuse: unknown keys, over-long strings, nested CRM values. */
 export declare function cleanContext(context: unknown): CallContext;
 
+export type RecordingState = "off" | "asking" | "pending" | "recording" | "paused" | "declined" | "stopped" | "failed";
 export type ClientState = "idle" | "connecting" | "ready" | "starting" | "queued" | "connected" | "ended" | "callback";
 export type VideoSource = "camera" | "screen" | null;
 
@@ -239,6 +240,8 @@ export interface CallinClientEventMap {
   devicewarning: { code: string; reason: string; missing: "camera_blocked" | "camera_unavailable" | null };
   ringing: { ringing: boolean; agentName: string | null };
   barge: { active: boolean; name: string | null; barging: string[] };
+  /** The call's recording state (recording.state): "asking" wants recordingConsent(true | false). */
+  recording: { state: RecordingState; policy: "off" | "on_demand" | "always"; consent: "notify" | "ask"; by: string | null };
   mute: { muted: boolean };
   held: { held: boolean };
   transferring: { mode: string };
@@ -293,6 +296,8 @@ export declare class CallinClient extends EventTarget {
   agentReconnecting: boolean;
   /** The agent the waiting call rings at now (call.ringing), or null. */
   ringingAgent: string | null;
+  /** The call's recording (recording.state), or null when nothing was said about it. */
+  recording: { callId: string; state: RecordingState; policy: string; consent: string } | null;
   /** Names of the supervisors speaking in the call now (call.barge). */
   barging: string[];
   /** How long the gateway keeps a call whose socket dropped (welcome.resume_grace_s), in seconds. */
@@ -322,6 +327,8 @@ export declare class CallinClient extends EventTarget {
   shareScreen(): Promise<void>;
   stopScreen(): Promise<void>;
   requestCallback(options?: { phone?: string | null }): Promise<ServerMessage>;
+  /** Answer the "asking" of a recording event: true lets the call be recorded, false declines. */
+  recordingConsent(accept: boolean): Promise<ServerMessage>;
   leaveMessage(text: string): Promise<void>;
   rejoin(options?: { callId?: string; callType?: CallType; media?: AcquiredMedia | null }): Promise<ServerMessage>;
   sendChat(options?: { text?: string | null; file?: Blob | null; name?: string | null }): Promise<Attachment | null>;

@@ -467,6 +467,7 @@ export class CallinClient extends EventTarget {
     this.agentReconnecting = false; // the agent's console lost its connection (participant.reconnecting)
     this.ringingAgent = null; // the agent the waiting call rings at now (call.ringing), or null
     this.barging = []; // names of the supervisors speaking in the call now (call.barge)
+    this.recording = null; // the call's recording: {callId, state, policy, consent} (recording.state)
   }
 
   /** How long the gateway keeps a call whose socket dropped (welcome.resume_grace_s), in seconds. */
@@ -753,6 +754,12 @@ export class CallinClient extends EventTarget {
         this.#emit("barge", { active: Boolean(message.active), name: message.name ?? null, barging: [...this.barging] });
         break;
       }
+      case "recording.state":
+        // May come before call.queued's answer (a queue that records tells the caller as soon as the call waits).
+        if (this.callId && message.call_id !== this.callId) return;
+        this.recording = { callId: message.call_id, state: message.state, policy: message.policy, consent: message.consent };
+        this.#emit("recording", { state: message.state, policy: message.policy, consent: message.consent, by: message.by ?? null });
+        break;
       case "call.held":
         if (message.call_id !== this.callId) return;
         this.held = Boolean(message.held);
@@ -915,6 +922,7 @@ export class CallinClient extends EventTarget {
     this.agentReconnecting = false;
     this.ringingAgent = null;
     this.barging = [];
+    this.recording = null;
     try {
       // Devices first, unless the browser will not ask for them: then they start while the call does (a refused
       // prompt must never ring an agent, so a call that may prompt waits for the answer).
@@ -1465,6 +1473,16 @@ export class CallinClient extends EventTarget {
     this.#setState("callback");
     this.#emit("callbackaccepted", { position: accepted.position ?? null, callId: this.callId });
     return accepted;
+  }
+
+  /**
+   * Answer the question of a "recording" event with state "asking": true lets the call be recorded, false declines
+   * (nothing of this call is recorded).
+   */
+  async recordingConsent(accept) {
+    const callId = this.callId ?? this.recording?.callId;
+    if (!callId || this.recording?.state !== "asking") throw new CallinError("consent_not_asked", "nobody asked about recording");
+    return this.#signal.request({ type: "recording.consent", call_id: callId, accept: Boolean(accept) });
   }
 
   /** After a "closed" event: leave a message for the team instead of waiting. Ends the call (reason message_left). */

@@ -130,6 +130,16 @@ const ENDED_TEXT = {
   callback_expired: () => "The callback expired because nobody rejoined in time",
 };
 
+/** What the widget says about the call's recording, by state: [title, detail]; no entry: nothing shown. */
+const RECORDING_TEXT = {
+  pending: ["This call will be recorded", "Recording starts when an agent answers."],
+  asking: ["May we record this call?", "It helps us with quality and training. You can say no."],
+  recording: ["This call is being recorded", ""],
+  paused: ["Recording paused", "Nothing is recorded right now."],
+  declined: ["This call is not recorded", "You said no to recording."],
+  failed: ["This call is not recorded", ""],
+};
+
 const capitalize = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
 const escapeHtml = (s) =>
   String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -241,6 +251,7 @@ export class CallinWidget extends HTMLElement {
       shareNote: $(".share-note"),
       bargeNote: $(".barge-note"),
       camNote: $(".cam-note"),
+      recNote: $(".rec-note"),
       trayBox: $(".tray-box"),
       trayToggle: $(".tray-toggle"),
       panel: $(".panel"),
@@ -474,6 +485,7 @@ export class CallinWidget extends HTMLElement {
       this.#updateLauncher();
     });
     on("barge", (d) => this.#onBarge(d));
+    on("recording", (d) => this.#onRecording(d));
     on("participant", (d) => {
       // The agent's console lost its connection: the call goes on (it may come back within seconds).
       if (d.state === "reconnecting") {
@@ -647,6 +659,7 @@ export class CallinWidget extends HTMLElement {
     e.trayBox.classList.remove("expanded");
     e.shareNote.hidden = true;
     e.bargeNote.hidden = true;
+    e.recNote.hidden = true;
     e.camNote.hidden = true;
     e.stage.classList.remove("bannered", "ringing");
     delete e.panel.dataset.inbound;
@@ -745,6 +758,29 @@ export class CallinWidget extends HTMLElement {
   }
 
   /** A supervisor speaks in the call (barge): the caller hears a new voice, so it is told who. */
+  /** The call's recording: always said before anything is recorded; with "asking", the caller chooses. */
+  #onRecording({ state, policy, consent, by }) {
+    this.#emit("recording", { state, policy, consent, by });
+    const note = this.#els.recNote;
+    const text = RECORDING_TEXT[state];
+    note.hidden = !text;
+    note.dataset.state = state;
+    if (!text) return;
+    note.querySelector(".rec-title").textContent = text[0];
+    note.querySelector(".rec-text").textContent = text[1];
+    note.querySelector(".rec-yes").hidden = state !== "asking";
+    note.querySelector(".rec-no").hidden = state !== "asking";
+    this.#say(`${text[0]}. ${text[1]}`);
+  }
+
+  async #answerRecording(accept) {
+    try {
+      await this.#client.recordingConsent(accept);
+    } catch (err) {
+      this.#toast(err.reason || "That did not work. Please try again.");
+    }
+  }
+
   #onBarge({ active, name, barging }) {
     this.#emit("barge", { active, name });
     const note = this.#els.bargeNote;
@@ -1469,6 +1505,12 @@ export class CallinWidget extends HTMLElement {
           break;
         case "stop-share":
           await this.#stopShare();
+          break;
+        case "rec-accept":
+          this.#answerRecording(true);
+          break;
+        case "rec-decline":
+          this.#answerRecording(false);
           break;
         case "dismiss-cam-note":
           this.#els.camNote.hidden = true;

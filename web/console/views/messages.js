@@ -84,6 +84,9 @@ export function createMessages(app) {
             : "Video is back.", { bad: message.state === "paused" });
         }
         break;
+      case "recording.state":
+        views.recording.onState(message);
+        break;
       case "call.held":
         if (state.call?.id === message.call_id) {
           state.call.held = message.held;
