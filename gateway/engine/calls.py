@@ -21,6 +21,7 @@ from .incall import InCall
 from .presence import Presence
 from .dispatch import Dispatch
 from .supervision import Supervision
+from .transcripts import Transcripts
 from .views import Views
 from .waiting import WaitingLine
 
@@ -34,7 +35,7 @@ RECOVERABLE = frozenset({"closed_by_remote", "ice_failed", "dtls_failed"})
 
 class CallLifecycle:
     def __init__(self, core: Core, guard: CallerGuard, presence: Presence, waiting: WaitingLine, dispatch: Dispatch,
-                 incall: InCall, supervision: Supervision, views: Views) -> None:
+                 incall: InCall, supervision: Supervision, views: Views, transcripts: Transcripts) -> None:
         self.core = core
         self.guard = guard
         self.presence = presence
@@ -43,6 +44,7 @@ class CallLifecycle:
         self.incall = incall
         self.supervision = supervision
         self.views = views
+        self.transcripts = transcripts
         core.timers.on("forget", core.live.forget_call)
         self._recovering: dict[str, str] = {}  # leg id -> call id: a replacing leg not yet connected
         self._failed: dict[str, set[str]] = {}  # call id -> its failed legs waiting for a new offer (recovery)
@@ -252,6 +254,7 @@ class CallLifecycle:
         core.emit("call.ended", call)
         await self.incall.release_consult(call, event)
         self.supervision.call_ended(call, event)
+        self.transcripts.call_ended(call)  # its last words are recognised after the media has closed
         await core.plane.close_call(call.id)
         live.untrack_legs(call.id)
         for leg_id in [k for k, v in self._recovering.items() if v == call.id]:

@@ -46,6 +46,7 @@ from .incall import InCall
 from .presence import Presence
 from .supervision import Supervision
 from .timers import Timers
+from .transcripts import Transcripts
 from .views import Place, Views
 from .waiting import WaitingLine
 
@@ -88,10 +89,12 @@ class Switchboard(AsyncIOEventEmitter):
         self.incall = InCall(self.core, self.presence, self.dispatch, self.views)
         self.supervision = Supervision(self.core)
         self.content = Content(self.core, self.views)
+        self.transcripts = Transcripts(self.core)
         self.lifecycle = CallLifecycle(self.core, self.guard, self.presence, self.waiting, self.dispatch,
-                                       self.incall, self.supervision, self.views)
+                                       self.incall, self.supervision, self.views, self.transcripts)
         self.core.bind_end_call(self.lifecycle.end)
         self.plane.subscribe(self._on_leg_event)
+        self.on("call.answered", self.transcripts.call_answered)
 
     # ------------------------------------------------------------------ the settle step
     def _settle(self) -> None:
@@ -624,6 +627,7 @@ class Switchboard(AsyncIOEventEmitter):
                 await self.lifecycle.end(call, EndReason.SHUTDOWN, "system")
         self.core.timers.close()
         self.waiting.positions.close()
+        await self.transcripts.close()  # the last words of the calls just ended, before their media is gone
         await self.plane.close()
         self.live.clear()
         await self.core.drain()

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import InvalidState, NotFound
 from .leg import Leg, MediaConfig
-from .plane import CALLER, Answer, LegEvent, LegListener, Still
+from .plane import CALLER, Answer, LegEvent, LegListener, Still, TranscriptListener, TranscriptSegment
 from .relay import Relay
 from .snapshot import snapshot
 
@@ -25,6 +25,9 @@ class LocalPlane:
         self._listeners: list[LegListener] = []
         self._leg_ids = itertools.count(1)
         self._leg_prefix = leg_prefix  # a worker's index: leg ids stay unique across a pool
+        self.transcripts: dict[str, Any] = {}  # call id -> CallTranscriber (gateway/transcript/tap.py)
+        self._transcript_listeners: list[TranscriptListener] = []
+        self._speech: Any = None  # the speech engine, made when a first transcript starts
 
     # -- events
     def subscribe(self, listener: LegListener) -> None:
@@ -50,13 +53,53 @@ class LocalPlane:
         leg.on("failed", lambda reason="failed": event("failed", reason=reason))
         return leg_id
 
+    def subscribe_transcript(self, listener: TranscriptListener) -> None:
+        self._transcript_listeners.append(listener)
+
+    def _emit_segment(self, segment: TranscriptSegment) -> None:
+        for listener in list(self._transcript_listeners):
+            try:
+                listener(segment)
+            except Exception:
+                log.exception("transcript listener failed on %s", segment)
+
     # -- lifecycle
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
         relays, self.relays = list(self.relays.values()), {}
+        transcripts, self.transcripts = list(self.transcripts.values()), {}
+        for transcriber in transcripts:
+            transcriber.cancel()
         await asyncio.gather(*(relay.close() for relay in relays), return_exceptions=True)
+        if self._speech is not None:
+            speech, self._speech = self._speech, None
+            await speech.close()
+
+    # -- transcripts
+    def start_transcript(self, call_id: str) -> None:
+        relay = self._relay(call_id)
+        if call_id in self.transcripts:
+            return
+        from ..transcript.engine import create_engine
+        from ..transcript.tap import CallTranscriber
+
+        if self._speech is None:
+            self._speech = create_engine(self.config.transcript)
+        transcriber = CallTranscriber(call_id, self._speech, self.config.transcript, self._emit_segment)
+        self.transcripts[call_id] = transcriber
+        transcriber.bind(relay)
+
+    async def stop_transcript(self, call_id: str) -> None:
+        transcriber = self.transcripts.get(call_id)
+        if transcriber is None:
+            return
+        try:
+            await asyncio.shield(transcriber.finish())
+        finally:
+            if self.transcripts.get(call_id) is transcriber:
+                del self.transcripts[call_id]
 
     # -- calls
     def has_call(self, call_id: str) -> bool:
@@ -101,11 +144,17 @@ class LocalPlane:
     async def reset_call(self, call_id: str) -> None:
         old = self.relays.get(call_id)
         self.relays[call_id] = Relay(call_id, self.config)
+        transcriber = self.transcripts.get(call_id)
+        if transcriber is not None:
+            transcriber.bind(self.relays[call_id])
         if old is not None:
             await old.close()
 
     async def close_call(self, call_id: str) -> None:
         relay = self.relays.pop(call_id, None)
+        transcriber = self.transcripts.get(call_id)
+        if transcriber is not None:
+            transcriber.finish()  # its last words are recognised; stop_transcript waits for them and forgets it
         if relay is not None:
             await relay.close()
 

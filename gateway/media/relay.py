@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ClosedError
@@ -29,6 +30,7 @@ class Relay:
         self._closing: set[asyncio.Future[None]] = set()  # replaced legs being closed
         self._negotiating: dict[str, Leg] = {}  # participant -> its new leg while its offer is being answered
         self._locks: dict[str, asyncio.Lock] = {}
+        self.watchers: list[Callable[[], None]] = []  # told after each change of legs or scene (a transcript's taps)
         # While a leg waits behind the gate (its agent has not accepted yet), keep the caller's keyframe fresh.
         self._warmer = KeyframeWarmer(self._caller_video) if config.relay_mode == "packet" else None
 
@@ -123,6 +125,8 @@ class Relay:
         self._applied = wanted
         if self._warmer is not None:
             self._warmer.set_active(bool(self.gated()))
+        for watcher in list(self.watchers):
+            watcher()
 
     def gated(self) -> set[str]:
         """Participants whose leg is up but kept out of the call (an agent who has not accepted yet)."""

@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import InvalidState, Unavailable
 from .channel import ChannelClosed, frame, read_frame
 from .leg import MediaConfig
-from .plane import CALLER, Answer, LegEvent, LegListener, Still
+from .plane import CALLER, Answer, LegEvent, LegListener, Still, TranscriptListener, TranscriptSegment
 from .ports import PortRange, port_slices
 
 log = logging.getLogger("callin.media.workers")
@@ -73,6 +73,8 @@ class WorkerPlane:
             self._configs = [dataclasses.replace(config, ports=PortRange.of(part))
                              for part in port_slices(low, high, count)]
         self._listeners: list[LegListener] = []
+        self._transcript_listeners: list[TranscriptListener] = []
+        self._transcripts: dict[str, WorkerHandle] = {}  # call id -> the worker transcribing it (until stopped)
         self._ids = itertools.count(1)
         self._call_worker: dict[str, WorkerHandle] = {}
         self._legs: dict[str, dict[str, str]] = {}  # call id -> participant -> current leg id
@@ -83,6 +85,9 @@ class WorkerPlane:
     # ------------------------------------------------------------------ lifecycle
     def subscribe(self, listener: LegListener) -> None:
         self._listeners.append(listener)
+
+    def subscribe_transcript(self, listener: TranscriptListener) -> None:
+        self._transcript_listeners.append(listener)
 
     async def start(self) -> None:
         await asyncio.gather(*(self._spawn(worker) for worker in self.workers))
@@ -143,6 +148,8 @@ class WorkerPlane:
                 if "event" in message:
                     # after the reply it follows has resumed its waiter (that waiter records the leg id first)
                     loop.call_soon(self._emit, message["event"])
+                elif "transcript" in message:
+                    loop.call_soon(self._emit_segment, message["transcript"])
                 elif "id" in message:
                     future = worker.pending.pop(message["id"], None)
                     if future is None or future.done():
@@ -186,6 +193,15 @@ class WorkerPlane:
             except Exception:
                 log.exception("media plane listener failed on %s", event)
 
+    def _emit_segment(self, segment: TranscriptSegment) -> None:
+        if segment.call_id not in self._transcripts:
+            return  # a transcript since stopped
+        for listener in list(self._transcript_listeners):
+            try:
+                listener(segment)
+            except Exception:
+                log.exception("transcript listener failed on %s", segment)
+
     # ------------------------------------------------------------------ a worker lost
     def _lost(self, worker: WorkerHandle) -> None:
         worker.alive = False
@@ -194,6 +210,8 @@ class WorkerPlane:
         calls = sorted(worker.calls)
         log.error("media worker %d (pid %s) died (exit %s): %d call(s) lose their media", worker.index, worker.pid,
                   code, len(calls))
+        for call_id in [c for c, w in self._transcripts.items() if w is worker]:
+            del self._transcripts[call_id]  # its last words died with the worker
         for future in worker.pending.values():
             if not future.done():
                 future.set_exception(WorkerDied(f"media worker {worker.index} died", code="media_worker_died"))
@@ -306,6 +324,23 @@ class WorkerPlane:
                 await self._request(worker, "close_call", call_id)
             except WorkerDied:
                 pass
+
+    def start_transcript(self, call_id: str) -> None:
+        worker = self._worker_of(call_id)
+        self._send(worker, "start_transcript", call_id)
+        self._transcripts[call_id] = worker
+
+    async def stop_transcript(self, call_id: str) -> None:
+        """Waits for the worker to deliver the last segments (they come before its reply, see _read)."""
+        worker = self._transcripts.get(call_id)
+        if worker is None:
+            return
+        try:
+            if worker.alive:
+                await self._request(worker, "stop_transcript", call_id)
+        finally:
+            if self._transcripts.get(call_id) is worker:
+                del self._transcripts[call_id]
 
     async def stats(self, call_id: str) -> dict[str, Any]:
         worker = self._call_worker.get(call_id)

@@ -7,7 +7,7 @@ import itertools
 from typing import Any
 
 from gateway.errors import MediaError, InvalidState, NotFound
-from gateway.media.plane import CALLER, Answer, LegEvent, LegListener, Still
+from gateway.media.plane import CALLER, Answer, LegEvent, LegListener, Still, TranscriptListener, TranscriptSegment
 
 FAKE_ANSWER = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=fake\r\nt=0 0\r\n"
 
@@ -19,11 +19,26 @@ class FakePlane:
         self.asked: list[tuple[Any, ...]] = []  # every request, in order
         self.closed = False
         self._listeners: list[LegListener] = []
+        self._transcript_listeners: list[TranscriptListener] = []
+        self.transcribing: set[str] = set()
         self._ids = itertools.count(1)
 
     # -- MediaPlane
     def subscribe(self, listener: LegListener) -> None:
         self._listeners.append(listener)
+
+    def subscribe_transcript(self, listener: TranscriptListener) -> None:
+        self._transcript_listeners.append(listener)
+
+    def start_transcript(self, call_id: str) -> None:
+        if call_id not in self.calls:
+            raise InvalidState("this call has no media (it has ended)", code="call_ended")
+        self.asked.append(("start_transcript", call_id))
+        self.transcribing.add(call_id)
+
+    async def stop_transcript(self, call_id: str) -> None:
+        self.asked.append(("stop_transcript", call_id))
+        self.transcribing.discard(call_id)
 
     async def start(self) -> None:
         self.asked.append(("start",))
@@ -92,3 +107,11 @@ class FakePlane:
                          leg_id=leg_id or self.leg_id(call_id, participant), kind=kind, **fields)  # type: ignore[arg-type]
         for listener in list(self._listeners):
             listener(event)
+
+    def say(self, call_id: str, participant: str, text: str, final: bool = True, utterance: int = 1,
+            start_s: float = 0.0, end_s: float = 1.0) -> None:
+        """A segment as the recogniser would deliver it (not redacted)."""
+        segment = TranscriptSegment(call_id=call_id, participant=participant, utterance=utterance, text=text,
+                                    final=final, start_s=start_s, end_s=end_s)
+        for listener in list(self._transcript_listeners):
+            listener(segment)

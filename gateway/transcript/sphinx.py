@@ -1,0 +1,79 @@
+"""The default engine: pocketsphinx (CMU Sphinx) with its US-English acoustic model and language model, or a JSGF
+grammar when one is set (a closed vocabulary recognises far better: digits, menu words).
+
+Decoding is CPU work that holds the interpreter: it runs in a pool of processes (started with "spawn": the media
+process has threads), each holding one decoder made once, so the media event loop never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import multiprocessing
+from typing import Any
+
+from .engine import SAMPLE_RATE, EngineFailed, Recognition, Word
+
+FRAMES_PER_SECOND = 100  # pocketsphinx's frame rate (10 ms frames)
+
+
+class _Decoder:
+    """One pool process's decoder, made by the pool's initializer (state of that process only)."""
+
+    instance: Any = None
+
+    @classmethod
+    def make(cls, grammar: str | None) -> None:
+        from pocketsphinx import Decoder
+
+        decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+        if grammar:
+            decoder.add_jsgf_file("grammar", grammar)
+            decoder.activate_search("grammar")
+        cls.instance = decoder
+
+
+def decode(pcm: bytes) -> Recognition:
+    """Runs in a pool process: the words of one utterance, with times from its start."""
+    decoder = _Decoder.instance
+    decoder.start_utt()
+    decoder.process_raw(pcm, no_search=False, full_utt=True)
+    decoder.end_utt()
+    hyp = decoder.hyp()
+    if hyp is None or not hyp.hypstr.strip():
+        return Recognition(text="")
+    words = tuple(
+        Word(text=seg.word, start_s=seg.start_frame / FRAMES_PER_SECOND, end_s=seg.end_frame / FRAMES_PER_SECOND)
+        for seg in decoder.seg()
+        if seg.word not in ("<s>", "</s>", "<sil>", "[NOISE]") and not seg.word.startswith("++")
+    )
+    return Recognition(text=hyp.hypstr.strip(), words=words)
+
+
+class SphinxEngine:
+    name = "pocketsphinx"
+    partials = True
+
+    def __init__(self, workers: int = 1, grammar: str | None = None) -> None:
+        self._workers = max(1, workers)
+        self._grammar = grammar
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:  # made on first use: a plane that never transcribes starts no process
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self._workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_Decoder.make, initargs=(self._grammar,))
+        return self._pool
+
+    async def recognize(self, pcm: bytes, final: bool) -> Recognition:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor(), decode, pcm)
+        except concurrent.futures.process.BrokenProcessPool as exc:
+            self._pool = None  # a recognition process died: the next utterance gets a new pool
+            raise EngineFailed(f"the recognition process died: {exc}") from None
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown, True, True)
