@@ -109,3 +109,98 @@ async def test_caller_speech_becomes_captions_record_and_webhook(database_url, c
         status, missing = await integrator.get("/api/v1/calls/nosuchcall/transcript")
         assert status == 404 and missing["code"] == "unknown_call"
         await integrator.close()
+
+
+class Recognizer:
+    """A small speech recognition service on loopback: POST a WAV, get {"text", "words"}. It runs pocketsphinx with
+    a digits grammar (what a card-taking IVR would use), in a thread."""
+
+    def __init__(self, grammar: Path) -> None:
+        from pocketsphinx import Decoder
+
+        self.decoder = Decoder(samprate=16000, loglevel="FATAL")
+        self.decoder.add_jsgf_file("digits", str(grammar))
+        self.decoder.activate_search("digits")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/recognize"
+        self.requests: list[dict[str, Any]] = []
+        self.runner: web.AppRunner | None = None
+
+    def _recognise(self, wav: bytes) -> dict[str, Any]:
+        import io
+        import wave
+
+        with wave.open(io.BytesIO(wav)) as audio:
+            assert (audio.getframerate(), audio.getnchannels(), audio.getsampwidth()) == (16000, 1, 2)
+            pcm = audio.readframes(audio.getnframes())
+        self.decoder.start_utt()
+        self.decoder.process_raw(pcm, full_utt=True)
+        self.decoder.end_utt()
+        hyp = self.decoder.hyp()
+        words = [{"word": s.word, "start": s.start_frame / 100, "end": s.end_frame / 100} for s in self.decoder.seg()
+                 if s.word.isalpha()]
+        return {"text": hyp.hypstr if hyp else "", "words": words}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append({"type": request.content_type, "bytes": len(body),
+                              "auth": request.headers.get("Authorization")})
+        if request.content_type != "audio/wav":
+            return web.json_response({"error": "send audio/wav"}, status=415)
+        return web.json_response(await asyncio.to_thread(self._recognise, body))
+
+    async def __aenter__(self) -> "Recognizer":
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/recognize", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+async def test_http_engine_in_a_media_worker_redacts_a_spoken_card_number(caller_token):
+    speech = synthesize(spoken_digits(CARD_DIGITS))
+    folder = Path(tempfile.mkdtemp(prefix="callin-grammar-"))
+    (folder / "digits.gram").write_text(DIGITS_GRAMMAR)
+    queue = QueueConfig(name="default", transcript="on", caller_captions=True)
+    async with Recognizer(folder / "digits.gram") as service, Receiver(fail_first=0) as receiver, running_gateway(
+            queues=[queue], media_workers=1, transcript_engine="http", transcript_http_url=service.url,
+            transcript_http_token="s3cret-token") as gw:
+        integrator = await integrator_of(gw)
+        await webhook_for(integrator, receiver.url, ["transcript.ready", "call.ended"])
+        caller, agent, mic, call_id = await answered(gw, caller_token, "card-1")
+        try:
+            assert (await caller.ws.wait("transcript.notice"))["captions"] is True
+            mic.say(speech)
+            said = await caption(agent.ws, "caller", {"[card", "number]"})
+            assert not any(c.isdigit() for c in said["text"]), said
+            assert "[card number]" in (await caption(caller.ws, "caller"))["text"]  # the caller's own captions
+            await caller.hangup()
+        finally:
+            await caller.close()
+            await agent.close()
+        await wait_until(lambda: "transcript.ready" in receiver.events(), 60)
+        status, stored = await integrator.get(f"/api/v1/calls/{call_id}/transcript")
+        assert status == 200 and len(stored["segments"]) == 1 and "[card number]" in stored["segments"][0]["text"]
+        await integrator.close()
+
+    assert service.requests and all(r["type"] == "audio/wav" and r["auth"] == "Bearer s3cret-token"
+                                    for r in service.requests)
+    # The digits never left the media plane: not in any message, record or webhook.
+    everything = [json.dumps(m) for m in caller.ws.messages + agent.ws.messages] + [b.decode() for _, b in
+                                                                                     receiver.requests]
+    everything.append(json.dumps(stored))
+    assert not [t for t in everything if CARD_DIGITS[:8] in t or "four two four two" in t]
+
+
+def test_http_results_are_checked():
+    assert parse_result(b'{"text": " hello  world ", "words": [{"word": "hello", "start": 0, "end": 0.4}]}').text \
+        == "hello world"
+    for bad in (b"not json", b'["a"]', b'{"text": 5}', b'{"text": "a", "words": [{"word": "a"}]}'):
+        with pytest.raises(Exception) as info:
+            parse_result(bad)
+        assert type(info.value).__name__ == "EngineFailed"
