@@ -128,8 +128,7 @@ class Transcripts:
 
     async def _finish(self, call: Call) -> None:
         try:
-            await asyncio.wait_for(self.core.plane.stop_transcript(call.id), STOP_TIMEOUT_S)
-            complete = True
+            complete = await asyncio.wait_for(self.core.plane.stop_transcript(call.id), STOP_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - a dead worker or a stuck recogniser: what we have is kept
             complete = False
             log.error("transcript.incomplete", call_id=call.id, error=str(exc) or type(exc).__name__)

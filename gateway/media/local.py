@@ -91,12 +91,13 @@ class LocalPlane:
         self.transcripts[call_id] = transcriber
         transcriber.bind(relay)
 
-    async def stop_transcript(self, call_id: str) -> None:
+    async def stop_transcript(self, call_id: str) -> bool:
         transcriber = self.transcripts.get(call_id)
         if transcriber is None:
-            return
+            return True
         try:
             await asyncio.shield(transcriber.finish())
+            return transcriber.complete
         finally:
             if self.transcripts.get(call_id) is transcriber:
                 del self.transcripts[call_id]

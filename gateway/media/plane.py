@@ -94,9 +94,11 @@ class MediaPlane(Protocol):
     def start_transcript(self, call_id: str) -> None:
         """Transcribe what each participant of the call says, from now on (idempotent; legs added later too)."""
 
-    async def stop_transcript(self, call_id: str) -> None:
-        """Stop listening; returns once the last words have been recognised and their segments delivered. Also
-        after close_call (the call's media is gone, its last utterances are still being recognised)."""
+    async def stop_transcript(self, call_id: str) -> bool:
+        """Stop listening; returns once the last words have been recognised and their segments delivered (also after
+        close_call: the call's media is gone, its last utterances are still being recognised). True when every
+        utterance was recognised; False when some were lost (a recognition process died, the service failed).
+        Raises a GatewayError (media_worker_died) when the worker that held the transcript died."""
 
     async def start(self) -> None: ...
 

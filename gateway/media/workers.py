@@ -75,6 +75,7 @@ class WorkerPlane:
         self._listeners: list[LegListener] = []
         self._transcript_listeners: list[TranscriptListener] = []
         self._transcripts: dict[str, WorkerHandle] = {}  # call id -> the worker transcribing it (until stopped)
+        self._lost_transcripts: set[str] = set()  # transcripts whose worker died (until stopped)
         self._ids = itertools.count(1)
         self._call_worker: dict[str, WorkerHandle] = {}
         self._legs: dict[str, dict[str, str]] = {}  # call id -> participant -> current leg id
@@ -137,6 +138,8 @@ class WorkerPlane:
             task.cancel()
         self._call_worker.clear()
         self._legs.clear()
+        self._transcripts.clear()
+        self._lost_transcripts.clear()
 
     # ------------------------------------------------------------------ the channel
     async def _read(self, worker: WorkerHandle) -> None:
@@ -212,6 +215,7 @@ class WorkerPlane:
                   code, len(calls))
         for call_id in [c for c, w in self._transcripts.items() if w is worker]:
             del self._transcripts[call_id]  # its last words died with the worker
+            self._lost_transcripts.add(call_id)
         for future in worker.pending.values():
             if not future.done():
                 future.set_exception(WorkerDied(f"media worker {worker.index} died", code="media_worker_died"))
@@ -330,14 +334,18 @@ class WorkerPlane:
         self._send(worker, "start_transcript", call_id)
         self._transcripts[call_id] = worker
 
-    async def stop_transcript(self, call_id: str) -> None:
+    async def stop_transcript(self, call_id: str) -> bool:
         """Waits for the worker to deliver the last segments (they come before its reply, see _read)."""
+        if call_id in self._lost_transcripts:
+            self._lost_transcripts.discard(call_id)
+            raise WorkerDied("the media worker of this call died: the end of its transcript is lost",
+                             code="media_worker_died")
         worker = self._transcripts.get(call_id)
         if worker is None:
-            return
+            return True
         try:
-            if worker.alive:
-                await self._request(worker, "stop_transcript", call_id)
+            complete: bool = await self._request(worker, "stop_transcript", call_id)
+            return complete
         finally:
             if self._transcripts.get(call_id) is worker:
                 del self._transcripts[call_id]

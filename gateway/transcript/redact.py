@@ -37,8 +37,6 @@ def luhn_valid(digits: str) -> bool:
 
 def _digit_of(word: str, inside: bool) -> str | None:
     word = word.lower().strip(",.;:!?")
-    if word.isdigit():
-        return word
     digit = DIGIT_WORDS.get(word)
     if digit is None and inside:
         digit = HOMOPHONES.get(word)

@@ -46,7 +46,7 @@ class SpeechStream:
         self._decoder = OpusToPcm()
         self._pending = b""
         self._utterance = 0
-        self._anchor = 0.0  # transcript time minus stream (audio) time, updated as audio arrives
+        self._anchor: float | None = None  # transcript time minus stream (audio) time, updated as audio arrives
         self._last_partial = 0.0
         self._partial: asyncio.Task[None] | None = None
         self._finals: asyncio.Queue[tuple[int, Utterance, float] | None] = asyncio.Queue()
@@ -65,7 +65,10 @@ class SpeechStream:
     def feed_pcm(self, pcm: bytes) -> None:
         if self.closed or not pcm:
             return
-        self._anchor = time.monotonic() - self._started - (self._endpointer.time_s + len(pcm) / BYTES_PER_SECOND)
+        # Transcript time of the stream's audio time: audio that stopped coming (a gap, a late start) moves it on;
+        # audio that comes in a burst (after a stall) does not move it back.
+        anchor = time.monotonic() - self._started - (self._endpointer.time_s + len(pcm) / BYTES_PER_SECOND)
+        self._anchor = anchor if self._anchor is None else max(self._anchor, anchor)
         data = self._pending + pcm
         usable = len(data) - len(data) % FRAME_BYTES
         self._pending = data[usable:]
@@ -81,7 +84,7 @@ class SpeechStream:
         self._utterance += 1
         if self._worker is None:
             self._worker = asyncio.ensure_future(self._recognise_finals())
-        self._finals.put_nowait((self._utterance, utterance, self._anchor))
+        self._finals.put_nowait((self._utterance, utterance, self._anchor or 0.0))
 
     def _maybe_partial(self) -> None:
         current = self._endpointer.current
@@ -97,7 +100,7 @@ class SpeechStream:
         try:
             result = await self._engine.recognize(bytes(utterance.pcm), final=False)
             if result.text and not self.closed and self._utterance < number and self._endpointer.current is utterance:
-                self._emit(number, utterance, self._anchor, result, final=False)
+                self._emit(number, utterance, self._anchor or 0.0, result, final=False)
         except EngineFailed as exc:
             log.warning("transcript: partial result failed: %s", exc)
         finally:

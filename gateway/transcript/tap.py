@@ -82,6 +82,7 @@ class CallTranscriber:
         self._taps: dict[str, tuple[Any, AudioTap]] = {}  # participant -> (producer, tap)
         self._finishing: dict[str, asyncio.Task[None]] = {}  # participants who left: their last words
         self._done: asyncio.Task[None] | None = None
+        self._timed_out = False
 
     # -- the relay
     def bind(self, relay: Any) -> None:
@@ -137,6 +138,11 @@ class CallTranscriber:
             producer.detach(tap)
         self._taps.clear()
 
+    @property
+    def complete(self) -> bool:
+        """Every utterance heard so far was recognised (none lost to a failing engine or the finish timeout)."""
+        return not self._timed_out and not any(stream.failures for stream in self.streams.values())
+
     # -- the end
     def finish(self) -> asyncio.Task[None]:
         """Stop listening now; the task ends once the last words of everyone have been recognised (idempotent)."""
@@ -151,6 +157,7 @@ class CallTranscriber:
                 except asyncio.TimeoutError:
                     log.error("transcript of call %s: recognition did not finish within %.0f s", self.call_id,
                               FINISH_TIMEOUT_S)
+                    self._timed_out = True
                     self._stop_streams()
 
             self._done = asyncio.ensure_future(done())

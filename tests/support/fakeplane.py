@@ -36,9 +36,10 @@ class FakePlane:
         self.asked.append(("start_transcript", call_id))
         self.transcribing.add(call_id)
 
-    async def stop_transcript(self, call_id: str) -> None:
+    async def stop_transcript(self, call_id: str) -> bool:
         self.asked.append(("stop_transcript", call_id))
         self.transcribing.discard(call_id)
+        return True
 
     async def start(self) -> None:
         self.asked.append(("start",))
