@@ -78,6 +78,11 @@ class LocalPlane:
             await speech.close()
 
     # -- transcripts
+    @property
+    def speech(self) -> Any:
+        """The speech engine (None until a first transcript starts)."""
+        return self._speech
+
     def start_transcript(self, call_id: str) -> None:
         relay = self._relay(call_id)
         if call_id in self.transcripts:

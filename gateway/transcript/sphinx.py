@@ -67,12 +67,26 @@ class SphinxEngine:
                 initializer=_Decoder.make, initargs=(self._grammar,))
         return self._pool
 
+    def pids(self) -> list[int]:
+        """The recognition processes' ids (for CPU accounting and fault tests)."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return list(processes)
+
     async def recognize(self, pcm: bytes, final: bool) -> Recognition:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor(), decode, pcm)
-        except concurrent.futures.process.BrokenProcessPool as exc:
-            self._pool = None  # a recognition process died: the next utterance gets a new pool
-            raise EngineFailed(f"the recognition process died: {exc}") from None
+        """A recognition process that died (killed, out of memory) is replaced and the utterance tried once more
+        on the new one; EngineFailed if that one dies too."""
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            pool = self._executor()
+            try:
+                return await loop.run_in_executor(pool, decode, pcm)
+            except concurrent.futures.process.BrokenProcessPool as exc:
+                if self._pool is pool:
+                    self._pool = None
+                    pool.shutdown(wait=False, cancel_futures=True)
+                if attempt == 2:
+                    raise EngineFailed(f"the recognition process died: {exc}") from None
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

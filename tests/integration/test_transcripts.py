@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -204,3 +206,48 @@ def test_http_results_are_checked():
         with pytest.raises(Exception) as info:
             parse_result(bad)
         assert type(info.value).__name__ == "EngineFailed"
+
+
+async def test_a_killed_recognition_process_is_replaced_and_nothing_said_is_lost(caller_token):
+    (first, first_words), (second, second_words) = list(PHRASES.items())[:2]
+    async with running_gateway(queues=[QueueConfig(name="default", transcript="on")]) as gw:
+        caller, agent, mic, call_id = await answered(gw, caller_token, "kill-1")
+        try:
+            await caller.ws.wait("transcript.notice")
+            mic.say(synthesize(first))
+            await caption(agent.ws, "caller", first_words)
+            engine = gw.board.plane.speech
+            (pid,) = engine.pids()
+            os.kill(pid, signal.SIGKILL)
+            mic.say(synthesize(second))
+            await caption(agent.ws, "caller", second_words)
+            assert engine.pids() and pid not in engine.pids()
+            await caller.hangup()
+        finally:
+            await caller.close()
+            await agent.close()
+
+
+async def test_a_killed_media_worker_ends_the_call_and_its_transcript_is_handed_on_incomplete(caller_token):
+    phrase, expected = next(iter(PHRASES.items()))
+    async with Receiver(fail_first=0) as receiver, running_gateway(
+            queues=[QueueConfig(name="default", transcript="on")], media_workers=1) as gw:
+        integrator = await integrator_of(gw)
+        await webhook_for(integrator, receiver.url, ["transcript.ready"])
+        caller, agent, mic, call_id = await answered(gw, caller_token, "worker-dies")
+        try:
+            await caller.ws.wait("transcript.notice")
+            mic.say(synthesize(phrase))
+            await caption(agent.ws, "caller", expected)
+            os.kill(gw.board.plane.workers[0].pid, signal.SIGKILL)
+            ended = await caller.ws.wait("call.ended", timeout=30)
+            assert ended["reason"] == "media_failed"
+        finally:
+            await caller.close()
+            await agent.close()
+        await wait_until(lambda: "transcript.ready" in receiver.events(), 30)
+        data = next(json.loads(b)["data"] for _, b in receiver.requests if json.loads(b)["event"] == "transcript.ready")
+        assert data["transcript_complete"] is False and any(expected <= words(s["text"]) for s in data["transcript"])
+        status, stored = await integrator.get(f"/api/v1/calls/{call_id}/transcript")
+        assert [s["text"] for s in stored["segments"]] == [s["text"] for s in data["transcript"]]
+        await integrator.close()
