@@ -67,8 +67,9 @@ class SpeechTrack(ToneAudioTrack):
         self.said_at: list[float] = []
         self.saying = False
 
-    def say(self, pcm: bytes) -> None:
-        self._queue.append(pcm)
+    def say(self, pcm: bytes, pause_s: float = 1.0) -> None:
+        """Speak `pcm` once what was said before is over, then be silent `pause_s` (the end of an utterance)."""
+        self._queue.append(pcm + bytes(int(RATE * pause_s) * 2))
 
     def samples_from(self, first: int) -> bytes:
         if self._offset >= len(self._current):

@@ -239,6 +239,8 @@ export interface CallinClientEventMap {
   devicewarning: { code: string; reason: string; missing: "camera_blocked" | "camera_unavailable" | null };
   ringing: { ringing: boolean; agentName: string | null };
   barge: { active: boolean; name: string | null; barging: string[] };
+  transcript: { active: boolean; captions: boolean };
+  caption: { speaker: { role: "caller" | "agent" | "supervisor" | "colleague"; name: string }; utterance: number; text: string; final: boolean };
   mute: { muted: boolean };
   held: { held: boolean };
   transferring: { mode: string };
@@ -289,6 +291,8 @@ export declare class CallinClient extends EventTarget {
   agentReconnecting: boolean;
   /** The agent the waiting call rings at now (call.ringing), or null. */
   ringingAgent: string | null;
+  /** The call is transcribed (transcript.notice). */
+  transcribed: boolean;
   /** Names of the supervisors speaking in the call now (call.barge). */
   barging: string[];
   /** How long the gateway keeps a call whose socket dropped (welcome.resume_grace_s), in seconds. */

@@ -236,6 +236,9 @@ button { font: inherit; color: inherit; }
 .share-note .n-btn { background: white; color: #1e3a8a; }
 .barge-note { background: rgba(124, 58, 237, .35); }
 .cam-note { background: rgba(180, 83, 9, .4); }
+.transcript-note { background: rgba(15, 118, 110, .4); }
+.captions-note { background: rgba(0, 0, 0, .55); }
+.captions-note .cap-text { font-weight: 500; }
 .cam-note .icon-btn { color: #fde68a; }
 .stage.bannered .presence { padding-bottom: 64px; }
 .stage.reconnecting .presence .status, .stage.reconnecting .presence .sub { visibility: hidden; }
