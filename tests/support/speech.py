@@ -56,31 +56,34 @@ def spoken_digits(digits: str) -> str:
 
 
 class SpeechTrack(ToneAudioTrack):
-    """A microphone that is silent until `say(pcm)`; `said_at[n]` is when utterance n's last sample was sent
+    """A microphone that is silent until `say(pcm)`; `said_at[n]` is when utterance n's last speech sample was sent
     (time.monotonic()), for latency measurements."""
 
     def __init__(self) -> None:
         super().__init__(440.0)
-        self._queue: list[bytes] = []
+        self._queue: list[tuple[bytes, int]] = []  # (speech then its pause, where the speech ends)
         self._current = b""
+        self._speech_end = 0
         self._offset = 0
         self.said_at: list[float] = []
-        self.saying = False
 
     def say(self, pcm: bytes, pause_s: float = 1.0) -> None:
         """Speak `pcm` once what was said before is over, then be silent `pause_s` (the end of an utterance)."""
-        self._queue.append(pcm + bytes(int(RATE * pause_s) * 2))
+        self._queue.append((pcm + bytes(int(RATE * pause_s) * 2), len(pcm)))
+
+    @property
+    def saying(self) -> bool:
+        return bool(self._current) or bool(self._queue)
 
     def samples_from(self, first: int) -> bytes:
         if self._offset >= len(self._current):
-            if self._current:
-                self.said_at.append(time.monotonic())
-                self._current, self._offset = b"", 0
+            self._current, self._offset = b"", 0
             if self._queue:
-                self._current = self._queue.pop(0)
-            self.saying = bool(self._current)
+                self._current, self._speech_end = self._queue.pop(0)
         if not self._current:
             return bytes(FRAME_BYTES)
         chunk = self._current[self._offset:self._offset + FRAME_BYTES]
-        self._offset += FRAME_BYTES
+        before, self._offset = self._offset, self._offset + FRAME_BYTES
+        if before < self._speech_end <= self._offset:
+            self.said_at.append(time.monotonic())
         return chunk + bytes(FRAME_BYTES - len(chunk))
