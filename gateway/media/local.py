@@ -92,6 +92,7 @@ class LocalPlane:
 
         if self._speech is None:
             self._speech = create_engine(self.config.transcript)
+            self._speech.warm()
         transcriber = CallTranscriber(call_id, self._speech, self.config.transcript, self._emit_segment)
         self.transcripts[call_id] = transcriber
         transcriber.bind(relay)

@@ -50,10 +50,17 @@ class TranscriptConfig:
 
 
 class SpeechEngine(Protocol):
-    """Recognises utterances. `partials`: whether asking for a partial result is worth it (it costs a decode)."""
+    """Recognises utterances. `partials`: whether asking for a partial result is worth it (it costs a decode);
+    `busy`: recognitions are under way (partials are asked for only when it is not: finals never wait for them)."""
 
     name: str
     partials: bool
+
+    @property
+    def busy(self) -> bool: ...
+
+    def warm(self) -> None:
+        """Get ready (start processes, load models) in the background: a first transcript is about to start."""
 
     async def recognize(self, pcm: bytes, final: bool) -> Recognition:
         """The words in `pcm` (16 kHz mono s16le): the utterance so far (final False) or whole (final True)."""

@@ -56,6 +56,10 @@ class HttpEngine:
         self._token = token
         self._one_at_a_time = asyncio.Lock()
 
+    @property
+    def busy(self) -> bool:
+        return self._one_at_a_time.locked()
+
     def _post(self, body: bytes) -> bytes:
         headers = {"Content-Type": "audio/wav", "Accept": "application/json"}
         if self._token:
@@ -75,6 +79,9 @@ class HttpEngine:
         if len(body) > MAX_RESPONSE_BYTES:
             raise EngineFailed("the recognition service's answer is too large")
         return parse_result(body)
+
+    def warm(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None

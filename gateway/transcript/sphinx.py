@@ -37,9 +37,13 @@ class _Decoder:
 def decode(pcm: bytes) -> Recognition:
     """Runs in a pool process: the words of one utterance, with times from its start."""
     decoder = _Decoder.instance
+    if len(pcm) < 2:
+        return Recognition(text="")  # (warm-up: the decoder is made)
     decoder.start_utt()
-    decoder.process_raw(pcm, no_search=False, full_utt=True)
-    decoder.end_utt()
+    try:
+        decoder.process_raw(pcm, no_search=False, full_utt=True)
+    finally:
+        decoder.end_utt()
     hyp = decoder.hyp()
     if hyp is None or not hyp.hypstr.strip():
         return Recognition(text="")
@@ -59,6 +63,11 @@ class SphinxEngine:
         self._workers = max(1, workers)
         self._grammar = grammar
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._in_flight = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight >= self._workers
 
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:  # made on first use: a plane that never transcribes starts no process
@@ -66,6 +75,11 @@ class SphinxEngine:
                 max_workers=self._workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_Decoder.make, initargs=(self._grammar,))
         return self._pool
+
+    def warm(self) -> None:
+        """Start the recognition processes now (each loads its model, about a second), not at the first utterance."""
+        future = self._executor().submit(decode, b"")
+        future.add_done_callback(lambda f: f.exception())  # a failure shows at the first real utterance
 
     def pids(self) -> list[int]:
         """The recognition processes' ids (for CPU accounting and fault tests)."""
@@ -78,6 +92,7 @@ class SphinxEngine:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             pool = self._executor()
+            self._in_flight += 1
             try:
                 return await loop.run_in_executor(pool, decode, pcm)
             except concurrent.futures.process.BrokenProcessPool as exc:
@@ -86,6 +101,8 @@ class SphinxEngine:
                     pool.shutdown(wait=False, cancel_futures=True)
                 if attempt == 2:
                     raise EngineFailed(f"the recognition process died: {exc}") from None
+            finally:
+                self._in_flight -= 1
         raise AssertionError("unreachable")
 
     async def close(self) -> None:

@@ -89,7 +89,7 @@ class SpeechStream:
     def _maybe_partial(self) -> None:
         current = self._endpointer.current
         now = time.monotonic()
-        if (current is None or not self._engine.partials or self._partial is not None
+        if (current is None or not self._engine.partials or self._partial is not None or self._engine.busy
                 or now - self._last_partial < self._config.partial_interval_s or self._finals.qsize()
                 or current.duration_s < self._config.partial_interval_s):
             return

@@ -95,6 +95,7 @@ class ScriptedEngine:
     def __init__(self, fail_first: int = 0) -> None:
         self.calls: list[tuple[float, bool]] = []
         self.fail_first = fail_first
+        self.busy = False
 
     async def recognize(self, pcm: bytes, final: bool) -> Recognition:
         self.calls.append((len(pcm) / 32000, final))
@@ -103,6 +104,9 @@ class ScriptedEngine:
             self.fail_first -= 1
             raise EngineFailed("the recognition process died")
         return Recognition(text=f"{'final' if final else 'partial'} {len(pcm) // 32000}")
+
+    def warm(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None
