@@ -134,7 +134,8 @@ async def run_mode(base_url: str, pid: int, mode: str, calls: int, utterances: i
               "window_s": round(window, 1)}
     if mode == "on":
         result["final_latency_ms"] = {"n": len(latencies), "p50": round(statistics.median(latencies)),
-                                      "p99": round(percentile(latencies, 99)), "max": round(max(latencies))}
+                                      "p99": round(percentile(latencies, 99)), "max": round(max(latencies)),
+                                      "each": [round(v) for v in latencies]}
     return result
 
 
@@ -143,6 +144,7 @@ async def main(args: argparse.Namespace) -> dict:
     from tests.support.speech import PHRASES, synthesize
 
     phrases = [synthesize(p) for p in PHRASES]
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="callin-transcript-bench-"))
     queues = [{"name": "default"}, {"name": "plain"}, {"name": "transcribed", "transcript": "on"}]
     gateway = GatewayProcess(f"sqlite+aiosqlite:///{work / 'callin.db'}", work, media_workers=0,
@@ -157,7 +159,8 @@ async def main(args: argparse.Namespace) -> dict:
     finally:
         gateway.close()
     return {"calls": args.calls, "utterances_per_call": args.utterances, "recognisers": args.recognisers,
-            "modes": results}
+            "modes": results, "load_before": [round(v, 1) for v in load_before],
+            "load_after": [round(v, 1) for v in os.getloadavg()]}
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -174,6 +177,7 @@ def cli(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    print(f"load average before: {result['load_before']}, after: {result['load_after']}")
     print(f"{args.calls} calls at once per mode (30 fps video + speech), {args.utterances} utterances per caller, "
           f"{args.recognisers} recognition process(es)")
     for mode, row in result["modes"].items():

@@ -25,6 +25,7 @@ from .core import Core
 log = structlog.get_logger("callin.transcripts")
 
 STOP_TIMEOUT_S = 45.0  # the media plane's own limit is 30 s (gateway/transcript/tap.py)
+MAX_TEXT = 10_000  # characters of one segment (signaling/protocol.py CaptionOut.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,7 @@ class Transcripts:
         call = self.core.live.call(segment.call_id)
         if segments is None or call is None:
             return
-        text = redact(segment.text)
+        text = redact(segment.text)[:MAX_TEXT]
         if not text.strip():
             return
         speaker = self._speaker(call, segment.participant)
