@@ -71,5 +71,10 @@ export function createCaptions(app) {
     });
   }
 
-  return { onNotice, onCaption, clear, shown };
+  /** Nothing to wire: the panel is filled by the socket's transcript.notice and caption messages (views/messages.js). */
+  function mount() {
+    clear();
+  }
+
+  return { onNotice, onCaption, clear, shown, mount };
 }
