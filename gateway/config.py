@@ -614,6 +614,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _transcripts(self) -> "Settings":
+        if self.transcript_engine == "http" and not self.transcript_http_url:
+            raise ValueError("transcript_engine http needs transcript_http_url (the recognition service's URL)")
+        if self.transcript_http_url and urlsplit(self.transcript_http_url).scheme not in ("http", "https"):
+            raise ValueError("transcript_http_url must be an http:// or https:// URL")
+        if self.transcript_grammar is not None and not self.transcript_grammar.is_file():
+            raise ValueError(f"transcript_grammar {self.transcript_grammar} is not a readable file (a JSGF grammar)")
+        return self
+
+    @model_validator(mode="after")
     def _tls_pair(self) -> "Settings":
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together")

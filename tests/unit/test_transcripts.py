@@ -186,3 +186,23 @@ async def test_caller_captions_by_queue_flag():
         assert [c.text for c in caller.of(Caption)] == [f"<b>hello</b> {CARD}"]  # text as said: the UI shows text
     finally:
         await board.close()
+
+
+def test_transcript_settings_are_checked(tmp_path):
+    from pydantic import ValidationError
+
+    from gateway.media.leg import MediaConfig
+    from tests.support.server import test_settings
+
+    for bad, why in (({"transcript_engine": "http"}, "needs transcript_http_url"),
+                     ({"transcript_http_url": "ftp://asr.example/"}, "http:// or https://"),
+                     ({"transcript_grammar": tmp_path / "missing.gram"}, "not a readable file")):
+        with pytest.raises(ValidationError) as info:
+            test_settings(**bad)
+        assert why in str(info.value)
+    grammar = tmp_path / "digits.gram"
+    grammar.write_text("#JSGF V1.0;\ngrammar d;\npublic <d> = one | two;\n")
+    config = MediaConfig.from_settings(test_settings(transcript_engine="http", transcript_http_url="https://asr.example/x",
+                                                     transcript_http_token="t0k", transcript_grammar=grammar)).transcript
+    assert (config.engine, config.http_url, config.http_token, config.grammar) == (
+        "http", "https://asr.example/x", "t0k", str(grammar))
