@@ -206,3 +206,30 @@ def test_transcript_settings_are_checked(tmp_path):
                                                      transcript_http_token="t0k", transcript_grammar=grammar)).transcript
     assert (config.engine, config.http_url, config.http_token, config.grammar) == (
         "http", "https://asr.example/x", "t0k", str(grammar))
+
+
+# -- the tap on a producer -----------------------------------------------------------------------------------------
+def test_the_audio_tap_reads_opus_from_packets_and_frames_and_drops_late_ones():
+    from types import SimpleNamespace
+
+    from gateway.media.forward import Producer
+    from gateway.transcript.tap import AudioTap
+
+    got: list[bytes] = []
+    producer = Producer(kind="audio", codec="opus", send_keyframe_request=lambda: None)
+    tap = AudioTap(got.append)
+    producer.attach(tap)
+    # across the 16-bit wrap: a duplicate (65534) and two late ones (65532, 65535 after 0) are dropped
+    for seq in (65533, 65534, 65534, 65532, 0, 65535, 1):
+        producer.on_packet(SimpleNamespace(sequence_number=seq, payload=seq.to_bytes(2, "big"), marker=False))
+    assert [int.from_bytes(p, "big") for p in got] == [65533, 65534, 0, 1]
+    producer.on_frame(b"frame", 960, False)  # the frame relay hands whole frames
+    assert got[-1] == b"frame"
+    producer.detach(tap)
+    producer.on_frame(b"after", 1920, False)
+    assert got[-1] == b"frame"
+    video = Producer(kind="audio", codec="PCMU", send_keyframe_request=lambda: None)
+    other = AudioTap(got.append)
+    video.attach(other)
+    video.on_frame(b"not opus", 0, False)
+    assert got[-1] == b"frame"  # only Opus is decoded
