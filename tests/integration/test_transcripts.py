@@ -251,3 +251,30 @@ async def test_a_killed_media_worker_ends_the_call_and_its_transcript_is_handed_
         status, stored = await integrator.get(f"/api/v1/calls/{call_id}/transcript")
         assert [s["text"] for s in stored["segments"]] == [s["text"] for s in data["transcript"]]
         await integrator.close()
+
+
+async def test_the_python_sdk_caller_is_told_and_gets_the_agents_words_as_captions(caller_token):
+    from callin_sdk import CallinCaller
+
+    phrase, expected = list(PHRASES.items())[2]
+    queue = QueueConfig(name="default", transcript="on", caller_captions=True)
+    async with running_gateway(queues=[queue]) as gw:
+        agent = Agent(gw.base_url, "alice", "alice-demo")
+        await agent.connect()
+        caller = CallinCaller(gw.base_url, caller_token(sub="sdk-captions"), host_addresses=["127.0.0.1"])
+        mic = SpeechTrack()
+        try:
+            await caller.connect()
+            queued = await caller.start_call(audio=SpeechTrack())  # a voice call; the caller says nothing
+            offer = await agent.wait_offer()
+            assert offer["call_id"] == queued["call_id"]
+            await agent.accept(offer["call_id"], audio=mic)
+            told = await caller.wait_for("transcript", since=0, timeout=20)
+            assert told.data == {"call_id": queued["call_id"], "active": True, "captions": True}
+            mic.say(synthesize(phrase))
+            said = await caller.wait_for("caption", lambda e: e.data["final"] and expected <= words(e.data["text"]),
+                                         since=0, timeout=60)
+            assert said.data["speaker"] == {"role": "agent", "name": "Alice (demo agent)"}
+        finally:
+            await caller.close()
+            await agent.close()
