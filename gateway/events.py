@@ -197,11 +197,35 @@ class RecordingChanged:
     by: str | None = None  # caller, agent, api, system
 
 
+@dataclass(frozen=True, slots=True)
+class TranscriptNotice:
+    """To the caller (and the call's staff): the call is being transcribed from now on (active), or no longer;
+    `captions`: this recipient is sent the captions."""
+
+    call_id: str
+    active: bool
+    captions: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Caption:
+    """What someone in the call said, redacted: a partial result (replaced by the next one of the same speaker and
+    utterance) or the final one. `speaker` {role: caller / agent / supervisor / colleague, name}."""
+
+    call_id: str
+    speaker: dict[str, Any]
+    utterance: int
+    text: str
+    final: bool
+    start_s: float
+    end_s: float
+
+
 Event = (
     QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
     | MediaVideo | CallHeld | CallTransferring | CallTransferred | ConsultState | ContentPushed | ContentStatus | ChatMessage
     | QueueClosed | CallbackOffer | CallbackReady | ParticipantConnection | MediaSourceChanged | CallRinging
-    | CallBarge | RecordingChanged
+    | CallBarge | RecordingChanged | TranscriptNotice | Caption
 )
 
 

@@ -26,6 +26,7 @@ from gateway.store.queues import QueueStore
 from gateway.store.records import CallQueries, CallRecorder, RecorderSettings
 from gateway.store.recordings import RecordingArchive, RecordingCatalog, RecordingSweeper
 from gateway.store.signins import SignInStore
+from gateway.store.transcripts import TranscriptStore
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
 from gateway.media import MediaConfig
@@ -58,6 +59,7 @@ from .keys import (
     SETTINGS,
     SIGNIN_THROTTLE,
     SWITCHBOARD,
+    TRANSCRIPTS,
     WEBHOOK_DISPATCHER,
     WEBHOOKS,
 )
@@ -115,6 +117,7 @@ def create_app(settings: Settings) -> web.Application:
         durable_timeout_s=settings.records_durable_timeout_s, stop_timeout_s=settings.records_stop_timeout_s,
         restore_within_s=settings.restore_waiting_within_s))
     app[CALLS] = CallQueries(db)
+    app[TRANSCRIPTS] = TranscriptStore(db, app[RECORDER])
     app[WEBHOOKS] = WebhookStore(db)
     app[DESTINATIONS] = DestinationPolicy(parse_networks(settings.webhook_allowed_networks))
     app[QUEUES] = QueueStore(db)
@@ -228,6 +231,9 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     dispatcher.attach(board)
     app[METRICS].bind_webhooks(dispatcher)
     app[RECORDER].on_interrupted(lambda record: dispatcher.publish_record("call.ended", record))
+    app[TRANSCRIPTS].attach(board)
+    app[TRANSCRIPTS].on_ready(lambda call, segments, complete: dispatcher.publish(
+        "transcript.ready", call, transcript=segments, transcript_complete=complete))
     dispatcher.start()
     app[WEBHOOK_DISPATCHER] = dispatcher
     # Recordings: a finished one is filed (checksum, catalog, recording.ready); old ones are swept (retention).
@@ -264,5 +270,6 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     await board.close()  # ends live calls: their records are written before the recorder stops
     await sweeper.stop()
     await archive.stop()  # the recordings of the calls just ended are filed (recording.ready queued)
+    await app[TRANSCRIPTS].stop()  # the last transcripts stored and handed to the webhooks
     await dispatcher.stop()
     await http.close()

@@ -16,6 +16,7 @@ from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
 from gateway.store.queues import QueueStore
 from gateway.store.signins import SignInStore
+from gateway.store.transcripts import TranscriptStore
 from gateway.store.records import CallQueries, CallRecorder
 from gateway.store.recordings import RecordingCatalog
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
@@ -42,6 +43,7 @@ ACCOUNTS = web.AppKey("accounts", AccountStore)
 API_KEYS = web.AppKey("api_keys", ApiKeyStore)
 RECORDER = web.AppKey("recorder", CallRecorder)
 CALLS = web.AppKey("calls", CallQueries)
+TRANSCRIPTS = web.AppKey("transcripts", TranscriptStore)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 QUEUES = web.AppKey("queues", QueueStore)
 RECORDINGS = web.AppKey("recordings", RecordingCatalog)  # recorded files and their audit log

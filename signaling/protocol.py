@@ -884,6 +884,37 @@ class CallBargeOut(EventOut):
     name: str | None = None
 
 
+class TranscriptNoticeOut(EventOut):
+    """The call is transcribed from now on (`active` true: what everyone says is turned into text, redacted, kept
+    with the call record), or no longer. To the caller before anything is transcribed, and to the agent.
+    `captions`: this recipient is sent the captions (caption messages)."""
+
+    type: Literal["transcript.notice"] = "transcript.notice"
+    call_id: str
+    active: bool
+    captions: bool = False
+
+
+class CaptionSpeaker(Message):
+    role: Literal["caller", "agent", "supervisor", "colleague"]
+    name: str = Field(max_length=256)
+
+
+class CaptionOut(EventOut):
+    """What someone in the call said, as recognised, card numbers and long digit runs redacted. A partial result
+    (`final` false) is replaced by the next caption of the same speaker role and name and `utterance`; the final
+    one settles it. Plain text: show it as text, never as HTML. Times: seconds from the start of the transcript."""
+
+    type: Literal["caption"] = "caption"
+    call_id: str
+    speaker: CaptionSpeaker
+    utterance: int = Field(ge=1)
+    text: str = Field(max_length=10_000)
+    final: bool
+    start_s: float = Field(ge=0)
+    end_s: float = Field(ge=0)
+
+
 class ParticipantOut(EventOut):
     """The other side of the call lost its socket (reconnecting) or got its session back (reconnected); with cause
     "media", it is setting its media up again with a new peer connection (a network change) / its media is back."""
@@ -937,7 +968,8 @@ ServerMessage = Annotated[
     | ErrorOut | CallHeldOut | CallTransferringOut | CallTransferredOut | ConsultStateOut | SuperviseStarted
     | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut | WallboardOut
     | QueueClosedOut | CallbackOfferOut | CallbackAcceptedOut | CallbackReadyOut | CallRejoinedOut
-    | ParticipantOut | ShutdownOut | MediaSourceOut | CallRingingOut | CallBargeOut | RecordingStateOut,
+    | ParticipantOut | ShutdownOut | MediaSourceOut | CallRingingOut | CallBargeOut | RecordingStateOut
+    | TranscriptNoticeOut | CaptionOut,
     Field(discriminator="type"),
 ]
 

@@ -49,6 +49,7 @@ from .presence import Presence
 from .recording import PreparePath, Recordings
 from .supervision import Supervision
 from .timers import Timers
+from .transcripts import Transcripts
 from .views import Place, Views
 from .waiting import WaitingLine
 
@@ -97,10 +98,12 @@ class Switchboard(AsyncIOEventEmitter):
         self.recordings = Recordings(self.core, self.views, recording_path or self.recording_storage.prepare)
         self.on("call.queued", self.recordings.queued)
         self.on("call.answered", self.recordings.answered)
+        self.transcripts = Transcripts(self.core)
         self.lifecycle = CallLifecycle(self.core, self.guard, self.presence, self.waiting, self.dispatch,
-                                       self.incall, self.supervision, self.views, self.recordings)
+                                       self.incall, self.supervision, self.views, self.recordings, self.transcripts)
         self.core.bind_end_call(self.lifecycle.end)
         self.plane.subscribe(self._on_leg_event)
+        self.on("call.answered", self.transcripts.call_answered)
 
     # ------------------------------------------------------------------ the settle step
     def _settle(self) -> None:
@@ -660,6 +663,7 @@ class Switchboard(AsyncIOEventEmitter):
                 await self.lifecycle.end(call, EndReason.SHUTDOWN, "system")
         self.core.timers.close()
         self.waiting.positions.close()
+        await self.transcripts.close()  # the last words of the calls just ended, before their media is gone
         await self.plane.close()
         self.live.clear()
         await self.core.drain()

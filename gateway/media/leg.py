@@ -35,6 +35,7 @@ from .forward import ForwardTrack, Producer
 from .health import Liveness, MediaWatchdog, WatchdogConfig
 from .packets import IdleTrack, PacketTap, RtpForwarder
 from .ports import PortRange
+from ..transcript.engine import EngineName, TranscriptConfig
 from .transcode import SwitchTrack
 from .viewer import KeyframeBudget, ViewerConfig, ViewerGuard
 
@@ -70,6 +71,7 @@ class MediaConfig:
     connect_timeout_s: float = 30.0
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     viewer: ViewerConfig = field(default_factory=ViewerConfig)
+    transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "MediaConfig":
@@ -100,6 +102,15 @@ class MediaConfig:
             viewer=ViewerConfig(keyframe_interval_s=settings.viewer_keyframe_interval_s,
                                 max_backlog_bytes=settings.viewer_max_backlog_bytes,
                                 resume_after_s=settings.viewer_resume_after_s),
+            transcript=TranscriptConfig(
+                engine=EngineName(settings.transcript_engine), workers=settings.transcript_workers,
+                grammar=str(settings.transcript_grammar) if settings.transcript_grammar else None,
+                http_url=settings.transcript_http_url, http_timeout_s=settings.transcript_http_timeout_s,
+                http_token=(settings.transcript_http_token.get_secret_value()
+                            if settings.transcript_http_token else None),
+                endpoint_silence_s=settings.transcript_endpoint_silence_s,
+                partial_interval_s=settings.transcript_partial_interval_s,
+                max_utterance_s=settings.transcript_max_utterance_s),
         )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import InvalidState, NotFound
 from .leg import Leg, MediaConfig
-from .plane import CALLER, Answer, LegEvent, LegListener, RecordingInfo, Still
+from .plane import CALLER, Answer, LegEvent, LegListener, RecordingInfo, Still, TranscriptListener, TranscriptSegment
 from .recorder import Recording
 from .relay import Relay
 from .snapshot import snapshot
@@ -32,6 +32,9 @@ class LocalPlane:
         self.recordings_done = 0  # recordings finalized since start (for stats)
         self.recorded_bytes = 0
         self.recording_drops = 0
+        self.transcripts: dict[str, Any] = {}  # call id -> CallTranscriber (gateway/transcript/tap.py)
+        self._transcript_listeners: list[TranscriptListener] = []
+        self._speech: Any = None  # the speech engine, made when a first transcript starts
 
     # -- events
     def subscribe(self, listener: LegListener) -> None:
@@ -57,6 +60,16 @@ class LocalPlane:
         leg.on("failed", lambda reason="failed": event("failed", reason=reason))
         return leg_id
 
+    def subscribe_transcript(self, listener: TranscriptListener) -> None:
+        self._transcript_listeners.append(listener)
+
+    def _emit_segment(self, segment: TranscriptSegment) -> None:
+        for listener in list(self._transcript_listeners):
+            try:
+                listener(segment)
+            except Exception:
+                log.exception("transcript listener failed on %s", segment)
+
     # -- lifecycle
     async def start(self) -> None:
         return None
@@ -64,7 +77,44 @@ class LocalPlane:
     async def close(self) -> None:
         relays, self.relays = list(self.relays.values()), {}
         await asyncio.gather(*(self._finish(relay) for relay in relays), return_exceptions=True)
+        transcripts, self.transcripts = list(self.transcripts.values()), {}
+        for transcriber in transcripts:
+            transcriber.cancel()
         await asyncio.gather(*(relay.close() for relay in relays), return_exceptions=True)
+        if self._speech is not None:
+            speech, self._speech = self._speech, None
+            await speech.close()
+
+    # -- transcripts
+    @property
+    def speech(self) -> Any:
+        """The speech engine (None until a first transcript starts)."""
+        return self._speech
+
+    def start_transcript(self, call_id: str) -> None:
+        relay = self._relay(call_id)
+        if call_id in self.transcripts:
+            return
+        from ..transcript.engine import create_engine
+        from ..transcript.tap import CallTranscriber
+
+        if self._speech is None:
+            self._speech = create_engine(self.config.transcript)
+            self._speech.warm()
+        transcriber = CallTranscriber(call_id, self._speech, self.config.transcript, self._emit_segment)
+        self.transcripts[call_id] = transcriber
+        transcriber.bind(relay)
+
+    async def stop_transcript(self, call_id: str) -> bool:
+        transcriber = self.transcripts.get(call_id)
+        if transcriber is None:
+            return True
+        try:
+            await asyncio.shield(transcriber.finish())
+            return transcriber.complete
+        finally:
+            if self.transcripts.get(call_id) is transcriber:
+                del self.transcripts[call_id]
 
     # -- calls
     def has_call(self, call_id: str) -> bool:
@@ -109,6 +159,9 @@ class LocalPlane:
     async def reset_call(self, call_id: str) -> None:
         old = self.relays.get(call_id)
         relay = self.relays[call_id] = Relay(call_id, self.config)
+        transcriber = self.transcripts.get(call_id)
+        if transcriber is not None:
+            transcriber.bind(relay)
         if old is not None:
             recording = old.take_recording()
             if recording is not None:  # the call goes on (a callback): so does its file
@@ -117,6 +170,9 @@ class LocalPlane:
 
     async def close_call(self, call_id: str) -> RecordingInfo | None:
         relay = self.relays.pop(call_id, None)
+        transcriber = self.transcripts.get(call_id)
+        if transcriber is not None:
+            transcriber.finish()  # its last words are recognised; stop_transcript waits for them and forgets it
         if relay is None:
             return None
         info = await self._finish(relay)

@@ -86,7 +86,23 @@ class RecordingInfo:
     dropped_packets: int = 0  # media not written because the writer fell behind (a stalled disk)
 
 
+@dataclass(frozen=True, slots=True)
+class TranscriptSegment:
+    """What a participant said (gateway/transcript/), as the recogniser heard it: not yet redacted. `utterance`
+    counts the participant's utterances (1, 2, ...); partial results (`final` False) of an utterance come before
+    its final one and are replaced by it. Times are seconds from the start of the call's transcript."""
+
+    call_id: str
+    participant: str
+    utterance: int
+    text: str
+    final: bool
+    start_s: float
+    end_s: float
+
+
 LegListener = Callable[[LegEvent], None]
+TranscriptListener = Callable[[TranscriptSegment], None]
 
 
 class MediaPlane(Protocol):
@@ -95,6 +111,18 @@ class MediaPlane(Protocol):
 
     def subscribe(self, listener: LegListener) -> None:
         """Every leg event of every call goes to `listener` (called on the engine's event loop)."""
+
+    def subscribe_transcript(self, listener: TranscriptListener) -> None:
+        """Every transcript segment of every call goes to `listener` (on the engine's event loop)."""
+
+    def start_transcript(self, call_id: str) -> None:
+        """Transcribe what each participant of the call says, from now on (idempotent; legs added later too)."""
+
+    async def stop_transcript(self, call_id: str) -> bool:
+        """Stop listening; returns once the last words have been recognised and their segments delivered (also after
+        close_call: the call's media is gone, its last utterances are still being recognised). True when every
+        utterance was recognised; False when some were lost (a recognition process died, the service failed).
+        Raises a GatewayError (media_worker_died) when the worker that held the transcript died."""
 
     async def start(self) -> None: ...
 

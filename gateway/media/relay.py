@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ClosedError, InvalidState
@@ -30,6 +31,7 @@ class Relay:
         self._closing: set[asyncio.Future[None]] = set()  # replaced legs being closed
         self._negotiating: dict[str, Leg] = {}  # participant -> its new leg while its offer is being answered
         self._locks: dict[str, asyncio.Lock] = {}
+        self.watchers: list[Callable[[], None]] = []  # told after each change of legs or scene (a transcript's taps)
         # While a leg waits behind the gate (its agent has not accepted yet), keep the caller's keyframe fresh.
         self._warmer = KeyframeWarmer(self._caller_video) if config.relay_mode == "packet" else None
         self.recording: Recording | None = None  # the call's recording, tapping the legs' producers (recorder.py)
@@ -127,6 +129,8 @@ class Relay:
             self._warmer.set_active(bool(self.gated()))
         if self.recording is not None:
             self.recording.follow(self.legs, {e.source for e in wanted if e.sink_slot.startswith("audio")})
+        for watcher in list(self.watchers):
+            watcher()
 
     def record(self, recording: Recording) -> None:
         """Record this call's media from now on (the recording's taps follow leg changes and the scene)."""

@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import InvalidState, NotFound, Unavailable
 from .channel import ChannelClosed, frame, read_frame
 from .leg import MediaConfig
-from .plane import CALLER, Answer, LegEvent, LegListener, RecordingInfo, Still
+from .plane import CALLER, Answer, LegEvent, LegListener, RecordingInfo, Still, TranscriptListener, TranscriptSegment
 from .ports import PortRange, port_slices
 from .recorder import describe
 
@@ -74,6 +74,9 @@ class WorkerPlane:
             self._configs = [dataclasses.replace(config, ports=PortRange.of(part))
                              for part in port_slices(low, high, count)]
         self._listeners: list[LegListener] = []
+        self._transcript_listeners: list[TranscriptListener] = []
+        self._transcripts: dict[str, WorkerHandle] = {}  # call id -> the worker transcribing it (until stopped)
+        self._lost_transcripts: set[str] = set()  # transcripts whose worker died (until stopped)
         self._ids = itertools.count(1)
         self._call_worker: dict[str, WorkerHandle] = {}
         self._legs: dict[str, dict[str, str]] = {}  # call id -> participant -> current leg id
@@ -91,6 +94,9 @@ class WorkerPlane:
     # ------------------------------------------------------------------ lifecycle
     def subscribe(self, listener: LegListener) -> None:
         self._listeners.append(listener)
+
+    def subscribe_transcript(self, listener: TranscriptListener) -> None:
+        self._transcript_listeners.append(listener)
 
     async def start(self) -> None:
         await asyncio.gather(*(self._spawn(worker) for worker in self.workers))
@@ -140,6 +146,8 @@ class WorkerPlane:
             task.cancel()
         self._call_worker.clear()
         self._legs.clear()
+        self._transcripts.clear()
+        self._lost_transcripts.clear()
 
     # ------------------------------------------------------------------ the channel
     async def _read(self, worker: WorkerHandle) -> None:
@@ -151,6 +159,8 @@ class WorkerPlane:
                 if "event" in message:
                     # after the reply it follows has resumed its waiter (that waiter records the leg id first)
                     loop.call_soon(self._emit, message["event"])
+                elif "transcript" in message:
+                    loop.call_soon(self._emit_segment, message["transcript"])
                 elif "id" in message:
                     future = worker.pending.pop(message["id"], None)
                     if future is None or future.done():
@@ -194,6 +204,15 @@ class WorkerPlane:
             except Exception:
                 log.exception("media plane listener failed on %s", event)
 
+    def _emit_segment(self, segment: TranscriptSegment) -> None:
+        if segment.call_id not in self._transcripts:
+            return  # a transcript since stopped
+        for listener in list(self._transcript_listeners):
+            try:
+                listener(segment)
+            except Exception:
+                log.exception("transcript listener failed on %s", segment)
+
     # ------------------------------------------------------------------ a worker lost
     def _lost(self, worker: WorkerHandle) -> None:
         worker.alive = False
@@ -202,6 +221,9 @@ class WorkerPlane:
         calls = sorted(worker.calls)
         log.error("media worker %d (pid %s) died (exit %s): %d call(s) lose their media", worker.index, worker.pid,
                   code, len(calls))
+        for call_id in [c for c, w in self._transcripts.items() if w is worker]:
+            del self._transcripts[call_id]  # its last words died with the worker
+            self._lost_transcripts.add(call_id)
         for future in worker.pending.values():
             if not future.done():
                 future.set_exception(WorkerDied(f"media worker {worker.index} died", code="media_worker_died"))
@@ -394,6 +416,27 @@ class WorkerPlane:
             result = None
         self._recorded(call_id, result)
         return result
+
+    def start_transcript(self, call_id: str) -> None:
+        worker = self._worker_of(call_id)
+        self._send(worker, "start_transcript", call_id)
+        self._transcripts[call_id] = worker
+
+    async def stop_transcript(self, call_id: str) -> bool:
+        """Waits for the worker to deliver the last segments (they come before its reply, see _read)."""
+        if call_id in self._lost_transcripts:
+            self._lost_transcripts.discard(call_id)
+            raise WorkerDied("the media worker of this call died: the end of its transcript is lost",
+                             code="media_worker_died")
+        worker = self._transcripts.get(call_id)
+        if worker is None:
+            return True
+        try:
+            complete: bool = await self._request(worker, "stop_transcript", call_id)
+            return complete
+        finally:
+            if self._transcripts.get(call_id) is worker:
+                del self._transcripts[call_id]
 
     async def stats(self, call_id: str) -> dict[str, Any]:
         worker = self._call_worker.get(call_id)

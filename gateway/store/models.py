@@ -146,6 +146,25 @@ class CallEventRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class TranscriptSegmentRow(Base):
+    """One final, redacted segment of a call's live transcript (gateway/engine/transcripts.py)."""
+
+    __tablename__ = "transcript_segments"
+    __table_args__ = (UniqueConstraint("call_id", "seq"), Index("ix_transcript_segments_call", "call_id", "seq"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(32), ForeignKey("calls.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    participant: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(256))
+    utterance: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)
+
+
 class WebhookRow(Base):
     __tablename__ = "webhooks"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import MediaError, InvalidState, NotFound
-from gateway.media.plane import CALLER, Answer, LegEvent, LegListener, RecordingInfo, Still
+from gateway.media.plane import CALLER, Answer, LegEvent, LegListener, RecordingInfo, Still, TranscriptListener, TranscriptSegment
 
 FAKE_RECORDING = bytes(range(256)) * 16  # what the fake recorder "writes" (4 KiB, each byte value)
 FAKE_ANSWER = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=fake\r\nt=0 0\r\n"
@@ -24,11 +24,27 @@ class FakePlane:
         self.recordings: dict[str, dict[str, Any]] = {}  # call id -> {path, paused, spans, started_at}
         self.fail_recording = False  # start_recording raises (a recorder that cannot start)
         self._listeners: list[LegListener] = []
+        self._transcript_listeners: list[TranscriptListener] = []
+        self.transcribing: set[str] = set()
         self._ids = itertools.count(1)
 
     # -- MediaPlane
     def subscribe(self, listener: LegListener) -> None:
         self._listeners.append(listener)
+
+    def subscribe_transcript(self, listener: TranscriptListener) -> None:
+        self._transcript_listeners.append(listener)
+
+    def start_transcript(self, call_id: str) -> None:
+        if call_id not in self.calls:
+            raise InvalidState("this call has no media (it has ended)", code="call_ended")
+        self.asked.append(("start_transcript", call_id))
+        self.transcribing.add(call_id)
+
+    async def stop_transcript(self, call_id: str) -> bool:
+        self.asked.append(("stop_transcript", call_id))
+        self.transcribing.discard(call_id)
+        return True
 
     async def start(self) -> None:
         self.asked.append(("start",))
@@ -135,3 +151,11 @@ class FakePlane:
                          leg_id=leg_id or self.leg_id(call_id, participant), kind=kind, **fields)  # type: ignore[arg-type]
         for listener in list(self._listeners):
             listener(event)
+
+    def say(self, call_id: str, participant: str, text: str, final: bool = True, utterance: int = 1,
+            start_s: float = 0.0, end_s: float = 1.0) -> None:
+        """A segment as the recogniser would deliver it (not redacted)."""
+        segment = TranscriptSegment(call_id=call_id, participant=participant, utterance=utterance, text=text,
+                                    final=final, start_s=start_s, end_s=end_s)
+        for listener in list(self._transcript_listeners):
+            listener(segment)

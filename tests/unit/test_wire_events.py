@@ -95,6 +95,12 @@ SAMPLES: list[tuple[object, str, str | None]] = [
      '{"type":"call.ringing","call_id":"1182d9cfde73099c","ringing":false,"agent_name":null}', None),
     (ev.CallBarge(call_id=CALL, active=True, name="Sam"),
      '{"type":"call.barge","call_id":"1182d9cfde73099c","active":true,"name":"Sam"}', None),
+    (ev.TranscriptNotice(call_id=CALL, active=True, captions=False),
+     '{"type":"transcript.notice","call_id":"1182d9cfde73099c","active":true,"captions":false}', None),
+    (ev.Caption(call_id=CALL, speaker={"role": "caller", "name": "Dana"}, utterance=2, text="<b>hi</b> [card number]",
+                final=True, start_s=1.5, end_s=2.25),
+     '{"type":"caption","call_id":"1182d9cfde73099c","speaker":{"role":"caller","name":"Dana"},"utterance":2,'
+     '"text":"<b>hi</b> [card number]","final":true,"start_s":1.5,"end_s":2.25}', None),
     (ev.QueueClosed(call_id=CALL, queue="billing", reason="after_hours", message="Closed.", callback_available=True,
                     message_allowed=False, opens_at=1795503600.0),
      '{"type":"queue.closed","call_id":"1182d9cfde73099c","queue":"billing","reason":"after_hours",'

@@ -242,6 +242,8 @@ export interface CallinClientEventMap {
   barge: { active: boolean; name: string | null; barging: string[] };
   /** The call's recording state (recording.state): "asking" wants recordingConsent(true | false). */
   recording: { state: RecordingState; policy: "off" | "on_demand" | "always"; consent: "notify" | "ask"; by: string | null };
+  transcript: { active: boolean; captions: boolean };
+  caption: { speaker: { role: "caller" | "agent" | "supervisor" | "colleague"; name: string }; utterance: number; text: string; final: boolean };
   mute: { muted: boolean };
   held: { held: boolean };
   transferring: { mode: string };
@@ -298,6 +300,8 @@ export declare class CallinClient extends EventTarget {
   ringingAgent: string | null;
   /** The call's recording (recording.state), or null when nothing was said about it. */
   recording: { callId: string; state: RecordingState; policy: string; consent: string } | null;
+  /** The call is transcribed (transcript.notice). */
+  transcribed: boolean;
   /** Names of the supervisors speaking in the call now (call.barge). */
   barging: string[];
   /** How long the gateway keeps a call whose socket dropped (welcome.resume_grace_s), in seconds. */

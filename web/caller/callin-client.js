@@ -37,6 +37,9 @@
  *     "camera_blocked" (permission refused) or "camera_unavailable", also sent to the gateway as media.source)
  *   ringing {ringing, agentName} (the call rings at that agent now / the ring ended unanswered: waiting again)
  *   barge {active, name} (a supervisor started / stopped speaking in the call; you hear them on the "aux" slot)
+ *   transcript {active, captions} (the call is transcribed from now on: tell the user; captions: caption events follow)
+ *   caption {speaker: {role, name}, utterance, text, final} (what someone said, redacted; a partial is replaced by
+ *     the next caption of the same speaker and utterance; plain text)
  * In-call and contact-center events:
  *   held {held}   transferring {mode}   closed {reason, message, callbackAvailable, messageAllowed, opensAt, queue}
  *   callbackoffer {estimatedWaitS}   callbackaccepted {position}   callbackready {callId, agentName, rejoinWithinS}
@@ -468,6 +471,7 @@ export class CallinClient extends EventTarget {
     this.ringingAgent = null; // the agent the waiting call rings at now (call.ringing), or null
     this.barging = []; // names of the supervisors speaking in the call now (call.barge)
     this.recording = null; // the call's recording: {callId, state, policy, consent} (recording.state)
+    this.transcribed = false; // the call is transcribed (transcript.notice)
   }
 
   /** How long the gateway keeps a call whose socket dropped (welcome.resume_grace_s), in seconds. */
@@ -759,6 +763,16 @@ export class CallinClient extends EventTarget {
         if (this.callId && message.call_id !== this.callId) return;
         this.recording = { callId: message.call_id, state: message.state, policy: message.policy, consent: message.consent };
         this.#emit("recording", { state: message.state, policy: message.policy, consent: message.consent, by: message.by ?? null });
+        break;
+      case "transcript.notice":
+        if (message.call_id !== this.callId) return;
+        this.transcribed = Boolean(message.active);
+        this.#emit("transcript", { active: this.transcribed, captions: Boolean(message.captions) });
+        break;
+      case "caption":
+        if (message.call_id !== this.callId) return;
+        this.#emit("caption", { speaker: message.speaker, utterance: message.utterance, text: String(message.text ?? ""),
+                                final: Boolean(message.final) });
         break;
       case "call.held":
         if (message.call_id !== this.callId) return;

@@ -242,6 +242,9 @@ button { font: inherit; color: inherit; }
 .rec-note .rec-light { width: 10px; height: 10px; border-radius: 50%; background: #f87171; }
 .rec-note[data-state="paused"] .rec-light, .rec-note[data-state="declined"] .rec-light { background: #94a3b8; }
 .rec-note .rec-yes { background: white; color: #7c2d12; }
+.transcript-note { background: rgba(15, 118, 110, .4); }
+.captions-note { background: rgba(0, 0, 0, .55); }
+.captions-note .cap-text { font-weight: 500; }
 .cam-note .icon-btn { color: #fde68a; }
 .stage.bannered .presence { padding-bottom: 64px; }
 .stage.reconnecting .presence .status, .stage.reconnecting .presence .sub { visibility: hidden; }

@@ -34,7 +34,7 @@
  *   getAppScreenshot  async () => Blob (PNG/JPEG) of your app's screen: offered in the call's chat as
  *               "Screenshot of the app" (the caller sees it before it is sent)
  * The element dispatches callin:* events (callin:statechange, callin:queue, callin:ringing, callin:answered,
- * callin:barge, callin:ended, callin:error) and exposes .client (a CallinClient), .open(), .minimize(), .start(callType).
+ * callin:barge, callin:transcript, callin:caption, callin:ended, callin:error) and exposes .client (a CallinClient), .open(), .minimize(), .start(callType).
  */
 
 import { CallinClient, CallinError, getDeviceLocation, gatewayOrigin, VERSION } from "./callin-client.js";
@@ -250,6 +250,8 @@ export class CallinWidget extends HTMLElement {
       launchCount: $(".launch-count"),
       shareNote: $(".share-note"),
       bargeNote: $(".barge-note"),
+      transcriptNote: $(".transcript-note"),
+      captionsNote: $(".captions-note"),
       camNote: $(".cam-note"),
       recNote: $(".rec-note"),
       trayBox: $(".tray-box"),
@@ -486,6 +488,8 @@ export class CallinWidget extends HTMLElement {
     });
     on("barge", (d) => this.#onBarge(d));
     on("recording", (d) => this.#onRecording(d));
+    on("transcript", (d) => this.#onTranscript(d));
+    on("caption", (d) => this.#onCaption(d));
     on("participant", (d) => {
       // The agent's console lost its connection: the call goes on (it may come back within seconds).
       if (d.state === "reconnecting") {
@@ -660,6 +664,8 @@ export class CallinWidget extends HTMLElement {
     e.shareNote.hidden = true;
     e.bargeNote.hidden = true;
     e.recNote.hidden = true;
+    e.transcriptNote.hidden = true;
+    e.captionsNote.hidden = true;
     e.camNote.hidden = true;
     e.stage.classList.remove("bannered", "ringing");
     delete e.panel.dataset.inbound;
@@ -793,6 +799,24 @@ export class CallinWidget extends HTMLElement {
     note.querySelector(".barge-title").textContent = barging.length > 1 ? "Supervisors joined the call" : "A supervisor joined the call";
     note.querySelector(".barge-text").textContent = `You can hear ${names} and they can hear you.`;
     if (active) this.#say(`A supervisor, ${name ?? ""}, joined the call. They can hear you.`);
+  }
+
+  /** The call is transcribed from now on: the caller is told, before anything it says is turned into text. */
+  #onTranscript({ active, captions }) {
+    this.#emit("transcript", { active, captions });
+    this.#els.transcriptNote.hidden = !active;
+    if (active) this.#say("This call is transcribed. Card numbers are hidden.");
+  }
+
+  /** Captions of the call (an accessibility aid, when the queue gives them): the latest line, as text only. */
+  #onCaption({ speaker, text, final }) {
+    this.#emit("caption", { speaker, text, final });
+    const note = this.#els.captionsNote;
+    note.hidden = false;
+    note.querySelector(".cap-who").textContent = speaker?.role === "caller" ? "You" : (speaker?.name ?? "");
+    const line = note.querySelector(".cap-text");
+    line.textContent = text;
+    line.style.opacity = final ? "1" : ".75";
   }
 
   /** A video call going on as voice (camera blocked or missing): say so, and how to turn the camera on. */

@@ -32,6 +32,7 @@ import { createDevices } from "./views/devices.js";
 import { createAlerts } from "./views/alerts.js";
 import { createInbox } from "./views/inbox.js";
 import { createRecording } from "./views/recording.js";
+import { createCaptions } from "./views/captions.js";
 
 function initialState() {
   return {
@@ -95,6 +96,10 @@ function debugHandle(app) {
     get recording() {
       return { chip: $("rec-chip").dataset.state, button: $("rec-button").dataset.action || null };
     },
+    /** The live captions shown now (views/captions.js). */
+    get captions() {
+      return views.captions.shown();
+    },
     get supervising() {
       return state.supervise ? { callId: state.supervise.callId, mode: state.supervise.mode } : null;
     },
@@ -130,6 +135,7 @@ function main() {
     alerts: createAlerts(app),
     inbox: createInbox(app),
     recording: createRecording(app),
+    captions: createCaptions(app),
   });
   for (const view of Object.values(app.views)) view.mount?.();
   window.callinConsole = debugHandle(app);

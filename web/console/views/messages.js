@@ -108,6 +108,12 @@ export function createMessages(app) {
       case "wallboard":
         views.wallboard.renderWallboard(message);
         break;
+      case "transcript.notice":
+        views.captions.onNotice(message);
+        break;
+      case "caption":
+        views.captions.onCaption(message);
+        break;
       case "error":
         toast(message.reason || message.code, { bad: true });
         break;
