@@ -24,7 +24,7 @@ from .errors import CallinError
 from .media import Blackhole, MediaSink, MediaSource, camera, media_file
 from .messages import (CallAnswered, CallBarge, CallEnded, CallHeld, CallQueued, CallTransferring, ChatMessage, ContentPushed,
                        ErrorMessage, MediaState, MediaVideo, Participant, QueueClosed, QueuePosition, SdpAnswer,
-                       ServerMessage, Shutdown, CallRinging, Welcome)
+                       ServerMessage, Shutdown, CallRinging, Caption, TranscriptNotice, Welcome)
 from .signaling import Signaling
 
 log = logging.getLogger("callin_sdk")
@@ -459,6 +459,11 @@ class CallinCaller:
             self._emit("ringing", call_id=m.call_id, ringing=m.ringing, agent_name=m.agent_name)
         elif isinstance(m, CallBarge) and mine:
             self._emit("barge", call_id=m.call_id, active=m.active, name=m.name)
+        elif isinstance(m, TranscriptNotice) and mine:
+            self._emit("transcript", call_id=m.call_id, active=m.active, captions=m.captions)
+        elif isinstance(m, Caption) and mine:
+            self._emit("caption", call_id=m.call_id, speaker=m.speaker, utterance=m.utterance, text=m.text,
+                       final=m.final)
         elif isinstance(m, Participant) and mine:
             self._emit("participant", state=m.type.split(".", 1)[1], role=m.role, name=m.name, cause=m.cause)
         elif isinstance(m, Shutdown):

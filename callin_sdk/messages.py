@@ -170,6 +170,22 @@ class CallBarge(ServerMessage):
     name: str | None = Field(None, max_length=256)
 
 
+class TranscriptNotice(ServerMessage):
+    type: Literal["transcript.notice"]
+    call_id: str = Field(max_length=64)
+    active: bool
+    captions: bool = False
+
+
+class Caption(ServerMessage):
+    type: Literal["caption"]
+    call_id: str = Field(max_length=64)
+    speaker: dict[str, Any]
+    utterance: int = Field(ge=1)
+    text: str = Field(max_length=10_000)
+    final: bool
+
+
 class Shutdown(ServerMessage):
     type: Literal["shutdown"]
     reason: str = Field("", max_length=4096)
@@ -183,7 +199,7 @@ KNOWN: dict[str, type[ServerMessage]] = {
     "media.video": MediaVideo, "chat.message": ChatMessage, "content.pushed": ContentPushed, "call.held": CallHeld,
     "call.transferring": CallTransferring, "queue.closed": QueueClosed, "participant.reconnecting": Participant,
     "participant.reconnected": Participant, "shutdown": Shutdown, "call.ringing": CallRinging,
-    "call.barge": CallBarge,
+    "call.barge": CallBarge, "transcript.notice": TranscriptNotice, "caption": Caption,
 }
 
 

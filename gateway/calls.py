@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidState
+from .recording import CallRecording
 from .models import CallContext, CallerIdentity, CallEvent, CallState, CallType, EndReason, Location, now
 
 _ALLOWED: dict[CallState, set[CallState]] = {
@@ -57,6 +58,7 @@ class Call:
     chat_guard: Any = field(default=None, repr=False)  # gateway/chatguard.py, made on the first chat line
     media_source: str = ""  # camera, screen or none: what the caller's video sends now (its media.source)
     media_source_reason: str | None = None  # with none: camera_blocked / camera_unavailable (media.source reason)
+    recording: CallRecording | None = None  # the queue's recording policy and the caller's consent (gateway/recording.py)
 
     def __post_init__(self) -> None:
         if not self.media_source:
@@ -105,4 +107,5 @@ class Call:
             "callback_phone": self.callback_phone,
             "media_source": self.media_source,
             "media_source_reason": self.media_source_reason,
+            "recording": self.recording.public() if self.recording is not None else None,
         }

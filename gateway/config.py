@@ -165,6 +165,21 @@ class QueueConfig(BaseModel):
                                 description="told when the queue is open but no agent with its skills is staffed")
     max_wait_message: str = Field("Sorry for the long wait.", max_length=1000)
     priority_rules: list[PriorityRule] = Field(default_factory=list, max_length=32)
+    recording: Literal["off", "on_demand", "always"] = Field(
+        "off", description="off: never recorded; on_demand: the agent starts it (recording.start); always: every "
+                           "answered call (docs/recording.md)")
+    recording_consent: Literal["notify", "ask"] = Field(
+        "notify", description="notify: the caller is told before recording starts; ask: the caller is asked and may "
+                              "decline (then nothing is recorded)")
+    recording_mixed_audio: bool = Field(
+        False, description="one mixed audio track instead of one per participant (decodes audio; video is never "
+                           "re-encoded)")
+    transcript: Literal["off", "on"] = Field(
+        "off", description="on: what is said in this queue's answered calls is transcribed (the caller is told), "
+                           "shown to the agent as captions, stored with the call record")
+    caller_captions: bool | None = Field(
+        None, description="with transcript on: the caller sees the captions too; unset: the transcript_caller_captions "
+                          "setting")
 
     @field_validator("skills")
     @classmethod
@@ -268,6 +283,14 @@ class Settings(BaseSettings):
     node_name: str = Field(default_factory=socket.gethostname,
                            description="this node's name in call records and logs (informative: open records "
                                        "are owned by a node instance and closed by its lease, see node_lease_s)")
+    # -- call recordings (docs/recording.md)
+    recording_dir: Path | None = Field(
+        None, description="folder the recordings are written to; default: recordings/ in data_dir")
+    recording_retention_days: float = Field(
+        90.0, ge=0, le=36_500, description="recordings are deleted this many days after their call (the record keeps "
+                                           "their metadata, marked deleted); 0: kept until deleted by hand")
+    recording_sweep_interval_s: float = Field(
+        3600.0, gt=0, le=86_400, description="how often recordings past their retention are looked for")
     migrate_on_start: bool = Field(True, description="apply schema migrations when the server starts")
     # -- records: durability and node lease (issue 9, docs/deployment.md "Call records")
     node_lease_s: float = Field(15.0, ge=1, le=3600,
@@ -481,6 +504,29 @@ class Settings(BaseSettings):
         description="packet: forward RTP packets as they arrive (~1 ms); frame: whole encoded frames; "
         "transcode: decode and re-encode (aiortc's stock MediaRelay path, a core per few calls)",
     )
+    # -- live transcripts (gateway/transcript/; per queue: QueueConfig.transcript)
+    transcript_engine: Literal["pocketsphinx", "http"] = Field(
+        "pocketsphinx", description="speech-to-text engine: pocketsphinx (in this host, US English) or http (each "
+        "utterance POSTed as WAV to transcript_http_url)")
+    transcript_http_url: str | None = Field(
+        None, max_length=2000, description="transcript_engine=http: the recognition service's URL (answers JSON "
+        "{text, words?})")
+    transcript_http_token: SecretStr | None = Field(
+        None, description="transcript_engine=http: sent as Authorization: Bearer <token>")
+    transcript_http_timeout_s: float = Field(10.0, gt=0, le=120, description="one recognition request's limit")
+    transcript_workers: int = Field(
+        1, ge=1, le=64, description="pocketsphinx: recognition processes per media process (made on first use)")
+    transcript_grammar: Path | None = Field(
+        None, description="pocketsphinx: a JSGF grammar file to recognise with instead of the general English "
+        "language model (a closed vocabulary: digits, menu words)")
+    transcript_endpoint_silence_s: float = Field(
+        0.5, ge=0.1, le=5, description="silence that ends an utterance (then its final result is recognised)")
+    transcript_partial_interval_s: float = Field(
+        1.0, ge=0.2, le=30, description="while an utterance grows, a partial result at most this often")
+    transcript_max_utterance_s: float = Field(15.0, ge=1, le=120, description="a longer utterance is cut here")
+    transcript_caller_captions: bool = Field(
+        False, description="the caller sees captions of the call when its queue's transcript is on (accessibility); "
+        "a queue's caller_captions overrides it")
     # -- media / remote ICE candidates: where a peer may make the relay send checks, how many, how long
     media_max_remote_candidates: int = Field(
         20, ge=1, le=200, description="distinct UDP ICE candidates a peer connection may give (offer + trickled)")
@@ -585,6 +631,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _transcripts(self) -> "Settings":
+        if self.transcript_engine == "http" and not self.transcript_http_url:
+            raise ValueError("transcript_engine http needs transcript_http_url (the recognition service's URL)")
+        if self.transcript_http_url and urlsplit(self.transcript_http_url).scheme not in ("http", "https"):
+            raise ValueError("transcript_http_url must be an http:// or https:// URL")
+        if self.transcript_grammar is not None and not self.transcript_grammar.is_file():
+            raise ValueError(f"transcript_grammar {self.transcript_grammar} is not a readable file (a JSGF grammar)")
+        return self
+
+    @model_validator(mode="after")
     def _tls_pair(self) -> "Settings":
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together")
@@ -640,6 +696,10 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
         return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def recording_root(self) -> Path:
+        return self.recording_dir if self.recording_dir is not None else self.data_dir / "recordings"
 
     @property
     def db_url(self) -> str:

@@ -185,11 +185,47 @@ class MediaSourceChanged:
     reason: str | None = None  # with none: camera_blocked / camera_unavailable (why a video call has no camera)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingChanged:
+    """To the caller and the call's staff: the call's recording state (gateway/recording.py) changed; `asking`
+    asks the caller for consent (recording.consent)."""
+
+    call_id: str
+    state: str  # off, asking, pending, recording, paused, declined, stopped, failed
+    policy: str  # off, on_demand, always
+    consent: str  # notify, ask
+    by: str | None = None  # caller, agent, api, system
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptNotice:
+    """To the caller (and the call's staff): the call is being transcribed from now on (active), or no longer;
+    `captions`: this recipient is sent the captions."""
+
+    call_id: str
+    active: bool
+    captions: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Caption:
+    """What someone in the call said, redacted: a partial result (replaced by the next one of the same speaker and
+    utterance) or the final one. `speaker` {role: caller / agent / supervisor / colleague, name}."""
+
+    call_id: str
+    speaker: dict[str, Any]
+    utterance: int
+    text: str
+    final: bool
+    start_s: float
+    end_s: float
+
+
 Event = (
     QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
     | MediaVideo | CallHeld | CallTransferring | CallTransferred | ConsultState | ContentPushed | ContentStatus | ChatMessage
     | QueueClosed | CallbackOffer | CallbackReady | ParticipantConnection | MediaSourceChanged | CallRinging
-    | CallBarge
+    | CallBarge | RecordingChanged | TranscriptNotice | Caption
 )
 
 

@@ -37,6 +37,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
   command -v turnserver >/dev/null 2>&1 || need="$need coturn"  # tests/integration/test_turn.py: a real TURN server
   command -v iptables >/dev/null 2>&1 || need="$need iptables"  # ... behind a firewall rule in the test's namespace
+  command -v espeak-ng >/dev/null 2>&1 || need="$need espeak-ng"  # speech for the transcript tests (tests/support/speech.py)
   if [ -n "$need" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq

@@ -168,6 +168,9 @@ class AgentConnection(Connection):
                     raise Forbidden("the wallboard is for supervisors", code="not_supervisor")
                 data = self.request.app[WALLBOARD].subscribe(self.send_wallboard)
                 self.send(p.WallboardOut(id=message.id, **data))
+            case p.RecordingControl():
+                self.board.recording(session, message.call_id, message.type.removeprefix("recording."))
+                self.send(p.Ack(id=message.id))
             case p.SuperviseStop():
                 await self.board.stop_supervising(session, message.call_id)
                 self.send(p.Ack(id=message.id))

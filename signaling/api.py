@@ -22,7 +22,7 @@ from .access import require
 from .cluster import tell_queue_changed
 from .hardening import origin_is_public, origin_of
 from .keys import (ACCOUNTS, API_KEYS, CALLS, DESTINATIONS, LIVE_SIGNINS, QUEUES, RECORDER, SETTINGS, SIGNINS,
-                   SWITCHBOARD, WEBHOOK_DISPATCHER, WEBHOOKS)
+                   SWITCHBOARD, TRANSCRIPTS, WEBHOOK_DISPATCHER, WEBHOOKS)
 from .rest import Body, http_error, json_response, read_body
 
 api_routes = web.RouteTableDef()
@@ -32,7 +32,7 @@ MAX_PAGE = 200
 STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}
 ADMIN = {Role.ADMIN.value}
 WebhookEvent = Literal["call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned",
-                       "call.callback_ready"]
+                       "call.callback_ready", "recording.ready", "transcript.ready"]
 
 
 class Query(BaseModel):
@@ -80,7 +80,7 @@ class ApiKeyCreate(Body):
 
 class WebhookCreate(Body):
     url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")
-    events: list[WebhookEvent] = Field(min_length=1, max_length=6)
+    events: list[WebhookEvent] = Field(min_length=1, max_length=8)
 
 
 class CallPage(BaseModel):
@@ -121,6 +121,36 @@ async def get_call(request: web.Request) -> web.Response:
         # a call that only rang at this agent (declined or missed) is not theirs to read
         raise NotFound(f"no call {call['id']}", code="unknown_call")
     return json_response(call)
+
+
+class TranscriptSegmentOut(BaseModel):
+    seq: int
+    participant: str = Field(description='"caller" or the username of the agent, supervisor or colleague')
+    role: Literal["caller", "agent", "supervisor", "colleague"]
+    name: str
+    utterance: int
+    text: str = Field(description="as recognised, card numbers and long digit runs redacted; plain text")
+    start_s: float = Field(description="seconds from the start of the transcript")
+    end_s: float
+    at: float = Field(description="when it was recognised (UNIX seconds)")
+
+
+class TranscriptOut(BaseModel):
+    call_id: str
+    segments: list[TranscriptSegmentOut]
+
+
+@api_routes.get("/api/v1/calls/{call_id}/transcript")
+async def get_transcript(request: web.Request) -> web.Response:
+    """The call's live transcript (its queue had transcript on), final segments in order; [] when none."""
+    who = await require(request, api_key=True)
+    call_id = request.match_info["call_id"]
+    if who.is_user and who.role == Role.AGENT.value:
+        call = await request.app[CALLS].get(call_id)
+        if who.name not in handled_by(call):
+            raise NotFound(f"no call {call_id}", code="unknown_call")
+    segments = await request.app[TRANSCRIPTS].get(call_id)
+    return json_response(TranscriptOut(call_id=call_id, segments=segments).model_dump())
 
 
 class HistoryQuery(Query):
@@ -582,6 +612,9 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/calls": {"get": op("List call records (filters, newest first, cursor pagination)",
                                     query=CallListQuery, response=CallPage)},
         "/api/v1/calls/{call_id}": {"get": op("One call record with its ordered event log", path_param="call_id")},
+        "/api/v1/calls/{call_id}/transcript": {"get": op("The call's live transcript: final segments, redacted, in "
+                                                         "order (agents: their own calls)", path_param="call_id",
+                                                         response=TranscriptOut)},
         "/api/v1/calls/{call_id}/history": {"get": op("The events of a call in progress, a page before `before` "
                                                       "(the agent it rings at or who is in it, supervisor, admin)",
                                                       query=HistoryQuery, path_param="call_id")},
@@ -627,5 +660,9 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
         "/api/v1/webhooks/{webhook_id}/deliveries": {"get": op("Delivery log (every attempt with its outcome)",
                                                                path_param="webhook_id")},
     }
-    return paths, [Directory, Inbox, MessageHandled, ContactHistory, WrapUpRequest, UserCreate, UserRouting, ApiKeyCreate, WebhookCreate, CallPage, QueueConfig,
-                   QueueConfigPut, CallListQuery, StatsQuery]
+    from .recordings_api import openapi_paths as recording_paths  # here: that module imports this one
+
+    more_paths, more_models = recording_paths(op)
+    paths.update(more_paths)
+    return paths, [*more_models, Directory, Inbox, MessageHandled, ContactHistory, WrapUpRequest, UserCreate, UserRouting, ApiKeyCreate, WebhookCreate, CallPage, QueueConfig,
+                   QueueConfigPut, CallListQuery, StatsQuery, TranscriptOut]

@@ -6,6 +6,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -13,6 +14,8 @@ from pydantic import SecretStr
 
 from gateway.auth import CallerTokenVerifier
 from gateway.config import Settings
+from gateway.errors import NotFound
+from gateway.models import CallState
 from gateway.destinations import DestinationPolicy, parse_networks
 from gateway.signin_throttle import SignInThrottle, ThrottleRule
 from gateway.store.attachments import AttachmentLimits, AttachmentStore
@@ -21,7 +24,9 @@ from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
 from gateway.store.queues import QueueStore
 from gateway.store.records import CallQueries, CallRecorder, RecorderSettings
+from gateway.store.recordings import RecordingArchive, RecordingCatalog, RecordingSweeper
 from gateway.store.signins import SignInStore
+from gateway.store.transcripts import TranscriptStore
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
 from gateway.media import MediaConfig
@@ -49,10 +54,12 @@ from .keys import (
     METRICS,
     QUEUES,
     READY,
+    RECORDINGS,
     RECORDER,
     SETTINGS,
     SIGNIN_THROTTLE,
     SWITCHBOARD,
+    TRANSCRIPTS,
     WEBHOOK_DISPATCHER,
     WEBHOOKS,
 )
@@ -67,6 +74,7 @@ from .signins import LiveSignIns
 from .outbound import guarded_session, webhook_sender
 from .wallboard import WallboardHub
 from .rest import errors_middleware, routes
+from .recordings_api import download_url, recording_routes
 
 log = structlog.get_logger("callin.app")
 MAX_BODY = 256 * 1024
@@ -109,9 +117,11 @@ def create_app(settings: Settings) -> web.Application:
         durable_timeout_s=settings.records_durable_timeout_s, stop_timeout_s=settings.records_stop_timeout_s,
         restore_within_s=settings.restore_waiting_within_s))
     app[CALLS] = CallQueries(db)
+    app[TRANSCRIPTS] = TranscriptStore(db, app[RECORDER])
     app[WEBHOOKS] = WebhookStore(db)
     app[DESTINATIONS] = DestinationPolicy(parse_networks(settings.webhook_allowed_networks))
     app[QUEUES] = QueueStore(db)
+    app[RECORDINGS] = RecordingCatalog(db)
     app[SIGNINS] = SignInStore(db, ttl_s=settings.agent_session_ttl_s, max_s=settings.agent_session_max_s)
     app[LIVE_SIGNINS] = LiveSignIns(app[SIGNINS], settings.agent_session_check_s)
     app[METRICS] = Metrics()
@@ -119,6 +129,7 @@ def create_app(settings: Settings) -> web.Application:
     app[ATTACHMENTS] = AttachmentStore(settings.data_dir / "attachments", AttachmentLimits.from_settings(settings))
     app.router.add_routes(routes)
     app.router.add_routes(api_routes)
+    app.router.add_routes(recording_routes)
     app.router.add_routes(file_routes)
     app.router.add_get("/ws/caller", caller_ws)
     app.router.add_get("/ws/agent", agent_ws)
@@ -220,8 +231,30 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     dispatcher.attach(board)
     app[METRICS].bind_webhooks(dispatcher)
     app[RECORDER].on_interrupted(lambda record: dispatcher.publish_record("call.ended", record))
+    app[TRANSCRIPTS].attach(board)
+    app[TRANSCRIPTS].on_ready(lambda call, segments, complete: dispatcher.publish(
+        "transcript.ready", call, transcript=segments, transcript_complete=complete))
     dispatcher.start()
     app[WEBHOOK_DISPATCHER] = dispatcher
+    # Recordings: a finished one is filed (checksum, catalog, recording.ready); old ones are swept (retention).
+    archive = RecordingArchive(app[RECORDINGS], board.recording_storage, dispatcher.publish_record,
+                               download_url(settings.base_url))
+    archive.attach(board)
+
+    async def record_of(call_id: str) -> dict[str, Any] | None:
+        try:
+            return await app[CALLS].get(call_id)
+        except NotFound:
+            return None
+
+    def live_here(call_id: str) -> bool:
+        call = board.call(call_id)
+        return call is not None and call.state is not CallState.ENDED
+
+    archive.start_recovery(live_here, record_of)  # files a recording that a killed process left unfiled
+    sweeper = RecordingSweeper(app[RECORDINGS], board.recording_storage, settings.recording_retention_days,
+                               settings.recording_sweep_interval_s)
+    sweeper.start()
     wallboard = WallboardHub(board)
     wallboard.start()
     app[WALLBOARD] = wallboard
@@ -235,5 +268,8 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[LIVE_SIGNINS].stop()
     await wallboard.stop()
     await board.close()  # ends live calls: their records are written before the recorder stops
+    await sweeper.stop()
+    await archive.stop()  # the recordings of the calls just ended are filed (recording.ready queued)
+    await app[TRANSCRIPTS].stop()  # the last transcripts stored and handed to the webhooks
     await dispatcher.stop()
     await http.close()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from gateway.calls import Call
-from gateway.errors import InvalidState, Unavailable
+from gateway.errors import GatewayError, InvalidState, Unavailable
 from gateway.models import CallerIdentity, CallState, EndReason
 from gateway.sessions import Session, token_hash
 from gateway.store.records import RecordsUnavailable
@@ -41,6 +42,19 @@ class ResumePending(Unavailable):
 class CallerConnection(Connection):
     role = "caller"
     adapter = p.caller_adapter
+
+    def __init__(self, request: web.Request) -> None:
+        super().__init__(request)
+        self._queuing: set[asyncio.Task[None]] = set()  # call.start replies waiting for the call's record
+
+    async def run(self) -> web.StreamResponse:
+        try:
+            return await super().run()
+        finally:
+            # A call.queued still waiting for its record: the wait ends by itself (committed, or the call ended at
+            # durable_timeout_s); the caller gets it on resume if the socket went away meanwhile.
+            if self._queuing:
+                await asyncio.gather(*self._queuing, return_exceptions=True)
 
     def authenticate(self, token: str) -> CallerIdentity:
         return self.request.app[CALLER_TOKENS].verify(token)
@@ -95,6 +109,20 @@ class CallerConnection(Connection):
             await self.board.end_call(call, EndReason.RECORDS_UNAVAILABLE, "system")
             raise
 
+    async def _queued(self, request_id: str, call: Call) -> None:
+        try:
+            await self.durable(call)
+        except GatewayError as exc:
+            self.error(exc, request_id)
+            return
+        except Exception:  # a bug must still answer, not leave the caller waiting
+            log.exception("caller.queued_failed", call_id=call.id)
+            self.error(GatewayError("internal error"), request_id)
+            return
+        _, position, length, estimate = self.board.position_of(call.id) or (call, 0, 0, None)
+        self.send(p.CallQueued(id=request_id, call_id=call.id, position=position, queue_length=length,
+                               estimated_wait_s=estimate, queue=call.queue))
+
     async def handle(self, message: Any) -> None:
         assert self.session is not None
         session = self.session
@@ -103,10 +131,12 @@ class CallerConnection(Connection):
                 await self.turnstile.turn()
                 call = self.board.start_call(session, message.call_type, message.location, message.context)
                 self.metrics.calls_started.labels(call_type=call.call_type.value).inc()
-                await self.durable(call)
-                _, position, length, estimate = self.board.position_of(call.id) or (call, 0, 0, None)
-                self.send(p.CallQueued(id=message.id, call_id=call.id, position=position, queue_length=length,
-                                       estimated_wait_s=estimate, queue=call.queue))
+                # call.queued is a promise, sent once the call's record is committed. The messages behind call.start
+                # (its sdp.offer follows at once) are handled meanwhile: the media is set up while the record is
+                # written, not after.
+                task = asyncio.ensure_future(self._queued(message.id, call))
+                self._queuing.add(task)
+                task.add_done_callback(self._queuing.discard)
             case p.CallbackRequest():
                 call = await self.board.request_callback(session, message.call_id, message.phone)
                 await self.request.app[RECORDER].durable(call.id)  # a promise: confirmed once it is on disk
@@ -140,6 +170,9 @@ class CallerConnection(Connection):
                 self.send(p.Ack(id=message.id))
             case p.MediaSource():
                 self.board.media_source(session, message.call_id, message.source, message.reason)
+                self.send(p.Ack(id=message.id))
+            case p.RecordingConsent():
+                self.board.recording_consent(session, message.call_id, message.accept)
                 self.send(p.Ack(id=message.id))
             case p.ContentStatusIn():
                 self.board.content_status(session, message.call_id, message.content_id, message.status)

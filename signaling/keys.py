@@ -16,7 +16,9 @@ from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
 from gateway.store.queues import QueueStore
 from gateway.store.signins import SignInStore
+from gateway.store.transcripts import TranscriptStore
 from gateway.store.records import CallQueries, CallRecorder
+from gateway.store.recordings import RecordingCatalog
 from gateway.store.webhooks import WebhookDispatcher, WebhookStore
 from gateway.switchboard import Switchboard
 
@@ -41,8 +43,10 @@ ACCOUNTS = web.AppKey("accounts", AccountStore)
 API_KEYS = web.AppKey("api_keys", ApiKeyStore)
 RECORDER = web.AppKey("recorder", CallRecorder)
 CALLS = web.AppKey("calls", CallQueries)
+TRANSCRIPTS = web.AppKey("transcripts", TranscriptStore)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 QUEUES = web.AppKey("queues", QueueStore)
+RECORDINGS = web.AppKey("recordings", RecordingCatalog)  # recorded files and their audit log
 WEBHOOK_DISPATCHER = web.AppKey("webhook_dispatcher", WebhookDispatcher)
 DESTINATIONS = web.AppKey("destinations", DestinationPolicy)
 SIGNIN_THROTTLE = web.AppKey("signin_throttle", SignInThrottle)

@@ -78,6 +78,29 @@ class _MediaWorkers(Collector):
         yield deaths
 
 
+class _Recordings(Collector):
+    """The media plane's call recordings (gateway/media/recorder.py)."""
+
+    def __init__(self, plane: Any) -> None:
+        self.plane = plane
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        totals = getattr(self.plane, "recording_totals", None)
+        if totals is None:
+            return
+        numbers = totals()
+        active = GaugeMetricFamily("callin_recordings_active", "Calls being recorded now")
+        active.add_metric([], numbers["active"])
+        yield active
+        for name, key, text in (("callin_recordings_finished", "finished", "Recordings finalized"),
+                                ("callin_recording_bytes", "bytes_written", "Bytes of the recordings finalized"),
+                                ("callin_recording_dropped_frames", "dropped",
+                                 "Media frames not recorded because a recording's writer fell behind (a stalled disk)")):
+            counter = CounterMetricFamily(name, text)
+            counter.add_metric([], numbers[key])
+            yield counter
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -111,6 +134,7 @@ class Metrics:
     def bind(self, board: Switchboard) -> None:
         self.registry.register(_LiveState(board))
         self.registry.register(_MediaWorkers(board.plane))
+        self.registry.register(_Recordings(board.plane))
 
         def answered(call: Call) -> None:
             self.wait_seconds.observe(call.wait_s)

@@ -350,15 +350,34 @@ class AgentChatSend(ChatSend):
     call_id: CallId
 
 
+class RecordingConsent(Request):
+    """The caller's answer to recording.state "asking": accept (the call may be recorded) or decline (nothing of
+    this call is recorded)."""
+
+    type: Literal["recording.consent"]
+    id: RequestId
+    call_id: str | None = Field(None, max_length=64)
+    accept: bool
+
+
+class RecordingControl(Request):
+    """Start (queues with recording on_demand; the caller is told, or asked first), pause (nothing is recorded until
+    resumed: a card number read out) or resume the call's recording. The call's agent, or a supervisor in it."""
+
+    type: Literal["recording.start", "recording.pause", "recording.resume"]
+    id: RequestId
+    call_id: CallId
+
+
 CallerMessage = Annotated[
     Hello | StartCall | SdpOffer | IceCandidate | Hangup | Ping | Bye | ChatSend | ContentStatusIn | CallbackRequest
-    | LeaveMessage | Rejoin | MediaSource,
+    | LeaveMessage | Rejoin | MediaSource | RecordingConsent,
     Field(discriminator="type"),
 ]
 AgentMessage = Annotated[
     Hello | SetStatus | Accept | Decline | AgentSdpOffer | AgentIceCandidate | AgentHangup | Ping | Bye | Hold
     | Transfer | TransferStep | Supervise | SuperviseStop | PushContent | AgentChatSend | WallboardSubscribe | WrapUp
-    | WrapUpExtend,
+    | WrapUpExtend | RecordingControl,
     Field(discriminator="type"),
 ]
 
@@ -414,6 +433,19 @@ class ConsultOut(Part):
     from_name: str | None
 
 
+RecordingStateName = Literal["off", "asking", "pending", "recording", "paused", "declined", "stopped", "failed"]
+RecordingPolicyName = Literal["off", "on_demand", "always"]
+RecordingConsentName = Literal["notify", "ask"]
+
+
+class RecordingOut(Part):
+    """A call's recording: its state, the queue's policy and how the caller's consent is sought."""
+
+    state: RecordingStateName
+    policy: RecordingPolicyName
+    consent: RecordingConsentName
+
+
 class CardOut(Part):
     """What the agent sees about a call: verified identity, device location, app context, recent history."""
 
@@ -434,6 +466,7 @@ class CardOut(Part):
     media_source_reason: MediaSourceReason | None = Field(
         description="with media_source none: why a video call has no camera (camera_blocked, camera_unavailable)")
     consult: ConsultOut | None = Field(None, description="only in the call.offered of a warm transfer's consult")
+    recording: RecordingOut | None = Field(None, description="the call's recording (null: not decided yet)")
 
 
 class ContentOut(Part):
@@ -851,6 +884,37 @@ class CallBargeOut(EventOut):
     name: str | None = None
 
 
+class TranscriptNoticeOut(EventOut):
+    """The call is transcribed from now on (`active` true: what everyone says is turned into text, redacted, kept
+    with the call record), or no longer. To the caller before anything is transcribed, and to the agent.
+    `captions`: this recipient is sent the captions (caption messages)."""
+
+    type: Literal["transcript.notice"] = "transcript.notice"
+    call_id: str
+    active: bool
+    captions: bool = False
+
+
+class CaptionSpeaker(Message):
+    role: Literal["caller", "agent", "supervisor", "colleague"]
+    name: str = Field(max_length=256)
+
+
+class CaptionOut(EventOut):
+    """What someone in the call said, as recognised, card numbers and long digit runs redacted. A partial result
+    (`final` false) is replaced by the next caption of the same speaker role and name and `utterance`; the final
+    one settles it. Plain text: show it as text, never as HTML. Times: seconds from the start of the transcript."""
+
+    type: Literal["caption"] = "caption"
+    call_id: str
+    speaker: CaptionSpeaker
+    utterance: int = Field(ge=1)
+    text: str = Field(max_length=10_000)
+    final: bool
+    start_s: float = Field(ge=0)
+    end_s: float = Field(ge=0)
+
+
 class ParticipantOut(EventOut):
     """The other side of the call lost its socket (reconnecting) or got its session back (reconnected); with cause
     "media", it is setting its media up again with a new peer connection (a network change) / its media is back."""
@@ -860,6 +924,21 @@ class ParticipantOut(EventOut):
     role: Literal["caller", "agent"]
     name: str | None = None
     cause: Literal["socket", "media"] = "socket"
+
+
+class RecordingStateOut(EventOut):
+    """To the caller and the call's staff: the call's recording state changed. `pending`: the call will be recorded
+    once answered (the caller is told before anything is recorded); `asking`: the caller is asked and answers with
+    recording.consent; `recording`, `paused` (nothing is recorded until resumed), `declined` (the caller declined:
+    nothing is recorded), `stopped` (the call ended), `failed` (the recorder could not start), `off`.
+    `by`: who changed it (caller, agent, api, system)."""
+
+    type: Literal["recording.state"] = "recording.state"
+    call_id: str
+    state: RecordingStateName
+    policy: RecordingPolicyName
+    consent: RecordingConsentName
+    by: Literal["caller", "agent", "api", "system"] | None = None
 
 
 class ShutdownOut(Message):
@@ -889,7 +968,8 @@ ServerMessage = Annotated[
     | ErrorOut | CallHeldOut | CallTransferringOut | CallTransferredOut | ConsultStateOut | SuperviseStarted
     | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut | WallboardOut
     | QueueClosedOut | CallbackOfferOut | CallbackAcceptedOut | CallbackReadyOut | CallRejoinedOut
-    | ParticipantOut | ShutdownOut | MediaSourceOut | CallRingingOut | CallBargeOut,
+    | ParticipantOut | ShutdownOut | MediaSourceOut | CallRingingOut | CallBargeOut | RecordingStateOut
+    | TranscriptNoticeOut | CaptionOut,
     Field(discriminator="type"),
 ]
 

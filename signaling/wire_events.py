@@ -58,6 +58,9 @@ WIRE_RULES: Mapping[type, WireRule] = MappingProxyType({
     ev.MediaSourceChanged: WireRule(p.MediaSourceOut),
     ev.CallRinging: WireRule(p.CallRingingOut),
     ev.CallBarge: WireRule(p.CallBargeOut),
+    ev.RecordingChanged: WireRule(p.RecordingStateOut),
+    ev.TranscriptNotice: WireRule(p.TranscriptNoticeOut),
+    ev.Caption: WireRule(p.CaptionOut),
     ev.ParticipantConnection: WireRule(p.ParticipantOut, omit=frozenset({"connected"}), derive=_participant),
 })
 

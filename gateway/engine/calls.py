@@ -20,7 +20,9 @@ from .core import Core
 from .incall import InCall
 from .presence import Presence
 from .dispatch import Dispatch
+from .recording import Recordings
 from .supervision import Supervision
+from .transcripts import Transcripts
 from .views import Views
 from .waiting import WaitingLine
 
@@ -34,8 +36,10 @@ RECOVERABLE = frozenset({"closed_by_remote", "ice_failed", "dtls_failed"})
 
 class CallLifecycle:
     def __init__(self, core: Core, guard: CallerGuard, presence: Presence, waiting: WaitingLine, dispatch: Dispatch,
-                 incall: InCall, supervision: Supervision, views: Views) -> None:
+                 incall: InCall, supervision: Supervision, views: Views, recordings: Recordings,
+                 transcripts: Transcripts) -> None:
         self.core = core
+        self.recordings = recordings
         self.guard = guard
         self.presence = presence
         self.waiting = waiting
@@ -43,6 +47,7 @@ class CallLifecycle:
         self.incall = incall
         self.supervision = supervision
         self.views = views
+        self.transcripts = transcripts
         core.timers.on("forget", core.live.forget_call)
         self._recovering: dict[str, str] = {}  # leg id -> call id: a replacing leg not yet connected
         self._failed: dict[str, set[str]] = {}  # call id -> its failed legs waiting for a new offer (recovery)
@@ -225,6 +230,7 @@ class CallLifecycle:
         call.end_reason = reason
         call.ended_by = by
         call.transition(CallState.ENDED, reason=reason.value, by=by)
+        self.recordings.ending(call)  # told before call.ended; the record below has the final state
         duration = call.ended_at - call.answered_at if call.answered_at else None
         if duration is not None:
             live.estimator(call.queue).record_handle_time(duration)
@@ -252,6 +258,8 @@ class CallLifecycle:
         core.emit("call.ended", call)
         await self.incall.release_consult(call, event)
         self.supervision.call_ended(call, event)
+        await self.recordings.ended(call)  # the recorder stops (its file finalised) before the media closes
+        self.transcripts.call_ended(call)  # its last words are recognised after the media has closed
         await core.plane.close_call(call.id)
         live.untrack_legs(call.id)
         for leg_id in [k for k, v in self._recovering.items() if v == call.id]:

@@ -10,7 +10,8 @@ Live state sits in gateway/store/live.py, media behind gateway/media/plane.py.
 It knows nothing of HTTP or of the wire protocol: participants are Sessions that receive domain events.
 Observers (metrics, records, webhooks) subscribe to its pyee events: call.queued, call.offered (call, username),
 call.withdrawn (call, username, reason: declined / ring_timeout / agent_disconnected), call.answered, call.ended,
-call.updated (a change worth recording: closed notice, callback request, rejoin), call.callback_ready; and, for
+call.updated (a change worth recording: closed notice, callback request, rejoin, recording state),
+call.callback_ready, recording.stopped (call, RecordingInfo | None: the call's recording file is final); and, for
 a cluster router that speaks for this node's agents elsewhere, agent.detached / agent.resumed / agent.released
 (session): an agent's console lost its socket, came back, or is gone for good.
 """
@@ -37,6 +38,7 @@ from ..positions import PositionNotices
 from ..queues import Queue, QueueDirectory
 from ..routing import AgentState, WaitEstimator
 from ..sessions import Replay, ResumeFailed, Session, SessionRegistry
+from ..store.recordings import LocalRecordingStorage
 from ..store.live import LiveState, MemoryLiveState, SessionStore, TimerRegistry, WaitingLines
 from .calls import CallLifecycle
 from .content import Content
@@ -44,8 +46,10 @@ from .core import Core
 from .dispatch import Dispatch
 from .incall import InCall
 from .presence import Presence
+from .recording import PreparePath, Recordings
 from .supervision import Supervision
 from .timers import Timers
+from .transcripts import Transcripts
 from .views import Place, Views
 from .waiting import WaitingLine
 
@@ -65,9 +69,11 @@ class Switchboard(AsyncIOEventEmitter):
     def __init__(self, settings: Settings, media: MediaConfig | None = None, clock: Clock | None = None,
                  plane: MediaPlane | None = None, live: LiveState | None = None,
                  sessions: SessionStoreFactory | None = None,
-                 timers: Callable[[Callable[[], None]], TimerRegistry] | None = None) -> None:
+                 timers: Callable[[Callable[[], None]], TimerRegistry] | None = None,
+                 recording_path: PreparePath | None = None) -> None:
         """`live`, `sessions` and `timers` choose where live state is kept (default: this process's memory);
-        `plane` where media runs (default: in this process)."""
+        `plane` where media runs (default: in this process); `recording_path` where recordings are written
+        (default: a local folder, settings.recording_root)."""
         super().__init__()
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -88,10 +94,16 @@ class Switchboard(AsyncIOEventEmitter):
         self.incall = InCall(self.core, self.presence, self.dispatch, self.views)
         self.supervision = Supervision(self.core)
         self.content = Content(self.core, self.views)
+        self.recording_storage = LocalRecordingStorage(settings.recording_root)
+        self.recordings = Recordings(self.core, self.views, recording_path or self.recording_storage.prepare)
+        self.on("call.queued", self.recordings.queued)
+        self.on("call.answered", self.recordings.answered)
+        self.transcripts = Transcripts(self.core)
         self.lifecycle = CallLifecycle(self.core, self.guard, self.presence, self.waiting, self.dispatch,
-                                       self.incall, self.supervision, self.views)
+                                       self.incall, self.supervision, self.views, self.recordings, self.transcripts)
         self.core.bind_end_call(self.lifecycle.end)
         self.plane.subscribe(self._on_leg_event)
+        self.on("call.answered", self.transcripts.call_answered)
 
     # ------------------------------------------------------------------ the settle step
     def _settle(self) -> None:
@@ -315,6 +327,33 @@ class Switchboard(AsyncIOEventEmitter):
 
     def check_attachment(self, call: Call, attachment: dict[str, Any] | None) -> None:
         self.content.check_attachment(call, attachment)
+
+    # ------------------------------------------------------------------ recording (gateway/engine/recording.py)
+    def recording(self, session: Session, call_id: str, action: str) -> Call:
+        """An agent (or a supervisor in the call) starts, pauses or resumes the call's recording."""
+        call = self.recordings.agent_call(session, call_id)
+        self.recordings.command(call, action, "agent")
+        self._settle()
+        return call
+
+    def recording_by_api(self, call_id: str, action: str) -> dict[str, Any]:
+        """The REST API (a payment system pausing while a card number is read out): start, pause or resume."""
+        call = self.recordings.live_call(call_id)
+        self.recordings.command(call, action, "api")
+        self._settle()
+        return self.recordings.public(call)
+
+    def recording_state(self, call_id: str) -> dict[str, Any]:
+        return self.recordings.public(self.recordings.live_call(call_id))
+
+    def recording_consent(self, session: Session, call_id: str | None, accept: bool) -> Call:
+        """The caller's answer to recording.state "asking"."""
+        call = self.views.caller_call(session, call_id)
+        if call.state is CallState.ENDED:
+            raise InvalidState("the call has ended", code="call_ended")
+        self.recordings.consent(call, accept)
+        self._settle()
+        return call
 
     # ------------------------------------------------------------------ endings
     async def end_call(self, call: Call, reason: EndReason, by: str) -> None:
@@ -624,6 +663,7 @@ class Switchboard(AsyncIOEventEmitter):
                 await self.lifecycle.end(call, EndReason.SHUTDOWN, "system")
         self.core.timers.close()
         self.waiting.positions.close()
+        await self.transcripts.close()  # the last words of the calls just ended, before their media is gone
         await self.plane.close()
         self.live.clear()
         await self.core.drain()

@@ -22,11 +22,15 @@ class FrameSink(Protocol):
     def __call__(self, data: bytes, timestamp: int, ssrc: int, discontinuity: bool) -> None: ...
 
 
+Depayload = Callable[[RtpPacket], bytes]
+
+
 class AudioAssembler:
     """One audio packet is one frame. Late or duplicate packets are dropped."""
 
-    def __init__(self, sink: FrameSink) -> None:
+    def __init__(self, sink: FrameSink, depayload: Depayload = depayloaded) -> None:
         self._sink = sink
+        self._depayload = depayload
         self._last: int | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, None]:
@@ -35,16 +39,19 @@ class AudioAssembler:
             return False, None
         discontinuity = self._last is None or seq != uint16_add(self._last, 1)
         self._last = seq
-        self._sink(depayloaded(packet), packet.timestamp, packet.ssrc, discontinuity)
+        self._sink(self._depayload(packet), packet.timestamp, packet.ssrc, discontinuity)
         return False, None
 
 
 class VideoAssembler:
-    """Collects packets by sequence number and releases each frame once its marker packet completes it."""
+    """Collects packets by sequence number and releases each frame once its marker packet completes it.
+    `depayload`: a packet's codec payload (default: the one a tapped aiortc receiver has depayloaded already)."""
 
-    def __init__(self, codec_name: Callable[[int], str | None], sink: FrameSink) -> None:
+    def __init__(self, codec_name: Callable[[int], str | None], sink: FrameSink,
+                 depayload: Depayload = depayloaded) -> None:
         self._codec_name = codec_name
         self._sink = sink
+        self._depayload = depayload
         self._packets: dict[int, RtpPacket] = {}
         self._next: int | None = None  # sequence number that starts the next frame
         self._highest: int | None = None
@@ -94,7 +101,7 @@ class VideoAssembler:
             for part in parts:
                 del self._packets[part.sequence_number]
             self._next = uint16_add(end, 1)
-            data = b"".join(depayloaded(p) for p in parts)
+            data = b"".join(self._depayload(p) for p in parts)
             discontinuity, self._discontinuity = self._discontinuity, False
             self._sink(data, first.timestamp, first.ssrc, discontinuity)
 

@@ -9,6 +9,7 @@ Messages:
   worker -> engine  {"id": n, "ok": True, "result": value}
                     {"id": n, "ok": False, "error": ErrorInfo}
                     {"event": LegEvent}
+                    {"transcript": TranscriptSegment}
 """
 
 from __future__ import annotations

@@ -59,6 +59,12 @@ def _vp8_descriptor_length(payload: bytes) -> int:
     return length if length < len(payload) else 0
 
 
+def vp8_frame_data(payload: bytes) -> bytes:
+    """A VP8 RTP payload without its payload descriptor: this packet's part of the encoded frame."""
+    offset = _vp8_descriptor_length(payload)
+    return payload[offset:] if offset else b""
+
+
 def is_keyframe_start(codec: str, payload: bytes) -> bool:
     """Whether this RTP payload is the first packet of a keyframe (packet-level forwarding starts there)."""
     if codec == VP8:

@@ -155,6 +155,9 @@ class Producer:
     send_keyframe_request: Callable[[], None]
     min_request_interval: float = 0.3
     consumers: list[Any] = field(default_factory=list)  # ForwardTrack (frames) or RtpForwarder (packets)
+    # Read-only observers of the same media (recorder.RecordingTap): `on_frame(frame, discontinuity)` in frame mode,
+    # `on_packet(packet, keyframe_start)` in packet mode. Not viewers: no keyframe budget, no replay, no backlog.
+    taps: list[Any] = field(default_factory=list)
     frames: int = 0
     keyframes: int = 0
     keyframe_requests_sent: int = 0
@@ -182,6 +185,8 @@ class Producer:
         self.last_frame_at = now
         for consumer in self.consumers:
             consumer.push(frame, discontinuity)
+        for tap in self.taps:
+            tap.on_frame(frame, discontinuity)
         if self.kind == "video":  # frames since the latest keyframe, for snapshots
             if key:
                 self.gop_frames = [data]
@@ -192,15 +197,14 @@ class Producer:
     def on_packet(self, packet: Any) -> None:
         """Packet-level forwarding: hand one RTP packet to every consumer at once: the streams whose native route
         is armed in one C call (gateway/media/_fastpath.c `fanout`), then every other consumer in Python (streams
-        not steady yet, and taps: any object with `forward(packet, keyframe_start)` in `consumers` gets each packet
-        here, after the C fan-out)."""
+        not steady yet), then the read-only taps (a recording, a transcript: `taps`), after the C fan-out."""
         now = time.monotonic()
         self.last_frame_at = now
         key = self.kind == "video" and is_keyframe_start(self.codec, packet.payload)
         if packet.marker or self.kind == "audio":
             self.frames += 1
         self.keyframes += key
-        if len(self.consumers) != self._counted:  # a consumer added or removed without attach/detach (a tap)
+        if len(self.consumers) != self._counted:  # a consumer added or removed without attach/detach
             self.routes_changed()
         slow = self.slow
         if self.routes:
@@ -215,6 +219,8 @@ class Producer:
                         slow.append(armed[index])
         for consumer in slow:
             consumer.forward(packet, key)
+        for tap in self.taps:
+            tap.on_packet(packet, key)
         if self.kind == "video":
             # Keep the packets since the latest keyframe, so a consumer whose leg just came up starts at once.
             if key:
@@ -299,3 +305,4 @@ class Producer:
             self._pending_request = None
         self.consumers.clear()
         self.routes_changed()
+        self.taps.clear()

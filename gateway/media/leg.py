@@ -35,6 +35,7 @@ from .forward import ForwardTrack, Producer
 from .health import Liveness, MediaWatchdog, WatchdogConfig
 from .packets import IdleTrack, PacketTap, RtpForwarder
 from .ports import PortRange
+from ..transcript.engine import EngineName, TranscriptConfig
 from .transcode import SwitchTrack
 from .viewer import KeyframeBudget, ViewerConfig, ViewerGuard
 
@@ -70,6 +71,7 @@ class MediaConfig:
     connect_timeout_s: float = 30.0
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     viewer: ViewerConfig = field(default_factory=ViewerConfig)
+    transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "MediaConfig":
@@ -100,6 +102,15 @@ class MediaConfig:
             viewer=ViewerConfig(keyframe_interval_s=settings.viewer_keyframe_interval_s,
                                 max_backlog_bytes=settings.viewer_max_backlog_bytes,
                                 resume_after_s=settings.viewer_resume_after_s),
+            transcript=TranscriptConfig(
+                engine=EngineName(settings.transcript_engine), workers=settings.transcript_workers,
+                grammar=str(settings.transcript_grammar) if settings.transcript_grammar else None,
+                http_url=settings.transcript_http_url, http_timeout_s=settings.transcript_http_timeout_s,
+                http_token=(settings.transcript_http_token.get_secret_value()
+                            if settings.transcript_http_token else None),
+                endpoint_silence_s=settings.transcript_endpoint_silence_s,
+                partial_interval_s=settings.transcript_partial_interval_s,
+                max_utterance_s=settings.transcript_max_utterance_s),
         )
 
 
@@ -318,6 +329,8 @@ class Leg(AsyncIOEventEmitter):
             policy = self._config.candidates
             internals.guard_ice(self.pc, self.candidates.allows, self.checks.take, max_learned=policy.max_candidates)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            if offer.accepted:
+                await self._add_offer_candidates(offer.sdp)
             for transceiver in self.pc.getTransceivers():
                 self._check_codec(transceiver, video_codec)
             answer = await self.pc.createAnswer()
@@ -337,6 +350,30 @@ class Leg(AsyncIOEventEmitter):
             self._connect_timer = asyncio.get_running_loop().call_later(
                 self._config.connect_timeout_s, self._connect_timed_out)
         return sdp
+
+    async def _add_offer_candidates(self, sdp: str) -> None:
+        """Hand the offer's own candidates to the leg's ICE transport. aiortc files a description's candidates by ICE
+        transport, one media section after the other, and same-kind sections share a transport before bundling: the
+        later section's empty list wins over the first one's candidates (a caller's and a console's offers have a
+        second audio section). A browser that gathered before it offered (a caller widget that prepared its peer
+        connection ahead) would then be known only from its own checks, and its end-of-candidates would fail the leg
+        at once. aioice ignores a candidate it already has."""
+        transports = {t.mid: t.receiver.transport.transport for t in self.pc.getTransceivers() if t.mid is not None}
+        sections: list[tuple[list[str], list[str]]] = []  # per media section: its candidate lines, its mid
+        for line in sdp.splitlines():  # the lines alone: parsing the whole offer again costs milliseconds
+            if line.startswith("m="):
+                sections.append(([], []))
+            elif sections and line.startswith("a=candidate:"):
+                sections[-1][0].append(line[len("a=candidate:"):])
+            elif sections and line.startswith("a=mid:"):
+                sections[-1][1].append(line[len("a=mid:"):].strip())
+        for lines, mid in sections:
+            transport = transports.get(mid[0]) if mid else None
+            for line in lines if transport is not None else ():
+                try:
+                    await transport.addRemoteCandidate(candidate_from_sdp(line))
+                except ValueError:  # the offer also said end-of-candidates, and aiortc applied that first
+                    return
 
     def _connect_timed_out(self) -> None:
         """Not connected (ICE and DTLS) in time after the answer: a half-open leg fails like a broken one."""

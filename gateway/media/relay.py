@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from ..errors import ClosedError
+from ..errors import ClosedError, InvalidState
 from .leg import Leg, LegRole, MediaConfig
+from .recorder import Recording
 from .topology import CALLER, Edge, Scene, edges, gated
 from .warmup import KeyframeWarmer
 
@@ -29,8 +31,10 @@ class Relay:
         self._closing: set[asyncio.Future[None]] = set()  # replaced legs being closed
         self._negotiating: dict[str, Leg] = {}  # participant -> its new leg while its offer is being answered
         self._locks: dict[str, asyncio.Lock] = {}
+        self.watchers: list[Callable[[], None]] = []  # told after each change of legs or scene (a transcript's taps)
         # While a leg waits behind the gate (its agent has not accepted yet), keep the caller's keyframe fresh.
         self._warmer = KeyframeWarmer(self._caller_video) if config.relay_mode == "packet" else None
+        self.recording: Recording | None = None  # the call's recording, tapping the legs' producers (recorder.py)
 
     @property
     def caller(self) -> Leg | None:
@@ -123,6 +127,36 @@ class Relay:
         self._applied = wanted
         if self._warmer is not None:
             self._warmer.set_active(bool(self.gated()))
+        if self.recording is not None:
+            self.recording.follow(self.legs, {e.source for e in wanted if e.sink_slot.startswith("audio")})
+        for watcher in list(self.watchers):
+            watcher()
+
+    def record(self, recording: Recording) -> None:
+        """Record this call's media from now on (the recording's taps follow leg changes and the scene)."""
+        self._check_open()
+        if self.transcode_mode:
+            raise InvalidState("calls relayed with relay_mode=transcode cannot be recorded", code="recording_unsupported")
+        self.recording = recording
+        self.refresh()
+
+    def take_recording(self) -> Recording | None:
+        """Stop tapping this relay for its recording and hand the recording over (to be stopped, or to follow the
+        call's next relay)."""
+        recording, self.recording = self.recording, None
+        if recording is not None:
+            recording.follow({}, set())
+        return recording
+
+    @property
+    def transcode_mode(self) -> bool:
+        return self.config.relay_mode == "transcode"
+
+    @property
+    def caller_video_codec(self) -> str | None:
+        """The codec of the video the caller sends; None: the caller sends no video (or has no leg yet)."""
+        producer = self._caller_video()
+        return producer.codec or None if producer is not None else None
 
     def gated(self) -> set[str]:
         """Participants whose leg is up but kept out of the call (an agent who has not accepted yet)."""
@@ -189,6 +223,7 @@ class Relay:
         if self.closed:
             return
         self.closed = True
+        self.take_recording()  # its owner (the plane) finalizes it
         if self._warmer is not None:
             await self._warmer.close()
         await asyncio.gather(*(leg.close() for leg in self.legs.values()), *self._closing, return_exceptions=True)

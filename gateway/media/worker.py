@@ -19,13 +19,15 @@ from typing import Any
 
 from .channel import ChannelClosed, ErrorInfo, frame, read_frame
 from .local import LocalPlane
-from .plane import LegEvent
+from .plane import LegEvent, TranscriptSegment
 
 log = logging.getLogger("callin.media.worker")
 
 # What the engine may ask (the MediaPlane methods a worker serves); anything else is a protocol error.
-ASYNC_OPS = frozenset({"answer", "add_candidate", "remove", "reset_call", "still", "close_call", "stats"})
-SYNC_OPS = frozenset({"open_call", "set_scene"})
+ASYNC_OPS = frozenset({"answer", "add_candidate", "remove", "reset_call", "still", "close_call", "stats",
+                       "start_recording", "pause_recording", "resume_recording", "stop_recording",
+                       "stop_transcript"})
+SYNC_OPS = frozenset({"open_call", "set_scene", "start_transcript"})
 
 
 class Worker:
@@ -42,6 +44,9 @@ class Worker:
     def _on_event(self, event: LegEvent) -> None:
         self.send({"event": event})
 
+    def _on_segment(self, segment: TranscriptSegment) -> None:
+        self.send({"transcript": segment})
+
     async def serve(self) -> None:
         setup = await read_frame(self.reader)
         from .. import logs
@@ -49,6 +54,7 @@ class Worker:
         logs.configure(setup.get("log_level", "info"), setup.get("log_format", "json"))
         self.plane = LocalPlane(setup["config"], leg_prefix=f"w{self.index}/")
         self.plane.subscribe(self._on_event)
+        self.plane.subscribe_transcript(self._on_segment)
         self.send({"ready": os.getpid()})
         log.info("media worker %d ready (pid %d)", self.index, os.getpid())
         try:

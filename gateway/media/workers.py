@@ -23,11 +23,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidState, Unavailable
+from ..errors import InvalidState, NotFound, Unavailable
 from .channel import ChannelClosed, frame, read_frame
 from .leg import MediaConfig
-from .plane import CALLER, Answer, LegEvent, LegListener, Still
+from .plane import CALLER, Answer, LegEvent, LegListener, RecordingInfo, Still, TranscriptListener, TranscriptSegment
 from .ports import PortRange, port_slices
+from .recorder import describe
 
 log = logging.getLogger("callin.media.workers")
 
@@ -73,16 +74,29 @@ class WorkerPlane:
             self._configs = [dataclasses.replace(config, ports=PortRange.of(part))
                              for part in port_slices(low, high, count)]
         self._listeners: list[LegListener] = []
+        self._transcript_listeners: list[TranscriptListener] = []
+        self._transcripts: dict[str, WorkerHandle] = {}  # call id -> the worker transcribing it (until stopped)
+        self._lost_transcripts: set[str] = set()  # transcripts whose worker died (until stopped)
         self._ids = itertools.count(1)
         self._call_worker: dict[str, WorkerHandle] = {}
         self._legs: dict[str, dict[str, str]] = {}  # call id -> participant -> current leg id
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.deaths = 0  # workers lost since start (for metrics and tests)
+        # Recordings finalized by close_call, for a stop_recording that comes after it (the last few calls).
+        self._finished: dict[str, RecordingInfo] = {}
+        self._recording: set[str] = set()  # calls being recorded (for metrics)
+        # call id -> its recording's file, while it runs; a worker's death leaves them here for `describe`
+        self._recording_paths: dict[str, str] = {}
+        self._orphans: dict[str, asyncio.Future[RecordingInfo | None]] = {}
+        self._recordings_done = self._recorded_bytes = self._recording_drops = 0
 
     # ------------------------------------------------------------------ lifecycle
     def subscribe(self, listener: LegListener) -> None:
         self._listeners.append(listener)
+
+    def subscribe_transcript(self, listener: TranscriptListener) -> None:
+        self._transcript_listeners.append(listener)
 
     async def start(self) -> None:
         await asyncio.gather(*(self._spawn(worker) for worker in self.workers))
@@ -132,6 +146,8 @@ class WorkerPlane:
             task.cancel()
         self._call_worker.clear()
         self._legs.clear()
+        self._transcripts.clear()
+        self._lost_transcripts.clear()
 
     # ------------------------------------------------------------------ the channel
     async def _read(self, worker: WorkerHandle) -> None:
@@ -143,6 +159,8 @@ class WorkerPlane:
                 if "event" in message:
                     # after the reply it follows has resumed its waiter (that waiter records the leg id first)
                     loop.call_soon(self._emit, message["event"])
+                elif "transcript" in message:
+                    loop.call_soon(self._emit_segment, message["transcript"])
                 elif "id" in message:
                     future = worker.pending.pop(message["id"], None)
                     if future is None or future.done():
@@ -186,6 +204,15 @@ class WorkerPlane:
             except Exception:
                 log.exception("media plane listener failed on %s", event)
 
+    def _emit_segment(self, segment: TranscriptSegment) -> None:
+        if segment.call_id not in self._transcripts:
+            return  # a transcript since stopped
+        for listener in list(self._transcript_listeners):
+            try:
+                listener(segment)
+            except Exception:
+                log.exception("transcript listener failed on %s", segment)
+
     # ------------------------------------------------------------------ a worker lost
     def _lost(self, worker: WorkerHandle) -> None:
         worker.alive = False
@@ -194,12 +221,16 @@ class WorkerPlane:
         calls = sorted(worker.calls)
         log.error("media worker %d (pid %s) died (exit %s): %d call(s) lose their media", worker.index, worker.pid,
                   code, len(calls))
+        for call_id in [c for c, w in self._transcripts.items() if w is worker]:
+            del self._transcripts[call_id]  # its last words died with the worker
+            self._lost_transcripts.add(call_id)
         for future in worker.pending.values():
             if not future.done():
                 future.set_exception(WorkerDied(f"media worker {worker.index} died", code="media_worker_died"))
         worker.pending.clear()
         worker.calls.clear()
         for call_id in calls:
+            self._recording.discard(call_id)
             self._call_worker.pop(call_id, None)
             legs = self._legs.pop(call_id, {})
             for participant, leg_id in legs.items():
@@ -295,17 +326,117 @@ class WorkerPlane:
         result: Still = await self._request(self._worker_of(call_id), "still", call_id, participant)
         return result
 
-    async def close_call(self, call_id: str) -> None:
+    async def close_call(self, call_id: str) -> RecordingInfo | None:
         worker = self._call_worker.pop(call_id, None)
         self._legs.pop(call_id, None)
         if worker is None:
-            return
+            orphan = self._orphan(call_id)  # its worker died while recording
+            if orphan is None:
+                return None
+            described = await orphan
+            if self._orphans.pop(call_id, None) is orphan and described is not None:
+                self._finished[call_id] = described  # for a stop_recording after this
+            return described
         worker.calls.discard(call_id)
+        info: RecordingInfo | None = None
         if worker.alive:
             try:
-                await self._request(worker, "close_call", call_id)
+                info = await self._request(worker, "close_call", call_id)
             except WorkerDied:
                 pass
+        self._recorded(call_id, info)
+        if info is not None:
+            self._finished[call_id] = info
+            while len(self._finished) > 100:
+                del self._finished[next(iter(self._finished))]
+        return info
+
+    # ------------------------------------------------------------------ recording (in the call's worker)
+    def _recording_worker(self, call_id: str) -> WorkerHandle:
+        worker = self._call_worker.get(call_id)
+        if worker is None:
+            raise NotFound("this call has no media (unknown or ended)", code="not_found")
+        return worker
+
+    async def start_recording(self, call_id: str, path: str, *, mixed_audio: bool = False) -> str:
+        final: str = await self._request(self._recording_worker(call_id), "start_recording", call_id, path,
+                                         mixed_audio=mixed_audio)
+        self._recording.add(call_id)
+        self._recording_paths[call_id] = final
+        return final
+
+    async def pause_recording(self, call_id: str) -> None:
+        await self._request(self._recording_worker(call_id), "pause_recording", call_id)
+
+    async def resume_recording(self, call_id: str) -> None:
+        await self._request(self._recording_worker(call_id), "resume_recording", call_id)
+
+    def _orphan(self, call_id: str) -> asyncio.Future[RecordingInfo | None] | None:
+        """The info, being read back from its file, of the call's recording whose worker died (once per call)."""
+        path = self._recording_paths.pop(call_id, None)
+        if path is not None:
+            self._orphans[call_id] = asyncio.ensure_future(self._describe(path))
+        return self._orphans.get(call_id)
+
+    async def _describe(self, path: str) -> RecordingInfo | None:
+        """The info of a recording whose worker died (read back from its file, in a thread)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, describe, path)
+        except Exception as exc:  # noqa: BLE001 - a file with nothing readable in it
+            log.warning("the recording %s of a media worker that died cannot be read: %s", path, exc)
+            return None
+
+    def recording_totals(self) -> dict[str, int]:
+        """For metrics (see LocalPlane.recording_totals), kept here from what the workers answered."""
+        return {"active": len(self._recording), "finished": self._recordings_done,
+                "bytes_written": self._recorded_bytes, "dropped": self._recording_drops}
+
+    def _recorded(self, call_id: str, info: RecordingInfo | None) -> None:
+        self._recording.discard(call_id)
+        self._recording_paths.pop(call_id, None)
+        if info is not None:
+            self._recordings_done += 1
+            self._recorded_bytes += info.size_bytes
+            self._recording_drops += info.dropped_packets
+
+    async def stop_recording(self, call_id: str) -> RecordingInfo | None:
+        """A worker that died took its recording's info with it (the file stays, playable up to the death): None."""
+        worker = self._call_worker.get(call_id)
+        if worker is None or not worker.alive:
+            self._recording.discard(call_id)
+            orphan = self._orphan(call_id)
+            if orphan is not None:
+                described = await orphan
+                if self._orphans.pop(call_id, None) is orphan:
+                    return described
+            return self._finished.pop(call_id, None)
+        try:
+            result: RecordingInfo | None = await self._request(worker, "stop_recording", call_id)
+        except WorkerDied:
+            result = None
+        self._recorded(call_id, result)
+        return result
+
+    def start_transcript(self, call_id: str) -> None:
+        worker = self._worker_of(call_id)
+        self._send(worker, "start_transcript", call_id)
+        self._transcripts[call_id] = worker
+
+    async def stop_transcript(self, call_id: str) -> bool:
+        """Waits for the worker to deliver the last segments (they come before its reply, see _read)."""
+        if call_id in self._lost_transcripts:
+            self._lost_transcripts.discard(call_id)
+            raise WorkerDied("the media worker of this call died: the end of its transcript is lost",
+                             code="media_worker_died")
+        worker = self._transcripts.get(call_id)
+        if worker is None:
+            return True
+        try:
+            complete: bool = await self._request(worker, "stop_transcript", call_id)
+            return complete
+        finally:
+            if self._transcripts.get(call_id) is worker:
+                del self._transcripts[call_id]
 
     async def stats(self, call_id: str) -> dict[str, Any]:
         worker = self._call_worker.get(call_id)

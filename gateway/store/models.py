@@ -98,6 +98,10 @@ class CallRow(Base):
     # sha256 of the caller session's resume token (never the token): a waiting call whose node restarted or crashed
     # is restored and its caller resumes in place with the token it holds (see gateway/store/nodes.py)
     caller_resume: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # the call's recording (gateway/recording.py): its state at the last snapshot (off, declined, stopped, ...;
+    # deleted once retention removed the file) and the paused spans [[start, end], ...] in UNIX seconds
+    recording: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    recording_paused: Mapped[list[list[float | None]] | None] = mapped_column(JSON, nullable=True)
 
 
 class NodeRow(Base):
@@ -142,6 +146,25 @@ class CallEventRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class TranscriptSegmentRow(Base):
+    """One final, redacted segment of a call's live transcript (gateway/engine/transcripts.py)."""
+
+    __tablename__ = "transcript_segments"
+    __table_args__ = (UniqueConstraint("call_id", "seq"), Index("ix_transcript_segments_call", "call_id", "seq"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(32), ForeignKey("calls.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    participant: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(256))
+    utterance: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)
+
+
 class WebhookRow(Base):
     __tablename__ = "webhooks"
 
@@ -167,3 +190,42 @@ class WebhookDeliveryRow(Base):
     ok: Mapped[bool] = mapped_column(Boolean)
     error: Mapped[str | None] = mapped_column(String(512), nullable=True)
     duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RecordingRow(Base):
+    """One recorded call's file (one file per call): where it is, what it holds, its checksum; kept (marked
+    deleted) after retention removed the file."""
+
+    __tablename__ = "recordings"
+
+    call_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    container: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    agent: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    started_at: Mapped[float] = mapped_column(Float, index=True)
+    duration_s: Mapped[float] = mapped_column(Float)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    tracks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    paused_spans: Mapped[list[list[float]]] = mapped_column(JSON)  # seconds from the file's start
+    created_at: Mapped[float] = mapped_column(Float)
+    deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deleted_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class RecordingAccessRow(Base):
+    """The audit log of recordings: every read of one (metadata, download, playback), by whom, when, from where."""
+
+    __tablename__ = "recording_access"
+    __table_args__ = (Index("ix_recording_access_call", "call_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(32))
+    at: Mapped[float] = mapped_column(Float)
+    principal: Mapped[str] = mapped_column(String(128))  # username, or "key:<id>" for an API key
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))  # metadata, download
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    byte_range: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[int] = mapped_column(Integer)

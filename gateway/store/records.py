@@ -119,6 +119,8 @@ def call_columns(call: Call, node: str | None = None) -> dict[str, Any]:
         "rejoined_at": call.rejoined_at,
         "message": call.message,
         "caller_resume": call.caller_resume if call.state is not CallState.ENDED else None,
+        "recording": call.recording.state.value if call.recording is not None else None,
+        "recording_paused": call.recording.paused_spans() if call.recording is not None else None,
     }
 
 

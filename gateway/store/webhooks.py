@@ -36,7 +36,8 @@ from .records import Outcome, call_columns
 
 log = structlog.get_logger("callin.webhooks")
 
-EVENTS = ("call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned", "call.callback_ready")
+EVENTS = ("call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned", "call.callback_ready",
+          "recording.ready", "transcript.ready")
 SIGNATURE_HEADER = "Callin-Signature"
 
 # (url, body, headers, timeout_s) -> HTTP status; raises DeliveryFailed (or a timeout) on network errors

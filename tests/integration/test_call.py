@@ -8,7 +8,7 @@ import pytest
 
 from gateway.media import aiortc_internals as internals
 from gateway.media import fastpath
-from tests.support.clients import Agent, Caller, wait_until
+from tests.support.clients import Agent, Caller, answered_call, wait_until
 
 from tests.support.server import running_gateway
 
@@ -152,19 +152,12 @@ async def test_agent_hangup_frees_both_legs_and_no_tasks_leak(gateway, caller_to
 
 
 async def test_keyframe_request_from_agent_reaches_caller(gateway, caller_token):
-    agent = Agent(gateway.base_url)
-    await agent.connect()
-    caller = Caller(gateway.base_url, caller_token())
-    await caller.connect()
-    await caller.start("video")
-    offer = await agent.wait_offer()
-    await agent.accept(offer["call_id"])
-    await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) > 10, 15)
+    caller, agent, call_id = await answered_call(gateway.base_url, caller_token(), video_frames=10)
 
     # Count keyframe requests that reach the caller's sender (the PLI arrives over RTCP at the caller's peer).
     caller_sender = next(t.sender for t in caller.peer.pc.getTransceivers() if t.kind == "video")
     received = internals.count_keyframe_requests(caller_sender)
-    producer = gateway.board.relays[offer["call_id"]].caller.producers["video"]
+    producer = gateway.board.relays[call_id].caller.producers["video"]
     keyframes_before = producer.keyframes
 
     # The agent's browser would send a PLI on its leg; send one from the agent's receiver.
@@ -190,18 +183,11 @@ async def test_relay_never_decodes(gateway, caller_token, monkeypatch):
         return real(codec)
 
     monkeypatch.setattr(receiver_module, "get_decoder", counting)
-    agent = Agent(gateway.base_url)
-    await agent.connect()
-    caller = Caller(gateway.base_url, caller_token())
-    await caller.connect()
-    await caller.start("video")
-    offer = await agent.wait_offer()
-    await agent.accept(offer["call_id"])
-    await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) > 30, 15)
+    caller, agent, call_id = await answered_call(gateway.base_url, caller_token(), video_frames=30)
     await wait_until(lambda: "audio" in caller.peer.sinks and len(caller.peer.sinks["audio"].audio) > 20, 15)
     # The test clients decode what they receive (2 decoders each side: agent video+audio, caller audio); the
     # gateway's four receivers (caller audio/video, agent audio) never do.
-    relay = gateway.board.relays[offer["call_id"]]
+    relay = gateway.board.relays[call_id]
     assert relay.caller.producers["video"].frames > 30
     assert sorted(built) == ["VP8", "opus", "opus"], built
     await caller.close()
@@ -232,14 +218,7 @@ async def test_packets_lost_towards_the_agent_are_retransmitted(gateway, caller_
     agent's socket, first transmission only); the agent's receiver asks again (NACK) and the relay answers from its
     history, so every frame still arrives whole, in order. Without retransmission each loss breaks a frame and the
     decoder's picture until the next keyframe (frames missing from the counters)."""
-    agent = Agent(gateway.base_url)
-    await agent.connect()
-    caller = Caller(gateway.base_url, caller_token())
-    await caller.connect()
-    await caller.start("video")
-    offer = await agent.wait_offer()
-    await agent.accept(offer["call_id"])
-    await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) > 10, 15)
+    caller, agent, call_id = await answered_call(gateway.base_url, caller_token(), video_frames=10)
 
     video = next(t for t in agent.peer.pc.getTransceivers() if t.kind == "video")
     video_pt = internals.negotiated_codecs(video)[0].payloadType

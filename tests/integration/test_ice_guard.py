@@ -44,14 +44,17 @@ def with_candidates(sdp: str, lines: list[str]) -> str:
     return "\r\n".join(out)
 
 
-async def half_open(gateway, token: str, sdp_edit=without_candidates) -> tuple[Caller, str]:
+async def half_open(gateway, token: str, sdp_edit=without_candidates, aux_audio: bool = False) -> tuple[Caller, str]:
     """A caller whose offer is answered but whose peer never starts ICE (it never applies the answer), while its
-    signaling socket stays open: the half-open leg of the attack."""
+    signaling socket stays open: the half-open leg of the attack. `aux_audio`: a second audio section, receive only,
+    as the widget's offer has (a barging supervisor's voice)."""
     caller = Caller(gateway.base_url, token)
     await caller.connect()
     queued = await caller.ws.request({"type": "call.start", "call_type": "voice"})
     caller.call_id = queued["call_id"]
     caller.peer.pc.addTrack(ToneAudioTrack(500))
+    if aux_audio:
+        caller.peer.pc.addTransceiver("audio", direction="recvonly")
     answer = await caller.ws.request({"type": "sdp.offer", "sdp": sdp_edit(await caller.peer.offer())})
     assert answer["type"] == "sdp.answer", answer
     caller.answer_sdp = answer["sdp"]  # type: ignore[attr-defined]
@@ -191,6 +194,36 @@ async def test_offered_candidates_are_filtered_and_bad_ones_refuse_the_offer(cal
             await caller.close()
             denied.close()
             allowed.close()
+
+
+async def test_an_offers_own_candidates_are_used_with_a_second_audio_section(caller_token):
+    """A browser that gathers before it offers (the caller widget prepares its peer connection ahead of the click)
+    sends its candidates inside the offer, in the first section. The widget's and the console's offers have a second
+    audio section, which aiortc gives the first one's ICE transport before bundling (and files the later section's
+    empty candidate list over the first one's). The relay still pairs and checks the offered candidates at once, and
+    the peer's end-of-candidates does not fail the leg."""
+    async with running_gateway() as gateway:
+        target = await UdpTrap.open("127.0.0.3")
+        offered: list[str] = []
+
+        def edit(sdp: str) -> str:
+            offered.append(with_candidates(sdp, ["a=" + target.candidate()]))
+            return offered[0]
+
+        caller, call_id = await half_open(gateway, caller_token(), sdp_edit=edit, aux_audio=True)
+        try:
+            assert [line[:7] for line in offered[0].split("\r\n") if line.startswith("m=")] == ["m=audio", "m=audio"]
+            leg = gateway.board.relays[call_id].caller
+            assert remote_addresses(leg) == {target.address}  # known from the offer, not learnt from a check
+            ack = await caller.ws.request({"type": "ice.candidate", "candidate": None})
+            assert ack["type"] == "ack", ack
+            await wait_until(lambda: target.stun > 0)  # checked without any check from the peer
+            pairs = {pair.remote_addr for c in internals.ice_connections(leg.pc) for pair in c._check_list}
+            assert pairs == {target.address}
+            assert leg.failure is None
+        finally:
+            await caller.close()
+            target.close()
 
 
 async def test_candidates_and_checks_per_leg_are_capped(caller_token):

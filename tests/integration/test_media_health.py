@@ -181,12 +181,15 @@ async def test_slow_viewer_gets_audio_only_instead_of_a_keyframe_storm(caller_to
                 # Within the slow viewer's budget (a burst of 2, then one per interval), however long it lasted.
                 assert len(during) <= 2 + elapsed / interval + 1, (len(during), elapsed)
                 assert gw.board.calls[call_id].state.value == "connected"
-            mark = len(sam.ws.messages)
 
-            # The link is fast again: the video comes back.
-            resumed = await sam.ws.wait(lambda m: m.get("type") == "media.video" and m["state"] == "resumed",
-                                        timeout=70, since=mark)
-            assert resumed["leg"] == "self"
+            # The link is fast again: the video comes back. (On a loaded machine the caller may send so little by
+            # now that the video already came back over the slow link: what counts is the latest word.)
+            def latest_video_event() -> dict | None:
+                events = [m for m in sam.ws.messages if m.get("type") == "media.video"]
+                return events[-1] if events else None
+
+            await wait_until(lambda: (latest_video_event() or {}).get("state") == "resumed", 70)
+            assert latest_video_event()["leg"] == "self"
             video = sam.peer.slots["video"]
             frames = len(video.counters)
             await wait_until(lambda: len(video.counters) > frames + 30, 15)

@@ -18,7 +18,7 @@ import pytest
 from callin_sdk import CallinCaller, FrameCallback, synthetic
 from tests.support import netns
 from tests.support.clients import Agent, Caller, wait_until
-from tests.support.media import audio_frame_mono, dominant_frequency, read_counter
+from tests.support.media import audio_frame_mono, dominant_frequency
 from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.media

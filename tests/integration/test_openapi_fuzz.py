@@ -21,9 +21,11 @@ ST = Path(sys.executable).parent / "st"
 # test_signin.py covers them). Check left out: positive_data_acceptance, since some schema-valid inputs are refused
 # on purpose for reasons a schema cannot say: a webhook URL whose host resolves to an internal address
 # (destination_not_allowed), a cursor that no page handed out (invalid_cursor), opening hours that end before they
-# start, removing the default queue.
+# start, removing the default queue. Check left out: use_after_free, which takes DELETE /api/v1/users/{u}/sessions
+# (it ends the account's sign-in sessions) for the deletion of GET /api/v1/users/{u}/sessions (the list of live
+# sessions, empty afterwards: 200 with [] is right); the stateful phase reaches that pair depending on the seed.
 EXCLUDED_PATHS = ["/api/v1/agent/logout", "/api/v1/agent/password"]
-EXCLUDED_CHECKS = "positive_data_acceptance"
+EXCLUDED_CHECKS = "positive_data_acceptance,use_after_free"
 
 
 def test_every_ref_resolves():

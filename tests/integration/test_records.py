@@ -14,7 +14,8 @@ import pytest
 
 from tests.integration.test_webhooks import Receiver
 from tests.support.api import Api, agent_socket, caller_socket
-from tests.support.clients import WsClient, wait_until
+from tests.support.clients import Peer, WsClient, wait_until
+from tests.support.media import ToneAudioTrack
 from tests.support.process import GatewayProcess
 from tests.support.server import running_gateway
 LOCATION = {"lat": 52.52, "lon": 13.405, "accuracy_m": 12.5, "timestamp": 1_790_000_000.0}
@@ -430,6 +431,32 @@ async def caller_socket_hello(base: str, token: str) -> WsClient:
     welcome = await ws.request({"type": "hello", "token": token})
     assert welcome["type"] == "welcome", welcome
     return ws
+
+
+async def test_the_offer_is_answered_while_the_call_is_being_recorded(caller_token, tmp_path):
+    """call.queued is a promise, sent once the call's record is committed; the caller's sdp.offer, sent right behind
+    call.start, does not wait for it. While another process holds the database, the offer is answered (the media is
+    set up) and call.queued has not come; it comes once the database is free again."""
+    async with running_gateway(data_dir=str(tmp_path), records_durable_timeout_s=30) as gw:
+        lock = sqlite3.connect(tmp_path / "callin.db", timeout=30)
+        lock.execute("BEGIN EXCLUSIVE")
+        ws = await caller_socket_hello(gw.base_url, caller_token(sub="offer-first"))
+        peer = Peer()
+        peer.pc.addTrack(ToneAudioTrack(440))
+        try:
+            await ws.send({"type": "call.start", "id": "start", "call_type": "voice"})
+            answer = await ws.request({"type": "sdp.offer", "sdp": await peer.offer()})
+            assert answer["type"] == "sdp.answer", answer
+            assert not [m for m in ws.messages if m.get("id") == "start"]  # still waiting for its record
+            call_id = answer["call_id"]
+            assert gw.board.relays[call_id].caller is not None
+        finally:
+            lock.rollback()
+            lock.close()
+        queued = await ws.wait(lambda m: m.get("id") == "start", timeout=30)
+        assert queued["type"] == "call.queued" and queued["call_id"] == call_id, queued
+        await ws.close()
+        await peer.close()
 
 
 async def test_a_call_that_cannot_be_recorded_is_refused_not_queued(caller_token, tmp_path):

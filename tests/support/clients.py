@@ -221,7 +221,9 @@ class Caller:
 
     async def start(self, call_type: str = "video", tone_hz: float = 880.0, *, location: dict[str, Any] | None = None,
                     context: dict[str, Any] | None = None, fps: int = 30, width: int = 320, height: int = 240,
-                    receive_video: bool = False, aux_audio: bool = False) -> dict[str, Any]:
+                    receive_video: bool = False, aux_audio: bool = False,
+                    audio: MediaStreamTrack | None = None) -> dict[str, Any]:
+        """`audio`: the caller's microphone (default: a tone at `tone_hz`)."""
         body: dict[str, Any] = {"type": "call.start", "call_type": call_type}
         if location is not None:
             body["location"] = location
@@ -230,7 +232,7 @@ class Caller:
         queued = await self.ws.request(body)
         assert queued["type"] == "call.queued", queued
         self.call_id = queued["call_id"]
-        self.peer.pc.addTrack(ToneAudioTrack(tone_hz))
+        self.peer.pc.addTrack(audio or ToneAudioTrack(tone_hz))
         if aux_audio:  # a second audio section: a barging supervisor
             self.peer.pc.addTransceiver("audio", direction="recvonly")
         if call_type != "voice":
@@ -286,18 +288,18 @@ class Agent:
         return await self.ws.wait("call.offered", timeout=timeout)
 
     async def accept(self, call_id: str, *, tone_hz: float = 440.0, send_video: bool = False,
-                     aux_audio: bool = False) -> dict[str, Any]:
+                     aux_audio: bool = False, audio: MediaStreamTrack | None = None) -> dict[str, Any]:
         accepted = await self.ws.request({"type": "call.accept", "call_id": call_id})
         assert accepted["type"] == "call.accepted", accepted
-        await self.join_media(call_id, tone_hz=tone_hz, send_video=send_video, aux_audio=aux_audio)
+        await self.join_media(call_id, tone_hz=tone_hz, send_video=send_video, aux_audio=aux_audio, audio=audio)
         return accepted
 
     async def join_media(self, call_id: str, *, tone_hz: float = 440.0, send_video: bool = False,
-                         aux_audio: bool = False) -> None:
+                         aux_audio: bool = False, audio: MediaStreamTrack | None = None) -> None:
         """Set up this console's peer connection for the call: mic (a tone), a second audio section if asked
         (a consulted colleague or a whispering supervisor), and the caller's video."""
         self.peer = Peer(self.addresses)
-        self.peer.pc.addTrack(ToneAudioTrack(tone_hz))
+        self.peer.pc.addTrack(audio or ToneAudioTrack(tone_hz))
         if aux_audio:
             self.peer.pc.addTransceiver("audio", direction="recvonly")
         if send_video:
@@ -315,3 +317,20 @@ class Agent:
         if self.peer is not None:
             await self.peer.close()
         await self.ws.close()
+
+
+async def answered_call(base_url: str, token: str, call_type: str = "video", *, video_frames: int = 0,
+                        timeout: float = 15) -> tuple[Caller, Agent, str]:
+    """A caller's call answered by the demo agent alice, once `video_frames` of the caller's video have reached
+    her (0: as soon as she has accepted). Returns the caller, the agent and the call id; the test closes both."""
+    agent = Agent(base_url)
+    await agent.connect()
+    caller = Caller(base_url, token)
+    await caller.connect()
+    await caller.start(call_type)
+    offer = await agent.wait_offer()
+    await agent.accept(offer["call_id"])
+    if video_frames:
+        await wait_until(lambda: agent.peer is not None and "video" in agent.peer.sinks
+                         and len(agent.peer.sinks["video"].counters) > video_frames, timeout)
+    return caller, agent, offer["call_id"]

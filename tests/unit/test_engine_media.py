@@ -39,8 +39,8 @@ class Party:
         return [e for e in self.events if isinstance(e, kind)]
 
 
-async def connected_call(plane: FakePlane):
-    board = Switchboard(gateway_settings(), plane=plane)
+async def connected_call(plane: FakePlane, **settings):
+    board = Switchboard(gateway_settings(**settings), plane=plane)
     caller = Party(board, board.open_caller(CallerIdentity(subject="cust-1", expires_at=0)))
     call = board.start_call(caller.session, CallType.VIDEO, None, CallContext())
     assert await board.caller_offer(caller.session, call.id, "offer") == FAKE_ANSWER

@@ -30,6 +30,9 @@ def test_known_messages_are_validated_and_unknown_fields_and_types_are_ignored()
     assert isinstance(queued, CallQueued) and queued.estimated_wait_s is None
     later = parse('{"type":"something.new","seq":4,"whatever":[1,2]}')
     assert type(later) is ServerMessage and later.seq == 4
+    caption = parse('{"type":"caption","seq":9,"call_id":"c1","speaker":{"role":"agent","name":"Alice"},"utterance":2,'
+                    '"text":"my card is [card number]","final":true,"start_s":1.0,"end_s":2.5}')
+    assert type(caption).__name__ == "Caption" and caption.text == "my card is [card number]" and caption.final
 
 
 @pytest.mark.parametrize("text, why", [

@@ -38,7 +38,7 @@ SAMPLES: list[tuple[object, str, str | None]] = [
      '"queue":"default","priority":0,"created_at":1795468254.5,"identity":{"subject":"cust-42","name":"Dana",'
      '"email":null,"phone":null,"issuer":null,"claims":{},"verified":true,"expires_at":1795471854},"location":null,'
      '"context":{"screen":null,"steps":[],"crm":{}},"transferred_from":null,"history":[],"history_omitted":0,'
-     '"callback":false,"callback_phone":null,"media_source":"camera","media_source_reason":null,"consult":{"from":"alice","from_name":"Alice"}},'
+     '"callback":false,"callback_phone":null,"media_source":"camera","media_source_reason":null,"consult":{"from":"alice","from_name":"Alice"},"recording":null},'
      '"ring_timeout_s":20.0}', None),
     (ev.OfferWithdrawn(call_id=CALL, reason="ring_timeout"),
      '{"type":"call.offer_withdrawn","call_id":"1182d9cfde73099c","reason":"ring_timeout"}', None),
@@ -95,6 +95,12 @@ SAMPLES: list[tuple[object, str, str | None]] = [
      '{"type":"call.ringing","call_id":"1182d9cfde73099c","ringing":false,"agent_name":null}', None),
     (ev.CallBarge(call_id=CALL, active=True, name="Sam"),
      '{"type":"call.barge","call_id":"1182d9cfde73099c","active":true,"name":"Sam"}', None),
+    (ev.TranscriptNotice(call_id=CALL, active=True, captions=False),
+     '{"type":"transcript.notice","call_id":"1182d9cfde73099c","active":true,"captions":false}', None),
+    (ev.Caption(call_id=CALL, speaker={"role": "caller", "name": "Dana"}, utterance=2, text="<b>hi</b> [card number]",
+                final=True, start_s=1.5, end_s=2.25),
+     '{"type":"caption","call_id":"1182d9cfde73099c","speaker":{"role":"caller","name":"Dana"},"utterance":2,'
+     '"text":"<b>hi</b> [card number]","final":true,"start_s":1.5,"end_s":2.25}', None),
     (ev.QueueClosed(call_id=CALL, queue="billing", reason="after_hours", message="Closed.", callback_available=True,
                     message_allowed=False, opens_at=1795503600.0),
      '{"type":"queue.closed","call_id":"1182d9cfde73099c","queue":"billing","reason":"after_hours",'
@@ -115,6 +121,9 @@ SAMPLES: list[tuple[object, str, str | None]] = [
     (ev.ParticipantConnection(call_id=CALL, role="caller", name="Dana", connected=False, cause="media"),
      '{"type":"participant.reconnecting","call_id":"1182d9cfde73099c","role":"caller","name":"Dana","cause":"media"}',
      None),
+    (ev.RecordingChanged(call_id=CALL, state="asking", policy="always", consent="ask", by="system"),
+     '{"type":"recording.state","call_id":"1182d9cfde73099c","state":"asking","policy":"always","consent":"ask",'
+     '"by":"system"}', None),
 ]
 
 

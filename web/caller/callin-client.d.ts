@@ -150,6 +150,7 @@ export interface CallContext {
 /** Drop what the gateway would refuse: unknown keys, over-long strings, nested CRM values. */
 export declare function cleanContext(context: unknown): CallContext;
 
+export type RecordingState = "off" | "asking" | "pending" | "recording" | "paused" | "declined" | "stopped" | "failed";
 export type ClientState = "idle" | "connecting" | "ready" | "starting" | "queued" | "connected" | "ended" | "callback";
 export type VideoSource = "camera" | "screen" | null;
 
@@ -239,6 +240,10 @@ export interface CallinClientEventMap {
   devicewarning: { code: string; reason: string; missing: "camera_blocked" | "camera_unavailable" | null };
   ringing: { ringing: boolean; agentName: string | null };
   barge: { active: boolean; name: string | null; barging: string[] };
+  /** The call's recording state (recording.state): "asking" wants recordingConsent(true | false). */
+  recording: { state: RecordingState; policy: "off" | "on_demand" | "always"; consent: "notify" | "ask"; by: string | null };
+  transcript: { active: boolean; captions: boolean };
+  caption: { speaker: { role: "caller" | "agent" | "supervisor" | "colleague"; name: string }; utterance: number; text: string; final: boolean };
   mute: { muted: boolean };
   held: { held: boolean };
   transferring: { mode: string };
@@ -258,13 +263,17 @@ export interface CallinClientOptions {
   getToken?: () => Promise<string | { token: string }> | string | { token: string };
   /** A token, instead of getToken. */
   token?: string;
+  /** Make the next call's peer connection ahead of the click (default true; see CallinClient.prepare). */
+  prepare?: boolean;
 }
 
 export interface StartCallOptions {
   callType?: CallType;
   location?: DeviceLocation | null;
   context?: CallContext;
-  media?: AcquiredMedia | null;
+  /** Acquired beforehand, or acquireMedia()'s promise: the call then starts while the devices start when the
+   * browser will not ask for them (startsBeforeMedia), else it waits for them. */
+  media?: AcquiredMedia | Promise<AcquiredMedia> | null;
 }
 
 /** The caller's side of a Callin call, with no UI (the widget is built on it). */
@@ -289,6 +298,10 @@ export declare class CallinClient extends EventTarget {
   agentReconnecting: boolean;
   /** The agent the waiting call rings at now (call.ringing), or null. */
   ringingAgent: string | null;
+  /** The call's recording (recording.state), or null when nothing was said about it. */
+  recording: { callId: string; state: RecordingState; policy: string; consent: string } | null;
+  /** The call is transcribed (transcript.notice). */
+  transcribed: boolean;
   /** Names of the supervisors speaking in the call now (call.barge). */
   barging: string[];
   /** How long the gateway keeps a call whose socket dropped (welcome.resume_grace_s), in seconds. */
@@ -303,6 +316,12 @@ export declare class CallinClient extends EventTarget {
   /** Get a token, open the caller WebSocket and say hello; resolves with the welcome. */
   connect(): Promise<ServerMessage>;
   acquireMedia(callType: CallType): Promise<AcquiredMedia>;
+  /** Make the next call's peer connection (transceivers, offer, ICE candidates) ahead of the click, with no device
+   * and nothing sent; done by itself whenever the client becomes ready. Resolves true once an offer is ready. */
+  prepare(): Promise<boolean>;
+  /** Whether startCall({media: acquireMedia(...)}) starts the call while the devices start (they are allowed on
+   * this site already; never for screen sharing). */
+  startsBeforeMedia(callType: CallType): boolean;
   /** Resolves with the call.queued message once queued (null when hung up while starting). */
   startCall(options?: StartCallOptions): Promise<ServerMessage | null>;
   setMuted(muted: boolean): void;
@@ -312,6 +331,8 @@ export declare class CallinClient extends EventTarget {
   shareScreen(): Promise<void>;
   stopScreen(): Promise<void>;
   requestCallback(options?: { phone?: string | null }): Promise<ServerMessage>;
+  /** Answer the "asking" of a recording event: true lets the call be recorded, false declines. */
+  recordingConsent(accept: boolean): Promise<ServerMessage>;
   leaveMessage(text: string): Promise<void>;
   rejoin(options?: { callId?: string; callType?: CallType; media?: AcquiredMedia | null }): Promise<ServerMessage>;
   sendChat(options?: { text?: string | null; file?: Blob | null; name?: string | null }): Promise<Attachment | null>;

@@ -14,6 +14,11 @@
  *   await client.startCall({ callType: "video", location, context: { screen: "checkout" } });
  *   client.setMuted(true); await client.shareScreen(); await client.useCamera(); await client.hangup();
  *
+ * Calls are prepared before the click: once connected, the client makes the next call's peer connection and its
+ * offer (no device, nothing sent; see prepare()), so startCall sends call.start and that offer at once. Pass
+ * acquireMedia()'s promise as `media` and, where the devices are allowed already (startsBeforeMedia), the call starts
+ * while they start.
+ *
  * The wire protocol is documented in docs/protocol.md. Events (CustomEvent, data in `detail`):
  *   statechange {state, previous}   idle | connecting | ready | starting | queued | connected | ended
  *   queue {position, queueLength, estimatedWaitS}   answered {agentName, callId}
@@ -32,6 +37,9 @@
  *     "camera_blocked" (permission refused) or "camera_unavailable", also sent to the gateway as media.source)
  *   ringing {ringing, agentName} (the call rings at that agent now / the ring ended unanswered: waiting again)
  *   barge {active, name} (a supervisor started / stopped speaking in the call; you hear them on the "aux" slot)
+ *   transcript {active, captions} (the call is transcribed from now on: tell the user; captions: caption events follow)
+ *   caption {speaker: {role, name}, utterance, text, final} (what someone said, redacted; a partial is replaced by
+ *     the next caption of the same speaker and utterance; plain text)
  * In-call and contact-center events:
  *   held {held}   transferring {mode}   closed {reason, message, callbackAvailable, messageAllowed, opensAt, queue}
  *   callbackoffer {estimatedWaitS}   callbackaccepted {position}   callbackready {callId, agentName, rejoinWithinS}
@@ -57,6 +65,19 @@ export class CallinError extends Error {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A User Timing mark `callin:<name>` (DevTools' Performance panel; the click-to-first-frame measurement reads them):
+ * only the latest of each name is kept.
+ */
+function mark(name) {
+  try {
+    performance.clearMarks(`callin:${name}`);
+    performance.mark(`callin:${name}`);
+  } catch {
+    /* no User Timing here */
+  }
+}
 
 /** The gateway's base URL (http[s]://host:port) from a URL inside it (e.g. a script's import.meta.url). */
 export function gatewayOrigin(url) {
@@ -377,6 +398,9 @@ const DISCONNECTED_DEBOUNCE_MS = 1000; // connectionState "disconnected" this lo
 const NETWORK_CHANGE_DEBOUNCE_MS = 300; // the browser's online / connection change events come in bursts
 const RESTART_RESUME_MS = 90000; // how long a caller kept across a gateway restart keeps trying to resume
 const FINAL_ERRORS = new Set(["invalid_token", "token_expired", "resume_failed", "not_authenticated"]);
+// A peer connection prepared ahead of the click (see prepare) is made afresh after this long: its candidates and its
+// TURN credentials may be stale by then (a network change is noticed by the browser's events sooner).
+const PREPARED_MAX_AGE_MS = 120000;
 
 export class CallinClient extends EventTarget {
   #signal = null;
@@ -407,15 +431,24 @@ export class CallinClient extends EventTarget {
   #disconnectTimer = null; // connectionState "disconnected": recover if it does not come back by itself
   #mediaWatch = null; // while a peer connection is the call's: notices one closed or failed without an event
   #networkWatch = null; // the browser's online / connection change listeners
+  #prepareAhead = true; // make the next call's peer connection before the click (constructor option prepare)
+  #prepared = null; // that peer connection: {pc, audioTx, videoTx, auxTx, offered, ...} (see prepare)
+  #prepareTimer = null; // renews the prepared peer connection when it gets old
+  #prepareWatch = null; // the browser's network change listeners while one is prepared
+  #permissions = null; // {microphone, camera}: live PermissionStatus objects, null where the browser cannot say
+  #mediaEpoch = 0; // bumped when a call's media is torn down: devices that come up later are stopped, not used
 
   /**
    * @param {object} options
    * @param {string} [options.gateway] the gateway's base URL (default: where this module was loaded from)
    * @param {() => Promise<string>|string} [options.getToken] returns a caller token signed by your backend
    * @param {string} [options.token] a token, instead of getToken
+   * @param {boolean} [options.prepare] make the next call's peer connection ahead of the click (default true; see
+   *   prepare())
    */
-  constructor({ gateway, getToken, token } = {}) {
+  constructor({ gateway, getToken, token, prepare = true } = {}) {
     super();
+    this.#prepareAhead = prepare !== false;
     this.gateway = (gateway || gatewayOrigin(import.meta.url)).replace(/\/+$/, "");
     if (!getToken && !token) throw new CallinError("config_error", "CallinClient needs getToken or token");
     this.#getToken = getToken || (async () => token);
@@ -437,6 +470,8 @@ export class CallinClient extends EventTarget {
     this.agentReconnecting = false; // the agent's console lost its connection (participant.reconnecting)
     this.ringingAgent = null; // the agent the waiting call rings at now (call.ringing), or null
     this.barging = []; // names of the supervisors speaking in the call now (call.barge)
+    this.recording = null; // the call's recording: {callId, state, policy, consent} (recording.state)
+    this.transcribed = false; // the call is transcribed (transcript.notice)
   }
 
   /** How long the gateway keeps a call whose socket dropped (welcome.resume_grace_s), in seconds. */
@@ -474,6 +509,7 @@ export class CallinClient extends EventTarget {
     const previous = this.state;
     this.state = state;
     this.#emit("statechange", { state, previous });
+    if (state === "ready" || state === "ended") this.prepare(); // the next call's peer connection, ahead of its click
   }
 
   #fail(error, fatal = true) {
@@ -722,6 +758,22 @@ export class CallinClient extends EventTarget {
         this.#emit("barge", { active: Boolean(message.active), name: message.name ?? null, barging: [...this.barging] });
         break;
       }
+      case "recording.state":
+        // May come before call.queued's answer (a queue that records tells the caller as soon as the call waits).
+        if (this.callId && message.call_id !== this.callId) return;
+        this.recording = { callId: message.call_id, state: message.state, policy: message.policy, consent: message.consent };
+        this.#emit("recording", { state: message.state, policy: message.policy, consent: message.consent, by: message.by ?? null });
+        break;
+      case "transcript.notice":
+        if (message.call_id !== this.callId) return;
+        this.transcribed = Boolean(message.active);
+        this.#emit("transcript", { active: this.transcribed, captions: Boolean(message.captions) });
+        break;
+      case "caption":
+        if (message.call_id !== this.callId) return;
+        this.#emit("caption", { speaker: message.speaker, utterance: message.utterance, text: String(message.text ?? ""),
+                                final: Boolean(message.final) });
+        break;
       case "call.held":
         if (message.call_id !== this.callId) return;
         this.held = Boolean(message.held);
@@ -851,6 +903,7 @@ export class CallinClient extends EventTarget {
         throw mediaError(err, "microphone");
       }
     }
+    mark("media");
     return { audio, video, source: video ? (callType === "screen" ? "screen" : "camera") : null, missing };
   }
 
@@ -861,7 +914,9 @@ export class CallinClient extends EventTarget {
    * @param {"voice"|"video"|"screen"} options.callType
    * @param {object|null} [options.location] from getDeviceLocation(); null when not shared
    * @param {object} [options.context] {screen, steps: [...], crm: {...}} what the caller was doing in the app
-   * @param {object} [options.media] {audio, video, source} from acquireMedia(), when acquired beforehand
+   * @param {object|Promise} [options.media] {audio, video, source} from acquireMedia(), when acquired beforehand; or
+   *   acquireMedia()'s promise: when the browser will not ask (startsBeforeMedia), the call starts at once and the
+   *   devices join it when they are up (one that then fails ends the call); otherwise the call waits for them
    */
   async startCall({ callType = "voice", location = null, context = {}, media = null } = {}) {
     if (!CALL_TYPES.includes(callType)) throw new CallinError("invalid_message", `unknown call type ${callType}`);
@@ -881,30 +936,54 @@ export class CallinClient extends EventTarget {
     this.agentReconnecting = false;
     this.ringingAgent = null;
     this.barging = [];
+    this.recording = null;
     try {
-      const [acquired] = await Promise.all([media ?? this.acquireMedia(callType), this.connect()]);
-      this.#useTracks(acquired);
+      // Devices first, unless the browser will not ask for them: then they start while the call does (a refused
+      // prompt must never ring an agent, so a call that may prompt waits for the answer).
+      const ahead = typeof media?.then === "function" && this.startsBeforeMedia(callType);
+      const acquiring = Promise.resolve(media ?? this.acquireMedia(callType));
+      let failed = null; // the devices failed before call.start went: no call is made
+      acquiring.catch((err) => (failed = err)); // else awaited below
+      const [acquired] = await Promise.all([ahead ? null : acquiring, this.connect()]);
+      const epoch = this.#mediaEpoch;
+      if (acquired) this.#useTracks(acquired);
       if (this.state !== "starting" || this.#closing) throw new CallinError("cancelled", "the call was cancelled");
+      const prepared = await this.#takePrepared();
+      if (this.state !== "starting" || this.#closing || failed) {
+        prepared?.pc.close();
+        throw failed ?? new CallinError("cancelled", "the call was cancelled");
+      }
       const body = { type: "call.start", call_type: callType, context: cleanContext(context) };
       if (location) body.location = location;
       this.#early = [];
       const queuing = this.#signal.request(body);
-      // The peer connection and its offer are made meanwhile: the offer follows call.start on the same socket, with
-      // no round trip between them (the gateway handles a socket's messages in order, and a caller's sdp.offer
-      // without call_id is for its current call). If call.start is refused, its error is the one reported.
-      const negotiating = this.#negotiate();
+      mark("call-start");
+      // The offer follows call.start on the same socket, with no round trip between them (the gateway handles a
+      // socket's messages in order, and a caller's sdp.offer without call_id is for its current call); a prepared
+      // one goes at once. If call.start is refused, its error is the one reported.
+      const negotiating = this.#negotiate(prepared);
       negotiating.catch(() => {});
+      // Started ahead of the devices: they join the call's transceivers when they are up.
+      const joining = ahead ? acquiring.then((got) => this.#joinTracks(got, epoch)) : Promise.resolve(acquired);
+      joining.catch(() => {}); // awaited below, once the call has its id (a failure hangs it up)
       const queued = await queuing;
-      this.callId = queued.call_id;
-      if (acquired.missing && !acquired.video) {
-        // A video call without its camera: the agent is told so (and why), not "video call".
-        this.#signal.send({ type: "media.source", id: this.#signal.nextId(), call_id: this.callId, source: "none", reason: acquired.missing });
+      mark("queued");
+      if (this.state !== "starting" || this.#closing) {
+        // Hung up while call.start was on its way: the call it made ends too.
+        if (this.#signal?.open) this.#signal.send({ type: "call.hangup", id: this.#signal.nextId(), call_id: queued.call_id });
+        return null;
       }
+      this.callId = queued.call_id;
       this.#setQueue(queued);
       if (this.state === "starting") this.#setState("queued");
       const early = this.#early.filter((m) => m.call_id === queued.call_id);
       this.#early = [];
       for (const m of early) this.#onMessage(m);
+      const got = await joining;
+      if (got.missing && !got.video) {
+        // A video call without its camera: the agent is told so (and why), not "video call".
+        this.#signal.send({ type: "media.source", id: this.#signal.nextId(), call_id: this.callId, source: "none", reason: got.missing });
+      }
       await negotiating;
       return queued;
     } catch (err) {
@@ -917,6 +996,167 @@ export class CallinClient extends EventTarget {
       if (this.state !== "idle") this.#setState(this.#signal?.open ? "ready" : "idle");
       throw error;
     }
+  }
+
+  /**
+   * Whether startCall({media: acquireMedia(...)}) starts the call while the devices start: only when the browser
+   * will not ask for them (microphone, and camera for a video call, allowed on this site already); never for screen
+   * sharing (the browser always asks which screen). Known once prepare() has run.
+   */
+  startsBeforeMedia(callType) {
+    if (callType === "screen" || !this.#permissions) return false;
+    const { microphone, camera } = this.#permissions;
+    return microphone?.state === "granted" && (callType !== "video" || camera?.state === "granted");
+  }
+
+  /** Devices that came up after the call started: used if the call still wants them, else stopped. */
+  async #joinTracks(acquired, epoch) {
+    if (epoch !== this.#mediaEpoch || !["starting", "queued", "connected"].includes(this.state)) {
+      for (const t of [acquired.audio, acquired.video]) t?.stop();
+      throw new CallinError("cancelled", "the call was cancelled");
+    }
+    this.#useTracks(acquired);
+    await this.#attachTracks();
+    return acquired;
+  }
+
+  /** Put the call's devices on its transceivers (a peer connection prepared ahead was made without them). */
+  async #attachTracks() {
+    const video = (this.videoSource === "screen" ? this.#screen : this.#camera) ?? null;
+    const jobs = [];
+    if (this.#audioTx && this.#audioTx.sender.track !== (this.#mic ?? null)) jobs.push(this.#audioTx.sender.replaceTrack(this.#mic ?? null));
+    if (this.#videoTx && this.#videoTx.sender.track !== video) jobs.push(this.#videoTx.sender.replaceTrack(video));
+    await Promise.all(jobs);
+  }
+
+  // -------------------------------------------------------------------------------------------- prepared ahead
+  /**
+   * Make the next call's peer connection ahead of the click: its transceivers, its offer and its ICE candidates,
+   * with no device (no camera light, no permission prompt) and nothing sent to the gateway. The click then sends
+   * call.start and this offer at once. Done by itself whenever the client becomes ready (connected, or a call
+   * ended), unless the constructor's `prepare` is false; made afresh when the browser's network changes and after
+   * two minutes. Resolves true once an offer is ready; never rejects.
+   */
+  prepare() {
+    if (!this.#mayPrepare()) return Promise.resolve(false);
+    const current = this.#prepared;
+    if (current && (current.pending || this.#usable(current))) return current.offered;
+    this.#dropPrepared();
+    const slot = { pending: true, dropped: false, pc: null, offered: null };
+    this.#prepared = slot;
+    slot.offered = this.#makePrepared(slot);
+    return slot.offered;
+  }
+
+  #mayPrepare() {
+    return this.#prepareAhead && !this.#closing && ["ready", "ended"].includes(this.state) && Boolean(this.#signal?.open)
+      && Boolean(this.#welcome) && typeof RTCPeerConnection !== "undefined";
+  }
+
+  async #makePrepared(slot) {
+    try {
+      await this.#queryPermissions();
+      if (slot.dropped) return false;
+      slot.permissions = this.#permissionKey();
+      this.#newPeer(null, null, slot);
+      await slot.pc.setLocalDescription(await slot.pc.createOffer());
+      if (slot.dropped) return false;
+      slot.pending = false;
+      mark("prepared");
+      if (this.#prepared === slot) this.#watchPrepared(slot);
+      return true;
+    } catch {
+      slot.pc?.close();
+      if (this.#prepared === slot) this.#prepared = null;
+      return false;
+    } finally {
+      slot.pending = false;
+    }
+  }
+
+  /** Whether a prepared peer connection can still carry a call: unused, fresh, made for today's ICE settings. */
+  #usable(peer) {
+    return !peer.pending && !peer.dropped && peer.pc?.signalingState === "have-local-offer"
+      && !["failed", "closed"].includes(peer.pc.connectionState) && performance.now() - peer.made < PREPARED_MAX_AGE_MS
+      && peer.iceKey === JSON.stringify(this.#iceConfig()) && peer.permissions === this.#permissionKey();
+  }
+
+  /** The prepared peer connection for a call starting now, if usable (else closed: the call makes its own). */
+  async #takePrepared() {
+    const peer = this.#prepared;
+    this.#prepared = null;
+    this.#stopPrepareWatch();
+    if (!peer) return null;
+    const offered = await peer.offered;
+    if (offered && this.#usable(peer)) return peer;
+    peer.dropped = true;
+    peer.pc?.close();
+    return null;
+  }
+
+  #dropPrepared() {
+    const peer = this.#prepared;
+    this.#prepared = null;
+    this.#stopPrepareWatch();
+    if (peer) {
+      peer.dropped = true;
+      peer.pc?.close();
+    }
+  }
+
+  /** Renew the prepared peer connection when it gets old or the browser's network changes. */
+  #watchPrepared(slot) {
+    this.#stopPrepareWatch();
+    const renew = () => {
+      if (this.#prepared !== slot) return;
+      this.#dropPrepared();
+      this.prepare();
+    };
+    this.#prepareTimer = setTimeout(renew, PREPARED_MAX_AGE_MS);
+    if (typeof window !== "undefined") {
+      window.addEventListener("online", renew);
+      navigator.connection?.addEventListener?.("change", renew);
+      this.#prepareWatch = () => {
+        window.removeEventListener("online", renew);
+        navigator.connection?.removeEventListener?.("change", renew);
+      };
+    }
+  }
+
+  #stopPrepareWatch() {
+    clearTimeout(this.#prepareTimer);
+    this.#prepareTimer = null;
+    this.#prepareWatch?.();
+    this.#prepareWatch = null;
+  }
+
+  /** The site's camera and microphone permissions, as live PermissionStatus objects (asked once). */
+  async #queryPermissions() {
+    if (this.#permissions) return;
+    const query = async (name) => {
+      try {
+        return await navigator.permissions.query({ name });
+      } catch {
+        return null; // a browser that cannot say (e.g. no "camera" permission name)
+      }
+    };
+    const [microphone, camera] = globalThis.navigator?.permissions?.query ? await Promise.all([query("microphone"), query("camera")]) : [null, null];
+    this.#permissions = { microphone, camera };
+  }
+
+  /** A browser shows its local addresses to a peer connection only once the devices are allowed: a peer connection
+   * prepared under other permissions than now is not used. */
+  #permissionKey() {
+    const p = this.#permissions;
+    return `${p?.microphone?.state ?? "?"}/${p?.camera?.state ?? "?"}`;
+  }
+
+  #iceConfig() {
+    return {
+      iceServers: iceServersFrom(this.#welcome?.ice_servers),
+      bundlePolicy: "max-bundle",
+      iceTransportPolicy: this.#welcome?.ice_transport_policy === "relay" ? "relay" : "all",
+    };
   }
 
   #useTracks({ audio, video, source }) {
@@ -939,28 +1179,23 @@ export class CallinClient extends EventTarget {
   }
 
   /**
-   * A peer connection for the call and its offer. One already there (a media recovery) stays until the new one is
-   * answered, then is closed: if the gateway refuses the offer, it still has the old leg.
+   * A new peer connection with the call's transceivers (`audio`, `video`: the tracks to send, or none yet). Its
+   * events count once it is the call's (this.#pc): the candidates it gathered before (prepared ahead) are in its
+   * offer. `into`: the object to fill (a prepared slot), else a new one.
    */
-  async #negotiate() {
-    const pc = new RTCPeerConnection({ iceServers: iceServersFrom(this.#welcome?.ice_servers), bundlePolicy: "max-bundle",
-                                       iceTransportPolicy: this.#welcome?.ice_transport_policy === "relay" ? "relay" : "all" });
-    const previous = this.#pc;
-    this.#pc = pc;
-    this.#offerSent = false;
-    this.#pendingCandidates = [];
-    this.#candidatesGathered = 0;
+  #newPeer(audio = null, video = null, into = {}) {
+    const config = this.#iceConfig();
+    const pc = new RTCPeerConnection(config);
     const streams = [this.localStream];
     // Audio and video both sendrecv: the agent's voice comes back, and the agent may turn a camera on. A
     // voice call gets a video transceiver too, so the caller can share the camera or screen later by
     // replaceTrack (the gateway does not renegotiate).
-    const audioTx = pc.addTransceiver(this.#mic ?? "audio", { direction: "sendrecv", streams });
-    const video = this.videoSource === "screen" ? this.#screen : this.#camera;
+    const audioTx = pc.addTransceiver(audio ?? "audio", { direction: "sendrecv", streams });
     const videoTx = pc.addTransceiver(video ?? "video", { direction: "sendrecv", streams });
     preferCodec(videoTx, "video/VP8");
     // A second audio section, receive only: a supervisor who barges in is heard on it (never mixed).
     const auxTx = pc.addTransceiver("audio", { direction: "recvonly" });
-    [this.#audioTx, this.#videoTx, this.#auxTx] = [audioTx, videoTx, auxTx];
+    const peer = Object.assign(into, { pc, audioTx, videoTx, auxTx, iceKey: JSON.stringify(config), made: performance.now() });
     pc.addEventListener("icecandidate", (e) => {
       if (pc === this.#pc) this.#sendCandidate(e.candidate);
     });
@@ -973,16 +1208,45 @@ export class CallinClient extends EventTarget {
       this.remoteStream.addTrack(e.track);
       this.#emit("remotetrack", { track: e.track, stream: this.remoteStream, slot: "main" });
     });
+    pc.addEventListener("iceconnectionstatechange", () => {
+      if (pc === this.#pc && ["connected", "completed"].includes(pc.iceConnectionState)) mark("ice-connected");
+    });
     pc.addEventListener("connectionstatechange", () => {
       if (pc !== this.#pc) return;
+      if (pc.connectionState === "connected") mark("connected");
       this.#emit("mediastate", { state: pc.connectionState });
       this.#onConnectionState(pc);
     });
+    return peer;
+  }
+
+  /**
+   * The call's peer connection and its offer: the one prepared ahead if given (its offer is ready: it goes at once,
+   * and the devices join its transceivers meanwhile), else a new one. One already there (a media recovery) stays
+   * until the new one is answered, then is closed: if the gateway refuses the offer, it still has the old leg.
+   */
+  async #negotiate(prepared = null) {
+    const peer = prepared ?? this.#newPeer(this.#mic, this.videoSource === "screen" ? this.#screen : this.#camera);
+    const { pc } = peer;
+    const previous = this.#pc;
+    this.#pc = pc;
+    this.#offerSent = false;
+    this.#pendingCandidates = [];
+    // Candidates gathered before the offer are in it (prepared ahead). Only trickled ones count for end-of-candidates:
+    // an older gateway did not read an offer's own candidates (aiortc drops them when two sections share a
+    // transport), and an end-of-candidates after none would fail its leg at once.
+    this.#candidatesGathered = 0;
+    [this.#audioTx, this.#videoTx, this.#auxTx] = [peer.audioTx, peer.videoTx, peer.auxTx];
     try {
-      await pc.setLocalDescription(await pc.createOffer());
-      const answer = await this.#signal.request({ type: "sdp.offer", call_id: this.callId ?? undefined, sdp: pc.localDescription.sdp });
+      if (!prepared) await pc.setLocalDescription(await pc.createOffer());
+      const attaching = prepared ? this.#attachTracks() : null;
+      const offering = this.#signal.request({ type: "sdp.offer", call_id: this.callId ?? undefined, sdp: pc.localDescription.sdp });
+      mark("offer-sent");
+      const answer = await offering;
+      mark("answer");
       this.#offerSent = true;
       this.#flushCandidates();
+      await attaching;
       if (pc.signalingState === "closed") return;
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     } catch (err) {
@@ -1225,6 +1489,16 @@ export class CallinClient extends EventTarget {
     return accepted;
   }
 
+  /**
+   * Answer the question of a "recording" event with state "asking": true lets the call be recorded, false declines
+   * (nothing of this call is recorded).
+   */
+  async recordingConsent(accept) {
+    const callId = this.callId ?? this.recording?.callId;
+    if (!callId || this.recording?.state !== "asking") throw new CallinError("consent_not_asked", "nobody asked about recording");
+    return this.#signal.request({ type: "recording.consent", call_id: callId, accept: Boolean(accept) });
+  }
+
   /** After a "closed" event: leave a message for the team instead of waiting. Ends the call (reason message_left). */
   async leaveMessage(text) {
     const body = String(text ?? "").trim();
@@ -1346,6 +1620,7 @@ export class CallinClient extends EventTarget {
   }
 
   #teardownMedia() {
+    this.#mediaEpoch += 1;
     this.#unwatchMedia();
     if (this.#pc) {
       this.#pc.close();
@@ -1371,6 +1646,7 @@ export class CallinClient extends EventTarget {
   async close() {
     if (["queued", "connected"].includes(this.state)) await this.hangup();
     this.#closing = true;
+    this.#dropPrepared();
     clearInterval(this.#pingTimer);
     const signal = this.#signal;
     this.#signal = null;

@@ -236,6 +236,15 @@ button { font: inherit; color: inherit; }
 .share-note .n-btn { background: white; color: #1e3a8a; }
 .barge-note { background: rgba(124, 58, 237, .35); }
 .cam-note { background: rgba(180, 83, 9, .4); }
+.rec-note { background: rgba(185, 28, 28, .35); }
+.rec-note[data-state="asking"] { background: rgba(180, 83, 9, .45); }
+.rec-note[data-state="paused"], .rec-note[data-state="declined"], .rec-note[data-state="stopped"] { background: rgba(255,255,255,.08); }
+.rec-note .rec-light { width: 10px; height: 10px; border-radius: 50%; background: #f87171; }
+.rec-note[data-state="paused"] .rec-light, .rec-note[data-state="declined"] .rec-light { background: #94a3b8; }
+.rec-note .rec-yes { background: white; color: #7c2d12; }
+.transcript-note { background: rgba(15, 118, 110, .4); }
+.captions-note { background: rgba(0, 0, 0, .55); }
+.captions-note .cap-text { font-weight: 500; }
 .cam-note .icon-btn { color: #fde68a; }
 .stage.bannered .presence { padding-bottom: 64px; }
 .stage.reconnecting .presence .status, .stage.reconnecting .presence .sub { visibility: hidden; }

@@ -34,7 +34,7 @@
  *   getAppScreenshot  async () => Blob (PNG/JPEG) of your app's screen: offered in the call's chat as
  *               "Screenshot of the app" (the caller sees it before it is sent)
  * The element dispatches callin:* events (callin:statechange, callin:queue, callin:ringing, callin:answered,
- * callin:barge, callin:ended, callin:error) and exposes .client (a CallinClient), .open(), .minimize(), .start(callType).
+ * callin:barge, callin:transcript, callin:caption, callin:ended, callin:error) and exposes .client (a CallinClient), .open(), .minimize(), .start(callType).
  */
 
 import { CallinClient, CallinError, getDeviceLocation, gatewayOrigin, VERSION } from "./callin-client.js";
@@ -128,6 +128,16 @@ const ENDED_TEXT = {
   shutdown: () => "The service is restarting: please call again",
   message_left: () => "Your message was sent. The team will get back to you",
   callback_expired: () => "The callback expired because nobody rejoined in time",
+};
+
+/** What the widget says about the call's recording, by state: [title, detail]; no entry: nothing shown. */
+const RECORDING_TEXT = {
+  pending: ["This call will be recorded", "Recording starts when an agent answers."],
+  asking: ["May we record this call?", "It helps us with quality and training. You can say no."],
+  recording: ["This call is being recorded", ""],
+  paused: ["Recording paused", "Nothing is recorded right now."],
+  declined: ["This call is not recorded", "You said no to recording."],
+  failed: ["This call is not recorded", ""],
 };
 
 const capitalize = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
@@ -240,7 +250,10 @@ export class CallinWidget extends HTMLElement {
       launchCount: $(".launch-count"),
       shareNote: $(".share-note"),
       bargeNote: $(".barge-note"),
+      transcriptNote: $(".transcript-note"),
+      captionsNote: $(".captions-note"),
       camNote: $(".cam-note"),
+      recNote: $(".rec-note"),
       trayBox: $(".tray-box"),
       trayToggle: $(".tray-toggle"),
       panel: $(".panel"),
@@ -474,6 +487,9 @@ export class CallinWidget extends HTMLElement {
       this.#updateLauncher();
     });
     on("barge", (d) => this.#onBarge(d));
+    on("recording", (d) => this.#onRecording(d));
+    on("transcript", (d) => this.#onTranscript(d));
+    on("caption", (d) => this.#onCaption(d));
     on("participant", (d) => {
       // The agent's console lost its connection: the call goes on (it may come back within seconds).
       if (d.state === "reconnecting") {
@@ -547,10 +563,22 @@ export class CallinWidget extends HTMLElement {
     for (const b of this.#root.querySelectorAll(".option")) b.disabled = true;
     const askLocation = this.options.askLocation && this.#els.shareLocation.checked;
     const locating = askLocation ? getDeviceLocation({ timeoutMs: 8000 }) : Promise.resolve({ location: null, status: "off" });
+    this.#cameraMissing = null;
+    if (client.startsBeforeMedia(callType)) {
+      // The devices are allowed on this site already, so no prompt comes: the call screen shows at once and the call
+      // starts while the camera and microphone start (a device that then fails ends the call with its error).
+      const acquiring = client.acquireMedia(callType);
+      this.#enterCall(callType, null);
+      acquiring.then((m) => {
+        const missing = m.missing ?? this.#cameraMissing;
+        if (missing && client === this.#client && this.#view === "call") this.#showCameraNote(missing);
+      }, () => {});
+      await this.#placeCall(client, callType, locating, acquiring);
+      return;
+    }
     // Only show the "allow access" screen if the browser actually waits for the user.
     this.#permissionTimer = setTimeout(() => this.#showPermission(callType), 350);
     let media;
-    this.#cameraMissing = null;
     try {
       media = await client.acquireMedia(callType);
     } catch (err) {
@@ -560,11 +588,20 @@ export class CallinWidget extends HTMLElement {
       return;
     }
     clearTimeout(this.#permissionTimer);
+    this.#enterCall(callType, media.missing ?? this.#cameraMissing);
+    await this.#placeCall(client, callType, locating, media);
+  }
+
+  #enterCall(callType, missing) {
     this.#resetCallView(callType);
-    this.#showCameraNote(media.missing ?? this.#cameraMissing);
+    this.#showCameraNote(missing);
     this.#show("call");
     this.#focusFirst();
     this.#els.status.textContent = "Connecting…";
+  }
+
+  /** Send the call (with the location, when shared, and the app's context); `media`: acquired, or on its way. */
+  async #placeCall(client, callType, locating, media) {
     const { location, status } = await locating;
     this.#locationStatus = status;
     this.#showLocation();
@@ -626,6 +663,9 @@ export class CallinWidget extends HTMLElement {
     e.trayBox.classList.remove("expanded");
     e.shareNote.hidden = true;
     e.bargeNote.hidden = true;
+    e.recNote.hidden = true;
+    e.transcriptNote.hidden = true;
+    e.captionsNote.hidden = true;
     e.camNote.hidden = true;
     e.stage.classList.remove("bannered", "ringing");
     delete e.panel.dataset.inbound;
@@ -724,6 +764,29 @@ export class CallinWidget extends HTMLElement {
   }
 
   /** A supervisor speaks in the call (barge): the caller hears a new voice, so it is told who. */
+  /** The call's recording: always said before anything is recorded; with "asking", the caller chooses. */
+  #onRecording({ state, policy, consent, by }) {
+    this.#emit("recording", { state, policy, consent, by });
+    const note = this.#els.recNote;
+    const text = RECORDING_TEXT[state];
+    note.hidden = !text;
+    note.dataset.state = state;
+    if (!text) return;
+    note.querySelector(".rec-title").textContent = text[0];
+    note.querySelector(".rec-text").textContent = text[1];
+    note.querySelector(".rec-yes").hidden = state !== "asking";
+    note.querySelector(".rec-no").hidden = state !== "asking";
+    this.#say(`${text[0]}. ${text[1]}`);
+  }
+
+  async #answerRecording(accept) {
+    try {
+      await this.#client.recordingConsent(accept);
+    } catch (err) {
+      this.#toast(err.reason || "That did not work. Please try again.");
+    }
+  }
+
   #onBarge({ active, name, barging }) {
     this.#emit("barge", { active, name });
     const note = this.#els.bargeNote;
@@ -738,6 +801,24 @@ export class CallinWidget extends HTMLElement {
     if (active) this.#say(`A supervisor, ${name ?? ""}, joined the call. They can hear you.`);
   }
 
+  /** The call is transcribed from now on: the caller is told, before anything it says is turned into text. */
+  #onTranscript({ active, captions }) {
+    this.#emit("transcript", { active, captions });
+    this.#els.transcriptNote.hidden = !active;
+    if (active) this.#say("This call is transcribed. Card numbers are hidden.");
+  }
+
+  /** Captions of the call (an accessibility aid, when the queue gives them): the latest line, as text only. */
+  #onCaption({ speaker, text, final }) {
+    this.#emit("caption", { speaker, text, final });
+    const note = this.#els.captionsNote;
+    note.hidden = false;
+    note.querySelector(".cap-who").textContent = speaker?.role === "caller" ? "You" : (speaker?.name ?? "");
+    const line = note.querySelector(".cap-text");
+    line.textContent = text;
+    line.style.opacity = final ? "1" : ".75";
+  }
+
   /** A video call going on as voice (camera blocked or missing): say so, and how to turn the camera on. */
   #showCameraNote(missing) {
     const note = this.#els.camNote;
@@ -748,7 +829,7 @@ export class CallinWidget extends HTMLElement {
     note.querySelector(".cam-text").textContent = blocked
       ? "To show your camera, tap the lock icon next to the web address, allow Camera, then tap Camera below."
       : "The agent can still hear you. Connect a camera, then tap Camera below.";
-    this.#els.who.textContent = "Voice call";
+    if (this.#client?.state !== "connected") this.#els.who.textContent = "Voice call"; // else: the agent's name
     this.#say(`${note.querySelector(".cam-title").textContent}. ${note.querySelector(".cam-text").textContent}`);
   }
 
@@ -1448,6 +1529,12 @@ export class CallinWidget extends HTMLElement {
           break;
         case "stop-share":
           await this.#stopShare();
+          break;
+        case "rec-accept":
+          this.#answerRecording(true);
+          break;
+        case "rec-decline":
+          this.#answerRecording(false);
           break;
         case "dismiss-cam-note":
           this.#els.camNote.hidden = true;

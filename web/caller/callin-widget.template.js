@@ -124,6 +124,19 @@ const notes = () => `
     <span class="n-ico">${icon("headphones", { size: 16 })}</span>
     <span class="n-text"><b class="barge-title">A supervisor joined the call</b><small class="barge-text"></small></span>
   </div>
+  <div class="note rec-note" hidden role="status" data-state="off">
+    <span class="n-ico"><span class="rec-light"></span></span>
+    <span class="n-text"><b class="rec-title"></b><small class="rec-text"></small></span>
+    <button class="btn sm rec-yes" data-action="rec-accept" hidden>OK</button>
+    <button class="btn sm rec-no" data-action="rec-decline" hidden>Don't record</button>
+  </div>
+  <div class="note transcript-note" hidden>
+    <span class="n-ico">${icon("file-text", { size: 16 })}</span>
+    <span class="n-text"><b>This call is transcribed</b><small>What you say is turned into text for the agent. Card numbers are hidden.</small></span>
+  </div>
+  <div class="note captions-note" hidden aria-live="polite" aria-label="Captions">
+    <span class="n-text"><small class="cap-who"></small><b class="cap-text"></b></span>
+  </div>
   <div class="note cam-note" hidden>
     <span class="n-ico">${icon("video-off", { size: 16 })}</span>
     <span class="n-text"><b class="cam-title">Your camera is blocked</b><small class="cam-text"></small></span>

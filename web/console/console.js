@@ -31,6 +31,8 @@ import { createSupervise } from "./views/supervise.js";
 import { createDevices } from "./views/devices.js";
 import { createAlerts } from "./views/alerts.js";
 import { createInbox } from "./views/inbox.js";
+import { createRecording } from "./views/recording.js";
+import { createCaptions } from "./views/captions.js";
 
 function initialState() {
   return {
@@ -91,6 +93,13 @@ function debugHandle(app) {
     get devices() {
       return { micLevel: views.devices.micLevel(), previewWidth: $("dev-preview").videoWidth, soundBlocked: !$("sound-blocked").hidden };
     },
+    get recording() {
+      return { chip: $("rec-chip").dataset.state, button: $("rec-button").dataset.action || null };
+    },
+    /** The live captions shown now (views/captions.js). */
+    get captions() {
+      return views.captions.shown();
+    },
     get supervising() {
       return state.supervise ? { callId: state.supervise.callId, mode: state.supervise.mode } : null;
     },
@@ -125,6 +134,8 @@ function main() {
     devices: createDevices(app),
     alerts: createAlerts(app),
     inbox: createInbox(app),
+    recording: createRecording(app),
+    captions: createCaptions(app),
   });
   for (const view of Object.values(app.views)) view.mount?.();
   window.callinConsole = debugHandle(app);

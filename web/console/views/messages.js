@@ -84,6 +84,9 @@ export function createMessages(app) {
             : "Video is back.", { bad: message.state === "paused" });
         }
         break;
+      case "recording.state":
+        views.recording.onState(message);
+        break;
       case "call.held":
         if (state.call?.id === message.call_id) {
           state.call.held = message.held;
@@ -104,6 +107,12 @@ export function createMessages(app) {
         break;
       case "wallboard":
         views.wallboard.renderWallboard(message);
+        break;
+      case "transcript.notice":
+        views.captions.onNotice(message);
+        break;
+      case "caption":
+        views.captions.onCaption(message);
         break;
       case "error":
         toast(message.reason || message.code, { bad: true });

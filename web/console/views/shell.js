@@ -63,7 +63,10 @@ export function createShell(app) {
     $("wallboard").hidden = tab !== "wallboard";
     $("shortcuts").hidden = tab !== "calls";
     document.body.dataset.tab = tab;
-    if (tab === "wallboard") await views.wallboard.subscribeWallboard();
+    if (tab === "wallboard") {
+      views.recording.loadRecordings();
+      await views.wallboard.subscribeWallboard();
+    }
   }
 
   // ------------------------------------------------------------------------------------------------ keyboard
@@ -81,6 +84,7 @@ export function createShell(app) {
     else if (key === "m" && inCall) views.call.setMuted(!state.call.muted);
     else if (key === "c" && inCall) views.call.toggleCamera();
     else if (key === "t" && inCall) views.transfer.openTransfer();
+    else if (key === "r" && inCall) views.recording.toggle();
     else if (key === "h" && (inCall || state.staleCallId)) views.call.hangup();
     else if (key === "?") $("help-dialog").showModal();
     else handled = false;

@@ -35,6 +35,7 @@ export function createStage(app) {
     $("aux-chip").hidden = true;
     resetInCallPanes();
     views.transfer.renderConsultBar(call);
+    views.recording.render();
     updateCallControls();
     views.shell.show("call");
     views.status.setStatus("busy");

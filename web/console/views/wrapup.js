@@ -21,6 +21,7 @@ export function createWrapup(app) {
     $("side-tabs").hidden = true;
     views.stage.selectPane("card");
     $("consult-bar").hidden = true;
+    views.captions.clear();
     const seconds = message.duration_s ?? (Date.now() - call.startedAt) / 1000;
     const id = call.card.identity ?? {};
     const type = CALL_TYPE[call.card.call_type] ?? CALL_TYPE.voice;

@@ -1,0 +1,202 @@
+"""Live transcripts: how soon a final caption follows the end of speech, what transcription costs in CPU, and
+whether it disturbs the relay, transcription off and on in one run.
+
+    unshare -rn sh -c 'ip link set lo up && exec python -m bench.transcript --calls 2 --utterances 6'
+
+Starts one `callin serve` (media in its own process, SQLite) with two queues, "plain" (transcript off) and
+"transcribed" (on, pocketsphinx). For each mode, `--calls` calls at once: real aiortc callers sending 30 fps video
+and speech (espeak-ng phrases, a pause after each) to real aiortc agents. Measured over the speaking window:
+- final caption latency: from the caller's last speech sample of an utterance to the final caption at the agent's
+  socket (p50/p99; "on" only);
+- CPU of the gateway process and its children (the recognition processes), seconds per call per minute;
+- the agents' received video: frames per second and frames lost (gaps in the frame counters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.netns import ensure_loopback_namespace  # noqa: E402
+from bench.run import percentile  # noqa: E402
+
+MODES = ("off", "on")
+AGENTS = (("alice", "alice-demo"), ("bob", "bob-demo"), ("sam", "sam-demo"))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of `pid` and of every process below it that is alive now."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICK
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0.0)
+        todo.extend(child for child, parent in parents.items() if parent == current)
+    return total
+
+
+class Stamped:
+    """Arrival times of an agent socket's messages (polled every 5 ms: finer than what is measured)."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.at: list[float] = []
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            while len(self.at) < len(self.ws.messages):
+                self.at.append(now)
+            await asyncio.sleep(0.005)
+
+    def finals(self) -> list[tuple[float, dict]]:
+        return [(self.at[i], m) for i, m in enumerate(self.ws.messages[:len(self.at)])
+                if m.get("type") == "caption" and m["final"] and m["speaker"]["role"] == "caller"]
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+async def run_mode(base_url: str, pid: int, mode: str, calls: int, utterances: int, phrases: list[bytes]) -> dict:
+    from gateway.auth import mint_caller_token
+    from tests.support.clients import Agent, Caller, wait_until
+    from tests.support.server import TEST_SECRET
+    from tests.support.speech import SpeechTrack
+
+    queue = "transcribed" if mode == "on" else "plain"
+    parties = []
+    for i in range(calls):
+        agent = Agent(base_url, *AGENTS[i])
+        await agent.connect()
+        caller = Caller(base_url, mint_caller_token(TEST_SECRET, sub=f"bench-{mode}-{i}", name="Bench Caller",
+                                                    extra={"queue": queue}))
+        await caller.connect()
+        mic = SpeechTrack()
+        queued = await caller.start("video", audio=mic)
+        offer = await agent.wait_offer(30)
+        assert offer["call_id"] == queued["call_id"]
+        await agent.accept(offer["call_id"], audio=SpeechTrack())
+        parties.append((caller, agent, mic, Stamped(agent.ws)))
+    for _, agent, _, _ in parties:
+        await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) > 30, 60)
+    await asyncio.sleep(2)  # settle
+    marks = [len(agent.peer.sinks["video"].counters) for _, agent, _, _ in parties]
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    for _, _, mic, _ in parties:
+        for k in range(utterances):
+            mic.say(phrases[k % len(phrases)], pause_s=1.5)
+    for _, _, mic, _ in parties:
+        await wait_until(lambda: not mic.saying, 30 + utterances * 6)
+    if mode == "on":  # the last finals (an utterance the recogniser split or merged is counted as it came)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(len(s.finals()) < utterances for *_, s in parties):
+            await asyncio.sleep(0.1)
+    cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    window = t1 - t0
+    latencies, fps, lost = [], [], []
+    for (caller, agent, mic, stamped), mark in zip(parties, marks):
+        counters = [c for c in agent.peer.sinks["video"].counters[mark:] if c is not None]
+        fps.append(len(counters) / window)
+        expected = counters[-1] - counters[0] + 1 if counters else 0
+        lost.append(max(0, expected - len(set(counters))))
+        if mode == "on":
+            # each utterance's final: the first final caption that arrived after its speech ended
+            arrivals = sorted(arrived for arrived, _ in stamped.finals())
+            for said in mic.said_at:
+                later = [a for a in arrivals if a > said]
+                if later:
+                    latencies.append((later[0] - said) * 1000)
+                    arrivals.remove(later[0])
+        stamped.stop()
+        await caller.hangup()
+        await caller.close()
+        await agent.close()
+    await asyncio.sleep(2)
+    result = {"cpu_s_per_call_minute": round((cpu1 - cpu0) / calls / window * 60, 2),
+              "video_fps": round(statistics.mean(fps), 1), "video_frames_lost": sum(lost),
+              "window_s": round(window, 1)}
+    if mode == "on":
+        result["final_latency_ms"] = {"n": len(latencies), "p50": round(statistics.median(latencies)),
+                                      "p99": round(percentile(latencies, 99)), "max": round(max(latencies)),
+                                      "each": [round(v) for v in latencies]}
+    return result
+
+
+async def main(args: argparse.Namespace) -> dict:
+    from tests.support.process import GatewayProcess
+    from tests.support.speech import PHRASES, synthesize
+
+    phrases = [synthesize(p) for p in PHRASES]
+    load_before = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="callin-transcript-bench-"))
+    queues = [{"name": "default"}, {"name": "plain"}, {"name": "transcribed", "transcript": "on"}]
+    gateway = GatewayProcess(f"sqlite+aiosqlite:///{work / 'callin.db'}", work, media_workers=0,
+                             queues=json.dumps(queues), transcript_workers=args.recognisers)
+    await gateway.start()
+    try:
+        assert gateway.proc is not None
+        results = {}
+        for mode in MODES:
+            results[mode] = await run_mode(gateway.base_url, gateway.proc.pid, mode, args.calls, args.utterances,
+                                           phrases)
+    finally:
+        gateway.close()
+    return {"calls": args.calls, "utterances_per_call": args.utterances, "recognisers": args.recognisers,
+            "modes": results, "load_before": [round(v, 1) for v in load_before],
+            "load_after": [round(v, 1) for v in os.getloadavg()]}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=2, help="calls at once per mode (at most 3: the demo staff)")
+    parser.add_argument("--utterances", type=int, default=6, help="phrases each caller says per mode")
+    parser.add_argument("--recognisers", type=int, default=1, help="CALLIN_TRANSCRIPT_WORKERS of the gateway")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON only")
+    args = parser.parse_args(argv)
+    if not 1 <= args.calls <= len(AGENTS):
+        parser.error(f"--calls must be 1..{len(AGENTS)}")
+    ensure_loopback_namespace()
+    result = asyncio.run(main(args))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"load average before: {result['load_before']}, after: {result['load_after']}")
+    print(f"{args.calls} calls at once per mode (30 fps video + speech), {args.utterances} utterances per caller, "
+          f"{args.recognisers} recognition process(es)")
+    for mode, row in result["modes"].items():
+        line = (f"transcript {mode:3s}  gateway CPU {row['cpu_s_per_call_minute']:5.2f} s per call-minute   "
+                f"video {row['video_fps']:4.1f} fps, {row['video_frames_lost']} frames lost")
+        if "final_latency_ms" in row:
+            lat = row["final_latency_ms"]
+            line += f"   final caption after speech ends p50 {lat['p50']} ms p99 {lat['p99']} ms (n={lat['n']})"
+        print(line)
+    off, on = result["modes"]["off"], result["modes"]["on"]
+    if off["cpu_s_per_call_minute"]:
+        print(f"CPU ratio on/off: {on['cpu_s_per_call_minute'] / off['cpu_s_per_call_minute']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
