@@ -255,7 +255,7 @@ async def test_packets_lost_towards_the_agent_are_retransmitted(gateway, caller_
     assert len(repeated) >= len(dropped) // 2, (len(repeated), len(dropped))
     if gateway.settings.relay_mode == "packet" and gateway.settings.relay_fast_path == "native":
         # Answered from the history of what the C route sent (it carried the stream: aiortc's NativeHistory view).
-        video_out = next(iter(gateway.board.relays[offer["call_id"]].agents.values())).consumers["video"]
+        video_out = next(iter(gateway.board.relays[call_id].agents.values())).consumers["video"]
         assert video_out.stats.forwarded_in_c >= 0.8 * video_out.stats.frames_out, video_out.stats
     await caller.close()
     await agent.close()
