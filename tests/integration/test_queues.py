@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from tests.integration.test_webhooks import Receiver
+from tests.support.loopback_http import Receiver
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import Agent, Caller, WsClient, wait_until
 from tests.support.media import ToneAudioTrack

@@ -18,7 +18,7 @@ from gateway.media.plane import RecordingInfo
 from gateway.store.db import Database
 from gateway.store.recordings import LocalRecordingStorage, RecordingCatalog, RecordingSweeper
 from gateway.store.webhooks import verify_signature
-from tests.integration.test_webhooks import Receiver
+from tests.support.loopback_http import Receiver
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import Agent, Caller
 from tests.support.process import GatewayProcess

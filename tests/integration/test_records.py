@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.test_webhooks import Receiver
+from tests.support.loopback_http import Receiver
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import Peer, WsClient, wait_until
 from tests.support.media import ToneAudioTrack

@@ -20,10 +20,10 @@ from aiohttp import web
 from gateway.config import QueueConfig
 from gateway.store.webhooks import verify_signature
 from gateway.transcript.httpengine import parse_result
-from tests.integration.test_webhooks import Receiver
+from tests.support.loopback_http import LoopbackService, Receiver
 from tests.support.api import Api
 from tests.support.clients import Agent, Caller, WsClient, wait_until
-from tests.support.server import free_port, running_gateway
+from tests.support.server import running_gateway
 from tests.support.speech import CARD_DIGITS, PHRASES, SpeechTrack, espeak_available, spoken_digits, synthesize
 
 pytestmark = [pytest.mark.media, pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed "
@@ -113,20 +113,21 @@ async def test_caller_speech_becomes_captions_record_and_webhook(database_url, c
         await integrator.close()
 
 
-class Recognizer:
+class Recognizer(LoopbackService):
     """A small speech recognition service on loopback: POST a WAV, get {"text", "words"}. It runs pocketsphinx with
     a digits grammar (what a card-taking IVR would use), in a thread."""
+
+    path = "/recognize"
+    client_max_size = 16 * 1024 * 1024
 
     def __init__(self, grammar: Path) -> None:
         from pocketsphinx import Decoder
 
+        super().__init__()
         self.decoder = Decoder(samprate=16000, loglevel="FATAL")
         self.decoder.add_jsgf_file("digits", str(grammar))
         self.decoder.activate_search("digits")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/recognize"
         self.requests: list[dict[str, Any]] = []
-        self.runner: web.AppRunner | None = None
 
     def _recognise(self, wav: bytes) -> dict[str, Any]:
         import io
@@ -150,18 +151,6 @@ class Recognizer:
         if request.content_type != "audio/wav":
             return web.json_response({"error": "send audio/wav"}, status=415)
         return web.json_response(await asyncio.to_thread(self._recognise, body))
-
-    async def __aenter__(self) -> "Recognizer":
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_post("/recognize", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
 
 
 async def test_http_engine_in_a_media_worker_redacts_a_spoken_card_number(caller_token):

@@ -8,45 +8,13 @@ import hmac
 import json
 import time
 
-from aiohttp import web
 
 from gateway.store.webhooks import verify_signature
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import wait_until
 from signaling.keys import WEBHOOK_DISPATCHER, WEBHOOKS
+from tests.support.loopback_http import Receiver
 from tests.support.server import free_port, running_gateway
-
-
-class Receiver:
-    """A real HTTP server on loopback that answers 500 to the first `fail_first` requests."""
-
-    def __init__(self, fail_first: int = 1) -> None:
-        self.fail_first = fail_first
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/hooks/callin"
-        self.runner: web.AppRunner | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append((dict(request.headers), await request.read()))
-        if len(self.requests) <= self.fail_first:
-            return web.Response(status=500, text="try again")
-        return web.Response(status=204)
-
-    async def __aenter__(self) -> "Receiver":
-        app = web.Application()
-        app.router.add_post("/hooks/callin", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
-
-    def events(self) -> list[str]:
-        return [json.loads(body)["event"] for _, body in self.requests]
 
 
 async def test_signed_deliveries_retried_and_logged(database_url, caller_token):
