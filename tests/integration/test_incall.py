@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.support.api import Api
-from tests.support.clients import Agent, Caller, wait_until
+from tests.support.clients import Agent, Caller, answered_call, wait_until
 
 pytestmark = pytest.mark.media
 
@@ -82,17 +82,12 @@ async def falls_silent(count: Callable[[], int], clock: Callable[[], int], *, fr
 
 
 async def connected_call(gateway, caller_token, *, caller_aux: bool = False, agent_aux: bool = False):
-    alice = Agent(gateway.base_url)
-    await alice.connect()
-    caller = Caller(gateway.base_url, caller_token())
-    await caller.connect()
-    await caller.start("video", tone_hz=CALLER_HZ, aux_audio=caller_aux)
-    offer = await alice.wait_offer()
-    await alice.accept(offer["call_id"], tone_hz=ALICE_HZ, aux_audio=agent_aux)
+    caller, alice, call_id = await answered_call(gateway.base_url, caller_token(), caller_hz=CALLER_HZ,
+                                                 agent_hz=ALICE_HZ, caller_aux=caller_aux, agent_aux=agent_aux)
     await wait_until(lambda: "audio" in caller.peer.slots and "audio" in alice.peer.slots, 10)
     await hears(alice.peer.slots["audio"], CALLER_HZ)
     await hears(caller.peer.slots["audio"], ALICE_HZ)
-    return caller, alice, offer["call_id"]
+    return caller, alice, call_id
 
 
 async def test_hold_stops_media_both_ways_and_resume_restores_it(gateway, caller_token):

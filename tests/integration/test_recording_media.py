@@ -20,7 +20,7 @@ import pytest
 from gateway.errors import InvalidState, NotFound
 from gateway.media.plane import RecordingInfo
 from gateway.media.recorder import describe
-from tests.support.clients import Agent, Caller, Peer, wait_until
+from tests.support.clients import Agent, Caller, Peer, answered_call, wait_until
 from tests.support.media import CounterVideoTrack, ToneAudioTrack, audio_frame_mono, dominant_frequency, read_counter
 from tests.support.server import running_gateway
 
@@ -32,15 +32,8 @@ CALLER_HZ, AGENT_HZ, SUPERVISOR_HZ = 880.0, 440.0, 660.0
 async def answered(gw, caller_token, aux_audio: bool = False) -> tuple[Caller, Agent, str]:
     """A video call answered by alice, with the caller's video reaching her (`aux_audio`: both offer a second audio
     section, for a supervisor)."""
-    agent = Agent(gw.base_url)
-    await agent.connect()
-    caller = Caller(gw.base_url, caller_token())
-    await caller.connect()
-    await caller.start("video", tone_hz=CALLER_HZ, aux_audio=aux_audio)
-    offer = await agent.wait_offer()
-    await agent.accept(offer["call_id"], tone_hz=AGENT_HZ, aux_audio=aux_audio)
-    await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) > 10, 20)
-    return caller, agent, offer["call_id"]
+    return await answered_call(gw.base_url, caller_token(), video_frames=10, caller_hz=CALLER_HZ, agent_hz=AGENT_HZ,
+                               caller_aux=aux_audio, agent_aux=aux_audio, timeout=20)
 
 
 async def written(plane, call_id: str) -> int:

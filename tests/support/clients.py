@@ -320,16 +320,19 @@ class Agent:
 
 
 async def answered_call(base_url: str, token: str, call_type: str = "video", *, video_frames: int = 0,
-                        timeout: float = 15) -> tuple[Caller, Agent, str]:
-    """A caller's call answered by the demo agent alice, once `video_frames` of the caller's video have reached
-    her (0: as soon as she has accepted). Returns the caller, the agent and the call id; the test closes both."""
+                        caller_hz: float = 880.0, agent_hz: float = 440.0, caller_aux: bool = False,
+                        agent_aux: bool = False, timeout: float = 15) -> tuple[Caller, Agent, str]:
+    """A caller's call (its voice a `caller_hz` tone) answered by the demo agent alice (hers `agent_hz`), once
+    `video_frames` of the caller's video have reached her (0: as soon as she has accepted); `*_aux`: a second audio
+    section on that side (for a supervisor or a colleague). Returns the caller, the agent and the call id; the test
+    closes both."""
     agent = Agent(base_url)
     await agent.connect()
     caller = Caller(base_url, token)
     await caller.connect()
-    await caller.start(call_type)
+    await caller.start(call_type, tone_hz=caller_hz, aux_audio=caller_aux)
     offer = await agent.wait_offer()
-    await agent.accept(offer["call_id"])
+    await agent.accept(offer["call_id"], tone_hz=agent_hz, aux_audio=agent_aux)
     if video_frames:
         await wait_until(lambda: agent.peer is not None and "video" in agent.peer.sinks
                          and len(agent.peer.sinks["video"].counters) > video_frames, timeout)
