@@ -37,10 +37,12 @@ from gateway.auth import AgentAccount
 from gateway.calls import Call
 from gateway.errors import Unavailable
 from gateway.events import AgentStatusChanged, CallEnded
+from gateway.engine.presence import STAFFED_STATUS
 from gateway.models import AgentStatus, CallState, now
 from gateway.sessions import Numbered, Session
 from gateway.store.redis_bus import RedisBus
-from gateway.store.redis_routing import RedisRouting
+from gateway.store.redis_line import LineEntry, RedisLine
+from gateway.store.redis_routing import RedisRouting, line_score
 from gateway.switchboard import Switchboard
 
 from .outbox import Wire
@@ -55,6 +57,7 @@ FORWARD_TIMEOUT_S = 10.0  # a forwarded command not answered within this is answ
 HOME_TTL_S = 24 * 3600.0
 REMEMBERED_CALLS = 10_000  # how many calls of other homes a node remembers (oldest forgotten first)
 ROUTING_CHANNEL = "routing"  # "an agent became available": every node dispatches again
+PLACES_EVERY_S = 1.0  # how often a node reads its callers' places in the shared line when its own line did not change
 
 CALL_RELAY: web.AppKey["CallRelay"] = web.AppKey("call_relay")
 # Executes a forwarded agent command at the home: (stand-in session, the message's text) -> the wire replies.
@@ -96,9 +99,12 @@ class CallRelay:
     """This node's part of the shared line: presence, dispatch by claims, stand-ins and the relay of signaling."""
 
     def __init__(self, board: Switchboard, routing: RedisRouting, bus: RedisBus, instance: str, execute: Execute,
-                 max_message_bytes: int) -> None:
+                 max_message_bytes: int, line: RedisLine | None = None) -> None:
         self.board = board
         self.routing = routing
+        self.line = line or RedisLine(routing.redis, instance, routing.prefix)
+        self._places_read = float("-inf")  # when this node last read its callers' places (loop time)
+        self._staff: dict[str, tuple[int, int]] | None = None  # queue -> (staffed, ready) of every node, last heard
         self.bus = bus
         self.instance = instance
         self.execute = execute
@@ -150,6 +156,8 @@ class CallRelay:
                 fut.cancel()
         with contextlib.suppress(Exception):
             await self.routing.node_gone()
+        with contextlib.suppress(Exception):
+            await self.line.leave()
 
     # -- sending to other nodes, in order ----------------------------------------------------------------------------
     def _post(self, node: str, message: dict[str, Any]) -> None:
@@ -181,7 +189,9 @@ class CallRelay:
                 while self._homes:
                     await self.routing.set_home(self._homes.pop(0), HOME_TTL_S)
                 await self._push_presence()
+                changed = await self._sync_line()
                 await self._dispatch()
+                await self._read_places(changed)
                 self._drop_idle_stand_ins()
             except asyncio.CancelledError:
                 raise
@@ -283,12 +293,58 @@ class CallRelay:
         if woke:
             await self.bus.publish(ROUTING_CHANNEL, {"by": self.instance})
 
+    # -- the shared line: one order and one count of places over every node ----------------------------------------
+    async def _sync_line(self) -> bool:
+        """Mirror this node's waiting calls into the shared line (only what changed). True if anything did."""
+        entries = [LineEntry(call.id, call.queue, _score(call), offerable, frozenset(call.declined_by))
+                   for call, offerable in self.board.line_state()]
+        return await self.line.sync(entries) > 0
+
+    async def _read_places(self, changed: bool) -> None:
+        """This node's callers' places over the whole cluster, told to them (at once if this node's line changed,
+        else at most every PLACES_EVERY_S: other nodes' changes reach these callers within about that)."""
+        at = asyncio.get_running_loop().time()
+        if not changed and at - self._places_read < PLACES_EVERY_S:
+            return
+        self._places_read = at
+        waiting = [(call.id, call.queue) for call, _ in self.board.line_state()]
+        places = await self.line.places(waiting)
+        lengths = await self.line.lengths(q.name for q in self.board.all_queues())
+        self.board.shared_line(places, self._staff, lengths)
+
+    def staff_counts(self) -> dict[str, tuple[int, int]]:
+        """queue -> (staffed, ready) that this node adds to the cluster's: its own agents (not stand-ins) signed in
+        with the queue's skills, and of them the free ones, plus this node's calls of the queue ringing anywhere."""
+        agents = [a for a in self._local_agents() if self.board.attached(a)]
+        ringing: dict[str, int] = {}
+        for call in self.board.waiting_calls():
+            if call.state is CallState.OFFERED:
+                ringing[call.queue] = ringing.get(call.queue, 0) + 1
+        counts: dict[str, tuple[int, int]] = {}
+        for queue in self.board.all_queues():
+            skills = queue.skills
+            staffed = sum(1 for a in agents if a.status in STAFFED_STATUS and a.can_take(skills))
+            free = sum(1 for a in agents if a.status is AgentStatus.AVAILABLE and a.can_take(skills))
+            counts[queue.name] = (staffed, free + ringing.get(queue.name, 0))
+        return counts
+
+    def cluster_staff(self, staff: dict[str, tuple[int, int]]) -> None:
+        """Every live node's staff_counts summed (from the node registry): the wait estimates' inputs."""
+        self._staff = staff
+
+    async def forget_node(self, instance: str) -> None:
+        """A node found dead: its callers leave the shared line (they rejoin where they reconnect, in their place)."""
+        await self.line.forget_node(instance)
+        self._wake.set()
+
     async def _dispatch(self) -> None:
-        """This node's waiting calls, in answer order, to the longest-idle available agents of the cluster."""
+        """This node's waiting calls, in answer order, to the longest-idle available agents of the cluster; an
+        agent for whom an earlier call of another node waits is left to that node (one line over every node)."""
         calls = self.board.offerable()
         if not calls:
             return
         agents = await self.routing.available()
+        queues = self.board.all_queues()
         offered = False
         for call, skills in calls:
             if not agents:
@@ -296,8 +352,10 @@ class CallRelay:
             for candidate in list(agents):
                 if candidate.username in call.declined_by or not skills <= candidate.skills:
                     continue
-                agents.remove(candidate)  # claimed now, or taken by someone else meanwhile
-                node = await self.routing.claim_agent(call.id, candidate.username, skills)
+                agents.remove(candidate)  # claimed now, taken by someone else meanwhile, or an earlier call's
+                before = [self.line.ready_key(q.name) for q in queues if q.skills <= candidate.skills]
+                node = await self.routing.claim_agent(call.id, candidate.username, skills, score=_score(call),
+                                                      before=before)
                 if node is None:
                     continue
                 if call.state is not CallState.QUEUED or call.awaiting_caller or self._closed:
@@ -524,6 +582,11 @@ class CallRelay:
             self._forget_stand_in(username)
             self.board.release_session(session)
         self._wake.set()
+
+
+def _score(call: Call) -> float:
+    """A call's place in the shared line: priority first, then when it arrived (a caller back keeps its place)."""
+    return line_score(call.priority, call.arrived_at or call.created_at)
 
 
 def _remember(table: dict[str, Any], key: str, value: Any) -> None:

@@ -481,8 +481,9 @@ class SessionCallOut(Part):
 
 class WallboardQueueOut(Part):
     name: str
-    waiting: int
+    waiting: int  # with several nodes: the callers of every node
     oldest_since: float | None
+    waiting_here: int | None = None  # with several nodes: this node's callers (the ones listed in `waiting`)
 
 
 class WallboardWaitingOut(Part):
@@ -805,7 +806,8 @@ class ChatMessageOut(EventOut):
 
 
 class WallboardOut(Message):
-    """queues [{name, waiting, oldest_since}], waiting [{call_id, queue, priority, call_type, caller, since, state,
+    """queues [{name, waiting, oldest_since, waiting_here}] (with several nodes `waiting` counts every node's callers
+    and `waiting_here` this node's, which are the ones listed), waiting [{call_id, queue, priority, call_type, caller, since, state,
     ringing_at, callback}], calls [{call_id, queue, call_type, caller, agent, since, held, consult, supervisors}],
     agents [{username, display_name, status, call_id, since}], at. Times are UNIX seconds."""
 

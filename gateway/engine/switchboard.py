@@ -503,6 +503,21 @@ class Switchboard(AsyncIOEventEmitter):
         """This node's calls that may be offered now, in answer order, with the skills each needs."""
         return self.dispatch.offerable()
 
+    def line_state(self) -> list[tuple[Call, bool]]:
+        """Every waiting call of this node in answer order, and whether it may be offered now (queued, caller
+        present, queue open): what this node mirrors into the cluster's shared line."""
+        return self.dispatch.line_state()
+
+    def shared_line(self, places: dict[str, tuple[int, int]], staff: dict[str, tuple[int, int]] | None = None,
+                    lengths: dict[str, int] | None = None) -> None:
+        """Several nodes: this node's callers' places over the whole cluster (call id -> (position, queue length)),
+        and, when read, each queue's staffing (queue -> (staffed, ready)) and waiting callers over every node.
+        Callers are told their new places at once (only changes, coalesced as always). No dispatch: the router
+        that calls this is the one that dispatches."""
+        self.waiting.shared_places_changed(places, staff, lengths)
+        if not self.core.closing:
+            self.waiting.publish_positions()
+
     def offer(self, call: Call, agent: AgentState) -> bool:
         """Ring `agent` for a waiting call (the router claimed the agent); False if either changed meanwhile."""
         if call.state is not CallState.QUEUED or call.awaiting_caller or agent.status is not AgentStatus.AVAILABLE:
