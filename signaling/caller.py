@@ -15,6 +15,7 @@ from gateway.store.records import RecordsUnavailable
 
 from . import protocol as p
 from .clientaddr import client_address, networks
+from .cluster_calls import CALL_RELAY
 from .cors import origin_allowed, refuse_upgrade
 from .keys import CALLER_TOKENS, RECORDER
 from .drain import DRAIN, check_accepting
@@ -104,6 +105,9 @@ class CallerConnection(Connection):
                 call = self.board.start_call(session, message.call_type, message.location, message.context)
                 self.metrics.calls_started.labels(call_type=call.call_type.value).inc()
                 await self.durable(call)
+                relay = self.request.app.get(CALL_RELAY)
+                if relay is not None:  # several nodes: its place among every node's callers
+                    await relay.placed(call)
                 _, position, length, estimate = self.board.position_of(call.id) or (call, 0, 0, None)
                 self.send(p.CallQueued(id=message.id, call_id=call.id, position=position, queue_length=length,
                                        estimated_wait_s=estimate, queue=call.queue))

@@ -58,6 +58,7 @@ HOME_TTL_S = 24 * 3600.0
 REMEMBERED_CALLS = 10_000  # how many calls of other homes a node remembers (oldest forgotten first)
 ROUTING_CHANNEL = "routing"  # "an agent became available": every node dispatches again
 PLACES_EVERY_S = 1.0  # how often a node reads its callers' places in the shared line when its own line did not change
+PLACED_TIMEOUT_S = 2.0  # call.queued waits this long at most for the call's place in the shared line
 
 CALL_RELAY: web.AppKey["CallRelay"] = web.AppKey("call_relay")
 # Executes a forwarded agent command at the home: (stand-in session, the message's text) -> the wire replies.
@@ -105,6 +106,7 @@ class CallRelay:
         self.line = line or RedisLine(routing.redis, instance, routing.prefix)
         self._places_read = float("-inf")  # when this node last read its callers' places (loop time)
         self._staff: dict[str, tuple[int, int]] | None = None  # queue -> (staffed, ready) of every node, last heard
+        self._placing: dict[str, asyncio.Future[None]] = {}  # calls whose caller waits for its first shared place
         self.bus = bus
         self.instance = instance
         self.execute = execute
@@ -154,6 +156,8 @@ class CallRelay:
         for fut, _send, _who in self._pending.values():
             if not fut.done():
                 fut.cancel()
+        for placing in self._placing.values():
+            placing.cancel()
         with contextlib.suppress(Exception):
             await self.routing.node_gone()
         with contextlib.suppress(Exception):
@@ -311,6 +315,26 @@ class CallRelay:
         places = await self.line.places(waiting)
         lengths = await self.line.lengths(q.name for q in self.board.all_queues())
         self.board.shared_line(places, self._staff, lengths)
+        for call_id in [c for c in self._placing if c in places]:
+            future = self._placing.pop(call_id)
+            if not future.done():
+                future.set_result(None)
+
+    async def placed(self, call: Call) -> None:
+        """Wait (PLACED_TIMEOUT_S at most) until a call that just joined has its place in the shared line, so
+        that call.queued tells the caller its place among every node's callers."""
+        if call.state is not CallState.QUEUED or self._closed:
+            return
+        future = self._placing.get(call.id)
+        if future is None:
+            future = self._placing[call.id] = asyncio.get_running_loop().create_future()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), PLACED_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("cluster.place_late", call_id=call.id)
+        finally:
+            self._placing.pop(call.id, None)
 
     def staff_counts(self) -> dict[str, tuple[int, int]]:
         """queue -> (staffed, ready) that this node adds to the cluster's: its own agents (not stand-ins) signed in

@@ -5,7 +5,6 @@ processes, a real redis-server, records in PostgreSQL (Unix socket), real aiortc
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -14,8 +13,7 @@ from redis.asyncio import Redis
 
 from tests.support.api import caller_socket
 from tests.support.clients import Agent, Caller, wait_until
-from tests.support.cluster_nodes import start
-from tests.support.process import GatewayProcess
+from tests.support.cluster_nodes import node, spread_agents, start
 from tests.support.redisserver import running_redis
 
 
@@ -24,12 +22,6 @@ async def redis_url(tmp_path: Path):
     (tmp_path / "redis").mkdir()
     async with running_redis(tmp_path / "redis") as url:
         yield url
-
-
-def node(database_url: str, redis_url: str, tmp_path: Path, name: str, first: bool, **settings) -> GatewayProcess:
-    (tmp_path / name).mkdir()
-    extra = {} if first else {"migrate_on_start": "false"}
-    return GatewayProcess(database_url, tmp_path / name, node_name=name, redis_url=redis_url, **extra, **settings)
 
 
 async def hears(sink, expected_hz: float, frames: int = 30, timeout: float = 10) -> None:
@@ -116,15 +108,6 @@ async def test_caller_on_node_a_answered_by_agent_on_node_b_media_both_ways(data
                 await client.close()
         a.close()
         b.close()
-
-
-def spread_agents(count: int) -> str:
-    agents = [{"username": f"ag{i}", "password": f"ag{i}-pass", "display_name": f"Agent {i}", "skills": ["general"]}
-              for i in range(count)]
-    agents.append({"username": "admin", "password": "admin-demo", "display_name": "Admin", "role": "admin"})
-    agents.append({"username": "sam", "password": "sam-demo", "display_name": "Sam (demo supervisor)",
-                   "role": "supervisor", "skills": ["general"]})
-    return json.dumps(agents)
 
 
 async def answer_everything(agent: Agent, stop: asyncio.Event, problems: list[str]) -> None:

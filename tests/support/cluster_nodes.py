@@ -1,8 +1,29 @@
-"""Starting `callin serve` nodes of a cluster test (tests/integration/test_cluster_calls.py, the browser test)."""
+"""Starting `callin serve` nodes of a cluster test (tests/integration/test_cluster_calls.py, test_cluster_line.py,
+the browser test)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from .process import GatewayProcess
+
+
+def node(database_url: str, redis_url: str, tmp_path: Path, name: str, first: bool, **settings) -> GatewayProcess:
+    """A node of the cluster (not started): the first one migrates the shared database, the others do not."""
+    (tmp_path / name).mkdir()
+    extra = {} if first else {"migrate_on_start": "false"}
+    return GatewayProcess(database_url, tmp_path / name, node_name=name, redis_url=redis_url, **extra, **settings)
+
+
+def spread_agents(count: int) -> str:
+    """CALLIN_DEMO_AGENTS: agents ag0..ag<count-1> (password ag<i>-pass, skill general), an admin, a supervisor."""
+    agents = [{"username": f"ag{i}", "password": f"ag{i}-pass", "display_name": f"Agent {i}", "skills": ["general"]}
+              for i in range(count)]
+    agents.append({"username": "admin", "password": "admin-demo", "display_name": "Admin", "role": "admin"})
+    agents.append({"username": "sam", "password": "sam-demo", "display_name": "Sam (demo supervisor)",
+                   "role": "supervisor", "skills": ["general"]})
+    return json.dumps(agents)
 
 
 async def start(gateway: GatewayProcess) -> None:
