@@ -19,7 +19,7 @@ caller over (drain, failover) never removes the entry its new home already wrote
 dropped by the node that found it (`forget_node`), before its callers are restored elsewhere with their old arrival
 time (so they keep their place).
 
-Reading places is one pipelined round trip per pass: ZRANK and ZCARD per waiting call of this node.
+Reading places is one pipelined round trip: a ZRANK per waiting call of this node, a ZCARD per queue.
 """
 
 from __future__ import annotations
@@ -175,13 +175,16 @@ class RedisLine:
         wanted = list(calls)
         if not wanted:
             return {}
+        queues = sorted({queue for _, queue in wanted})
         async with self.redis.pipeline(transaction=False) as pipe:
             for call_id, queue in wanted:
                 pipe.zrank(self.wait_key(queue), call_id)
+            for queue in queues:
                 pipe.zcard(self.wait_key(queue))
             replies = await pipe.execute()
-        return {call_id: (int(replies[2 * i]) + 1, int(replies[2 * i + 1]))
-                for i, (call_id, _queue) in enumerate(wanted) if replies[2 * i] is not None}
+        lengths = dict(zip(queues, (int(n) for n in replies[len(wanted):])))
+        return {call_id: (int(rank) + 1, lengths[queue])
+                for (call_id, queue), rank in zip(wanted, replies) if rank is not None}
 
     async def lengths(self, queues: Iterable[str]) -> dict[str, int]:
         """How many calls wait in each of these queues, over every node."""
