@@ -364,7 +364,9 @@ class CallRelay:
     async def _dispatch(self) -> None:
         """This node's waiting calls, in answer order, to the longest-idle available agents of the cluster; an
         agent for whom an earlier call of another node waits is left to that node (one line over every node)."""
-        calls = self.board.offerable()
+        # In the shared line's order (a call restored here from a dead node joined this node's line at the back, but
+        # keeps its place in the cluster's): a later call would only yield to it.
+        calls = sorted(self.board.offerable(), key=lambda item: _score(item[0]))
         if not calls:
             return
         agents = await self.routing.available()
@@ -382,6 +384,9 @@ class CallRelay:
                                                       before=before)
                 if node is None:
                     continue
+                # The claim wrote "ringing" behind this node's last push: say the agent's status again even if it is
+                # back to what was pushed (offered, answered and ended before the next push).
+                self._pushed.pop(candidate.username, None)
                 if call.state is not CallState.QUEUED or call.awaiting_caller or self._closed:
                     await self.routing.unclaim(call.id, candidate.username, now())
                     break  # the call went away (or was offered otherwise) while claiming
