@@ -57,7 +57,8 @@ FORWARD_TIMEOUT_S = 10.0  # a forwarded command not answered within this is answ
 HOME_TTL_S = 24 * 3600.0
 REMEMBERED_CALLS = 10_000  # how many calls of other homes a node remembers (oldest forgotten first)
 ROUTING_CHANNEL = "routing"  # "an agent became available": every node dispatches again
-PLACES_EVERY_S = 1.0  # how often a node reads its callers' places in the shared line when its own line did not change
+PLACES_EVERY_S = 1.0  # the least time between reads of a node's callers' places in the shared line (at most every
+# position_update_interval_s if that is longer), unless its own line changed
 PLACED_TIMEOUT_S = 2.0  # call.queued waits this long at most for the call's place in the shared line
 
 CALL_RELAY: web.AppKey["CallRelay"] = web.AppKey("call_relay")
@@ -306,9 +307,11 @@ class CallRelay:
 
     async def _read_places(self, changed: bool) -> None:
         """This node's callers' places over the whole cluster, told to them (at once if this node's line changed,
-        else at most every PLACES_EVERY_S: other nodes' changes reach these callers within about that)."""
+        else at most every PLACES_EVERY_S or position_update_interval_s: other nodes' changes reach these callers
+        within about that)."""
         at = asyncio.get_running_loop().time()
-        if not changed and at - self._places_read < PLACES_EVERY_S:
+        every = max(PLACES_EVERY_S, self.board.settings.position_update_interval_s)
+        if not changed and at - self._places_read < every:
             return
         self._places_read = at
         waiting = [(call.id, call.queue) for call, _ in self.board.line_state()]
