@@ -618,7 +618,7 @@ class CallRelay:
 
 def _score(call: Call) -> float:
     """A call's place in the shared line: priority first, then when it arrived (a caller back keeps its place)."""
-    return line_score(call.priority, call.arrived_at or call.created_at)
+    return line_score(call.priority, call.arrived_at if call.arrived_at is not None else call.created_at)
 
 
 def _remember(table: dict[str, Any], key: str, value: Any) -> None:

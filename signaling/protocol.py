@@ -831,6 +831,17 @@ class MediaSourceOut(EventOut):
     reason: MediaSourceReason | None = Field(None, description="with none: camera_blocked or camera_unavailable")
 
 
+class CallInterruptedOut(EventOut):
+    """To the caller, on resuming: its connected call (`call_id`) was cut off because the node that held its media
+    died (`reason` node_lost); the caller waits again, at the front of the line, in a new call (`rejoined_call_id`,
+    also in welcome.call): send a new sdp.offer for it, as for any waiting call. Nothing to answer."""
+
+    type: Literal["call.interrupted"] = "call.interrupted"
+    call_id: str
+    rejoined_call_id: str
+    reason: Literal["node_lost"] = "node_lost"
+
+
 class CallRingingOut(EventOut):
     """To the caller: its call rings at an agent now (`ringing` true, with the agent's display name), or that ring
     ended without an answer (`ringing` false: missed, declined, the agent went away) and the call waits again.
@@ -891,7 +902,7 @@ ServerMessage = Annotated[
     | ErrorOut | CallHeldOut | CallTransferringOut | CallTransferredOut | ConsultStateOut | SuperviseStarted
     | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut | WallboardOut
     | QueueClosedOut | CallbackOfferOut | CallbackAcceptedOut | CallbackReadyOut | CallRejoinedOut
-    | ParticipantOut | ShutdownOut | MediaSourceOut | CallRingingOut | CallBargeOut,
+    | ParticipantOut | ShutdownOut | MediaSourceOut | CallRingingOut | CallBargeOut | CallInterruptedOut,
     Field(discriminator="type"),
 ]
 

@@ -57,6 +57,7 @@ WIRE_RULES: Mapping[type, WireRule] = MappingProxyType({
     ev.CallbackReady: WireRule(p.CallbackReadyOut),
     ev.MediaSourceChanged: WireRule(p.MediaSourceOut),
     ev.CallRinging: WireRule(p.CallRingingOut),
+    ev.CallInterrupted: WireRule(p.CallInterruptedOut),
     ev.CallBarge: WireRule(p.CallBargeOut),
     ev.ParticipantConnection: WireRule(p.ParticipantOut, omit=frozenset({"connected"}), derive=_participant),
 })

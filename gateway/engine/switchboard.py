@@ -28,6 +28,7 @@ from ..calls import Call
 from ..clock import Clock, SystemClock
 from ..config import QueueConfig, Settings
 from ..errors import InvalidState, Unavailable
+from ..events import CallInterrupted
 from ..media import MediaConfig, Relay
 from ..media.local import LocalPlane
 from ..media.plane import LegEvent, MediaPlane
@@ -176,6 +177,24 @@ class Switchboard(AsyncIOEventEmitter):
         call.awaiting_caller = True
         self.lifecycle.add(call)
         self.waiting.restored(call)
+        self._settle()
+
+    def restore_rejoin(self, call: Call, caller_resume: str) -> None:
+        """A caller whose connected call was cut off (its node died; `call.rejoin_of`, closed as interrupted): it
+        waits again in `call`, a new call at the front of its queue (ahead of its priority's other callers), not
+        offered until it resumes with the token it holds within `restore_resume_grace_s`. On resuming it is told
+        call.interrupted."""
+        if self.live.call(call.id) is not None or self.core.closing:
+            return
+        session = self.sessions.restore("caller", call.identity, caller_resume, call.id,
+                                        self.settings.restore_resume_grace_s)
+        self.sessions.file_under(session, ("caller", subject_key(call.identity)))
+        call.caller_session = session.id
+        call.caller_resume = caller_resume
+        call.awaiting_caller = True
+        self.lifecycle.add(call)
+        self.waiting.rejoined(call)
+        session.deliver(CallInterrupted(call_id=call.rejoin_of or "", rejoined_call_id=call.id))
         self._settle()
 
     def rejoin(self, session: Session, call_id: str) -> Call:

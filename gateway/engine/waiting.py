@@ -221,6 +221,13 @@ class WaitingLine:
         log.info("call.callback_restored" if call.callback else "call.restored", call_id=call.id, queue=call.queue)
         self.core.emit("call.updated", call)
 
+    def rejoined(self, call: Call) -> None:
+        """A caller whose connected call was cut off waits again, at the front of its queue (see restore_rejoin)."""
+        self.core.live.line.add(call, first=True)
+        call.log("rejoined_front", interrupted=call.rejoin_of)
+        log.info("call.rejoined_front", call_id=call.id, interrupted=call.rejoin_of, queue=call.queue)
+        self.core.emit("call.queued", call)
+
     def callback_ready(self, call: Call, agent: AgentState) -> None:
         """An agent took the callback: the caller is asked to rejoin within callback_rejoin_s."""
         rejoin_s = self.core.settings.callback_rejoin_s

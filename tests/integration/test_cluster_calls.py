@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from tests.support.api import caller_socket
 from tests.support.clients import Agent, Caller, wait_until
-from tests.support.cluster_nodes import node, spread_agents, start
+from tests.support.cluster_nodes import node, record_state, spread_agents, start
 from tests.support.redisserver import running_redis
 
 
@@ -304,7 +304,7 @@ async def test_home_node_killed_frees_the_agent_of_another_node(database_url, re
         # Records are written behind the call (coalesced): kill the home once its record says connected, so that
         # the node that takes its records over closes this one as interrupted (a record still saying queued would
         # be restored as a waiting call instead: the caller keeps a place, see test_restart_resume.py).
-        await _record_state(database_url, call_id, "connected")
+        await record_state(database_url, call_id, "connected")
 
         a.kill()
         ended = await agent.ws.wait(lambda m: m["type"] == "call.ended" and m["call_id"] == call_id, timeout=30)
@@ -373,20 +373,3 @@ async def test_agent_node_killed_while_ringing_the_call_goes_to_another_node(dat
             await client.close()
         for gateway in (a, b, c):
             gateway.close()
-
-
-async def _record_state(database_url: str, call_id: str, state: str, timeout: float = 15) -> None:
-    """Wait until the call's record in the shared database has `state`."""
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(database_url)
-    try:
-        async def durable() -> bool:
-            async with engine.connect() as conn:
-                row = (await conn.execute(text("SELECT state FROM calls WHERE id = :id"), {"id": call_id})).first()
-            return row is not None and row[0] == state
-
-        await wait_until(durable, timeout)
-    finally:
-        await engine.dispose()

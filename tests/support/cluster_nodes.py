@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from .process import GatewayProcess
+from .waiting import until
 
 
 def node(database_url: str, redis_url: str, tmp_path: Path, name: str, first: bool, **settings) -> GatewayProcess:
@@ -34,3 +38,17 @@ async def start(gateway: GatewayProcess) -> None:
         if "did not become healthy" not in str(exc):
             raise
         await gateway.wait_healthy(timeout=120)
+
+
+async def record_state(database_url: str, call_id: str, state: str, timeout: float = 15) -> None:
+    """Wait until the call's record in the shared database has `state` (records are written behind the call)."""
+    engine = create_async_engine(database_url)
+    try:
+        async def durable() -> bool:
+            async with engine.connect() as conn:
+                row = (await conn.execute(text("SELECT state FROM calls WHERE id = :id"), {"id": call_id})).first()
+            return row is not None and row[0] == state
+
+        await until(durable, timeout)
+    finally:
+        await engine.dispose()
