@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,6 +43,7 @@ from gateway.models import AgentStatus, CallState, now
 from gateway.sessions import Numbered, Session
 from gateway.store.redis_bus import RedisBus
 from gateway.store.redis_line import LineEntry, RedisLine
+from gateway.store.redis_nodes import RedisNodeRegistry
 from gateway.store.redis_routing import RedisRouting, line_score
 from gateway.switchboard import Switchboard
 
@@ -51,7 +53,6 @@ from .wire_events import Relayed, event_wire
 log = structlog.get_logger("callin.cluster")
 
 PRESENCE_TTL_S = 3.0  # an agent whose node stops heartbeating is not offered calls after this
-NODE_TTL_S = 8.0  # a node silent this long is taken for dead: the calls homed on it are lost to other nodes' agents
 HEARTBEAT_S = 1.0  # how often a node heartbeats its agents and itself (and dispatches, if woken by nothing else)
 FORWARD_TIMEOUT_S = 10.0  # a forwarded command not answered within this is answered node_unreachable
 HOME_TTL_S = 24 * 3600.0
@@ -101,9 +102,10 @@ class CallRelay:
     """This node's part of the shared line: presence, dispatch by claims, stand-ins and the relay of signaling."""
 
     def __init__(self, board: Switchboard, routing: RedisRouting, bus: RedisBus, instance: str, execute: Execute,
-                 max_message_bytes: int, line: RedisLine | None = None) -> None:
+                 max_message_bytes: int, registry: RedisNodeRegistry, line: RedisLine | None = None) -> None:
         self.board = board
         self.routing = routing
+        self.registry = registry  # which nodes are alive (a node dead there takes its calls with it)
         self.line = line or RedisLine(routing.redis, instance, routing.prefix)
         self._places_read = float("-inf")  # when this node last read its callers' places (loop time)
         self._staff: dict[str, tuple[int, int]] | None = None  # queue -> (staffed, ready) of every node, last heard
@@ -159,8 +161,6 @@ class CallRelay:
                 fut.cancel()
         for placing in self._placing.values():
             placing.cancel()
-        with contextlib.suppress(Exception):
-            await self.routing.node_gone()
         with contextlib.suppress(Exception):
             await self.line.leave()
 
@@ -227,7 +227,6 @@ class CallRelay:
         return mine
 
     async def _heartbeat(self) -> None:
-        await self.routing.node_alive(NODE_TTL_S)
         alive = [a.username for a in self._local_agents() if self.board.attached(a)]
         if alive:
             await self.routing.heartbeat(alive, PRESENCE_TTL_S)
@@ -243,7 +242,7 @@ class CallRelay:
             if call_id and call_id in self._remote_calls and not self._answered_here(call_id, agent.username):
                 remote[agent.username] = (agent, call_id)
         homes = {self._remote_calls[call_id] for _, call_id in remote.values()}
-        down = await self.routing.nodes_down(homes | set(self._stand_in_node.values()))
+        down = await self.registry.down(homes | set(self._stand_in_node.values()), time.time())
         for username, node in list(self._stand_in_node.items()):
             session, sink = self._stand_ins.get(username), self._sinks.get(username)
             if node not in down and session is not None and sink is not None and session.sink is None \
@@ -360,8 +359,10 @@ class CallRelay:
         self._staff = staff
 
     async def forget_node(self, instance: str) -> None:
-        """A node found dead: its callers leave the shared line (they rejoin where they reconnect, in their place)."""
+        """A node found dead (by this node's registry beat): its callers leave the shared line (they rejoin where
+        they reconnect, in their place), and this node's agents in its calls are freed now, not at the next beat."""
         await self.line.forget_node(instance)
+        await self._check_nodes()
         self._wake.set()
 
     async def _dispatch(self) -> None:

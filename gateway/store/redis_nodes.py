@@ -17,6 +17,7 @@ Times are the nodes' wall clocks: keep them in sync (NTP), well under `dead_afte
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -104,6 +105,15 @@ class RedisNodeRegistry:
                 await self.redis.zrem(self.dead_key, *forgotten)
                 await self.redis.hdel(self.info_key, *forgotten)
         return claimed
+
+    async def down(self, instances: Iterable[str], now: float) -> set[str]:
+        """Which of these nodes are not alive: silent for longer than dead_after_s, found dead, or stopped (one
+        ZMSCORE). The one liveness every part of a node uses (the signaling relay, the takeover of records)."""
+        names = sorted(set(instances))
+        if not names:
+            return set()
+        scores = await self.redis.zmscore(self.alive_key, names)
+        return {name for name, heard in zip(names, scores) if heard is None or now - heard > self.dead_after_s}
 
     async def nodes(self, now: float) -> list[NodeEntry]:
         """Every node listed: alive ones (heard of within dead_after_s) first, then the dead ones still kept."""

@@ -19,7 +19,7 @@ Keys (under `prefix`, default `callin:`):
 - `idle`           ZSET available agents -> idle since (longest idle first)
 - `log`            STREAM of routing changes (capped)
 - `home:{id}`      STRING the node instance that holds a call (its media and its engine state), with a TTL
-- `up:{node}`      STRING with a TTL: the node instance heartbeats it (a node that dies is seen gone within it)
+(Whether a node is alive is the node registry's to say: gateway/store/redis_nodes.py.)
 
 The engine of each node uses the agent side of this (gateway/engine cluster wiring, signaling/cluster_calls.py):
 `claim_agent` rings an agent for a call of this node exactly once across the cluster (the call side is the home
@@ -396,25 +396,6 @@ class RedisRouting:
 
     async def set_home(self, call_id: str, ttl_s: float) -> None:
         await self.redis.set(self._k("home", call_id), self.node, px=int(ttl_s * 1000))
-
-    async def node_alive(self, ttl_s: float) -> None:
-        """This node is up (its calls' homes and its agents' consoles are here)."""
-        await self.redis.set(self._k("up", self.node), 1, px=int(ttl_s * 1000))
-
-    async def node_gone(self) -> None:
-        """This node stops (gracefully): seen down at once."""
-        await self.redis.delete(self._k("up", self.node))
-
-    async def nodes_down(self, nodes: Iterable[str]) -> set[str]:
-        """Which of these nodes stopped saying they are up."""
-        names = sorted(set(nodes))
-        if not names:
-            return set()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.exists(self._k("up", name))
-            replies = await pipe.execute()
-        return {name for name, up in zip(names, replies) if not up}
 
     async def home_of(self, call_id: str) -> str | None:
         node = await self.redis.get(self._k("home", call_id))
