@@ -26,17 +26,12 @@ from tests.e2e.browser import (
     open_widget,
     widget,
 )
+from tests.e2e.test_cluster_browser import packets
 from tests.support.balancer import RoundRobin
 from tests.support.cluster_nodes import node, record_state, start
 from tests.support.redisserver import running_redis
 
 pytestmark = pytest.mark.browser
-
-
-async def packets(read, key: str, at_least: int):
-    stats = await read()
-    value = ((stats or {}).get(key.split(".")[0]) or {}).get(key.split(".")[1]) or 0
-    return value if value >= at_least else None
 
 
 @pytest.fixture
