@@ -182,9 +182,15 @@ async def reap(session: AsyncSession, me: NodeLease, at: float, *, legacy: bool 
         events.append({"call_id": row.id, "seq": next_seq, "at": at, "kind": INTERRUPTED,
                        "detail": {"closed_by_node": me.name, "last_seen": ended}})
         done.closed.append(public_record(row))
-        if rejoin:  # the hash goes with the new call (an ended record keeps none)
-            done.rejoins.append(Restored(public_record(row), [], row.caller_resume))
-            row.caller_resume = None
+        if rejoin:  # a new waiting call, claimed here in this transaction; the resume hash goes with it
+            resume, row.caller_resume = row.caller_resume, None
+            fresh = CallRow(id=secrets.token_hex(8), subject=row.subject, identity=row.identity, location=row.location,
+                            context=row.context, call_type=row.call_type, queue=row.queue,
+                            state=CallState.QUEUED.value, agents=[], created_at=at, queued_at=at, node=me.name,
+                            node_id=me.id, priority=row.priority, callback=False, caller_resume=resume)
+            session.add(fresh)
+            done.rejoins.append(Restored(public_record(fresh) | {"rejoin_of": row.id, "first_arrived": row.created_at},
+                                         [], resume))
     await session.flush()
     if events:
         await session.execute(insert(CallEventRow), events)

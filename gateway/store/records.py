@@ -499,10 +499,11 @@ REJOIN_AHEAD_S = 1e9  # a rejoining caller's place counts from this long before 
 
 
 def rejoin_call(row: dict[str, Any]) -> Call:
-    """A new waiting call for the caller of `row`, a connected call closed as interrupted (its node died): same
-    caller, queue, priority, type and context; at the front of the line (Switchboard.restore_rejoin)."""
+    """The new waiting call (its record claimed by the reap) for the caller of a connected call closed as interrupted
+    (`rejoin_of`: its node died): same caller, queue, priority, type and context; at the front of the line
+    (Switchboard.restore_rejoin)."""
     return Call(
-        id=secrets.token_hex(8),
+        id=row["id"],
         identity=CallerIdentity.model_validate(row["identity"]),
         call_type=CallType(row["call_type"]),
         location=Location.model_validate(row["location"]) if row["location"] else None,
@@ -510,9 +511,9 @@ def rejoin_call(row: dict[str, Any]) -> Call:
         caller_session="",
         priority=row["priority"],
         queue=row["queue"],
-        created_at=time.time(),
-        arrived_at=row["created_at"] - REJOIN_AHEAD_S,
-        rejoin_of=row["id"],
+        created_at=row["created_at"],
+        arrived_at=row["first_arrived"] - REJOIN_AHEAD_S,
+        rejoin_of=row["rejoin_of"],
     )
 
 
