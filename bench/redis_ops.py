@@ -11,7 +11,10 @@ Steps measured:
   accept, end; with the timers it would set and cancel (gateway/store/redis_timers.py: max wait, ring);
 - a dispatch pass with W calls waiting and no agent free (what every node pays per settle while the line is long);
 - the node registry (gateway/store/redis_nodes.py): one beat with its dead check, one listing of N nodes;
-- the idle cost of one node's timer poller per second (poll every 50 ms).
+- the idle cost of one node's timer poller per second (poll every 50 ms);
+- the shared line (gateway/store/redis_line.py): one call's part in it (mirrored when it joins, when it rings, when
+  it is answered; the claim that checks no earlier call of another node waits for the agent), and one read of the
+  places of a node's W waiting callers.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.store.redis_line import LineEntry, RedisLine
 from gateway.store.redis_nodes import NodeEntry, RedisNodeRegistry
-from gateway.store.redis_routing import RedisRouting
+from gateway.store.redis_routing import RedisRouting, line_score
 from gateway.store.redis_timers import RedisTimers
 from tests.support.redisserver import running_redis
 
@@ -152,13 +156,54 @@ async def main(calls: int = 200, agents: int = 20, waiting: int = 1000, nodes: i
             idle = delta(before, await commands(admin))
             poll_per_s = sum(idle.values()) / 2.0
 
+            # The shared line: a call joins (mirrored), is claimed for an agent (the claim looks at the ready line for
+            # an earlier call), rings (mirrored: no longer offerable), is answered (dropped). Other nodes' calls wait.
+            line = RedisLine(client, "node-a")
+            other = RedisLine(client, "node-b")
+            await other.sync([LineEntry(f"b{i}", "default", line_score(0, now + 10_000 + i), True, frozenset())
+                              for i in range(waiting)])
+            await routing.agent_online("lina", ["general"], ttl_s=600)
+            mine: list[LineEntry] = []
+
+            async def line_call(i: int, shared: bool = True) -> None:
+                call_id, score = f"l{i}", line_score(0, now + i)
+                await routing.set_available("lina", now + i)
+                if shared:
+                    await line.sync(mine + [LineEntry(call_id, "default", score, True, frozenset())])
+                node = await routing.claim_agent(call_id, "lina", ["general"], score=score if shared else None,
+                                                 before=[line.ready_key("default")] if shared else [])
+                assert node == "node-a", node
+                if shared:
+                    await line.sync(mine + [LineEntry(call_id, "default", score, False, frozenset())])
+                    await line.sync(mine)
+                await routing.unclaim(call_id, "lina", now + i)
+
+            await line_call(-1)
+            line_n = line_trips = base_n = base_trips = 0
+            for i in range(calls):  # alternating: with the shared line, and the same agent steps without it
+                n, trips, _ = await measure(admin, client, counter, lambda i=i: line_call(i))
+                line_n, line_trips = line_n + n, line_trips + trips
+                n, trips, _ = await measure(admin, client, counter, lambda i=i: line_call(calls + i, shared=False))
+                base_n, base_trips = base_n + n, base_trips + trips
+            mine = [LineEntry(f"m{i}", "default", line_score(0, now + 5_000 + i), True, frozenset())
+                    for i in range(waiting)]
+            await line.sync(mine)
+            places_n, places_trips, _ = await measure(admin, client, counter,
+                                                      lambda: line.places((e.call_id, e.queue) for e in mine))
+            shared_line = {"per_call": {"commands": (line_n - base_n) / calls,
+                                        "round_trips": (line_trips - base_trips) / calls,
+                                        "agent_steps_without_it": {"commands": base_n / calls,
+                                                                   "round_trips": base_trips / calls}},
+                           "places_read": {"waiting_here": waiting, "waiting_elsewhere": waiting,
+                                           "commands": places_n, "round_trips": places_trips}}
+
             timers.close()
             await client.aclose()
             await admin.aclose()
             return {"calls": calls, "per_call": per_call, "dispatch_pass_long_line": dispatch_long_line,
                     "registry": {"beat": {"commands": beat_n, "round_trips": beat_trips},
                                  "list": {"nodes": nodes, "commands": list_n, "round_trips": list_trips}},
-                    "timer_poller_idle_per_s": poll_per_s}
+                    "timer_poller_idle_per_s": poll_per_s, "shared_line": shared_line}
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ class Call:
     queue: str = "default"
     state: CallState = CallState.QUEUED
     created_at: float = field(default_factory=now)
+    arrived_at: float | None = None  # its place in line counts from then (a caller back in a new call keeps its place)
+    rejoin_of: str | None = None  # a caller whose connected call was cut off (its node died): that call's id
     offered_to: str | None = None
     agent: str | None = None
     answered_at: float | None = None

@@ -35,6 +35,16 @@ class CallAnswered:
 
 
 @dataclass(frozen=True, slots=True)
+class CallInterrupted:
+    """To the caller: its connected call was cut off (the node that held its media died); it waits again at the front
+    of the line in a new call (rejoined_call_id), offered to the next free agent."""
+
+    call_id: str
+    rejoined_call_id: str
+    reason: str = "node_lost"
+
+
+@dataclass(frozen=True, slots=True)
 class CallRinging:
     """To the caller: its call rings at an agent (ringing, with the agent's name), or that ring was withdrawn
     (missed, declined, the agent's console went away) and the call waits again."""
@@ -225,7 +235,7 @@ Event = (
     QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
     | MediaVideo | CallHeld | CallTransferring | CallTransferred | ConsultState | ContentPushed | ContentStatus | ChatMessage
     | QueueClosed | CallbackOffer | CallbackReady | ParticipantConnection | MediaSourceChanged | CallRinging
-    | CallBarge | RecordingChanged | TranscriptNotice | Caption
+    | CallBarge | RecordingChanged | TranscriptNotice | Caption | CallInterrupted
 )
 
 

@@ -14,6 +14,9 @@ from .calls import Call
 from .models import AgentStatus
 
 
+FIRST_OFFSET = 10**15  # arrival keys of calls queued first sort before every other call's
+
+
 class CallQueue:
     """Waiting calls in answer order: higher priority first, then first come first served.
 
@@ -30,9 +33,11 @@ class CallQueue:
         self._moved: dict[str, int] = {}  # queue name -> first rank (1-based) whose position changed
         self._seq = itertools.count()
 
-    def add(self, call: Call) -> None:
+    def add(self, call: Call, first: bool = False) -> None:
+        """Queue `call` behind the calls of its priority, or (`first`) ahead of them (a caller whose call was cut
+        off; several such keep their order among themselves)."""
         self.remove(call.id)
-        self._insert(call, (-call.priority, next(self._seq)))
+        self._insert(call, (-call.priority, next(self._seq) - (FIRST_OFFSET if first else 0)))
 
     def _insert(self, call: Call, key: tuple[int, int]) -> None:
         self._entries[call.id] = (key, call.queue, call)

@@ -16,6 +16,7 @@ from gateway.store.records import RecordsUnavailable
 
 from . import protocol as p
 from .clientaddr import client_address, networks
+from .cluster_calls import CALL_RELAY
 from .cors import origin_allowed, refuse_upgrade
 from .keys import CALLER_TOKENS, RECORDER
 from .drain import DRAIN, check_accepting
@@ -112,6 +113,9 @@ class CallerConnection(Connection):
     async def _queued(self, request_id: str, call: Call) -> None:
         try:
             await self.durable(call)
+            relay = self.request.app.get(CALL_RELAY)
+            if relay is not None:  # several nodes: its place among every node's callers
+                await relay.placed(call)
         except GatewayError as exc:
             self.error(exc, request_id)
             return

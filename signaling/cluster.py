@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from gateway.errors import GatewayError
 from gateway.store.redis_bus import RedisBus
+from gateway.store.redis_nodes import RedisNodeRegistry
 from gateway.store.redis_routing import RedisRouting
 
 from .agent import relayed_executor
@@ -94,8 +95,9 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
 
     await bus.subscribe(QUEUES_CHANNEL, on_queue)
     app[BUS] = bus
+    registry = RedisNodeRegistry(redis, dead_after_s=settings.node_dead_after_s)
     relay = CallRelay(app[SWITCHBOARD], RedisRouting(redis, app[INSTANCE]), bus, app[INSTANCE],
-                      relayed_executor(app), settings.max_message_bytes)
+                      relayed_executor(app), settings.max_message_bytes, registry)
     await relay.start()
     app[CALL_RELAY] = relay
     log.info("cluster.joined", instance=app[INSTANCE])

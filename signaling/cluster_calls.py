@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,10 +38,13 @@ from gateway.auth import AgentAccount
 from gateway.calls import Call
 from gateway.errors import Unavailable
 from gateway.events import AgentStatusChanged, CallEnded
+from gateway.engine.presence import STAFFED_STATUS
 from gateway.models import AgentStatus, CallState, now
 from gateway.sessions import Numbered, Session
 from gateway.store.redis_bus import RedisBus
-from gateway.store.redis_routing import RedisRouting
+from gateway.store.redis_line import LineEntry, RedisLine
+from gateway.store.redis_nodes import RedisNodeRegistry
+from gateway.store.redis_routing import RedisRouting, line_score
 from gateway.switchboard import Switchboard
 
 from .outbox import Wire
@@ -49,12 +53,14 @@ from .wire_events import Relayed, event_wire
 log = structlog.get_logger("callin.cluster")
 
 PRESENCE_TTL_S = 3.0  # an agent whose node stops heartbeating is not offered calls after this
-NODE_TTL_S = 8.0  # a node silent this long is taken for dead: the calls homed on it are lost to other nodes' agents
 HEARTBEAT_S = 1.0  # how often a node heartbeats its agents and itself (and dispatches, if woken by nothing else)
 FORWARD_TIMEOUT_S = 10.0  # a forwarded command not answered within this is answered node_unreachable
 HOME_TTL_S = 24 * 3600.0
 REMEMBERED_CALLS = 10_000  # how many calls of other homes a node remembers (oldest forgotten first)
 ROUTING_CHANNEL = "routing"  # "an agent became available": every node dispatches again
+PLACES_EVERY_S = 1.0  # the least time between reads of a node's callers' places in the shared line (at most every
+# position_update_interval_s if that is longer), unless its own line changed
+PLACED_TIMEOUT_S = 2.0  # call.queued waits this long at most for the call's place in the shared line
 
 CALL_RELAY: web.AppKey["CallRelay"] = web.AppKey("call_relay")
 # Executes a forwarded agent command at the home: (stand-in session, the message's text) -> the wire replies.
@@ -96,9 +102,14 @@ class CallRelay:
     """This node's part of the shared line: presence, dispatch by claims, stand-ins and the relay of signaling."""
 
     def __init__(self, board: Switchboard, routing: RedisRouting, bus: RedisBus, instance: str, execute: Execute,
-                 max_message_bytes: int) -> None:
+                 max_message_bytes: int, registry: RedisNodeRegistry, line: RedisLine | None = None) -> None:
         self.board = board
         self.routing = routing
+        self.registry = registry  # which nodes are alive (a node dead there takes its calls with it)
+        self.line = line or RedisLine(routing.redis, instance, routing.prefix)
+        self._places_read = float("-inf")  # when this node last read its callers' places (loop time)
+        self._staff: dict[str, tuple[int, int]] | None = None  # queue -> (staffed, ready) of every node, last heard
+        self._placing: dict[str, asyncio.Future[None]] = {}  # calls whose caller waits for its first shared place
         self.bus = bus
         self.instance = instance
         self.execute = execute
@@ -148,8 +159,10 @@ class CallRelay:
         for fut, _send, _who in self._pending.values():
             if not fut.done():
                 fut.cancel()
+        for placing in self._placing.values():
+            placing.cancel()
         with contextlib.suppress(Exception):
-            await self.routing.node_gone()
+            await self.line.leave()
 
     # -- sending to other nodes, in order ----------------------------------------------------------------------------
     def _post(self, node: str, message: dict[str, Any]) -> None:
@@ -181,7 +194,9 @@ class CallRelay:
                 while self._homes:
                     await self.routing.set_home(self._homes.pop(0), HOME_TTL_S)
                 await self._push_presence()
+                changed = await self._sync_line()
                 await self._dispatch()
+                await self._read_places(changed)
                 self._drop_idle_stand_ins()
             except asyncio.CancelledError:
                 raise
@@ -212,7 +227,6 @@ class CallRelay:
         return mine
 
     async def _heartbeat(self) -> None:
-        await self.routing.node_alive(NODE_TTL_S)
         alive = [a.username for a in self._local_agents() if self.board.attached(a)]
         if alive:
             await self.routing.heartbeat(alive, PRESENCE_TTL_S)
@@ -228,7 +242,7 @@ class CallRelay:
             if call_id and call_id in self._remote_calls and not self._answered_here(call_id, agent.username):
                 remote[agent.username] = (agent, call_id)
         homes = {self._remote_calls[call_id] for _, call_id in remote.values()}
-        down = await self.routing.nodes_down(homes | set(self._stand_in_node.values()))
+        down = await self.registry.down(homes | set(self._stand_in_node.values()), time.time())
         for username, node in list(self._stand_in_node.items()):
             session, sink = self._stand_ins.get(username), self._sinks.get(username)
             if node not in down and session is not None and sink is not None and session.sink is None \
@@ -283,12 +297,84 @@ class CallRelay:
         if woke:
             await self.bus.publish(ROUTING_CHANNEL, {"by": self.instance})
 
+    # -- the shared line: one order and one count of places over every node ----------------------------------------
+    async def _sync_line(self) -> bool:
+        """Mirror this node's waiting calls into the shared line (only what changed). True if anything did."""
+        entries = [LineEntry(call.id, call.queue, _score(call), offerable, frozenset(call.declined_by))
+                   for call, offerable in self.board.line_state()]
+        return await self.line.sync(entries) > 0
+
+    async def _read_places(self, changed: bool) -> None:
+        """This node's callers' places over the whole cluster, told to them (at once if this node's line changed,
+        else at most every PLACES_EVERY_S or position_update_interval_s: other nodes' changes reach these callers
+        within about that)."""
+        at = asyncio.get_running_loop().time()
+        every = max(PLACES_EVERY_S, self.board.settings.position_update_interval_s)
+        if not changed and at - self._places_read < every:
+            return
+        self._places_read = at
+        waiting = [(call.id, call.queue) for call, _ in self.board.line_state()]
+        places = await self.line.places(waiting)
+        lengths = await self.line.lengths(q.name for q in self.board.all_queues())
+        self.board.shared_line(places, self._staff, lengths)
+        for call_id in [c for c in self._placing if c in places]:
+            future = self._placing.pop(call_id)
+            if not future.done():
+                future.set_result(None)
+
+    async def placed(self, call: Call) -> None:
+        """Wait (PLACED_TIMEOUT_S at most) until a call that just joined has its place in the shared line, so
+        that call.queued tells the caller its place among every node's callers."""
+        if call.state is not CallState.QUEUED or self._closed:
+            return
+        future = self._placing.get(call.id)
+        if future is None:
+            future = self._placing[call.id] = asyncio.get_running_loop().create_future()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), PLACED_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("cluster.place_late", call_id=call.id)
+        finally:
+            self._placing.pop(call.id, None)
+
+    def staff_counts(self) -> dict[str, tuple[int, int]]:
+        """queue -> (staffed, ready) that this node adds to the cluster's: its own agents (not stand-ins) signed in
+        with the queue's skills, and of them the free ones, plus this node's calls of the queue ringing anywhere."""
+        agents = [a for a in self._local_agents() if self.board.attached(a)]
+        ringing: dict[str, int] = {}
+        for call in self.board.waiting_calls():
+            if call.state is CallState.OFFERED:
+                ringing[call.queue] = ringing.get(call.queue, 0) + 1
+        counts: dict[str, tuple[int, int]] = {}
+        for queue in self.board.all_queues():
+            skills = queue.skills
+            staffed = sum(1 for a in agents if a.status in STAFFED_STATUS and a.can_take(skills))
+            free = sum(1 for a in agents if a.status is AgentStatus.AVAILABLE and a.can_take(skills))
+            counts[queue.name] = (staffed, free + ringing.get(queue.name, 0))
+        return counts
+
+    def cluster_staff(self, staff: dict[str, tuple[int, int]]) -> None:
+        """Every live node's staff_counts summed (from the node registry): the wait estimates' inputs."""
+        self._staff = staff
+
+    async def forget_node(self, instance: str) -> None:
+        """A node found dead (by this node's registry beat): its callers leave the shared line (they rejoin where
+        they reconnect, in their place), and this node's agents in its calls are freed now, not at the next beat."""
+        await self.line.forget_node(instance)
+        await self._check_nodes()
+        self._wake.set()
+
     async def _dispatch(self) -> None:
-        """This node's waiting calls, in answer order, to the longest-idle available agents of the cluster."""
-        calls = self.board.offerable()
+        """This node's waiting calls, in answer order, to the longest-idle available agents of the cluster; an
+        agent for whom an earlier call of another node waits is left to that node (one line over every node)."""
+        # In the shared line's order (a call restored here from a dead node joined this node's line at the back, but
+        # keeps its place in the cluster's): a later call would only yield to it.
+        calls = sorted(self.board.offerable(), key=lambda item: _score(item[0]))
         if not calls:
             return
         agents = await self.routing.available()
+        queues = self.board.all_queues()
         offered = False
         for call, skills in calls:
             if not agents:
@@ -296,10 +382,15 @@ class CallRelay:
             for candidate in list(agents):
                 if candidate.username in call.declined_by or not skills <= candidate.skills:
                     continue
-                agents.remove(candidate)  # claimed now, or taken by someone else meanwhile
-                node = await self.routing.claim_agent(call.id, candidate.username, skills)
+                agents.remove(candidate)  # claimed now, taken by someone else meanwhile, or an earlier call's
+                before = [self.line.ready_key(q.name) for q in queues if q.skills <= candidate.skills]
+                node = await self.routing.claim_agent(call.id, candidate.username, skills, score=_score(call),
+                                                      before=before)
                 if node is None:
                     continue
+                # The claim wrote "ringing" behind this node's last push: say the agent's status again even if it is
+                # back to what was pushed (offered, answered and ended before the next push).
+                self._pushed.pop(candidate.username, None)
                 if call.state is not CallState.QUEUED or call.awaiting_caller or self._closed:
                     await self.routing.unclaim(call.id, candidate.username, now())
                     break  # the call went away (or was offered otherwise) while claiming
@@ -524,6 +615,11 @@ class CallRelay:
             self._forget_stand_in(username)
             self.board.release_session(session)
         self._wake.set()
+
+
+def _score(call: Call) -> float:
+    """A call's place in the shared line: priority first, then when it arrived (a caller back keeps its place)."""
+    return line_score(call.priority, call.arrived_at if call.arrived_at is not None else call.created_at)
 
 
 def _remember(table: dict[str, Any], key: str, value: Any) -> None:

@@ -21,11 +21,12 @@ from aiohttp import web
 from prometheus_client import Gauge
 from redis.asyncio import Redis
 
-from gateway.store.redis_nodes import NodeEntry, RedisNodeRegistry, totals
+from gateway.store.redis_nodes import NodeEntry, RedisNodeRegistry, staff_totals, totals
 from gateway.tasks import stop_task
 
 from .access import require
 from .cluster import BUS, INSTANCE
+from .cluster_calls import CALL_RELAY
 from .drain import DRAIN, NODES_CHANNEL
 from .keys import METRICS, RECORDER, SETTINGS, SWITCHBOARD
 from .rest import json_response
@@ -44,9 +45,11 @@ def local_entry(app: web.Application, at: float) -> NodeEntry:
     """This node's counts now."""
     calls, waiting, agents = app[SWITCHBOARD].counts()
     drain = app.get(DRAIN)
+    relay = app.get(CALL_RELAY)
+    queues = {name: list(counts) for name, counts in relay.staff_counts().items()} if relay is not None else {}
     return NodeEntry(instance=app[INSTANCE], name=app[SETTINGS].node_name, lease=app[RECORDER].lease.id,
                      started=app[STARTED], heartbeat=at, draining=bool(drain and drain.draining), calls=calls,
-                     waiting=waiting, agents=agents)
+                     waiting=waiting, agents=agents, queues=queues)
 
 
 @node_routes.get("/api/v1/nodes")
@@ -83,13 +86,20 @@ async def _beat_forever(app: web.Application, registry: RedisNodeRegistry, gauge
             now = time.time()
             entry = local_entry(app, now)
             await registry.beat(entry)
+            relay = app.get(CALL_RELAY)
             for dead in await registry.claim_dead(now) if not entry.draining else ():
                 log.warning("nodes.dead", node=dead.name, instance=dead.instance,
                             silent_s=round(now - dead.heartbeat, 1), waiting=dead.waiting, calls=dead.calls)
+                if relay is not None:  # out of the shared line before its callers are restored elsewhere
+                    await relay.forget_node(dead.instance)
                 app[RECORDER].reap_now(dead=[dead.lease])
-            if time.monotonic() - counted >= GAUGES_EVERY_S:  # every node reads every node: not at each beat
-                gauges.set(totals(await registry.nodes(now)))
-                counted = time.monotonic()
+            if relay is not None or time.monotonic() - counted >= GAUGES_EVERY_S:
+                entries = await registry.nodes(now)  # one round trip (every beat with the relay: its estimates)
+                if relay is not None:
+                    relay.cluster_staff(staff_totals(entries))
+                if time.monotonic() - counted >= GAUGES_EVERY_S:
+                    gauges.set(totals(entries))
+                    counted = time.monotonic()
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -514,8 +514,9 @@ class SessionCallOut(Part):
 
 class WallboardQueueOut(Part):
     name: str
-    waiting: int
+    waiting: int  # with several nodes: the callers of every node
     oldest_since: float | None
+    waiting_here: int | None = None  # with several nodes: this node's callers (the ones listed in `waiting`)
 
 
 class WallboardWaitingOut(Part):
@@ -838,7 +839,8 @@ class ChatMessageOut(EventOut):
 
 
 class WallboardOut(Message):
-    """queues [{name, waiting, oldest_since}], waiting [{call_id, queue, priority, call_type, caller, since, state,
+    """queues [{name, waiting, oldest_since, waiting_here}] (with several nodes `waiting` counts every node's callers
+    and `waiting_here` this node's, which are the ones listed), waiting [{call_id, queue, priority, call_type, caller, since, state,
     ringing_at, callback}], calls [{call_id, queue, call_type, caller, agent, since, held, consult, supervisors}],
     agents [{username, display_name, status, call_id, since}], at. Times are UNIX seconds."""
 
@@ -860,6 +862,17 @@ class MediaSourceOut(EventOut):
     leg: Literal["caller"] = "caller"
     source: MediaSourceName
     reason: MediaSourceReason | None = Field(None, description="with none: camera_blocked or camera_unavailable")
+
+
+class CallInterruptedOut(EventOut):
+    """To the caller, on resuming: its connected call (`call_id`) was cut off because the node that held its media
+    died (`reason` node_lost); the caller waits again, at the front of the line, in a new call (`rejoined_call_id`,
+    also in welcome.call): send a new sdp.offer for it, as for any waiting call. Nothing to answer."""
+
+    type: Literal["call.interrupted"] = "call.interrupted"
+    call_id: str
+    rejoined_call_id: str
+    reason: Literal["node_lost"] = "node_lost"
 
 
 class CallRingingOut(EventOut):
@@ -969,7 +982,7 @@ ServerMessage = Annotated[
     | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut | WallboardOut
     | QueueClosedOut | CallbackOfferOut | CallbackAcceptedOut | CallbackReadyOut | CallRejoinedOut
     | ParticipantOut | ShutdownOut | MediaSourceOut | CallRingingOut | CallBargeOut | RecordingStateOut
-    | TranscriptNoticeOut | CaptionOut,
+    | TranscriptNoticeOut | CaptionOut | CallInterruptedOut,
     Field(discriminator="type"),
 ]
 

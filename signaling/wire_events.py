@@ -57,6 +57,7 @@ WIRE_RULES: Mapping[type, WireRule] = MappingProxyType({
     ev.CallbackReady: WireRule(p.CallbackReadyOut),
     ev.MediaSourceChanged: WireRule(p.MediaSourceOut),
     ev.CallRinging: WireRule(p.CallRingingOut),
+    ev.CallInterrupted: WireRule(p.CallInterruptedOut),
     ev.CallBarge: WireRule(p.CallBargeOut),
     ev.RecordingChanged: WireRule(p.RecordingStateOut),
     ev.TranscriptNotice: WireRule(p.TranscriptNoticeOut),

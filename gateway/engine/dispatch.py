@@ -77,6 +77,13 @@ class Dispatch:
         self.waiting.recheck_hours_later(closed, at)
         return found
 
+    def line_state(self) -> list[tuple[Call, bool]]:
+        """Every waiting call in answer order, and whether it may be offered now (see _offerable_in)."""
+        at = self.core.clock.time()
+        closed: set[str] = set()
+        is_open: dict[str, bool] = {}
+        return [(call, self._offerable_in(call, at, is_open, closed) is not None) for call in self.core.live.line]
+
     def _offerable_in(self, call: Call, at: float, is_open: dict[str, bool], closed: set[str]) -> Queue | None:
         """The queue `call` may be offered in now (queued, caller present, queue open), else None. `is_open` keeps
         each queue's hours checked once per pass; a closed queue is added to `closed`."""

@@ -29,6 +29,7 @@ from ..calls import Call
 from ..clock import Clock, SystemClock
 from ..config import QueueConfig, Settings
 from ..errors import InvalidState, Unavailable
+from ..events import CallInterrupted
 from ..media import MediaConfig, Relay
 from ..media.local import LocalPlane
 from ..media.plane import LegEvent, MediaPlane
@@ -188,6 +189,24 @@ class Switchboard(AsyncIOEventEmitter):
         call.awaiting_caller = True
         self.lifecycle.add(call)
         self.waiting.restored(call)
+        self._settle()
+
+    def restore_rejoin(self, call: Call, caller_resume: str) -> None:
+        """A caller whose connected call was cut off (its node died; `call.rejoin_of`, closed as interrupted): it
+        waits again in `call`, a new call at the front of its queue (ahead of its priority's other callers), not
+        offered until it resumes with the token it holds within `restore_resume_grace_s`. On resuming it is told
+        call.interrupted."""
+        if self.live.call(call.id) is not None or self.core.closing:
+            return
+        session = self.sessions.restore("caller", call.identity, caller_resume, call.id,
+                                        self.settings.restore_resume_grace_s)
+        self.sessions.file_under(session, ("caller", subject_key(call.identity)))
+        call.caller_session = session.id
+        call.caller_resume = caller_resume
+        call.awaiting_caller = True
+        self.lifecycle.add(call)
+        self.waiting.rejoined(call)
+        session.deliver(CallInterrupted(call_id=call.rejoin_of or "", rejoined_call_id=call.id))
         self._settle()
 
     def rejoin(self, session: Session, call_id: str) -> Call:
@@ -541,6 +560,21 @@ class Switchboard(AsyncIOEventEmitter):
     def offerable(self) -> list[tuple[Call, frozenset[str]]]:
         """This node's calls that may be offered now, in answer order, with the skills each needs."""
         return self.dispatch.offerable()
+
+    def line_state(self) -> list[tuple[Call, bool]]:
+        """Every waiting call of this node in answer order, and whether it may be offered now (queued, caller
+        present, queue open): what this node mirrors into the cluster's shared line."""
+        return self.dispatch.line_state()
+
+    def shared_line(self, places: dict[str, tuple[int, int]], staff: dict[str, tuple[int, int]] | None = None,
+                    lengths: dict[str, int] | None = None) -> None:
+        """Several nodes: this node's callers' places over the whole cluster (call id -> (position, queue length)),
+        and, when read, each queue's staffing (queue -> (staffed, ready)) and waiting callers over every node.
+        Callers are told their new places at once (only changes, coalesced as always). No dispatch: the router
+        that calls this is the one that dispatches."""
+        self.waiting.shared_places_changed(places, staff, lengths)
+        if not self.core.closing:
+            self.waiting.publish_positions()
 
     def offer(self, call: Call, agent: AgentState) -> bool:
         """Ring `agent` for a waiting call (the router claimed the agent); False if either changed meanwhile."""

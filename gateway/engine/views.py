@@ -23,6 +23,11 @@ class Views:
         self.core = core
         self.presence = presence
         self.estimate_inputs: dict[str, tuple[int, int, float]] = {}  # per queue, as last published
+        # Several nodes (signaling/cluster_calls.py): places and staffing over the whole cluster, as last read from
+        # the shared line; None: this node's own line and agents are the whole picture.
+        self.shared_places: dict[str, tuple[int, int]] | None = None  # call id -> (position, queue length)
+        self.shared_staff: dict[str, tuple[int, int]] | None = None  # queue -> (staffed, ready), every node
+        self.shared_lengths: dict[str, int] | None = None  # queue -> calls waiting, every node
 
     # -- one thing -----------------------------------------------------------------------------------------
     def call(self, call_id: str | None) -> Call | None:
@@ -123,9 +128,18 @@ class Views:
         free = sum(1 for a in live.all_agents() if a.status is AgentStatus.AVAILABLE and a.can_take(skills))
         return ringing + free
 
+    def staffed(self, queue: str) -> int:
+        """Agents who may answer this queue's callers (signed in, not away): of every node, with several."""
+        if self.shared_staff is not None:
+            return self.shared_staff.get(queue, (0, 0))[0]
+        return self.presence.staffed(queue)
+
     def inputs(self, name: str) -> tuple[int, int, float]:
         """What a queue's estimates depend on besides the position: (staffed, ready, average handle time)."""
         known = name in self.core.queues
+        if known and self.shared_staff is not None:
+            staffed, ready = self.shared_staff.get(name, (0, 0))
+            return staffed, ready, self.core.live.estimator(name).average_handle_s
         return (self.presence.staffed(name) if known else 0, self.ready(name) if known else 0,
                 self.core.live.estimator(name).average_handle_s)
 
@@ -138,8 +152,14 @@ class Views:
             estimator = self.core.live.estimator(name)
             length = line.length(name)
             for position, call in line.line(name):
+                position, length = self.shared_place(call.id) or (position, length)
                 result[call.id] = (position, length, estimator.estimate(position, staffed, ready))
         return result
+
+    def shared_place(self, call_id: str) -> tuple[int, int] | None:
+        """(position, queue length) of a call of this node over the whole cluster, as last read; None without
+        several nodes, or before the call reached the shared line."""
+        return self.shared_places.get(call_id) if self.shared_places is not None else None
 
     def position_of(self, call_id: str) -> Place | None:
         """(call, position in its queue, that queue's length, estimated wait) of one waiting call: O(log n)."""
@@ -148,7 +168,7 @@ class Views:
         call = live.call(call_id)
         if rank is None or call is None:
             return None
-        position, length = rank
+        position, length = self.shared_place(call_id) or rank
         name = call.queue
         staffed, ready, _ = self.estimate_inputs.get(name) or self.inputs(name)
         return call, position, length, live.estimator(name).estimate(position, staffed, ready)
@@ -194,5 +214,13 @@ class Views:
             q["waiting"] += 1
             if q["oldest_since"] is None or item["since"] < q["oldest_since"]:
                 q["oldest_since"] = item["since"]
+        if self.shared_lengths is not None:
+            # Several nodes: `waiting` counts every node's callers; the calls listed (and the oldest) are this node's.
+            for q in queues.values():
+                q["waiting_here"] = q["waiting"]
+            for name, count in self.shared_lengths.items():
+                q = queues.setdefault(name, {"name": name, "waiting": 0, "oldest_since": None, "waiting_here": 0})
+                q["waiting"] = max(count, q["waiting_here"])
+            queues = {name: q for name, q in queues.items() if q["waiting"]}
         return {"queues": list(queues.values()), "waiting": waiting, "calls": in_progress, "agents": agents,
                 "at": now()}

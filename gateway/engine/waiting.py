@@ -31,6 +31,7 @@ class WaitingLine:
         self.positions = PositionNotices(core.settings.position_update_interval_s, views.position_of,
                                          self._tell_position)
         self._joined: list[Call] = []  # joined since the last settle: told if their queue is closed
+        self._shared_due = False  # several nodes: places read from the shared line not yet published
         core.timers.on("wait", self._max_wait)
         core.timers.on("rejoin", self._rejoin_expired)
         core.timers.on("hours", lambda: None)  # nothing of its own: the settle step after it rechecks the hours
@@ -41,6 +42,7 @@ class WaitingLine:
         line = self.core.live.line
         if replaced is not None and replaced.queue == call.queue:
             line.take_place(call, replaced.id)  # the caller came back: its place in line is kept
+            call.arrived_at = replaced.arrived_at or replaced.created_at
         else:
             line.add(call)
         if replaced is not None:
@@ -59,7 +61,7 @@ class WaitingLine:
             queue = self.views.queue_of(call)
             if not queue.is_open(at):
                 self.tell_closed(call, queue, ClosedReason.AFTER_HOURS)
-            elif self.presence.staffed(queue.name) == 0:
+            elif self.views.staffed(queue.name) == 0:
                 self.tell_closed(call, queue, ClosedReason.NO_AGENTS)
 
     def leave(self, call: Call) -> None:
@@ -78,6 +80,9 @@ class WaitingLine:
         live = self.core.live
         line = live.line
         moved = line.take_moved()
+        if self.views.shared_places is not None:
+            self._publish_shared(bool(moved))
+            return
         inputs: dict[str, tuple[int, int, float]] = {}
         for name in line.names():
             inputs[name] = current = self.views.inputs(name)
@@ -92,6 +97,40 @@ class WaitingLine:
                 if self.positions.update(call, position, length, estimate):
                     self._maybe_offer_callback(call, estimate, self.core.sessions.get(call.caller_session))
         self.views.estimate_inputs = inputs
+
+    def shared_places_changed(self, places: dict[str, tuple[int, int]], staff: dict[str, tuple[int, int]] | None,
+                              lengths: dict[str, int] | None) -> None:
+        """Several nodes: the places of this node's callers over the whole cluster (and its staffing), as just read
+        from the shared line; they are told at the next settle step."""
+        views = self.views
+        if places != views.shared_places or (staff is not None and staff != views.shared_staff):
+            self._shared_due = True
+        views.shared_places = places
+        if staff is not None:
+            views.shared_staff = staff
+        if lengths is not None:
+            views.shared_lengths = lengths
+
+    def _publish_shared(self, moved: bool) -> None:
+        """Places over the whole cluster: every waiting caller of this node whose place was read from the shared
+        line (one not there yet is told at the next read, not a place that counts this node's callers only)."""
+        views = self.views
+        inputs = {name: views.inputs(name) for name in self.core.live.line.names()}
+        if not (self._shared_due or moved or inputs != views.estimate_inputs):
+            return
+        self._shared_due = False
+        places = views.shared_places or {}
+        live = self.core.live
+        for call in live.line:
+            place = places.get(call.id)
+            if place is None:
+                continue
+            position, length = place
+            staffed, ready, _ = inputs[call.queue]
+            estimate = live.estimator(call.queue).estimate(position, staffed, ready)
+            if self.positions.update(call, position, length, estimate):
+                self._maybe_offer_callback(call, estimate, self.core.sessions.get(call.caller_session))
+        views.estimate_inputs = inputs
 
     def _tell_position(self, call: Call, position: int, length: int, estimate: int | None) -> None:
         self.core.to_caller(call, QueueUpdate(call_id=call.id, position=position, queue_length=length,
@@ -181,6 +220,13 @@ class WaitingLine:
         self.core.live.line.add(call)
         log.info("call.callback_restored" if call.callback else "call.restored", call_id=call.id, queue=call.queue)
         self.core.emit("call.updated", call)
+
+    def rejoined(self, call: Call) -> None:
+        """A caller whose connected call was cut off waits again, at the front of its queue (see restore_rejoin)."""
+        self.core.live.line.add(call, first=True)
+        call.log("rejoined_front", interrupted=call.rejoin_of)
+        log.info("call.rejoined_front", call_id=call.id, interrupted=call.rejoin_of, queue=call.queue)
+        self.core.emit("call.queued", call)
 
     def callback_ready(self, call: Call, agent: AgentState) -> None:
         """An agent took the callback: the caller is asked to rejoin within callback_rejoin_s."""

@@ -7,7 +7,8 @@ records are closed as "interrupted", except two promises to a caller, which the 
 its live queue: callback requests not yet fulfilled, and calls still waiting in line whose node died recently (within
 `restore_within_s` of its last heartbeat): their callers resume in place with the resume token they hold (the record
 keeps its hash). A call that was ringing an agent waits again; one that was connected is interrupted (its media lived
-in the dead process).
+in the dead process), and its caller, who resumes with its token, is put back at the front of the line in a new call
+(`Reaped.rejoins`).
 
 A node that drains (SIGTERM) hands its waiting calls and callback requests over before it stops (`hand_over`):
 their records move to a fresh instance registered as stopped at once, which any live node reaps (restores) on its
@@ -53,6 +54,9 @@ class Reaped:
     nodes: list[str] = field(default_factory=list)
     closed: list[dict[str, Any]] = field(default_factory=list)
     restored: list[Restored] = field(default_factory=list)
+    # connected calls closed as interrupted whose caller may resume (recent node, resume hash kept): their callers
+    # rejoin the line at its front in a new call (Switchboard.restore_rejoin)
+    rejoins: list[Restored] = field(default_factory=list)
 
     @property
     def callbacks(self) -> list[Restored]:
@@ -63,7 +67,7 @@ class Reaped:
         return [r for r in self.restored if not r.row["callback"]]
 
     def __bool__(self) -> bool:
-        return bool(self.nodes or self.closed or self.restored)
+        return bool(self.nodes or self.closed or self.restored or self.rejoins)
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,8 @@ async def reap(session: AsyncSession, me: NodeLease, at: float, *, legacy: bool 
             row.state = CallState.QUEUED.value
             promised.append(row)
             continue
+        rejoin = (not row.callback and row.caller_resume is not None and row.node_id in recent
+                  and row.state == CallState.CONNECTED.value)
         ended = last_at or row.created_at
         row.ended_at = ended
         row.state = CallState.ENDED.value
@@ -176,6 +182,15 @@ async def reap(session: AsyncSession, me: NodeLease, at: float, *, legacy: bool 
         events.append({"call_id": row.id, "seq": next_seq, "at": at, "kind": INTERRUPTED,
                        "detail": {"closed_by_node": me.name, "last_seen": ended}})
         done.closed.append(public_record(row))
+        if rejoin:  # a new waiting call, claimed here in this transaction; the resume hash goes with it
+            resume, row.caller_resume = row.caller_resume, None
+            fresh = CallRow(id=secrets.token_hex(8), subject=row.subject, identity=row.identity, location=row.location,
+                            context=row.context, call_type=row.call_type, queue=row.queue,
+                            state=CallState.QUEUED.value, agents=[], created_at=at, queued_at=at, node=me.name,
+                            node_id=me.id, priority=row.priority, callback=False, caller_resume=resume)
+            session.add(fresh)
+            done.rejoins.append(Restored(public_record(fresh) | {"rejoin_of": row.id, "first_arrived": row.created_at},
+                                         [], resume))
     await session.flush()
     if events:
         await session.execute(insert(CallEventRow), events)

@@ -131,6 +131,8 @@ class EventSource(Protocol):
 
     def restore_waiting(self, call: Call, caller_resume: str) -> None: ...
 
+    def restore_rejoin(self, call: Call, caller_resume: str) -> None: ...
+
 
 class RecordsUnavailable(Unavailable):
     code = "records_unavailable"
@@ -169,6 +171,7 @@ class CallRecorder:
         self._interrupted_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._interrupted: list[dict[str, Any]] = []  # closed before anyone listened (at start)
         self._restored: list[tuple[Call, str | None]] = []  # read back before the switchboard existed (at start)
+        self._rejoins: list[tuple[Call, str]] = []  # callers of interrupted calls, to wait again at the front
 
     # -- lifecycle
     async def start(self) -> int:
@@ -302,6 +305,16 @@ class CallRecorder:
             log.warning("records.callback_restored" if call.callback else "records.waiting_restored",
                         call_id=call.id, queue=call.queue)
             self._restored.append((call, restored.caller_resume))
+        for rejoin in reaped.rejoins:
+            if rejoin.caller_resume is None:
+                continue
+            try:
+                call = rejoin_call(rejoin.row)
+            except ValueError:
+                log.exception("records.rejoin_unreadable", call_id=rejoin.row.get("id"))
+                continue
+            log.warning("records.rejoin_front", call_id=call.id, interrupted=call.rejoin_of, queue=call.queue)
+            self._rejoins.append((call, rejoin.caller_resume))
         self._restore()
 
     def _restore(self) -> None:
@@ -314,6 +327,9 @@ class CallRecorder:
                 self._board.restore_callback(call)
             else:
                 self._board.restore_waiting(call, caller_resume)
+        rejoins, self._rejoins = self._rejoins, []
+        for call, caller_resume in sorted(rejoins, key=lambda item: item[0].arrived_at or 0.0):
+            self._board.restore_rejoin(call, caller_resume)
 
     async def submit(self, job: Job) -> Any:
         """Run a write in order with the snapshots handed over before it, and wait for its result."""
@@ -479,6 +495,28 @@ def call_from_record(row: dict[str, Any], events: list[dict[str, Any]]) -> Call:
     )
     call.events = [CallEvent(at=e["at"], kind=e["kind"], detail=e["detail"] or {}) for e in events]
     return call
+
+
+REJOIN_AHEAD_S = 1e9  # a rejoining caller's place counts from this long before its cut-off call arrived (the front)
+
+
+def rejoin_call(row: dict[str, Any]) -> Call:
+    """The new waiting call (its record claimed by the reap) for the caller of a connected call closed as interrupted
+    (`rejoin_of`: its node died): same caller, queue, priority, type and context; at the front of the line
+    (Switchboard.restore_rejoin)."""
+    return Call(
+        id=row["id"],
+        identity=CallerIdentity.model_validate(row["identity"]),
+        call_type=CallType(row["call_type"]),
+        location=Location.model_validate(row["location"]) if row["location"] else None,
+        context=CallContext.model_validate(row["context"]),
+        caller_session="",
+        priority=row["priority"],
+        queue=row["queue"],
+        created_at=row["created_at"],
+        arrived_at=row["first_arrived"] - REJOIN_AHEAD_S,
+        rejoin_of=row["rejoin_of"],
+    )
 
 
 def event_dict(row: CallEventRow) -> dict[str, Any]:

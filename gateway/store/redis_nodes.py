@@ -17,7 +17,8 @@ Times are the nodes' wall clocks: keep them in sync (NTP), well under `dead_afte
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -41,6 +42,9 @@ class NodeEntry:
     waiting: int = 0  # in line (callback requests included)
     agents: int = 0  # signed in (any status but offline)
     alive: bool = True
+    # queue -> [staffed, ready]: its own agents with the queue's skills signed in, and of them the free ones plus its
+    # calls of the queue ringing (summed over live nodes: the cluster's wait estimates, signaling/cluster_calls.py)
+    queues: dict[str, list[int]] = field(default_factory=dict)
 
     def encode(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if k not in ("instance", "alive")},
@@ -53,7 +57,8 @@ class NodeEntry:
             return NodeEntry(instance=instance, name=str(data["name"]), lease=str(data["lease"]),
                              started=float(data["started"]), heartbeat=float(data["heartbeat"]),
                              draining=bool(data["draining"]), calls=int(data["calls"]), waiting=int(data["waiting"]),
-                             agents=int(data["agents"]), alive=alive)
+                             agents=int(data["agents"]), alive=alive,
+                             queues={str(k): [int(v[0]), int(v[1])] for k, v in data.get("queues", {}).items()})
         except (ValueError, KeyError, TypeError):
             return None  # not ours, or from another version
 
@@ -101,6 +106,15 @@ class RedisNodeRegistry:
                 await self.redis.hdel(self.info_key, *forgotten)
         return claimed
 
+    async def down(self, instances: Iterable[str], now: float) -> set[str]:
+        """Which of these nodes are not alive: silent for longer than dead_after_s, found dead, or stopped (one
+        ZMSCORE). The one liveness every part of a node uses (the signaling relay, the takeover of records)."""
+        names = sorted(set(instances))
+        if not names:
+            return set()
+        scores = await self.redis.zmscore(self.alive_key, names)
+        return {name for name, heard in zip(names, scores) if heard is None or now - heard > self.dead_after_s}
+
     async def nodes(self, now: float) -> list[NodeEntry]:
         """Every node listed: alive ones (heard of within dead_after_s) first, then the dead ones still kept."""
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -120,6 +134,17 @@ class RedisNodeRegistry:
                     entry = replace(entry, alive=False)  # silent: not found dead by anyone yet, but dead
                 out.append(entry)
         return sorted(out, key=lambda e: (not e.alive, e.name, e.started))
+
+
+def staff_totals(entries: list[NodeEntry]) -> dict[str, tuple[int, int]]:
+    """queue -> (staffed, ready) summed over the live nodes."""
+    summed: dict[str, tuple[int, int]] = {}
+    for entry in entries:
+        if entry.alive:
+            for name, (staffed, ready) in entry.queues.items():
+                before = summed.get(name, (0, 0))
+                summed[name] = (before[0] + staffed, before[1] + ready)
+    return summed
 
 
 def totals(entries: list[NodeEntry]) -> dict[str, int]:

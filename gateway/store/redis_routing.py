@@ -19,7 +19,7 @@ Keys (under `prefix`, default `callin:`):
 - `idle`           ZSET available agents -> idle since (longest idle first)
 - `log`            STREAM of routing changes (capped)
 - `home:{id}`      STRING the node instance that holds a call (its media and its engine state), with a TTL
-- `up:{node}`      STRING with a TTL: the node instance heartbeats it (a node that dies is seen gone within it)
+(Whether a node is alive is the node registry's to say: gateway/store/redis_nodes.py.)
 
 The engine of each node uses the agent side of this (gateway/engine cluster wiring, signaling/cluster_calls.py):
 `claim_agent` rings an agent for a call of this node exactly once across the cluster (the call side is the home
@@ -39,6 +39,7 @@ from redis.exceptions import WatchError
 
 PRIORITY_WEIGHT = 10_000_000_000_000  # 1e13 ms ≈ 317 years: priority always orders before time
 LOG_MAX = 100_000
+YIELD_LOOKAHEAD = 20  # earlier calls looked at per line before a claim (those the agent passed on are skipped)
 
 # KEYS: call, line, agent, alive, idle, log   ARGV: call id, agent name, now, node
 _CLAIM = """
@@ -119,9 +120,13 @@ return version
 """
 
 
-# KEYS: agent, alive, idle, log   ARGV: call id, agent name, needed skills (space-separated), home node, log max
-# Ring the agent for a call of node `home` if, at this instant, it is available, alive and skilled for it. Returns the
-# node that holds the agent's console (where the offer must be delivered), or 0.
+# KEYS: agent, alive, idle, log, then the shared `ready:{queue}` lines this agent may serve (gateway/store/redis_line.py)
+# ARGV: call id, agent name, needed skills (space-separated), home node, log max, the call's line score ('' : none),
+#       the `declined:` key prefix
+# Ring the agent for a call of node `home` if, at this instant, it is available, alive and skilled for it, and no
+# earlier call of those lines (of any node) waits for it: one line over every node, a later call never overtakes an
+# earlier one for the same agent (an earlier call the agent passed on does not count; at most YIELD_LOOKAHEAD are
+# looked at per line). Returns the node that holds the agent's console (where the offer must be delivered), or 0.
 _CLAIM_AGENT = """
 local agent, alive, idle, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('HGET', agent, 'status') ~= 'available' then return 0 end
@@ -129,6 +134,13 @@ if redis.call('EXISTS', alive) == 0 then return 0 end
 local has = ' ' .. (redis.call('HGET', agent, 'skills') or '') .. ' '
 for skill in string.gmatch(ARGV[3], '%S+') do
   if not string.find(has, ' ' .. skill .. ' ', 1, true) then return 0 end
+end
+if ARGV[6] ~= '' then
+  for i = 5, #KEYS do
+    for _, other in ipairs(redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[6], 'LIMIT', 0, ARGV[8])) do
+      if other ~= ARGV[1] and redis.call('SISMEMBER', ARGV[7] .. other, ARGV[2]) == 0 then return 0 end
+    end
+  end
 end
 redis.call('HSET', agent, 'status', 'ringing', 'call', ARGV[1], 'home', ARGV[4])
 redis.call('ZREM', idle, ARGV[2])
@@ -357,12 +369,16 @@ class RedisRouting:
         return offered
 
     # -- the engine's side: calls stay with their home node, agents are shared -------------------------------------
-    async def claim_agent(self, call_id: str, username: str, skills: Iterable[str]) -> str | None:
+    async def claim_agent(self, call_id: str, username: str, skills: Iterable[str], *, score: float | None = None,
+                          before: Iterable[str] = ()) -> str | None:
         """Ring `username` for a call of this node if it is available, alive and has `skills`, atomically (no other
-        node can ring it meanwhile); returns the node that holds its console, or None."""
-        keys = [self.agent_key(username), self.alive_key(username), self.idle_key, self.log_key]
-        node = await self._claim_agent(keys=keys, args=[call_id, username, " ".join(sorted(skills)), self.node,
-                                                        self.log_max])
+        node can ring it meanwhile); returns the node that holds its console, or None. With the call's line `score`
+        and the shared ready lines (`before`, gateway/store/redis_line.py) of the queues this agent serves: None also
+        when an earlier call of one of them, of any node, waits for this agent (its home offers it instead)."""
+        keys = [self.agent_key(username), self.alive_key(username), self.idle_key, self.log_key, *before]
+        node = await self._claim_agent(keys=keys, args=[
+            call_id, username, " ".join(sorted(skills)), self.node, self.log_max, "" if score is None else score,
+            self.prefix + "declined:", YIELD_LOOKAHEAD])
         return None if node in (0, b"0", None, b"", "") else _text(node)
 
     async def unclaim(self, call_id: str, username: str, now: float) -> bool:
@@ -380,25 +396,6 @@ class RedisRouting:
 
     async def set_home(self, call_id: str, ttl_s: float) -> None:
         await self.redis.set(self._k("home", call_id), self.node, px=int(ttl_s * 1000))
-
-    async def node_alive(self, ttl_s: float) -> None:
-        """This node is up (its calls' homes and its agents' consoles are here)."""
-        await self.redis.set(self._k("up", self.node), 1, px=int(ttl_s * 1000))
-
-    async def node_gone(self) -> None:
-        """This node stops (gracefully): seen down at once."""
-        await self.redis.delete(self._k("up", self.node))
-
-    async def nodes_down(self, nodes: Iterable[str]) -> set[str]:
-        """Which of these nodes stopped saying they are up."""
-        names = sorted(set(nodes))
-        if not names:
-            return set()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.exists(self._k("up", name))
-            replies = await pipe.execute()
-        return {name for name, up in zip(names, replies) if not up}
 
     async def home_of(self, call_id: str) -> str | None:
         node = await self.redis.get(self._k("home", call_id))

@@ -5,7 +5,6 @@ processes, a real redis-server, records in PostgreSQL (Unix socket), real aiortc
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -14,8 +13,7 @@ from redis.asyncio import Redis
 
 from tests.support.api import caller_socket
 from tests.support.clients import Agent, Caller, wait_until
-from tests.support.cluster_nodes import start
-from tests.support.process import GatewayProcess
+from tests.support.cluster_nodes import node, record_state, spread_agents, start
 from tests.support.redisserver import running_redis
 
 
@@ -24,12 +22,6 @@ async def redis_url(tmp_path: Path):
     (tmp_path / "redis").mkdir()
     async with running_redis(tmp_path / "redis") as url:
         yield url
-
-
-def node(database_url: str, redis_url: str, tmp_path: Path, name: str, first: bool, **settings) -> GatewayProcess:
-    (tmp_path / name).mkdir()
-    extra = {} if first else {"migrate_on_start": "false"}
-    return GatewayProcess(database_url, tmp_path / name, node_name=name, redis_url=redis_url, **extra, **settings)
 
 
 async def hears(sink, expected_hz: float, frames: int = 30, timeout: float = 10) -> None:
@@ -116,15 +108,6 @@ async def test_caller_on_node_a_answered_by_agent_on_node_b_media_both_ways(data
                 await client.close()
         a.close()
         b.close()
-
-
-def spread_agents(count: int) -> str:
-    agents = [{"username": f"ag{i}", "password": f"ag{i}-pass", "display_name": f"Agent {i}", "skills": ["general"]}
-              for i in range(count)]
-    agents.append({"username": "admin", "password": "admin-demo", "display_name": "Admin", "role": "admin"})
-    agents.append({"username": "sam", "password": "sam-demo", "display_name": "Sam (demo supervisor)",
-                   "role": "supervisor", "skills": ["general"]})
-    return json.dumps(agents)
 
 
 async def answer_everything(agent: Agent, stop: asyncio.Event, problems: list[str]) -> None:
@@ -321,7 +304,7 @@ async def test_home_node_killed_frees_the_agent_of_another_node(database_url, re
         # Records are written behind the call (coalesced): kill the home once its record says connected, so that
         # the node that takes its records over closes this one as interrupted (a record still saying queued would
         # be restored as a waiting call instead: the caller keeps a place, see test_restart_resume.py).
-        await _record_state(database_url, call_id, "connected")
+        await record_state(database_url, call_id, "connected")
 
         a.kill()
         ended = await agent.ws.wait(lambda m: m["type"] == "call.ended" and m["call_id"] == call_id, timeout=30)
@@ -390,20 +373,3 @@ async def test_agent_node_killed_while_ringing_the_call_goes_to_another_node(dat
             await client.close()
         for gateway in (a, b, c):
             gateway.close()
-
-
-async def _record_state(database_url: str, call_id: str, state: str, timeout: float = 15) -> None:
-    """Wait until the call's record in the shared database has `state`."""
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(database_url)
-    try:
-        async def durable() -> bool:
-            async with engine.connect() as conn:
-                row = (await conn.execute(text("SELECT state FROM calls WHERE id = :id"), {"id": call_id})).first()
-            return row is not None and row[0] == state
-
-        await wait_until(durable, timeout)
-    finally:
-        await engine.dispose()

@@ -1,6 +1,7 @@
 """The node registry's Redis side on a real redis-server (gateway/store/redis_nodes.py): a silent node is dead
 after dead_after_s and claimed by exactly one of the nodes that race to see it; its counts drop out of the totals at
-once; a node that leaves is gone; garbage in the registry is skipped, never a crash."""
+once; a node that leaves is gone (and down at once for everyone who asks); garbage in the registry is skipped, never
+a crash."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ async def test_a_silent_node_is_dead_claimed_once_and_its_counts_drop_out(redis)
     listed = await registries[0].nodes(now)
     assert [(e.name, e.alive) for e in listed] == [("b", True), ("c", True), ("a", False)]
     assert totals(listed) == {"nodes": 2, "draining": 1, "calls": 1, "waiting": 5, "agents": 3}
+    # The one liveness every part of a node asks (the signaling relay too): silent, unknown or gone is down.
+    assert await registries[2].down(["a-1", "b-1", "c-1", "z-9"], now) == {"a-1", "z-9"}
 
     claims = await asyncio.gather(*(r.claim_dead(now) for r in registries))
     winners = [c for c in claims if c]
@@ -48,6 +51,7 @@ async def test_a_silent_node_is_dead_claimed_once_and_its_counts_drop_out(redis)
 
     await registries[1].leave("b-1")
     assert [e.name for e in await registries[0].nodes(now)] == ["c", "a"]
+    assert await registries[0].down(["b-1", "c-1"], now) == {"b-1"}
 
 
 async def test_garbage_in_the_registry_is_skipped(redis):

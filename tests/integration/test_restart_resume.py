@@ -12,6 +12,7 @@ from typing import Any
 
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import WsClient
+from tests.support.cluster_nodes import record_state
 from tests.support.process import GatewayProcess
 
 
@@ -184,4 +185,43 @@ async def test_an_sdk_caller_kept_across_a_restart_sets_its_media_up_again_and_i
         await caller.close()
         if agent is not None:
             await agent.close()
+        gateway.close()
+
+
+async def test_a_connected_caller_rejoins_first_in_line_after_kill_9(database_url, caller_token, tmp_path):
+    """A connected call cannot outlive its process (its media lived there): after kill -9 and a restart its record is
+    closed as interrupted, and its caller, resuming with its token, waits again first in line in a new call (told
+    call.interrupted), ahead of a caller who was waiting before the crash."""
+    gateway = GatewayProcess(database_url, tmp_path, node_name="solo", node_lease_s=3, node_heartbeat_s=0.5)
+    try:
+        await gateway.start()
+        agent = await agent_socket(gateway.base_url)
+        token = caller_token(sub="talking")
+        talking, old_id = await caller_socket(gateway.base_url, token)
+        offer = await agent.wait(lambda m: m.get("type") == "call.offered" and m["call_id"] == old_id, timeout=10)
+        accepted = await agent.request({"type": "call.accept", "call_id": offer["call_id"]})
+        assert accepted["type"] == "call.accepted", accepted
+        await record_state(database_url, old_id, "connected")
+        waiting, waiting_id = await caller_socket(gateway.base_url, caller_token(sub="in-line"))
+        await waiting.wait(lambda m: m.get("type") == "queue.position" and m["call_id"] == waiting_id)
+        await record_state(database_url, waiting_id, "queued")
+        welcome = next(m for m in talking.messages if m["type"] == "welcome")
+        gateway.kill()
+        for ws in (agent, talking, waiting):
+            await ws.close()
+        await gateway.start()
+
+        back, again, _ = await resume(gateway.base_url, token, welcome["resume_token"], talking.last_seq)
+        new_id = again["call"]["call_id"]
+        assert again["resumed"] is True and again["call"]["state"] == "queued" and new_id != old_id, again
+        told = await back.wait("call.interrupted", timeout=10)
+        assert told["call_id"] == old_id and told["rejoined_call_id"] == new_id, told
+        place = await back.wait(lambda m: m.get("type") == "queue.position" and m["call_id"] == new_id, timeout=10)
+        assert place["position"] == 1, place  # ahead of the caller restored in its place
+        api = await api_for(gateway.base_url)
+        status, record = await api.get(f"/api/v1/calls/{old_id}")
+        assert status == 200 and record["outcome"] == "interrupted", record
+        await api.close()
+        await back.close()
+    finally:
         gateway.close()

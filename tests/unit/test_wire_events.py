@@ -93,6 +93,9 @@ SAMPLES: list[tuple[object, str, str | None]] = [
      '{"type":"call.ringing","call_id":"1182d9cfde73099c","ringing":true,"agent_name":"Alice"}', None),
     (ev.CallRinging(call_id=CALL, ringing=False),
      '{"type":"call.ringing","call_id":"1182d9cfde73099c","ringing":false,"agent_name":null}', None),
+    (ev.CallInterrupted(call_id=CALL, rejoined_call_id="9b1c0e4d27a85f63"),
+     '{"type":"call.interrupted","call_id":"1182d9cfde73099c","rejoined_call_id":"9b1c0e4d27a85f63",'
+     '"reason":"node_lost"}', None),
     (ev.CallBarge(call_id=CALL, active=True, name="Sam"),
      '{"type":"call.barge","call_id":"1182d9cfde73099c","active":true,"name":"Sam"}', None),
     (ev.TranscriptNotice(call_id=CALL, active=True, captions=False),

@@ -252,6 +252,7 @@ export interface CallinClientEventMap {
   callbackaccepted: { position: number | null; callId: string | null };
   callbackready: { callId: string; agentName: string; rejoinWithinS: number; at: number };
   rejoined: { callId: string; agentName: string | null };
+  interrupted: { callId: string; rejoinedCallId: string; reason: "node_lost" };
   content: { content: PushedContent };
   chat: { message: ChatLine };
 }

@@ -44,6 +44,8 @@
  *   held {held}   transferring {mode}   closed {reason, message, callbackAvailable, messageAllowed, opensAt, queue}
  *   callbackoffer {estimatedWaitS}   callbackaccepted {position}   callbackready {callId, agentName, rejoinWithinS}
  *   rejoined {callId, agentName}   content {content} (pushed by the agent: report it with reportContent)
+ *   interrupted {callId, rejoinedCallId, reason} (the call was cut off: the server that held it died; you wait again,
+ *     first in line, in call rejoinedCallId; this client sets its media up again by itself)
  *   chat {message} (every line of the call's chat, your own included)
  * State "callback": the call keeps its place in the queue without media; rejoin() when callbackready arrives.
  * Remote tracks carry a `slot`: "main" (the agent) or "aux" (a barging supervisor's voice, a second audio section).
@@ -744,6 +746,10 @@ export class CallinClient extends EventTarget {
         this.#emit("answered", { agentName: message.agent_name, callId: message.call_id, transferred });
         break;
       }
+      case "call.interrupted":
+        if (message.call_id !== this.callId || !message.rejoined_call_id) return;
+        this.#rejoinFront(message);
+        break;
       case "call.ringing":
         if (message.call_id !== this.callId || this.state !== "queued") return;
         this.ringingAgent = message.ringing ? (message.agent_name ?? null) : null;
@@ -845,6 +851,26 @@ export class CallinClient extends EventTarget {
       default:
         break;
     }
+  }
+
+  /**
+   * The call was cut off (the gateway node that held its media died) and the gateway put this caller back at the
+   * front of the line in a new call: wait there, with new media (the old peer connection went with that node).
+   */
+  #rejoinFront(message) {
+    this.callId = message.rejoined_call_id;
+    this.agentName = null;
+    this.ringingAgent = null;
+    this.barging = [];
+    this.held = false;
+    this.transferring = false;
+    this.#answeredAt = null;
+    this.#setState("queued");
+    this.#emit("interrupted", { callId: message.call_id, rejoinedCallId: message.rejoined_call_id, reason: message.reason });
+    if (!this.#pc) return; // no media yet (or released): nothing to set up again
+    this.#pc.close();
+    this.#pc = null;
+    this.#negotiate().catch((err) => this.#fail(err instanceof CallinError ? err : new CallinError("media_error", err?.message ?? String(err)), false));
   }
 
   #setQueue(message) {

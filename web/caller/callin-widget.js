@@ -34,7 +34,7 @@
  *   getAppScreenshot  async () => Blob (PNG/JPEG) of your app's screen: offered in the call's chat as
  *               "Screenshot of the app" (the caller sees it before it is sent)
  * The element dispatches callin:* events (callin:statechange, callin:queue, callin:ringing, callin:answered,
- * callin:barge, callin:transcript, callin:caption, callin:ended, callin:error) and exposes .client (a CallinClient), .open(), .minimize(), .start(callType).
+ * callin:barge, callin:transcript, callin:caption, callin:interrupted, callin:ended, callin:error) and exposes .client (a CallinClient), .open(), .minimize(), .start(callType).
  */
 
 import { CallinClient, CallinError, getDeviceLocation, gatewayOrigin, VERSION } from "./callin-client.js";
@@ -482,6 +482,7 @@ export class CallinWidget extends HTMLElement {
       this.#els.stage.classList.toggle("bannered", client.agentReconnecting);
       if (client.agentReconnecting) this.#showBanner("The agent is reconnecting…");
     });
+    on("interrupted", (d) => this.#onInterrupted(d));
     on("ringing", (d) => {
       this.#onRinging(d);
       this.#updateLauncher();
@@ -902,6 +903,25 @@ export class CallinWidget extends HTMLElement {
     this.#updateControls();
     this.#say(`Connected to ${agentName}.`);
     this.#startStats();
+  }
+
+  /** The call was cut off (the server holding it died): the caller waits again, first in line, by itself. */
+  #onInterrupted({ callId, rejoinedCallId }) {
+    this.#emit("interrupted", { callId, rejoinedCallId });
+    clearInterval(this.#timer);
+    clearInterval(this.#statsTimer);
+    const e = this.#els;
+    e.avatar.className = "avatar waiting";
+    e.avatar.innerHTML = icon("headphones", { size: 40 });
+    e.who.textContent = "Your call was cut off";
+    e.status.textContent = "You are first in line";
+    e.sub.textContent = "We'll connect you to the next free agent. Please stay on the line.";
+    e.endLabel.textContent = "Cancel";
+    e.hangup.setAttribute("aria-label", "Leave the line");
+    if (this.#view !== "call") this.#show("call");
+    this.#updateControls();
+    this.#updateLauncher();
+    this.#say("Your call was cut off. You are first in line; we'll connect you to the next free agent.");
   }
 
   #onEnded({ reason, by, durationS }) {

@@ -36,7 +36,7 @@ export function createWallboard(app) {
       queues
         .map(
           (q) => `<div class="tile${q.waiting ? " busy" : ""}" data-queue="${escapeHtml(q.name)}"><span class="t-label">${icon("users", { size: 14 })}Queue · ${escapeHtml(q.name)}</span>
-        <b class="t-value">${q.waiting}</b><span class="t-sub">waiting${q.oldest_since ? ` · longest <span class="tick" data-since="${q.oldest_since}">${since(q.oldest_since, offset)}</span>` : ""}</span></div>`,
+        <b class="t-value">${q.waiting}</b><span class="t-sub">waiting${typeof q.waiting_here === "number" ? ` on all nodes · ${q.waiting_here} here` : ""}${q.oldest_since ? ` · longest <span class="tick" data-since="${q.oldest_since}">${since(q.oldest_since, offset)}</span>` : ""}</span></div>`,
         )
         .join("") +
       `<div class="tile"><span class="t-label">${icon("phone", { size: 14 })}Calls in progress</span><b class="t-value">${board.calls.length}</b><span class="t-sub">${board.calls.filter((c) => c.held).length} on hold · ${board.calls.filter((c) => c.consult).length} in consult</span></div>
