@@ -624,7 +624,7 @@ class CallinCaller:
     async def _watch_media(self, pc: RTCPeerConnection) -> None:
         """While `pc` is the call's: nothing at all received for media_silence_s means its path is gone."""
         try:
-            from gateway.media.aiortc_internals import HookError, LinkProbe
+            from gateway.media.aiortc_internals import LinkProbe
 
             probe = LinkProbe(pc)
         except Exception as exc:  # noqa: BLE001 - an aiortc this SDK cannot look into: no silence detection
