@@ -69,6 +69,8 @@ async def test_every_bad_frame_gets_exactly_one_error_for_a_person(gateway, call
     caller = Caller(gateway.base_url, caller_token(sub="fuzz-contract"))
     await caller.connect()
     await caller.start("video")
+    # The caller's media comes up on its own time (media.state): let it, so that what follows each frame is its answer.
+    await caller.ws.wait(lambda m: m.get("type") == "media.state" and m.get("state") == "connected", timeout=15)
     agent = Agent(gateway.base_url)
     await agent.connect(available=False)
     codes = set()
