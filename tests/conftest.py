@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.auth import mint_caller_token  # noqa: E402
+from tests.support.redisserver import running_redis  # noqa: E402
 from tests.support.server import TEST_SECRET, RunningGateway, running_gateway  # noqa: E402
 
 
@@ -18,6 +20,23 @@ from tests.support.server import TEST_SECRET, RunningGateway, running_gateway  #
 async def gateway() -> AsyncIterator[RunningGateway]:
     async with running_gateway() as gw:
         yield gw
+
+
+@pytest.fixture
+async def redis_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A real redis-server of this test's own, on a free loopback port: its URL."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    async with running_redis(directory) as url:
+        yield url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of this test's own redis-server."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ Run inside a loopback-only network namespace:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from playwright.async_api import expect
 
@@ -28,7 +26,7 @@ from tests.e2e.browser import (
 )
 from tests.support.cluster_nodes import start
 from tests.support.process import GatewayProcess
-from tests.support.redisserver import running_redis
+
 
 pytestmark = pytest.mark.browser
 
@@ -37,13 +35,6 @@ async def packets(read, key: str, at_least: int):
     stats = await read()
     value = ((stats or {}).get(key.split(".")[0]) or {}).get(key.split(".")[1]) or 0
     return value if value >= at_least else None
-
-
-@pytest.fixture
-async def redis_url(tmp_path: Path):
-    (tmp_path / "redis").mkdir()
-    async with running_redis(tmp_path / "redis") as url:
-        yield url
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

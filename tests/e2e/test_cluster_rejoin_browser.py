@@ -9,8 +9,6 @@ Run inside a loopback-only network namespace:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from playwright.async_api import expect
 
@@ -29,16 +27,9 @@ from tests.e2e.browser import (
 from tests.e2e.test_cluster_browser import packets
 from tests.support.balancer import RoundRobin
 from tests.support.cluster_nodes import node, record_state, start
-from tests.support.redisserver import running_redis
+
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-async def redis_url(tmp_path: Path):
-    (tmp_path / "redis").mkdir()
-    async with running_redis(tmp_path / "redis") as url:
-        yield url
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -14,14 +13,6 @@ from redis.asyncio import Redis
 from tests.support.api import caller_socket
 from tests.support.clients import Agent, Caller, wait_until
 from tests.support.cluster_nodes import node, record_state, spread_agents, start
-from tests.support.redisserver import running_redis
-
-
-@pytest.fixture
-async def redis_url(tmp_path: Path):
-    (tmp_path / "redis").mkdir()
-    async with running_redis(tmp_path / "redis") as url:
-        yield url
 
 
 async def hears(sink, expected_hz: float, frames: int = 30, timeout: float = 10) -> None:

@@ -7,7 +7,6 @@ to another node with their resume token and keep their places among the others."
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -16,17 +15,9 @@ from tests.support.api import caller_socket
 from tests.support.balancer import RoundRobin
 from tests.support.clients import Agent, WsClient, wait_until
 from tests.support.cluster_nodes import node, spread_agents, start
-from tests.support.redisserver import running_redis
 from tests.integration.test_drain import resume_through
 
 CALLERS = 6
-
-
-@pytest.fixture
-async def redis_url(tmp_path: Path):
-    (tmp_path / "redis").mkdir()
-    async with running_redis(tmp_path / "redis") as url:
-        yield url
 
 
 def place(ws: WsClient, call_id: str) -> int | None:

@@ -5,22 +5,12 @@ agent is offered it first. Real `callin serve` processes, a real redis-server, r
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.integration.test_drain import resume_through
 from tests.support.api import caller_socket
 from tests.support.clients import Agent, WsClient
 from tests.support.cluster_nodes import node, record_state, start
-from tests.support.redisserver import running_redis
-
-
-@pytest.fixture
-async def redis_url(tmp_path: Path):
-    (tmp_path / "redis").mkdir()
-    async with running_redis(tmp_path / "redis") as url:
-        yield url
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

@@ -7,19 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
-import pytest
 from redis.asyncio import Redis
 
 from gateway.store.redis_routing import RedisRouting
-from tests.support.redisserver import running_redis
-
-
-@pytest.fixture
-async def redis_url(tmp_path: Path):
-    async with running_redis(tmp_path) as url:
-        yield url
 
 
 async def available(routing: RedisRouting, username: str, seen: str = "", skills: tuple[str, ...] = ("general",),

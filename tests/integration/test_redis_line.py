@@ -6,22 +6,9 @@ unless the agent passed on it or it cannot be offered now."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
-import pytest
-from redis.asyncio import Redis
 
 from gateway.store.redis_line import LineEntry, RedisLine
 from gateway.store.redis_routing import RedisRouting, line_score
-from tests.support.redisserver import running_redis
-
-
-@pytest.fixture
-async def redis(tmp_path: Path):
-    async with running_redis(tmp_path) as url:
-        client = Redis.from_url(url)
-        yield client
-        await client.aclose()
 
 
 def entry(call_id: str, at: float, queue: str = "default", offerable: bool = True, priority: int = 0,

@@ -6,21 +6,8 @@ a crash."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-
-import pytest
-from redis.asyncio import Redis
 
 from gateway.store.redis_nodes import NodeEntry, RedisNodeRegistry, totals
-from tests.support.redisserver import running_redis
-
-
-@pytest.fixture
-async def redis(tmp_path: Path):
-    async with running_redis(tmp_path) as url:
-        client = Redis.from_url(url)
-        yield client
-        await client.aclose()
 
 
 def entry(instance: str, at: float, **counts: int) -> NodeEntry:
