@@ -181,13 +181,7 @@ class Switchboard(AsyncIOEventEmitter):
         `restore_resume_grace_s`; then it ends as any call whose caller did not come back."""
         if not self.waiting.restorable(call):
             return
-        session = self.sessions.restore("caller", call.identity, caller_resume, call.id,
-                                        self.settings.restore_resume_grace_s)
-        self.sessions.file_under(session, ("caller", subject_key(call.identity)))
-        call.caller_session = session.id
-        call.caller_resume = caller_resume
-        call.awaiting_caller = True
-        self.lifecycle.add(call)
+        self._await_caller(call, caller_resume)
         self.waiting.restored(call)
         self._settle()
 
@@ -198,6 +192,14 @@ class Switchboard(AsyncIOEventEmitter):
         call.interrupted."""
         if self.live.call(call.id) is not None or self.core.closing:
             return
+        session = self._await_caller(call, caller_resume)
+        self.waiting.rejoined(call)
+        session.deliver(CallInterrupted(call_id=call.rejoin_of or "", rejoined_call_id=call.id))
+        self._settle()
+
+    def _await_caller(self, call: Call, caller_resume: str) -> Session:
+        """Track a call read back from the records, its caller not here yet: a restored session waits for it (the
+        token it holds, whose hash the record kept) for `restore_resume_grace_s`."""
         session = self.sessions.restore("caller", call.identity, caller_resume, call.id,
                                         self.settings.restore_resume_grace_s)
         self.sessions.file_under(session, ("caller", subject_key(call.identity)))
@@ -205,9 +207,7 @@ class Switchboard(AsyncIOEventEmitter):
         call.caller_resume = caller_resume
         call.awaiting_caller = True
         self.lifecycle.add(call)
-        self.waiting.rejoined(call)
-        session.deliver(CallInterrupted(call_id=call.rejoin_of or "", rejoined_call_id=call.id))
-        self._settle()
+        return session
 
     def rejoin(self, session: Session, call_id: str) -> Call:
         call = self.waiting.rejoin(session, call_id)

@@ -475,19 +475,26 @@ def row_dict(row: CallRow) -> dict[str, Any]:
     return public_record(row)
 
 
+def _caller_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """What a call read back from its record keeps of its caller and request (no caller session yet)."""
+    return {
+        "id": row["id"],
+        "identity": CallerIdentity.model_validate(row["identity"]),
+        "call_type": CallType(row["call_type"]),
+        "location": Location.model_validate(row["location"]) if row["location"] else None,
+        "context": CallContext.model_validate(row["context"]),
+        "caller_session": "",
+        "priority": row["priority"],
+        "queue": row["queue"],
+        "created_at": row["created_at"],
+    }
+
+
 def call_from_record(row: dict[str, Any], events: list[dict[str, Any]]) -> Call:
     """A callback request or a waiting call read back from its record, waiting again (a callback has no caller
     session: the caller rejoins; a waiting call gets a restored one: Switchboard.restore_waiting)."""
     call = Call(
-        id=row["id"],
-        identity=CallerIdentity.model_validate(row["identity"]),
-        call_type=CallType(row["call_type"]),
-        location=Location.model_validate(row["location"]) if row["location"] else None,
-        context=CallContext.model_validate(row["context"]),
-        caller_session="",
-        priority=row["priority"],
-        queue=row["queue"],
-        created_at=row["created_at"],
+        **_caller_fields(row),
         closed_reason=row["closed_reason"],
         callback=bool(row["callback"]),
         callback_phone=row["callback_phone"],
@@ -505,15 +512,7 @@ def rejoin_call(row: dict[str, Any]) -> Call:
     (`rejoin_of`: its node died): same caller, queue, priority, type and context; at the front of the line
     (Switchboard.restore_rejoin)."""
     return Call(
-        id=row["id"],
-        identity=CallerIdentity.model_validate(row["identity"]),
-        call_type=CallType(row["call_type"]),
-        location=Location.model_validate(row["location"]) if row["location"] else None,
-        context=CallContext.model_validate(row["context"]),
-        caller_session="",
-        priority=row["priority"],
-        queue=row["queue"],
-        created_at=row["created_at"],
+        **_caller_fields(row),
         arrived_at=row["first_arrived"] - REJOIN_AHEAD_S,
         rejoin_of=row["rejoin_of"],
     )
