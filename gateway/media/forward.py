@@ -174,7 +174,6 @@ class Producer:
     routes: tuple[Any, ...] = ()
     slow: list[Any] = field(default_factory=list)
     _fanout: Any = None
-    _counted: int = 0
 
     def on_frame(self, data: bytes, timestamp: int, discontinuity: bool) -> None:
         key = is_keyframe(self.codec, data)
@@ -204,8 +203,6 @@ class Producer:
         if packet.marker or self.kind == "audio":
             self.frames += 1
         self.keyframes += key
-        if len(self.consumers) != self._counted:  # a consumer added or removed without attach/detach
-            self.routes_changed()
         slow = self.slow
         if self.routes:
             level = packet.extensions.audio_level
@@ -270,7 +267,6 @@ class Producer:
         self.armed = armed
         self.routes = tuple(c.route for c in armed)
         self.slow = [c for c in self.consumers if c not in armed]
-        self._counted = len(self.consumers)
         if armed and self._fanout is None:
             from .fastpath import native_module
 

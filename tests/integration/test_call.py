@@ -35,12 +35,13 @@ def in_order(values: list[int]) -> bool:
 
 
 class PacketCounter:
-    """A packet consumer of a Producer that is not a forwarder: notes the sequence numbers it is handed."""
+    """A read-only tap of a Producer (Producer.taps, as a recording's or a transcript's): notes the sequence numbers
+    it is handed."""
 
     def __init__(self) -> None:
         self.sequence_numbers: list[int] = []
 
-    def forward(self, packet, keyframe_start: bool) -> None:
+    def on_packet(self, packet, keyframe_start: bool) -> None:
         self.sequence_numbers.append(packet.sequence_number)
 
 
@@ -71,9 +72,9 @@ async def test_video_call_end_to_end(gateway, caller_token):
     caller_leg = gateway.board.relays[queued["call_id"]].caller
     await asyncio.wait_for(caller_leg.connected.wait(), 10)
     await wait_until(lambda: caller_leg.producers["video"].frames > 5)
-    tap = PacketCounter()  # a Python consumer beside the agent's stream (what a recorder or speech tap is)
+    tap = PacketCounter()  # a Python tap beside the agent's stream (what a recorder or speech tap is)
     if gateway.settings.relay_mode == "packet":
-        caller_leg.producers["video"].consumers.append(tap)
+        caller_leg.producers["video"].taps.append(tap)
 
     await agent.accept(offer["call_id"], tone_hz=440)
     answered = await caller.ws.wait("call.answered")
