@@ -167,6 +167,15 @@ class RecordingCatalog:
     async def get(self, call_id: str) -> dict[str, Any]:
         return _public(await self._row(call_id))
 
+    async def filed(self, call_ids: list[str], chunk: int = 500) -> set[str]:
+        """Which of `call_ids` have a row (one query per `chunk` ids)."""
+        found: set[str] = set()
+        for start in range(0, len(call_ids), chunk):
+            query = select(RecordingRow.call_id).where(RecordingRow.call_id.in_(call_ids[start:start + chunk]))
+            async with self.db.session() as session:
+                found.update((await session.scalars(query)).all())
+        return found
+
     async def key(self, call_id: str) -> tuple[str, dict[str, Any]]:
         row = await self._row(call_id)
         return row.storage_key, _public(row)
@@ -333,19 +342,17 @@ class RecordingArchive:
         recording.ready). Its paused spans are in the call record (recording_paused), not in the file. Returns
         how many were filed."""
         filed = 0
-        for path in await asyncio.to_thread(self.storage.local_files):
+        paths = await asyncio.to_thread(self.storage.local_files)
+        known = await self.catalog.filed(sorted({p.stem for p in paths}))  # one query for them all (chunked)
+        for path in paths:
             call_id = path.stem
-            if is_live(call_id) or call_id in self._filing:
+            if is_live(call_id) or call_id in self._filing or call_id in known:
                 continue
-            try:
-                await self.catalog.get(call_id)
-                continue  # filed already
-            except NotFound:
-                pass
             info = await asyncio.to_thread(probe, path)
             if info is None:
                 log.warning("recordings.unreadable_left_unfiled", path=str(path))
                 continue
+            known.add(call_id)  # another file of the same call is not filed over this one
             record = await lookup(call_id) or {}
             log.warning("recordings.recovered", call_id=call_id, duration_s=round(info.duration_s, 1))
             await self.file(call_id, info, queue=record.get("queue"), agent=record.get("agent"))

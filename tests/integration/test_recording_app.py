@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
+from sqlalchemy import event
 
 from gateway.media.plane import RecordingInfo
 from gateway.store.db import Database
-from gateway.store.recordings import LocalRecordingStorage, RecordingCatalog, RecordingSweeper
+from gateway.store.recordings import RecordingArchive, LocalRecordingStorage, RecordingCatalog, RecordingSweeper
 from gateway.store.webhooks import verify_signature
 from tests.support.loopback_http import Receiver
 from tests.support.api import Api, agent_socket, caller_socket
@@ -268,6 +270,70 @@ async def test_retention_deletes_old_files_and_marks_them(database_url, tmp_path
         assert (await catalog.get("new0000000000002"))["deleted_at"] is None
         assert await sweeper.sweep() == 0  # nothing twice
         assert storage.local_file(storage.key_of(str(paths["old0000000000001"]))) is None
+    finally:
+        await db.close()
+
+
+def short_webm(path: Path) -> None:
+    """A real one-second VP8 recording (ten black frames)."""
+    with av.open(str(path), "w", format="webm") as container:
+        stream = container.add_stream("libvpx", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(10):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), dtype=np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+async def test_recovery_asks_the_catalog_once_for_all_the_files(database_url, tmp_path):
+    """Recovery at start with 520 local files, 518 of them filed: the catalog is asked in one query per 500 files
+    (not one per file). A readable unfiled file is filed; an unreadable one is not, nor a live call's until it
+    ends."""
+    db = Database(database_url)
+    await db.upgrade()
+    try:
+        storage = LocalRecordingStorage(tmp_path / "recordings")
+        catalog = RecordingCatalog(db)
+        now = time.time()
+        info = RecordingInfo(path="", container="webm", started_at=now, duration_s=1.0, size_bytes=100, tracks=(),
+                             paused_spans=())
+        for n in range(518):
+            path = Path(await storage.prepare(f"filed{n:011d}", now) + ".webm")
+            path.write_bytes(b"x" * 100)  # unreadable: filed already, so recovery must not even read it
+            await catalog.add(path.stem, storage.key_of(str(path)), info, "0" * 64, 100, queue=None, agent=None)
+        live = Path(await storage.prepare("live000000000001", now) + ".webm")
+        short_webm(live)
+        Path(await storage.prepare("broken0000000001", now) + ".webm").write_bytes(b"not a recording")
+        published: list[tuple[str, dict]] = []
+        archive = RecordingArchive(catalog, storage, lambda kind, body: published.append((kind, body)),
+                                   lambda call_id: f"/api/v1/recordings/{call_id}/file")
+        statements: list[str] = []
+
+        def count(_conn, _cursor, statement, *_args) -> None:
+            if "FROM recordings" in statement:
+                statements.append(statement)
+
+        async def lookup(call_id: str) -> dict:
+            return {"queue": "sales", "agent": "bob"}
+
+        event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            assert await archive.recover(lambda call_id: call_id == live.stem, lookup) == 0
+        finally:
+            event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+        assert len(statements) == 2, statements  # 520 call ids in chunks of 500
+
+        orphan = Path(await storage.prepare("orphan0000000001", now) + ".webm")
+        short_webm(orphan)
+        assert await archive.recover(lambda call_id: call_id == live.stem, lookup) == 1
+        filed = await catalog.get(orphan.stem)
+        assert filed["sha256"] == hashlib.sha256(orphan.read_bytes()).hexdigest()
+        assert (filed["queue"], filed["agent"]) == ("sales", "bob") and filed["duration_s"] == pytest.approx(1.0)
+        assert [(kind, body["call_id"]) for kind, body in published] == [("recording.ready", orphan.stem)]
+        assert await catalog.filed([live.stem, "broken0000000001", "filed00000000000"]) == {"filed00000000000"}
+        assert await archive.recover(lambda call_id: False, lookup) == 1  # the call ended: its file is filed
+        assert await catalog.filed([live.stem, orphan.stem]) == {live.stem, orphan.stem}
+        await archive.stop()
     finally:
         await db.close()
 
