@@ -303,6 +303,10 @@ class Recording:
                  if tap.clock.last_pts >= 0]
         return max([now, *media]) / 1000
 
+    def observe(self, relay: Any) -> None:
+        """The call's relay changed (its legs or scene): follow it (a Relay observer)."""
+        self.follow(relay.legs, relay.heard())
+
     def follow(self, legs: Mapping[str, Any], heard: Iterable[str]) -> None:
         """Tap what the scene makes part of the call: the caller's video and audio, and the audio of every other
         participant whom someone hears. Called whenever the relay's legs or scene change."""

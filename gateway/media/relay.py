@@ -15,6 +15,8 @@ from .warmup import KeyframeWarmer
 
 log = logging.getLogger(__name__)
 
+Observer = Callable[["Relay"], None]  # told the relay after each change of its legs or scene
+
 
 class Relay:
     """Forwards encoded streams between the legs of one call, as its Scene says, without transcoding."""
@@ -31,7 +33,7 @@ class Relay:
         self._closing: set[asyncio.Future[None]] = set()  # replaced legs being closed
         self._negotiating: dict[str, Leg] = {}  # participant -> its new leg while its offer is being answered
         self._locks: dict[str, asyncio.Lock] = {}
-        self.watchers: list[Callable[[], None]] = []  # told after each change of legs or scene (a transcript's taps)
+        self._observers: list[Observer] = []  # what taps the legs' producers: a recording, a transcript
         # While a leg waits behind the gate (its agent has not accepted yet), keep the caller's keyframe fresh.
         self._warmer = KeyframeWarmer(self._caller_video) if config.relay_mode == "packet" else None
         self.recording: Recording | None = None  # the call's recording, tapping the legs' producers (recorder.py)
@@ -127,10 +129,18 @@ class Relay:
         self._applied = wanted
         if self._warmer is not None:
             self._warmer.set_active(bool(self.gated()))
-        if self.recording is not None:
-            self.recording.follow(self.legs, {e.source for e in wanted if e.sink_slot.startswith("audio")})
-        for watcher in list(self.watchers):
-            watcher()
+        for observer in list(self._observers):
+            observer(self)
+
+    def observe(self, observer: Observer) -> None:
+        """Tell `observer` this relay now and after each change of its legs or scene, until unobserve()."""
+        if observer not in self._observers:
+            self._observers.append(observer)
+        observer(self)
+
+    def unobserve(self, observer: Observer) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
 
     def record(self, recording: Recording) -> None:
         """Record this call's media from now on (the recording's taps follow leg changes and the scene)."""
@@ -138,13 +148,14 @@ class Relay:
         if self.transcode_mode:
             raise InvalidState("calls relayed with relay_mode=transcode cannot be recorded", code="recording_unsupported")
         self.recording = recording
-        self.refresh()
+        self.observe(recording.observe)
 
     def take_recording(self) -> Recording | None:
         """Stop tapping this relay for its recording and hand the recording over (to be stopped, or to follow the
         call's next relay)."""
         recording, self.recording = self.recording, None
         if recording is not None:
+            self.unobserve(recording.observe)
             recording.follow({}, set())
         return recording
 
@@ -197,6 +208,10 @@ class Relay:
 
             self._decoded_relay = MediaRelay()
         return self._decoded_relay
+
+    def heard(self) -> set[str]:
+        """Whose audio flows to someone now."""
+        return {e.source for e in self._applied if e.sink_slot.startswith("audio")}
 
     def hears(self, listener: str) -> set[str]:
         """Whose audio actually flows to `listener` now."""

@@ -80,18 +80,17 @@ class CallTranscriber:
     # -- the relay
     def bind(self, relay: Any) -> None:
         """Follow this relay's legs (again after a reset of the call's media)."""
-        if self._relay is not None and self.sync in self._relay.watchers:
-            self._relay.watchers.remove(self.sync)
+        if self._relay is not None:
+            self._relay.unobserve(self.sync)
         self._relay = relay
-        relay.watchers.append(self.sync)
-        self.sync()
+        relay.observe(self.sync)
 
-    def sync(self) -> None:
-        """Tap each participant's current audio producer; untap those that left."""
-        if self._done is not None or self._relay is None:
+    def sync(self, relay: Any) -> None:
+        """Tap each participant's current audio producer; untap those that left (a Relay observer)."""
+        if self._done is not None or relay is not self._relay:
             return
         present: set[str] = set()
-        for participant, leg in list(self._relay.legs.items()):
+        for participant, leg in list(relay.legs.items()):
             producer = leg.producers.get(AUDIO_SLOT)
             if producer is None:
                 continue
@@ -125,8 +124,8 @@ class CallTranscriber:
         return sink
 
     def _untap(self) -> None:
-        if self._relay is not None and self.sync in self._relay.watchers:
-            self._relay.watchers.remove(self.sync)
+        if self._relay is not None:
+            self._relay.unobserve(self.sync)
         for _, tap in self._taps.values():
             tap.detach()
         self._taps.clear()

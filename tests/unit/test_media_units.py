@@ -10,6 +10,8 @@ from aiortc.rtp import RtpPacket
 from gateway.media.assembler import MAX_GAP_PACKETS, AudioAssembler, VideoAssembler
 from gateway.media.codecs import is_frame_start, is_keyframe
 from gateway.media.forward import EncodedFrame, ForwardTrack, Producer
+from gateway.media.leg import MediaConfig
+from gateway.media.relay import Relay
 
 
 def vp8_packet(seq: int, ts: int, start: bool, marker: bool, body: bytes = b"\x01") -> RtpPacket:
@@ -130,3 +132,29 @@ async def test_producer_rate_limits_keyframe_requests_without_losing_them():
     await asyncio.sleep(0.15)
     assert len(sent) == 2  # the requests inside the interval became one, sent when it ended
     producer.close()
+
+
+async def test_relay_observers_are_told_now_and_after_each_change_until_unobserved():
+    """One observer mechanism serves the recording and the transcript: told the relay at once, after each change
+    of scene (or legs), once however often it is added, never again once removed, never after close."""
+    relay = Relay("call-obs", MediaConfig())
+    seen: list[tuple[str, str | None]] = []
+
+    def first(r: Relay) -> None:
+        seen.append(("first", r.scene.agent))
+
+    def second(r: Relay) -> None:
+        seen.append(("second", r.scene.agent))
+
+    relay.observe(first)
+    relay.observe(first)  # added once; told again now
+    relay.observe(second)
+    relay.set_scene(agent="alice")
+    relay.unobserve(first)
+    relay.unobserve(first)  # not there any more: nothing
+    relay.set_scene(agent="bob")
+    await relay.close()
+    relay.set_scene(agent="carol")  # closed: no one is told
+    assert seen == [("first", None), ("first", None), ("second", None), ("first", "alice"), ("second", "alice"),
+                    ("second", "bob")]
+    assert relay.heard() == set()
