@@ -21,14 +21,13 @@ Pauses are reported through `observe(kind, seconds)` (the `callin_gc_pause_secon
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import time
 from collections.abc import Callable
 
 import structlog
 
-from .tasks import stop_task
+from .tasks import Periodic
 
 log = structlog.get_logger("callin.gc")
 
@@ -45,7 +44,7 @@ class GcPolicy:
         self.sweeps = 0
         self.longest_s = 0.0
         self._saved: tuple[int, int, int] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._sweeper = Periodic(self.sweep, sweep_interval_s, log=log, failed="gc.sweep_failed", name="callin-gc")
 
     def start(self) -> None:
         """Freeze what exists, turn automatic full collections off, sweep on a timer (needs a running loop)."""
@@ -56,11 +55,10 @@ class GcPolicy:
         self._report("start", time.perf_counter() - started)
         young, middle, _ = self._saved
         gc.set_threshold(max(young, YOUNG_THRESHOLD), middle, NEVER)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="callin-gc")
+        self._sweeper.start()
 
     async def stop(self) -> None:
-        await stop_task(self._task)
-        self._task = None
+        await self._sweeper.stop()
         if self._saved is not None:
             gc.set_threshold(*self._saved)
             gc.unfreeze()
@@ -78,11 +76,6 @@ class GcPolicy:
         seconds = time.perf_counter() - started
         self._report("complete" if complete else "sweep", seconds)
         return seconds
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval_s)
-            self.sweep()
 
     def _report(self, kind: str, seconds: float) -> None:
         self.longest_s = max(self.longest_s, seconds)

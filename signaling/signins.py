@@ -7,12 +7,11 @@ sessions with sockets here are still live, which catches expiry and sessions end
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import structlog
 
-from gateway.tasks import stop_task
+from gateway.tasks import Periodic
 from gateway.store.signins import SignInStore
 
 log = structlog.get_logger("callin.signins")
@@ -25,7 +24,8 @@ class LiveSignIns:
         self.store = store
         self.check_s = check_s
         self._sockets: dict[str, set[Closer]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._sweeper = Periodic(self.check, check_s, log=log, failed="signins.check_failed",
+                                 name="callin-signins-check")
 
     def register(self, sid: str, closer: Closer) -> Callable[[], None]:
         self._sockets.setdefault(sid, set()).add(closer)
@@ -55,16 +55,7 @@ class LiveSignIns:
         return self.end([sid for sid in sids if sid not in live], "session_ended")
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._sweep())
+        self._sweeper.start()
 
     async def stop(self) -> None:
-        await stop_task(self._task)
-        self._task = None
-
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(self.check_s)
-            try:
-                await self.check()
-            except Exception:
-                log.exception("signins.check_failed")
+        await self._sweeper.stop()

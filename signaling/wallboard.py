@@ -8,11 +8,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from gateway.tasks import stop_task
+import structlog
+
+from gateway.tasks import Periodic
 from gateway.switchboard import Switchboard
 
 from . import protocol as p
 from .outbox import Wire
+
+log = structlog.get_logger("callin.wallboard")
 
 DEBOUNCE_S = 0.15
 RECHECK_S = 2.0
@@ -24,17 +28,18 @@ class WallboardHub:
         self._subscribers: set[Callable[[Wire], None]] = set()
         self._last = ""
         self._pending: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._rechecks = Periodic(self._recheck, RECHECK_S, log=log, failed="wallboard.recheck_failed",
+                                  name="callin-wallboard")
         for name in ("call.queued", "call.offered", "call.withdrawn", "call.answered", "call.ended", "call.updated"):
             board.on(name, lambda *_: self.poke())
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._recheck())
+        self._rechecks.start()
 
     async def stop(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
-        await stop_task(self._task)
+        await self._rechecks.stop()
         self._subscribers.clear()
 
     def subscribe(self, send: Callable[[Wire], None]) -> dict[str, Any]:
@@ -59,8 +64,6 @@ class WallboardHub:
         for send in list(self._subscribers):
             send(wire)
 
-    async def _recheck(self) -> None:
-        while True:
-            await asyncio.sleep(RECHECK_S)
-            if self._subscribers:
-                self._publish()
+    def _recheck(self) -> None:
+        if self._subscribers:
+            self._publish()

@@ -11,11 +11,14 @@ uplink only, and only while a call rings at a console that pre-connected.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
+
+from ..tasks import Periodic
+
+log = logging.getLogger(__name__)
 
 MAX_AGE_S = 0.5  # well inside forward.GOP_CACHE_SECONDS: a keyframe asked for arrives after a round trip
 CHECK_S = 0.1
@@ -27,41 +30,37 @@ class KeyframeWarmer:
     def __init__(self, producer: Callable[[], Any], max_age_s: float = MAX_AGE_S, check_s: float = CHECK_S) -> None:
         self._producer = producer
         self.max_age_s = max_age_s
-        self.check_s = check_s
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self._check, check_s, log=log, failed="keyframe warmer: a check failed", at_once=True,
+                              name="callin-keyframe-warmer")
         self._asked_at = -1e9
         self.requests = 0
 
     @property
+    def check_s(self) -> float:
+        return self._loop.interval_s
+
+    @property
     def active(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
     def set_active(self, active: bool) -> None:
-        if active and not self.active:
-            self._task = asyncio.ensure_future(self._run())
-        elif not active:
+        if active:
+            self._loop.start()
+        else:
             self.stop()
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        self._loop.cancel()
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            producer = self._producer()
-            now = time.monotonic()
-            # Old, and not asked for already (the keyframe asked for is on its way: a round trip and an encode).
-            if (producer is not None and producer.codec and now - producer.gop_started >= self.max_age_s
-                    and now - self._asked_at >= self.max_age_s):
-                self._asked_at = now
-                self.requests += 1
-                producer.request_keyframe()
-            await asyncio.sleep(self.check_s)
+    def _check(self) -> None:
+        producer = self._producer()
+        now = time.monotonic()
+        # Old, and not asked for already (the keyframe asked for is on its way: a round trip and an encode).
+        if (producer is not None and producer.codec and now - producer.gop_started >= self.max_age_s
+                and now - self._asked_at >= self.max_age_s):
+            self._asked_at = now
+            self.requests += 1
+            producer.request_keyframe()

@@ -22,6 +22,7 @@ import structlog
 
 from ..errors import GatewayError, NotFound
 from ..scan import scan_upload
+from ..tasks import Periodic
 
 SIGNATURES: list[tuple[str, bytes, int]] = [
     ("image/png", b"\x89PNG\r\n\x1a\n", 0),
@@ -113,7 +114,8 @@ class AttachmentStore:
         self._clock = clock
         self._index: dict[str, Attachment] = {}  # written and readable
         self._pending: dict[str, Attachment] = {}  # being written: they count toward the quotas already
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Periodic(self.sweep, min(max(self.limits.retention_s / 4, 0.2), 3600.0), log=log,
+                                 failed="attachments.sweep_failed", name="callin-attachments-sweeper")
 
     def _dir(self, call_id: str) -> Path:
         if not re.fullmatch(r"[0-9a-f]{1,64}", call_id):
@@ -202,24 +204,10 @@ class AttachmentStore:
         return len(expired)
 
     def start(self) -> None:
-        if self._sweeper is None:
-            self._sweeper = asyncio.ensure_future(self._sweep_forever())
+        self._sweeper.start()
 
     async def stop(self) -> None:
-        task, self._sweeper = self._sweeper, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _sweep_forever(self) -> None:
-        interval = min(max(self.limits.retention_s / 4, 0.2), 3600.0)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep()
-            except OSError:
-                log.exception("attachments.sweep_failed")
+        await self._sweeper.stop()
 
 
 def _write(folder: Path, attachment: Attachment, data: bytes) -> None:

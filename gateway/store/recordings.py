@@ -13,7 +13,6 @@ serve through a signed URL (docs/recording.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from sqlalchemy import select, update
 
 from ..errors import NotFound
 from ..media.plane import RecordingInfo
+from ..tasks import Periodic
 from .db import Database
 from .models import CallRow, RecordingAccessRow, RecordingRow
 
@@ -240,7 +240,8 @@ class RecordingSweeper:
         self.retention_s = retention_days * 86_400
         self.interval_s = interval_s
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self.sweep, interval_s, log=log, failed="recordings.sweep_failed", at_once=True,
+                              name="callin-recordings-sweeper")
 
     async def sweep(self) -> int:
         """One pass; returns how many recordings were deleted."""
@@ -260,22 +261,10 @@ class RecordingSweeper:
         return deleted
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        self._loop.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("recordings.sweep_failed")
-            await asyncio.sleep(self.interval_s)
+        await self._loop.stop()
 
 
 Publish = Callable[[str, dict[str, Any]], None]
