@@ -20,6 +20,7 @@ import av
 from aiortc import MediaStreamError, MediaStreamTrack
 
 from .codecs import CLOCK_RATES, is_keyframe, is_keyframe_start
+from .viewer import pass_keyframe_request
 
 
 GOP_CACHE_PACKETS = 600
@@ -103,12 +104,7 @@ class ForwardTrack(MediaStreamTrack):
     def request_keyframe(self) -> None:
         """The remote side of this track asked for a keyframe (PLI/FIR), or it needs one: within its budget."""
         self.stats.keyframe_requests += 1
-        if self._on_keyframe_needed is None or self.paused:
-            return
-        if self.budget is None:
-            self._on_keyframe_needed()
-        else:
-            self.budget.ask(self._on_keyframe_needed, counts=not self._needs_keyframe)
+        pass_keyframe_request(self._on_keyframe_needed, self.budget, paused=self.paused, waiting=self._needs_keyframe)
 
     def restart(self) -> None:
         """A new source: drop what is queued from the old one and start the new one at a keyframe."""

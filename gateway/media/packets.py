@@ -21,7 +21,7 @@ from . import aiortc_internals as internals
 from .aiortc_internals import OutgoingPacket, RtpPacket, uint16_gt
 from .codecs import CLOCK_RATES
 from .forward import ForwardStats
-from .viewer import KeyframeBudget
+from .viewer import KeyframeBudget, pass_keyframe_request
 
 # Packets older than the resume point are from the skipped range; after this many the check is dropped (wrap).
 RESUME_WINDOW = 1000
@@ -103,12 +103,7 @@ class RtpForwarder:
         """The agent asked this stream for a keyframe (PLI/FIR), or it needs one: pass it on to the source, within
         this viewer's budget."""
         self._stats.keyframe_requests += 1
-        if self._on_keyframe_needed is None or self.paused:
-            return
-        if self.budget is None:
-            self._on_keyframe_needed()
-        else:
-            self.budget.ask(self._on_keyframe_needed, counts=not self._needs_keyframe)
+        pass_keyframe_request(self._on_keyframe_needed, self.budget, paused=self.paused, waiting=self._needs_keyframe)
 
     def _skip_to_keyframe(self) -> None:
         if not self._needs_keyframe:

@@ -112,6 +112,19 @@ class KeyframeBudget:
             self._pending = None
 
 
+def pass_keyframe_request(send: Callable[[], None] | None, budget: KeyframeBudget | None, *, paused: bool,
+                          waiting: bool) -> None:
+    """A viewer's keyframe request, passed on to the source through `send` (None: no source): not while its video
+    is paused; within its `budget` if it has one (`waiting`: it waits for a keyframe already, so the request is no
+    overrun)."""
+    if send is None or paused:
+        return
+    if budget is None:
+        send()
+    else:
+        budget.ask(send, counts=not waiting)
+
+
 def _shared(consumer: Any) -> bool:
     """Whether the stream a consumer forwards also goes to other viewers (unknown: assume it does)."""
     source = getattr(consumer, "source", None)

@@ -4,10 +4,14 @@ real-peer proof is tests/integration/test_media_health.py)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
 
 from gateway.media.forward import ForwardTrack
 from gateway.media.health import Liveness, MediaWatchdog, WatchdogConfig
 from gateway.media.viewer import KeyframeBudget, ViewerConfig, ViewerGuard
+from tests.unit.test_packets import forwarder
 
 
 class Clock:
@@ -192,3 +196,37 @@ async def test_repeated_requests_while_waiting_for_a_keyframe_are_not_held_again
         track.request_keyframe()
     assert track.budget.overruns_since(0) == 5
     track.stop()
+
+
+@pytest.mark.parametrize("viewer", ["frames", "packets"])
+async def test_both_kinds_of_viewer_pass_keyframe_requests_on_by_the_same_rules(viewer):
+    """A frame-level ForwardTrack and a packet-level RtpForwarder pass a keyframe request on alike
+    (viewer.pass_keyframe_request): never without a source or while paused (but counted), straight on without a
+    budget, within the budget with one; a request while a keyframe is awaited already is no overrun."""
+    clock = Clock()
+    if viewer == "frames":
+        track: Any = ForwardTrack("video", 30)
+    else:
+        track, _, _ = forwarder("video")
+    track._on_keyframe_needed = None
+    track.request_keyframe()  # no source yet
+    to_source: list[float] = []
+    track._on_keyframe_needed = lambda: to_source.append(clock.t)
+    track.paused = True
+    track.request_keyframe()
+    track.paused = False
+    assert to_source == [] and track.stats.keyframe_requests == 2
+    track.request_keyframe()
+    track.request_keyframe()
+    assert len(to_source) == 2  # no budget: every request
+    track.budget = KeyframeBudget(interval_s=2.0, burst=1, clock=clock)
+    track._needs_keyframe = True
+    track.request_keyframe()
+    track.request_keyframe()  # over the budget, deferred; it waits for a keyframe already: not an overrun
+    assert len(to_source) == 3 and track.budget.deferred == 1 and track.budget.overruns_since(0) == 0
+    track._needs_keyframe = False
+    track.request_keyframe()  # over the budget and not waiting: an overrun
+    assert track.budget.overruns_since(0) == 1 and track.stats.keyframe_requests == 7
+    track.budget.close()
+    if viewer == "frames":
+        track.stop()
