@@ -60,6 +60,38 @@ async def resume_through(base: str, token: str, resume_token: str, last_seq: int
         await asyncio.sleep(min(0.5, welcome["detail"]["retry_after_s"]))
 
 
+async def resume_all(base: str, callers: list[tuple[WsClient, str]], welcomes: list[dict[str, Any]],
+                     tokens: list[str], opened: list[WsClient], timeout: float,
+                     state: str | None = None) -> list[WsClient]:
+    """Each caller (socket, call id) resumes its call through the balancer `base` with its token (its call in
+    `state`, if given); the new sockets (in the callers' order) are also put in `opened`."""
+    resumed = []
+    for (ws, call_id), welcome, token in zip(callers, welcomes, tokens):
+        back, again, _ = await resume_through(base, token, welcome["resume_token"], ws.last_seq, timeout=timeout)
+        opened.append(back)
+        assert again["resumed"] is True and again["call"]["call_id"] == call_id, again
+        assert state is None or again["call"]["state"] == state, again
+        resumed.append(back)
+    return resumed
+
+
+async def told_places_in_order(resumed: list[WsClient], callers: list[tuple[WsClient, str]]) -> None:
+    """The resumed callers are told their places in line: 1, 2, ... in their order."""
+    for place, (back, (_, call_id)) in enumerate(zip(resumed, callers), start=1):
+        told = await back.wait(lambda m, c=call_id: m.get("type") == "queue.position" and m["call_id"] == c,
+                               timeout=10)
+        assert told["position"] == place, told
+
+
+async def close_all(opened: list[WsClient], balancer: RoundRobin, *nodes: GatewayProcess) -> None:
+    """The end of a cluster test: its sockets, its balancer, its nodes."""
+    for ws in opened:
+        await ws.close()
+    await balancer.close()
+    for gateway in nodes:
+        gateway.close()
+
+
 async def health(base: str) -> int:
     async with aiohttp.ClientSession() as http, http.get(base + "/healthz") as r:
         return r.status
@@ -144,21 +176,11 @@ async def drain_two_nodes(pg: str, tmp_path: Path, caller_token: Any, redis_url:
         assert "another node" in refused["reason"]
 
         # Through the balancer, with their tokens: both resume on B, in place, within seconds (not the lease).
-        resumed = []
-        for (ws, call_id), welcome, token in zip(waiting, welcomes, tokens):
-            back, again, _ = await resume_through(lb.base_url, token, welcome["resume_token"], ws.last_seq,
-                                                  timeout=15)
-            opened.append(back)
-            assert again["resumed"] is True and again["call"]["call_id"] == call_id, again
-            assert again["call"]["state"] == "queued"
-            resumed.append(back)
+        resumed = await resume_all(lb.base_url, waiting, welcomes, tokens, opened, timeout=15, state="queued")
         took_s = time.monotonic() - sigterm
         print(f"takeover: both callers resumed on B {took_s:.2f} s after SIGTERM", flush=True)
         assert took_s < 12, f"the takeover took {took_s:.1f} s"
-        for back, (_, call_id), place in zip(resumed, waiting, (1, 2)):
-            told = await back.wait(lambda m, c=call_id: m.get("type") == "queue.position" and m["call_id"] == c,
-                                   timeout=10)
-            assert told["position"] == place, told  # the same order as on A
+        await told_places_in_order(resumed, waiting)  # the same order as on A
         # B answers them, first come first served.
         agent_b = await agent_socket(b.base_url, "bob", "bob-demo")
         opened.append(agent_b)
@@ -191,11 +213,7 @@ async def drain_two_nodes(pg: str, tmp_path: Path, caller_token: Any, redis_url:
             assert [e["detail"] for e in restored] == [{"from_node": "node-a", "to_node": "node-b"}], body
         await api.close()
     finally:
-        for ws in opened:
-            await ws.close()
-        await lb.close()
-        a.close()
-        b.close()
+        await close_all(opened, lb, a, b)
 
 
 async def _is(status: Any, expected: int) -> bool:

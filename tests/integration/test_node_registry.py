@@ -12,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.integration.test_drain import resume_through, until
+from tests.integration.test_drain import close_all, resume_all, told_places_in_order, until
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.balancer import RoundRobin
 from tests.support.databases import pg_url, reset_pg_schema
@@ -72,20 +72,11 @@ async def test_a_killed_node_is_found_dead_within_seconds_and_its_callers_resume
             killed = time.monotonic()
             for ws, _ in callers:
                 await ws.close()
-            resumed = []
-            for (ws, call_id), welcome, token in zip(callers, welcomes, tokens):
-                back, again, _ = await resume_through(lb.base_url, token, welcome["resume_token"], ws.last_seq,
-                                                      timeout=20)
-                opened.append(back)
-                assert again["resumed"] is True and again["call"]["call_id"] == call_id, again
-                resumed.append(back)
+            resumed = await resume_all(lb.base_url, callers, welcomes, tokens, opened, timeout=20)
             took_s = time.monotonic() - killed
             print(f"takeover after kill -9: {took_s:.2f} s (dead after 3 s; lease 60 s)", flush=True)
             assert took_s < 15, took_s
-            for back, (_, call_id), place in zip(resumed, callers, (1, 2)):
-                told = await back.wait(lambda m, c=call_id: m.get("type") == "queue.position" and m["call_id"] == c,
-                                       timeout=10)
-                assert told["position"] == place, told
+            await told_places_in_order(resumed, callers)
 
             status, body = await api.get("/api/v1/nodes")
             dead = [n for n in body["nodes"] if n["name"] == "node-a"]
@@ -104,11 +95,7 @@ async def test_a_killed_node_is_found_dead_within_seconds_and_its_callers_resume
             assert offer["call_id"] == callers[0][1]
             await api.close()
         finally:
-            for ws in opened:
-                await ws.close()
-            await lb.close()
-            a.close()
-            b.close()
+            await close_all(opened, lb, a, b)
 
 
 async def _equals(value, expected) -> bool:
