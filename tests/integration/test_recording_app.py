@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
@@ -243,35 +244,40 @@ async def test_control_refusals_without_media(caller_token):
         await agent.close()
 
 
-async def test_retention_deletes_old_files_and_marks_them(database_url, tmp_path):
-    """The sweeper, against SQLite and PostgreSQL (migration 0006 on both): old files go, their rows stay marked
-    deleted; a recording within the retention is kept; the download of a swept one would be 410."""
+@pytest.fixture
+async def recordings_db(database_url, tmp_path) -> AsyncIterator[tuple[LocalRecordingStorage, RecordingCatalog]]:
+    """A local recordings storage and the catalog on a fresh database (SQLite and PostgreSQL: migration 0006)."""
     db = Database(database_url)
     await db.upgrade()
     try:
-        storage = LocalRecordingStorage(tmp_path / "recordings")
-        catalog = RecordingCatalog(db)
-        now = time.time()
-        paths = {}
-        for call_id, age_days in (("old0000000000001", 40), ("new0000000000002", 2)):
-            base = await storage.prepare(call_id, now - age_days * 86_400)
-            path = Path(base + ".webm")
-            path.write_bytes(b"x" * 100)
-            paths[call_id] = path
-            info = RecordingInfo(path=str(path), container="webm", started_at=now - age_days * 86_400,
-                                 duration_s=1.0, size_bytes=100, tracks=(), paused_spans=((0.2, 0.4),))
-            await catalog.add(call_id, storage.key_of(str(path)), info, "0" * 64, 100, queue="default", agent="alice")
-        sweeper = RecordingSweeper(catalog, storage, retention_days=30, interval_s=3600)
-        assert await sweeper.sweep() == 1
-        assert not paths["old0000000000001"].exists() and paths["new0000000000002"].exists()
-        old = await catalog.get("old0000000000001")
-        assert old["deleted_reason"] == "retention" and old["deleted_at"] is not None
-        assert old["paused_spans"] == [[0.2, 0.4]]
-        assert (await catalog.get("new0000000000002"))["deleted_at"] is None
-        assert await sweeper.sweep() == 0  # nothing twice
-        assert storage.local_file(storage.key_of(str(paths["old0000000000001"]))) is None
+        yield LocalRecordingStorage(tmp_path / "recordings"), RecordingCatalog(db)
     finally:
         await db.close()
+
+
+async def test_retention_deletes_old_files_and_marks_them(recordings_db, tmp_path):
+    """The sweeper, against SQLite and PostgreSQL (migration 0006 on both): old files go, their rows stay marked
+    deleted; a recording within the retention is kept; the download of a swept one would be 410."""
+    storage, catalog = recordings_db
+    now = time.time()
+    paths = {}
+    for call_id, age_days in (("old0000000000001", 40), ("new0000000000002", 2)):
+        base = await storage.prepare(call_id, now - age_days * 86_400)
+        path = Path(base + ".webm")
+        path.write_bytes(b"x" * 100)
+        paths[call_id] = path
+        info = RecordingInfo(path=str(path), container="webm", started_at=now - age_days * 86_400,
+                             duration_s=1.0, size_bytes=100, tracks=(), paused_spans=((0.2, 0.4),))
+        await catalog.add(call_id, storage.key_of(str(path)), info, "0" * 64, 100, queue="default", agent="alice")
+    sweeper = RecordingSweeper(catalog, storage, retention_days=30, interval_s=3600)
+    assert await sweeper.sweep() == 1
+    assert not paths["old0000000000001"].exists() and paths["new0000000000002"].exists()
+    old = await catalog.get("old0000000000001")
+    assert old["deleted_reason"] == "retention" and old["deleted_at"] is not None
+    assert old["paused_spans"] == [[0.2, 0.4]]
+    assert (await catalog.get("new0000000000002"))["deleted_at"] is None
+    assert await sweeper.sweep() == 0  # nothing twice
+    assert storage.local_file(storage.key_of(str(paths["old0000000000001"]))) is None
 
 
 def short_webm(path: Path) -> None:
@@ -285,57 +291,51 @@ def short_webm(path: Path) -> None:
         container.mux(stream.encode())
 
 
-async def test_recovery_asks_the_catalog_once_for_all_the_files(database_url, tmp_path):
+async def test_recovery_asks_the_catalog_once_for_all_the_files(recordings_db, tmp_path):
     """Recovery at start with 520 local files, 518 of them filed: the catalog is asked in one query per 500 files
     (not one per file). A readable unfiled file is filed; an unreadable one is not, nor a live call's until it
     ends."""
-    db = Database(database_url)
-    await db.upgrade()
+    storage, catalog = recordings_db
+    now = time.time()
+    info = RecordingInfo(path="", container="webm", started_at=now, duration_s=1.0, size_bytes=100, tracks=(),
+                         paused_spans=())
+    for n in range(518):
+        path = Path(await storage.prepare(f"filed{n:011d}", now) + ".webm")
+        path.write_bytes(b"x" * 100)  # unreadable: filed already, so recovery must not even read it
+        await catalog.add(path.stem, storage.key_of(str(path)), info, "0" * 64, 100, queue=None, agent=None)
+    live = Path(await storage.prepare("live000000000001", now) + ".webm")
+    short_webm(live)
+    Path(await storage.prepare("broken0000000001", now) + ".webm").write_bytes(b"not a recording")
+    published: list[tuple[str, dict]] = []
+    archive = RecordingArchive(catalog, storage, lambda kind, body: published.append((kind, body)),
+                               lambda call_id: f"/api/v1/recordings/{call_id}/file")
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        if "FROM recordings" in statement:
+            statements.append(statement)
+
+    async def lookup(call_id: str) -> dict:
+        return {"queue": "sales", "agent": "bob"}
+
+    event.listen(catalog.db.engine.sync_engine, "before_cursor_execute", count)
     try:
-        storage = LocalRecordingStorage(tmp_path / "recordings")
-        catalog = RecordingCatalog(db)
-        now = time.time()
-        info = RecordingInfo(path="", container="webm", started_at=now, duration_s=1.0, size_bytes=100, tracks=(),
-                             paused_spans=())
-        for n in range(518):
-            path = Path(await storage.prepare(f"filed{n:011d}", now) + ".webm")
-            path.write_bytes(b"x" * 100)  # unreadable: filed already, so recovery must not even read it
-            await catalog.add(path.stem, storage.key_of(str(path)), info, "0" * 64, 100, queue=None, agent=None)
-        live = Path(await storage.prepare("live000000000001", now) + ".webm")
-        short_webm(live)
-        Path(await storage.prepare("broken0000000001", now) + ".webm").write_bytes(b"not a recording")
-        published: list[tuple[str, dict]] = []
-        archive = RecordingArchive(catalog, storage, lambda kind, body: published.append((kind, body)),
-                                   lambda call_id: f"/api/v1/recordings/{call_id}/file")
-        statements: list[str] = []
-
-        def count(_conn, _cursor, statement, *_args) -> None:
-            if "FROM recordings" in statement:
-                statements.append(statement)
-
-        async def lookup(call_id: str) -> dict:
-            return {"queue": "sales", "agent": "bob"}
-
-        event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-        try:
-            assert await archive.recover(lambda call_id: call_id == live.stem, lookup) == 0
-        finally:
-            event.remove(db.engine.sync_engine, "before_cursor_execute", count)
-        assert len(statements) == 2, statements  # 520 call ids in chunks of 500
-
-        orphan = Path(await storage.prepare("orphan0000000001", now) + ".webm")
-        short_webm(orphan)
-        assert await archive.recover(lambda call_id: call_id == live.stem, lookup) == 1
-        filed = await catalog.get(orphan.stem)
-        assert filed["sha256"] == hashlib.sha256(orphan.read_bytes()).hexdigest()
-        assert (filed["queue"], filed["agent"]) == ("sales", "bob") and filed["duration_s"] == pytest.approx(1.0)
-        assert [(kind, body["call_id"]) for kind, body in published] == [("recording.ready", orphan.stem)]
-        assert await catalog.filed([live.stem, "broken0000000001", "filed00000000000"]) == {"filed00000000000"}
-        assert await archive.recover(lambda call_id: False, lookup) == 1  # the call ended: its file is filed
-        assert await catalog.filed([live.stem, orphan.stem]) == {live.stem, orphan.stem}
-        await archive.stop()
+        assert await archive.recover(lambda call_id: call_id == live.stem, lookup) == 0
     finally:
-        await db.close()
+        event.remove(catalog.db.engine.sync_engine, "before_cursor_execute", count)
+    assert len(statements) == 2, statements  # 520 call ids in chunks of 500
+
+    orphan = Path(await storage.prepare("orphan0000000001", now) + ".webm")
+    short_webm(orphan)
+    assert await archive.recover(lambda call_id: call_id == live.stem, lookup) == 1
+    filed = await catalog.get(orphan.stem)
+    assert filed["sha256"] == hashlib.sha256(orphan.read_bytes()).hexdigest()
+    assert (filed["queue"], filed["agent"]) == ("sales", "bob") and filed["duration_s"] == pytest.approx(1.0)
+    assert [(kind, body["call_id"]) for kind, body in published] == [("recording.ready", orphan.stem)]
+    assert await catalog.filed([live.stem, "broken0000000001", "filed00000000000"]) == {"filed00000000000"}
+    assert await archive.recover(lambda call_id: False, lookup) == 1  # the call ended: its file is filed
+    assert await catalog.filed([live.stem, orphan.stem]) == {live.stem, orphan.stem}
+    await archive.stop()
 
 
 async def test_a_recording_left_by_kill_9_is_filed_at_the_next_start(caller_token, tmp_path):
