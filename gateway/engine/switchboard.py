@@ -338,6 +338,11 @@ class Switchboard(AsyncIOEventEmitter):
         self.content.media_source(session, call_id, source, reason)
         self._settle()
 
+    def caller_location(self, session: Session, call_id: str | None, location: Location) -> Call:
+        call = self.content.location(session, call_id, location)
+        self._settle()
+        return call
+
     def chat(self, session: Session, call_id: str | None, text: str | None,
              attachment: dict[str, Any] | None) -> dict[str, Any]:
         message = self.content.chat(session, call_id, text, attachment)
