@@ -1589,7 +1589,9 @@ export class CallinClient extends EventTarget {
       return Promise.reject(new CallinError("no_call", "there is no call to send the location with"));
     }
     const { lat, lon, accuracy_m, timestamp } = location;
-    return this.#signal.request({ type: "call.location", call_id: this.callId, location: { lat, lon, accuracy_m, timestamp } });
+    const sending = this.#signal.request({ type: "call.location", call_id: this.callId, location: { lat, lon, accuracy_m, timestamp } });
+    mark("location");
+    return sending;
   }
 
   /** startCall is done: send the locations it was given meanwhile (or tell their senders why not). */
