@@ -316,7 +316,12 @@ class Switchboard(AsyncIOEventEmitter):
         return call
 
     def supervise(self, session: Session, call_id: str, mode: SuperviseMode) -> Call:
+        username = session.principal.username
+        known = self.views.call(call_id)
+        joining = known is None or username not in known.supervisors  # not a change of mode
         call = self.supervision.supervise(session, call_id, mode)
+        if joining:
+            self.transcripts.supervisor_joined(call, username)
         self._settle()
         return call
 
