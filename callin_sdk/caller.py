@@ -767,6 +767,19 @@ class CallinCaller:
             raise CallinError("invalid_state", "there is no call to chat in")
         await self._request({"type": "chat.send", "call_id": self.call_id, "text": line})
 
+    async def send_location(self, location: dict[str, Any]) -> None:
+        """The device's position for the current call, after start_call (call.location in docs/protocol.md): for a
+        location the device gives later than the call must start. `location`: {lat, lon, accuracy_m, timestamp}.
+        Once per call: the gateway refuses a second one (`location_already_set`), as it does one for a call that
+        started with a location; `call_ended` once the call is over. A call placed again after a media failure
+        starts with it."""
+        if self.call_id is None or self.state not in ("queued", "connected"):
+            raise CallinError("invalid_state", "there is no call to send the location with")
+        fields = {key: location.get(key) for key in ("lat", "lon", "accuracy_m", "timestamp")}
+        await self._request({"type": "call.location", "call_id": self.call_id, "location": fields})
+        if self._plan is not None and self._plan.location is None:
+            self._plan.location = fields
+
     async def report_content(self, content_id: str, status: str) -> None:
         """Tell the agent what became of pushed content (a `content` event): seen, opened or dismissed."""
         if status not in CONTENT_STATUSES:

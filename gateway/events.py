@@ -196,6 +196,14 @@ class MediaSourceChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class CallLocated:
+    """To the call's staff (or the agent it rings at): the caller's device reported its position after the start."""
+
+    call_id: str
+    location: dict[str, Any]  # gateway.models.Location, dumped: lat, lon, accuracy_m, timestamp, source "device"
+
+
+@dataclass(frozen=True, slots=True)
 class RecordingChanged:
     """To the caller and the call's staff: the call's recording state (gateway/recording.py) changed; `asking`
     asks the caller for consent (recording.consent)."""
@@ -235,7 +243,7 @@ Event = (
     QueueUpdate | CallOffered | OfferWithdrawn | CallAnswered | CallEnded | AgentStatusChanged | MediaState
     | MediaVideo | CallHeld | CallTransferring | CallTransferred | ConsultState | ContentPushed | ContentStatus | ChatMessage
     | QueueClosed | CallbackOffer | CallbackReady | ParticipantConnection | MediaSourceChanged | CallRinging
-    | CallBarge | RecordingChanged | TranscriptNotice | Caption | CallInterrupted
+    | CallBarge | RecordingChanged | TranscriptNotice | Caption | CallInterrupted | CallLocated
 )
 
 

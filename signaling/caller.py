@@ -175,6 +175,9 @@ class CallerConnection(Connection):
             case p.MediaSource():
                 self.board.media_source(session, message.call_id, message.source, message.reason)
                 self.send(p.Ack(id=message.id))
+            case p.CallLocationIn():
+                self.board.caller_location(session, message.call_id, message.location)
+                self.send(p.Ack(id=message.id))
             case p.RecordingConsent():
                 self.board.recording_consent(session, message.call_id, message.accept)
                 self.send(p.Ack(id=message.id))

@@ -127,6 +127,17 @@ class StartCall(Request):
     context: CallContext = Field(default_factory=CallContext)
 
 
+class CallLocationIn(Request):
+    """The device's position, sent after call.start (the browser answers its consent prompt while the call is
+    already queued): the same Location as call.start's. Once per call, while it is queued, offered or connected;
+    the call's agent (or the agent it rings at), a joined colleague and supervisors get `call.location`."""
+
+    type: Literal["call.location"]
+    id: RequestId
+    call_id: str | None = Field(None, max_length=64, description="defaults to the current call")
+    location: Location
+
+
 class CallbackRequest(Request):
     """Keep my place and let me leave: I am told (callback.ready, or the integrator's webhook
     call.callback_ready) when an agent takes the call, then I rejoin with call.rejoin."""
@@ -371,7 +382,7 @@ class RecordingControl(Request):
 
 CallerMessage = Annotated[
     Hello | StartCall | SdpOffer | IceCandidate | Hangup | Ping | Bye | ChatSend | ContentStatusIn | CallbackRequest
-    | LeaveMessage | Rejoin | MediaSource | RecordingConsent,
+    | LeaveMessage | Rejoin | MediaSource | RecordingConsent | CallLocationIn,
     Field(discriminator="type"),
 ]
 AgentMessage = Annotated[
@@ -864,6 +875,16 @@ class MediaSourceOut(EventOut):
     reason: MediaSourceReason | None = Field(None, description="with none: camera_blocked or camera_unavailable")
 
 
+class CallLocationOut(EventOut):
+    """To the call's agent (or the agent it rings at), a joined colleague and supervisors: the caller's device
+    reported its position after the call started (call.location); the card's `location` is this from now on.
+    Device-reported, not verified: show it as such, with its accuracy."""
+
+    type: Literal["call.location"] = "call.location"
+    call_id: str
+    location: Location
+
+
 class CallInterruptedOut(EventOut):
     """To the caller, on resuming: its connected call (`call_id`) was cut off because the node that held its media
     died (`reason` node_lost); the caller waits again, at the front of the line, in a new call (`rejoined_call_id`,
@@ -982,7 +1003,7 @@ ServerMessage = Annotated[
     | ContentPushedOut | ContentSent | ContentStatusOut | ChatMessageOut | WallboardOut
     | QueueClosedOut | CallbackOfferOut | CallbackAcceptedOut | CallbackReadyOut | CallRejoinedOut
     | ParticipantOut | ShutdownOut | MediaSourceOut | CallRingingOut | CallBargeOut | RecordingStateOut
-    | TranscriptNoticeOut | CaptionOut | CallInterruptedOut,
+    | TranscriptNoticeOut | CaptionOut | CallInterruptedOut | CallLocationOut,
     Field(discriminator="type"),
 ]
 

@@ -56,6 +56,7 @@ WIRE_RULES: Mapping[type, WireRule] = MappingProxyType({
     ev.CallbackOffer: WireRule(p.CallbackOfferOut),
     ev.CallbackReady: WireRule(p.CallbackReadyOut),
     ev.MediaSourceChanged: WireRule(p.MediaSourceOut),
+    ev.CallLocated: WireRule(p.CallLocationOut),
     ev.CallRinging: WireRule(p.CallRingingOut),
     ev.CallInterrupted: WireRule(p.CallInterruptedOut),
     ev.CallBarge: WireRule(p.CallBargeOut),

@@ -1,5 +1,6 @@
 """Content and chat in a connected call: links, images and text cards pushed to the caller's screen (and what the
-caller did with them), chat lines from anyone in the call, and the check that an attachment belongs to the call."""
+caller did with them), chat lines from anyone in the call, and the check that an attachment belongs to the call.
+And what the caller's device reports about itself during the call: its video source and its location."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 from ..calls import Call
 from ..chatguard import ChatGuard
 from ..errors import Forbidden, InvalidState, NotFound
-from ..events import ChatMessage, ContentPushed, ContentStatus, MediaSourceChanged
-from ..models import CallState, now
+from ..events import CallLocated, ChatMessage, ContentPushed, ContentStatus, MediaSourceChanged
+from ..models import CallState, Location, now
 from ..sessions import Session
 from .core import Core
 from .views import Views
@@ -80,6 +81,27 @@ class Content:
         elif call.state is CallState.OFFERED and call.offered_to:
             self.core.to_agent(call.offered_to, event)  # it was offered with the card of a moment ago
         self.core.emit("call.updated", call)
+
+    def location(self, session: Session, call_id: str | None, location: Location) -> Call:
+        """The caller's device reported its position after call.start (the browser asked for consent meanwhile):
+        kept on the call (its card and record), and told to whoever sees the card now. Once per call: a call that
+        has a location (from call.start or an earlier call.location) keeps it."""
+        call = self.views.caller_call(session, call_id)
+        if call.state is CallState.ENDED:
+            raise InvalidState("the call has ended", code="call_ended")
+        if call.location is not None:
+            raise InvalidState("this call has a location already; it is sent once per call",
+                               code="location_already_set")
+        call.location = location
+        call.log("location", accuracy_m=location.accuracy_m)
+        event = CallLocated(call_id=call.id, location=location.model_dump(mode="json"))
+        if call.state is CallState.CONNECTED:
+            for username in {call.agent, call.consult, *call.supervisors} - {None}:
+                self.core.to_agent(username, event)
+        elif call.state is CallState.OFFERED and call.offered_to:
+            self.core.to_agent(call.offered_to, event)  # it was offered with the card of a moment ago
+        self.core.emit("call.updated", call)
+        return call
 
     def chat(self, session: Session, call_id: str | None, text: str | None,
              attachment: dict[str, Any] | None) -> dict[str, Any]:

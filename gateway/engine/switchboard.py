@@ -316,7 +316,12 @@ class Switchboard(AsyncIOEventEmitter):
         return call
 
     def supervise(self, session: Session, call_id: str, mode: SuperviseMode) -> Call:
+        username = session.principal.username
+        known = self.views.call(call_id)
+        joining = known is None or username not in known.supervisors  # not a change of mode
         call = self.supervision.supervise(session, call_id, mode)
+        if joining:
+            self.transcripts.supervisor_joined(call, username)
         self._settle()
         return call
 
@@ -337,6 +342,11 @@ class Switchboard(AsyncIOEventEmitter):
     def media_source(self, session: Session, call_id: str | None, source: str, reason: str | None = None) -> None:
         self.content.media_source(session, call_id, source, reason)
         self._settle()
+
+    def caller_location(self, session: Session, call_id: str | None, location: Location) -> Call:
+        call = self.content.location(session, call_id, location)
+        self._settle()
+        return call
 
     def chat(self, session: Session, call_id: str | None, text: str | None,
              attachment: dict[str, Any] | None) -> dict[str, Any]:

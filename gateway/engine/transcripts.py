@@ -1,5 +1,6 @@
 """Live transcripts of a call (per queue: QueueConfig.transcript): started when an agent answers, captions to the
-agent and supervisors (and to the caller where the queue or setting says so) as the media plane recognises them,
+agent and supervisors (a supervisor who joins is told first; and to the caller where the queue or setting says so)
+as the media plane recognises them,
 redacted first; final segments kept for the record; the whole transcript announced when its last words are in.
 
 The caller is told before anything is transcribed (transcript.notice). Nothing the caller says reaches a session,
@@ -79,6 +80,12 @@ class Transcripts:
         call.log("transcript_started")
         self.core.to_caller(call, TranscriptNotice(call_id=call.id, active=True, captions=self.caller_captions(call)))
         self.core.to_agent(call.agent, TranscriptNotice(call_id=call.id, active=True, captions=True))
+
+    def supervisor_joined(self, call: Call, username: str) -> None:
+        """A supervisor joined a transcribed call (monitor, whisper or barge): told so, then sent its captions as
+        the call's agent is (on_segment sends them to every supervisor of the call)."""
+        if call.id in self._segments:
+            self.core.to_agent(username, TranscriptNotice(call_id=call.id, active=True, captions=True))
 
     # -- segments from the media plane ------------------------------------------------------------------------
     def _speaker(self, call: Call, participant: str) -> dict[str, str]:

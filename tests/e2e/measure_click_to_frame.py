@@ -9,12 +9,15 @@ page (performance.timeOrigin + event.timeStamp), the first frame is the console'
 (the earliest of the video element's first frame, requestVideoFrameCallback and getStats framesDecoded > 0).
 With --accept-after S the agent instead clicks Accept S seconds after the ring (the console prepares the
 call's peer connection while it rings), and "accept -> first frame" is the figure to read. The auto-answer
-takes the agent's reaction time out; everything else (permissions prompt auto-accepted,
-geolocation, token, queueing, ringing, both peer connections, the first keyframe) is in the figure. The widget is
+takes the agent's reaction time out; everything else (permissions prompt auto-accepted, token, queueing, ringing,
+both peer connections, the first keyframe) is in the figure. The device's location no longer is: the widget starts
+the call on the click and sends the location (call.location) when the browser has it; the "location" step says when
+that was (before, the call waited for it, up to 8 s on a real phone). The widget is
 opened before the click, as a caller would (its socket and its prepared peer connection are ready by then).
 
 Each call also prints where its time went, in ms after the click, on the one wall clock of this machine: the caller
-client's User Timing marks (callin:prepared, media, call-start, offer-sent, answer, queued, ice-connected, connected),
+client's User Timing marks (callin:prepared, media, call-start, offer-sent, answer, queued, location, ice-connected,
+connected),
 the gateway's steps (tests/e2e/gateway_timeline.py: call started and recorded, each leg's offer, answer, ICE, DTLS,
 the caller's first video packet and keyframe, the first video packet sent to the agent; media in the server's
 process only) and the console's (ring, accepted, first frame); the p50 of each step closes the run.
@@ -75,6 +78,7 @@ STEPS = (
     ("gw answer", "gateway", "caller.answer"),
     ("answer", "caller", "answer"),
     ("queued", "caller", "queued"),
+    ("location", "caller", "location"),
     ("ring", "console", "ring"),
     ("gw ice", "gateway", "caller.ice"),
     ("ice", "caller", "ice-connected"),

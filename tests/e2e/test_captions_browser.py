@@ -99,3 +99,49 @@ async def test_the_widget_tells_the_caller_and_shows_captions_when_the_queue_giv
         finally:
             await agent.close()
             await context.close()
+
+
+async def test_a_supervisor_monitoring_a_transcribed_call_sees_its_captions(browser, caller_token):
+    """Issue 15: a supervisor who monitors a transcribed call from the wallboard is told it is transcribed (the
+    captions panel shows before anyone speaks) and sees what the caller says, as text, in the supervise panel."""
+    grammar = Path(tempfile.mkdtemp(prefix="callin-grammar-")) / "callin.gram"
+    grammar.write_text(GRAMMAR)
+    async with running_gateway(queues=[QueueConfig(name="default", transcript="on")],
+                               transcript_grammar=grammar) as gw:
+        context, sam = await new_page(browser, gw.base_url, viewport=DESKTOP)
+        await open_console(sam, "sam", "sam-demo", available=False)
+        await sam.click("#tab-wallboard")
+        agent = Agent(gw.base_url, "alice", "alice-demo")
+        await agent.connect()
+        caller = Caller(gw.base_url, caller_token(sub="captions-sv", name="Dana Whitfield"))
+        await caller.connect()
+        mic = SpeechTrack()
+        try:
+            queued = await caller.start("voice", audio=mic)
+            call_id = queued["call_id"]
+            offer = await agent.wait_offer()
+            await agent.accept(offer["call_id"])
+            assert (await agent.ws.wait("transcript.notice"))["active"] is True
+            row = sam.locator(f'#wb-calls tr[data-call-id="{call_id}"]')
+            await row.locator('[data-supervise="monitor"]').click()
+            await expect(sam.locator("#wb-supervise")).to_be_visible()
+            await expect(sam.locator("#sv-eyebrow")).to_have_text("Monitoring")
+            panel = sam.locator("#sv-captions")
+            await expect(panel).to_be_visible()  # told by transcript.notice, before anything was said
+            await eventually(lambda: "sam" in gw.board.call(call_id).supervisors, what="sam in the call")
+            mic.say(synthesize(PHRASE))
+            line = panel.locator("[data-testid=caption]").filter(has_text="call me back")
+            await expect(line).to_have_count(1, timeout=45_000)
+            await expect(line.locator(".caption-who")).to_have_text("Dana Whitfield")
+            shown = await eventually(
+                lambda: sam.evaluate("callinConsole.supervisedCaptions.filter((c) => c.final)"), what="a final line")
+            assert any(c["role"] == "caller" and "call me back" in c["text"] for c in shown), shown
+            assert await sam.evaluate("callinConsole.captions") == []  # the agent's own panel is not used
+            await shot(sam, "console-supervisor-captions")
+            await sam.click("#sv-stop")
+            await expect(sam.locator("#wb-supervise")).to_be_hidden()
+            assert await sam.evaluate("callinConsole.supervisedCaptions") == []
+        finally:
+            await caller.close()
+            await agent.close()
+            await context.close()

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, PHONE, POSITION, eventually, new_page, open_demo, open_widget, widget
+from tests.e2e.browser import (CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, POSITION, eventually, new_page, open_console,
+                               open_demo, open_widget, shot, widget)
 from tests.support.clients import Agent
 from tests.support.server import running_gateway
 
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.browser
 
 # What the page does, in order: the types of the messages its WebSockets send, and "media" when getUserMedia hands
 # its devices over; every RTCPeerConnection it makes; the devices it got. holdMedia() keeps getUserMedia's answer back
-# until releaseMedia(error name or null), holdLocation() the position until releaseLocation().
+# until releaseMedia(error name or null), holdLocation() the position until releaseLocation() ("position" once the
+# page has it).
 PROBE = """
 window.__events = []; window.__pcs = []; window.__tracks = [];
 const NativePeerConnection = window.RTCPeerConnection;
@@ -58,7 +60,8 @@ let located = null;
 window.holdLocation = () => { let release; located = new Promise((r) => (release = r)); window.releaseLocation = release; };
 const getCurrentPosition = navigator.geolocation.getCurrentPosition.bind(navigator.geolocation);
 navigator.geolocation.getCurrentPosition = (ok, fail, options) => {
-  (located ?? Promise.resolve()).then(() => getCurrentPosition(ok, fail, options));
+  const answered = (pos) => { window.__events.push("position"); ok(pos); };
+  (located ?? Promise.resolve()).then(() => getCurrentPosition(answered, fail, options));
 };
 """
 PREPARED = "performance.getEntriesByName('callin:prepared').length > 0"
@@ -135,6 +138,46 @@ async def test_the_click_sends_the_prepared_offer_while_the_devices_start(browse
             await agent.close()
 
 
+async def test_the_call_starts_before_the_location_and_the_console_shows_it_once_granted(browser):
+    """Issue 18: the device's position (its consent prompt, then the device: up to 8 s on a phone) no longer holds
+    the call back. call.start goes on the click; call.location follows when the browser answers, and the console's
+    card (ringing, then in the call) shows it, device-reported with its accuracy."""
+    async with running_gateway() as gateway:
+        console_ctx, console = await new_page(browser, gateway.base_url, viewport=DESKTOP)
+        ctx, page = await caller_page(browser, gateway.base_url)
+        try:
+            await open_console(console)
+            await page.evaluate("holdLocation()")
+            await widget(page, '.option[data-call-type="voice"]').click()
+            call = await eventually(lambda: only_call(gateway), what="the call at the gateway")
+            await console.wait_for_selector("#view-ringing:not([hidden])")
+            card = console.locator('#card [data-testid="location"]')
+            await expect(card).to_have_text("Location not shared")
+            await expect(console.locator("#ring-sub")).to_contain_text("location not shared")
+            sent = await events(page)
+            assert "call.start" in sent and "call.location" not in sent and "position" not in sent, sent
+            assert call.location is None
+
+            await console.click("#accept-button")
+            await eventually(lambda: call.state.value == "connected", what="the call answered")
+            await expect(card).to_have_text("Location not shared")
+
+            # The user allows the location: it follows the call, and the agent's card shows it in place.
+            await page.evaluate("releaseLocation()")
+            await expect(card).to_contain_text("52.52192, 13.41321", timeout=15_000)
+            await expect(card).to_contain_text("±18 m accuracy")
+            await expect(console.locator("#card-location .tag")).to_have_text("device-reported")
+            await expect(widget(page, ".loc-chip")).to_have_text("Location shared")
+            sent = await events(page)
+            assert sent.index("call.start") < sent.index("position") < sent.index("call.location"), sent
+            assert sent.count("call.location") == 1
+            assert call.location is not None and call.location.accuracy_m == 18
+            await shot(console, "console-late-location")
+        finally:
+            await ctx.close()
+            await console_ctx.close()
+
+
 async def test_where_the_browser_may_ask_the_devices_come_before_the_call():
     async with running_gateway() as gateway, async_playwright() as pw:
         asking = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ASKING_ARGS)
@@ -192,16 +235,21 @@ async def test_devices_that_come_up_after_a_hang_up_are_stopped_and_a_failing_on
                              what="the camera and microphone stopped")
             assert await page.evaluate("Callin.widgets[0].client.localStream.getTracks().length") == 0
 
-            # A device that fails before the call went out (the position was still being read): no call is made.
+            # The position still being read does not hold the call back; a device that fails then ends the call, and
+            # the position that comes after it is not sent (a location only ever goes with a call).
             await prepared_widget(page)
-            await page.evaluate("holdMedia(); holdLocation()")
+            await page.evaluate("window.__events = []; holdMedia(); holdLocation()")
             await widget(page, '.option[data-call-type="voice"]').click()
+            located = await eventually(lambda: next((c for c in gateway.board.calls.values() if c is not first), None),
+                                       what="the call at the gateway, the position not read yet")
             await page.evaluate("releaseMedia('NotReadableError')")
-            await eventually(lambda: page.evaluate("window.__events.includes('media failed')"), what="the device failed")
-            await page.evaluate("releaseLocation()")
+            await eventually(lambda: located.state.value == "ended", what="the failed call ended at the gateway")
             await expect(widget(page, '.view[data-view="error"]')).to_contain_text("Your microphone is busy")
-            assert "call.start" not in await events(page)
-            assert list(gateway.board.calls.values()) == [first]
+            await page.evaluate("releaseLocation()")
+            await eventually(lambda: page.evaluate("window.__events.includes('position')"), what="the position read")
+            await page.evaluate("new Promise((r) => setTimeout(r, 0))")  # the widget's handling of it has run
+            assert "call.location" not in await events(page) and located.location is None
+            first = located  # the next call is the one after this one
 
             # A device that fails once the call started (in use elsewhere): the call ends, and the caller is told.
             await prepared_widget(page)

@@ -22,6 +22,9 @@ async def hears(sink, expected_hz: float, frames: int = 30, timeout: float = 10)
     assert abs(freq - expected_hz) < 30, f"heard {freq:.0f} Hz, expected {expected_hz} Hz"
 
 
+LOCATION = {"lat": 48.8566, "lon": 2.3522, "accuracy_m": 35.0, "timestamp": 1_795_468_254.0}
+
+
 def in_order(values: list[int]) -> bool:
     return all(b > a for a, b in zip(values, values[1:]))
 
@@ -47,6 +50,13 @@ async def test_caller_on_node_a_answered_by_agent_on_node_b_media_both_ways(data
         assert isinstance(offer["seq"], int)  # an event of alice's session on B, numbered there
         ringing = await caller.ws.wait("call.ringing", timeout=10)
         assert ringing["agent_name"] == "Alice (demo agent)"
+        # The caller's device answers its location request while the call rings at alice on B: relayed from A.
+        assert offer["card"]["location"] is None
+        located = await caller.ws.request({"type": "call.location", "location": LOCATION})
+        assert located["type"] == "ack", located
+        told = await agent.ws.wait("call.location", timeout=10)
+        assert told["call_id"] == call_id and told["location"] == {**LOCATION, "source": "device"}
+        assert isinstance(told["seq"], int) and told["seq"] > offer["seq"]
 
         await agent.accept(call_id, tone_hz=440)  # accept and sdp.offer go to A through B; their replies come back
         answered = await caller.ws.wait("call.answered", timeout=10)

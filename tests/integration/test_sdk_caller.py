@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from callin_sdk import CallinCaller, FrameCallback, synthetic
+from callin_sdk import CallinCaller, CallinError, FrameCallback, synthetic
 from tests.support.clients import Agent, wait_until
 from tests.support.media import audio_frame_mono, dominant_frequency, read_counter
 from tests.support.server import running_gateway
@@ -261,3 +261,32 @@ async def test_the_kiosk_command_places_a_call_with_the_synthetic_camera(caller_
         names = [e["event"] for e in events]
         assert "queued" in names and "answered" in names and "connected" in names
         assert [e for e in events if e["event"] == "ended"][-1]["reason"] == "agent_hangup"
+
+
+async def test_an_sdk_caller_sends_its_location_after_the_start_and_the_agent_gets_it(caller_token):
+    """send_location (call.location): the call is answered without a location, the location follows; the agent is
+    told and the call keeps it; a second one is refused with its code, and the first kept."""
+    late = {"lat": 48.8566, "lon": 2.3522, "accuracy_m": 35.0, "timestamp": 1_795_468_254.0}
+    async with running_gateway() as gw:
+        agent = Agent(gw.base_url)
+        await agent.connect()
+        caller = CallinCaller(gw.base_url, caller_token(sub="kiosk-loc"), host_addresses=["127.0.0.1"])
+        try:
+            await caller.connect()
+            with pytest.raises(CallinError) as early:
+                await caller.send_location(late)  # no call yet
+            assert early.value.code == "invalid_state"
+            call_id = await answered_call(gw, caller, agent)
+            assert gw.board.call(call_id).location is None
+            mark = len(agent.ws.messages)
+            await caller.send_location(late)
+            told = await agent.ws.wait(lambda m: m["type"] == "call.location", since=mark)
+            assert told["call_id"] == call_id and told["location"] == {**late, "source": "device"}
+            assert gw.board.call(call_id).location.lat == late["lat"]
+            with pytest.raises(CallinError) as again:
+                await caller.send_location({**late, "lat": 0.0})
+            assert again.value.code == "location_already_set"
+            assert gw.board.call(call_id).location.lat == late["lat"]
+        finally:
+            await caller.close()
+            await agent.close()

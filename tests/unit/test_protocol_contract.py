@@ -312,11 +312,38 @@ def test_a_frame_bad_in_several_ways_names_several_problems_in_one_reason():
      "context.steps[1] must be a string"),
     ('{"type": "chat.send", "id": "r1"}', "chat.send: send text, an attachment, or both"),
     ('{"type": "media.source", "id": "r1", "source": "webcam"}', "source must be 'camera', 'screen' or 'none'"),
+    ('{"type": "call.location", "id": "r1"}', "location is required"),
+    ('{"type": "call.location", "id": "r1", "location": null}', "location must be an object"),
+    ('{"type": "call.location", "id": "r1", "location": {"lat": 91, "lon": 0, "accuracy_m": 1, "timestamp": 1}}',
+     "location.lat must be at most 90"),
+    ('{"type": "call.location", "id": "r1", "location": {"lat": 0, "lon": -181, "accuracy_m": 1, "timestamp": 1}}',
+     "location.lon must be at least -180"),
+    ('{"type": "call.location", "id": "r1", "location": {"lat": 0, "lon": 0, "accuracy_m": -1, "timestamp": 1}}',
+     "location.accuracy_m must be at least 0"),
+    ('{"type": "call.location", "id": "r1", "location": {"lat": "1", "lon": 0, "accuracy_m": 1, "timestamp": 1}}',
+     "location.lat must be a number (not a string)"),
+    ('{"type": "call.location", "id": "r1", "location": {"lat": 0, "lon": 0, "accuracy_m": 1}}',
+     "location.timestamp is required"),
+    ('{"type": "call.location", "id": "r1", "location": {"lat": 0, "lon": 0, "accuracy_m": 1, "timestamp": 1, '
+     '"source": "gps"}}', "location.source must be 'device'"),
+    ('{"type": "call.location", "id": "r1", "location": {"lat": 0, "lon": 0, "accuracy_m": 1, "timestamp": 1, '
+     '"street": "Main St"}}', "location.street is not a field of call.location"),
+    ('{"type": "call.location", "id": "r1", "call_id": "' + "c" * 65 + '", "location": {"lat": 0, "lon": 0, '
+     '"accuracy_m": 1, "timestamp": 1}}', "call_id must have at most 64 characters"),
 ])
 def test_reasons_say_what_is_wrong(frame, words):
     with pytest.raises(p.ProtocolError) as caught:
         p.parse(p.caller_adapter, frame, LIMIT)
     assert words in caught.value.reason and human(caught.value.reason), caught.value.reason
+
+
+def test_a_call_location_frame_over_the_size_limit_is_refused_before_it_is_read():
+    padded = json.dumps({"type": "call.location", "id": "r1", "location": {
+        "lat": 0, "lon": 0, "accuracy_m": 1, "timestamp": 1}}).replace("{", "{" + " " * 200, 1)
+    with pytest.raises(p.ProtocolError) as caught:
+        p.parse(p.caller_adapter, padded, 128)
+    assert caught.value.code == "message_too_large"
+    assert p.parse(p.caller_adapter, padded, LIMIT).location.lat == 0.0
 
 
 @pytest.mark.parametrize("candidate, ok", [

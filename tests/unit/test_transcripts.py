@@ -11,6 +11,7 @@ import struct
 import pytest
 
 from gateway.config import QueueConfig
+from gateway.errors import GatewayError
 from gateway.events import Caption, TranscriptNotice
 from gateway.media.topology import SuperviseMode
 from gateway.transcript.endpoint import Endpointer
@@ -172,6 +173,42 @@ async def test_a_transcribed_queue_tells_the_caller_and_captions_redacted_to_sta
         assert call_id == call.id and complete is True
         assert [(s["seq"], s["role"], s["text"]) for s in segments] == [(0, "caller", f"my card is {CARD}"),
                                                                          (1, "agent", "thank you")]
+    finally:
+        await board.close()
+
+
+async def test_a_supervisor_who_joins_a_transcribed_call_is_told_once_and_a_plain_agent_never():
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(
+        plane, queues=[QueueConfig(name="default", transcript="on")])
+    try:
+        sam = Party(board, board.open_agent(AgentAccount(username="sam", display_name="Sam", role="supervisor")))
+        board.supervise(sam.session, call.id, SuperviseMode.MONITOR)
+        assert sam.of(TranscriptNotice) == [TranscriptNotice(call_id=call.id, active=True, captions=True)]
+        board.supervise(sam.session, call.id, SuperviseMode.WHISPER)  # a change of mode: nothing new to tell
+        assert len(sam.of(TranscriptNotice)) == 1
+        plane.say(call.id, "caller", "hello there")
+        assert [c.text for c in sam.of(Caption)] == ["hello there"]
+        bob = Party(board, board.open_agent(AgentAccount(username="bob", display_name="Bob")))  # not a supervisor
+        with pytest.raises(GatewayError) as refused:
+            board.supervise(bob.session, call.id, SuperviseMode.MONITOR)
+        assert refused.value.code == "not_supervisor"
+        plane.say(call.id, "caller", "still here", utterance=1)
+        assert not bob.of(TranscriptNotice) and not bob.of(Caption)
+        await board.stop_supervising(sam.session, call.id)
+        plane.say(call.id, "caller", "after you left", utterance=2)
+        assert [c.text for c in sam.of(Caption)] == ["hello there", "still here"]  # none after it left
+    finally:
+        await board.close()
+
+
+async def test_a_supervisor_of_an_untranscribed_call_is_not_told():
+    plane = FakePlane()
+    board, caller, agent, call = await connected_call(plane)
+    try:
+        sam = Party(board, board.open_agent(AgentAccount(username="sam", display_name="Sam", role="supervisor")))
+        board.supervise(sam.session, call.id, SuperviseMode.MONITOR)
+        assert not sam.of(TranscriptNotice)
     finally:
         await board.close()
 

@@ -89,6 +89,10 @@ SAMPLES: list[tuple[object, str, str | None]] = [
     (ev.MediaSourceChanged(call_id=CALL, source="none", reason="camera_blocked"),
      '{"type":"media.source","call_id":"1182d9cfde73099c","leg":"caller","source":"none","reason":"camera_blocked"}',
      None),
+    (ev.CallLocated(call_id=CALL, location={"lat": 52.52, "lon": 13.405, "accuracy_m": 12.5,
+                                            "timestamp": 1790000000.0, "source": "device"}),
+     '{"type":"call.location","call_id":"1182d9cfde73099c","location":{"lat":52.52,"lon":13.405,"accuracy_m":12.5,'
+     '"timestamp":1790000000.0,"source":"device"}}', None),
     (ev.CallRinging(call_id=CALL, ringing=True, agent_name="Alice"),
      '{"type":"call.ringing","call_id":"1182d9cfde73099c","ringing":true,"agent_name":"Alice"}', None),
     (ev.CallRinging(call_id=CALL, ringing=False),

@@ -325,6 +325,10 @@ export declare class CallinClient extends EventTarget {
   startsBeforeMedia(callType: CallType): boolean;
   /** Resolves with the call.queued message once queued (null when hung up while starting). */
   startCall(options?: StartCallOptions): Promise<ServerMessage | null>;
+  /** Send the device's location for the current call after startCall (call.location), e.g. when
+   * getDeviceLocation() answers after the click; while startCall is on its way it is sent once the call has its id.
+   * Once per call (location_already_set otherwise). Resolves with the ack. */
+  sendLocation(location: DeviceLocation): Promise<ServerMessage>;
   setMuted(muted: boolean): void;
   useCamera(): Promise<void>;
   cameraOff(): Promise<void>;

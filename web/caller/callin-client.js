@@ -10,8 +10,10 @@
  *   client.addEventListener("answered", (e) => show(`Connected to ${e.detail.agentName}`));
  *   client.addEventListener("ended", (e) => show(`Call ended (${e.detail.reason})`));
  *   await client.connect();
- *   const { location } = await getDeviceLocation();
- *   await client.startCall({ callType: "video", location, context: { screen: "checkout" } });
+ *   const locating = getDeviceLocation(); // the user's consent prompt: the call need not wait for it
+ *   await client.startCall({ callType: "video", context: { screen: "checkout" } });
+ *   const { location } = await locating;
+ *   if (location) await client.sendLocation(location); // call.location: the agent's card shows it when it comes
  *   client.setMuted(true); await client.shareScreen(); await client.useCamera(); await client.hangup();
  *
  * Calls are prepared before the click: once connected, the client makes the next call's peer connection and its
@@ -439,6 +441,7 @@ export class CallinClient extends EventTarget {
   #prepareWatch = null; // the browser's network change listeners while one is prepared
   #permissions = null; // {microphone, camera}: live PermissionStatus objects, null where the browser cannot say
   #mediaEpoch = 0; // bumped when a call's media is torn down: devices that come up later are stopped, not used
+  #locationWaiters = []; // sendLocation() while call.start is on its way: sent once the call has its id
 
   /**
    * @param {object} options
@@ -997,11 +1000,13 @@ export class CallinClient extends EventTarget {
       if (this.state !== "starting" || this.#closing) {
         // Hung up while call.start was on its way: the call it made ends too.
         if (this.#signal?.open) this.#signal.send({ type: "call.hangup", id: this.#signal.nextId(), call_id: queued.call_id });
+        this.#flushLocation(new CallinError("cancelled", "the call was cancelled"));
         return null;
       }
       this.callId = queued.call_id;
       this.#setQueue(queued);
       if (this.state === "starting") this.#setState("queued");
+      this.#flushLocation(null);
       const early = this.#early.filter((m) => m.call_id === queued.call_id);
       this.#early = [];
       for (const m of early) this.#onMessage(m);
@@ -1014,8 +1019,12 @@ export class CallinClient extends EventTarget {
       return queued;
     } catch (err) {
       // Hung up (or cancelled) while the call was being set up: not an error.
-      if (this.state === "ended" || (this.state === "ready" && !this.callId)) return null;
+      if (this.state === "ended" || (this.state === "ready" && !this.callId)) {
+        this.#flushLocation(new CallinError("cancelled", "the call was cancelled"));
+        return null;
+      }
       const error = err instanceof CallinError ? err : new CallinError("media_error", err?.message ?? String(err));
+      this.#flushLocation(error);
       if (this.callId && this.#signal?.open) this.#signal.send({ type: "call.hangup", id: this.#signal.nextId(), call_id: this.callId });
       this.#teardownMedia();
       this.callId = null;
@@ -1559,6 +1568,39 @@ export class CallinClient extends EventTarget {
       this.#teardownMedia();
       this.#setState(this.callback ? "callback" : this.#signal?.open ? "ready" : "idle");
       throw err instanceof CallinError ? err : new CallinError("media_error", err?.message ?? String(err));
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------- location
+  /**
+   * Send the device's location for the current call, after startCall (call.location): for a location that comes
+   * later than the click (getDeviceLocation() waits for the user's consent and the device, seconds on a phone).
+   * Called while startCall is still on its way, it is sent as soon as the call has its id. Once per call: the
+   * gateway refuses a second one (location_already_set), as it does a call that started with a location.
+   * Resolves with the gateway's ack; rejects with a CallinError (call_ended, location_already_set, no_call, ...).
+   * @param {object} location {lat, lon, accuracy_m, timestamp}, as getDeviceLocation() gives it
+   */
+  sendLocation(location) {
+    if (!location) return Promise.reject(new CallinError("invalid_message", "no location to send"));
+    if (this.state === "starting" && !this.callId) {
+      return new Promise((resolve, reject) => this.#locationWaiters.push({ location, resolve, reject }));
+    }
+    if (!this.callId || !["queued", "connected"].includes(this.state) || !this.#signal?.open) {
+      return Promise.reject(new CallinError("no_call", "there is no call to send the location with"));
+    }
+    const { lat, lon, accuracy_m, timestamp } = location;
+    const sending = this.#signal.request({ type: "call.location", call_id: this.callId, location: { lat, lon, accuracy_m, timestamp } });
+    mark("location");
+    return sending;
+  }
+
+  /** startCall is done: send the locations it was given meanwhile (or tell their senders why not). */
+  #flushLocation(error) {
+    const waiters = this.#locationWaiters;
+    this.#locationWaiters = [];
+    for (const w of waiters) {
+      if (error) w.reject(error);
+      else this.sendLocation(w.location).then(w.resolve, w.reject);
     }
   }
 

@@ -601,10 +601,11 @@ export class CallinWidget extends HTMLElement {
     this.#els.status.textContent = "Connecting…";
   }
 
-  /** Send the call (with the location, when shared, and the app's context); `media`: acquired, or on its way. */
+  /** Send the call (with the app's context) at once; `media`: acquired, or on its way. The location follows when the
+   * browser answers (its consent prompt, then the device: seconds on a phone), as call.location: the call never
+   * waits for it. */
   async #placeCall(client, callType, locating, media) {
-    const { location, status } = await locating;
-    this.#locationStatus = status;
+    this.#locationStatus = null;
     this.#showLocation();
     let context = this.options.context;
     try {
@@ -612,13 +613,28 @@ export class CallinWidget extends HTMLElement {
     } catch {
       context = {};
     }
+    const starting = client.startCall({ callType, context, media });
+    this.#sendLocation(client, locating);
     try {
-      await client.startCall({ callType, location, context, media });
+      await starting;
     } catch (err) {
       this.#showError(err);
     } finally {
       this.#enableOptions();
     }
+  }
+
+  /** When the device answers: the chip says whether the location was shared, and the call gets it (call.location;
+   * while call.start is still on its way the client sends it once the call has its id). A call that ended or
+   * failed meanwhile sends nothing: the location only ever goes with a call. */
+  async #sendLocation(client, locating) {
+    const { location, status } = await locating;
+    if (client !== this.#client || !["starting", "queued", "connected"].includes(client.state)) return;
+    this.#locationStatus = status;
+    this.#showLocation();
+    if (!location) return;
+    // Refused (the call ended, or was cancelled, while the device answered): the call goes on without it.
+    await client.sendLocation(location).catch(() => null);
   }
 
   #enableOptions() {

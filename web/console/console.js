@@ -56,6 +56,7 @@ function initialState() {
     tab: "calls",
     wallboard: null, // the last wallboard message, with clockOffset
     supervise: null, // {callId, mode, pc, audioTx, videoTx, auxTx, mic, card}
+    superviseStarting: null, // the call a supervise.start is on its way for (views/supervise.js)
     endedCard: null, // the card of the call the ended view is about
     missed: null, // {callId, name} while the missed view shows
     contacts: null, // {callId, calls} the caller's earlier contacts (GET .../contact-history)
@@ -96,9 +97,12 @@ function debugHandle(app) {
     get recording() {
       return { chip: $("rec-chip").dataset.state, button: $("rec-button").dataset.action || null };
     },
-    /** The live captions shown now (views/captions.js). */
+    /** The live captions shown now (views/captions.js): the agent's call's, and the supervised call's. */
     get captions() {
       return views.captions.shown();
+    },
+    get supervisedCaptions() {
+      return views.captions.shown("supervise");
     },
     get supervising() {
       return state.supervise ? { callId: state.supervise.callId, mode: state.supervise.mode } : null;

@@ -15,6 +15,21 @@ const OUTCOME_TEXT = {
   replaced: "Called again", interrupted: "Interrupted",
 };
 
+/** The card's location section: device-reported (never verified), with its accuracy; numbers only, no caller text. */
+function locationHtml(loc) {
+  const body = loc
+    ? `<div class="loc" data-testid="location">
+         <span class="loc-pin">${icon("map-pin", { size: 20 })}</span>
+         <div>
+           <div class="loc-coords">${Number(loc.lat).toFixed(5)}, ${Number(loc.lon).toFixed(5)}</div>
+           <div class="loc-meta">±${Math.round(Number(loc.accuracy_m))} m accuracy · measured <span class="loc-age" data-ts="${Number(loc.timestamp)}">${ago(loc.timestamp)}</span></div>
+           <a href="https://www.openstreetmap.org/?mlat=${encodeURIComponent(loc.lat)}&mlon=${encodeURIComponent(loc.lon)}#map=16/${encodeURIComponent(loc.lat)}/${encodeURIComponent(loc.lon)}" target="_blank" rel="noopener noreferrer">Open in OpenStreetMap ${icon("external-link", { size: 13 })}</a>
+         </div>
+       </div>`
+    : `<div class="loc-none" data-testid="location"><span class="loc-pin">${icon("map-pin", { size: 20 })}</span>Location not shared</div>`;
+  return `<h3>${icon("map-pin", { size: 14 })}Location<span class="tag">${loc ? "device-reported" : ""}</span></h3>${body}`;
+}
+
 export function createCard(app) {
   const { state } = app;
 
@@ -36,18 +51,6 @@ export function createCard(app) {
       .map(([k, v]) => vrow(humanize(k), String(v)))
       .join("");
 
-    const loc = card.location;
-    const locHtml = loc
-      ? `<div class="loc" data-testid="location">
-           <span class="loc-pin">${icon("map-pin", { size: 20 })}</span>
-           <div>
-             <div class="loc-coords">${Number(loc.lat).toFixed(5)}, ${Number(loc.lon).toFixed(5)}</div>
-             <div class="loc-meta">±${Math.round(loc.accuracy_m)} m accuracy · measured <span class="loc-age" data-ts="${Number(loc.timestamp)}">${ago(loc.timestamp)}</span></div>
-             <a href="https://www.openstreetmap.org/?mlat=${encodeURIComponent(loc.lat)}&mlon=${encodeURIComponent(loc.lon)}#map=16/${encodeURIComponent(loc.lat)}/${encodeURIComponent(loc.lon)}" target="_blank" rel="noopener noreferrer">Open in OpenStreetMap ${icon("external-link", { size: 13 })}</a>
-           </div>
-         </div>`
-      : `<div class="loc-none" data-testid="location"><span class="loc-pin">${icon("map-pin", { size: 20 })}</span>Location not shared</div>`;
-
     const ctx = card.context ?? {};
     const steps = (ctx.steps ?? []).map((s) => `<li>${escapeHtml(s)}</li>`).join("");
     const crm = Object.entries(ctx.crm ?? {})
@@ -65,10 +68,7 @@ export function createCard(app) {
           <h3>${icon("shield", { size: 14 })}Identity<span class="tag">from the signed token</span></h3>
           <dl class="kv">${vrow("Customer ID", id.subject)}${vrow("Email", id.email)}${vrow("Phone", id.phone)}${claims}</dl>
         </section>
-        <section>
-          <h3>${icon("map-pin", { size: 14 })}Location<span class="tag">${loc ? "device-reported" : ""}</span></h3>
-          ${locHtml}
-        </section>
+        <section id="card-location" data-call-id="${escapeHtml(card.call_id ?? "")}">${locationHtml(card.location)}</section>
         <section>
           <h3>${icon("smartphone", { size: 14 })}In the app</h3>
           ${ctx.screen ? `<span class="screen-name">${icon("smartphone", { size: 14 })}${escapeHtml(ctx.screen)}</span>` : '<span class="muted">No screen reported</span>'}
@@ -136,6 +136,15 @@ export function createCard(app) {
     list.id = "contacts-body";
   }
 
+  /** The caller's device reported its location after the call started (call.location): the card shown for that
+   * call says so, in place (the rest of the card, and where the agent scrolled to, stay as they are). */
+  function showLocation(callId, location) {
+    const section = $("card-location");
+    if (!section || section.dataset.callId !== callId) return;
+    section.innerHTML = locationHtml(location);
+    section.querySelector(".loc")?.classList.add("loc-new");
+  }
+
   function refreshAges() {
     for (const el of document.querySelectorAll(".loc-age")) el.textContent = ago(Number(el.dataset.ts));
   }
@@ -146,5 +155,5 @@ export function createCard(app) {
     renderCard(null);
   }
 
-  return { renderCard, loadContacts, renderContacts, refreshAges, mount };
+  return { renderCard, showLocation, loadContacts, renderContacts, refreshAges, mount };
 }

@@ -78,6 +78,16 @@ export function createMessages(app) {
           views.stage.updateCallControls(); // the snapshot needs the caller's video
         }
         break;
+      case "call.location": {
+        // The caller's device answered after the call started: every card of that call says so from now on.
+        const cards = new Set([state.offer?.call_id === message.call_id && state.offer.card,
+          state.call?.id === message.call_id && state.call.card,
+          state.lastCard?.call_id === message.call_id && state.lastCard].filter(Boolean));
+        for (const card of cards) card.location = message.location;
+        views.card.showLocation(message.call_id, message.location);
+        if (state.offer?.call_id === message.call_id && !state.call) views.ringing.onLocation(message);
+        break;
+      }
       case "media.video":
         if (message.leg === "self" || (message.leg === "agent" && state.call?.id === message.call_id)) {
           toast(message.state === "paused" ? "Your connection is too slow for video: audio only for now."

@@ -8,6 +8,17 @@ import { escapeHtml } from "../lib/format.js";
 import { CALL_TYPE } from "../lib/text.js";
 const AUTO_ANSWER_KEY = "callin.agent.autoAnswer";
 
+/** The line under the caller's name while a call rings: where they came from, their tier, their location. */
+function ringSub(card) {
+  const id = card.identity ?? {};
+  const bits = [];
+  if (card.context?.screen) bits.push(`from “${card.context.screen}”`);
+  const tier = id.claims?.account_tier ?? card.context?.crm?.tier;
+  if (tier) bits.push(`${tier} customer`);
+  bits.push(card.location ? "location shared" : "location not shared");
+  return bits.join(" · ");
+}
+
 export function createRinging(app) {
   const { state, views, ringer } = app;
 
@@ -22,12 +33,7 @@ export function createRinging(app) {
     $("ring-icon").innerHTML = icon(type.icon, { size: 40 });
     $("ring-title").textContent = card.consult ? `${card.consult.from_name ?? card.consult.from} wants to consult you` : card.transferred_from ? `Transferred ${type.label.toLowerCase()} from ${card.transferred_from}` : card.callback ? `Callback · ${type.label.toLowerCase()}` : `Incoming ${type.label.toLowerCase()}`;
     $("ring-name").innerHTML = `${escapeHtml(id.name || id.subject || "Unknown caller")}${id.verified ? `<span class="verified">${icon("shield", { size: 14 })}Verified</span>` : ""}`;
-    const bits = [];
-    if (card.context?.screen) bits.push(`from “${card.context.screen}”`);
-    const tier = id.claims?.account_tier ?? card.context?.crm?.tier;
-    if (tier) bits.push(`${tier} customer`);
-    bits.push(card.location ? "location shared" : "location not shared");
-    $("ring-sub").textContent = bits.join(" · ");
+    $("ring-sub").textContent = ringSub(card);
     const bar = $("ring-bar");
     bar.style.transition = "none";
     bar.style.transform = "scaleX(1)";
@@ -53,6 +59,11 @@ export function createRinging(app) {
     views.alerts.notifyRing(message);
     if (state.contacts?.callId !== message.call_id) views.card.loadContacts(message.call_id);
     $("accept-button").focus({ preventScroll: true });
+  }
+
+  /** The caller's location came while the call rings here (call.location): the ring line says so. */
+  function onLocation(message) {
+    if (state.offer?.call_id === message.call_id) $("ring-sub").textContent = ringSub(state.offer.card);
   }
 
   function stopRinging() {
@@ -127,5 +138,5 @@ export function createRinging(app) {
     });
   }
 
-  return { onOffered, stopRinging, showMissed, onMissedStatus, renderMissed, decline, mount };
+  return { onOffered, onLocation, stopRinging, showMissed, onMissedStatus, renderMissed, decline, mount };
 }

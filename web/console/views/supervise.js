@@ -17,6 +17,8 @@ export function createSupervise(app) {
   async function supervise(callId, mode) {
     if (state.supervise && state.supervise.callId !== callId) await stopSupervising(true);
     const existing = state.supervise;
+    // The gateway tells a supervisor who joins a transcribed call so (transcript.notice) before its answer comes.
+    state.superviseStarting = callId;
     try {
       const started = await state.signal.request({ type: "supervise.start", call_id: callId, mode });
       if (existing) {
@@ -28,7 +30,10 @@ export function createSupervise(app) {
       }
       await startSupervisePeer(callId, mode, started.card);
     } catch (e) {
+      if (!state.supervise) views.captions.clearSupervised();
       toast(e.reason ?? "Supervision failed.", { bad: true });
+    } finally {
+      if (state.superviseStarting === callId) state.superviseStarting = null;
     }
   }
 
@@ -102,6 +107,7 @@ export function createSupervise(app) {
     }
     sv.pc.close();
     sv.mic?.stop();
+    views.captions.clearSupervised();
     $("sv-video").srcObject = null;
     for (const id of ["sv-audio-agent", "sv-audio-caller"]) {
       const a = document.getElementById(id);
