@@ -321,7 +321,7 @@ async def inbox(request: web.Request) -> web.Response:
             callbacks.append(InboxCallback(
                 call_id=row["id"], queue=row["queue"], caller=_caller_name(row["identity"] or {}),
                 call_type=row["call_type"], phone=row["callback_phone"], requested_at=row["created_at"],
-                ringing_at=row["agent"] if row["state"] == CallState.OFFERED.value else None))
+                ringing_at=None))  # not in the record (a take of one ringing is answered callback_ringing)
     rows = await request.app[CALLS].open_messages(mine, MAX_INBOX)
     messages = [InboxMessage(call_id=r["id"], queue=r["queue"], caller=_caller_name(r["identity"] or {}),
                              subject=r["subject"], message=r["message"], left_at=r["ended_at"] or r["created_at"],

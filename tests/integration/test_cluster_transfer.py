@@ -275,3 +275,46 @@ async def test_callback_requests_listed_and_taken_across_nodes_once_and_after_ki
             await ws.close()
         for gateway in (a, b, c):
             gateway.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_target_node_killed_while_a_blind_transfer_rings_the_call_is_offered_again(database_url, redis_url,
+                                                                                         tmp_path, caller_token):
+    """Caller and alice on A, bob on B: alice's blind transfer rings bob on B; B is killed (-9): A, seeing B's node
+    dead, withdraws the ring as for any console gone and offers the call again (to alice, free since the transfer),
+    well before the ring timeout (60 s)."""
+    settings = {"ring_timeout_s": 60, "node_dead_after_s": 3, "node_beat_s": 0.5}
+    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
+    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
+    clients: list = []
+    try:
+        await start(a)
+        await start(b)
+        bob = Agent(b.base_url, "bob", "bob-demo")
+        clients.append(bob)
+        await bob.connect(available=False)
+        caller, alice, call_id = await answered_across(a, a, caller_token, agent_aux=False)
+        clients += [caller, alice]
+        assert (await bob.ws.request({"type": "agent.status", "status": "available"}))["status"] == "available"
+        done = await request_until_done(alice, {"type": "call.transfer", "call_id": call_id, "mode": "blind",
+                                                "to_agent": "bob"})
+        assert done["type"] == "ack", done
+        await bob.ws.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == call_id, timeout=20)
+        since = len(alice.ws.messages)
+
+        b.kill()
+        killed = time.monotonic()
+        again = await alice.ws.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == call_id, timeout=40,
+                                    since=since)
+        assert again["card"]["transferred_from"] == "alice" and time.monotonic() - killed < 40
+        history = [h for h in again["card"]["history"] if h.get("agent") == "bob" and h["kind"] == "queued"]
+        assert history and history[-1].get("reason") == "agent_disconnected", again["card"]["history"]
+        await alice.accept(call_id, tone_hz=BOB_HZ)
+        await wait_until(lambda: "audio" in alice.peer.slots, 30)
+        await hears(caller.peer.slots["audio"], BOB_HZ)
+        await hears(alice.peer.slots["audio"], CALLER_HZ)
+    finally:
+        for client in clients:
+            await client.close()
+        a.close()
+        b.close()
