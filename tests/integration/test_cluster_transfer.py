@@ -63,6 +63,19 @@ async def claims_of(redis_url: str, call_id: str, agent: str) -> int:
                and f.get(b"agent") == agent.encode())
 
 
+async def presence(redis_url: str, username: str, status: str) -> None:
+    """Wait until the agent's node has written its status to the shared store (other nodes decide by it)."""
+    redis = Redis.from_url(redis_url)
+    try:
+        async def written() -> bool:
+            return await redis.hget(f"callin:agent:{username}", "status") == status.encode() \
+                and bool(await redis.exists(f"callin:alive:{username}"))
+
+        await until(written, 20, 0.1, f"{username} {status} in the shared presence")
+    finally:
+        await redis.aclose()
+
+
 async def request_until_done(agent: Agent, payload: dict, timeout: float = 20) -> dict:
     """A request answered target_unavailable (retryable: the target's presence not pushed yet) is sent again."""
     deadline = time.monotonic() + timeout
@@ -86,6 +99,7 @@ async def test_blind_transfer_to_an_agent_of_a_third_node_media_both_ways(databa
         bob = Agent(c.base_url, "bob", "bob-demo")
         clients.append(bob)
         await bob.connect(available=False)
+        await presence(redis_url, "bob", "away")
 
         # Errors as on one node, decided with the cluster's presence: unknown, away (bob on C), oneself.
         for target, code in (("zed", "unknown_agent"), ("bob", "target_unavailable"), ("alice", "transfer_to_self")):
@@ -139,6 +153,7 @@ async def test_consult_with_an_agent_of_a_third_node_declined_then_completed(dat
         bob = Agent(c.base_url, "bob", "bob-demo")
         clients.append(bob)
         await bob.connect()
+        await presence(redis_url, "bob", "available")
 
         consult = {"type": "call.transfer", "call_id": call_id, "mode": "warm", "to_agent": "bob"}
         assert (await request_until_done(alice, consult))["type"] == "ack"
@@ -217,6 +232,8 @@ async def test_callback_requests_listed_and_taken_across_nodes_once_and_after_ki
             assert (await api.login(name, f"{name}-pass"))[0] == 200
             apis.append(api)
         api_b, api_c = apis
+        for name in agents:
+            await presence(redis_url, name, "available")
 
         async def listed(api: Api) -> bool:
             status, box = await api.get("/api/v1/agent/inbox")
