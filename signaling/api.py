@@ -625,6 +625,11 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
             result["responses"]["415"] = error("not a JSON body")
         return result
 
+    take = op("Ring me now with this waiting callback request (I must be available and serve its queue; with "
+              "several nodes, a request of any node)", path_param="call_id")
+    take["responses"]["503"] = error("several nodes: the request's node died and is being taken over "
+                                     "(callback_moving), or did not answer (node_unreachable); retryable")
+
     paths = {
         "/api/v1/calls": {"get": op("List call records (filters, newest first, cursor pagination)",
                                     query=CallListQuery, response=CallPage)},
@@ -642,8 +647,7 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
                                         "no API keys)", response=Directory)},
         "/api/v1/agent/inbox": {"get": op("Callback requests waiting and messages left in the queues this user serves",
                                           response=Inbox)},
-        "/api/v1/callbacks/{call_id}/take": {"post": op("Ring me now with this waiting callback request (I must be "
-                                                        "available and serve its queue)", path_param="call_id")},
+        "/api/v1/callbacks/{call_id}/take": {"post": take},
         "/api/v1/messages/{call_id}/handled": {"post": op("Mark a message left in one of my queues as handled",
                                                           body=MessageHandled, path_param="call_id")},
         "/api/v1/calls/{call_id}/contact-history": {"get": op(
