@@ -20,6 +20,7 @@ from gateway.store.records import CallFilter, Outcome, handled_by
 
 from .access import require
 from .cluster import tell_queue_changed
+from .cluster_calls import CALL_RELAY
 from .hardening import origin_is_public, origin_of
 from .keys import (ACCOUNTS, API_KEYS, CALLS, DESTINATIONS, LIVE_SIGNINS, QUEUES, RECORDER, SETTINGS, SIGNINS,
                    SWITCHBOARD, TRANSCRIPTS, WEBHOOK_DISPATCHER, WEBHOOKS)
@@ -303,7 +304,8 @@ async def directory(request: web.Request) -> web.Response:
 
 @api_routes.get("/api/v1/agent/inbox")
 async def inbox(request: web.Request) -> web.Response:
-    """Callback requests waiting and messages left, in the queues this user serves (agents: by skills)."""
+    """Callback requests waiting and messages left, in the queues this user serves (agents: by skills). With several
+    nodes, the callback requests of every node (read from the call records), this node's first."""
     who = await require(request)
     mine = await _my_queues(request, who)
     board = request.app[SWITCHBOARD]
@@ -311,6 +313,15 @@ async def inbox(request: web.Request) -> web.Response:
                                call_type=c.call_type.value, phone=c.callback_phone, requested_at=c.created_at,
                                ringing_at=c.offered_to)
                  for c in board.waiting_calls() if c.callback and (mine is None or c.queue in mine)][:MAX_INBOX]
+    if request.app.get(CALL_RELAY) is not None and len(callbacks) < MAX_INBOX:
+        here = {c.call_id for c in callbacks}
+        for row in await request.app[CALLS].open_callbacks(mine, MAX_INBOX):
+            if row["id"] in here or board.call(row["id"]) is not None or len(callbacks) >= MAX_INBOX:
+                continue
+            callbacks.append(InboxCallback(
+                call_id=row["id"], queue=row["queue"], caller=_caller_name(row["identity"] or {}),
+                call_type=row["call_type"], phone=row["callback_phone"], requested_at=row["created_at"],
+                ringing_at=None))  # not in the record (a take of one ringing is answered callback_ringing)
     rows = await request.app[CALLS].open_messages(mine, MAX_INBOX)
     messages = [InboxMessage(call_id=r["id"], queue=r["queue"], caller=_caller_name(r["identity"] or {}),
                              subject=r["subject"], message=r["message"], left_at=r["ended_at"] or r["created_at"],
@@ -320,11 +331,17 @@ async def inbox(request: web.Request) -> web.Response:
 
 @api_routes.post("/api/v1/callbacks/{call_id}/take")
 async def take_callback(request: web.Request) -> web.Response:
-    """Ring this agent now with a waiting callback request of one of its queues (it must be available)."""
+    """Ring this agent now with a waiting callback request of one of its queues (it must be available). With
+    several nodes, a request of any node: the node that holds it rings this agent, exactly once cluster-wide."""
     who = await require(request)
-    call = request.app[SWITCHBOARD].take_callback(who.name, request.match_info["call_id"])
-    audit.info("callback.taken", call_id=call.id, by=who.name)
-    return json_response({"call_id": call.id, "ringing_at": who.name})
+    call_id = request.match_info["call_id"]
+    relay = request.app.get(CALL_RELAY)
+    if relay is not None:
+        call_id = await relay.take_callback(who.name, call_id)
+    else:
+        call_id = request.app[SWITCHBOARD].take_callback(who.name, call_id).id
+    audit.info("callback.taken", call_id=call_id, by=who.name)
+    return json_response({"call_id": call_id, "ringing_at": who.name})
 
 
 @api_routes.post("/api/v1/messages/{call_id}/handled")
@@ -608,6 +625,11 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
             result["responses"]["415"] = error("not a JSON body")
         return result
 
+    take = op("Ring me now with this waiting callback request (I must be available and serve its queue; with "
+              "several nodes, a request of any node)", path_param="call_id")
+    take["responses"]["503"] = error("several nodes: the request's node died and is being taken over "
+                                     "(callback_moving), or did not answer (node_unreachable); retryable")
+
     paths = {
         "/api/v1/calls": {"get": op("List call records (filters, newest first, cursor pagination)",
                                     query=CallListQuery, response=CallPage)},
@@ -625,8 +647,7 @@ def openapi_paths(ref: Any, error: Any) -> tuple[dict[str, Any], list[type[BaseM
                                         "no API keys)", response=Directory)},
         "/api/v1/agent/inbox": {"get": op("Callback requests waiting and messages left in the queues this user serves",
                                           response=Inbox)},
-        "/api/v1/callbacks/{call_id}/take": {"post": op("Ring me now with this waiting callback request (I must be "
-                                                        "available and serve its queue)", path_param="call_id")},
+        "/api/v1/callbacks/{call_id}/take": {"post": take},
         "/api/v1/messages/{call_id}/handled": {"post": op("Mark a message left in one of my queues as handled",
                                                           body=MessageHandled, path_param="call_id")},
         "/api/v1/calls/{call_id}/contact-history": {"get": op(

@@ -15,9 +15,19 @@ The design (LiveKit relays signaling between nodes the same way):
   wrap-up, supervise ...) are forwarded by its node to the home, executed there by the stand-in as that agent, and
   the replies come back the same way. Its console going away, coming back or signing out is told to the home too.
 
+Transfers, consults and callback requests across nodes (issue 10):
+- A named colleague of a transfer or consult (the call's home runs it, as any command of its agent) is claimed with
+  the same `claim_agent` script as offers, then rung on the home like any agent: directly if its console is on the
+  home, else through a stand-in (its SDP and candidates are relayed as for any remote agent; the call's media stays
+  on the home). Declines, ring timeouts and a target node that dies end the ring as on one node.
+- An agent's `take` of a callback request is run by the request's home (the node that holds it in the shared line;
+  a request whose node died is taken over by another node within CALLIN_NODE_DEAD_AFTER_S, and the take waits for
+  that, TAKE_WAIT_S at most): the home checks the request, claims the agent (exactly once with offers), checks the
+  request again (two takes from two nodes: the second finds it ringing) and rings the agent.
+
 Messages on a node's inbox (JSON over pub/sub, at most once; a lost command is answered `node_unreachable`):
-event {agent, text, slot, home} · command {corr, from, account, text} · reply {corr, wires} ·
-gone / detached / resumed {agent}.
+event {agent, text, slot, home} · command {corr, from, account, text} · take {corr, from, account, call} ·
+reply {corr, wires} · gone / detached / resumed {agent}.
 """
 
 from __future__ import annotations
@@ -36,10 +46,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from gateway.auth import AgentAccount
 from gateway.calls import Call
-from gateway.errors import Unavailable
+from gateway.errors import BadRequest, Forbidden, GatewayError, InvalidState, NotFound, Unavailable
 from gateway.events import AgentStatusChanged, CallEnded
 from gateway.engine.presence import STAFFED_STATUS
 from gateway.models import AgentStatus, CallState, now
+from gateway.routing import AgentState
 from gateway.sessions import Numbered, Session
 from gateway.store.redis_bus import RedisBus
 from gateway.store.redis_line import LineEntry, RedisLine
@@ -61,6 +72,7 @@ ROUTING_CHANNEL = "routing"  # "an agent became available": every node dispatche
 PLACES_EVERY_S = 1.0  # the least time between reads of a node's callers' places in the shared line (at most every
 # position_update_interval_s if that is longer), unless its own line changed
 PLACED_TIMEOUT_S = 2.0  # call.queued waits this long at most for the call's place in the shared line
+TAKE_WAIT_S = 15.0  # a take of a callback request whose node died waits this long at most for its takeover
 
 CALL_RELAY: web.AppKey["CallRelay"] = web.AppKey("call_relay")
 # Executes a forwarded agent command at the home: (stand-in session, the message's text) -> the wire replies.
@@ -87,12 +99,13 @@ class AccountOut(BaseModel):
 
 
 class Inbound(BaseModel):
-    op: str = Field(pattern="^(event|command|reply|gone|detached|resumed)$")
+    op: str = Field(pattern="^(event|command|take|reply|gone|detached|resumed)$")
     agent: str | None = Field(None, max_length=128)
     home: str | None = Field(None, max_length=64)
     text: str | None = Field(None, max_length=256 * 1024)
     slot: str | None = Field(None, max_length=256)
     corr: str | None = Field(None, max_length=64)
+    call: str | None = Field(None, max_length=64)
     sender: str | None = Field(None, alias="from", max_length=64)
     account: AccountOut | None = None
     wires: list[str] = Field(default_factory=list, max_length=64)
@@ -132,12 +145,14 @@ class CallRelay:
         self._foreign: set[str] = set()  # agents that had a stand-in here: their presence is their node's
         self._stand_in_ids: set[str] = set()
         self._detached: set[str] = set()  # stand-ins whose agent's console lost its socket (told by its node)
+        self._claimed: dict[str, float] = {}  # stand-ins claimed for a transfer or a take, not rung yet (loop time)
         self._homes: list[str] = []  # calls queued here whose home is to be written
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     async def start(self) -> None:
         board = self.board
         board.route_with(self._wake.set)
+        board.claim_colleagues_with(self)
         board.on("call.queued", self._queued)
         board.on("agent.detached", lambda s: self._tell_home(s, "detached"))
         board.on("agent.resumed", lambda s: self._tell_home(s, "resumed"))
@@ -151,6 +166,7 @@ class CallRelay:
     async def close(self) -> None:
         self._closed = True
         self.board.route_with(None)
+        self.board.claim_colleagues_with(None)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -425,6 +441,157 @@ class CallRelay:
         self.board.follow_agent(username, AgentStatus.AVAILABLE)  # the claim says so
         return self.board.offer(call, state)
 
+    # -- claiming a named agent: transfers, consults, callback requests taken ------------------------------------
+    async def _claim(self, call: Call, username: str, skills: frozenset[str],
+                     account: AgentAccount | None = None) -> AgentState | None:
+        """Claim `username` ringing for `call` (of this node) in the shared store, the same script as offers (no
+        other node can ring it meanwhile); its state here, available (a stand-in if its console is on another
+        node), or None: not claimed (taken, busy, gone). A claim that cannot be used is given back here."""
+        node = await self.routing.claim_agent(call.id, username, skills)
+        if node is None:
+            return None
+        self._pushed.pop(username, None)  # say the agent's status again after this, whatever it is then
+        state = None
+        if node == self.instance and username not in self._foreign:
+            state = self.board.agent(username)
+            if state is not None and (not self.board.attached(state) or state.status is not AgentStatus.AVAILABLE):
+                state = None
+            if state is not None:
+                self._seen[username] = call.id
+        else:
+            if account is None:
+                profile = await self.routing.agent_state(username)
+                with contextlib.suppress(ValidationError, ValueError):
+                    account = AccountOut(username=username, display_name=profile.get("display_name") or username,
+                                         role=profile.get("role") or "agent", skills=profile.get("skills", "").split(),
+                                         capacity=int(profile.get("capacity") or 1)).account()
+            if account is not None and not self._closed:
+                self._stand_in(account, node)
+                state = self.board.agent(username)
+                if state is not None and state.status in (AgentStatus.RINGING, AgentStatus.BUSY):
+                    state = None
+                if state is not None:
+                    self.board.cancel_wrap_up(state)
+                    self.board.follow_agent(username, AgentStatus.AVAILABLE)  # the claim says so
+                    self._claimed[username] = asyncio.get_running_loop().time()  # kept until it rings
+        if state is None:
+            await self.routing.unclaim(call.id, username, now())
+        return state
+
+    async def claim_colleague(self, call: Call, username: str) -> AgentState:
+        """A transfer or consult names `username`: claimed for `call`, wherever its console is (ColleagueClaims)."""
+        state = await self._claim(call, username, frozenset())
+        if state is not None:
+            return state
+        profile = await self.routing.agent_state(username)
+        alive = await self.routing.redis.exists(self.routing.alive_key(username))
+        status = profile.get("status") or AgentStatus.OFFLINE.value
+        if not alive or status == AgentStatus.OFFLINE.value:
+            raise NotFound(f"no signed-in agent {username!r}", code="unknown_agent")
+        local = self.board.agent(username)
+        if status == AgentStatus.AVAILABLE.value and local is not None and username not in self._foreign:
+            status = local.status.value  # what this node knows better than its last push
+        raise InvalidState(f"{username} is {status}", code="target_unavailable", retryable=True)
+
+    async def give_back(self, call: Call, username: str) -> None:
+        """A claim a transfer did not use (the call changed meanwhile): the agent is available again."""
+        self._pushed.pop(username, None)
+        self._claimed.pop(username, None)
+        await self.routing.unclaim(call.id, username, now())
+        self._wake.set()
+
+    async def take_callback(self, username: str, call_id: str) -> str:
+        """This node's agent `username` takes the callback request `call_id`, wherever it waits: rung now, exactly
+        once cluster-wide; returns the call id (the typed errors of one node otherwise)."""
+        state = self.board.agent(username)
+        session = self.board.session(state.session_id) if state is not None else None
+        if state is None or session is None or session.id in self._stand_in_ids or not self.board.attached(state):
+            raise InvalidState("sign in to the console to take a callback", code="not_signed_in")
+        account: AgentAccount = session.principal
+        if len(call_id) > 64:  # not an id this gateway made (and not one to pass on to another node)
+            raise InvalidState("this callback request is no longer waiting", code="callback_gone")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TAKE_WAIT_S
+        while True:
+            if self.board.call(call_id) is not None:
+                return (await self._take_here(account, call_id)).id
+            home = await self.line.owner(call_id) or await self.routing.home_of(call_id)
+            if home is None or home == self.instance:
+                raise InvalidState("this callback request is no longer waiting", code="callback_gone")
+            if not await self.registry.down([home], time.time()):
+                try:
+                    return _answer(await self._ask(home, {"op": "take", "call": call_id,
+                                                          "account": AccountOut.of(account).model_dump()}, username))
+                except Unavailable as exc:
+                    if exc.code != "node_unreachable" or not await self.registry.down([home], time.time()):
+                        raise
+                    # its node died while asked: another node takes the request over (asked next)
+            if loop.time() >= deadline:  # its node died and no node has taken its requests over yet
+                raise Unavailable("the node that held this callback request stopped; another node takes it over "
+                                  "within seconds: try again", code="callback_moving")
+            await asyncio.sleep(0.25)
+
+    async def _take_here(self, account: AgentAccount, call_id: str) -> Call:
+        skills = frozenset(account.skills)
+        call = self.board.takeable_callback(call_id, skills)
+        state = await self._claim(call, account.username, self.board.queue_of(call).skills, account)
+        if state is None:
+            raise InvalidState("be available to take a callback (the gateway sees you busy or away)",
+                               code="agent_busy", retryable=True)
+        try:  # again: another take, or an offer, may have got it while the agent was claimed
+            call = self.board.takeable_callback(call_id, skills)
+            self.board.give_callback(call, state)
+        except GatewayError:
+            await self.give_back(call, account.username)
+            raise
+        log.info("cluster.callback_taken", call_id=call.id, agent=account.username)
+        return call
+
+    async def _take_command(self, message: Inbound) -> None:
+        """An agent of another node takes a callback request waiting here."""
+        if message.account is None or not message.sender or not message.corr or not message.call:
+            return
+        try:
+            call = await self._take_here(message.account.account(), message.call)
+            answer: dict[str, Any] = {"call_id": call.id}
+        except GatewayError as exc:
+            answer = {"error": {"code": exc.code, "reason": exc.reason, "status": exc.status,
+                                "retryable": exc.retryable}}
+        except Exception:
+            log.exception("cluster.take_failed", agent=message.account.username, call_id=message.call)
+            answer = {"error": {"code": "internal_error", "reason": "the request's node failed", "status": 500,
+                                "retryable": True}}
+        self._post(message.sender, {"op": "reply", "corr": message.corr, "wires": [json.dumps(answer)]})
+
+    async def _ask(self, node: str, message: dict[str, Any], username: str) -> dict[str, Any]:
+        """Send `message` to `node` and wait for its one reply (a JSON object)."""
+        answers: list[str] = []
+        corr = secrets.token_hex(8)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending[corr] = (future, lambda wire: answers.append(wire.text), username)
+        self._post(node, message | {"corr": corr, "from": self.instance})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FORWARD_TIMEOUT_S
+        try:
+            while True:  # not answered: given up at the deadline, or at once when the node is found dead
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), min(HEARTBEAT_S, deadline - loop.time()))
+                if future.done():
+                    break
+                if loop.time() >= deadline or await self.registry.down([node], time.time()):
+                    raise Unavailable("the node that holds this call did not answer; try again",
+                                      code="node_unreachable")
+        finally:
+            self._pending.pop(corr, None)
+            future.cancel()
+        try:
+            answer = json.loads(answers[0]) if answers else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise Unavailable("the node that holds this call answered nothing readable", code="node_unreachable")
+        return answer
+
     # -- stand-ins: agents of other nodes in calls homed here --------------------------------------------------------
     def _stand_in(self, account: AgentAccount, node: str) -> Session:
         username = account.username
@@ -458,6 +625,10 @@ class CallRelay:
                 continue
             if self.board.in_a_call(username):
                 continue
+            claimed = self._claimed.get(username)
+            if claimed is not None and asyncio.get_running_loop().time() - claimed < FORWARD_TIMEOUT_S:
+                continue  # claimed for a transfer or a take that has not rung it yet
+            self._claimed.pop(username, None)
             self.board.drop_session(session)
             self._forget_stand_in(username)
 
@@ -467,6 +638,7 @@ class CallRelay:
             self._stand_in_ids.discard(session.id)
         self._sinks.pop(username, None)
         self._detached.discard(username)
+        self._claimed.pop(username, None)
         self._stand_in_node.pop(username, None)
 
     # -- forwarding an agent's command to the home of its call -------------------------------------------------------
@@ -522,6 +694,8 @@ class CallRelay:
                 self._reply(message)
             case "command":
                 await self._command(message)
+            case "take":
+                await self._take_command(message)
             case _:
                 self._agent_changed(message)
 
@@ -615,6 +789,23 @@ class CallRelay:
             self._forget_stand_in(username)
             self.board.release_session(session)
         self._wake.set()
+
+
+_ERRORS: dict[int, type[GatewayError]] = {400: BadRequest, 403: Forbidden, 404: NotFound, 409: InvalidState,
+                                          503: Unavailable}
+
+
+def _answer(answer: dict[str, Any]) -> str:
+    """A take's answer from the request's home: its call id, or the typed error it raised there, raised here."""
+    error = answer.get("error")
+    if isinstance(error, dict):
+        kind = _ERRORS.get(error.get("status") if isinstance(error.get("status"), int) else 500, GatewayError)
+        raise kind(str(error.get("reason") or "refused")[:500], code=str(error.get("code") or "internal_error")[:64],
+                   retryable=bool(error.get("retryable")))
+    call_id = answer.get("call_id")
+    if not isinstance(call_id, str):
+        raise Unavailable("the node that holds this call answered nothing readable", code="node_unreachable")
+    return call_id
 
 
 def _score(call: Call) -> float:

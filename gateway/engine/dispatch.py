@@ -114,12 +114,28 @@ class Dispatch:
     def take_callback(self, username: str, call_id: str) -> Call:
         """The agent picks a waiting callback request from its list: offered to it now, whatever its place (an
         agent may take only callbacks of queues whose skills it has, and only while available)."""
-        call = self.core.live.call(call_id)
-        if call is None or not call.callback or call.state not in (CallState.QUEUED, CallState.OFFERED):
-            raise InvalidState("this callback request is no longer waiting", code="callback_gone")
+        call = self.takeable_callback(call_id, None)
         agent = self.core.live.agent(username)
         if agent is None or not self.presence.attached(agent):
             raise InvalidState("sign in to the console to take a callback", code="not_signed_in")
+        return self.give_callback(call, agent)
+
+    def takeable_callback(self, call_id: str, skills: frozenset[str] | None) -> Call:
+        """The waiting callback request `call_id` of this engine, if it may be taken now by an agent with `skills`
+        (None: only whether it still waits; give_callback checks the rest)."""
+        call = self.core.live.call(call_id)
+        if call is None or not call.callback or call.state not in (CallState.QUEUED, CallState.OFFERED):
+            raise InvalidState("this callback request is no longer waiting", code="callback_gone")
+        if skills is None:
+            return call
+        if not self.views.queue_of(call).skills <= skills:
+            raise InvalidState("this callback is for a queue you do not serve", code="not_your_queue")
+        if call.state is CallState.OFFERED:
+            raise InvalidState("this callback is ringing at an agent already", code="callback_ringing")
+        return call
+
+    def give_callback(self, call: Call, agent: AgentState) -> Call:
+        """Ring `agent` (attached to this engine, or a cluster stand-in) with the callback request `call` now."""
         if not agent.can_take(self.views.queue_of(call).skills):
             raise InvalidState("this callback is for a queue you do not serve", code="not_your_queue")
         if call.state is CallState.OFFERED:

@@ -4,6 +4,7 @@ the call's Scene (gateway/media/topology.py): "who hears whom" is decided in one
 
 from __future__ import annotations
 
+from typing import Protocol
 
 from ..calls import Call
 from ..errors import Forbidden, InvalidState, NotFound
@@ -28,12 +29,27 @@ from .presence import Presence
 from .views import Views
 
 
+class ColleagueClaims(Protocol):
+    """Several nodes (signaling/cluster_calls.py): a named colleague is claimed in the shared store before it is
+    rung for a transfer or a consult, exactly once with every node's offers, wherever its console is."""
+
+    async def claim_colleague(self, call: Call, username: str) -> AgentState:
+        """The colleague's state on this node (a stand-in if its console is on another node), claimed ringing for
+        `call`; NotFound unknown_agent / InvalidState target_unavailable as on one node."""
+        ...
+
+    async def give_back(self, call: Call, username: str) -> None:
+        """A claim the transfer did not use after all (the call changed while it was claimed)."""
+        ...
+
+
 class InCall:
     def __init__(self, core: Core, presence: Presence, dispatch: Dispatch, views: Views) -> None:
         self.core = core
         self.presence = presence
         self.dispatch = dispatch
         self.views = views
+        self.claims: ColleagueClaims | None = None  # several nodes: colleagues are claimed cluster-wide
         core.timers.on("consult", self._consult_timeout)
 
     def own_connected_call(self, session: Session, call_id: str) -> Call:
@@ -73,6 +89,24 @@ class InCall:
             raise InvalidState(f"{username} is {target.status.value}", code="target_unavailable", retryable=True)
         return target
 
+    async def _claim_colleague(self, session: Session, call: Call, username: str) -> tuple[Call, AgentState]:
+        """The named colleague, ready to be rung: on one node, an available agent of this engine; on several, an
+        agent of any node claimed in the shared store first (so a concurrent offer of another node cannot ring it
+        too). The call is checked again after the claim (it may have changed meanwhile)."""
+        if self.claims is None:
+            return call, self._available_colleague(call, username)
+        if username == call.agent:
+            raise InvalidState("an agent cannot transfer a call to themselves", code="transfer_to_self")
+        target = await self.claims.claim_colleague(call, username)
+        try:
+            call = self.own_connected_call(session, call.id)
+            if call.consult is not None:
+                raise InvalidState("a consult is already in progress", code="consult_in_progress")
+        except Exception:
+            await self.claims.give_back(call, username)
+            raise
+        return call, target
+
     async def transfer(self, session: Session, call_id: str, *, to_agent: str | None, to_queue: str | None,
                        mode: str) -> Call:
         """Blind: the call leaves this agent now and rings at the target (an agent, or a queue's next agent, found
@@ -86,10 +120,11 @@ class InCall:
         if mode == "warm":
             if to_agent is None:
                 raise InvalidState("a warm transfer consults one agent: name to_agent", code="bad_transfer")
-            return self._start_consult(call, self._available_colleague(call, to_agent))
+            call, colleague = await self._claim_colleague(session, call, to_agent)
+            return self._start_consult(call, colleague)
         target = None
         if to_agent is not None:
-            target = self._available_colleague(call, to_agent)
+            call, target = await self._claim_colleague(session, call, to_agent)
         elif to_queue not in self.views.queue_names():
             raise NotFound(f"no queue {to_queue!r}", code="unknown_queue")
         previous = call.agent

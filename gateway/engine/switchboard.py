@@ -45,7 +45,7 @@ from .calls import CallLifecycle
 from .content import Content
 from .core import Core
 from .dispatch import Dispatch
-from .incall import InCall
+from .incall import ColleagueClaims, InCall
 from .presence import Presence
 from .recording import PreparePath, Recordings
 from .supervision import Supervision
@@ -251,6 +251,22 @@ class Switchboard(AsyncIOEventEmitter):
         call = self.dispatch.take_callback(username, call_id)
         self._settle()
         return call
+
+    def takeable_callback(self, call_id: str, skills: frozenset[str] | None) -> Call:
+        """The callback request `call_id` waiting here, if an agent with `skills` may take it now (else the typed
+        error take_callback would raise)."""
+        return self.dispatch.takeable_callback(call_id, skills)
+
+    def give_callback(self, call: Call, agent: AgentState) -> Call:
+        """Several nodes: ring `agent` (claimed in the shared store first) with the callback request `call`."""
+        self.dispatch.give_callback(call, agent)
+        self._settle()
+        return call
+
+    def claim_colleagues_with(self, claims: ColleagueClaims | None) -> None:
+        """Several nodes: named colleagues of a transfer or consult are claimed through `claims` (None: this
+        engine's agents only)."""
+        self.incall.claims = claims
 
     def accept(self, session: Session, call_id: str) -> Call:
         state, call = self.views.agent_and_call(session, call_id)
@@ -639,6 +655,10 @@ class Switchboard(AsyncIOEventEmitter):
     # ------------------------------------------------------------------ queues (configuration)
     def queue_config(self, name: str) -> Queue:
         return self.queues.get(name)
+
+    def queue_of(self, call: Call) -> Queue:
+        """The call's queue (the default one if an admin removed it while the call was live)."""
+        return self.views.queue_of(call)
 
     def all_queues(self) -> list[Queue]:
         return self.queues.all()

@@ -579,6 +579,19 @@ class CallQueries:
             rows = (await session.scalars(query)).all()
         return [row_dict(r) for r in rows]
 
+    async def open_callbacks(self, queues: set[str] | None, limit: int) -> list[dict[str, Any]]:
+        """Callback requests still waiting for an agent, on any node (or left by a node that died), oldest first
+        (queues: only these; None: all). Records are written behind the calls: a request made a moment ago on
+        another node may not be here yet."""
+        conditions = [CallRow.callback.is_(True), CallRow.ended_at.is_(None), CallRow.callback_ready_at.is_(None),
+                      CallRow.state.in_([CallState.QUEUED.value, CallState.OFFERED.value])]
+        if queues is not None:
+            conditions.append(CallRow.queue.in_(sorted(queues)))
+        query = select(CallRow).where(*conditions).order_by(CallRow.created_at, CallRow.id).limit(limit)
+        async with self.db.session() as session:
+            rows = (await session.scalars(query)).all()
+        return [row_dict(r) for r in rows]
+
     async def contact_history(self, subject: str, issuer: str | None, exclude: str, limit: int) -> list[dict[str, Any]]:
         """The earlier calls of one signed caller (subject and issuer), newest first, without `exclude`."""
         query = (select(CallRow).where(CallRow.subject == subject, CallRow.id != exclude)

@@ -186,6 +186,12 @@ class RedisLine:
         return {call_id: (int(rank) + 1, lengths[queue])
                 for (call_id, queue), rank in zip(wanted, replies) if rank is not None}
 
+    async def owner(self, call_id: str) -> str | None:
+        """The node that holds this waiting call now (None: it waits nowhere, or its node died and nobody has
+        taken it over yet)."""
+        node = await self.redis.hget(self.prefix + "waitowner", call_id)
+        return None if node is None else (node.decode() if isinstance(node, bytes) else str(node))
+
     async def lengths(self, queues: Iterable[str]) -> dict[str, int]:
         """How many calls wait in each of these queues, over every node."""
         names = sorted(set(queues))

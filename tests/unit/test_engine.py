@@ -94,3 +94,63 @@ def test_signaling_reads_the_engine_through_methods():
                  for path in sorted(root.glob("*.py")) if path.name not in ("cli.py", "app.py")
                  for number, line in enumerate(path.read_text().splitlines(), 1) if internals.search(line)]
     assert offenders == []
+
+
+class Claims:
+    """Stands for the cluster relay's claims (signaling/cluster_calls.py) in unit tests of the engine's logic: it
+    returns the named agent's state here after `gate` opens, and records what was claimed and given back."""
+
+    def __init__(self, board) -> None:
+        self.board = board
+        self.gate = asyncio.Event()
+        self.claimed: list[tuple[str, str]] = []
+        self.given_back: list[tuple[str, str]] = []
+
+    async def claim_colleague(self, call, username):
+        self.claimed.append((call.id, username))
+        await self.gate.wait()
+        return self.board.agents[username]
+
+    async def give_back(self, call, username):
+        self.given_back.append((call.id, username))
+
+
+async def test_a_transfer_target_is_claimed_first_and_given_back_if_the_call_changed_meanwhile():
+    """Several nodes: the named colleague is claimed through the relay before it rings; a call that ended while the
+    claim was awaited is refused with its typed error and the claim given back (nothing rings)."""
+    board = board_with()
+    claims = Claims(board)
+    board.claim_colleagues_with(claims)
+    try:
+        staff = {name: agent(board, name) for name in ("alice", "bob")}
+        first, _ = caller(board, "c1")
+        call = start(board, first)
+        owner_name = call.offered_to
+        other = "bob" if owner_name == "alice" else "alice"
+        owner = staff[owner_name][0]
+        board.accept(owner, call.id)
+        with pytest.raises(Exception) as refused:
+            await board.transfer(owner, call.id, to_agent=owner_name, to_queue=None, mode="blind")
+        assert refused.value.code == "transfer_to_self" and claims.claimed == []  # refused before any claim
+
+        transfer = asyncio.ensure_future(board.transfer(owner, call.id, to_agent=other, to_queue=None, mode="blind"))
+        await wait_for(lambda: claims.claimed)
+        await board.caller_hangup(first, call.id)  # the call ends while the colleague is being claimed
+        claims.gate.set()
+        with pytest.raises(Exception) as ended:
+            await transfer
+        assert ended.value.code == "not_connected"
+        assert claims.given_back == [(call.id, other)]
+        assert board.agents[other].status is AgentStatus.AVAILABLE
+        assert not any(e.call_id == call.id for e in staff[other][1].of(CallOffered))
+
+        second, _ = caller(board, "c2")
+        call2 = start(board, second)
+        owner2 = staff[call2.offered_to][0]
+        target = "bob" if call2.offered_to == "alice" else "alice"
+        board.accept(owner2, call2.id)
+        await board.transfer(owner2, call2.id, to_agent=target, to_queue=None, mode="warm")
+        assert claims.claimed[-1] == (call2.id, target) and len(claims.given_back) == 1
+        assert call2.consult == target and board.agents[target].status is AgentStatus.RINGING
+    finally:
+        await board.close()
