@@ -6,10 +6,17 @@
 
 A caller authenticates with its caller token (Authorization: Bearer <JWT>) and reaches only its own calls; staff
 with their session (cookie or token) and must be in the call (supervisors and admins may read any call's files).
+
+Uploads go through the node that holds the call (its home). Downloads work on any node when the files are shared
+(the database backend, gateway/store/attachments.py): a call that is not live on this node (homed on another node,
+ended, or its node died) is checked against its record in the shared database: its caller (the token's issuer and
+subject) and the agents who handled it may read its files; an agent of this node in a call homed elsewhere may too
+(its status here follows the home's events).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -17,15 +24,17 @@ from aiohttp import web
 from gateway.auth import TokenError
 from gateway.calls import Call
 from gateway.errors import Forbidden, NotFound
-from gateway.models import CallState
-from gateway.store.attachments import AttachmentError
+from gateway.models import AgentStatus, CallerIdentity, CallState
+from gateway.store.attachments import Attachment, AttachmentError
+from gateway.store.records import RecordsUnavailable, handled_by
 
 from .access import principal
-from .keys import ATTACHMENTS, CALLER_TOKENS, SWITCHBOARD
+from .keys import ATTACHMENTS, CALLER_TOKENS, CALLS, RECORDER, SWITCHBOARD
 from .rest import json_response
 
 file_routes = web.RouteTableDef()
 STAFF_ALL = {"supervisor", "admin"}
+IN_CALL = (AgentStatus.BUSY, AgentStatus.WRAP_UP)  # an agent connected to a call, or wrapping it up
 
 
 @dataclass(frozen=True)
@@ -34,20 +43,30 @@ class Uploader:
     is_caller: bool
     role: str
     owner: str | None = None  # a caller's identity (issuer|subject): its files count toward its quota
+    identity: CallerIdentity | None = None  # a caller's verified token
 
 
-async def who(request: web.Request, call: Call | None) -> Uploader:
+def caller_identity(request: web.Request) -> CallerIdentity | None:
+    """The caller whose token authorizes this request, if it carries a valid caller token."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.count(".") == 2:
-        try:
-            identity = request.app[CALLER_TOKENS].verify(token.strip())
-        except TokenError:
-            identity = None
-        if identity is not None:
-            if call is None or call.identity.subject != identity.subject:
-                raise NotFound("no such call", code="unknown_call")
-            return Uploader("caller", True, "caller", owner=f"{identity.issuer or ''}|{identity.subject}")
+    if scheme.lower() != "bearer" or token.count(".") != 2:
+        return None
+    try:
+        return request.app[CALLER_TOKENS].verify(token.strip())
+    except TokenError:
+        return None
+
+
+async def who(request: web.Request, call: Call | None, *, any_call: bool = False) -> Uploader:
+    """The caller (its token) or the staff member (its session) behind the request. A caller is refused a call that
+    is not its own here, unless `any_call` (the caller of a call not live on this node is checked by its record)."""
+    identity = caller_identity(request)
+    if identity is not None:
+        if call is None and not any_call or call is not None and call.identity.subject != identity.subject:
+            raise NotFound("no such call", code="unknown_call")
+        return Uploader("caller", True, "caller", owner=f"{identity.issuer or ''}|{identity.subject}",
+                        identity=identity)
     person = await principal(request)
     if not person.is_user:
         return Uploader(person.name, False, "integrator")
@@ -68,6 +87,51 @@ def must_be_in_call(request: web.Request, call: Call, person: Uploader) -> None:
         raise Forbidden("you are not in this call", code="not_your_call")
 
 
+def _in_live_call(request: web.Request, call: Call, person: Uploader) -> bool:
+    if person.is_caller:
+        return True  # who() checked the subject
+    board = request.app[SWITCHBOARD]
+    return board.is_participant(call, person.name) or person.name in (call.agent, call.transferred_from)
+
+
+async def _in_recorded_call(request: web.Request, call_id: str, person: Uploader) -> bool:
+    """A call not live on this node: its caller, an agent who handled it (its record), or an agent of this node in
+    it now (homed on another node)."""
+    if not person.is_caller:
+        state = request.app[SWITCHBOARD].agent(person.name)
+        if state is not None and call_id in (state.call_id, state.wrap_up_call) and state.status in IN_CALL:
+            return True
+    try:
+        record = await request.app[CALLS].get(call_id)
+    except NotFound:
+        return False
+    if person.is_caller:
+        identity = person.identity
+        recorded = record.get("identity") or {}
+        return identity is not None and record.get("subject") == identity.subject \
+            and recorded.get("issuer") == identity.issuer
+    return person.name in handled_by(record)
+
+
+async def may_read(request: web.Request, call_id: str, person: Uploader) -> bool:
+    if not person.is_caller and person.role in STAFF_ALL | {"integrator"}:
+        return True
+    call = request.app[SWITCHBOARD].calls.get(call_id)
+    if call is not None and _in_live_call(request, call, person):
+        return True
+    if not request.app[ATTACHMENTS].shared:
+        return False  # the files are this node's: a call it does not hold has none here
+    return await _in_recorded_call(request, call_id, person)
+
+
+async def _durable(request: web.Request, call: Call) -> None:
+    """With shared files, the call's record (its agent) is committed before the upload is answered, so that the
+    agent may read the file through any node at once (the record is what other nodes check)."""
+    if request.app[ATTACHMENTS].shared:
+        with contextlib.suppress(RecordsUnavailable):
+            await request.app[RECORDER].durable(call.id)
+
+
 @file_routes.post("/api/v1/calls/{call_id}/attachments")
 async def upload(request: web.Request) -> web.Response:
     call = live_call(request)
@@ -85,25 +149,42 @@ async def upload(request: web.Request) -> web.Response:
     call.attachments.add(attachment.id)
     call.log("attachment", id=attachment.id, by=person.name, name=attachment.name, mime=attachment.mime,
              size=attachment.size)
+    await _durable(request, call)
     return json_response(attachment.public(), status=201)
 
 
-@file_routes.get("/api/v1/calls/{call_id}/attachments/{attachment_id}")
-async def download(request: web.Request) -> web.StreamResponse:
-    call = request.app[SWITCHBOARD].calls.get(request.match_info["call_id"])
-    person = await who(request, call)
-    if not person.is_caller and person.role not in STAFF_ALL | {"integrator"}:
-        if call is None or not request.app[SWITCHBOARD].is_participant(call, person.name) \
-                and call.agent != person.name and call.transferred_from != person.name:
-            raise NotFound("no such attachment", code="unknown_attachment")
-    attachment, path = request.app[ATTACHMENTS].get(request.match_info["call_id"], request.match_info["attachment_id"])
+def _headers(attachment: Attachment) -> dict[str, str]:
     disposition = "inline" if attachment.mime.startswith("image/") else "attachment"
-    return web.FileResponse(path, headers={
+    return {
         "Content-Type": attachment.mime,
         "Content-Disposition": f'{disposition}; filename="{attachment.name}"',
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "private, max-age=3600",
-    })
+    }
+
+
+@file_routes.get("/api/v1/calls/{call_id}/attachments/{attachment_id}")
+async def download(request: web.Request) -> web.StreamResponse:
+    call_id = request.match_info["call_id"]
+    store = request.app[ATTACHMENTS]
+    call = request.app[SWITCHBOARD].calls.get(call_id)
+    person = await who(request, call, any_call=store.shared)
+    if not await may_read(request, call_id, person):
+        raise NotFound("no such attachment", code="unknown_attachment")
+    attachment = await store.get(call_id, request.match_info["attachment_id"])
+    path = store.local_path(attachment)
+    if path is not None:
+        return web.FileResponse(path, headers=_headers(attachment))
+    pieces = store.chunks(attachment)
+    first = await anext(pieces)  # NotFound here (deleted meanwhile) is still a 404, not a cut-off body
+    response = web.StreamResponse(headers=_headers(attachment))
+    response.content_length = attachment.size
+    await response.prepare(request)
+    await response.write(first)
+    async for piece in pieces:
+        await response.write(piece)
+    await response.write_eof()
+    return response
 
 
 @file_routes.post("/api/v1/calls/{call_id}/snapshot")
@@ -118,4 +199,5 @@ async def take_snapshot(request: web.Request) -> web.Response:
     attachment = await request.app[ATTACHMENTS].save(call.id, "snapshot.jpg", jpeg, person.name)
     call.attachments.add(attachment.id)
     call.log("snapshot", id=attachment.id, by=person.name, width=width, height=height)
+    await _durable(request, call)
     return json_response(attachment.public() | {"width": width, "height": height}, status=201)
