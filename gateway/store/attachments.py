@@ -164,6 +164,9 @@ class AttachmentBackend(Protocol):
     async def expire(self, cutoff: float) -> int:
         """Delete every file uploaded at or before `cutoff`; how many."""
 
+    async def discard(self, attachment: Attachment) -> None:
+        """Delete one file at once (an upload its call refused)."""
+
 
 class DiskAttachments:
     """Files on disk under root/<call_id>/<id> with <id>.json beside each; an index in memory (rebuilt by `open`)
@@ -221,6 +224,10 @@ class DiskAttachments:
         if expired:
             await asyncio.to_thread(_delete, self.root, expired)
         return len(expired)
+
+    async def discard(self, attachment: Attachment) -> None:
+        if self._index.pop(attachment.id, None) is not None:
+            await asyncio.to_thread(_delete, self.root, [attachment])
 
 
 _COLUMNS = [f.name for f in fields(Attachment)]
@@ -305,6 +312,11 @@ class DatabaseAttachments:
                 await session.execute(delete(AttachmentRow).where(AttachmentRow.id.in_(ids)))
             deleted += len(ids)
 
+    async def discard(self, attachment: Attachment) -> None:
+        async with self.db.session() as session, session.begin():
+            await session.execute(delete(AttachmentChunkRow).where(AttachmentChunkRow.attachment_id == attachment.id))
+            await session.execute(delete(AttachmentRow).where(AttachmentRow.id == attachment.id))
+
 
 class AttachmentStore:
     """The checks of the files of calls (size, type by content, quotas per file, per call in bytes and count, per
@@ -376,6 +388,10 @@ class AttachmentStore:
 
     def chunks(self, attachment: Attachment) -> AsyncIterator[bytes]:
         return self.backend.chunks(attachment)
+
+    async def discard(self, attachment: Attachment) -> None:
+        """Delete a file at once (an upload through another node that the call's home refused)."""
+        await self.backend.discard(attachment)
 
     async def read(self, attachment: Attachment) -> bytes:
         return b"".join([piece async for piece in self.backend.chunks(attachment)])
