@@ -88,7 +88,7 @@ async def who(request: web.Request, call: Call | None, *, any_call: bool = False
 
 
 def live_call(request: web.Request) -> Call:
-    call = request.app[SWITCHBOARD].calls.get(request.match_info["call_id"])
+    call = request.app[SWITCHBOARD].call(request.match_info["call_id"])
     if call is None or call.state is CallState.ENDED:
         raise NotFound("no such call in progress", code="unknown_call")
     return call
@@ -130,7 +130,7 @@ async def _in_recorded_call(request: web.Request, call_id: str, person: Uploader
 async def may_read(request: web.Request, call_id: str, person: Uploader) -> bool:
     if not person.is_caller and person.role in STAFF_ALL | {"integrator"}:
         return True
-    call = request.app[SWITCHBOARD].calls.get(call_id)
+    call = request.app[SWITCHBOARD].call(call_id)
     if call is not None and _in_live_call(request, call, person):
         return True
     if not request.app[ATTACHMENTS].shared:
@@ -166,7 +166,7 @@ async def _home_elsewhere(request: web.Request) -> str | None:
     relay = request.app.get(CALL_RELAY)
     if relay is None or not request.app[ATTACHMENTS].shared:
         return None
-    if request.app[SWITCHBOARD].calls.get(request.match_info["call_id"]) is not None:
+    if request.app[SWITCHBOARD].call(request.match_info["call_id"]) is not None:
         return None
     return await relay.home_of_call(request.match_info["call_id"])
 
@@ -246,7 +246,7 @@ def _headers(attachment: Attachment) -> dict[str, str]:
 async def download(request: web.Request) -> web.StreamResponse:
     call_id = request.match_info["call_id"]
     store = request.app[ATTACHMENTS]
-    call = request.app[SWITCHBOARD].calls.get(call_id)
+    call = request.app[SWITCHBOARD].call(call_id)
     person = await who(request, call, any_call=store.shared)
     if not await may_read(request, call_id, person):
         raise NotFound("no such attachment", code="unknown_attachment")
@@ -332,7 +332,7 @@ def _error(exc: GatewayError) -> dict[str, Any]:
 
 async def _execute(app: web.Application, request: FileRequest) -> dict[str, Any]:
     board = app[SWITCHBOARD]
-    call = board.calls.get(request.call_id)
+    call = board.call(request.call_id)
     if call is None or call.state is CallState.ENDED:
         raise NotFound("no such call in progress", code="unknown_call")
     if request.caller_subject is not None:
