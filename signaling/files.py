@@ -317,8 +317,8 @@ def file_executor(app: web.Application) -> Callable[[str], Awaitable[str]]:
             result = await _execute(app, FileRequest.model_validate_json(raw))
         except ValidationError:
             log.warning("files.bad_request_from_node")
-            result_error = BadRequest("a file request from another node was malformed", code="invalid_message")
-            return json.dumps({"error": _error(result_error)})
+            malformed = BadRequest("a file request from another node was malformed", code="invalid_message")
+            return json.dumps({"error": _error(malformed)})
         except GatewayError as exc:
             return json.dumps({"error": _error(exc)})
         return json.dumps({"result": result})
