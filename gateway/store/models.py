@@ -246,7 +246,7 @@ class AttachmentRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     uploaded_by: Mapped[str] = mapped_column(String(128))
     at: Mapped[float] = mapped_column(Float, index=True)
-    owner: Mapped[str | None] = mapped_column(String(300), nullable=True, index=True)  # a caller's issuer|subject
+    owner: Mapped[str | None] = mapped_column(String(520), nullable=True, index=True)  # a caller's issuer|subject
     scan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 

@@ -153,7 +153,9 @@ async def test_database_total_budget(db):
     limits = AttachmentLimits(max_bytes=1000, per_call_bytes=10_000, per_call_count=100, per_owner_bytes=10_000,
                               total_bytes=2500, retention_s=3600)
     store = AttachmentStore(DatabaseAttachments(db), limits)
-    await store.save("abc", "a.txt", b"a" * 1000, "alice")
+    longest = "i" * 256 + "|" + "s" * 256  # a caller's identity at the longest a token may give (iss|sub)
+    await store.save("abc", "a.txt", b"a" * 1000, "caller", owner=longest)
+    assert await store.usage(owner=longest) == (1, 1000)
     await store.save("abd", "a.txt", b"a" * 1000, "bob")
     with pytest.raises(StorageFull) as info:
         await store.save("abe", "a.txt", b"a" * 1000, "carol")

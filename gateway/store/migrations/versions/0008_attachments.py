@@ -28,7 +28,7 @@ def upgrade() -> None:
         sa.Column('sha256', sa.String(length=64), nullable=False),
         sa.Column('uploaded_by', sa.String(length=128), nullable=False),
         sa.Column('at', sa.Float(), nullable=False),
-        sa.Column('owner', sa.String(length=300), nullable=True),
+        sa.Column('owner', sa.String(length=520), nullable=True),
         sa.Column('scan', sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint('id'),
     )
