@@ -21,13 +21,13 @@ import re
 import secrets
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import case, delete, func, literal, select, text
 
 from ..errors import GatewayError, NotFound
 from ..scan import scan_upload
@@ -44,6 +44,7 @@ SIGNATURES: list[tuple[str, bytes, int]] = [
 ALLOWED = {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
 _NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 CHUNK_BYTES = 256 * 1024  # a row of attachment_chunks
+CHUNKS_PER_READ = 4  # a download reads this many chunks per query (1 MiB held at most)
 SWEEP_BATCH = 500  # files deleted per transaction by the database sweeper
 # every node's uploads take this PostgreSQL advisory lock while they check the quotas and insert (one cluster-wide
 # budget: two nodes cannot both take the last bytes)
@@ -117,23 +118,30 @@ class StorageFull(AttachmentError):
     retryable = True
 
 
-Usage = Callable[[str | None, str | None], Awaitable[tuple[int, int]]]  # (call_id, owner) -> (files, bytes)
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What is kept now against the quotas one upload is checked by (one query in the database)."""
+
+    call_files: int
+    call_bytes: int
+    owner_bytes: int  # 0 without an owner
+    total_bytes: int
 
 
-async def check_quotas(limits: AttachmentLimits, call_id: str, size: int, owner: str | None, usage: Usage) -> None:
+def check_quotas(limits: AttachmentLimits, size: int, owner: str | None, budget: Budget) -> None:
     """Raise QuotaExceeded/StorageFull if one more file of `size` bytes does not fit."""
-    count, used = await usage(call_id, None)
+    count, used = budget.call_files, budget.call_bytes
     if count + 1 > limits.per_call_count:
         raise QuotaExceeded(f"a call keeps at most {limits.per_call_count} files", code="call_quota_exceeded")
     if used + size > limits.per_call_bytes:
         raise QuotaExceeded(f"the files of a call take at most {limits.per_call_bytes} bytes "
                             f"({used} used)", code="call_quota_exceeded")
     if owner is not None:
-        _, mine = await usage(None, owner)
+        mine = budget.owner_bytes
         if mine + size > limits.per_owner_bytes:
             raise QuotaExceeded(f"your files take at most {limits.per_owner_bytes} bytes ({mine} used); "
                                 "they are deleted after the retention time", code="caller_quota_exceeded")
-    _, total = await usage(None, None)
+    total = budget.total_bytes
     if total + size > limits.total_bytes:
         raise StorageFull("the gateway's file storage is full; try again later", code="storage_full")
 
@@ -149,8 +157,11 @@ class AttachmentBackend(Protocol):
     async def usage(self, call_id: str | None, owner: str | None) -> tuple[int, int]:
         """(files, bytes) kept for a call, an owner, or (both None) in total; files being written count."""
 
-    async def put(self, attachment: Attachment, data: bytes, admit: Callable[[Usage], Awaitable[None]]) -> None:
-        """Keep the file if `admit(usage)` (the quota check) passes; the check and the write are one step."""
+    async def budget(self, call_id: str, owner: str | None) -> Budget:
+        """What the quotas of one more file of this call and owner are checked against."""
+
+    async def put(self, attachment: Attachment, data: bytes, admit: Callable[[Budget], None]) -> None:
+        """Keep the file if `admit(budget)` (the quota check) passes; the check and the write are one step."""
 
     async def find(self, attachment_id: str) -> Attachment | None:
         """The attachment, None if unknown or deleted."""
@@ -189,9 +200,14 @@ class DiskAttachments:
                  if (call_id is None or a.call_id == call_id) and (owner is None or a.owner == owner)]
         return len(items), sum(a.size for a in items)
 
-    async def put(self, attachment: Attachment, data: bytes, admit: Callable[[Usage], Awaitable[None]]) -> None:
+    async def budget(self, call_id: str, owner: str | None) -> Budget:
+        call_files, call_bytes = await self.usage(call_id, None)
+        owner_bytes = (await self.usage(None, owner))[1] if owner is not None else 0
+        return Budget(call_files, call_bytes, owner_bytes, (await self.usage(None, None))[1])
+
+    async def put(self, attachment: Attachment, data: bytes, admit: Callable[[Budget], None]) -> None:
         async with self._lock:  # the check and the reservation together (the write itself runs unlocked)
-            await admit(self.usage)
+            admit(await self.budget(attachment.call_id, attachment.owner))
             self._pending[attachment.id] = attachment
         try:
             await asyncio.to_thread(_write, self.root / attachment.call_id, attachment, data)
@@ -262,15 +278,27 @@ class DatabaseAttachments:
         async with self.db.session() as session:
             return await self._usage(session, call_id, owner)
 
-    async def put(self, attachment: Attachment, data: bytes, admit: Callable[[Usage], Awaitable[None]]) -> None:
+    @staticmethod
+    async def _budget(session: Any, call_id: str, owner: str | None) -> Budget:
+        size = AttachmentRow.size
+        in_call = AttachmentRow.call_id == call_id
+        query = select(func.coalesce(func.sum(case((in_call, 1), else_=0)), 0),
+                       func.coalesce(func.sum(case((in_call, size), else_=0)), 0),
+                       func.coalesce(func.sum(case((AttachmentRow.owner == owner, size), else_=0)), 0)
+                       if owner is not None else literal(0),
+                       func.coalesce(func.sum(size), 0))
+        call_files, call_bytes, owner_bytes, total = (await session.execute(query)).one()
+        return Budget(int(call_files), int(call_bytes), int(owner_bytes), int(total))
+
+    async def budget(self, call_id: str, owner: str | None) -> Budget:
+        async with self.db.session() as session:
+            return await self._budget(session, call_id, owner)
+
+    async def put(self, attachment: Attachment, data: bytes, admit: Callable[[Budget], None]) -> None:
         async with self._lock, self.db.session() as session, session.begin():
             if self.db.dialect == "postgresql":
                 await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": QUOTA_LOCK})
-
-            async def usage(call_id: str | None, owner: str | None) -> tuple[int, int]:
-                return await self._usage(session, call_id, owner)
-
-            await admit(usage)
+            admit(await self._budget(session, attachment.call_id, attachment.owner))
             session.add(AttachmentRow(**asdict(attachment)))
             await session.flush()  # the parent row before its chunks
             session.add_all([AttachmentChunkRow(attachment_id=attachment.id, seq=seq,
@@ -289,16 +317,21 @@ class DatabaseAttachments:
 
     async def chunks(self, attachment: Attachment) -> AsyncIterator[bytes]:
         count = -(-attachment.size // CHUNK_BYTES)
-        for seq in range(count):
+        for first in range(0, count, CHUNKS_PER_READ):
+            wanted = list(range(first, min(first + CHUNKS_PER_READ, count)))
             async with self.db.session() as session:
-                piece = await session.scalar(select(AttachmentChunkRow.data).where(
-                    AttachmentChunkRow.attachment_id == attachment.id, AttachmentChunkRow.seq == seq))
-            if piece is None:  # deleted meanwhile (retention)
-                if seq == 0:
+                rows = (await session.execute(
+                    select(AttachmentChunkRow.seq, AttachmentChunkRow.data)
+                    .where(AttachmentChunkRow.attachment_id == attachment.id,
+                           AttachmentChunkRow.seq.between(wanted[0], wanted[-1]))
+                    .order_by(AttachmentChunkRow.seq))).all()
+            if [seq for seq, _ in rows] != wanted:  # deleted meanwhile (retention)
+                if first == 0:
                     raise NotFound("no such attachment (files are deleted after the retention time)",
                                    code="unknown_attachment")
                 raise OSError(f"attachment {attachment.id} was deleted while it was read")
-            yield bytes(piece)
+            for _, piece in rows:
+                yield bytes(piece)
 
     async def expire(self, cutoff: float) -> int:
         deleted = 0
@@ -359,12 +392,14 @@ class AttachmentStore:
                                   code="attachment_type")
         self._check_call_id(call_id)
 
-        async def admit(usage: Usage) -> None:
-            await check_quotas(self.limits, call_id, len(data), owner, usage)
+        def admit(budget: Budget) -> None:
+            check_quotas(self.limits, len(data), owner, budget)
 
-        await admit(self.backend.usage)  # before the scan (which costs); checked again with the write
+        scanned = owner is not None  # a caller's picture: the codes read in it and where it was taken
+        if scanned:  # checked before the scan too (it costs); always with the write
+            admit(await self.backend.budget(call_id, owner))
         clean = _NAME.sub("_", name).strip() or "file"
-        scan = await scan_upload(data, mime) if owner is not None else None  # a caller's picture: codes, place
+        scan = await scan_upload(data, mime) if scanned else None
         attachment = Attachment(id=secrets.token_hex(8), call_id=call_id, name=clean[:120], mime=mime, size=len(data),
                                 sha256=hashlib.sha256(data).hexdigest(), uploaded_by=uploaded_by, at=self._clock(),
                                 owner=owner, scan=scan)
