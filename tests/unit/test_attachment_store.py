@@ -56,6 +56,17 @@ async def test_quota_survives_restart_and_retention_frees_it(tmp_path):
     await again.save("abe", "d.txt", b"d" * 600, "caller", owner="|dana")
 
 
+class SlowToInsert(DatabaseAttachments):
+    """The real backend with a pause between reading the budget and inserting: every racer is inside that window at
+    once, so a check and insert that were not one step would let them all through."""
+
+    @staticmethod
+    async def _budget(session, call_id, owner):
+        budget = await DatabaseAttachments._budget(session, call_id, owner)
+        await asyncio.sleep(0.05)
+        return budget
+
+
 @pytest.fixture
 async def db(database_url):
     database = Database(database_url)
@@ -122,16 +133,17 @@ async def test_database_quotas_are_one_budget_and_retention_deletes_rows(db):
     assert info.value.code == "caller_quota_exceeded"
 
     # Uploads racing for the last bytes of a call: the check and the insert are one step, so exactly the ones that
-    # fit are kept. On PostgreSQL the racers are two stores with their own engines (two nodes: the advisory lock
-    # orders them); SQLite serves one node, whose uploads its store orders.
-    second = Database(db.url) if db.dialect == "postgresql" else None
+    # fit are kept. On PostgreSQL the racers are three stores with their own engines (three nodes: the advisory lock
+    # orders them; without it the three would all take the last slot together); SQLite serves one node, whose
+    # uploads its store orders.
+    others = [Database(db.url), Database(db.url)] if db.dialect == "postgresql" else []
     try:
-        stores = [restarted, AttachmentStore(DatabaseAttachments(second), LIMITS, clock) if second else restarted]
-        racing = await asyncio.gather(*[stores[i % 2].save("abf", f"{i}.txt", b"x" * 1000, "alice")
+        stores = [AttachmentStore(SlowToInsert(database), LIMITS, clock) for database in [db, *others]]
+        racing = await asyncio.gather(*[stores[i % len(stores)].save("abf", f"{i}.txt", b"x" * 1000, "alice")
                                         for i in range(13)], return_exceptions=True)
     finally:
-        if second is not None:
-            await second.close()
+        for database in others:
+            await database.close()
     kept = [r for r in racing if not isinstance(r, BaseException)]
     refused = [r for r in racing if isinstance(r, QuotaExceeded) and r.code == "call_quota_exceeded"]
     assert (len(kept), len(refused)) == (10, 3), racing
