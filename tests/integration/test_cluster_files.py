@@ -13,6 +13,8 @@ import os
 import aiohttp
 import av
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support.api import Api
 from tests.support.clients import Agent, Caller, wait_until
@@ -95,6 +97,20 @@ async def test_files_of_a_call_on_node_a_are_read_through_node_b_also_after_a_is
         assert headers["Content-Type"] == "image/png" and headers["X-Content-Type-Options"] == "nosniff"
         assert headers["Content-Length"] == str(len(receipt))
 
+        # The caller's HTTP request may reach B too (a balancer without sticky sessions): B keeps the file, A adopts
+        # it, and the caller can send it in the chat on A.
+        second = png(50_000)
+        status, via_b = await upload(b.base_url, call_id, token, second, "second.png")
+        assert status == 201 and via_b["uploaded_by"] == "caller", via_b
+        chat = await caller.ws.request({"type": "chat.send", "call_id": call_id, "attachment_id": via_b["id"]})
+        assert chat["type"] == "ack", chat
+        await alice.ws.wait(lambda m: m["type"] == "chat.message" and (m["message"].get("attachment") or {})
+                            .get("id") == via_b["id"], 10)
+        status, body, _ = await fetch(b.base_url, via_b["url"], alice.token)
+        assert status == 200 and body == second
+        status, refused = await upload(b.base_url, call_id, caller_token(sub="cust-other"), png(1000), "x.png")
+        assert (status, refused["code"]) == (404, "unknown_call"), refused
+
         # 2. Alice's picture, uploaded through B (her node) to the call homed on A: A adopts it, she pushes it (the
         #    command goes to A through B) and the caller reads it through A.
         picture = png(300_000)
@@ -131,8 +147,8 @@ async def test_files_of_a_call_on_node_a_are_read_through_node_b_also_after_a_is
         status, refused = await snapshot(b.base_url, call_id, token)
         assert (status, refused["code"]) == (403, "forbidden"), refused
 
-        files = {sent["url"]: receipt, content["attachment"]["url"]: picture, snap["url"]: jpeg}
-        # The refused upload was deleted again: the call keeps exactly its three files.
+        files = {sent["url"]: receipt, via_b["url"]: second, content["attachment"]["url"]: picture, snap["url"]: jpeg}
+        # The refused uploads were deleted again (or never kept): the call keeps exactly its four files.
         admin = Api(b.base_url)
         assert (await admin.login("admin", "admin-demo"))[0] == 200
         status, record = await admin.get(f"/api/v1/calls/{call_id}")
@@ -140,6 +156,14 @@ async def test_files_of_a_call_on_node_a_are_read_through_node_b_also_after_a_is
         logged = [e["detail"]["id"] for e in record["events"] if e["kind"] in ("attachment", "snapshot")]
         assert sorted(logged) == sorted(url.rsplit("/", 1)[1] for url in files), logged
         await admin.http.close()
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                kept = (await conn.execute(text("SELECT id FROM attachments WHERE call_id = :id"),
+                                           {"id": call_id})).scalars().all()
+        finally:
+            await engine.dispose()
+        assert sorted(kept) == sorted(logged)  # bob's refused upload, kept by B first, was deleted again
 
         # 4. kill -9 of A, the call's home: every file is still read through B, by alice and by the caller.
         await record_state(database_url, call_id, "connected")
