@@ -17,7 +17,8 @@ The design (LiveKit relays signaling between nodes the same way):
 
 Messages on a node's inbox (JSON over pub/sub, at most once; a lost command is answered `node_unreachable`):
 event {agent, text, slot, home} · command {corr, from, account, text} · reply {corr, wires} ·
-gone / detached / resumed {agent}.
+gone / detached / resumed {agent} · file {corr, from, text}: an upload to adopt or a snapshot to take for a call homed
+here (signaling/files.py; the bytes are in the shared database, never on the bus), answered by a reply.
 """
 
 from __future__ import annotations

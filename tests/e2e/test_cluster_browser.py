@@ -1,6 +1,7 @@
 """Two nodes on one Redis and one PostgreSQL (issue 10, item 9): the demo caller page on node A, the agent console
 on node B, in real Chromium. The call is homed on A; the console's accept, SDP and hang-up reach A through B, and
-media flows both ways (packets counted by each page's own WebRTC stats).
+media flows both ways (packets counted by each page's own WebRTC stats). Files across nodes: the console on B takes
+a snapshot of the caller on A and sends the drawing back, shown by the widget on A.
 
 Run inside a loopback-only network namespace:
     unshare -rn sh -c 'ip link set lo up; python -m pytest tests/e2e/test_cluster_browser.py -x -q'
