@@ -77,7 +77,7 @@ async def who(request: web.Request, call: Call | None, *, any_call: bool = False
     is not its own here, unless `any_call` (the caller of a call not live on this node is checked by its record)."""
     identity = caller_identity(request)
     if identity is not None:
-        if call is None and not any_call or call is not None and call.identity.subject != identity.subject:
+        if (call is None and not any_call) or (call is not None and call.identity.subject != identity.subject):
             raise NotFound("no such call", code="unknown_call")
         return Uploader("caller", True, "caller", owner=f"{identity.issuer or ''}|{identity.subject}",
                         identity=identity)
