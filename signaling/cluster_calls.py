@@ -27,7 +27,9 @@ Transfers, consults and callback requests across nodes (issue 10):
 
 Messages on a node's inbox (JSON over pub/sub, at most once; a lost command is answered `node_unreachable`):
 event {agent, text, slot, home} · command {corr, from, account, text} · take {corr, from, account, call} ·
-reply {corr, wires} · gone / detached / resumed {agent}.
+reply {corr, wires} · gone / detached / resumed {agent} · file {corr, from, text}: an upload to adopt or a snapshot
+to take for a call homed here (signaling/files.py; the bytes are in the shared database, never on the bus), answered
+by a reply.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ TAKE_WAIT_S = 15.0  # a take of a callback request whose node died waits this lo
 CALL_RELAY: web.AppKey["CallRelay"] = web.AppKey("call_relay")
 # Executes a forwarded agent command at the home: (stand-in session, the message's text) -> the wire replies.
 Execute = Callable[[Session, str], Awaitable[list[str]]]
+# Does what another node asks of a call's files at the home (signaling/files.py): request JSON -> answer JSON.
+FileExecute = Callable[[str], Awaitable[str]]
 
 
 class AccountOut(BaseModel):
@@ -99,7 +103,7 @@ class AccountOut(BaseModel):
 
 
 class Inbound(BaseModel):
-    op: str = Field(pattern="^(event|command|take|reply|gone|detached|resumed)$")
+    op: str = Field(pattern="^(event|command|take|reply|gone|detached|resumed|file)$")
     agent: str | None = Field(None, max_length=128)
     home: str | None = Field(None, max_length=64)
     text: str | None = Field(None, max_length=256 * 1024)
@@ -147,6 +151,8 @@ class CallRelay:
         self._detached: set[str] = set()  # stand-ins whose agent's console lost its socket (told by its node)
         self._claimed: dict[str, float] = {}  # stand-ins claimed for a transfer or a take, not rung yet (loop time)
         self._homes: list[str] = []  # calls queued here whose home is to be written
+        self.files: FileExecute | None = None  # set by signaling/files.py: file requests of other nodes
+        self._file_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -167,9 +173,9 @@ class CallRelay:
         self._closed = True
         self.board.route_with(None)
         self.board.claim_colleagues_with(None)
-        for task in self._tasks:
+        for task in [*self._tasks, *self._file_tasks]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._file_tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for fut, _send, _who in self._pending.values():
@@ -672,6 +678,59 @@ class CallRelay:
         finally:
             self._pending.pop(corr, None)
 
+    def home_of_call(self, call_id: str) -> Awaitable[str | None]:
+        """The other node that holds a live call (None: this node, a call whose home died, or unknown)."""
+        async def lookup() -> str | None:
+            if self.board.call(call_id) is not None or call_id in self._lost:
+                return None
+            home = self._remote_calls.get(call_id) or await self.routing.home_of(call_id)
+            if not home or home == self.instance or await self.registry.down([home], time.time()):
+                return None
+            return home
+        return lookup()
+
+    async def ask_home(self, home: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Have the call's home do something about its files (an upload to adopt, a snapshot to take); its answer.
+        Only ids and names travel between nodes: the bytes are in the shared database."""
+        corr = secrets.token_hex(8)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        answers: list[str] = []
+        self._pending[corr] = (future, lambda wire: answers.append(wire.text), "")
+        self._post(home, {"op": "file", "corr": corr, "from": self.instance, "text": json.dumps(request)})
+        try:
+            await asyncio.wait_for(future, FORWARD_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise Unavailable("the node that holds this call did not answer; try again",
+                              code="node_unreachable") from None
+        finally:
+            self._pending.pop(corr, None)
+        try:
+            answer = json.loads(answers[0]) if answers else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise Unavailable("the node that holds this call gave no answer; try again", code="node_unreachable")
+        return answer
+
+    def _file(self, message: Inbound) -> None:
+        """Another node asks about the files of a call homed here: done in a task (a snapshot takes a while), so
+        that the inbox keeps flowing."""
+        if self.files is None or not message.sender or not message.corr:
+            return
+        files, sender, corr = self.files, message.sender, message.corr
+
+        async def run() -> None:
+            try:
+                answer = await files(message.text or "")
+            except Exception:  # noqa: BLE001 - the asking node gets node_unreachable
+                log.exception("cluster.file_failed")
+                return
+            self._post(sender, {"op": "reply", "corr": corr, "wires": [answer]})
+
+        task = asyncio.ensure_future(run())
+        self._file_tasks.add(task)
+        task.add_done_callback(self._file_tasks.discard)
+
     def _tell_home(self, session: Session, op: str) -> None:
         username = session.principal.username
         home = self._home_of_agent.get(username)
@@ -696,6 +755,8 @@ class CallRelay:
                 await self._command(message)
             case "take":
                 await self._take_command(message)
+            case "file":
+                self._file(message)
             case _:
                 self._agent_changed(message)
 

@@ -373,6 +373,9 @@ class Switchboard(AsyncIOEventEmitter):
     def check_attachment(self, call: Call, attachment: dict[str, Any] | None) -> None:
         self.content.check_attachment(call, attachment)
 
+    def file_added(self, call: Call, attachment_id: str, kind: str, **detail: Any) -> None:
+        self.content.file_added(call, attachment_id, kind, **detail)
+
     # ------------------------------------------------------------------ recording (gateway/engine/recording.py)
     def recording(self, session: Session, call_id: str, action: str) -> Call:
         """An agent (or a supervisor in the call) starts, pauses or resumes the call's recording."""
