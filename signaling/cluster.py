@@ -29,6 +29,7 @@ from .agent import relayed_executor
 from .cluster_calls import CALL_RELAY, CallRelay
 
 from .keys import QUEUES, SETTINGS, SWITCHBOARD
+from .recording_control import serve_forwarded
 
 log = structlog.get_logger("callin.cluster")
 
@@ -98,6 +99,7 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     registry = RedisNodeRegistry(redis, dead_after_s=settings.node_dead_after_s)
     relay = CallRelay(app[SWITCHBOARD], RedisRouting(redis, app[INSTANCE]), bus, app[INSTANCE],
                       relayed_executor(app), settings.max_message_bytes, registry)
+    relay.register_request("recording", serve_forwarded(app[SWITCHBOARD]))
     await relay.start()
     app[CALL_RELAY] = relay
     log.info("cluster.joined", instance=app[INSTANCE])

@@ -15,9 +15,13 @@ The design (LiveKit relays signaling between nodes the same way):
   wrap-up, supervise ...) are forwarded by its node to the home, executed there by the stand-in as that agent, and
   the replies come back the same way. Its console going away, coming back or signing out is told to the home too.
 
+REST requests about a call homed elsewhere (recording control: signaling/recordings_api.py) are forwarded the same
+way: the node that got the request asks the home, which runs the handler registered for the request's kind and
+answers with its result or its typed error (the same HTTP status, code and reason as on the home).
+
 Messages on a node's inbox (JSON over pub/sub, at most once; a lost command is answered `node_unreachable`):
 event {agent, text, slot, home} · command {corr, from, account, text} · reply {corr, wires} ·
-gone / detached / resumed {agent}.
+request {corr, from, kind, text} · answer {corr, text} · gone / detached / resumed {agent}.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from gateway.auth import AgentAccount
 from gateway.calls import Call
-from gateway.errors import Unavailable
+from gateway.errors import GatewayError, Unavailable
 from gateway.events import AgentStatusChanged, CallEnded
 from gateway.engine.presence import STAFFED_STATUS
 from gateway.models import AgentStatus, CallState, now
@@ -65,6 +69,8 @@ PLACED_TIMEOUT_S = 2.0  # call.queued waits this long at most for the call's pla
 CALL_RELAY: web.AppKey["CallRelay"] = web.AppKey("call_relay")
 # Executes a forwarded agent command at the home: (stand-in session, the message's text) -> the wire replies.
 Execute = Callable[[Session, str], Awaitable[list[str]]]
+# Serves a forwarded REST request at the home: (the request's JSON payload) -> the JSON result, or a GatewayError.
+Serve = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class AccountOut(BaseModel):
@@ -87,7 +93,8 @@ class AccountOut(BaseModel):
 
 
 class Inbound(BaseModel):
-    op: str = Field(pattern="^(event|command|reply|gone|detached|resumed)$")
+    op: str = Field(pattern="^(event|command|reply|request|answer|gone|detached|resumed)$")
+    kind: str | None = Field(None, max_length=32)
     agent: str | None = Field(None, max_length=128)
     home: str | None = Field(None, max_length=64)
     text: str | None = Field(None, max_length=256 * 1024)
@@ -117,6 +124,8 @@ class CallRelay:
         self._wake = asyncio.Event()
         self._outgoing: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._pending: dict[str, tuple[asyncio.Future[None], Callable[[Wire], None], str]] = {}
+        self._asked: dict[str, asyncio.Future[dict[str, Any]]] = {}  # REST requests forwarded to homes, by corr
+        self._serve: dict[str, Serve] = {}  # kind -> what runs a forwarded REST request here (register_request)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         # this node's agents
@@ -159,6 +168,9 @@ class CallRelay:
         for fut, _send, _who in self._pending.values():
             if not fut.done():
                 fut.cancel()
+        for asked in self._asked.values():
+            if not asked.done():
+                asked.cancel()
         for placing in self._placing.values():
             placing.cancel()
         with contextlib.suppress(Exception):
@@ -354,6 +366,14 @@ class CallRelay:
             counts[queue.name] = (staffed, free + ringing.get(queue.name, 0))
         return counts
 
+    def status_counts(self) -> dict[str, int]:
+        """agent status -> how many of this node's own agents (not stand-ins) have it; signed-out ones left out."""
+        counts: dict[str, int] = {}
+        for agent in self._local_agents():
+            if self.board.attached(agent) and agent.status is not AgentStatus.OFFLINE:
+                counts[agent.status.value] = counts.get(agent.status.value, 0) + 1
+        return counts
+
     def cluster_staff(self, staff: dict[str, tuple[int, int]]) -> None:
         """Every live node's staff_counts summed (from the node registry): the wait estimates' inputs."""
         self._staff = staff
@@ -500,6 +520,79 @@ class CallRelay:
         finally:
             self._pending.pop(corr, None)
 
+    # -- forwarding a REST request to the home of its call ------------------------------------------------------------
+    def register_request(self, kind: str, serve: Serve) -> None:
+        """What runs a REST request of this kind when another node forwards it here (the call is homed here)."""
+        self._serve[kind] = serve
+
+    async def remote_home(self, call_id: str) -> str | None:
+        """The other node that holds this call (None: this node holds it, or no node is known to). A home found dead
+        in the node registry is answered at once: 503 node_unreachable, not after a timeout."""
+        if self.board.call(call_id) is not None:
+            return None
+        home = await self.routing.home_of(call_id)
+        if not home or home == self.instance:
+            return None
+        if home in await self.registry.down({home}, time.time()):
+            raise Unavailable("the node that held this call is down; its calls in progress there have ended",
+                              code="node_unreachable")
+        return home
+
+    async def ask_home(self, home: str, kind: str, payload: dict[str, Any],
+                       timeout: float = FORWARD_TIMEOUT_S) -> dict[str, Any]:
+        """Run a REST request at the call's home; its result, or its typed error raised here as it was there."""
+        corr = secrets.token_hex(8)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._asked[corr] = future
+        self._post(home, {"op": "request", "corr": corr, "from": self.instance, "kind": kind,
+                          "text": json.dumps(payload)})
+        try:
+            answer = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable("the node that holds this call did not answer; try again",
+                              code="node_unreachable", retryable=True) from None
+        finally:
+            self._asked.pop(corr, None)
+        error = answer.get("error")
+        if isinstance(error, dict):
+            exc = GatewayError(str(error.get("reason", "")), code=str(error.get("code", "internal_error")))
+            exc.status = int(error.get("status", 500))
+            raise exc
+        result = answer.get("result")
+        return result if isinstance(result, dict) else {}
+
+    def _request(self, message: Inbound) -> None:
+        """A REST request of another node about a call homed here: run, then answered (result or typed error)."""
+        if not message.sender or not message.corr:
+            return
+        serve = self._serve.get(message.kind or "")
+        try:
+            if serve is None:
+                raise GatewayError(f"this node does not serve {message.kind!r} requests", code="internal_error")
+            payload = json.loads(message.text or "{}")
+            if not isinstance(payload, dict):
+                raise ValueError("not an object")
+            answer: dict[str, Any] = {"result": serve(payload)}
+        except GatewayError as exc:
+            answer = {"error": {"status": exc.status, "code": exc.code, "reason": exc.reason}}
+        except Exception:
+            log.exception("cluster.request_failed", kind=message.kind)
+            answer = {"error": {"status": 500, "code": "internal_error", "reason": "internal error"}}
+        self._post(message.sender, {"op": "answer", "corr": message.corr, "text": json.dumps(answer)})
+        self.board.recheck()
+
+    def _answer(self, message: Inbound) -> None:
+        future = self._asked.get(message.corr or "")
+        if future is None or future.done():
+            return  # answered too late: the client was told node_unreachable
+        try:
+            answer = json.loads(message.text or "{}")
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            answer = {"error": {"status": 502, "code": "node_unreachable", "reason": "the home's answer was garbled"}}
+        future.set_result(answer)
+
     def _tell_home(self, session: Session, op: str) -> None:
         username = session.principal.username
         home = self._home_of_agent.get(username)
@@ -522,6 +615,10 @@ class CallRelay:
                 self._reply(message)
             case "command":
                 await self._command(message)
+            case "request":
+                self._request(message)
+            case "answer":
+                self._answer(message)
             case _:
                 self._agent_changed(message)
 
