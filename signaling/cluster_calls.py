@@ -134,6 +134,9 @@ class CallRelay:
         self._home_of_agent: dict[str, str] = {}  # the home of the remote call each agent last heard from
         self._remote_calls: dict[str, str] = {}  # call id -> home, for calls this node's agents heard of
         self._lost: dict[str, None] = {}  # calls whose home died (their agents here were told node_lost)
+        # this node's agents wrapping up a call of another home: username -> (call id, started, ends; UNIX s), as the
+        # home last told (its agent.status wrap_up and wrap_up_s): taken over here if that home dies
+        self._wrapping: dict[str, tuple[str, float, float]] = {}
         # agents of other nodes, in calls homed here
         self._stand_ins: dict[str, Session] = {}
         self._stand_in_node: dict[str, str] = {}
@@ -269,6 +272,14 @@ class CallRelay:
                     self._remote_calls[call_id] = home
                 continue
             _remember(self._lost, call_id, None)
+            wrapping = self._wrapping.pop(username, None)
+            if agent.status is AgentStatus.WRAP_UP and wrapping is not None and wrapping[0] == call_id \
+                    and self.board.adopt_wrap_up(username, call_id, wrapping[1], wrapping[2]):
+                # The call had ended; only its wrap-up was left, and this node holds the agent: it goes on here,
+                # until the time its home gave it (the note is written to the call's record from here).
+                log.warning("cluster.wrap_up_adopted", agent=username, call_id=call_id, home=home,
+                            left_s=round(wrapping[2] - time.time(), 1))
+                continue
             self.board.follow_agent(username, AgentStatus.AVAILABLE)
             self.board.tell_agent(username, CallEnded(call_id=call_id, reason="node_lost", by="system"))
             self.board.tell_agent(username, AgentStatusChanged(status=AgentStatus.AVAILABLE.value, reason="node_lost"))
@@ -677,9 +688,22 @@ class CallRelay:
             except ValueError:
                 return
             self.board.follow_agent(username, status, call_id)
+            self._follow_wrap_up(username, status, call_id, data.get("wrap_up_s"))
         else:
             return
         self._wake.set()
+
+    def _follow_wrap_up(self, username: str, status: AgentStatus, call_id: str | None, wrap_up_s: Any) -> None:
+        """Remember until when the home lets this node's agent wrap a call up (its start, its extensions)."""
+        if status is not AgentStatus.WRAP_UP:
+            self._wrapping.pop(username, None)
+            return
+        if not call_id or isinstance(wrap_up_s, bool) or not isinstance(wrap_up_s, (int, float)) or wrap_up_s < 0:
+            return
+        at = time.time()
+        before = self._wrapping.get(username)
+        started = before[1] if before is not None and before[0] == call_id else at
+        self._wrapping[username] = (call_id, started, at + min(float(wrap_up_s), 24 * 3600.0))
 
     async def _command(self, message: Inbound) -> None:
         """An agent of another node acts on a call homed here: run as its stand-in, replies sent back."""
