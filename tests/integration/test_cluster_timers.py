@@ -1,7 +1,8 @@
 """Deadlines that survive a node (issue 10, item 2): what was promised with a timer still happens on time when the
 node that set it is killed (-9). A waiting caller restored on another node is told its queue's max wait from when it
 first arrived (not from its restore); an agent of node B wrapping up a call homed on node A that dies goes on wrapping
-up on B and is available when its home said, not at once. Real `callin serve` processes, a real redis-server,
+up on B and is available when its home said, not at once; a callback taken through a node that dies is offered
+again elsewhere, where its new rejoin deadline runs. Real `callin serve` processes, a real redis-server,
 records in PostgreSQL (ring, re-offer, consult and media timers die with the call's media: docs/deployment.md)."""
 
 from __future__ import annotations
@@ -163,3 +164,62 @@ async def _submitted(alice, call_id: str) -> bool:
         return True
     assert answer["type"] == "error" and answer["code"] == "node_unreachable", answer
     return False
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_callback_taken_through_a_node_that_dies_is_offered_again_and_its_rejoin_deadline_runs_elsewhere(
+        database_url, redis_url, tmp_path, caller_token):
+    """A callback request homed on A, taken by alice (on B): callback.ready, its rejoin deadline on A. A dies before
+    the caller rejoins: the request is restored on B, offered to alice again, and its new rejoin deadline runs on B
+    (the caller does not come back: it ends callback_expired there, recorded)."""
+    settings = {**SETTINGS, "callback_rejoin_s": 3, "wrap_up_s": 0}
+    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
+    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
+    sockets: list = []
+    api = None
+    try:
+        await start(a)
+        await start(b)
+        ws, call_id = await caller_socket(a.base_url, caller_token(sub="call-me-back"))
+        sockets.append(ws)
+        accepted = await ws.request({"type": "callback.request", "call_id": call_id})
+        assert accepted["type"] == "callback.accepted", accepted
+        await ws.request({"type": "bye"})  # the caller leaves the app
+        await ws.close()
+        api = Api(b.base_url)
+        await api.login("admin", "admin-demo")
+
+        async def recorded(kind: str) -> bool:
+            status, record = await api.get(f"/api/v1/calls/{call_id}")
+            return status == 200 and kind in [e["kind"] for e in record["events"]]
+
+        await until(lambda: recorded("callback_requested"), 15, interval=0.2, message="the request recorded")
+        alice = await agent_socket(b.base_url)
+        sockets.append(alice)
+        await alice.wait(lambda m: m.get("type") == "call.offered" and m["call_id"] == call_id, timeout=20)
+        taken = await alice.request({"type": "call.accept", "call_id": call_id})
+        assert taken["type"] == "call.accepted", taken
+        await until(lambda: recorded("callback_ready"), 15, interval=0.2, message="callback.ready recorded")
+        mark = len(alice.messages)
+        a.kill()  # before the caller rejoined: the rejoin deadline was A's
+
+        again = await alice.wait(lambda m: m.get("type") == "call.offered" and m["call_id"] == call_id, timeout=30,
+                                 since=mark)
+        assert again["card"]["callback"] is True
+        mark = len(alice.messages)
+        taken = await alice.request({"type": "call.accept", "call_id": call_id})
+        assert taken["type"] == "call.accepted", taken
+        ended = await alice.wait(lambda m: m.get("type") == "call.ended" and m["call_id"] == call_id, timeout=20,
+                                 since=mark)
+        assert ended["reason"] == "callback_expired", ended  # B's deadline: nobody rejoined within 3 s
+        record = await api.ended_record(call_id, timeout=15)
+        assert record["outcome"] == "callback_expired" and record["callback"] is True, record
+        kinds = [e["kind"] for e in record["events"]]
+        assert "callback_restored" in kinds and kinds.count("callback_ready") == 2, kinds
+    finally:
+        if api is not None:
+            await api.close()
+        for socket in sockets:
+            await socket.close()
+        a.close()
+        b.close()
