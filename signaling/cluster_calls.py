@@ -61,6 +61,8 @@ HEARTBEAT_S = 1.0  # how often a node heartbeats its agents and itself (and disp
 FORWARD_TIMEOUT_S = 10.0  # a forwarded command not answered within this is answered node_unreachable
 HOME_TTL_S = 24 * 3600.0
 REMEMBERED_CALLS = 10_000  # how many calls of other homes a node remembers (oldest forgotten first)
+HOMED_REMEMBERED = 200_000  # how many of its own calls a node remembers having written the home of (past it: written
+# again at the call's next change, harmless)
 ROUTING_CHANNEL = "routing"  # "an agent became available": every node dispatches again
 PLACES_EVERY_S = 1.0  # the least time between reads of a node's callers' places in the shared line (at most every
 # position_update_interval_s if that is longer), unless its own line changed
@@ -145,12 +147,14 @@ class CallRelay:
         self._stand_in_ids: set[str] = set()
         self._detached: set[str] = set()  # stand-ins whose agent's console lost its socket (told by its node)
         self._homes: list[str] = []  # calls queued here whose home is to be written
+        self._homed: dict[str, None] = {}  # calls whose home this node wrote (a restored call is not "queued" here)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     async def start(self) -> None:
         board = self.board
         board.route_with(self._wake.set)
         board.on("call.queued", self._queued)
+        board.on("call.updated", self._updated)  # a call restored here from a dead or draining node: its new home
         board.on("agent.detached", lambda s: self._tell_home(s, "detached"))
         board.on("agent.resumed", lambda s: self._tell_home(s, "resumed"))
         board.on("agent.released", lambda s: self._tell_home(s, "gone"))
@@ -196,8 +200,15 @@ class CallRelay:
         self._wake.set()
 
     def _queued(self, call: Call) -> None:
+        _remember(self._homed, call.id, None, HOMED_REMEMBERED)
         self._homes.append(call.id)
         self._wake.set()
+
+    def _updated(self, call: Call) -> None:
+        """A call that waits here without having been queued here (restored from its record after its node died or
+        drained) is homed here now: written, so that another node forwards what is about it here (REST, agents)."""
+        if call.id not in self._homed and call.state is CallState.QUEUED and self.board.call(call.id) is call:
+            self._queued(call)
 
     # -- the worker: presence, homes, dispatch -----------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -743,9 +754,9 @@ def _score(call: Call) -> float:
     return line_score(call.priority, call.arrived_at if call.arrived_at is not None else call.created_at)
 
 
-def _remember(table: dict[str, Any], key: str, value: Any) -> None:
-    """Insert as the newest entry; the oldest go beyond REMEMBERED_CALLS (a bounded memory of other homes' calls)."""
+def _remember(table: dict[str, Any], key: str, value: Any, limit: int = REMEMBERED_CALLS) -> None:
+    """Insert as the newest entry; the oldest go beyond `limit` (a bounded memory of calls)."""
     table.pop(key, None)
     table[key] = value
-    while len(table) > REMEMBERED_CALLS:
+    while len(table) > limit:
         table.pop(next(iter(table)))

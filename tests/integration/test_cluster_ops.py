@@ -178,3 +178,80 @@ async def test_metrics_of_every_node_tell_the_clusters_queues_and_agents(databas
             await socket.close()
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_call_restored_on_another_node_is_reached_there_from_a_third(database_url, redis_url, tmp_path,
+                                                                              caller_token):
+    """A waiting caller of A (killed -9) restored on B or C (whichever found A dead first; the caller resumes through
+    a balancer in front of both): its home is that node now, for every node — the other one forwards REST about it
+    there (not to dead A: that would be 503 node_unreachable), and an agent on the other one answers it."""
+    from tests.integration.test_drain import resume_through
+    from tests.support.balancer import RoundRobin
+
+    settings = {"node_dead_after_s": 3, "node_beat_s": 0.5, "media_workers": 0}
+    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
+    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
+    c = node(database_url, redis_url, tmp_path, "node-c", False, **settings)
+    lb = RoundRobin([b.port, c.port])
+    clients: list = []
+    try:
+        for gateway in (a, b, c):
+            await start(gateway)
+        await lb.start()
+        admin = Api(b.base_url)
+        clients.append(admin)
+        await admin.login("admin", "admin-demo")
+        status, body = await admin.request("PUT", "/api/v1/queues/default",
+                                           json={"recording": "on_demand", "recording_consent": "notify"})
+        assert status == 200, body
+        token = caller_token(sub="restored-elsewhere")
+        ws, call_id = await caller_socket(a.base_url, token)
+        clients.append(ws)
+        welcome = next(m for m in ws.messages if m["type"] == "welcome")
+        await ws.wait(lambda m: m.get("type") == "queue.position", timeout=10)
+        a.kill()
+        await ws.close()
+        back, again, _ = await resume_through(lb.base_url, token, welcome["resume_token"], ws.last_seq, timeout=30)
+        clients.append(back)
+        assert again["call"]["call_id"] == call_id, again
+        homes: list[str] = []
+
+        async def restored_on() -> bool:
+            status, body = await admin.get("/api/v1/nodes")
+            homes[:] = [n["name"] for n in body["nodes"] if n["alive"] and n["waiting"] == 1]
+            return status == 200 and len(homes) == 1
+
+        await until(restored_on, 10, interval=0.2, message="the node that restored the caller in the registry")
+        assert homes in (["node-b"], ["node-c"]), homes
+        other = c if homes == ["node-b"] else b
+        payments = Api(other.base_url)
+        clients.append(payments)
+        await payments.login("admin", "admin-demo")
+
+        async def from_other() -> bool:
+            status, state = await payments.get(f"/api/v1/calls/{call_id}/recording")
+            assert status in (200, 503), (status, state)  # 503 until the new home has written itself
+            return status == 200 and state["call_id"] == call_id and state["policy"] == "on_demand"
+
+        await until(from_other, 15, interval=0.3, message="the other node reaches the restored call")
+
+        agent = Agent(other.base_url)  # alice on the other node answers it
+        clients.append(agent)
+        await agent.connect()
+        offer = await agent.wait_offer(timeout=20)
+        assert offer["call_id"] == call_id
+        accepted = await agent.ws.request({"type": "call.accept", "call_id": call_id})
+        assert accepted["type"] == "call.accepted", accepted
+        await back.wait("call.answered", timeout=15)
+        status, state = await payments.post(f"/api/v1/calls/{call_id}/recording/start")
+        assert status == 200 and state["state"] in ("pending", "recording"), (status, state)
+        told = await back.wait(lambda m: m.get("type") == "recording.state" and m["state"] in ("pending", "recording"),
+                               timeout=15)
+        assert told["call_id"] == call_id
+    finally:
+        for client in clients:
+            await client.close()
+        await lb.close()
+        for gateway in (a, b, c):
+            gateway.close()
