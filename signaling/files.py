@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.auth import TokenError
 from gateway.calls import Call
-from gateway.errors import BadRequest, Forbidden, GatewayError, NotFound
+from gateway.errors import BadRequest, Forbidden, NotFound
 from gateway.models import AgentStatus, CallerIdentity, CallState
 from gateway.store.attachments import Attachment, AttachmentError
 from gateway.store.records import RecordsUnavailable, handled_by
@@ -177,21 +176,6 @@ def _by(person: Uploader) -> dict[str, str | None]:
     return {"agent": person.name}
 
 
-def _raise_answer(answer: dict[str, Any]) -> dict[str, Any]:
-    """The home's answer to a file request, or its error raised here as it was raised there."""
-    error = answer.get("error")
-    if isinstance(error, dict):
-        exc = GatewayError(str(error.get("reason", "refused by the call's node")),
-                           code=str(error.get("code", "internal_error")), retryable=bool(error.get("retryable")))
-        status = error.get("status")
-        exc.status = status if isinstance(status, int) and 400 <= status < 600 else 500
-        raise exc
-    result = answer.get("result")
-    if not isinstance(result, dict):
-        raise GatewayError("the call's node gave no answer", code="internal_error")
-    return result
-
-
 @file_routes.post("/api/v1/calls/{call_id}/attachments")
 async def upload(request: web.Request) -> web.Response:
     home = await _home_elsewhere(request)
@@ -218,9 +202,8 @@ async def _upload_for(request: web.Request, home: str) -> web.Response:
     store = request.app[ATTACHMENTS]
     attachment = await store.save(call_id, request.query.get("name", "file"), data, person.name, owner=person.owner)
     try:
-        answer = await request.app[CALL_RELAY].ask_home(home, {"action": "adopt", "call_id": call_id,
-                                                                "attachment_id": attachment.id, **_by(person)})
-        result = _raise_answer(answer)
+        result = await request.app[CALL_RELAY].ask_home(home, "file", {"action": "adopt", "call_id": call_id,
+                                                                        "attachment_id": attachment.id, **_by(person)})
     except BaseException:
         await asyncio.shield(store.discard(attachment))  # refused, or no answer: the call does not have it
         raise
@@ -273,10 +256,10 @@ async def take_snapshot(request: web.Request) -> web.Response:
         person = await who(request, None, any_call=True)
         if person.is_caller:
             raise Forbidden("snapshots are taken by the agent", code="forbidden")
-        answer = await request.app[CALL_RELAY].ask_home(home, {"action": "snapshot",
-                                                                "call_id": request.match_info["call_id"],
-                                                                **_by(person)})
-        return json_response(_raise_answer(answer), status=201)
+        result = await request.app[CALL_RELAY].ask_home(home, "file", {"action": "snapshot",
+                                                                        "call_id": request.match_info["call_id"],
+                                                                        **_by(person)})
+        return json_response(result, status=201)
     call = live_call(request)
     person = await who(request, call)
     if person.is_caller:
@@ -309,25 +292,19 @@ class FileRequest(BaseModel):
     caller_issuer: str | None = Field(None, max_length=256)
 
 
-def file_executor(app: web.Application) -> Callable[[str], Awaitable[str]]:
-    """The home's side of uploads and snapshots through another node: request JSON -> answer JSON
-    ({"result": ...} or {"error": {code, reason, status, retryable}})."""
-    async def execute(raw: str) -> str:
+def serve_file_request(app: web.Application) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+    """The home's side of uploads and snapshots through another node (a forwarded request of kind "file",
+    signaling/cluster_calls.py): the request's payload -> its result, or a GatewayError (a malformed request:
+    invalid_message)."""
+    async def serve(payload: dict[str, Any]) -> dict[str, Any]:
         try:
-            result = await _execute(app, FileRequest.model_validate_json(raw))
+            request = FileRequest.model_validate(payload)
         except ValidationError:
             log.warning("files.bad_request_from_node")
-            malformed = BadRequest("a file request from another node was malformed", code="invalid_message")
-            return json.dumps({"error": _error(malformed)})
-        except GatewayError as exc:
-            return json.dumps({"error": _error(exc)})
-        return json.dumps({"result": result})
+            raise BadRequest("a file request from another node was malformed", code="invalid_message") from None
+        return await _execute(app, request)
 
-    return execute
-
-
-def _error(exc: GatewayError) -> dict[str, Any]:
-    return {"code": exc.code, "reason": exc.reason, "status": exc.status, "retryable": exc.retryable}
+    return serve
 
 
 async def _execute(app: web.Application, request: FileRequest) -> dict[str, Any]:

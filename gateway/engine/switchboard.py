@@ -650,6 +650,15 @@ class Switchboard(AsyncIOEventEmitter):
                 agent.idle_since = now()
         agent.status = status
 
+    def adopt_wrap_up(self, username: str, call_id: str, started: float, until: float) -> bool:
+        """Several nodes: this node, which holds the agent's console, takes over the wrap-up of `call_id` whose home
+        died (see Presence.adopt_wrap_up). False if the agent is not wrapping that call up here."""
+        agent = self.live.agent(username)
+        if agent is None or agent.status is not AgentStatus.WRAP_UP or agent.wrap_up_call != call_id:
+            return False
+        self.presence.adopt_wrap_up(agent, call_id, started, until)
+        return True
+
     def in_a_call(self, username: str) -> bool:
         """Whether the agent takes part (agent, consulted colleague, supervisor) in a call that has not ended."""
         return any(c.state is not CallState.ENDED and self.views.is_participant(c, username)
