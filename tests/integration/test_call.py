@@ -263,8 +263,8 @@ async def test_packets_lost_towards_the_agent_are_retransmitted(gateway, caller_
 
 
 async def test_packets_lost_from_the_caller_are_nacked_by_the_relay(gateway, caller_token):
-    """The receive side's RTCP: one in 12 of the caller's video packets is lost on the way into the relay (dropped
-    before the relay's socket callback, first transmission only). The relay's receiver must see each gap and NACK
+    """The receive side's RTCP: one in 12 of the caller's video packets is lost on the way into the relay (never
+    sent by the caller's transport, first transmission only). The relay's receiver must see each gap and NACK
     it, the caller retransmits, and the agent still gets every frame whole, in order; the caller's sender gets
     receiver reports that count what arrived, and REMB. On the native path the steady packets between the losses
     are taken in C (the Inlet), which keeps the statistics and the NACK generator's state for aiortc's RTCP."""
@@ -287,26 +287,23 @@ async def test_packets_lost_from_the_caller_are_nacked_by_the_relay(gateway, cal
 
     sender._handle_rtcp_packet = noting
 
-    video = next(t for t in caller_leg.pc.getTransceivers() if t.kind == "video")
+    video = next(t for t in caller.peer.pc.getTransceivers() if t.kind == "video")
     video_pt = internals.negotiated_codecs(video)[0].payloadType
     seen: set[int] = set()
     dropped: list[int] = []
+    send_rtp = sender.transport._send_rtp
 
-    def lossy(original):
-        def received(data: bytes, addr) -> None:
-            if len(data) >= 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 223 and data[1] & 0x7F == video_pt:
-                seq = int.from_bytes(data[2:4], "big")
-                if seq not in seen:
-                    seen.add(seq)
-                    if len(seen) % 12 == 0:
-                        dropped.append(seq)
-                        return
-            original(data, addr)
-        return received
+    async def lossy(data: bytes) -> None:  # the caller's DTLS transport, before SRTP: the packet never leaves
+        if data[1] & 0x7F == video_pt and int.from_bytes(data[8:12], "big") == sender._ssrc:
+            seq = int.from_bytes(data[2:4], "big")
+            if seq not in seen:
+                seen.add(seq)
+                if len(seen) % 12 == 0:
+                    dropped.append(seq)
+                    return
+        await send_rtp(data)
 
-    for connection in internals.ice_connections(caller_leg.pc):
-        for protocol in connection._protocols:
-            protocol.datagram_received = lossy(protocol.datagram_received)
+    sender.transport._send_rtp = lossy
     direct = caller_leg.direct
     taken = (direct.packets, direct.steady_packets) if direct is not None else (0, 0)
     start = len(agent.peer.sinks["video"].counters)
@@ -327,5 +324,8 @@ async def test_packets_lost_from_the_caller_are_nacked_by_the_relay(gateway, cal
         # Between the losses, the caller's packets were taken by the native Inlet (and its video forwarded in C).
         packets, steady = direct.packets - taken[0], direct.steady_packets - taken[1]
         assert steady >= 0.5 * packets > 100, (steady, packets)
+        # ...read from the socket by the Inlet (recvmmsg), not by asyncio's one-datagram callback.
+        reads, datagrams, truncated = (sum(column) for column in zip(*(i.read_stats() for i in direct.inlets)))
+        assert direct.batched_reads >= 1 and datagrams > packets and reads <= datagrams and truncated == 0
     await caller.close()
     await agent.close()
