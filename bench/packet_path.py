@@ -4,7 +4,6 @@
     python -m bench.packet_path --paths native,off --calls 8 --seconds 15 --rounds 2
     python -m bench.packet_path --paths native,native-percall,off --rounds 3   # before/after the native route
     python -m bench.packet_path --paths native,native-step2,off --rounds 3     # before/after the native receive
-    python -m bench.packet_path --paths native,native-recvfrom --rounds 3      # recvmmsg or asyncio's recvfrom
 
 The relay (a Relay with one caller and one agent leg per call, no signaling) runs in this process, pinned to the
 first CPU; the peers run in a child process on the others: each caller sends the replayed 640x480 VP8 at 30 fps
@@ -96,14 +95,12 @@ async def measure(path: str, calls: int, seconds: float, warmup: float, peer_cpu
     if path == "native-percall":
         RtpForwarder._arm = lambda self: None  # type: ignore[method-assign]
     DirectReceive.steady_in_c = path not in ("native-percall", "native-step2")
-    DirectReceive.read_batches = path not in ("native-percall", "native-step2", "native-recvfrom")
     try:
         return await _measure(path, "native" if path.startswith("native") else path, calls, seconds, warmup,
                               peer_cpus, profile)
     finally:
         RtpForwarder._arm = arm  # type: ignore[method-assign]
         DirectReceive.steady_in_c = True
-        DirectReceive.read_batches = True
 
 
 async def _measure(path: str, fast_path: str, calls: int, seconds: float, warmup: float, peer_cpus: list[int],
@@ -150,11 +147,10 @@ async def _measure(path: str, fast_path: str, calls: int, seconds: float, warmup
         await relay.close()
     child.join(10)
     packets = n1 - n0
-    directs = [leg.direct for relay in relays for leg in relay.legs.values() if leg.direct is not None]
-    steady = sum(direct.steady_packets for direct in directs)
-    reads = [inlet.read_stats() for direct in directs for inlet in direct.inlets]
-    per_read = round(sum(r[1] for r in reads) / max(sum(r[0] for r in reads), 1), 2)
-    return {"path": path, "calls": calls, "received_in_c": steady, "datagrams_per_read": per_read, "seconds": round(t1 - t0, 2), "packets_forwarded": packets,
+    steady = sum(leg.direct.steady_packets for relay in relays for leg in relay.legs.values()
+                 if leg.direct is not None)
+    return {"path": path, "calls": calls, "received_in_c": steady, "seconds": round(t1 - t0, 2),
+            "packets_forwarded": packets,
             "cpu_s": round(cpu1 - cpu0, 3), "us_per_packet": round((cpu1 - cpu0) / max(packets, 1) * 1e6, 2),
             "kernel_share": round((times1.system - times0.system) / max(cpu1 - cpu0, 1e-9), 2),
             "core_per_call_pct": round((cpu1 - cpu0) / (t1 - t0) / calls * 100, 2),

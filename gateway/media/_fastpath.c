@@ -716,9 +716,6 @@ typedef struct {
     void *ctx;
     PyObject *dtls, *session, *connected, *original, *slow;
     int mid_id, abs_id, audio_id;
-    int fd;                     /* the socket read by read_ready (asyncio's transport owns it), -1: none */
-    PyObject *error_received;   /* the protocol's, for a failed read (as asyncio does) */
-    unsigned long long reads, datagrams, truncated;
     Stream streams[INLET_STREAMS];
 } Inlet;
 
@@ -846,7 +843,6 @@ static PyObject *inlet_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     self->mid_id = mid_id;
     self->abs_id = abs_id;
     self->audio_id = audio_id;
-    self->fd = -1;
     return (PyObject *)self;
 }
 
@@ -856,7 +852,6 @@ static int inlet_traverse(Inlet *self, visitproc visit, void *arg) {
     Py_VISIT(self->connected);
     Py_VISIT(self->original);
     Py_VISIT(self->slow);
-    Py_VISIT(self->error_received);
     for (int i = 0; i < INLET_STREAMS; i++) {
         Py_VISIT(self->streams[i].owner);
         Py_VISIT(self->streams[i].routes);
@@ -872,7 +867,6 @@ static int inlet_clear(Inlet *self) {
     Py_CLEAR(self->connected);
     Py_CLEAR(self->original);
     Py_CLEAR(self->slow);
-    Py_CLEAR(self->error_received);
     for (int i = 0; i < INLET_STREAMS; i++)
         stream_clear(&self->streams[i]);
     return 0;
@@ -1010,51 +1004,32 @@ static PyObject *call2(PyObject *fn, PyObject *a, PyObject *b) {
     return PyObject_Vectorcall(fn, args, 2, NULL);
 }
 
-/* Hands a datagram to a Python callable (data, addr), making them from the raw datagram when not given. */
-static int hand_over(PyObject *fn, const uint8_t *d, Py_ssize_t n, PyObject *data, PyObject *addr,
-                     const struct sockaddr_in *sa) {
-    PyObject *made_data = NULL, *made_addr = NULL;
-    if (data == NULL && (data = made_data = PyBytes_FromStringAndSize((const char *)d, n)) == NULL)
-        return -1;
-    if (addr == NULL) {
-        char host[INET_ADDRSTRLEN];
-        if (inet_ntop(AF_INET, &sa->sin_addr, host, sizeof(host)) == NULL)
-            host[0] = 0;
-        if ((addr = made_addr = Py_BuildValue("(si)", host, (int)ntohs(sa->sin_port))) == NULL) {
-            Py_XDECREF(made_data);
-            return -1;
-        }
-    }
-    PyObject *result = call2(fn, data, addr);
-    Py_XDECREF(made_data);
-    Py_XDECREF(made_addr);
-    if (result == NULL)
-        return -1;
-    Py_DECREF(result);
-    return 0;
-}
-
-/* One datagram: `data` and `addr` are the Python objects when called as datagram_received, NULL when read here
- * (then `sa` is the sender's address). 0, or -1 with an exception set. */
-static int inlet_datagram(Inlet *self, const uint8_t *d, Py_ssize_t n, PyObject *data, PyObject *addr,
-                          const struct sockaddr_in *sa) {
+/* The datagram_received of the leg's protocols: (data, addr). */
+static PyObject *inlet_call(Inlet *self, PyObject *args, PyObject *kwds) {
+    PyObject *data, *addr;
+    if (!PyArg_UnpackTuple(args, "Inlet", 2, 2, &data, &addr))
+        return NULL;
+    if (!PyBytes_Check(data))
+        return call2(self->original, data, addr);
+    const uint8_t *d = (const uint8_t *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
     if (n < 2 || d[0] < 128 || d[0] > 191 || (d[1] > 191 && d[1] < 224))
-        return hand_over(self->original, d, n, data, addr, sa);  /* STUN, DTLS, SRTCP: aioice's way */
+        return call2(self->original, data, addr);  /* STUN, DTLS, SRTCP: aioice's way */
     Stream *s = NULL;
     if (n >= 12 && n <= BUFFER - TRAILER)
         s = inlet_find(self, ((uint32_t)d[8] << 24) | ((uint32_t)d[9] << 16) | ((uint32_t)d[10] << 8) | d[11]);
     if (s == NULL)
-        return hand_over(self->slow, d, n, data, addr, sa);
+        return call2(self->slow, data, addr);
     PyObject *session = PyObject_GetAttr(self->dtls, str_rx_srtp);
     if (session == NULL)
-        return -1;
+        return NULL;
     Py_DECREF(session);  /* only its identity is compared: the DTLS transport holds it */
     PyObject *state = PyObject_GetAttr(self->dtls, str_state);
     if (state == NULL)
-        return -1;
+        return NULL;
     Py_DECREF(state);
     if (session != self->session || state != self->connected)
-        return hand_over(self->slow, d, n, data, addr, sa);
+        return call2(self->slow, data, addr);
     s->taken++;
     s->wire_bytes += (unsigned long long)n;
     uint8_t buf[BUFFER];
@@ -1063,7 +1038,7 @@ static int inlet_datagram(Inlet *self, const uint8_t *d, Py_ssize_t n, PyObject 
     Parsed f;
     if (self->unprotect(self->ctx, buf, &len) != 0 || parse_rtp(buf, len, self->mid_id, self->abs_id, self->audio_id,
                                                                  &f) < 0)
-        return 0;  /* not authentic, replayed or malformed: dropped, as aiortc does */
+        Py_RETURN_NONE;  /* not authentic, replayed or malformed: dropped, as aiortc does */
     Py_ssize_t payload_len = f.len - f.pos - f.padding;
     if (f.pt != s->pt || f.seq != (uint16_t)(s->max_seq + 1) || PyList_GET_SIZE(s->taps) != 0
             || (s->video && keyframe_start(s->codec, buf + f.pos, payload_len))) {
@@ -1074,7 +1049,7 @@ static int inlet_datagram(Inlet *self, const uint8_t *d, Py_ssize_t n, PyObject 
             Py_XDECREF(state);
             PyErr_WriteUnraisable((PyObject *)self);
             stream_clear(s);
-            return 0;
+            Py_RETURN_NONE;
         }
         PyObject *owner = s->owner;
         Py_INCREF(owner);
@@ -1083,7 +1058,7 @@ static int inlet_datagram(Inlet *self, const uint8_t *d, Py_ssize_t n, PyObject 
         Py_DECREF(owner);
         Py_DECREF(state);
         Py_DECREF(fields);
-        return 0;
+        Py_RETURN_NONE;
     }
     /* aiortc's StreamStatistics.add for an in-order packet */
     double now = real_s();
@@ -1110,13 +1085,13 @@ static int inlet_datagram(Inlet *self, const uint8_t *d, Py_ssize_t n, PyObject 
     }
     PyObject *payload = PyBytes_FromStringAndSize((const char *)buf + f.pos, payload_len);
     if (payload == NULL)
-        return -1;
+        return NULL;
     long long now_ns = mono_ns();
     PyObject *attention = NULL;
     if (fanout_routes(s->routes, f.ssrc, (uint16_t)f.seq, f.ts, f.marker, payload, f.padding, f.audio, now_ns,
                       &attention) < 0) {
         Py_DECREF(payload);
-        return -1;
+        return NULL;
     }
     PyObject *fields = NULL;
     if (s->gop != NULL && PyList_GET_SIZE(s->gop) > 0) {  /* Producer.gop: the packets since the latest keyframe */
@@ -1127,7 +1102,7 @@ static int inlet_datagram(Inlet *self, const uint8_t *d, Py_ssize_t n, PyObject 
             Py_XDECREF(fields);
             Py_XDECREF(attention);
             Py_DECREF(payload);
-            return -1;
+            return NULL;
         }
     }
     if (attention != NULL || ++s->since_sync >= SYNC_PACKETS || now_ns - s->synced_ns >= SYNC_NS
@@ -1140,7 +1115,7 @@ static int inlet_datagram(Inlet *self, const uint8_t *d, Py_ssize_t n, PyObject 
             Py_XDECREF(fields);
             Py_XDECREF(attention);
             Py_DECREF(payload);
-            return -1;
+            return NULL;
         }
         stream_call(s->owner, str_sync, state, attention != NULL ? attention : Py_None,
                     fields != NULL ? fields : Py_None);
@@ -1149,105 +1124,10 @@ static int inlet_datagram(Inlet *self, const uint8_t *d, Py_ssize_t n, PyObject 
     Py_XDECREF(fields);
     Py_XDECREF(attention);
     Py_DECREF(payload);
-    return 0;
-}
-
-/* The datagram_received of the leg's protocols: (data, addr). */
-static PyObject *inlet_call(Inlet *self, PyObject *args, PyObject *kwds) {
-    PyObject *data, *addr;
-    if (!PyArg_UnpackTuple(args, "Inlet", 2, 2, &data, &addr))
-        return NULL;
-    if (!PyBytes_Check(data))
-        return call2(self->original, data, addr);
-    if (inlet_datagram(self, (const uint8_t *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data, addr, NULL) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-#define READ_BATCH 16    /* datagrams per recvmmsg */
-#define READ_MAX 64      /* datagrams per readiness event, then the loop's other callbacks run */
-#define READ_BUFFER 4096 /* a larger datagram (none on a WebRTC leg: MTU-sized) is dropped, counted as truncated */
-
-/* read_from(fd, error_received): the socket read_ready reads (an AF_INET UDP socket of asyncio's datagram transport,
- * which keeps owning it: its close removes the loop's reader before closing it), and the protocol's
- * error_received. */
-static PyObject *inlet_read_from(Inlet *self, PyObject *args) {
-    int fd;
-    PyObject *error_received;
-    if (!PyArg_ParseTuple(args, "iO", &fd, &error_received))
-        return NULL;
-    Py_INCREF(error_received);
-    Py_XSETREF(self->error_received, error_received);
-    self->fd = fd;
-    Py_RETURN_NONE;
-}
-
-/* read_ready(): the event loop's reader callback for the socket: reads what is there with recvmmsg (up to READ_MAX
- * datagrams) and takes each as datagram_received would (asyncio's _read_ready reads one datagram per callback). */
-static PyObject *inlet_read_ready(Inlet *self, PyObject *unused) {
-    uint8_t bufs[READ_BATCH][READ_BUFFER];
-    struct mmsghdr msgs[READ_BATCH];
-    struct iovec iov[READ_BATCH];
-    struct sockaddr_in addrs[READ_BATCH];
-    if (self->fd < 0)
-        Py_RETURN_NONE;
-    self->reads++;
-    int total = 0;
-    while (total < READ_MAX) {
-        memset(msgs, 0, sizeof(msgs));
-        for (int i = 0; i < READ_BATCH; i++) {
-            iov[i].iov_base = bufs[i];
-            iov[i].iov_len = READ_BUFFER;
-            msgs[i].msg_hdr.msg_name = &addrs[i];
-            msgs[i].msg_hdr.msg_namelen = sizeof(addrs[i]);
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
-        int n = recvmmsg(self->fd, msgs, READ_BATCH, MSG_DONTWAIT, NULL);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && self->error_received != NULL) {
-                PyObject *exc = PyObject_CallFunction(PyExc_OSError, "is", errno, strerror(errno));
-                PyObject *result = exc != NULL ? PyObject_CallOneArg(self->error_received, exc) : NULL;
-                if (result == NULL)
-                    PyErr_WriteUnraisable((PyObject *)self);
-                Py_XDECREF(result);
-                Py_XDECREF(exc);
-            }
-            break;
-        }
-        for (int i = 0; i < n; i++) {
-            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-                self->truncated++;
-                continue;
-            }
-            self->datagrams++;
-            if (inlet_datagram(self, bufs[i], (Py_ssize_t)msgs[i].msg_len, NULL, NULL, &addrs[i]) < 0)
-                PyErr_WriteUnraisable((PyObject *)self);
-            if (self->fd < 0)  /* closed by a callback */
-                Py_RETURN_NONE;
-        }
-        total += n;
-        if (n < READ_BATCH)
-            break;
-    }
-    Py_RETURN_NONE;
-}
-
-/* read_stats() -> (readiness callbacks, datagrams read, datagrams dropped as too large) */
-static PyObject *inlet_read_stats(Inlet *self, PyObject *unused) {
-    return Py_BuildValue("(KKK)", self->reads, self->datagrams, self->truncated);
-}
-
-static PyObject *inlet_stop_reading(Inlet *self, PyObject *unused) {
-    self->fd = -1;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef inlet_methods[] = {
-    {"read_from", (PyCFunction)inlet_read_from, METH_VARARGS, "Set the socket read_ready reads."},
-    {"read_ready", (PyCFunction)inlet_read_ready, METH_NOARGS, "The loop's reader callback: recvmmsg, then each."},
-    {"read_stats", (PyCFunction)inlet_read_stats, METH_NOARGS, "(readiness callbacks, datagrams, truncated)."},
-    {"stop_reading", (PyCFunction)inlet_stop_reading, METH_NOARGS, "Forget the socket."},
     {"arm", (PyCFunction)inlet_arm, METH_VARARGS, "Take an incoming stream's steady packets in C."},
     {"disarm", (PyCFunction)inlet_disarm, METH_O, "Give a stream back to Python; returns its counters."},
     {"take", (PyCFunction)inlet_take, METH_O, "A stream's counters since the last hand-over; it stays armed."},

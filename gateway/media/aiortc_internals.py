@@ -20,6 +20,9 @@ Relied-on names (private unless said otherwise):
   aiortc.rtp: RTP_HISTORY_SIZE, RtpPacket, RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci, unwrap_rtx;
   aiortc.sdp: SessionDescription, candidate_from_sdp; aiortc.utils: uint16_add, uint16_gt;
   aiortc.rtcrtpreceiver.StreamStatistics; aiortc.rtp.HeaderExtensions; aiortc.rtcdtlstransport.State.
+- Kept by the native Inlet for steady streams (DirectReceive, _SteadyStream): StreamStatistics: packets_received,
+  max_seq, cycles, _jitter_q4, _last_arrival, _last_timestamp (as its `add` keeps them); NackGenerator: max_seq,
+  missing; RemoteBitrateEstimator.add (fed in batches).
 - pylibsrtp (aiortc's SRTP, for the native fast path): pylibsrtp._binding: ffi, lib (srtp_protect, srtp_unprotect);
   Session: _srtp.
 - RtpPacket: _data (set by RTCRtpReceiver._handle_rtp_packet), padding_size, extensions (abs_send_time, mid,
@@ -545,7 +548,6 @@ class DirectReceive:
     Python takes the stream back with the first packet that is not steady (a gap, a keyframe, a tap, ...)."""
 
     steady_in_c = True  # False: the native path as before the Inlet (bench.packet_path's `native-step2`)
-    read_batches = True  # False: asyncio reads the socket, one datagram per callback (`native-recvfrom`)
 
     def __init__(self, pc: RTCPeerConnection, native: NativeSrtp | None,
                  producer_of: Callable[[Any], Any] | None = None) -> None:
@@ -555,7 +557,6 @@ class DirectReceive:
         self.packets = 0  # SRTP packets taken directly (for tests and stats)
         self.steady_packets = 0  # of those, taken by the native Inlet (steady streams)
         self.inlets: list[Any] = []
-        self.batched_reads = 0  # sockets read with recvmmsg by an Inlet
         seen: set[int] = set()
         for transceiver in pc.getTransceivers():
             dtls = transceiver.receiver.transport
@@ -569,26 +570,8 @@ class DirectReceive:
             connection = dtls.transport._connection
             for protocol in connection._protocols:
                 original = protocol.datagram_received
-                protocol.datagram_received = handler = self._handler(dtls, original)
+                protocol.datagram_received = self._handler(dtls, original)
                 self.installed += 1
-                if handler in self.inlets and self.read_batches:
-                    self._read_with(protocol, handler)
-
-    def _read_with(self, protocol: Any, inlet: Any) -> None:
-        """Read the protocol's socket with the Inlet's `read_ready` (recvmmsg: every datagram waiting, in one
-        callback) instead of asyncio's (one recvfrom per callback). Only an AF_INET socket of a selector loop's
-        datagram transport that is reading; the transport keeps owning the socket (closing it removes the reader)."""
-        transport = getattr(protocol, "transport", None)
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        loop = asyncio.get_running_loop()
-        if (sock is None or sock.family != socket.AF_INET or sock.type != socket.SOCK_DGRAM or transport.is_closing()
-                or not getattr(transport, "is_reading", lambda: False)() or getattr(transport, "_loop", None) is not loop
-                or not hasattr(loop, "_add_reader")):
-            return
-        fd = sock.fileno()
-        inlet.read_from(fd, protocol.error_received)
-        loop._add_reader(fd, inlet.read_ready)
-        self.batched_reads += 1
 
     def _handler(self, dtls: Any, original: Callable[[bytes, Any], None]) -> Callable[[bytes, Any], None]:
         import pylibsrtp

@@ -324,8 +324,5 @@ async def test_packets_lost_from_the_caller_are_nacked_by_the_relay(gateway, cal
         # Between the losses, the caller's packets were taken by the native Inlet (and its video forwarded in C).
         packets, steady = direct.packets - taken[0], direct.steady_packets - taken[1]
         assert steady >= 0.5 * packets > 100, (steady, packets)
-        # ...read from the socket by the Inlet (recvmmsg), not by asyncio's one-datagram callback.
-        reads, datagrams, truncated = (sum(column) for column in zip(*(i.read_stats() for i in direct.inlets)))
-        assert direct.batched_reads >= 1 and datagrams > packets and reads <= datagrams and truncated == 0
     await caller.close()
     await agent.close()
