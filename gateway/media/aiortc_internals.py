@@ -557,6 +557,7 @@ class DirectReceive:
         self.packets = 0  # SRTP packets taken directly (for tests and stats)
         self.steady_packets = 0  # of those, taken by the native Inlet (steady streams)
         self.inlets: list[Any] = []
+        self.armed: dict[Any, _SteadyStream] = {}  # receiver -> its stream armed in an Inlet
         seen: set[int] = set()
         for transceiver in pc.getTransceivers():
             dtls = transceiver.receiver.transport
@@ -583,9 +584,14 @@ class DirectReceive:
         context: list[Any] = [None, 0]  # the rx session and its srtp_t, looked up once per session
         inlet: Any = None
 
+        armed = self.armed
+
         def deliver(packet: RtpPacket) -> None:
             receiver = router.route_rtp(packet)
             if receiver is not None:
+                steady = armed.get(receiver)
+                if steady is not None:  # (an RTX packet, another SSRC): aiortc's state up to date first
+                    steady.flush()
                 send_now(receiver._handle_rtp_packet(packet, arrival_time_ms=ms_now()))
                 if inlet is not None:
                     self._consider(inlet, dtls, context, deliver, packet, receiver)
@@ -654,6 +660,7 @@ class DirectReceive:
                      stats._last_timestamp, producer.routes, producer.gop if video else None, producer.taps,
                      *extension_ids(dtls._rtp_header_extensions_map)):
             producer.steady = owner
+            self.armed[receiver] = owner
 
 
 _STEADY_CODECS = {"VP8": 1, "H264": 2}  # video codecs whose keyframe starts _fastpath.c recognises
@@ -701,6 +708,8 @@ class _SteadyStream:
     def _stop(self) -> None:
         if self.producer.steady is self:
             self.producer.steady = None
+        if self.direct.armed.get(self.receiver) is self:
+            del self.direct.armed[self.receiver]
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -400,3 +400,36 @@ def test_inlet_hands_routes_that_need_python_over_with_the_packet(udp):
     attention, fields = owner.synced[0]
     assert attention == [0] and route.attend == 3 and fields[2] == 11
     assert nothing_waiting(b)
+
+
+@built
+@pytest.mark.parametrize("codec, kind", [("VP8", 1), ("H264", 2)])
+def test_inlet_tells_keyframe_starts_as_the_python_path_does(udp, codec, kind):
+    """C's keyframe test (a keyframe start goes back to Python) agrees with codecs.is_keyframe_start on crafted and
+    random payloads."""
+    import random
+
+    from gateway.media.codecs import is_keyframe_start
+
+    a, b = udp
+    tx_in, rx_in = sessions()
+    tx_out, _ = sessions()
+    inlet = Inlet(rx_in)
+    route = connected_route(a, b, tx_out)
+    rng = random.Random(11)
+    crafted = [b"", b"\x10", b"\x10\x00", b"\x10\x01", b"\x90\x80\x81\x02\x00", b"\x90\xe0\x01\x02\x03\x00",
+               b"\x11\x00", b"\x65\x88", b"\x67\x42", b"\x41\x9a", b"\x7c\x85", b"\x7c\x05", b"\x7c\x81",
+               b"\x18\x00\x02\x67\x42\x00\x02\x68\xce", b"\x18\x00\x02\x41\x9a", b"\x18\xff\xff\x65"]
+    payloads = crafted + [bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 12))) for _ in range(300)]
+    decided = []
+    for seq, payload in enumerate(payloads, start=1):
+        owner = Owner()
+        route.arm(42, 0, 0, 0, 0, -1, 0)
+        assert inlet.arm(42, owner, (route,), pt=96, video=True, codec=kind, clock_rate=90000, max_seq=seq - 1)
+        inlet.inlet(tx_in.protect(rtp(seq, 3000 * seq, pt=96, payload=payload, level=None).serialize(ext_map())),
+                    ("127.0.0.1", 5000))
+        inlet.inlet.disarm(42)
+        decided.append(bool(owner.released))
+    expected = [is_keyframe_start(codec, p) for p in payloads]
+    assert decided == expected
+    assert 5 < sum(expected) < len(payloads) - 5  # both answers were exercised
