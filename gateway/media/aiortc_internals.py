@@ -737,9 +737,9 @@ class _SteadyStream:
         if remb is not None and self.estimator is not None:
             latest = None
             add = self.estimator.add
+            ssrc = self.ssrc
             for arrival_ms, abs_send_time, size in struct.iter_unpack("<qII", remb):
-                estimate = add(abs_send_time=abs_send_time, arrival_time_ms=arrival_ms, payload_size=size,
-                               ssrc=self.ssrc)
+                estimate = add(arrival_ms, abs_send_time, size, ssrc)  # (arrival_time_ms, abs_send_time, size, ssrc)
                 if estimate is not None:
                     latest = estimate
             rtcp_ssrc = getattr(self.receiver, "_RTCRtpReceiver__rtcp_ssrc")
