@@ -93,7 +93,8 @@ class Recogniser:
     pocketsphinx normalises an utterance decoded whole by its own cepstral mean (batch CMN, its default); decoded
     in pieces it can only use a mean known beforehand (live CMN), and a wrong one costs words. So an utterance's
     decoding starts once its first PRIME_S have come: their mean (a feature pass of the whole-utterance decoder,
-    no search) is the mean it is decoded with. A shorter utterance is decoded whole at its end, as before."""
+    no search) is the mean it is decoded with. A shorter utterance is decoded whole at its end, and a partial asked
+    for before then is what has come decoded whole, as before."""
 
     def __init__(self, grammar: str | None, max_decoders: int) -> None:
         self._grammar = grammar
@@ -133,8 +134,10 @@ class Recogniser:
             return None
         if kind == "partial":
             utterance = self._utterances.get(stream)
-            if utterance is None or not utterance.started or utterance.failed:
+            if utterance is None or utterance.failed or not (utterance.started or utterance.pcm):
                 return op[2], True, Recognition(text="")
+            if not utterance.started:  # (before PRIME_S, or no decoder was free: what has come, decoded whole)
+                return op[2], True, decode_whole(self._whole, bytes(utterance.pcm))
             hyp = utterance.decoder.hyp()
             return op[2], True, Recognition(text=hyp.hypstr.strip() if hyp is not None else "")
         if kind == "final":
