@@ -367,7 +367,11 @@ class SphinxStream:
     def feed(self, pcm: bytes) -> None:
         if self._lost():
             return
-        process = self._bound()
+        try:
+            process = self._bound()
+        except EngineFailed:  # the engine is closed: the final says so
+            self._open = self._broken = True
+            return
         self._open = True
         process.send(("feed", self._number, pcm))
 
@@ -382,7 +386,10 @@ class SphinxStream:
         self._open = self._broken = False
         if lost:
             return self._engine._now(EngineFailed("the recognition process died during the utterance"))
-        return self._bound().ask("final", self._number, pcm)
+        try:
+            return self._bound().ask("final", self._number, pcm)
+        except EngineFailed as exc:
+            return self._engine._now(exc)
 
     def abandon(self) -> None:
         if self._open and not self._lost() and self._process is not None:
