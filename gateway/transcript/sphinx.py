@@ -93,8 +93,10 @@ class Recogniser:
     pocketsphinx normalises an utterance decoded whole by its own cepstral mean (batch CMN, its default); decoded
     in pieces it can only use a mean known beforehand (live CMN), and a wrong one costs words. So an utterance's
     decoding starts once its first PRIME_S have come: their mean (a feature pass of the whole-utterance decoder,
-    no search) is the mean it is decoded with. A shorter utterance is decoded whole at its end, and a partial asked
-    for before then is what has come decoded whole, as before."""
+    no search) is the mean it is decoded with (on espeak-ng's phrases in 4 voices and 2 speeds, with noise: the
+    required words in 14 of 24 utterances, against 8 decoded whole and 9 with a mean of the first 1.0 s). A shorter
+    utterance is decoded whole at its end, and a partial asked for before then is what has come decoded whole, as
+    before (only when the process has nothing else to do)."""
 
     def __init__(self, grammar: str | None, max_decoders: int) -> None:
         self._grammar = grammar
@@ -136,7 +138,9 @@ class Recogniser:
             utterance = self._utterances.get(stream)
             if utterance is None or utterance.failed or not (utterance.started or utterance.pcm):
                 return op[2], True, Recognition(text="")
-            if not utterance.started:  # (before PRIME_S, or no decoder was free: what has come, decoded whole)
+            if not utterance.started:  # before PRIME_S, or no decoder was free: what has come, decoded whole, ...
+                if self.ops:  # ... only when nothing else waits (as partials were only asked of an idle pool)
+                    return op[2], True, Recognition(text="")
                 return op[2], True, decode_whole(self._whole, bytes(utterance.pcm))
             hyp = utterance.decoder.hyp()
             return op[2], True, Recognition(text=hyp.hypstr.strip() if hyp is not None else "")
