@@ -14,7 +14,8 @@ the ratios of the two are printed. Measured over the speaking window:
 - first partial caption: from the caller's first speech sample of an utterance to its first partial caption at the
   agent's socket (p50/p99, and how many utterances got one; "on" only);
 - CPU of the gateway process and its children (the recognition processes), seconds per call per minute;
-- the agents' received video: frames per second and frames lost (gaps in the frame counters).
+- the agents' received video: frames per second and frames lost (gaps in the frame counters);
+- the resident memory of the gateway process and its children at the end of the window.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bench.run import percentile  # noqa: E402
 MODES = ("off", "on")
 AGENTS = (("alice", "alice-demo"), ("bob", "bob-demo"), ("sam", "sam-demo"))
 TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
 SPEECH_RATE = 48000  # tests.support.speech: what synthesize() gives
 
 
@@ -60,25 +62,33 @@ def gateway_class(code: Path | None):
     return OtherGateway
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of `pid` and of every process below it that is alive now."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
+def process_tree(pid: int) -> list[tuple[int, list[str]]]:
+    """`pid` and every process below it that is alive now, with the fields of their /proc/*/stat."""
+    stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICK
-    total, todo = 0.0, [pid]
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
-        total += times.get(current, 0.0)
-        todo.extend(child for child, parent in parents.items() if parent == current)
-    return total
+        if current in stats:
+            tree.append((current, stats[current]))
+        todo.extend(child for child, fields in stats.items() if int(fields[1]) == current)
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of `pid` and of every process below it that is alive now."""
+    return sum((int(fields[11]) + int(fields[12])) / TICK for _, fields in process_tree(pid))
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of `pid` and of every process below it (the recognition processes), MiB."""
+    return sum(int(fields[21]) * PAGE for _, fields in process_tree(pid)) / 2**20
 
 
 class Stamped:
@@ -141,7 +151,7 @@ async def run_mode(base_url: str, pid: int, mode: str, calls: int, utterances: i
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any(len(s.finals()) < utterances for *_, s in parties):
             await asyncio.sleep(0.1)
-    cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    cpu1, t1, rss = cpu_seconds(pid), time.monotonic(), rss_mib(pid)
     window = t1 - t0
     latencies, partial_latencies, fps, lost = [], [], [], []
     for (caller, agent, mic, stamped), mark in zip(parties, marks):
@@ -171,7 +181,7 @@ async def run_mode(base_url: str, pid: int, mode: str, calls: int, utterances: i
     await asyncio.sleep(2)
     result = {"cpu_s_per_call_minute": round((cpu1 - cpu0) / calls / window * 60, 2),
               "video_fps": round(statistics.mean(fps), 1), "video_frames_lost": sum(lost),
-              "window_s": round(window, 1)}
+              "window_s": round(window, 1), "rss_mib": round(rss)}
     if mode == "on":
         result["final_latency_ms"] = {"n": len(latencies), "p50": round(statistics.median(latencies)),
                                       "p99": round(percentile(latencies, 99)), "max": round(max(latencies)),
@@ -217,7 +227,8 @@ async def main(args: argparse.Namespace) -> dict:
 def print_run(name: str, modes: dict) -> None:
     for mode, row in modes.items():
         line = (f"{name:8s} transcript {mode:3s}  gateway CPU {row['cpu_s_per_call_minute']:5.2f} s per call-minute"
-                f"   video {row['video_fps']:4.1f} fps, {row['video_frames_lost']} frames lost")
+                f"   video {row['video_fps']:4.1f} fps, {row['video_frames_lost']} frames lost"
+                f"   memory {row['rss_mib']} MiB")
         if "final_latency_ms" in row:
             lat, part = row["final_latency_ms"], row["first_partial_ms"]
             line += (f"\n{'':8s}   final caption after speech ends p50 {lat['p50']} ms p99 {lat['p99']} ms "
