@@ -202,8 +202,15 @@ async def drain_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await drain.stop()
     if installed:
+        # The rest of the stop (records, webhooks, the cleanup contexts before this one) still runs: a SIGTERM now
+        # (a supervisor repeating it) must not kill the process with the default action halfway through. Closing
+        # the loop removes this handler.
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.remove_signal_handler(signal.SIGTERM)
+            loop.add_signal_handler(signal.SIGTERM, _stopping_already)
+
+
+def _stopping_already() -> None:
+    log.info("drain.signal_ignored", reason="the node is stopping already")
 
 
 def check_accepting(app: web.Application) -> None:

@@ -23,6 +23,7 @@ from tests.support.clients import WsClient
 from tests.support.databases import pg_url, reset_pg_schema
 from tests.support.process import GatewayProcess
 from tests.support.redisserver import running_redis
+from tests.support.waiting import until
 
 SLOW_LEASE = {"node_lease_s": 60, "node_heartbeat_s": 20}
 
@@ -97,13 +98,6 @@ async def health(base: str) -> int:
         return r.status
 
 
-async def until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.05)
-
-
 async def connected_call(base: str, token: str, agent: str) -> tuple[WsClient, WsClient, str]:
     """A caller on `base` answered by `agent` (signaling only: the call is connected in the engine)."""
     agent_ws = await agent_socket(base, agent, f"{agent}-demo")
@@ -145,7 +139,7 @@ async def drain_two_nodes(pg: str, tmp_path: Path, caller_token: Any, redis_url:
         assert a.proc is not None
         a.proc.send_signal(signal.SIGTERM)
         sigterm = time.monotonic()
-        await until(lambda: _is(health(a.base_url), 503), 5, "A's readiness answers 503")
+        await until(lambda: _is(health(a.base_url), 503), 5, 0.05, "A's readiness answers 503")
         # The waiting callers are told to resume (elsewhere); the connected call goes on.
         for ws, _ in waiting:
             shutdown = await ws.wait("shutdown", timeout=10)
@@ -162,10 +156,14 @@ async def drain_two_nodes(pg: str, tmp_path: Path, caller_token: Any, redis_url:
                 mine = [n for n in body["nodes"] if n["name"] == "node-b" and n["alive"]]
                 return bool(mine) and mine[0]["waiting"] == 2
 
-            await until(b_has_them, 5, "B restores the handed-over callers")
-            status, body = await admin.get("/api/v1/nodes")
-            a_entry = next(n for n in body["nodes"] if n["name"] == "node-a")
-            assert a_entry["draining"] is True and a_entry["calls"] == 1 and a_entry["waiting"] == 0, body
+            await until(b_has_them, 5, 0.05, "B restores the handed-over callers")
+
+            async def a_says_draining() -> bool:  # (A's entry is what A wrote at its last beat: wait for the next)
+                status, body = await admin.get("/api/v1/nodes")
+                a_entry = next(n for n in body["nodes"] if n["name"] == "node-a")
+                return a_entry["draining"] is True and a_entry["calls"] == 1 and a_entry["waiting"] == 0
+
+            await until(a_says_draining, 5, 0.05, "A's registry entry: draining, its one call, nobody waiting")
             await admin.close()
         # A takes no new caller: a typed error that says to connect again.
         fresh = WsClient(a.base_url, "/ws/caller")

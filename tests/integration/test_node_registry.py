@@ -12,12 +12,13 @@ import time
 import aiohttp
 import pytest
 
-from tests.integration.test_drain import close_all, resume_all, told_places_in_order, until
+from tests.integration.test_drain import close_all, resume_all, told_places_in_order
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.balancer import RoundRobin
 from tests.support.databases import pg_url, reset_pg_schema
 from tests.support.process import GatewayProcess
 from tests.support.redisserver import running_redis
+from tests.support.waiting import until
 
 
 @pytest.fixture
@@ -65,8 +66,8 @@ async def test_a_killed_node_is_found_dead_within_seconds_and_its_callers_resume
                 assert status == 200, body
                 return body["totals"] == {"nodes": 2, "draining": 0, "calls": 0, "waiting": 2, "agents": 1}
 
-            await until(both_counted, 10, "both nodes in the registry with their counts")
-            await until(lambda: _equals(gauge(b.base_url, "callin_cluster_waiting"), 2), 10, "cluster gauge")
+            await until(both_counted, 10, 0.05, "both nodes in the registry with their counts")
+            await until(lambda: _equals(gauge(b.base_url, "callin_cluster_waiting"), 2), 10, 0.05, "cluster gauge")
 
             a.kill()
             killed = time.monotonic()
@@ -82,7 +83,7 @@ async def test_a_killed_node_is_found_dead_within_seconds_and_its_callers_resume
             dead = [n for n in body["nodes"] if n["name"] == "node-a"]
             assert dead and dead[0]["alive"] is False, body
             assert body["totals"]["nodes"] == 1 and body["totals"]["agents"] == 0, body  # A's counts dropped out
-            await until(lambda: _equals(gauge(b.base_url, "callin_cluster_nodes"), 1), 5, "gauge without A")
+            await until(lambda: _equals(gauge(b.base_url, "callin_cluster_nodes"), 1), 5, 0.05, "gauge without A")
             # Not for everyone: an agent is refused.
             agent_api = Api(b.base_url)
             assert (await agent_api.login("bob", "bob-demo"))[0] == 200
