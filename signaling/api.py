@@ -13,12 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway.config import QueueConfig
 from gateway.destinations import DestinationRefused
 from gateway.errors import Forbidden, InvalidState, NotFound
-from gateway.models import AgentStatus, CallState
+from gateway.models import AgentStatus
 from gateway.queues import Queue
 from gateway.store.accounts import Role
 from gateway.store.records import CallFilter, Outcome, handled_by
 
 from .access import require
+from .call_views import MAX_PAGE, ContactHistory, call_view, viewer
 from .cluster import tell_queue_changed
 from .cluster_calls import CALL_RELAY
 from .hardening import origin_is_public, origin_of
@@ -29,7 +30,6 @@ from .rest import Body, http_error, json_response, read_body
 api_routes = web.RouteTableDef()
 audit = structlog.get_logger("callin.audit")
 
-MAX_PAGE = 200
 STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}
 ADMIN = {Role.ADMIN.value}
 WebhookEvent = Literal["call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned",
@@ -162,19 +162,12 @@ class HistoryQuery(Query):
 @api_routes.get("/api/v1/calls/{call_id}/history")
 async def call_history(request: web.Request) -> web.Response:
     """The events of a live call, newest page first, for the agent it rings at or who is in it, and staff: the
-    card of call.offered holds only the newest settings.card_history_events of them."""
+    card of call.offered holds only the newest settings.card_history_events of them. Any node answers (the call's
+    home is asked: signaling/call_views.py)."""
     who = await require(request)
     q: HistoryQuery = parse_query(request, HistoryQuery)
-    board = request.app[SWITCHBOARD]
-    call = board.call(request.match_info["call_id"])
-    if call is None or (who.role == Role.AGENT.value and who.name != call.offered_to
-                        and not board.is_participant(call, who.name) and who.name != call.consult):
-        raise NotFound("no such call in progress; ended calls are in GET /api/v1/calls/{call_id}",
-                       code="unknown_call")
-    end = min(q.before if q.before is not None else len(call.events), len(call.events))
-    start = max(0, end - q.limit)
-    return json_response({"call_id": call.id, "events": call.history(start, end - start), "total": len(call.events),
-                          "next_before": start if start > 0 else None})
+    return await call_view(request, viewer(who, "history", request.match_info["call_id"], before=q.before,
+                                           limit=q.limit))
 
 
 @api_routes.post("/api/v1/calls/{call_id}/wrap-up")
@@ -192,7 +185,6 @@ async def wrap_up(request: web.Request) -> web.Response:
 # waiting and messages left in its queues, and the earlier calls of the caller it is talking to. Nothing here is
 # admin data (no roles, skills, capacity or other agents' calls); API keys are not agents and get 403.
 MAX_INBOX = 50
-MAX_CONTACT_HISTORY = 10
 
 
 class DirectoryAgent(BaseModel):
@@ -242,25 +234,6 @@ class Inbox(BaseModel):
 
 class MessageHandled(Body):
     notes: str | None = Field(None, max_length=2000, description="what was done about it (kept as the wrap-up note)")
-
-
-class ContactHistoryItem(BaseModel):
-    call_id: str
-    created_at: float
-    call_type: str
-    queue: str
-    outcome: str | None
-    agent: str | None
-    talk_s: float | None
-    disposition: str | None
-    notes: str | None
-    message: str | None
-
-
-class ContactHistory(BaseModel):
-    call_id: str
-    subject: str
-    calls: list[ContactHistoryItem] = Field(description=f"newest first, at most {MAX_CONTACT_HISTORY}")
 
 
 async def _my_queues(request: web.Request, who: Any) -> set[str] | None:
@@ -361,19 +334,9 @@ async def message_handled(request: web.Request) -> web.Response:
 @api_routes.get("/api/v1/calls/{call_id}/contact-history")
 async def contact_history(request: web.Request) -> web.Response:
     """The earlier calls of the caller of a call in progress (date, outcome, wrap-up notes): for the agent it rings
-    at or who is in it, and staff. Never for an arbitrary subject."""
+    at or who is in it, and staff. Never for an arbitrary subject. Any node answers (signaling/call_views.py)."""
     who = await require(request)
-    board = request.app[SWITCHBOARD]
-    call = board.call(request.match_info["call_id"])
-    if call is None or call.state is CallState.ENDED or (who.role not in STAFF and who.name != call.offered_to
-                        and not board.is_participant(call, who.name) and who.name != call.consult):
-        raise NotFound("no such call ringing at you or in progress with you", code="unknown_call")
-    identity = call.identity
-    rows = await request.app[CALLS].contact_history(identity.subject, identity.issuer, call.id, MAX_CONTACT_HISTORY)
-    calls = [ContactHistoryItem(call_id=r["id"], created_at=r["created_at"], call_type=r["call_type"], queue=r["queue"],
-                                outcome=r["outcome"], agent=r["agent"], talk_s=r["talk_s"],
-                                disposition=r["disposition"], notes=r["notes"], message=r["message"]) for r in rows]
-    return json_response(ContactHistory(call_id=call.id, subject=identity.subject, calls=calls).model_dump())
+    return await call_view(request, viewer(who, "contact", request.match_info["call_id"]))
 
 
 # ------------------------------------------------------------------------------------------------ live state

@@ -27,6 +27,7 @@ from gateway.store.redis_routing import RedisRouting
 
 from .agent import relayed_executor
 from .cluster_calls import CALL_RELAY, CallRelay
+from .call_views import serve_forwarded_view
 from .files import serve_file_request
 from .keys import QUEUES, SETTINGS, SWITCHBOARD
 from .recording_control import serve_forwarded
@@ -100,6 +101,7 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     relay = CallRelay(app[SWITCHBOARD], RedisRouting(redis, app[INSTANCE]), bus, app[INSTANCE],
                       relayed_executor(app), settings.max_message_bytes, registry)
     relay.register_request("recording", serve_forwarded(app[SWITCHBOARD]))
+    relay.register_request("call_view", serve_forwarded_view(app))  # REST views of live calls
     relay.register_request("file", serve_file_request(app))  # uploads and snapshots asked through other nodes
     await relay.start()
     app[CALL_RELAY] = relay

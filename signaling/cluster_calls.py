@@ -26,7 +26,8 @@ Transfers, consults and callback requests across nodes (issue 10):
   request again (two takes from two nodes: the second finds it ringing) and rings the agent.
 
 
-REST requests about a call homed elsewhere (recording control: signaling/recordings_api.py; files: signaling/files.py) are forwarded the same
+REST requests about a call homed elsewhere (recording control: signaling/recordings_api.py; a live call's history and its caller's earlier calls:
+signaling/call_views.py; files: signaling/files.py) are forwarded the same
 way: the node that got the request asks the home, which runs the handler registered for the request's kind and
 answers with its result or its typed error (the same HTTP status, code and reason as on the home).
 

@@ -74,6 +74,23 @@ async def test_recording_control_from_a_node_that_is_not_the_calls_home(database
         await bob_b.login("bob", "bob-demo")
         status, body = await bob_b.post(f"/api/v1/calls/{call_id}/recording/resume")
         assert status == 403 and body["code"] == "not_your_call", body
+        # The call's views answer on B as on its home: its events and its caller's earlier calls, to its agent;
+        # an agent not in the call is told it does not exist.
+        status, history = await alice_b.get(f"/api/v1/calls/{call_id}/history?limit=5")
+        assert status == 200 and history["call_id"] == call_id and history["total"] >= 3, history
+        assert 0 < len(history["events"]) <= 5 and {"kind", "at"} <= set(history["events"][-1]), history
+        if history["next_before"] is not None:  # the page before: older events, ending just before this page
+            status, page = await alice_b.get(
+                f"/api/v1/calls/{call_id}/history?before={history['next_before']}&limit=5")
+            assert status == 200 and page["events"][-1]["seq"] == history["events"][0]["seq"] - 1, page
+        status, earlier = await alice_b.get(f"/api/v1/calls/{call_id}/contact-history")
+        assert status == 200 and earlier["call_id"] == call_id and earlier["subject"] == "rec-cluster", earlier
+        for path in ("history", "contact-history"):
+            status, body = await bob_b.get(f"/api/v1/calls/{call_id}/{path}")
+            assert status == 404 and body["code"] == "unknown_call", (path, body)
+        status, body = await alice_b.get("/api/v1/calls/0123456789abcdef/history")
+        assert status == 404 and body["code"] == "unknown_call", body
+
         status, body = await payments_b.post("/api/v1/calls/0123456789abcdef/recording/pause")
         assert status == 404 and body["code"] == "unknown_call", body
         status, body = await payments_b.post(f"/api/v1/calls/{'x' * 300}/recording/pause")
@@ -91,6 +108,8 @@ async def test_recording_control_from_a_node_that_is_not_the_calls_home(database
         # The home dies: B answers a typed 503 (at once once A is found dead, else after the forwarding timeout).
         a.kill()
         status, body = await payments_b.post(f"/api/v1/calls/{call_id}/recording/pause")
+        assert status == 503 and body["code"] == "node_unreachable", body
+        status, body = await alice_b.get(f"/api/v1/calls/{call_id}/history")
         assert status == 503 and body["code"] == "node_unreachable", body
     finally:
         for client in clients:
