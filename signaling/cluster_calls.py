@@ -25,11 +25,11 @@ Transfers, consults and callback requests across nodes (issue 10):
   that, TAKE_WAIT_S at most): the home checks the request, claims the agent (exactly once with offers), checks the
   request again (two takes from two nodes: the second finds it ringing) and rings the agent.
 
-
-REST requests about a call homed elsewhere (recording control: signaling/recordings_api.py; a live call's history and its caller's earlier calls:
-signaling/call_views.py; files: signaling/files.py) are forwarded the same
-way: the node that got the request asks the home, which runs the handler registered for the request's kind and
-answers with its result or its typed error (the same HTTP status, code and reason as on the home).
+Requests about a call homed elsewhere (REST recording control: signaling/recordings_api.py; a live call's history
+and its caller's earlier calls: signaling/call_views.py; files to adopt and snapshots: signaling/files.py) are
+forwarded the same way: the node that got the request asks the home, which runs the handler registered for the
+request's kind and answers with its result or its typed error (the same HTTP status, code and reason as on the
+home).
 
 Messages on a node's inbox (JSON over pub/sub, at most once; a lost command is answered `node_unreachable`):
 event {agent, text, slot, home} · command {corr, from, account, text} · reply {corr, wires} ·
