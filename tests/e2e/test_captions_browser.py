@@ -137,6 +137,8 @@ async def test_a_supervisor_monitoring_a_transcribed_call_sees_its_captions(brow
                 lambda: sam.evaluate("callinConsole.supervisedCaptions.filter((c) => c.final)"), what="a final line")
             assert any(c["role"] == "caller" and "call me back" in c["text"] for c in shown), shown
             assert await sam.evaluate("callinConsole.captions") == []  # the agent's own panel is not used
+            await expect(sam.locator("#sv-novideo")).to_be_visible()  # a voice call: no black video box
+            await expect(sam.locator("#sv-text")).to_have_text("You hear the caller and the agent. Nobody hears you.")
             await shot(sam, "console-supervisor-captions")
             await sam.click("#sv-stop")
             await expect(sam.locator("#wb-supervise")).to_be_hidden()

@@ -365,6 +365,7 @@ async def test_supervisor_wallboard_and_whisper(gateway, browser):
     # Sam hears the caller and the agent, and sees the caller's video.
     await rising(lambda: _sv(sam, "caller"), "caller audio at the supervisor", by=50)
     await rising(lambda: _sv(sam, "agent"), "agent audio at the supervisor", by=50)
+    await expect(sam.locator("#sv-novideo")).to_be_hidden()  # a frame of the caller's video is shown
     # Alice hears Sam on her console's second audio section; the caller does not.
     await rising(lambda: _aux(agent), "the whisper on the agent's second audio section", by=50)
     await expect(agent.locator("#aux-chip")).to_be_visible()

@@ -6,9 +6,9 @@ import { AUDIO_CONSTRAINTS, candidateMessage, iceServersFrom, preferCodec } from
 import { $, toast } from "../lib/dom.js";
 
 const MODE_TEXT = {
-  monitor: "You hear the caller and the agent and see the caller's video. Nobody hears you.",
-  whisper: "The agent hears you; the caller doesn't. Coach them quietly.",
-  barge: "You've joined the conversation: the caller and the agent both hear you.",
+  monitor: (video) => `You hear the caller and the agent${video ? " and see the caller's video" : ""}. Nobody hears you.`,
+  whisper: () => "The agent hears you; the caller doesn't. Coach them quietly.",
+  barge: () => "You've joined the conversation: the caller and the agent both hear you.",
 };
 
 export function createSupervise(app) {
@@ -56,12 +56,16 @@ export function createSupervise(app) {
     };
     preferCodec(sv.videoTx, "video/VP8");
     state.supervise = sv;
+    $("sv-novideo").hidden = false;
     pc.addEventListener("track", (e) => {
       if (e.transceiver === sv.videoTx) {
         const video = $("sv-video");
         video.srcObject = new MediaStream([e.track]);
         video.play().catch(() => {});
-        $("sv-novideo").hidden = true;
+        // The video section is there on a voice call too, but carries nothing: "No video" stays until a frame shows.
+        video.addEventListener("loadeddata", () => {
+          if (state.supervise === sv) $("sv-novideo").hidden = true;
+        }, { once: true });
         return;
       }
       const audio = views.devices.audioElement(e.transceiver === sv.auxTx ? "sv-audio-agent" : "sv-audio-caller");
@@ -109,6 +113,7 @@ export function createSupervise(app) {
     sv.mic?.stop();
     views.captions.clearSupervised();
     $("sv-video").srcObject = null;
+    $("sv-novideo").hidden = false;
     for (const id of ["sv-audio-agent", "sv-audio-caller"]) {
       const a = document.getElementById(id);
       if (a) a.srcObject = null;
@@ -129,7 +134,7 @@ export function createSupervise(app) {
     panel.dataset.mode = sv.mode;
     $("sv-eyebrow").textContent = { monitor: "Monitoring", whisper: "Whispering", barge: "Barged in" }[sv.mode];
     $("sv-title").textContent = `${caller} with ${agent}`;
-    $("sv-text").textContent = MODE_TEXT[sv.mode];
+    $("sv-text").textContent = MODE_TEXT[sv.mode]((live?.call_type ?? sv.card?.call_type) !== "voice");
     for (const b of $("sv-modes").querySelectorAll("button")) b.setAttribute("aria-checked", String(b.dataset.mode === sv.mode));
     const mute = $("sv-mute");
     mute.hidden = sv.mode === "monitor";
