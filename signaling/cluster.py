@@ -96,8 +96,9 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     await bus.subscribe(QUEUES_CHANNEL, on_queue)
     app[BUS] = bus
     registry = RedisNodeRegistry(redis, dead_after_s=settings.node_dead_after_s)
-    relay = CallRelay(app[SWITCHBOARD], RedisRouting(redis, app[INSTANCE]), bus, app[INSTANCE],
-                      relayed_executor(app), settings.max_message_bytes, registry)
+    routing = RedisRouting(redis, app[INSTANCE], claimer_dead_after_s=settings.node_dead_after_s)
+    relay = CallRelay(app[SWITCHBOARD], routing, bus, app[INSTANCE], relayed_executor(app),
+                      settings.max_message_bytes, registry)
     await relay.start()
     app[CALL_RELAY] = relay
     log.info("cluster.joined", instance=app[INSTANCE])

@@ -73,6 +73,7 @@ PLACES_EVERY_S = 1.0  # the least time between reads of a node's callers' places
 # position_update_interval_s if that is longer), unless its own line changed
 PLACED_TIMEOUT_S = 2.0  # call.queued waits this long at most for the call's place in the shared line
 TAKE_WAIT_S = 15.0  # a take of a callback request whose node died waits this long at most for its takeover
+CLAIM_MARGIN_S = FORWARD_TIMEOUT_S  # a claim holds the ring timeout plus this, unseen (see _claim_hold_s)
 
 CALL_RELAY: web.AppKey["CallRelay"] = web.AppKey("call_relay")
 # Executes a forwarded agent command at the home: (stand-in session, the message's text) -> the wire replies.
@@ -307,6 +308,8 @@ class CallRelay:
             done = await self.routing.push_presence(
                 agent.username, status, call, self._seen.get(agent.username, ""), agent.skills, agent.idle_since,
                 agent.display_name, getattr(account, "role", "agent"), agent.capacity)
+            if done == 2:  # a claim whose offer never came (its claimer died, or it was lost): the agent is free
+                log.warning("cluster.stale_claim_dropped", agent=agent.username, status=status)
             if done:
                 self._pushed[agent.username] = key
                 woke = woke or status == AgentStatus.AVAILABLE.value
@@ -401,7 +404,7 @@ class CallRelay:
                 agents.remove(candidate)  # claimed now, taken by someone else meanwhile, or an earlier call's
                 before = [self.line.ready_key(q.name) for q in queues if q.skills <= candidate.skills]
                 node = await self.routing.claim_agent(call.id, candidate.username, skills, score=_score(call),
-                                                      before=before)
+                                                      before=before, hold_s=self._claim_hold_s())
                 if node is None:
                     continue
                 # The claim wrote "ringing" behind this node's last push: say the agent's status again even if it is
@@ -416,6 +419,12 @@ class CallRelay:
                 await self.routing.unclaim(call.id, candidate.username, now())
         if offered:
             self.board.recheck()  # places in line, notices; wakes this worker again for what is left
+
+    def _claim_hold_s(self) -> float:
+        """How long a claim holds its agent while the agent's node has not seen its offer: the ring (offers and
+        consults ring ring_timeout_s) plus the time a claimed colleague may wait to be rung (FORWARD_TIMEOUT_S).
+        Past that its offer is lost for sure, and the agent's node frees the agent (a claimer found dead, sooner)."""
+        return self.board.settings.ring_timeout_s + CLAIM_MARGIN_S
 
     async def _offer(self, call: Call, username: str, node: str) -> bool:
         if node == self.instance and username not in self._foreign:
@@ -447,7 +456,7 @@ class CallRelay:
         """Claim `username` ringing for `call` (of this node) in the shared store, the same script as offers (no
         other node can ring it meanwhile); its state here, available (a stand-in if its console is on another
         node), or None: not claimed (taken, busy, gone). A claim that cannot be used is given back here."""
-        node = await self.routing.claim_agent(call.id, username, skills)
+        node = await self.routing.claim_agent(call.id, username, skills, hold_s=self._claim_hold_s())
         if node is None:
             return None
         self._pushed.pop(username, None)  # say the agent's status again after this, whatever it is then
