@@ -246,7 +246,11 @@ class CallRelay:
     async def _heartbeat(self) -> None:
         alive = [a.username for a in self._local_agents() if self.board.attached(a)]
         if alive:
-            await self.routing.heartbeat(alive, PRESENCE_TTL_S)
+            stale = await self.routing.heartbeat(alive, PRESENCE_TTL_S)
+            if stale:  # rung by a claim whose offer will never come (its claimer died, or it was lost): say their
+                for username in stale:  # status again, which writes over that claim (push_presence)
+                    self._pushed.pop(username, None)
+                self._wake.set()
         await self._check_nodes()
 
     async def _check_nodes(self) -> None:

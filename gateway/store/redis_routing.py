@@ -161,6 +161,35 @@ redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], '*', 'op', 'offer', 'call', ARGV
 return redis.call('HGET', agent, 'node') or 0
 """
 
+# KEYS: the node registry's live nodes   ARGV: key prefix, node, ttl (ms), now (wall clock), dead after ('' : not looked
+#       at), then the agents' names
+# This node still holds these agents' consoles: their `alive:` keys renewed. Returns those of them that a stale claim
+# rings (one whose offer this node has not confirmed by a push, past its deadline or of a dead claimer): this node
+# pushes their status again, which writes over that claim (_PRESENCE checks it again, atomically).
+_HEARTBEAT = """
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local stale = {}
+for i = 6, #ARGV do
+  local name = ARGV[i]
+  redis.call('SET', ARGV[1] .. 'alive:' .. name, ARGV[2], 'PX', ARGV[3])
+  local agent = ARGV[1] .. 'agent:' .. name
+  local until_ms = tonumber(redis.call('HGET', agent, 'claim_until') or '')
+  if until_ms and redis.call('HGET', agent, 'status') == 'ringing' then
+    if now_ms > until_ms then
+      stale[#stale + 1] = name
+    elseif ARGV[5] ~= '' then
+      local home = redis.call('HGET', agent, 'home') or ''
+      local heard = home ~= '' and redis.call('ZSCORE', KEYS[1], home) or nil
+      if home ~= '' and (not heard or tonumber(ARGV[4]) - tonumber(heard) > tonumber(ARGV[5])) then
+        stale[#stale + 1] = name
+      end
+    end
+  end
+end
+return stale
+"""
+
 # KEYS: agent, idle, log   ARGV: agent name, call id, now, node, log max
 # A claim whose call went away before it was offered: the agent is available again (only if that claim still holds).
 _UNCLAIM = """
@@ -254,6 +283,7 @@ class RedisRouting:
         self._claim_agent = redis.register_script(_CLAIM_AGENT)
         self._unclaim = redis.register_script(_UNCLAIM)
         self._presence = redis.register_script(_PRESENCE)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
 
     # -- keys ----------------------------------------------------------------------------------------------------
     def _k(self, *parts: str) -> str:
@@ -320,12 +350,18 @@ class RedisRouting:
             pipe.set(self.alive_key(username), self.node, px=int(ttl_s * 1000))
             await pipe.execute()
 
-    async def heartbeat(self, usernames: Iterable[str], ttl_s: float) -> None:
-        """This node still holds these agents' consoles (missed heartbeats: they are no longer offered calls)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for username in usernames:
-                pipe.set(self.alive_key(username), self.node, px=int(ttl_s * 1000))
-            await pipe.execute()
+    async def heartbeat(self, usernames: Iterable[str], ttl_s: float, now: float | None = None) -> list[str]:
+        """This node still holds these agents' consoles (missed heartbeats: they are no longer offered calls). One
+        round trip. Returns those of them rung by a stale claim (past its deadline, or its claimer dead): push their
+        status again (push_presence writes over that claim)."""
+        names = list(usernames)
+        if not names:
+            return []
+        dead_after = "" if self.claimer_dead_after_s is None else self.claimer_dead_after_s
+        stale = await self._heartbeat(keys=[self._k("nodes")], args=[
+            self.prefix, self.node, max(1, int(ttl_s * 1000)), time.time() if now is None else now, dead_after,
+            *names])
+        return [_text(name) for name in stale]
 
     async def set_available(self, username: str, now: float) -> bool:
         """An idle agent (not ringing, not in a call) becomes available; False if it holds a call."""

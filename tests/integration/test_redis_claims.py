@@ -87,7 +87,9 @@ async def test_a_claim_never_outlives_its_deadline(redis_url):
         assert 0 < until - (seconds * 1000 + micros // 1000) <= 600  # on the Redis clock
         assert await available(b, "xena") == 0  # held: the offer may still be on its way
         assert (await a.agent_state("xena"))["status"] == "ringing"
+        assert await b.heartbeat(["xena"], ttl_s=30) == []  # her node's heartbeat: nothing stale yet
         await asyncio.sleep(0.8)
+        assert await b.heartbeat(["xena"], ttl_s=30) == ["xena"]  # tells her node to push her status again
         assert await a.claim_agent("c2", "xena", []) is None  # past its deadline, still hers until her node says
         assert await available(b, "xena") == 2
         state = await a.agent_state("xena")
@@ -96,6 +98,7 @@ async def test_a_claim_never_outlives_its_deadline(redis_url):
         assert [(e["call"], e["agent"], e["claimer"], e["reason"]) for e in dropped] == [
             ("c1", "xena", "node-a", "expired")]
         assert await available(b, "xena") == 1  # nothing stale any more
+        assert await b.heartbeat(["xena"], ttl_s=30) == []
         assert await a.claim_agent("c2", "xena", []) == "node-b"
         # Once her node saw that offer, its own "ringing" ends the deadline (what her node says goes).
         assert await available(b, "xena", seen="c2", status="ringing", call="c2") == 1
@@ -129,6 +132,8 @@ async def test_a_claim_of_a_dead_node_is_written_over_a_live_ones_is_not(redis_u
         assert await b.push_presence("xena", "available", "", "", ("general",), now, "Xena", "agent", 1,
                                      now=now + 1.5) == 0
         assert (await a.agent_state("xena"))["status"] == "ringing"
+        assert await b.heartbeat(["xena"], ttl_s=30, now=now + 1.5) == []
+        assert await b.heartbeat(["xena"], ttl_s=30, now=now + 2.5) == ["xena"]
         # ... for longer: dead (the registry's rule, registry.down), though not found dead by anyone yet
         assert await registry.down(["node-a"], now + 2.5) == {"node-a"}
         assert await b.push_presence("xena", "available", "", "", ("general",), now, "Xena", "agent", 1,
