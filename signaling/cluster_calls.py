@@ -446,7 +446,7 @@ class CallRelay:
             return False
         if call.state is not CallState.QUEUED or call.awaiting_caller:
             return False
-        self._stand_in(account, node)
+        self._stand_in(account, node, console_alive=True)
         state = self.board.agent(username)
         if state is None or state.status in (AgentStatus.RINGING, AgentStatus.BUSY):
             return False
@@ -479,7 +479,7 @@ class CallRelay:
                                          role=profile.get("role") or "agent", skills=profile.get("skills", "").split(),
                                          capacity=int(profile.get("capacity") or 1)).account()
             if account is not None and not self._closed:
-                self._stand_in(account, node)
+                self._stand_in(account, node, console_alive=True)
                 state = self.board.agent(username)
                 if state is not None and state.status in (AgentStatus.RINGING, AgentStatus.BUSY):
                     state = None
@@ -606,11 +606,19 @@ class CallRelay:
         return answer
 
     # -- stand-ins: agents of other nodes in calls homed here --------------------------------------------------------
-    def _stand_in(self, account: AgentAccount, node: str) -> Session:
+    def _stand_in(self, account: AgentAccount, node: str, *, console_alive: bool = False) -> Session:
+        """The agent's stand-in here (made if there is none). `console_alive`: the shared presence just said the
+        agent's console is attached on `node` (a claim found it alive and available there)."""
         username = account.username
         self._stand_in_node[username] = node
         session = self._stand_ins.get(username)
         if session is not None and self.board.session(session.id) is session:
+            sink = self._sinks.get(username)
+            if console_alive and username in self._detached and session.sink is None and sink is not None:
+                # Its console lost its socket and then signed in again (a new session there, which sends no
+                # "resumed"): deliver again, else what rings this stand-in would ring nobody until it timed out.
+                self._detached.discard(username)
+                self.board.attach(session, sink)
             return session
         session = self.board.open_agent(account)
         self._stand_ins[username] = session

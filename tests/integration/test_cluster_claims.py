@@ -91,6 +91,7 @@ async def test_home_killed_after_its_claim_before_its_offer_frees_the_agent(data
         killed = time.monotonic()
         offer = await alice.ws.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == call_c, timeout=40)
         took = time.monotonic() - killed
+        print(f"alice offered the next call {took:.1f} s after kill -9 of the claimer (dead after {dead_after} s)")
         assert offer["call_id"] == call_c and took < dead_after + 15, f"offered {took:.1f} s after the kill"
         dropped = await entries(redis, "claim_dropped")
         assert [(e["call"], e["agent"], e["reason"]) for e in dropped] == [(call_a, "alice", "claimer_dead")]
@@ -134,6 +135,7 @@ async def test_a_claim_whose_offer_was_lost_ends_at_its_deadline(database_url, r
 
         offer = await alice.ws.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == call_b, timeout=45)
         took = time.monotonic() - claimed
+        print(f"alice offered the next call {took:.1f} s after the lost claim (deadline 12 s)")
         assert offer["call_id"] == call_b and took >= 10, f"freed {took:.1f} s after the claim: before its deadline"
         dropped = await entries(redis, "claim_dropped")
         assert [(e["call"], e["agent"], e["reason"]) for e in dropped] == [(call_a, "alice", "expired")]
