@@ -3,6 +3,7 @@
     python -m bench.packet_path                               # 4 calls, 10 s per path, every path
     python -m bench.packet_path --paths native,off --calls 8 --seconds 15 --rounds 2
     python -m bench.packet_path --paths native,native-percall,off --rounds 3   # before/after the native route
+    python -m bench.packet_path --paths native,native-step2,off --rounds 3     # before/after the native receive
 
 The relay (a Relay with one caller and one agent leg per call, no signaling) runs in this process, pinned to the
 first CPU; the peers run in a child process on the others: each caller sends the replayed 640x480 VP8 at 30 fps
@@ -85,17 +86,21 @@ async def measure(path: str, calls: int, seconds: float, warmup: float, peer_cpu
     if path.startswith("native") and native_module() is None:
         raise SystemExit("the native module is not built (pip install -e . with a C compiler)")
     # native-percall: the native path as before the native route (each packet through the forwarder's Python state
-    # machine and one C call per outgoing packet), for a before/after figure in the same run.
+    # machine and one C call per outgoing packet); native-step2: the native routes armed but every packet received
+    # in Python (as before the native Inlet); for before/after figures in the same run.
+    from gateway.media.aiortc_internals import DirectReceive
     from gateway.media.packets import RtpForwarder
 
     arm = RtpForwarder._arm
     if path == "native-percall":
         RtpForwarder._arm = lambda self: None  # type: ignore[method-assign]
+    DirectReceive.steady_in_c = path not in ("native-percall", "native-step2")
     try:
-        return await _measure(path, "native" if path == "native-percall" else path, calls, seconds, warmup,
+        return await _measure(path, "native" if path.startswith("native") else path, calls, seconds, warmup,
                               peer_cpus, profile)
     finally:
         RtpForwarder._arm = arm  # type: ignore[method-assign]
+        DirectReceive.steady_in_c = True
 
 
 async def _measure(path: str, fast_path: str, calls: int, seconds: float, warmup: float, peer_cpus: list[int],
@@ -142,7 +147,10 @@ async def _measure(path: str, fast_path: str, calls: int, seconds: float, warmup
         await relay.close()
     child.join(10)
     packets = n1 - n0
-    return {"path": path, "calls": calls, "seconds": round(t1 - t0, 2), "packets_forwarded": packets,
+    steady = sum(leg.direct.steady_packets for relay in relays for leg in relay.legs.values()
+                 if leg.direct is not None)
+    return {"path": path, "calls": calls, "received_in_c": steady, "seconds": round(t1 - t0, 2),
+            "packets_forwarded": packets,
             "cpu_s": round(cpu1 - cpu0, 3), "us_per_packet": round((cpu1 - cpu0) / max(packets, 1) * 1e6, 2),
             "kernel_share": round((times1.system - times0.system) / max(cpu1 - cpu0, 1e-9), 2),
             "core_per_call_pct": round((cpu1 - cpu0) / (t1 - t0) / calls * 100, 2),

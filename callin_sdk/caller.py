@@ -22,7 +22,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from .errors import CallinError
 from .media import Blackhole, MediaSink, MediaSource, camera, media_file
-from .messages import (CallAnswered, CallBarge, CallEnded, CallHeld, CallQueued, CallTransferring, ChatMessage, ContentPushed,
+from .messages import (CallAnswered, CallBarge, CallEnded, CallHeld, CallInterrupted, CallQueued, CallTransferring, ChatMessage, ContentPushed,
                        ErrorMessage, MediaState, MediaVideo, Participant, QueueClosed, QueuePosition, SdpAnswer,
                        ServerMessage, Shutdown, CallRinging, Caption, TranscriptNotice, Welcome)
 from .signaling import Signaling
@@ -125,6 +125,7 @@ class CallinCaller:
         self._reoffering = False
         self._reoffer_again = False
         self._recoveries = 0  # media recoveries in the current call
+        self._renewing: asyncio.Task[None] | None = None  # media set up again from scratch (restart, rejoin)
         self._early: list[ServerMessage] = []
         self._handlers: dict[str, list[Handler]] = {}
         self._history: deque[CallEvent] = deque(maxlen=history)
@@ -381,9 +382,9 @@ class CallinCaller:
                 if (resumed.session_id != welcome.session_id and self._plan is not None and self.call_id is not None
                         and resumed.call is not None and self.state in ACTIVE):
                     # Restored after the gateway restarted (a new session id): the media of the process that stopped
-                    # is gone; set it up again with the one that has the call now (same call, same place).
-                    await self._teardown_media()
-                    await self._negotiate(self._plan.source)
+                    # is gone; set it up again with the one that has the call now (same call, same place). A rejoin
+                    # (call.interrupted, replayed just now) may have started that already: it is awaited, not doubled.
+                    await asyncio.wait([self._renew_media()])
                 return
         finally:
             self.reconnecting = False
@@ -435,6 +436,8 @@ class CallinCaller:
             self._emit("answered", call_id=m.call_id, agent_name=m.agent_name, transferred=transferred)
         elif isinstance(m, CallEnded) and mine:
             self._on_call_ended(m)
+        elif isinstance(m, CallInterrupted) and mine:
+            self._rejoin_front(m)
         elif isinstance(m, MediaState) and mine:
             self._emit("gateway_media", call_id=m.call_id, leg=m.leg, state=m.state)
             if m.leg == "caller" and m.state == "disconnected":
@@ -471,6 +474,44 @@ class CallinCaller:
             self._emit("shutdown", **self._shutdown)
         elif isinstance(m, ErrorMessage):
             self._fail(m.error())
+
+    def _rejoin_front(self, m: CallInterrupted) -> None:
+        """The call was cut off (the gateway node that held its media died) and the gateway put this caller back at
+        the front of the line in a new call: follow it there and set the media up again for it (the old peer
+        connection went with that node), as the browser client does."""
+        if self.state not in ACTIVE:
+            return
+        self.call_id = m.rejoined_call_id
+        self.agent_name = None
+        self.queue = None
+        self._recoveries = 0
+        self._set_state("queued")
+        self._emit("interrupted", call_id=m.call_id, rejoined_call_id=m.rejoined_call_id, reason=m.reason)
+        self._renew_media(force=True)
+
+    def _renew_media(self, force: bool = False) -> asyncio.Task[None]:
+        """Set the call's media up again from scratch (a new peer connection and its offer, the old one closed
+        first: it belongs to a process that is gone); one at a time. `force`: even if one is under way (it may be
+        offering for the call that was cut off)."""
+        if force and self._renewing is not None and not self._renewing.done():
+            self._renewing.cancel()
+        if force or self._renewing is None or self._renewing.done():
+            self._renewing = self._spawn(self._media_again())
+        return self._renewing
+
+    async def _media_again(self) -> None:
+        call_id = self.call_id
+        if self._plan is None or call_id is None or self.state not in ACTIVE:
+            return
+        await self._teardown_media()
+        try:
+            await self._negotiate(self._plan.source)
+        except CallinError as exc:
+            if call_id == self.call_id and self.state in ACTIVE:
+                self._fail(exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. no address to gather on: told, not raised into a task
+            if call_id == self.call_id and self.state in ACTIVE:
+                self._fail(CallinError("media_error", f"could not set the media up again: {exc}", retryable=True))
 
     def _on_call_ended(self, m: CallEnded) -> None:
         if m.call_id == self._recovering_call:

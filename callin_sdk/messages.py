@@ -186,6 +186,13 @@ class Caption(ServerMessage):
     final: bool
 
 
+class CallInterrupted(ServerMessage):
+    type: Literal["call.interrupted"]
+    call_id: str = Field(max_length=64)
+    rejoined_call_id: str = Field(min_length=1, max_length=64)
+    reason: str = Field("node_lost", max_length=64)
+
+
 class Shutdown(ServerMessage):
     type: Literal["shutdown"]
     reason: str = Field("", max_length=4096)
@@ -200,6 +207,7 @@ KNOWN: dict[str, type[ServerMessage]] = {
     "call.transferring": CallTransferring, "queue.closed": QueueClosed, "participant.reconnecting": Participant,
     "participant.reconnected": Participant, "shutdown": Shutdown, "call.ringing": CallRinging,
     "call.barge": CallBarge, "transcript.notice": TranscriptNotice, "caption": Caption,
+    "call.interrupted": CallInterrupted,
 }
 
 

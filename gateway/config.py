@@ -461,6 +461,10 @@ class Settings(BaseSettings):
                                          description="disk budget of every kept file (attachments_full past it)")
     attachments_retention_s: float = Field(30 * 24 * 3600.0, gt=0,
                                            description="files are deleted this long after upload")
+    attachments_storage: Literal["auto", "disk", "database"] = Field(
+        "auto", description="where the files of calls are kept: disk (attachments/ in data_dir, one node), database "
+                            "(the records database: every node reads them); auto: database when database_url is "
+                            "PostgreSQL, disk otherwise")
 
     # -- media / network
     ice_servers: list[IceServer] = Field(default_factory=list)
@@ -700,6 +704,13 @@ class Settings(BaseSettings):
     @property
     def recording_root(self) -> Path:
         return self.recording_dir if self.recording_dir is not None else self.data_dir / "recordings"
+
+    @property
+    def attachments_in_database(self) -> bool:
+        """Files of calls in the records database (readable from every node) rather than on this node's disk."""
+        if self.attachments_storage != "auto":
+            return self.attachments_storage == "database"
+        return self.db_url.startswith(("postgresql", "postgres"))
 
     @property
     def db_url(self) -> str:

@@ -152,12 +152,12 @@ class AgentConnection(Connection):
                 self.send(p.SuperviseStarted(id=message.id, call_id=call.id, mode=message.mode, card=call.card()))
             case p.PushContent():
                 content = message.model_dump(include={"kind", "title", "url", "text"}, exclude_none=True)
-                content["attachment"] = self.attachment(message.call_id, message.attachment_id)
+                content["attachment"] = await self.attachment(message.call_id, message.attachment_id)
                 item = self.board.push_content(session, message.call_id, content)
                 self.send(p.ContentSent(id=message.id, call_id=message.call_id, content=item))
             case p.ChatSend():
                 self.board.chat(session, message.call_id, message.text,
-                                self.attachment(message.call_id, message.attachment_id))
+                                await self.attachment(message.call_id, message.attachment_id))
                 self.send(p.Ack(id=message.id))
             case p.WallboardSubscribe():
                 if message.type == "wallboard.unsubscribe":

@@ -18,7 +18,7 @@ from gateway.errors import NotFound
 from gateway.models import CallState
 from gateway.destinations import DestinationPolicy, parse_networks
 from gateway.signin_throttle import SignInThrottle, ThrottleRule
-from gateway.store.attachments import AttachmentLimits, AttachmentStore
+from gateway.store.attachments import AttachmentLimits, AttachmentStore, DatabaseAttachments, DiskAttachments
 from gateway.store.accounts import AccountStore
 from gateway.store.apikeys import ApiKeyStore
 from gateway.store.db import Database
@@ -126,7 +126,9 @@ def create_app(settings: Settings) -> web.Application:
     app[LIVE_SIGNINS] = LiveSignIns(app[SIGNINS], settings.agent_session_check_s)
     app[METRICS] = Metrics()
     app[READY] = {"ready": False}
-    app[ATTACHMENTS] = AttachmentStore(settings.data_dir / "attachments", AttachmentLimits.from_settings(settings))
+    files = DatabaseAttachments(db) if settings.attachments_in_database else DiskAttachments(settings.data_dir /
+                                                                                             "attachments")
+    app[ATTACHMENTS] = AttachmentStore(files, AttachmentLimits.from_settings(settings))
     app.router.add_routes(routes)
     app.router.add_routes(api_routes)
     app.router.add_routes(recording_routes)
@@ -177,6 +179,7 @@ async def _attachments_ctx(app: web.Application) -> AsyncIterator[None]:
     """The files kept from before (for their quotas), and the sweeper that deletes them after the retention time."""
     store = app[ATTACHMENTS]
     await store.open()
+    log.info("attachments.storage", backend="database" if store.shared else "disk")
     store.start()
     yield
     await store.stop()

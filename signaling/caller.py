@@ -170,7 +170,8 @@ class CallerConnection(Connection):
                 self.send(p.Ack(id=message.id))
             case p.ChatSend():
                 call = self.board.caller_call(session, message.call_id)
-                self.board.chat(session, call.id, message.text, self.attachment(call.id, message.attachment_id))
+                attachment = await self.attachment(call.id, message.attachment_id)
+                self.board.chat(session, call.id, message.text, attachment)
                 self.send(p.Ack(id=message.id))
             case p.MediaSource():
                 self.board.media_source(session, message.call_id, message.source, message.reason)

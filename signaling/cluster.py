@@ -27,8 +27,9 @@ from gateway.store.redis_routing import RedisRouting
 
 from .agent import relayed_executor
 from .cluster_calls import CALL_RELAY, CallRelay
-
+from .files import serve_file_request
 from .keys import QUEUES, SETTINGS, SWITCHBOARD
+from .recording_control import serve_forwarded
 
 log = structlog.get_logger("callin.cluster")
 
@@ -99,6 +100,8 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     routing = RedisRouting(redis, app[INSTANCE], claimer_dead_after_s=settings.node_dead_after_s)
     relay = CallRelay(app[SWITCHBOARD], routing, bus, app[INSTANCE], relayed_executor(app),
                       settings.max_message_bytes, registry)
+    relay.register_request("recording", serve_forwarded(app[SWITCHBOARD]))
+    relay.register_request("file", serve_file_request(app))  # uploads and snapshots asked through other nodes
     await relay.start()
     app[CALL_RELAY] = relay
     log.info("cluster.joined", instance=app[INSTANCE])

@@ -25,15 +25,23 @@ Transfers, consults and callback requests across nodes (issue 10):
   that, TAKE_WAIT_S at most): the home checks the request, claims the agent (exactly once with offers), checks the
   request again (two takes from two nodes: the second finds it ringing) and rings the agent.
 
+
+REST requests about a call homed elsewhere (recording control: signaling/recordings_api.py; files: signaling/files.py) are forwarded the same
+way: the node that got the request asks the home, which runs the handler registered for the request's kind and
+answers with its result or its typed error (the same HTTP status, code and reason as on the home).
+
 Messages on a node's inbox (JSON over pub/sub, at most once; a lost command is answered `node_unreachable`):
-event {agent, text, slot, home} · command {corr, from, account, text} · take {corr, from, account, call} ·
-reply {corr, wires} · gone / detached / resumed {agent}.
+event {agent, text, slot, home} · command {corr, from, account, text} · reply {corr, wires} ·
+take {corr, from, account, call} · request {corr, from, kind, text} · answer {corr, text} ·
+gone / detached / resumed {agent}. Requests of kind "file" ask the home to adopt an upload or take a snapshot
+(signaling/files.py; the bytes are in the shared database, never on the bus).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import secrets
 import time
@@ -68,6 +76,8 @@ HEARTBEAT_S = 1.0  # how often a node heartbeats its agents and itself (and disp
 FORWARD_TIMEOUT_S = 10.0  # a forwarded command not answered within this is answered node_unreachable
 HOME_TTL_S = 24 * 3600.0
 REMEMBERED_CALLS = 10_000  # how many calls of other homes a node remembers (oldest forgotten first)
+HOMED_REMEMBERED = 200_000  # how many of its own calls a node remembers having written the home of (past it: written
+# again at the call's next change, harmless)
 ROUTING_CHANNEL = "routing"  # "an agent became available": every node dispatches again
 PLACES_EVERY_S = 1.0  # the least time between reads of a node's callers' places in the shared line (at most every
 # position_update_interval_s if that is longer), unless its own line changed
@@ -78,6 +88,9 @@ CLAIM_MARGIN_S = FORWARD_TIMEOUT_S  # a claim holds the ring timeout plus this, 
 CALL_RELAY: web.AppKey["CallRelay"] = web.AppKey("call_relay")
 # Executes a forwarded agent command at the home: (stand-in session, the message's text) -> the wire replies.
 Execute = Callable[[Session, str], Awaitable[list[str]]]
+# Serves a forwarded request at the home: (the request's JSON payload) -> the JSON result (or an awaitable of it),
+# or a GatewayError.
+Serve = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]"]
 
 
 class AccountOut(BaseModel):
@@ -100,7 +113,8 @@ class AccountOut(BaseModel):
 
 
 class Inbound(BaseModel):
-    op: str = Field(pattern="^(event|command|take|reply|gone|detached|resumed)$")
+    op: str = Field(pattern="^(event|command|take|reply|request|answer|gone|detached|resumed)$")
+    kind: str | None = Field(None, max_length=32)
     agent: str | None = Field(None, max_length=128)
     home: str | None = Field(None, max_length=64)
     text: str | None = Field(None, max_length=256 * 1024)
@@ -131,6 +145,8 @@ class CallRelay:
         self._wake = asyncio.Event()
         self._outgoing: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._pending: dict[str, tuple[asyncio.Future[None], Callable[[Wire], None], str]] = {}
+        self._asked: dict[str, asyncio.Future[dict[str, Any]]] = {}  # REST requests forwarded to homes, by corr
+        self._serve: dict[str, Serve] = {}  # kind -> what runs a forwarded REST request here (register_request)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         # this node's agents
@@ -139,6 +155,9 @@ class CallRelay:
         self._home_of_agent: dict[str, str] = {}  # the home of the remote call each agent last heard from
         self._remote_calls: dict[str, str] = {}  # call id -> home, for calls this node's agents heard of
         self._lost: dict[str, None] = {}  # calls whose home died (their agents here were told node_lost)
+        # this node's agents wrapping up a call of another home: username -> (call id, started, ends; UNIX s), as the
+        # home last told (its agent.status wrap_up and wrap_up_s): taken over here if that home dies
+        self._wrapping: dict[str, tuple[str, float, float]] = {}
         # agents of other nodes, in calls homed here
         self._stand_ins: dict[str, Session] = {}
         self._stand_in_node: dict[str, str] = {}
@@ -148,6 +167,8 @@ class CallRelay:
         self._detached: set[str] = set()  # stand-ins whose agent's console lost its socket (told by its node)
         self._claimed: dict[str, float] = {}  # stand-ins claimed for a transfer or a take, not rung yet (loop time)
         self._homes: list[str] = []  # calls queued here whose home is to be written
+        self._homed: dict[str, None] = {}  # calls whose home this node wrote (a restored call is not "queued" here)
+        self._request_tasks: set[asyncio.Task[None]] = set()  # forwarded requests being served here
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -155,6 +176,7 @@ class CallRelay:
         board.route_with(self._wake.set)
         board.claim_colleagues_with(self)
         board.on("call.queued", self._queued)
+        board.on("call.updated", self._updated)  # a call restored here from a dead or draining node: its new home
         board.on("agent.detached", lambda s: self._tell_home(s, "detached"))
         board.on("agent.resumed", lambda s: self._tell_home(s, "resumed"))
         board.on("agent.released", lambda s: self._tell_home(s, "gone"))
@@ -168,14 +190,17 @@ class CallRelay:
         self._closed = True
         self.board.route_with(None)
         self.board.claim_colleagues_with(None)
-        for task in self._tasks:
+        for task in [*self._tasks, *self._request_tasks]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._request_tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for fut, _send, _who in self._pending.values():
             if not fut.done():
                 fut.cancel()
+        for asked in self._asked.values():
+            if not asked.done():
+                asked.cancel()
         for placing in self._placing.values():
             placing.cancel()
         with contextlib.suppress(Exception):
@@ -198,8 +223,15 @@ class CallRelay:
         self._wake.set()
 
     def _queued(self, call: Call) -> None:
+        _remember(self._homed, call.id, None, HOMED_REMEMBERED)
         self._homes.append(call.id)
         self._wake.set()
+
+    def _updated(self, call: Call) -> None:
+        """A call that waits here without having been queued here (restored from its record after its node died or
+        drained) is homed here now: written, so that another node forwards what is about it here (REST, agents)."""
+        if call.id not in self._homed and call.state is CallState.QUEUED and self.board.call(call.id) is call:
+            self._queued(call)
 
     # -- the worker: presence, homes, dispatch -----------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -278,6 +310,14 @@ class CallRelay:
                     self._remote_calls[call_id] = home
                 continue
             _remember(self._lost, call_id, None)
+            wrapping = self._wrapping.pop(username, None)
+            if agent.status is AgentStatus.WRAP_UP and wrapping is not None and wrapping[0] == call_id \
+                    and self.board.adopt_wrap_up(username, call_id, wrapping[1], wrapping[2]):
+                # The call had ended; only its wrap-up was left, and this node holds the agent: it goes on here,
+                # until the time its home gave it (the note is written to the call's record from here).
+                log.warning("cluster.wrap_up_adopted", agent=username, call_id=call_id, home=home,
+                            left_s=round(wrapping[2] - time.time(), 1))
+                continue
             self.board.follow_agent(username, AgentStatus.AVAILABLE)
             self.board.tell_agent(username, CallEnded(call_id=call_id, reason="node_lost", by="system"))
             self.board.tell_agent(username, AgentStatusChanged(status=AgentStatus.AVAILABLE.value, reason="node_lost"))
@@ -375,6 +415,14 @@ class CallRelay:
             staffed = sum(1 for a in agents if a.status in STAFFED_STATUS and a.can_take(skills))
             free = sum(1 for a in agents if a.status is AgentStatus.AVAILABLE and a.can_take(skills))
             counts[queue.name] = (staffed, free + ringing.get(queue.name, 0))
+        return counts
+
+    def status_counts(self) -> dict[str, int]:
+        """agent status -> how many of this node's own agents (not stand-ins) have it; signed-out ones left out."""
+        counts: dict[str, int] = {}
+        for agent in self._local_agents():
+            if self.board.attached(agent) and agent.status is not AgentStatus.OFFLINE:
+                counts[agent.status.value] = counts.get(agent.status.value, 0) + 1
         return counts
 
     def cluster_staff(self, staff: dict[str, tuple[int, int]]) -> None:
@@ -693,6 +741,105 @@ class CallRelay:
         finally:
             self._pending.pop(corr, None)
 
+    def home_of_call(self, call_id: str) -> Awaitable[str | None]:
+        """The other node that holds a live call (None: this node, a call whose home died, or unknown)."""
+        async def lookup() -> str | None:
+            if self.board.call(call_id) is not None or call_id in self._lost:
+                return None
+            home = self._remote_calls.get(call_id) or await self.routing.home_of(call_id)
+            if not home or home == self.instance or await self.registry.down([home], time.time()):
+                return None
+            return home
+        return lookup()
+
+    # -- forwarding a REST request to the home of its call ------------------------------------------------------------
+    def register_request(self, kind: str, serve: Serve) -> None:
+        """What runs a REST request of this kind when another node forwards it here (the call is homed here)."""
+        self._serve[kind] = serve
+
+    async def remote_home(self, call_id: str) -> str | None:
+        """The other node that holds this call (None: this node holds it, or no node is known to). A home found dead
+        in the node registry is answered at once: 503 node_unreachable, not after a timeout."""
+        if self.board.call(call_id) is not None:
+            return None
+        home = await self.routing.home_of(call_id)
+        if not home or home == self.instance:
+            return None
+        if home in await self.registry.down({home}, time.time()):
+            raise Unavailable("the node that held this call is down; its calls in progress there have ended",
+                              code="node_unreachable")
+        return home
+
+    async def ask_home(self, home: str, kind: str, payload: dict[str, Any],
+                       timeout: float = FORWARD_TIMEOUT_S) -> dict[str, Any]:
+        """Run a REST request at the call's home; its result, or its typed error raised here as it was there."""
+        corr = secrets.token_hex(8)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._asked[corr] = future
+        self._post(home, {"op": "request", "corr": corr, "from": self.instance, "kind": kind,
+                          "text": json.dumps(payload)})
+        try:
+            answer = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable("the node that holds this call did not answer; try again",
+                              code="node_unreachable", retryable=True) from None
+        finally:
+            self._asked.pop(corr, None)
+        error = answer.get("error")
+        if isinstance(error, dict):
+            exc = GatewayError(str(error.get("reason", "")), code=str(error.get("code", "internal_error")),
+                               retryable=bool(error.get("retryable")))
+            status = error.get("status")
+            exc.status = status if isinstance(status, int) and 400 <= status < 600 else 500
+            raise exc
+        result = answer.get("result")
+        return result if isinstance(result, dict) else {}
+
+    def _request(self, message: Inbound) -> None:
+        """A request of another node about a call homed here (a REST request, a file to adopt, a snapshot to take):
+        run in a task of its own (a snapshot takes a while; the inbox keeps flowing), then answered with its result or
+        its typed error."""
+        if not message.sender or not message.corr:
+            return
+        sender, corr, kind = message.sender, message.corr, message.kind or ""
+
+        async def run() -> None:
+            serve = self._serve.get(kind)
+            try:
+                if serve is None:
+                    raise GatewayError(f"this node does not serve {kind!r} requests", code="internal_error")
+                payload = json.loads(message.text or "{}")
+                if not isinstance(payload, dict):
+                    raise ValueError("not an object")
+                result = serve(payload)
+                if inspect.isawaitable(result):
+                    result = await result
+                answer: dict[str, Any] = {"result": result}
+            except GatewayError as exc:
+                answer = {"error": {"status": exc.status, "code": exc.code, "reason": exc.reason,
+                                    "retryable": exc.retryable}}
+            except Exception:
+                log.exception("cluster.request_failed", kind=kind)
+                answer = {"error": {"status": 500, "code": "internal_error", "reason": "internal error"}}
+            self._post(sender, {"op": "answer", "corr": corr, "text": json.dumps(answer)})
+            self.board.recheck()
+
+        task = asyncio.ensure_future(run())
+        self._request_tasks.add(task)
+        task.add_done_callback(self._request_tasks.discard)
+
+    def _answer(self, message: Inbound) -> None:
+        future = self._asked.get(message.corr or "")
+        if future is None or future.done():
+            return  # answered too late: the client was told node_unreachable
+        try:
+            answer = json.loads(message.text or "{}")
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            answer = {"error": {"status": 502, "code": "node_unreachable", "reason": "the home's answer was garbled"}}
+        future.set_result(answer)
+
     def _tell_home(self, session: Session, op: str) -> None:
         username = session.principal.username
         home = self._home_of_agent.get(username)
@@ -717,6 +864,10 @@ class CallRelay:
                 await self._command(message)
             case "take":
                 await self._take_command(message)
+            case "request":
+                self._request(message)
+            case "answer":
+                self._answer(message)
             case _:
                 self._agent_changed(message)
 
@@ -775,9 +926,22 @@ class CallRelay:
             except ValueError:
                 return
             self.board.follow_agent(username, status, call_id)
+            self._follow_wrap_up(username, status, call_id, data.get("wrap_up_s"))
         else:
             return
         self._wake.set()
+
+    def _follow_wrap_up(self, username: str, status: AgentStatus, call_id: str | None, wrap_up_s: Any) -> None:
+        """Remember until when the home lets this node's agent wrap a call up (its start, its extensions)."""
+        if status is not AgentStatus.WRAP_UP:
+            self._wrapping.pop(username, None)
+            return
+        if not call_id or isinstance(wrap_up_s, bool) or not isinstance(wrap_up_s, (int, float)) or wrap_up_s < 0:
+            return
+        at = time.time()
+        before = self._wrapping.get(username)
+        started = before[1] if before is not None and before[0] == call_id else at
+        self._wrapping[username] = (call_id, started, at + min(float(wrap_up_s), 24 * 3600.0))
 
     async def _command(self, message: Inbound) -> None:
         """An agent of another node acts on a call homed here: run as its stand-in, replies sent back."""
@@ -834,9 +998,9 @@ def _score(call: Call) -> float:
     return line_score(call.priority, call.arrived_at if call.arrived_at is not None else call.created_at)
 
 
-def _remember(table: dict[str, Any], key: str, value: Any) -> None:
-    """Insert as the newest entry; the oldest go beyond REMEMBERED_CALLS (a bounded memory of other homes' calls)."""
+def _remember(table: dict[str, Any], key: str, value: Any, limit: int = REMEMBERED_CALLS) -> None:
+    """Insert as the newest entry; the oldest go beyond `limit` (a bounded memory of calls)."""
     table.pop(key, None)
     table[key] = value
-    while len(table) > REMEMBERED_CALLS:
+    while len(table) > limit:
         table.pop(next(iter(table)))

@@ -2,7 +2,9 @@
 and live counts to Redis every `node_beat_s` (gateway/store/redis_nodes.py), takes over the callers of a node
 silent for `node_dead_after_s` (its database lease may run much longer), reaps at once what a draining node hands
 over (bus channel `nodes`), and publishes the cluster's summed counts as `callin_cluster_*` gauges in /metrics
-(summed every GAUGES_EVERY_S).
+(summed every GAUGES_EVERY_S): nodes, calls, waiting, agents, and what an operator of several nodes watches per queue
+(callers waiting, the longest wait, agents staffed and ready) and agents by status, all from the one read of the
+registry (each node writes its own per-queue line and agent statuses with its beat), never a Redis read per scrape.
 
 `GET /api/v1/nodes` (admins) lists the nodes: name, started, last heartbeat, draining, calls, waiting, agents, and
 the cluster totals. Without Redis it lists this node alone.
@@ -13,15 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
-from gateway.store.redis_nodes import NodeEntry, RedisNodeRegistry, staff_totals, totals
+from gateway.calls import Call
+from gateway.models import AgentStatus
+from gateway.store.redis_nodes import (NodeEntry, RedisNodeRegistry, line_totals, staff_totals, status_totals,
+                                       totals)
 from gateway.tasks import stop_task
 
 from .access import require
@@ -43,13 +50,33 @@ node_routes = web.RouteTableDef()
 
 def local_entry(app: web.Application, at: float) -> NodeEntry:
     """This node's counts now."""
-    calls, waiting, agents = app[SWITCHBOARD].counts()
+    board = app[SWITCHBOARD]
+    calls, waiting, agents = board.counts()
     drain = app.get(DRAIN)
     relay = app.get(CALL_RELAY)
     queues = {name: list(counts) for name, counts in relay.staff_counts().items()} if relay is not None else {}
+    lines: dict[str, list[float]] = {}
+    for call in board.waiting_calls():
+        arrived = waited_since(call)
+        count, oldest = lines.get(call.queue, (0, arrived))
+        lines[call.queue] = [count + 1, min(oldest, arrived)]
+    if relay is not None:
+        statuses = relay.status_counts()
+    else:
+        statuses = {s.value: n for s in AgentStatus if s is not AgentStatus.OFFLINE
+                    and (n := board.agents_with_status(s))}
     return NodeEntry(instance=app[INSTANCE], name=app[SETTINGS].node_name, lease=app[RECORDER].lease.id,
                      started=app[STARTED], heartbeat=at, draining=bool(drain and drain.draining), calls=calls,
-                     waiting=waiting, agents=agents, queues=queues)
+                     waiting=waiting, agents=agents, queues=queues, lines=lines, statuses=statuses)
+
+
+def waited_since(call: Call) -> float:
+    """When a waiting caller began to wait: its first arrival (kept across a return and a restore on another node),
+    or, for a caller put back first in line after its connected call was cut off, its new call (its place in line
+    counts from far back to put it first: not a wait)."""
+    if call.rejoin_of is not None or call.arrived_at is None:
+        return call.created_at
+    return min(call.arrived_at, call.created_at)
 
 
 @node_routes.get("/api/v1/nodes")
@@ -63,6 +90,46 @@ async def list_nodes(request: web.Request) -> web.Response:
                           "dead_after_s": request.app[SETTINGS].node_dead_after_s, "at": now})
 
 
+class _ClusterLines(Collector):
+    """Per queue and per agent status over the live nodes, as last summed (every GAUGES_EVERY_S); the longest wait
+    is counted at the scrape from the longest-waiting caller's arrival, so it grows between two sums."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, tuple[int, float | None]] = {}
+        self.staff: dict[str, tuple[int, int]] = {}
+        self.statuses: dict[str, int] = {}
+        self.summed = False
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if not self.summed:
+            return
+        at = time.time()
+        waiting = GaugeMetricFamily("callin_cluster_queue_waiting", "Callers waiting in the queue, all live nodes",
+                                    labels=["queue"])
+        longest = GaugeMetricFamily("callin_cluster_queue_longest_wait_seconds",
+                                    "How long the longest-waiting caller of the queue has waited (since it arrived, "
+                                    "kept across a restore on another node), all live nodes; 0 when none waits",
+                                    labels=["queue"])
+        for queue in sorted(set(self.lines) | set(self.staff)):
+            count, oldest = self.lines.get(queue, (0, None))
+            waiting.add_metric([queue], count)
+            longest.add_metric([queue], max(0.0, at - oldest) if oldest is not None else 0.0)
+        yield waiting
+        yield longest
+        staffed = GaugeMetricFamily("callin_cluster_queue_agents", "Agents with the queue's skills, all live nodes: "
+                                    "signed in (staffed) and of them free or ringing (ready)", labels=["queue", "kind"])
+        for queue, (signed_in, ready) in sorted(self.staff.items()):
+            staffed.add_metric([queue, "staffed"], signed_in)
+            staffed.add_metric([queue, "ready"], ready)
+        yield staffed
+        statuses = GaugeMetricFamily("callin_cluster_agents_by_status", "Agents signed in by status, all live nodes "
+                                     "(each counted on the node of its console)", labels=["status"])
+        for status in AgentStatus:
+            if status is not AgentStatus.OFFLINE:
+                statuses.add_metric([status.value], self.statuses.get(status.value, 0))
+        yield statuses
+
+
 class ClusterGauges:
     def __init__(self, app: web.Application) -> None:
         r = app[METRICS].registry
@@ -70,12 +137,19 @@ class ClusterGauges:
         self.calls = Gauge("callin_cluster_calls", "Calls offered or connected, all live nodes", registry=r)
         self.waiting = Gauge("callin_cluster_waiting", "Calls waiting in line, all live nodes", registry=r)
         self.agents = Gauge("callin_cluster_agents", "Agents signed in, all live nodes", registry=r)
+        self.per_queue = _ClusterLines()
+        r.register(self.per_queue)
 
-    def set(self, counts: dict[str, int]) -> None:
+    def set(self, entries: list[NodeEntry]) -> None:
+        counts = totals(entries)
         self.nodes.set(counts["nodes"])
         self.calls.set(counts["calls"])
         self.waiting.set(counts["waiting"])
         self.agents.set(counts["agents"])
+        self.per_queue.lines = line_totals(entries)
+        self.per_queue.staff = staff_totals(entries)
+        self.per_queue.statuses = status_totals(entries)
+        self.per_queue.summed = True
 
 
 async def _beat_forever(app: web.Application, registry: RedisNodeRegistry, gauges: ClusterGauges) -> None:
@@ -98,7 +172,7 @@ async def _beat_forever(app: web.Application, registry: RedisNodeRegistry, gauge
                 if relay is not None:
                     relay.cluster_staff(staff_totals(entries))
                 if time.monotonic() - counted >= GAUGES_EVERY_S:
-                    gauges.set(totals(entries))
+                    gauges.set(entries)
                     counted = time.monotonic()
         except asyncio.CancelledError:
             raise

@@ -11,18 +11,19 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from gateway.errors import Forbidden, GatewayError
+from gateway.errors import GatewayError, NotFound
 from gateway.store.accounts import Role
 
 from .access import Principal, require
 from .api import Query, parse_query
 from .clientaddr import client_address, networks
+from .cluster_calls import CALL_RELAY
+from .recording_control import STAFF, Asker, recording_here
 from .keys import RECORDINGS, SETTINGS, SWITCHBOARD
 from .rest import json_response
 
 recording_routes = web.RouteTableDef()
 
-STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}
 MAX_PAGE = 200
 
 
@@ -78,16 +79,18 @@ def download_url(base_url: str) -> Callable[[str], str]:
 
 # ------------------------------------------------------------------------------------------- live control
 async def _control(request: web.Request, action: str) -> web.Response:
-    """The call's agent (a user), supervisors, admins and API keys."""
+    """Here if the call is homed on this node, else at its home (over the bus), with the same answers."""
     who = await require(request, api_key=True)
     board = request.app[SWITCHBOARD]
     call_id = request.match_info["call_id"]
-    if who.is_user and who.role not in STAFF:
-        call = board.recordings.live_call(call_id)
-        if call.agent != who.name:
-            raise Forbidden("only the call's agent, supervisors and admins control its recording",
-                            code="not_your_call")
-    return json_response(board.recording_by_api(call_id, action))
+    if len(call_id) > 64:
+        raise NotFound(f"no call {call_id[:64]}… in progress", code="unknown_call")
+    asker = Asker(user=who.is_user, role=who.role, name=who.name, action=action, call_id=call_id)
+    relay = request.app.get(CALL_RELAY)
+    home = await relay.remote_home(asker.call_id) if relay is not None else None
+    if home is not None:
+        return json_response(await relay.ask_home(home, "recording", asker.model_dump()))
+    return json_response(recording_here(board, asker))
 
 
 @recording_routes.post("/api/v1/calls/{call_id}/recording/start")
@@ -107,12 +110,7 @@ async def recording_resume(request: web.Request) -> web.Response:
 
 @recording_routes.get("/api/v1/calls/{call_id}/recording")
 async def recording_state(request: web.Request) -> web.Response:
-    who = await require(request, api_key=True)
-    board = request.app[SWITCHBOARD]
-    call = board.recordings.live_call(request.match_info["call_id"])
-    if who.is_user and who.role not in STAFF and call.agent != who.name:
-        raise Forbidden("only the call's agent, supervisors and admins see its recording", code="not_your_call")
-    return json_response(board.recording_state(call.id))
+    return await _control(request, "state")
 
 
 # ------------------------------------------------------------------------------------------- at rest
@@ -175,7 +173,9 @@ async def recording_access(request: web.Request) -> web.Response:
 
 
 def openapi_paths(op: Callable[..., dict[str, Any]]) -> tuple[dict[str, Any], list[type[BaseModel]]]:
-    control = "the call's agent, supervisors, admins, API keys; the call must be in progress on this node"
+    control = ("the call's agent, supervisors, admins, API keys; the call must be in progress, on any node of a "
+               "cluster: another node forwards the request to the call's home (503 node_unreachable if it does not "
+               "answer)")
     download = op("The recording's file (webm/mkv), with Range support: 206 Partial Content (supervisors, admins, "
                   "API keys; audited)", path_param="call_id")
     download["responses"]["206"] = {"description": "the requested byte range"}

@@ -146,11 +146,12 @@ class Connection:
         self.error(GatewayError("this session continues on a newer connection", code="session_replaced"), None)
         self._outbox.put_close(CLOSE_REPLACED, "replaced")
 
-    def attachment(self, call_id: str, attachment_id: str | None) -> dict[str, Any] | None:
-        """The public description of a file uploaded to this call (its id alone proves nothing)."""
-        if attachment_id is None:
+    async def attachment(self, call_id: str | None, attachment_id: str | None) -> dict[str, Any] | None:
+        """The public description of a file uploaded to this call (its id alone proves nothing). No call named: the
+        engine refuses the message for that."""
+        if attachment_id is None or call_id is None:
             return None
-        attachment, _ = self.request.app[ATTACHMENTS].get(call_id, attachment_id)
+        attachment = await self.request.app[ATTACHMENTS].get(call_id, attachment_id)
         return attachment.public()
 
     async def handle(self, message: Any) -> None:

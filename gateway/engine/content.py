@@ -37,6 +37,13 @@ class Content:
         if attachment is not None and attachment["id"] not in call.attachments:
             raise NotFound("no such attachment in this call; upload it first", code="unknown_attachment")
 
+    def file_added(self, call: Call, attachment_id: str, kind: str, **detail: Any) -> None:
+        """A file now belongs to the call (an upload, a snapshot): chat and pushes may name it, and its record's event
+        log says so (handed to the record writer at once, like every change of the call)."""
+        call.attachments.add(attachment_id)
+        call.log(kind, id=attachment_id, **detail)
+        self.core.emit("call.updated", call)
+
     def push(self, session: Session, call_id: str, content: dict[str, Any]) -> dict[str, Any]:
         """Show a link, an image or a text card on the caller's screen; the caller reports seen/opened."""
         call = self._staff_in_call(session, call_id)

@@ -153,6 +153,17 @@ class Presence:
         self.core.timers.set(f"agent:{agent.username}:wrap", granted, agent.username, "wrap_up_timeout")
         return granted
 
+    def adopt_wrap_up(self, agent: AgentState, call_id: str, started: float, until: float) -> None:
+        """Several nodes: the agent's node takes over the wrap-up of a call whose home died (that home ran its timer):
+        the agent keeps wrapping up until `until` (UNIX seconds, as the home last granted it), then is available,
+        as if the home had stayed. Its wrap-up note is written to the call's record from here (wrap_up.submit)."""
+        agent.status = AgentStatus.WRAP_UP
+        agent.wrap_up_call = call_id
+        agent.call_id = None
+        agent.wrap_up_started = started
+        left = max(0.0, until - self.core.clock.time())
+        self.core.timers.set(f"agent:{agent.username}:wrap", left, agent.username, "wrap_up_timeout")
+
     def cancel_wrap_up(self, agent: AgentState) -> None:
         self.core.timers.cancel(f"agent:{agent.username}:wrap")
         agent.wrap_up_call = None

@@ -373,6 +373,9 @@ class Switchboard(AsyncIOEventEmitter):
     def check_attachment(self, call: Call, attachment: dict[str, Any] | None) -> None:
         self.content.check_attachment(call, attachment)
 
+    def file_added(self, call: Call, attachment_id: str, kind: str, **detail: Any) -> None:
+        self.content.file_added(call, attachment_id, kind, **detail)
+
     # ------------------------------------------------------------------ recording (gateway/engine/recording.py)
     def recording(self, session: Session, call_id: str, action: str) -> Call:
         """An agent (or a supervisor in the call) starts, pauses or resumes the call's recording."""
@@ -653,6 +656,15 @@ class Switchboard(AsyncIOEventEmitter):
             if status is AgentStatus.AVAILABLE and agent.status is not AgentStatus.AVAILABLE:
                 agent.idle_since = now()
         agent.status = status
+
+    def adopt_wrap_up(self, username: str, call_id: str, started: float, until: float) -> bool:
+        """Several nodes: this node, which holds the agent's console, takes over the wrap-up of `call_id` whose home
+        died (see Presence.adopt_wrap_up). False if the agent is not wrapping that call up here."""
+        agent = self.live.agent(username)
+        if agent is None or agent.status is not AgentStatus.WRAP_UP or agent.wrap_up_call != call_id:
+            return False
+        self.presence.adopt_wrap_up(agent, call_id, started, until)
+        return True
 
     def in_a_call(self, username: str) -> bool:
         """Whether the agent takes part (agent, consulted colleague, supervisor) in a call that has not ended."""

@@ -156,6 +156,14 @@ class WaitingLine:
         log.info("call.queue_closed", call_id=call.id, queue=queue.name, reason=reason.value)
         self.core.emit("call.updated", call)
 
+    def _max_wait_since_arrival(self, call: Call) -> None:
+        max_wait_s = self.views.queue_of(call).config.max_wait_s
+        if max_wait_s is None or call.closed_reason == ClosedReason.MAX_WAIT.value:
+            return  # no max wait, or its caller was told already (before its node died)
+        arrived = call.arrived_at if call.arrived_at is not None else call.created_at
+        left = max(0.0, arrived + max_wait_s - self.core.clock.time())
+        self.core.timers.set(f"call:{call.id}:wait", left, call.id)
+
     def _max_wait(self, call_id: str) -> None:
         call = self.core.live.call(call_id)
         if call is not None and call.state is CallState.QUEUED:
@@ -216,8 +224,11 @@ class WaitingLine:
 
     def restored(self, call: Call) -> None:
         """A callback request or a waiting call read back from the records (its node stopped or crashed) waits here
-        again (restored in the order they were made, so their places hold)."""
+        again (restored in the order they were made, so their places hold). A waiting caller keeps its queue's max
+        wait counted from when it arrived, not from now: the deadline is re-created here from its record."""
         self.core.live.line.add(call)
+        if not call.callback:
+            self._max_wait_since_arrival(call)
         log.info("call.callback_restored" if call.callback else "call.restored", call_id=call.id, queue=call.queue)
         self.core.emit("call.updated", call)
 

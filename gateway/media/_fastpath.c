@@ -25,6 +25,107 @@ typedef int (*srtp_fn)(void *ctx, void *hdr, int *len);
 static PyObject *SrtpError;
 static PyTypeObject RouteType;
 
+typedef struct {
+    int pt, marker, cc, padding, pos, len;  /* the payload is buf[pos, len - padding) */
+    unsigned seq;
+    uint32_t ts, ssrc;
+    long abs_send_time;                     /* -1: none */
+    int audio;                              /* the audio level byte, -1: none */
+    const uint8_t *mid;
+    int mid_len;
+} Parsed;
+
+/* Parse an (unprotected) RTP packet: 0, or -1 when malformed. */
+static int parse_rtp(const uint8_t *buf, int len, int mid_id, int abs_id, int audio_id, Parsed *out) {
+    if (len < 12 || (buf[0] >> 6) != 2)
+        return -1;
+    int padding_bit = buf[0] & 0x20, ext_bit = buf[0] & 0x10, cc = buf[0] & 0x0F;
+    out->marker = buf[1] >> 7;
+    out->pt = buf[1] & 0x7F;
+    out->cc = cc;
+    out->seq = (buf[2] << 8) | buf[3];
+    out->ts = ((uint32_t)buf[4] << 24) | ((uint32_t)buf[5] << 16) | ((uint32_t)buf[6] << 8) | buf[7];
+    out->ssrc = ((uint32_t)buf[8] << 24) | ((uint32_t)buf[9] << 16) | ((uint32_t)buf[10] << 8) | buf[11];
+    out->abs_send_time = -1;
+    out->audio = -1;
+    out->mid = NULL;
+    out->mid_len = 0;
+    out->len = len;
+    int pos = 12 + 4 * cc;
+    if (pos > len)
+        return -1;
+    if (ext_bit) {
+        if (pos + 4 > len)
+            return -1;
+        unsigned profile = (buf[pos] << 8) | buf[pos + 1];
+        int ext_len = 4 * ((buf[pos + 2] << 8) | buf[pos + 3]);
+        pos += 4;
+        if (pos + ext_len > len)
+            return -1;
+        int p = pos, end = pos + ext_len;
+        while (p < end) {
+            int id, n;
+            if (profile == 0xBEDE) {
+                if (buf[p] == 0) { p++; continue; }  /* padding */
+                id = buf[p] >> 4;
+                n = (buf[p] & 0x0F) + 1;
+                if (id == 15) break;
+                p += 1;
+            } else if ((profile & 0xFFF0) == 0x1000) {
+                if (buf[p] == 0) { p++; continue; }
+                if (p + 2 > end) break;
+                id = buf[p];
+                n = buf[p + 1];
+                p += 2;
+            } else {
+                break;
+            }
+            if (p + n > end) break;
+            if (id == abs_id && n == 3)
+                out->abs_send_time = (buf[p] << 16) | (buf[p + 1] << 8) | buf[p + 2];
+            else if (id == audio_id && n >= 1)
+                out->audio = buf[p];
+            else if (id == mid_id && n >= 1) {
+                out->mid = buf + p;
+                out->mid_len = n;
+            }
+            p += n;
+        }
+        pos = end;
+    }
+    out->padding = 0;
+    if (padding_bit) {
+        out->padding = buf[len - 1];
+        if (out->padding == 0 || pos + out->padding > len)
+            return -1;
+    }
+    out->pos = pos;
+    return 0;
+}
+
+/* The fields tuple of unprotect_parse (see there); `payload` is the payload as bytes if already made, else NULL. */
+static PyObject *parsed_tuple(const uint8_t *buf, const Parsed *f, PyObject *payload) {
+    PyObject *abs = f->abs_send_time >= 0 ? PyLong_FromLong(f->abs_send_time) : (Py_INCREF(Py_None), Py_None);
+    PyObject *level = f->audio >= 0 ? Py_BuildValue("(Oi)", (f->audio & 0x80) ? Py_True : Py_False, f->audio & 0x7F)
+                                    : (Py_INCREF(Py_None), Py_None);
+    PyObject *mid_obj = f->mid != NULL ? PyUnicode_DecodeASCII((const char *)f->mid, f->mid_len, "replace")
+                                       : (Py_INCREF(Py_None), Py_None);
+    PyObject *result = NULL;
+    if (abs && level && mid_obj) {
+        if (payload != NULL)
+            result = Py_BuildValue("(iiIkkOiiOOO)", f->pt, f->marker, f->seq, (unsigned long)f->ts,
+                                   (unsigned long)f->ssrc, payload, f->padding, f->cc, abs, level, mid_obj);
+        else
+            result = Py_BuildValue("(iiIkky#iiOOO)", f->pt, f->marker, f->seq, (unsigned long)f->ts,
+                                   (unsigned long)f->ssrc, buf + f->pos, (Py_ssize_t)(f->len - f->pos - f->padding),
+                                   f->padding, f->cc, abs, level, mid_obj);
+    }
+    Py_XDECREF(abs);
+    Py_XDECREF(level);
+    Py_XDECREF(mid_obj);
+    return result;
+}
+
 /* unprotect_parse(unprotect_fn, ctx, data, mid_id, abs_id, audio_id)
  * -> (payload_type, marker, seq, ts, ssrc, payload, padding, csrc_count, abs_send_time|None,
  *     audio_level (vad, level)|None, mid str|None)
@@ -46,78 +147,10 @@ static PyObject *unprotect_parse(PyObject *self, PyObject *args) {
     int err = ((srtp_fn)(uintptr_t)fn)((void *)(uintptr_t)ctx, buf, &len);
     if (err)
         return PyLong_FromLong(err);
-    if (len < 12 || (buf[0] >> 6) != 2)
+    Parsed f;
+    if (parse_rtp(buf, len, mid_id, abs_id, audio_id, &f) < 0)
         return PyLong_FromLong(-1);
-    int padding_bit = buf[0] & 0x20, ext_bit = buf[0] & 0x10, cc = buf[0] & 0x0F;
-    int marker = buf[1] >> 7, pt = buf[1] & 0x7F;
-    unsigned seq = (buf[2] << 8) | buf[3];
-    unsigned long ts = ((unsigned long)buf[4] << 24) | (buf[5] << 16) | (buf[6] << 8) | buf[7];
-    unsigned long ssrc = ((unsigned long)buf[8] << 24) | (buf[9] << 16) | (buf[10] << 8) | buf[11];
-    int pos = 12 + 4 * cc;
-    long abs_send_time = -1;
-    int audio = -1;
-    const uint8_t *mid = NULL;
-    int mid_len = 0;
-    if (pos > len)
-        return PyLong_FromLong(-1);
-    if (ext_bit) {
-        if (pos + 4 > len)
-            return PyLong_FromLong(-1);
-        unsigned profile = (buf[pos] << 8) | buf[pos + 1];
-        int ext_len = 4 * ((buf[pos + 2] << 8) | buf[pos + 3]);
-        pos += 4;
-        if (pos + ext_len > len)
-            return PyLong_FromLong(-1);
-        int p = pos, end = pos + ext_len;
-        while (p < end) {
-            int id, n;
-            if (profile == 0xBEDE) {
-                if (buf[p] == 0) { p++; continue; }  /* padding */
-                id = buf[p] >> 4;
-                n = (buf[p] & 0x0F) + 1;
-                if (id == 15) break;
-                p += 1;
-            } else if ((profile & 0xFFF0) == 0x1000) {
-                if (buf[p] == 0) { p++; continue; }
-                if (p + 2 > end) break;
-                id = buf[p];
-                n = buf[p + 1];
-                p += 2;
-            } else {
-                break;
-            }
-            if (p + n > end) break;
-            if (id == abs_id && n == 3)
-                abs_send_time = (buf[p] << 16) | (buf[p + 1] << 8) | buf[p + 2];
-            else if (id == audio_id && n >= 1)
-                audio = buf[p];
-            else if (id == mid_id && n >= 1) {
-                mid = buf + p;
-                mid_len = n;
-            }
-            p += n;
-        }
-        pos = end;
-    }
-    int padding = 0;
-    if (padding_bit) {
-        padding = buf[len - 1];
-        if (padding == 0 || pos + padding > len)
-            return PyLong_FromLong(-1);
-    }
-    PyObject *abs = abs_send_time >= 0 ? PyLong_FromLong(abs_send_time) : (Py_INCREF(Py_None), Py_None);
-    PyObject *level = audio >= 0 ? Py_BuildValue("(Oi)", (audio & 0x80) ? Py_True : Py_False, audio & 0x7F)
-                                 : (Py_INCREF(Py_None), Py_None);
-    PyObject *mid_obj = mid != NULL ? PyUnicode_DecodeASCII((const char *)mid, mid_len, "replace")
-                                    : (Py_INCREF(Py_None), Py_None);
-    PyObject *result = NULL;
-    if (abs && level && mid_obj)
-        result = Py_BuildValue("(iiIkky#iiOOO)", pt, marker, seq, ts, ssrc, buf + pos, (Py_ssize_t)(len - pos - padding),
-                               padding, cc, abs, level, mid_obj);
-    Py_XDECREF(abs);
-    Py_XDECREF(level);
-    Py_XDECREF(mid_obj);
-    return result;
+    return parsed_tuple(buf, &f, NULL);
 }
 
 static int put_addr(PyObject *host, int port, struct sockaddr_storage *ss, socklen_t *sl) {
@@ -550,6 +583,40 @@ static int route_send(Route *r, uint32_t ssrc, uint16_t seq_in, uint32_t ts_in, 
     return 0;
 }
 
+/* Every armed route of `routes` (a tuple, checked) sends one packet; *attention gets the list of the indexes of the
+ * routes that need Python (their `attend` says why), or stays NULL. -1 with an exception set on error. */
+static int fanout_routes(PyObject *routes, uint32_t ssrc, uint16_t seq, uint32_t ts, int marker, PyObject *payload,
+                         int padding, int level, long long now_ns, PyObject **attention) {
+    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(payload);
+    Py_ssize_t data_len = PyBytes_GET_SIZE(payload);
+    Py_ssize_t n = PyTuple_GET_SIZE(routes);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(routes, i);
+        if (!PyObject_TypeCheck(item, &RouteType)) {
+            Py_CLEAR(*attention);
+            PyErr_SetString(PyExc_TypeError, "fanout takes a tuple of Routes");
+            return -1;
+        }
+        Route *r = (Route *)item;
+        if (!r->armed)
+            continue;
+        int why = route_send(r, ssrc, seq, ts, marker, payload, data, data_len, padding, level, now_ns);
+        if (why) {
+            r->attend = why;
+            if (*attention == NULL && (*attention = PyList_New(0)) == NULL)
+                return -1;
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(*attention, index) < 0) {
+                Py_XDECREF(index);
+                Py_CLEAR(*attention);
+                return -1;
+            }
+            Py_DECREF(index);
+        }
+    }
+    return 0;
+}
+
 /* fanout(routes, ssrc, seq, ts, marker, payload, padding, audio level byte or -1)
  * -> None, or the list of indexes (into `routes`) of the routes that need Python: their `attend` says why. */
 static PyObject *fanout(PyObject *self, PyObject *args) {
@@ -564,36 +631,10 @@ static PyObject *fanout(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "bad padding");
         return NULL;
     }
-    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(payload);
-    Py_ssize_t data_len = PyBytes_GET_SIZE(payload);
-    long long now_ns = mono_ns();
     PyObject *attention = NULL;
-    Py_ssize_t n = PyTuple_GET_SIZE(routes);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyTuple_GET_ITEM(routes, i);
-        if (!PyObject_TypeCheck(item, &RouteType)) {
-            Py_XDECREF(attention);
-            PyErr_SetString(PyExc_TypeError, "fanout takes a tuple of Routes");
-            return NULL;
-        }
-        Route *r = (Route *)item;
-        if (!r->armed)
-            continue;
-        int why = route_send(r, (uint32_t)ssrc, (uint16_t)seq, (uint32_t)ts, marker, payload, data, data_len,
-                             padding, level, now_ns);
-        if (why) {
-            r->attend = why;
-            if (attention == NULL && (attention = PyList_New(0)) == NULL)
-                return NULL;
-            PyObject *index = PyLong_FromSsize_t(i);
-            if (index == NULL || PyList_Append(attention, index) < 0) {
-                Py_XDECREF(index);
-                Py_DECREF(attention);
-                return NULL;
-            }
-            Py_DECREF(index);
-        }
-    }
+    if (fanout_routes(routes, (uint32_t)ssrc, (uint16_t)seq, (uint32_t)ts, marker, payload, padding, level, mono_ns(),
+                      &attention) < 0)
+        return NULL;
     if (attention == NULL)
         Py_RETURN_NONE;
     return attention;
@@ -629,6 +670,487 @@ static PyTypeObject RouteType = {
     .tp_doc = "Route(srtp_protect address): one outgoing stream's steady-state forwarding in C.",
 };
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * Inlet: the receive side of steady streams, in C. It stands in for the datagram_received of a connected leg's UDP
+ * protocols (one Inlet per DTLS transport). A datagram of an incoming stream that Python armed here (its producer's
+ * every consumer forwards in C, no tap, no NACK outstanding) is unprotected with aiortc's own libsrtp session,
+ * checked to be the next packet in order and not the start of a keyframe, counted into the receive statistics that
+ * aiortc's receiver reports use (packets, highest sequence number, cycles, jitter), noted for the REMB estimator,
+ * and fanned out to the producer's armed routes before any Python object but its payload is made. Python gets the
+ * counters in batches (`owner.sync` every SYNC_PACKETS packets or SYNC_NS, or at once when a route needs it) and
+ * the packet itself whenever anything but steady forwarding happens (`owner.release`: a gap, a keyframe, another
+ * payload type, a tap), after which the stream is disarmed until Python arms it again. Anything else (SRTCP, DTLS,
+ * STUN, streams not armed) goes where it went before: `original` (aioice) or `slow` (Python's direct receive). */
+
+#define INLET_STREAMS 8
+#define REMB_MAX 64
+#define GOP_MAX 600        /* forward.GOP_CACHE_PACKETS */
+#define NTP_OFFSET 2208988800.0
+enum { CODEC_OTHER = 0, CODEC_VP8 = 1, CODEC_H264 = 2 };
+
+typedef struct {
+    long long arrival_ms;
+    uint32_t abs_send_time, size;
+} RembInput;
+
+typedef struct {
+    int active, video, codec, pt, estimator;
+    uint32_t ssrc;
+    double clockrate;
+    uint16_t max_seq;
+    long long jitter_q4, last_arrival;
+    uint32_t last_ts;
+    /* since the last hand-over to Python */
+    unsigned long long taken, wire_bytes;
+    long packets, frames, cycles;
+    int since_sync;
+    long long synced_ns;
+    int remb_n;
+    RembInput remb[REMB_MAX];
+    PyObject *owner, *routes, *gop, *taps;
+} Stream;
+
+typedef struct {
+    PyObject_HEAD
+    srtp_fn unprotect;
+    void *ctx;
+    PyObject *dtls, *session, *connected, *original, *slow;
+    int mid_id, abs_id, audio_id;
+    Stream streams[INLET_STREAMS];
+} Inlet;
+
+static PyObject *str_rx_srtp, *str_state, *str_sync, *str_release;
+
+static int vp8_descriptor_length(const uint8_t *p, Py_ssize_t n) {  /* codecs._vp8_descriptor_length */
+    if (n <= 0)
+        return 0;
+    Py_ssize_t length = 1;
+    if (p[0] & 0x80) {
+        if (n < 2)
+            return 0;
+        uint8_t ext = p[1];
+        length = 2;
+        if (ext & 0x80) {
+            if (n <= length)
+                return 0;
+            length += (p[length] & 0x80) ? 2 : 1;
+        }
+        if (ext & 0x40)
+            length += 1;
+        if (ext & 0x30)
+            length += 1;
+    }
+    return length < n ? (int)length : 0;
+}
+
+static int keyframe_start(int codec, const uint8_t *p, Py_ssize_t n) {  /* codecs.is_keyframe_start */
+    if (codec == CODEC_VP8) {
+        if (n == 0 || !(p[0] & 0x10) || (p[0] & 0x07) != 0)
+            return 0;
+        int offset = vp8_descriptor_length(p, n);
+        return offset > 0 && (p[offset] & 0x01) == 0;
+    }
+    if (codec == CODEC_H264) {
+        if (n == 0)
+            return 0;
+        int nal = p[0] & 0x1F;
+        if (nal == 5 || nal == 7)
+            return 1;
+        if (nal == 24) {
+            Py_ssize_t pos = 1;
+            while (pos + 2 < n) {
+                int size = (p[pos] << 8) | p[pos + 1];
+                if ((p[pos + 2] & 0x1F) == 5 || (p[pos + 2] & 0x1F) == 7)
+                    return 1;
+                pos += 2 + size;
+            }
+            return 0;
+        }
+        if (nal == 28 && n > 1)
+            return (p[1] & 0x80) && (p[1] & 0x1F) == 5;
+        return 0;
+    }
+    return 1;
+}
+
+static double real_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static void stream_clear(Stream *s) {
+    s->active = 0;
+    Py_CLEAR(s->owner);
+    Py_CLEAR(s->routes);
+    Py_CLEAR(s->gop);
+    Py_CLEAR(s->taps);
+}
+
+/* The counters since the last hand-over, reset: (datagrams taken, their bytes, packets, frames, highest sequence
+ * number, cycles to add, jitter_q4, last arrival, last timestamp, REMB inputs as bytes of "<qII" records or None). */
+static PyObject *stream_take(Stream *s) {
+    PyObject *remb;
+    if (s->remb_n) {
+        remb = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)s->remb_n * 16);
+        if (remb == NULL)
+            return NULL;
+        uint8_t *out = (uint8_t *)PyBytes_AS_STRING(remb);
+        for (int i = 0; i < s->remb_n; i++) {  /* little-endian, as struct's "<qII" */
+            uint64_t a = (uint64_t)s->remb[i].arrival_ms;
+            for (int k = 0; k < 8; k++)
+                out[16 * i + k] = (uint8_t)(a >> (8 * k));
+            for (int k = 0; k < 4; k++) {
+                out[16 * i + 8 + k] = (uint8_t)(s->remb[i].abs_send_time >> (8 * k));
+                out[16 * i + 12 + k] = (uint8_t)(s->remb[i].size >> (8 * k));
+            }
+        }
+    } else {
+        remb = Py_None;
+        Py_INCREF(remb);
+    }
+    PyObject *state = Py_BuildValue("(KKllIlLLkN)", s->taken, s->wire_bytes, s->packets, s->frames,
+                                    (unsigned)s->max_seq, s->cycles, s->jitter_q4, s->last_arrival,
+                                    (unsigned long)s->last_ts, remb);
+    if (state == NULL)
+        return NULL;
+    s->taken = s->wire_bytes = 0;
+    s->packets = s->frames = s->cycles = 0;
+    s->remb_n = 0;
+    s->since_sync = 0;
+    s->synced_ns = mono_ns();
+    return state;
+}
+
+static PyObject *inlet_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    unsigned long long fn;
+    PyObject *dtls, *connected, *original, *slow;
+    int mid_id, abs_id, audio_id;
+    if (!PyArg_ParseTuple(args, "KOOOOiii", &fn, &dtls, &connected, &original, &slow, &mid_id, &abs_id, &audio_id))
+        return NULL;
+    if (!PyCallable_Check(original) || !PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "original and slow must be callable");
+        return NULL;
+    }
+    Inlet *self = (Inlet *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->unprotect = (srtp_fn)(uintptr_t)fn;
+    Py_INCREF(dtls); self->dtls = dtls;
+    Py_INCREF(connected); self->connected = connected;
+    Py_INCREF(original); self->original = original;
+    Py_INCREF(slow); self->slow = slow;
+    self->mid_id = mid_id;
+    self->abs_id = abs_id;
+    self->audio_id = audio_id;
+    return (PyObject *)self;
+}
+
+static int inlet_traverse(Inlet *self, visitproc visit, void *arg) {
+    Py_VISIT(self->dtls);
+    Py_VISIT(self->session);
+    Py_VISIT(self->connected);
+    Py_VISIT(self->original);
+    Py_VISIT(self->slow);
+    for (int i = 0; i < INLET_STREAMS; i++) {
+        Py_VISIT(self->streams[i].owner);
+        Py_VISIT(self->streams[i].routes);
+        Py_VISIT(self->streams[i].gop);
+        Py_VISIT(self->streams[i].taps);
+    }
+    return 0;
+}
+
+static int inlet_clear(Inlet *self) {
+    Py_CLEAR(self->dtls);
+    Py_CLEAR(self->session);
+    Py_CLEAR(self->connected);
+    Py_CLEAR(self->original);
+    Py_CLEAR(self->slow);
+    for (int i = 0; i < INLET_STREAMS; i++)
+        stream_clear(&self->streams[i]);
+    return 0;
+}
+
+static void inlet_dealloc(Inlet *self) {
+    PyObject_GC_UnTrack(self);
+    inlet_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Stream *inlet_find(Inlet *self, uint32_t ssrc) {
+    for (int i = 0; i < INLET_STREAMS; i++)
+        if (self->streams[i].active && self->streams[i].ssrc == ssrc)
+            return &self->streams[i];
+    return NULL;
+}
+
+/* arm(ssrc, owner, session, ctx, payload_type, video, codec (0 other, 1 VP8, 2 H264), clock rate, estimator,
+ *     max_seq, jitter_q4, last_arrival, last_timestamp, routes, gop list or None, taps list, mid_id, abs_id,
+ *     audio_id) -> bool (False: no free slot). The extension ids are the transport's, as configured now. */
+static PyObject *inlet_arm(Inlet *self, PyObject *args) {
+    unsigned long ssrc, last_ts;
+    PyObject *owner, *session, *routes, *gop, *taps;
+    unsigned long long ctx;
+    int pt, video, codec, estimator;
+    unsigned int max_seq;
+    double clockrate;
+    long long jitter_q4, last_arrival;
+    int mid_id, abs_id, audio_id;
+    if (!PyArg_ParseTuple(args, "kOOKiiidiILLkO!OO!iii", &ssrc, &owner, &session, &ctx, &pt, &video, &codec,
+                          &clockrate, &estimator, &max_seq, &jitter_q4, &last_arrival, &last_ts, &PyTuple_Type,
+                          &routes, &gop, &PyList_Type, &taps, &mid_id, &abs_id, &audio_id))
+        return NULL;
+    if (gop != Py_None && !PyList_Check(gop)) {
+        PyErr_SetString(PyExc_TypeError, "gop must be a list or None");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(routes); i++)
+        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(routes, i), &RouteType)) {
+            PyErr_SetString(PyExc_TypeError, "routes must be a tuple of Routes");
+            return NULL;
+        }
+    if (video && codec == CODEC_OTHER) {
+        PyErr_SetString(PyExc_ValueError, "a video stream needs a codec whose keyframes C can tell");
+        return NULL;
+    }
+    Stream *s = inlet_find(self, (uint32_t)ssrc);
+    if (s == NULL)
+        for (int i = 0; i < INLET_STREAMS && s == NULL; i++)
+            if (!self->streams[i].active)
+                s = &self->streams[i];
+    if (s == NULL)
+        Py_RETURN_FALSE;
+    stream_clear(s);
+    memset(s, 0, sizeof(*s));
+    Py_INCREF(session);
+    Py_XSETREF(self->session, session);
+    self->ctx = (void *)(uintptr_t)ctx;
+    self->mid_id = mid_id;
+    self->abs_id = abs_id;
+    self->audio_id = audio_id;
+    s->ssrc = (uint32_t)ssrc;
+    s->pt = pt & 0x7F;
+    s->video = video;
+    s->codec = codec;
+    s->clockrate = clockrate;
+    s->estimator = estimator;
+    s->max_seq = (uint16_t)max_seq;
+    s->jitter_q4 = jitter_q4;
+    s->last_arrival = last_arrival;
+    s->last_ts = (uint32_t)last_ts;
+    s->synced_ns = mono_ns();
+    Py_INCREF(owner); s->owner = owner;
+    Py_INCREF(routes); s->routes = routes;
+    if (gop != Py_None) {
+        Py_INCREF(gop);
+        s->gop = gop;
+    }
+    Py_INCREF(taps); s->taps = taps;
+    s->active = 1;
+    Py_RETURN_TRUE;
+}
+
+/* disarm(ssrc) -> the counters since the last hand-over (see stream_take), or None when not armed. */
+static PyObject *inlet_disarm(Inlet *self, PyObject *arg) {
+    unsigned long ssrc = PyLong_AsUnsignedLong(arg);
+    if (ssrc == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    Stream *s = inlet_find(self, (uint32_t)ssrc);
+    if (s == NULL)
+        Py_RETURN_NONE;
+    PyObject *state = stream_take(s);
+    stream_clear(s);
+    return state;
+}
+
+/* take(ssrc) -> the counters since the last hand-over (see stream_take), the stream staying armed; None when not
+ * armed. (Python flushes an armed stream on a timer, so that counters do not wait in C for the next packet.) */
+static PyObject *inlet_take(Inlet *self, PyObject *arg) {
+    unsigned long ssrc = PyLong_AsUnsignedLong(arg);
+    if (ssrc == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    Stream *s = inlet_find(self, (uint32_t)ssrc);
+    if (s == NULL)
+        Py_RETURN_NONE;
+    return stream_take(s);
+}
+
+static PyObject *inlet_armed(Inlet *self, PyObject *unused) {
+    PyObject *result = PyList_New(0);
+    for (int i = 0; result != NULL && i < INLET_STREAMS; i++)
+        if (self->streams[i].active) {
+            PyObject *ssrc = PyLong_FromUnsignedLong(self->streams[i].ssrc);
+            if (ssrc == NULL || PyList_Append(result, ssrc) < 0)
+                Py_CLEAR(result);
+            Py_XDECREF(ssrc);
+        }
+    return result;
+}
+
+/* Calls owner.<name>(state, a, b) for a stream (the stream may be disarmed by then); errors are reported, not
+ * raised into asyncio's read callback. */
+static void stream_call(PyObject *owner, PyObject *name, PyObject *state, PyObject *a, PyObject *b) {
+    Py_INCREF(owner);
+    PyObject *result = PyObject_CallMethodObjArgs(owner, name, state, a, b, NULL);
+    if (result == NULL)
+        PyErr_WriteUnraisable(owner);
+    Py_XDECREF(result);
+    Py_DECREF(owner);
+}
+
+static PyObject *call2(PyObject *fn, PyObject *a, PyObject *b) {
+    PyObject *args[2] = {a, b};
+    return PyObject_Vectorcall(fn, args, 2, NULL);
+}
+
+/* The datagram_received of the leg's protocols: (data, addr). */
+static PyObject *inlet_call(Inlet *self, PyObject *args, PyObject *kwds) {
+    PyObject *data, *addr;
+    if (!PyArg_UnpackTuple(args, "Inlet", 2, 2, &data, &addr))
+        return NULL;
+    if (!PyBytes_Check(data))
+        return call2(self->original, data, addr);
+    const uint8_t *d = (const uint8_t *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    if (n < 2 || d[0] < 128 || d[0] > 191 || (d[1] > 191 && d[1] < 224))
+        return call2(self->original, data, addr);  /* STUN, DTLS, SRTCP: aioice's way */
+    Stream *s = NULL;
+    if (n >= 12 && n <= BUFFER - TRAILER)
+        s = inlet_find(self, ((uint32_t)d[8] << 24) | ((uint32_t)d[9] << 16) | ((uint32_t)d[10] << 8) | d[11]);
+    if (s == NULL)
+        return call2(self->slow, data, addr);
+    PyObject *session = PyObject_GetAttr(self->dtls, str_rx_srtp);
+    if (session == NULL)
+        return NULL;
+    Py_DECREF(session);  /* only its identity is compared: the DTLS transport holds it */
+    PyObject *state = PyObject_GetAttr(self->dtls, str_state);
+    if (state == NULL)
+        return NULL;
+    Py_DECREF(state);
+    if (session != self->session || state != self->connected)
+        return call2(self->slow, data, addr);
+    s->taken++;
+    s->wire_bytes += (unsigned long long)n;
+    uint8_t buf[BUFFER];
+    int len = (int)n;
+    memcpy(buf, d, len);
+    Parsed f;
+    if (self->unprotect(self->ctx, buf, &len) != 0 || parse_rtp(buf, len, self->mid_id, self->abs_id, self->audio_id,
+                                                                 &f) < 0)
+        Py_RETURN_NONE;  /* not authentic, replayed or malformed: dropped, as aiortc does */
+    Py_ssize_t payload_len = f.len - f.pos - f.padding;
+    if (f.pt != s->pt || f.seq != (uint16_t)(s->max_seq + 1) || PyList_GET_SIZE(s->taps) != 0
+            || (s->video && keyframe_start(s->codec, buf + f.pos, payload_len))) {
+        /* Not steady: Python takes the stream back with this packet. */
+        PyObject *state = stream_take(s);
+        PyObject *fields = state != NULL ? parsed_tuple(buf, &f, NULL) : NULL;
+        if (fields == NULL) {
+            Py_XDECREF(state);
+            PyErr_WriteUnraisable((PyObject *)self);
+            stream_clear(s);
+            Py_RETURN_NONE;
+        }
+        PyObject *owner = s->owner;
+        Py_INCREF(owner);
+        stream_clear(s);  /* before the call: Python may arm the stream again, in this slot */
+        stream_call(owner, str_release, state, fields, Py_None);
+        Py_DECREF(owner);
+        Py_DECREF(state);
+        Py_DECREF(fields);
+        Py_RETURN_NONE;
+    }
+    /* aiortc's StreamStatistics.add for an in-order packet */
+    double now = real_s();
+    long long arrival = (long long)(now * s->clockrate);
+    if (f.seq < s->max_seq)
+        s->cycles += 1 << 16;
+    if (f.ts != s->last_ts) {
+        long long diff = (arrival - s->last_arrival) - ((long long)f.ts - (long long)s->last_ts);
+        if (diff < 0)
+            diff = -diff;
+        s->jitter_q4 += diff - ((s->jitter_q4 + 8) >> 4);
+    }
+    s->last_arrival = arrival;
+    s->last_ts = f.ts;
+    s->max_seq = (uint16_t)f.seq;
+    s->packets++;
+    if (f.marker || !s->video)
+        s->frames++;
+    if (s->estimator && f.abs_send_time >= 0 && s->remb_n < REMB_MAX) {  /* for aiortc's REMB estimator, at the sync */
+        RembInput *in = &s->remb[s->remb_n++];
+        in->arrival_ms = (long long)((now + NTP_OFFSET) * 1000);
+        in->abs_send_time = (uint32_t)f.abs_send_time;
+        in->size = (uint32_t)(payload_len + f.padding);
+    }
+    PyObject *payload = PyBytes_FromStringAndSize((const char *)buf + f.pos, payload_len);
+    if (payload == NULL)
+        return NULL;
+    long long now_ns = mono_ns();
+    PyObject *attention = NULL;
+    if (fanout_routes(s->routes, f.ssrc, (uint16_t)f.seq, f.ts, f.marker, payload, f.padding, f.audio, now_ns,
+                      &attention) < 0) {
+        Py_DECREF(payload);
+        return NULL;
+    }
+    PyObject *fields = NULL;
+    if (s->gop != NULL && PyList_GET_SIZE(s->gop) > 0) {  /* Producer.gop: the packets since the latest keyframe */
+        fields = parsed_tuple(buf, &f, payload);
+        Py_ssize_t size = PyList_GET_SIZE(s->gop) + 1;
+        if (fields == NULL || PyList_Append(s->gop, fields) < 0
+                || (size > GOP_MAX && PyList_SetSlice(s->gop, 0, size, NULL) < 0)) {
+            Py_XDECREF(fields);
+            Py_XDECREF(attention);
+            Py_DECREF(payload);
+            return NULL;
+        }
+    }
+    if (attention != NULL || ++s->since_sync >= SYNC_PACKETS || now_ns - s->synced_ns >= SYNC_NS
+            || s->remb_n == REMB_MAX) {
+        if (attention != NULL && fields == NULL)
+            fields = parsed_tuple(buf, &f, payload);
+        PyObject *state = stream_take(s);
+        if (state == NULL || (attention != NULL && fields == NULL)) {
+            Py_XDECREF(state);
+            Py_XDECREF(fields);
+            Py_XDECREF(attention);
+            Py_DECREF(payload);
+            return NULL;
+        }
+        stream_call(s->owner, str_sync, state, attention != NULL ? attention : Py_None,
+                    fields != NULL ? fields : Py_None);
+        Py_DECREF(state);
+    }
+    Py_XDECREF(fields);
+    Py_XDECREF(attention);
+    Py_DECREF(payload);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef inlet_methods[] = {
+    {"arm", (PyCFunction)inlet_arm, METH_VARARGS, "Take an incoming stream's steady packets in C."},
+    {"disarm", (PyCFunction)inlet_disarm, METH_O, "Give a stream back to Python; returns its counters."},
+    {"take", (PyCFunction)inlet_take, METH_O, "A stream's counters since the last hand-over; it stays armed."},
+    {"armed", (PyCFunction)inlet_armed, METH_NOARGS, "The SSRCs taken in C."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject InletType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gateway.media._fastpath.Inlet",
+    .tp_basicsize = sizeof(Inlet),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = inlet_new,
+    .tp_dealloc = (destructor)inlet_dealloc,
+    .tp_traverse = (traverseproc)inlet_traverse,
+    .tp_clear = (inquiry)inlet_clear,
+    .tp_call = (ternaryfunc)inlet_call,
+    .tp_methods = inlet_methods,
+    .tp_doc = "Inlet(srtp_unprotect address, dtls transport, State.CONNECTED, original, slow, mid_id, abs_id, "
+              "audio_id): a connected leg's datagram_received, taking steady streams in C.",
+};
+
+
 static PyMethodDef methods[] = {
     {"fanout", fanout, METH_VARARGS, "One source packet through every armed route."},
     {"unprotect_parse", unprotect_parse, METH_VARARGS, "SRTP-unprotect a datagram and parse its RTP header."},
@@ -649,6 +1171,24 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     Py_INCREF(&RouteType);
     if (PyModule_AddObject(m, "Route", (PyObject *)&RouteType) < 0) {
         Py_DECREF(&RouteType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&InletType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&InletType);
+    if (PyModule_AddObject(m, "Inlet", (PyObject *)&InletType) < 0) {
+        Py_DECREF(&InletType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    str_rx_srtp = PyUnicode_InternFromString("_rx_srtp");
+    str_state = PyUnicode_InternFromString("_state");
+    str_sync = PyUnicode_InternFromString("sync");
+    str_release = PyUnicode_InternFromString("release");
+    if (!str_rx_srtp || !str_state || !str_sync || !str_release) {
         Py_DECREF(m);
         return NULL;
     }

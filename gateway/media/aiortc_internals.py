@@ -20,6 +20,9 @@ Relied-on names (private unless said otherwise):
   aiortc.rtp: RTP_HISTORY_SIZE, RtpPacket, RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci, unwrap_rtx;
   aiortc.sdp: SessionDescription, candidate_from_sdp; aiortc.utils: uint16_add, uint16_gt;
   aiortc.rtcrtpreceiver.StreamStatistics; aiortc.rtp.HeaderExtensions; aiortc.rtcdtlstransport.State.
+- Kept by the native Inlet for steady streams (DirectReceive, _SteadyStream): StreamStatistics: packets_received,
+  max_seq, cycles, _jitter_q4, _last_arrival, _last_timestamp (as its `add` keeps them); NackGenerator: max_seq,
+  missing; RemoteBitrateEstimator.add (fed in batches).
 - pylibsrtp (aiortc's SRTP, for the native fast path): pylibsrtp._binding: ffi, lib (srtp_protect, srtp_unprotect);
   Session: _srtp.
 - RtpPacket: _data (set by RTCRtpReceiver._handle_rtp_packet), padding_size, extensions (abs_send_time, mid,
@@ -81,7 +84,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DirectReceive", "HookError", "LinkProbe", "NativeSrtp", "OutgoingPacket", "RtpPacket", "SenderPort", "SessionDescription", "announce_address",
     "candidate_from_sdp", "depayloaded", "forget_sent", "guard_ice", "h264_depayload", "ice_connections",
-    "nominated_candidate_types",
+    "nominated_candidate_types", "packet_from_fields",
     "lean_receive", "negotiated_codecs", "on_keyframe_request", "receiver_codecs", "request_keyframe",
     "restrict_host_addresses", "send_now", "sender_ssrcs", "tap_receiver", "uint16_add", "uint16_gt",
     "vp8_depayload",
@@ -174,6 +177,8 @@ def lean_receive(receiver: RTCRtpReceiver, sink: Callable[[RtpPacket], None]) ->
         sink(packet)
 
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+    # What the native Inlet keeps up to date for steady streams (DirectReceive._consider, _SteadyStream).
+    receiver._callin_lean = (codecs, streams, nack, estimator)  # type: ignore[attr-defined]
 
 
 def receiver_codecs(receiver: RTCRtpReceiver) -> dict[int, RTCRtpCodecParameters]:
@@ -533,12 +538,26 @@ class DirectReceive:
     """Takes a peer connection's SRTP packets (not SRTCP, not DTLS) straight from the socket's protocol callback to
     the receiver, synchronously: no aioice queue, no Task step of the DTLS transport per packet, no STUN parse
     attempt. SRTP and parsing are done by the native module when given, else by pylibsrtp and aiortc's parser.
-    Everything else the socket receives takes aioice's and aiortc's usual way. Install once the leg is connected."""
+    Everything else the socket receives takes aioice's and aiortc's usual way. Install once the leg is connected.
 
-    def __init__(self, pc: RTCPeerConnection, native: NativeSrtp | None) -> None:
+    With the native module and `producer_of` (receiver -> its forward.Producer), the callback itself is the module's
+    `Inlet`: an incoming stream whose producer forwards only through armed native routes (no tap, no consumer in
+    Python) and whose receiver has no NACK outstanding is *armed* there after a packet Python handled, and from then
+    on its in-order packets are unprotected, counted and fanned out in C (see _fastpath.c); `_SteadyStream` brings
+    the counters into aiortc's receive statistics, NACK generator, REMB estimator and the producer in batches, and
+    Python takes the stream back with the first packet that is not steady (a gap, a keyframe, a tap, ...)."""
+
+    steady_in_c = True  # False: the native path as before the Inlet (bench.packet_path's `native-step2`)
+
+    def __init__(self, pc: RTCPeerConnection, native: NativeSrtp | None,
+                 producer_of: Callable[[Any], Any] | None = None) -> None:
         self._native = native
+        self._producer_of = producer_of if native is not None and self.steady_in_c else None
         self.installed = 0
         self.packets = 0  # SRTP packets taken directly (for tests and stats)
+        self.steady_packets = 0  # of those, taken by the native Inlet (steady streams)
+        self.inlets: list[Any] = []
+        self.armed: dict[Any, _SteadyStream] = {}  # receiver -> its stream armed in an Inlet
         seen: set[int] = set()
         for transceiver in pc.getTransceivers():
             dtls = transceiver.receiver.transport
@@ -561,9 +580,21 @@ class DirectReceive:
         router = dtls._rtp_router
         ext_map = dtls._rtp_header_extensions_map
         native = self._native
-        ids = extension_ids(ext_map)
         connected = _DTLS_CONNECTED
         context: list[Any] = [None, 0]  # the rx session and its srtp_t, looked up once per session
+        inlet: Any = None
+
+        armed = self.armed
+
+        def deliver(packet: RtpPacket) -> None:
+            receiver = router.route_rtp(packet)
+            if receiver is not None:
+                steady = armed.get(receiver)
+                if steady is not None:  # (an RTX packet, another SSRC): aiortc's state up to date first
+                    steady.flush()
+                send_now(receiver._handle_rtp_packet(packet, arrival_time_ms=ms_now()))
+                if inlet is not None:
+                    self._consider(inlet, dtls, context, deliver, packet, receiver)
 
         def received(data: bytes, addr: Any) -> None:
             session = dtls._rx_srtp
@@ -577,23 +608,179 @@ class DirectReceive:
             if native is not None:
                 if session is not context[0]:
                     context[0], context[1] = session, srtp_context(session)
-                fields = native.module.unprotect_parse(native.unprotect, context[1], data, *ids)
+                # The ids are read per packet: the map is configured when the receivers start, which can be after
+                # the leg is connected (ids read once here left every extension unparsed: no REMB, no audio level).
+                fields = native.module.unprotect_parse(native.unprotect, context[1], data, *extension_ids(ext_map))
                 if fields.__class__ is int:
                     return  # not authentic, replayed or malformed: dropped, as aiortc does
-                packet = _packet(fields)
+                packet = packet_from_fields(fields)
             else:
                 try:
                     packet = RtpPacket.parse(session.unprotect(data), ext_map)
                 except (pylibsrtp.Error, ValueError):
                     return
-            receiver = router.route_rtp(packet)
-            if receiver is not None:
-                send_now(receiver._handle_rtp_packet(packet, arrival_time_ms=ms_now()))
+            deliver(packet)
 
-        return received
+        if self._producer_of is None:
+            return received
+        inlet = native.module.Inlet(native.unprotect, dtls, connected, original, received, *extension_ids(ext_map))
+        self.inlets.append(inlet)
+        return inlet  # type: ignore[no-any-return]
+
+    def _consider(self, inlet: Any, dtls: Any, context: list[Any], deliver: Callable[[RtpPacket], None],
+                  packet: RtpPacket, receiver: Any) -> None:
+        """After Python handled a packet: arm its stream in the Inlet if its packets may be forwarded in C."""
+        assert self._producer_of is not None
+        producer = self._producer_of(receiver)
+        if (producer is None or producer.steady is not None or producer.taps or producer.slow or producer._closed
+                or not receiver._enabled):
+            return
+        lean = getattr(receiver, "_callin_lean", None)
+        if lean is None:
+            return  # aiortc's full receive path (relay_lean_receive off): not replicated in C
+        codecs, streams, nack, estimator = lean
+        ssrc = packet.ssrc
+        codec = codecs.get(packet.payload_type)
+        stats = streams.get(ssrc)
+        if (codec is None or codec.name == "rtx" or stats is None or stats.max_seq != packet.sequence_number
+                or stats._last_arrival is None or stats.packets_received < 2):
+            return
+        if nack is not None and (nack.missing or nack.max_seq != packet.sequence_number):
+            return
+        video = producer.kind == "video"
+        kind = _STEADY_CODECS.get(codec.name, 0) if video else 0
+        if video and not kind:
+            return  # C cannot tell this codec's keyframes
+        consumers = producer.armed
+        if any(getattr(c, "source_ssrc", None) != ssrc for c in consumers) or context[0] is None:
+            return
+        owner = _SteadyStream(self, inlet, deliver, ssrc, receiver, stats, nack, estimator, producer, dtls, consumers)
+        if inlet.arm(ssrc, owner, context[0], context[1], packet.payload_type, video, kind, codec.clockRate,
+                     estimator is not None, stats.max_seq, stats._jitter_q4, stats._last_arrival,
+                     stats._last_timestamp, producer.routes, producer.gop if video else None, producer.taps,
+                     *extension_ids(dtls._rtp_header_extensions_map)):
+            producer.steady = owner
+            self.armed[receiver] = owner
 
 
-def _packet(fields: tuple[Any, ...]) -> RtpPacket:
+_STEADY_CODECS = {"VP8": 1, "H264": 2}  # video codecs whose keyframe starts _fastpath.c recognises
+
+
+class _SteadyStream:
+    """Python's side of an incoming stream armed in a native Inlet: what C counted goes into aiortc's receiver
+    (statistics for receiver reports, the NACK generator's highest sequence number, the REMB estimator, whose REMB
+    is sent as aiortc's receiver would), the DTLS transport's counters and the producer; the packets that are not
+    steady come back here (`release`) and take Python's way."""
+
+    __slots__ = ("direct", "inlet", "deliver", "ssrc", "receiver", "stats", "nack", "estimator", "producer", "dtls",
+                 "consumers", "_timer")
+    FLUSH_S = 0.1  # counters of a stream that went quiet do not wait in C for its next packet longer than this
+
+    def __init__(self, direct: DirectReceive, inlet: Any, deliver: Callable[[RtpPacket], None], ssrc: int,
+                 receiver: Any, stats: Any, nack: Any, estimator: Any, producer: Any, dtls: Any,
+                 consumers: tuple[Any, ...]) -> None:
+        self.direct = direct
+        self.inlet = inlet
+        self.deliver = deliver
+        self.ssrc = ssrc
+        self.receiver = receiver
+        self.stats = stats
+        self.nack = nack
+        self.estimator = estimator
+        self.producer = producer
+        self.dtls = dtls
+        self.consumers = consumers  # the producer's armed consumers, in the order of the routes C was given
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(self.FLUSH_S, self._flush)
+
+    def flush(self) -> None:
+        """What C counted so far, into aiortc's receiver and the producer now."""
+        state = self.inlet.take(self.ssrc) if self.producer.steady is self else None
+        if state is not None:
+            self._apply(state)
+
+    def _flush(self) -> None:
+        if self.producer.steady is not self:
+            self._timer = None
+            return
+        self.flush()
+        self._timer = asyncio.get_running_loop().call_later(self.FLUSH_S, self._flush)
+
+    def _stop(self) -> None:
+        if self.producer.steady is self:
+            self.producer.steady = None
+        if self.direct.armed.get(self.receiver) is self:
+            del self.direct.armed[self.receiver]
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _apply(self, state: tuple[Any, ...]) -> None:
+        taken, wire_bytes, packets, frames, max_seq, cycles, jitter_q4, last_arrival, last_ts, remb = state
+        if taken:
+            dtls = self.dtls
+            dtls._RTCDtlsTransport__rx_packets += taken
+            dtls._RTCDtlsTransport__rx_bytes += wire_bytes
+            self.direct.packets += taken
+            self.direct.steady_packets += taken
+        if packets:
+            stats = self.stats
+            stats.packets_received += packets
+            stats.max_seq = max_seq
+            stats.cycles += cycles
+            stats._jitter_q4 = jitter_q4
+            stats._last_arrival = last_arrival
+            stats._last_timestamp = last_ts
+            if self.nack is not None:
+                self.nack.max_seq = max_seq
+            self.producer._frames += frames
+            self.producer.last_frame_at = time.monotonic()
+        if remb is not None and self.estimator is not None:
+            latest = None
+            add = self.estimator.add
+            ssrc = self.ssrc
+            for arrival_ms, abs_send_time, size in struct.iter_unpack("<qII", remb):
+                estimate = add(arrival_ms, abs_send_time, size, ssrc)  # (arrival_time_ms, abs_send_time, size, ssrc)
+                if estimate is not None:
+                    latest = estimate
+            rtcp_ssrc = getattr(self.receiver, "_RTCRtpReceiver__rtcp_ssrc")
+            if latest is not None and rtcp_ssrc is not None:
+                from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
+
+                send_now(self.receiver._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
+                                                                 fci=pack_remb_fci(*latest))))
+
+    def sync(self, state: tuple[Any, ...], attention: list[int] | None, fields: tuple[Any, ...] | None) -> None:
+        """C's batch: counters, and the routes that need Python (their packet at hand is `fields`)."""
+        self._apply(state)
+        if attention is not None:
+            packet = None
+            consumers = self.consumers
+            for index in attention:
+                if consumers[index].attend():  # handed back before sending this packet: Python forwards it
+                    if packet is None:
+                        packet = packet_from_fields(fields)  # type: ignore[arg-type]
+                    consumers[index].forward(packet, False)
+        if not self.receiver._enabled:
+            self.disarm()
+
+    def release(self, state: tuple[Any, ...], fields: tuple[Any, ...], _: Any) -> None:
+        """C gave the stream back (already disarmed there) with a packet that is not steady: Python's way."""
+        self._apply(state)
+        self._stop()
+        self.deliver(packet_from_fields(fields))
+
+    def disarm(self) -> None:
+        """Take the stream back from C (the producer's routes changed, the receiver stopped)."""
+        if self.producer.steady is not self:
+            return  # given back already (and the SSRC may be armed again for another owner)
+        self._stop()
+        state = self.inlet.disarm(self.ssrc)
+        if state is not None:
+            self._apply(state)
+
+
+def packet_from_fields(fields: tuple[Any, ...]) -> RtpPacket:
+    """An RtpPacket from the native module's fields tuple (unprotect_parse, Inlet)."""
     pt, marker, seq, ts, ssrc, payload, padding, _cc, abs_send_time, audio_level, mid = fields
     packet = RtpPacket(payload_type=pt, marker=marker, sequence_number=seq, timestamp=ts, ssrc=ssrc, payload=payload)
     packet.padding_size = padding

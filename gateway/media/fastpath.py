@@ -7,7 +7,11 @@
   one `fanout` call per incoming packet forwards it to every armed stream (rewrite, protect, send, NACK history,
   sender-report counters); Python takes a stream back on anything else (a new source, a blocked socket, pause,
   resume, a keyframe wait) and consumers without a route (a recorder's or a speech tap) get each packet after the
-  C fan-out, as before;
+  C fan-out, as before. When every consumer of an incoming stream forwards in C (no tap, no consumer in Python) and
+  no NACK is outstanding, the receive side is in C too: the module's `Inlet` is the leg's socket callback, and it
+  unprotects, counts (aiortc's receive statistics, the REMB estimator's inputs) and fans out each in-order packet
+  before any Python object but its payload is made; aiortc's receiver and the producer get the counts in batches,
+  and Python takes the stream back with the first packet that is not steady (a gap, a keyframe, a tap);
 - `python`: the same direct receive, with pylibsrtp and aiortc's parser/serializer doing the per-packet work;
 - `off`: aiortc's own path (aioice's queue, the DTLS transport's task), as before the fast path;
 - `auto` (default): `native` when the module is built, else `python`, with one log line saying so.

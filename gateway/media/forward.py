@@ -154,13 +154,15 @@ class Producer:
     # Read-only observers of the same media (recorder.RecordingTap): `on_frame(frame, discontinuity)` in frame mode,
     # `on_packet(packet, keyframe_start)` in packet mode. Not viewers: no keyframe budget, no replay, no backlog.
     taps: list[Any] = field(default_factory=list)
-    frames: int = 0
+    _frames: int = 0  # `frames`
     keyframes: int = 0
     keyframe_requests_sent: int = 0
     last_frame_at: float | None = None
     _last_request: float = -1e9
     _pending_request: asyncio.TimerHandle | None = None
     _closed: bool = False
+    # The packets since the latest keyframe (RtpPacket, or the native Inlet's field tuples: see `gop_packets`); the same
+    # list object for the producer's life, since the native Inlet appends to it.
     gop: list[Any] = field(default_factory=list)
     gop_frames: list[bytes] = field(default_factory=list)
     gop_started: float = 0.0
@@ -170,6 +172,21 @@ class Producer:
     routes: tuple[Any, ...] = ()
     slow: list[Any] = field(default_factory=list)
     _fanout: Any = None
+    # The incoming stream whose steady packets the native Inlet takes (aiortc_internals.DirectReceive): given back to
+    # Python whenever the routes change.
+    steady: Any = None
+
+    @property
+    def frames(self) -> int:
+        """Frames received (packet mode: packets that end a video frame, audio packets); up to date when read, also
+        while the native Inlet counts them (it hands its counts over in batches)."""
+        if self.steady is not None:
+            self.steady.flush()
+        return self._frames
+
+    @frames.setter
+    def frames(self, value: int) -> None:
+        self._frames = value
 
     def on_frame(self, data: bytes, timestamp: int, discontinuity: bool) -> None:
         key = is_keyframe(self.codec, data)
@@ -197,7 +214,7 @@ class Producer:
         self.last_frame_at = now
         key = self.kind == "video" and is_keyframe_start(self.codec, packet.payload)
         if packet.marker or self.kind == "audio":
-            self.frames += 1
+            self._frames += 1
         self.keyframes += key
         slow = self.slow
         if self.routes:
@@ -217,19 +234,25 @@ class Producer:
         if self.kind == "video":
             # Keep the packets since the latest keyframe, so a consumer whose leg just came up starts at once.
             if key:
-                self.gop = [packet]
+                self.gop[:] = (packet,)
                 self.gop_started = now
             elif self.gop:
                 self.gop.append(packet)
                 if len(self.gop) > GOP_CACHE_PACKETS:
-                    self.gop = []
+                    self.gop.clear()
+
+    def gop_packets(self) -> list[Any]:
+        """The cached packets since the latest keyframe, as packets (the native Inlet caches field tuples)."""
+        from .aiortc_internals import packet_from_fields
+
+        return [packet_from_fields(p) if p.__class__ is tuple else p for p in self.gop]
 
     def replay(self, consumer: Any) -> bool:
         """Send the cached packets since the latest keyframe to one consumer, if that keyframe is recent."""
         if not self.gop or time.monotonic() - self.gop_started > GOP_CACHE_SECONDS:
             return False
-        for packet in list(self.gop):
-            consumer.forward(packet, packet is self.gop[0])
+        for i, packet in enumerate(self.gop_packets()):
+            consumer.forward(packet, i == 0)
         return True
 
     def attach(self, consumer: Any) -> None:
@@ -259,6 +282,8 @@ class Producer:
 
     def routes_changed(self) -> None:
         """A consumer's native route was armed or handed back (or the consumers changed): who goes through C."""
+        if self.steady is not None:
+            self.steady.disarm()  # the incoming stream comes back to Python, which arms it again if it may
         armed = tuple(c for c in self.consumers if getattr(c, "route_armed", False))
         self.armed = armed
         self.routes = tuple(c.route for c in armed)
@@ -291,7 +316,7 @@ class Producer:
 
     def close(self) -> None:
         self._closed = True
-        self.gop = []
+        self.gop.clear()
         if self._pending_request is not None:
             self._pending_request.cancel()
             self._pending_request = None

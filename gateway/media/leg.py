@@ -204,9 +204,16 @@ class Leg(AsyncIOEventEmitter):
     def _receive_directly(self) -> None:
         fast, self._fast = self._fast, None  # once per leg
         try:
-            self.direct = internals.DirectReceive(self.pc, fast.native)
+            self.direct = internals.DirectReceive(self.pc, fast.native, self._producer_of)
         except internals.HookError as exc:
             log.error("leg %s: packets take aiortc's path: %s", self.id, exc)
+
+    def _producer_of(self, receiver: RTCRtpReceiver) -> Producer | None:
+        """The producer fed by one of this leg's receivers (the native Inlet takes its steady packets)."""
+        for transceiver, slot in self._slots.items():
+            if transceiver.receiver is receiver:
+                return self.producers.get(slot)
+        return None
 
     def _failure_cause(self) -> str:
         for transceiver in self.pc.getTransceivers():

@@ -183,6 +183,11 @@ class RtpForwarder:
         return self._route
 
     @property
+    def source_ssrc(self) -> int | None:
+        """The SSRC of the source stream this one forwards (its route is armed for it)."""
+        return self._source
+
+    @property
     def route_armed(self) -> bool:
         return self._armed
 

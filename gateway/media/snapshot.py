@@ -71,7 +71,7 @@ async def snapshot(producer: Producer, timeout: float = 3.0) -> tuple[bytes, int
                 raise SnapshotError("no picture from the caller in time", retryable=True)
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.05)  # let the keyframe's packets all arrive
-    frames = list(producer.gop_frames) or _frames_from_packets(producer.codec, list(producer.gop))
+    frames = list(producer.gop_frames) or _frames_from_packets(producer.codec, producer.gop_packets())
     if not frames:
         raise SnapshotError("no complete picture yet", retryable=True)
     return await asyncio.get_running_loop().run_in_executor(None, _decode_to_jpeg, producer.codec, frames)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -229,3 +229,34 @@ class RecordingAccessRow(Base):
     address: Mapped[str | None] = mapped_column(String(64), nullable=True)
     byte_range: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[int] = mapped_column(Integer)
+
+
+class AttachmentRow(Base):
+    """A file exchanged in a call (chat attachment, pushed picture, snapshot) when files are kept in the database
+    (gateway/store/attachments.py, `DatabaseAttachments`): readable from every node of a cluster. Its bytes are in
+    `attachment_chunks`. No foreign key to `calls`: a file outlives nothing but its retention time."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    mime: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    uploaded_by: Mapped[str] = mapped_column(String(128))
+    at: Mapped[float] = mapped_column(Float, index=True)
+    owner: Mapped[str | None] = mapped_column(String(520), nullable=True, index=True)  # a caller's issuer|subject
+    scan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class AttachmentChunkRow(Base):
+    """A piece of an attachment's bytes (at most CHUNK_BYTES each, in order of `seq`), so that neither a write nor
+    a download holds a whole large file in one value."""
+
+    __tablename__ = "attachment_chunks"
+
+    attachment_id: Mapped[str] = mapped_column(String(16), ForeignKey("attachments.id", ondelete="CASCADE"),
+                                               primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

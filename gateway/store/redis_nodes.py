@@ -3,7 +3,8 @@
 Keys (under `prefix`, default `callin:`):
 - `nodes`       ZSET instance -> last heartbeat (UNIX seconds): the nodes taken for alive
 - `nodes:dead`  ZSET instance -> last heartbeat: nodes found dead, listed for `DEAD_KEPT_S`
-- `nodes:info`  HASH instance -> JSON {name, lease, started, heartbeat, draining, calls, waiting, agents}
+- `nodes:info`  HASH instance -> JSON {name, lease, started, heartbeat, draining, calls, waiting, agents, queues,
+                lines, statuses}
 
 Each node writes its field and its score every `beat_s` (one pipeline of HSET + ZADD). A node whose heartbeat is
 older than `dead_after_s` is dead whatever it says: its counts no longer count (they are only summed over fresh
@@ -45,6 +46,10 @@ class NodeEntry:
     # queue -> [staffed, ready]: its own agents with the queue's skills signed in, and of them the free ones plus its
     # calls of the queue ringing (summed over live nodes: the cluster's wait estimates, signaling/cluster_calls.py)
     queues: dict[str, list[int]] = field(default_factory=dict)
+    # queue -> [callers waiting, when the longest-waiting of them arrived (UNIX s; 0: none)]: this node's line
+    lines: dict[str, list[float]] = field(default_factory=dict)
+    # agent status -> how many of this node's own agents (consoles here, not stand-ins) have it (offline left out)
+    statuses: dict[str, int] = field(default_factory=dict)
 
     def encode(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if k not in ("instance", "alive")},
@@ -58,7 +63,9 @@ class NodeEntry:
                              started=float(data["started"]), heartbeat=float(data["heartbeat"]),
                              draining=bool(data["draining"]), calls=int(data["calls"]), waiting=int(data["waiting"]),
                              agents=int(data["agents"]), alive=alive,
-                             queues={str(k): [int(v[0]), int(v[1])] for k, v in data.get("queues", {}).items()})
+                             queues={str(k): [int(v[0]), int(v[1])] for k, v in data.get("queues", {}).items()},
+                             lines={str(k): [int(v[0]), float(v[1])] for k, v in data.get("lines", {}).items()},
+                             statuses={str(k): int(v) for k, v in data.get("statuses", {}).items()})
         except (ValueError, KeyError, TypeError):
             return None  # not ours, or from another version
 
@@ -144,6 +151,29 @@ def staff_totals(entries: list[NodeEntry]) -> dict[str, tuple[int, int]]:
             for name, (staffed, ready) in entry.queues.items():
                 before = summed.get(name, (0, 0))
                 summed[name] = (before[0] + staffed, before[1] + ready)
+    return summed
+
+
+def line_totals(entries: list[NodeEntry]) -> dict[str, tuple[int, float | None]]:
+    """queue -> (callers waiting, when the longest-waiting of them arrived, or None) over the live nodes."""
+    summed: dict[str, tuple[int, float | None]] = {}
+    for entry in entries:
+        if entry.alive:
+            for name, (count, oldest) in entry.lines.items():
+                before_count, before_oldest = summed.get(name, (0, None))
+                arrived = oldest if count and oldest > 0 else None
+                first = min((t for t in (before_oldest, arrived) if t is not None), default=None)
+                summed[name] = (before_count + int(count), first)
+    return summed
+
+
+def status_totals(entries: list[NodeEntry]) -> dict[str, int]:
+    """agent status -> agents with it over the live nodes (each agent counted on the node of its console)."""
+    summed: dict[str, int] = {}
+    for entry in entries:
+        if entry.alive:
+            for status, count in entry.statuses.items():
+                summed[status] = summed.get(status, 0) + count
     return summed
 
 

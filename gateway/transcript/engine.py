@@ -2,14 +2,17 @@
 
 An engine recognises one utterance of 16 kHz mono signed 16-bit little-endian PCM at a time, as a whole (a final
 result) or as it is so far (a partial result); stream.py keeps the utterance and asks for partials while it grows.
-Engines run their work off the caller's event loop (a process pool, a thread for HTTP).
+An engine that can decode incrementally (StreamingEngine: pocketsphinx) also opens a RecognitionStream per
+participant, fed the utterance's audio as it arrives, so a partial or a final costs only the audio not yet decoded.
+Engines run their work off the caller's event loop (recognition processes, a thread for HTTP).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 SAMPLE_RATE = 16000
 BYTES_PER_SECOND = SAMPLE_RATE * 2
@@ -66,6 +69,40 @@ class SpeechEngine(Protocol):
         """The words in `pcm` (16 kHz mono s16le): the utterance so far (final False) or whole (final True)."""
 
     async def close(self) -> None: ...
+
+
+class RecognitionStream(Protocol):
+    """One participant's utterances, decoded as their audio arrives (made by StreamingEngine.open_stream).
+
+    Each call sends its request at once, in the order of the calls (a final goes before the next utterance's audio);
+    the awaitables give the results later."""
+
+    def feed(self, pcm: bytes) -> None:
+        """More audio of the utterance in progress (the first starts one); never blocks."""
+
+    def partial(self) -> Awaitable[Recognition]:
+        """The words of the utterance so far (what was fed)."""
+
+    def final(self, pcm: bytes) -> Awaitable[Recognition]:
+        """The utterance's last audio (may be empty): its words. The next feed starts a new utterance.
+        EngineFailed if its audio was lost (the engine's process died): the caller recognises it whole instead."""
+
+    def abandon(self) -> None:
+        """The utterance in progress will not be asked for (the stream stops)."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingEngine(Protocol):
+    """The capability of an engine that decodes incrementally."""
+
+    def open_stream(self) -> RecognitionStream | None:
+        """A stream for one participant, or None when this engine recognises whole utterances only (a setting)."""
+
+
+def open_stream(engine: SpeechEngine) -> RecognitionStream | None:
+    return engine.open_stream() if isinstance(engine, StreamingEngine) else None
 
 
 class EngineFailed(RuntimeError):

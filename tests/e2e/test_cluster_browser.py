@@ -1,6 +1,7 @@
 """Two nodes on one Redis and one PostgreSQL (issue 10, item 9): the demo caller page on node A, the agent console
 on node B, in real Chromium. The call is homed on A; the console's accept, SDP and hang-up reach A through B, and
-media flows both ways (packets counted by each page's own WebRTC stats).
+media flows both ways (packets counted by each page's own WebRTC stats). Files across nodes: the console on B takes
+a snapshot of the caller on A and sends the drawing back, shown by the widget on A.
 
 Run inside a loopback-only network namespace:
     unshare -rn sh -c 'ip link set lo up; python -m pytest tests/e2e/test_cluster_browser.py -x -q'
@@ -66,6 +67,57 @@ async def test_caller_page_on_node_a_console_on_node_b(database_url, redis_url, 
         await expect(agent.locator("#view-ended")).to_be_visible(timeout=20_000)
         await expect(widget(caller, ".ended-text")).to_have_text("Bob (demo agent) ended the call.", timeout=20_000)
         assert await caller_state(caller) == "ended"
+        await caller_ctx.close()
+        await agent_ctx.close()
+    finally:
+        a.close()
+        b.close()
+
+
+async def video_frames(agent) -> bool:
+    stats = await console_stats(agent)
+    return ((stats or {}).get("videoIn") or {}).get("framesDecoded", 0) > 5
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_console_on_node_b_snapshots_the_caller_on_node_a_and_pushes_the_drawing(database_url, redis_url,
+                                                                                       tmp_path, browser):
+    """Files across nodes in the browser: the console on B asks B for a snapshot (taken by A, where the caller's
+    media is), the agent draws on it and sends it (uploaded through B, adopted by A), and the caller's widget on A
+    shows the picture (downloaded through A from the shared database)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = GatewayProcess(database_url, tmp_path / "a", node_name="node-a", redis_url=redis_url)
+    b = GatewayProcess(database_url, tmp_path / "b", node_name="node-b", redis_url=redis_url, migrate_on_start="false")
+    try:
+        await start(a)
+        await start(b)
+        agent_ctx, agent = await new_page(browser, b.base_url, viewport=DESKTOP)
+        caller_ctx, caller = await new_page(browser, a.base_url, viewport=PHONE, is_mobile=True)
+        await open_console(agent, "bob", "bob-demo")
+        await open_demo(caller, "Sam Okafor")
+        await open_widget(caller)
+        await widget(caller, '.option[data-call-type="video"]').click()
+        await expect(agent.locator("#view-ringing")).to_be_visible(timeout=20_000)
+        await agent.click("#accept-button")
+        await expect(agent.locator("#view-call")).to_be_visible(timeout=20_000)
+        await eventually(lambda: video_frames(agent), timeout=30, what="the caller's video at the console on B")
+
+        await agent.click("#snapshot-button")
+        await expect(agent.locator("#snapshot-dialog")).to_be_visible()
+        await expect(agent.locator("#snap-loading")).to_be_hidden(timeout=20_000)
+        canvas = agent.locator("#snap-canvas")
+        box = await canvas.bounding_box()
+        await agent.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+        await agent.mouse.down()
+        await agent.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.6, steps=10)
+        await agent.mouse.up()
+        await agent.click("#snap-send")
+        await expect(agent.locator("#snapshot-dialog")).to_be_hidden(timeout=20_000)
+        image = widget(caller, ".tray .pushed.image")
+        await expect(image).to_be_visible(timeout=20_000)
+        await eventually(lambda: image.locator("img").evaluate("img => img.complete && img.naturalWidth > 0"),
+                         timeout=20, what="the drawn snapshot on the caller's screen (node A)")
         await caller_ctx.close()
         await agent_ctx.close()
     finally:

@@ -260,3 +260,69 @@ async def test_packets_lost_towards_the_agent_are_retransmitted(gateway, caller_
         assert video_out.stats.forwarded_in_c >= 0.8 * video_out.stats.frames_out, video_out.stats
     await caller.close()
     await agent.close()
+
+
+async def test_packets_lost_from_the_caller_are_nacked_by_the_relay(gateway, caller_token):
+    """The receive side's RTCP: one in 12 of the caller's video packets is lost on the way into the relay (never
+    sent by the caller's transport, first transmission only). The relay's receiver must see each gap and NACK
+    it, the caller retransmits, and the agent still gets every frame whole, in order; the caller's sender gets
+    receiver reports that count what arrived, and REMB. On the native path the steady packets between the losses
+    are taken in C (the Inlet), which keeps the statistics and the NACK generator's state for aiortc's RTCP."""
+    from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket, RtcpSrPacket
+
+    caller, agent, call_id = await answered_call(gateway.base_url, caller_token(), video_frames=10)
+    caller_leg = gateway.board.relays[call_id].caller
+    sender = next(t.sender for t in caller.peer.pc.getTransceivers() if t.kind == "video")
+    reports, nacked, rembs = [], set(), []
+    handle_rtcp = sender._handle_rtcp_packet
+
+    async def noting(packet) -> None:
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            reports.extend(r for r in packet.reports if r.ssrc == sender._ssrc)
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.media_ssrc == sender._ssrc:
+            nacked.update(packet.lost)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            rembs.append(packet)
+        await handle_rtcp(packet)
+
+    sender._handle_rtcp_packet = noting
+
+    video = next(t for t in caller.peer.pc.getTransceivers() if t.kind == "video")
+    video_pt = internals.negotiated_codecs(video)[0].payloadType
+    seen: set[int] = set()
+    dropped: list[int] = []
+    send_rtp = sender.transport._send_rtp
+
+    async def lossy(data: bytes) -> None:  # the caller's DTLS transport, before SRTP: the packet never leaves
+        if data[1] & 0x7F == video_pt and int.from_bytes(data[8:12], "big") == sender._ssrc:
+            seq = int.from_bytes(data[2:4], "big")
+            if seq not in seen:
+                seen.add(seq)
+                if len(seen) % 12 == 0:
+                    dropped.append(seq)
+                    return
+        await send_rtp(data)
+
+    sender.transport._send_rtp = lossy
+    direct = caller_leg.direct
+    taken = (direct.packets, direct.steady_packets) if direct is not None else (0, 0)
+    start = len(agent.peer.sinks["video"].counters)
+    await wait_until(lambda: len(dropped) >= 15 and len(agent.peer.sinks["video"].counters) >= start + 90
+                     and len(reports) >= 2, 30)
+    counters = agent.peer.sinks["video"].counters[start:]
+    assert None not in counters and in_order(counters), counters
+    gaps = sum(b - a - 1 for a, b in zip(counters, counters[1:]))
+    assert gaps <= 3, f"{gaps} frames missing of {len(counters)} with {len(dropped)} packets lost on the way in"
+    # The relay asked for (nearly) every lost packet, and its reports count the losses that retransmission (RTX,
+    # another stream) did not make up: a statistic that missed or double-counted packets would be far off.
+    assert len(nacked & set(dropped)) >= len(dropped) - 2, (sorted(dropped), sorted(nacked))
+    last = reports[-1]
+    assert (last.highest_sequence & 0xFFFF) in seen, (last.highest_sequence, max(seen))
+    assert 0 < last.packets_lost <= len(dropped), (last.packets_lost, len(dropped))
+    assert rembs, "no REMB from the relay's receiver"
+    if gateway.settings.relay_mode == "packet" and gateway.settings.relay_fast_path == "native":
+        # Between the losses, the caller's packets were taken by the native Inlet (and its video forwarded in C).
+        packets, steady = direct.packets - taken[0], direct.steady_packets - taken[1]
+        assert steady >= 0.5 * packets > 100, (steady, packets)
+    await caller.close()
+    await agent.close()

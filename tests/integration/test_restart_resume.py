@@ -225,3 +225,62 @@ async def test_a_connected_caller_rejoins_first_in_line_after_kill_9(database_ur
         await back.close()
     finally:
         gateway.close()
+
+
+async def test_an_sdk_caller_cut_off_by_kill_9_follows_call_interrupted_and_is_answered_with_media(caller_token,
+                                                                                                   tmp_path):
+    """The Python SDK in a connected call when its node is killed (-9) and started again: it resumes by itself, is
+    told call.interrupted, follows the new call waiting first in line (the `interrupted` event, the new call id,
+    state queued), sets its media up again for it, and the agent who takes the new call gets the caller's video and
+    tone, checked by content (no redial: the gateway placed the call again, the SDK followed)."""
+    from callin_sdk import CallinCaller, synthetic
+    from tests.support.clients import Agent, wait_until
+
+    gateway = GatewayProcess(f"sqlite+aiosqlite:///{tmp_path / 'callin.db'}", tmp_path, node_name="kiosk-node",
+                             node_lease_s=3, node_heartbeat_s=0.5, resume_grace_s=120)
+    caller = CallinCaller(gateway.base_url, caller_token(sub="kiosk-cut-off"), host_addresses=["127.0.0.1"])
+    agents: list[Agent] = []
+    try:
+        await gateway.start()
+        agent = Agent(gateway.base_url)
+        agents.append(agent)
+        await agent.connect()
+        queued = await caller.start_call(video=synthetic(fps=15, tone_hz=880))
+        old_id = queued["call_id"]
+        offer = await agent.wait_offer()
+        assert offer["call_id"] == old_id
+        await agent.accept(old_id, tone_hz=440)
+        await caller.wait_for("connected", since=0, timeout=20)
+        await record_state(f"sqlite+aiosqlite:///{tmp_path / 'callin.db'}", old_id, "connected")
+        mark = caller.mark()
+        gateway.kill()
+        await agent.close()
+        await gateway.start()
+
+        told = await caller.wait_for("interrupted", since=mark, timeout=90)
+        new_id = told["rejoined_call_id"]
+        assert told["call_id"] == old_id and new_id != old_id and told["reason"] == "node_lost", told.data
+        assert caller.call_id == new_id and caller.state in ("queued", "connected"), (caller.call_id, caller.state)
+        await caller.wait_for("state", lambda e: e["state"] == "queued", since=mark, timeout=5)
+        await caller.wait_for("media", lambda e: e["state"] == "connected", since=told.index, timeout=30)
+        assert not [e for e in caller.events if e.index >= mark and e.name == "ended"]  # followed, not ended
+
+        agent = Agent(gateway.base_url)
+        agents.append(agent)
+        await agent.connect()
+        offer = await agent.wait_offer(timeout=20)
+        assert offer["call_id"] == new_id
+        await agent.accept(new_id, tone_hz=440)
+        answered = await caller.wait_for("answered", since=told.index, timeout=15)
+        assert answered["call_id"] == new_id and caller.state == "connected"
+        await wait_until(lambda: "video" in agent.peer.sinks and len(agent.peer.sinks["video"].counters) >= 30, 20)
+        counters = agent.peer.sinks["video"].counters
+        assert None not in counters and counters == sorted(counters) and counters[-1] > counters[0]
+        await wait_until(lambda: "audio" in agent.peer.sinks and len(agent.peer.sinks["audio"].audio) >= 50, 15)
+        assert abs(agent.peer.sinks["audio"].dominant_frequency() - 880) < 30
+        assert not [e for e in caller.events if e.name == "redialing"]
+    finally:
+        await caller.close()
+        for agent in agents:
+            await agent.close()
+        gateway.close()

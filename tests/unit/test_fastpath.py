@@ -4,6 +4,8 @@ serializer, and a real UDP socket pair on loopback. Skipped where the module is 
 from __future__ import annotations
 
 import os
+import struct
+import time
 import socket
 
 import pytest
@@ -206,3 +208,228 @@ def test_route_sends_on_its_own_socket_duplicate_until_closed(udp):
             route.arm(42, 0, 0, 0, 0, -1, 0)  # closed: connect() first
     finally:
         reused.close()
+
+
+# The native Inlet: a connected leg's datagram_received, taking armed (steady) streams in C.
+
+class FakeDtls:
+    """What the Inlet reads of aiortc's DTLS transport: the receive session and the state."""
+
+    def __init__(self, session: Session) -> None:
+        self._rx_srtp = session
+        self._state = internals._DTLS_CONNECTED
+
+
+class Owner:
+    """Python's side of an armed stream (aiortc_internals._SteadyStream in the relay): notes what C hands over."""
+
+    def __init__(self) -> None:
+        self.states: list[tuple] = []
+        self.synced: list[tuple] = []
+        self.released: list[tuple] = []
+
+    def sync(self, state, attention, fields) -> None:
+        self.states.append(state)
+        self.synced.append((attention, fields))
+
+    def release(self, state, fields, _) -> None:
+        self.states.append(state)
+        self.released.append(fields)
+
+
+class Inlet:
+    def __init__(self, rx: Session) -> None:
+        self.original: list[bytes] = []
+        self.slow: list[bytes] = []
+        self.dtls = FakeDtls(rx)
+        native = internals.NativeSrtp(native_module)
+        self.inlet = native_module.Inlet(native.unprotect, self.dtls, internals._DTLS_CONNECTED,
+                                         lambda data, addr: self.original.append(data),
+                                         lambda data, addr: self.slow.append(data), MID, ABS, AUDIO)
+
+    def arm(self, ssrc: int, owner: Owner, routes: tuple, *, pt: int = 111, video: bool = False, codec: int = 0,
+            clock_rate: int = 48000, estimator: bool = False, max_seq: int = 0, last_ts: int = 0,
+            gop: list | None = None, taps: list | None = None) -> bool:
+        return self.inlet.arm(ssrc, owner, self.dtls._rx_srtp, internals.srtp_context(self.dtls._rx_srtp), pt,
+                              video, codec, clock_rate, estimator, max_seq, 0, int(time.time() * clock_rate),
+                              last_ts, routes, gop, [] if taps is None else taps, MID, ABS, AUDIO)
+
+
+def rtp(seq: int, ts: int, ssrc: int = 42, pt: int = 111, payload: bytes | None = None, marker: int = 0,
+        level: tuple | None = (False, 30), abs_send_time: int | None = None) -> RtpPacket:
+    packet = RtpPacket(payload_type=pt, marker=marker, sequence_number=seq, timestamp=ts, ssrc=ssrc,
+                       payload=os.urandom(160) if payload is None else payload)
+    packet.extensions.mid = "0"
+    packet.extensions.audio_level = level
+    packet.extensions.abs_send_time = abs_send_time
+    return packet
+
+
+def totals(states: list[tuple]) -> dict[str, int]:
+    return {"taken": sum(s[0] for s in states), "packets": sum(s[2] for s in states),
+            "frames": sum(s[3] for s in states), "cycles": sum(s[5] for s in states)}
+
+
+@built
+def test_inlet_forwards_steady_packets_and_counts_them_as_aiortc_would(udp):
+    """In-order packets of an armed stream are unprotected with the receiver's session, fanned out to the armed
+    routes (the receiving end authenticates and reads them: rewritten as the route says) and counted as aiortc's
+    StreamStatistics counts them, across the sequence number wrap; the counters reach Python in batches."""
+    from aiortc.rtcrtpreceiver import StreamStatistics
+
+    a, b = udp
+    tx_in, rx_in = sessions()
+    tx_out, rx_out = sessions()
+    inlet = Inlet(rx_in)
+    route = connected_route(a, b, tx_out)
+    route.arm(42, 10, 0, 0, 0, -1, 0)
+    owner = Owner()
+    first = 65500
+    expected = StreamStatistics(48000)
+    expected.add(rtp(first - 1, 0))  # Python handled the packet before the stream was armed
+    assert inlet.arm(42, owner, (route,), max_seq=first - 1, last_ts=0)
+    assert inlet.inlet.armed() == [42]
+    sent = [rtp((first + i) & 0xFFFF, 960 * (i + 1), marker=i % 5 == 0) for i in range(80)]
+    wire = 0
+    for packet in sent:
+        expected.add(packet)
+        data = tx_in.protect(packet.serialize(ext_map()))
+        wire += len(data)
+        inlet.inlet(data, ("127.0.0.1", 5000))
+    assert inlet.original == [] and inlet.slow == []
+    received = recv_packets(b, rx_out, len(sent))
+    for packet, original in zip(received, sent):
+        assert (packet.ssrc, packet.payload_type) == (0xCAFE, 100)
+        assert packet.sequence_number == (original.sequence_number + 10) & 0xFFFF
+        assert packet.payload == original.payload and packet.extensions.audio_level == (False, 30)
+    assert nothing_waiting(b)
+    # Batches: every 32 packets (or 100 ms), and the rest when Python takes the stream back.
+    # (The route asks for its own sync each time: the Owner here never takes its counters.)
+    assert len(owner.synced) >= 2 and all(attention in (None, [0]) for attention, _ in owner.synced)
+    assert route.attend == 1
+    owner.states.append(inlet.inlet.disarm(42))
+    assert inlet.inlet.armed() == [] and inlet.inlet.disarm(42) is None
+    assert totals(owner.states) == {"taken": 80, "packets": 80, "frames": 80, "cycles": 1 << 16}
+    last = owner.states[-1]
+    assert (last[4], last[8]) == (expected.max_seq, expected._last_timestamp)
+    assert expected.cycles == sum(s[5] for s in owner.states)
+    assert last[6] >= 0  # jitter (q4): from arrival times, as aiortc computes it
+    assert sum(s[1] for s in owner.states) == wire  # the DTLS transport's received bytes
+
+
+@built
+def test_inlet_gives_back_what_is_not_steady(udp):
+    """Python gets, as fields (the same as unprotect_parse's), the first packet after a gap (the NACK generator must
+    see it), another payload type, a keyframe start, and any packet while a tap hangs on the producer; the stream is
+    disarmed each time. Other streams and SRTP with a bad tag go where they went before, RTCP/STUN to aioice."""
+    a, b = udp
+    tx_in, rx_in = sessions()
+    tx_out, _ = sessions()
+    inlet = Inlet(rx_in)
+    route = connected_route(a, b, tx_out)
+    route.arm(42, 0, 0, 0, 0, -1, 0)
+
+    def feed(packet: RtpPacket, fresh: bool = False) -> None:
+        nonlocal tx_in, inlet
+        if fresh:  # new sessions: the same sequence number again would be a replay
+            tx_in, rx_in = sessions()
+            inlet = Inlet(rx_in)
+        inlet.inlet(tx_in.protect(packet.serialize(ext_map())), ("127.0.0.1", 5000))
+
+    for name, packet, kwargs in [
+        ("gap", rtp(12, 960), {}),
+        ("payload type", rtp(11, 960, pt=0), {}),
+        ("tap", rtp(11, 960), {"taps": [object()]}),
+        ("VP8 keyframe", rtp(11, 3000, pt=96, payload=bytes([0x10, 0x00]) + os.urandom(50), level=None),
+         {"pt": 96, "video": True, "codec": 1, "clock_rate": 90000}),
+    ]:
+        owner = Owner()
+        feed(rtp(1, 0, ssrc=7), fresh=True)  # (another stream: to Python)
+        assert inlet.arm(42, owner, (route,), max_seq=10, **kwargs)
+        feed(packet)
+        assert len(owner.released) == 1, name
+        fields = owner.released[0]
+        parsed = RtpPacket.parse(packet.serialize(ext_map()), ext_map())
+        assert internals.packet_from_fields(fields).payload == parsed.payload, name
+        assert fields[:5] == (parsed.payload_type, parsed.marker, parsed.sequence_number, parsed.timestamp, 42), name
+        assert fields[9:] == (parsed.extensions.audio_level, parsed.extensions.mid), name
+        assert inlet.inlet.armed() == [], name
+        assert owner.states[0][0] == 1 and owner.states[0][2] == 0, name  # taken, not counted as received in C
+    assert nothing_waiting(b)
+    # A VP8 packet that starts no keyframe is steady.
+    owner = Owner()
+    feed(rtp(1, 0, ssrc=7), fresh=True)
+    gop: list = [("keyframe",)]
+    assert inlet.arm(42, owner, (route,), pt=96, video=True, codec=1, clock_rate=90000, estimator=True, max_seq=10,
+                     gop=gop)
+    feed(rtp(11, 3000, pt=96, payload=bytes([0x10, 0x01]) + os.urandom(50), level=None, abs_send_time=0x1234))
+    assert owner.released == [] and b.recv(2048)
+    assert len(gop) == 2 and internals.packet_from_fields(gop[1]).sequence_number == 11  # Producer.gop: as tuples
+    # Another stream, a bad authentication tag, RTCP and STUN.
+    feed(rtp(12, 3000, ssrc=43))
+    assert len(inlet.slow) == 2
+    forged = bytearray(tx_in.protect(rtp(12, 3000, pt=96, level=None).serialize(ext_map())))
+    forged[-1] ^= 1
+    inlet.inlet(bytes(forged), ("127.0.0.1", 5000))
+    state = inlet.inlet.disarm(42)
+    assert state[0] == 2 and state[2] == 1 and owner.released == []  # both taken; 11 counted, the forged one dropped
+    [(arrival_ms, abs_send_time, size)] = struct.iter_unpack("<qII", state[9])  # one input for the REMB estimator
+    assert abs(arrival_ms - internals.ms_now()) < 5000 and (abs_send_time, size) == (0x1234, 52)
+    assert nothing_waiting(b)
+    inlet.inlet(bytes([0x80, 200]) + bytes(30), ("127.0.0.1", 5000))
+    inlet.inlet(bytes([0, 1]) + bytes(30), ("127.0.0.1", 5000))
+    assert len(inlet.original) == 2 and len(inlet.slow) == 2
+    with pytest.raises(ValueError):
+        inlet.arm(42, Owner(), (route,), video=True, codec=0)  # a video codec whose keyframes C cannot tell
+
+
+@built
+def test_inlet_hands_routes_that_need_python_over_with_the_packet(udp):
+    """A route that needs Python (here: its source changed under it) is named in the sync, with the packet's
+    fields, so Python forwards that packet itself."""
+    a, b = udp
+    tx_in, rx_in = sessions()
+    tx_out, _ = sessions()
+    inlet = Inlet(rx_in)
+    route = connected_route(a, b, tx_out)
+    route.arm(41, 0, 0, 0, 0, -1, 0)  # armed for another source
+    owner = Owner()
+    assert inlet.arm(42, owner, (route,), max_seq=10)
+    inlet.inlet(tx_in.protect(rtp(11, 960).serialize(ext_map())), ("127.0.0.1", 5000))
+    assert len(owner.synced) == 1
+    attention, fields = owner.synced[0]
+    assert attention == [0] and route.attend == 3 and fields[2] == 11
+    assert nothing_waiting(b)
+
+
+@built
+@pytest.mark.parametrize("codec, kind", [("VP8", 1), ("H264", 2)])
+def test_inlet_tells_keyframe_starts_as_the_python_path_does(udp, codec, kind):
+    """C's keyframe test (a keyframe start goes back to Python) agrees with codecs.is_keyframe_start on crafted and
+    random payloads."""
+    import random
+
+    from gateway.media.codecs import is_keyframe_start
+
+    a, b = udp
+    tx_in, rx_in = sessions()
+    tx_out, _ = sessions()
+    inlet = Inlet(rx_in)
+    route = connected_route(a, b, tx_out)
+    rng = random.Random(11)
+    crafted = [b"", b"\x10", b"\x10\x00", b"\x10\x01", b"\x90\x80\x81\x02\x00", b"\x90\xe0\x01\x02\x03\x00",
+               b"\x11\x00", b"\x65\x88", b"\x67\x42", b"\x41\x9a", b"\x7c\x85", b"\x7c\x05", b"\x7c\x81",
+               b"\x18\x00\x02\x67\x42\x00\x02\x68\xce", b"\x18\x00\x02\x41\x9a", b"\x18\xff\xff\x65"]
+    payloads = crafted + [bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 12))) for _ in range(300)]
+    decided = []
+    for seq, payload in enumerate(payloads, start=1):
+        owner = Owner()
+        route.arm(42, 0, 0, 0, 0, -1, 0)
+        assert inlet.arm(42, owner, (route,), pt=96, video=True, codec=kind, clock_rate=90000, max_seq=seq - 1)
+        inlet.inlet(tx_in.protect(rtp(seq, 3000 * seq, pt=96, payload=payload, level=None).serialize(ext_map())),
+                    ("127.0.0.1", 5000))
+        inlet.inlet.disarm(42)
+        decided.append(bool(owner.released))
+    expected = [is_keyframe_start(codec, p) for p in payloads]
+    assert decided == expected
+    assert 5 < sum(expected) < len(payloads) - 5  # both answers were exercised

@@ -371,3 +371,30 @@ async def test_positions_are_coalesced_first_and_last_always_told():
         assert [u.position for u in events.of(QueueUpdate)] == updates  # nothing changed: nothing more told
     finally:
         await board.close()
+
+
+async def test_a_restored_waiting_caller_keeps_its_max_wait_from_its_first_arrival():
+    """A waiting call read back from its record (its node died or restarted) is told its queue's max wait counted
+    from when it arrived: at once if that is past, else when the rest of it runs out (not a whole max wait again)."""
+    from gateway.calls import Call
+
+    board = board_with(queues=[{"name": "default", "max_wait_s": 60}])
+    try:
+        def restored(sub: str, waited_s: float) -> Call:
+            call = Call(id=f"restored-{sub}", identity=CallerIdentity(subject=sub, expires_at=0),
+                        call_type=CallType.VOICE, location=None, context=CallContext(), caller_session="",
+                        created_at=board.core.clock.time() - waited_s)
+            board.restore_waiting(call, f"resume-hash-{sub}")
+            return call
+
+        late = restored("waited-100-s", 100)
+        early = restored("waited-10-s", 10)
+        await wait_for(lambda: late.closed_reason == "max_wait")
+        assert early.closed_reason is None
+        due, args = board.core.timers.pending(f"call:{early.id}:wait")
+        left = due - asyncio.get_running_loop().time()
+        assert 48 < left <= 50 and args == (early.id,), left
+        told = board.session(late.caller_session).buffer  # the restored session holds it for its caller's resume
+        assert [n.event.reason for n in told if isinstance(n.event, QueueClosed)] == ["max_wait"]
+    finally:
+        await board.close()

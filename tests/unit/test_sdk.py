@@ -33,6 +33,8 @@ def test_known_messages_are_validated_and_unknown_fields_and_types_are_ignored()
     caption = parse('{"type":"caption","seq":9,"call_id":"c1","speaker":{"role":"agent","name":"Alice"},"utterance":2,'
                     '"text":"my card is [card number]","final":true,"start_s":1.0,"end_s":2.5}')
     assert type(caption).__name__ == "Caption" and caption.text == "my card is [card number]" and caption.final
+    cut = parse('{"type":"call.interrupted","seq":5,"call_id":"c1","rejoined_call_id":"c2","reason":"node_lost"}')
+    assert type(cut).__name__ == "CallInterrupted" and cut.rejoined_call_id == "c2" and cut.reason == "node_lost"
 
 
 @pytest.mark.parametrize("text, why", [
@@ -40,6 +42,7 @@ def test_known_messages_are_validated_and_unknown_fields_and_types_are_ignored()
     ("[1, 2]", "not an object"),
     ('{"type":"call.queued","call_id":"c1","position":"first","queue_length":1,"queue":"q"}', "at position"),
     ('{"type":"welcome","id":"x"}', "at session_id"),
+    ('{"type":"call.interrupted","call_id":"c1","rejoined_call_id":""}', "at rejoined_call_id"),
     ("{" + '"type":"x","pad":"' + "a" * MAX_SERVER_MESSAGE_BYTES + '"}', "over the SDK's limit"),
 ])
 def test_a_message_the_sdk_cannot_read_is_a_typed_error_with_a_reason(text, why):

@@ -132,6 +132,96 @@ async def test_a_stream_gives_partials_then_finals_in_order_and_survives_a_failu
         if any(p.utterance == 3 for p in partials) else True
 
 
+class ScriptedStreams:
+    """A fake incremental engine: records what each stream is sent, in order; finals can fail (as when the
+    recognition process died): the stream must then recognise the utterance whole."""
+
+    name = "scripted-streams"
+    partials = True
+    busy = True  # (incremental partials are asked for even so)
+
+    def __init__(self, fail_finals: int = 0) -> None:
+        self.sent: list[tuple[str, int]] = []  # (what, bytes)
+        self.whole: list[int] = []
+        self.fail_finals = fail_finals
+        self.closed = 0
+
+    def open_stream(self):
+        engine = self
+
+        class Stream:
+            fed = 0
+
+            def feed(self, pcm: bytes) -> None:
+                engine.sent.append(("feed", len(pcm)))
+                self.fed += len(pcm)
+
+            def partial(self):
+                engine.sent.append(("partial", self.fed))
+                return asyncio.ensure_future(asyncio.sleep(0.005, Recognition(text=f"so far {self.fed}")))
+
+            def final(self, pcm: bytes):
+                engine.sent.append(("final", len(pcm)))
+                total, self.fed = self.fed + len(pcm), 0
+                if engine.fail_finals:
+                    engine.fail_finals -= 1
+                    return _failed(EngineFailed("the recognition process died during the utterance"))
+                return asyncio.ensure_future(asyncio.sleep(0.005, Recognition(text=f"final {total}")))
+
+            def abandon(self) -> None:
+                engine.sent.append(("abandon", self.fed))
+                self.fed = 0
+
+            def close(self) -> None:
+                engine.closed += 1
+
+        return Stream()
+
+    async def recognize(self, pcm: bytes, final: bool) -> Recognition:
+        self.whole.append(len(pcm))
+        return Recognition(text=f"whole {len(pcm)}")
+
+    def warm(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def _failed(exc: Exception) -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
+async def test_an_incremental_engine_is_sent_each_utterance_once_in_order_and_a_lost_one_is_recognised_whole():
+    engine = ScriptedStreams(fail_finals=1)
+    results = []
+    stream = SpeechStream(engine, TranscriptConfig(partial_interval_s=0.2), results.append)
+    for frame in frames(tone(0.1) + silence(1.0)):  # too short to be an utterance: abandoned, not recognised
+        stream.feed_pcm(frame)
+    for utterance in range(2):
+        for frame in frames(tone(1.5) + silence(0.6)):
+            stream.feed_pcm(frame)
+            await asyncio.sleep(0.002)  # audio arrives over time: partials get a chance
+    await stream.finish()
+    finals = [r for r in results if r.final]
+    # the first final was lost with its process: recognised whole instead, nothing lost, nothing counted as failed
+    assert [r.text.split()[0] for r in finals] == ["whole", "final"] and stream.failures == 0
+    # each utterance: its pieces, then its final (the tail); the next utterance's audio only after that final
+    ends = [i for i, (what, _) in enumerate(engine.sent) if what in ("final", "abandon")]
+    assert [engine.sent[i][0] for i in ends] == ["abandon", "final", "final"]
+    sent = [sum(n for what, n in engine.sent[start + 1:end + 1] if what in ("feed", "final"))
+            for start, end in zip([-1] + ends, ends)]
+    assert sent[0] == engine.sent[ends[0]][1]  # (what was fed before the abandon)
+    assert engine.whole == [sent[1]]  # the lost one: the same audio, whole
+    assert finals[1].text == f"final {sent[2]}" and sent[1] > 1.5 * 32000 and sent[2] > 1.5 * 32000
+    assert sum(what == "feed" for what, _ in engine.sent[ends[0] + 1:ends[1]]) >= 5  # in pieces as it came
+    partials = [r for r in results if not r.final]
+    assert partials and all(p.text.startswith("so far") for p in partials)
+    assert engine.closed == 1
+
+
 # -- the engine's policy ------------------------------------------------------------------------------------------
 async def test_transcripts_are_off_by_default():
     plane = FakePlane()
