@@ -25,7 +25,7 @@ class CallOffered:
 @dataclass(frozen=True, slots=True)
 class OfferWithdrawn:
     call_id: str
-    reason: str  # caller_hangup, ring_timeout, declined, taken
+    reason: str  # caller_hangup, ring_timeout, declined, taken, agent_disconnected
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,7 @@ class ConsultState:
     """To the two agents of a warm transfer: the colleague joined, or the consult ended (cancelled/declined)."""
 
     call_id: str
-    state: str  # joined, declined, cancelled, completed
+    state: str  # joined, declined, ring_timeout, cancelled, completed, agent_disconnected (the colleague's console)
     colleague: str
 
 

@@ -98,8 +98,9 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     await bus.subscribe(QUEUES_CHANNEL, on_queue)
     app[BUS] = bus
     registry = RedisNodeRegistry(redis, dead_after_s=settings.node_dead_after_s)
-    relay = CallRelay(app[SWITCHBOARD], RedisRouting(redis, app[INSTANCE]), bus, app[INSTANCE],
-                      relayed_executor(app), settings.max_message_bytes, registry)
+    routing = RedisRouting(redis, app[INSTANCE], claimer_dead_after_s=settings.node_dead_after_s)
+    relay = CallRelay(app[SWITCHBOARD], routing, bus, app[INSTANCE], relayed_executor(app),
+                      settings.max_message_bytes, registry)
     relay.register_request("recording", serve_forwarded(app[SWITCHBOARD]))
     relay.register_request("call_view", serve_forwarded_view(app))  # REST views of live calls
     relay.register_request("file", serve_file_request(app))  # uploads and snapshots asked through other nodes

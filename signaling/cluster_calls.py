@@ -84,6 +84,7 @@ PLACES_EVERY_S = 1.0  # the least time between reads of a node's callers' places
 # position_update_interval_s if that is longer), unless its own line changed
 PLACED_TIMEOUT_S = 2.0  # call.queued waits this long at most for the call's place in the shared line
 TAKE_WAIT_S = 15.0  # a take of a callback request whose node died waits this long at most for its takeover
+CLAIM_MARGIN_S = FORWARD_TIMEOUT_S  # a claim holds the ring timeout plus this, unseen (see _claim_hold_s)
 
 CALL_RELAY: web.AppKey["CallRelay"] = web.AppKey("call_relay")
 # Executes a forwarded agent command at the home: (stand-in session, the message's text) -> the wire replies.
@@ -278,7 +279,11 @@ class CallRelay:
     async def _heartbeat(self) -> None:
         alive = [a.username for a in self._local_agents() if self.board.attached(a)]
         if alive:
-            await self.routing.heartbeat(alive, PRESENCE_TTL_S)
+            stale = await self.routing.heartbeat(alive, PRESENCE_TTL_S)
+            if stale:  # rung by a claim whose offer will never come (its claimer died, or it was lost): say their
+                for username in stale:  # status again, which writes over that claim (push_presence)
+                    self._pushed.pop(username, None)
+                self._wake.set()
         await self._check_nodes()
 
     async def _check_nodes(self) -> None:
@@ -348,6 +353,8 @@ class CallRelay:
             done = await self.routing.push_presence(
                 agent.username, status, call, self._seen.get(agent.username, ""), agent.skills, agent.idle_since,
                 agent.display_name, getattr(account, "role", "agent"), agent.capacity)
+            if done == 2:  # a claim whose offer never came (its claimer died, or it was lost): the agent is free
+                log.warning("cluster.stale_claim_dropped", agent=agent.username, status=status)
             if done:
                 self._pushed[agent.username] = key
                 woke = woke or status == AgentStatus.AVAILABLE.value
@@ -450,7 +457,7 @@ class CallRelay:
                 agents.remove(candidate)  # claimed now, taken by someone else meanwhile, or an earlier call's
                 before = [self.line.ready_key(q.name) for q in queues if q.skills <= candidate.skills]
                 node = await self.routing.claim_agent(call.id, candidate.username, skills, score=_score(call),
-                                                      before=before)
+                                                      before=before, hold_s=self._claim_hold_s())
                 if node is None:
                     continue
                 # The claim wrote "ringing" behind this node's last push: say the agent's status again even if it is
@@ -465,6 +472,12 @@ class CallRelay:
                 await self.routing.unclaim(call.id, candidate.username, now())
         if offered:
             self.board.recheck()  # places in line, notices; wakes this worker again for what is left
+
+    def _claim_hold_s(self) -> float:
+        """How long a claim holds its agent while the agent's node has not seen its offer: the ring (offers and
+        consults ring ring_timeout_s) plus the time a claimed colleague may wait to be rung (FORWARD_TIMEOUT_S).
+        Past that its offer is lost for sure, and the agent's node frees the agent (a claimer found dead, sooner)."""
+        return self.board.settings.ring_timeout_s + CLAIM_MARGIN_S
 
     async def _offer(self, call: Call, username: str, node: str) -> bool:
         if node == self.instance and username not in self._foreign:
@@ -482,7 +495,7 @@ class CallRelay:
             return False
         if call.state is not CallState.QUEUED or call.awaiting_caller:
             return False
-        self._stand_in(account, node)
+        self._stand_in(account, node, console_alive=True)
         state = self.board.agent(username)
         if state is None or state.status in (AgentStatus.RINGING, AgentStatus.BUSY):
             return False
@@ -496,7 +509,7 @@ class CallRelay:
         """Claim `username` ringing for `call` (of this node) in the shared store, the same script as offers (no
         other node can ring it meanwhile); its state here, available (a stand-in if its console is on another
         node), or None: not claimed (taken, busy, gone). A claim that cannot be used is given back here."""
-        node = await self.routing.claim_agent(call.id, username, skills)
+        node = await self.routing.claim_agent(call.id, username, skills, hold_s=self._claim_hold_s())
         if node is None:
             return None
         self._pushed.pop(username, None)  # say the agent's status again after this, whatever it is then
@@ -515,7 +528,7 @@ class CallRelay:
                                          role=profile.get("role") or "agent", skills=profile.get("skills", "").split(),
                                          capacity=int(profile.get("capacity") or 1)).account()
             if account is not None and not self._closed:
-                self._stand_in(account, node)
+                self._stand_in(account, node, console_alive=True)
                 state = self.board.agent(username)
                 if state is not None and state.status in (AgentStatus.RINGING, AgentStatus.BUSY):
                     state = None
@@ -642,11 +655,19 @@ class CallRelay:
         return answer
 
     # -- stand-ins: agents of other nodes in calls homed here --------------------------------------------------------
-    def _stand_in(self, account: AgentAccount, node: str) -> Session:
+    def _stand_in(self, account: AgentAccount, node: str, *, console_alive: bool = False) -> Session:
+        """The agent's stand-in here (made if there is none). `console_alive`: the shared presence just said the
+        agent's console is attached on `node` (a claim found it alive and available there)."""
         username = account.username
         self._stand_in_node[username] = node
         session = self._stand_ins.get(username)
         if session is not None and self.board.session(session.id) is session:
+            sink = self._sinks.get(username)
+            if console_alive and username in self._detached and session.sink is None and sink is not None:
+                # Its console lost its socket and then signed in again (a new session there, which sends no
+                # "resumed"): deliver again, else what rings this stand-in would ring nobody until it timed out.
+                self._detached.discard(username)
+                self.board.attach(session, sink)
             return session
         session = self.board.open_agent(account)
         self._stand_ins[username] = session

@@ -184,6 +184,17 @@ class InCall:
         if call is not None and call.consult == username and not call.consult_joined:
             self.core.spawn(self.end_consult(call, "ring_timeout"))
 
+    def colleague_left(self, username: str, call: Call, *, for_good: bool) -> bool:
+        """`username`'s console went away: if it is the consulted colleague of `call` (not its agent), a consult still
+        ringing there is withdrawn at once (a console without its socket cannot answer, as for offers), and a joined
+        one ends once the colleague's session is gone for good (beyond the resume grace, or signed out); the call
+        goes on with its agent, who is told (consult.state agent_disconnected). True if it was the colleague."""
+        if call.consult != username or call.agent == username:
+            return False
+        if for_good or not call.consult_joined:
+            self.core.spawn(self.end_consult(call, "agent_disconnected"))
+        return True
+
     def accept_consult(self, session: Session, state: AgentState, call: Call) -> Call:
         self.core.timers.cancel(f"call:{call.id}:consult")
         call.consult_joined = True

@@ -421,7 +421,9 @@ class Switchboard(AsyncIOEventEmitter):
             return
         self.emit("agent.released", session)
         call = self.live.call(state.call_id) if state.call_id else None
-        if call is not None and call.state is CallState.OFFERED:
+        if call is not None and self.incall.colleague_left(state.username, call, for_good=True):
+            pass  # a consulted colleague gone: the consult ends, the call goes on with its agent
+        elif call is not None and call.state is CallState.OFFERED:
             self.dispatch.withdraw(call, state, "agent_disconnected")
         elif call is not None and call.state is CallState.CONNECTED:
             self.core.end_call_later(call, EndReason.AGENT_GONE, "agent")
@@ -434,6 +436,11 @@ class Switchboard(AsyncIOEventEmitter):
             return
         if session.role == "agent":
             self.dispatch.agent_detached(session)
+            state = self.live.agent(session.principal.username)
+            call = self.live.call(state.call_id) if state is not None and state.session_id == session.id \
+                and state.call_id else None
+            if call is not None:  # a consult ringing at this console is withdrawn at once, as an offer
+                self.incall.colleague_left(state.username, call, for_good=False)
             self.emit("agent.detached", session)
         self.presence.announce(session, connected=False)
         self._settle()

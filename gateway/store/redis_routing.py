@@ -19,6 +19,7 @@ Keys (under `prefix`, default `callin:`):
 - `idle`           ZSET available agents -> idle since (longest idle first)
 - `log`            STREAM of routing changes (capped)
 - `home:{id}`      STRING the node instance that holds a call (its media and its engine state), with a TTL
+- `claims`         ZSET agent -> deadline (ms, Redis clock) of a claim its node has not confirmed by a push yet
 (Whether a node is alive is the node registry's to say: gateway/store/redis_nodes.py.)
 
 The engine of each node uses the agent side of this (gateway/engine cluster wiring, signaling/cluster_calls.py):
@@ -26,10 +27,21 @@ The engine of each node uses the agent side of this (gateway/engine cluster wiri
 node's own state machine: one node owns a call), `push_presence` mirrors an agent's status from the node that holds
 its console, refusing to overwrite an offer that node has not seen yet, and `unclaim` gives back an agent a claim
 took for a call that went away meanwhile.
+
+A claim does not outlive its claimer, nor its deadline: it records the claiming node instance (`home`) and a
+deadline (its score in `claims`, ms on the Redis clock: the ring timeout plus a margin). A claim whose offer never reached the
+agent's node (the claimer died between the claim and its offer, or the offer and everything after it were lost: pub/sub
+is at most once) would otherwise ring the agent in the shared store for ever, and no node would offer it a call. So
+the refusal of `push_presence` holds only while the claim is alive: once its deadline passed, or its claimer is dead
+in the node registry (silent for longer than `claimer_dead_after_s`, found dead or stopped:
+gateway/store/redis_nodes.py), the agent's node writes its status over it (logged `claim_dropped`), and the agent is
+offered calls again. The agent's node learns of such a claim from its agents' heartbeat (`heartbeat` returns the
+agents a stale claim rings: one script, one round trip a second, whatever the number of agents).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +52,7 @@ from redis.exceptions import WatchError
 PRIORITY_WEIGHT = 10_000_000_000_000  # 1e13 ms ≈ 317 years: priority always orders before time
 LOG_MAX = 100_000
 YIELD_LOOKAHEAD = 20  # earlier calls looked at per line before a claim (those the agent passed on are skipped)
+CLAIM_HOLD_S = 60.0  # how long a claim whose offer its agent's node has not seen holds, unless told otherwise
 
 # KEYS: call, line, agent, alive, idle, log   ARGV: call id, agent name, now, node
 _CLAIM = """
@@ -122,7 +135,7 @@ return version
 
 # KEYS: agent, alive, idle, log, then the shared `ready:{queue}` lines this agent may serve (gateway/store/redis_line.py)
 # ARGV: call id, agent name, needed skills (space-separated), home node, log max, the call's line score ('' : none),
-#       the `declined:` key prefix
+#       the `declined:` key prefix, lookahead, how long the claim holds unseen (ms), the `claims` key
 # Ring the agent for a call of node `home` if, at this instant, it is available, alive and skilled for it, and no
 # earlier call of those lines (of any node) waits for it: one line over every node, a later call never overtakes an
 # earlier one for the same agent (an earlier call the agent passed on does not count; at most YIELD_LOOKAHEAD are
@@ -142,34 +155,102 @@ if ARGV[6] ~= '' then
     end
   end
 end
+local clock = redis.call('TIME')
+local until_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(ARGV[9])
 redis.call('HSET', agent, 'status', 'ringing', 'call', ARGV[1], 'home', ARGV[4])
+redis.call('ZADD', ARGV[10], until_ms, ARGV[2])
 redis.call('ZREM', idle, ARGV[2])
 redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], '*', 'op', 'offer', 'call', ARGV[1], 'agent', ARGV[2], 'node', ARGV[4])
 return redis.call('HGET', agent, 'node') or 0
 """
 
-# KEYS: agent, idle, log   ARGV: agent name, call id, now, node, log max
+# KEYS: the node registry's live nodes, claims   ARGV: key prefix, node, ttl (ms), now (wall clock), dead after ('' :
+#       not looked at), then the agents' names
+# This node still holds these agents' consoles: their `alive:` keys renewed. Returns those of them that a stale claim
+# rings (one whose offer this node has not confirmed by a push, past its deadline or of a dead claimer): this node
+# pushes their status again, which writes over that claim (_PRESENCE checks it again, atomically). One ZMSCORE for
+# every agent: only those with a pending claim are looked at further.
+_HEARTBEAT = """
+local names = {}
+for i = 6, #ARGV do
+  names[#names + 1] = ARGV[i]
+  redis.call('SET', ARGV[1] .. 'alive:' .. ARGV[i], ARGV[2], 'PX', ARGV[3])
+end
+local stale = {}
+if #names == 0 then return stale end
+local pending = redis.call('ZMSCORE', KEYS[2], unpack(names))
+local now_ms = nil
+for i, name in ipairs(names) do
+  local until_ms = tonumber(pending[i] or '')
+  if until_ms then
+    local agent = ARGV[1] .. 'agent:' .. name
+    local fields = redis.call('HMGET', agent, 'status', 'home')
+    if fields[1] ~= 'ringing' then
+      redis.call('ZREM', KEYS[2], name)  -- left over: the claim was given back or written over meanwhile
+    else
+      if not now_ms then
+        local clock = redis.call('TIME')
+        now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+      end
+      if now_ms > until_ms then
+        stale[#stale + 1] = name
+      elseif ARGV[5] ~= '' then
+        local home = fields[2] or ''
+        local heard = home ~= '' and redis.call('ZSCORE', KEYS[1], home) or nil
+        if home ~= '' and (not heard or tonumber(ARGV[4]) - tonumber(heard) > tonumber(ARGV[5])) then
+          stale[#stale + 1] = name
+        end
+      end
+    end
+  end
+end
+return stale
+"""
+
+# KEYS: agent, idle, log, claims   ARGV: agent name, call id, now, node, log max
 # A claim whose call went away before it was offered: the agent is available again (only if that claim still holds).
 _UNCLAIM = """
 local agent, idle, log = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('HGET', agent, 'status') ~= 'ringing' or redis.call('HGET', agent, 'call') ~= ARGV[2] then return 0 end
 redis.call('HSET', agent, 'status', 'available', 'call', '', 'idle_since', ARGV[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZADD', idle, ARGV[3], ARGV[1])
 redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], '*', 'op', 'unclaim', 'call', ARGV[2], 'agent', ARGV[1], 'node', ARGV[4])
 return 1
 """
 
-# KEYS: agent, idle, log   ARGV: name, status, call, seen, skills, node, idle since, display name, role, capacity,
-#                               log max
+# KEYS: agent, idle, log, the node registry's live nodes (gateway/store/redis_nodes.py), claims
+# ARGV: name, status, call, seen, skills, node, idle since, display name, role, capacity, log max, now (this node's
+#       wall clock, as the registry's heartbeats), dead after (s; '': the claimer's liveness is not looked at)
 # The node that holds the agent's console says its status. Refused (0) while a claim rings the agent for a call that
 # node has not seen offered yet (`seen`: the last call it saw offered to the agent): the offer is on its way, and the
-# status that follows it will be pushed again.
+# status that follows it will be pushed again. Unless that claim is stale: past its deadline, or its claimer (`home`)
+# is dead in the registry (not heard of within `dead after`): its offer will never come; written over it (2).
 _PRESENCE = """
-local agent, idle, log = KEYS[1], KEYS[2], KEYS[3]
+local agent, idle, log, nodes, claims = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local status, call = redis.call('HGET', agent, 'status'), redis.call('HGET', agent, 'call') or ''
-if status == 'ringing' and call ~= '' and call ~= ARGV[4] and call ~= ARGV[3] then return 0 end
+local written = 1
+if status == 'ringing' and call ~= '' and call ~= ARGV[4] and call ~= ARGV[3] then
+  local why = nil
+  local until_ms = tonumber(redis.call('ZSCORE', claims, ARGV[1]) or '')
+  local clock = redis.call('TIME')
+  if until_ms and tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > until_ms then
+    why = 'expired'
+  elseif ARGV[13] ~= '' then
+    local home = redis.call('HGET', agent, 'home') or ''
+    local heard = home ~= '' and redis.call('ZSCORE', nodes, home) or nil
+    if home ~= '' and (not heard or tonumber(ARGV[12]) - tonumber(heard) > tonumber(ARGV[13])) then
+      why = 'claimer_dead'
+    end
+  end
+  if not why then return 0 end
+  redis.call('XADD', log, 'MAXLEN', '~', ARGV[11], '*', 'op', 'claim_dropped', 'call', call, 'agent', ARGV[1],
+             'node', ARGV[6], 'claimer', redis.call('HGET', agent, 'home') or '', 'reason', why)
+  written = 2
+end
 redis.call('HSET', agent, 'name', ARGV[1], 'status', ARGV[2], 'call', ARGV[3], 'skills', ARGV[5], 'node', ARGV[6],
            'idle_since', ARGV[7], 'display_name', ARGV[8], 'role', ARGV[9], 'capacity', ARGV[10])
+if status == 'ringing' then redis.call('ZREM', claims, ARGV[1]) end  -- a claim, if any: confirmed or written over
 if ARGV[2] == 'available' then
   redis.call('ZADD', idle, ARGV[7], ARGV[1])
 else
@@ -179,7 +260,7 @@ if status ~= ARGV[2] then
   redis.call('XADD', log, 'MAXLEN', '~', ARGV[11], '*', 'op', 'status', 'agent', ARGV[1], 'status', ARGV[2],
              'call', ARGV[3], 'node', ARGV[6])
 end
-return 1
+return written
 """
 
 
@@ -203,11 +284,15 @@ def line_score(priority: int, created_at: float) -> float:
 class RedisRouting:
     """Waiting lines, presence and offers shared by every node on one Redis (one instance per node process)."""
 
-    def __init__(self, redis: Redis, node: str, prefix: str = "callin:", log_max: int = LOG_MAX) -> None:
+    def __init__(self, redis: Redis, node: str, prefix: str = "callin:", log_max: int = LOG_MAX,
+                 claimer_dead_after_s: float | None = None) -> None:
         self.redis = redis
         self.node = node
         self.prefix = prefix
         self.log_max = log_max
+        # A claim of a node silent this long in the registry (`{prefix}nodes`) no longer holds an agent (None: only
+        # its deadline ends it; the server passes CALLIN_NODE_DEAD_AFTER_S)
+        self.claimer_dead_after_s = claimer_dead_after_s
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
         self._accept = redis.register_script(_ACCEPT)
@@ -215,6 +300,7 @@ class RedisRouting:
         self._claim_agent = redis.register_script(_CLAIM_AGENT)
         self._unclaim = redis.register_script(_UNCLAIM)
         self._presence = redis.register_script(_PRESENCE)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
 
     # -- keys ----------------------------------------------------------------------------------------------------
     def _k(self, *parts: str) -> str:
@@ -239,6 +325,10 @@ class RedisRouting:
     @property
     def log_key(self) -> str:
         return self._k("log")
+
+    @property
+    def claims_key(self) -> str:
+        return self._k("claims")
 
     # -- waiting lines -----------------------------------------------------------------------------------------------
     async def join(self, call_id: str, queue: str, priority: int, created_at: float, skills: Iterable[str]) -> None:
@@ -281,12 +371,18 @@ class RedisRouting:
             pipe.set(self.alive_key(username), self.node, px=int(ttl_s * 1000))
             await pipe.execute()
 
-    async def heartbeat(self, usernames: Iterable[str], ttl_s: float) -> None:
-        """This node still holds these agents' consoles (missed heartbeats: they are no longer offered calls)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for username in usernames:
-                pipe.set(self.alive_key(username), self.node, px=int(ttl_s * 1000))
-            await pipe.execute()
+    async def heartbeat(self, usernames: Iterable[str], ttl_s: float, now: float | None = None) -> list[str]:
+        """This node still holds these agents' consoles (missed heartbeats: they are no longer offered calls). One
+        round trip. Returns those of them rung by a stale claim (past its deadline, or its claimer dead): push their
+        status again (push_presence writes over that claim)."""
+        names = list(usernames)
+        if not names:
+            return []
+        dead_after = "" if self.claimer_dead_after_s is None else self.claimer_dead_after_s
+        stale = await self._heartbeat(keys=[self._k("nodes"), self.claims_key], args=[
+            self.prefix, self.node, max(1, int(ttl_s * 1000)), time.time() if now is None else now, dead_after,
+            *names])
+        return [_text(name) for name in stale]
 
     async def set_available(self, username: str, now: float) -> bool:
         """An idle agent (not ringing, not in a call) becomes available; False if it holds a call."""
@@ -370,29 +466,33 @@ class RedisRouting:
 
     # -- the engine's side: calls stay with their home node, agents are shared -------------------------------------
     async def claim_agent(self, call_id: str, username: str, skills: Iterable[str], *, score: float | None = None,
-                          before: Iterable[str] = ()) -> str | None:
+                          before: Iterable[str] = (), hold_s: float = CLAIM_HOLD_S) -> str | None:
         """Ring `username` for a call of this node if it is available, alive and has `skills`, atomically (no other
         node can ring it meanwhile); returns the node that holds its console, or None. With the call's line `score`
         and the shared ready lines (`before`, gateway/store/redis_line.py) of the queues this agent serves: None also
-        when an earlier call of one of them, of any node, waits for this agent (its home offers it instead)."""
+        when an earlier call of one of them, of any node, waits for this agent (its home offers it instead). The
+        claim holds `hold_s` at most while the agent's node has not seen its offer (or until this node is dead)."""
         keys = [self.agent_key(username), self.alive_key(username), self.idle_key, self.log_key, *before]
         node = await self._claim_agent(keys=keys, args=[
             call_id, username, " ".join(sorted(skills)), self.node, self.log_max, "" if score is None else score,
-            self.prefix + "declined:", YIELD_LOOKAHEAD])
+            self.prefix + "declined:", YIELD_LOOKAHEAD, max(1, int(hold_s * 1000)), self.claims_key])
         return None if node in (0, b"0", None, b"", "") else _text(node)
 
     async def unclaim(self, call_id: str, username: str, now: float) -> bool:
-        keys = [self.agent_key(username), self.idle_key, self.log_key]
+        keys = [self.agent_key(username), self.idle_key, self.log_key, self.claims_key]
         return bool(await self._unclaim(keys=keys, args=[username, call_id, now, self.node, self.log_max]))
 
     async def push_presence(self, username: str, status: str, call_id: str, seen: str, skills: Iterable[str],
-                            idle_since: float, display_name: str, role: str, capacity: int) -> bool:
-        """This node holds the agent's console: its status is `status` (False: an offer it has not seen yet rings
-        the agent; push again once it arrived)."""
-        keys = [self.agent_key(username), self.idle_key, self.log_key]
-        return bool(await self._presence(keys=keys, args=[
+                            idle_since: float, display_name: str, role: str, capacity: int,
+                            now: float | None = None) -> int:
+        """This node holds the agent's console: its status is `status`. 0 (refused): an offer it has not seen yet
+        rings the agent (push again once it arrived); 1: written; 2: written over a stale claim (past its deadline,
+        or its claimer dead in the node registry: the offer will never come)."""
+        keys = [self.agent_key(username), self.idle_key, self.log_key, self._k("nodes"), self.claims_key]
+        dead_after = "" if self.claimer_dead_after_s is None else self.claimer_dead_after_s
+        return int(await self._presence(keys=keys, args=[
             username, status, call_id, seen, " ".join(sorted(skills)), self.node, idle_since, display_name, role,
-            capacity, self.log_max]))
+            capacity, self.log_max, time.time() if now is None else now, dead_after]))
 
     async def set_home(self, call_id: str, ttl_s: float) -> None:
         await self.redis.set(self._k("home", call_id), self.node, px=int(ttl_s * 1000))

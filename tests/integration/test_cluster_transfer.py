@@ -335,3 +335,61 @@ async def test_target_node_killed_while_a_blind_transfer_rings_the_call_is_offer
             await client.close()
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_consult_target_console_dropping_ends_the_consult_not_the_call(database_url, redis_url, tmp_path,
+                                                                           caller_token):
+    """Caller on A, alice on B, bob on C (ring timeout 60 s, resume grace 3 s). bob's console loses its socket while
+    the consult rings: the ring is withdrawn at once (alice told agent_disconnected, long before the ring timeout).
+    A second consult bob joins, then his console drops for good (beyond the resume grace): the consult ends, the
+    caller stays with alice (it used to end the call), and she hangs up normally."""
+    a, b, c = await three_nodes(database_url, redis_url, tmp_path, ring_timeout_s=60, resume_grace_s=3)
+    clients: list = []
+    try:
+        alice = Agent(b.base_url)
+        clients.append(alice)
+        await alice.connect()
+        ws, call_id = await caller_socket(a.base_url, caller_token(sub="consulted"))
+        clients.append(ws)
+        assert (await alice.wait_offer(timeout=30))["call_id"] == call_id
+        assert (await alice.ws.request({"type": "call.accept", "call_id": call_id}))["type"] == "call.accepted"
+        bob = Agent(c.base_url, "bob", "bob-demo")
+        clients.append(bob)
+        await bob.connect()
+        await presence(redis_url, "bob", "available")
+
+        consult = {"type": "call.transfer", "call_id": call_id, "mode": "warm", "to_agent": "bob"}
+        assert (await request_until_done(alice, consult))["type"] == "ack"
+        await bob.ws.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == call_id, timeout=20)
+        await bob.ws.close()  # no bye: his session waits for him (resume grace), but it cannot answer
+        dropped = time.monotonic()
+        ended = await alice.ws.wait(lambda m: m["type"] == "consult.state" and m["state"] != "joined", timeout=30)
+        assert ended["state"] == "agent_disconnected" and ended["colleague"] == "bob", ended
+        assert time.monotonic() - dropped < 30  # not the ring timeout (60 s)
+
+        bob = Agent(c.base_url, "bob", "bob-demo")  # back, signed in again
+        clients.append(bob)
+        await bob.connect()
+        await presence(redis_url, "bob", "available")
+        since = len(alice.ws.messages)
+        assert (await request_until_done(alice, consult))["type"] == "ack"
+        await bob.ws.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == call_id, timeout=20)
+        assert (await bob.ws.request({"type": "call.accept", "call_id": call_id}, timeout=20))["type"] \
+            == "call.accepted"
+        await alice.ws.wait(lambda m: m["type"] == "consult.state" and m["state"] == "joined", timeout=15,
+                            since=since)
+        await ws.wait(lambda m: m["type"] == "call.held" and m["held"] is True, timeout=15)
+        await bob.ws.close()  # gone: not back within the resume grace
+        ended = await alice.ws.wait(lambda m: m["type"] == "consult.state" and m["state"] != "joined", timeout=30,
+                                    since=since)
+        assert ended["state"] == "agent_disconnected" and ended["colleague"] == "bob", ended
+        await ws.wait(lambda m: m["type"] == "call.held" and m["held"] is False, timeout=15)
+        assert not ws.of_type("call.ended")  # the caller is still with alice
+        assert (await alice.ws.request({"type": "call.hangup", "call_id": call_id}, timeout=20))["type"] == "ack"
+        assert (await ws.wait("call.ended", timeout=15))["reason"] == "agent_hangup"
+    finally:
+        for client in clients:
+            await client.close()
+        for gateway in (a, b, c):
+            gateway.close()

@@ -1,5 +1,6 @@
 """The engine's own parts: the timer registry, the settle step after each command (a colleague freed by a
-cancelled consult is offered a waiting call at once), and signaling reading the engine through methods only."""
+cancelled consult is offered a waiting call at once), a consulted colleague whose console goes away (the consult
+ends, never the call), and signaling reading the engine through methods only."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.engine.timers import Timers
-from gateway.events import CallOffered
+from gateway.events import CallOffered, ConsultState, OfferWithdrawn
 from gateway.models import AgentStatus, CallState
 from tests.unit.test_queues import agent, board_with, caller, start, wait_for
 
@@ -82,6 +83,57 @@ async def test_a_colleague_freed_by_a_declined_consult_is_offered_a_waiting_call
         assert waiting.offered_to == colleague.principal.username
         assert board.agents[colleague.principal.username].status is AgentStatus.RINGING
         assert colleague_events.of(CallOffered)[-1].call_id == waiting.id
+    finally:
+        await board.close()
+
+
+async def consulting(board, ring_timeout_s: float = 600):
+    """alice answers a caller and consults bob (warm transfer): (call, alice's events, bob's session, events)."""
+    alice, alice_events = agent(board, "alice")
+    session, _ = caller(board, "c1")
+    call = start(board, session)
+    assert call.offered_to == "alice"
+    bob, bob_events = agent(board, "bob")
+    board.accept(alice, call.id)
+    await board.transfer(alice, call.id, to_agent="bob", to_queue=None, mode="warm")
+    assert call.consult == "bob" and board.agents["bob"].status is AgentStatus.RINGING
+    return call, alice_events, bob, bob_events
+
+
+async def test_a_consult_ringing_at_a_console_that_lost_its_socket_is_withdrawn_at_once():
+    """As an offer: a console without its socket cannot answer. The consult ends (agent_disconnected, well before
+    the ring timeout: 600 s here); the call goes on with its agent; bob is told when he resumes and is available."""
+    board = board_with(ring_timeout_s=600)
+    try:
+        call, alice_events, bob, bob_events = await consulting(board)
+        board.sessions.detach(bob, bob_events)
+        await wait_for(lambda: call.consult is None)
+        assert call.state is CallState.CONNECTED and call.agent == "alice" and not call.held
+        assert [(e.state, e.colleague) for e in alice_events.of(ConsultState)] == [("agent_disconnected", "bob")]
+        assert board.agents["bob"].status is AgentStatus.AVAILABLE and board.agents["bob"].call_id is None
+        withdrawn = [n.event for n in bob.buffer if isinstance(n.event, OfferWithdrawn)]  # replayed on resume
+        assert [(e.call_id, e.reason) for e in withdrawn] == [(call.id, "agent_disconnected")]
+        assert not bob_events.of(OfferWithdrawn)  # not sent to the socket that went away
+    finally:
+        await board.close()
+
+
+async def test_a_joined_consult_colleague_gone_for_good_ends_the_consult_not_the_call():
+    """A joined colleague whose console lost its socket may come back (nothing changes); gone for good (signed out,
+    or beyond the resume grace) the consult ends and the caller stays with the agent (it used to end the call)."""
+    board = board_with(ring_timeout_s=600)
+    try:
+        call, alice_events, bob, bob_events = await consulting(board)
+        board.accept(bob, call.id)
+        assert call.consult_joined and call.held
+        board.sessions.detach(bob, bob_events)
+        await asyncio.sleep(0)  # the detach's own steps (nothing to wait for: nothing may change)
+        assert call.consult == "bob" and call.consult_joined
+        board.release_session(bob)
+        await wait_for(lambda: call.consult is None)
+        assert call.state is CallState.CONNECTED and call.agent == "alice" and not call.held
+        assert [e.state for e in alice_events.of(ConsultState)] == ["joined", "agent_disconnected"]
+        assert board.agents["bob"].status is AgentStatus.OFFLINE and board.agents["bob"].call_id is None
     finally:
         await board.close()
 

@@ -151,7 +151,7 @@ export function createTransfer(app) {
     if (message.state === "joined") {
       call.consult = { colleague: message.colleague, state: "joined" };
     } else {
-      const text = { declined: `${message.colleague} declined the consult.`, ring_timeout: `${message.colleague} didn't answer.`, cancelled: "You're back with the caller." }[message.state];
+      const text = { declined: `${message.colleague} declined the consult.`, ring_timeout: `${message.colleague} didn't answer.`, agent_disconnected: `${message.colleague} lost their connection: you're back with the caller.`, cancelled: "You're back with the caller." }[message.state];
       call.consult = null;
       call.held = false;
       if (text) toast(text, { bad: message.state !== "cancelled" });
