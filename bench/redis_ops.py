@@ -8,10 +8,9 @@ inside a Lua script included) and, separately, the round trips the client made (
 
 Steps measured:
 - one call's routing (gateway/store/redis_routing.py): join a line, one dispatch pass that offers it (claim),
-  accept, end; with the timers it would set and cancel (gateway/store/redis_timers.py: max wait, ring);
+  accept, end (a call's timers, its max wait and ring, are kept in its home node's process: no Redis command);
 - a dispatch pass with W calls waiting and no agent free (what every node pays per settle while the line is long);
 - the node registry (gateway/store/redis_nodes.py): one beat with its dead check, one listing of N nodes;
-- the idle cost of one node's timer poller per second (poll every 50 ms);
 - the shared line (gateway/store/redis_line.py): one call's part in it (mirrored when it joins, when it rings, when
   it is answered; the claim that checks no earlier call of another node waits for the agent), and one read of the
   places of a node's W waiting callers.
@@ -31,7 +30,6 @@ from redis.asyncio import Redis
 from gateway.store.redis_line import LineEntry, RedisLine
 from gateway.store.redis_nodes import NodeEntry, RedisNodeRegistry
 from gateway.store.redis_routing import RedisRouting, line_score
-from gateway.store.redis_timers import RedisTimers
 from tests.support.redisserver import running_redis
 
 
@@ -90,9 +88,6 @@ async def main(calls: int = 200, agents: int = 20, waiting: int = 1000, nodes: i
             client = Redis.from_url(url)
             counter = Counted(client)
             routing = RedisRouting(client, "node-a")
-            timers = RedisTimers(client, poll_s=3600)
-            timers.on("wait", lambda *a: None)
-            timers.on("ring", lambda *a: None)
             for i in range(agents):
                 await routing.agent_online(f"agent{i}", ["general"], ttl_s=600)
                 await routing.set_available(f"agent{i}", time.time())
@@ -101,16 +96,10 @@ async def main(calls: int = 200, agents: int = 20, waiting: int = 1000, nodes: i
             async def one_call(i: int) -> None:
                 call_id = f"call{i}"
                 await routing.join(call_id, "default", 0, now + i, ["general"])
-                timers.set(f"call:{call_id}:wait", 600, call_id)
                 offered = await routing.dispatch(now + i)
                 assert offered and offered[0][0] == call_id, offered
-                agent = offered[0][1]
-                timers.cancel(f"call:{call_id}:wait")
-                timers.set(f"call:{call_id}:ring", 20, call_id, agent)
-                await routing.accept(call_id, agent)
-                timers.cancel(f"call:{call_id}:ring")
+                await routing.accept(call_id, offered[0][1])
                 await routing.end(call_id, now + i)
-                await timers.flush()
 
             await one_call(-1)  # scripts loaded, keys made
             totals = {"commands": 0, "trips": 0}
@@ -146,15 +135,6 @@ async def main(calls: int = 200, agents: int = 20, waiting: int = 1000, nodes: i
 
             beat_n, beat_trips, _ = await measure(admin, client, counter, beat)
             list_n, list_trips, _ = await measure(admin, client, counter, lambda: registry.nodes(now + 1))
-
-            # A timer poller at rest, per second.
-            poller = RedisTimers(Redis.from_url(url), poll_s=0.05)
-            before = await commands(admin)
-            poller.start()
-            await asyncio.sleep(2.0)
-            poller.close()
-            idle = delta(before, await commands(admin))
-            poll_per_s = sum(idle.values()) / 2.0
 
             # The shared line: a call joins (mirrored), is claimed for an agent (the claim looks at the ready line for
             # an earlier call), rings (mirrored: no longer offerable), is answered (dropped). Other nodes' calls wait.
@@ -197,13 +177,12 @@ async def main(calls: int = 200, agents: int = 20, waiting: int = 1000, nodes: i
                            "places_read": {"waiting_here": waiting, "waiting_elsewhere": waiting,
                                            "commands": places_n, "round_trips": places_trips}}
 
-            timers.close()
             await client.aclose()
             await admin.aclose()
             return {"calls": calls, "per_call": per_call, "dispatch_pass_long_line": dispatch_long_line,
                     "registry": {"beat": {"commands": beat_n, "round_trips": beat_trips},
                                  "list": {"nodes": nodes, "commands": list_n, "round_trips": list_trips}},
-                    "timer_poller_idle_per_s": poll_per_s, "shared_line": shared_line}
+                    "shared_line": shared_line}
 
 
 if __name__ == "__main__":

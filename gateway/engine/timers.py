@@ -2,8 +2,12 @@
 
 A timer is data, not a closure: a name `<group>:<kind>` (`call:<id>:ring`, `agent:<name>:wrap`, `hours`), a due
 time and string arguments. What a timer of one kind does is a handler registered once (`on("ring", ...)`) by the
-collaborator that owns it. That is what lets a timer outlive the process that set it: a store that keeps
-(name, due, args) elsewhere (Redis, for several nodes) fires it on any node that registered the same handlers.
+collaborator that owns it; its arguments name what it is about (a call id, an agent), so the handler looks up the
+state as it is when the timer fires, never an object kept from when it was set.
+
+Timers live in this process only, also with several nodes: each is about something in one node's memory (a call on
+its home, an agent on its console's node), and when a node dies the node that takes that subject over re-creates the
+promise from the deadline carried with it (docs/deployment.md, "Timers when a node dies"), not from a shared timer.
 
 Setting a name again replaces the earlier timer, a timer that fires is forgotten before its handler runs, timers are
 cancelled by name, by group (every timer of one call, without a walk over all timers) or by prefix, and all of them
@@ -25,13 +29,13 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 def check_set(name: str, args: tuple[object, ...], handlers: Mapping[str, Handler]) -> tuple[str, str]:
-    """The (group, kind) of timer `name` about to be set with `args`, after the checks every registry makes: its kind
-    has a handler (KeyError) and its arguments are strings, since a registry may keep them elsewhere (TypeError)."""
+    """The (group, kind) of timer `name` about to be set with `args`, after the checks made before anything is set:
+    its kind has a handler (KeyError) and its arguments are strings, names rather than objects (TypeError)."""
     group, kind = split_name(name)
     if kind not in handlers:
         raise KeyError(f"no handler for timers of kind {kind!r} ({name})")
     if not all(isinstance(arg, str) for arg in args):
-        raise TypeError(f"timer arguments are strings (they may be stored elsewhere): {name} {args!r}")
+        raise TypeError(f"timer arguments are strings (names, not objects): {name} {args!r}")
     return group, kind
 
 

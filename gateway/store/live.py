@@ -3,8 +3,11 @@ and timers.
 
 The Protocols here are what the engine (gateway/engine/) is written against. The memory implementations keep it in
 this process (one node): `MemoryLiveState` for calls, lines, presence, estimates and legs; `SessionRegistry`
-(gateway/sessions.py) for sessions and resume tokens; `Timers` (gateway/engine/timers.py) for timers. Another
-implementation (Redis, for several nodes) stands behind the same Protocols; `Switchboard(live=...)` takes one.
+(gateway/sessions.py) for sessions and resume tokens; `Timers` (gateway/engine/timers.py) for timers. They are the
+only implementations, also with several nodes: each node keeps the calls homed on it, its agents and its timers in
+process and mirrors into Redis only what routing needs (gateway/store/redis_routing.py, redis_line.py); a dead node's
+callers and promises are restored by the node that takes them over. `Switchboard(live=..., sessions=...,
+timers=...)` takes the stores it is handed.
 """
 
 from __future__ import annotations
@@ -96,8 +99,9 @@ class SessionStore(Protocol):
 
 
 class TimerRegistry(Protocol):
-    """Named timers as data: `<group>:<kind>`, a delay and string arguments; a handler per kind, registered once
-    (gateway/engine/timers.py Timers is the memory one)."""
+    """Named timers as data: `<group>:<kind>`, a delay and string arguments; a handler per kind, registered once.
+    Kept in the node's process (gateway/engine/timers.py Timers, the one implementation): no registry shared between
+    nodes."""
 
     def on(self, kind: str, handler: Callable[..., None]) -> None: ...
     def set(self, name: str, delay: float, *args: str) -> None: ...

@@ -52,8 +52,8 @@ async def test_timers_replace_cancel_by_name_group_and_prefix():
     assert fired == ["wait-b"] and len(timers) == 0
 
 
-def test_timers_are_data_a_store_could_keep():
-    """A timer names a registered kind and carries strings only (so a store elsewhere can keep and fire it)."""
+def test_timers_are_data_a_kind_and_string_arguments():
+    """A timer names a registered kind and carries strings only (names of what it is about, not objects)."""
     timers = Timers()
     timers.on("ring", lambda *args: None)
     with pytest.raises(ValueError):
