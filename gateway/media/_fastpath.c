@@ -976,6 +976,34 @@ static PyObject *inlet_take(Inlet *self, PyObject *arg) {
     return stream_take(s);
 }
 
+/* quiet(ns) -> [(owner, state), ...]: the counters of each armed stream that has something C counted and has not
+ * been handed over for `ns` nanoseconds (a stream that went quiet); streams whose packets flow sync themselves.
+ * One call per Inlet on Python's shared flush tick replaces a timer per stream (aiortc_internals._QuietFlush). */
+static PyObject *inlet_quiet(Inlet *self, PyObject *arg) {
+    long long ns = PyLong_AsLongLong(arg);
+    if (ns == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *result = PyList_New(0);
+    if (result == NULL)
+        return NULL;
+    long long now_ns = mono_ns();
+    for (int i = 0; i < INLET_STREAMS; i++) {
+        Stream *s = &self->streams[i];
+        if (!s->active || (s->taken == 0 && s->remb_n == 0) || now_ns - s->synced_ns < ns)
+            continue;
+        PyObject *state = stream_take(s);
+        PyObject *item = state == NULL ? NULL : PyTuple_Pack(2, s->owner, state);
+        Py_XDECREF(state);
+        if (item == NULL || PyList_Append(result, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(result);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return result;
+}
+
 static PyObject *inlet_armed(Inlet *self, PyObject *unused) {
     PyObject *result = PyList_New(0);
     for (int i = 0; result != NULL && i < INLET_STREAMS; i++)
@@ -1131,6 +1159,8 @@ static PyMethodDef inlet_methods[] = {
     {"arm", (PyCFunction)inlet_arm, METH_VARARGS, "Take an incoming stream's steady packets in C."},
     {"disarm", (PyCFunction)inlet_disarm, METH_O, "Give a stream back to Python; returns its counters."},
     {"take", (PyCFunction)inlet_take, METH_O, "A stream's counters since the last hand-over; it stays armed."},
+    {"quiet", (PyCFunction)inlet_quiet, METH_O, "(owner, counters) of each armed stream not handed over for "
+     "ns nanoseconds that has counts pending; they stay armed."},
     {"armed", (PyCFunction)inlet_armed, METH_NOARGS, "The SSRCs taken in C."},
     {NULL, NULL, 0, NULL},
 };
