@@ -694,8 +694,9 @@ _STEADY_CODECS = {"VP8": 1, "H264": 2}  # video codecs whose keyframe starts _fa
 class _QuietFlush:
     """One flush tick per event loop for every Inlet with armed streams (instead of a timer per stream): C syncs a
     stream's counters itself while its packets flow (every 32 packets or 100 ms, _fastpath.c SYNC_*), so the tick
-    only has to bring in what a stream that went quiet counted since its last sync; `Inlet.quiet` returns just
-    those, so a tick over flowing streams makes no Python object. Counters wait in C at most about FLUSH_S."""
+    only has to bring in what a stream that went quiet (no packet for FLUSH_S/2) counted since its last sync;
+    `Inlet.quiet` returns just those, so a tick over flowing streams makes no Python object. The counters of a
+    quiet stream wait in C at most about FLUSH_S after its last packet; a flowing stream's at most 100 ms."""
 
     FLUSH_S = 0.1  # counters of a stream that went quiet do not wait in C for its next packet much longer than this
     shared = True  # False: a timer per stream, as in step 3 (bench.packet_path's `native-step3`)
@@ -737,7 +738,7 @@ class _QuietFlush:
     def _tick(self) -> None:
         self._timer = None
         self.ticks += 1
-        quiet_ns = int(self.FLUSH_S / 2 * 1e9)  # ticks every FLUSH_S/2: nothing waits much longer than FLUSH_S
+        quiet_ns = int(self.FLUSH_S / 2 * 1e9)  # no packet for FLUSH_S/2, ticks every FLUSH_S/2: ~FLUSH_S at most
         for inlet, _ in list(self.inlets.values()):
             for owner, state in inlet.quiet(quiet_ns):
                 try:

@@ -437,8 +437,8 @@ def test_inlet_tells_keyframe_starts_as_the_python_path_does(udp, codec, kind):
 
 @built
 def test_inlet_quiet_hands_over_only_streams_with_counts_waiting_longer_than_asked(udp):
-    """`Inlet.quiet(ns)` (the shared flush tick's call): a stream that counted packets and was not handed over for
-    `ns` gives its counters (to its owner, staying armed); a stream synced more recently, or with nothing counted
+    """`Inlet.quiet(ns)` (the shared flush tick's call): a stream that counted packets and then had none for `ns`
+    gives its counters (to its owner, staying armed); a stream with a packet more recently, or with nothing counted
     since its last hand-over, gives nothing, so a tick over flowing or silent streams makes no Python object."""
     a, b = udp
     tx_in, rx_in = sessions()
@@ -452,7 +452,7 @@ def test_inlet_quiet_hands_over_only_streams_with_counts_waiting_longer_than_ask
     for seq in range(11, 16):
         inlet.inlet(tx_in.protect(rtp(seq, 960 * seq).serialize(ext_map())), ("127.0.0.1", 5000))
     assert owner.states == []  # 5 packets within 100 ms: C keeps them for its next batch
-    assert inlet.inlet.quiet(3600 * 10**9) == []  # counted, but handed over (armed) less than an hour ago
+    assert inlet.inlet.quiet(3600 * 10**9) == []  # counted, but its last packet came less than an hour ago
     handed = inlet.inlet.quiet(0)
     assert len(handed) == 1 and handed[0][0] is owner
     state = handed[0][1]
