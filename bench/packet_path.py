@@ -4,6 +4,7 @@
     python -m bench.packet_path --paths native,off --calls 8 --seconds 15 --rounds 2
     python -m bench.packet_path --paths native,native-percall,off --rounds 3   # before/after the native route
     python -m bench.packet_path --paths native,native-step2,off --rounds 3     # before/after the native receive
+    python -m bench.packet_path --paths native,native-step3,off --rounds 3     # before/after RTCP off the queue
 
 The relay (a Relay with one caller and one agent leg per call, no signaling) runs in this process, pinned to the
 first CPU; the peers run in a child process on the others: each caller sends the replayed 640x480 VP8 at 30 fps
@@ -94,13 +95,18 @@ async def measure(path: str, calls: int, seconds: float, warmup: float, peer_cpu
     arm = RtpForwarder._arm
     if path == "native-percall":
         RtpForwarder._arm = lambda self: None  # type: ignore[method-assign]
+    # native-step3: the Inlet armed, but SRTCP through aioice's queue and a flush timer per steady stream (step 4
+    # took both off the per-packet path).
+    from gateway.media.aiortc_internals import _QuietFlush
+
     DirectReceive.steady_in_c = path not in ("native-percall", "native-step2")
+    DirectReceive.rtcp_direct = _QuietFlush.shared = path not in ("native-percall", "native-step2", "native-step3")
     try:
         return await _measure(path, "native" if path.startswith("native") else path, calls, seconds, warmup,
                               peer_cpus, profile)
     finally:
         RtpForwarder._arm = arm  # type: ignore[method-assign]
-        DirectReceive.steady_in_c = True
+        DirectReceive.steady_in_c = DirectReceive.rtcp_direct = _QuietFlush.shared = True
 
 
 async def _measure(path: str, fast_path: str, calls: int, seconds: float, warmup: float, peer_cpus: list[int],
@@ -149,7 +155,8 @@ async def _measure(path: str, fast_path: str, calls: int, seconds: float, warmup
     packets = n1 - n0
     steady = sum(leg.direct.steady_packets for relay in relays for leg in relay.legs.values()
                  if leg.direct is not None)
-    return {"path": path, "calls": calls, "received_in_c": steady, "seconds": round(t1 - t0, 2),
+    rtcp = sum(leg.direct.rtcp_packets for relay in relays for leg in relay.legs.values() if leg.direct is not None)
+    return {"path": path, "calls": calls, "received_in_c": steady, "rtcp_direct": rtcp, "seconds": round(t1 - t0, 2),
             "packets_forwarded": packets,
             "cpu_s": round(cpu1 - cpu0, 3), "us_per_packet": round((cpu1 - cpu0) / max(packets, 1) * 1e6, 2),
             "kernel_share": round((times1.system - times0.system) / max(cpu1 - cpu0, 1e-9), 2),

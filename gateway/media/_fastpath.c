@@ -308,7 +308,7 @@ typedef struct {
     /* since the last take_counters() */
     unsigned long long sent, payload_bytes, wire_bytes;
     int since_sync;
-    long long synced_ns;
+    long long synced_ns, packet_ns;  /* the last hand-over to Python; the last packet counted */
     uint64_t ntp;
     uint32_t rtp_ts;
     PyObject *pending;                       /* protected bytes that would have blocked, for asyncio to queue */
@@ -704,7 +704,7 @@ typedef struct {
     unsigned long long taken, wire_bytes;
     long packets, frames, cycles;
     int since_sync;
-    long long synced_ns;
+    long long synced_ns, packet_ns;  /* the last hand-over to Python; the last packet counted */
     int remb_n;
     RembInput remb[REMB_MAX];
     PyObject *owner, *routes, *gop, *taps;
@@ -976,6 +976,34 @@ static PyObject *inlet_take(Inlet *self, PyObject *arg) {
     return stream_take(s);
 }
 
+/* quiet(ns) -> [(owner, state), ...]: the counters of each armed stream that has something C counted and has had
+ * no packet for `ns` nanoseconds (a stream that went quiet); streams whose packets flow sync themselves.
+ * One call per Inlet on Python's shared flush tick replaces a timer per stream (aiortc_internals._QuietFlush). */
+static PyObject *inlet_quiet(Inlet *self, PyObject *arg) {
+    long long ns = PyLong_AsLongLong(arg);
+    if (ns == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *result = PyList_New(0);
+    if (result == NULL)
+        return NULL;
+    long long now_ns = mono_ns();
+    for (int i = 0; i < INLET_STREAMS; i++) {
+        Stream *s = &self->streams[i];
+        if (!s->active || (s->taken == 0 && s->remb_n == 0) || now_ns - s->packet_ns < ns)
+            continue;
+        PyObject *state = stream_take(s);
+        PyObject *item = state == NULL ? NULL : PyTuple_Pack(2, s->owner, state);
+        Py_XDECREF(state);
+        if (item == NULL || PyList_Append(result, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(result);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return result;
+}
+
 static PyObject *inlet_armed(Inlet *self, PyObject *unused) {
     PyObject *result = PyList_New(0);
     for (int i = 0; result != NULL && i < INLET_STREAMS; i++)
@@ -1087,6 +1115,7 @@ static PyObject *inlet_call(Inlet *self, PyObject *args, PyObject *kwds) {
     if (payload == NULL)
         return NULL;
     long long now_ns = mono_ns();
+    s->packet_ns = now_ns;
     PyObject *attention = NULL;
     if (fanout_routes(s->routes, f.ssrc, (uint16_t)f.seq, f.ts, f.marker, payload, f.padding, f.audio, now_ns,
                       &attention) < 0) {
@@ -1131,6 +1160,8 @@ static PyMethodDef inlet_methods[] = {
     {"arm", (PyCFunction)inlet_arm, METH_VARARGS, "Take an incoming stream's steady packets in C."},
     {"disarm", (PyCFunction)inlet_disarm, METH_O, "Give a stream back to Python; returns its counters."},
     {"take", (PyCFunction)inlet_take, METH_O, "A stream's counters since the last hand-over; it stays armed."},
+    {"quiet", (PyCFunction)inlet_quiet, METH_O, "(owner, counters) of each armed stream with counts pending "
+     "and no packet for ns nanoseconds; they stay armed."},
     {"armed", (PyCFunction)inlet_armed, METH_NOARGS, "The SSRCs taken in C."},
     {NULL, NULL, 0, NULL},
 };

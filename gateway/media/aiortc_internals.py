@@ -59,6 +59,7 @@ import socket
 import struct
 import termios
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -548,6 +549,7 @@ class DirectReceive:
     Python takes the stream back with the first packet that is not steady (a gap, a keyframe, a tap, ...)."""
 
     steady_in_c = True  # False: the native path as before the Inlet (bench.packet_path's `native-step2`)
+    rtcp_direct = True  # False: SRTCP takes aioice's queue and the DTLS transport's task (`native-step3`)
 
     def __init__(self, pc: RTCPeerConnection, native: NativeSrtp | None,
                  producer_of: Callable[[Any], Any] | None = None) -> None:
@@ -555,6 +557,7 @@ class DirectReceive:
         self._producer_of = producer_of if native is not None and self.steady_in_c else None
         self.installed = 0
         self.packets = 0  # SRTP packets taken directly (for tests and stats)
+        self.rtcp_packets = 0  # SRTCP packets taken directly (for tests and stats)
         self.steady_packets = 0  # of those, taken by the native Inlet (steady streams)
         self.inlets: list[Any] = []
         self.armed: dict[Any, _SteadyStream] = {}  # receiver -> its stream armed in an Inlet
@@ -596,11 +599,33 @@ class DirectReceive:
                 if inlet is not None:
                     self._consider(inlet, dtls, context, deliver, packet, receiver)
 
+        def other(data: bytes, addr: Any) -> None:
+            """What is not SRTP: SRTCP straight to aiortc's RTCP handling (no aioice queue, no STUN parse attempt,
+            no task step of the DTLS transport), STUN and DTLS aioice's way."""
+            session = dtls._rx_srtp
+            if (session is None or len(data) < 8 or not 127 < data[0] < 192 or not 191 < data[1] < 224
+                    or dtls._state is not connected):
+                original(data, addr)
+                return
+            dtls._RTCDtlsTransport__rx_packets += 1
+            dtls._RTCDtlsTransport__rx_bytes += len(data)
+            try:
+                plain = session.unprotect_rtcp(data)
+            except pylibsrtp.Error:
+                return  # not authentic, replayed or malformed: dropped, as aiortc does
+            self.rtcp_packets += 1
+            try:
+                send_now(dtls._handle_rtcp_data(plain))
+            except Exception:  # aiortc's task would have ended on it (and the leg's RTCP with it); keep the leg
+                log.exception("handling an RTCP packet failed")
+
+        not_srtp = other if self.rtcp_direct else original
+
         def received(data: bytes, addr: Any) -> None:
             session = dtls._rx_srtp
             # SRTP: version 2 (first byte 128-191); SRTCP has packet types 192-223 in the second byte.
             if session is None or not 127 < data[0] < 192 or dtls._state is not connected or 191 < data[1] < 224:
-                original(data, addr)
+                not_srtp(data, addr)
                 return
             dtls._RTCDtlsTransport__rx_packets += 1
             dtls._RTCDtlsTransport__rx_bytes += len(data)
@@ -623,7 +648,7 @@ class DirectReceive:
 
         if self._producer_of is None:
             return received
-        inlet = native.module.Inlet(native.unprotect, dtls, connected, original, received, *extension_ids(ext_map))
+        inlet = native.module.Inlet(native.unprotect, dtls, connected, not_srtp, received, *extension_ids(ext_map))
         self.inlets.append(inlet)
         return inlet  # type: ignore[no-any-return]
 
@@ -666,6 +691,64 @@ class DirectReceive:
 _STEADY_CODECS = {"VP8": 1, "H264": 2}  # video codecs whose keyframe starts _fastpath.c recognises
 
 
+class _QuietFlush:
+    """One flush tick per event loop for every Inlet with armed streams (instead of a timer per stream): C syncs a
+    stream's counters itself while its packets flow (every 32 packets or 100 ms, _fastpath.c SYNC_*), so the tick
+    only has to bring in what a stream that went quiet (no packet for FLUSH_S/2) counted since its last sync;
+    `Inlet.quiet` returns just those, so a tick over flowing streams makes no Python object. The counters of a
+    quiet stream wait in C at most about FLUSH_S after its last packet; a flowing stream's at most 100 ms."""
+
+    FLUSH_S = 0.1  # counters of a stream that went quiet do not wait in C for its next packet much longer than this
+    shared = True  # False: a timer per stream, as in step 3 (bench.packet_path's `native-step3`)
+    _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _QuietFlush]" = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.inlets: dict[int, list[Any]] = {}  # id(inlet) -> [inlet, armed streams]
+        self._timer: asyncio.TimerHandle | None = None
+        self.ticks = 0
+
+    @classmethod
+    def of_loop(cls) -> "_QuietFlush":
+        loop = asyncio.get_running_loop()
+        flusher = cls._by_loop.get(loop)
+        if flusher is None:
+            flusher = cls._by_loop[loop] = cls(loop)
+        return flusher
+
+    def add(self, inlet: Any) -> None:
+        entry = self.inlets.get(id(inlet))
+        if entry is None:
+            self.inlets[id(inlet)] = [inlet, 1]
+        else:
+            entry[1] += 1
+        if self._timer is None:
+            self._timer = self._loop.call_later(self.FLUSH_S / 2, self._tick)
+
+    def remove(self, inlet: Any) -> None:
+        entry = self.inlets.get(id(inlet))
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self.inlets[id(inlet)]
+        if not self.inlets and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.ticks += 1
+        quiet_ns = int(self.FLUSH_S / 2 * 1e9)  # no packet for FLUSH_S/2, ticks every FLUSH_S/2: ~FLUSH_S at most
+        for inlet, _ in list(self.inlets.values()):
+            for owner, state in inlet.quiet(quiet_ns):
+                try:
+                    owner.quiet(state)
+                except Exception:  # one stream's error must not stop the others' flushes (nor the tick)
+                    log.exception("flushing a steady stream's counters failed")
+        if self.inlets and self._timer is None:
+            self._timer = self._loop.call_later(self.FLUSH_S / 2, self._tick)
+
+
 class _SteadyStream:
     """Python's side of an incoming stream armed in a native Inlet: what C counted goes into aiortc's receiver
     (statistics for receiver reports, the NACK generator's highest sequence number, the REMB estimator, whose REMB
@@ -673,8 +756,7 @@ class _SteadyStream:
     steady come back here (`release`) and take Python's way."""
 
     __slots__ = ("direct", "inlet", "deliver", "ssrc", "receiver", "stats", "nack", "estimator", "producer", "dtls",
-                 "consumers", "_timer")
-    FLUSH_S = 0.1  # counters of a stream that went quiet do not wait in C for its next packet longer than this
+                 "consumers", "_flusher", "_timer")
 
     def __init__(self, direct: DirectReceive, inlet: Any, deliver: Callable[[RtpPacket], None], ssrc: int,
                  receiver: Any, stats: Any, nack: Any, estimator: Any, producer: Any, dtls: Any,
@@ -690,7 +772,13 @@ class _SteadyStream:
         self.producer = producer
         self.dtls = dtls
         self.consumers = consumers  # the producer's armed consumers, in the order of the routes C was given
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(self.FLUSH_S, self._flush)
+        self._flusher: _QuietFlush | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        if _QuietFlush.shared:
+            self._flusher = _QuietFlush.of_loop()
+            self._flusher.add(inlet)
+        else:  # step 3's timer per stream, kept for bench.packet_path's same-run comparison (`native-step3`)
+            self._timer = asyncio.get_running_loop().call_later(_QuietFlush.FLUSH_S, self._flush)
 
     def flush(self) -> None:
         """What C counted so far, into aiortc's receiver and the producer now."""
@@ -703,13 +791,20 @@ class _SteadyStream:
             self._timer = None
             return
         self.flush()
-        self._timer = asyncio.get_running_loop().call_later(self.FLUSH_S, self._flush)
+        self._timer = asyncio.get_running_loop().call_later(_QuietFlush.FLUSH_S, self._flush)
+
+    def quiet(self, state: tuple[Any, ...]) -> None:
+        """What C counted before the stream went quiet (_QuietFlush's tick; C took it from this owner's stream)."""
+        self._apply(state)
 
     def _stop(self) -> None:
         if self.producer.steady is self:
             self.producer.steady = None
         if self.direct.armed.get(self.receiver) is self:
             del self.direct.armed[self.receiver]
+        if self._flusher is not None:
+            self._flusher.remove(self.inlet)
+            self._flusher = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -11,7 +11,8 @@
   no NACK is outstanding, the receive side is in C too: the module's `Inlet` is the leg's socket callback, and it
   unprotects, counts (aiortc's receive statistics, the REMB estimator's inputs) and fans out each in-order packet
   before any Python object but its payload is made; aiortc's receiver and the producer get the counts in batches,
-  and Python takes the stream back with the first packet that is not steady (a gap, a keyframe, a tap);
+  and Python takes the stream back with the first packet that is not steady (a gap, a keyframe, a tap). Incoming
+  SRTCP goes from the socket callback straight to aiortc's RTCP handling (no aioice queue, no task step);
 - `python`: the same direct receive, with pylibsrtp and aiortc's parser/serializer doing the per-packet work;
 - `off`: aiortc's own path (aioice's queue, the DTLS transport's task), as before the fast path;
 - `auto` (default): `native` when the module is built, else `python`, with one log line saying so.

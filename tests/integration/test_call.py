@@ -247,6 +247,8 @@ async def test_packets_lost_towards_the_agent_are_retransmitted(gateway, caller_
     for connection in internals.ice_connections(agent.peer.pc):
         for protocol in connection._protocols:
             protocol.datagram_received = lossy(protocol.datagram_received)
+    agent_leg = next(iter(gateway.board.relays[call_id].agents.values()))
+    rtcp_before = agent_leg.direct.rtcp_packets if agent_leg.direct is not None else 0
     start = len(agent.peer.sinks["video"].counters)
     await wait_until(lambda: len(dropped) >= 15 and len(agent.peer.sinks["video"].counters) >= start + 90, 30)
     counters = agent.peer.sinks["video"].counters[start:]
@@ -254,6 +256,11 @@ async def test_packets_lost_towards_the_agent_are_retransmitted(gateway, caller_
     gaps = sum(b - a - 1 for a, b in zip(counters, counters[1:]))
     assert gaps <= 3, f"{gaps} frames missing of {len(counters)} with {len(dropped)} packets lost"
     assert len(repeated) >= len(dropped) // 2, (len(repeated), len(dropped))
+    if gateway.settings.relay_mode == "packet" and gateway.settings.relay_fast_path != "off":
+        # The agent's NACKs (SRTCP) went straight from the socket's callback to aiortc's RTCP handling (no aioice
+        # queue, no DTLS task step): at least one compound packet per lost packet asked for.
+        rtcp = agent_leg.direct.rtcp_packets - rtcp_before
+        assert rtcp >= len(dropped) // 2, (rtcp, len(dropped))
     if gateway.settings.relay_mode == "packet" and gateway.settings.relay_fast_path == "native":
         # Answered from the history of what the C route sent (it carried the stream: aiortc's NativeHistory view).
         video_out = next(iter(gateway.board.relays[call_id].agents.values())).consumers["video"]

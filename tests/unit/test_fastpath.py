@@ -433,3 +433,81 @@ def test_inlet_tells_keyframe_starts_as_the_python_path_does(udp, codec, kind):
     expected = [is_keyframe_start(codec, p) for p in payloads]
     assert decided == expected
     assert 5 < sum(expected) < len(payloads) - 5  # both answers were exercised
+
+
+@built
+def test_inlet_quiet_hands_over_only_streams_with_counts_waiting_longer_than_asked(udp):
+    """`Inlet.quiet(ns)` (the shared flush tick's call): a stream that counted packets and then had none for `ns`
+    gives its counters (to its owner, staying armed); a stream with a packet more recently, or with nothing counted
+    since its last hand-over, gives nothing, so a tick over flowing or silent streams makes no Python object."""
+    a, b = udp
+    tx_in, rx_in = sessions()
+    tx_out, _ = sessions()
+    inlet = Inlet(rx_in)
+    route = connected_route(a, b, tx_out)
+    route.arm(42, 0, 0, 0, 0, -1, 0)
+    owner = Owner()
+    assert inlet.arm(42, owner, (route,), max_seq=10)
+    assert inlet.inlet.quiet(0) == []  # armed, nothing counted yet
+    for seq in range(11, 16):
+        inlet.inlet(tx_in.protect(rtp(seq, 960 * seq).serialize(ext_map())), ("127.0.0.1", 5000))
+    assert owner.states == []  # 5 packets within 100 ms: C keeps them for its next batch
+    assert inlet.inlet.quiet(3600 * 10**9) == []  # counted, but its last packet came less than an hour ago
+    handed = inlet.inlet.quiet(0)
+    assert len(handed) == 1 and handed[0][0] is owner
+    state = handed[0][1]
+    assert (state[0], state[2], state[4]) == (5, 5, 15)  # taken, packets, highest sequence number
+    assert inlet.inlet.quiet(0) == []  # taken: nothing waits any more
+    assert inlet.inlet.armed() == [42]  # and the stream stays armed
+    inlet.inlet(tx_in.protect(rtp(16, 960 * 16).serialize(ext_map())), ("127.0.0.1", 5000))
+    rest = inlet.inlet.disarm(42)
+    assert (rest[0], rest[4]) == (1, 16)
+    assert inlet.inlet.quiet(0) == []
+
+
+class QuietOwner(Owner):
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet_states: list[tuple] = []
+
+    def quiet(self, state) -> None:
+        self.quiet_states.append(state)
+
+
+@built
+async def test_one_flush_tick_per_loop_brings_in_what_quiet_streams_counted(udp):
+    """aiortc_internals._QuietFlush: one tick for every Inlet with armed streams (instead of a timer per stream);
+    counters of a stream that went quiet reach its owner within a few ticks, every packet counted once, and the
+    tick stops when no stream is armed any more."""
+    import asyncio
+
+    from tests.support.waiting import until
+
+    a, b = udp
+    flusher = internals._QuietFlush.of_loop()
+    assert internals._QuietFlush.of_loop() is flusher
+    inlets, owners = [], []
+    for ssrc in (42, 43):  # two legs' Inlets, one armed stream each
+        tx_in, rx_in = sessions()
+        tx_out, _ = sessions()
+        inlet = Inlet(rx_in)
+        route = connected_route(a, b, tx_out)
+        route.arm(ssrc, 0, 0, 0, 0, -1, 0)
+        owner = QuietOwner()
+        assert inlet.arm(ssrc, owner, (route,), max_seq=10)
+        flusher.add(inlet.inlet)
+        for seq in range(11, 14):
+            inlet.inlet(tx_in.protect(rtp(seq, 960 * seq, ssrc=ssrc).serialize(ext_map())), ("127.0.0.1", 5000))
+        inlets.append(inlet)
+        owners.append(owner)
+    await until(lambda: all(o.quiet_states for o in owners), 5)
+    await asyncio.sleep(3 * internals._QuietFlush.FLUSH_S)  # later ticks hand nothing over twice
+    for owner in owners:
+        assert owner.states == [] and totals(owner.quiet_states)["taken"] == 3
+    ticks = flusher.ticks
+    assert ticks >= 1
+    for inlet in inlets:
+        flusher.remove(inlet.inlet)
+    assert flusher.inlets == {} and flusher._timer is None
+    await asyncio.sleep(2 * internals._QuietFlush.FLUSH_S)
+    assert flusher.ticks == ticks  # no tick without armed streams
