@@ -1191,27 +1191,22 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", NULL, -1, methods};
 
+static int add_type(PyObject *m, const char *name, PyTypeObject *type) {  /* 0, or -1 with an exception set */
+    if (PyType_Ready(type) < 0)
+        return -1;
+    Py_INCREF(type);
+    if (PyModule_AddObject(m, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
 PyMODINIT_FUNC PyInit__fastpath(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyType_Ready(&RouteType) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&RouteType);
-    if (PyModule_AddObject(m, "Route", (PyObject *)&RouteType) < 0) {
-        Py_DECREF(&RouteType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    if (PyType_Ready(&InletType) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&InletType);
-    if (PyModule_AddObject(m, "Inlet", (PyObject *)&InletType) < 0) {
-        Py_DECREF(&InletType);
+    if (add_type(m, "Route", &RouteType) < 0 || add_type(m, "Inlet", &InletType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
