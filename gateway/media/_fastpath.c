@@ -951,12 +951,21 @@ static PyObject *inlet_arm(Inlet *self, PyObject *args) {
     Py_RETURN_TRUE;
 }
 
-/* disarm(ssrc) -> the counters since the last hand-over (see stream_take), or None when not armed. */
-static PyObject *inlet_disarm(Inlet *self, PyObject *arg) {
+/* The armed stream named by the ssrc argument of disarm/take: 0 with *out set (NULL when that ssrc is not armed),
+ * or -1 with the Python error set when the argument is not an unsigned int. */
+static int inlet_arg_stream(Inlet *self, PyObject *arg, Stream **out) {
     unsigned long ssrc = PyLong_AsUnsignedLong(arg);
     if (ssrc == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    *out = inlet_find(self, (uint32_t)ssrc);
+    return 0;
+}
+
+/* disarm(ssrc) -> the counters since the last hand-over (see stream_take), or None when not armed. */
+static PyObject *inlet_disarm(Inlet *self, PyObject *arg) {
+    Stream *s;
+    if (inlet_arg_stream(self, arg, &s) < 0)
         return NULL;
-    Stream *s = inlet_find(self, (uint32_t)ssrc);
     if (s == NULL)
         Py_RETURN_NONE;
     PyObject *state = stream_take(s);
@@ -967,10 +976,9 @@ static PyObject *inlet_disarm(Inlet *self, PyObject *arg) {
 /* take(ssrc) -> the counters since the last hand-over (see stream_take), the stream staying armed; None when not
  * armed. (Python flushes an armed stream on a timer, so that counters do not wait in C for the next packet.) */
 static PyObject *inlet_take(Inlet *self, PyObject *arg) {
-    unsigned long ssrc = PyLong_AsUnsignedLong(arg);
-    if (ssrc == (unsigned long)-1 && PyErr_Occurred())
+    Stream *s;
+    if (inlet_arg_stream(self, arg, &s) < 0)
         return NULL;
-    Stream *s = inlet_find(self, (uint32_t)ssrc);
     if (s == NULL)
         Py_RETURN_NONE;
     return stream_take(s);
