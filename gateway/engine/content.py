@@ -69,6 +69,16 @@ class Content:
         self.core.to_agent(item["by"], ContentStatus(call_id=call.id, content_id=content_id, status=status))
         self.core.emit("call.updated", call)
 
+    def _tell_card_viewers(self, call: Call, event: MediaSourceChanged | CallLocated) -> None:
+        """What the caller's device reported, to whoever sees the call's card now: everyone in a connected call, or
+        the agent it is offered to (offered with the card of a moment ago); then the call is updated."""
+        if call.state is CallState.CONNECTED:
+            for username in {call.agent, call.consult, *call.supervisors} - {None}:
+                self.core.to_agent(username, event)
+        elif call.state is CallState.OFFERED and call.offered_to:
+            self.core.to_agent(call.offered_to, event)
+        self.core.emit("call.updated", call)
+
     def media_source(self, session: Session, call_id: str | None, source: str, reason: str | None = None) -> None:
         """The caller switched what its video sends (camera, screen, none; with none, maybe why: its camera is
         blocked or unavailable): its call's staff are told, and an agent it rings at."""
@@ -82,12 +92,7 @@ class Content:
         call.media_source_reason = reason
         call.log("media_source", source=source, **({"reason": reason} if reason else {}))
         event = MediaSourceChanged(call_id=call.id, source=source, reason=reason)
-        if call.state is CallState.CONNECTED:
-            for username in {call.agent, call.consult, *call.supervisors} - {None}:
-                self.core.to_agent(username, event)
-        elif call.state is CallState.OFFERED and call.offered_to:
-            self.core.to_agent(call.offered_to, event)  # it was offered with the card of a moment ago
-        self.core.emit("call.updated", call)
+        self._tell_card_viewers(call, event)
 
     def location(self, session: Session, call_id: str | None, location: Location) -> Call:
         """The caller's device reported its position after call.start (the browser asked for consent meanwhile):
@@ -102,12 +107,7 @@ class Content:
         call.location = location
         call.log("location", accuracy_m=location.accuracy_m)
         event = CallLocated(call_id=call.id, location=location.model_dump(mode="json"))
-        if call.state is CallState.CONNECTED:
-            for username in {call.agent, call.consult, *call.supervisors} - {None}:
-                self.core.to_agent(username, event)
-        elif call.state is CallState.OFFERED and call.offered_to:
-            self.core.to_agent(call.offered_to, event)  # it was offered with the card of a moment ago
-        self.core.emit("call.updated", call)
+        self._tell_card_viewers(call, event)
         return call
 
     def chat(self, session: Session, call_id: str | None, text: str | None,
