@@ -255,6 +255,15 @@ class Inlet:
                               last_ts, routes, gop, [] if taps is None else taps, MID, ABS, AUDIO)
 
 
+def inlet_and_route(a: socket.socket, b: socket.socket) -> tuple[Session, Inlet, object, Session, Session]:
+    """A leg's native Inlet with the session its sender protects with, and a route out from socket a to socket b
+    with its sending session and the session the receiving end unprotects with. The caller keeps the route's
+    sending session referenced while the route lives: the route's SRTP context points into it."""
+    tx_in, rx_in = sessions()
+    tx_out, rx_out = sessions()
+    return tx_in, Inlet(rx_in), connected_route(a, b, tx_out), tx_out, rx_out
+
+
 def rtp(seq: int, ts: int, ssrc: int = 42, pt: int = 111, payload: bytes | None = None, marker: int = 0,
         level: tuple | None = (False, 30), abs_send_time: int | None = None) -> RtpPacket:
     packet = RtpPacket(payload_type=pt, marker=marker, sequence_number=seq, timestamp=ts, ssrc=ssrc,
@@ -278,10 +287,7 @@ def test_inlet_forwards_steady_packets_and_counts_them_as_aiortc_would(udp):
     from aiortc.rtcrtpreceiver import StreamStatistics
 
     a, b = udp
-    tx_in, rx_in = sessions()
-    tx_out, rx_out = sessions()
-    inlet = Inlet(rx_in)
-    route = connected_route(a, b, tx_out)
+    tx_in, inlet, route, tx_out, rx_out = inlet_and_route(a, b)
     route.arm(42, 10, 0, 0, 0, -1, 0)
     owner = Owner()
     first = 65500
@@ -323,10 +329,7 @@ def test_inlet_gives_back_what_is_not_steady(udp):
     see it), another payload type, a keyframe start, and any packet while a tap hangs on the producer; the stream is
     disarmed each time. Other streams and SRTP with a bad tag go where they went before, RTCP/STUN to aioice."""
     a, b = udp
-    tx_in, rx_in = sessions()
-    tx_out, _ = sessions()
-    inlet = Inlet(rx_in)
-    route = connected_route(a, b, tx_out)
+    tx_in, inlet, route, tx_out, _ = inlet_and_route(a, b)
     route.arm(42, 0, 0, 0, 0, -1, 0)
 
     def feed(packet: RtpPacket, fresh: bool = False) -> None:
@@ -388,10 +391,7 @@ def test_inlet_hands_routes_that_need_python_over_with_the_packet(udp):
     """A route that needs Python (here: its source changed under it) is named in the sync, with the packet's
     fields, so Python forwards that packet itself."""
     a, b = udp
-    tx_in, rx_in = sessions()
-    tx_out, _ = sessions()
-    inlet = Inlet(rx_in)
-    route = connected_route(a, b, tx_out)
+    tx_in, inlet, route, tx_out, _ = inlet_and_route(a, b)
     route.arm(41, 0, 0, 0, 0, -1, 0)  # armed for another source
     owner = Owner()
     assert inlet.arm(42, owner, (route,), max_seq=10)
@@ -412,10 +412,7 @@ def test_inlet_tells_keyframe_starts_as_the_python_path_does(udp, codec, kind):
     from gateway.media.codecs import is_keyframe_start
 
     a, b = udp
-    tx_in, rx_in = sessions()
-    tx_out, _ = sessions()
-    inlet = Inlet(rx_in)
-    route = connected_route(a, b, tx_out)
+    tx_in, inlet, route, tx_out, _ = inlet_and_route(a, b)
     rng = random.Random(11)
     crafted = [b"", b"\x10", b"\x10\x00", b"\x10\x01", b"\x90\x80\x81\x02\x00", b"\x90\xe0\x01\x02\x03\x00",
                b"\x11\x00", b"\x65\x88", b"\x67\x42", b"\x41\x9a", b"\x7c\x85", b"\x7c\x05", b"\x7c\x81",
@@ -441,10 +438,7 @@ def test_inlet_quiet_hands_over_only_streams_with_counts_waiting_longer_than_ask
     gives its counters (to its owner, staying armed); a stream with a packet more recently, or with nothing counted
     since its last hand-over, gives nothing, so a tick over flowing or silent streams makes no Python object."""
     a, b = udp
-    tx_in, rx_in = sessions()
-    tx_out, _ = sessions()
-    inlet = Inlet(rx_in)
-    route = connected_route(a, b, tx_out)
+    tx_in, inlet, route, tx_out, _ = inlet_and_route(a, b)
     route.arm(42, 0, 0, 0, 0, -1, 0)
     owner = Owner()
     assert inlet.arm(42, owner, (route,), max_seq=10)
@@ -488,10 +482,7 @@ async def test_one_flush_tick_per_loop_brings_in_what_quiet_streams_counted(udp)
     assert internals._QuietFlush.of_loop() is flusher
     inlets, owners = [], []
     for ssrc in (42, 43):  # two legs' Inlets, one armed stream each
-        tx_in, rx_in = sessions()
-        tx_out, _ = sessions()
-        inlet = Inlet(rx_in)
-        route = connected_route(a, b, tx_out)
+        tx_in, inlet, route, tx_out, _ = inlet_and_route(a, b)
         route.arm(ssrc, 0, 0, 0, 0, -1, 0)
         owner = QuietOwner()
         assert inlet.arm(ssrc, owner, (route,), max_seq=10)
