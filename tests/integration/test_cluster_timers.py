@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.test_drain import resume_through
 from tests.support.api import Api, agent_socket, caller_socket
-from tests.support.cluster_nodes import node, record_state, start
+from tests.support.cluster_nodes import accept, cluster, record_state
 from tests.support.waiting import until
 
 SETTINGS = {"node_dead_after_s": 3, "node_beat_s": 0.5, "media_workers": 0, "position_update_interval_s": 0}
@@ -24,12 +24,8 @@ SETTINGS = {"node_dead_after_s": 3, "node_beat_s": 0.5, "media_workers": 0, "pos
 async def test_a_restored_caller_is_told_its_max_wait_counted_from_its_first_arrival(database_url, redis_url,
                                                                                      tmp_path, caller_token):
     max_wait_s = 10.0
-    a = node(database_url, redis_url, tmp_path, "node-a", True, **SETTINGS)
-    b = node(database_url, redis_url, tmp_path, "node-b", False, **SETTINGS)
-    sockets: list = []
-    try:
-        await start(a)
-        await start(b)
+    async with cluster(database_url, redis_url, tmp_path, **SETTINGS) as nodes:
+        a, b = nodes.nodes
         admin = Api(a.base_url)
         await admin.login("admin", "admin-demo")
         status, body = await admin.request("PUT", "/api/v1/queues/default", json={"max_wait_s": max_wait_s})
@@ -39,14 +35,14 @@ async def test_a_restored_caller_is_told_its_max_wait_counted_from_its_first_arr
         before = time.monotonic()
         ws, call_id = await caller_socket(a.base_url, token)  # nobody signed in: it waits, on A
         arrived = time.monotonic()  # the call arrived between `before` and this
-        sockets.append(ws)
+        nodes.closes(ws)
         await record_state(database_url, call_id, "queued")
         welcome = next(m for m in ws.messages if m["type"] == "welcome")
         await asyncio.sleep(max(0.0, arrived + 4 - time.monotonic()))  # 4 s of its max wait spent on A, then A dies
         a.kill()
         await ws.close()
         back, again, _ = await resume_through(b.base_url, token, welcome["resume_token"], ws.last_seq, timeout=30)
-        sockets.append(back)
+        nodes.closes(back)
         assert again["resumed"] is True and again["call"]["call_id"] == call_id, again  # restored in place on B
         told = await back.wait(lambda m: m.get("type") == "queue.closed" and m["reason"] == "max_wait", timeout=30)
         at = time.monotonic()
@@ -54,11 +50,6 @@ async def test_a_restored_caller_is_told_its_max_wait_counted_from_its_first_arr
         # Counted from its restore (B found A dead 3 s after the kill, 4 s after it arrived) it would come after 17 s.
         assert at - before >= max_wait_s - 0.5 and at - arrived < max_wait_s + 4, (at - before, at - arrived)
         await record_state(database_url, call_id, "queued")  # still waiting: told, not ended
-    finally:
-        for socket in sockets:
-            await socket.close()
-        a.close()
-        b.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -66,20 +57,14 @@ async def test_an_agent_wrapping_up_a_call_whose_home_died_leaves_wrap_up_on_tim
                                                                                   caller_token):
     wrap_up_s = 12.0
     settings = {**SETTINGS, "wrap_up_s": wrap_up_s}
-    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
-    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
-    sockets: list = []
-    try:
-        await start(a)
-        await start(b)
+    async with cluster(database_url, redis_url, tmp_path, **settings) as nodes:
+        a, b = nodes.nodes
         alice = await agent_socket(b.base_url)  # her console on B
-        sockets.append(alice)
+        nodes.closes(alice)
         ws, call_id = await caller_socket(a.base_url, caller_token(sub="homed-on-a"))  # the call's home is A
-        sockets.append(ws)
+        nodes.closes(ws)
         await alice.wait(lambda m: m.get("type") == "call.offered" and m["call_id"] == call_id, timeout=20)
-        accepted = await alice.request({"type": "call.accept", "call_id": call_id})
-        assert accepted["type"] == "call.accepted", accepted
-        await ws.wait("call.answered", timeout=10)
+        await accept(alice, ws, call_id)
         done = await alice.request({"type": "call.hangup", "call_id": call_id})
         assert done["type"] == "ack", done
         wrapping = await alice.wait(lambda m: m.get("type") == "agent.status" and m["status"] == "wrap_up", timeout=10)
@@ -91,7 +76,7 @@ async def test_an_agent_wrapping_up_a_call_whose_home_died_leaves_wrap_up_on_tim
 
         # A caller on B meanwhile: alice is not offered it while she wraps up (B took her wrap-up over).
         second, second_id = await caller_socket(b.base_url, caller_token(sub="waits-on-b"))
-        sockets.append(second)
+        nodes.closes(second)
         freed = await alice.wait(lambda m: m.get("type") == "agent.status" and m.get("id") is None
                                  and m["status"] == "available", timeout=wrap_up_s + 15, since=mark)
         free_after = time.monotonic() - started
@@ -101,30 +86,20 @@ async def test_an_agent_wrapping_up_a_call_whose_home_died_leaves_wrap_up_on_tim
         assert not [m for m in before if m.get("type") == "call.offered" and m["call_id"] == second_id]
         offer = await alice.wait(lambda m: m.get("type") == "call.offered" and m["call_id"] == second_id, timeout=20)
         assert offer["call_id"] == second_id
-    finally:
-        for socket in sockets:
-            await socket.close()
-        a.close()
-        b.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_an_agent_submits_the_wrap_up_of_a_call_whose_home_died_on_her_own_node(database_url, redis_url,
                                                                                        tmp_path, caller_token):
     settings = {**SETTINGS, "wrap_up_s": 60}
-    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
-    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
-    sockets: list = []
-    try:
-        await start(a)
-        await start(b)
+    async with cluster(database_url, redis_url, tmp_path, **settings) as nodes:
+        a, b = nodes.nodes
         alice = await agent_socket(b.base_url)
-        sockets.append(alice)
+        nodes.closes(alice)
         ws, call_id = await caller_socket(a.base_url, caller_token(sub="noted"))
-        sockets.append(ws)
+        nodes.closes(ws)
         await alice.wait(lambda m: m.get("type") == "call.offered" and m["call_id"] == call_id, timeout=20)
-        assert (await alice.request({"type": "call.accept", "call_id": call_id}))["type"] == "call.accepted"
-        await ws.wait("call.answered", timeout=10)
+        await accept(alice, ws, call_id)
         assert (await alice.request({"type": "call.hangup", "call_id": call_id}))["type"] == "ack"
         await alice.wait(lambda m: m.get("type") == "agent.status" and m["status"] == "wrap_up", timeout=10)
         await record_state(database_url, call_id, "ended")
@@ -148,11 +123,6 @@ async def test_an_agent_submits_the_wrap_up_of_a_call_whose_home_died_on_her_own
             assert record["disposition"] == "resolved", record
         finally:
             await api.close()
-    finally:
-        for socket in sockets:
-            await socket.close()
-        a.close()
-        b.close()
 
 
 async def _submitted(alice, call_id: str) -> bool:
@@ -173,20 +143,15 @@ async def test_a_callback_taken_through_a_node_that_dies_is_offered_again_and_it
     the caller rejoins: the request is restored on B, offered to alice again, and its new rejoin deadline runs on B
     (the caller does not come back: it ends callback_expired there, recorded)."""
     settings = {**SETTINGS, "callback_rejoin_s": 3, "wrap_up_s": 0}
-    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
-    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
-    sockets: list = []
-    api = None
-    try:
-        await start(a)
-        await start(b)
+    async with cluster(database_url, redis_url, tmp_path, **settings) as nodes:
+        a, b = nodes.nodes
         ws, call_id = await caller_socket(a.base_url, caller_token(sub="call-me-back"))
-        sockets.append(ws)
+        nodes.closes(ws)
         accepted = await ws.request({"type": "callback.request", "call_id": call_id})
         assert accepted["type"] == "callback.accepted", accepted
         await ws.request({"type": "bye"})  # the caller leaves the app
         await ws.close()
-        api = Api(b.base_url)
+        api = nodes.closes(Api(b.base_url))
         await api.login("admin", "admin-demo")
 
         async def recorded(kind: str) -> bool:
@@ -195,7 +160,7 @@ async def test_a_callback_taken_through_a_node_that_dies_is_offered_again_and_it
 
         await until(lambda: recorded("callback_requested"), 15, interval=0.2, message="the request recorded")
         alice = await agent_socket(b.base_url)
-        sockets.append(alice)
+        nodes.closes(alice)
         await alice.wait(lambda m: m.get("type") == "call.offered" and m["call_id"] == call_id, timeout=20)
         taken = await alice.request({"type": "call.accept", "call_id": call_id})
         assert taken["type"] == "call.accepted", taken
@@ -216,10 +181,3 @@ async def test_a_callback_taken_through_a_node_that_dies_is_offered_again_and_it
         assert record["outcome"] == "callback_expired" and record["callback"] is True, record
         kinds = [e["kind"] for e in record["events"]]
         assert "callback_restored" in kinds and kinds.count("callback_ready") == 2, kinds
-    finally:
-        if api is not None:
-            await api.close()
-        for socket in sockets:
-            await socket.close()
-        a.close()
-        b.close()

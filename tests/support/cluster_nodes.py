@@ -1,16 +1,22 @@
-"""Starting `callin serve` nodes of a cluster test (tests/integration/test_cluster_calls.py, test_cluster_line.py,
-the browser test)."""
+"""Starting `callin serve` nodes of a cluster test (tests/integration/test_cluster_*.py, the browser test):
+`cluster()` starts nodes with the given settings and, at the end, closes what the test opened on them and the nodes;
+`accept()` is an agent's console taking the call offered to it."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from .process import GatewayProcess
 from .waiting import until
+
+T = TypeVar("T")
 
 
 def node(database_url: str, redis_url: str, tmp_path: Path, name: str, first: bool, **settings) -> GatewayProcess:
@@ -52,3 +58,48 @@ async def record_state(database_url: str, call_id: str, state: str, timeout: flo
         await until(durable, timeout)
     finally:
         await engine.dispose()
+
+
+class Cluster:
+    """The started nodes of a cluster test (node-a, node-b, ... in `nodes`), and what the test opened on them."""
+
+    def __init__(self, nodes: list[GatewayProcess], stack: AsyncExitStack) -> None:
+        self.nodes = nodes
+        self._stack = stack
+
+    def closes(self, thing: T) -> T:
+        """`thing` (a socket, a client, an Api, a balancer: anything with an async close()) is closed at the end of
+        the test, before the nodes; the last given first (see at_end). Returns it."""
+        self.at_end(thing.close)  # type: ignore[attr-defined]
+        return thing
+
+    def at_end(self, step: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """`await step(*args)` at the end of the test, before the nodes are closed, in the reverse order of the steps
+        and things to close given (each runs even when one before it failed)."""
+        self._stack.push_async_callback(step, *args)
+
+
+@asynccontextmanager
+async def cluster(database_url: str, redis_url: str, tmp_path: Path, names: Sequence[str] = "ab", *,
+                  redis_urls: dict[str, str] | None = None, **settings: Any) -> AsyncIterator[Cluster]:
+    """Nodes node-<name> for each of `names` with the same settings (the first migrates the shared database; a node
+    may have its own redis URL in `redis_urls`), started in turn. At the end, whether the test passed or not, what it
+    gave to `Cluster.closes` is closed, then every node."""
+    nodes = [node(database_url, (redis_urls or {}).get(name, redis_url), tmp_path, f"node-{name}", i == 0,
+                  **settings) for i, name in enumerate(names)]
+    try:
+        async with AsyncExitStack() as stack:
+            for gateway in nodes:
+                await start(gateway)
+            yield Cluster(nodes, stack)
+    finally:
+        for gateway in nodes:
+            gateway.close()
+
+
+async def accept(console: Any, caller: Any, call_id: str, timeout: float = 10) -> dict:
+    """An agent's console (its socket) accepts the call offered to it, and the caller's socket is told the call was
+    answered (that message is returned)."""
+    accepted = await console.request({"type": "call.accept", "call_id": call_id})
+    assert accepted["type"] == "call.accepted", accepted
+    return await caller.wait("call.answered", timeout=timeout)
