@@ -12,37 +12,40 @@ import pytest
 
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import Agent, Caller
-from tests.support.cluster_nodes import node, start
+from tests.support.cluster_nodes import Cluster, accept, cluster
 from tests.support.waiting import until
+
+SETTINGS = {"node_dead_after_s": 3, "node_beat_s": 0.5, "media_workers": 0}
+
+
+async def recording_on_demand(nodes: Cluster, gateway) -> Api:
+    """The default queue set to record on demand (the caller notified) by the admin through `gateway`; returns the
+    admin's Api there (closed at the end)."""
+    admin = nodes.closes(Api(gateway.base_url))
+    await admin.login("admin", "admin-demo")
+    status, body = await admin.request("PUT", "/api/v1/queues/default",
+                                       json={"recording": "on_demand", "recording_consent": "notify"})
+    assert status == 200, body
+    return admin
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_recording_control_from_a_node_that_is_not_the_calls_home(database_url, redis_url, tmp_path,
                                                                         caller_token):
-    settings = {"node_dead_after_s": 3, "node_beat_s": 0.5, "media_workers": 0}
-    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
-    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
-    clients: list = []
-    try:
-        await start(a)
-        await start(b)
-        admin = Api(a.base_url)
-        clients.append(admin)
-        await admin.login("admin", "admin-demo")
-        status, body = await admin.request("PUT", "/api/v1/queues/default",
-                                           json={"recording": "on_demand", "recording_consent": "notify"})
-        assert status == 200, body
+    async with cluster(database_url, redis_url, tmp_path, **SETTINGS) as nodes:
+        a, b = nodes.nodes
+        admin = await recording_on_demand(nodes, a)
         status, key = await admin.post("/api/v1/api-keys", {"name": "payments"})
         assert status == 201, key
         payments_b = Api(b.base_url, bearer=key["key"])  # an integrator that reaches node B only
-        clients.append(payments_b)
+        nodes.closes(payments_b)
 
         agent = Agent(b.base_url)  # alice's console on B
         await agent.connect()
-        clients.append(agent)
+        nodes.closes(agent)
         caller = Caller(a.base_url, caller_token(sub="rec-cluster"))  # the call's home is A
         await caller.connect()
-        clients.append(caller)
+        nodes.closes(caller)
         await caller.start("voice", tone_hz=880.0)
         call_id = caller.call_id
         offer = await agent.wait_offer(timeout=20)
@@ -60,7 +63,7 @@ async def test_recording_control_from_a_node_that_is_not_the_calls_home(database
         await agent.ws.wait(lambda m: m.get("type") == "recording.state" and m["state"] == "recording", timeout=15)
 
         alice_b = Api(b.base_url)  # the call's agent herself, over REST on B
-        clients.append(alice_b)
+        nodes.closes(alice_b)
         await alice_b.login("alice", "alice-demo")
         status, state = await alice_b.post(f"/api/v1/calls/{call_id}/recording/pause")
         assert status == 200 and state["state"] == "paused" and len(state["paused_spans"]) == 1, state
@@ -70,7 +73,7 @@ async def test_recording_control_from_a_node_that_is_not_the_calls_home(database
         status, body = await payments_b.post(f"/api/v1/calls/{call_id}/recording/pause")
         assert status == 409 and body["code"] == "recording_paused", body
         bob_b = Api(b.base_url)
-        clients.append(bob_b)
+        nodes.closes(bob_b)
         await bob_b.login("bob", "bob-demo")
         status, body = await bob_b.post(f"/api/v1/calls/{call_id}/recording/resume")
         assert status == 403 and body["code"] == "not_your_call", body
@@ -101,7 +104,7 @@ async def test_recording_control_from_a_node_that_is_not_the_calls_home(database
         await caller.ws.wait(lambda m: m.get("type") == "recording.state" and m["state"] == "recording"
                              and m.get("by") == "api", timeout=15)
         payments_a = Api(a.base_url, bearer=key["key"])
-        clients.append(payments_a)
+        nodes.closes(payments_a)
         status, state = await payments_a.get(f"/api/v1/calls/{call_id}/recording")
         assert status == 200 and state["state"] == "recording" and len(state["paused_spans"]) == 1, state
 
@@ -111,11 +114,6 @@ async def test_recording_control_from_a_node_that_is_not_the_calls_home(database
         assert status == 503 and body["code"] == "node_unreachable", body
         status, body = await alice_b.get(f"/api/v1/calls/{call_id}/history")
         assert status == 503 and body["code"] == "node_unreachable", body
-    finally:
-        for client in clients:
-            await client.close()
-        a.close()
-        b.close()
 
 
 def samples(text: str, name: str) -> dict[str, float]:
@@ -133,22 +131,19 @@ async def test_metrics_of_every_node_tell_the_clusters_queues_and_agents(databas
                                                                          caller_token):
     """Per queue, callers waiting and the longest wait over every node; agents by status over every node; read from
     either node's /metrics, and a killed node's share drops out."""
-    settings = {"node_dead_after_s": 3, "node_beat_s": 0.5, "media_workers": 0}
-    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
-    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
-    sockets: list = []
-    try:
-        await start(a)
-        await start(b)
+    async with cluster(database_url, redis_url, tmp_path, **SETTINGS) as nodes:
+        a, b = nodes.nodes
         alice = await agent_socket(a.base_url, "alice", "alice-demo", available=False)  # away, on A
         bob = await agent_socket(b.base_url, "bob", "bob-demo", available=False)  # away, on B
-        sockets += [alice, bob]
+        nodes.closes(alice)
+        nodes.closes(bob)
         first_at = time.time()
         first, _ = await caller_socket(a.base_url, caller_token(sub="first-in-line"))  # waits on A
         second, _ = await caller_socket(b.base_url, caller_token(sub="second-in-line"))  # waits on B
-        sockets += [first, second]
+        nodes.closes(first)
+        nodes.closes(second)
         sam = await agent_socket(b.base_url, "sam", "sam-demo", available=False)  # a supervisor, away on B
-        sockets.append(sam)
+        nodes.closes(sam)
 
         async def page(base: str) -> str:
             async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as r:
@@ -192,11 +187,6 @@ async def test_metrics_of_every_node_tell_the_clusters_queues_and_agents(databas
             return statuses.get('{status="away"}') == 1 and samples(text, "callin_cluster_nodes")[""] == 1
 
         await until(without_a, 20, interval=0.2, message="A's share gone from B's /metrics")
-    finally:
-        for socket in sockets:
-            await socket.close()
-        a.close()
-        b.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -208,31 +198,20 @@ async def test_a_call_restored_on_another_node_is_reached_there_from_a_third(dat
     from tests.integration.test_drain import resume_through
     from tests.support.balancer import RoundRobin
 
-    settings = {"node_dead_after_s": 3, "node_beat_s": 0.5, "media_workers": 0}
-    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
-    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
-    c = node(database_url, redis_url, tmp_path, "node-c", False, **settings)
-    lb = RoundRobin([b.port, c.port])
-    clients: list = []
-    try:
-        for gateway in (a, b, c):
-            await start(gateway)
+    async with cluster(database_url, redis_url, tmp_path, "abc", **SETTINGS) as nodes:
+        a, b, c = nodes.nodes
+        lb = nodes.closes(RoundRobin([b.port, c.port]))
         await lb.start()
-        admin = Api(b.base_url)
-        clients.append(admin)
-        await admin.login("admin", "admin-demo")
-        status, body = await admin.request("PUT", "/api/v1/queues/default",
-                                           json={"recording": "on_demand", "recording_consent": "notify"})
-        assert status == 200, body
+        admin = await recording_on_demand(nodes, b)
         token = caller_token(sub="restored-elsewhere")
         ws, call_id = await caller_socket(a.base_url, token)
-        clients.append(ws)
+        nodes.closes(ws)
         welcome = next(m for m in ws.messages if m["type"] == "welcome")
         await ws.wait(lambda m: m.get("type") == "queue.position", timeout=10)
         a.kill()
         await ws.close()
         back, again, _ = await resume_through(lb.base_url, token, welcome["resume_token"], ws.last_seq, timeout=30)
-        clients.append(back)
+        nodes.closes(back)
         assert again["call"]["call_id"] == call_id, again
         homes: list[str] = []
 
@@ -245,7 +224,7 @@ async def test_a_call_restored_on_another_node_is_reached_there_from_a_third(dat
         assert homes in (["node-b"], ["node-c"]), homes
         other = c if homes == ["node-b"] else b
         payments = Api(other.base_url)
-        clients.append(payments)
+        nodes.closes(payments)
         await payments.login("admin", "admin-demo")
 
         async def from_other() -> bool:
@@ -256,21 +235,13 @@ async def test_a_call_restored_on_another_node_is_reached_there_from_a_third(dat
         await until(from_other, 15, interval=0.3, message="the other node reaches the restored call")
 
         agent = Agent(other.base_url)  # alice on the other node answers it
-        clients.append(agent)
+        nodes.closes(agent)
         await agent.connect()
         offer = await agent.wait_offer(timeout=20)
         assert offer["call_id"] == call_id
-        accepted = await agent.ws.request({"type": "call.accept", "call_id": call_id})
-        assert accepted["type"] == "call.accepted", accepted
-        await back.wait("call.answered", timeout=15)
+        await accept(agent.ws, back, call_id, timeout=15)
         status, state = await payments.post(f"/api/v1/calls/{call_id}/recording/start")
         assert status == 200 and state["state"] in ("pending", "recording"), (status, state)
         told = await back.wait(lambda m: m.get("type") == "recording.state" and m["state"] in ("pending", "recording"),
                                timeout=15)
         assert told["call_id"] == call_id
-    finally:
-        for client in clients:
-            await client.close()
-        await lb.close()
-        for gateway in (a, b, c):
-            gateway.close()
