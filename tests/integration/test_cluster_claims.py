@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from tests.support.api import caller_socket
 from tests.support.clients import Agent
-from tests.support.cluster_nodes import node, start
+from tests.support.cluster_nodes import Cluster, accept, cluster
 from tests.support.waiting import until
 
 HOME_USER, HOME_PASSWORD = "home-node", "home-secret"
@@ -59,6 +59,20 @@ async def still_held(redis: Redis, agent: Agent, call_id: str) -> None:
     assert not await entries(redis, "claim_dropped")
 
 
+async def lost_offer(nodes: Cluster, redis: Redis, token: str) -> tuple[Agent, str, float]:
+    """alice's console on node B, available in the shared presence; then home node A, muzzled, takes a caller (with
+    `token`) and claims her for it, and its offer never reaches her. Returns (alice, the call, when the claim was
+    seen); her console and the caller's socket are closed at the end."""
+    a, b = nodes.nodes[:2]
+    alice = nodes.closes(Agent(b.base_url))
+    await alice.connect()
+    await until(lambda: _available(redis, "alice"), 20, 0.1, "alice available in the shared presence")
+    await muzzle(redis, True)
+    ws, call_id = await caller_socket(a.base_url, token)
+    nodes.closes(ws)
+    return alice, call_id, await rung_unseen(redis, alice, call_id)
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_home_killed_after_its_claim_before_its_offer_frees_the_agent(database_url, redis_url, tmp_path,
                                                                             redis, caller_token):
@@ -67,24 +81,12 @@ async def test_home_killed_after_its_claim_before_its_offer_frees_the_agent(data
     claim's deadline (ring timeout 60 s + 10 s), and she is offered a call of a third node."""
     dead_after = 3.0
     settings = {"ring_timeout_s": 60, "node_dead_after_s": dead_after}
-    a = node(database_url, await home_user(redis, redis_url), tmp_path, "node-a", True, **settings)
-    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
-    c = node(database_url, redis_url, tmp_path, "node-c", False, **settings)
-    clients: list = []
-    try:
-        for gateway in (a, b, c):
-            await start(gateway)
-        alice = Agent(b.base_url)
-        clients.append(alice)
-        await alice.connect()
-        await until(lambda: _available(redis, "alice"), 20, 0.1, "alice available in the shared presence")
-
-        await muzzle(redis, True)
-        ws_a, call_a = await caller_socket(a.base_url, caller_token(sub="stranded"))
-        clients.append(ws_a)
-        await rung_unseen(redis, alice, call_a)
+    home = {"a": await home_user(redis, redis_url)}
+    async with cluster(database_url, redis_url, tmp_path, "abc", redis_urls=home, **settings) as nodes:
+        a, b, c = nodes.nodes
+        alice, call_a, _ = await lost_offer(nodes, redis, caller_token(sub="stranded"))
         ws_c, call_c = await caller_socket(c.base_url, caller_token(sub="next"))
-        clients.append(ws_c)
+        nodes.closes(ws_c)
         await still_held(redis, alice, call_a)  # the home is alive: its claim stands
 
         a.kill()
@@ -96,16 +98,9 @@ async def test_home_killed_after_its_claim_before_its_offer_frees_the_agent(data
         dropped = await entries(redis, "claim_dropped")
         assert [(e["call"], e["agent"], e["reason"]) for e in dropped] == [(call_a, "alice", "claimer_dead")]
         assert not [m for m in alice.ws.messages if m.get("type") == "call.offered" and m["call_id"] == call_a]
-        accepted = await alice.ws.request({"type": "call.accept", "call_id": call_c})
-        assert accepted["type"] == "call.accepted", accepted
-        await ws_c.wait(lambda m: m["type"] == "call.answered", timeout=15)
+        await accept(alice.ws, ws_c, call_c, timeout=15)
         offers = [e["call"] for e in await entries(redis, "offer") if e["agent"] == "alice"]
         assert offers == [call_a, call_c]  # each claimed once
-    finally:
-        for client in clients:
-            await client.close()
-        for gateway in (a, b, c):
-            gateway.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -114,23 +109,13 @@ async def test_a_claim_whose_offer_was_lost_ends_at_its_deadline(database_url, r
     """The home stays alive, but its offer and the ring's end are lost (it cannot publish): the agent is freed when
     the claim's deadline (ring timeout 2 s + 10 s) passes, not before, and is offered the next call."""
     settings = {"ring_timeout_s": 2, "node_dead_after_s": 3}
-    a = node(database_url, await home_user(redis, redis_url), tmp_path, "node-a", True, **settings)
-    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
-    clients: list = []
-    try:
-        for gateway in (a, b):
-            await start(gateway)
-        alice = Agent(b.base_url)
-        clients.append(alice)
-        await alice.connect()
-        await until(lambda: _available(redis, "alice"), 20, 0.1, "alice available in the shared presence")
-
-        await muzzle(redis, True)
-        ws_a, call_a = await caller_socket(a.base_url, caller_token(sub="unheard"))
-        clients.append(ws_a)
-        claimed = await rung_unseen(redis, alice, call_a)
+    home = {"a": await home_user(redis, redis_url)}
+    async with cluster(database_url, redis_url, tmp_path, redis_urls=home, **settings) as nodes:
+        a, b = nodes.nodes
+        nodes.at_end(muzzle, redis, False)
+        alice, call_a, claimed = await lost_offer(nodes, redis, caller_token(sub="unheard"))
         ws_b, call_b = await caller_socket(b.base_url, caller_token(sub="next"))
-        clients.append(ws_b)
+        nodes.closes(ws_b)
         await still_held(redis, alice, call_a)
 
         offer = await alice.ws.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == call_b, timeout=45)
@@ -140,15 +125,7 @@ async def test_a_claim_whose_offer_was_lost_ends_at_its_deadline(database_url, r
         dropped = await entries(redis, "claim_dropped")
         assert [(e["call"], e["agent"], e["reason"]) for e in dropped] == [(call_a, "alice", "expired")]
         assert a.proc is not None and a.proc.poll() is None  # the home never died
-        accepted = await alice.ws.request({"type": "call.accept", "call_id": call_b})
-        assert accepted["type"] == "call.accepted", accepted
-        await ws_b.wait(lambda m: m["type"] == "call.answered", timeout=15)
-    finally:
-        await muzzle(redis, False)
-        for client in clients:
-            await client.close()
-        for gateway in (a, b):
-            gateway.close()
+        await accept(alice.ws, ws_b, call_b, timeout=15)
 
 
 async def _available(redis: Redis, username: str) -> bool:
