@@ -9,36 +9,30 @@ import pytest
 
 from tests.integration.test_drain import resume_through
 from tests.support.api import caller_socket
-from tests.support.clients import Agent, WsClient
-from tests.support.cluster_nodes import node, record_state, start
+from tests.support.clients import Agent
+from tests.support.cluster_nodes import accept, cluster, record_state
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_caller_cut_off_by_a_dead_node_rejoins_at_the_front(database_url, redis_url, tmp_path, caller_token):
     settings = {"node_dead_after_s": 3, "node_beat_s": 0.5, "media_workers": 0, "wrap_up_s": 0,
                 "position_update_interval_s": 0}
-    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
-    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
-    sockets: list[WsClient] = []
-    try:
-        await start(a)
-        await start(b)
+    async with cluster(database_url, redis_url, tmp_path, **settings) as nodes:
+        a, b = nodes.nodes
         alice = Agent(b.base_url)
         await alice.connect()
-        sockets.append(alice.ws)
+        nodes.closes(alice.ws)
         token = caller_token(sub="cut-off", name="Dana Caller")
         ws, old_id = await caller_socket(a.base_url, token)  # homed on A; alice (on B) answers it through B
-        sockets.append(ws)
+        nodes.closes(ws)
         offer = await alice.wait_offer(timeout=20)
         assert offer["call_id"] == old_id
-        accepted = await alice.ws.request({"type": "call.accept", "call_id": old_id})
-        assert accepted["type"] == "call.accepted", accepted
-        await ws.wait("call.answered", timeout=10)
+        await accept(alice.ws, ws, old_id)
         await record_state(database_url, old_id, "connected")  # what a reaping node will read
         await alice.ws.close()  # her console goes (she will be back): nobody takes the caller who waits meanwhile
 
         waiter, waiter_id = await caller_socket(b.base_url, caller_token(sub="waiting-on-b"))
-        sockets.append(waiter)
+        nodes.closes(waiter)
         first = await waiter.wait(lambda m: m.get("type") == "queue.position", timeout=10)
         assert first["position"] == 1, first
 
@@ -46,7 +40,7 @@ async def test_a_caller_cut_off_by_a_dead_node_rejoins_at_the_front(database_url
         welcome = next(m for m in ws.messages if m["type"] == "welcome")
         await ws.close()
         back, again, _ = await resume_through(b.base_url, token, welcome["resume_token"], ws.last_seq, timeout=30)
-        sockets.append(back)
+        nodes.closes(back)
         assert again["resumed"] is True and again["call"]["state"] == "queued", again
         new_id = again["call"]["call_id"]
         assert new_id not in (old_id, waiter_id)
@@ -60,17 +54,10 @@ async def test_a_caller_cut_off_by_a_dead_node_rejoins_at_the_front(database_url
 
         alice = Agent(b.base_url)  # back: offered the caller who was cut off first
         await alice.connect(available=False)
-        sockets.append(alice.ws)
+        nodes.closes(alice.ws)
         status = await alice.ws.request({"type": "agent.status", "status": "available"})
         assert status["type"] == "agent.status", status
         offer = await alice.wait_offer(timeout=20)
         assert offer["call_id"] == new_id and offer["card"]["identity"]["name"] == "Dana Caller", offer
-        accepted = await alice.ws.request({"type": "call.accept", "call_id": new_id})
-        assert accepted["type"] == "call.accepted", accepted
-        answered = await back.wait("call.answered", timeout=10)
+        answered = await accept(alice.ws, back, new_id)
         assert answered["call_id"] == new_id
-    finally:
-        for socket in sockets:
-            await socket.close()
-        a.close()
-        b.close()
