@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from tests.support.api import Api, agent_socket, caller_socket
 from tests.support.clients import Agent, Caller, wait_until
-from tests.support.cluster_nodes import node, spread_agents, start
+from tests.support.cluster_nodes import Cluster, cluster, spread_agents
 from tests.support.waiting import until
 
 CALLER_HZ, ALICE_HZ, BOB_HZ = 880, 440, 660
@@ -29,18 +29,11 @@ async def hears(sink, expected_hz: float, frames: int = 30, timeout: float = 20)
     assert abs(freq - expected_hz) < 30, f"heard {freq:.0f} Hz, expected {expected_hz} Hz"
 
 
-async def three_nodes(database_url, redis_url, tmp_path, **settings):
-    nodes = [node(database_url, redis_url, tmp_path, f"node-{x}", x == "a", **settings) for x in "abc"]
-    for gateway in nodes:
-        await start(gateway)
-    return nodes
-
-
-async def answered_across(a, b, caller_token, *, agent_aux: bool) -> tuple[Caller, Agent, str]:
-    """A caller on A answered by alice on B, media both ways (through A's media plane)."""
-    alice = Agent(b.base_url)
+async def answered_across(nodes: Cluster, a, b, caller_token, *, agent_aux: bool) -> tuple[Caller, Agent, str]:
+    """A caller on A answered by alice on B, media both ways (through A's media plane); both closed at the end."""
+    alice = nodes.closes(Agent(b.base_url))
     await alice.connect()
-    caller = Caller(a.base_url, caller_token(sub="cust-x", name="Dana Caller"))
+    caller = nodes.closes(Caller(a.base_url, caller_token(sub="cust-x", name="Dana Caller")))
     await caller.connect()
     call_id = (await caller.start("video", tone_hz=CALLER_HZ))["call_id"]
     assert (await alice.wait_offer(timeout=30))["call_id"] == call_id
@@ -76,6 +69,15 @@ async def presence(redis_url: str, username: str, status: str) -> None:
         await redis.aclose()
 
 
+async def bob_on(nodes: Cluster, gateway, redis_url: str, *, available: bool = True) -> Agent:
+    """bob's console on `gateway`, signed in available or away, once his node wrote that to the shared presence;
+    closed at the end."""
+    bob = nodes.closes(Agent(gateway.base_url, "bob", "bob-demo"))
+    await bob.connect(available=available)
+    await presence(redis_url, "bob", "available" if available else "away")
+    return bob
+
+
 async def request_until_done(agent: Agent, payload: dict, timeout: float = 20) -> dict:
     """A request answered target_unavailable (retryable: the target's presence not pushed yet) is sent again."""
     deadline = time.monotonic() + timeout
@@ -91,15 +93,10 @@ async def test_blind_transfer_to_an_agent_of_a_third_node_media_both_ways(databa
                                                                           caller_token):
     """Caller on A, alice on B, bob on C: alice's blind transfer to bob (run on A) claims bob through the shared
     store, rings him on C, and after he accepts the caller and bob hear each other (tones), through A."""
-    a, b, c = await three_nodes(database_url, redis_url, tmp_path, ring_timeout_s=60)
-    clients: list = []
-    try:
-        caller, alice, call_id = await answered_across(a, b, caller_token, agent_aux=False)
-        clients += [caller, alice]
-        bob = Agent(c.base_url, "bob", "bob-demo")
-        clients.append(bob)
-        await bob.connect(available=False)
-        await presence(redis_url, "bob", "away")
+    async with cluster(database_url, redis_url, tmp_path, "abc", ring_timeout_s=60) as nodes:
+        a, b, c = nodes.nodes
+        caller, alice, call_id = await answered_across(nodes, a, b, caller_token, agent_aux=False)
+        bob = await bob_on(nodes, c, redis_url, available=False)
 
         # Errors as on one node, decided with the cluster's presence: unknown, away (bob on C), oneself.
         for target, code in (("zed", "unknown_agent"), ("bob", "target_unavailable"), ("alice", "transfer_to_self")):
@@ -132,11 +129,6 @@ async def test_blind_transfer_to_an_agent_of_a_third_node_media_both_ways(databa
 
         assert (await bob.hangup(call_id))["type"] == "ack"
         assert (await caller.ws.wait("call.ended", timeout=15))["reason"] == "agent_hangup"
-    finally:
-        for client in clients:
-            await client.close()
-        for gateway in (a, b, c):
-            gateway.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -145,15 +137,10 @@ async def test_consult_with_an_agent_of_a_third_node_declined_then_completed(dat
     """Caller on A, alice on B, bob on C: a consult bob declines ends as on one node (alice told, bob free again);
     a second one he accepts: alice and bob hear each other while the caller is on hold, then the hand-over leaves
     the caller with bob, media both ways."""
-    a, b, c = await three_nodes(database_url, redis_url, tmp_path, ring_timeout_s=60)
-    clients: list = []
-    try:
-        caller, alice, call_id = await answered_across(a, b, caller_token, agent_aux=True)
-        clients += [caller, alice]
-        bob = Agent(c.base_url, "bob", "bob-demo")
-        clients.append(bob)
-        await bob.connect()
-        await presence(redis_url, "bob", "available")
+    async with cluster(database_url, redis_url, tmp_path, "abc", ring_timeout_s=60) as nodes:
+        a, b, c = nodes.nodes
+        caller, alice, call_id = await answered_across(nodes, a, b, caller_token, agent_aux=True)
+        bob = await bob_on(nodes, c, redis_url)
 
         consult = {"type": "call.transfer", "call_id": call_id, "mode": "warm", "to_agent": "bob"}
         assert (await request_until_done(alice, consult))["type"] == "ack"
@@ -189,11 +176,6 @@ async def test_consult_with_an_agent_of_a_third_node_declined_then_completed(dat
 
         assert (await bob.hangup(call_id))["type"] == "ack"
         assert (await caller.ws.wait("call.ended", timeout=15))["reason"] == "agent_hangup"
-    finally:
-        for client in clients:
-            await client.close()
-        for gateway in (a, b, c):
-            gateway.close()
 
 
 def closed_queue() -> str:
@@ -210,14 +192,14 @@ async def test_callback_requests_listed_and_taken_across_nodes_once_and_after_ki
     A is killed (-9): the second request, taken over by another node, is taken from B."""
     settings = {"demo_agents": spread_agents(3), "node_dead_after_s": 3, "node_beat_s": 0.5, "node_lease_s": 60,
                 "queues": closed_queue(), "ring_timeout_s": 60}
-    a, b, c = await three_nodes(database_url, redis_url, tmp_path, **settings)
-    opened: list = []
-    apis: list[Api] = []
-    try:
+    async with cluster(database_url, redis_url, tmp_path, "abc", **settings) as nodes:
+        a, b, c = nodes.nodes
+        opened: list = []
+        apis: list[Api] = []
         requests = []
         for i in range(2):
             ws, call_id = await caller_socket(a.base_url, caller_token(sub=f"cb-{i}", name=f"Carl {i}", queue="after"))
-            opened.append(ws)
+            opened.append(nodes.closes(ws))
             assert (await ws.wait("queue.closed", timeout=15))["reason"] == "after_hours"
             asked = await ws.request({"type": "callback.request", "call_id": call_id, "phone": f"+49 30 {i}"})
             assert asked["type"] != "error", asked
@@ -227,8 +209,8 @@ async def test_callback_requests_listed_and_taken_across_nodes_once_and_after_ki
         agents = {}
         for name, gateway in (("ag1", b), ("ag2", c)):
             agents[name] = await agent_socket(gateway.base_url, name, f"{name}-pass")
-            opened.append(agents[name])
-            api = Api(gateway.base_url)
+            nodes.closes(agents[name])
+            api = nodes.closes(Api(gateway.base_url))
             assert (await api.login(name, f"{name}-pass"))[0] == 200
             apis.append(api)
         api_b, api_c = apis
@@ -285,13 +267,6 @@ async def test_callback_requests_listed_and_taken_across_nodes_once_and_after_ki
         assert again["card"]["callback"] is True
         accepted = await agents[loser].request({"type": "call.accept", "call_id": second}, timeout=20)
         assert accepted["type"] == "call.accepted", accepted
-    finally:
-        for api in apis:
-            await api.close()
-        for ws in opened:
-            await ws.close()
-        for gateway in (a, b, c):
-            gateway.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -301,17 +276,11 @@ async def test_target_node_killed_while_a_blind_transfer_rings_the_call_is_offer
     dead, withdraws the ring as for any console gone and offers the call again (to alice, free since the transfer),
     well before the ring timeout (60 s)."""
     settings = {"ring_timeout_s": 60, "node_dead_after_s": 3, "node_beat_s": 0.5}
-    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
-    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
-    clients: list = []
-    try:
-        await start(a)
-        await start(b)
-        bob = Agent(b.base_url, "bob", "bob-demo")
-        clients.append(bob)
+    async with cluster(database_url, redis_url, tmp_path, **settings) as nodes:
+        a, b = nodes.nodes
+        bob = nodes.closes(Agent(b.base_url, "bob", "bob-demo"))
         await bob.connect(available=False)
-        caller, alice, call_id = await answered_across(a, a, caller_token, agent_aux=False)
-        clients += [caller, alice]
+        caller, alice, call_id = await answered_across(nodes, a, a, caller_token, agent_aux=False)
         assert (await bob.ws.request({"type": "agent.status", "status": "available"}))["status"] == "available"
         done = await request_until_done(alice, {"type": "call.transfer", "call_id": call_id, "mode": "blind",
                                                 "to_agent": "bob"})
@@ -330,11 +299,6 @@ async def test_target_node_killed_while_a_blind_transfer_rings_the_call_is_offer
         await wait_until(lambda: "audio" in alice.peer.slots, 30)
         await hears(caller.peer.slots["audio"], BOB_HZ)
         await hears(alice.peer.slots["audio"], CALLER_HZ)
-    finally:
-        for client in clients:
-            await client.close()
-        a.close()
-        b.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -344,20 +308,15 @@ async def test_consult_target_console_dropping_ends_the_consult_not_the_call(dat
     the consult rings: the ring is withdrawn at once (alice told agent_disconnected, long before the ring timeout).
     A second consult bob joins, then his console drops for good (beyond the resume grace): the consult ends, the
     caller stays with alice (it used to end the call), and she hangs up normally."""
-    a, b, c = await three_nodes(database_url, redis_url, tmp_path, ring_timeout_s=60, resume_grace_s=3)
-    clients: list = []
-    try:
-        alice = Agent(b.base_url)
-        clients.append(alice)
+    async with cluster(database_url, redis_url, tmp_path, "abc", ring_timeout_s=60, resume_grace_s=3) as nodes:
+        a, b, c = nodes.nodes
+        alice = nodes.closes(Agent(b.base_url))
         await alice.connect()
         ws, call_id = await caller_socket(a.base_url, caller_token(sub="consulted"))
-        clients.append(ws)
+        nodes.closes(ws)
         assert (await alice.wait_offer(timeout=30))["call_id"] == call_id
         assert (await alice.ws.request({"type": "call.accept", "call_id": call_id}))["type"] == "call.accepted"
-        bob = Agent(c.base_url, "bob", "bob-demo")
-        clients.append(bob)
-        await bob.connect()
-        await presence(redis_url, "bob", "available")
+        bob = await bob_on(nodes, c, redis_url)
 
         consult = {"type": "call.transfer", "call_id": call_id, "mode": "warm", "to_agent": "bob"}
         assert (await request_until_done(alice, consult))["type"] == "ack"
@@ -368,10 +327,7 @@ async def test_consult_target_console_dropping_ends_the_consult_not_the_call(dat
         assert ended["state"] == "agent_disconnected" and ended["colleague"] == "bob", ended
         assert time.monotonic() - dropped < 30  # not the ring timeout (60 s)
 
-        bob = Agent(c.base_url, "bob", "bob-demo")  # back, signed in again
-        clients.append(bob)
-        await bob.connect()
-        await presence(redis_url, "bob", "available")
+        bob = await bob_on(nodes, c, redis_url)  # back, signed in again
         since = len(alice.ws.messages)
         assert (await request_until_done(alice, consult))["type"] == "ack"
         await bob.ws.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == call_id, timeout=20)
@@ -388,8 +344,3 @@ async def test_consult_target_console_dropping_ends_the_consult_not_the_call(dat
         assert not ws.of_type("call.ended")  # the caller is still with alice
         assert (await alice.ws.request({"type": "call.hangup", "call_id": call_id}, timeout=20))["type"] == "ack"
         assert (await ws.wait("call.ended", timeout=15))["reason"] == "agent_hangup"
-    finally:
-        for client in clients:
-            await client.close()
-        for gateway in (a, b, c):
-            gateway.close()
