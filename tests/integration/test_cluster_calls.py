@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from tests.support.api import caller_socket
 from tests.support.clients import Agent, Caller, wait_until
-from tests.support.cluster_nodes import node, record_state, spread_agents, start
+from tests.support.cluster_nodes import accept, cluster, node, record_state, spread_agents, start
 
 
 async def hears(sink, expected_hz: float, frames: int = 30, timeout: float = 10) -> None:
@@ -32,15 +32,11 @@ def in_order(values: list[int]) -> bool:
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_caller_on_node_a_answered_by_agent_on_node_b_media_both_ways(database_url, redis_url, tmp_path,
                                                                              caller_token):
-    a = node(database_url, redis_url, tmp_path, "node-a", True)
-    b = node(database_url, redis_url, tmp_path, "node-b", False)
-    agent = caller = None
-    try:
-        await start(a)
-        await start(b)
-        agent = Agent(b.base_url)  # alice's console on B; nobody signed in on A
+    async with cluster(database_url, redis_url, tmp_path) as nodes:
+        a, b = nodes.nodes
+        agent = nodes.closes(Agent(b.base_url))  # alice's console on B; nobody signed in on A
         await agent.connect()
-        caller = Caller(a.base_url, caller_token(sub="cust-7", name="Dana Caller"))
+        caller = nodes.closes(Caller(a.base_url, caller_token(sub="cust-7", name="Dana Caller")))
         await caller.connect()
         queued = await caller.start("video", tone_hz=880)
         call_id = queued["call_id"]
@@ -103,12 +99,6 @@ async def test_caller_on_node_a_answered_by_agent_on_node_b_media_both_ways(data
                                      timeout=20)
         assert offer2["card"]["identity"]["name"] == "Eve Caller"
         await second.close()
-    finally:
-        for client in (agent, caller):
-            if client is not None:
-                await client.close()
-        a.close()
-        b.close()
 
 
 async def answer_everything(agent: Agent, stop: asyncio.Event, problems: list[str]) -> None:
@@ -230,18 +220,13 @@ async def test_supervisor_on_a_third_node_monitors_whispers_and_barges(database_
                                                                        caller_token):
     """Caller on A, alice on B, sam on C: sam's supervise.start and SDP reach A through C; who hears whom is
     checked by tone (caller 880 Hz, alice 440 Hz, sam 660 Hz)."""
-    a = node(database_url, redis_url, tmp_path, "node-a", True)
-    b = node(database_url, redis_url, tmp_path, "node-b", False)
-    c = node(database_url, redis_url, tmp_path, "node-c", False)
-    clients: list = []
-    try:
-        for gateway in (a, b, c):
-            await start(gateway)
+    async with cluster(database_url, redis_url, tmp_path, "abc") as nodes:
+        a, b, c = nodes.nodes
         alice = Agent(b.base_url)
-        clients.append(alice)
+        nodes.closes(alice)
         await alice.connect()
         caller = Caller(a.base_url, caller_token(sub="cust-9", name="Dana Caller"))
-        clients.append(caller)
+        nodes.closes(caller)
         await caller.connect()
         queued = await caller.start("video", tone_hz=880, aux_audio=True)
         call_id = queued["call_id"]
@@ -250,7 +235,7 @@ async def test_supervisor_on_a_third_node_monitors_whispers_and_barges(database_
         await caller.ws.wait("call.answered", timeout=10)
 
         sam = Agent(c.base_url, "sam", "sam-demo")
-        clients.append(sam)
+        nodes.closes(sam)
         await sam.connect(available=False)
         started = await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
         assert started["type"] == "supervise.started" and started["card"]["call_id"] == call_id, started
@@ -275,28 +260,18 @@ async def test_supervisor_on_a_third_node_monitors_whispers_and_barges(database_
         assert stopped["type"] == "ack", stopped
         assert (await alice.hangup(call_id))["type"] == "ack"
         assert (await caller.ws.wait("call.ended", timeout=10))["reason"] == "agent_hangup"
-    finally:
-        for client in clients:
-            await client.close()
-        for gateway in (a, b, c):
-            gateway.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_home_node_killed_frees_the_agent_of_another_node(database_url, redis_url, tmp_path, caller_token):
     """kill -9 the node that holds a connected call: the agent on the other node is told the call ended
     (node_lost) and is available again, and is offered the next call (its presence was pushed again)."""
-    a = node(database_url, redis_url, tmp_path, "node-a", True)
-    b = node(database_url, redis_url, tmp_path, "node-b", False)
-    agent = None
-    sockets = []
-    try:
-        await start(a)
-        await start(b)
-        agent = Agent(b.base_url)
+    async with cluster(database_url, redis_url, tmp_path) as nodes:
+        a, b = nodes.nodes
+        agent = nodes.closes(Agent(b.base_url))
         await agent.connect()
         ws, call_id = await caller_socket(a.base_url, caller_token(sub="doomed"))
-        sockets.append(ws)
+        nodes.closes(ws)
         offer = await agent.wait_offer(timeout=20)
         assert offer["call_id"] == call_id
         accepted = await agent.ws.request({"type": "call.accept", "call_id": call_id})
@@ -318,16 +293,9 @@ async def test_home_node_killed_frees_the_agent_of_another_node(database_url, re
         assert late["type"] == "error" and late["code"] == "unknown_call", late
 
         ws2, call2 = await caller_socket(b.base_url, caller_token(sub="next"))
-        sockets.append(ws2)
+        nodes.closes(ws2)
         again = await agent.ws.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == call2, timeout=20)
         assert again["call_id"] == call2
-    finally:
-        for ws in sockets:
-            await ws.close()
-        if agent is not None:
-            await agent.close()
-        a.close()
-        b.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -336,23 +304,18 @@ async def test_agent_node_killed_while_ringing_the_call_goes_to_another_node(dat
     """kill -9 the node of the agent a call rings at: her presence expires within seconds (no new offers), and the
     call's home, seeing her node gone, withdraws the ring and offers the call to an agent of a third node well
     before the ring timeout (60 s here)."""
-    settings = {"ring_timeout_s": 60}
-    a = node(database_url, redis_url, tmp_path, "node-a", True, **settings)
-    b = node(database_url, redis_url, tmp_path, "node-b", False, **settings)
-    c = node(database_url, redis_url, tmp_path, "node-c", False, **settings)
-    clients: list = []
-    redis = Redis.from_url(redis_url)
-    try:
-        for gateway in (a, b, c):
-            await start(gateway)
+    async with cluster(database_url, redis_url, tmp_path, "abc", ring_timeout_s=60) as nodes:
+        a, b, c = nodes.nodes
+        redis = Redis.from_url(redis_url)
+        nodes.at_end(redis.aclose)
         alice = Agent(b.base_url)
-        clients.append(alice)
+        nodes.closes(alice)
         await alice.connect()
         bob = Agent(c.base_url, "bob", "bob-demo")
-        clients.append(bob)
+        nodes.closes(bob)
         await bob.connect(available=False)
         ws, call_id = await caller_socket(a.base_url, caller_token(sub="stranded"))
-        clients.append(ws)
+        nodes.closes(ws)
         assert (await alice.wait_offer(timeout=20))["call_id"] == call_id
         assert (await bob.ws.request({"type": "agent.status", "status": "available"}))["status"] == "available"
 
@@ -364,13 +327,5 @@ async def test_agent_node_killed_while_ringing_the_call_goes_to_another_node(dat
             await asyncio.sleep(0.2)
         offer = await bob.ws.wait(lambda m: m["type"] == "call.offered" and m["call_id"] == call_id, timeout=30)
         assert offer["call_id"] == call_id and time.monotonic() - killed < 40
-        accepted = await bob.ws.request({"type": "call.accept", "call_id": call_id})
-        assert accepted["type"] == "call.accepted", accepted
-        answered = await ws.wait(lambda m: m["type"] == "call.answered", timeout=10)
+        answered = await accept(bob.ws, ws, call_id)
         assert answered["agent_name"] == "Bob (demo agent)"
-    finally:
-        await redis.aclose()
-        for client in clients:
-            await client.close()
-        for gateway in (a, b, c):
-            gateway.close()
