@@ -25,8 +25,7 @@ from tests.e2e.browser import (
     open_widget,
     widget,
 )
-from tests.support.cluster_nodes import start
-from tests.support.process import GatewayProcess
+from tests.support.cluster_nodes import Cluster, cluster
 
 
 pytestmark = pytest.mark.browser
@@ -38,23 +37,31 @@ async def packets(read, key: str, at_least: int):
     return value if value >= at_least else None
 
 
+async def pages_across(nodes: Cluster, browser) -> tuple:
+    """bob's console on node B and the demo caller page (Sam Okafor) on node A with its widget open, each in its
+    own browser context, closed at the end. Returns (console page, caller page)."""
+    a, b = nodes.nodes
+    agent_ctx, agent = await new_page(browser, b.base_url, viewport=DESKTOP)
+    nodes.closes(agent_ctx)
+    caller_ctx, caller = await new_page(browser, a.base_url, viewport=PHONE, is_mobile=True)
+    nodes.closes(caller_ctx)
+    await open_console(agent, "bob", "bob-demo")
+    await open_demo(caller, "Sam Okafor")
+    await open_widget(caller)
+    return agent, caller
+
+
+async def call_rings(agent, caller, call_type: str) -> None:
+    """The caller places a call of `call_type` (voice, video) from the widget; it rings at the console."""
+    await widget(caller, f'.option[data-call-type="{call_type}"]').click()
+    await expect(agent.locator("#view-ringing")).to_be_visible(timeout=20_000)
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_caller_page_on_node_a_console_on_node_b(database_url, redis_url, tmp_path, browser):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a = GatewayProcess(database_url, tmp_path / "a", node_name="node-a", redis_url=redis_url)
-    b = GatewayProcess(database_url, tmp_path / "b", node_name="node-b", redis_url=redis_url, migrate_on_start="false")
-    try:
-        await start(a)
-        await start(b)
-        agent_ctx, agent = await new_page(browser, b.base_url, viewport=DESKTOP)
-        caller_ctx, caller = await new_page(browser, a.base_url, viewport=PHONE, is_mobile=True)
-        await open_console(agent, "bob", "bob-demo")
-        await open_demo(caller, "Sam Okafor")
-        await open_widget(caller)
-        await widget(caller, '.option[data-call-type="voice"]').click()
-
-        await expect(agent.locator("#view-ringing")).to_be_visible(timeout=20_000)
+    async with cluster(database_url, redis_url, tmp_path) as nodes:
+        agent, caller = await pages_across(nodes, browser)
+        await call_rings(agent, caller, "voice")
         await expect(agent.locator('#card [data-testid="caller-name"]')).to_have_text("Sam Okafor")
         await agent.click("#accept-button")
         await expect(widget(caller, ".presence .who")).to_have_text("Bob (demo agent)", timeout=20_000)
@@ -67,11 +74,6 @@ async def test_caller_page_on_node_a_console_on_node_b(database_url, redis_url, 
         await expect(agent.locator("#view-ended")).to_be_visible(timeout=20_000)
         await expect(widget(caller, ".ended-text")).to_have_text("Bob (demo agent) ended the call.", timeout=20_000)
         assert await caller_state(caller) == "ended"
-        await caller_ctx.close()
-        await agent_ctx.close()
-    finally:
-        a.close()
-        b.close()
 
 
 async def video_frames(agent) -> bool:
@@ -85,20 +87,9 @@ async def test_console_on_node_b_snapshots_the_caller_on_node_a_and_pushes_the_d
     """Files across nodes in the browser: the console on B asks B for a snapshot (taken by A, where the caller's
     media is), the agent draws on it and sends it (uploaded through B, adopted by A), and the caller's widget on A
     shows the picture (downloaded through A from the shared database)."""
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a = GatewayProcess(database_url, tmp_path / "a", node_name="node-a", redis_url=redis_url)
-    b = GatewayProcess(database_url, tmp_path / "b", node_name="node-b", redis_url=redis_url, migrate_on_start="false")
-    try:
-        await start(a)
-        await start(b)
-        agent_ctx, agent = await new_page(browser, b.base_url, viewport=DESKTOP)
-        caller_ctx, caller = await new_page(browser, a.base_url, viewport=PHONE, is_mobile=True)
-        await open_console(agent, "bob", "bob-demo")
-        await open_demo(caller, "Sam Okafor")
-        await open_widget(caller)
-        await widget(caller, '.option[data-call-type="video"]').click()
-        await expect(agent.locator("#view-ringing")).to_be_visible(timeout=20_000)
+    async with cluster(database_url, redis_url, tmp_path) as nodes:
+        agent, caller = await pages_across(nodes, browser)
+        await call_rings(agent, caller, "video")
         await agent.click("#accept-button")
         await expect(agent.locator("#view-call")).to_be_visible(timeout=20_000)
         await eventually(lambda: video_frames(agent), timeout=30, what="the caller's video at the console on B")
@@ -118,8 +109,3 @@ async def test_console_on_node_b_snapshots_the_caller_on_node_a_and_pushes_the_d
         await expect(image).to_be_visible(timeout=20_000)
         await eventually(lambda: image.locator("img").evaluate("img => img.complete && img.naturalWidth > 0"),
                          timeout=20, what="the drawn snapshot on the caller's screen (node A)")
-        await caller_ctx.close()
-        await agent_ctx.close()
-    finally:
-        a.close()
-        b.close()
