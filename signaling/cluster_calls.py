@@ -742,16 +742,14 @@ class CallRelay:
         finally:
             self._pending.pop(corr, None)
 
-    def home_of_call(self, call_id: str) -> Awaitable[str | None]:
+    async def home_of_call(self, call_id: str) -> str | None:
         """The other node that holds a live call (None: this node, a call whose home died, or unknown)."""
-        async def lookup() -> str | None:
-            if self.board.call(call_id) is not None or call_id in self._lost:
-                return None
-            home = self._remote_calls.get(call_id) or await self.routing.home_of(call_id)
-            if not home or home == self.instance or await self.registry.down([home], time.time()):
-                return None
-            return home
-        return lookup()
+        if self.board.call(call_id) is not None or call_id in self._lost:
+            return None
+        home = self._remote_calls.get(call_id) or await self.routing.home_of(call_id)
+        if not home or home == self.instance or await self.registry.down([home], time.time()):
+            return None
+        return home
 
     # -- forwarding a REST request to the home of its call ------------------------------------------------------------
     def register_request(self, kind: str, serve: Serve) -> None:

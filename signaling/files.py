@@ -165,8 +165,6 @@ async def _home_elsewhere(request: web.Request) -> str | None:
     relay = request.app.get(CALL_RELAY)
     if relay is None or not request.app[ATTACHMENTS].shared:
         return None
-    if request.app[SWITCHBOARD].call(request.match_info["call_id"]) is not None:
-        return None
     return await relay.home_of_call(request.match_info["call_id"])
 
 
