@@ -10,11 +10,14 @@ from aiohttp import web
 
 from gateway.auth import AgentAccount, TokenError
 from gateway.errors import Forbidden, Unauthorized
+from gateway.store.accounts import Role
 from gateway.store.apikeys import looks_like_api_key
 from gateway.store.signins import SignIn
 
 from .hardening import origin_is_public
 from .keys import ACCOUNTS, API_KEYS, SETTINGS, SIGNINS
+
+STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}  # the roles that see and control every call
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 

@@ -18,7 +18,7 @@ from gateway.queues import Queue
 from gateway.store.accounts import Role
 from gateway.store.records import CallFilter, Outcome, handled_by
 
-from .access import require
+from .access import STAFF, require
 from .call_views import MAX_PAGE, ContactHistory, call_view, viewer
 from .cluster import tell_queue_changed
 from .cluster_calls import CALL_RELAY
@@ -30,7 +30,6 @@ from .rest import Body, http_error, json_response, read_body
 api_routes = web.RouteTableDef()
 audit = structlog.get_logger("callin.audit")
 
-STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}
 ADMIN = {Role.ADMIN.value}
 WebhookEvent = Literal["call.queued", "call.offered", "call.answered", "call.ended", "call.abandoned",
                        "call.callback_ready", "recording.ready", "transcript.ready"]

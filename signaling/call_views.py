@@ -15,13 +15,13 @@ from gateway.errors import BadRequest, NotFound
 from gateway.models import CallState
 from gateway.store.accounts import Role
 
+from .access import STAFF
 from .cluster_calls import CALL_RELAY
 from .keys import CALLS, SWITCHBOARD
 from .rest import json_response
 
 MAX_PAGE = 200
 MAX_CONTACT_HISTORY = 10
-STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}
 
 
 class ContactHistoryItem(BaseModel):

@@ -38,7 +38,7 @@ from gateway.models import AgentStatus, CallerIdentity, CallState
 from gateway.store.attachments import Attachment, AttachmentError
 from gateway.store.records import RecordsUnavailable, handled_by
 
-from .access import principal
+from .access import STAFF, principal
 from .cluster_calls import CALL_RELAY
 from .keys import ATTACHMENTS, CALLER_TOKENS, CALLS, RECORDER, SWITCHBOARD
 from .rest import json_response
@@ -46,7 +46,6 @@ from .rest import json_response
 log = structlog.get_logger("callin.files")
 
 file_routes = web.RouteTableDef()
-STAFF_ALL = {"supervisor", "admin"}
 IN_CALL = (AgentStatus.BUSY, AgentStatus.WRAP_UP)  # an agent connected to a call, or wrapping it up
 
 
@@ -127,7 +126,7 @@ async def _in_recorded_call(request: web.Request, call_id: str, person: Uploader
 
 
 async def may_read(request: web.Request, call_id: str, person: Uploader) -> bool:
-    if not person.is_caller and person.role in STAFF_ALL | {"integrator"}:
+    if not person.is_caller and person.role in STAFF | {"integrator"}:
         return True
     call = request.app[SWITCHBOARD].call(call_id)
     if call is not None and _in_live_call(request, call, person):

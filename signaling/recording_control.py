@@ -9,10 +9,9 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from gateway.errors import BadRequest, Forbidden
-from gateway.store.accounts import Role
 from gateway.switchboard import Switchboard
 
-STAFF = {Role.SUPERVISOR.value, Role.ADMIN.value}
+from .access import STAFF
 
 
 class Asker(BaseModel):
