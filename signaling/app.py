@@ -224,6 +224,7 @@ async def _switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SWITCHBOARD] = board
     await board.start()
     app[METRICS].bind(board)
+    app[METRICS].bind_transcripts(board, app[TRANSCRIPTS])
     app[RECORDER].attach(board)
     http = guarded_session(app[DESTINATIONS])  # webhooks reach only the addresses the policy allows
     dispatcher = WebhookDispatcher(app[WEBHOOKS], webhook_sender(http), queue_size=settings.webhook_queue_size,

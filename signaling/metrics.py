@@ -101,6 +101,27 @@ class _Recordings(Collector):
             yield counter
 
 
+class _Transcripts(Collector):
+    """Live transcripts (gateway/engine/transcripts.py) and their storage (gateway/store/transcripts.py)."""
+
+    def __init__(self, transcripts: Any, store: Any = None) -> None:
+        self.transcripts, self.store = transcripts, store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        active = GaugeMetricFamily("callin_transcripts_active", "Calls being transcribed now")
+        active.add_metric([], self.transcripts.running())
+        yield active
+        failed = CounterMetricFamily("callin_transcript_start_failures",
+                                     "Answered calls of a transcribed queue whose transcript could not start")
+        failed.add_metric([], self.transcripts.start_failures)
+        yield failed
+        if self.store is not None:
+            lost = CounterMetricFamily("callin_transcript_segment_write_failures",
+                                       "Final transcript segments the database refused (the webhook still has them)")
+            lost.add_metric([], self.store.failed)
+            yield lost
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -124,9 +145,26 @@ class Metrics:
             "callin_gc_pause_seconds", "Full garbage collections run by the GC policy, by kind (sweep, complete)",
             ["kind"], registry=r, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.transcript_segments = Counter(
+            "callin_transcript_segments", "Final transcript segments recognised, by speaker role", ["role"], registry=r)
+        self.transcripts_finished = Counter(
+            "callin_transcripts_finished", "Call transcripts handed on, by whether they were complete", ["complete"],
+            registry=r)
 
     def bind_webhooks(self, dispatcher: WebhookDispatcher) -> None:
         self.registry.register(_Webhooks(dispatcher))
+
+    def bind_transcripts(self, board: Switchboard, store: Any = None) -> None:
+        self.registry.register(_Transcripts(board.transcripts, store))
+
+        def segment(call: Call, segment: Any) -> None:
+            self.transcript_segments.labels(role=segment.role).inc()
+
+        def finished(call: Call, segments: Any, complete: bool) -> None:
+            self.transcripts_finished.labels(complete=str(bool(complete)).lower()).inc()
+
+        board.on("call.transcript_segment", segment)
+        board.on("call.transcript", finished)
 
     def bind_records(self, recorder: CallRecorder) -> None:
         self.registry.register(_Records(recorder))

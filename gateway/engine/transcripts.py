@@ -51,10 +51,15 @@ class Transcripts:
         self.core = core
         self._segments: dict[str, list[Segment]] = {}  # call id -> its final segments (while the transcript runs)
         self._finishing: set[asyncio.Task[None]] = set()
+        self.start_failures = 0  # answered calls whose transcript could not start (Prometheus)
         core.plane.subscribe_transcript(self.on_segment)
 
     def active(self, call_id: str) -> bool:
         return call_id in self._segments
+
+    def running(self) -> int:
+        """Calls being transcribed now (their transcript not handed on yet)."""
+        return len(self._segments)
 
     def _queue_config(self, call: Call) -> Any:
         queues = self.core.queues
@@ -73,6 +78,7 @@ class Transcripts:
         try:
             self.core.plane.start_transcript(call.id)
         except Exception as exc:  # noqa: BLE001 - the call goes on untranscribed; the record says so
+            self.start_failures += 1
             call.log("transcript_failed", cause=getattr(exc, "code", type(exc).__name__))
             log.error("transcript.start_failed", call_id=call.id, error=str(exc))
             return

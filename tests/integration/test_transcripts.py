@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -45,6 +47,15 @@ async def caption(ws: WsClient, role: str, want: set[str] | None = None, timeout
     except AssertionError:
         heard = [(m["speaker"]["role"], m["final"], m["text"]) for m in ws.messages if m.get("type") == "caption"]
         raise AssertionError(f"no final caption of the {role} with {want}; captions: {heard}") from None
+
+
+async def metric(base_url: str, sample: str) -> float:
+    """The value of one sample of /metrics (name with its labels, as Prometheus writes it)."""
+    async with aiohttp.ClientSession() as http, http.get(base_url + "/metrics") as r:
+        text = await r.text()
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+    assert found, f"{sample} is not in /metrics"
+    return float(found.group(1))
 
 
 async def webhook_for(integrator: Api, receiver_url: str, events: list[str]) -> dict[str, Any]:
@@ -111,6 +122,11 @@ async def test_caller_speech_becomes_captions_record_and_webhook(database_url, c
         status, missing = await integrator.get("/api/v1/calls/nosuchcall/transcript")
         assert status == 404 and missing["code"] == "unknown_call"
         await integrator.close()
+        # what an operator sees: the segments by speaker, the transcript handed on complete, none running now
+        assert await metric(gw.base_url, 'callin_transcript_segments_total{role="caller"}') >= 1
+        assert await metric(gw.base_url, 'callin_transcripts_finished_total{complete="true"}') == 1
+        assert await metric(gw.base_url, "callin_transcripts_active") == 0
+        assert await metric(gw.base_url, "callin_transcript_start_failures_total") == 0
 
 
 class Recognizer(LoopbackService):
@@ -226,6 +242,7 @@ async def test_a_killed_media_worker_ends_the_call_and_its_transcript_is_handed_
         caller, agent, mic, call_id = await answered(gw, caller_token, "worker-dies")
         try:
             await caller.ws.wait("transcript.notice")
+            assert await metric(gw.base_url, "callin_transcripts_active") == 1
             mic.say(synthesize(phrase))
             await caption(agent.ws, "caller", expected)
             os.kill(gw.board.plane.workers[0].pid, signal.SIGKILL)
@@ -240,6 +257,8 @@ async def test_a_killed_media_worker_ends_the_call_and_its_transcript_is_handed_
         status, stored = await integrator.get(f"/api/v1/calls/{call_id}/transcript")
         assert [s["text"] for s in stored["segments"]] == [s["text"] for s in data["transcript"]]
         await integrator.close()
+        assert await metric(gw.base_url, 'callin_transcripts_finished_total{complete="false"}') == 1
+        assert await metric(gw.base_url, "callin_transcripts_active") == 0
 
 
 async def test_the_python_sdk_caller_is_told_and_gets_the_agents_words_as_captions(caller_token):

@@ -242,6 +242,7 @@ async def test_a_transcribed_queue_tells_the_caller_and_captions_redacted_to_sta
     board.on("call.transcript", lambda c, segments, complete: ended.append((c.id, segments, complete)))
     try:
         assert ("start_transcript", call.id) in plane.asked
+        assert board.transcripts.running() == 1 and board.transcripts.start_failures == 0
         assert caller.of(TranscriptNotice) == [TranscriptNotice(call_id=call.id, active=True, captions=False)]
         assert agent.of(TranscriptNotice)[0].captions is True
         supervisor = Party(board, board.open_agent(AgentAccount(username="sam", display_name="Sam", role="supervisor")))
@@ -263,6 +264,24 @@ async def test_a_transcribed_queue_tells_the_caller_and_captions_redacted_to_sta
         assert call_id == call.id and complete is True
         assert [(s["seq"], s["role"], s["text"]) for s in segments] == [(0, "caller", f"my card is {CARD}"),
                                                                          (1, "agent", "thank you")]
+        assert board.transcripts.running() == 0
+    finally:
+        await board.close()
+
+
+async def test_a_transcript_that_cannot_start_leaves_the_call_going_and_is_counted():
+    plane = FakePlane()
+
+    def refuse(call_id: str) -> None:
+        raise GatewayError("no recogniser", code="transcript_unavailable")
+
+    plane.start_transcript = refuse  # type: ignore[method-assign]
+    board, caller, agent, call = await connected_call(plane, queues=[QueueConfig(name="default", transcript="on")])
+    try:
+        assert board.transcripts.start_failures == 1 and board.transcripts.running() == 0
+        assert call.state.value == "connected" and not caller.of(TranscriptNotice) and not agent.of(TranscriptNotice)
+        failed = [e for e in call.events if e.kind == "transcript_failed"]
+        assert len(failed) == 1 and failed[0].detail == {"cause": "transcript_unavailable"}
     finally:
         await board.close()
 
