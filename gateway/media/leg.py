@@ -104,6 +104,7 @@ class MediaConfig:
                                 resume_after_s=settings.viewer_resume_after_s),
             transcript=TranscriptConfig(
                 engine=EngineName(settings.transcript_engine), workers=settings.transcript_workers,
+                decoders=settings.transcript_decoders,
                 grammar=str(settings.transcript_grammar) if settings.transcript_grammar else None,
                 http_url=settings.transcript_http_url, http_timeout_s=settings.transcript_http_timeout_s,
                 http_token=(settings.transcript_http_token.get_secret_value()

@@ -42,6 +42,7 @@ class TranscriptConfig:
 
     engine: EngineName = EngineName.POCKETSPHINX
     workers: int = 1  # recognition processes per media process (pocketsphinx)
+    decoders: int = 4  # pocketsphinx: per process; 1 = whole utterances only (no incremental decoding)
     grammar: str | None = None  # pocketsphinx: a JSGF grammar file instead of the general language model
     http_url: str | None = None
     http_timeout_s: float = 10.0
@@ -118,4 +119,5 @@ def create_engine(config: TranscriptConfig) -> SpeechEngine:
         return HttpEngine(config.http_url, config.http_timeout_s, config.http_token)
     from .sphinx import SphinxEngine
 
-    return SphinxEngine(workers=config.workers, grammar=config.grammar)
+    return SphinxEngine(workers=config.workers, grammar=config.grammar, incremental=config.decoders > 1,
+                        max_decoders=config.decoders)

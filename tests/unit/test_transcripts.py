@@ -354,6 +354,24 @@ def test_transcript_settings_are_checked(tmp_path):
         "http", "https://asr.example/x", "t0k", str(grammar))
 
 
+def test_the_number_of_decoders_is_a_setting_and_one_means_whole_utterances_only():
+    from pydantic import ValidationError
+
+    from gateway.media.leg import MediaConfig
+    from gateway.transcript.engine import create_engine, open_stream
+    from tests.support.server import test_settings
+
+    with pytest.raises(ValidationError):
+        test_settings(transcript_decoders=0)
+    default = create_engine(MediaConfig.from_settings(test_settings()).transcript)
+    assert default.incremental is True and default._max_decoders == 4
+    lean = create_engine(MediaConfig.from_settings(test_settings(transcript_decoders=1)).transcript)
+    assert lean.incremental is False and lean._max_decoders == 1
+    assert open_stream(lean) is None  # no process is started for this: streams are made only when incremental
+    three = create_engine(MediaConfig.from_settings(test_settings(transcript_decoders=3)).transcript)
+    assert three.incremental is True and three._max_decoders == 3
+
+
 # -- the tap on a producer -----------------------------------------------------------------------------------------
 def test_the_audio_tap_reads_opus_from_packets_and_frames_and_drops_late_ones():
     from types import SimpleNamespace
