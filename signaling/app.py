@@ -63,7 +63,7 @@ from .keys import (
     WEBHOOK_DISPATCHER,
     WEBHOOKS,
 )
-from . import cors
+from . import cors, fence
 from .files import file_routes
 from .hardening import security_headers, warn_without_public_url
 from .shutdown import LiveSockets, graceful_stop
@@ -161,6 +161,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
             await seed_demo_accounts(app[ACCOUNTS], settings)
         elif not await app[ACCOUNTS].list():
             log.warning("no_accounts", hint="create one with: callin user add USERNAME --role admin")
+        app[RECORDER].on_fenced(lambda reason: fence.stop_now(reason, "records"))
         closed = await app[RECORDER].start()
         app[METRICS].bind_records(app[RECORDER])
         if closed:

@@ -27,10 +27,12 @@ from redis.asyncio import Redis
 
 from gateway.calls import Call
 from gateway.models import AgentStatus
+from gateway.store.nodes import NodeFenced
 from gateway.store.redis_nodes import (NodeEntry, RedisNodeRegistry, line_totals, staff_totals, status_totals,
                                        totals)
 from gateway.tasks import stop_task
 
+from . import fence
 from .access import require
 from .cluster import BUS, INSTANCE
 from .cluster_calls import CALL_RELAY
@@ -176,6 +178,8 @@ async def _beat_forever(app: web.Application, registry: RedisNodeRegistry, gauge
                     counted = time.monotonic()
         except asyncio.CancelledError:
             raise
+        except NodeFenced as exc:
+            fence.stop_now(str(exc), "registry")
         except Exception:
             log.warning("nodes.beat_failed", exc_info=True)
         await asyncio.sleep(beat_s)

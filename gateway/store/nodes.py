@@ -82,6 +82,12 @@ def public_record(row: CallRow) -> dict[str, Any]:
     return {c.name: getattr(row, c.name) for c in CallRow.__table__.columns if c.name not in PRIVATE_COLUMNS}
 
 
+class NodeFenced(RuntimeError):
+    """This node was found dead (its lease ran out, or the node registry found it silent) while it was in fact still
+    running: a process frozen, a machine paused, a partition. What it held was taken over by another node, so it
+    must stop at once without writing anything shared (signaling/fence.py): its records are not its own any more."""
+
+
 async def register(session: AsyncSession, node: NodeLease, at: float) -> None:
     await session.execute(insert(NodeRow).values(id=node.id, name=node.name, started_at=at, heartbeat_at=at,
                                                  lease_s=node.lease_s))
@@ -92,6 +98,19 @@ async def heartbeat(session: AsyncSession, node: NodeLease, at: float) -> bool:
     await session.execute(update(NodeRow).where(NodeRow.id == node.id).values(heartbeat_at=at))
     reaped_by = await session.scalar(select(NodeRow.reaped_by).where(NodeRow.id == node.id))
     return reaped_by is None
+
+
+async def fence(session: AsyncSession, node: NodeLease, dialect: str) -> None:
+    """In a transaction that writes this node's records, first: NodeFenced if another node has reaped it. The node's
+    row is locked (PostgreSQL) until the transaction ends, so a reap of this node waits for the write and then takes
+    it over too, or the write sees the reap; SQLite runs one writing transaction at a time anyway."""
+    query = select(NodeRow.reaped_by).where(NodeRow.id == node.id)
+    if dialect == "postgresql":
+        query = query.with_for_update()
+    reaped_by = await session.scalar(query)
+    if reaped_by is not None:
+        raise NodeFenced(f"node {node.name} ({node.id}) was reaped by {reaped_by} while it was silent; its records "
+                         "were taken over")
 
 
 async def stopped(session: AsyncSession, node: NodeLease, at: float) -> None:

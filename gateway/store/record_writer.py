@@ -73,13 +73,16 @@ def insert_events(dialect: str) -> Insert:
 
 class RecordWriter:
     def __init__(self, url: str, node: nodes.NodeLease, *, heartbeat_s: float, batch_max: int,
-                 on_committed: Committed, on_reaped: ReapedHook, restore_within_s: float = 0.0) -> None:
+                 on_committed: Committed, on_reaped: ReapedHook, restore_within_s: float = 0.0,
+                 on_fenced: Callable[[str], None] | None = None) -> None:
         self.url = url
         self.node = node
         self.heartbeat_s = heartbeat_s
         self.batch_max = batch_max
         self.on_committed = on_committed
         self.on_reaped = on_reaped
+        self.on_fenced = on_fenced
+        self.fenced: str | None = None  # why this node may not write any more (another node reaped it)
         self.restore_within_s = restore_within_s
         self._lock = threading.Lock()
         self._pending: dict[str, Pending] = {}
@@ -203,7 +206,7 @@ class RecordWriter:
                     pass
                 self._wake.clear()
                 await self._drain(db)
-                if time.monotonic() >= next_beat:
+                if self.fenced is None and time.monotonic() >= next_beat:
                     await self._beat(db)
                     next_beat = time.monotonic() + self.heartbeat_s
                 elif self._reap_asked:
@@ -211,7 +214,9 @@ class RecordWriter:
                 if self._abandon or (self._stopping and not self.backlog):
                     break
             lost = self.backlog
-            if lost:
+            if self.fenced is not None:
+                pass  # nothing of this node's is its own any more: not even "stopped" is written
+            elif lost:
                 log.error("records.lost_at_stop", calls_and_jobs=lost)
             else:
                 try:
@@ -230,6 +235,8 @@ class RecordWriter:
             if not alive:
                 log.error("records.node_reaped_while_alive", node=self.node.id,
                           hint="the heartbeat was late past the lease (database or machine too slow?)")
+                self._fence(f"node {self.node.name} ({self.node.id}) was reaped while it was silent", [], [])
+                return
         except Exception:
             log.exception("records.heartbeat_failed")
             return
@@ -277,6 +284,9 @@ class RecordWriter:
             batch = items[start:start + self.batch_max]
             try:
                 await self._write(db, batch)
+            except nodes.NodeFenced as exc:
+                self._fence(str(exc), items[start:], jobs)
+                return
             except Exception:
                 log.exception("records.batch_failed", calls=len(items) - start, retry_in_s=self._retry_s)
                 self._give_back(items[start:], jobs)
@@ -288,7 +298,29 @@ class RecordWriter:
             self.on_committed([(call_id, pending.generation) for call_id, pending in batch])
         self._retry_s = 0.05
         for job, future in jobs:
+            if self.fenced is not None:
+                future.set_exception(nodes.NodeFenced(self.fenced))
+                continue
             await self._run_job(db, job, future)
+
+    def _fence(self, why: str, items: list[tuple[str, Pending]],
+               jobs: list[tuple[Job, concurrent.futures.Future[Any]]]) -> None:
+        """Another node reaped this one: nothing more is written (the records are that node's now); what was
+        waiting is dropped, the jobs fail, and the node is told (it stops at once: signaling/fence.py)."""
+        if self.fenced is None:
+            self.fenced = why
+            log.critical("records.fenced", node=self.node.id, reason=why, unwritten=len(items) + len(self._pending))
+        with self._lock:
+            self._pending.clear()
+            self._in_flight = 0
+            jobs = jobs + list(self._jobs)
+            self._jobs.clear()
+        for _, future in jobs:
+            if not future.done():
+                future.set_exception(nodes.NodeFenced(why))
+        self._abandon = True
+        if self.on_fenced is not None:
+            self.on_fenced(why)
 
     def _give_back(self, items: list[tuple[str, Pending]], jobs: list[tuple[Job, concurrent.futures.Future[Any]]]) -> None:
         with self._lock:
@@ -305,6 +337,7 @@ class RecordWriter:
         rows = [pending.columns for _, pending in batch]
         events = [event for _, pending in batch for event in pending.events]
         async with db.session() as session, session.begin():
+            await nodes.fence(session, self.node, db.dialect)
             await session.execute(upsert_calls(db.dialect, tuple(rows[0])), rows)
             if events:
                 await session.execute(insert_events(db.dialect), events)
@@ -315,7 +348,11 @@ class RecordWriter:
         for attempt in range(1, 4):
             try:
                 async with db.session() as session, session.begin():
+                    await nodes.fence(session, self.node, db.dialect)
                     result = await job(session)
+            except nodes.NodeFenced as exc:
+                self._fence(str(exc), [], [(job, future)])
+                return
             except GatewayError as exc:
                 future.set_exception(exc)
                 return

@@ -169,6 +169,7 @@ class CallRecorder:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._board: EventSource | None = None
         self._interrupted_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._fenced_listeners: list[Callable[[str], None]] = []
         self._interrupted: list[dict[str, Any]] = []  # closed before anyone listened (at start)
         self._restored: list[tuple[Call, str | None]] = []  # read back before the switchboard existed (at start)
         self._rejoins: list[tuple[Call, str]] = []  # callers of interrupted calls, to wait again at the front
@@ -180,7 +181,7 @@ class CallRecorder:
         writer = RecordWriter(self.db.url, self.lease, heartbeat_s=self.settings.heartbeat_s,
                               batch_max=self.settings.batch_max, restore_within_s=self.settings.restore_within_s,
                               on_committed=self._committed_threadsafe,
-                              on_reaped=self._reaped_threadsafe)
+                              on_reaped=self._reaped_threadsafe, on_fenced=self._fenced)
         reaped = await asyncio.wrap_future(writer.start())
         self._writer = writer
         self._reaped(reaped)
@@ -274,6 +275,15 @@ class CallRecorder:
             for target, future in self._waiters.get(call_id, ()):
                 if target <= generation and not future.done():
                     future.set_result(None)
+
+    def on_fenced(self, listener: Callable[[str], None]) -> None:
+        """listener(reason), called in the writer's thread, when another node has reaped this one while it was
+        still running (frozen or cut off): nothing more is written (gateway/store/nodes.py `fence`)."""
+        self._fenced_listeners.append(listener)
+
+    def _fenced(self, reason: str) -> None:
+        for listener in list(self._fenced_listeners):
+            listener(reason)
 
     def _reaped_threadsafe(self, reaped: Reaped) -> None:
         self._threadsafe(self._reaped, reaped)

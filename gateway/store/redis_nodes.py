@@ -24,7 +24,18 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from .nodes import NodeFenced
+
 DEAD_KEPT_S = 3600.0  # how long a dead node stays listed
+
+# A node's beat, unless it was found dead meanwhile (a process frozen, a machine paused, a partition longer than
+# dead_after_s): then its callers have been taken over by another node and it must not come back to life.
+_BEAT = """
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
 
 
 def _text(value: Any) -> str:
@@ -80,12 +91,15 @@ class RedisNodeRegistry:
         self.alive_key = prefix + "nodes"
         self.dead_key = prefix + "nodes:dead"
         self.info_key = prefix + "nodes:info"
+        self._beat = redis.register_script(_BEAT)
 
     async def beat(self, entry: NodeEntry) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self.info_key, entry.instance, entry.encode())
-            pipe.zadd(self.alive_key, {entry.instance: entry.heartbeat})
-            await pipe.execute()
+        """Renews this node's entry; NodeFenced when the others found it dead meanwhile (it is not renewed)."""
+        renewed = await self._beat(keys=[self.alive_key, self.dead_key, self.info_key],
+                                   args=[entry.instance, entry.encode(), entry.heartbeat])
+        if not int(renewed):
+            raise NodeFenced(f"node {entry.name} ({entry.instance}) was found dead by another node while it was "
+                             "silent; its calls were taken over")
 
     async def leave(self, instance: str) -> None:
         """A node that stops: gone from the registry at once (it handed over or closed its calls itself)."""

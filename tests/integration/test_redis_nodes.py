@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from gateway.store.nodes import NodeFenced
 from gateway.store.redis_nodes import NodeEntry, RedisNodeRegistry, totals
 
 
@@ -39,6 +42,14 @@ async def test_a_silent_node_is_dead_claimed_once_and_its_counts_drop_out(redis)
     await registries[1].leave("b-1")
     assert [e.name for e in await registries[0].nodes(now)] == ["c", "a"]
     assert await registries[0].down(["b-1", "c-1"], now) == {"b-1"}
+
+    # The silent node was only frozen: when it beats again it is refused (its callers were taken over), and stays dead.
+    with pytest.raises(NodeFenced):
+        await registries[0].beat(entry("a-1", now + 2, calls=2, waiting=7, agents=3))
+    assert await registries[2].down(["a-1"], now + 2) == {"a-1"}
+    assert [(e.name, e.alive, e.waiting) for e in await registries[4].nodes(now + 2)] == [
+        ("c", True, 1), ("a", False, 7)]  # its entry as it was when found dead
+    await registries[2].beat(entry("c-1", now + 2, waiting=1, agents=1))  # a live node's beat goes on
 
 
 async def test_garbage_in_the_registry_is_skipped(redis):

@@ -282,3 +282,64 @@ async def test_a_resume_that_races_the_restore_is_asked_to_retry_not_refused(tmp
     assert await recorder.awaiting_restore("hash-cb1") is None
     assert await recorder.awaiting_restore("hash-other") is None
     await db.close()
+
+
+async def test_a_node_reaped_while_it_still_runs_writes_nothing_more_and_is_told(tmp_path):
+    """Node A is frozen long enough for the registry to name it dead: node B reaps it and restores A's waiting caller
+    as its own. When A runs again, its writer must not overwrite that record with what A still holds in memory (here:
+    the caller gone, the call ended): the write is refused inside its transaction, nothing of A's is written (not
+    even "stopped"), the jobs handed over fail, and A is told once (the server then exits: signaling/fence.py)."""
+    url, db = await migrated(tmp_path)
+    a = nodes.NodeLease(id="a-frozen", name="node-a", lease_s=600)
+    b = nodes.NodeLease(id="b-live", name="node-b", lease_s=600)
+    waiting = make_call("w-fence")
+    waiting.caller_resume = "ef" * 32
+    fenced: list[str] = []
+    told = threading.Event()
+
+    def on_fenced(reason: str) -> None:
+        fenced.append(reason)
+        told.set()
+
+    writer = RecordWriter(url, a, heartbeat_s=60, batch_max=500, on_committed=lambda c: None,
+                          on_reaped=lambda r: None, on_fenced=on_fenced)
+    await asyncio.wrap_future(writer.start())
+    columns, events = snapshot(waiting, a, 0)
+    writer.put(waiting.id, columns, events)
+    await asyncio.sleep(0)
+    async with db.session() as session, session.begin():  # B's registry named A dead: B takes its caller over
+        await nodes.register(session, b, 1000.0)
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        async with db.session() as session:
+            if await session.get(CallRow, "w-fence") is not None:
+                break
+        assert asyncio.get_running_loop().time() < deadline, "A's first record was never written"
+        await asyncio.sleep(0.05)
+    async with db.session() as session, session.begin():
+        reaped = await nodes.reap(session, b, 1010.0, restore_within_s=600, dead=[a.id])
+    assert [r.row["id"] for r in reaped.restored] == ["w-fence"]
+
+    waiting.log("caller_disconnected")  # what A does with its stale copy when it runs again
+    columns, events = snapshot(waiting, a, 1)
+    columns.update(state="ended", outcome="abandoned", end_reason="caller_disconnected", ended_at=1020.0)
+    writer.put(waiting.id, columns, events)
+    job = writer.submit(lambda session: asyncio.sleep(0, result="ran"))
+    assert await asyncio.to_thread(told.wait, 10), "the writer did not notice that its node was reaped"
+    assert len(fenced) == 1 and "reaped" in fenced[0]
+    try:
+        await asyncio.wait_for(asyncio.wrap_future(job), 10)
+    except nodes.NodeFenced:
+        pass
+    else:
+        raise AssertionError("a job of a fenced node ran")
+    await asyncio.wait_for(asyncio.wrap_future(writer.stop()), 10)
+    async with db.session() as session:
+        row = await session.get(CallRow, "w-fence")
+        kinds = (await session.scalars(select(CallEventRow.kind).where(CallEventRow.call_id == "w-fence")
+                                       .order_by(CallEventRow.seq))).all()
+        a_row = await session.get(NodeRow, a.id)
+    assert row.node_id == b.id and row.ended_at is None and row.state == "queued"  # B's, untouched
+    assert "caller_disconnected" not in kinds
+    assert a_row.stopped_at is None and a_row.reaped_by == b.id
+    await db.close()
