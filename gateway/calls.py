@@ -81,6 +81,15 @@ class Call:
         return self.state in (CallState.QUEUED, CallState.OFFERED)
 
     @property
+    def waited_since(self) -> float:
+        """When its caller began to wait: its first arrival (kept across a return and a restore on another node),
+        or, for a caller put back first in line after its connected call was cut off, this call (its place in line
+        counts from far back to put it first: not a wait)."""
+        if self.rejoin_of is not None or self.arrived_at is None:
+            return self.created_at
+        return min(self.arrived_at, self.created_at)
+
+    @property
     def wait_s(self) -> float:
         end = self.answered_at or self.ended_at or now()
         return end - self.created_at

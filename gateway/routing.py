@@ -23,13 +23,16 @@ class CallQueue:
     Kept sorted as calls come and go (bisect over (-priority, arrival) keys), overall and per named queue, so a
     join or a leave costs O(log n) comparisons and a caller's rank is found without sorting anything. Each
     change records, per named queue, the first rank whose position moved (`take_moved`), so that positions are
-    recomputed only from there on."""
+    recomputed only from there on. Per named queue it also keeps its calls by when their callers began to wait
+    (`waits`: how many wait and since when, without walking the calls)."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[tuple[int, int], str, Call]] = {}  # call id -> (key, queue name, call)
+        # call id -> (key, queue name, call, when its caller began to wait as it joined)
+        self._entries: dict[str, tuple[tuple[int, int], str, Call, float]] = {}
         self._keys: list[tuple[int, int]] = []  # every waiting call, sorted
         self._calls: dict[tuple[int, int], Call] = {}
         self._lines: dict[str, list[tuple[int, int]]] = {}  # queue name -> its keys, sorted
+        self._since: dict[str, list[tuple[float, tuple[int, int]]]] = {}  # queue name -> (waited since, key), sorted
         self._moved: dict[str, int] = {}  # queue name -> first rank (1-based) whose position changed
         self._seq = itertools.count()
 
@@ -40,25 +43,30 @@ class CallQueue:
         self._insert(call, (-call.priority, next(self._seq) - (FIRST_OFFSET if first else 0)))
 
     def _insert(self, call: Call, key: tuple[int, int]) -> None:
-        self._entries[call.id] = (key, call.queue, call)
+        since = call.waited_since
+        self._entries[call.id] = (key, call.queue, call, since)
         self._calls[key] = call
         insort(self._keys, key)
         line = self._lines.setdefault(call.queue, [])
         insort(line, key)
+        insort(self._since.setdefault(call.queue, []), (since, key))
         self._mark(call.queue, bisect_left(line, key) + 1)
 
     def remove(self, call_id: str) -> None:
         entry = self._entries.pop(call_id, None)
         if entry is None:
             return
-        key, name, _ = entry
+        key, name, _, since = entry
         del self._calls[key]
         del self._keys[bisect_left(self._keys, key)]
         line = self._lines[name]
         index = bisect_left(line, key)
         del line[index]
+        waits = self._since[name]
+        del waits[bisect_left(waits, (since, key))]
         if not line:
             del self._lines[name]
+            del self._since[name]
         self._mark(name, index + 1)
 
     def _mark(self, name: str, rank: int) -> None:
@@ -104,6 +112,11 @@ class CallQueue:
     def length(self, name: str) -> int:
         return len(self._lines.get(name, ()))
 
+    def waits(self) -> dict[str, tuple[int, float]]:
+        """Per named queue with waiting calls: (how many, when the longest-waiting of their callers began to wait,
+        Call.waited_since as the call joined the line)."""
+        return {name: (len(keys), self._since[name][0][0]) for name, keys in self._lines.items()}
+
     def line(self, name: str, start: int = 1) -> Iterator[tuple[int, Call]]:
         """(position, call) of one named queue, from position `start` on."""
         keys = self._lines.get(name, [])
@@ -115,7 +128,7 @@ class CallQueue:
         entry = self._entries.get(call_id)
         if entry is None:
             return None
-        key, name, _ = entry
+        key, name, _, _ = entry
         line = self._lines[name]
         return bisect_left(line, key) + 1, len(line)
 

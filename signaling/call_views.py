@@ -88,7 +88,7 @@ async def view_here(app: web.Application, asker: ViewAsker) -> dict[str, Any]:
 async def call_view(request: web.Request, asker: ViewAsker) -> web.Response:
     """Answer here if the call is homed on this node, else at its home (over the bus), with the same answers."""
     relay = request.app.get(CALL_RELAY)
-    home = await relay.remote_home(asker.call_id) if relay is not None else None
+    home = await relay.live_home(asker.call_id) if relay is not None else None
     if home is not None:
         return json_response(await relay.ask_home(home, "call_view", asker.model_dump()))
     return json_response(await view_here(request.app, asker))

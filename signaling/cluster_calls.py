@@ -47,7 +47,7 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from aiohttp import web
@@ -92,6 +92,13 @@ Execute = Callable[[Session, str], Awaitable[list[str]]]
 # Serves a forwarded request at the home: (the request's JSON payload) -> the JSON result (or an awaitable of it),
 # or a GatewayError.
 Serve = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]"]
+
+
+class Home(NamedTuple):
+    """Where a call not held by this node lives: its home node, and whether the node registry finds it dead."""
+
+    node: str
+    dead: bool
 
 
 class AccountOut(BaseModel):
@@ -742,32 +749,32 @@ class CallRelay:
         finally:
             self._pending.pop(corr, None)
 
-    async def home_of_call(self, call_id: str) -> str | None:
-        """The other node that holds a live call (None: this node, a call whose home died, or unknown)."""
-        if self.board.call(call_id) is not None or call_id in self._lost:
+    async def home_of_call(self, call_id: str) -> Home | None:
+        """The other node that holds this call, and whether it is dead in the node registry (None: this node holds
+        it, or no node is known to). The one lookup of REST requests about a call (files, recording control, call
+        views); each caller says what a dead home means to it. The home written in the routing store is the truth:
+        a call restored on another node after its home died is found at its new home."""
+        if self.board.call(call_id) is not None:
             return None
-        home = self._remote_calls.get(call_id) or await self.routing.home_of(call_id)
-        if not home or home == self.instance or await self.registry.down([home], time.time()):
+        home = await self.routing.home_of(call_id)
+        if not home or home == self.instance:
             return None
-        return home
+        return Home(home, home in await self.registry.down({home}, time.time()))
 
     # -- forwarding a REST request to the home of its call ------------------------------------------------------------
     def register_request(self, kind: str, serve: Serve) -> None:
         """What runs a REST request of this kind when another node forwards it here (the call is homed here)."""
         self._serve[kind] = serve
 
-    async def remote_home(self, call_id: str) -> str | None:
-        """The other node that holds this call (None: this node holds it, or no node is known to). A home found dead
-        in the node registry is answered at once: 503 node_unreachable, not after a timeout."""
-        if self.board.call(call_id) is not None:
-            return None
-        home = await self.routing.home_of(call_id)
-        if not home or home == self.instance:
-            return None
-        if home in await self.registry.down({home}, time.time()):
+    async def live_home(self, call_id: str) -> str | None:
+        """The other node that holds this call (None: this node holds it, or no node is known to), for a request that
+        must be run there: a home found dead in the node registry is answered at once, 503 node_unreachable
+        (retryable), not after a timeout."""
+        home = await self.home_of_call(call_id)
+        if home is not None and home.dead:
             raise Unavailable("the node that held this call is down; its calls in progress there have ended",
                               code="node_unreachable")
-        return home
+        return None if home is None else home.node
 
     async def ask_home(self, home: str, kind: str, payload: dict[str, Any],
                        timeout: float = FORWARD_TIMEOUT_S) -> dict[str, Any]:

@@ -160,11 +160,13 @@ async def _body(request: web.Request) -> bytes:
 
 
 async def _home_elsewhere(request: web.Request) -> str | None:
-    """The node that holds this call, when it is live on another node and files are shared (None otherwise)."""
+    """The node that holds this call, when it is live on another node and files are shared (None otherwise: a call
+    whose home died is answered here, as any call this node does not hold: 404 unknown_call)."""
     relay = request.app.get(CALL_RELAY)
     if relay is None or not request.app[ATTACHMENTS].shared:
         return None
-    return await relay.home_of_call(request.match_info["call_id"])
+    home = await relay.home_of_call(request.match_info["call_id"])
+    return None if home is None or home.dead else home.node
 
 
 def _by(person: Uploader) -> dict[str, str | None]:

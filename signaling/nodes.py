@@ -25,7 +25,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
-from gateway.calls import Call
 from gateway.models import AgentStatus
 from gateway.store.nodes import NodeFenced
 from gateway.store.redis_nodes import (NodeEntry, RedisNodeRegistry, line_totals, staff_totals, status_totals,
@@ -57,11 +56,7 @@ def local_entry(app: web.Application, at: float) -> NodeEntry:
     drain = app.get(DRAIN)
     relay = app.get(CALL_RELAY)
     queues = {name: list(counts) for name, counts in relay.staff_counts().items()} if relay is not None else {}
-    lines: dict[str, list[float]] = {}
-    for call in board.waiting_calls():
-        arrived = waited_since(call)
-        count, oldest = lines.get(call.queue, (0, arrived))
-        lines[call.queue] = [count + 1, min(oldest, arrived)]
+    lines = {name: [count, oldest] for name, (count, oldest) in board.waiting_lines().items()}
     if relay is not None:
         statuses = relay.status_counts()
     else:
@@ -70,15 +65,6 @@ def local_entry(app: web.Application, at: float) -> NodeEntry:
     return NodeEntry(instance=app[INSTANCE], name=app[SETTINGS].node_name, lease=app[RECORDER].lease.id,
                      started=app[STARTED], heartbeat=at, draining=bool(drain and drain.draining), calls=calls,
                      waiting=waiting, agents=agents, queues=queues, lines=lines, statuses=statuses)
-
-
-def waited_since(call: Call) -> float:
-    """When a waiting caller began to wait: its first arrival (kept across a return and a restore on another node),
-    or, for a caller put back first in line after its connected call was cut off, its new call (its place in line
-    counts from far back to put it first: not a wait)."""
-    if call.rejoin_of is not None or call.arrived_at is None:
-        return call.created_at
-    return min(call.arrived_at, call.created_at)
 
 
 @node_routes.get("/api/v1/nodes")

@@ -87,7 +87,7 @@ async def _control(request: web.Request, action: str) -> web.Response:
         raise NotFound(f"no call {call_id[:64]}… in progress", code="unknown_call")
     asker = Asker(user=who.is_user, role=who.role, name=who.name, action=action, call_id=call_id)
     relay = request.app.get(CALL_RELAY)
-    home = await relay.remote_home(asker.call_id) if relay is not None else None
+    home = await relay.live_home(asker.call_id) if relay is not None else None
     if home is not None:
         return json_response(await relay.ask_home(home, "recording", asker.model_dump()))
     return json_response(recording_here(board, asker))

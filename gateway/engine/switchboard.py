@@ -518,6 +518,9 @@ class Switchboard(AsyncIOEventEmitter):
     def waiting_count(self) -> int:
         return self.views.waiting_count()
 
+    def waiting_lines(self) -> dict[str, tuple[int, float]]:
+        return self.views.waiting_lines()
+
     def counts(self) -> tuple[int, int, int]:
         """(calls ringing or connected, calls waiting, agents signed in): what a node tells the others."""
         calls = sum(1 for c in self.live.all_calls() if c.state in (CallState.OFFERED, CallState.CONNECTED))

@@ -51,6 +51,11 @@ class Views:
     def waiting_count(self) -> int:
         return len(self.core.live.line)
 
+    def waiting_lines(self) -> dict[str, tuple[int, float]]:
+        """Per named queue with waiting calls: (how many wait, when the longest-waiting caller began to wait), as
+        the line keeps them (no walk over the calls)."""
+        return self.core.live.line.waits()
+
     def active_calls(self) -> int:
         return sum(1 for c in self.core.live.all_calls() if c.state is not CallState.ENDED)
 

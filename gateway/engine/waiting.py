@@ -41,8 +41,8 @@ class WaitingLine:
         """A new call waits; it takes the place of `replaced` (the same caller, back) if that was in its queue."""
         line = self.core.live.line
         if replaced is not None and replaced.queue == call.queue:
+            call.arrived_at = replaced.arrived_at or replaced.created_at  # before its place: the line notes its wait
             line.take_place(call, replaced.id)  # the caller came back: its place in line is kept
-            call.arrived_at = replaced.arrived_at or replaced.created_at
         else:
             line.add(call)
         if replaced is not None:

@@ -18,9 +18,10 @@ Times are the nodes' wall clocks: keep them in sync (NTP), well under `dead_afte
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
@@ -36,6 +37,9 @@ redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 """
+
+T = TypeVar("T")
+V = TypeVar("V")
 
 
 def _text(value: Any) -> str:
@@ -157,38 +161,37 @@ class RedisNodeRegistry:
         return sorted(out, key=lambda e: (not e.alive, e.name, e.started))
 
 
-def staff_totals(entries: list[NodeEntry]) -> dict[str, tuple[int, int]]:
-    """queue -> (staffed, ready) summed over the live nodes."""
-    summed: dict[str, tuple[int, int]] = {}
+def _fold(entries: list[NodeEntry], table: Callable[[NodeEntry], dict[str, V]], empty: T,
+          add: Callable[[T, V], T]) -> dict[str, T]:
+    """key -> the values of one per-node table (`table` of each entry) added up over the live nodes, from `empty`."""
+    summed: dict[str, T] = {}
     for entry in entries:
         if entry.alive:
-            for name, (staffed, ready) in entry.queues.items():
-                before = summed.get(name, (0, 0))
-                summed[name] = (before[0] + staffed, before[1] + ready)
+            for key, value in table(entry).items():
+                summed[key] = add(summed.get(key, empty), value)
     return summed
+
+
+def staff_totals(entries: list[NodeEntry]) -> dict[str, tuple[int, int]]:
+    """queue -> (staffed, ready) summed over the live nodes."""
+    return _fold(entries, lambda e: e.queues, (0, 0), lambda s, v: (s[0] + v[0], s[1] + v[1]))
+
+
+def _add_line(summed: tuple[int, float | None], line: list[float]) -> tuple[int, float | None]:
+    count, oldest = line
+    arrived = oldest if count and oldest > 0 else None
+    first = min((t for t in (summed[1], arrived) if t is not None), default=None)
+    return summed[0] + int(count), first
 
 
 def line_totals(entries: list[NodeEntry]) -> dict[str, tuple[int, float | None]]:
     """queue -> (callers waiting, when the longest-waiting of them arrived, or None) over the live nodes."""
-    summed: dict[str, tuple[int, float | None]] = {}
-    for entry in entries:
-        if entry.alive:
-            for name, (count, oldest) in entry.lines.items():
-                before_count, before_oldest = summed.get(name, (0, None))
-                arrived = oldest if count and oldest > 0 else None
-                first = min((t for t in (before_oldest, arrived) if t is not None), default=None)
-                summed[name] = (before_count + int(count), first)
-    return summed
+    return _fold(entries, lambda e: e.lines, (0, None), _add_line)
 
 
 def status_totals(entries: list[NodeEntry]) -> dict[str, int]:
     """agent status -> agents with it over the live nodes (each agent counted on the node of its console)."""
-    summed: dict[str, int] = {}
-    for entry in entries:
-        if entry.alive:
-            for status, count in entry.statuses.items():
-                summed[status] = summed.get(status, 0) + count
-    return summed
+    return _fold(entries, lambda e: e.statuses, 0, operator.add)
 
 
 def totals(entries: list[NodeEntry]) -> dict[str, int]:

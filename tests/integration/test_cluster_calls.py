@@ -11,15 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.support.api import caller_socket
-from tests.support.clients import Agent, Caller, wait_until
+from tests.support.clients import Agent, Caller, hears, wait_until
 from tests.support.cluster_nodes import accept, cluster, node, record_state, spread_agents, start
-
-
-async def hears(sink, expected_hz: float, frames: int = 30, timeout: float = 10) -> None:
-    mark = sink.mark()
-    await wait_until(lambda: sink.audio_since(mark) >= frames, timeout)
-    freq = sink.frequency_since(mark, at_most=frames)
-    assert abs(freq - expected_hz) < 30, f"heard {freq:.0f} Hz, expected {expected_hz} Hz"
 
 
 LOCATION = {"lat": 48.8566, "lon": 2.3522, "accuracy_m": 35.0, "timestamp": 1_795_468_254.0}

@@ -12,22 +12,11 @@ from collections.abc import Callable
 import pytest
 
 from tests.support.api import Api
-from tests.support.clients import Agent, Caller, answered_call, wait_until
+from tests.support.clients import Agent, Caller, answered_call, hears, wait_until
 
 pytestmark = pytest.mark.media
 
 CALLER_HZ, ALICE_HZ, BOB_HZ, SAM_HZ = 880, 440, 550, 660
-
-
-def near(freq: float, expected: float) -> bool:
-    return abs(freq - expected) < 30
-
-
-async def hears(sink, expected_hz: float, frames: int = 30, timeout: float = 10) -> None:
-    mark = sink.mark()
-    await wait_until(lambda: sink.audio_since(mark) >= frames, timeout)
-    freq = sink.frequency_since(mark, at_most=frames)
-    assert near(freq, expected_hz), f"heard {freq:.0f} Hz, expected {expected_hz} Hz"
 
 
 def received(peer, slot: str) -> Callable[[], int]:

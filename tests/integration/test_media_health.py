@@ -14,19 +14,12 @@ import pytest
 from gateway.media import aiortc_internals as internals
 from tests.support import netns
 from tests.support.api import Api
-from tests.support.clients import Agent, Caller, wait_until
+from tests.support.clients import Agent, Caller, hears, wait_until
 from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.media
 
 CALLER_HZ, ALICE_HZ, SAM_HZ = 880, 440, 660
-
-
-async def hears(sink, expected_hz: float, frames: int = 30, timeout: float = 10) -> None:
-    mark = sink.mark()
-    await wait_until(lambda: sink.audio_since(mark) >= frames, timeout)
-    freq = sink.frequency_since(mark, at_most=frames)
-    assert abs(freq - expected_hz) < 30, f"heard {freq:.0f} Hz, expected {expected_hz} Hz"
 
 
 async def connected_call(gw, caller_token, caller_addresses=None):

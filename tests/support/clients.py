@@ -171,6 +171,14 @@ class Sink:
             await self.task
 
 
+async def hears(sink: Sink, expected_hz: float, frames: int = 30, timeout: float = 10) -> None:
+    """`frames` new audio frames reach `sink` within `timeout` s, and their tone is `expected_hz` (within 30 Hz)."""
+    mark = sink.mark()
+    await until(lambda: sink.audio_since(mark) >= frames, timeout)
+    freq = sink.frequency_since(mark, at_most=frames)
+    assert abs(freq - expected_hz) < 30, f"heard {freq:.0f} Hz, expected {expected_hz} Hz"
+
+
 class Peer:
     """An aiortc peer connection on loopback only (or the given addresses of this host), with no ICE servers (or
     the given ones: a TURN server in the test's namespace)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.store.redis_nodes import NodeEntry, line_totals, status_totals
+from gateway.store.redis_nodes import NodeEntry, line_totals, staff_totals, status_totals
 
 
 def entry(instance: str, alive: bool = True, **fields) -> NodeEntry:
@@ -14,14 +14,19 @@ def entry(instance: str, alive: bool = True, **fields) -> NodeEntry:
                      alive=alive, **fields)
 
 
-def test_lines_and_statuses_are_summed_over_live_nodes_only():
+def test_lines_staff_and_statuses_are_summed_over_live_nodes_only():
     entries = [
-        entry("a", lines={"default": [2, 100.0], "vip": [1, 150.0]}, statuses={"available": 1, "busy": 2}),
-        entry("b", lines={"default": [3, 90.0], "sales": [0, 0.0]}, statuses={"busy": 1, "wrap_up": 1}),
-        entry("c", alive=False, lines={"default": [9, 10.0]}, statuses={"away": 5}),  # dead: left out
+        entry("a", lines={"default": [2, 100.0], "vip": [1, 150.0]}, statuses={"available": 1, "busy": 2},
+              queues={"default": [3, 1], "vip": [1, 0]}),
+        entry("b", lines={"default": [3, 90.0], "sales": [0, 0.0]}, statuses={"busy": 1, "wrap_up": 1},
+              queues={"default": [2, 2], "sales": [0, 0]}),
+        entry("c", alive=False, lines={"default": [9, 10.0]}, statuses={"away": 5},
+              queues={"default": [7, 7]}),  # dead: left out
     ]
     assert line_totals(entries) == {"default": (5, 90.0), "vip": (1, 150.0), "sales": (0, None)}
     assert status_totals(entries) == {"available": 1, "busy": 3, "wrap_up": 1}
+    assert staff_totals(entries) == {"default": (5, 3), "vip": (1, 0), "sales": (0, 0)}
+    assert line_totals([]) == staff_totals([]) == status_totals([]) == {}
 
 
 def test_an_entry_round_trips_and_an_older_entry_without_lines_reads_as_empty():
