@@ -85,7 +85,7 @@ def _forwarded(relays: list[Any]) -> int:
 
 
 async def measure(path: str, calls: int, seconds: float, warmup: float, peer_cpus: list[int],
-                  profile: str | None = None) -> dict[str, Any]:
+                  profile: str | None = None, name: str | None = None) -> dict[str, Any]:
     from gateway.media.fastpath import native_module
 
     if path.startswith("native") and native_module() is None:
@@ -106,8 +106,8 @@ async def measure(path: str, calls: int, seconds: float, warmup: float, peer_cpu
     DirectReceive.steady_in_c = path not in ("native-percall", "native-step2")
     DirectReceive.rtcp_direct = _QuietFlush.shared = path not in ("native-percall", "native-step2", "native-step3")
     try:
-        return await _measure(path, "native" if path.startswith("native") else path, calls, seconds, warmup,
-                              peer_cpus, profile)
+        return await _measure(name or path, "native" if path.startswith("native") else path, calls, seconds,
+                              warmup, peer_cpus, profile)
     finally:
         RtpForwarder._arm = arm  # type: ignore[method-assign]
         DirectReceive.steady_in_c = DirectReceive.rtcp_direct = _QuietFlush.shared = True
@@ -191,8 +191,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for name in args.paths.split(","):
             path = name.removesuffix("-uvloop")
             with asyncio.Runner(loop_factory=_loop_factory(name)) as runner:  # a fresh loop per path
-                row = runner.run(measure(path, args.calls, args.seconds, args.warmup, cpus[1:], args.profile))
-                row["path"] = name
+                row = runner.run(measure(path, args.calls, args.seconds, args.warmup, cpus[1:], args.profile, name))
                 row["loop"] = type(runner.get_loop()).__module__
             print(json.dumps(row), flush=True)
             rows.append(row)
