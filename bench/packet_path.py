@@ -5,6 +5,10 @@
     python -m bench.packet_path --paths native,native-percall,off --rounds 3   # before/after the native route
     python -m bench.packet_path --paths native,native-step2,off --rounds 3     # before/after the native receive
     python -m bench.packet_path --paths native,native-step3,off --rounds 3     # before/after RTCP off the queue
+    python -m bench.packet_path --paths native,native-uvloop --rounds 3       # asyncio's loop against uvloop
+
+A path ending in `-uvloop` runs the relay on uvloop's event loop (uvloop must be importable: it is not a dependency,
+e.g. `pip install --target /tmp/uvl uvloop` and PYTHONPATH=/tmp/uvl); every path gets a fresh event loop.
 
 The relay (a Relay with one caller and one agent leg per call, no signaling) runs in this process, pinned to the
 first CPU; the peers run in a child process on the others: each caller sends the replayed 640x480 VP8 at 30 fps
@@ -81,7 +85,7 @@ def _forwarded(relays: list[Any]) -> int:
 
 
 async def measure(path: str, calls: int, seconds: float, warmup: float, peer_cpus: list[int],
-                  profile: str | None = None) -> dict[str, Any]:
+                  profile: str | None = None, name: str | None = None) -> dict[str, Any]:
     from gateway.media.fastpath import native_module
 
     if path.startswith("native") and native_module() is None:
@@ -102,8 +106,8 @@ async def measure(path: str, calls: int, seconds: float, warmup: float, peer_cpu
     DirectReceive.steady_in_c = path not in ("native-percall", "native-step2")
     DirectReceive.rtcp_direct = _QuietFlush.shared = path not in ("native-percall", "native-step2", "native-step3")
     try:
-        return await _measure(path, "native" if path.startswith("native") else path, calls, seconds, warmup,
-                              peer_cpus, profile)
+        return await _measure(name or path, "native" if path.startswith("native") else path, calls, seconds,
+                              warmup, peer_cpus, profile)
     finally:
         RtpForwarder._arm = arm  # type: ignore[method-assign]
         DirectReceive.steady_in_c = DirectReceive.rtcp_direct = _QuietFlush.shared = True
@@ -155,8 +159,10 @@ async def _measure(path: str, fast_path: str, calls: int, seconds: float, warmup
     packets = n1 - n0
     steady = sum(leg.direct.steady_packets for relay in relays for leg in relay.legs.values()
                  if leg.direct is not None)
+    direct = sum(leg.direct.packets for relay in relays for leg in relay.legs.values() if leg.direct is not None)
     rtcp = sum(leg.direct.rtcp_packets for relay in relays for leg in relay.legs.values() if leg.direct is not None)
-    return {"path": path, "calls": calls, "received_in_c": steady, "rtcp_direct": rtcp, "seconds": round(t1 - t0, 2),
+    return {"path": path, "calls": calls, "received_direct": direct, "received_in_c": steady,
+            "rtcp_direct": rtcp, "seconds": round(t1 - t0, 2),
             "packets_forwarded": packets,
             "cpu_s": round(cpu1 - cpu0, 3), "us_per_packet": round((cpu1 - cpu0) / max(packets, 1) * 1e6, 2),
             "kernel_share": round((times1.system - times0.system) / max(cpu1 - cpu0, 1e-9), 2),
@@ -165,7 +171,15 @@ async def _measure(path: str, fast_path: str, calls: int, seconds: float, warmup
             "load_avg": [round(load0, 1), round(load1, 1)]}
 
 
-async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _loop_factory(path: str) -> Any:
+    if not path.endswith("-uvloop"):
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from bench.media import EncodedLoop
 
     EncodedLoop.load()
@@ -174,8 +188,11 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         os.sched_setaffinity(0, cpus[:1])
     rows = []
     for _ in range(args.rounds):
-        for path in args.paths.split(","):
-            row = await measure(path, args.calls, args.seconds, args.warmup, cpus[1:], args.profile)
+        for name in args.paths.split(","):
+            path = name.removesuffix("-uvloop")
+            with asyncio.Runner(loop_factory=_loop_factory(name)) as runner:  # a fresh loop per path
+                row = runner.run(measure(path, args.calls, args.seconds, args.warmup, cpus[1:], args.profile, name))
+                row["loop"] = type(runner.get_loop()).__module__
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -193,7 +210,7 @@ def main() -> None:
     from bench.netns import ensure_loopback_namespace
 
     ensure_loopback_namespace()
-    rows = asyncio.run(run(args))
+    rows = run(args)
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), "?")
     print(f"\n{model}, {os.cpu_count()} CPUs\n\n| path | calls | µs CPU per forwarded packet | % of a core per call "
