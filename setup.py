@@ -22,6 +22,9 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=[Extension("gateway.media._fastpath", ["gateway/media/_fastpath.c"], optional=True,
-                           extra_compile_args=["-O2"])],
+                           extra_compile_args=["-O2"]),
+                 # The benchmark's load generator (bench/blaster.py, `--generator blaster`): built in place for the
+                 # checkout (make test / bench), not shipped (bench is not a package of the wheel).
+                 Extension("bench._blaster", ["bench/_blaster.c"], optional=True, extra_compile_args=["-O2"])],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -118,7 +118,10 @@ class MeasuredCall:
         if self.video_meter.arrivals:
             self.result.accept_to_first_frame_ms = (self.video_meter.arrivals[0] - self.t_accept) * 1000
 
-    def measure(self, window: tuple[float, float]) -> None:
+    def measure(self, window: tuple[float, float], blaster: Any = None) -> None:
+        if blaster is not None:  # the media was the blaster's from the end of the set-up on
+            blaster.measure(self, window)
+            return
         r, (start, end) = self.result, window
         seconds = end - start
         in_window = [t for t in self.video_meter.arrivals if start <= t <= end]
@@ -195,8 +198,8 @@ class Call(MeasuredCall):
         await self.agent_pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         self.call_id = call_id
 
-    def measure(self, window: tuple[float, float]) -> None:
-        super().measure(window)
+    def measure(self, window: tuple[float, float], blaster: Any = None) -> None:
+        super().measure(window, blaster)
         ended = [m for m in self.caller_ws.messages + self.agent_ws.messages if m.get("type") == "call.ended"]
         if ended:
             self.result.ended = str(ended[0].get("reason"))
@@ -447,6 +450,12 @@ def cpu_seconds() -> float:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     loop = EncodedLoop.load()
     addresses = [args.address]
+    blaster = None
+    if args.generator == "blaster":
+        from bench.blaster import Blaster
+
+        blaster = Blaster(loop)
+        blaster.start()
     calls: list[Call | JanusCall]
     if args.janus:
         calls = [JanusCall(args.janus, args.admin_key, args.agent_offset + i, loop, addresses)
@@ -462,6 +471,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for call in calls:
         try:
             await asyncio.wait_for(call.place(args.lock), 60)
+            if blaster is not None:
+                await blaster.take(call)
         except Exception as exc:  # noqa: BLE001 - reported per call
             call.result.error = f"{type(exc).__name__}: {exc}"[:300]
             errors += 1
@@ -482,10 +493,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await monitor.stop()
     for call in calls:
         if call.result.error is None:
-            call.measure((t0, t1))
+            call.measure((t0, t1), blaster)
+    media: dict[str, Any] = {}
+    if blaster is not None:  # what the C thread saw: RTCP from the relay, and what went back to aioice
+        counters = [c for call in calls for c in blaster.counters(call)]
+        media = {"handed_back": blaster.handed_back, **{key: sum(c[key] for c in counters)
+                                                        for key in ("nacks", "plis", "firs", "rtcp", "bad_srtp")}}
     for call in calls:
+        if blaster is not None:
+            blaster.release(call)
         await call.close()
+    if blaster is not None:
+        await blaster.close()
     return {
+        "generator": args.generator,
+        "blaster": media,
         "calls": [asdict(c.result) for c in calls],
         "errors": errors,
         "window_s": t1 - t0,
@@ -510,6 +532,9 @@ def main() -> None:
     parser.add_argument("--agent-offset", type=int, default=0)
     parser.add_argument("--agent-password", default="bench-password")
     parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--generator", choices=("aiortc", "blaster"), default="aiortc",
+                        help="who carries the media once a call is set up: aiortc's senders and receivers, or the C "
+                             "thread of bench/blaster.py (one core carries 50+ calls)")
     parser.add_argument("--lock", default="/tmp/callin-bench.lock", help="lock file shared by the workers")
     args = parser.parse_args()
     if not args.janus and not (args.url and args.secret):

@@ -163,10 +163,12 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-async def measure(system: Any, calls: int, hold: float, warmup: float, profile: str | None = None) -> dict[str, Any]:
+async def measure(system: Any, calls: int, hold: float, warmup: float, profile: str | None = None,
+                  generator: str = "aiortc") -> dict[str, Any]:
     pid = await system.start(calls)
     rss0 = proc_rss_mb(pid)
-    workers = max(1, math.ceil(calls / CALLS_PER_WORKER))
+    # aiortc's media fills a core at ~8-12 calls: split over worker processes; the blaster's C thread carries 50+
+    workers = 1 if generator == "blaster" else max(1, math.ceil(calls / CALLS_PER_WORKER))
     placement = 4 + 0.35 * calls
     start_at = time.time() + placement
     lock = RESULTS / f"bench-{os.getpid()}.lock"
@@ -177,7 +179,7 @@ async def measure(system: Any, calls: int, hold: float, warmup: float, profile: 
         offset = sum(calls // workers + (1 if i < calls % workers else 0) for i in range(w))
         argv = [sys.executable, "-m", "bench.loadgen", *system.loadgen_args(), "--calls", str(share),
                 "--agent-offset", str(offset), "--hold", str(hold), "--warmup", str(warmup),
-                "--start-at", str(start_at), "--lock", str(lock)]
+                "--start-at", str(start_at), "--lock", str(lock), "--generator", generator]
         procs.append(await asyncio.create_subprocess_exec(*pinned(generator_cpus, argv), cwd=ROOT,
                                                           stdout=asyncio.subprocess.PIPE,
                                                           stderr=asyncio.subprocess.PIPE))
@@ -237,6 +239,7 @@ async def measure(system: Any, calls: int, hold: float, warmup: float, profile: 
                                                 if c["accept_to_first_frame_ms"]], 99),
         "generator_cpu": sum(o["worker_cpu"] for o in outputs),
         "generator_cpus": len(generator_cpus),
+        "generator": generator,
         # RTP sequence gaps at the agent over the whole call (set-up included), retransmissions counted as received
         "video_rtp_loss_whole_call": max(0.0, 1 - rtp_received / rtp_expected),
     }
@@ -287,7 +290,7 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for system in make_systems(args.systems.split(","), args.system_cpus):
         async def point(calls: int) -> dict[str, Any]:
-            row = await measure(system, calls, args.hold, args.warmup, args.profile)
+            row = await measure(system, calls, args.hold, args.warmup, args.profile, args.generator)
             rows.append(row)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                               if k not in ("errors",)}), flush=True)
@@ -307,7 +310,7 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
                       flush=True)
                 break
         # Refine between the last passing and the first failing point (bisection, to within 10%).
-        while first_fail is not None and first_fail - last_pass > max(1, last_pass // 10):
+        while args.refine and first_fail is not None and first_fail - last_pass > max(1, last_pass // 10):
             mid = (last_pass + first_fail) // 2
             if (await point(mid))["passed"]:
                 last_pass = mid
@@ -462,6 +465,11 @@ def main() -> None:
     parser.add_argument("--system-cpus", type=int, default=1,
                         help="CPUs the measured system is pinned to (the first ones); the load generator gets the rest")
     parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--generator", choices=("aiortc", "blaster"), default="aiortc",
+                        help="the load generator's media: aiortc's peers (Python, ~8-12 calls per core) or "
+                             "bench/blaster.py's C thread after aiortc's set-up (50+ calls on one core)")
+    parser.add_argument("--no-refine", dest="refine", action="store_false",
+                        help="no bisection between the last passing and the first failing point")
     parser.add_argument("--keep-going", action="store_true", help="continue a system's sweep after a failing point")
     parser.add_argument("--profile", metavar="PY_SPY",
                         help="py-spy executable: sample each Callin system over each point's window into "

@@ -23,7 +23,7 @@ if ! .venv/bin/python -c 'import sysconfig, os, sys; sys.exit(not os.path.exists
   ($SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-dev >/dev/null) || true
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-   || [ gateway/media/_fastpath.c -nt "$stamp" ]; then
+   || [ gateway/media/_fastpath.c -nt "$stamp" ] || [ bench/_blaster.c -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".${extras}"
   touch "$stamp"
