@@ -4,7 +4,9 @@ Janus, swept over the number of concurrent calls, in one run on this machine.
     python -m bench.run                       # full sweep, all systems (Janus if installed)
     python -m bench.run --systems callin-packet --calls 5,10 --hold 8
 
-Each system runs pinned to CPU 0 (`taskset`), the load generator's workers to the other CPUs. Writes
+Each system runs pinned to CPU 0 (`taskset`), the load generator to the other CPUs: aiortc sets each call up, then
+bench/blaster.py's C thread carries its media (`--generator aiortc`: aiortc's peers throughout, in worker processes
+of 12 calls, as before). Writes
 results/bench-<timestamp>.json, .md (table of ratios) and .png (calls vs CPU and vs fps) under results/.
 """
 
@@ -164,7 +166,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 async def measure(system: Any, calls: int, hold: float, warmup: float, profile: str | None = None,
-                  generator: str = "aiortc") -> dict[str, Any]:
+                  generator: str = "blaster") -> dict[str, Any]:
     pid = await system.start(calls)
     rss0 = proc_rss_mb(pid)
     # aiortc's media fills a core at ~8-12 calls: split over worker processes; the blaster's C thread carries 50+
@@ -465,9 +467,10 @@ def main() -> None:
     parser.add_argument("--system-cpus", type=int, default=1,
                         help="CPUs the measured system is pinned to (the first ones); the load generator gets the rest")
     parser.add_argument("--warmup", type=float, default=3)
-    parser.add_argument("--generator", choices=("aiortc", "blaster"), default="aiortc",
-                        help="the load generator's media: aiortc's peers (Python, ~8-12 calls per core) or "
-                             "bench/blaster.py's C thread after aiortc's set-up (50+ calls on one core)")
+    parser.add_argument("--generator", choices=("aiortc", "blaster"), default="blaster",
+                        help="the load generator's media once a call is set up by aiortc: bench/blaster.py's C thread "
+                             "(default: 64 calls in ~35%% of a core) or aiortc's peers (Python, ~8-12 calls per core); "
+                             "docs/benchmark.md 'Step 5'")
     parser.add_argument("--no-refine", dest="refine", action="store_false",
                         help="no bisection between the last passing and the first failing point")
     parser.add_argument("--keep-going", action="store_true", help="continue a system's sweep after a failing point")
