@@ -2,6 +2,7 @@
 there (scripts/setup.sh installs them), skipped with a warning otherwise; the relay then forwards in Python
 (gateway/media/fastpath.py says which path runs, once, at start). Everything else is in pyproject.toml."""
 
+import sys
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -26,9 +27,11 @@ class OptionalBuildExt(build_ext):
 
 
 # The benchmark's load generator (bench/blaster.py, `bench.run --generator blaster`): built in place for a checkout
-# (pip install -e ., scripts/setup.sh), not shipped (bench is no package of the wheel, whose build copies no bench/).
+# (pip install -e ., scripts/setup.sh), never shipped: not in a wheel or sdist (bench is no package of them; a
+# wheel built from a checkout would otherwise put a stray bench/_blaster*.so into site-packages).
+SHIPPING = any(command in sys.argv for command in ("bdist_wheel", "sdist", "bdist"))
 BENCH = [Extension("bench._blaster", ["bench/_blaster.c"], optional=True, extra_compile_args=["-O2"])] \
-    if (Path(__file__).resolve().parent / "bench" / "_blaster.c").exists() else []
+    if not SHIPPING and (Path(__file__).resolve().parent / "bench" / "_blaster.c").exists() else []
 
 setup(
     ext_modules=[Extension("gateway.media._fastpath", ["gateway/media/_fastpath.c"], optional=True,
