@@ -1193,7 +1193,10 @@ class SendQueue:
         if self._closing:
             return
         try:
-            self._sock.sendto(data, addr)
+            if addr is None:  # a connected socket (as asyncio's transport allows)
+                self._sock.send(data)
+            else:
+                self._sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
             self._hold(data, addr)
         except OSError as exc:
@@ -1218,11 +1221,14 @@ class SendQueue:
             self._loop.remove_writer(self._fd)
 
     def _flush(self) -> None:
-        queue, send = self._queue, self._sock.sendto
+        queue, sock = self._queue, self._sock
         while queue:
             data, addr = queue[0]
             try:
-                send(data, addr)
+                if addr is None:
+                    sock.send(data)
+                else:
+                    sock.sendto(data, addr)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:

@@ -242,6 +242,43 @@ def test_send_queue_holds_what_the_kernel_refuses_in_order_and_drops_only_the_pa
         runner.run(body())
 
 
+@pytest.mark.parametrize("new_loop", _loops())
+def test_send_queue_on_a_connected_socket_sends_without_an_address_and_tells_the_protocol_of_errors(new_loop):
+    """As asyncio's transport: sendto(data) without an address on a connected socket; a send error other than
+    EAGAIN/ENOBUFS (here: the peer is gone) loses the datagram and reaches the protocol's error_received."""
+    import socket
+    from types import SimpleNamespace
+
+    from gateway.media import aiortc_internals as internals
+
+    class Protocol(asyncio.DatagramProtocol):
+        def __init__(self) -> None:
+            self.errors: list[OSError] = []
+
+        def error_received(self, exc: Exception) -> None:
+            self.errors.append(exc)  # type: ignore[arg-type]
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ours.setblocking(False)
+        protocol = Protocol()
+        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=ours)
+        holder = SimpleNamespace(transport=transport)
+        queue = internals.send_queue(holder)
+        assert type(queue) is internals.SendQueue
+        queue.sendto(b"hello")
+        assert theirs.recv(100) == b"hello"
+        theirs.close()
+        queue.sendto(b"lost")
+        assert protocol.errors and isinstance(protocol.errors[0], OSError), protocol.errors
+        assert queue.get_write_buffer_size() == 0
+        queue.close()
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(body())
+
+
 async def test_repeated_requests_while_waiting_for_a_keyframe_are_not_held_against_the_viewer():
     """A browser repeats its PLI until the picture comes back (e.g. every 200 ms at the start of a stream): that is
     one outstanding request, not a viewer that keeps losing the picture."""
