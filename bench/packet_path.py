@@ -5,6 +5,7 @@
     python -m bench.packet_path --paths native,native-percall,off --rounds 3   # before/after the native route
     python -m bench.packet_path --paths native,native-step2,off --rounds 3     # before/after the native receive
     python -m bench.packet_path --paths native,native-step3,off --rounds 3     # before/after RTCP off the queue
+    python -m bench.packet_path --paths native,native-noq,python,python-noq --rounds 3   # before/after the SendQueue
     python -m bench.packet_path --paths native,native-uvloop --rounds 3       # asyncio's loop against uvloop
 
 A path ending in `-uvloop` runs the relay on uvloop's event loop (uvloop must be importable: it is not a dependency,
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +182,21 @@ def _loop_factory(path: str) -> Any:
     return uvloop.new_event_loop
 
 
+@contextlib.contextmanager
+def _send_queue(name: str) -> Iterator[None]:
+    """A path ending in -noq (before any -uvloop) sends as before aiortc_internals.SendQueue: through the event
+    loop's own transport (asyncio's buffer; on uvloop, libuv's queue)."""
+    from gateway.media import aiortc_internals
+
+    installed = aiortc_internals.send_queue
+    if name.removesuffix("-uvloop").endswith("-noq"):
+        aiortc_internals.send_queue = lambda protocol: protocol.transport
+    try:
+        yield
+    finally:
+        aiortc_internals.send_queue = installed
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from bench.media import EncodedLoop
 
@@ -189,8 +207,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for _ in range(args.rounds):
         for name in args.paths.split(","):
-            path = name.removesuffix("-uvloop")
-            with asyncio.Runner(loop_factory=_loop_factory(name)) as runner:  # a fresh loop per path
+            path = name.removesuffix("-uvloop").removesuffix("-noq")
+            with _send_queue(name), asyncio.Runner(loop_factory=_loop_factory(name)) as runner:  # a fresh loop per path
                 row = runner.run(measure(path, args.calls, args.seconds, args.warmup, cpus[1:], args.profile, name))
                 row["loop"] = type(runner.get_loop()).__module__
             print(json.dumps(row), flush=True)

@@ -263,6 +263,10 @@ def _make_systems(names: list[str]) -> list[Any]:
     for name in names:
         if name == "callin-packet":  # media in the server's own process (as before media workers)
             systems.append(CallinSystem(name, "packet", CALLIN_MEDIA_WORKERS="0"))
+        elif name in ("callin-packet-asyncio", "callin-packet-uvloop"):  # callin-packet on this event loop (uvloop:
+            # importable by the server, e.g. PYTHONPATH=/tmp/uvl; plain callin-packet takes it too then: event_loop=auto)
+            systems.append(CallinSystem(name, "packet", CALLIN_MEDIA_WORKERS="0",
+                                        CALLIN_EVENT_LOOP=name.rsplit("-", 1)[1]))
         elif name == "callin-packet-python":  # the fast path without its native module (its fallback)
             systems.append(CallinSystem(name, "packet", CALLIN_MEDIA_WORKERS="0", CALLIN_RELAY_FAST_PATH="python"))
         elif name == "callin-packet-aiortc":  # aiortc's own per-packet path (before the fast path)

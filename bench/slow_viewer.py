@@ -1,6 +1,7 @@
 """One slow viewer: what it costs the caller and the other viewers, and what it gets itself.
 
     unshare -rn sh -c 'ip link set lo up && python -m bench.slow_viewer --seconds 20 --rate 250kbit'
+    ... --loop uvloop   (the gateway, and the test clients, on uvloop's event loop: needs uvloop installed)
 
 A real gateway (in-process, default settings) with a caller (VP8 320x240@30 with busy pictures, ~500 kbit/s, and
 Opus, ~130 kbit/s on the wire), an agent, and a supervisor (hearing the caller only, unless --aux-audio) whose link is shaped with `tc htb` (the supervisor's peer has its own address on lo;
@@ -133,7 +134,16 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", default="250kbit")
     parser.add_argument("--aux-audio", action="store_true", help="the supervisor also hears the agent (+130 kbit/s)")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="the event loop")
     args = parser.parse_args()
     if not {name for _, name in socket.if_nameindex()} <= {"lo"}:
         raise SystemExit("run inside a loopback-only namespace: unshare -rn sh -c 'ip link set lo up && python -m ...'")
-    print(json.dumps(asyncio.run(main(args.seconds, args.rate, args.aux_audio)), indent=1))
+    if args.loop == "uvloop":
+        import uvloop
+
+        new_loop = uvloop.new_event_loop
+    else:
+        new_loop = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        result = runner.run(main(args.seconds, args.rate, args.aux_audio))
+    print(json.dumps({"loop": args.loop, **result}, indent=1))

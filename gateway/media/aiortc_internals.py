@@ -44,17 +44,20 @@ Relied-on names (private unless said otherwise):
   _protocols, _closing, _nominated, _use_ipv4, _use_ipv6, _transport_policy, stun_server, gather_candidates,
   get_component_candidates. aioice Candidate: _network_host. CandidatePair: task, state. StunProtocol: transport,
   local_candidate, datagram_received (replaced per instance by `DirectReceive`).
-- asyncio's datagram transport (CPython): _buffer, _buffer_size (and _header_size where this Python has it).
+- StunProtocol.transport is replaced by our `SendQueue` (in front of the event loop's datagram transport, which
+  keeps reading; aioice calls sendto, close, get_extra_info, is_closing on it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import fcntl
 import ipaddress
 import logging
+import os
 import socket
 import struct
 import termios
@@ -294,11 +297,11 @@ class SenderPort:
         return True
 
     def backlog(self) -> int:
-        """Bytes waiting in the UDP socket's user-space buffer (asyncio buffers when the kernel's is full)."""
+        """Bytes waiting in the UDP socket's send queue (`SendQueue`: when the kernel's is full)."""
         try:
             connection = self._sender.transport.transport._connection
             pair = connection._nominated.get(1)
-            return pair.protocol.transport.get_write_buffer_size() if pair is not None else 0
+            return send_queue(pair.protocol).get_write_buffer_size() if pair is not None else 0
         except AttributeError:
             return 0
 
@@ -315,7 +318,8 @@ class SenderPort:
 
     def connect_route(self, payload_type: int) -> bool:
         """Point the native route at the current socket, address and SRTP context; False when the stream cannot be
-        handed to C now (not connected, or asyncio buffers for this socket: sending past it would reorder)."""
+        handed to C now (not connected, or our SendQueue holds packets for this socket: sending past them would
+        reorder)."""
         if not self.ready:
             return False
         dtls = self._sender.transport
@@ -323,7 +327,7 @@ class SenderPort:
         pair = dtls.transport._connection._nominated.get(1)
         if session is None or pair is None:
             return False
-        transport = pair.protocol.transport
+        transport = send_queue(pair.protocol)
         if transport is None or transport.is_closing() or transport.get_write_buffer_size():
             return False
         if (pair, session, payload_type) != self._routed:
@@ -366,12 +370,12 @@ class SenderPort:
         self.sent_natively += packets
 
     def queue(self, data: bytes) -> None:
-        """A protected packet the route could not send without blocking: asyncio's buffer takes it (in order)."""
+        """A protected packet the route could not send without blocking: the SendQueue takes it (in order)."""
         routed = self._routed
         if routed is None:
             return
         pair = routed[0]
-        transport = pair.protocol.transport
+        transport = send_queue(pair.protocol)
         if transport is not None and not transport.is_closing():
             transport.sendto(data, (pair.remote_candidate.host, pair.remote_candidate.port))
 
@@ -392,7 +396,8 @@ class SenderPort:
 
     def _send_native(self, packet: "OutgoingPacket") -> bool:
         """SRTP-protect and send in C, with the DTLS transport's own SRTP session; False when this packet must take
-        aiortc's path (not connected, or asyncio already buffers for this socket: sending past it would reorder)."""
+        aiortc's path (not connected, or the SendQueue already holds packets for this socket: sending past them
+        would reorder)."""
         dtls = self._sender.transport
         session = dtls._tx_srtp
         if session is None or dtls._state is not _DTLS_CONNECTED:
@@ -401,7 +406,7 @@ class SenderPort:
         if pair is None:
             return False
         if pair is not self._pair:
-            transport = pair.protocol.transport
+            transport = send_queue(pair.protocol)
             sock = transport.get_extra_info("socket") if transport is not None else None
             if sock is None:
                 return False
@@ -421,7 +426,7 @@ class SenderPort:
             packet.marker, packet.sequence_number, packet.timestamp, packet.ssrc, packet.payload, packet.padding_size,
             mid_id, self._mid, abs_id, packet.abs_send_time, audio_id,
             -1 if level is None else (0x80 if level[0] else 0) | level[1])
-        if isinstance(result, bytes):  # the socket would block: asyncio queues it (and LinkProbe sees it there)
+        if isinstance(result, bytes):  # the socket would block: the SendQueue takes it (and LinkProbe sees it there)
             transport.sendto(result, (remote.host, remote.port))
         dtls._RTCDtlsTransport__tx_packets += 1
         dtls._RTCDtlsTransport__tx_bytes += len(result) if isinstance(result, bytes) else max(result, 0)
@@ -1158,12 +1163,177 @@ def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
     return list(seen.values())
 
 
+class SendQueue:
+    """The transport of one aioice protocol (one UDP socket of a leg), in front of the event loop's own, so that what
+    the kernel refuses waits in a queue of ours, the same on asyncio and on uvloop (whose UDP transport queues in
+    libuv, where nothing can be dropped or measured): `sendto` sends at once on the non-blocking socket (a dup of the
+    loop's, so that the loop's reading is untouched); when the kernel refuses (EAGAIN, ENOBUFS) or the queue is not
+    empty, the datagram is appended to the queue, which the loop's writer callback on the dup flushes in order.
+    `drop_queued` takes RTP out of it (a paused viewer's video), `get_write_buffer_size` is its size in bytes.
+    Everything else (get_extra_info, reading, the protocol) is the loop's transport's. Installed by `send_queue`."""
+
+    def __init__(self, inner: Any, sock: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._inner = inner
+        self._loop = loop
+        self._sock = socket.socket(fileno=os.dup(sock.fileno()))
+        self._sock.setblocking(False)
+        self._fd = self._sock.fileno()
+        self._queue: collections.deque[tuple[bytes, Any]] = collections.deque()
+        self._size = 0
+        self._writing = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        if self._queue:
+            if not self._closing:
+                self._queue.append((data, addr))
+                self._size += len(data)
+            return
+        if self._closing:
+            return
+        try:
+            if addr is None:  # a connected socket (as asyncio's transport allows)
+                self._sock.send(data)
+            else:
+                self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._hold(data, addr)
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                self._hold(data, addr)
+            else:
+                self._error(exc)
+
+    def _hold(self, data: bytes, addr: Any) -> None:
+        self._queue.append((data, addr))
+        self._size += len(data)
+        self._start_writing()
+
+    def _start_writing(self) -> None:
+        if not self._writing and self._retry is None and not self._closing:
+            self._loop.add_writer(self._fd, self._flush)
+            self._writing = True
+
+    def _stop_writing(self) -> None:
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+
+    def _flush(self) -> None:
+        queue, sock = self._queue, self._sock
+        while queue:
+            data, addr = queue[0]
+            try:
+                if addr is None:
+                    sock.send(data)
+                else:
+                    sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    # Writable, but the device's queue is full: look again shortly instead of spinning on it.
+                    self._stop_writing()
+                    self._retry = self._loop.call_later(0.005, self._resume)
+                    return
+                queue.popleft()
+                self._size -= len(data)
+                self._error(exc)
+                continue
+            queue.popleft()
+            self._size -= len(data)
+        self._stop_writing()
+
+    def _resume(self) -> None:
+        self._retry = None
+        if self._queue:
+            self._start_writing()
+
+    def _error(self, exc: OSError) -> None:
+        """As asyncio's transport does with a send error (e.g. ICMP port unreachable): the datagram is lost and
+        the protocol is told."""
+        try:
+            self._inner.get_protocol().error_received(exc)
+        except Exception:  # noqa: BLE001 - a protocol's error callback must not break the sender
+            log.exception("error_received failed")
+
+    def drop_queued(self, ssrcs: set[int]) -> dict[int, int]:
+        """Take the RTP packets of these streams out of the queue; per stream, the first sequence number dropped."""
+        first: dict[int, int] = {}
+        if not self._queue:
+            return first
+        kept: collections.deque[tuple[bytes, Any]] = collections.deque()
+        size = 0
+        for item in self._queue:
+            data = item[0]
+            if _is_rtp_of(data, ssrcs):
+                first.setdefault(int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big"))
+            else:
+                kept.append(item)
+                size += len(data)
+        self._queue, self._size = kept, size
+        if not kept:
+            self._stop_writing()
+        return first
+
+    def get_write_buffer_size(self) -> int:
+        return self._size
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._inner.get_extra_info(name, default)
+
+    def get_protocol(self) -> Any:
+        return self._inner.get_protocol()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._inner.is_closing()
+
+    def _shut(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._stop_writing()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._queue.clear()
+        self._size = 0
+        self._sock.close()
+
+    def close(self) -> None:
+        self._shut()
+        self._inner.close()
+
+    def abort(self) -> None:
+        self._shut()
+        self._inner.abort()
+
+
+def send_queue(protocol: Any) -> Any:
+    """The transport of an aioice protocol, with our `SendQueue` put in front of the loop's first (once): a
+    `SendQueue`, or the transport as it is where there is no socket to queue for (TURN) or no running loop."""
+    transport = protocol.transport
+    if transport is None or type(transport) is SendQueue:
+        return transport
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.is_closing():
+        return transport
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return transport
+    queue = SendQueue(transport, sock, loop)
+    protocol.transport = queue
+    return queue
+
+
 class LinkProbe:
     """What one peer connection received, and what waits to be sent to it, without per-packet work.
 
     - `received()`: datagrams received from the remote so far: SRTP/SRTCP/DTLS (the DTLS transports' own counter)
       plus ICE connectivity/consent checks (counted by wrapping aioice's `request_received`, a few per second).
-    - `backlog()`: bytes queued for the remote on the nominated pair's socket: asyncio's user-space buffer plus the
+    - `backlog()`: bytes queued for the remote on the nominated pair's socket: our `SendQueue` plus the
       kernel's send queue (SIOCOUTQ: what sits in the socket and the qdisc, e.g. behind a traffic shaper).
     Create it once the description is applied (the transports exist).
     """
@@ -1191,10 +1361,9 @@ class LinkProbe:
 
     def limit_send_queue(self, size: int) -> None:
         """Make the kernel's send queue of this connection's socket small (SO_SNDBUF; Linux doubles it): what does
-        not fit waits in asyncio's buffer instead, where `drop_queued` can still take it back."""
+        not fit waits in our SendQueue instead, where `drop_queued` can still take it back."""
         for connection in self._connections:
-            pair = connection._nominated.get(1)
-            transport = getattr(getattr(pair, "protocol", None), "transport", None)
+            transport = self._transport(connection)
             sock = transport.get_extra_info("socket") if transport is not None else None
             if sock is not None:
                 try:
@@ -1203,34 +1372,29 @@ class LinkProbe:
                     pass
 
     def drop_queued(self, ssrcs: set[int]) -> dict[int, int]:
-        """Drop the RTP packets of these streams that wait in asyncio's user-space send buffer (the kernel's queue
-        cannot be touched): video that a viewer will not get in time, queued ahead of its audio. Returns, per
-        stream, the sequence number of the first packet dropped (everything from it on was dropped: the buffer
-        holds the newest packets)."""
+        """Drop the RTP packets of these streams that wait in our send queue (`SendQueue`; the kernel's cannot be
+        touched): video that a viewer will not get in time, queued ahead of its audio. Returns, per stream, the
+        sequence number of the first packet dropped (everything from it on was dropped: the queue holds the newest
+        packets)."""
         first: dict[int, int] = {}
         for connection in self._connections:
-            pair = connection._nominated.get(1)
-            transport = getattr(getattr(pair, "protocol", None), "transport", None)
-            buffer = getattr(transport, "_buffer", None)
-            if buffer is None or not hasattr(transport, "_buffer_size") or not buffer:
-                continue
-            kept = []
-            for item in buffer:
-                data = item[0]
-                if _is_rtp_of(data, ssrcs):
-                    first.setdefault(int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big"))
-                else:
-                    kept.append(item)
-            buffer.clear()
-            buffer.extend(kept)
-            transport._buffer_size = sum(len(item[0]) for item in kept) + len(kept) * getattr(transport, "_header_size", 0)
+            transport = self._transport(connection)
+            if type(transport) is SendQueue:
+                for ssrc, seq in transport.drop_queued(ssrcs).items():
+                    first.setdefault(ssrc, seq)
         return first
+
+    @staticmethod
+    def _transport(connection: Any) -> Any:
+        """The nominated pair's transport (with our SendQueue in front), or None."""
+        pair = connection._nominated.get(1)
+        protocol = getattr(pair, "protocol", None)
+        return send_queue(protocol) if protocol is not None else None
 
     def backlog(self) -> int:
         total = 0
         for connection in self._connections:
-            pair = connection._nominated.get(1)
-            transport = getattr(getattr(pair, "protocol", None), "transport", None)
+            transport = self._transport(connection)
             if transport is None or transport.is_closing():
                 continue
             total += transport.get_write_buffer_size()

@@ -251,7 +251,7 @@ class Leg(AsyncIOEventEmitter):
         self._probe = probe
         if self.packet_mode and any(getattr(c, "kind", None) == "video" for c in self.consumers.values()):
             # Keep the kernel's send queue to a viewer short (a few dozen packets): on a slow link, what waits
-            # beyond it stays in asyncio's buffer, where a paused viewer's video can still be dropped.
+            # beyond it stays in our send queue (SendQueue), where a paused viewer's video can still be dropped.
             probe.limit_send_queue(self._config.viewer.max_backlog_bytes // 4)
         interval = self._config.watchdog.check_interval_s
         while not self.closed:

@@ -333,3 +333,23 @@ async def test_packets_lost_from_the_caller_are_nacked_by_the_relay(gateway, cal
         assert steady >= 0.5 * packets > 100, (steady, packets)
     await caller.close()
     await agent.close()
+
+
+@pytest.mark.parametrize("test", [test_video_call_end_to_end, test_packets_lost_towards_the_agent_are_retransmitted],
+                         ids=["end_to_end", "retransmitted"])
+def test_native_path_on_uvloop(caller_token, test):
+    """The native fast path under uvloop (the server's loop with event_loop=auto where the `fast` extra is
+    installed): the same end-to-end and NACK tests as above, gateway and clients on uvloop's event loop. uvloop
+    looks `datagram_received` up per datagram (the native Inlet replaces it per protocol) and its UDP transport has
+    no user-space buffer (aiortc_internals.SendQueue is ours on both loops)."""
+    uvloop = pytest.importorskip("uvloop")
+    if fastpath.native_module() is None:
+        pytest.skip("gateway.media._fastpath is not built (pip install -e . with a C compiler: scripts/setup.sh)")
+
+    async def body() -> None:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        async with running_gateway(relay_mode="packet", relay_fast_path="native") as gw:
+            await test(gw, caller_token)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(body())

@@ -33,9 +33,12 @@ TEST_WEBHOOK_NETWORKS = ["127.0.0.0/8"]
 
 def test_env() -> dict[str, str]:
     """The same test-only relaxations as CALLIN_* variables, for tests that start `callin serve` as a process: many
-    callers share 127.0.0.1 and a few tokens, and webhook receivers listen on loopback."""
+    callers share 127.0.0.1 and a few tokens, and webhook receivers listen on loopback; and asyncio's event loop."""
     env = {f"CALLIN_{name.upper()}": str(value) for name, value in LOOSE_CALLER_LIMITS.items()}
     env["CALLIN_WEBHOOK_ALLOWED_NETWORKS"] = json.dumps(TEST_WEBHOOK_NETWORKS)
+    # The test extra installs uvloop (event_loop=auto would take it): served processes keep asyncio's loop, as the
+    # in-process gateways do, unless a test asks for uvloop (GatewayProcess.set(event_loop="uvloop")).
+    env["CALLIN_EVENT_LOOP"] = "asyncio"
     return env
 
 

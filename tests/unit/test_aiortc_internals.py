@@ -78,8 +78,6 @@ OBJECT_NAMES: list[tuple[str, str]] = [
     ("StunProtocol", "transport"),
     ("StunProtocol", "local_candidate"),
     ("StunProtocol", "datagram_received"),
-    ("DatagramTransport", "_buffer"),
-    ("DatagramTransport", "_buffer_size"),
 ]
 
 

@@ -154,27 +154,129 @@ def test_guard_ignores_a_leg_that_receives_no_video():
     assert not guard.paused
 
 
-def test_drop_queued_removes_only_the_paused_streams_rtp_from_the_send_buffer():
-    from collections import deque
-    from types import SimpleNamespace
-
+def _rtp(ssrc: int, size: int = 100, seq: int = 1) -> bytes:
     from aiortc.rtp import RtpPacket
+
+    return RtpPacket(payload_type=96, sequence_number=seq, timestamp=1, ssrc=ssrc, payload=b"x" * size).serialize()
+
+
+def _loops() -> list:
+    loops = [pytest.param(asyncio.new_event_loop, id="asyncio")]
+    try:
+        import uvloop
+    except ImportError:
+        loops.append(pytest.param(None, id="uvloop", marks=pytest.mark.skip(reason="uvloop is not installed")))
+    else:
+        loops.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
+    return loops
+
+
+@pytest.mark.parametrize("new_loop", _loops())
+def test_send_queue_holds_what_the_kernel_refuses_in_order_and_drops_only_the_paused_streams_rtp(new_loop, tmp_path):
+    """A unix datagram socket whose receiver does not read refuses (EAGAIN) once the receiver's queue is full: the
+    SendQueue keeps the rest, in order, on asyncio and on uvloop alike (uvloop's own transport would queue in libuv,
+    out of reach); drop_queued takes one stream's RTP out of it; once the receiver reads, the queue drains in order
+    through the loop's writer callback on the dup'd socket, and closing leaves no writer and no fd behind."""
+    import os
+    import socket
+    from types import SimpleNamespace
 
     from gateway.media import aiortc_internals as internals
 
-    def rtp(ssrc: int, size: int = 100) -> bytes:
-        return RtpPacket(payload_type=96, sequence_number=1, timestamp=1, ssrc=ssrc, payload=b"x" * size).serialize()
-
     rtcp = bytes([0x80, 201, 0, 1]) + (7).to_bytes(4, "big")  # a receiver report from SSRC 7
-    transport = SimpleNamespace(_buffer=deque([(rtp(7), None), (rtp(9), None), (rtcp, None), (b"\x16\xfe\xfd", None),
-                                               (rtp(7), None)]), _buffer_size=0)
-    transport._buffer_size = sum(len(d) for d, _ in transport._buffer)
-    probe = internals.LinkProbe.__new__(internals.LinkProbe)
-    probe._connections = [SimpleNamespace(_nominated={1: SimpleNamespace(protocol=SimpleNamespace(transport=transport))})]
-    dropped = probe.drop_queued({7})
-    assert dropped == {7: 1}  # the first dropped packet of stream 7 had sequence number 1
-    assert [d for d, _ in transport._buffer] == [rtp(9), rtcp, b"\x16\xfe\xfd"]  # audio, RTCP and DTLS stay
-    assert transport._buffer_size == sum(len(d) for d, _ in transport._buffer)
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        path = str(tmp_path / "viewer")
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        receiver.bind(path)
+        receiver.setblocking(False)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, sock=sock)
+        protocol = SimpleNamespace(transport=transport)
+        queue = internals.send_queue(protocol)
+        assert type(queue) is internals.SendQueue and protocol.transport is queue
+        assert internals.send_queue(protocol) is queue  # installed once
+        sent = []
+        for seq in range(400):  # audio (9) and video (7) interleaved, an RTCP and a DTLS record now and then
+            for data in (_rtp(9, 60, seq), _rtp(7, 200, seq)) + ((rtcp, b"\x16\xfe\xfd") if seq % 50 == 0 else ()):
+                queue.sendto(data, path)
+                sent.append(data)
+        held = queue.get_write_buffer_size()
+        assert held > 0, "the receiver's queue never filled: nothing was held"
+        in_queue = [d for d, _ in queue._queue]
+        assert sent[len(sent) - len(in_queue):] == in_queue  # the newest, in order
+        dropped = queue.drop_queued({7})
+        video_held = [d for d in in_queue if d[8:12] == (7).to_bytes(4, "big") and d[1] & 0x7F == 96]
+        assert video_held and dropped == {7: int.from_bytes(video_held[0][2:4], "big")}
+        kept = [d for d in in_queue if d not in video_held]
+        assert [d for d, _ in queue._queue] == kept
+        assert queue.get_write_buffer_size() == sum(map(len, kept))
+        # The receiver reads: the writer callback sends the rest, in order.
+        got: list[bytes] = []
+        deadline = loop.time() + 10
+        while queue.get_write_buffer_size() and loop.time() < deadline:
+            try:
+                while True:
+                    got.append(receiver.recv(2048))
+            except BlockingIOError:
+                pass
+            await asyncio.sleep(0.01)
+        assert queue.get_write_buffer_size() == 0
+        try:
+            while True:
+                got.append(receiver.recv(2048))
+        except BlockingIOError:
+            pass
+        expected = [d for d in sent[:len(sent) - len(in_queue)]] + kept
+        assert got == expected
+        fd = queue._fd
+        queue.close()
+        assert queue.is_closing()
+        with pytest.raises(OSError):
+            os.fstat(fd)  # the dup is closed
+        receiver.close()
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(body())
+
+
+@pytest.mark.parametrize("new_loop", _loops())
+def test_send_queue_on_a_connected_socket_sends_without_an_address_and_tells_the_protocol_of_errors(new_loop):
+    """As asyncio's transport: sendto(data) without an address on a connected socket; a send error other than
+    EAGAIN/ENOBUFS (here: the peer is gone) loses the datagram and reaches the protocol's error_received."""
+    import socket
+    from types import SimpleNamespace
+
+    from gateway.media import aiortc_internals as internals
+
+    class Protocol(asyncio.DatagramProtocol):
+        def __init__(self) -> None:
+            self.errors: list[OSError] = []
+
+        def error_received(self, exc: Exception) -> None:
+            self.errors.append(exc)  # type: ignore[arg-type]
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ours.setblocking(False)
+        protocol = Protocol()
+        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=ours)
+        holder = SimpleNamespace(transport=transport)
+        queue = internals.send_queue(holder)
+        assert type(queue) is internals.SendQueue
+        queue.sendto(b"hello")
+        assert theirs.recv(100) == b"hello"
+        theirs.close()
+        queue.sendto(b"lost")
+        assert protocol.errors and isinstance(protocol.errors[0], OSError), protocol.errors
+        assert queue.get_write_buffer_size() == 0
+        queue.close()
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(body())
 
 
 async def test_repeated_requests_while_waiting_for_a_keyframe_are_not_held_against_the_viewer():
