@@ -137,7 +137,7 @@ class Metrics:
         )
 
         self.loop_lag = Histogram(
-            "callin_event_loop_lag_seconds", "How late the event loop woke a task that asked to wake every 0.1 s",
+            "callin_event_loop_lag_seconds", "How late the event loop ran a timer due every 0.1 s",
             registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
 

@@ -80,6 +80,34 @@ async def test_loop_lag_sees_a_blocked_loop():
     assert monitor.worst_s >= 0.2 and max(lags) == monitor.worst_s
 
 
+async def test_loop_lag_keeps_probing_after_an_observer_error_and_stops_for_good():
+    """The probe is a timer callback that arms the next one first: an observer that raises once (a metrics bug) is
+    reported by the loop and the monitor goes on; stop() ends it (no probe after)."""
+    lags: list[float] = []
+
+    def observe(lag: float) -> None:
+        lags.append(lag)
+        if len(lags) == 1:
+            raise RuntimeError("observer failed")
+
+    errors: list[dict] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        monitor = LoopLag(observe, interval_s=0.01, warn_s=10)
+        monitor.start()
+        deadline = time.monotonic() + 5
+        while len(lags) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await monitor.stop()
+        seen = len(lags)
+        await asyncio.sleep(0.05)
+    finally:
+        loop.set_exception_handler(None)
+    assert seen >= 3 and len(lags) == seen
+    assert len(errors) == 1 and isinstance(errors[0].get("exception"), RuntimeError)
+
+
 class Cycle:
     def __init__(self) -> None:
         self.me = self
