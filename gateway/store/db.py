@@ -39,7 +39,10 @@ class Database:
         parsed = make_url(url)
         self.url = url
         self.dialect = parsed.get_backend_name()
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        # A pooled PostgreSQL connection can have been dropped by the server or the network: ping it on checkout.
+        # An SQLite connection is a file opened in this process (no link to lose), and with aiosqlite the ping is
+        # one more round trip to the database thread for every transaction (the writer's heartbeat: 2 of its 5).
+        kwargs: dict[str, Any] = {"pool_pre_ping": self.dialect != "sqlite"}
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

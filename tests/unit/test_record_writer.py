@@ -342,4 +342,40 @@ async def test_a_node_reaped_while_it_still_runs_writes_nothing_more_and_is_told
     assert row.node_id == b.id and row.ended_at is None and row.state == "queued"  # B's, untouched
     assert "caller_disconnected" not in kinds
     assert a_row.stopped_at is None and a_row.reaped_by == b.id
+
+
+async def test_a_heartbeat_tells_a_reaped_node_and_costs_few_database_round_trips(tmp_path, monkeypatch):
+    """The writer beats every heartbeat_s on every node, calls or not (the server's fixed cost): a beat with its reap
+    is 12 round trips to the aiosqlite thread (2 transactions of one statement each). Before: 23 (a pre-ping
+    SELECT 1 per transaction, which an SQLite file does not need, and the heartbeat as UPDATE then SELECT)."""
+    import aiosqlite.core
+
+    url, db = await migrated(tmp_path)
+    me, other = nodes.NodeLease(id="me", name="n", lease_s=10), nodes.NodeLease(id="other", name="n", lease_s=10)
+    async with db.session() as session, session.begin():
+        await nodes.register(session, me, 1000.0)
+        await nodes.register(session, other, 1000.0)
+    async with db.session() as session, session.begin():
+        assert await nodes.heartbeat(session, me, 1011.0)  # alive
+        assert (await nodes.reap(session, me, 1011.0)).nodes == ["other"]
+    async with db.session() as session, session.begin():
+        assert not await nodes.heartbeat(session, other, 1012.0)  # late: reaped meanwhile
+        assert await nodes.heartbeat(session, me, 1012.0)
+    async with db.session() as session:
+        assert (await session.get(NodeRow, "me")).heartbeat_at == 1012.0
+    writer = RecordWriter(url, me, heartbeat_s=5, batch_max=500, on_committed=lambda c: None, on_reaped=lambda r: None)
+    await writer._beat(db)  # the pool's connection opened
+    trips = 0
+    execute = aiosqlite.core.Connection._execute
+
+    async def counted(self, fn, *args, **kwargs):
+        nonlocal trips
+        trips += 1
+        return await execute(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+    await writer._beat(db)
+    assert 0 < trips <= 12
+    async with db.session() as session:
+        assert (await session.get(NodeRow, "me")).heartbeat_at > 1012.0  # the beat renewed the lease
     await db.close()
