@@ -28,15 +28,20 @@ class WallboardHub:
         self._subscribers: set[Callable[[Wire], None]] = set()
         self._last = ""
         self._pending: asyncio.TimerHandle | None = None
+        self._started = False
         self._rechecks = Periodic(self._recheck, RECHECK_S, log=log, failed="wallboard.recheck_failed",
                                   name="callin-wallboard")
         for name in ("call.queued", "call.offered", "call.withdrawn", "call.answered", "call.ended", "call.updated"):
             board.on(name, lambda *_: self.poke())
 
     def start(self) -> None:
-        self._rechecks.start()
+        """Rechecks run while someone watches (every RECHECK_S): a server nobody watches does not wake for them."""
+        self._started = True
+        if self._subscribers:
+            self._rechecks.start()
 
     async def stop(self) -> None:
+        self._started = False
         if self._pending is not None:
             self._pending.cancel()
         await self._rechecks.stop()
@@ -44,10 +49,14 @@ class WallboardHub:
 
     def subscribe(self, send: Callable[[Wire], None]) -> dict[str, Any]:
         self._subscribers.add(send)
+        if self._started:
+            self._rechecks.start()  # nothing if running already
         return self.board.wallboard()
 
     def unsubscribe(self, send: Callable[[Wire], None]) -> None:
         self._subscribers.discard(send)
+        if not self._subscribers:
+            self._rechecks.cancel()
 
     def poke(self) -> None:
         if self._pending is None and self._subscribers:
