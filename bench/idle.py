@@ -10,7 +10,9 @@ time on the CPU in ns; bench/run.py's utime + stime count whole 10 ms ticks, too
 part of the event loop thread and of the others (records writer, database threads), and wake-ups per second: voluntary context
 switches of all threads (each return from epoll_wait/futex that slept is one), from /proc/<pid>/task/*/status.
 
-Rounds alternate the two builds (baseline, then this checkout) so that both see the same machine load.
+The two builds run side by side, pinned to the same CPU, and are measured over the same windows (a round starts
+both afresh): measured one after the other, a burst of other jobs on that CPU in one build's window and not the
+other's moved a round's ratio to 3x.
 
     python -m bench.idle --seconds 60 --rounds 3                    # this checkout against main
     python -m bench.idle --seconds 30 --rounds 2 --baseline-ref HEAD~3 --states idle
@@ -118,31 +120,43 @@ async def sign_in_and_wait(url: str) -> list[Any]:
     return [agent, caller]
 
 
-async def measure(name: str, tree: Path, states: list[str], seconds: float, settle_s: float) -> dict[str, Any]:
-    data_dir = tempfile.mkdtemp(prefix="callin-idle-")
-    proc, url = start_server(tree, data_dir)
+async def measure(systems: list[tuple[str, Path]], states: list[str], seconds: float,
+                  settle_s: float) -> list[dict[str, Any]]:
+    """Both builds run at once, pinned to the same CPU, and are measured over the same windows: whatever else the
+    machine does then (other jobs on that CPU evict caches, and a cold wake-up costs several times a warm one)
+    touches both alike. Apart, one build's window met such a burst and the other's did not, ±50% or more."""
+    started: list[tuple[str, subprocess.Popen[bytes], str, str]] = []
     clients: list[Any] = []
-    row: dict[str, Any] = {"system": name}
+    rows: list[dict[str, Any]] = [{"system": name} for name, _ in systems]
     try:
-        await wait_healthy(url, proc)
+        for name, tree in systems:
+            data_dir = tempfile.mkdtemp(prefix="callin-idle-")
+            proc, url = start_server(tree, data_dir)
+            started.append((name, proc, url, data_dir))
+        for _, proc, url, _ in started:
+            await wait_healthy(url, proc)
         for state in states:
             if state == "waiting":
-                clients = await sign_in_and_wait(url)
+                for _, _, url, _ in started:
+                    clients += await sign_in_and_wait(url)
             await asyncio.sleep(settle_s)
-            before, t0 = thread_stats(proc.pid), time.monotonic()
+            before, t0 = [thread_stats(proc.pid) for _, proc, _, _ in started], time.monotonic()
             await asyncio.sleep(seconds)
-            row[state] = diff(before, thread_stats(proc.pid), time.monotonic() - t0)
+            after, t1 = [thread_stats(proc.pid) for _, proc, _, _ in started], time.monotonic()
+            for row, b, a in zip(rows, before, after):
+                row[state] = diff(b, a, t1 - t0)
     finally:
         for client in clients:
             await client.close()
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(data_dir, ignore_errors=True)
-    return row
+        for _, proc, _, data_dir in started:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            shutil.rmtree(data_dir, ignore_errors=True)
+    return rows
 
 
 def markdown(rows: list[dict[str, Any]], states: list[str]) -> str:
@@ -182,11 +196,10 @@ async def orchestrate(args: argparse.Namespace) -> None:
             systems = [("this checkout", ROOT)]
             if baseline is not None:
                 systems.insert(0, (f"baseline ({args.baseline_ref})", baseline))
-            for name, tree in systems:
-                row = await measure(name, tree, states, args.seconds, args.settle)
+            for row in await measure(systems, states, args.seconds, args.settle):
                 row["round"] = n
                 rows.append(row)
-                print(json.dumps({"round": n, "system": name,
+                print(json.dumps({"round": n, "system": row["system"],
                                   **{s: {"cpu_pct": round(row[s]["cpu_pct"], 3),
                                          "wakeups_per_s": round(row[s]["wakeups_per_s"], 1)} for s in states}}),
                       flush=True)
