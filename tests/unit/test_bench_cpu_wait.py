@@ -1,6 +1,7 @@
-"""bench.run's `system_cpu_wait`: how long the measured system waited, runnable, for its CPU. The system is pinned
-to one CPU; on a shared machine another busy process there takes half of it, and the system's delays and losses
-then come from that (docs/benchmark.md, "Step 6"), so each point says so."""
+"""bench.run's `system_cpu_wait` (how long the measured system waited, runnable, for its CPU) and
+`others_on_system_cpus` (what other processes used of its CPUs). The system is pinned to one CPU; on a shared
+machine another busy process there takes half of it, and the system's delays and losses then come from that
+(docs/benchmark.md, "Step 6"), so each point says so."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import tree_runqueue_wait_seconds
+from bench.run import cpus_busy_seconds, tree_runqueue_wait_seconds
 
 SPIN = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end:\n    pass\n"
 
@@ -44,3 +45,19 @@ def test_runqueue_wait_counts_the_time_a_pinned_process_shares_its_cpu():
         for proc in spinners:
             proc.kill()
             proc.wait()
+
+
+def test_busy_seconds_of_a_cpu_count_whoever_ran_there():
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN])
+    try:
+        os.sched_setaffinity(spinner.pid, {cpu})
+        time.sleep(0.3)
+        before, started = cpus_busy_seconds([cpu]), time.monotonic()
+        time.sleep(1.0)
+        busy = (cpus_busy_seconds([cpu]) - before) / (time.monotonic() - started)
+        # The spinner alone keeps that CPU busy (idle time counted instead would be ~0)
+        assert busy >= 0.8, busy
+    finally:
+        spinner.kill()
+        spinner.wait()
