@@ -390,12 +390,12 @@ class Settings(BaseSettings):
                     "wait for the next turn, so that a crowd joining at once does not stall media and ICE answers "
                     "(signaling/turnstile.py)")
     gc_sweep_interval_s: float = Field(
-        30.0, ge=0, le=3600,
+        2.0, ge=0, le=3600,
         description="`callin serve` runs Python's full garbage collections itself, this often, each walking only "
                     "what became long-lived since the last (see gateway/gcpolicy.py); 0: Python's default "
                     "collector, which stops the process for about a second at a time when 10,000 callers wait")
     gc_complete_every: int = Field(
-        10, ge=1, le=1000,
+        150, ge=1, le=1000,
         description="every Nth sweep walks everything (frees garbage among long-lived objects): the one long "
                     "pause, every gc_sweep_interval_s * gc_complete_every seconds")
     max_queue_length: int = Field(1000, ge=1)

@@ -16,6 +16,11 @@ The policy (one per process, started once the process has loaded what it keeps):
     (a caller's socket and session once they are gone) is collected too: memory is bounded, and the one long pause
     comes every `sweep_interval_s * complete_every` seconds instead of every few seconds while a crowd joins.
 
+An ordinary sweep's pause is proportional to what became long-lived since the previous one, so the interval bounds
+it: every object a set-up call keeps is walked once, by the first sweep after the call is set up. At 30 s, 48 media
+calls set up within one interval were walked in one 70-100 ms stop of their media (278 ms at 64 calls; docs/
+benchmark.md "Step 6"); at 2 s a sweep walks a few seconds' worth, 5-10 ms at 48-64 calls on a small VM.
+
 Pauses are reported through `observe(kind, seconds)` (the `callin_gc_pause_seconds` histogram).
 """
 
@@ -36,7 +41,7 @@ NEVER = 2**31 - 1  # generation-1 collections before an automatic full one: neve
 
 
 class GcPolicy:
-    def __init__(self, sweep_interval_s: float = 30.0, complete_every: int = 10,
+    def __init__(self, sweep_interval_s: float = 2.0, complete_every: int = 150,
                  observe: Callable[[str, float], None] | None = None) -> None:
         self.sweep_interval_s = sweep_interval_s
         self.complete_every = max(1, complete_every)

@@ -10,6 +10,7 @@ import weakref
 
 import pytest
 
+from gateway.config import Settings
 from gateway.gcpolicy import NEVER, GcPolicy
 from signaling.looplag import LoopLag
 from signaling.turnstile import Turnstile
@@ -135,3 +136,30 @@ async def test_gc_policy_sweeps_new_garbage_and_frees_frozen_garbage_on_a_comple
     finally:
         await policy.stop()
     assert gc.get_threshold() == saved and gc.get_freeze_count() == 0
+
+
+async def test_gc_policy_default_walks_a_call_setup_burst_in_small_pieces():
+    """An ordinary sweep walks what became long-lived since the last one, so the interval bounds its pause. Every
+    object a set-up call keeps (peer connection, transports, SDP, codecs: a few thousand per call) is walked once,
+    by the first sweep after it; with a 30 s interval, 48 calls set up in ~20 s were walked in one 90 ms pause
+    (278 ms at 64 calls) while their media flowed (docs/benchmark.md, "Step 6"). Here: long-lived cyclic objects
+    made at ~15,000 per second for 4.5 s, the policy with the served process's defaults."""
+    interval = Settings.model_fields["gc_sweep_interval_s"].default
+    complete_every = Settings.model_fields["gc_complete_every"].default
+    assert interval * complete_every == 300  # the complete sweep (walking everything) stays once per 5 minutes
+    pauses: list[tuple[str, float]] = []
+    policy = GcPolicy(interval, complete_every, observe=lambda kind, seconds: pauses.append((kind, seconds)))
+    policy.start()
+    kept: list[list[Cycle]] = []
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 4.5:
+            kept.append([Cycle() for _ in range(750)])  # ~1,500 tracked objects (instance + its __dict__)
+            await asyncio.sleep(0.1)
+    finally:
+        await policy.stop()
+    sweeps = [seconds for kind, seconds in pauses if kind == "sweep"]
+    # The burst was walked in pieces while it was made (not in one pause later), each piece well under 50 ms.
+    assert len(sweeps) >= 2, pauses
+    assert max(sweeps) < 0.05, pauses
+    assert sum(len(batch) for batch in kept) >= 30 * 750
