@@ -164,7 +164,7 @@ async def stop_under_load(connected: int, waiting: int, *, extra_env: dict[str, 
     env.update(CALLIN_PORT=str(port), CALLIN_CALLER_TOKEN_SECRET=TEST_SECRET, CALLIN_DATA_DIR=str(data_dir),
                CALLIN_PASSWORD_HASH_TIME_COST="1", CALLIN_PASSWORD_HASH_MEMORY_KIB="8192",
                CALLIN_MAX_QUEUE_LENGTH=str(waiting + connected + 10), CALLIN_MEDIA_HOST_ADDRESSES='["127.0.0.1"]',
-               CALLIN_ICE_SERVERS="[]", CALLIN_LOG_LEVEL="info", CALLIN_EVENT_LOOP="asyncio",
+               CALLIN_ICE_SERVERS="[]", CALLIN_LOG_LEVEL="info",
                # One client process holds every socket here: on a busy machine its pongs can be late, and a
                # socket cut by the heartbeat before the stop would not be the stop's doing.
                CALLIN_WS_HEARTBEAT_S="60",
