@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.netns import ensure_loopback_namespace  # noqa: E402
 from bench.run import AGENT_PASSWORD, CLK_TCK, RESULTS, SECRET, cpus, free_port, pinned, wait_healthy  # noqa: E402
 from bench.queue_scale import extract  # noqa: E402
+from tests.support.process import stop_process  # noqa: E402
 
 
 def thread_stats(pid: int) -> dict[str, tuple[float, int]]:
@@ -149,12 +150,7 @@ async def measure(systems: list[tuple[str, Path]], states: list[str], seconds: f
         for client in clients:
             await client.close()
         for _, proc, _, data_dir in started:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 15)
             shutil.rmtree(data_dir, ignore_errors=True)
     return rows
 

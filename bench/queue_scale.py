@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.netns import ensure_loopback_namespace  # noqa: E402
 from tests.support.clients import WsClient  # noqa: E402
+from tests.support.process import stop_process  # noqa: E402
 from bench.run import (  # noqa: E402
     AGENT_PASSWORD,
     RESULTS,
@@ -353,12 +354,7 @@ async def measure(name: str, tree: Path, callers: int, workers: int, media: int,
     finally:
         if loadgen is not None and loadgen.returncode is None:
             loadgen.kill()
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
         shutil.rmtree(data_dir, ignore_errors=True)
     print(json.dumps(row), flush=True)
     return row
