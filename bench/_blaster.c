@@ -707,18 +707,28 @@ static PyObject *vec_bytes(const Vec *v) {
     return PyBytes_FromStringAndSize((const char *)v->v, v->n * (Py_ssize_t)sizeof(int64_t));
 }
 
-/* sent(peer, stream) -> dict: times (int64 ns as bytes), keyframes, packets */
-static PyObject *Blaster_sent(Blaster *self, PyObject *args) {
-    int id, i;
-    if (!PyArg_ParseTuple(args, "ii", &id, &i))
+/* The (peer, stream) arguments of sent() and received(): the peer, and in *i a stream index below its nsend
+   (receiving 0) or nrecv (receiving 1); NULL with an exception set otherwise. */
+static Peer *peer_stream(Blaster *self, PyObject *args, int receiving, int *i) {
+    int id;
+    if (!PyArg_ParseTuple(args, "ii", &id, i))
         return NULL;
     Peer *peer = peer_of(self, id);
     if (peer == NULL)
         return NULL;
-    if (i < 0 || i >= peer->nsend) {
+    if (*i < 0 || *i >= (receiving ? peer->nrecv : peer->nsend)) {
         PyErr_SetString(PyExc_IndexError, "no such stream");
         return NULL;
     }
+    return peer;
+}
+
+/* sent(peer, stream) -> dict: times (int64 ns as bytes), keyframes, packets */
+static PyObject *Blaster_sent(Blaster *self, PyObject *args) {
+    int i;
+    Peer *peer = peer_stream(self, args, 0, &i);
+    if (peer == NULL)
+        return NULL;
     lock(self);
     Send *s = &peer->send[i];
     PyObject *out = Py_BuildValue("{s:N,s:l,s:l}", "times", vec_bytes(&s->sent), "keyframes", s->keyframes,
@@ -729,16 +739,10 @@ static PyObject *Blaster_sent(Blaster *self, PyObject *args) {
 
 /* received(peer, stream) -> dict: all / identified arrivals and delays (int64 ns as bytes), packet counts */
 static PyObject *Blaster_received(Blaster *self, PyObject *args) {
-    int id, i;
-    if (!PyArg_ParseTuple(args, "ii", &id, &i))
-        return NULL;
-    Peer *peer = peer_of(self, id);
+    int i;
+    Peer *peer = peer_stream(self, args, 1, &i);
     if (peer == NULL)
         return NULL;
-    if (i < 0 || i >= peer->nrecv) {
-        PyErr_SetString(PyExc_IndexError, "no such stream");
-        return NULL;
-    }
     lock(self);
     Recv *r = &peer->recv[i];
     PyObject *out = Py_BuildValue("{s:N,s:N,s:N,s:l,s:l,s:L,s:L}", "all", vec_bytes(&r->all), "identified",
