@@ -15,6 +15,8 @@ from gateway.media import aiortc_internals as internals
 from tests.support import netns
 from tests.support.api import Api
 from tests.support.clients import Agent, Caller, hears, wait_until
+from tests.support.loops import event_loops
+from tests.support.media import busy_counter_frames
 from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.media
@@ -125,6 +127,20 @@ async def sending_kbps(pc, seconds: float = 2.0) -> float:
     return (await sent() - first) * 8 / 1000 / (time.monotonic() - started)
 
 
+async def supervisor_watching(gw, call_id: str, address: str, **media) -> Agent:
+    """Sam, a supervisor whose media comes from `address` (what a test shapes), monitoring the call: his video
+    flowing and the caller's tone heard."""
+    sam = Agent(gw.base_url, "sam", "sam-demo", addresses=[address])
+    await sam.connect(available=False)
+    started = await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
+    assert started["type"] == "supervise.started", started
+    await sam.join_media(call_id, tone_hz=SAM_HZ, **media)
+    await wait_until(lambda: {"audio", "video"} <= set(sam.peer.slots), 10)
+    await wait_until(lambda: len(sam.peer.slots["video"].counters) > 20, 10)
+    await hears(sam.peer.slots["audio"], CALLER_HZ)
+    return sam
+
+
 @pytest.mark.parametrize("relay_mode", ["packet", "frame"])
 async def test_slow_viewer_gets_audio_only_instead_of_a_keyframe_storm(caller_token, relay_mode):
     """A supervisor on a link slower than the caller's video (htb at half of what the caller sends: ~300 kbit/s on an
@@ -136,14 +152,7 @@ async def test_slow_viewer_gets_audio_only_instead_of_a_keyframe_storm(caller_to
                                viewer_resume_after_s=2.0) as gw:
         async with netns.extra_address("10.77.0.3") as address:
             caller, alice, call_id = await connected_call(gw, caller_token)
-            sam = Agent(gw.base_url, "sam", "sam-demo", addresses=[address])
-            await sam.connect(available=False)
-            started = await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
-            assert started["type"] == "supervise.started", started
-            await sam.join_media(call_id, tone_hz=SAM_HZ, aux_audio=True)
-            await wait_until(lambda: {"audio", "video"} <= set(sam.peer.slots), 10)
-            await wait_until(lambda: len(sam.peer.slots["video"].counters) > 20, 10)
-            await hears(sam.peer.slots["audio"], CALLER_HZ)
+            sam = await supervisor_watching(gw, call_id, address, aux_audio=True)
 
             # Count the keyframe requests that reach the caller (a PLI arriving at its video sender).
             sender = next(t.sender for t in caller.peer.pc.getTransceivers() if t.kind == "video")
@@ -234,53 +243,22 @@ async def test_a_viewer_flooding_keyframe_requests_is_held_to_its_budget(caller_
         await alice.close()
 
 
-def _event_loops() -> list:
-    """asyncio's loop and uvloop's (the server's `event_loop=auto` when the `fast` extra is installed)."""
-    loops = [pytest.param(asyncio.new_event_loop, id="asyncio")]
-    try:
-        import uvloop
-    except ImportError:
-        loops.append(pytest.param(None, id="uvloop", marks=pytest.mark.skip(reason="uvloop is not installed")))
-    else:
-        loops.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
-    return loops
-
-
-@pytest.mark.parametrize("new_loop", _event_loops())
+@pytest.mark.parametrize("new_loop", event_loops())
 def test_a_slow_viewers_audio_stays_current_on_either_event_loop(caller_token, new_loop, monkeypatch):
     """A supervisor on a link slower than the caller's video (packet relay, the gateway on asyncio's loop or on
     uvloop's): its video is paused and what was queued of it dropped, so its AUDIO stays current: a change of the
     caller's tone, after several seconds of shaping, is heard within a second (0.1-0.2 s when it works; on uvloop
     before our own send queue, libuv's queue held everything and the audio lagged 2.5 s and more)."""
-    import av
-    import numpy as np
-
     from callin_sdk import media
 
-    counter_frame = media.counter_frame
-    rng = np.random.default_rng(1)
-
-    def busy_frame(counter: int, width: int = 320, height: int = 240):
-        """Noise below the counter cells: the caller's encoder really uses its ~500 kbit/s (as bench/slow_viewer)."""
-        img = counter_frame(counter, width, height).to_ndarray(format="rgb24")
-        img[40:] = rng.integers(0, 255, size=img[40:].shape, dtype=np.uint8)
-        return av.VideoFrame.from_ndarray(img, format="rgb24")
-
-    monkeypatch.setattr(media, "counter_frame", busy_frame)
+    monkeypatch.setattr(media, "counter_frame", busy_counter_frames(media.counter_frame))
 
     async def body() -> None:
         async with running_gateway(relay_mode="packet") as gw:
             async with netns.extra_address("10.77.0.3") as address:
                 caller, alice, call_id = await connected_call(gw, caller_token)
-                sam = Agent(gw.base_url, "sam", "sam-demo", addresses=[address])
-                await sam.connect(available=False)
-                started = await sam.ws.request({"type": "supervise.start", "call_id": call_id, "mode": "monitor"})
-                assert started["type"] == "supervise.started", started
-                await sam.join_media(call_id, tone_hz=SAM_HZ)
-                await wait_until(lambda: {"audio", "video"} <= set(sam.peer.slots), 10)
-                await wait_until(lambda: len(sam.peer.slots["video"].counters) > 20, 10)
+                sam = await supervisor_watching(gw, call_id, address)
                 audio = sam.peer.slots["audio"]
-                await hears(audio, CALLER_HZ)
                 tone = next(s.track for s in caller.peer.pc.getSenders() if s.track and s.track.kind == "audio")
                 # Half of what the caller sends, with room for the audio alone (~130 kbit/s on the wire).
                 rate = 250

@@ -11,6 +11,7 @@ import pytest
 from gateway.media.forward import ForwardTrack
 from gateway.media.health import Liveness, MediaWatchdog, WatchdogConfig
 from gateway.media.viewer import KeyframeBudget, ViewerConfig, ViewerGuard
+from tests.support.loops import event_loops
 from tests.unit.test_packets import forwarder
 
 
@@ -160,18 +161,7 @@ def _rtp(ssrc: int, size: int = 100, seq: int = 1) -> bytes:
     return RtpPacket(payload_type=96, sequence_number=seq, timestamp=1, ssrc=ssrc, payload=b"x" * size).serialize()
 
 
-def _loops() -> list:
-    loops = [pytest.param(asyncio.new_event_loop, id="asyncio")]
-    try:
-        import uvloop
-    except ImportError:
-        loops.append(pytest.param(None, id="uvloop", marks=pytest.mark.skip(reason="uvloop is not installed")))
-    else:
-        loops.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
-    return loops
-
-
-@pytest.mark.parametrize("new_loop", _loops())
+@pytest.mark.parametrize("new_loop", event_loops())
 def test_send_queue_holds_what_the_kernel_refuses_in_order_and_drops_only_the_paused_streams_rtp(new_loop, tmp_path):
     """A unix datagram socket whose receiver does not read refuses (EAGAIN) once the receiver's queue is full: the
     SendQueue keeps the rest, in order, on asyncio and on uvloop alike (uvloop's own transport would queue in libuv,
@@ -242,7 +232,7 @@ def test_send_queue_holds_what_the_kernel_refuses_in_order_and_drops_only_the_pa
         runner.run(body())
 
 
-@pytest.mark.parametrize("new_loop", _loops())
+@pytest.mark.parametrize("new_loop", event_loops())
 def test_send_queue_on_a_connected_socket_sends_without_an_address_and_tells_the_protocol_of_errors(new_loop):
     """As asyncio's transport: sendto(data) without an address on a connected socket; a send error other than
     EAGAIN/ENOBUFS (here: the peer is gone) loses the datagram and reaches the protocol's error_received."""
