@@ -34,20 +34,10 @@ ADDRESS = "10.77.0.3"
 def noisy() -> None:
     """Busy pictures below the counter cells, so that the caller's encoder really uses its ~500 kbit/s (the counter
     track draws its frames with callin_sdk.media.counter_frame)."""
-    import av
-    import numpy as np
-
     from callin_sdk import media
+    from tests.support.media import busy_counter_frames
 
-    make = media.counter_frame
-    rng = np.random.default_rng(1)
-
-    def frame(counter: int, width: int = 320, height: int = 240):
-        img = make(counter, width, height).to_ndarray(format="rgb24")
-        img[40:] = rng.integers(0, 255, size=img[40:].shape, dtype=np.uint8)
-        return av.VideoFrame.from_ndarray(img, format="rgb24")
-
-    media.counter_frame = frame
+    media.counter_frame = busy_counter_frames(media.counter_frame)
 
 
 async def main(seconds: float, rate: str, aux_audio: bool) -> dict:

@@ -58,3 +58,16 @@ def audio_frame_mono(frame: av.AudioFrame) -> np.ndarray:
     if data.shape[0] == 1 and channels > 1:  # packed interleaved
         data = data.reshape(-1, channels).T
     return data.mean(axis=0)
+
+
+def busy_counter_frames(make=counter_frame, seed: int = 1):
+    """A replacement for callin_sdk.media.counter_frame (`make`): noise below the counter cells, so that a caller's
+    encoder really uses its ~500 kbit/s at 320x240 (the slow-viewer test and bench/slow_viewer.py)."""
+    rng = np.random.default_rng(seed)
+
+    def frame(counter: int, width: int = 320, height: int = 240) -> av.VideoFrame:
+        img = make(counter, width, height).to_ndarray(format="rgb24")
+        img[40:] = rng.integers(0, 255, size=img[40:].shape, dtype=np.uint8)
+        return av.VideoFrame.from_ndarray(img, format="rgb24")
+
+    return frame
