@@ -7,7 +7,6 @@ ones (the dead node's counts drop out)."""
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import time
 
@@ -18,7 +17,7 @@ from signaling.fence import FENCED_EXIT
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from tests.integration.test_drain import close_all, resume_all, told_places_in_order
-from tests.support.api import Api, agent_socket, caller_socket
+from tests.support.api import Api, agent_socket, caller_socket, metric
 from tests.support.balancer import RoundRobin
 from tests.support.databases import pg_url, reset_pg_schema
 from tests.support.process import GatewayProcess
@@ -30,14 +29,6 @@ from tests.support.waiting import until
 async def pg(pg_database) -> str:
     await reset_pg_schema(pg_database)
     return pg_url(pg_database)
-
-
-async def gauge(base: str, name: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as r:
-        text = await r.text()
-    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
 
 
 async def test_a_killed_node_is_found_dead_within_seconds_and_its_callers_resume_elsewhere(pg, tmp_path,
@@ -72,7 +63,7 @@ async def test_a_killed_node_is_found_dead_within_seconds_and_its_callers_resume
                 return body["totals"] == {"nodes": 2, "draining": 0, "calls": 0, "waiting": 2, "agents": 1}
 
             await until(both_counted, 10, 0.05, "both nodes in the registry with their counts")
-            await until(lambda: _equals(gauge(b.base_url, "callin_cluster_waiting"), 2), 10, 0.05, "cluster gauge")
+            await until(lambda: _equals(metric(b.base_url, "callin_cluster_waiting"), 2), 10, 0.05, "cluster gauge")
 
             a.kill()
             killed = time.monotonic()
@@ -88,7 +79,7 @@ async def test_a_killed_node_is_found_dead_within_seconds_and_its_callers_resume
             dead = [n for n in body["nodes"] if n["name"] == "node-a"]
             assert dead and dead[0]["alive"] is False, body
             assert body["totals"]["nodes"] == 1 and body["totals"]["agents"] == 0, body  # A's counts dropped out
-            await until(lambda: _equals(gauge(b.base_url, "callin_cluster_nodes"), 1), 5, 0.05, "gauge without A")
+            await until(lambda: _equals(metric(b.base_url, "callin_cluster_nodes"), 1), 5, 0.05, "gauge without A")
             # Not for everyone: an agent is refused.
             agent_api = Api(b.base_url)
             assert (await agent_api.login("bob", "bob-demo"))[0] == 200

@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -23,7 +21,7 @@ from gateway.config import QueueConfig
 from gateway.store.webhooks import verify_signature
 from gateway.transcript.httpengine import parse_result
 from tests.support.loopback_http import LoopbackService, Receiver
-from tests.support.api import Api
+from tests.support.api import Api, metric
 from tests.support.clients import Agent, Caller, WsClient, wait_until
 from tests.support.server import running_gateway
 from tests.support.speech import CARD_DIGITS, PHRASES, SpeechTrack, espeak_available, spoken_digits, synthesize
@@ -47,15 +45,6 @@ async def caption(ws: WsClient, role: str, want: set[str] | None = None, timeout
     except AssertionError:
         heard = [(m["speaker"]["role"], m["final"], m["text"]) for m in ws.messages if m.get("type") == "caption"]
         raise AssertionError(f"no final caption of the {role} with {want}; captions: {heard}") from None
-
-
-async def metric(base_url: str, sample: str) -> float:
-    """The value of one sample of /metrics (name with its labels, as Prometheus writes it)."""
-    async with aiohttp.ClientSession() as http, http.get(base_url + "/metrics") as r:
-        text = await r.text()
-    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
-    assert found, f"{sample} is not in /metrics"
-    return float(found.group(1))
 
 
 async def webhook_for(integrator: Api, receiver_url: str, events: list[str]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -80,3 +81,13 @@ async def caller_socket(base_url: str, token: str, call_type: str = "voice", **e
     queued = await ws.request({"type": "call.start", "call_type": call_type, **extra})
     assert queued["type"] == "call.queued", queued
     return ws, queued["call_id"]
+
+
+async def metric(base_url: str, sample: str) -> float:
+    """The value of one sample of the server's /metrics: its name with its labels, as Prometheus writes it
+    (`callin_cluster_nodes`, `callin_transcripts_finished_total{complete="true"}`); fails if it is not there."""
+    async with aiohttp.ClientSession() as http, http.get(base_url + "/metrics") as r:
+        text = await r.text()
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+    assert found, f"{sample} is not in /metrics"
+    return float(found.group(1))
