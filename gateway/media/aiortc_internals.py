@@ -1193,10 +1193,7 @@ class SendQueue:
         if self._closing:
             return
         try:
-            if addr is None:  # a connected socket (as asyncio's transport allows)
-                self._sock.send(data)
-            else:
-                self._sock.sendto(data, addr)
+            self._send(data, addr)
         except (BlockingIOError, InterruptedError):
             self._hold(data, addr)
         except OSError as exc:
@@ -1204,6 +1201,12 @@ class SendQueue:
                 self._hold(data, addr)
             else:
                 self._error(exc)
+
+    def _send(self, data: bytes, addr: Any) -> None:
+        if addr is None:  # a connected socket (as asyncio's transport allows)
+            self._sock.send(data)
+        else:
+            self._sock.sendto(data, addr)
 
     def _hold(self, data: bytes, addr: Any) -> None:
         self._queue.append((data, addr))
@@ -1221,14 +1224,11 @@ class SendQueue:
             self._loop.remove_writer(self._fd)
 
     def _flush(self) -> None:
-        queue, sock = self._queue, self._sock
+        queue = self._queue
         while queue:
             data, addr = queue[0]
             try:
-                if addr is None:
-                    sock.send(data)
-                else:
-                    sock.sendto(data, addr)
+                self._send(data, addr)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
