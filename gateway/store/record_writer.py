@@ -307,10 +307,10 @@ class RecordWriter:
                jobs: list[tuple[Job, concurrent.futures.Future[Any]]]) -> None:
         """Another node reaped this one: nothing more is written (the records are that node's now); what was
         waiting is dropped, the jobs fail, and the node is told (it stops at once: signaling/fence.py)."""
-        if self.fenced is None:
-            self.fenced = why
-            log.critical("records.fenced", node=self.node.id, reason=why, unwritten=len(items) + len(self._pending))
         with self._lock:
+            if self.fenced is None:
+                self.fenced = why
+                log.critical("records.fenced", node=self.node.id, reason=why, unwritten=len(items) + len(self._pending))
             self._pending.clear()
             self._in_flight = 0
             jobs = jobs + list(self._jobs)
